@@ -1,0 +1,173 @@
+"""The backend contract: small primitives plus one atomic, guarded commit.
+
+A backend stores bytes under (namespace, key) pairs. It never sees a
+concatenated string: the namespace (a validated component id, ASCII) and the
+key (1..max bytes of UTF-8) arrive separately and the backend keeps them apart
+in its physical layout. Validation, permissions and the choice of the quota
+limit happen once, in the core; the backend's job is to apply writes
+atomically together with the namespace's usage counter, and to refuse a write
+that would take the counter past the limit.
+
+Usage is the seed's measure: the sum over live keys of ``len(key) + len(value)``
+(both in bytes), kept as a counter so that reading it is O(1).
+
+The core serialises the operations of one namespace within one
+:class:`~airssys_storage.StorageManager`; backends shared by several processes
+(SQL) must still make each commit atomic and its guard exact across processes.
+
+Any exception other than :class:`~airssys_storage.StorageError` that escapes a
+backend method is wrapped by the core in an ``internal-error``; backends
+should raise :class:`~airssys_storage.InternalError` with a helpful message
+themselves where they can name the cause.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import QuotaExceeded
+
+__all__ = ["StorageBackend", "Capabilities", "Usage", "Change", "key_successor", "quota_exceeded"]
+
+#: One write of a commit: ``(key, value)`` puts, ``(key, None)`` deletes.
+Change = tuple[bytes, "bytes | None"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond the contract; the conformance suite reads these."""
+
+    #: Data survives closing and reopening the same URL.
+    persistent: bool = False
+    #: Several processes may open the same URL at once, with exact quota and atomic batches.
+    multi_process: bool = False
+    #: The backend implements :meth:`StorageBackend.repair`.
+    repair: bool = False
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A namespace's usage counter: bytes (keys + values) and number of keys."""
+
+    bytes: int = 0
+    keys: int = 0
+
+
+def key_successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with *prefix*.
+
+    ``None`` when there is none (the prefix is empty or all ``0xff``), meaning
+    the range is unbounded above. Prefix queries are ``key >= prefix AND key <
+    key_successor(prefix)``: index range scans, never ``LIKE``.
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def quota_exceeded(namespace: str, used: int, delta: int, limit: int) -> QuotaExceeded:
+    """The one error message for a refused write, so every backend says the same."""
+    return QuotaExceeded(
+        f"quota exceeded for component {namespace!r}: the write needs {delta} more bytes, "
+        f"{used} of {limit} bytes are used; delete data or raise the component's max-size"
+    )
+
+
+class StorageBackend(abc.ABC):
+    """Base class of storage backends.
+
+    Subclasses set :attr:`name`, :attr:`url_schemes` and :attr:`capabilities`,
+    implement :meth:`open` and the abstract primitives, and may override the
+    others for speed.
+
+    The guard rule, for :meth:`commit` and :meth:`commit_one`: let ``delta`` be
+    the sum of (new size − old size) over the changes, where a missing key has
+    size 0 and a delete has new size 0. If ``limit`` is not ``None`` and
+    ``delta > 0`` and ``used + delta > limit``, raise
+    :func:`quota_exceeded` and change nothing. Otherwise apply every change
+    and add ``delta`` (and the change in key count) to the counter, all in
+    one atomic step. Writes that do not grow usage are always accepted, so a
+    component above a lowered quota can still delete.
+    """
+
+    #: Unique backend name (shown by ``airssys-storage plugins``).
+    name: ClassVar[str]
+    #: URL schemes served, without ``+driver`` suffixes.
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, url: str, options: Mapping[str, Any]) -> StorageBackend:
+        """Open (creating if needed) the store at *url* with backend-specific *options*."""
+
+    # -- reads ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        """The value of *key*, or ``None``."""
+
+    def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The values of *keys*, in order, ``None`` for missing ones."""
+        return [self.get(namespace, key) for key in keys]
+
+    def has(self, namespace: str, key: bytes) -> bool:
+        """Whether *key* exists."""
+        return self.get(namespace, key) is not None
+
+    @abc.abstractmethod
+    def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        """At most *limit* ``(key, value)`` pairs with ``start <= key < end``, ordered bytewise.
+
+        ``end=None`` means no upper bound.
+        """
+
+    def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
+        """Like :meth:`items` but keys only (override to avoid reading values)."""
+        return [key for key, _ in self.items(namespace, start, end, limit)]
+
+    @abc.abstractmethod
+    def usage(self, namespace: str) -> Usage:
+        """The namespace's usage counter (O(1))."""
+
+    # -- writes --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        """Apply *changes* (distinct keys) atomically under the guard rule.
+
+        Returns how many of the changed keys existed before the commit.
+        Nothing is applied when it raises.
+        """
+
+    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
+        """:meth:`commit` of a single change; returns whether *key* existed before.
+
+        Override for a faster single-key path; the semantics must not change.
+        """
+        return self.commit(namespace, ((key, value),), limit) == 1
+
+    @abc.abstractmethod
+    def clear(self, namespace: str) -> None:
+        """Delete every key of *namespace* and reset its counter, atomically."""
+
+    # -- administration ------------------------------------------------------
+
+    @abc.abstractmethod
+    def namespaces(self) -> list[str]:
+        """The namespaces that hold at least one key, sorted."""
+
+    def stats(self) -> dict[str, Any]:
+        """Backend-specific statistics for operators (JSON-serialisable)."""
+        return {}
+
+    def repair(self) -> None:
+        """Repair a damaged store; only for backends with ``capabilities.repair``."""
+        raise NotImplementedError(f"backend {self.name!r} cannot repair")
+
+    def close(self) -> None:
+        """Release every resource; the backend is unusable afterwards."""

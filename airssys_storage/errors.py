@@ -1,0 +1,119 @@
+"""The one error hierarchy callers see.
+
+Every error carries a stable ``code``. The first six codes are the cases of the
+WIT ``storage-error`` variant of ``airssys:wasm@0.1.0``; the others are either
+extension cases (``too-many-keys``, ``invalid-argument``, reachable by guests
+through the extension interfaces) or host-side configuration problems that a
+guest never sees.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "StorageError",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "KeyNotFound",
+    "InvalidKey",
+    "ValueTooLarge",
+    "InternalError",
+    "TooManyKeys",
+    "InvalidArgument",
+    "ConfigurationError",
+    "ManifestError",
+    "PluginError",
+    "WIT_0_1_0_CODES",
+]
+
+#: Codes that exist as cases of ``storage-error`` in ``airssys:wasm/storage@0.1.0``.
+WIT_0_1_0_CODES = frozenset(
+    {
+        "permission-denied",
+        "quota-exceeded",
+        "key-not-found",
+        "invalid-key",
+        "value-too-large",
+        "internal-error",
+    }
+)
+
+
+class StorageError(Exception):
+    """Base class of every error raised by the public API."""
+
+    code: ClassVar[str] = "internal-error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PermissionDenied(StorageError):
+    """The component's permissions do not allow the operation."""
+
+    code = "permission-denied"
+
+
+class QuotaExceeded(StorageError):
+    """The write would take the component past its byte quota; nothing was written."""
+
+    code = "quota-exceeded"
+
+
+class KeyNotFound(StorageError):
+    """A key that had to exist does not."""
+
+    code = "key-not-found"
+
+
+class InvalidKey(StorageError):
+    """A key or prefix is empty, too long, not encodable or contains control characters."""
+
+    code = "invalid-key"
+
+
+class ValueTooLarge(StorageError):
+    """A value is larger than the configured maximum."""
+
+    code = "value-too-large"
+
+
+class InternalError(StorageError):
+    """The backend failed (I/O, lost connection, corruption); the message names the cause."""
+
+    code = "internal-error"
+
+
+class TooManyKeys(StorageError):
+    """A query or batch is larger than the configured maximum."""
+
+    code = "too-many-keys"
+
+
+class InvalidArgument(StorageError):
+    """An argument other than a key is malformed (a cursor, a limit, a batch)."""
+
+    code = "invalid-argument"
+
+
+class ConfigurationError(StorageError):
+    """Settings are invalid (host side only)."""
+
+    code = "invalid-config"
+
+
+class ManifestError(ConfigurationError):
+    """A component manifest is invalid (host side only)."""
+
+    code = "invalid-manifest"
+
+
+class PluginError(ConfigurationError):
+    """A plugin is missing, broken or registered twice (host side only)."""
+
+    code = "plugin-error"

@@ -1,0 +1,192 @@
+"""Component manifests (``component-manifest.toml``), parsed fail-closed."""
+
+from __future__ import annotations
+
+import enum
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+
+__all__ = ["Access", "Manifest", "parse_size", "QUOTA_TABLE"]
+
+MiB = 1024 * 1024
+
+
+class Access(str, enum.Enum):
+    """Storage permission level declared in a manifest (the seed's table)."""
+
+    NONE = "none"
+    READ_ONLY = "read-only"
+    READ_WRITE = "read-write"
+    ADMIN = "admin"
+
+
+#: access level -> (default quota, maximum quota) in bytes; the seed's table.
+QUOTA_TABLE: dict[Access, tuple[int, int]] = {
+    Access.NONE: (0, 0),
+    Access.READ_ONLY: (0, 0),
+    Access.READ_WRITE: (10 * MiB, 100 * MiB),
+    Access.ADMIN: (50 * MiB, 500 * MiB),
+}
+
+COMPONENT_ID_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+# MB means 1024**2 as in the seed; the IEC spellings are accepted as synonyms.
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1024,
+    "KiB": 1024,
+    "MB": MiB,
+    "MiB": MiB,
+    "GB": 1024 * MiB,
+    "GiB": 1024 * MiB,
+}
+_SIZE_PATTERN = re.compile(r"([0-9]+) ?(B|KB|KiB|MB|MiB|GB|GiB)?")
+
+
+def parse_size(value: object, field: str = "max-size") -> int:
+    """Parse ``"10MB"``, ``"512KiB"``, ``"1GB"`` or a non-negative integer into bytes.
+
+    Booleans, floats, negative numbers and anything else fail with a
+    :class:`ManifestError` naming *field*.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ManifestError(
+            f"{field} must be an integer number of bytes or a string such as "
+            f'"10MB" or "512KiB", not {type(value).__name__} {value!r}'
+        )
+    if isinstance(value, int):
+        if value < 0:
+            raise ManifestError(f"{field} must not be negative, got {value}")
+        return value
+    match = _SIZE_PATTERN.fullmatch(value.strip())
+    if match is None:
+        raise ManifestError(
+            f"{field} {value!r} is not a size: write an integer number of bytes "
+            'or a number with a unit B, KB, KiB, MB, MiB, GB or GiB, e.g. "10MB"'
+        )
+    return int(match.group(1)) * _UNITS[match.group(2) or ""]
+
+
+def validate_component_id(value: object) -> str:
+    """Return *value* if it is a valid component id, else raise :class:`ManifestError`."""
+    if not isinstance(value, str) or COMPONENT_ID_PATTERN.fullmatch(value) is None:
+        raise ManifestError(
+            f"component.id {value!r} is invalid: it must match "
+            f"^{COMPONENT_ID_PATTERN.pattern}$ (lower-case ASCII letter first, then "
+            "up to 62 of a-z 0-9 _ -)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the host knows about one component: identity, access level and quota.
+
+    ``max_size`` is the quota the manifest asked for, or ``None`` to take the
+    default of its access level; :attr:`quota` resolves it.
+    """
+
+    id: str
+    access: Access = Access.NONE
+    max_size: int | None = None
+    name: str = ""
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        validate_component_id(self.id)
+        try:
+            access = Access(self.access)
+        except ValueError:
+            raise ManifestError(
+                f"permissions.storage.access {self.access!r} is invalid: use one of "
+                + ", ".join(repr(a.value) for a in Access)
+            ) from None
+        object.__setattr__(self, "access", access)
+        if self.max_size is not None:
+            size = parse_size(self.max_size, "permissions.storage.max-size")
+            maximum = QUOTA_TABLE[access][1]
+            if size > maximum:
+                raise ManifestError(
+                    f"permissions.storage.max-size {self.max_size!r} ({size} bytes) is above "
+                    f"the maximum of {maximum} bytes for access {access.value!r}"
+                )
+            object.__setattr__(self, "max_size", size)
+
+    @property
+    def quota(self) -> int:
+        """The byte quota: ``max-size`` if given, else the access level's default."""
+        return QUOTA_TABLE[self.access][0] if self.max_size is None else self.max_size
+
+    @classmethod
+    def from_toml(cls, text: str) -> Manifest:
+        """Parse the text of a ``component-manifest.toml``."""
+        try:
+            data = tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, TypeError) as exc:
+            raise ManifestError(f"manifest is not valid TOML: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Manifest:
+        """Read and parse a manifest file."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"cannot read manifest {str(path)!r}: {exc}") from None
+        try:
+            return cls.from_toml(text)
+        except ManifestError as exc:
+            raise ManifestError(f"{path}: {exc.message}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Build a manifest from already parsed TOML data."""
+        component = _table(data, "component")
+        for field in ("name", "version"):
+            if not isinstance(component.get(field, ""), str):
+                raise ManifestError(f"component.{field} must be a string")
+        if "id" not in component:
+            raise ManifestError('component.id is missing: add id = "my-component" under [component]')
+        permissions = _table(data, "permissions", required=False)
+        storage = permissions.get("storage", {"access": "none"})
+        if isinstance(storage, str):
+            storage = {"access": storage}
+        if not isinstance(storage, dict):
+            raise ManifestError(
+                'permissions.storage must be a table such as { access = "read-write", max-size = "10MB" }'
+            )
+        unknown = set(storage) - {"access", "max-size"}
+        if unknown:
+            raise ManifestError(
+                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access and max-size exist"
+            )
+        if "access" not in storage:
+            raise ManifestError("permissions.storage.access is missing")
+        access = storage["access"]
+        if not isinstance(access, str) or access not in {a.value for a in Access}:
+            raise ManifestError(
+                f"permissions.storage.access {access!r} is invalid: use one of "
+                + ", ".join(repr(a.value) for a in Access)
+            )
+        return cls(
+            id=component["id"],
+            access=Access(access),
+            max_size=storage.get("max-size"),
+            name=component.get("name", ""),
+            version=component.get("version", ""),
+        )
+
+
+def _table(data: dict[str, Any], name: str, required: bool = True) -> dict[str, Any]:
+    value = data.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"[{name}] table is missing or not a table")
+    return value

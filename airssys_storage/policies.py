@@ -1,0 +1,104 @@
+"""Permission policies and quota strategies: the base classes and the built-ins.
+
+The built-ins are registered through the same hooks as any third-party plugin
+(see :mod:`airssys_storage.default_plugins`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from .manifest import QUOTA_TABLE, Access, Manifest
+from .operations import READ_OPERATIONS, WRITE_OPERATIONS, Operation
+
+if TYPE_CHECKING:
+    from .settings import StorageSettings
+
+__all__ = [
+    "PermissionPolicy",
+    "QuotaStrategy",
+    "ManifestPolicy",
+    "ManifestQuota",
+    "FixedQuota",
+    "ACCESS_OPERATIONS",
+]
+
+
+class PermissionPolicy:
+    """Votes on whether a component may perform an operation.
+
+    :meth:`check` returns ``True`` (allow), ``False`` (deny) or ``None``
+    (abstain). The configured policies are combined by the veto rule: any
+    deny wins, and without at least one allow the operation is denied.
+
+    A policy whose decision does not depend on the key leaves
+    ``uses_key = False``: it is then asked once per (manifest, operation) when
+    the component is opened or its manifest reloaded, and the answer is kept,
+    so it costs nothing per operation. A policy with ``uses_key = True`` is
+    called on every operation with the key (``None`` for operations without
+    one, such as ``size`` or ``clear``; the first key for batches).
+    """
+
+    name: ClassVar[str]
+    uses_key: ClassVar[bool] = False
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+
+    def check(self, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
+        """Allow (``True``), deny (``False``) or abstain (``None``)."""
+        raise NotImplementedError
+
+
+class QuotaStrategy:
+    """Gives each component its byte limit (``None`` = unlimited).
+
+    Asked once when a component is opened or its manifest reloaded.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+
+    def limit_for(self, manifest: Manifest) -> int | None:
+        """The byte quota of the component described by *manifest*."""
+        raise NotImplementedError
+
+
+#: The seed's permission table.
+ACCESS_OPERATIONS: dict[Access, frozenset[Operation]] = {
+    Access.NONE: frozenset(),
+    Access.READ_ONLY: READ_OPERATIONS,
+    Access.READ_WRITE: READ_OPERATIONS | WRITE_OPERATIONS,
+    Access.ADMIN: frozenset(Operation),
+}
+
+
+class ManifestPolicy(PermissionPolicy):
+    """The seed's table: none < read-only < read-write < admin (only admin may clear)."""
+
+    name = "manifest"
+
+    def check(self, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
+        return operation in ACCESS_OPERATIONS[manifest.access]
+
+
+class ManifestQuota(QuotaStrategy):
+    """The manifest's ``max-size``, or the default of its access level (the seed's table)."""
+
+    name = "manifest"
+
+    def limit_for(self, manifest: Manifest) -> int | None:
+        return manifest.quota
+
+
+class FixedQuota(QuotaStrategy):
+    """One limit for every component that may write: ``settings.fixed_quota_bytes``."""
+
+    name = "fixed"
+
+    def limit_for(self, manifest: Manifest) -> int | None:
+        if manifest.access in (Access.NONE, Access.READ_ONLY):
+            return QUOTA_TABLE[manifest.access][0]
+        return self.settings.fixed_quota_bytes

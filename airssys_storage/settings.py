@@ -1,0 +1,132 @@
+"""Settings, read once and explicitly: arguments > environment > TOML file > defaults.
+
+Environment variables are named ``AIRSSYS_STORAGE_<FIELD>`` (list and dict
+fields take JSON, e.g. ``AIRSSYS_STORAGE_POLICIES='["manifest"]'``).
+
+The TOML file is the first of:
+
+1. the path in ``AIRSSYS_STORAGE_CONFIG_FILE``;
+2. ``airssys-storage.toml`` in the current directory;
+3. ``config.toml`` in the user's config directory
+   (``platformdirs.user_config_dir("airssys-storage")``, e.g.
+   ``~/.config/airssys-storage/config.toml`` on Linux).
+
+Its keys are the field names at top level, e.g. ``url = "sqlite:///data.db"``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigurationError
+
+__all__ = ["StorageSettings", "default_url", "config_file_path"]
+
+APP_NAME = "airssys-storage"
+CONFIG_FILE_ENV = "AIRSSYS_STORAGE_CONFIG_FILE"
+
+
+def default_url() -> str:
+    """The embedded default: a SQLite file in the user's data directory."""
+    path = Path(platformdirs.user_data_dir(APP_NAME)) / "storage.sqlite3"
+    return f"sqlite:///{path}"
+
+
+def config_file_path() -> Path | None:
+    """The TOML settings file that applies now, or ``None`` (see the module docs)."""
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigurationError(f"{CONFIG_FILE_ENV}={explicit!r} does not name a readable file")
+        return path
+    for candidate in (Path.cwd() / "airssys-storage.toml", Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class StorageSettings(BaseSettings):
+    """Everything an operator configures. Invalid values raise :class:`ConfigurationError`."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRSSYS_STORAGE_", extra="forbid", frozen=True)
+
+    url: str | None = Field(
+        default=None,
+        description="Backend URL; the scheme picks the backend (memory://, sqlite:///PATH, "
+        "postgresql+psycopg://…, mysql+pymysql://…, leveldb:///PATH). Default: a SQLite file "
+        "in the user's data directory.",
+    )
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="Options passed to the backend.")
+    policies: list[str] = Field(
+        default_factory=lambda: ["manifest"],
+        description="Permission policies by name, combined by the veto rule.",
+    )
+    quota_strategy: str = Field(default="manifest", description="Quota strategy by name.")
+    fixed_quota_bytes: int | None = Field(
+        default=None, ge=0, description="The limit of the 'fixed' quota strategy (None = unlimited)."
+    )
+    max_key_bytes: int = Field(default=256, ge=1, le=65536, description="Maximum key length in UTF-8 bytes.")
+    max_value_bytes: int = Field(default=1024 * 1024, ge=0, description="Maximum value size in bytes.")
+    max_keys_per_query: int = Field(default=10_000, ge=1, description="Maximum keys returned by one query.")
+    max_batch_ops: int = Field(default=100, ge=1, description="Maximum operations in one batch.")
+    blocked_plugins: list[str] = Field(default_factory=list, description="Plugin names not to load.")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_file_path()
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if path is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=path),)
+        return sources
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError("must be a URL such as memory://, sqlite:///path/to/file.db or leveldb:///path")
+        return value
+
+    @field_validator("policies")
+    @classmethod
+    def _check_policies(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('must name at least one policy (e.g. ["manifest"]): with none, every operation is denied')
+        return value
+
+    @property
+    def resolved_url(self) -> str:
+        """``url``, or the embedded default when it is not set."""
+        return self.url if self.url is not None else default_url()
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(f"{field}={error.get('input')!r}: {error['msg']}")
+    return "invalid settings: " + "; ".join(problems)

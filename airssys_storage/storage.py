@@ -1,0 +1,489 @@
+"""The public API: :class:`StorageManager` and :class:`ComponentStorage`.
+
+The per-operation path is one straight call chain: a set-membership test for
+the permission (decided when the manifest was loaded), key and value
+validation, then one backend call under the component's lock. No hook, no
+policy lookup and no ORM on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
+
+from .backend import Change, StorageBackend, Usage, key_successor
+from .errors import (
+    InternalError,
+    InvalidArgument,
+    InvalidKey,
+    PermissionDenied,
+    StorageError,
+    TooManyKeys,
+    ValueTooLarge,
+)
+from .manifest import Manifest
+from .operations import Operation
+from .plugins import PluginRegistry
+from .policies import PermissionPolicy, QuotaStrategy
+from .settings import StorageSettings
+
+__all__ = ["StorageManager", "ComponentStorage"]
+
+# C0 and C1 control characters (Unicode category Cc), NUL included.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CURSOR_TAG = b"\x01"
+DEFAULT_SCAN_LIMIT = 1000
+
+
+class _ComponentState:
+    """Per-component state shared by every handle of one id; replaced in place on reload."""
+
+    __slots__ = ("manifest", "allowed", "static_allowed", "key_policies", "limit", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.manifest: Manifest
+        self.allowed: frozenset[str] = frozenset()
+        self.static_allowed: frozenset[str] = frozenset()
+        self.key_policies: tuple[PermissionPolicy, ...] = ()
+        self.limit: int | None = 0
+
+
+class StorageManager:
+    """Opens the configured backend and hands out one :class:`ComponentStorage` per component.
+
+    Use :meth:`from_settings`; close it (or use it as a context manager) to
+    release the backend.
+    """
+
+    def __init__(
+        self,
+        settings: StorageSettings,
+        backend: StorageBackend,
+        policies: Sequence[PermissionPolicy],
+        quota_strategy: QuotaStrategy,
+        registry: PluginRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.registry = registry
+        self._policies = tuple(policies)
+        self._quota_strategy = quota_strategy
+        self._components: dict[str, _ComponentState] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings | None = None, registry: PluginRegistry | None = None) -> StorageManager:
+        """Load plugins, open the backend named by ``settings.url`` and resolve policies and quota.
+
+        With no *settings*, they are read now from the environment and the
+        settings file (see :mod:`airssys_storage.settings`).
+        """
+        if settings is None:
+            settings = StorageSettings()
+        if registry is None:
+            registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+        policies = [registry.policy(name)(settings) for name in settings.policies]
+        quota_strategy = registry.quota_strategy(settings.quota_strategy)(settings)
+        url = settings.resolved_url
+        backend_cls = registry.backend_for_url(url)
+        if settings.url is None:
+            _prepare_default_location(url)
+        try:
+            backend = backend_cls.open(url, settings.backend_options)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise InternalError(f"cannot open backend {backend_cls.name!r}: {type(exc).__name__}: {exc}") from exc
+        return cls(settings, backend, policies, quota_strategy, registry)
+
+    def component(self, manifest: Manifest) -> ComponentStorage:
+        """The storage of the component *manifest* describes.
+
+        Calling it again for the same id with a changed manifest reloads its
+        permissions and quota; handles given out earlier follow the change.
+        """
+        if not isinstance(manifest, Manifest):
+            raise InvalidArgument(f"component() takes a Manifest, not {type(manifest).__name__}")
+        self._check_open()
+        with self._lock:
+            state = self._components.get(manifest.id)
+            if state is None:
+                state = self._components[manifest.id] = _ComponentState()
+            with state.lock:
+                self._apply_manifest(state, manifest)
+        return ComponentStorage(self, state)
+
+    def _apply_manifest(self, state: _ComponentState, manifest: Manifest) -> None:
+        static_allowed: set[str] = set()
+        vetoed: set[str] = set()
+        key_policies = tuple(p for p in self._policies if p.uses_key)
+        for policy in self._policies:
+            if policy.uses_key:
+                continue
+            for operation in Operation:
+                vote = policy.check(manifest, operation, None)
+                if vote is False:
+                    vetoed.add(operation.value)
+                elif vote is True:
+                    static_allowed.add(operation.value)
+        candidates = {op.value for op in Operation} if key_policies else static_allowed
+        limit = self._quota_strategy.limit_for(manifest)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidArgument(
+                f"quota strategy {self._quota_strategy.name!r} returned {limit!r} for "
+                f"{manifest.id!r}; it must return a non-negative int or None"
+            )
+        state.manifest = manifest
+        state.static_allowed = frozenset(static_allowed - vetoed)
+        state.allowed = frozenset(candidates - vetoed)
+        state.key_policies = key_policies
+        state.limit = limit
+
+    def component_ids(self) -> list[str]:
+        """Ids of the components opened through this manager."""
+        return sorted(self._components)
+
+    def close(self) -> None:
+        """Close the backend. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument("the StorageManager is closed")
+
+    def __enter__(self) -> StorageManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _prepare_default_location(url: str) -> None:
+    path = Path(url.split(":///", 1)[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class ComponentStorage:
+    """One component's private key-value storage: the seed's API plus batches and scans.
+
+    Keys are ``str`` (1 to ``max_key_bytes`` bytes of UTF-8, no control
+    characters); values are ``bytes`` (``bytearray`` and ``memoryview``
+    accepted). Listings are ordered by the keys' UTF-8 bytes.
+    """
+
+    __slots__ = ("_state", "_backend", "_ns", "_max_key", "_max_value", "_max_query", "_max_batch", "_manager")
+
+    def __init__(self, manager: StorageManager, state: _ComponentState) -> None:
+        settings = manager.settings
+        self._manager = manager
+        self._state = state
+        self._backend = manager.backend
+        self._ns = state.manifest.id
+        self._max_key = settings.max_key_bytes
+        self._max_value = settings.max_value_bytes
+        self._max_query = settings.max_keys_per_query
+        self._max_batch = settings.max_batch_ops
+
+    @property
+    def component_id(self) -> str:
+        return self._ns
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest in force (follows reloads)."""
+        return self._state.manifest
+
+    @property
+    def quota(self) -> int | None:
+        """The byte limit in force (``None`` = unlimited)."""
+        return self._state.limit
+
+    # -- the seed's seven operations ----------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """The value stored under *key*, or ``None``."""
+        state = self._state
+        if "get" not in state.allowed or state.key_policies:
+            self._authorize(Operation.GET, key)
+        raw = self._key(key)
+        with state.lock:
+            try:
+                return self._backend.get(self._ns, raw)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _internal(exc) from exc
+
+    def set(self, key: str, value: bytes | bytearray | memoryview) -> None:
+        """Store *value* under *key*, replacing any old value (charged new − old bytes)."""
+        state = self._state
+        if "set" not in state.allowed or state.key_policies:
+            self._authorize(Operation.SET, key)
+        raw = self._key(key)
+        if type(value) is not bytes:
+            value = _as_bytes(value)
+        if len(value) > self._max_value:
+            raise _too_large(value, self._max_value)
+        with state.lock:
+            try:
+                self._backend.commit_one(self._ns, raw, value, state.limit)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _internal(exc) from exc
+
+    def delete(self, key: str) -> bool:
+        """Delete *key*; returns whether it existed."""
+        state = self._state
+        if "delete" not in state.allowed or state.key_policies:
+            self._authorize(Operation.DELETE, key)
+        raw = self._key(key)
+        with state.lock:
+            try:
+                return self._backend.commit_one(self._ns, raw, None, state.limit)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _internal(exc) from exc
+
+    def has(self, key: str) -> bool:
+        """Whether *key* exists."""
+        state = self._state
+        if "has" not in state.allowed or state.key_policies:
+            self._authorize(Operation.HAS, key)
+        raw = self._key(key)
+        with state.lock:
+            try:
+                return self._backend.has(self._ns, raw)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _internal(exc) from exc
+
+    def keys(self, prefix: str | None = None) -> list[str]:
+        """All keys starting with *prefix* (all keys for ``None`` or ``""``), bytewise sorted.
+
+        Fails with ``too-many-keys`` past ``max_keys_per_query``, never
+        truncating: use :meth:`scan` to page through more.
+        """
+        self._authorize(Operation.KEYS, prefix)
+        start, end = self._prefix_range(prefix)
+        found = self._call(self._backend.keys, start, end, self._max_query + 1)
+        if len(found) > self._max_query:
+            raise TooManyKeys(
+                f"more than {self._max_query} keys match prefix {prefix!r} in component "
+                f"{self._ns!r}; page through them with scan(prefix, cursor, limit)"
+            )
+        return [key.decode() for key in found]
+
+    def size(self) -> int:
+        """Bytes used: the sum of UTF-8 key bytes plus value bytes (O(1))."""
+        return self.usage().bytes
+
+    def usage(self) -> Usage:
+        """Bytes used and number of keys (O(1))."""
+        self._authorize(Operation.SIZE, None)
+        return self._call(self._backend.usage)
+
+    def clear(self) -> None:
+        """Delete every key of this component (admin only)."""
+        self._authorize(Operation.CLEAR, None)
+        self._call(self._backend.clear)
+
+    # -- batches (atomic, at most max_batch_ops) ----------------------------
+
+    def get_many(self, keys: Iterable[str]) -> list[bytes | None]:
+        """The values of *keys* in order, ``None`` for missing ones."""
+        keys = self._key_list(keys, Operation.GET_MANY)
+        raws = [self._key(key) for key in keys]
+        return self._call(self._backend.get_many, raws)
+
+    def set_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> None:
+        """Store every pair atomically: all or nothing, charged the net delta once.
+
+        When a key appears twice in *items*, the last value wins.
+        """
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        first = pairs[0][0] if pairs and isinstance(pairs[0], tuple) and pairs[0] else None
+        self._check_batch(Operation.SET_MANY, len(pairs), first)
+        changes: dict[bytes, bytes | None] = {}
+        for pair in pairs:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
+            key, value = pair
+            raw = self._key(key)
+            value = _as_bytes(value)
+            if len(value) > self._max_value:
+                raise _too_large(value, self._max_value)
+            changes[raw] = value
+        self._commit(list(changes.items()))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete *keys* atomically; returns how many existed."""
+        keys = self._key_list(keys, Operation.DELETE_MANY)
+        changes: dict[bytes, bytes | None] = dict.fromkeys((self._key(key) for key in keys), None)
+        return self._commit(list(changes.items()))
+
+    # -- ranges and scans ----------------------------------------------------
+
+    def range(self, start: str, end: str, limit: int | None = None) -> list[tuple[str, bytes]]:
+        """Pairs with ``start <= key < end`` (bytewise), at most *limit*.
+
+        Without a limit, more than ``max_keys_per_query`` pairs is a
+        ``too-many-keys`` error (use :meth:`scan`).
+        """
+        self._authorize(Operation.RANGE, start)
+        low, high = self._key(start), self._key(end)
+        if low >= high:
+            return []
+        wanted = self._max_query + 1 if limit is None else self._limit(limit)
+        found = self._call(self._backend.items, low, high, wanted)
+        if limit is None and len(found) > self._max_query:
+            raise TooManyKeys(
+                f"more than {self._max_query} keys lie in [{start!r}, {end!r}) in component "
+                f"{self._ns!r}; pass a limit or page through them with scan()"
+            )
+        return [(key.decode(), value) for key, value in found]
+
+    def scan(
+        self, prefix: str | None = None, cursor: str | None = None, limit: int = DEFAULT_SCAN_LIMIT
+    ) -> tuple[list[tuple[str, bytes]], str | None]:
+        """One page of pairs whose key starts with *prefix*, and the cursor of the next page.
+
+        Pass the returned cursor back (with the same prefix) for the next
+        page; ``None`` means there is none. Every key present for the whole
+        scan is returned exactly once, even when keys are written in between.
+        """
+        self._authorize(Operation.SCAN, prefix)
+        start, end = self._prefix_range(prefix)
+        limit = self._limit(limit)
+        if cursor is not None:
+            start = self._decode_cursor(cursor, start, end)
+        found = self._call(self._backend.items, start, end, limit + 1)
+        next_cursor = None
+        if len(found) > limit:
+            del found[limit:]
+            next_cursor = base64.urlsafe_b64encode(_CURSOR_TAG + found[-1][0]).decode("ascii")
+        return [(key.decode(), value) for key, value in found], next_cursor
+
+    # -- slow paths and helpers ----------------------------------------------
+
+    def _authorize(self, operation: Operation, key: str | None) -> None:
+        state = self._state
+        if operation.value not in state.allowed:
+            self._deny(operation, "its permissions do not allow it")
+        if state.key_policies:
+            votes = [policy.check(state.manifest, operation, key) for policy in state.key_policies]
+            if False in votes:
+                policy = state.key_policies[votes.index(False)]
+                self._deny(operation, f"policy {policy.name!r} denied it for key {key!r}")
+            if True not in votes and operation.value not in state.static_allowed:
+                self._deny(operation, "no policy allowed it")
+
+    def _deny(self, operation: Operation, why: str) -> NoReturn:
+        manifest = self._state.manifest
+        raise PermissionDenied(
+            f"component {self._ns!r} (access {manifest.access.value!r}) may not call "
+            f"{operation.wit_name}: {why}"
+        )
+
+    def _key(self, key: str) -> bytes:
+        if type(key) is str:
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                raise InvalidKey(f"key {key!r} is not valid Unicode (it contains a lone surrogate)") from None
+            if 0 < len(raw) <= self._max_key and (key.isprintable() or _CONTROL.search(key) is None):
+                return raw
+            if not raw:
+                raise InvalidKey("key is empty: keys are 1 to %d bytes of UTF-8" % self._max_key)
+            if len(raw) > self._max_key:
+                raise InvalidKey(
+                    f"key {key[:32]!r}… is {len(raw)} bytes of UTF-8; the maximum is {self._max_key} bytes"
+                )
+            raise InvalidKey(f"key {key!r} contains a control character (NUL, newline, …): remove it")
+        raise InvalidKey(f"keys are str, not {type(key).__name__}")
+
+    def _prefix_range(self, prefix: str | None) -> tuple[bytes, bytes | None]:
+        if prefix is None or prefix == "":
+            return b"", None
+        raw = self._key(prefix)
+        return raw, key_successor(raw)
+
+    def _limit(self, limit: int) -> int:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self._max_query:
+            raise InvalidArgument(f"limit must be an int from 1 to {self._max_query}, got {limit!r}")
+        return limit
+
+    def _decode_cursor(self, cursor: str, start: bytes, end: bytes | None) -> bytes:
+        try:
+            raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+        except (ValueError, AttributeError, UnicodeEncodeError):
+            raw = b""
+        if not raw.startswith(_CURSOR_TAG) or len(raw) < 2:
+            raise InvalidArgument(f"cursor {cursor!r} is not a cursor returned by scan()")
+        last = raw[1:]
+        if last < start or (end is not None and last >= end):
+            raise InvalidArgument(f"cursor {cursor!r} belongs to a scan with another prefix")
+        return last + b"\x00"
+
+    def _key_list(self, keys: Iterable[str], operation: Operation) -> list[str]:
+        if isinstance(keys, (str, bytes)):
+            self._authorize(operation, None)
+            raise InvalidArgument(f"{operation.wit_name} takes a list of keys, not a single {type(keys).__name__}")
+        keys = list(keys)
+        self._check_batch(operation, len(keys), keys[0] if keys else None)
+        return keys
+
+    def _check_batch(self, operation: Operation, count: int, first_key: object) -> None:
+        self._authorize(operation, first_key if isinstance(first_key, str) else None)
+        if count > self._max_batch:
+            raise TooManyKeys(
+                f"{operation.wit_name} got {count} operations; the maximum per batch is "
+                f"{self._max_batch}: split it into several batches"
+            )
+
+    def _commit(self, changes: list[Change]) -> int:
+        if not changes:
+            return 0
+        return self._call(self._backend.commit, changes, self._state.limit)
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        with self._state.lock:
+            try:
+                return method(self._ns, *args)
+            except StorageError:
+                raise
+            except Exception as exc:
+                raise _internal(exc) from exc
+
+    def __repr__(self) -> str:
+        return f"<ComponentStorage {self._ns!r} on {self._backend.name}>"
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidArgument(f"values are bytes (or bytearray/memoryview), not {type(value).__name__}")
+
+
+def _too_large(value: bytes, maximum: int) -> ValueTooLarge:
+    return ValueTooLarge(f"value is {len(value)} bytes; the maximum is {maximum} bytes")
+
+
+def _internal(exc: Exception) -> InternalError:
+    return InternalError(f"storage backend failed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,153 @@
+"""In-memory backend for airssys-storage: ``memory://``.
+
+Same limits and semantics as every other backend (atomic guarded commits,
+exact usage counters, bytewise order); data lives as long as the manager.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airssys_storage import Capabilities, Change, StorageBackend, Usage, hookimpl, quota_exceeded
+
+__all__ = ["MemoryBackend"]
+
+
+class _Space:
+    """One namespace: its data, its usage counter and a lazily sorted key list."""
+
+    __slots__ = ("data", "used", "_sorted")
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.used = 0
+        self._sorted: list[bytes] | None = None
+
+    def sorted_keys(self) -> list[bytes]:
+        if self._sorted is None:
+            self._sorted = sorted(self.data)
+        return self._sorted
+
+    def key_set_changed(self) -> None:
+        self._sorted = None
+
+
+class MemoryBackend(StorageBackend):
+    """Dict per namespace; reads and writes are O(1), listings sort once per key-set change."""
+
+    name = "memory"
+    url_schemes = ("memory",)
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self._spaces: dict[str, _Space] = {}
+
+    @classmethod
+    def open(cls, url: str, options: Mapping[str, Any]) -> MemoryBackend:
+        if options:
+            from airssys_storage import ConfigurationError
+
+            raise ConfigurationError(f"the memory backend takes no backend_options, got {sorted(options)}")
+        return cls()
+
+    def _space(self, namespace: str) -> _Space:
+        space = self._spaces.get(namespace)
+        if space is None:
+            space = self._spaces[namespace] = _Space()
+        return space
+
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        space = self._spaces.get(namespace)
+        return None if space is None else space.data.get(key)
+
+    def has(self, namespace: str, key: bytes) -> bool:
+        space = self._spaces.get(namespace)
+        return space is not None and key in space.data
+
+    def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        space = self._spaces.get(namespace)
+        if space is None:
+            return []
+        data = space.data
+        return [(key, data[key]) for key in self._slice(space, start, end, limit)]
+
+    def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
+        space = self._spaces.get(namespace)
+        return [] if space is None else self._slice(space, start, end, limit)
+
+    @staticmethod
+    def _slice(space: _Space, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
+        ordered = space.sorted_keys()
+        low = bisect.bisect_left(ordered, start)
+        high = len(ordered) if end is None else bisect.bisect_left(ordered, end, low)
+        return ordered[low : min(high, low + limit)]
+
+    def usage(self, namespace: str) -> Usage:
+        space = self._spaces.get(namespace)
+        return Usage() if space is None else Usage(space.used, len(space.data))
+
+    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
+        space = self._space(namespace)
+        data = space.data
+        old = data.get(key)
+        old_size = 0 if old is None else len(key) + len(old)
+        delta = (0 if value is None else len(key) + len(value)) - old_size
+        if limit is not None and delta > 0 and space.used + delta > limit:
+            raise quota_exceeded(namespace, space.used, delta, limit)
+        if value is None:
+            if old is not None:
+                del data[key]
+                space.key_set_changed()
+        else:
+            data[key] = value
+            if old is None:
+                space.key_set_changed()
+        space.used += delta
+        return old is not None
+
+    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        space = self._space(namespace)
+        data = space.data
+        # Decide everything before touching the data: a refused batch leaves no trace.
+        delta = 0
+        existed = 0
+        for key, value in changes:
+            old = data.get(key)
+            if old is not None:
+                existed += 1
+                delta -= len(key) + len(old)
+            if value is not None:
+                delta += len(key) + len(value)
+        if limit is not None and delta > 0 and space.used + delta > limit:
+            raise quota_exceeded(namespace, space.used, delta, limit)
+        for key, value in changes:
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        space.used += delta
+        space.key_set_changed()
+        return existed
+
+    def clear(self, namespace: str) -> None:
+        self._spaces.pop(namespace, None)
+
+    def namespaces(self) -> list[str]:
+        return sorted(ns for ns, space in self._spaces.items() if space.data)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "namespaces": len(self.namespaces()),
+            "keys": sum(len(space.data) for space in self._spaces.values()),
+            "bytes": sum(space.used for space in self._spaces.values()),
+        }
+
+    def close(self) -> None:
+        self._spaces = {}
+
+
+@hookimpl
+def register_backends() -> list[type[StorageBackend]]:
+    return [MemoryBackend]

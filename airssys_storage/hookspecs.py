@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from .backend import StorageBackend
     from .policies import PermissionPolicy, QuotaStrategy
 
@@ -59,6 +61,16 @@ def register_quota_strategies() -> list[type[QuotaStrategy]]:  # type: ignore[em
 
     Each subclasses :class:`airssys_storage.QuotaStrategy` and sets a unique
     ``name``; settings select one by that name (``quota_strategy = "..."``).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``airssys-storage`` command line (a :class:`click.Group`).
+
+    Used by integrations such as ``airssys-storage-wasmtime`` (``run``).
 
     .. versionadded:: 0.1
     """

@@ -109,6 +109,7 @@ class PluginRegistry:
         #: plugin name -> "ExceptionType: message" for plugins that failed to load.
         self.failures: dict[str, str] = {}
         self._schemes: dict[str, RegisteredClass[StorageBackend]] = {}
+        self._pm: pluggy.PluginManager | None = None
 
     @classmethod
     def load(
@@ -144,6 +145,7 @@ class PluginRegistry:
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"a plugin implements an unknown hook: {exc}") from None
         registry._collect(pm, origins)
+        registry._pm = pm
         return registry
 
     def _collect(self, pm: pluggy.PluginManager, origins: dict[str, tuple[str | None, str | None]]) -> None:
@@ -175,6 +177,11 @@ class PluginRegistry:
                         "uninstall one of them or add one plugin to blocked_plugins"
                     )
                 self._schemes[scheme] = item
+
+    def register_commands(self, cli: Any) -> None:
+        """Let plugins add subcommands to the command line *cli* (a click group)."""
+        if self._pm is not None:
+            self._pm.hook.register_commands(cli=cli)
 
     # -- lookups used at start-up -------------------------------------------
 

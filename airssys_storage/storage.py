@@ -360,17 +360,18 @@ class ComponentStorage:
         return [(key.decode(), value) for key, value in found]
 
     def scan(
-        self, prefix: str | None = None, cursor: str | None = None, limit: int = DEFAULT_SCAN_LIMIT
+        self, prefix: str | None = None, cursor: str | None = None, limit: int | None = None
     ) -> tuple[list[tuple[str, bytes]], str | None]:
         """One page of pairs whose key starts with *prefix*, and the cursor of the next page.
 
         Pass the returned cursor back (with the same prefix) for the next
         page; ``None`` means there is none. Every key present for the whole
         scan is returned exactly once, even when keys are written in between.
+        The default *limit* is 1000 (or ``max_keys_per_query`` if lower).
         """
         self._authorize(Operation.SCAN, prefix)
         start, end = self._prefix_range(prefix)
-        limit = self._limit(limit)
+        limit = min(DEFAULT_SCAN_LIMIT, self._max_query) if limit is None else self._limit(limit)
         if cursor is not None:
             start = self._decode_cursor(cursor, start, end)
         found = self._call(self._backend.items, start, end, limit + 1)

@@ -1,0 +1,655 @@
+"""Conformance tests every backend must pass; see :mod:`airssys_storage.testing`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+
+from airssys_storage import (
+    Access,
+    ComponentStorage,
+    InvalidArgument,
+    InvalidKey,
+    Manifest,
+    PermissionDenied,
+    QuotaExceeded,
+    StorageError,
+    StorageManager,
+    StorageSettings,
+    TooManyKeys,
+    ValueTooLarge,
+)
+
+MiB = 1024 * 1024
+
+# Component ids that break naive "<id>:<key>" or LIKE-based designs.
+NEIGHBOUR_IDS = ("a", "ab", "a_b", "a-b", "a_", "b")
+
+# Keys that break naive prefix matching, collations and character counting.
+ADVERSARIAL_KEYS = (
+    "b:c",
+    "key",
+    "key ",
+    "KEY",
+    "Key",
+    "kéy",
+    "ke_",
+    "ke%",
+    "ke\\",
+    "k",
+    "a:b:c",
+    "%",
+    "_",
+    "\\",
+    "😀",
+    "ü",
+    "u\u0308",  # "ü" decomposed: a different key
+)
+
+_model_counter = itertools.count()
+
+
+def model_component_ids() -> Iterator[str]:
+    """Fresh component ids for model tests (each example gets an empty namespace)."""
+    while True:
+        yield f"model-{next(_model_counter)}"
+
+
+def utf8_sorted(keys: Any) -> list[str]:
+    return sorted(keys, key=lambda k: k.encode())
+
+
+def total_size(data: dict[str, bytes]) -> int:
+    return sum(len(k.encode()) + len(v) for k, v in data.items())
+
+
+class BackendConformance:
+    """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
+
+    # Small query limits make "past the maximum" cheap to reach on every backend.
+    max_keys_per_query = 50
+    max_batch_ops = 20
+
+    # -- fixtures ------------------------------------------------------------
+
+    @pytest.fixture
+    def storage_url(self) -> str:
+        raise NotImplementedError("subclasses of BackendConformance must provide the storage_url fixture")
+
+    @pytest.fixture
+    def backend_options(self) -> dict[str, Any]:
+        return {}
+
+    @pytest.fixture
+    def storage_settings(self, storage_url: str, backend_options: dict[str, Any]) -> StorageSettings:
+        return StorageSettings(
+            url=storage_url,
+            backend_options=backend_options,
+            max_keys_per_query=self.max_keys_per_query,
+            max_batch_ops=self.max_batch_ops,
+        )
+
+    @pytest.fixture
+    def manager(self, storage_settings: StorageSettings) -> Iterator[StorageManager]:
+        manager = StorageManager.from_settings(storage_settings)
+        try:
+            yield manager
+        finally:
+            manager.close()
+
+    @pytest.fixture
+    def store(self, manager: StorageManager) -> ComponentStorage:
+        return manager.component(Manifest("comp", Access.ADMIN, "10MB"))
+
+    @staticmethod
+    def open(manager: StorageManager, component_id: str, access: str = "read-write", max_size: Any = None) -> ComponentStorage:
+        return manager.component(Manifest(component_id, Access(access), max_size))
+
+    # -- the seed's operations -------------------------------------------------
+
+    def test_set_get_has_delete(self, store: ComponentStorage) -> None:
+        assert store.get("missing") is None
+        assert store.has("missing") is False
+        store.set("config", b"value")
+        assert store.get("config") == b"value"
+        assert store.has("config") is True
+        assert store.delete("config") is True
+        assert store.delete("config") is False
+        assert store.get("config") is None
+        assert store.size() == 0
+
+    def test_values_are_binary_safe(self, store: ComponentStorage) -> None:
+        values = [b"", b"\x00", bytes(range(256)), b"\xff" * 1000, b" trailing "]
+        for index, value in enumerate(values):
+            store.set(f"v{index}", value)
+        assert [store.get(f"v{index}") for index in range(len(values))] == values
+
+    def test_bytearray_and_memoryview_values(self, store: ComponentStorage) -> None:
+        store.set("ba", bytearray(b"abc"))
+        store.set("mv", memoryview(b"xyz"))
+        assert store.get("ba") == b"abc"
+        assert store.get("mv") == b"xyz"
+        assert type(store.get("ba")) is bytes
+
+    def test_non_bytes_value_is_rejected(self, store: ComponentStorage) -> None:
+        with pytest.raises(InvalidArgument):
+            store.set("k", "text")  # type: ignore[arg-type]
+        assert store.size() == 0
+
+    def test_size_is_key_bytes_plus_value_bytes(self, store: ComponentStorage) -> None:
+        data = {"a": b"1", "é": b"22", "😀": b"", "key ": b"4444"}
+        for key, value in data.items():
+            store.set(key, value)
+        assert store.size() == total_size(data)
+        assert store.usage().keys == len(data)
+
+    def test_overwrite_charges_new_minus_old(self, store: ComponentStorage) -> None:
+        store.set("k", b"x" * 100)
+        assert store.size() == 101
+        store.set("k", b"x" * 10)
+        assert store.size() == 11
+        store.set("k", b"x" * 50)
+        assert store.size() == 51
+        assert store.usage().keys == 1
+
+    def test_delete_missing_charges_nothing(self, store: ComponentStorage) -> None:
+        store.set("k", b"v")
+        assert store.delete("other") is False
+        assert store.size() == 2
+
+    def test_keys_sorted_by_utf8_bytes(self, store: ComponentStorage) -> None:
+        keys = ["b", "a", "B", "é", "😀", "z", "a b", "ab", "a\u00a0", "Z", "~", "\u00ff", "\uffef"]
+        for key in keys:
+            store.set(key, b"")
+        assert store.keys() == utf8_sorted(keys)
+        assert store.keys("") == utf8_sorted(keys)
+
+    def test_prefix_is_literal_bytewise_and_case_sensitive(self, store: ComponentStorage) -> None:
+        for key in ADVERSARIAL_KEYS:
+            store.set(key, key.encode())
+        expected = {prefix: utf8_sorted(k for k in ADVERSARIAL_KEYS if k.encode().startswith(prefix.encode())) for prefix in ("ke", "ke_", "ke%", "ke\\", "KEY", "key", "key ", "k", "_", "%", "\\", "u", "b:")}
+        for prefix, keys in expected.items():
+            assert store.keys(prefix) == keys, prefix
+
+    def test_adversarial_keys_are_distinct(self, store: ComponentStorage) -> None:
+        for key in ADVERSARIAL_KEYS:
+            store.set(key, key.encode())
+        for key in ADVERSARIAL_KEYS:
+            assert store.get(key) == key.encode(), key
+        assert store.usage().keys == len(ADVERSARIAL_KEYS)
+        assert store.size() == sum(2 * len(k.encode()) for k in ADVERSARIAL_KEYS)
+
+    def test_clear_removes_everything_and_resets_usage(self, manager: StorageManager) -> None:
+        admin = self.open(manager, "a", "admin")
+        other = self.open(manager, "ab", "admin")
+        admin.set_many({"x": b"1", "y": b"2"})
+        other.set("x", b"keep")
+        admin.clear()
+        assert admin.keys() == []
+        assert admin.size() == 0
+        assert admin.usage().keys == 0
+        assert other.get("x") == b"keep"
+        admin.set("x", b"again")
+        assert admin.size() == 6
+
+    # -- isolation -------------------------------------------------------------
+
+    def test_namespace_isolation_against_neighbours(self, manager: StorageManager) -> None:
+        stores = {cid: self.open(manager, cid) for cid in NEIGHBOUR_IDS}
+        for cid, store in stores.items():
+            store.set("b:c", cid.encode())
+            store.set("c", cid.encode())
+            store.set("_", cid.encode())
+        for cid, store in stores.items():
+            assert store.get("b:c") == cid.encode()
+            assert store.get("c") == cid.encode()
+            assert store.keys() == utf8_sorted(["b:c", "c", "_"])
+            assert store.keys("b") == ["b:c"]
+            assert store.size() == total_size({"b:c": cid.encode(), "c": cid.encode(), "_": cid.encode()})
+        stores["a"].delete("c")
+        assert stores["ab"].get("c") == b"ab"
+        assert stores["a_b"].get("c") == b"a_b"
+
+    def test_seed_collision_does_not_happen(self, manager: StorageManager) -> None:
+        # With "<id>:<key>" strings, a's key "b:c" is ab's... no: a's "b:c" == "a:b:c"; component
+        # "a:b" cannot exist (ids exclude ':'), so check the concrete neighbour "ab" and prefix scans.
+        a = self.open(manager, "a")
+        ab = self.open(manager, "ab")
+        ab.set("secret", b"ab")
+        assert a.keys() == []
+        assert a.keys("b") == []
+        assert a.scan()[0] == []
+        assert a.range("\x20", "\U0010ffff") == []
+        assert a.get_many(["secret", "b:secret", "b"]) == [None, None, None]
+
+    def test_namespaces_lists_components_with_data(self, manager: StorageManager) -> None:
+        for cid in ("x1", "x2"):
+            self.open(manager, cid).set("k", b"v")
+        self.open(manager, "x3")
+        names = manager.backend.namespaces()
+        assert "x1" in names and "x2" in names and "x3" not in names
+        assert names == sorted(names)
+
+    # -- validation ------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "key",
+        ["", "ab\ud800", "\udfff", "nul\x00", "new\nline", "tab\t", "del\x7f", "c1\x85", "é" * 128 + "a", "😀" * 65, "x" * 257],
+        ids=["empty", "lone-high-surrogate", "lone-low-surrogate", "nul", "newline", "tab", "del", "c1", "257-bytes-2byte", "260-bytes-emoji", "257-ascii"],
+    )
+    def test_invalid_keys(self, store: ComponentStorage, key: str) -> None:
+        for call in (
+            lambda: store.get(key),
+            lambda: store.set(key, b"v"),
+            lambda: store.delete(key),
+            lambda: store.has(key),
+            lambda: store.set_many({key: b"v"}),
+            lambda: store.get_many([key]),
+            lambda: store.delete_many([key]),
+        ):
+            with pytest.raises(InvalidKey):
+                call()
+        if key:
+            with pytest.raises(InvalidKey):
+                store.keys(key)
+        assert store.size() == 0
+
+    @pytest.mark.parametrize("key", ["é" * 128, "😀" * 64, "x" * 256, "a" * 255 + " ", "\u00a0", "ünïcödé:%_\\"])
+    def test_limit_keys_are_valid(self, store: ComponentStorage, key: str) -> None:
+        assert len(key.encode()) <= 256
+        store.set(key, b"v")
+        assert store.get(key) == b"v"
+        assert store.keys() == [key]
+        assert store.size() == len(key.encode()) + 1
+
+    def test_non_str_keys_are_invalid(self, store: ComponentStorage) -> None:
+        for key in (b"bytes", 1, None):
+            with pytest.raises(InvalidKey):
+                store.get(key)  # type: ignore[arg-type]
+
+    def test_value_size_limit(self, store: ComponentStorage) -> None:
+        store.set("max", b"x" * MiB)
+        assert store.get("max") == b"x" * MiB
+        with pytest.raises(ValueTooLarge):
+            store.set("over", b"x" * (MiB + 1))
+        with pytest.raises(ValueTooLarge):
+            store.set_many({"ok": b"1", "over": b"x" * (MiB + 1)})
+        assert store.keys() == ["max"]
+        assert store.size() == 3 + MiB
+
+    # -- quota -----------------------------------------------------------------
+
+    def test_quota_exact_boundary(self, manager: StorageManager) -> None:
+        store = self.open(manager, "q", max_size=100)
+        store.set("k", b"x" * 99)  # 1 + 99 = 100: exactly the quota
+        assert store.size() == 100
+        with pytest.raises(QuotaExceeded):
+            store.set("j", b"")
+        with pytest.raises(QuotaExceeded):
+            store.set("k", b"x" * 100)
+        assert store.get("k") == b"x" * 99
+        assert store.keys() == ["k"]
+        assert store.size() == 100
+
+    def test_quota_refused_write_changes_nothing(self, manager: StorageManager) -> None:
+        store = self.open(manager, "q", max_size=50)
+        store.set("a", b"1" * 20)
+        with pytest.raises(QuotaExceeded) as info:
+            store.set("b", b"2" * 40)
+        assert info.value.code == "quota-exceeded"
+        assert store.get("b") is None
+        assert store.size() == 21
+        assert store.usage().keys == 1
+
+    def test_shrinking_and_deleting_always_allowed_over_quota(self, manager: StorageManager) -> None:
+        store = self.open(manager, "q", max_size=1000)
+        store.set("big", b"x" * 900)
+        store = self.open(manager, "q", max_size=10)  # manifest reload lowers the quota
+        store.set("big", b"x" * 500)  # shrinks: allowed although still over
+        assert store.size() == 503
+        with pytest.raises(QuotaExceeded):
+            store.set("new", b"")
+        assert store.delete("big") is True
+        assert store.size() == 0
+        store.set("k", b"123456789")
+        assert store.size() == 10
+
+    def test_batch_is_charged_its_net_delta_once(self, manager: StorageManager) -> None:
+        store = self.open(manager, "q", max_size=100)
+        store.set("a", b"x" * 89)  # 90 bytes
+        # Gross additions 20 bytes, but "a" shrinks by 80: net -60, allowed.
+        store.set_many([("a", b"x" * 9), ("b", b"y" * 9), ("c", b"z" * 9)])
+        assert store.size() == 30
+        with pytest.raises(QuotaExceeded):
+            store.set_many([("d", b"d" * 40), ("e", b"e" * 40)])  # net +82 > 70 left
+        assert store.keys() == ["a", "b", "c"]
+        assert store.size() == 30
+        store.set_many([("d", b"d" * 34), ("e", b"e" * 34)])  # net +70: exactly full
+        assert store.size() == 100
+
+    def test_zero_quota_and_unlimited(self, manager: StorageManager) -> None:
+        zero = self.open(manager, "z", max_size=0)
+        with pytest.raises(QuotaExceeded):
+            zero.set("k", b"")
+        assert zero.delete("k") is False
+
+    def test_readonly_component_cannot_write(self, manager: StorageManager) -> None:
+        writer = self.open(manager, "ro")
+        writer.set("k", b"v")
+        reader = self.open(manager, "ro", "read-only")
+        assert reader.get("k") == b"v"
+        with pytest.raises(PermissionDenied):
+            reader.set("k", b"w")
+        with pytest.raises(PermissionDenied):
+            writer.delete("k")  # the earlier handle follows the reload
+        assert reader.get("k") == b"v"
+
+    def test_manifest_reload_changes_quota_for_old_handles(self, manager: StorageManager) -> None:
+        old = self.open(manager, "r", max_size=10)
+        with pytest.raises(QuotaExceeded):
+            old.set("k", b"x" * 20)
+        self.open(manager, "r", max_size=100)
+        old.set("k", b"x" * 20)
+        assert old.quota == 100
+        assert old.size() == 21
+
+    def test_permission_checked_before_validation(self, manager: StorageManager) -> None:
+        none = self.open(manager, "n", "none")
+        with pytest.raises(PermissionDenied):
+            none.get("")
+        with pytest.raises(PermissionDenied):
+            none.set("x" * 1000, b"v")
+        with pytest.raises(PermissionDenied):
+            none.size()
+
+    # -- batches -----------------------------------------------------------------
+
+    def test_batches(self, store: ComponentStorage) -> None:
+        store.set_many({"a": b"1", "b": b"2"})
+        store.set_many([("c", b"3"), ("c", b"33")])  # last wins
+        assert store.get_many(["c", "x", "a"]) == [b"33", None, b"1"]
+        assert store.delete_many(["a", "x", "a"]) == 1
+        assert store.keys() == ["b", "c"]
+        assert store.size() == 2 + 3
+        store.set_many({})
+        assert store.delete_many([]) == 0
+        assert store.get_many([]) == []
+
+    def test_batch_with_one_bad_entry_writes_nothing(self, store: ComponentStorage) -> None:
+        store.set("keep", b"old")
+        with pytest.raises(InvalidKey):
+            store.set_many([("keep", b"new"), ("fine", b"v"), ("", b"bad")])
+        with pytest.raises(InvalidArgument):
+            store.set_many([("keep", b"new"), ("fine", "not-bytes")])  # type: ignore[list-item]
+        with pytest.raises(InvalidKey):
+            store.delete_many(["keep", "bad\x00"])
+        assert store.keys() == ["keep"]
+        assert store.get("keep") == b"old"
+        assert store.size() == 7
+
+    def test_batch_size_limit(self, store: ComponentStorage) -> None:
+        limit = self.max_batch_ops
+        store.set_many({f"k{i:03}": b"" for i in range(limit)})
+        with pytest.raises(TooManyKeys):
+            store.set_many({f"x{i:03}": b"" for i in range(limit + 1)})
+        with pytest.raises(TooManyKeys):
+            store.get_many([f"k{i:03}" for i in range(limit + 1)])
+        with pytest.raises(TooManyKeys):
+            store.delete_many([f"k{i:03}" for i in range(limit + 1)])
+        assert store.usage().keys == limit
+
+    def test_single_string_is_not_a_key_list(self, store: ComponentStorage) -> None:
+        with pytest.raises(InvalidArgument):
+            store.get_many("abc")
+        with pytest.raises(InvalidArgument):
+            store.delete_many("abc")
+
+    # -- queries -----------------------------------------------------------------
+
+    def test_keys_past_the_maximum_fail_and_point_to_scan(self, store: ComponentStorage) -> None:
+        limit = self.max_keys_per_query
+        for start in range(0, limit, self.max_batch_ops):
+            store.set_many({f"k{i:04}": b"" for i in range(start, min(limit, start + self.max_batch_ops))})
+        assert len(store.keys()) == limit
+        store.set("k9999", b"")
+        with pytest.raises(TooManyKeys) as info:
+            store.keys()
+        assert "scan" in str(info.value)
+        assert store.keys("k999") == ["k9999"]
+
+    def test_range_is_half_open_and_bytewise(self, store: ComponentStorage) -> None:
+        for key in ("a", "b", "ba", "c", "d", "é"):
+            store.set(key, key.encode())
+        assert [k for k, _ in store.range("b", "d")] == ["b", "ba", "c"]
+        assert store.range("b", "c") == [("b", b"b"), ("ba", b"ba")]
+        assert [k for k, _ in store.range("a", "\U0010ffff", limit=2)] == ["a", "b"]
+        assert [k for k, _ in store.range("d", "\U0010ffff")] == ["d", "é"]
+        assert store.range("c", "b") == []
+        assert store.range("c", "c") == []
+        with pytest.raises(InvalidArgument):
+            store.range("a", "b", limit=0)
+
+    def test_range_past_the_maximum_needs_a_limit(self, store: ComponentStorage) -> None:
+        limit = self.max_keys_per_query
+        for start in range(0, limit + 1, self.max_batch_ops):
+            store.set_many({f"k{i:04}": b"" for i in range(start, min(limit + 1, start + self.max_batch_ops))})
+        with pytest.raises(TooManyKeys):
+            store.range("k", "l")
+        assert len(store.range("k", "l", limit=limit)) == limit
+
+    def test_scan_pages_through_everything_once(self, store: ComponentStorage) -> None:
+        keys = [f"p:{i:03}" for i in range(47)] + ["p", "q:1", "o:9"]
+        for start in range(0, len(keys), self.max_batch_ops):
+            store.set_many({k: k.encode() for k in keys[start : start + self.max_batch_ops]})
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            items, cursor = store.scan("p:", cursor, limit=10)
+            seen.extend(k for k, _ in items)
+            assert all(v == k.encode() for k, v in items)
+            pages += 1
+            if cursor is None:
+                break
+        assert seen == [f"p:{i:03}" for i in range(47)]
+        assert pages == 5
+        everything, end = store.scan(limit=self.max_keys_per_query)
+        assert end is None
+        assert [k for k, _ in everything] == utf8_sorted(keys)
+
+    def test_scan_exact_page_ends_without_empty_page(self, store: ComponentStorage) -> None:
+        store.set_many({"a": b"", "b": b""})
+        items, cursor = store.scan(limit=2)
+        assert [k for k, _ in items] == ["a", "b"]
+        assert cursor is None
+
+    def test_scan_is_stable_under_concurrent_writes(self, store: ComponentStorage) -> None:
+        store.set_many({f"k{i:02}": b"" for i in range(0, 20, 2)})  # k00 k02 … k18
+        items, cursor = store.scan(limit=3)
+        seen = [k for k, _ in items]
+        store.set("k01", b"")  # before the cursor: not required, not duplicated
+        store.set("k99", b"")  # after the cursor: may appear
+        store.delete("k10")  # deleted during the scan: may or may not appear
+        while cursor is not None:
+            items, cursor = store.scan(cursor=cursor, limit=3)
+            seen.extend(k for k, _ in items)
+        assert len(seen) == len(set(seen))
+        always_present = {f"k{i:02}" for i in range(0, 20, 2)} - {"k10"}
+        assert always_present <= set(seen)
+
+    def test_scan_rejects_foreign_or_garbage_cursors(self, store: ComponentStorage) -> None:
+        store.set_many({"a:1": b"", "a:2": b"", "b:1": b""})
+        _, cursor = store.scan("a:", limit=1)
+        assert cursor is not None
+        with pytest.raises(InvalidArgument):
+            store.scan("b:", cursor, limit=1)
+        for garbage in ("", "!!!", "AAAA", "not a cursor"):
+            with pytest.raises(InvalidArgument):
+                store.scan("a:", garbage, limit=1)
+        for bad_limit in (0, -1, self.max_keys_per_query + 1, True, 1.5):
+            with pytest.raises(InvalidArgument):
+                store.scan(limit=bad_limit)  # type: ignore[arg-type]
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def test_data_survives_reopen(self, storage_settings: StorageSettings) -> None:
+        with StorageManager.from_settings(storage_settings) as first:
+            if not first.backend.capabilities.persistent:
+                pytest.skip(f"backend {first.backend.name!r} is not persistent (capabilities.persistent=False)")
+            store = self.open(first, "persist", max_size=1000)
+            store.set_many({"a": b"1", "b": b"22"})
+            store.delete("a")
+        with StorageManager.from_settings(storage_settings) as second:
+            store = self.open(second, "persist", max_size=1000)
+            assert store.keys() == ["b"]
+            assert store.get("b") == b"22"
+            assert store.size() == 3
+            assert store.usage().keys == 1
+
+    def test_every_error_is_a_storage_error_with_a_code(self, store: ComponentStorage) -> None:
+        calls = [
+            lambda: store.set("", b""),
+            lambda: store.set("k", b"x" * (MiB + 1)),
+            lambda: store.scan(cursor="zz"),
+            lambda: store.clear() if store.manifest.access is not Access.ADMIN else store.set(None, b""),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            with pytest.raises(StorageError) as info:
+                call()
+            assert info.value.code in {"invalid-key", "value-too-large", "invalid-argument", "permission-denied"}
+
+    # -- model test --------------------------------------------------------------
+
+    def test_stateful_model_against_a_dict(self, manager: StorageManager) -> None:
+        run_state_machine_as_test(
+            _model_machine(manager, self.max_keys_per_query),
+            settings=settings(
+                max_examples=200,
+                stateful_step_count=50,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            ),
+        )
+
+
+# Small alphabets make collisions, shared prefixes and overwrites likely.
+_keys = st.text(alphabet=["a", "b", ":", "_", "%", "\\", "é", "A", " "], min_size=1, max_size=4)
+_values = st.binary(max_size=24)
+
+
+def _model_machine(manager: StorageManager, max_query: int) -> type[RuleBasedStateMachine]:
+    ids = model_component_ids()
+
+    class StorageModel(RuleBasedStateMachine):
+        """The backend must behave exactly like a dict with a byte budget."""
+
+        @initialize(quota=st.integers(min_value=0, max_value=200))
+        def open_component(self, quota: int) -> None:
+            self.model: dict[str, bytes] = {}
+            self.quota = quota
+            self.store = manager.component(Manifest(next(ids), Access.ADMIN, quota))
+
+        def _fits(self, new: dict[str, bytes | None]) -> bool:
+            after = dict(self.model)
+            for key, value in new.items():
+                if value is None:
+                    after.pop(key, None)
+                else:
+                    after[key] = value
+            delta = total_size(after) - total_size(self.model)
+            return delta <= 0 or total_size(after) <= self.quota
+
+        def _apply(self, new: dict[str, bytes | None]) -> None:
+            for key, value in new.items():
+                if value is None:
+                    self.model.pop(key, None)
+                else:
+                    self.model[key] = value
+
+        @rule(key=_keys, value=_values)
+        def set(self, key: str, value: bytes) -> None:
+            if self._fits({key: value}):
+                self.store.set(key, value)
+                self._apply({key: value})
+            else:
+                with pytest.raises(QuotaExceeded):
+                    self.store.set(key, value)
+
+        @rule(key=_keys)
+        def delete(self, key: str) -> None:
+            assert self.store.delete(key) is (key in self.model)
+            self.model.pop(key, None)
+
+        @rule(key=_keys)
+        def get(self, key: str) -> None:
+            assert self.store.get(key) == self.model.get(key)
+            assert self.store.has(key) is (key in self.model)
+
+        @rule(pairs=st.lists(st.tuples(_keys, _values), max_size=6))
+        def set_many(self, pairs: list[tuple[str, bytes]]) -> None:
+            new: dict[str, bytes | None] = dict(pairs)
+            if self._fits(new):
+                self.store.set_many(pairs)
+                self._apply(new)
+            else:
+                with pytest.raises(QuotaExceeded):
+                    self.store.set_many(pairs)
+
+        @rule(keys=st.lists(_keys, max_size=6))
+        def delete_many(self, keys: list[str]) -> None:
+            assert self.store.delete_many(keys) == len(set(keys) & set(self.model))
+            self._apply(dict.fromkeys(keys))
+
+        @rule(keys=st.lists(_keys, max_size=6))
+        def get_many(self, keys: list[str]) -> None:
+            assert self.store.get_many(keys) == [self.model.get(k) for k in keys]
+
+        @rule(prefix=st.one_of(st.none(), _keys))
+        def keys(self, prefix: str | None) -> None:
+            raw = (prefix or "").encode()
+            expected = utf8_sorted(k for k in self.model if k.encode().startswith(raw))
+            if len(expected) > max_query:
+                with pytest.raises(TooManyKeys):
+                    self.store.keys(prefix)
+            else:
+                assert self.store.keys(prefix) == expected
+
+        @rule(start=_keys, end=_keys)
+        def range(self, start: str, end: str) -> None:
+            low, high = start.encode(), end.encode()
+            expected = [(k, self.model[k]) for k in utf8_sorted(self.model) if low <= k.encode() < high]
+            if len(expected) > max_query:
+                with pytest.raises(TooManyKeys):
+                    self.store.range(start, end)
+            else:
+                assert self.store.range(start, end) == expected
+
+        @rule(limit=st.integers(min_value=1, max_value=5))
+        def scan_all(self, limit: int) -> None:
+            seen: list[tuple[str, bytes]] = []
+            cursor = None
+            while True:
+                items, cursor = self.store.scan(None, cursor, limit)
+                seen.extend(items)
+                if cursor is None:
+                    break
+            assert seen == [(k, self.model[k]) for k in utf8_sorted(self.model)]
+
+        @precondition(lambda self: len(self.model) > 0)
+        @rule()
+        def clear(self) -> None:
+            self.store.clear()
+            self.model.clear()
+
+        @invariant()
+        def usage_matches(self) -> None:
+            usage = self.store.usage()
+            assert usage.bytes == total_size(self.model)
+            assert usage.keys == len(self.model)
+
+    return StorageModel

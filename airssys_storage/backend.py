@@ -85,7 +85,7 @@ class StorageBackend(abc.ABC):
     others for speed.
 
     The guard rule, for :meth:`commit` and :meth:`commit_one`: let ``delta`` be
-    the sum of (new size − old size) over the changes, where a missing key has
+    the sum of (new size - old size) over the changes, where a missing key has
     size 0 and a delete has new size 0. If ``limit`` is not ``None`` and
     ``delta > 0`` and ``used + delta > limit``, raise
     :func:`quota_exceeded` and change nothing. Otherwise apply every change
@@ -169,5 +169,5 @@ class StorageBackend(abc.ABC):
         """Repair a damaged store; only for backends with ``capabilities.repair``."""
         raise NotImplementedError(f"backend {self.name!r} cannot repair")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release every resource; the backend is unusable afterwards."""

@@ -16,7 +16,7 @@ __all__ = ["Access", "Manifest", "parse_size", "QUOTA_TABLE"]
 MiB = 1024 * 1024
 
 
-class Access(str, enum.Enum):
+class Access(enum.StrEnum):
     """Storage permission level declared in a manifest (the seed's table)."""
 
     NONE = "none"
@@ -88,13 +88,14 @@ def validate_component_id(value: object) -> str:
 class Manifest:
     """What the host knows about one component: identity, access level and quota.
 
-    ``max_size`` is the quota the manifest asked for, or ``None`` to take the
+    ``max_size`` is the quota the manifest asked for (a size string such as
+    ``"10MB"`` is parsed into bytes on construction), or ``None`` to take the
     default of its access level; :attr:`quota` resolves it.
     """
 
     id: str
     access: Access = Access.NONE
-    max_size: int | None = None
+    max_size: int | str | None = None
     name: str = ""
     version: str = ""
 
@@ -121,7 +122,9 @@ class Manifest:
     @property
     def quota(self) -> int:
         """The byte quota: ``max-size`` if given, else the access level's default."""
-        return QUOTA_TABLE[self.access][0] if self.max_size is None else self.max_size
+        if self.max_size is None:
+            return QUOTA_TABLE[self.access][0]
+        return int(self.max_size)  # already parsed by __post_init__
 
     @classmethod
     def from_toml(cls, text: str) -> Manifest:

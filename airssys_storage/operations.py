@@ -7,7 +7,7 @@ import enum
 __all__ = ["Operation", "READ_OPERATIONS", "WRITE_OPERATIONS"]
 
 
-class Operation(str, enum.Enum):
+class Operation(enum.StrEnum):
     """One storage operation; ``wit_name`` is the WIT function that performs it."""
 
     GET = "get"

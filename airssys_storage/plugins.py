@@ -103,7 +103,7 @@ class PluginRegistry:
     """Every plugin class known to this process, by kind and name."""
 
     def __init__(self) -> None:
-        self.backends: _Kind[StorageBackend] = _Kind("backend", StorageBackend)
+        self.backends: _Kind[StorageBackend] = _Kind("backend", StorageBackend)  # type: ignore[type-abstract]
         self.policies: _Kind[PermissionPolicy] = _Kind("permission policy", PermissionPolicy)
         self.quota_strategies: _Kind[QuotaStrategy] = _Kind("quota strategy", QuotaStrategy)
         #: plugin name -> "ExceptionType: message" for plugins that failed to load.
@@ -159,7 +159,13 @@ class PluginRegistry:
             # attributed to its plugin: duplicate-name errors name both.
             for impl in reversed(hook.get_hookimpls()):
                 distribution, version = origins.get(impl.plugin_name, (None, None))
-                for registered in impl.function() or ():
+                try:
+                    provided = impl.function() or ()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} failed in {hook.name}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                for registered in provided:
                     name = getattr(registered, "name", None)
                     if not isinstance(name, str) or not name:
                         raise PluginError(
@@ -194,8 +200,7 @@ class PluginRegistry:
             installed = ", ".join(sorted(self._schemes)) or "none"
             raise PluginError(
                 f"no installed backend serves URL scheme {scheme!r} (url {_redact(url)!r}); "
-                f"installed schemes: {installed}. Install one with: pip install '{dist}'"
-                + self._failure_note()
+                f"installed schemes: {installed}. Install one with: pip install '{dist}'" + self._failure_note()
             )
         return item.cls
 
@@ -220,9 +225,11 @@ class PluginRegistry:
     def _failure_note(self) -> str:
         if not self.failures:
             return ""
-        return " (plugins that failed to load: " + "; ".join(
-            f"{name}: {error}" for name, error in sorted(self.failures.items())
-        ) + ")"
+        return (
+            " (plugins that failed to load: "
+            + "; ".join(f"{name}: {error}" for name, error in sorted(self.failures.items()))
+            + ")"
+        )
 
     def describe(self) -> list[dict[str, Any]]:
         """Every registered class as a dict (for ``airssys-storage plugins``)."""

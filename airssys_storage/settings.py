@@ -17,6 +17,8 @@ Its keys are the field names at top level, e.g. ``url = "sqlite:///data.db"``.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -51,7 +54,10 @@ def config_file_path() -> Path | None:
         if not path.is_file():
             raise ConfigurationError(f"{CONFIG_FILE_ENV}={explicit!r} does not name a readable file")
         return path
-    for candidate in (Path.cwd() / "airssys-storage.toml", Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"):
+    for candidate in (
+        Path.cwd() / "airssys-storage.toml",
+        Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml",
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -88,6 +94,10 @@ class StorageSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigurationError(_describe(exc)) from None
+        except SettingsError as exc:
+            raise ConfigurationError(_describe_source_error(exc)) from None
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigurationError(f"invalid settings file {config_file_path()}: {exc}") from None
 
     @classmethod
     def settings_customise_sources(
@@ -130,3 +140,14 @@ def _describe(exc: ValidationError) -> str:
         field = ".".join(str(part) for part in error["loc"]) or "settings"
         problems.append(f"{field}={error.get('input')!r}: {error['msg']}")
     return "invalid settings: " + "; ".join(problems)
+
+
+def _describe_source_error(exc: SettingsError) -> str:
+    # pydantic-settings names the field but not the value: add the variable's text.
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = match.group(1) if match else "settings"
+    variable = f"AIRSSYS_STORAGE_{field.upper()}"
+    value = os.environ.get(variable)
+    shown = f"{variable}={value!r}" if value is not None else field
+    hint = " (list and dict fields take JSON, e.g. '[\"manifest\"]')" if value is not None else ""
+    return f"invalid settings: {shown}: {exc}{hint}"

@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .backend import Change, StorageBackend, Usage, key_successor
 from .errors import (
@@ -38,12 +38,13 @@ __all__ = ["StorageManager", "ComponentStorage"]
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _CURSOR_TAG = b"\x01"
 DEFAULT_SCAN_LIMIT = 1000
+_T = TypeVar("_T")
 
 
 class _ComponentState:
     """Per-component state shared by every handle of one id; replaced in place on reload."""
 
-    __slots__ = ("manifest", "allowed", "static_allowed", "key_policies", "limit", "lock")
+    __slots__ = ("allowed", "key_policies", "limit", "lock", "manifest", "static_allowed")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -79,7 +80,9 @@ class StorageManager:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: StorageSettings | None = None, registry: PluginRegistry | None = None) -> StorageManager:
+    def from_settings(
+        cls, settings: StorageSettings | None = None, registry: PluginRegistry | None = None
+    ) -> StorageManager:
         """Load plugins, open the backend named by ``settings.url`` and resolve policies and quota.
 
         With no *settings*, they are read now from the environment and the
@@ -185,7 +188,7 @@ class ComponentStorage:
     accepted). Listings are ordered by the keys' UTF-8 bytes.
     """
 
-    __slots__ = ("_state", "_backend", "_ns", "_max_key", "_max_value", "_max_query", "_max_batch", "_manager")
+    __slots__ = ("_backend", "_manager", "_max_batch", "_max_key", "_max_query", "_max_value", "_ns", "_state")
 
     def __init__(self, manager: StorageManager, state: _ComponentState) -> None:
         settings = manager.settings
@@ -229,7 +232,7 @@ class ComponentStorage:
                 raise _internal(exc) from exc
 
     def set(self, key: str, value: bytes | bytearray | memoryview) -> None:
-        """Store *value* under *key*, replacing any old value (charged new − old bytes)."""
+        """Store *value* under *key*, replacing any old value (charged new - old bytes)."""
         state = self._state
         if "set" not in state.allowed or state.key_policies:
             self._authorize(Operation.SET, key)
@@ -398,8 +401,7 @@ class ComponentStorage:
     def _deny(self, operation: Operation, why: str) -> NoReturn:
         manifest = self._state.manifest
         raise PermissionDenied(
-            f"component {self._ns!r} (access {manifest.access.value!r}) may not call "
-            f"{operation.wit_name}: {why}"
+            f"component {self._ns!r} (access {manifest.access.value!r}) may not call {operation.wit_name}: {why}"
         )
 
     def _key(self, key: str) -> bytes:
@@ -411,7 +413,7 @@ class ComponentStorage:
             if 0 < len(raw) <= self._max_key and (key.isprintable() or _CONTROL.search(key) is None):
                 return raw
             if not raw:
-                raise InvalidKey("key is empty: keys are 1 to %d bytes of UTF-8" % self._max_key)
+                raise InvalidKey(f"key is empty: keys are 1 to {self._max_key} bytes of UTF-8")
             if len(raw) > self._max_key:
                 raise InvalidKey(
                     f"key {key[:32]!r}… is {len(raw)} bytes of UTF-8; the maximum is {self._max_key} bytes"
@@ -463,7 +465,7 @@ class ComponentStorage:
             return 0
         return self._call(self._backend.commit, changes, self._state.limit)
 
-    def _call(self, method: Any, *args: Any) -> Any:
+    def _call(self, method: Callable[..., _T], *args: Any) -> _T:
         with self._state.lock:
             try:
                 return method(self._ns, *args)

@@ -11,7 +11,9 @@ A backend's test file is one class and one fixture::
             return f"mybackend://{tmp_path}/db"
 
 ``storage_url`` must name a store in which the suite's component ids hold no
-data. Override ``backend_options`` (a dict) to pass options. The suite reads
+data. Override ``backend_options`` (a dict) to pass options, and
+``manager_factory`` to open managers differently (e.g. with your own
+:class:`~airssys_storage.PluginRegistry`). The suite reads
 the backend's declared :class:`~airssys_storage.Capabilities` (for example
 ``persistent`` enables the reopen tests).
 """

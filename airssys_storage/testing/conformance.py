@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from airssys_storage import (
     Access,
@@ -95,8 +103,13 @@ class BackendConformance:
         )
 
     @pytest.fixture
-    def manager(self, storage_settings: StorageSettings) -> Iterator[StorageManager]:
-        manager = StorageManager.from_settings(storage_settings)
+    def manager_factory(self, storage_settings: StorageSettings) -> Callable[[], StorageManager]:
+        """Opens a new manager on the store; override to pass a custom plugin registry."""
+        return lambda: StorageManager.from_settings(storage_settings)
+
+    @pytest.fixture
+    def manager(self, manager_factory: Callable[[], StorageManager]) -> Iterator[StorageManager]:
+        manager = manager_factory()
         try:
             yield manager
         finally:
@@ -104,10 +117,12 @@ class BackendConformance:
 
     @pytest.fixture
     def store(self, manager: StorageManager) -> ComponentStorage:
-        return manager.component(Manifest("comp", Access.ADMIN, "10MB"))
+        return manager.component(Manifest("comp", Access.ADMIN, 10 * MiB))
 
     @staticmethod
-    def open(manager: StorageManager, component_id: str, access: str = "read-write", max_size: Any = None) -> ComponentStorage:
+    def open(
+        manager: StorageManager, component_id: str, access: str = "read-write", max_size: Any = None
+    ) -> ComponentStorage:
         return manager.component(Manifest(component_id, Access(access), max_size))
 
     # -- the seed's operations -------------------------------------------------
@@ -172,7 +187,10 @@ class BackendConformance:
     def test_prefix_is_literal_bytewise_and_case_sensitive(self, store: ComponentStorage) -> None:
         for key in ADVERSARIAL_KEYS:
             store.set(key, key.encode())
-        expected = {prefix: utf8_sorted(k for k in ADVERSARIAL_KEYS if k.encode().startswith(prefix.encode())) for prefix in ("ke", "ke_", "ke%", "ke\\", "KEY", "key", "key ", "k", "_", "%", "\\", "u", "b:")}
+        expected = {
+            prefix: utf8_sorted(k for k in ADVERSARIAL_KEYS if k.encode().startswith(prefix.encode()))
+            for prefix in ("ke", "ke_", "ke%", "ke\\", "KEY", "key", "key ", "k", "_", "%", "\\", "u", "b:")
+        }
         for prefix, keys in expected.items():
             assert store.keys(prefix) == keys, prefix
 
@@ -239,8 +257,32 @@ class BackendConformance:
 
     @pytest.mark.parametrize(
         "key",
-        ["", "ab\ud800", "\udfff", "nul\x00", "new\nline", "tab\t", "del\x7f", "c1\x85", "é" * 128 + "a", "😀" * 65, "x" * 257],
-        ids=["empty", "lone-high-surrogate", "lone-low-surrogate", "nul", "newline", "tab", "del", "c1", "257-bytes-2byte", "260-bytes-emoji", "257-ascii"],
+        [
+            "",
+            "ab\ud800",
+            "\udfff",
+            "nul\x00",
+            "new\nline",
+            "tab\t",
+            "del\x7f",
+            "c1\x85",
+            "é" * 128 + "a",
+            "😀" * 65,
+            "x" * 257,
+        ],
+        ids=[
+            "empty",
+            "lone-high-surrogate",
+            "lone-low-surrogate",
+            "nul",
+            "newline",
+            "tab",
+            "del",
+            "c1",
+            "257-bytes-2byte",
+            "260-bytes-emoji",
+            "257-ascii",
+        ],
     )
     def test_invalid_keys(self, store: ComponentStorage, key: str) -> None:
         for call in (
@@ -497,14 +539,14 @@ class BackendConformance:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def test_data_survives_reopen(self, storage_settings: StorageSettings) -> None:
-        with StorageManager.from_settings(storage_settings) as first:
+    def test_data_survives_reopen(self, manager_factory: Callable[[], StorageManager]) -> None:
+        with manager_factory() as first:
             if not first.backend.capabilities.persistent:
                 pytest.skip(f"backend {first.backend.name!r} is not persistent (capabilities.persistent=False)")
             store = self.open(first, "persist", max_size=1000)
             store.set_many({"a": b"1", "b": b"22"})
             store.delete("a")
-        with StorageManager.from_settings(storage_settings) as second:
+        with manager_factory() as second:
             store = self.open(second, "persist", max_size=1000)
             assert store.keys() == ["b"]
             assert store.get("b") == b"22"
@@ -512,7 +554,7 @@ class BackendConformance:
             assert store.usage().keys == 1
 
     def test_every_error_is_a_storage_error_with_a_code(self, store: ComponentStorage) -> None:
-        calls = [
+        calls: list[Callable[[], object]] = [
             lambda: store.set("", b""),
             lambda: store.set("k", b"x" * (MiB + 1)),
             lambda: store.scan(cursor="zz"),
@@ -526,7 +568,7 @@ class BackendConformance:
     # -- model test --------------------------------------------------------------
 
     def test_stateful_model_against_a_dict(self, manager: StorageManager) -> None:
-        run_state_machine_as_test(
+        run_state_machine_as_test(  # type: ignore[no-untyped-call]
             _model_machine(manager, self.max_keys_per_query),
             settings=settings(
                 max_examples=200,

@@ -18,7 +18,7 @@ __all__ = ["MemoryBackend"]
 class _Space:
     """One namespace: its data, its usage counter and a lazily sorted key list."""
 
-    __slots__ = ("data", "used", "_sorted")
+    __slots__ = ("_sorted", "data", "used")
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}

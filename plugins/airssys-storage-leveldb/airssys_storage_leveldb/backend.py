@@ -72,13 +72,10 @@ def path_from_url(url: str) -> str:
         raise ConfigurationError(f"{url!r} is not a leveldb:// URL")
     if parts.netloc:
         raise ConfigurationError(
-            f"leveldb URL {url!r} names a host ({parts.netloc!r}); write leveldb:///absolute/path "
-            "with three slashes"
+            f"leveldb URL {url!r} names a host ({parts.netloc!r}); write leveldb:///absolute/path with three slashes"
         )
     if parts.query or parts.fragment:
-        raise ConfigurationError(
-            f"leveldb URL {url!r} has a query or fragment; put options in backend_options instead"
-        )
+        raise ConfigurationError(f"leveldb URL {url!r} has a query or fragment; put options in backend_options instead")
     path = unquote(parts.path)
     if not path.startswith("/") or path.rstrip("/") == "":
         raise ConfigurationError(f"leveldb URL {url!r} must name an absolute directory path: leveldb:///absolute/path")

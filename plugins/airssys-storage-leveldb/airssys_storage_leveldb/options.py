@@ -46,9 +46,7 @@ class LevelDBOptions:
         known = {"sync", "block_cache_size", "write_buffer_size", "compression", "bloom_filter_bits"}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigurationError(
-                f"unknown leveldb backend option(s) {unknown}; the options are {sorted(known)}"
-            )
+            raise ConfigurationError(f"unknown leveldb backend option(s) {unknown}; the options are {sorted(known)}")
         values: dict[str, Any] = {}
         if "sync" in options:
             sync = options["sync"]

@@ -1,0 +1,474 @@
+"""LevelDB-specific behaviour: layout, options, open errors, single process, repair, atomicity."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import plyvel
+import pytest
+from airssys_storage_leveldb import LevelDBBackend, path_from_url
+from airssys_storage_leveldb.layout import SCHEMA_KEY, USAGE, namespace_prefix, usage_key
+from hypothesis import given
+from hypothesis import strategies as st
+
+from airssys_storage import (
+    Access,
+    ConfigurationError,
+    InternalError,
+    InvalidArgument,
+    Manifest,
+    PluginRegistry,
+    QuotaExceeded,
+    StorageError,
+    StorageManager,
+    StorageSettings,
+    Usage,
+)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"leveldb://{tmp_path}/db"
+
+
+@pytest.fixture
+def backend(url: str) -> Iterator[LevelDBBackend]:
+    backend = LevelDBBackend.open(url, {})
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def manager_on(url: str, **options: Any) -> StorageManager:
+    return StorageManager.from_settings(StorageSettings(url=url, backend_options=options))
+
+
+def everything(backend: LevelDBBackend, namespace: str) -> dict[bytes, bytes]:
+    return dict(backend.items(namespace, b"", None, 10**9))
+
+
+def esc(path: Path) -> str:
+    return re.escape(str(path))
+
+
+def recomputed(data: dict[bytes, bytes]) -> Usage:
+    return Usage(sum(len(k) + len(v) for k, v in data.items()), len(data))
+
+
+# -- plugin and URL ----------------------------------------------------------------
+
+
+def test_registered_through_the_entry_point() -> None:
+    registry = PluginRegistry.load()
+    assert registry.backend_for_url("leveldb:///tmp/x") is LevelDBBackend
+    caps = LevelDBBackend.capabilities
+    assert (caps.persistent, caps.multi_process, caps.repair) == (True, False, True)
+
+
+def test_url_to_path() -> None:
+    assert path_from_url("leveldb:///var/lib/x/db") == "/var/lib/x/db"
+    assert path_from_url("leveldb:///var/lib/my%20db/") == "/var/lib/my db"
+    for bad in ("leveldb://host/db", "leveldb:///", "leveldb://", "leveldb:///db?sync=1", "sqlite:///db"):
+        with pytest.raises(ConfigurationError):
+            path_from_url(bad)
+
+
+# -- layout ------------------------------------------------------------------------
+
+_namespaces = st.text(alphabet="ab-_:\x00\xff"[:5], min_size=1, max_size=6)
+
+
+@given(a=_namespaces, b=_namespaces)
+def test_namespace_prefixes_are_prefix_free(a: str, b: str) -> None:
+    if a != b:
+        assert not namespace_prefix(a).startswith(namespace_prefix(b))
+    # No data key of any namespace can be a metadata key.
+    assert not SCHEMA_KEY.startswith(namespace_prefix(a)[:1])
+    assert not usage_key(a).startswith(namespace_prefix(b)[:1])
+
+
+def test_namespace_must_be_short_ascii(backend: LevelDBBackend) -> None:
+    for bad in ("", "x" * 256, "é"):
+        with pytest.raises(InvalidArgument):
+            backend.get(bad, b"k")
+
+
+def test_on_disk_layout(url: str, tmp_path: Path) -> None:
+    backend = LevelDBBackend.open(url, {})
+    backend.commit("a", [(b"b:c", b"1")], None)
+    backend.commit("a:b", [(b"c", b"22")], None)
+    backend.close()
+    db = plyvel.DB(str(tmp_path / "db"))
+    try:
+        stored = dict(db.iterator())
+    finally:
+        db.close()
+    assert stored == {
+        SCHEMA_KEY: b"1",
+        b"\x01\x01ab:c": b"1",
+        b"\x01\x03a:bc": b"22",
+        b"\x00u\x01a": USAGE.pack(4, 1),
+        b"\x00u\x03a:b": USAGE.pack(3, 1),
+    }
+
+
+def test_namespaces_are_sorted_by_name_not_by_encoding(backend: LevelDBBackend) -> None:
+    for ns in ("b", "ab", "abc", "c"):
+        backend.commit_one(ns, b"k", b"v", None)
+    backend.commit_one("c", b"k", None, None)
+    assert backend.namespaces() == ["ab", "abc", "b"]
+
+
+def test_stats(backend: LevelDBBackend) -> None:
+    backend.commit("a", [(b"x", b"12"), (b"y", b"3")], None)
+    stats = backend.stats()
+    assert stats["namespaces"] == 1 and stats["keys"] == 2 and stats["bytes"] == 5
+    assert stats["options"]["sync"] is False
+    json.dumps(stats)
+
+
+# -- schema version ----------------------------------------------------------------
+
+
+def test_newer_schema_is_refused(url: str, tmp_path: Path) -> None:
+    LevelDBBackend.open(url, {}).close()
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(SCHEMA_KEY, b"2")
+    db.close()
+    with pytest.raises(ConfigurationError, match=r"schema version 2, newer than version 1.*upgrade"):
+        LevelDBBackend.open(url, {})
+
+
+def test_foreign_leveldb_database_is_refused(url: str, tmp_path: Path) -> None:
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    db.put(b"someone", b"else")
+    db.close()
+    with pytest.raises(ConfigurationError, match="not written by airssys-storage"):
+        LevelDBBackend.open(url, {})
+
+
+# -- options -----------------------------------------------------------------------
+
+
+def test_valid_options_are_applied(url: str) -> None:
+    options = {
+        "sync": True,
+        "block_cache_size": "16MB",
+        "write_buffer_size": 1 << 20,
+        "compression": "none",
+        "bloom_filter_bits": 0,
+    }
+    with manager_on(url, **options) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        store.set("k", b"v")
+        assert store.get("k") == b"v"
+        assert manager.backend.stats()["options"] == {
+            "sync": True,
+            "block_cache_size": 16 << 20,
+            "write_buffer_size": 1 << 20,
+            "compression": None,
+            "bloom_filter_bits": 0,
+        }
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("sync", "yes"),
+        ("sync", 1),
+        ("block_cache_size", -1),
+        ("block_cache_size", "lots"),
+        ("block_cache_size", 1.5),
+        ("write_buffer_size", 1000),
+        ("write_buffer_size", "2GB"),
+        ("compression", "zlib"),
+        ("compression", 1),
+        ("bloom_filter_bits", -1),
+        ("bloom_filter_bits", 65),
+        ("bloom_filter_bits", True),
+        ("cache", 1),
+    ],
+)
+def test_bad_options_name_the_option(url: str, option: str, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=option) as info:
+        manager_on(url, **{option: value})
+    assert info.value.code == "invalid-config"
+
+
+# -- where the database lives ------------------------------------------------------
+
+
+def test_missing_parent_directory(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "db"
+    with pytest.raises(ConfigurationError, match=rf"{esc(path)}.*parent directory {esc(path.parent)} does not exist"):
+        LevelDBBackend.open(f"leveldb://{path}", {})
+    assert not path.parent.exists()
+
+
+def test_path_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "db").write_text("x")
+    with pytest.raises(ConfigurationError, match=f"{esc(tmp_path / 'db')}: it is a file"):
+        LevelDBBackend.open(f"leveldb://{tmp_path}/db", {})
+    with pytest.raises(ConfigurationError, match=f"{esc(tmp_path / 'db')} is not a directory"):
+        LevelDBBackend.open(f"leveldb://{tmp_path}/db/inner", {})
+
+
+def test_non_empty_directory_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigurationError, match=f"{esc(tmp_path)}: the directory is not empty"):
+        LevelDBBackend.open(f"leveldb://{tmp_path}", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_empty_directory_becomes_a_database(tmp_path: Path) -> None:
+    (tmp_path / "db").mkdir()
+    LevelDBBackend.open(f"leveldb://{tmp_path}/db", {}).close()
+    assert (tmp_path / "db" / "CURRENT").exists()
+
+
+def _write_sample(url: str) -> None:
+    with manager_on(url) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        store.set_many({f"k{i:03}": b"v" * 50 for i in range(100)})
+
+
+def _corrupt_manifest(db: Path) -> None:
+    for manifest in db.glob("MANIFEST-*"):
+        manifest.write_bytes(b"garbage" * 10)
+
+
+def test_corrupted_database_names_the_path_and_repair(url: str, tmp_path: Path) -> None:
+    _write_sample(url)
+    _corrupt_manifest(tmp_path / "db")
+    with pytest.raises(InternalError, match=rf"{esc(tmp_path / 'db')} is corrupted.*repair_url"):
+        manager_on(url)
+
+
+def test_missing_current_file_is_corruption(url: str, tmp_path: Path) -> None:
+    _write_sample(url)
+    (tmp_path / "db" / "CURRENT").unlink()
+    with pytest.raises(InternalError, match=r"CURRENT file is missing.*repair_url"):
+        manager_on(url)
+
+
+# -- repair ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", [_corrupt_manifest, lambda db: (db / "CURRENT").unlink()])
+def test_repair_url_recovers_a_corrupted_database(url: str, tmp_path: Path, damage: Any) -> None:
+    _write_sample(url)
+    damage(tmp_path / "db")
+    report = LevelDBBackend.repair_url(url)
+    assert report["keys"] == 100 and report["counters_corrected"] == []
+    with manager_on(url) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        assert len(store.keys()) == 100
+        assert store.usage() == Usage(100 * (4 + 50), 100)
+
+
+def test_repair_recounts_wrong_counters(backend: LevelDBBackend) -> None:
+    backend.commit("app", [(b"a", b"1"), (b"b", b"22")], None)
+    backend._db.put(usage_key("app"), USAGE.pack(999, 9))  # a counter that lies
+    backend._db.put(usage_key("ghost"), USAGE.pack(5, 1))
+    backend.repair()
+    assert backend.usage("app") == Usage(5, 2)
+    assert backend.usage("ghost") == Usage()
+    assert backend.namespaces() == ["app"]
+    assert backend.recount()["counters_corrected"] == []
+    backend.commit_one("app", b"c", b"333", None)
+    assert backend.usage("app") == Usage(9, 3)
+
+
+def test_repair_url_refuses_a_database_open_in_this_process(backend: LevelDBBackend, url: str) -> None:
+    with pytest.raises(ConfigurationError, match="while this process has it open"):
+        LevelDBBackend.repair_url(url)
+
+
+def test_repair_url_of_a_missing_database(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=f"{esc(tmp_path / 'nope')}: no such directory"):
+        LevelDBBackend.repair_url(f"leveldb://{tmp_path}/nope")
+
+
+# -- one process per database ------------------------------------------------------
+
+_OTHER_PROCESS = """
+import json, sys
+from airssys_storage import StorageError, StorageManager, StorageSettings
+from airssys_storage_leveldb import LevelDBBackend
+try:
+    if sys.argv[2] == "open":
+        StorageManager.from_settings(StorageSettings(url=sys.argv[1])).close()
+    else:
+        LevelDBBackend.repair_url(sys.argv[1])
+    print(json.dumps(None))
+except StorageError as exc:
+    print(json.dumps([type(exc).__name__, exc.code, str(exc)]))
+"""
+
+
+def _in_other_process(url: str, action: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, url, action], capture_output=True, text=True, timeout=120, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def test_second_process_gets_a_clear_error(url: str, tmp_path: Path) -> None:
+    with manager_on(url):
+        name, code, message = _in_other_process(url, "open")
+        assert name == "ConfigurationError" and code == "invalid-config"
+        assert f"the LevelDB database at {tmp_path / 'db'} is in use by another process" in message
+        assert "multi-process hosts should use the SQL backend" in message
+        assert "plyvel" not in message and "IO error" not in message
+        name, _, message = _in_other_process(url, "repair")
+        assert name == "ConfigurationError" and "in use by another process" in message
+    assert _in_other_process(url, "open") is None
+
+
+def test_second_handle_in_this_process_gets_a_clear_error(url: str) -> None:
+    with manager_on(url):
+        with pytest.raises(ConfigurationError, match="in use by another handle in this process"):
+            manager_on(url)
+
+
+# -- lifecycle ---------------------------------------------------------------------
+
+
+def test_closed_backend_says_so(url: str, tmp_path: Path) -> None:
+    backend = LevelDBBackend.open(url, {})
+    backend.close()
+    backend.close()
+    for call in (
+        lambda: backend.get("a", b"k"),
+        lambda: backend.commit_one("a", b"k", b"v", None),
+        lambda: backend.commit("a", [(b"k", b"v")], None),
+        lambda: backend.keys("a", b"", None, 10),
+        lambda: backend.usage("a"),
+    ):
+        with pytest.raises(InternalError, match=f"{esc(tmp_path / 'db')} is closed"):
+            call()
+
+
+# -- atomicity ---------------------------------------------------------------------
+
+
+class _FailingBatch:
+    """Wraps the real batch and fails after *after* changes: a crash in the middle of a batch."""
+
+    def __init__(self, real: Any, after: int, error: Exception) -> None:
+        self.real, self.after, self.error, self.added = real, after, error, 0
+
+    def _add(self) -> None:
+        if self.added == self.after:
+            raise self.error
+        self.added += 1
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._add()
+        self.real.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._add()
+        self.real.delete(key)
+
+    def clear(self) -> None:
+        self.added = 0
+        self.real.clear()
+
+    def write(self) -> None:
+        self.real.write()
+
+
+# A batch of N changes adds N + 1 records (the counter last): failing at each
+# position, the counter's included, must leave no trace.
+_MIDWAY = (
+    [("set_many", after) for after in range(5)]
+    + [("delete_many", after) for after in range(3)]
+    + [("set", 0), ("set", 1)]
+)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), plyvel.IOError(b"IO error: disk full")])
+@pytest.mark.parametrize(("operation", "after"), _MIDWAY)
+def test_failure_in_the_middle_of_a_batch_writes_nothing(
+    url: str, error: Exception, operation: str, after: int
+) -> None:
+    calls = {
+        "set_many": lambda store: store.set_many({"a": b"new", "c": b"new", "d": b"new", "e": b"new"}),
+        "delete_many": lambda store: store.delete_many(["a", "b"]),
+        "set": lambda store: store.set("a", b"newer"),
+    }
+    with manager_on(url) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        store.set_many({"a": b"old", "b": b"old"})
+        before = (store.scan()[0], store.usage())
+        backend = manager.backend
+        assert isinstance(backend, LevelDBBackend)
+        real = backend._batch
+        backend._batch = _FailingBatch(real, after, error)
+        with pytest.raises(StorageError) as info:
+            calls[operation](store)
+        assert info.value.code == "internal-error"
+        assert (store.scan()[0], store.usage()) == before
+        backend._batch = real
+        store.set("z", b"1")  # the reused batch carries nothing of the failed one
+    with manager_on(url) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        assert store.scan()[0] == [*before[0], ("z", b"1")]
+        assert store.usage() == Usage(before[1].bytes + 2, 3)
+
+
+def test_failed_write_call_changes_nothing(url: str) -> None:
+    with manager_on(url) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        store.set("a", b"1")
+        backend = manager.backend
+        assert isinstance(backend, LevelDBBackend)
+
+        class NoWrite(_FailingBatch):
+            def write(self) -> None:
+                raise plyvel.IOError(b"IO error: No space left on device")
+
+        real = backend._batch
+        backend._batch = NoWrite(real, 10**9, MemoryError())
+        for call in (lambda: store.set("b", b"2"), lambda: store.delete("a"), lambda: store.set_many({"c": b"3"})):
+            with pytest.raises(InternalError, match=r"cannot write to the LevelDB database at .*No space left"):
+                call()
+        assert store.usage() == Usage(2, 1) and store.keys() == ["a"]
+        backend._batch = real
+
+
+def test_refused_batch_writes_nothing(backend: LevelDBBackend) -> None:
+    backend.commit("app", [(b"a", b"1")], 10)
+    with pytest.raises(QuotaExceeded):
+        backend.commit("app", [(b"b", b"1"), (b"c", b"1" * 10)], 10)
+    assert everything(backend, "app") == {b"a": b"1"} and backend.usage("app") == Usage(2, 1)
+
+
+def test_concurrent_writers_on_a_shared_backend_keep_the_counter_exact(backend: LevelDBBackend) -> None:
+    # Called without the core's per-component lock: the backend's own lock must hold.
+    def writer(seed: int) -> None:
+        for i in range(400):
+            key = b"k%d" % ((i * seed) % 23)
+            if i % 5 == 0:
+                backend.commit_one("app", key, None, None)
+            elif i % 7 == 0:
+                backend.commit("app", [(key, b"x" * (i % 13)), (b"b%d" % (i % 3), b"y" * seed)], None)
+            else:
+                backend.commit_one("app", key, b"v" * (i % 17 + seed), None)
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in (1, 2, 3, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert backend.usage("app") == recomputed(everything(backend, "app"))
+    assert backend.recount()["counters_corrected"] == []

@@ -1,0 +1,274 @@
+"""What the subcommands share: options, opening stores with operator rights, output and progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+
+from ..errors import ManifestError
+from ..exchange import operator_settings, operator_storage
+from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
+from ..plugins import PluginRegistry, _redact, backend_scheme
+from ..settings import StorageSettings
+from ..storage import ComponentStorage, StorageManager
+from .app import ExitCode, Failure
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- options -----------------------------------------------------------------
+
+
+class ComponentId(click.ParamType):  # type: ignore[type-arg]  # generic only since click 8.2
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return validate_component_id(value)
+        except ManifestError:
+            self.fail(
+                f"{value!r} is not a component id: use a lower-case ASCII letter, then up to 62 of "
+                f"a-z 0-9 _ - (^{COMPONENT_ID_PATTERN.pattern}$)",
+                param,
+                ctx,
+            )
+
+
+def url_option(f: F) -> F:
+    return click.option(
+        "--url",
+        metavar="URL",
+        help="Backend URL (memory://, sqlite:///PATH, leveldb:///PATH, postgresql+psycopg://…); "
+        "overrides AIRSSYS_STORAGE_URL and the settings file.",
+    )(f)
+
+
+def component_option(f: F) -> F:
+    return click.option("--component", "-c", type=ComponentId(), required=True, help="The component's id.")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def manifest_option(f: F) -> F:
+    return click.option(
+        "--manifest",
+        "manifest_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="The component's manifest: enforce its quota (by default operators are not quota-limited).",
+    )(f)
+
+
+# -- settings and stores -----------------------------------------------------
+
+
+def load_settings(url: str | None = None) -> StorageSettings:
+    """The configured settings, with *url* (if given) replacing the configured URL.
+
+    The configured ``backend_options`` are kept only when *url* is served by
+    the same kind of backend (same scheme): options of one backend mean
+    nothing to another.
+    """
+    settings = StorageSettings()
+    if url is None:
+        return settings
+    options = settings.backend_options if backend_scheme(url) == backend_scheme(settings.resolved_url) else {}
+    return StorageSettings(url=url, backend_options=options)
+
+
+def redact_url(url: str) -> str:
+    """*url* with its password masked (the core's rule, so every message masks alike)."""
+    return _redact(url)
+
+
+def manifest_quota(settings: StorageSettings, registry: PluginRegistry, manifest: Manifest) -> int | None:
+    """The quota the configured strategy gives the component *manifest* describes."""
+    return registry.quota_strategy(settings.quota_strategy)(settings).limit_for(manifest)
+
+
+@contextmanager
+def open_manager(
+    settings: StorageSettings, *, quota: int | None = None, registry: PluginRegistry | None = None
+) -> Iterator[StorageManager]:
+    """A manager for operator handles (admin, *quota* or unlimited) on *settings*' backend."""
+    if registry is None:
+        registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    with StorageManager.from_settings(operator_settings(settings, quota=quota), registry=registry) as manager:
+        yield manager
+
+
+@contextmanager
+def open_component(url: str | None, component: str, manifest_path: Path | None = None) -> Iterator[ComponentStorage]:
+    """An operator handle on *component*: admin rights; the manifest's quota if one is given, else none.
+
+    Operators are not quota-limited by default because they fix and move
+    data; ``--manifest`` makes a write obey the quota the component itself
+    would have.
+    """
+    settings = load_settings(url)
+    registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    quota = None
+    if manifest_path is not None:
+        manifest = Manifest.from_file(manifest_path)
+        if manifest.id != component:
+            raise Failure(
+                f"manifest {str(manifest_path)!r} describes component {manifest.id!r}, not {component!r}: "
+                f"pass that component's manifest or --component {manifest.id}"
+            )
+        quota = manifest_quota(settings, registry, manifest)
+    with open_manager(settings, quota=quota, registry=registry) as manager:
+        yield operator_storage(manager, component)
+
+
+# -- output ------------------------------------------------------------------
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def info(message: str) -> None:
+    """A human-readable status line; on stderr so stdout carries only data."""
+    click.echo(message, err=True)
+
+
+def print_table(
+    title: str | None, columns: list[str], rows: list[list[Any]], right: frozenset[int] = frozenset()
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="right" if index in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*("-" if cell is None else str(cell) for cell in row))
+    Console(soft_wrap=False).print(table)
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise (piped, redirected, tests)."""
+
+    def __init__(self, description: str, total: int | None) -> None:
+        self._description = description
+        self._total = total
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self._description, total=self._total)
+        return self
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
+    def __call__(self, advance: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, advance)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -- files -------------------------------------------------------------------
+
+
+@contextmanager
+def output_file(path: str) -> Iterator[IO[bytes]]:
+    """Binary output to *path* (``-`` = stdout), written to a temporary file and renamed when complete.
+
+    An interrupted command therefore never leaves a half-written file under
+    the requested name.
+    """
+    if path == "-":
+        stream = click.get_binary_stream("stdout")
+        yield stream
+        stream.flush()
+        return
+    target = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def input_file(path: str) -> Iterator[IO[bytes]]:
+    """A seekable binary reader of *path*; ``-`` spools stdin to a temporary file first."""
+    if path != "-":
+        with open(path, "rb") as stream:
+            yield stream
+        return
+    with tempfile.TemporaryFile() as spool:
+        source = click.get_binary_stream("stdin")
+        while chunk := source.read(1 << 20):
+            spool.write(chunk)
+        spool.seek(0)
+        yield spool
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+__all__ = [
+    "ComponentId",
+    "ExitCode",
+    "Failure",
+    "Progress",
+    "component_option",
+    "echo_json",
+    "human_bytes",
+    "info",
+    "input_file",
+    "json_option",
+    "load_settings",
+    "manifest_option",
+    "manifest_quota",
+    "open_component",
+    "open_manager",
+    "output_file",
+    "print_table",
+    "redact_url",
+    "stdin_is_terminal",
+    "url_option",
+]

@@ -1,0 +1,152 @@
+"""Data commands on one component, with operator (admin) rights: get, set, delete, keys, size, clear."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from .common import (
+    ExitCode,
+    Failure,
+    component_option,
+    echo_json,
+    info,
+    json_option,
+    manifest_option,
+    open_component,
+    output_file,
+    stdin_is_terminal,
+    url_option,
+)
+
+# Keys per scan page for `keys`: small enough to stream, large enough to be cheap.
+_PAGE = 1000
+
+
+def _missing(key: str, component: str) -> Failure:
+    return Failure(
+        f"key {key!r} not found in component {component!r}; list its keys with: "
+        f"airssys-storage keys --component {component}",
+        ExitCode.NOT_FOUND,
+    )
+
+
+@click.command()
+@component_option
+@url_option
+@click.option("--output", "-o", metavar="FILE", help="Write the value to FILE instead of stdout.")
+@click.argument("key")
+def get(component: str, url: str | None, output: str | None, key: str) -> None:
+    """Print the value of KEY, byte for byte (exit code 1 if it does not exist)."""
+    with open_component(url, component) as storage:
+        value = storage.get(key)
+    if value is None:
+        raise _missing(key, component)
+    with output_file(output or "-") as stream:
+        stream.write(value)
+
+
+@click.command(name="set")
+@component_option
+@url_option
+@manifest_option
+@click.option("--file", "-f", "file", type=click.File("rb"), help="Read the value from this file.")
+@click.argument("key")
+@click.argument("value", required=False)
+def set_(
+    component: str,
+    url: str | None,
+    manifest_path: Path | None,
+    file: click.utils.LazyFile | None,
+    key: str,
+    value: str | None,
+) -> None:
+    """Store VALUE (its bytes as given), the content of --file, or stdin (VALUE '-') under KEY."""
+    if (value is None) == (file is None):
+        raise Failure("give the value exactly once: as an argument, with --file FILE, or - to read stdin")
+    if file is not None:
+        data = file.read()
+    elif value == "-":
+        data = click.get_binary_stream("stdin").read()
+    else:
+        assert value is not None
+        data = os.fsencode(value)  # the argument's original bytes, even if not UTF-8
+    with open_component(url, component, manifest_path) as storage:
+        storage.set(key, data)
+
+
+@click.command()
+@component_option
+@url_option
+@click.option("--missing-ok", is_flag=True, help="Exit 0 even if KEY does not exist.")
+@click.argument("key")
+def delete(component: str, url: str | None, missing_ok: bool, key: str) -> None:
+    """Delete KEY (exit code 1 if it does not exist, unless --missing-ok)."""
+    with open_component(url, component) as storage:
+        existed = storage.delete(key)
+    if not existed and not missing_ok:
+        raise _missing(key, component)
+
+
+@click.command()
+@component_option
+@url_option
+@json_option
+@click.argument("prefix", required=False, default="")
+def keys(component: str, url: str | None, as_json: bool, prefix: str) -> None:
+    """List the keys starting with PREFIX (all keys without it), one per line, in bytewise order.
+
+    Pages through the component with scan(), so it works for any number of keys.
+    """
+    with open_component(url, component) as storage:
+        cursor: str | None = None
+        first = True
+        if as_json:
+            click.echo("[", nl=False)
+        while True:
+            items, cursor = storage.scan(prefix or None, cursor, _PAGE)
+            for item_key, _ in items:
+                if as_json:
+                    click.echo(("" if first else ",") + "\n  " + json.dumps(item_key, ensure_ascii=False), nl=False)
+                else:
+                    click.echo(item_key)  # keys hold no control characters, so one per line is unambiguous
+                first = False
+            if cursor is None:
+                break
+        if as_json:
+            click.echo("]" if first else "\n]")
+
+
+@click.command()
+@component_option
+@url_option
+@json_option
+def size(component: str, url: str | None, as_json: bool) -> None:
+    """Print the bytes the component uses (UTF-8 key bytes plus value bytes)."""
+    with open_component(url, component) as storage:
+        usage = storage.usage()
+    if as_json:
+        echo_json({"component": component, "bytes": usage.bytes, "keys": usage.keys})
+    else:
+        click.echo(usage.bytes)
+
+
+@click.command()
+@component_option
+@url_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def clear(component: str, url: str | None, yes: bool) -> None:
+    """Delete every key of the component (asks first, unless --yes)."""
+    if not yes and not stdin_is_terminal():
+        raise Failure(f"clear deletes every key of component {component!r}: confirm with --yes")
+    with open_component(url, component) as storage:
+        usage = storage.usage()
+        if not yes:
+            click.confirm(
+                f"Delete all {usage.keys} keys ({usage.bytes} bytes) of component {component!r}?", abort=True, err=True
+            )
+        storage.clear()
+    info(f"cleared component {component!r}: {usage.keys} keys, {usage.bytes} bytes deleted")

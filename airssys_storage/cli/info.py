@@ -1,0 +1,162 @@
+"""Commands that inspect the installation: config, plugins, manifest check."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigurationError
+from ..manifest import Manifest
+from ..plugins import PluginRegistry
+from ..policies import ACCESS_OPERATIONS
+from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
+from .common import echo_json, human_bytes, info, json_option, load_settings, print_table, redact_url, url_option
+
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "key")
+
+
+def _redact_options(value: Any) -> Any:
+    """Backend options with secret-looking entries masked (they may hold credentials)."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if any(word in str(k).lower() for word in _SECRET_WORDS) else _redact_options(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_options(v) for v in value]
+    return value
+
+
+def settings_provenance(arguments: dict[str, Any]) -> tuple[StorageSettings, Path | None, dict[str, str]]:
+    """The effective settings, the settings file in use and, per field, where its value came from.
+
+    Mirrors the precedence of :class:`StorageSettings`: arguments, then
+    ``AIRSSYS_STORAGE_*`` environment variables (case-insensitive), then the
+    settings file, then the defaults.
+    """
+    settings = load_settings(arguments.get("url"))
+    path = config_file_path()
+    in_file: dict[str, Any] = {}
+    if path is not None:
+        try:
+            in_file = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"invalid settings file {path}: {exc}") from None
+    environment = {name.lower() for name in os.environ}
+    prefix = str(StorageSettings.model_config.get("env_prefix", ""))
+    sources: dict[str, str] = {}
+    for field in StorageSettings.model_fields:
+        variable = f"{prefix}{field}".upper()
+        if field in arguments:
+            sources[field] = f"argument (--{field})"
+        elif variable.lower() in environment:
+            sources[field] = f"environment variable {variable}"
+        elif field in in_file:
+            sources[field] = f"settings file {path}"
+        else:
+            sources[field] = "default"
+    if "url" in arguments and sources["backend_options"] != "default" and not settings.backend_options:
+        sources["backend_options"] = "dropped: --url names another kind of backend than the configured one"
+    return settings, path, sources
+
+
+def _display(settings: StorageSettings, field: str) -> Any:
+    value = getattr(settings, field)
+    if field == "url":
+        return redact_url(settings.resolved_url)
+    if field == "backend_options":
+        return _redact_options(value)
+    return value
+
+
+@click.command()
+@url_option
+@json_option
+def config(url: str | None, as_json: bool) -> None:
+    """Show the effective settings and where each value came from.
+
+    Precedence: --url, then AIRSSYS_STORAGE_* environment variables, then the
+    settings file (AIRSSYS_STORAGE_CONFIG_FILE, else ./airssys-storage.toml,
+    else the user's config.toml), then the defaults.
+    """
+    arguments = {"url": url} if url is not None else {}
+    settings, path, sources = settings_provenance(arguments)
+    if settings.url is None:
+        sources["url"] = "default (a SQLite file in the user's data directory)"
+    if as_json:
+        echo_json(
+            {
+                "settings_file": None if path is None else str(path),
+                "settings": {
+                    field: {"value": _display(settings, field), "source": sources[field]} for field in sources
+                },
+            }
+        )
+        return
+    rows = [[field, _display(settings, field), sources[field]] for field in sources]
+    print_table(None, ["setting", "value", "source"], rows)
+    if path is None:
+        info(f"no settings file (set {CONFIG_FILE_ENV}, or create ./airssys-storage.toml or the user's config.toml)")
+
+
+@click.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """List every plugin class (name, kind, distribution and version, URL schemes) and failed plugins."""
+    try:
+        blocked = StorageSettings().blocked_plugins
+    except ConfigurationError as exc:
+        info(f"warning: the settings are invalid ({exc.message}); listing with no plugin blocked")
+        blocked = []
+    registry = PluginRegistry.load(blocked=blocked)
+    rows = registry.describe()
+    failures = [{"plugin": name, "error": error} for name, error in sorted(registry.failures.items())]
+    if as_json:
+        echo_json({"plugins": rows, "failed": failures, "blocked": sorted(blocked)})
+        return
+    print_table(
+        "plugins",
+        ["name", "kind", "plugin", "distribution", "version", "URL schemes"],
+        [
+            [r["name"], r["kind"], r["plugin"], r["distribution"], r["version"], ", ".join(r["url_schemes"])]
+            for r in rows
+        ],
+    )
+    if failures:
+        print_table("plugins that failed to load", ["plugin", "error"], [[f["plugin"], f["error"]] for f in failures])
+    if blocked:
+        info("blocked by settings: " + ", ".join(sorted(blocked)))
+
+
+@click.group()
+def manifest() -> None:
+    """Component manifests (component-manifest.toml)."""
+
+
+@manifest.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def check(file: Path, as_json: bool) -> None:
+    """Validate a manifest; a problem is reported with the field and the fix (exit code 3)."""
+    parsed = Manifest.from_file(file)
+    operations = sorted(op.value for op in ACCESS_OPERATIONS[parsed.access])
+    summary = {
+        "id": parsed.id,
+        "name": parsed.name,
+        "version": parsed.version,
+        "access": parsed.access.value,
+        "max_size": parsed.max_size,
+        "quota_bytes": parsed.quota,
+        "operations": operations,
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    quota = f"{parsed.quota} bytes ({human_bytes(parsed.quota)})"
+    origin = "max-size" if parsed.max_size is not None else f"default for {parsed.access.value}"
+    click.echo(f"ok: component {parsed.id!r}, access {parsed.access.value!r}, quota {quota} ({origin})")
+    click.echo("operations: " + (", ".join(operations) or "none"))

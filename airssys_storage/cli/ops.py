@@ -1,0 +1,260 @@
+"""Operating a store: stats, bench, repair."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..exchange import operator_storage
+from ..manifest import Manifest
+from ..plugins import PluginRegistry
+from ..storage import ComponentStorage
+from .common import (
+    ExitCode,
+    Failure,
+    Progress,
+    echo_json,
+    human_bytes,
+    info,
+    json_option,
+    load_settings,
+    manifest_quota,
+    open_manager,
+    print_table,
+    redact_url,
+    url_option,
+)
+
+# -- stats -------------------------------------------------------------------
+
+
+def _manifests(paths: Iterable[Path]) -> list[Manifest]:
+    """The manifests at *paths*: files, or directories searched recursively for ``*.toml``."""
+    found: list[Manifest] = []
+    for path in paths:
+        files = sorted(path.rglob("*.toml")) if path.is_dir() else [path]
+        found.extend(Manifest.from_file(file) for file in files)
+    return found
+
+
+@click.command()
+@url_option
+@click.option(
+    "--manifest",
+    "manifest_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A manifest, or a directory of *.toml manifests (repeatable): gives those components' quotas.",
+)
+@json_option
+def stats(url: str | None, manifest_paths: tuple[Path, ...], as_json: bool) -> None:
+    """Per component: keys and bytes used against its quota; then the backend's own statistics.
+
+    Quotas come from manifests (--manifest) under the configured quota
+    strategy; without a manifest a component's quota is unknown.
+    """
+    settings = load_settings(url)
+    registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    quotas = {m.id: manifest_quota(settings, registry, m) for m in _manifests(manifest_paths)}
+    with open_manager(settings, registry=registry) as manager:
+        ids = sorted(set(manager.backend.namespaces()) | set(quotas))
+        components: list[dict[str, Any]] = []
+        for cid in ids:
+            usage = operator_storage(manager, cid).usage()
+            known = cid in quotas
+            quota = quotas.get(cid)
+            components.append(
+                {
+                    "component": cid,
+                    "keys": usage.keys,
+                    "bytes": usage.bytes,
+                    "quota_known": known,
+                    "quota_bytes": quota,
+                    "used_percent": round(100 * usage.bytes / quota, 2) if quota else None,
+                }
+            )
+        backend = {"name": manager.backend.name, "url": redact_url(settings.resolved_url), **manager.backend.stats()}
+    if as_json:
+        echo_json({"components": components, "backend": backend})
+        return
+    rows = [
+        [
+            c["component"],
+            c["keys"],
+            human_bytes(c["bytes"]),
+            _quota_text(c),
+            None if c["used_percent"] is None else f"{c['used_percent']:.1f} %",
+        ]
+        for c in components
+    ]
+    print_table("components", ["component", "keys", "used", "quota", "used %"], rows, right=frozenset({1, 2, 3, 4}))
+    print_table("backend", ["statistic", "value"], [[name, value] for name, value in backend.items()])
+
+
+def _quota_text(component: dict[str, Any]) -> str:
+    if not component["quota_known"]:
+        return "unknown"
+    quota = component["quota_bytes"]
+    return "unlimited" if quota is None else human_bytes(quota)
+
+
+# -- bench -------------------------------------------------------------------
+
+
+@dataclass
+class _Phase:
+    name: str
+    keys_per_call: int
+    calls: list[Callable[[], object]]
+
+
+def _percentile(ordered: list[int], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] / 1000
+
+
+def _workload(storage: ComponentStorage, ops: int, value_size: int, batch: int, page: int) -> list[_Phase]:
+    """The standard workload: single-key writes and reads, batches, a paginated scan, deletes."""
+    rng = random.Random(42)
+    value = rng.randbytes(value_size)
+    keys = [f"bench/{i:09d}" for i in range(ops)]
+    shuffled = rng.sample(keys, len(keys))
+    batches = [[f"bench/batch/{c:06d}/{i:04d}" for i in range(batch)] for c in range(max(1, ops // batch))]
+    scan_pages = max(1, (ops + len(batches) * batch) // page)
+    cursor: list[str | None] = [None]
+
+    def scan_page() -> None:
+        _, cursor[0] = storage.scan(None, cursor[0], page)
+
+    return [
+        _Phase("set (new key)", 1, [partial(storage.set, k, value) for k in keys]),
+        _Phase("get", 1, [partial(storage.get, k) for k in shuffled]),
+        _Phase("set (overwrite)", 1, [partial(storage.set, k, value) for k in shuffled]),
+        _Phase("has (missing key)", 1, [partial(storage.has, k + "/missing") for k in shuffled]),
+        _Phase(
+            f"set_many ({batch} keys)", batch, [partial(storage.set_many, [(k, value) for k in b]) for b in batches]
+        ),
+        _Phase(f"get_many ({batch} keys)", batch, [partial(storage.get_many, b) for b in batches]),
+        _Phase(f"scan (page of {page})", page, [scan_page] * scan_pages),
+        _Phase("delete", 1, [partial(storage.delete, k) for k in shuffled]),
+    ]
+
+
+@click.command()
+@url_option
+@click.option(
+    "--ops",
+    "-n",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Calls per single-key operation.",
+)
+@click.option("--value-size", type=click.IntRange(0), default=100, show_default=True, help="Bytes per value.")
+@json_option
+def bench(url: str | None, ops: int, value_size: int, as_json: bool) -> None:
+    """Run a standard workload on the configured backend and print ops/s and µs p50/p99 per operation.
+
+    Works in a fresh component named bench-XXXXXXXX, deleted at the end.
+    """
+    settings = load_settings(url)
+    with open_manager(settings) as manager:
+        taken = set(manager.backend.namespaces())
+        component = f"bench-{secrets.token_hex(4)}"
+        while component in taken:
+            component = f"bench-{secrets.token_hex(4)}"
+        storage = operator_storage(manager, component)
+        page = min(100, settings.max_keys_per_query)
+        phases = _workload(storage, ops, value_size, settings.max_batch_ops, page)
+        results: list[dict[str, Any]] = []
+        try:
+            with Progress("benchmarking", sum(len(p.calls) for p in phases)) as progress:
+                for phase in phases:
+                    results.append(_run(phase, progress))
+        finally:
+            storage.clear()
+    if as_json:
+        echo_json({"backend": manager.backend.name, "url": redact_url(settings.resolved_url), "operations": results})
+        return
+    print_table(
+        f"{manager.backend.name} ({redact_url(settings.resolved_url)}), {value_size}-byte values",
+        ["operation", "calls", "ops/s", "keys/s", "p50 µs", "p99 µs"],
+        [
+            [
+                r["operation"],
+                r["calls"],
+                f"{r['ops_per_s']:,.0f}",
+                f"{r['keys_per_s']:,.0f}",
+                f"{r['p50_us']:.1f}",
+                f"{r['p99_us']:.1f}",
+            ]
+            for r in results
+        ],
+        right=frozenset({1, 2, 3, 4, 5}),
+    )
+
+
+def _run(phase: _Phase, progress: Progress) -> dict[str, Any]:
+    timings: list[int] = []
+    clock = time.perf_counter_ns
+    for done, call in enumerate(phase.calls, 1):
+        start = clock()
+        call()
+        timings.append(clock() - start)
+        if done % 64 == 0:
+            progress(64)
+    progress(len(phase.calls) % 64)
+    total = sum(timings) / 1e9 or 1e-9
+    timings.sort()
+    return {
+        "operation": phase.name,
+        "calls": len(timings),
+        "keys_per_call": phase.keys_per_call,
+        "ops_per_s": len(timings) / total,
+        "keys_per_s": len(timings) * phase.keys_per_call / total,
+        "p50_us": _percentile(timings, 0.50),
+        "p99_us": _percentile(timings, 0.99),
+    }
+
+
+# -- repair ------------------------------------------------------------------
+
+
+@click.command()
+@url_option
+@json_option
+def repair(url: str | None, as_json: bool) -> None:
+    """Repair a damaged store and recount its usage counters (backends with the repair capability, e.g. LevelDB).
+
+    Stop every process using the store first.
+    """
+    settings = load_settings(url)
+    registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    backend_cls = registry.backend_for_url(settings.resolved_url)
+    if not backend_cls.capabilities.repair:
+        raise Failure(
+            f"backend {backend_cls.name!r} ({redact_url(settings.resolved_url)}) cannot repair: only backends "
+            "declaring the repair capability can (e.g. leveldb:// ); use the database's own tools",
+            ExitCode.USAGE,
+        )
+    # A store too damaged to open can still be repaired by a backend offering repair_url().
+    repair_url = getattr(backend_cls, "repair_url", None)
+    if callable(repair_url):
+        report = repair_url(settings.resolved_url, settings.backend_options)
+    else:
+        with open_manager(settings, registry=registry) as manager:
+            manager.backend.repair()
+        report = None
+    if as_json:
+        echo_json({"backend": backend_cls.name, "url": redact_url(settings.resolved_url), "report": report})
+    else:
+        info(f"repaired the {backend_cls.name} store at {redact_url(settings.resolved_url)}")
+        if isinstance(report, dict):
+            print_table(None, ["result", "value"], [[key, value] for key, value in report.items()])

@@ -1,0 +1,130 @@
+"""Moving data: export, import (the JSON Lines format of :mod:`airssys_storage.exchange`) and migrate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..exchange import ExportInfo, export_component, import_component, operator_storage, read_export_component
+from ..exchange import migrate as migrate_components
+from .common import (
+    ComponentId,
+    ExitCode,
+    Failure,
+    Progress,
+    component_option,
+    info,
+    input_file,
+    load_settings,
+    manifest_option,
+    open_component,
+    open_manager,
+    output_file,
+    redact_url,
+    url_option,
+)
+
+
+@click.command()
+@component_option
+@url_option
+@click.option(
+    "--output", "-o", metavar="FILE", default="-", show_default=True, help="Where to write the export (- = stdout)."
+)
+def export(component: str, url: str | None, output: str) -> None:
+    """Write every key of a component to a portable JSON Lines file (see docs/cli.md for the format)."""
+    with open_component(url, component) as storage:
+        total = storage.usage().keys
+        with Progress(f"exporting {component}", total) as progress, output_file(output) as stream:
+            result = export_component(storage, stream, progress=progress)
+    where = "stdout" if output == "-" else repr(output)
+    info(f"exported {result.records} keys ({result.bytes} bytes) of component {component!r} to {where}")
+    if result.records == 0:
+        info(f"warning: component {component!r} holds no keys; check the id and the URL")
+
+
+@click.command(name="import")
+@click.argument("file", metavar="FILE")
+@click.option("--component", "-c", type=ComponentId(), help="Import into this component (default: the file's).")
+@url_option
+@manifest_option
+@click.option("--replace", is_flag=True, help="Clear the component first, so it holds exactly the file's keys.")
+def import_(file: str, component: str | None, url: str | None, manifest_path: Path | None, replace: bool) -> None:
+    """Import an export FILE (- = stdin) in atomic batches; a bad file is rejected before anything is written.
+
+    Keys already holding the same value are not rewritten, so re-running an
+    interrupted import finishes it. Without --replace, the component's other
+    keys stay.
+    """
+    with input_file(file) as source:
+        start = source.tell()
+        target = component or read_export_component(source)
+        source.seek(start)
+        with open_component(url, target, manifest_path) as storage, Progress(f"importing {target}", None) as progress:
+
+            def started(found: ExportInfo) -> None:
+                progress.set_total(found.records)
+
+            result = import_component(storage, source, replace=replace, progress=progress, on_validated=started)
+    info(
+        f"imported {result.records} keys ({result.bytes} bytes) into component {result.component!r}; "
+        f"{result.written} written, {result.records - result.written} already identical"
+    )
+
+
+@click.command()
+@click.option("--from", "source_url", metavar="URL", required=True, help="The backend to copy from.")
+@click.option("--to", "target_url", metavar="URL", required=True, help="The backend to copy to.")
+@click.option(
+    "--component", "-c", "components", type=ComponentId(), multiple=True, help="Copy only this component (repeatable)."
+)
+@click.option("--prune", is_flag=True, help="Also delete keys the source lacks, so the target mirrors the source.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-component result as JSON.")
+def migrate(source_url: str, target_url: str, components: tuple[str, ...], prune: bool, as_json: bool) -> None:
+    """Copy one or every component from one backend to another, then verify key counts and bytes.
+
+    Identical values are not rewritten, so re-running after an interruption
+    finishes the copy. Stop the writers of the source first: the verification
+    compares the source and the target at the end.
+    """
+    if source_url == target_url:
+        raise Failure("--from and --to are the same URL: give two different stores")
+    source_settings, target_settings = load_settings(source_url), load_settings(target_url)
+    with open_manager(source_settings) as source, open_manager(target_settings) as target:
+        ids = list(components) if components else source.backend.namespaces()
+        usages = {cid: operator_storage(source, cid).usage() for cid in ids}
+        empty = [cid for cid in components if usages[cid].keys == 0]
+        if empty:
+            raise Failure(
+                f"component {empty[0]!r} holds no keys at {redact_url(source_url)}; check the id and --from "
+                "(`airssys-storage stats --url URL` lists the components)",
+                ExitCode.NOT_FOUND,
+            )
+        total = sum(usage.keys for usage in usages.values())
+        with Progress("migrating", total) as progress:
+            results = migrate_components(source, target, ids, prune=prune, progress=progress)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "component": r.component,
+                        "keys": r.target.keys,
+                        "bytes": r.target.bytes,
+                        "written": r.written,
+                        "unchanged": r.unchanged,
+                        "deleted": r.deleted,
+                        "verified": r.verified,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    written = sum(r.written for r in results)
+    info(
+        f"migrated {len(results)} components ({total} keys, {written} written) from {redact_url(source_url)} "
+        f"to {redact_url(target_url)}; key counts and bytes verified"
+    )

@@ -1,0 +1,500 @@
+"""Moving data out of, into and between stores: the portable export format and migration.
+
+The export format (``airssys-storage-export``, version 1) is JSON Lines, UTF-8,
+one JSON object per line, ``\\n``-terminated::
+
+    {"format":"airssys-storage-export","version":1,"component":"my-app"}
+    {"key":"config/theme","value":"ZGFyaw=="}
+    {"key":"user:1","value":""}
+    {"end":{"records":2,"bytes":27}}
+
+1. The header: ``format`` (exactly ``"airssys-storage-export"``), ``version``
+   (an integer; this module reads and writes ``1``) and ``component`` (the id
+   the data came from). Readers ignore other header fields.
+2. One record per key: exactly the fields ``key`` (the key as a JSON string)
+   and ``value`` (the value's bytes in standard base64 with padding; ``""`` for
+   an empty value). Each key appears at most once. Exports list keys in
+   bytewise UTF-8 order; readers accept any order.
+3. The end line: exactly ``{"end": {"records": N, "bytes": B}}`` where N is
+   the number of records and B the sum of their UTF-8 key bytes plus value
+   bytes (the component's usage). Nothing may follow it. It makes a truncated
+   file detectable.
+
+Writers emit compact, ASCII-only JSON with the fields in the order shown, so
+exporting the same data always gives the same bytes, whatever the backend.
+
+Importing validates the whole file first (every line, key and value against
+the target's limits, duplicates, the end line's counts) and writes nothing
+when any of it is wrong; the error names the line. It then writes in atomic
+batches of ``max_batch_ops`` keys through :meth:`ComponentStorage.set_many`,
+so the target's quota and permissions apply to every batch; keys whose value
+is already identical are not rewritten. Re-running an interrupted import or
+migration finishes it.
+
+Operator access: :func:`operator_settings` and :func:`operator_storage` give
+admin handles with no quota (or an explicit one) on a manager opened for that
+purpose. :func:`operator_storage` reloads the component's manifest *on that
+manager*, so never pass a manager that also serves the live component.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, ClassVar
+
+from .backend import Usage
+from .errors import ManifestError, QuotaExceeded, StorageError
+from .manifest import Access, Manifest, validate_component_id
+from .settings import StorageSettings
+from .storage import ComponentStorage, StorageManager, _encode_key
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ExportFormatError",
+    "VerificationError",
+    "ExportInfo",
+    "ImportResult",
+    "CopyResult",
+    "operator_settings",
+    "operator_storage",
+    "export_component",
+    "validate_export",
+    "read_export_component",
+    "import_component",
+    "copy_component",
+    "migrate",
+]
+
+FORMAT_NAME = "airssys-storage-export"
+FORMAT_VERSION = 1
+#: Keys per scan page when reading a whole component.
+PAGE_SIZE = 1000
+
+#: Called with the number of records (keys) just processed.
+Progress = Callable[[int], None]
+
+
+class ExportFormatError(StorageError):
+    """An import file is not a valid export; ``line`` is the 1-based line at fault."""
+
+    code: ClassVar[str] = "invalid-export-file"
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class VerificationError(StorageError):
+    """After a migration or import, the target's key count or usage differs from the source's."""
+
+    code: ClassVar[str] = "verification-failed"
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an export file holds (or what an export wrote)."""
+
+    component: str
+    records: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    component: str
+    records: int
+    bytes: int
+    #: Records written; the others already had the identical value.
+    written: int
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """One component's migration: what was written and the usages compared at the end."""
+
+    component: str
+    written: int
+    unchanged: int
+    deleted: int
+    source: Usage
+    target: Usage
+
+    @property
+    def verified(self) -> bool:
+        return self.source == self.target
+
+
+# -- operator access ---------------------------------------------------------
+
+
+def operator_settings(settings: StorageSettings, *, quota: int | None = None) -> StorageSettings:
+    """*settings* with the built-in ``manifest`` policy and a fixed *quota* (``None`` = unlimited).
+
+    Handles from :func:`operator_storage` on a manager opened with these
+    settings may do everything, limited only by *quota*.
+    """
+    return settings.model_copy(update={"policies": ["manifest"], "quota_strategy": "fixed", "fixed_quota_bytes": quota})
+
+
+def operator_storage(manager: StorageManager, component: str) -> ComponentStorage:
+    """An admin handle on *component* (its quota is whatever *manager*'s strategy gives admins)."""
+    return manager.component(Manifest(id=component, access=Access.ADMIN))
+
+
+# -- export ------------------------------------------------------------------
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _pages(storage: ComponentStorage) -> Iterator[list[tuple[str, bytes]]]:
+    page = min(PAGE_SIZE, _settings(storage).max_keys_per_query)
+    cursor: str | None = None
+    while True:
+        items, cursor = storage.scan(None, cursor, page)
+        if items:
+            yield items
+        if cursor is None:
+            return
+
+
+def export_component(storage: ComponentStorage, out: IO[bytes], *, progress: Progress | None = None) -> ExportInfo:
+    """Write every key of *storage* to *out* in the export format, in bytewise key order.
+
+    The export is consistent if nothing writes to the component meanwhile.
+    """
+    out.write(_line({"format": FORMAT_NAME, "version": FORMAT_VERSION, "component": storage.component_id}))
+    records = total = 0
+    for items in _pages(storage):
+        for key, value in items:
+            out.write(_line({"key": key, "value": base64.b64encode(value).decode("ascii")}))
+            total += len(key.encode()) + len(value)
+        records += len(items)
+        if progress is not None:
+            progress(len(items))
+    out.write(_line({"end": {"records": records, "bytes": total}}))
+    return ExportInfo(storage.component_id, records, total)
+
+
+# -- reading and validating an export ----------------------------------------
+
+
+def _settings(storage: ComponentStorage) -> StorageSettings:
+    # The handle's limits; read through the manager (package-internal access).
+    return storage._manager.settings
+
+
+class _Reader:
+    """Parses an export line by line; both import passes use it, so they apply the same rules."""
+
+    def __init__(self, source: IO[bytes], storage: ComponentStorage | None) -> None:
+        self._source = source
+        self._lineno = 0
+        if storage is None:  # header only
+            self._max_line = _HEADER_MAX
+        else:
+            settings = _settings(storage)
+            # The core's own key rule, so the file passes exactly the keys set_many will accept.
+            self._max_key = settings.max_key_bytes
+            self._max_value = settings.max_value_bytes
+            # JSON escaping at most triples a key's UTF-8 bytes; base64 is 4/3 of the value.
+            self._max_line = 3 * settings.max_key_bytes + 4 * (settings.max_value_bytes // 3 + 1) + _HEADER_MAX
+        self.component = self._header()
+
+    def _fail(self, message: str, line: int | None = None) -> ExportFormatError:
+        line = self._lineno if line is None else line
+        return ExportFormatError(f"line {line}: {message}", line)
+
+    def _next(self) -> Any:
+        """The next line's JSON value, or ``_EOF``."""
+        raw = self._source.readline(self._max_line + 1)
+        if not raw:
+            return _EOF
+        self._lineno += 1
+        if len(raw) > self._max_line and not raw.endswith(b"\n"):
+            raise self._fail(f"the line is longer than {self._max_line} bytes, more than any valid record")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._fail("not UTF-8 text: the file is binary or corrupted") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise self._fail(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
+        except RecursionError:
+            raise self._fail("not valid JSON (nested too deeply)") from None
+
+    def _header(self) -> str:
+        header = self._next()
+        if header is _EOF:
+            raise ExportFormatError("line 1: the file is empty, not an airssys-storage export", 1)
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+            raise self._fail(
+                f'not an airssys-storage export: the first line must be the header {{"format": "{FORMAT_NAME}", '
+                f'"version": {FORMAT_VERSION}, "component": ID}}'
+            )
+        version = header.get("version")
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise self._fail(
+                f"export format version {version!r} is not supported (this airssys-storage reads version "
+                f"{FORMAT_VERSION}): import it with the airssys-storage release that wrote it"
+            )
+        try:
+            return validate_component_id(header.get("component"))
+        except ManifestError as exc:
+            raise self._fail(f"header field {exc.message}") from None
+
+    def records(self) -> Iterator[tuple[int, str, bytes]]:
+        """Yield ``(line, key, value)`` for every record, then check the end line."""
+        count = total = 0
+        while True:
+            obj = self._next()
+            if obj is _EOF:
+                raise self._fail(
+                    'the file ends without its end line {"end": ...}: it is truncated (an interrupted '
+                    "export or copy?); export the component again",
+                    self._lineno + 1,
+                )
+            if isinstance(obj, dict) and obj.keys() == {"key", "value"}:
+                key, value = self._record(obj)
+                count += 1
+                total += len(key.encode()) + len(value)
+                yield self._lineno, key, value
+            elif isinstance(obj, dict) and obj.keys() == {"end"}:
+                self._end(obj["end"], count, total)
+                return
+            else:
+                raise self._fail('expected a record {"key": ..., "value": ...} or the end line {"end": ...}')
+
+    def _record(self, obj: dict[str, Any]) -> tuple[str, bytes]:
+        key, encoded = obj["key"], obj["value"]
+        if not isinstance(key, str):
+            raise self._fail(f"key must be a JSON string, not {type(key).__name__}")
+        try:
+            _encode_key(key, self._max_key)
+        except StorageError as exc:
+            raise self._fail(exc.message) from None
+        if not isinstance(encoded, str):
+            raise self._fail(f"value of key {key!r} must be a base64 string, not {type(encoded).__name__}")
+        try:
+            value = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise self._fail(f"value of key {key!r} is not valid base64") from None
+        if len(value) > self._max_value:
+            raise self._fail(
+                f"value of key {key!r} is {len(value)} bytes; the target's maximum is {self._max_value} bytes "
+                "(raise max_value_bytes in the settings)"
+            )
+        return key, value
+
+    def _end(self, end: Any, count: int, total: int) -> None:
+        if not isinstance(end, dict) or end.keys() != {"records", "bytes"}:
+            raise self._fail('the end line must be {"end": {"records": N, "bytes": B}}')
+        if end["records"] != count or end["bytes"] != total:
+            raise self._fail(
+                f"the end line announces {end['records']!r} records of {end['bytes']!r} bytes, but the file "
+                f"holds {count} records of {total} bytes: it is corrupted; export the component again"
+            )
+        if self._next() is not _EOF:
+            raise self._fail("data after the end line: the file is corrupted or two exports were concatenated")
+
+
+_EOF = object()
+# The longest header line, and the slack for JSON syntax and spacing on a record line.
+_HEADER_MAX = 65536
+
+
+def read_export_component(source: IO[bytes]) -> str:
+    """The component id in the header of the export at *source* (reads only the first line)."""
+    return _Reader(source, None).component
+
+
+def validate_export(source: IO[bytes], storage: ComponentStorage) -> ExportInfo:
+    """Check a whole export against *storage*'s limits without writing; raise :class:`ExportFormatError`."""
+    reader = _Reader(source, storage)
+    seen: dict[str, int] = {}
+    count = total = 0
+    for line, key, value in reader.records():
+        first = seen.setdefault(key, line)
+        if first != line:
+            raise ExportFormatError(f"line {line}: key {key!r} appears twice (first on line {first})", line)
+        count += 1
+        total += len(key.encode()) + len(value)
+    return ExportInfo(reader.component, count, total)
+
+
+# -- writing -----------------------------------------------------------------
+
+
+def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _write_changed(target: ComponentStorage, pairs: list[tuple[str, bytes]]) -> int:
+    """Write the pairs whose value differs in *target* as one atomic batch; return how many."""
+    current = target.get_many([key for key, _ in pairs])
+    changed = [pair for pair, old in zip(pairs, current, strict=True) if old != pair[1]]
+    if changed:
+        target.set_many(changed)
+    return len(changed)
+
+
+def _projected_usage(source: IO[bytes], storage: ComponentStorage, info: ExportInfo, replace: bool, limit: int) -> int:
+    """The bytes *storage* would use after importing the validated file at *source*."""
+    used = storage.usage().bytes
+    if replace:
+        return info.bytes
+    if used + info.bytes <= limit:
+        return used + info.bytes  # an upper bound that already fits: no need to read old values
+    batch = _settings(storage).max_batch_ops
+    delta = 0
+    for chunk in _chunks(((k, v) for _, k, v in _Reader(source, storage).records()), batch):
+        old = storage.get_many([key for key, _ in chunk])
+        for (key, value), previous in zip(chunk, old, strict=True):
+            delta += len(value) - (0 if previous is None else len(previous))
+            if previous is None:
+                delta += len(key.encode())
+    return used + delta
+
+
+def import_component(
+    storage: ComponentStorage,
+    source: IO[bytes],
+    *,
+    replace: bool = False,
+    progress: Progress | None = None,
+    on_validated: Callable[[ExportInfo], None] | None = None,
+) -> ImportResult:
+    """Import the export at *source* (seekable, binary) into *storage*.
+
+    The whole file is validated first; a bad file raises
+    :class:`ExportFormatError` and nothing is written. If *storage* has a
+    quota and the import would pass it, :class:`~airssys_storage.QuotaExceeded`
+    is raised before writing. Keys of *storage* absent from the file are kept,
+    unless *replace*, which clears the component first (needs admin access).
+    The file's component id is informational: the data goes to *storage*.
+    *on_validated* is called with what the file holds once it passed.
+    """
+    start = source.tell()
+    info = validate_export(source, storage)
+    if on_validated is not None:
+        on_validated(info)
+    limit = storage.quota
+    if limit is not None:
+        source.seek(start)
+        projected = _projected_usage(source, storage, info, replace, limit)
+        if projected > limit:
+            raise QuotaExceeded(
+                f"importing {info.records} records would bring component {storage.component_id!r} to "
+                f"{projected} bytes, above its quota of {limit} bytes; nothing was written: raise "
+                "the component's max-size, delete data, or replace the component's data (--replace)"
+            )
+    source.seek(start)
+    if replace:
+        storage.clear()
+    batch = _settings(storage).max_batch_ops
+    written = done = 0
+    try:
+        for chunk in _chunks(((k, v) for _, k, v in _Reader(source, storage).records()), batch):
+            written += _write_changed(storage, chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    except StorageError as exc:
+        raise type(exc)(
+            f"import stopped after {done} of {info.records} records (the written batches stay; re-running "
+            f"the import finishes it): {exc.message}"
+        ) from exc
+    if replace:
+        _verify(storage.component_id, Usage(info.bytes, info.records), storage.usage(), "the file")
+    return ImportResult(storage.component_id, info.records, info.bytes, written)
+
+
+def _verify(component: str, expected: Usage, actual: Usage, origin: str) -> None:
+    if expected != actual:
+        raise VerificationError(_mismatch(component, expected, actual, origin))
+
+
+def _mismatch(component: str, expected: Usage, actual: Usage, origin: str) -> str:
+    fix = (
+        "the target holds keys the source lacks: rerun with --prune to delete them"
+        if actual.keys > expected.keys
+        else "something wrote to the source or target meanwhile: stop writers and rerun"
+    )
+    return (
+        f"component {component!r}: {origin} has {expected.keys} keys / {expected.bytes} bytes, the target "
+        f"has {actual.keys} keys / {actual.bytes} bytes; {fix}"
+    )
+
+
+# -- migration ---------------------------------------------------------------
+
+
+def copy_component(
+    source: ComponentStorage,
+    target: ComponentStorage,
+    *,
+    prune: bool = False,
+    progress: Progress | None = None,
+) -> CopyResult:
+    """Copy every key of *source* into *target* (idempotent: identical values are not rewritten).
+
+    With *prune*, keys of *target* that *source* lacks are deleted, so that
+    the target mirrors the source. Returns both usages for verification.
+    """
+    batch = _settings(target).max_batch_ops
+    written = unchanged = deleted = 0
+    for page in _pages(source):
+        for chunk in _chunks(page, batch):
+            changed = _write_changed(target, chunk)
+            written += changed
+            unchanged += len(chunk) - changed
+            if progress is not None:
+                progress(len(chunk))
+    if prune:
+        for page in _pages(target):
+            for chunk in _chunks(page, batch):
+                keys = [key for key, _ in chunk]
+                extra = [key for key, value in zip(keys, source.get_many(keys), strict=True) if value is None]
+                if extra:
+                    deleted += target.delete_many(extra)
+    return CopyResult(source.component_id, written, unchanged, deleted, source.usage(), target.usage())
+
+
+def migrate(
+    source: StorageManager,
+    target: StorageManager,
+    components: Sequence[str] | None = None,
+    *,
+    prune: bool = False,
+    progress: Progress | None = None,
+) -> list[CopyResult]:
+    """Copy *components* (default: every component holding data in *source*) into *target*.
+
+    Both managers must be opened for this purpose with :func:`operator_settings`
+    (see the module docs). Raises :class:`VerificationError` at the end if a
+    component's key count or usage differs between the two; every component is
+    copied first. Safe to re-run after an interruption.
+    """
+    ids = source.backend.namespaces() if components is None else list(components)
+    results = [
+        copy_component(operator_storage(source, cid), operator_storage(target, cid), prune=prune, progress=progress)
+        for cid in ids
+    ]
+    bad = [r for r in results if not r.verified]
+    if bad:
+        raise VerificationError("; ".join(_mismatch(r.component, r.source, r.target, "the source") for r in bad))
+    return results

@@ -2,8 +2,8 @@
 
 The per-operation path is one straight call chain: a set-membership test for
 the permission (decided when the manifest was loaded), key and value
-validation, then one backend call under the component's lock. No hook, no
-policy lookup and no ORM on it.
+validation, then one backend call (under the component's lock for writes and
+multi-key reads). No hook, no policy lookup and no ORM on it.
 """
 
 from __future__ import annotations
@@ -44,13 +44,15 @@ _T = TypeVar("_T")
 class _ComponentState:
     """Per-component state shared by every handle of one id; replaced in place on reload."""
 
-    __slots__ = ("allowed", "key_policies", "limit", "lock", "manifest", "static_allowed")
+    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "lock", "manifest", "static_allowed")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.manifest: Manifest
         self.allowed: frozenset[str] = frozenset()
         self.static_allowed: frozenset[str] = frozenset()
+        # Operations decided without asking a per-key policy: the hot path's one check.
+        self.fast_allowed: frozenset[str] = frozenset()
         self.key_policies: tuple[PermissionPolicy, ...] = ()
         self.limit: int | None = 0
 
@@ -147,6 +149,7 @@ class StorageManager:
         state.static_allowed = frozenset(static_allowed - vetoed)
         state.allowed = frozenset(candidates - vetoed)
         state.key_policies = key_policies
+        state.fast_allowed = frozenset() if key_policies else state.allowed
         state.limit = limit
 
     def component_ids(self) -> list[str]:
@@ -188,13 +191,29 @@ class ComponentStorage:
     accepted). Listings are ordered by the keys' UTF-8 bytes.
     """
 
-    __slots__ = ("_backend", "_manager", "_max_batch", "_max_key", "_max_query", "_max_value", "_ns", "_state")
+    __slots__ = (
+        "_backend",
+        "_backend_commit_one",
+        "_backend_get",
+        "_backend_has",
+        "_manager",
+        "_max_batch",
+        "_max_key",
+        "_max_query",
+        "_max_value",
+        "_ns",
+        "_state",
+    )
 
     def __init__(self, manager: StorageManager, state: _ComponentState) -> None:
         settings = manager.settings
         self._manager = manager
         self._state = state
         self._backend = manager.backend
+        # Bound once: the hot path skips two attribute lookups per call.
+        self._backend_get = self._backend.get
+        self._backend_has = self._backend.has
+        self._backend_commit_one = self._backend.commit_one
         self._ns = state.manifest.id
         self._max_key = settings.max_key_bytes
         self._max_value = settings.max_value_bytes
@@ -220,62 +239,70 @@ class ComponentStorage:
     def get(self, key: str) -> bytes | None:
         """The value stored under *key*, or ``None``."""
         state = self._state
-        if "get" not in state.allowed or state.key_policies:
+        if "get" not in state.fast_allowed:
             self._authorize(Operation.GET, key)
-        raw = self._key(key)
-        with state.lock:
-            try:
-                return self._backend.get(self._ns, raw)
-            except StorageError:
-                raise
-            except Exception as exc:
-                raise _internal(exc) from exc
+        raw = _encode_key(key, self._max_key)
+        # Single-key reads skip the component lock: a backend read is atomic, so
+        # it sees the value before or after a concurrent write, as if serialised.
+        try:
+            return self._backend_get(self._ns, raw)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     def set(self, key: str, value: bytes | bytearray | memoryview) -> None:
         """Store *value* under *key*, replacing any old value (charged new - old bytes)."""
         state = self._state
-        if "set" not in state.allowed or state.key_policies:
+        if "set" not in state.fast_allowed:
             self._authorize(Operation.SET, key)
-        raw = self._key(key)
+        raw = _encode_key(key, self._max_key)
         if type(value) is not bytes:
             value = _as_bytes(value)
         if len(value) > self._max_value:
             raise _too_large(value, self._max_value)
-        with state.lock:
-            try:
-                self._backend.commit_one(self._ns, raw, value, state.limit)
-            except StorageError:
-                raise
-            except Exception as exc:
-                raise _internal(exc) from exc
+        lock = state.lock
+        lock.acquire()  # cheaper than `with` on this hot path
+        try:
+            self._backend_commit_one(self._ns, raw, value, state.limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
+        finally:
+            lock.release()
 
     def delete(self, key: str) -> bool:
         """Delete *key*; returns whether it existed."""
         state = self._state
-        if "delete" not in state.allowed or state.key_policies:
+        if "delete" not in state.fast_allowed:
             self._authorize(Operation.DELETE, key)
-        raw = self._key(key)
-        with state.lock:
-            try:
-                return self._backend.commit_one(self._ns, raw, None, state.limit)
-            except StorageError:
-                raise
-            except Exception as exc:
-                raise _internal(exc) from exc
+        raw = _encode_key(key, self._max_key)
+        lock = state.lock
+        lock.acquire()
+        try:
+            return self._backend_commit_one(self._ns, raw, None, state.limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
+        finally:
+            lock.release()
 
     def has(self, key: str) -> bool:
         """Whether *key* exists."""
         state = self._state
-        if "has" not in state.allowed or state.key_policies:
+        if "has" not in state.fast_allowed:
             self._authorize(Operation.HAS, key)
-        raw = self._key(key)
-        with state.lock:
-            try:
-                return self._backend.has(self._ns, raw)
-            except StorageError:
-                raise
-            except Exception as exc:
-                raise _internal(exc) from exc
+        raw = _encode_key(key, self._max_key)
+        # Single-key reads skip the component lock: a backend read is atomic, so
+        # it sees the value before or after a concurrent write, as if serialised.
+        try:
+            return self._backend_has(self._ns, raw)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     def keys(self, prefix: str | None = None) -> list[str]:
         """All keys starting with *prefix* (all keys for ``None`` or ``""``), bytewise sorted.
@@ -312,7 +339,7 @@ class ComponentStorage:
     def get_many(self, keys: Iterable[str]) -> list[bytes | None]:
         """The values of *keys* in order, ``None`` for missing ones."""
         keys = self._key_list(keys, Operation.GET_MANY)
-        raws = [self._key(key) for key in keys]
+        raws = [_encode_key(key, self._max_key) for key in keys]
         return self._call(self._backend.get_many, raws)
 
     def set_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> None:
@@ -328,7 +355,7 @@ class ComponentStorage:
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
             key, value = pair
-            raw = self._key(key)
+            raw = _encode_key(key, self._max_key)
             value = _as_bytes(value)
             if len(value) > self._max_value:
                 raise _too_large(value, self._max_value)
@@ -338,7 +365,7 @@ class ComponentStorage:
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete *keys* atomically; returns how many existed."""
         keys = self._key_list(keys, Operation.DELETE_MANY)
-        changes: dict[bytes, bytes | None] = dict.fromkeys((self._key(key) for key in keys), None)
+        changes: dict[bytes, bytes | None] = dict.fromkeys((_encode_key(key, self._max_key) for key in keys), None)
         return self._commit(list(changes.items()))
 
     # -- ranges and scans ----------------------------------------------------
@@ -350,7 +377,7 @@ class ComponentStorage:
         ``too-many-keys`` error (use :meth:`scan`).
         """
         self._authorize(Operation.RANGE, start)
-        low, high = self._key(start), self._key(end)
+        low, high = _encode_key(start, self._max_key), _encode_key(end, self._max_key)
         if low >= high:
             return []
         wanted = self._max_query + 1 if limit is None else self._limit(limit)
@@ -404,27 +431,10 @@ class ComponentStorage:
             f"component {self._ns!r} (access {manifest.access.value!r}) may not call {operation.wit_name}: {why}"
         )
 
-    def _key(self, key: str) -> bytes:
-        if type(key) is str:
-            try:
-                raw = key.encode()
-            except UnicodeEncodeError:
-                raise InvalidKey(f"key {key!r} is not valid Unicode (it contains a lone surrogate)") from None
-            if 0 < len(raw) <= self._max_key and (key.isprintable() or _CONTROL.search(key) is None):
-                return raw
-            if not raw:
-                raise InvalidKey(f"key is empty: keys are 1 to {self._max_key} bytes of UTF-8")
-            if len(raw) > self._max_key:
-                raise InvalidKey(
-                    f"key {key[:32]!r}… is {len(raw)} bytes of UTF-8; the maximum is {self._max_key} bytes"
-                )
-            raise InvalidKey(f"key {key!r} contains a control character (NUL, newline, …): remove it")
-        raise InvalidKey(f"keys are str, not {type(key).__name__}")
-
     def _prefix_range(self, prefix: str | None) -> tuple[bytes, bytes | None]:
         if prefix is None or prefix == "":
             return b"", None
-        raw = self._key(prefix)
+        raw = _encode_key(prefix, self._max_key)
         return raw, key_successor(raw)
 
     def _limit(self, limit: int) -> int:
@@ -476,6 +486,34 @@ class ComponentStorage:
 
     def __repr__(self) -> str:
         return f"<ComponentStorage {self._ns!r} on {self._backend.name}>"
+
+
+def _encode_key(key: str, max_bytes: int) -> bytes:
+    """A valid key's UTF-8 bytes; anything else raises InvalidKey."""
+    # Printable strings hold no control characters and no lone surrogates
+    # (category Cs is not printable), so encode() cannot fail on this path.
+    if type(key) is str and key.isprintable():
+        raw = key.encode()
+        if 0 < len(raw) <= max_bytes:
+            return raw
+    return _encode_unusual_key(key, max_bytes)
+
+
+def _encode_unusual_key(key: object, max_bytes: int) -> bytes:
+    """Keys with non-printable characters (e.g. U+00A0, which is allowed) or errors."""
+    if type(key) is not str:
+        raise InvalidKey(f"keys are str, not {type(key).__name__}")
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError:
+        raise InvalidKey(f"key {key!r} is not valid Unicode (it contains a lone surrogate)") from None
+    if not raw:
+        raise InvalidKey(f"key is empty: keys are 1 to {max_bytes} bytes of UTF-8")
+    if len(raw) > max_bytes:
+        raise InvalidKey(f"key {key[:32]!r}... is {len(raw)} bytes of UTF-8; the maximum is {max_bytes} bytes")
+    if _CONTROL.search(key) is not None:
+        raise InvalidKey(f"key {key!r} contains a control character (NUL, newline, ...): remove it")
+    return raw
 
 
 def _as_bytes(value: object) -> bytes:

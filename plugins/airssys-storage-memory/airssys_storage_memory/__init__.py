@@ -18,20 +18,18 @@ __all__ = ["MemoryBackend"]
 class _Space:
     """One namespace: its data, its usage counter and a lazily sorted key list."""
 
-    __slots__ = ("_sorted", "data", "used")
+    __slots__ = ("data", "sorted_cache", "used")
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.used = 0
-        self._sorted: list[bytes] | None = None
+        # Sorted keys for listings; None after the key set changed.
+        self.sorted_cache: list[bytes] | None = None
 
     def sorted_keys(self) -> list[bytes]:
-        if self._sorted is None:
-            self._sorted = sorted(self.data)
-        return self._sorted
-
-    def key_set_changed(self) -> None:
-        self._sorted = None
+        if self.sorted_cache is None:
+            self.sorted_cache = sorted(self.data)
+        return self.sorted_cache
 
 
 class MemoryBackend(StorageBackend):
@@ -89,23 +87,27 @@ class MemoryBackend(StorageBackend):
         return Usage() if space is None else Usage(space.used, len(space.data))
 
     def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        space = self._space(namespace)
+        # Writes of one namespace are serialised by the core's component lock;
+        # a concurrent get sees the old or the new value (one dict operation).
+        space = self._spaces.get(namespace) or self._space(namespace)
         data = space.data
         old = data.get(key)
-        old_size = 0 if old is None else len(key) + len(old)
-        delta = (0 if value is None else len(key) + len(value)) - old_size
-        if limit is not None and delta > 0 and space.used + delta > limit:
-            raise quota_exceeded(namespace, space.used, delta, limit)
         if value is None:
-            if old is not None:
-                del data[key]
-                space.key_set_changed()
-        else:
-            data[key] = value
             if old is None:
-                space.key_set_changed()
+                return False
+            del data[key]
+            space.used -= len(key) + len(old)
+            space.sorted_cache = None
+            return True
+        delta = len(key) + len(value) if old is None else len(value) - len(old)
+        if delta > 0 and limit is not None and space.used + delta > limit:
+            raise quota_exceeded(namespace, space.used, delta, limit)
+        data[key] = value
         space.used += delta
-        return old is not None
+        if old is None:
+            space.sorted_cache = None
+            return False
+        return True
 
     def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
         space = self._space(namespace)
@@ -128,7 +130,7 @@ class MemoryBackend(StorageBackend):
             else:
                 data[key] = value
         space.used += delta
-        space.key_set_changed()
+        space.sorted_cache = None
         return existed
 
     def clear(self, namespace: str) -> None:

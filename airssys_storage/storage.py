@@ -261,33 +261,14 @@ class ComponentStorage:
             value = _as_bytes(value)
         if len(value) > self._max_value:
             raise _too_large(value, self._max_value)
-        lock = state.lock
-        lock.acquire()  # cheaper than `with` on this hot path
-        try:
-            self._backend_commit_one(self._ns, raw, value, state.limit)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise _internal(exc) from exc
-        finally:
-            lock.release()
+        self._commit_one(raw, value)
 
     def delete(self, key: str) -> bool:
         """Delete *key*; returns whether it existed."""
         state = self._state
         if "delete" not in state.fast_allowed:
             self._authorize(Operation.DELETE, key)
-        raw = _encode_key(key, self._max_key)
-        lock = state.lock
-        lock.acquire()
-        try:
-            return self._backend_commit_one(self._ns, raw, None, state.limit)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise _internal(exc) from exc
-        finally:
-            lock.release()
+        return self._commit_one(_encode_key(key, self._max_key), None)
 
     def has(self, key: str) -> bool:
         """Whether *key* exists."""
@@ -469,6 +450,19 @@ class ComponentStorage:
                 f"{operation.wit_name} got {count} operations; the maximum per batch is "
                 f"{self._max_batch}: split it into several batches"
             )
+
+    def _commit_one(self, raw: bytes, value: bytes | None) -> bool:
+        state = self._state
+        lock = state.lock
+        lock.acquire()  # cheaper than `with` on this hot path
+        try:
+            return self._backend_commit_one(self._ns, raw, value, state.limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
+        finally:
+            lock.release()
 
     def _commit(self, changes: list[Change]) -> int:
         if not changes:

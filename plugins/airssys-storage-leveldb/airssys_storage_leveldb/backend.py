@@ -21,9 +21,10 @@ so the cache cannot go stale.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -102,7 +103,10 @@ class _Closed:
     def __init__(self, path: str) -> None:
         self._path = path
 
-    def __getattr__(self, name: str) -> NoReturn:
+    def __getattr__(self, name: str) -> Callable[..., NoReturn]:
+        return self._fail
+
+    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
         raise InternalError(f"the LevelDB database at {self._path} is closed")
 
 
@@ -121,12 +125,21 @@ class LevelDBBackend(StorageBackend):
         self._db: Any = db
         # One batch, cleared and reused per commit (under the lock): saves an allocation per write.
         self._batch: Any = self._new_batch(db)
+        self._put: Any = self._new_put(db)
+        # Value sizes of recently written keys (-1: known absent), so that a
+        # write can charge its quota delta without reading the old value.
+        # Exact because no other process can write this database while it is open.
+        self._sizes: dict[bytes, int] = {}
+        self._size_limit = options.size_cache_keys
         self._real_path = os.path.realpath(path)
         with _open_paths_lock:
             _open_paths.add(self._real_path)
 
     def _new_batch(self, db: Any) -> Any:
         return db.write_batch(sync=True) if self.options.sync else db.write_batch()
+
+    def _new_put(self, db: Any) -> Any:
+        return functools.partial(db.put, sync=True) if self.options.sync else db.put
 
     # -- opening ---------------------------------------------------------------
 
@@ -254,20 +267,33 @@ class LevelDBBackend(StorageBackend):
         except KeyError:
             space = self._space(namespace)
         data_key = space.prefix + key
+        sizes = self._sizes
         with self._lock:
             try:
-                old = self._db.get(data_key)
+                old_size = sizes.get(data_key)
+                if old_size is None:
+                    old = self._db.get(data_key)
+                    old_size = -1 if old is None else len(old)
                 used, count = space.usage or self._load_usage(space)
-                if old is None:
+                if old_size < 0:
                     if value is None:
                         return False
-                    delta = len(key) + len(value)
+                    new_size = len(value)
+                    delta = len(key) + new_size
                     count += 1
                 elif value is None:
-                    delta = -len(key) - len(old)
+                    new_size = -1
+                    delta = -len(key) - old_size
                     count -= 1
                 else:
-                    delta = len(value) - len(old)
+                    new_size = len(value)
+                    delta = new_size - old_size
+                    if not delta:
+                        # Same-size overwrite: the counter is unchanged, so the
+                        # data record alone is the whole (atomic) commit.
+                        self._put(data_key, value)
+                        self._remember(data_key, new_size)
+                        return True
                 if delta > 0 and limit is not None and used + delta > limit:
                     raise quota_exceeded(namespace, used, delta, limit)
                 used += delta
@@ -282,49 +308,74 @@ class LevelDBBackend(StorageBackend):
             except plyvel.Error as exc:
                 self._fail("write to", exc)
             space.usage = (used, count)
-        return True if old is not None else False
+            self._remember(data_key, new_size)
+        return old_size >= 0
 
     def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
         space = self._space(namespace)
         prefix = space.prefix
+        sizes = self._sizes
         with self._lock:
             try:
                 get = self._db.get
                 used, count = space.usage or self._load_usage(space)
-                # Decide everything before building the batch: a refused commit writes nothing.
-                planned: list[tuple[bytes, bytes | None]] = []
-                delta = existed = 0
-                for key, value in changes:
-                    data_key = prefix + key
-                    old = get(data_key)
-                    if old is not None:
-                        existed += 1
-                        count -= 1
-                        delta -= len(key) + len(old)
-                    elif value is None:
-                        continue  # deleting a missing key changes nothing
-                    if value is not None:
-                        count += 1
-                        delta += len(key) + len(value)
-                    planned.append((data_key, value))
-                if not planned:
-                    return 0
-                if delta > 0 and limit is not None and used + delta > limit:
-                    raise quota_exceeded(namespace, used, delta, limit)
-                used += delta
                 batch = self._batch
                 batch.clear()
-                for data_key, value in planned:
-                    if value is None:
-                        batch.delete(data_key)
+                put, delete = batch.put, batch.delete
+                # The batch is only written once the guard passed: until then it is scratch.
+                written: list[tuple[bytes, int]] = []
+                delta = existed = added = 0
+                for key, value in changes:
+                    data_key = prefix + key
+                    old_size = sizes.get(data_key)
+                    if old_size is None:
+                        old = get(data_key)
+                        old_size = -1 if old is None else len(old)
+                    if old_size < 0:
+                        if value is None:
+                            continue  # deleting a missing key changes nothing
+                        added += 1
+                        delta += len(key) + len(value)
+                        put(data_key, value)
+                        written.append((data_key, len(value)))
                     else:
-                        batch.put(data_key, value)
-                batch.put(space.usage_key, USAGE.pack(used, count))
+                        existed += 1
+                        if value is None:
+                            added -= 1
+                            delta -= len(key) + old_size
+                            delete(data_key)
+                            written.append((data_key, -1))
+                        else:
+                            delta += len(value) - old_size
+                            put(data_key, value)
+                            written.append((data_key, len(value)))
+                if not written:
+                    return 0
+                if delta > 0 and limit is not None and used + delta > limit:
+                    batch.clear()
+                    raise quota_exceeded(namespace, used, delta, limit)
+                if delta or added:
+                    used += delta
+                    count += added
+                    batch.put(space.usage_key, USAGE.pack(used, count))
                 batch.write()
             except plyvel.Error as exc:
                 self._fail("write to", exc)
             space.usage = (used, count)
+            if len(sizes) + len(written) > self._size_limit:
+                sizes.clear()
+            if self._size_limit:
+                sizes.update(written)
         return existed
+
+    def _remember(self, data_key: bytes, size: int) -> None:
+        """Cache the size of a value just written (-1: deleted). Call under the lock, after the write."""
+        sizes = self._sizes
+        if len(sizes) >= self._size_limit:
+            sizes.clear()  # crude but O(1) per write on average, and never wrong
+            if not self._size_limit:
+                return
+        sizes[data_key] = size
 
     def clear(self, namespace: str) -> None:
         space = self._space(namespace)
@@ -341,6 +392,7 @@ class LevelDBBackend(StorageBackend):
             except plyvel.Error as exc:
                 self._fail("write to", exc)
             space.usage = (0, 0)
+            self._sizes.clear()
 
     # -- administration ----------------------------------------------------------
 
@@ -401,6 +453,7 @@ class LevelDBBackend(StorageBackend):
             except plyvel.Error as exc:
                 self._fail("recount", exc)
             self._spaces.clear()
+            self._sizes.clear()
         return {
             "path": self.path,
             "namespaces": len(actual),
@@ -421,14 +474,18 @@ class LevelDBBackend(StorageBackend):
             db = _open_db(self.path, self.options)
             self._db = db
             self._batch = self._new_batch(db)
+            self._put = self._new_put(db)
             self._spaces.clear()
+            self._sizes.clear()
         self.recount()
 
     def close(self) -> None:
         with self._lock:
             db = self._db
             self._db = self._batch = _Closed(self.path)
+            self._put = self._db.put
             self._spaces.clear()
+            self._sizes.clear()
             if not isinstance(db, _Closed):
                 db.close()
                 with _open_paths_lock:

@@ -37,13 +37,16 @@ class LevelDBOptions:
     compression: str | None = "snappy"
     #: bits per key of the bloom filter in each table (0 = no filter).
     bloom_filter_bits: int = 10
+    #: how many value sizes the backend remembers so that a write need not read
+    #: the old value to charge the quota (0 = always read; ~100 bytes each).
+    size_cache_keys: int = 100_000
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> LevelDBOptions:
         """Validate *options*; a bad value raises :class:`ConfigurationError` naming the option."""
         if not isinstance(options, Mapping):
             raise ConfigurationError(f"backend_options must be a table/dict, not {type(options).__name__}")
-        known = {"sync", "block_cache_size", "write_buffer_size", "compression", "bloom_filter_bits"}
+        known = {"sync", "block_cache_size", "write_buffer_size", "compression", "bloom_filter_bits", "size_cache_keys"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigurationError(f"unknown leveldb backend option(s) {unknown}; the options are {sorted(known)}")
@@ -70,6 +73,11 @@ class LevelDBOptions:
             if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= _MAX_BLOOM_BITS:
                 raise _bad("bloom_filter_bits", bits, f"must be an integer from 0 (no filter) to {_MAX_BLOOM_BITS}")
             values["bloom_filter_bits"] = bits
+        if "size_cache_keys" in options:
+            entries = options["size_cache_keys"]
+            if isinstance(entries, bool) or not isinstance(entries, int) or entries < 0:
+                raise _bad("size_cache_keys", entries, "must be a non-negative integer (0 disables the cache)")
+            values["size_cache_keys"] = entries
         return cls(**values)
 
     def plyvel_kwargs(self) -> dict[str, Any]:
@@ -88,6 +96,7 @@ class LevelDBOptions:
             "write_buffer_size": self.write_buffer_size,
             "compression": self.compression,
             "bloom_filter_bits": self.bloom_filter_bits,
+            "size_cache_keys": self.size_cache_keys,
         }
 
 

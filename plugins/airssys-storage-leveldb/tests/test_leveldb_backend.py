@@ -165,6 +165,7 @@ def test_valid_options_are_applied(url: str) -> None:
         "write_buffer_size": 1 << 20,
         "compression": "none",
         "bloom_filter_bits": 0,
+        "size_cache_keys": 0,
     }
     with manager_on(url, **options) as manager:
         store = manager.component(Manifest("app", Access.READ_WRITE))
@@ -176,6 +177,7 @@ def test_valid_options_are_applied(url: str) -> None:
             "write_buffer_size": 1 << 20,
             "compression": None,
             "bloom_filter_bits": 0,
+            "size_cache_keys": 0,
         }
 
 
@@ -194,6 +196,8 @@ def test_valid_options_are_applied(url: str) -> None:
         ("bloom_filter_bits", -1),
         ("bloom_filter_bits", 65),
         ("bloom_filter_bits", True),
+        ("size_cache_keys", -1),
+        ("size_cache_keys", "many"),
         ("cache", 1),
     ],
 )
@@ -420,10 +424,14 @@ def test_failure_in_the_middle_of_a_batch_writes_nothing(
         assert (store.scan()[0], store.usage()) == before
         backend._batch = real
         store.set("z", b"1")  # the reused batch carries nothing of the failed one
+        for key in ("a", "c"):  # and the size cache learned nothing from it
+            store.set(key, b"12345")
+        expected = {"a": b"12345", "b": b"old", "c": b"12345", "z": b"1"}
+        assert store.usage() == Usage(sum(len(k) + len(v) for k, v in expected.items()), 4)
     with manager_on(url) as manager:
         store = manager.component(Manifest("app", Access.READ_WRITE))
-        assert store.scan()[0] == [*before[0], ("z", b"1")]
-        assert store.usage() == Usage(before[1].bytes + 2, 3)
+        assert dict(store.scan()[0]) == expected
+        assert store.usage() == Usage(sum(len(k) + len(v) for k, v in expected.items()), 4)
 
 
 def test_failed_write_call_changes_nothing(url: str) -> None:
@@ -437,13 +445,34 @@ def test_failed_write_call_changes_nothing(url: str) -> None:
             def write(self) -> None:
                 raise plyvel.IOError(b"IO error: No space left on device")
 
-        real = backend._batch
-        backend._batch = NoWrite(real, 10**9, MemoryError())
-        for call in (lambda: store.set("b", b"2"), lambda: store.delete("a"), lambda: store.set_many({"c": b"3"})):
+        def no_put(key: bytes, value: bytes) -> None:
+            raise plyvel.IOError(b"IO error: No space left on device")
+
+        real, real_put = backend._batch, backend._put
+        backend._batch, backend._put = NoWrite(real, 10**9, MemoryError()), no_put
+        calls = (
+            lambda: store.set("b", b"2"),
+            lambda: store.set("a", b"9"),  # same size: the single-record path
+            lambda: store.delete("a"),
+            lambda: store.set_many({"c": b"3"}),
+            lambda: store.set_many({"a": b"9"}),
+        )
+        for call in calls:
             with pytest.raises(InternalError, match=r"cannot write to the LevelDB database at .*No space left"):
                 call()
-        assert store.usage() == Usage(2, 1) and store.keys() == ["a"]
-        backend._batch = real
+        assert store.usage() == Usage(2, 1) and store.scan()[0] == [("a", b"1")]
+        backend._batch, backend._put = real, real_put
+
+
+def test_counter_unchanged_commits(backend: LevelDBBackend) -> None:
+    # Same-size overwrites and delete+insert of equal size leave the counter as it is.
+    backend.commit("app", [(b"a", b"1"), (b"b", b"22")], None)
+    assert backend.commit_one("app", b"a", b"9", 5) is True
+    assert backend.commit("app", [(b"b", None), (b"c", b"33")], 5) == 1
+    assert backend.commit("app", [(b"x", None)], 5) == 0
+    assert everything(backend, "app") == {b"a": b"9", b"c": b"33"}
+    assert backend.usage("app") == Usage(5, 2)
+    assert backend.recount()["counters_corrected"] == []
 
 
 def test_refused_batch_writes_nothing(backend: LevelDBBackend) -> None:
@@ -453,7 +482,10 @@ def test_refused_batch_writes_nothing(backend: LevelDBBackend) -> None:
     assert everything(backend, "app") == {b"a": b"1"} and backend.usage("app") == Usage(2, 1)
 
 
-def test_concurrent_writers_on_a_shared_backend_keep_the_counter_exact(backend: LevelDBBackend) -> None:
+@pytest.mark.parametrize("size_cache_keys", [0, 3, 100_000])
+def test_concurrent_writers_on_a_shared_backend_keep_the_counter_exact(url: str, size_cache_keys: int) -> None:
+    backend = LevelDBBackend.open(url, {"size_cache_keys": size_cache_keys})
+
     # Called without the core's per-component lock: the backend's own lock must hold.
     def writer(seed: int) -> None:
         for i in range(400):
@@ -472,3 +504,4 @@ def test_concurrent_writers_on_a_shared_backend_keep_the_counter_exact(backend: 
         thread.join()
     assert backend.usage("app") == recomputed(everything(backend, "app"))
     assert backend.recount()["counters_corrected"] == []
+    backend.close()

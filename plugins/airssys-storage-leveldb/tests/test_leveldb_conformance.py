@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,3 +14,11 @@ class TestLevelDBConformance(BackendConformance):
     @pytest.fixture
     def storage_url(self, tmp_path: Path) -> str:
         return f"leveldb://{tmp_path}/db"
+
+
+class TestLevelDBConformanceTinySizeCache(TestLevelDBConformance):
+    """Again with a size cache that is cleared every few writes and other engine options."""
+
+    @pytest.fixture
+    def backend_options(self) -> dict[str, Any]:
+        return {"size_cache_keys": 3, "compression": None, "bloom_filter_bits": 0, "write_buffer_size": "64KiB"}

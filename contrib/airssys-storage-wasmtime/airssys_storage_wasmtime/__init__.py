@@ -1,0 +1,52 @@
+"""airssys-storage-wasmtime: real WebAssembly components call the storage API through wasmtime.
+
+The host serves the imports of ``airssys:wasm/storage@0.1.0`` (and of the
+batch and range interfaces) from a :class:`airssys_storage.ComponentStorage`;
+see :mod:`airssys_storage_wasmtime.host`. The ``run`` subcommand of
+``airssys-storage`` is added through the ``register_commands`` hook.
+
+Importing this package loads neither wasmtime nor click: the plugin registry
+imports it whenever plugins are loaded, so the host's names are resolved on
+first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airssys_storage import hookimpl
+
+from .errors import GuestError, GuestTrap, InvalidGuest, UnsupportedRuntime
+
+if TYPE_CHECKING:
+    from .host import Guest, GuestInstance, Host, default_cache_dir
+
+__all__ = [
+    "Guest",
+    "GuestError",
+    "GuestInstance",
+    "GuestTrap",
+    "Host",
+    "InvalidGuest",
+    "UnsupportedRuntime",
+    "default_cache_dir",
+    "register_commands",
+]
+
+_LAZY = {"Guest", "GuestInstance", "Host", "default_cache_dir"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import host
+
+        return getattr(host, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """Add ``run`` to the ``airssys-storage`` command line."""
+    from .cli import run_command
+
+    cli.add_command(run_command)

@@ -1,0 +1,304 @@
+"""Typed conversion between Python values and wasmtime's C component values.
+
+wasmtime-py's generic conversion reflects on the function type on every call
+(dozens of FFI calls and allocations) and converts ``list<u8>`` per byte; a
+storage call through it costs 55-150 µs. The host knows the WIT types of its
+imports statically, so each import gets a tree of small codecs built once,
+and a call costs a few attribute accesses per value.
+
+Ownership follows wasmtime's C API: arguments belong to wasmtime (``lift``
+only reads them); results are written into wasmtime-owned slots, so every
+nested allocation goes through wasmtime's allocators (``lower``). ``lower``
+writes a value's kind last, after its payload is complete: wasmtime drops the
+result slots even when the host function fails, and a slot must then hold
+either its initial ``bool`` or a fully built value.
+"""
+
+from __future__ import annotations
+
+import abc
+import ctypes
+from collections.abc import Sequence
+from typing import Any
+
+from wasmtime import _ffi as ffi
+from wasmtime import component as wc
+
+from airssys_storage import StorageError
+
+from ._compat import VAL_SIZE, lift_bytes, lower_bytes
+
+__all__ = [
+    "BOOL",
+    "BYTES",
+    "STRING",
+    "U32",
+    "U64",
+    "Codec",
+    "ErrorVariant",
+    "ListOf",
+    "OptionOf",
+    "ResultOf",
+    "TupleOf",
+    "describe",
+]
+
+Val = ffi.wasmtime_component_val_t
+_byref = ctypes.byref
+_string_at = ctypes.string_at
+_memmove = ctypes.memmove
+_memset = ctypes.memset
+_val_new = ffi.wasmtime_component_val_new
+_vec_uninit = ffi.wasm_byte_vec_new_uninitialized
+_K_BOOL = ffi.WASMTIME_COMPONENT_BOOL.value
+_K_U32 = ffi.WASMTIME_COMPONENT_U32.value
+_K_U64 = ffi.WASMTIME_COMPONENT_U64.value
+_K_STRING = ffi.WASMTIME_COMPONENT_STRING.value
+_K_LIST = ffi.WASMTIME_COMPONENT_LIST.value
+_K_TUPLE = ffi.WASMTIME_COMPONENT_TUPLE.value
+_K_VARIANT = ffi.WASMTIME_COMPONENT_VARIANT.value
+_K_OPTION = ffi.WASMTIME_COMPONENT_OPTION.value
+_K_RESULT = ffi.WASMTIME_COMPONENT_RESULT.value
+
+
+def _set_name(vec: Any, raw: bytes) -> None:
+    _vec_uninit(_byref(vec), len(raw))
+    if raw:
+        _memmove(vec.data, raw, len(raw))
+
+
+def _boxed(codec: Codec, value: Any) -> Any:
+    """A wasmtime-heap copy of *value* (for option, result and variant payloads)."""
+    tmp = Val()
+    codec.lower(value, tmp)
+    return _val_new(_byref(tmp))  # moves tmp's contents
+
+
+class Codec(abc.ABC):
+    """One WIT type: ``lift`` reads a C value into Python, ``lower`` writes Python into a C value."""
+
+    #: The type in WIT syntax, structurally (as :func:`describe` renders wasmtime's types).
+    wit: str
+
+    @abc.abstractmethod
+    def lift(self, v: Any) -> Any: ...
+
+    @abc.abstractmethod
+    def lower(self, value: Any, out: Any) -> None: ...
+
+    def __repr__(self) -> str:
+        return f"<codec {self.wit}>"
+
+
+class _String(Codec):
+    wit = "string"
+
+    def lift(self, v: Any) -> str:
+        s = v.of.string
+        size = s.size
+        return _string_at(s.data, size).decode() if size else ""
+
+    def lower(self, value: str, out: Any) -> None:
+        # "replace": a lone surrogate must not reach wasmtime, which requires valid UTF-8.
+        _set_name(out.of.string, value.encode("utf-8", "replace"))
+        out.kind = _K_STRING
+
+
+class _Bytes(Codec):
+    wit = "list<u8>"
+
+    def lift(self, v: Any) -> bytes:
+        return lift_bytes(v)
+
+    def lower(self, value: bytes, out: Any) -> None:
+        lower_bytes(value, out)
+
+
+class _Bool(Codec):
+    wit = "bool"
+
+    def lift(self, v: Any) -> bool:
+        return bool(v.of.boolean)
+
+    def lower(self, value: bool, out: Any) -> None:
+        out.of.boolean = value
+        out.kind = _K_BOOL
+
+
+class _Unsigned(Codec):
+    def __init__(self, bits: int, kind: int) -> None:
+        self.wit = f"u{bits}"
+        self._field = self.wit
+        self._kind = kind
+        self._max = (1 << bits) - 1
+
+    def lift(self, v: Any) -> int:
+        return int(getattr(v.of, self._field))
+
+    def lower(self, value: int, out: Any) -> None:
+        # ctypes would silently truncate; a wrong count must not reach a guest.
+        if not 0 <= value <= self._max:
+            raise OverflowError(f"{value} does not fit in {self.wit}")
+        setattr(out.of, self._field, value)
+        out.kind = self._kind
+
+
+class OptionOf(Codec):
+    def __init__(self, inner: Codec) -> None:
+        self.inner = inner
+        self.wit = f"option<{inner.wit}>"
+
+    def lift(self, v: Any) -> Any:
+        boxed = v.of.option
+        return self.inner.lift(boxed[0]) if boxed else None
+
+    def lower(self, value: Any, out: Any) -> None:
+        out.of.option = None if value is None else _boxed(self.inner, value)
+        out.kind = _K_OPTION
+
+
+class ListOf(Codec):
+    def __init__(self, item: Codec) -> None:
+        self.item = item
+        self.wit = f"list<{item.wit}>"
+
+    def lift(self, v: Any) -> list[Any]:
+        items = v.of.list
+        data = items.data
+        lift = self.item.lift
+        return [lift(data[i]) for i in range(items.size)]
+
+    def lower(self, value: Sequence[Any], out: Any) -> None:
+        _lower_items(out.of.list, [self.item] * len(value), value, ffi.wasmtime_component_vallist_new_uninit)
+        out.kind = _K_LIST
+
+
+class TupleOf(Codec):
+    def __init__(self, *items: Codec) -> None:
+        self.items = items
+        self.wit = "tuple<" + ", ".join(item.wit for item in items) + ">"
+
+    def lift(self, v: Any) -> tuple[Any, ...]:
+        data = v.of.tuple.data
+        return tuple(item.lift(data[i]) for i, item in enumerate(self.items))
+
+    def lower(self, value: Sequence[Any], out: Any) -> None:
+        if len(value) != len(self.items):
+            raise ValueError(f"{self.wit} needs {len(self.items)} items, got {len(value)}")
+        _lower_items(out.of.tuple, self.items, value, ffi.wasmtime_component_valtuple_new_uninit)
+        out.kind = _K_TUPLE
+
+
+def _lower_items(vec: Any, codecs: Sequence[Codec], values: Sequence[Any], new_uninit: Any) -> None:
+    size = len(values)
+    new_uninit(_byref(vec), size)
+    data = vec.data
+    if size:
+        # Zeroed slots are Bool(false): if lowering fails halfway, wasmtime can still drop the vector.
+        _memset(data, 0, size * VAL_SIZE)
+    for i, (codec, value) in enumerate(zip(codecs, values, strict=True)):
+        codec.lower(value, data[i])
+
+
+class ErrorVariant(Codec):
+    """A WIT error variant whose case names are :class:`StorageError` codes.
+
+    ``lower`` takes a :class:`StorageError`: its ``code`` picks the case; a code
+    with no case here becomes ``internal-error(message)``.
+    """
+
+    def __init__(self, cases: Sequence[tuple[str, bool]]) -> None:
+        self.cases = dict(cases)
+        if self.cases.get("internal-error") is not True:
+            raise ValueError("an error variant needs the case internal-error(string)")
+        self._names = {name: name.encode() for name in self.cases}
+        self.wit = "variant{" + ", ".join(f"{name}(string)" if payload else name for name, payload in cases) + "}"
+
+    def case_for(self, error: StorageError) -> tuple[str, str | None]:
+        """The case and payload *error* maps to."""
+        code = error.code
+        has_payload = self.cases.get(code)
+        if has_payload is None:
+            return "internal-error", error.message
+        return code, error.message if has_payload else None
+
+    def lift(self, v: Any) -> tuple[str, str | None]:
+        variant = v.of.variant
+        name = _string_at(variant.discriminant.data, variant.discriminant.size).decode()
+        boxed = variant.val
+        return name, STRING.lift(boxed[0]) if boxed else None
+
+    def lower(self, value: StorageError, out: Any) -> None:
+        name, payload = self.case_for(value)
+        boxed = None if payload is None else _boxed(STRING, payload)
+        _set_name(out.of.variant.discriminant, self._names[name])
+        out.of.variant.val = boxed
+        out.kind = _K_VARIANT
+
+
+class ResultOf(Codec):
+    """``result<ok, error>``; Python side: ``("ok", value)`` or ``("err", StorageError)``."""
+
+    def __init__(self, ok: Codec | None, error: ErrorVariant) -> None:
+        self.ok = ok
+        self.error = error
+        self.wit = f"result<{ok.wit if ok else '_'}, {error.wit}>"
+
+    def lift(self, v: Any) -> tuple[str, Any]:
+        result = v.of.result
+        boxed = result.val
+        if result.is_ok:
+            return "ok", self.ok.lift(boxed[0]) if self.ok is not None and boxed else None
+        return "err", self.error.lift(boxed[0])
+
+    def lower(self, value: tuple[str, Any], out: Any) -> None:
+        tag, payload = value
+        if tag == "ok":
+            self.lower_ok(payload, out)
+        else:
+            self.lower_err(payload, out)
+
+    def lower_ok(self, value: Any, out: Any) -> None:
+        result = out.of.result
+        result.val = None if self.ok is None else _boxed(self.ok, value)
+        result.is_ok = True
+        out.kind = _K_RESULT
+
+    def lower_err(self, error: StorageError, out: Any) -> None:
+        result = out.of.result
+        result.val = _boxed(self.error, error)
+        result.is_ok = False
+        out.kind = _K_RESULT
+
+
+STRING: Codec = _String()
+BYTES: Codec = _Bytes()
+BOOL: Codec = _Bool()
+U32: Codec = _Unsigned(32, _K_U32)
+U64: Codec = _Unsigned(64, _K_U64)
+
+
+def describe(ty: Any) -> str:
+    """A wasmtime-py component type in the structural WIT syntax of :attr:`Codec.wit`."""
+    if isinstance(ty, wc.FuncType):
+        params = ", ".join(describe(param) for _, param in ty.params)
+        result = ty.result
+        return f"func({params})" + ("" if result is None else f" -> {describe(result)}")
+    if isinstance(ty, wc.ListType):
+        return f"list<{describe(ty.element)}>"
+    if isinstance(ty, wc.OptionType):
+        return f"option<{describe(ty.payload)}>"
+    if isinstance(ty, wc.ResultType):
+        ok, err = ty.ok, ty.err
+        return f"result<{'_' if ok is None else describe(ok)}, {'_' if err is None else describe(err)}>"
+    if isinstance(ty, wc.TupleType):
+        return "tuple<" + ", ".join(describe(item) for item in ty.elements) + ">"
+    if isinstance(ty, wc.VariantType):
+        return "variant{" + ", ".join(name if p is None else f"{name}({describe(p)})" for name, p in ty.cases) + "}"
+    if isinstance(ty, wc.RecordType):
+        return "record{" + ", ".join(f"{name}: {describe(field)}" for name, field in ty.fields) + "}"
+    if isinstance(ty, wc.EnumType):
+        return "enum{" + ", ".join(ty.names) + "}"
+    if isinstance(ty, wc.FlagsType):
+        return "flags{" + ", ".join(ty.names) + "}"
+    return type(ty).__name__.lower()

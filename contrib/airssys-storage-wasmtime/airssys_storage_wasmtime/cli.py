@@ -1,0 +1,212 @@
+"""``airssys-storage run``: instantiate a component against the configured backend and call one export.
+
+Added to the core command line by the ``register_commands`` hook; also
+available as ``python -m airssys_storage_wasmtime run …``.
+
+Exit status: 0 on success; 1 when the export returns ``err`` (printed on
+stderr), when the guest traps, or when anything fails at start (one line on
+stderr; ``--debug`` shows the traceback instead); 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from airssys_storage import Manifest, StorageError, StorageManager
+
+__all__ = ["format_value", "main", "parse_argument", "run_command", "split_result"]
+
+PROGRAM = "airssys-storage run"
+
+
+class _Failure(Exception):
+    """A one-line error for stderr."""
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
+)
+@click.argument("guest")
+@click.option("--manifest", "-m", "manifest_path", required=True, help="The component's component-manifest.toml.")
+@click.option("--invoke", "-i", "export", default="run", show_default=True,
+              help="Exported function to call (name, or interface#name).")  # fmt: skip
+@click.option("--cache-dir", default=None, help="Compile cache directory (default: the user cache directory).")
+@click.option("--no-cache", is_flag=True, help="Compile the guest without the on-disk cache.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run_command(
+    guest: str,
+    manifest_path: str,
+    export: str,
+    cache_dir: str | None,
+    no_cache: bool,
+    debug: bool,
+    args: tuple[str, ...],
+) -> None:
+    """Run the WebAssembly component GUEST (binary or .wat) with the storage of its manifest.
+
+    Calls the export with ARGS (converted to its parameter types) and prints
+    its result. Storage is the configured backend: AIRSSYS_STORAGE_URL or the
+    settings file, else the embedded SQLite default.
+    """
+    try:
+        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args)
+    except (StorageError, OSError, _Failure) as exc:
+        if debug:
+            raise
+        _fail(_one_line(exc))
+    except Exception as exc:  # a bug: still one line, the traceback is one flag away
+        if debug:
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)")
+    if not ok:
+        _fail(f"{export} returned an error: {text}")
+    if text is not None:
+        click.echo(text)
+
+
+def _run(
+    guest_path: str, manifest_path: str, export: str, cache_dir: str | None, cache: bool, args: tuple[str, ...]
+) -> tuple[bool, str | None]:
+    from ._codec import describe
+    from .host import Host
+
+    manifest = Manifest.from_file(manifest_path)
+    host = Host(cache_dir, cache=cache)
+    guest = host.load(guest_path)
+    if export not in guest.exports:
+        available = ", ".join(sorted(guest.exports)) or "none"
+        raise _Failure(f"guest {guest.name!r} has no export {export!r} (its exports: {available})")
+    func_type = guest.export_types[export]
+    params = func_type.params
+    if len(args) != len(params):
+        signature = ", ".join(f"{name}: {describe(ty)}" for name, ty in params)
+        raise _Failure(f"{export} takes {len(params)} argument(s) ({signature}), got {len(args)}")
+    values = [parse_argument(ty, text, name) for (name, ty), text in zip(params, args, strict=True)]
+    with StorageManager.from_settings() as manager:
+        storage = manager.component(manifest)
+        with host.instantiate(guest, storage, inherit_stdio=True) as instance:
+            result = instance.call(export, *values)
+    if func_type.result is None:
+        return True, None
+    ok, payload = split_result(func_type.result, result)
+    return ok, format_value(payload)
+
+
+def parse_argument(ty: Any, text: str, name: str = "argument") -> Any:
+    """Convert the command-line word *text* to a value of the wasmtime component type *ty*."""
+    from wasmtime import component as wc
+
+    from ._codec import describe
+
+    if isinstance(ty, wc.String):
+        return text
+    if isinstance(ty, wc.ListType) and isinstance(ty.element, wc.U8):
+        return text.encode()
+    if isinstance(ty, wc.Bool):
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise _Failure(f"{name} must be true or false, got {text!r}")
+    if isinstance(ty, wc.Char):
+        if len(text) == 1:
+            return text
+        raise _Failure(f"{name} must be one character, got {text!r}")
+    bits = {wc.U8: 8, wc.U16: 16, wc.U32: 32, wc.U64: 64, wc.S8: 8, wc.S16: 16, wc.S32: 32, wc.S64: 64}
+    for cls, width in bits.items():
+        if isinstance(ty, cls):
+            signed = cls.__name__.startswith("S")
+            low, high = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+            try:
+                number = int(text, 0)
+            except ValueError:
+                raise _Failure(f"{name} must be an integer ({describe(ty)}), got {text!r}") from None
+            if not low <= number <= high:  # wasmtime-py would truncate silently
+                raise _Failure(f"{name} must be from {low} to {high} ({describe(ty)}), got {number}")
+            return number
+    if isinstance(ty, (wc.F32, wc.F64)):
+        try:
+            return float(text)
+        except ValueError:
+            raise _Failure(f"{name} must be a number, got {text!r}") from None
+    raise _Failure(f"{name} has type {describe(ty)}, which cannot be given on the command line")
+
+
+def split_result(ty: Any, value: Any) -> tuple[bool, Any]:
+    """``(is_ok, payload)`` of a value of type *ty*; a non-result value is always ok."""
+    from wasmtime import component as wc
+
+    if not isinstance(ty, wc.ResultType):
+        return True, value
+    if ty._tagged():  # patched in _compat: tags whenever the payloads cannot tell ok from err
+        return value.tag == "ok", value.payload
+    # Untagged: the cases' Python classes are disjoint, as wasmtime-py's own lowering assumes.
+    ok_type, err_type = ty.ok, ty.err
+    if ok_type is None:
+        return value is None, value
+    if err_type is None:
+        return value is not None, value
+    classes: set[type] = set()
+    ok_type.add_classes(classes)
+    return isinstance(value, tuple(classes)), value
+
+
+def format_value(value: Any) -> str | None:
+    """The text printed for a result: scalars plainly, bytes as UTF-8 (else hex), the rest as JSON."""
+    from wasmtime.component import Record, Variant
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return "0x" + value.hex()
+    if isinstance(value, Variant):
+        return value.tag if value.payload is None else f"{value.tag}({format_value(value.payload)})"
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, bytes):
+            return format_value(item)
+        if isinstance(item, Variant):
+            return {item.tag: item.payload}
+        if isinstance(item, Record):
+            return vars(item)
+        if isinstance(item, (set, tuple)):
+            return list(item)
+        raise TypeError(f"cannot print {type(item).__name__}")
+
+    return json.dumps(value, default=plain, ensure_ascii=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = str(exc)
+    return " ".join(text.split())
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"{PROGRAM}: error: {message}", err=True)
+    sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The fallback command line: a group holding the commands this package registers."""
+    from . import register_commands
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    def cli() -> None:
+        """airssys-storage (commands of airssys-storage-wasmtime)."""
+
+    register_commands(cli)
+    cli.main(args=argv, prog_name="python -m airssys_storage_wasmtime")

@@ -1,0 +1,447 @@
+"""Run WebAssembly components against a component's storage.
+
+::
+
+    host = Host()                                   # engine + compile cache
+    guest = host.load("counter.wasm")               # compile (or load from cache), check imports
+    with host.instantiate(guest, storage) as instance:   # one Store
+        print(instance.call("run"))
+
+The imports of ``airssys:wasm/storage@0.1.0`` (and of the extension
+interfaces) are served by the given :class:`~airssys_storage.ComponentStorage`.
+Storage errors reach the guest as ``storage-error`` values; they never trap
+it. A trap, or a failure of the host while serving the guest, raises
+:class:`~.GuestTrap` naming the guest and the export, and discards the
+instance.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
+
+from airssys_storage import InvalidArgument, StorageError
+
+from . import _compat
+from .errors import GuestError, GuestTrap, InvalidGuest
+
+__all__ = ["CACHE_DIR_ENV", "Guest", "GuestInstance", "Host", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable that overrides the compile cache directory.
+CACHE_DIR_ENV = "AIRSSYS_STORAGE_WASMTIME_CACHE_DIR"
+
+_CORE_MODULE_HEADER = b"\x00asm\x01\x00\x00\x00"
+_COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"
+
+
+def default_cache_dir() -> Path:
+    """``$AIRSSYS_STORAGE_WASMTIME_CACHE_DIR``, else ``wasmtime/`` in the user cache directory."""
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("airssys-storage")) / "wasmtime"
+
+
+def _summary(error: BaseException) -> str:
+    """The cause of a wasmtime error in one line (wasmtime puts it after 'Caused by:')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "Caused by:" in lines:
+        lines = lines[lines.index("Caused by:") + 1 :]
+    return "; ".join(lines[:3]) if lines else type(error).__name__
+
+
+@dataclass(frozen=True)
+class Guest:
+    """A compiled component and what it imports and exports."""
+
+    name: str
+    sha256: str
+    component: Any = field(repr=False)
+    #: The host functions it imports, as ``interface#function``.
+    imports: tuple[str, ...]
+    #: Whether it imports WASI (componentize-py guests do).
+    needs_wasi: bool
+    #: Exported functions (``name`` or ``interface#name``) and their types in WIT syntax.
+    exports: dict[str, str]
+    #: The same functions' wasmtime ``FuncType`` objects.
+    export_types: dict[str, Any] = field(repr=False)
+
+
+class Host:
+    """Compiles guests, caching compiled code on disk, and instantiates them.
+
+    One wasmtime ``Engine`` per host; every :meth:`instantiate` creates its own
+    ``Store``. *cache_dir* defaults to :func:`default_cache_dir`; compiled
+    code is kept under ``wasmtime-<version>/<sha256 of the guest>.cwasm``.
+    Pass ``cache=False`` to compile every time.
+
+    The cache holds native code that is loaded without validation, so its
+    directory must be writable only by the user running the host (it is
+    created with mode 0700).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, cache: bool = True) -> None:
+        _compat.ensure_ready()
+        from wasmtime import Engine
+
+        self.engine = Engine()
+        self.wasmtime_version = _compat.wasmtime_version()
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir: Path | None = root / f"wasmtime-{self.wasmtime_version}" if cache else None
+
+    # -- loading ---------------------------------------------------------------
+
+    def load(self, source: str | os.PathLike[str] | bytes, name: str | None = None) -> Guest:
+        """Compile the component at path *source* (or given as bytes): binary or component text."""
+        if isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+            name = name or "<bytes>"
+        else:
+            path = Path(source)
+            name = name or path.name
+            data = _read(path)
+        component = self._compile(data, name)
+        imports, needs_wasi = self._check_imports(component, name)
+        export_types = self._export_types(component)
+        from ._codec import describe
+
+        return Guest(
+            name=name,
+            sha256=hashlib.sha256(data).hexdigest(),
+            component=component,
+            imports=imports,
+            needs_wasi=needs_wasi,
+            exports={export: describe(ty) for export, ty in export_types.items()},
+            export_types=export_types,
+        )
+
+    def _compile(self, data: bytes, name: str) -> Any:
+        from wasmtime import WasmtimeError
+        from wasmtime.component import Component
+
+        if data.startswith(_CORE_MODULE_HEADER):
+            raise InvalidGuest(
+                f"guest {name!r} is a core WebAssembly module, not a component: "
+                "make a component of it (e.g. wasm-tools component new)"
+            )
+        if not data.startswith(_COMPONENT_HEADER) and not _looks_like_text(data):
+            raise InvalidGuest(f"guest {name!r} is neither a WebAssembly component nor component text (.wat)")
+        cached = self._cache_path(data)
+        if cached is not None and cached.is_file():
+            try:
+                return Component.deserialize_file(self.engine, str(cached))
+            except WasmtimeError as exc:  # stale or damaged: compile again and overwrite
+                log.info("ignoring cached compilation %s: %s", cached, _summary(exc))
+        try:
+            component = Component(self.engine, data)
+        except WasmtimeError as exc:
+            raise InvalidGuest(f"guest {name!r} is not a valid WebAssembly component: {_summary(exc)}") from None
+        if cached is not None:
+            self._write_cache(cached, component)
+        return component
+
+    def _cache_path(self, data: bytes) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"{hashlib.sha256(data).hexdigest()}.cwasm"
+
+    def _write_cache(self, path: Path, component: Any) -> None:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            temporary.write_bytes(component.serialize())
+            os.replace(temporary, path)  # atomic: a concurrent reader sees all or nothing
+        except OSError as exc:  # the cache is an optimisation; never fail a run for it
+            log.warning("cannot write the compile cache %s: %s", path, exc)
+
+    def _check_imports(self, component: Any, name: str) -> tuple[tuple[str, ...], bool]:
+        from wasmtime.component import ComponentInstanceType, FuncType
+
+        from ._codec import describe
+        from ._interfaces import BY_INTERFACE
+
+        used: list[str] = []
+        needs_wasi = False
+        for import_name, item in component.type.imports(self.engine).items():
+            if import_name.startswith("wasi:"):
+                needs_wasi = True
+                continue
+            provided = BY_INTERFACE.get(import_name)
+            ty = item.ty
+            if provided is None or not isinstance(ty, ComponentInstanceType):
+                raise InvalidGuest(
+                    f"guest {name!r} imports {import_name!r}, which this host does not provide "
+                    f"(it provides {', '.join(sorted(BY_INTERFACE))} and WASI 0.2)"
+                )
+            for function_name, export in ty.exports(self.engine).items():
+                function_type = export.ty
+                if not isinstance(function_type, FuncType):
+                    continue  # a type export (storage-error, extended-error); checked through the functions
+                function = provided.get(function_name)
+                if function is None:
+                    raise InvalidGuest(
+                        f"guest {name!r} imports {import_name}#{function_name}, which this host does not "
+                        f"provide (it provides {', '.join(provided) or 'only types'} there)"
+                    )
+                found = describe(function_type)
+                if found != function.wit:
+                    raise InvalidGuest(
+                        f"guest {name!r} imports {function.qualified_name} with type {found}, but the host "
+                        f"provides {function.wit}: rebuild the guest against the shipped WIT"
+                    )
+                used.append(function.qualified_name)
+        return tuple(used), needs_wasi
+
+    def _export_types(self, component: Any) -> dict[str, Any]:
+        from wasmtime.component import ComponentInstanceType, FuncType
+
+        exports: dict[str, Any] = {}
+        for export_name, item in component.type.exports(self.engine).items():
+            ty = item.ty
+            if isinstance(ty, FuncType):
+                exports[export_name] = ty
+            elif isinstance(ty, ComponentInstanceType):
+                for function_name, inner in ty.exports(self.engine).items():
+                    if isinstance(inner.ty, FuncType):
+                        exports[f"{export_name}#{function_name}"] = inner.ty
+        return exports
+
+    # -- running ---------------------------------------------------------------
+
+    def instantiate(self, guest: Guest, storage: Any, *, inherit_stdio: bool = False) -> GuestInstance:
+        """A new instance of *guest* in a new Store, its storage imports served by *storage*.
+
+        *storage* is a :class:`~airssys_storage.ComponentStorage` (or any object
+        with its methods). With *inherit_stdio*, a WASI guest's stdout and
+        stderr are the host process's; otherwise its output is discarded.
+        """
+        return GuestInstance(self, guest, storage, inherit_stdio=inherit_stdio)
+
+    def run(self, source: str | os.PathLike[str] | bytes, storage: Any, export: str = "run", *args: Any) -> Any:
+        """Load, instantiate, call *export* once and discard the instance."""
+        with self.instantiate(self.load(source), storage) as instance:
+            return instance.call(export, *args)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidGuest(f"no such guest file: {str(path)!r}") from None
+    except PermissionError:
+        raise InvalidGuest(f"permission denied reading guest {str(path)!r}") from None
+    except OSError as exc:
+        raise InvalidGuest(f"cannot read guest {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _looks_like_text(data: bytes) -> bool:
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return text.lstrip().startswith(("(", ";;", "(;"))
+
+
+class GuestInstance:
+    """One instance of a guest in its own Store. Not thread-safe; close it (or use ``with``).
+
+    After a trap (or a host failure while serving the guest) the instance is
+    discarded: :meth:`call` then raises :class:`~.GuestError`.
+    """
+
+    def __init__(self, host: Host, guest: Guest, storage: Any, *, inherit_stdio: bool = False) -> None:
+        from wasmtime import Store, WasiConfig, WasmtimeError
+        from wasmtime.component import Linker
+
+        self.guest = guest
+        self.storage = storage
+        self._failure: BaseException | None = None
+        self._failed_in = ""
+        self._discarded = ""
+        self._funcs: dict[str, Any] = {}
+        self._store: Any = Store(host.engine)
+        linker = Linker(host.engine)
+        if guest.needs_wasi:
+            wasi = WasiConfig()
+            if inherit_stdio:
+                wasi.inherit_stdout()
+                wasi.inherit_stderr()
+            self._store.set_wasi(wasi)
+            linker.add_wasip2()
+        # ctypes callbacks must outlive every call into the instance: kept here.
+        self._callbacks = self._define_imports(linker)
+        self._linker = linker
+        try:
+            self._instance: Any = linker.instantiate(self._store, guest.component)
+        except WasmtimeError as exc:
+            self._discard("instantiation failed")
+            if self._failure is not None:
+                raise self._trap_error("instantiation", exc) from self._failure
+            raise InvalidGuest(f"cannot instantiate guest {guest.name!r}: {_summary(exc)}") from None
+
+    def _define_imports(self, linker: Any) -> list[Any]:
+        from ._interfaces import BY_INTERFACE
+
+        callbacks = []
+        with linker.root() as root:
+            for interface, functions in BY_INTERFACE.items():
+                with root.add_instance(interface) as instance:
+                    for function in functions.values():
+                        callback = self._callback(function, getattr(self.storage, function.method))
+                        _add_func(instance, function.name, callback)
+                        callbacks.append(callback)
+        return callbacks
+
+    def _callback(self, function: Any, method: Callable[..., Any]) -> Any:
+        """The C callback serving one import: lift the arguments, call storage, lower the result."""
+        from wasmtime import _ffi as ffi
+
+        params = function.params
+        count = len(params)
+        lower_ok = function.result.lower_ok
+        lower_err = function.result.lower_err
+
+        def serve(_data: Any, _context: Any, _type: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
+            try:
+                if nargs != count or nresults != 1:
+                    raise TypeError(f"called with {nargs} arguments and {nresults} results")
+                values = [codec.lift(args[i]) for i, codec in enumerate(params)]
+                out = results[0]
+                try:
+                    value = method(*values)
+                except StorageError as error:  # the guest's business, never a trap
+                    lower_err(error, out)
+                else:
+                    lower_ok(value, out)
+                return 0
+            except BaseException as exc:  # anything else is a host failure: trap the guest
+                return self._host_failure(function.name, exc)
+
+        return ffi.wasmtime_component_func_callback_t(serve)
+
+    def _host_failure(self, function_name: str, exc: BaseException) -> int:
+        from wasmtime import _ffi as ffi
+
+        if self._failure is None:
+            self._failure, self._failed_in = exc, function_name
+        message = f"host failure in {function_name}: {type(exc).__name__}: {exc}".replace("\0", " ")
+        error = ffi.wasmtime_error_new(message.encode("utf-8", "replace"))
+        return ctypes.cast(error, ctypes.c_void_p).value or 0
+
+    # -- calls -------------------------------------------------------------------
+
+    @property
+    def exports(self) -> dict[str, str]:
+        """The guest's exported functions and their types."""
+        return self.guest.exports
+
+    def call(self, export: str, *args: Any) -> Any:
+        """Call the exported function *export* (``name`` or ``interface#name``) and return its result.
+
+        Results use wasmtime-py's conventions (with the tagging fix described
+        in ``_compat``): e.g. ``result<u64, string>`` gives the ok int or the
+        err str, ``result<option<…>, e>`` gives ``Variant("ok"|"err", …)``.
+        """
+        from wasmtime import WasmtimeError
+
+        if self._discarded:
+            raise GuestError(
+                f"the instance of guest {self.guest.name!r} was discarded ({self._discarded}); instantiate it again"
+            )
+        func = self._func(export)
+        try:
+            result = func(self._store, *args)
+            func.post_return(self._store)
+        except WasmtimeError as exc:
+            self._trapped(export, exc)
+        except (TypeError, ValueError, OverflowError) as exc:  # arguments rejected before the guest ran
+            raise InvalidArgument(
+                f"export {export!r} of guest {self.guest.name!r} is {self.guest.exports[export]}; "
+                f"the {len(args)} argument(s) given do not fit: {exc}"
+            ) from None
+        return result
+
+    def _func(self, export: str) -> Any:
+        func = self._funcs.get(export)
+        if func is not None:
+            return func
+        if export not in self.guest.exports:
+            available = ", ".join(sorted(self.guest.exports)) or "none"
+            raise InvalidGuest(f"guest {self.guest.name!r} has no export {export!r} (its exports: {available})")
+        interface, _, name = export.rpartition("#")
+        index = None
+        if interface:
+            index = self._instance.get_export_index(self._store, interface)
+        index = self._instance.get_export_index(self._store, name, index)
+        func = self._instance.get_func(self._store, index) if index is not None else None
+        if func is None:
+            raise InvalidGuest(f"guest {self.guest.name!r} has no function export {export!r}")
+        self._funcs[export] = func
+        return func
+
+    def _trapped(self, export: str, exc: BaseException) -> NoReturn:
+        failure = self._failure
+        self._discard(f"export {export!r} trapped")
+        if failure is not None and not isinstance(failure, Exception):
+            raise failure  # KeyboardInterrupt, SystemExit: propagate as they are
+        raise self._trap_error(f"export {export!r}", exc) from failure
+
+    def _trap_error(self, where: str, exc: BaseException) -> GuestTrap:
+        failure = self._failure
+        if failure is not None:
+            message = (
+                f"guest {self.guest.name!r}, {where}: the host failed while serving {self._failed_in} "
+                f"({type(failure).__name__}: {failure}); the instance was discarded"
+            )
+        else:
+            message = f"guest {self.guest.name!r} trapped in {where}: {_summary(exc)}; the instance was discarded"
+        return GuestTrap(message, details=str(exc))
+
+    def _discard(self, why: str) -> None:
+        self._discarded = why
+        self._funcs.clear()
+        self._instance = None
+        self._store = None
+
+    def close(self) -> None:
+        """Drop the instance and its Store. Idempotent."""
+        if not self._discarded:
+            self._discard("closed")
+
+    def __enter__(self) -> GuestInstance:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = f" discarded: {self._discarded}" if self._discarded else ""
+        return f"<GuestInstance {self.guest.name!r}{state}>"
+
+
+def _add_func(instance: Any, name: str, callback: Any) -> None:
+    """``LinkerInstance.add_func`` with our own C callback instead of wasmtime-py's reflective one."""
+    from wasmtime import WasmtimeError
+    from wasmtime import _ffi as ffi
+
+    raw = name.encode()
+    no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # NULL: the callback is owned by the instance
+    error = ffi.wasmtime_component_linker_instance_add_func(
+        instance.ptr(), ctypes.create_string_buffer(raw), len(raw), callback, None, no_finalizer
+    )
+    if error:
+        raise WasmtimeError._from_ptr(error)

@@ -6,7 +6,7 @@ one JSON object per line, ``\\n``-terminated::
     {"format":"airssys-storage-export","version":1,"component":"my-app"}
     {"key":"config/theme","value":"ZGFyaw=="}
     {"key":"user:1","value":""}
-    {"end":{"records":2,"bytes":27}}
+    {"end":{"records":2,"bytes":22}}
 
 1. The header: ``format`` (exactly ``"airssys-storage-export"``), ``version``
    (an integer; this module reads and writes ``1``) and ``component`` (the id
@@ -68,6 +68,7 @@ __all__ = [
     "import_component",
     "copy_component",
     "migrate",
+    "pages",
 ]
 
 FORMAT_NAME = "airssys-storage-export"
@@ -153,11 +154,15 @@ def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def _pages(storage: ComponentStorage) -> Iterator[list[tuple[str, bytes]]]:
+def pages(storage: ComponentStorage, prefix: str | None = None) -> Iterator[list[tuple[str, bytes]]]:
+    """Every ``(key, value)`` of *storage* whose key starts with *prefix*, page by page, in bytewise order.
+
+    Pages through :meth:`ComponentStorage.scan`, so it works for any number of keys.
+    """
     page = min(PAGE_SIZE, _settings(storage).max_keys_per_query)
     cursor: str | None = None
     while True:
-        items, cursor = storage.scan(None, cursor, page)
+        items, cursor = storage.scan(prefix, cursor, page)
         if items:
             yield items
         if cursor is None:
@@ -171,7 +176,7 @@ def export_component(storage: ComponentStorage, out: IO[bytes], *, progress: Pro
     """
     out.write(_line({"format": FORMAT_NAME, "version": FORMAT_VERSION, "component": storage.component_id}))
     records = total = 0
-    for items in _pages(storage):
+    for items in pages(storage):
         for key, value in items:
             out.write(_line({"key": key, "value": base64.b64encode(value).decode("ascii")}))
             total += len(key.encode()) + len(value)
@@ -457,7 +462,7 @@ def copy_component(
     """
     batch = _settings(target).max_batch_ops
     written = unchanged = deleted = 0
-    for page in _pages(source):
+    for page in pages(source):
         for chunk in _chunks(page, batch):
             changed = _write_changed(target, chunk)
             written += changed
@@ -465,7 +470,7 @@ def copy_component(
             if progress is not None:
                 progress(len(chunk))
     if prune:
-        for page in _pages(target):
+        for page in pages(target):
             for chunk in _chunks(page, batch):
                 keys = [key for key, _ in chunk]
                 extra = [key for key, value in zip(keys, source.get_many(keys), strict=True) if value is None]

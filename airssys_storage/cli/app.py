@@ -79,7 +79,6 @@ EXIT_CODES = {
 _HINTS = {
     "internal-error": "check that the store is reachable and the URL is right (--url, AIRSSYS_STORAGE_URL "
     "or the settings file); rerun with --debug for details",
-    "invalid-config": "fix it where it is set: see `airssys-storage config --help` for the sources",
     "invalid-export-file": "nothing was written",
 }
 
@@ -159,6 +158,7 @@ class RootGroup(click.Group):
         **extra: Any,
     ) -> Any:
         self.debug = False
+        self._plugin_commands = None  # settings (blocked plugins) may differ from the last call
         logger = logging.getLogger("airssys_storage")
         handler = _StderrHandler(logging.WARNING)
         propagate, level = logger.propagate, logger.level

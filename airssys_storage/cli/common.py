@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
 
-from ..errors import ManifestError
+from ..errors import ConfigurationError, ManifestError
 from ..exchange import operator_settings, operator_storage
 from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
 from ..plugins import PluginRegistry, _redact, backend_scheme
@@ -42,13 +44,75 @@ class ComponentId(click.ParamType):  # type: ignore[type-arg]  # generic only si
             )
 
 
-def url_option(f: F) -> F:
+class JsonObject(click.ParamType):  # type: ignore[type-arg]
+    name = "JSON"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"{value!r} is not JSON ({exc.msg}): write an object such as '{{\"name\": 1}}'", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail(f"{value!r} is not a JSON object: write an object such as '{{\"name\": 1}}'", param, ctx)
+        return parsed
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A store named on the command line: a URL and backend options, either of which may be left to the settings."""
+
+    url: str | None = None
+    options: dict[str, Any] | None = None
+
+    def settings(self) -> StorageSettings:
+        """The configured settings with this URL and options in place of the configured ones.
+
+        Without explicit options, the configured ``backend_options`` are kept
+        only if the URL is served by the same kind of backend (same scheme):
+        options of one backend mean nothing to another.
+        """
+        settings = load_configured_settings()
+        if self.url is None and self.options is None:
+            return settings
+        url = self.url if self.url is not None else settings.url
+        options = self.options
+        if options is None:
+            same = self.url is None or backend_scheme(self.url) == backend_scheme(settings.resolved_url)
+            options = settings.backend_options if same else {}
+        return load_configured_settings(url=url, backend_options=options)
+
+
+def load_configured_settings(**arguments: Any) -> StorageSettings:
+    """``StorageSettings(**arguments)``; an invalid configured value's error says where to fix it."""
+    try:
+        return StorageSettings(**arguments)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{exc.message}; fix the value where it is set: an AIRSSYS_STORAGE_* environment variable or the "
+            "settings file (`airssys-storage config --help` says where it is looked for)"
+        ) from exc
+
+
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --url and --backend-options; the command receives them as ``store: StoreSpec``."""
+
+    @functools.wraps(f)
+    def command(*args: Any, url: str | None, backend_options: dict[str, Any] | None, **kwargs: Any) -> Any:
+        return f(*args, store=StoreSpec(url, backend_options), **kwargs)
+
+    command = click.option(
+        "--backend-options",
+        type=JsonObject(),
+        help="Backend options as a JSON object; replace the configured backend_options.",
+    )(command)
     return click.option(
         "--url",
         metavar="URL",
         help="Backend URL (memory://, sqlite:///PATH, leveldb:///PATH, postgresql+psycopg://…); "
         "overrides AIRSSYS_STORAGE_URL and the settings file.",
-    )(f)
+    )(command)
 
 
 def component_option(f: F) -> F:
@@ -69,20 +133,6 @@ def manifest_option(f: F) -> F:
 
 
 # -- settings and stores -----------------------------------------------------
-
-
-def load_settings(url: str | None = None) -> StorageSettings:
-    """The configured settings, with *url* (if given) replacing the configured URL.
-
-    The configured ``backend_options`` are kept only when *url* is served by
-    the same kind of backend (same scheme): options of one backend mean
-    nothing to another.
-    """
-    settings = StorageSettings()
-    if url is None:
-        return settings
-    options = settings.backend_options if backend_scheme(url) == backend_scheme(settings.resolved_url) else {}
-    return StorageSettings(url=url, backend_options=options)
 
 
 def redact_url(url: str) -> str:
@@ -107,14 +157,14 @@ def open_manager(
 
 
 @contextmanager
-def open_component(url: str | None, component: str, manifest_path: Path | None = None) -> Iterator[ComponentStorage]:
+def open_component(store: StoreSpec, component: str, manifest_path: Path | None = None) -> Iterator[ComponentStorage]:
     """An operator handle on *component*: admin rights; the manifest's quota if one is given, else none.
 
     Operators are not quota-limited by default because they fix and move
     data; ``--manifest`` makes a write obey the quota the component itself
     would have.
     """
-    settings = load_settings(url)
+    settings = store.settings()
     registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     quota = None
     if manifest_path is not None:
@@ -152,7 +202,10 @@ def print_table(
         table.add_column(column, justify="right" if index in right else "left", overflow="fold")
     for row in rows:
         table.add_row(*("-" if cell is None else str(cell) for cell in row))
-    Console(soft_wrap=False).print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped: no terminal width to fit, so do not wrap at 80 columns
+    console.print(table)
 
 
 def human_bytes(count: int) -> str:
@@ -261,7 +314,6 @@ __all__ = [
     "info",
     "input_file",
     "json_option",
-    "load_settings",
     "manifest_option",
     "manifest_quota",
     "open_component",
@@ -270,5 +322,7 @@ __all__ = [
     "print_table",
     "redact_url",
     "stdin_is_terminal",
-    "url_option",
+    "store_options",
+    "StoreSpec",
+    "JsonObject",
 ]

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 
+from ..exchange import pages
 from .common import (
     ExitCode,
     Failure,
+    StoreSpec,
     component_option,
     echo_json,
     info,
@@ -19,11 +21,8 @@ from .common import (
     open_component,
     output_file,
     stdin_is_terminal,
-    url_option,
+    store_options,
 )
-
-# Keys per scan page for `keys`: small enough to stream, large enough to be cheap.
-_PAGE = 1000
 
 
 def _missing(key: str, component: str) -> Failure:
@@ -36,12 +35,12 @@ def _missing(key: str, component: str) -> Failure:
 
 @click.command()
 @component_option
-@url_option
+@store_options
 @click.option("--output", "-o", metavar="FILE", help="Write the value to FILE instead of stdout.")
 @click.argument("key")
-def get(component: str, url: str | None, output: str | None, key: str) -> None:
+def get(component: str, store: StoreSpec, output: str | None, key: str) -> None:
     """Print the value of KEY, byte for byte (exit code 1 if it does not exist)."""
-    with open_component(url, component) as storage:
+    with open_component(store, component) as storage:
         value = storage.get(key)
     if value is None:
         raise _missing(key, component)
@@ -51,14 +50,14 @@ def get(component: str, url: str | None, output: str | None, key: str) -> None:
 
 @click.command(name="set")
 @component_option
-@url_option
+@store_options
 @manifest_option
 @click.option("--file", "-f", "file", type=click.File("rb"), help="Read the value from this file.")
 @click.argument("key")
 @click.argument("value", required=False)
 def set_(
     component: str,
-    url: str | None,
+    store: StoreSpec,
     manifest_path: Path | None,
     file: click.utils.LazyFile | None,
     key: str,
@@ -74,18 +73,18 @@ def set_(
     else:
         assert value is not None
         data = os.fsencode(value)  # the argument's original bytes, even if not UTF-8
-    with open_component(url, component, manifest_path) as storage:
+    with open_component(store, component, manifest_path) as storage:
         storage.set(key, data)
 
 
 @click.command()
 @component_option
-@url_option
+@store_options
 @click.option("--missing-ok", is_flag=True, help="Exit 0 even if KEY does not exist.")
 @click.argument("key")
-def delete(component: str, url: str | None, missing_ok: bool, key: str) -> None:
+def delete(component: str, store: StoreSpec, missing_ok: bool, key: str) -> None:
     """Delete KEY (exit code 1 if it does not exist, unless --missing-ok)."""
-    with open_component(url, component) as storage:
+    with open_component(store, component) as storage:
         existed = storage.delete(key)
     if not existed and not missing_ok:
         raise _missing(key, component)
@@ -93,40 +92,36 @@ def delete(component: str, url: str | None, missing_ok: bool, key: str) -> None:
 
 @click.command()
 @component_option
-@url_option
+@store_options
 @json_option
 @click.argument("prefix", required=False, default="")
-def keys(component: str, url: str | None, as_json: bool, prefix: str) -> None:
+def keys(component: str, store: StoreSpec, as_json: bool, prefix: str) -> None:
     """List the keys starting with PREFIX (all keys without it), one per line, in bytewise order.
 
     Pages through the component with scan(), so it works for any number of keys.
     """
-    with open_component(url, component) as storage:
-        cursor: str | None = None
-        first = True
+    with open_component(store, component) as storage:
+        count = 0
         if as_json:
             click.echo("[", nl=False)
-        while True:
-            items, cursor = storage.scan(prefix or None, cursor, _PAGE)
-            for item_key, _ in items:
+        for page in pages(storage, prefix or None):
+            for item_key, _ in page:
                 if as_json:
-                    click.echo(("" if first else ",") + "\n  " + json.dumps(item_key, ensure_ascii=False), nl=False)
+                    click.echo(("," if count else "") + "\n  " + json.dumps(item_key, ensure_ascii=False), nl=False)
                 else:
                     click.echo(item_key)  # keys hold no control characters, so one per line is unambiguous
-                first = False
-            if cursor is None:
-                break
+                count += 1
         if as_json:
-            click.echo("]" if first else "\n]")
+            click.echo("\n]" if count else "]")
 
 
 @click.command()
 @component_option
-@url_option
+@store_options
 @json_option
-def size(component: str, url: str | None, as_json: bool) -> None:
+def size(component: str, store: StoreSpec, as_json: bool) -> None:
     """Print the bytes the component uses (UTF-8 key bytes plus value bytes)."""
-    with open_component(url, component) as storage:
+    with open_component(store, component) as storage:
         usage = storage.usage()
     if as_json:
         echo_json({"component": component, "bytes": usage.bytes, "keys": usage.keys})
@@ -136,13 +131,13 @@ def size(component: str, url: str | None, as_json: bool) -> None:
 
 @click.command()
 @component_option
-@url_option
+@store_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def clear(component: str, url: str | None, yes: bool) -> None:
+def clear(component: str, store: StoreSpec, yes: bool) -> None:
     """Delete every key of the component (asks first, unless --yes)."""
     if not yes and not stdin_is_terminal():
         raise Failure(f"clear deletes every key of component {component!r}: confirm with --yes")
-    with open_component(url, component) as storage:
+    with open_component(store, component) as storage:
         usage = storage.usage()
         if not yes:
             click.confirm(

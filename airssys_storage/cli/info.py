@@ -14,7 +14,7 @@ from ..manifest import Manifest
 from ..plugins import PluginRegistry
 from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
-from .common import echo_json, human_bytes, info, json_option, load_settings, print_table, redact_url, url_option
+from .common import StoreSpec, echo_json, human_bytes, info, json_option, print_table, redact_url, store_options
 
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "key")
 
@@ -31,14 +31,16 @@ def _redact_options(value: Any) -> Any:
     return value
 
 
-def settings_provenance(arguments: dict[str, Any]) -> tuple[StorageSettings, Path | None, dict[str, str]]:
+def settings_provenance(store: StoreSpec) -> tuple[StorageSettings, Path | None, dict[str, str]]:
     """The effective settings, the settings file in use and, per field, where its value came from.
 
     Mirrors the precedence of :class:`StorageSettings`: arguments, then
     ``AIRSSYS_STORAGE_*`` environment variables (case-insensitive), then the
     settings file, then the defaults.
     """
-    settings = load_settings(arguments.get("url"))
+    settings = store.settings()
+    given = (("url", "--url", store.url), ("backend_options", "--backend-options", store.options))
+    arguments = {field: option for field, option, value in given if value is not None}
     path = config_file_path()
     in_file: dict[str, Any] = {}
     if path is not None:
@@ -52,14 +54,15 @@ def settings_provenance(arguments: dict[str, Any]) -> tuple[StorageSettings, Pat
     for field in StorageSettings.model_fields:
         variable = f"{prefix}{field}".upper()
         if field in arguments:
-            sources[field] = f"argument (--{field})"
+            sources[field] = f"argument ({arguments[field]})"
         elif variable.lower() in environment:
             sources[field] = f"environment variable {variable}"
         elif field in in_file:
             sources[field] = f"settings file {path}"
         else:
             sources[field] = "default"
-    if "url" in arguments and sources["backend_options"] != "default" and not settings.backend_options:
+    dropped = "backend_options" not in arguments and sources["backend_options"] != "default"
+    if "url" in arguments and dropped and not settings.backend_options:
         sources["backend_options"] = "dropped: --url names another kind of backend than the configured one"
     return settings, path, sources
 
@@ -74,17 +77,16 @@ def _display(settings: StorageSettings, field: str) -> Any:
 
 
 @click.command()
-@url_option
+@store_options
 @json_option
-def config(url: str | None, as_json: bool) -> None:
+def config(store: StoreSpec, as_json: bool) -> None:
     """Show the effective settings and where each value came from.
 
     Precedence: --url, then AIRSSYS_STORAGE_* environment variables, then the
     settings file (AIRSSYS_STORAGE_CONFIG_FILE, else ./airssys-storage.toml,
     else the user's config.toml), then the defaults.
     """
-    arguments = {"url": url} if url is not None else {}
-    settings, path, sources = settings_provenance(arguments)
+    settings, path, sources = settings_provenance(store)
     if settings.url is None:
         sources["url"] = "default (a SQLite file in the user's data directory)"
     if as_json:

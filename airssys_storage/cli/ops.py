@@ -21,16 +21,16 @@ from .common import (
     ExitCode,
     Failure,
     Progress,
+    StoreSpec,
     echo_json,
     human_bytes,
     info,
     json_option,
-    load_settings,
     manifest_quota,
     open_manager,
     print_table,
     redact_url,
-    url_option,
+    store_options,
 )
 
 # -- stats -------------------------------------------------------------------
@@ -46,7 +46,7 @@ def _manifests(paths: Iterable[Path]) -> list[Manifest]:
 
 
 @click.command()
-@url_option
+@store_options
 @click.option(
     "--manifest",
     "manifest_paths",
@@ -55,13 +55,13 @@ def _manifests(paths: Iterable[Path]) -> list[Manifest]:
     help="A manifest, or a directory of *.toml manifests (repeatable): gives those components' quotas.",
 )
 @json_option
-def stats(url: str | None, manifest_paths: tuple[Path, ...], as_json: bool) -> None:
+def stats(store: StoreSpec, manifest_paths: tuple[Path, ...], as_json: bool) -> None:
     """Per component: keys and bytes used against its quota; then the backend's own statistics.
 
     Quotas come from manifests (--manifest) under the configured quota
     strategy; without a manifest a component's quota is unknown.
     """
-    settings = load_settings(url)
+    settings = store.settings()
     registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     quotas = {m.id: manifest_quota(settings, registry, m) for m in _manifests(manifest_paths)}
     with open_manager(settings, registry=registry) as manager:
@@ -148,7 +148,7 @@ def _workload(storage: ComponentStorage, ops: int, value_size: int, batch: int, 
 
 
 @click.command()
-@url_option
+@store_options
 @click.option(
     "--ops",
     "-n",
@@ -159,12 +159,12 @@ def _workload(storage: ComponentStorage, ops: int, value_size: int, batch: int, 
 )
 @click.option("--value-size", type=click.IntRange(0), default=100, show_default=True, help="Bytes per value.")
 @json_option
-def bench(url: str | None, ops: int, value_size: int, as_json: bool) -> None:
+def bench(store: StoreSpec, ops: int, value_size: int, as_json: bool) -> None:
     """Run a standard workload on the configured backend and print ops/s and µs p50/p99 per operation.
 
     Works in a fresh component named bench-XXXXXXXX, deleted at the end.
     """
-    settings = load_settings(url)
+    settings = store.settings()
     with open_manager(settings) as manager:
         taken = set(manager.backend.namespaces())
         component = f"bench-{secrets.token_hex(4)}"
@@ -228,14 +228,14 @@ def _run(phase: _Phase, progress: Progress) -> dict[str, Any]:
 
 
 @click.command()
-@url_option
+@store_options
 @json_option
-def repair(url: str | None, as_json: bool) -> None:
+def repair(store: StoreSpec, as_json: bool) -> None:
     """Repair a damaged store and recount its usage counters (backends with the repair capability, e.g. LevelDB).
 
     Stop every process using the store first.
     """
-    settings = load_settings(url)
+    settings = store.settings()
     registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     backend_cls = registry.backend_for_url(settings.resolved_url)
     if not backend_cls.capabilities.repair:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,29 +14,30 @@ from .common import (
     ComponentId,
     ExitCode,
     Failure,
+    JsonObject,
     Progress,
+    StoreSpec,
     component_option,
     info,
     input_file,
-    load_settings,
     manifest_option,
     open_component,
     open_manager,
     output_file,
     redact_url,
-    url_option,
+    store_options,
 )
 
 
 @click.command()
 @component_option
-@url_option
+@store_options
 @click.option(
     "--output", "-o", metavar="FILE", default="-", show_default=True, help="Where to write the export (- = stdout)."
 )
-def export(component: str, url: str | None, output: str) -> None:
+def export(component: str, store: StoreSpec, output: str) -> None:
     """Write every key of a component to a portable JSON Lines file (see docs/cli.md for the format)."""
-    with open_component(url, component) as storage:
+    with open_component(store, component) as storage:
         total = storage.usage().keys
         with Progress(f"exporting {component}", total) as progress, output_file(output) as stream:
             result = export_component(storage, stream, progress=progress)
@@ -48,10 +50,10 @@ def export(component: str, url: str | None, output: str) -> None:
 @click.command(name="import")
 @click.argument("file", metavar="FILE")
 @click.option("--component", "-c", type=ComponentId(), help="Import into this component (default: the file's).")
-@url_option
+@store_options
 @manifest_option
 @click.option("--replace", is_flag=True, help="Clear the component first, so it holds exactly the file's keys.")
-def import_(file: str, component: str | None, url: str | None, manifest_path: Path | None, replace: bool) -> None:
+def import_(file: str, component: str | None, store: StoreSpec, manifest_path: Path | None, replace: bool) -> None:
     """Import an export FILE (- = stdin) in atomic batches; a bad file is rejected before anything is written.
 
     Keys already holding the same value are not rewritten, so re-running an
@@ -62,7 +64,7 @@ def import_(file: str, component: str | None, url: str | None, manifest_path: Pa
         start = source.tell()
         target = component or read_export_component(source)
         source.seek(start)
-        with open_component(url, target, manifest_path) as storage, Progress(f"importing {target}", None) as progress:
+        with open_component(store, target, manifest_path) as storage, Progress(f"importing {target}", None) as progress:
 
             def started(found: ExportInfo) -> None:
                 progress.set_total(found.records)
@@ -76,13 +78,23 @@ def import_(file: str, component: str | None, url: str | None, manifest_path: Pa
 
 @click.command()
 @click.option("--from", "source_url", metavar="URL", required=True, help="The backend to copy from.")
+@click.option("--from-options", type=JsonObject(), help="Backend options of --from, as a JSON object.")
 @click.option("--to", "target_url", metavar="URL", required=True, help="The backend to copy to.")
+@click.option("--to-options", type=JsonObject(), help="Backend options of --to, as a JSON object.")
 @click.option(
     "--component", "-c", "components", type=ComponentId(), multiple=True, help="Copy only this component (repeatable)."
 )
 @click.option("--prune", is_flag=True, help="Also delete keys the source lacks, so the target mirrors the source.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-component result as JSON.")
-def migrate(source_url: str, target_url: str, components: tuple[str, ...], prune: bool, as_json: bool) -> None:
+def migrate(
+    source_url: str,
+    from_options: dict[str, Any] | None,
+    target_url: str,
+    to_options: dict[str, Any] | None,
+    components: tuple[str, ...],
+    prune: bool,
+    as_json: bool,
+) -> None:
     """Copy one or every component from one backend to another, then verify key counts and bytes.
 
     Identical values are not rewritten, so re-running after an interruption
@@ -91,7 +103,8 @@ def migrate(source_url: str, target_url: str, components: tuple[str, ...], prune
     """
     if source_url == target_url:
         raise Failure("--from and --to are the same URL: give two different stores")
-    source_settings, target_settings = load_settings(source_url), load_settings(target_url)
+    source_settings = StoreSpec(source_url, from_options).settings()
+    target_settings = StoreSpec(target_url, to_options).settings()
     with open_manager(source_settings) as source, open_manager(target_settings) as target:
         ids = list(components) if components else source.backend.namespaces()
         usages = {cid: operator_storage(source, cid).usage() for cid in ids}

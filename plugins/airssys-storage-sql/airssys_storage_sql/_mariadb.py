@@ -1,0 +1,164 @@
+"""MariaDB (and MySQL) through PyMySQL.
+
+Every connection sets a strict ``sql_mode`` (so an oversized or invalid value
+is an error, never silently cut), ``READ COMMITTED`` (no gap locks: writers
+of different namespaces do not block each other at namespace boundaries) and
+the lock wait timeout. Reads are autocommit statements; a write is an
+explicit transaction that first locks the namespace's usage row ``FOR
+UPDATE`` (creating it if needed), which makes it the namespace's only writer
+on every host, then follows :class:`TransactionalBackend`. Deadlocks roll the
+transaction back and are retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from airssys_storage import InternalError, InvalidKey, StorageError
+
+from ._schema import MARIADB_MAX_KEY_BYTES, SCHEMA_VERSION, create_statements
+from ._server import ServerBackend
+from ._transactional import TransactionalBackend
+from .backend import SQLBackend, SQLOptions, describe
+
+_STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+_SERVER_STATUS_IN_TRANS = 1
+# Server error numbers.
+_ER_LOCK_DEADLOCK = 1213
+_ER_CHECKREAD = 1020  # "record has changed since last read" (MariaDB snapshot isolation)
+_ER_LOCK_WAIT_TIMEOUT = 1205
+_ER_DATA_TOO_LONG = 1406
+_ER_NET_PACKET_TOO_LARGE = 1153
+_ER_NO_SUCH_TABLE = 1146
+
+
+def _errno(exc: Exception) -> int:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else 0
+
+
+class MariaDBBackend(ServerBackend, TransactionalBackend):
+    """Tables in a MariaDB/MySQL database, shared by any number of processes and hosts."""
+
+    engine = "mariadb"
+    _length = "LENGTH"
+
+    @classmethod
+    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, round(options.connect_timeout)),
+            "charset": "utf8mb4",
+            # Send bytes as _binary'…' so the server never checks them against the connection charset.
+            "binary_prefix": True,
+            **options.connect_args,
+        }
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        where = f"MariaDB at {url.host or 'localhost'}:{url.port or 3306}/{url.database or ''}"
+        return cls(engine, options, where)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        t = self._tables
+        self._prepare_statements()
+        self._q_upsert = f"INSERT INTO {t.data} (ns, k, v) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+        self._q_new_usage = (
+            f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (%s, 0, 0) ON DUPLICATE KEY UPDATE ns = ns"
+        )
+        self._q_lock = f"SELECT used_bytes FROM {t.usage} WHERE ns = %s FOR UPDATE"
+        self._q_many: dict[int, str] = {}
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def _setup(self, dbapi_connection: Any) -> Any:
+        conn = dbapi_connection
+        conn.autocommit(True)
+        cursor = conn.cursor()
+        cursor.execute(f"SET SESSION sql_mode = '{_STRICT}'")
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, round(self._options.lock_timeout))}")
+        return cursor
+
+    def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
+        sql = self._q_many.get(len(keys))
+        if sql is None:
+            marks = ", ".join(["%s"] * len(keys))
+            sql = self._q_many[len(keys)] = f"SELECT k, v FROM {self._tables.data} WHERE ns = %s AND k IN ({marks})"
+        return sql, (namespace, *keys)
+
+    # -- transactional primitives ----------------------------------------------------
+
+    def _begin(self, item: Any, namespace: str) -> None:
+        item.execute("START TRANSACTION")
+        if not item.execute(self._q_lock, (namespace,)):
+            # First write to the namespace: inserting the row locks it just the same.
+            item.execute(self._q_new_usage, (namespace,))
+
+    def _end(self, item: Any) -> None:
+        item.connection.commit()
+
+    def _execute(self, item: Any, sql: str, params: Sequence[Any]) -> int:
+        return item.execute(sql, params)  # type: ignore[no-any-return]
+
+    def _executemany(self, item: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        item.executemany(sql, rows)
+
+    def _retryable(self, exc: Exception) -> bool:
+        return _errno(exc) in (_ER_LOCK_DEADLOCK, _ER_CHECKREAD)
+
+    def _rollback(self, item: Any) -> None:
+        conn = item.connection
+        if conn.server_status & _SERVER_STATUS_IN_TRANS:
+            conn.rollback()
+
+    def _translate(self, exc: Exception, action: str) -> StorageError:
+        errno = _errno(exc)
+        if errno == _ER_DATA_TOO_LONG and "'k'" in str(exc):
+            return InvalidKey(f"the key is longer than the {MARIADB_MAX_KEY_BYTES} bytes the MariaDB key column holds")
+        if errno == _ER_LOCK_WAIT_TIMEOUT:
+            return InternalError(
+                f"{self.where}: a lock stayed held by another writer for more than "
+                f"{self._options.lock_timeout:g} s during {action}; retry, or raise backend_options.lock_timeout"
+            )
+        if errno == _ER_NET_PACKET_TOO_LARGE:
+            return InternalError(
+                f"{self.where} refused the {action}: it is larger than the server's max_allowed_packet "
+                f"({describe(exc)}); raise max_allowed_packet on the server"
+            )
+        return super()._translate(exc, action)
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _read_version(self, item: Any) -> int | str | None:
+        try:
+            item.execute(f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'")
+        except Exception as exc:
+            if _errno(exc) == _ER_NO_SUCH_TABLE:
+                return None
+            raise
+        row = item.fetchone()
+        return None if row is None else self._parse_version(row[0])
+
+    def _create_schema(self, item: Any) -> int | str | None:
+        # DDL commits implicitly in MariaDB, so a named lock (not a transaction) makes
+        # concurrent first opens take turns.
+        lock = f"airssys-storage:{self._options.table_prefix}"
+        item.execute("SELECT GET_LOCK(%s, %s)", (lock, max(1, round(self._options.lock_timeout))))
+        if item.fetchone()[0] != 1:
+            raise InternalError(f"{self.where}: another process is creating the tables; try again")
+        try:
+            version = self._read_version(item)
+            if version is None:
+                for statement in create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect):
+                    item.execute(statement)
+                item.execute(self._q_version_row, (str(SCHEMA_VERSION),))
+                version = SCHEMA_VERSION
+        finally:
+            item.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+            item.fetchall()
+        return version

@@ -1,0 +1,292 @@
+"""PostgreSQL through psycopg 3: one round trip per operation.
+
+Every operation is a single statement in autocommit mode, sent with binary
+parameters and (after psycopg's fifth use) as a server-side prepared
+statement. A write is a data-modifying CTE that
+
+1. upserts or deletes the rows; the upsert sets ``replaced_len`` to the length
+   of the value it replaces and returns it, so the old size comes from the
+   row the statement itself locked: exact even when another process writes
+   the same key at the same moment;
+2. adds the net delta to the namespace's usage row with the guarded update
+   ``… WHERE used_bytes + delta <= limit`` (the row lock serialises writers of
+   one namespace, on any host);
+3. calls ``<prefix>refuse()`` when that update matched no row, which raises
+   and so rolls the whole statement back: SQLSTATE ``AS002`` for a refused
+   quota, ``AS001`` when the namespace has no usage row yet (the backend
+   inserts it and runs the statement again).
+
+Rows are locked in key order (the batch arrays are sorted) and the usage row
+last, so writers of one namespace do not deadlock on puts; a deadlock the
+server still detects (crossing puts and deletes) or a serialization failure
+rolls the statement back and is retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from airssys_storage import Change, InternalError, StorageError, quota_exceeded
+
+from ._schema import SCHEMA_VERSION, create_statements
+from ._server import ServerBackend
+from ._transactional import MAX_ATTEMPTS, backoff
+from .backend import SQLBackend, SQLOptions
+
+_first = itemgetter(0)
+_QUOTA = "AS002"
+_NO_USAGE_ROW = "AS001"
+_RETRY = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+class PostgreSQLBackend(ServerBackend):
+    """Tables in a PostgreSQL database, shared by any number of processes and hosts."""
+
+    engine = "postgresql"
+
+    @classmethod
+    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, round(options.connect_timeout)),
+            "application_name": "airssys-storage",
+            **options.connect_args,
+        }
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        where = f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+        return cls(engine, options, where)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        t = self._tables
+        refuse = f"{self._options.table_prefix}refuse"
+        self._refuse_function = refuse
+        self._q_many = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%s)"
+        self._q_new_usage = (
+            f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (%s, 0, 0) ON CONFLICT (ns) DO NOTHING"
+        )
+        # The guard shared by the write statements; s(delta, count) is the net change.
+        charge = f"""
+            u AS (
+                UPDATE {t.usage} AS u
+                SET used_bytes = u.used_bytes + s.delta, key_count = u.key_count + s.count
+                FROM s
+                WHERE u.ns = %(ns)s AND (s.delta <> 0 OR s.count <> 0)
+                  AND (s.delta <= 0 OR %(limit)s::bigint IS NULL OR u.used_bytes + s.delta <= %(limit)s::bigint)
+                RETURNING 1
+            )"""
+        self._q_put = f"""
+            WITH w AS (
+                INSERT INTO {t.data} AS d (ns, k, v) VALUES (%(ns)s, %(k)s, %(v)s)
+                ON CONFLICT (ns, k) DO UPDATE SET replaced_len = octet_length(d.v), v = EXCLUDED.v
+                RETURNING d.replaced_len
+            ), s AS (
+                SELECT CASE WHEN w.replaced_len IS NULL THEN %(size)s::bigint
+                            ELSE %(vlen)s::bigint - w.replaced_len END AS delta,
+                       CASE WHEN w.replaced_len IS NULL THEN 1 ELSE 0 END AS count
+                FROM w
+            ), {charge}
+            SELECT s.count, CASE WHEN NOT EXISTS (SELECT FROM u) THEN {refuse}(%(ns)s, s.delta, s.count) END
+            FROM s"""
+        self._q_delete = f"""
+            WITH x AS (
+                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = %(k)s
+                RETURNING octet_length(k) + octet_length(v) AS size
+            ), u AS (
+                UPDATE {t.usage} AS u SET used_bytes = u.used_bytes - x.size, key_count = u.key_count - 1
+                FROM x WHERE u.ns = %(ns)s
+                RETURNING 1
+            )
+            SELECT count(*) FROM x"""
+        self._q_commit = f"""
+            WITH w AS (
+                INSERT INTO {t.data} AS d (ns, k, v)
+                SELECT %(ns)s, c.k, c.v
+                FROM unnest(%(keys)s::bytea[], %(values)s::bytea[]) WITH ORDINALITY AS c(k, v, i)
+                ORDER BY c.i
+                ON CONFLICT (ns, k) DO UPDATE SET replaced_len = octet_length(d.v), v = EXCLUDED.v
+                RETURNING octet_length(d.k) AS klen, octet_length(d.v) AS vlen, d.replaced_len
+            ), x AS (
+                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = ANY(%(deletes)s::bytea[])
+                RETURNING octet_length(k) + octet_length(v) AS size
+            ), s AS (
+                SELECT (COALESCE((SELECT sum(klen + vlen - COALESCE(klen + replaced_len, 0)) FROM w), 0)
+                        - COALESCE((SELECT sum(size) FROM x), 0))::bigint AS delta,
+                       ((SELECT count(*) FILTER (WHERE replaced_len IS NULL) FROM w)
+                        - (SELECT count(*) FROM x))::bigint AS count,
+                       (SELECT count(replaced_len) FROM w) + (SELECT count(*) FROM x) AS existed
+            ), {charge}
+            SELECT s.existed, CASE WHEN NOT EXISTS (SELECT FROM u) THEN {refuse}(%(ns)s, s.delta, s.count) END
+            FROM s"""
+        # Subtracts what it deleted rather than zeroing, so a write committed by
+        # another process while the delete ran stays counted.
+        self._q_clear = f"""
+            WITH x AS (
+                DELETE FROM {t.data} WHERE ns = %(ns)s RETURNING octet_length(k) + octet_length(v) AS size
+            )
+            UPDATE {t.usage} AS u
+            SET used_bytes = u.used_bytes - COALESCE((SELECT sum(size) FROM x), 0),
+                key_count = u.key_count - (SELECT count(*) FROM x)
+            WHERE u.ns = %(ns)s"""
+
+    def _setup(self, dbapi_connection: Any) -> Any:
+        conn = dbapi_connection
+        conn.autocommit = True
+        cursor = conn.cursor(binary=True)
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cursor.execute(f"SET lock_timeout = {int(self._options.lock_timeout * 1000)}")
+        return cursor
+
+    def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
+        return self._q_many, (namespace, list(keys))
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _write(self, action: str, sql: str, params: dict[str, Any], limit: int | None) -> Any:
+        """Run a write statement; returns its first column. Retries conflicts, refuses quota."""
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                cursor = self._idle.pop()
+            except IndexError:
+                cursor = self._acquire()
+            try:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            except Exception as exc:
+                state = getattr(exc, "sqlstate", None)
+                if state == _QUOTA and limit is not None:
+                    self._release(cursor)
+                    used, delta = map(int, exc.diag.message_detail.split())  # type: ignore[attr-defined]
+                    raise quota_exceeded(params["ns"], used, delta, limit) from None
+                if state == _NO_USAGE_ROW and attempt + 1 < MAX_ATTEMPTS:
+                    self._release(cursor)
+                    self._run("creating a usage row", lambda c: c.execute(self._q_new_usage, (params["ns"],)))
+                    continue
+                if state in _RETRY and attempt + 1 < MAX_ATTEMPTS:
+                    self._release(cursor)
+                    backoff(attempt)
+                    continue
+                raise self._failed(cursor, exc, action) from exc
+            except BaseException:
+                self._interrupted(cursor)
+                raise
+            self._idle.append(cursor)
+            return row[0]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
+        if value is None:
+            return int(self._write("delete", self._q_delete, {"ns": namespace, "k": key}, limit)) > 0
+        params = {
+            "ns": namespace,
+            "k": key,
+            "v": value,
+            "size": len(key) + len(value),
+            "vlen": len(value),
+            "limit": limit,
+        }
+        return int(self._write("set", self._q_put, params, limit)) == 0  # count 0: the key existed
+
+    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        ordered = sorted(changes, key=_first)
+        params = {
+            "ns": namespace,
+            "keys": [key for key, value in ordered if value is not None],
+            "values": [value for _, value in ordered if value is not None],
+            "deletes": [key for key, value in ordered if value is None],
+            "limit": limit,
+        }
+        return int(self._write("commit", self._q_commit, params, limit))
+
+    def clear(self, namespace: str) -> None:
+        self._write_plain("clear", self._q_clear, {"ns": namespace})
+
+    def _write_plain(self, action: str, sql: str, params: dict[str, Any]) -> None:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                cursor = self._idle.pop()
+            except IndexError:
+                cursor = self._acquire()
+            try:
+                cursor.execute(sql, params)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) in _RETRY and attempt + 1 < MAX_ATTEMPTS:
+                    self._release(cursor)
+                    backoff(attempt)
+                    continue
+                raise self._failed(cursor, exc, action) from exc
+            except BaseException:
+                self._interrupted(cursor)
+                raise
+            self._idle.append(cursor)
+            return
+
+    # -- connection state ------------------------------------------------------------------
+
+    def _rollback(self, item: Any) -> None:
+        if item.connection.info.transaction_status != 0:  # not IDLE: a transaction is open or failed
+            item.connection.rollback()
+
+    def _is_disconnect(self, item: Any, exc: Exception) -> bool:
+        conn = item.connection
+        return bool(conn.closed or conn.broken or super()._is_disconnect(item, exc))
+
+    def _translate(self, exc: Exception, action: str) -> StorageError:
+        state = getattr(exc, "sqlstate", None)
+        if state == "55P03":  # lock_not_available
+            return InternalError(
+                f"{self.where}: a lock stayed held by another writer for more than "
+                f"{self._options.lock_timeout:g} s during {action}; retry, or raise backend_options.lock_timeout"
+            )
+        return super()._translate(exc, action)
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _read_version(self, item: Any) -> int | str | None:
+        item.execute("SELECT to_regclass(%s)::text", (self._tables.meta,))
+        if item.fetchone()[0] is None:
+            return None
+        item.execute(f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'")
+        row = item.fetchone()
+        return None if row is None else self._parse_version(row[0])
+
+    def _create_schema(self, item: Any) -> int | str | None:
+        digest = hashlib.sha256(f"airssys-storage:{self._options.table_prefix}".encode()).digest()
+        lock = int.from_bytes(digest[:8], "big", signed=True)
+        with item.connection.transaction():
+            # Concurrent first opens take turns (CREATE TABLE IF NOT EXISTS alone can race in the catalog).
+            item.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            version = self._read_version(item)
+            if version is None:
+                for statement in create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect):
+                    item.execute(statement)
+                item.execute(self._refuse_ddl())
+                item.execute(self._q_version_row, (str(SCHEMA_VERSION),))
+                version = SCHEMA_VERSION
+        return version
+
+    def _refuse_ddl(self) -> str:
+        return f"""
+            CREATE OR REPLACE FUNCTION {self._refuse_function}(p_ns text, p_delta bigint, p_count bigint)
+            RETURNS integer LANGUAGE plpgsql AS $fn$
+            DECLARE
+                v_used bigint;
+            BEGIN
+                IF p_delta = 0 AND p_count = 0 THEN
+                    RETURN 0;  -- nothing to charge, so nothing to refuse
+                END IF;
+                SELECT used_bytes INTO v_used FROM {self._tables.usage} WHERE ns = p_ns;
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION 'airssys-storage: namespace % has no usage row yet', p_ns
+                        USING ERRCODE = '{_NO_USAGE_ROW}';
+                END IF;
+                RAISE EXCEPTION 'airssys-storage: quota exceeded for %', p_ns
+                    USING ERRCODE = '{_QUOTA}', DETAIL = v_used::text || ' ' || p_delta::text;
+            END
+            $fn$"""

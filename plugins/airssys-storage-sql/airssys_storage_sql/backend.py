@@ -1,0 +1,410 @@
+"""The ``sql`` backend: URL and option handling, connections, errors, schema version.
+
+:class:`SQLBackend` is the class the plugin registers. :meth:`SQLBackend.open`
+picks the engine from the URL and returns an instance of the engine's subclass
+(:mod:`._sqlite`, :mod:`._postgresql`, :mod:`._mariadb`); each subclass writes
+its own hot path against the raw DBAPI connection, with SQL strings built once
+per instance.
+
+Connections: SQLAlchemy creates them (URL parsing, dialect, connect
+arguments) through a ``NullPool``; the backend keeps the idle ones in a plain
+list used as a stack. ``list.pop()`` / ``list.append()`` are atomic under the
+GIL, so taking and returning a connection costs about 0.1 µs instead of a
+pool checkout with its reset-on-return round trip, and any number of threads
+may share one backend. At most ``pool_size`` connections exist; a thread that
+finds none idle waits up to ``pool_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from airssys_storage import Capabilities, ConfigurationError, InternalError, StorageBackend, StorageError, Usage
+
+from ._schema import SCHEMA_VERSION, table_names
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.pool import PoolProxiedConnection
+
+__all__ = ["SQLBackend", "SQLOptions"]
+
+#: URL scheme (before ``+driver``) -> engine family.
+ENGINES = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mariadb",
+    "mariadb": "mariadb",
+}
+#: The DBAPI driver each family's hot path is written for, and the extra that installs it.
+DRIVERS = {"sqlite": ("pysqlite", None), "postgresql": ("psycopg", "postgresql"), "mariadb": ("pymysql", "mysql")}
+
+_PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
+_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SQLOptions:
+    """``backend_options`` of the ``sql`` backend (all optional)."""
+
+    #: Prefix of the three table names (``<prefix>data``, ``<prefix>usage``, ``<prefix>meta``).
+    table_prefix: str = "airssys_"
+    #: Most connections this backend opens (one per concurrently busy thread).
+    pool_size: int = 8
+    #: Seconds a thread waits for a connection when ``pool_size`` are busy.
+    pool_timeout: float = 30.0
+    #: Seconds a write waits for a lock held by another writer before failing.
+    lock_timeout: float = 10.0
+    #: Seconds to wait for a server connection (PostgreSQL, MariaDB).
+    connect_timeout: float = 10.0
+    #: SQLite ``PRAGMA synchronous``: NORMAL survives a process crash, FULL also power loss.
+    synchronous: str = "NORMAL"
+    #: Extra keyword arguments for the DBAPI ``connect()`` (e.g. ``{"sslmode": "require"}``).
+    connect_args: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any], engine: str) -> SQLOptions:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown backend_options {unknown} for the sql backend; known: {', '.join(sorted(known))}"
+            )
+        values = dict(options)
+        prefix = values.get("table_prefix", cls.table_prefix)
+        if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
+            raise ConfigurationError(
+                f"backend_options.table_prefix {prefix!r} is invalid: use lower-case ASCII letters, digits "
+                "and _ (a letter first, at most 40 characters), e.g. 'airssys_'"
+            )
+        for name in ("pool_size",):
+            value = values.get(name, getattr(cls, name))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"backend_options.{name} must be a positive integer, got {value!r}")
+        for name in ("pool_timeout", "lock_timeout", "connect_timeout"):
+            value = values.get(name, getattr(cls, name))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigurationError(f"backend_options.{name} must be a positive number of seconds, got {value!r}")
+            values[name] = float(value)
+        synchronous = values.get("synchronous", cls.synchronous)
+        if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"backend_options.synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        if "synchronous" in values and engine != "sqlite":
+            raise ConfigurationError("backend_options.synchronous applies to SQLite only")
+        values["synchronous"] = synchronous.upper()
+        connect_args = values.get("connect_args", {})
+        if not isinstance(connect_args, Mapping):
+            raise ConfigurationError(f"backend_options.connect_args must be a table/dict, got {connect_args!r}")
+        values["connect_args"] = dict(connect_args)
+        return cls(**values)
+
+
+def parse_url(url: str) -> tuple[URL, str]:
+    """The SQLAlchemy URL for *url* with this backend's driver filled in, and the engine family."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme, sep, rest = url.partition("://")
+    base, _, driver = scheme.lower().partition("+")
+    engine = ENGINES.get(base)
+    if not sep or engine is None:
+        raise ConfigurationError(f"the sql backend serves {', '.join(ENGINES)} URLs, not {url.split('://')[0]!r}")
+    wanted = DRIVERS[engine][0]
+    if driver and driver != wanted:
+        raise ConfigurationError(
+            f"driver {driver!r} is not supported for {base} URLs: the sql backend's fast path is written for "
+            f"{wanted}; write {('postgresql' if base == 'postgres' else base)}+{wanted}://…"
+        )
+    if engine == "postgresql":
+        base = "postgresql"  # SQLAlchemy 2 no longer accepts the postgres:// alias
+    name = base if engine == "sqlite" else f"{base}+{wanted}"
+    try:
+        return make_url(f"{name}://{rest}"), engine
+    except ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL {redact(url)!r}: {exc}") from None
+
+
+def redact(url: str) -> str:
+    """*url* without its password."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` for error messages."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class SQLBackend(StorageBackend):
+    """Key-value storage in SQLite, PostgreSQL or MariaDB tables (see the package docs)."""
+
+    name = "sql"
+    url_schemes = tuple(ENGINES)
+    capabilities = Capabilities(persistent=True, multi_process=True)
+
+    #: Engine family of the subclass: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
+    engine: ClassVar[str] = ""
+
+    def __init__(self, sa_engine: Engine, options: SQLOptions, where: str) -> None:
+        self._sa_engine = sa_engine
+        self._options = options
+        self._tables = table_names(options.table_prefix)
+        self._q_version_row = f"INSERT INTO {self._tables.meta} (name, value) VALUES ('schema_version', %s)"
+        #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
+        self.where = where
+        # Idle connections (engine-specific items: a connection or a cursor).
+        self._idle: list[Any] = []
+        self._fairies: dict[int, PoolProxiedConnection] = {}
+        self._connections = 0  # open or being opened
+        self._max_connections = options.pool_size
+        self._slow_lock = threading.Lock()
+        self._closed = False
+
+    # -- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, options: Mapping[str, Any]) -> SQLBackend:
+        sa_url, engine = parse_url(url)
+        opts = SQLOptions.parse(options, engine)
+        impl: type[SQLBackend]
+        try:
+            if engine == "sqlite":
+                from ._sqlite import SQLiteBackend as impl
+            elif engine == "postgresql":
+                from ._postgresql import PostgreSQLBackend as impl
+            else:
+                from ._mariadb import MariaDBBackend as impl
+        except ModuleNotFoundError as exc:
+            extra = DRIVERS[engine][1]
+            raise ConfigurationError(
+                f"the {engine} driver is not installed ({exc}); install it with: "
+                f"pip install 'airssys-storage-sql[{extra}]'"
+            ) from None
+        backend = impl.create(sa_url, opts)
+        try:
+            backend._ensure_schema()
+        except BaseException:
+            backend.close()
+            raise
+        return backend
+
+    @classmethod
+    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
+        """Build the SQLAlchemy engine for *url* and the backend around it (no I/O yet)."""
+        raise NotImplementedError
+
+    # -- connections -------------------------------------------------------------
+
+    def _acquire(self) -> Any:
+        """An idle connection item, or a new one; waits when ``pool_size`` are busy."""
+        deadline = 0.0
+        while True:
+            with self._slow_lock:
+                if self._closed:
+                    raise InternalError(f"the sql backend for {self.where} is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._connections < self._max_connections:
+                    self._connections += 1  # reserved; given back if connecting fails
+                    break
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + self._options.pool_timeout
+            elif now > deadline:
+                raise InternalError(
+                    f"all {self._max_connections} connections to {self.where} stayed busy for "
+                    f"{self._options.pool_timeout:g} s; raise backend_options.pool_size"
+                )
+            time.sleep(0.001)
+        try:
+            fairy = self._sa_engine.raw_connection()
+        except BaseException as exc:
+            self._give_back_slot()
+            raise InternalError(f"cannot connect to {self.where}: {describe(exc)}") from exc
+        try:
+            item = self._setup(fairy.dbapi_connection)
+        except BaseException as exc:
+            self._give_back_slot()
+            fairy.invalidate()
+            if isinstance(exc, StorageError):
+                raise
+            raise InternalError(f"cannot set up a connection to {self.where}: {describe(exc)}") from exc
+        with self._slow_lock:
+            self._fairies[id(item)] = fairy
+        return item
+
+    def _give_back_slot(self) -> None:
+        with self._slow_lock:
+            self._connections -= 1
+
+    def _setup(self, dbapi_connection: Any) -> Any:
+        """Configure a new DBAPI connection; returns the item kept in the idle stack."""
+        raise NotImplementedError
+
+    def _release(self, item: Any) -> None:
+        self._idle.append(item)
+
+    def _discard(self, item: Any) -> None:
+        """Close *item*'s connection and forget it (it is broken or in an unknown state)."""
+        with self._slow_lock:
+            fairy = self._fairies.pop(id(item), None)
+            if fairy is not None:
+                self._connections -= 1
+        if fairy is not None:
+            try:
+                fairy.invalidate()
+            except Exception:  # closing a dead connection may fail; it is gone either way
+                pass
+
+    def _discard_idle(self) -> None:
+        """Drop every idle connection: after a disconnect they most likely all died with the server."""
+        while True:
+            try:
+                item = self._idle.pop()
+            except IndexError:
+                return
+            self._discard(item)
+
+    # -- errors ----------------------------------------------------------------------
+
+    def _failed(self, item: Any, exc: Exception, action: str) -> StorageError:
+        """Clean up *item* after *exc* and return the error to raise."""
+        if isinstance(exc, StorageError):
+            self._recover(item)
+            return exc
+        if self._is_disconnect(item, exc):
+            self._discard(item)
+            self._discard_idle()
+            return InternalError(
+                f"lost the connection to {self.where} during {action}: {describe(exc)}; "
+                "the backend reconnects on the next operation"
+            )
+        self._recover(item)
+        return self._translate(exc, action)
+
+    def _interrupted(self, item: Any) -> None:
+        """A BaseException (KeyboardInterrupt …) left *item* in an unknown state."""
+        self._discard(item)
+
+    def _recover(self, item: Any) -> None:
+        """Roll back any open transaction on *item* and return it to the idle stack."""
+        try:
+            self._rollback(item)
+        except Exception:
+            self._discard(item)
+        else:
+            self._release(item)
+
+    def _rollback(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def _is_disconnect(self, item: Any, exc: Exception) -> bool:
+        raise NotImplementedError
+
+    def _translate(self, exc: Exception, action: str) -> StorageError:
+        return InternalError(f"{self.where} failed during {action}: {describe(exc)}")
+
+    # -- non-hot-path helpers ------------------------------------------------------------
+
+    def _run(self, action: str, work: Callable[[Any], T]) -> T:
+        """Run *work(item)* on a pooled connection with uniform error handling."""
+        try:
+            item = self._idle.pop()
+        except IndexError:
+            item = self._acquire()
+        try:
+            result = work(item)
+        except Exception as exc:
+            raise self._failed(item, exc, action) from exc
+        except BaseException:
+            self._interrupted(item)
+            raise
+        self._release(item)
+        return result
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        """Create the tables on first open; refuse a store whose schema version is unknown."""
+        version = self._run("opening", self._read_version)
+        if version is None:
+            version = self._run("creating the tables", self._create_schema)
+        if version != SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the tables {self._tables.data}, {self._tables.usage} in {self.where} have schema version "
+                f"{version!r}, but this airssys-storage-sql understands version {SCHEMA_VERSION} only: "
+                + (
+                    "upgrade airssys-storage-sql"
+                    if isinstance(version, int) and version > SCHEMA_VERSION
+                    else "the tables were not written by airssys-storage-sql; choose another table_prefix"
+                )
+            )
+
+    def _read_version(self, item: Any) -> int | str | None:
+        """The stored schema version, ``None`` when the tables do not exist yet."""
+        raise NotImplementedError
+
+    def _create_schema(self, item: Any) -> int | str | None:
+        """Create the tables (race-safe against other processes); return the version now stored."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _parse_version(value: object) -> int | str | None:
+        if value is None:
+            return None
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        return int(text) if text.isdigit() else text
+
+    # -- administration -------------------------------------------------------------------
+
+    def namespaces(self) -> list[str]:
+        sql = f"SELECT ns FROM {self._tables.usage} WHERE key_count > 0"
+        rows = self._run("namespaces", lambda item: self._fetchall(item, sql, ()))
+        return sorted(row[0].decode() if isinstance(row[0], bytes) else row[0] for row in rows)
+
+    def stats(self) -> dict[str, Any]:
+        sql = f"SELECT count(*), sum(key_count), sum(used_bytes) FROM {self._tables.usage} WHERE key_count > 0"
+        row = self._run("stats", lambda item: self._fetchall(item, sql, ()))[0]
+        return {
+            "engine": self.engine,
+            "database": self.where,
+            "table_prefix": self._options.table_prefix,
+            "schema_version": SCHEMA_VERSION,
+            "namespaces": int(row[0] or 0),
+            "keys": int(row[1] or 0),
+            "bytes": int(row[2] or 0),
+            "connections": len(self._fairies),
+        }
+
+    def _fetchall(self, item: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def usage(self, namespace: str) -> Usage:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self._slow_lock:
+            self._closed = True
+            fairies = list(self._fairies.values())
+            self._fairies.clear()
+            self._connections = 0
+            self._idle.clear()
+        for fairy in fairies:
+            try:
+                fairy.close()
+            except Exception:  # a dead connection cannot be closed cleanly; nothing is lost
+                pass
+        self._sa_engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.where} prefix={self._options.table_prefix!r}>"

@@ -122,24 +122,30 @@ class LevelDBBackend(StorageBackend):
         self.options = options
         self._lock = threading.Lock()
         self._spaces: dict[str, _Space] = {}
-        self._db: Any = db
-        # One batch, cleared and reused per commit (under the lock): saves an allocation per write.
-        self._batch: Any = self._new_batch(db)
-        self._put: Any = self._new_put(db)
         # Value sizes of recently written keys (-1: known absent), so that a
         # write can charge its quota delta without reading the old value.
         # Exact because no other process can write this database while it is open.
         self._sizes: dict[bytes, int] = {}
         self._size_limit = options.size_cache_keys
+        self._bind(db)
         self._real_path = os.path.realpath(path)
         with _open_paths_lock:
             _open_paths.add(self._real_path)
 
-    def _new_batch(self, db: Any) -> Any:
-        return db.write_batch(sync=True) if self.options.sync else db.write_batch()
-
-    def _new_put(self, db: Any) -> Any:
-        return functools.partial(db.put, sync=True) if self.options.sync else db.put
+    def _bind(self, db: Any) -> None:
+        """Point every handle at *db* (a ``plyvel.DB`` or the closed stand-in); forget the caches."""
+        self._db: Any = db
+        # Bound once: the per-operation paths skip two attribute lookups.
+        self._get: Any = db.get
+        if isinstance(db, _Closed) or not self.options.sync:
+            self._put: Any = db.put
+            # One batch, cleared and reused per commit (under the lock): saves an allocation per write.
+            self._batch: Any = db if isinstance(db, _Closed) else db.write_batch()
+        else:
+            self._put = functools.partial(db.put, sync=True)
+            self._batch = db.write_batch(sync=True)
+        self._spaces.clear()
+        self._sizes.clear()
 
     # -- opening ---------------------------------------------------------------
 
@@ -200,14 +206,14 @@ class LevelDBBackend(StorageBackend):
         except KeyError:
             prefix = self._space(namespace).prefix
         try:
-            value: bytes | None = self._db.get(prefix + key)
+            value: bytes | None = self._get(prefix + key)
         except plyvel.Error as exc:
             self._fail("read from", exc)
         return value
 
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         prefix = self._space(namespace).prefix
-        get = self._db.get
+        get = self._get
         try:
             return [get(prefix + key) for key in keys]
         except plyvel.Error as exc:
@@ -243,7 +249,7 @@ class LevelDBBackend(StorageBackend):
         counter = space.usage
         if counter is None:
             try:
-                raw = self._db.get(space.usage_key)
+                raw = self._get(space.usage_key)
             except plyvel.Error as exc:
                 self._fail("read from", exc)
             counter = (0, 0) if raw is None else self._unpack_usage(space.usage_key, raw)
@@ -254,7 +260,7 @@ class LevelDBBackend(StorageBackend):
         if len(raw) != USAGE.size:
             raise InternalError(
                 f"the usage counter of namespace {namespace_of_usage_key(key)!r} in the LevelDB database at "
-                f"{self.path} is corrupted ({len(raw)} bytes); repair the database (see the backend's README)"
+                f"{self.path} is corrupted ({len(raw)} bytes); {_repair_hint(self.path)}"
             )
         used, count = USAGE.unpack(raw)
         return used, count
@@ -267,13 +273,19 @@ class LevelDBBackend(StorageBackend):
         except KeyError:
             space = self._space(namespace)
         data_key = space.prefix + key
-        sizes = self._sizes
         with self._lock:
             try:
-                old_size = sizes.get(data_key)
+                cached = old_size = self._sizes.get(data_key)
                 if old_size is None:
-                    old = self._db.get(data_key)
+                    old = self._get(data_key)
                     old_size = -1 if old is None else len(old)
+                if value is not None and old_size == len(value):
+                    # Same-size overwrite: the counter is unchanged, so the data
+                    # record alone is the whole (atomic) commit.
+                    self._put(data_key, value)
+                    if cached is None:
+                        self._remember(data_key, old_size)
+                    return True
                 used, count = space.usage or self._load_usage(space)
                 if old_size < 0:
                     if value is None:
@@ -288,12 +300,6 @@ class LevelDBBackend(StorageBackend):
                 else:
                     new_size = len(value)
                     delta = new_size - old_size
-                    if not delta:
-                        # Same-size overwrite: the counter is unchanged, so the
-                        # data record alone is the whole (atomic) commit.
-                        self._put(data_key, value)
-                        self._remember(data_key, new_size)
-                        return True
                 if delta > 0 and limit is not None and used + delta > limit:
                     raise quota_exceeded(namespace, used, delta, limit)
                 used += delta
@@ -317,7 +323,7 @@ class LevelDBBackend(StorageBackend):
         sizes = self._sizes
         with self._lock:
             try:
-                get = self._db.get
+                get = self._get
                 used, count = space.usage or self._load_usage(space)
                 batch = self._batch
                 batch.clear()
@@ -466,30 +472,22 @@ class LevelDBBackend(StorageBackend):
         """Close, run LevelDB's ``RepairDB``, reopen and recount the usage counters."""
         with self._lock:
             self._db.close()
-            self._db = _Closed(self.path)
+            self._bind(_Closed(self.path))
             try:
                 plyvel.repair_db(self.path, **self.options.plyvel_kwargs())
             except plyvel.Error as exc:
                 raise InternalError(f"repairing the LevelDB database at {self.path} failed: {_message(exc)}") from exc
-            db = _open_db(self.path, self.options)
-            self._db = db
-            self._batch = self._new_batch(db)
-            self._put = self._new_put(db)
-            self._spaces.clear()
-            self._sizes.clear()
+            self._bind(_open_db(self.path, self.options))
         self.recount()
 
     def close(self) -> None:
         with self._lock:
             db = self._db
-            self._db = self._batch = _Closed(self.path)
-            self._put = self._db.put
-            self._spaces.clear()
-            self._sizes.clear()
+            self._bind(_Closed(self.path))
             if not isinstance(db, _Closed):
                 db.close()
-                with _open_paths_lock:
-                    _open_paths.discard(self._real_path)
+            with _open_paths_lock:
+                _open_paths.discard(self._real_path)
 
     def _fail(self, action: str, exc: Exception) -> NoReturn:
         raise _error(self.path, action, exc) from exc
@@ -506,11 +504,15 @@ def _message(exc: BaseException) -> str:
 def _error(path: str, action: str, exc: Exception) -> StorageError:
     message = _message(exc)
     if isinstance(exc, plyvel.CorruptionError):
-        return InternalError(
-            f"the LevelDB database at {path} is corrupted ({message}); stop the host and repair it with "
-            f"LevelDBBackend.repair_url('leveldb://{path}') (LevelDB's RepairDB, see the backend's README)"
-        )
+        return InternalError(f"the LevelDB database at {path} is corrupted ({message}); {_repair_hint(path)}")
     return InternalError(f"cannot {action} the LevelDB database at {path}: {message}")
+
+
+def _repair_hint(path: str) -> str:
+    return (
+        f"stop every process using it and run `airssys-storage repair --url leveldb://{path}` "
+        f"(or LevelDBBackend.repair_url('leveldb://{path}')); see the airssys-storage-leveldb README"
+    )
 
 
 def _check_location(path: str) -> None:
@@ -531,8 +533,7 @@ def _check_location(path: str) -> None:
         entries = set(os.listdir(path)) - {"LOCK", "LOG", "LOG.old"}
         if any(name.endswith((".ldb", ".log", ".sst")) or name.startswith("MANIFEST-") for name in entries):
             raise InternalError(
-                f"the LevelDB database at {path} is corrupted (its CURRENT file is missing); repair it with "
-                f"LevelDBBackend.repair_url('leveldb://{path}') (see the backend's README)"
+                f"the LevelDB database at {path} is corrupted (its CURRENT file is missing); {_repair_hint(path)}"
             )
         if entries:
             raise ConfigurationError(
@@ -574,7 +575,7 @@ def _check_schema(db: Any, path: str) -> None:
         return
     if not raw.isdigit():
         raise InternalError(
-            f"the LevelDB database at {path} has a corrupted schema version {raw!r}; repair it (see the README)"
+            f"the LevelDB database at {path} has a corrupted schema version {raw!r}; {_repair_hint(path)}"
         )
     version = int(raw)
     if version > SCHEMA_VERSION:

@@ -252,14 +252,14 @@ def _corrupt_manifest(db: Path) -> None:
 def test_corrupted_database_names_the_path_and_repair(url: str, tmp_path: Path) -> None:
     _write_sample(url)
     _corrupt_manifest(tmp_path / "db")
-    with pytest.raises(InternalError, match=rf"{esc(tmp_path / 'db')} is corrupted.*repair_url"):
+    with pytest.raises(InternalError, match=rf"{esc(tmp_path / 'db')} is corrupted.*airssys-storage repair --url"):
         manager_on(url)
 
 
 def test_missing_current_file_is_corruption(url: str, tmp_path: Path) -> None:
     _write_sample(url)
     (tmp_path / "db" / "CURRENT").unlink()
-    with pytest.raises(InternalError, match=r"CURRENT file is missing.*repair_url"):
+    with pytest.raises(InternalError, match=r"CURRENT file is missing.*airssys-storage repair"):
         manager_on(url)
 
 

@@ -201,11 +201,19 @@ def print_table(
     for index, column in enumerate(columns):
         table.add_column(column, justify="right" if index in right else "left", overflow="fold")
     for row in rows:
-        table.add_row(*("-" if cell is None else str(cell) for cell in row))
+        table.add_row(*(_cell(cell) for cell in row))
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # piped: no terminal width to fit, so do not wrap at 80 columns
     console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def human_bytes(count: int) -> str:

@@ -101,7 +101,9 @@ def config(store: StoreSpec, as_json: bool) -> None:
         return
     rows = [[field, _display(settings, field), sources[field]] for field in sources]
     print_table(None, ["setting", "value", "source"], rows)
-    if path is None:
+    if path is not None:
+        info(f"settings file: {path}")
+    else:
         info(f"no settings file (set {CONFIG_FILE_ENV}, or create ./airssys-storage.toml or the user's config.toml)")
 
 

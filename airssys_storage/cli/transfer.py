@@ -101,10 +101,10 @@ def migrate(
     finishes the copy. Stop the writers of the source first: the verification
     compares the source and the target at the end.
     """
-    if source_url == target_url:
-        raise Failure("--from and --to are the same URL: give two different stores")
     source_settings = StoreSpec(source_url, from_options).settings()
     target_settings = StoreSpec(target_url, to_options).settings()
+    if (source_settings.url, source_settings.backend_options) == (target_settings.url, target_settings.backend_options):
+        raise Failure("--from and --to name the same store: give two different URLs (or backend options)")
     with open_manager(source_settings) as source, open_manager(target_settings) as target:
         ids = list(components) if components else source.backend.namespaces()
         usages = {cid: operator_storage(source, cid).usage() for cid in ids}

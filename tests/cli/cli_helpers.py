@@ -10,6 +10,7 @@ is an error, not a skip.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from airssys_storage import ComponentStorage, PluginError, PluginRegistry, StorageManager, StorageSettings
+from airssys_storage import ComponentStorage, ConfigurationError, StorageManager, StorageSettings
 from airssys_storage.exchange import operator_settings, operator_storage
 
 #: Runs the command line in-process (click's runner on ``main``).
@@ -46,13 +47,16 @@ class Completed:
 
 @dataclass(frozen=True)
 class Backend:
-    """A kind of store the tests can create: ``make(tmp_path)`` gives a fresh URL."""
+    """A kind of store the tests can create: ``make(tmp_path)`` gives a fresh URL.
+
+    On a shared server, stores are told apart by a table prefix of their own
+    (``cli_a_``, ``cli_b_``) so that these tests never touch other tests' tables.
+    """
 
     name: str
     make: Callable[[Path], str]
     #: (host, port) of the server, for shared stores.
     server: tuple[str, int] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shared(self) -> bool:
@@ -77,11 +81,6 @@ BACKENDS = {
 
 def _unavailable(backend: Backend, tmp_path: Path) -> str | None:
     """Why *backend* cannot be used here, or ``None``."""
-    url = backend.make(tmp_path)
-    try:
-        PluginRegistry.load().backend_for_url(url)
-    except PluginError as exc:
-        return f"{backend.name}: plugin not installed ({exc.message})"
     if backend.server is not None:
         try:
             socket.create_connection(backend.server, timeout=2).close()
@@ -90,6 +89,10 @@ def _unavailable(backend: Backend, tmp_path: Path) -> str | None:
             if os.environ.get("CI") == "true":
                 pytest.fail(reason + " — under CI the service must run")
             return reason
+    try:  # the plugin, and its driver for this URL, are installed
+        StorageManager.from_settings(StorageSettings(url=backend.make(tmp_path))).close()
+    except ConfigurationError as exc:
+        return f"{backend.name}: not installed ({exc.message})"
     return None
 
 
@@ -103,10 +106,11 @@ def use_backend(name: str, tmp_path: Path) -> Backend:
 
 @dataclass
 class Store:
-    """One store for a test: its URL, and component ids that are fresh on shared servers."""
+    """One store for a test: its URL and options, and component ids that are fresh on shared servers."""
 
     backend: Backend
     url: str
+    options: dict[str, Any] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
 
     def component(self, base: str) -> str:
@@ -115,8 +119,12 @@ class Store:
         self.used.add(cid)
         return cid
 
+    def args(self, url_flag: str = "--url", options_flag: str = "--backend-options") -> list[str]:
+        """The command-line options naming this store."""
+        return [url_flag, self.url, *([options_flag, json.dumps(self.options)] if self.options else [])]
+
     def manager(self) -> StorageManager:
-        settings = StorageSettings(url=self.url, backend_options=self.backend.options)
+        settings = StorageSettings(url=self.url, backend_options=self.options)
         return StorageManager.from_settings(operator_settings(settings))
 
     def write(self, component: str, data: Mapping[str, bytes]) -> None:
@@ -128,6 +136,7 @@ class Store:
                 storage.set_many(items[start : start + 100])
 
     def read(self, component: str) -> dict[str, bytes]:
+        self.used.add(component)
         with self.manager() as manager:
             return read_all(operator_storage(manager, component))
 

@@ -44,7 +44,10 @@ def make_store(tmp_path: Path) -> Iterator[Callable[[str], Store]]:
         where = tmp_path / f"{name}-{len(stores)}"
         where.mkdir()
         backend = use_backend(name, where)
-        store = Store(backend, backend.make(where))
+        options = {}
+        if backend.shared:
+            options["table_prefix"] = f"cli_{'ab'[sum(s.backend is backend for s in stores)]}_"
+        store = Store(backend, backend.make(where), options)
         stores.append(store)
         return store
 

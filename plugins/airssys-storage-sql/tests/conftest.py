@@ -1,0 +1,122 @@
+"""Which engine the tests run on, and a fresh store per test.
+
+``AIRSSYS_STORAGE_TEST_SQL`` picks the engine: ``sqlite`` (default),
+``postgresql`` or ``mariadb``. Server URLs default to the servers of the
+development machine and are overridden by ``AIRSSYS_STORAGE_TEST_POSTGRESQL_URL``
+/ ``AIRSSYS_STORAGE_TEST_MARIADB_URL``. An unreachable server skips the
+tests with the reason, except under ``CI=true`` (or ``1``), where it fails
+them: CI must never pass with the service tests skipped.
+
+Each test session uses its own table prefix (other people's tests may use
+the same server at the same time); tables are emptied before each test and
+dropped when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlsupport import SERVERS, Server, selected_engine, skip_or_fail
+
+@pytest.fixture(scope="session")
+def sql_engine() -> str:
+    return selected_engine()
+
+
+@pytest.fixture(scope="session")
+def server(sql_engine: str) -> Iterator[Server | None]:
+    """The server of the selected engine, or ``None`` for SQLite."""
+    if sql_engine == "sqlite":
+        yield None
+        return
+    label, env, default = SERVERS[sql_engine]
+    url = os.environ.get(env) or default
+    from airssys_storage_sql.backend import parse_url, redact
+
+    try:
+        from sqlalchemy import create_engine
+
+        sa_url, _ = parse_url(url)
+        engine = create_engine(sa_url, connect_args={"connect_timeout": 3}, isolation_level="AUTOCOMMIT")
+        admin = engine.connect()
+    except ModuleNotFoundError as exc:
+        skip_or_fail(f"the {label} driver is not installed ({exc}): pip install 'airssys-storage-sql[postgresql,mysql]'")
+        return
+    except Exception as exc:
+        skip_or_fail(
+            f"{label} not reachable at {redact(url)} ({type(exc).__name__}: {str(exc).splitlines()[0]}): "
+            f"start it or set {env}"
+        )
+        return
+    try:
+        yield Server(sql_engine, url, label, admin)
+    finally:
+        admin.close()
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def session_prefix(server: Server | None) -> Iterator[str]:
+    """A table prefix no other test session uses; its tables are dropped at the end."""
+    prefix = f"t{os.getpid() % 100000}_{secrets.token_hex(3)}_"
+    yield prefix
+    if server is not None:
+        server.drop(prefix)
+
+
+@pytest.fixture
+def store_url(sql_engine: str, server: Server | None, session_prefix: str, tmp_path: Path) -> str:
+    """The URL of an empty store (a new SQLite file, or emptied server tables)."""
+    if server is None:
+        return f"sqlite:///{tmp_path}/store.sqlite3"
+    server.empty(session_prefix)
+    return server.url
+
+
+@pytest.fixture
+def store_options(server: Server | None, session_prefix: str) -> dict[str, Any]:
+    return {} if server is None else {"table_prefix": session_prefix}
+
+
+@pytest.fixture
+def fresh_prefix(server: Server | None) -> Iterator[str]:
+    """A prefix whose tables do not exist yet (dropped after the test)."""
+    prefix = f"f{os.getpid() % 100000}_{secrets.token_hex(3)}_"
+    yield prefix
+    if server is not None:
+        server.drop(prefix)
+
+
+@pytest.fixture
+def open_backend(store_url: str, store_options: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """Opens SQL backends on the test's store (closed after the test)."""
+    from airssys_storage_sql import SQLBackend
+
+    opened: list[Any] = []
+
+    def open_(url: str | None = None, **options: Any) -> Any:
+        backend = SQLBackend.open(url or store_url, {**store_options, **options})
+        opened.append(backend)
+        return backend
+
+    yield open_
+    for backend in opened:
+        backend.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reads the developer's settings file, data directory or AIRSSYS_STORAGE_* variables."""
+    for name in list(os.environ):
+        if name.startswith("AIRSSYS_STORAGE_") and not name.startswith("AIRSSYS_STORAGE_TEST_"):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
+    monkeypatch.chdir(home)

@@ -1,0 +1,68 @@
+"""Engine selection and server helpers shared by the conftest and the test modules."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+ENGINE_ENV = "AIRSSYS_STORAGE_TEST_SQL"
+ENGINES = ("sqlite", "postgresql", "mariadb")
+SERVERS = {
+    "postgresql": ("PostgreSQL", "AIRSSYS_STORAGE_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "mariadb": ("MariaDB", "AIRSSYS_STORAGE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip on a laptop; fail under CI, where a skipped service test would hide a broken setup."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def selected_engine() -> str:
+    engine = os.environ.get(ENGINE_ENV, "sqlite").strip().lower() or "sqlite"
+    if engine not in ENGINES:
+        raise pytest.UsageError(f"{ENGINE_ENV}={engine!r}: use one of {', '.join(ENGINES)}")
+    return engine
+
+
+@dataclass
+class Server:
+    """A reachable database server and an autocommit admin connection to it."""
+
+    engine: str
+    url: str
+    label: str
+    admin: Any  # sqlalchemy Connection
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        from sqlalchemy import text
+
+        result = self.admin.execute(text(sql), params or {})
+        return list(result) if result.returns_rows else []
+
+    def drop(self, prefix: str) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta")
+        if self.engine == "postgresql":
+            self.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
+
+    def empty(self, prefix: str) -> None:
+        for table in ("data", "usage"):
+            if self.exists(f"{prefix}{table}"):
+                self.execute(f"DELETE FROM {prefix}{table}")
+
+    def exists(self, table: str) -> bool:
+        if self.engine == "postgresql":
+            return self.execute("SELECT to_regclass(:t) IS NOT NULL", {"t": table})[0][0]  # type: ignore[no-any-return]
+        rows = self.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = :t", {"t": table}
+        )
+        return bool(rows)

@@ -91,8 +91,12 @@ class _Space:
     def __init__(self, namespace: str, db: Any) -> None:
         self.prefix = namespace_prefix(namespace)
         self.usage_key = usage_key(namespace)
+        self.bind(db)
+
+    def bind(self, db: Any) -> None:
+        """Use *db* from now on and forget the cached counter (a holder of this object reloads it)."""
         # A prefixed view strips the prefix from listed keys in C.
-        self.view = db.prefixed_db(self.prefix)
+        self.view: Any = db if isinstance(db, _Closed) else db.prefixed_db(self.prefix)
         #: (bytes, keys), or None until first read from the database (under the write lock).
         self.usage: tuple[int, int] | None = None
 
@@ -144,7 +148,10 @@ class LevelDBBackend(StorageBackend):
         else:
             self._put = functools.partial(db.put, sync=True)
             self._batch = db.write_batch(sync=True)
-        self._spaces.clear()
+        # Rebound rather than dropped: a writer that fetched a space before
+        # taking the lock must not use a counter cached before a repair.
+        for space in self._spaces.values():
+            space.bind(db)
         self._sizes.clear()
 
     # -- opening ---------------------------------------------------------------
@@ -458,7 +465,8 @@ class LevelDBBackend(StorageBackend):
                 batch.write()
             except plyvel.Error as exc:
                 self._fail("recount", exc)
-            self._spaces.clear()
+            for space in self._spaces.values():
+                space.usage = None
             self._sizes.clear()
         return {
             "path": self.path,

@@ -131,6 +131,8 @@ def ensure_ready() -> None:
 def _apply_workarounds() -> None:
     from wasmtime.component import _types
 
+    if _types.VariantLikeType._tagged is _tagged:  # already applied: keep the true originals
+        return
     ORIGINALS["VariantLikeType._tagged"] = _types.VariantLikeType._tagged
     ORIGINALS["ListType.convert_to_c"] = _types.ListType.convert_to_c
     ORIGINALS["ListType.convert_from_c"] = _types.ListType.convert_from_c

@@ -3,28 +3,48 @@
 Added to the core command line by the ``register_commands`` hook; also
 available as ``python -m airssys_storage_wasmtime run …``.
 
-Exit status: 0 on success; 1 when the export returns ``err`` (printed on
-stderr), when the guest traps, or when anything fails at start (one line on
-stderr; ``--debug`` shows the traceback instead); 2 for usage errors.
+Every failure is one line on stderr and an exit status (``--debug`` adds the
+traceback), following the core command line's codes: 1 the export returned
+``err`` (printed), 2 bad command line or guest (no such file, not a
+component, no such export, arguments that do not fit), 3 configuration
+(manifest invalid, settings, wasmtime version), 4 refused (permission
+denied, quota), 5 storage failure, 70 the guest trapped or the host failed.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any, NoReturn
+from typing import IO, Any
 
 import click
 
-from airssys_storage import Manifest, StorageError, StorageManager
+from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager
 
-__all__ = ["format_value", "main", "parse_argument", "run_command", "split_result"]
+from .errors import GuestError, InvalidGuest
 
-PROGRAM = "airssys-storage run"
+__all__ = ["RunError", "format_value", "main", "parse_argument", "run_command", "split_result"]
+
+PROG_NAME = "airssys-storage"
+EXIT_GUEST_ERR = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_BACKEND = 5
+EXIT_SOFTWARE = 70
+
+
+class RunError(click.ClickException):
+    """A failure of ``run``: one line on stderr and an exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(" ".join(message.split()))
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"{PROG_NAME}: error: {self.format_message()}", err=True)
 
 
 class _Failure(Exception):
-    """A one-line error for stderr."""
+    """A command-line argument that does not fit the export."""
 
 
 @click.command(
@@ -37,9 +57,11 @@ class _Failure(Exception):
               help="Exported function to call (name, or interface#name).")  # fmt: skip
 @click.option("--cache-dir", default=None, help="Compile cache directory (default: the user cache directory).")
 @click.option("--no-cache", is_flag=True, help="Compile the guest without the on-disk cache.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--debug", is_flag=True, help="On error, print the traceback as well.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
 def run_command(
+    ctx: click.Context,
     guest: str,
     manifest_path: str,
     export: str,
@@ -56,18 +78,42 @@ def run_command(
     """
     try:
         ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args)
-    except (StorageError, OSError, _Failure) as exc:
+    except Exception as exc:
         if debug:
+            root = ctx.find_root().command
+            if hasattr(root, "debug"):  # the core's root group prints the traceback itself
+                root.debug = True
             raise
-        _fail(_one_line(exc))
-    except Exception as exc:  # a bug: still one line, the traceback is one flag away
-        if debug:
-            raise
-        _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)")
+        raise _as_run_error(exc) from exc
     if not ok:
-        _fail(f"{export} returned an error: {text}")
+        raise RunError(f"{export} returned an error: {text}", EXIT_GUEST_ERR)
     if text is not None:
         click.echo(text)
+
+
+def _as_run_error(exc: Exception) -> RunError:
+    if isinstance(exc, _Failure | InvalidGuest):
+        return RunError(str(exc), EXIT_USAGE)
+    if isinstance(exc, GuestError):
+        return RunError(str(exc), EXIT_SOFTWARE)
+    if isinstance(exc, StorageError):
+        return RunError(str(exc), _exit_code(exc))
+    if isinstance(exc, OSError):
+        where = f" {exc.filename!r}" if exc.filename else ""
+        return RunError(f"cannot access{where}: {exc.strerror or exc}", EXIT_USAGE)
+    return RunError(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", EXIT_SOFTWARE)
+
+
+def _exit_code(exc: StorageError) -> int:
+    """The core command line's exit status for *exc*'s code (configuration or backend for others)."""
+    codes: dict[str, int] = {}
+    try:
+        from airssys_storage.cli.app import EXIT_CODES
+
+        codes = {code: int(status) for code, status in EXIT_CODES.items()}
+    except ImportError:  # a core without the command line
+        pass
+    return codes.get(exc.code, EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_BACKEND)
 
 
 def _run(
@@ -81,7 +127,7 @@ def _run(
     guest = host.load(guest_path)
     if export not in guest.exports:
         available = ", ".join(sorted(guest.exports)) or "none"
-        raise _Failure(f"guest {guest.name!r} has no export {export!r} (its exports: {available})")
+        raise InvalidGuest(f"guest {guest.name!r} has no export {export!r} (its exports: {available})")
     func_type = guest.export_types[export]
     params = func_type.params
     if len(args) != len(params):
@@ -187,19 +233,6 @@ def format_value(value: Any) -> str | None:
     return json.dumps(value, default=plain, ensure_ascii=False)
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    else:
-        text = str(exc)
-    return " ".join(text.split())
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"{PROGRAM}: error: {message}", err=True)
-    sys.exit(1)
-
-
 def main(argv: list[str] | None = None) -> None:
     """The fallback command line: a group holding the commands this package registers."""
     from . import register_commands
@@ -209,4 +242,4 @@ def main(argv: list[str] | None = None) -> None:
         """airssys-storage (commands of airssys-storage-wasmtime)."""
 
     register_commands(cli)
-    cli.main(args=argv, prog_name="python -m airssys_storage_wasmtime")
+    cli.main(args=argv, prog_name=f"python -m {__package__}")

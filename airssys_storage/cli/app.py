@@ -46,6 +46,10 @@ BUILTIN_COMMANDS = {
 }
 
 
+# Raised by click >= 8.2 for a group called without a subcommand; its message is the whole help.
+_NO_ARGS_IS_HELP = tuple(t for t in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if t is not None)
+
+
 class ExitCode(enum.IntEnum):
     OK = 0
     NOT_FOUND = 1
@@ -183,6 +187,9 @@ class RootGroup(click.Group):
 
     def report(self, exc: BaseException) -> int:
         """Print *exc* as one line on stderr (and the traceback with ``--debug``); return the exit code."""
+        if isinstance(exc, _NO_ARGS_IS_HELP) and isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(exc.ctx.get_help(), err=True)  # a group run without a command: its help, as click does
+            return ExitCode.USAGE
         code, message = _describe(exc)
         if self.debug and not isinstance(exc, click.UsageError):
             traceback.print_exception(exc, file=sys.stderr)
@@ -247,8 +254,10 @@ def cli() -> None:
     Commands work on the configured backend (AIRSSYS_STORAGE_URL, the
     settings file, or --url). Exit codes: 0 ok, 1 not found or aborted,
     2 bad command line or input file, 3 configuration, 4 refused (quota,
-    limits), 5 storage failure, 6 verification failed, 130 interrupted.
+    limits), 5 storage failure, 6 verification failed, 70 bug, 130
+    interrupted.
 
-    Shell completion: eval "$(_AIRSSYS_STORAGE_COMPLETE=bash_source airssys-storage)"
-    (zsh_source, fish_source for other shells).
+    \b
+    Shell completion (zsh_source, fish_source for other shells):
+      eval "$(_AIRSSYS_STORAGE_COMPLETE=bash_source airssys-storage)"
     """

@@ -274,7 +274,8 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
     """Binary output to *path* (``-`` = stdout), written to a temporary file and renamed when complete.
 
     An interrupted command therefore never leaves a half-written file under
-    the requested name.
+    the requested name. The file is readable by its owner only (exports hold
+    the components' data).
     """
     if path == "-":
         stream = click.get_binary_stream("stdout")
@@ -282,6 +283,8 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
         stream.flush()
         return
     target = Path(path)
+    if not target.parent.is_dir():
+        raise Failure(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist; create it first")
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "wb") as stream:

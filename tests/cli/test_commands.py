@@ -47,6 +47,14 @@ def test_help_lists_every_command(cli: Run) -> None:
         assert f"  {name} " in result.stdout
 
 
+def test_no_command_prints_the_help(cli: Run) -> None:
+    result = cli()
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("Usage: airssys-storage [OPTIONS] COMMAND")
+    result = cli("manifest")
+    assert result.exit_code == 2 and "check" in result.stderr
+
+
 def test_subcommand_help_loads_no_plugin_and_no_rich() -> None:
     code = (
         "import sys\n"
@@ -448,6 +456,8 @@ def test_export_writes_no_partial_file(cli: Run, tmp_path: Path) -> None:
     result = cli("export", "--url", "memory://", "-c", "app", "-o", str(target))
     assert result.exit_code == 0 and "holds no keys" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+    result = cli("export", "--url", "memory://", "-c", "app", "-o", str(tmp_path / "missing" / "out.jsonl"))
+    assert result.exit_code == 2 and "does not exist; create it first" in one_error_line(result.stderr)
 
 
 def test_progress_is_quiet_when_piped_and_shown_on_a_terminal(make_store: MakeStore) -> None:

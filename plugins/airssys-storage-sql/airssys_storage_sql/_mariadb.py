@@ -152,9 +152,13 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
         if item.fetchone()[0] != 1:
             raise InternalError(f"{self.where}: another process is creating the tables; try again")
         try:
+            create_meta, create_others = create_statements(
+                self._options.table_prefix, self.engine, self._sa_engine.dialect
+            )
+            item.execute(create_meta)
             version = self._read_version(item)
             if version is None:
-                for statement in create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect):
+                for statement in create_others:
                     item.execute(statement)
                 item.execute(self._q_version_row, (str(SCHEMA_VERSION),))
                 version = SCHEMA_VERSION

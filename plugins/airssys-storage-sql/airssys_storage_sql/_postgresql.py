@@ -262,9 +262,15 @@ class PostgreSQLBackend(ServerBackend):
         with item.connection.transaction():
             # Concurrent first opens take turns (CREATE TABLE IF NOT EXISTS alone can race in the catalog).
             item.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            # An advisory lock does not refresh this session's catalog cache (a relation
+            # lock does): creating the meta table first makes the version read current.
+            create_meta, create_others = create_statements(
+                self._options.table_prefix, self.engine, self._sa_engine.dialect
+            )
+            item.execute(create_meta)
             version = self._read_version(item)
             if version is None:
-                for statement in create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect):
+                for statement in create_others:
                     item.execute(statement)
                 item.execute(self._refuse_ddl())
                 item.execute(self._q_version_row, (str(SCHEMA_VERSION),))

@@ -91,9 +91,15 @@ def build_metadata(prefix: str, engine: str) -> MetaData:
     return metadata
 
 
-def create_statements(prefix: str, engine: str, dialect: Dialect) -> list[str]:
-    """``CREATE TABLE IF NOT EXISTS`` for every table, compiled for *dialect*."""
-    metadata = build_metadata(prefix, engine)
-    return [
-        str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip() for table in metadata.sorted_tables
-    ]
+def create_statements(prefix: str, engine: str, dialect: Dialect) -> tuple[str, list[str]]:
+    """``CREATE TABLE IF NOT EXISTS`` compiled for *dialect*: the meta table's, and the others'.
+
+    Schema creation runs the first, reads the version row, and runs the others
+    only when there is none, so it never touches tables of another version.
+    """
+    names = table_names(prefix)
+    compiled = {
+        table.name: str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip()
+        for table in build_metadata(prefix, engine).sorted_tables
+    }
+    return compiled.pop(names.meta), list(compiled.values())

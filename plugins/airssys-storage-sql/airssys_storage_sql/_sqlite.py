@@ -269,9 +269,11 @@ class SQLiteBackend(TransactionalBackend):
         conn: sqlite3.Connection = item
         # BEGIN IMMEDIATE makes concurrent first opens take turns.
         conn.execute("BEGIN IMMEDIATE")
+        create_meta, create_others = create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect)
+        conn.execute(create_meta)
         version = self._read_version(conn)
         if version is None:
-            for statement in create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect):
+            for statement in create_others:
                 conn.execute(statement)
             conn.execute(self._q_version_row.replace("%s", "?"), (str(SCHEMA_VERSION),))
             version = SCHEMA_VERSION

@@ -23,6 +23,25 @@ from typing import Any
 import pytest
 from sqlsupport import SERVERS, Server, selected_engine, skip_or_fail
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines(*names): run only when AIRSSYS_STORAGE_TEST_SQL names one of these engines"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (rather than skip) tests written for other engines, so skips stay meaningful."""
+    engine = selected_engine()
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("engines")
+        (keep if marker is None or engine in marker.args else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def sql_engine() -> str:
     return selected_engine()

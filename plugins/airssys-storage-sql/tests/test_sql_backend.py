@@ -1,0 +1,456 @@
+"""What the SQL backend promises beyond the conformance suite, on the selected engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlsupport import Server
+
+from airssys_storage import (
+    Access,
+    ConfigurationError,
+    InternalError,
+    InvalidKey,
+    Manifest,
+    PluginRegistry,
+    QuotaExceeded,
+    StorageManager,
+    StorageSettings,
+)
+from airssys_storage_sql import SQLBackend
+from airssys_storage_sql.backend import parse_url, redact
+
+MiB = 1024 * 1024
+OpenBackend = Callable[..., Any]
+
+
+# -- URLs, options, registration ---------------------------------------------------
+
+
+def test_entry_point_registers_the_backend_for_every_scheme() -> None:
+    registry = PluginRegistry.load()
+    for url in (
+        "sqlite:///x.db",
+        "sqlite://",
+        "postgresql://u@h/db",
+        "postgresql+psycopg://u@h/db",
+        "postgres://u@h/db",
+        "mysql+pymysql://u@h/db",
+        "mariadb://u@h/db",
+    ):
+        assert registry.backend_for_url(url) is SQLBackend
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("mysql://u@h/db", "mysql+pymysql://u@h/db"),
+        ("mariadb://u@h/db", "mariadb+pymysql://u@h/db"),
+        ("sqlite:///rel.db", "sqlite:///rel.db"),
+        ("sqlite+pysqlite:////abs.db", "sqlite:////abs.db"),
+    ],
+)
+def test_urls_get_the_driver_the_fast_path_is_written_for(url: str, expected: str) -> None:
+    assert parse_url(url)[0].render_as_string(hide_password=False) == expected
+
+
+def test_other_drivers_are_refused_with_the_supported_spelling() -> None:
+    with pytest.raises(ConfigurationError, match=r"postgresql\+psycopg://"):
+        SQLBackend.open("postgresql+psycopg2://u@h/db", {})
+    with pytest.raises(ConfigurationError, match=r"mysql\+pymysql://"):
+        SQLBackend.open("mysql+mysqldb://u@h/db", {})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tablE_prefix": "x"}, "unknown backend_options"),
+        ({"table_prefix": "Bad-Prefix"}, "table_prefix"),
+        ({"table_prefix": "x" * 41}, "table_prefix"),
+        ({"pool_size": 0}, "pool_size"),
+        ({"pool_size": True}, "pool_size"),
+        ({"lock_timeout": -1}, "lock_timeout"),
+        ({"synchronous": "OFF"}, "synchronous"),
+        ({"connect_args": "sslmode=require"}, "connect_args"),
+    ],
+)
+def test_invalid_options_are_configuration_errors(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        SQLBackend.open("sqlite://", options)
+
+
+def test_synchronous_is_a_sqlite_option() -> None:
+    with pytest.raises(ConfigurationError, match="SQLite only"):
+        SQLBackend.open("postgresql://u@127.0.0.1:1/db", {"synchronous": "FULL"})
+
+
+def test_passwords_are_redacted() -> None:
+    assert redact("postgresql://user:s3cret@host/db") == "postgresql://user:***@host/db"
+
+
+def test_unreachable_server_is_an_internal_error_naming_it() -> None:
+    with pytest.raises(InternalError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:1/db"):
+        SQLBackend.open("postgresql://u@127.0.0.1:1/db", {"connect_timeout": 2})
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+def _scheme_url(store_url: str, server: Server | None, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/fresh.sqlite3" if server is None else store_url
+
+
+def test_first_open_creates_tables_and_version_row(
+    store_url: str, server: Server | None, fresh_prefix: str, tmp_path: Path
+) -> None:
+    url = _scheme_url(store_url, server, tmp_path)
+    backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
+    try:
+        rows = backend._run("test", lambda item: backend._fetchall(item, f"SELECT name, value FROM {fresh_prefix}meta", ()))
+        assert [tuple(row) for row in rows] == [("schema_version", "1")]
+        backend.commit_one("a", b"k", b"v", None)
+    finally:
+        backend.close()
+    again = SQLBackend.open(url, {"table_prefix": fresh_prefix})  # reopening keeps the data
+    try:
+        assert again.get("a", b"k") == b"v"
+    finally:
+        again.close()
+
+
+def test_concurrent_first_opens_take_turns(store_url: str, server: Server | None, fresh_prefix: str, tmp_path: Path) -> None:
+    url = _scheme_url(store_url, server, tmp_path)
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_and_write(index: int) -> None:
+        barrier.wait()
+        try:
+            backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
+            try:
+                backend.commit_one("ns", b"k%d" % index, b"v", None)
+            finally:
+                backend.close()
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
+    try:
+        assert backend.usage("ns").keys == 6
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize(("stored", "advice"), [("2", "upgrade airssys-storage-sql"), ("banana", "another table_prefix")])
+def test_unknown_schema_version_is_refused(
+    store_url: str, server: Server | None, fresh_prefix: str, tmp_path: Path, stored: str, advice: str
+) -> None:
+    url = _scheme_url(store_url, server, tmp_path)
+    SQLBackend.open(url, {"table_prefix": fresh_prefix}).close()
+    backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
+    sql = f"UPDATE {fresh_prefix}meta SET value = '{stored}' WHERE name = 'schema_version'"
+    backend._run("test", lambda item: backend._fetchall(item, sql, ()) if server is None else item.execute(sql))
+    backend.close()
+    with pytest.raises(ConfigurationError, match=advice) as caught:
+        SQLBackend.open(url, {"table_prefix": fresh_prefix})
+    assert f"schema version {stored!r}" in str(caught.value) or f"schema version {int(stored)!r}" in str(caught.value)
+
+
+def test_column_types_are_bytewise_and_hold_a_mebibyte(sql_engine: str, open_backend: OpenBackend) -> None:
+    from sqlalchemy import inspect
+
+    backend = open_backend()
+    columns = {c["name"]: c for c in inspect(backend._sa_engine).get_columns(backend._tables.data)}
+    types = {name: str(column["type"]).upper() for name, column in columns.items()}
+    if sql_engine == "sqlite":
+        assert types["k"] == "BLOB"
+        assert types["v"] == "BLOB"
+    elif sql_engine == "postgresql":
+        assert types["k"] == "BYTEA"
+        assert types["v"] == "BYTEA"
+        assert columns["ns"]["type"].collation == "C"
+    else:
+        assert types["k"] == "VARBINARY(256)"
+        assert types["v"] == "LONGBLOB"
+        assert types["ns"].startswith("VARBINARY")
+    pk = inspect(backend._sa_engine).get_pk_constraint(backend._tables.data)
+    assert pk["constrained_columns"] == ["ns", "k"]
+
+
+def test_mebibyte_values_in_a_batch(open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    values = [bytes([i]) * MiB for i in range(8)]
+    backend.commit("big", [(b"k%d" % i, value) for i, value in enumerate(values)], 100 * MiB)
+    assert backend.get_many("big", [b"k%d" % i for i in range(8)]) == values
+    assert backend.usage("big").bytes == 8 * (MiB + 2)
+
+
+def test_no_sql_statement_uses_like(open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    statements = [value for value in vars(backend).values() if isinstance(value, str) and "SELECT" in value.upper()]
+    assert len(statements) >= 5
+    assert not [sql for sql in statements if " LIKE " in sql.upper()]
+
+
+# -- query plans ----------------------------------------------------------------------
+
+
+def _plans(backend: Any, sql_engine: str, server: Server | None) -> dict[str, str]:
+    """The plan text of get, prefix keys and range items, as the backend sends them."""
+    queries = {
+        "get": (backend._q_get, ("plan", b"key-0150")),
+        "keys": (backend._q_keys_to, ("plan", b"key-01", b"key-02", 100)),
+        "items": (backend._q_items, ("plan", b"key-0290", 100)),
+    }
+    plans = {}
+    for name, (sql, params) in queries.items():
+        if sql_engine == "sqlite":
+            rows = backend._run("plan", lambda c, sql=sql, params=params: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+            plans[name] = " | ".join(row[-1] for row in rows)
+        elif sql_engine == "postgresql":
+
+            def explain(cursor: Any, sql: str = sql, params: Any = params) -> str:
+                cursor.execute("EXPLAIN " + sql, params)
+                return "\n".join(row[0] for row in cursor.fetchall())
+
+            plans[name] = backend._run("plan", explain)
+        else:
+
+            def explain_mariadb(cursor: Any, sql: str = sql, params: Any = params) -> str:
+                cursor.execute("EXPLAIN " + sql, params)
+                names = [d[0] for d in cursor.description]
+                return json.dumps([dict(zip(names, row, strict=True)) for row in cursor.fetchall()], default=str)
+
+            plans[name] = backend._run("plan", explain_mariadb)
+    return plans
+
+
+def test_reads_and_prefix_scans_use_the_primary_key(
+    sql_engine: str, server: Server | None, open_backend: OpenBackend
+) -> None:
+    backend = open_backend()
+    for namespace in ("pla", "plan", "plan-b", "planz"):  # neighbours on both sides
+        for start in range(0, 300, 100):
+            backend.commit(namespace, [(b"key-%04d" % i, b"v" * 20) for i in range(start, start + 100)], None)
+    if server is not None:
+        server.execute(f"ANALYZE {'TABLE ' if sql_engine == 'mariadb' else ''}{backend._tables.data}")
+    plans = _plans(backend, sql_engine, server)
+    for name, plan in plans.items():
+        if sql_engine == "sqlite":
+            assert "USING PRIMARY KEY" in plan and "SCAN" not in plan, (name, plan)
+        elif sql_engine == "postgresql":
+            # An index scan, or on small ranges a bitmap scan of the same index plus a sort.
+            assert f"Index Scan using {backend._tables.data}_pkey" in plan or (
+                f"Bitmap Index Scan on {backend._tables.data}_pkey" in plan
+            ), (name, plan)
+            assert "Index Cond: (((ns)::text = 'plan'::text) AND (k" in plan, (name, plan)
+            assert "Seq Scan" not in plan, (name, plan)
+        else:
+            rows = json.loads(plan)
+            assert rows[0]["key"] == "PRIMARY" and rows[0]["type"] in ("const", "ref", "range", "eq_ref"), (name, plan)
+            assert "filesort" not in (rows[0].get("Extra") or ""), (name, plan)
+
+
+# -- connections ------------------------------------------------------------------------
+
+
+def test_threads_share_one_backend_with_exact_counters(open_backend: OpenBackend) -> None:
+    backend = open_backend(pool_size=4)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            for i in range(60):
+                backend.commit_one(f"t{index % 3}", b"%d-%d" % (index, i), b"x" * (i % 7), None)
+                backend.get(f"t{index % 3}", b"%d-%d" % (index, i))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    for namespace in ("t0", "t1", "t2"):
+        pairs = backend.items(namespace, b"", None, 10_000)
+        assert backend.usage(namespace).bytes == sum(len(k) + len(v) for k, v in pairs)
+        assert backend.usage(namespace).keys == len(pairs)
+    assert backend.stats()["connections"] <= 4
+
+
+def test_busy_pool_times_out_with_a_typed_error(open_backend: OpenBackend) -> None:
+    backend = open_backend(pool_size=1, pool_timeout=0.2)
+    backend.get("ns", b"k")
+    held = backend._idle.pop()  # another thread's operation, frozen
+    try:
+        with pytest.raises(InternalError, match="stayed busy"):
+            backend.get("ns", b"k")
+    finally:
+        backend._release(held)
+    assert backend.get("ns", b"k") is None
+
+
+def test_closed_backend_raises_internal_error(open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    backend.close()
+    with pytest.raises(InternalError, match="closed"):
+        backend.get("ns", b"k")
+
+
+def _kill_connections(server: Server, backend: Any) -> int:
+    """Terminate every connection of *backend* from the server side; returns how many."""
+    killed = 0
+    for cursor in list(backend._idle):
+        if server.engine == "postgresql":
+            server.execute("SELECT pg_terminate_backend(:pid)", {"pid": cursor.connection.info.backend_pid})
+        else:
+            server.execute(f"KILL CONNECTION {int(cursor.connection.thread_id())}")
+        killed += 1
+    return killed
+
+
+@pytest.mark.engines("postgresql", "mariadb")
+def test_lost_connection_is_reported_then_replaced(server: Server, open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    backend.commit_one("ns", b"k", b"v1", None)
+    assert _kill_connections(server, backend) == 1
+    # A read finds the dead connection and repeats itself on a new one.
+    assert backend.get("ns", b"k") == b"v1"
+    _kill_connections(server, backend)
+    # A write may not be repeated blindly: it fails, naming the cause ...
+    with pytest.raises(InternalError, match=f"lost the connection to {server.label}"):
+        backend.commit_one("ns", b"k", b"v2", None)
+    # ... and the next one runs on a fresh connection.
+    backend.commit_one("ns", b"k", b"v3", None)
+    assert backend.get("ns", b"k") == b"v3"
+    assert backend.usage("ns").bytes == 3
+
+
+def test_dropped_table_surfaces_as_internal_error(open_backend: OpenBackend, fresh_prefix: str) -> None:
+    backend = open_backend(table_prefix=fresh_prefix)
+    other = open_backend(table_prefix=fresh_prefix)
+    other._run("drop", lambda item: item.execute(f"DROP TABLE {other._tables.data}"))
+    with pytest.raises(InternalError, match=backend.where.split(" at ")[0].split(" database")[0]):
+        backend.get("ns", b"k")
+    with pytest.raises(InternalError):
+        backend.commit_one("ns", b"k", b"v", None)
+
+
+@pytest.mark.engines("mariadb")
+def test_mariadb_sessions_are_strict_and_read_committed(open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    backend.get("ns", b"k")
+
+    def session(cursor: Any) -> tuple[str, str]:
+        cursor.execute("SELECT @@SESSION.sql_mode, @@SESSION.tx_isolation")
+        return cursor.fetchone()  # type: ignore[no-any-return]
+
+    sql_mode, isolation = backend._run("test", session)
+    assert "STRICT_ALL_TABLES" in sql_mode
+    assert isolation == "READ-COMMITTED"
+
+
+@pytest.mark.engines("mariadb")
+def test_mariadb_key_longer_than_its_column_is_an_invalid_key(open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    with pytest.raises(InvalidKey, match="256 bytes"):
+        backend.commit_one("ns", b"k" * 257, b"v", None)
+    assert backend.usage("ns").keys == 0
+
+
+# -- SQLite specifics ---------------------------------------------------------------------
+
+
+@pytest.mark.engines("sqlite")
+def test_sqlite_uses_wal_and_the_configured_synchronous(tmp_path: Path) -> None:
+    for option, expected in (({}, 1), ({"synchronous": "full"}, 2)):
+        backend = SQLBackend.open(f"sqlite:///{tmp_path}/s.db", option)
+        try:
+            modes = backend._run(
+                "t", lambda c: (c.execute("PRAGMA journal_mode").fetchone()[0], c.execute("PRAGMA synchronous").fetchone()[0])
+            )
+        finally:
+            backend.close()
+        assert modes == ("wal", expected)
+
+
+@pytest.mark.engines("sqlite")
+def test_sqlite_writer_blocked_past_lock_timeout_gets_a_typed_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    backend = SQLBackend.open(f"sqlite:///{tmp_path}/s.db", {"lock_timeout": 0.2})
+    blocker = sqlite3.connect(f"{tmp_path}/s.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(InternalError, match="is locked"):
+            backend.commit_one("ns", b"k", b"v", None)
+        assert backend.get("ns", b"k") is None  # WAL: readers are not blocked
+        blocker.execute("ROLLBACK")
+        backend.commit_one("ns", b"k", b"v", None)
+        assert backend.usage("ns").keys == 1
+    finally:
+        blocker.close()
+        backend.close()
+
+
+@pytest.mark.engines("sqlite")
+def test_sqlite_memory_databases_are_private() -> None:
+    first, second = SQLBackend.open("sqlite://", {}), SQLBackend.open("sqlite:///:memory:", {})
+    try:
+        first.commit_one("ns", b"k", b"v", None)
+        assert second.get("ns", b"k") is None
+        assert first.capabilities.persistent is False
+    finally:
+        first.close()
+        second.close()
+
+
+_DEFAULT_URL_SCRIPT = """
+import sys
+from airssys_storage import Access, Manifest, StorageManager
+with StorageManager.from_settings() as manager:
+    store = manager.component(Manifest("app", Access.READ_WRITE))
+    if sys.argv[1] == "write":
+        store.set("greeting", b"hello from the last process")
+    else:
+        print(manager.settings.resolved_url)
+        print(store.get("greeting").decode())
+"""
+
+
+@pytest.mark.engines("sqlite")
+def test_default_url_is_a_sqlite_file_a_new_process_sees() -> None:
+    # isolated_environment points XDG_DATA_HOME at a fresh directory.
+    subprocess.run([sys.executable, "-c", _DEFAULT_URL_SCRIPT, "write"], check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", _DEFAULT_URL_SCRIPT, "read"], check=True, timeout=60, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert out[0].startswith("sqlite:///") and out[0].endswith("/airssys-storage/storage.sqlite3")
+    assert out[1] == "hello from the last process"
+
+
+def test_quota_error_through_the_manager(store_url: str, store_options: dict[str, Any]) -> None:
+    settings = StorageSettings(url=store_url, backend_options=store_options)
+    with StorageManager.from_settings(settings) as manager:
+        store = manager.component(Manifest("q", Access.READ_WRITE, 100))
+        store.set("a", b"x" * 90)
+        with pytest.raises(QuotaExceeded, match="needs 10 more bytes, 91 of 100"):
+            store.set("b", b"x" * 9)
+        store.set("a", b"x" * 95)  # grows within the limit: 96 + 0
+        assert store.size() == 96

@@ -14,6 +14,8 @@ denied, quota), 5 storage failure, 70 the guest trapped or the host failed.
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from typing import IO, Any
 
 import click
@@ -81,9 +83,10 @@ def run_command(
     except Exception as exc:
         if debug:
             root = ctx.find_root().command
-            if hasattr(root, "debug"):  # the core's root group prints the traceback itself
+            if hasattr(root, "debug"):  # the core's root group prints the traceback (and its causes)
                 root.debug = True
-            raise
+            else:
+                traceback.print_exception(exc, file=sys.stderr)
         raise _as_run_error(exc) from exc
     if not ok:
         raise RunError(f"{export} returned an error: {text}", EXIT_GUEST_ERR)

@@ -1,0 +1,47 @@
+"""The host's table of imports is the WIT shipped in airssys_storage, function by function."""
+
+from __future__ import annotations
+
+import importlib.resources
+import subprocess
+from pathlib import Path
+
+import pytest
+from airssys_storage_wasmtime import Host
+from airssys_storage_wasmtime._interfaces import BATCH, FUNCTIONS, RANGES, STORAGE
+from wasmtime_helpers import FIXTURES, tool
+
+
+def dummy_component(world: str, work: Path) -> bytes:
+    """A component importing everything *world* of the shipped WIT imports (wasm-tools --dummy)."""
+    wasm_tools = tool("wasm-tools")
+    wit = importlib.resources.files("airssys_storage").joinpath("wit")
+    (work / "wit").mkdir()
+    for item in wit.iterdir():
+        if item.name.endswith(".wit"):
+            (work / "wit" / item.name).write_bytes(item.read_bytes())
+    core, component = work / "core.wasm", work / "component.wasm"
+    for command in (
+        [wasm_tools, "component", "embed", "--dummy", str(work / "wit"), "-w", world, "-o", str(core)],
+        [wasm_tools, "component", "new", str(core), "-o", str(component)],
+    ):
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+    return component.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("world", "interfaces"), [("component", {STORAGE}), ("component-extended", {STORAGE, BATCH, RANGES})]
+)
+def test_every_function_of_the_shipped_wit_is_served_with_its_type(
+    host: Host, tmp_path: Path, world: str, interfaces: set[str]
+) -> None:
+    guest = host.load(dummy_component(world, tmp_path), name=world)  # checks every import's type
+    expected = {f.qualified_name for f in FUNCTIONS if f.interface in interfaces}
+    assert set(guest.imports) == expected
+
+
+def test_the_fixtures_declare_the_shipped_types(host: Host) -> None:
+    guest = host.load(FIXTURES / "echo.wat")
+    assert set(guest.imports) == {f.qualified_name for f in FUNCTIONS}
+    for function in FUNCTIONS:
+        assert guest.exports[function.name.removeprefix("storage-")] == function.wit

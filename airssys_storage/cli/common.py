@@ -278,7 +278,7 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
     the components' data).
     """
     if path == "-":
-        stream = click.get_binary_stream("stdout")
+        stream = sys.stdout.buffer
         yield stream
         stream.flush()
         return
@@ -303,7 +303,7 @@ def input_file(path: str) -> Iterator[IO[bytes]]:
             yield stream
         return
     with tempfile.TemporaryFile() as spool:
-        source = click.get_binary_stream("stdin")
+        source = sys.stdin.buffer
         while chunk := source.read(1 << 20):
             spool.write(chunk)
         spool.seek(0)

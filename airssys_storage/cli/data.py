@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -69,7 +70,7 @@ def set_(
     if file is not None:
         data = file.read()
     elif value == "-":
-        data = click.get_binary_stream("stdin").read()
+        data = sys.stdin.buffer.read()
     else:
         assert value is not None
         data = os.fsencode(value)  # the argument's original bytes, even if not UTF-8

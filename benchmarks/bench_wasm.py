@@ -1,0 +1,184 @@
+"""Cost of one storage call made by a WebAssembly guest, against a direct Python call, in one run.
+
+Three contenders do the same storage calls on the same ComponentStorage:
+
+- ``direct``: Python calls ``storage.has/get/set`` in a loop;
+- ``guest``: a component (``contrib/airssys-storage-wasmtime/tests/fixtures/bench.wat``)
+  calls ``storage-has/get/set`` in a loop inside the guest, served by
+  airssys-storage-wasmtime (typed C callbacks, the list<u8> workaround);
+- ``stock``: the same guest served through wasmtime-py 50's own
+  ``LinkerInstance.add_func`` with its own value conversion (the workarounds
+  switched off while it runs), which is what a naive host gets.
+
+Per-call cost is (time of an export call doing n storage calls - time of the
+same call doing none) / n, so entering the guest is not counted. Rounds are
+interleaved and the table shows medians (and the guest's best round): the
+machine is shared and noisy.
+The targets are the issue's: <= 50 µs per small call, <= 5 ms for a 64 KiB
+set or get.
+
+    python benchmarks/bench_wasm.py [--rounds 5] [--url memory://] [--no-stock]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from airssys_storage_wasmtime import Host, _compat
+from airssys_storage_wasmtime._interfaces import STORAGE
+
+from airssys_storage import ComponentStorage, Manifest, StorageManager, StorageSettings
+
+GUEST = Path(__file__).resolve().parents[1] / "contrib/airssys-storage-wasmtime/tests/fixtures/bench.wat"
+KiB = 1024
+SMALL, LARGE = 8, 64 * KiB
+#: workload -> (storage method, value size, calls per round for direct/guest, calls per round for stock)
+WORKLOADS = {
+    "has (8 B value)": ("has", SMALL, 4000, 400),
+    "get 8 B": ("get", SMALL, 4000, 400),
+    "set 8 B": ("set", SMALL, 4000, 400),
+    "get 64 KiB": ("get", LARGE, 60, 2),
+    "set 64 KiB": ("set", LARGE, 60, 2),
+}
+TARGETS = {SMALL: 50e-6, LARGE: 5e-3}
+
+
+@contextlib.contextmanager
+def stock_wasmtime() -> Iterator[None]:
+    """wasmtime-py's own conversion, without this package's workarounds, for the duration."""
+    from wasmtime.component import _types
+
+    patched = {
+        (_types.VariantLikeType, "_tagged"): _compat.ORIGINALS["VariantLikeType._tagged"],
+        (_types.ListType, "convert_to_c"): _compat.ORIGINALS["ListType.convert_to_c"],
+        (_types.ListType, "convert_from_c"): _compat.ORIGINALS["ListType.convert_from_c"],
+    }
+    saved = {target: getattr(*target) for target in patched}
+    for (owner, name), original in patched.items():
+        setattr(owner, name, original)
+    try:
+        yield
+    finally:
+        for (owner, name), current in saved.items():
+            setattr(owner, name, current)
+
+
+class StockInstance:
+    """The bench guest with its imports served through wasmtime-py's ``add_func`` (reflective conversion)."""
+
+    def __init__(self, host: Host, guest: Any, storage: ComponentStorage) -> None:
+        from wasmtime import Store
+        from wasmtime.component import Linker
+
+        linker = Linker(host.engine)
+        with linker.root() as root, root.add_instance(STORAGE) as instance:
+            # Stock result conversion is untagged here: ok values are returned as they are.
+            instance.add_func("storage-get", lambda _store, key: storage.get(key))
+            instance.add_func("storage-set", lambda _store, key, value: storage.set(key, value))
+            instance.add_func("storage-has", lambda _store, key: storage.has(key))
+        self._linker = linker
+        self._store = Store(host.engine)
+        with stock_wasmtime():
+            self._instance = linker.instantiate(self._store, guest.component)
+
+    def call(self, export: str, *args: Any) -> Any:
+        with stock_wasmtime():
+            func = self._instance.get_func(self._store, export)
+            result = func(self._store, *args)
+            func.post_return(self._store)
+        return result
+
+
+def guest_workload(instance: Any, method: str, value: bytes, calls: int) -> Callable[[], float]:
+    """Seconds per storage call made by the guest, its own entry cost subtracted."""
+    args = ("k", value) if method == "set" else ("k",)
+
+    def run() -> float:
+        start = time.perf_counter()
+        done = instance.call(f"bench-{method}", calls, *args)
+        middle = time.perf_counter()
+        instance.call(f"bench-{method}", 0, *args)
+        end = time.perf_counter()
+        instance.call("reset")
+        assert done == calls, f"{method}: only {done} of {calls} calls returned ok"
+        return ((middle - start) - (end - middle)) / calls
+
+    return run
+
+
+def direct_workload(storage: ComponentStorage, method: str, value: bytes, calls: int) -> Callable[[], float]:
+    def run() -> float:
+        operation = getattr(storage, method)
+        args = ("k", value) if method == "set" else ("k",)
+        start = time.perf_counter()
+        for _ in range(calls):
+            operation(*args)
+        return (time.perf_counter() - start) / calls
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--url", default="memory://", help="backend URL (default memory://: the host's own cost)")
+    parser.add_argument("--no-stock", action="store_true", help="skip stock wasmtime-py (slow: ~50 ms per 64 KiB)")
+    options = parser.parse_args()
+
+    host = Host(cache=False)
+    guest = host.load(GUEST)
+    settings = StorageSettings(url=options.url)
+    with StorageManager.from_settings(settings) as manager:
+        storage = manager.component(Manifest(id="bench-wasm", access="read-write", max_size="100MB"))
+        ours = host.instantiate(guest, storage)
+        stock = None if options.no_stock else StockInstance(host, guest, storage)
+        rows = []
+        for workload, (method, size, calls, stock_calls) in WORKLOADS.items():
+            value = bytes(i % 251 for i in range(size))
+            storage.set("k", value)
+            contenders = {
+                "direct": direct_workload(storage, method, value, calls),
+                "guest": guest_workload(ours, method, value, calls),
+            }
+            if stock is not None:
+                contenders["stock"] = guest_workload(stock, method, value, stock_calls)
+            samples: dict[str, list[float]] = {name: [] for name in contenders}
+            for run in contenders.values():  # warm-up
+                run()
+            for _ in range(options.rounds):
+                for name, run in contenders.items():
+                    samples[name].append(run())
+            result = {name: statistics.median(values) for name, values in samples.items()}
+            result["guest best"] = min(samples["guest"])
+            rows.append((workload, size, result))
+        ours.close()
+
+    print(f"\nStorage calls from a WebAssembly guest ({options.url}, median of {options.rounds} rounds)")
+    names = ["direct", "guest", "guest best"] + ([] if options.no_stock else ["stock"])
+    header = f"{'call':<18}" + "".join(f"{name:>14}" for name in names) + f"{'guest-direct':>15}{'target':>10}{'':>6}"
+    if not options.no_stock:
+        header += f"{'stock/guest':>13}"
+    print(header)
+    print("-" * len(header))
+    for workload, size, result in rows:
+        target = TARGETS[size]
+        line = f"{workload:<18}" + "".join(f"{_duration(result[name]):>14}" for name in names)
+        line += f"{_duration(result['guest'] - result['direct']):>15}{_duration(target):>10}"
+        line += f"{'ok' if result['guest'] <= target else 'MISS':>6}"
+        if not options.no_stock:
+            line += f"{result['stock'] / result['guest']:>12.1f}x"
+        print(line)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} µs"
+
+
+if __name__ == "__main__":
+    main()

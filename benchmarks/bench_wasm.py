@@ -33,7 +33,7 @@ from typing import Any
 from airssys_storage_wasmtime import Host, _compat
 from airssys_storage_wasmtime._interfaces import STORAGE
 
-from airssys_storage import ComponentStorage, Manifest, StorageManager, StorageSettings
+from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
 
 GUEST = Path(__file__).resolve().parents[1] / "contrib/airssys-storage-wasmtime/tests/fixtures/bench.wat"
 KiB = 1024
@@ -90,6 +90,7 @@ class StockInstance:
     def call(self, export: str, *args: Any) -> Any:
         with stock_wasmtime():
             func = self._instance.get_func(self._store, export)
+            assert func is not None, export
             result = func(self._store, *args)
             func.post_return(self._store)
         return result
@@ -135,7 +136,7 @@ def main() -> None:
     guest = host.load(GUEST)
     settings = StorageSettings(url=options.url)
     with StorageManager.from_settings(settings) as manager:
-        storage = manager.component(Manifest(id="bench-wasm", access="read-write", max_size="100MB"))
+        storage = manager.component(Manifest(id="bench-wasm", access=Access.READ_WRITE, max_size="100MB"))
         ours = host.instantiate(guest, storage)
         stock = None if options.no_stock else StockInstance(host, guest, storage)
         rows = []

@@ -134,9 +134,7 @@ def test_a_guest_that_imports_some_functions(host: Host, storage: ComponentStora
 # -- every error a real store raises reaches the guest as its variant --------------
 
 
-def test_real_storage_errors_reach_the_guest_as_variants(
-    instance: GuestInstance, storage: ComponentStorage
-) -> None:
+def test_real_storage_errors_reach_the_guest_as_variants(instance: GuestInstance, storage: ComponentStorage) -> None:
     assert err(instance, "set", "", b"x") == Variant("invalid-key")
     assert err(instance, "get", "bad\nkey") == Variant("invalid-key")
     assert err(instance, "has", "k" * 257) == Variant("invalid-key")

@@ -49,7 +49,7 @@ class Capabilities:
     persistent: bool = False
     #: Several processes may open the same URL at once, with exact quota and atomic batches.
     multi_process: bool = False
-    #: The backend implements :meth:`StorageBackend.repair`.
+    #: The backend implements :meth:`StorageBackend.repair_url`.
     repair: bool = False
 
 
@@ -170,9 +170,15 @@ class StorageBackend(abc.ABC):
         """Backend-specific statistics for operators (JSON-serialisable)."""
         return {}
 
-    def repair(self) -> None:
-        """Repair a damaged store; only for backends with ``capabilities.repair``."""
-        raise NotImplementedError(f"backend {self.name!r} cannot repair")
+    @classmethod
+    def repair_url(cls, url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Repair the damaged store at *url* (not open anywhere) and recount its usage.
+
+        Only for backends declaring ``capabilities.repair``; returns a report
+        for operators (JSON-serialisable). A classmethod, because a store too
+        damaged to open must still be repairable.
+        """
+        raise NotImplementedError(f"backend {cls.name!r} cannot repair")
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release every resource; the backend is unusable afterwards."""

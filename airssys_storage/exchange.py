@@ -50,7 +50,7 @@ from .backend import Usage
 from .errors import ManifestError, QuotaExceeded, StorageError
 from .manifest import Access, Manifest, validate_component_id
 from .settings import StorageSettings
-from .storage import ComponentStorage, StorageManager, _encode_key
+from .storage import ComponentStorage, StorageManager, encode_key
 
 __all__ = [
     "FORMAT_NAME",
@@ -192,7 +192,7 @@ def export_component(storage: ComponentStorage, out: IO[bytes], *, progress: Pro
 
 def _settings(storage: ComponentStorage) -> StorageSettings:
     # The handle's limits; read through the manager (package-internal access).
-    return storage._manager.settings
+    return storage.settings
 
 
 class _Reader:
@@ -282,7 +282,7 @@ class _Reader:
         if not isinstance(key, str):
             raise self._fail(f"key must be a JSON string, not {type(key).__name__}")
         try:
-            _encode_key(key, self._max_key)
+            encode_key(key, self._max_key)
         except StorageError as exc:
             raise self._fail(exc.message) from None
         if not isinstance(encoded, str):

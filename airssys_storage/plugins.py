@@ -22,7 +22,7 @@ from .backend import StorageBackend
 from .errors import PluginError
 from .policies import PermissionPolicy, QuotaStrategy
 
-__all__ = ["PluginRegistry", "RegisteredClass", "backend_scheme"]
+__all__ = ["PluginRegistry", "RegisteredClass", "backend_scheme", "redact_url"]
 
 log = logging.getLogger("airssys_storage")
 
@@ -185,9 +185,19 @@ class PluginRegistry:
                 self._schemes[scheme] = item
 
     def register_commands(self, cli: Any) -> None:
-        """Let plugins add subcommands to the command line *cli* (a click group)."""
-        if self._pm is not None:
-            self._pm.hook.register_commands(cli=cli)
+        """Let plugins add subcommands to the command line *cli* (a click group).
+
+        Each plugin is called on its own: one that raises is recorded in
+        :attr:`failures` and logged, and the others' commands still appear.
+        """
+        if self._pm is None:
+            return
+        for impl in self._pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                self.failures[impl.plugin_name] = f"register_commands: {type(exc).__name__}: {exc}"
+                log.warning("airssys-storage plugin %r failed to add commands: %s", impl.plugin_name, exc)
 
     # -- lookups used at start-up -------------------------------------------
 
@@ -199,7 +209,7 @@ class PluginRegistry:
             dist = KNOWN_SCHEME_DISTRIBUTIONS.get(scheme, f"airssys-storage-{scheme or 'NAME'}")
             installed = ", ".join(sorted(self._schemes)) or "none"
             raise PluginError(
-                f"no installed backend serves URL scheme {scheme!r} (url {_redact(url)!r}); "
+                f"no installed backend serves URL scheme {scheme!r} (url {redact_url(url)!r}); "
                 f"installed schemes: {installed}. Install one with: pip install '{dist}'" + self._failure_note()
             )
         return item.cls
@@ -248,7 +258,8 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """*url* with its password replaced by ``***``, for messages and listings."""
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)

@@ -32,7 +32,7 @@ from .plugins import PluginRegistry
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 
-__all__ = ["StorageManager", "ComponentStorage"]
+__all__ = ["ComponentStorage", "StorageManager", "encode_key"]
 
 # C0 and C1 control characters (Unicode category Cc), NUL included.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -225,6 +225,11 @@ class ComponentStorage:
         return self._ns
 
     @property
+    def settings(self) -> StorageSettings:
+        """The settings in force (limits: ``max_key_bytes``, ``max_batch_ops`` …)."""
+        return self._manager.settings
+
+    @property
     def manifest(self) -> Manifest:
         """The manifest in force (follows reloads)."""
         return self._state.manifest
@@ -241,7 +246,7 @@ class ComponentStorage:
         state = self._state
         if "get" not in state.fast_allowed:
             self._authorize(Operation.GET, key)
-        raw = _encode_key(key, self._max_key)
+        raw = encode_key(key, self._max_key)
         # Single-key reads skip the component lock: a backend read is atomic, so
         # it sees the value before or after a concurrent write, as if serialised.
         try:
@@ -256,7 +261,7 @@ class ComponentStorage:
         state = self._state
         if "set" not in state.fast_allowed:
             self._authorize(Operation.SET, key)
-        raw = _encode_key(key, self._max_key)
+        raw = encode_key(key, self._max_key)
         if type(value) is not bytes:
             value = _as_bytes(value)
         if len(value) > self._max_value:
@@ -268,14 +273,14 @@ class ComponentStorage:
         state = self._state
         if "delete" not in state.fast_allowed:
             self._authorize(Operation.DELETE, key)
-        return self._commit_one(_encode_key(key, self._max_key), None)
+        return self._commit_one(encode_key(key, self._max_key), None)
 
     def has(self, key: str) -> bool:
         """Whether *key* exists."""
         state = self._state
         if "has" not in state.fast_allowed:
             self._authorize(Operation.HAS, key)
-        raw = _encode_key(key, self._max_key)
+        raw = encode_key(key, self._max_key)
         # Single-key reads skip the component lock: a backend read is atomic, so
         # it sees the value before or after a concurrent write, as if serialised.
         try:
@@ -320,7 +325,7 @@ class ComponentStorage:
     def get_many(self, keys: Iterable[str]) -> list[bytes | None]:
         """The values of *keys* in order, ``None`` for missing ones."""
         keys = self._key_list(keys, Operation.GET_MANY)
-        raws = [_encode_key(key, self._max_key) for key in keys]
+        raws = [encode_key(key, self._max_key) for key in keys]
         return self._call(self._backend.get_many, raws)
 
     def set_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> None:
@@ -336,7 +341,7 @@ class ComponentStorage:
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
             key, value = pair
-            raw = _encode_key(key, self._max_key)
+            raw = encode_key(key, self._max_key)
             value = _as_bytes(value)
             if len(value) > self._max_value:
                 raise _too_large(value, self._max_value)
@@ -346,7 +351,7 @@ class ComponentStorage:
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete *keys* atomically; returns how many existed."""
         keys = self._key_list(keys, Operation.DELETE_MANY)
-        changes: dict[bytes, bytes | None] = dict.fromkeys((_encode_key(key, self._max_key) for key in keys), None)
+        changes: dict[bytes, bytes | None] = dict.fromkeys((encode_key(key, self._max_key) for key in keys), None)
         return self._commit(list(changes.items()))
 
     # -- ranges and scans ----------------------------------------------------
@@ -358,7 +363,7 @@ class ComponentStorage:
         ``too-many-keys`` error (use :meth:`scan`).
         """
         self._authorize(Operation.RANGE, start)
-        low, high = _encode_key(start, self._max_key), _encode_key(end, self._max_key)
+        low, high = encode_key(start, self._max_key), encode_key(end, self._max_key)
         if low >= high:
             return []
         wanted = self._max_query + 1 if limit is None else self._limit(limit)
@@ -415,7 +420,7 @@ class ComponentStorage:
     def _prefix_range(self, prefix: str | None) -> tuple[bytes, bytes | None]:
         if prefix is None or prefix == "":
             return b"", None
-        raw = _encode_key(prefix, self._max_key)
+        raw = encode_key(prefix, self._max_key)
         return raw, key_successor(raw)
 
     def _limit(self, limit: int) -> int:
@@ -482,7 +487,7 @@ class ComponentStorage:
         return f"<ComponentStorage {self._ns!r} on {self._backend.name}>"
 
 
-def _encode_key(key: str, max_bytes: int) -> bytes:
+def encode_key(key: str, max_bytes: int) -> bytes:
     """A valid key's UTF-8 bytes; anything else raises InvalidKey."""
     # Printable strings hold no control characters and no lone surrogates
     # (category Cs is not printable), so encode() cannot fail on this path.

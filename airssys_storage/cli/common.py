@@ -18,7 +18,7 @@ import click
 from ..errors import ConfigurationError, ManifestError
 from ..exchange import operator_settings, operator_storage
 from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
-from ..plugins import PluginRegistry, _redact, backend_scheme
+from ..plugins import PluginRegistry, backend_scheme, redact_url
 from ..settings import StorageSettings
 from ..storage import ComponentStorage, StorageManager
 from .app import ExitCode, Failure
@@ -133,11 +133,6 @@ def manifest_option(f: F) -> F:
 
 
 # -- settings and stores -----------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """*url* with its password masked (the core's rule, so every message masks alike)."""
-    return _redact(url)
 
 
 def manifest_quota(settings: StorageSettings, registry: PluginRegistry, manifest: Manifest) -> int | None:

@@ -244,14 +244,8 @@ def repair(store: StoreSpec, as_json: bool) -> None:
             "declaring the repair capability can (e.g. leveldb:// ); use the database's own tools",
             ExitCode.USAGE,
         )
-    # A store too damaged to open can still be repaired by a backend offering repair_url().
-    repair_url = getattr(backend_cls, "repair_url", None)
-    if callable(repair_url):
-        report = repair_url(settings.resolved_url, settings.backend_options)
-    else:
-        with open_manager(settings, registry=registry) as manager:
-            manager.backend.repair()
-        report = None
+    # A classmethod: a store too damaged to open can still be repaired.
+    report = backend_cls.repair_url(settings.resolved_url, settings.backend_options)
     if as_json:
         echo_json({"backend": backend_cls.name, "url": redact_url(settings.resolved_url), "report": report})
     else:

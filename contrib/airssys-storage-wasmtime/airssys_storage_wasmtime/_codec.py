@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import ctypes
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from wasmtime import component as wc
 
 from airssys_storage import StorageError
 
-from ._compat import VAL_SIZE, lift_bytes, lower_bytes
+from ._compat import PAYLOAD_OFFSET, VAL_SIZE
 
 __all__ = [
     "BOOL",
@@ -41,6 +42,8 @@ __all__ = [
     "ResultOf",
     "TupleOf",
     "describe",
+    "lift_bytes",
+    "lower_bytes",
 ]
 
 Val = ffi.wasmtime_component_val_t
@@ -49,6 +52,9 @@ _string_at = ctypes.string_at
 _memmove = ctypes.memmove
 _memset = ctypes.memset
 _val_new = ffi.wasmtime_component_val_new
+_list_uninit = ffi.wasmtime_component_vallist_new_uninit
+_cast = ctypes.cast
+_c_void_p = ctypes.c_void_p
 _vec_uninit = ffi.wasm_byte_vec_new_uninitialized
 _K_BOOL = ffi.WASMTIME_COMPONENT_BOOL.value
 _K_U32 = ffi.WASMTIME_COMPONENT_U32.value
@@ -72,6 +78,63 @@ def _boxed(codec: Codec, value: Any) -> Any:
     tmp = Val()
     codec.lower(value, tmp)
     return _val_new(_byref(tmp))  # moves tmp's contents
+
+
+# -- list<u8> -----------------------------------------------------------------
+#
+# wasmtime's C API represents list<u8> as an array of 32-byte values, each a
+# kind byte (U8 = 2) at offset 0 and the byte itself at offset 8. Strided slice
+# assignment on a bytearray builds or reads that array at C speed. It works in
+# chunks through a small per-thread scratch buffer: a temporary as large as
+# the whole array (2 MiB for 64 KiB) would come from fresh pages on every call,
+# and page faults cost more than the copying (~1 ms per 64 KiB on a VM).
+
+_CHUNK = 2048  # values per pass: 64 KiB, below malloc's mmap threshold
+_U8_CELL = bytes([ffi.WASMTIME_COMPONENT_U8.value]) + bytes(VAL_SIZE - 1)
+_scratch = threading.local()
+
+
+def _cells() -> tuple[bytearray, int]:
+    """This thread's scratch: _CHUNK U8 values whose payload bytes are overwritten per pass."""
+    cells: bytearray | None = getattr(_scratch, "cells", None)
+    if cells is None:
+        cells = _scratch.cells = bytearray(_U8_CELL) * _CHUNK
+        _scratch.view = (ctypes.c_char * len(cells)).from_buffer(cells)  # pins the buffer's address
+        _scratch.address = ctypes.addressof(_scratch.view)
+    return cells, _scratch.address
+
+
+def lower_bytes(data: bytes | bytearray, out: Any) -> None:
+    """Make the C value *out* a ``list<u8>`` holding *data* (memory owned by wasmtime)."""
+    size = len(data)
+    items = out.of.list
+    _list_uninit(_byref(items), size)
+    if size:
+        cells, source = _cells()
+        if size <= _CHUNK:
+            cells[PAYLOAD_OFFSET : PAYLOAD_OFFSET + VAL_SIZE * size : VAL_SIZE] = data
+            _memmove(items.data, source, VAL_SIZE * size)
+        else:
+            destination = _cast(items.data, _c_void_p).value or 0
+            view = memoryview(data)
+            for start in range(0, size, _CHUNK):
+                count = min(_CHUNK, size - start)
+                cells[PAYLOAD_OFFSET : PAYLOAD_OFFSET + VAL_SIZE * count : VAL_SIZE] = view[start : start + count]
+                _memmove(destination + VAL_SIZE * start, source, VAL_SIZE * count)
+    out.kind = _K_LIST
+
+
+def lift_bytes(val: Any) -> bytes:
+    """The bytes of the ``list<u8>`` C value *val* (which stays owned by its owner)."""
+    items = val.of.list
+    size = items.size
+    if size <= _CHUNK:
+        return _string_at(items.data, VAL_SIZE * size)[PAYLOAD_OFFSET::VAL_SIZE] if size else b""
+    address = _cast(items.data, _c_void_p).value or 0
+    return b"".join(
+        _string_at(address + VAL_SIZE * start, VAL_SIZE * min(_CHUNK, size - start))[PAYLOAD_OFFSET::VAL_SIZE]
+        for start in range(0, size, _CHUNK)
+    )
 
 
 class Codec(abc.ABC):

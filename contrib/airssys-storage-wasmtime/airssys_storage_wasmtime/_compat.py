@@ -17,7 +17,8 @@ to call a guest's exports:
    ``Variant("ok" | "err", payload)`` in both directions.
 2. **``list<u8>`` one byte at a time.** ``ListType`` converts each byte as its
    own 32-byte value through Python (about 0.8 µs per byte: 48 ms for 64 KiB).
-   The patch converts the whole list with one strided slice assignment.
+   The patch converts ``bytes`` with strided slice copies
+   (:func:`._codec.lower_bytes`, :func:`._codec.lift_bytes`).
 
 Both are applied by :func:`ensure_ready` (called when a :class:`~.Host` is
 created, never at import time), only for wasmtime-py 50 and only when the
@@ -35,16 +36,7 @@ from typing import Any
 
 from .errors import UnsupportedRuntime
 
-__all__ = [
-    "SUPPORTED_MAJOR",
-    "VAL_SIZE",
-    "PAYLOAD_OFFSET",
-    "ensure_ready",
-    "internals_problems",
-    "lift_bytes",
-    "lower_bytes",
-    "wasmtime_version",
-]
+__all__ = ["PAYLOAD_OFFSET", "SUPPORTED_MAJOR", "VAL_SIZE", "ensure_ready", "internals_problems", "wasmtime_version"]
 
 SUPPORTED_MAJOR = 50
 #: ``sizeof(wasmtime_component_val_t)`` and the offset of its payload union.
@@ -157,6 +149,8 @@ def _tagged(self: Any) -> bool:
 def _list_convert_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
     """Workaround 2 (lowering): a ``list<u8>`` from ``bytes`` in one pass."""
     if isinstance(val, bytes) and self._is_bytes():
+        from ._codec import lower_bytes
+
         lower_bytes(val, ptr.contents)
         return
     ORIGINALS["ListType.convert_to_c"](self, store, val, ptr)
@@ -168,63 +162,9 @@ def _list_convert_from_c(self: Any, c: Any) -> Any:
         return ORIGINALS["ListType.convert_from_c"](self, c)
     from wasmtime import _ffi as ffi
 
+    from ._codec import lift_bytes
+
     try:
         return lift_bytes(c)
     finally:
         ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
-
-
-# -- list<u8> in one pass ------------------------------------------------------
-#
-# wasmtime's C API represents list<u8> as an array of 32-byte values, each a
-# kind byte (U8 = 2) at offset 0 and the byte itself at offset 8. Strided slice
-# assignment on a bytearray builds or reads that array at C speed. It works in
-# chunks through a small per-thread scratch buffer: a temporary as large as
-# the whole array (2 MiB for 64 KiB) would come from fresh pages on every call,
-# and page faults cost more than the copying (~1 ms per 64 KiB on a VM).
-
-_CHUNK = 2048  # values per pass: 64 KiB, below malloc's mmap threshold
-_U8_CELL = bytes([2]) + bytes(VAL_SIZE - 1)
-_scratch = threading.local()
-
-
-def _cells() -> tuple[bytearray, int]:
-    """This thread's scratch: _CHUNK U8 values whose payload bytes are overwritten per pass."""
-    cells: bytearray | None = getattr(_scratch, "cells", None)
-    if cells is None:
-        cells = _scratch.cells = bytearray(_U8_CELL) * _CHUNK
-        _scratch.view = (ctypes.c_char * len(cells)).from_buffer(cells)  # pins the buffer's address
-        _scratch.address = ctypes.addressof(_scratch.view)
-    return cells, _scratch.address
-
-
-def lower_bytes(data: bytes | bytearray, out: Any) -> None:
-    """Make the C value *out* a ``list<u8>`` holding *data* (memory owned by wasmtime)."""
-    from wasmtime import _ffi as ffi
-
-    size = len(data)
-    ffi.wasmtime_component_vallist_new_uninit(ctypes.byref(out.of.list), size)
-    if size:
-        cells, source = _cells()
-        destination = ctypes.cast(out.of.list.data, ctypes.c_void_p).value or 0
-        view = memoryview(data)
-        for start in range(0, size, _CHUNK):
-            count = min(_CHUNK, size - start)
-            cells[PAYLOAD_OFFSET : PAYLOAD_OFFSET + VAL_SIZE * count : VAL_SIZE] = view[start : start + count]
-            ctypes.memmove(destination + VAL_SIZE * start, source, VAL_SIZE * count)
-    out.kind = ffi.WASMTIME_COMPONENT_LIST  # last: see the note on ownership in _codec
-
-
-def lift_bytes(val: Any) -> bytes:
-    """The bytes of the ``list<u8>`` C value *val* (which stays owned by its owner)."""
-    items = val.of.list
-    size = items.size
-    if not size:
-        return b""
-    address = ctypes.cast(items.data, ctypes.c_void_p).value or 0
-    if size <= _CHUNK:
-        return ctypes.string_at(address, VAL_SIZE * size)[PAYLOAD_OFFSET::VAL_SIZE]
-    return b"".join(
-        ctypes.string_at(address + VAL_SIZE * start, VAL_SIZE * min(_CHUNK, size - start))[PAYLOAD_OFFSET::VAL_SIZE]
-        for start in range(0, size, _CHUNK)
-    )

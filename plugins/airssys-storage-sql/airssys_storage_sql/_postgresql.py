@@ -165,10 +165,12 @@ class PostgreSQLBackend(ServerBackend):
                     used, delta = map(int, exc.diag.message_detail.split())  # type: ignore[attr-defined]
                     raise quota_exceeded(params["ns"], used, delta, limit) from None
                 if state == _NO_USAGE_ROW and attempt + 1 < MAX_ATTEMPTS:
+                    self.retries["new namespace"] += 1
                     self._release(cursor)
                     self._run("creating a usage row", lambda c: c.execute(self._q_new_usage, (params["ns"],)))
                     continue
                 if state in _RETRY and attempt + 1 < MAX_ATTEMPTS:
+                    self.retries["conflict"] += 1
                     self._release(cursor)
                     backoff(attempt)
                     continue
@@ -217,6 +219,7 @@ class PostgreSQLBackend(ServerBackend):
                 cursor.execute(sql, params)
             except Exception as exc:
                 if getattr(exc, "sqlstate", None) in _RETRY and attempt + 1 < MAX_ATTEMPTS:
+                    self.retries["conflict"] += 1
                     self._release(cursor)
                     backoff(attempt)
                     continue

@@ -23,11 +23,11 @@ Three tables, all named ``<table_prefix><name>``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table
-from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.engine import Dialect
-from sqlalchemy.schema import CreateTable
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import Dialect
 
 #: Bumped whenever the layout changes; a store written by a newer version is refused.
 SCHEMA_VERSION = 1
@@ -50,6 +50,10 @@ def table_names(prefix: str) -> Tables:
 
 def build_metadata(prefix: str, engine: str) -> MetaData:
     """The three tables for *engine* (``"sqlite"``, ``"postgresql"`` or ``"mariadb"``)."""
+    # Imported here: loading the plugin must not import SQLAlchemy, only opening a store.
+    from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table
+    from sqlalchemy.dialects import mysql, postgresql
+
     names = table_names(prefix)
     metadata = MetaData()
     namespace = String(64).with_variant(postgresql.VARCHAR(64, collation="C"), "postgresql")
@@ -97,6 +101,8 @@ def create_statements(prefix: str, engine: str, dialect: Dialect) -> tuple[str, 
     Schema creation runs the first, reads the version row, and runs the others
     only when there is none, so it never touches tables of another version.
     """
+    from sqlalchemy.schema import CreateTable
+
     names = table_names(prefix)
     compiled = {
         table.name: str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip()

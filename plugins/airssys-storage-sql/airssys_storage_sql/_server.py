@@ -47,6 +47,7 @@ class ServerBackend(SQLBackend):
                 rows: list[Any] = cursor.fetchall()
             except Exception as exc:
                 if attempt == 0 and self._is_disconnect(cursor, exc):
+                    self.retries["reconnect"] += 1
                     self._discard(cursor)
                     self._discard_idle()
                     continue

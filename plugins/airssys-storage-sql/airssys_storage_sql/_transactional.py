@@ -149,6 +149,7 @@ class TransactionalBackend(SQLBackend):
                 self._end(item)
             except Exception as exc:
                 if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
+                    self.retries["conflict"] += 1
                     self._recover(item)
                     backoff(attempt)
                     continue
@@ -194,6 +195,7 @@ class TransactionalBackend(SQLBackend):
                 self._end(item)
             except Exception as exc:
                 if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
+                    self.retries["conflict"] += 1
                     self._recover(item)
                     backoff(attempt)
                     continue

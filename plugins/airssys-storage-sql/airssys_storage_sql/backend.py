@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -169,6 +170,8 @@ class SQLBackend(StorageBackend):
         self._max_connections = options.pool_size
         self._slow_lock = threading.Lock()
         self._closed = False
+        #: Operations repeated after a conflict or a dead connection, by cause (for stats()).
+        self.retries: Counter[str] = Counter()
 
     # -- opening ---------------------------------------------------------------
 
@@ -384,6 +387,7 @@ class SQLBackend(StorageBackend):
             "keys": int(row[1] or 0),
             "bytes": int(row[2] or 0),
             "connections": len(self._fairies),
+            "retries": dict(self.retries),
         }
 
     def _fetchall(self, item: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from sqlsupport import SERVERS, Server, selected_engine, skip_or_fail
 
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "engines(*names): run only when AIRSSYS_STORAGE_TEST_SQL names one of these engines"
@@ -62,9 +63,11 @@ def server(sql_engine: str) -> Iterator[Server | None]:
 
         sa_url, _ = parse_url(url)
         engine = create_engine(sa_url, connect_args={"connect_timeout": 3}, isolation_level="AUTOCOMMIT")
-        admin = engine.connect()
+        engine.connect().close()
     except ModuleNotFoundError as exc:
-        skip_or_fail(f"the {label} driver is not installed ({exc}): pip install 'airssys-storage-sql[postgresql,mysql]'")
+        skip_or_fail(
+            f"the {label} driver is not installed ({exc}): pip install 'airssys-storage-sql[postgresql,mysql]'"
+        )
         return
     except Exception as exc:
         skip_or_fail(
@@ -73,9 +76,8 @@ def server(sql_engine: str) -> Iterator[Server | None]:
         )
         return
     try:
-        yield Server(sql_engine, url, label, admin)
+        yield Server(sql_engine, url, label, engine)
     finally:
-        admin.close()
         engine.dispose()
 
 

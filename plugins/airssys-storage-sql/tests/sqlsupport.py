@@ -11,7 +11,11 @@ import pytest
 ENGINE_ENV = "AIRSSYS_STORAGE_TEST_SQL"
 ENGINES = ("sqlite", "postgresql", "mariadb")
 SERVERS = {
-    "postgresql": ("PostgreSQL", "AIRSSYS_STORAGE_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "postgresql": (
+        "PostgreSQL",
+        "AIRSSYS_STORAGE_TEST_POSTGRESQL_URL",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    ),
     "mariadb": ("MariaDB", "AIRSSYS_STORAGE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 
@@ -36,18 +40,19 @@ def selected_engine() -> str:
 
 @dataclass
 class Server:
-    """A reachable database server and an autocommit admin connection to it."""
+    """A reachable database server, administered through short autocommit connections."""
 
     engine: str
     url: str
     label: str
-    admin: Any  # sqlalchemy Connection
+    admin: Any  # sqlalchemy Engine (AUTOCOMMIT); a connection per statement survives server restarts
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
         from sqlalchemy import text
 
-        result = self.admin.execute(text(sql), params or {})
-        return list(result) if result.returns_rows else []
+        with self.admin.connect() as connection:
+            result = connection.execute(text(sql), params or {})
+            return list(result) if result.returns_rows else []
 
     def drop(self, prefix: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta")

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airssys_storage_sql import SQLBackend
+from airssys_storage_sql.backend import parse_url, redact
 from sqlsupport import Server
 
 from airssys_storage import (
@@ -24,8 +26,6 @@ from airssys_storage import (
     StorageManager,
     StorageSettings,
 )
-from airssys_storage_sql import SQLBackend
-from airssys_storage_sql.backend import parse_url, redact
 
 MiB = 1024 * 1024
 OpenBackend = Callable[..., Any]
@@ -115,7 +115,9 @@ def test_first_open_creates_tables_and_version_row(
     url = _scheme_url(store_url, server, tmp_path)
     backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
     try:
-        rows = backend._run("test", lambda item: backend._fetchall(item, f"SELECT name, value FROM {fresh_prefix}meta", ()))
+        rows = backend._run(
+            "test", lambda item: backend._fetchall(item, f"SELECT name, value FROM {fresh_prefix}meta", ())
+        )
         assert [tuple(row) for row in rows] == [("schema_version", "1")]
         backend.commit_one("a", b"k", b"v", None)
     finally:
@@ -127,7 +129,9 @@ def test_first_open_creates_tables_and_version_row(
         again.close()
 
 
-def test_concurrent_first_opens_take_turns(store_url: str, server: Server | None, fresh_prefix: str, tmp_path: Path) -> None:
+def test_concurrent_first_opens_take_turns(
+    store_url: str, server: Server | None, fresh_prefix: str, tmp_path: Path
+) -> None:
     url = _scheme_url(store_url, server, tmp_path)
     barrier = threading.Barrier(6)
     errors: list[BaseException] = []
@@ -156,7 +160,9 @@ def test_concurrent_first_opens_take_turns(store_url: str, server: Server | None
         backend.close()
 
 
-@pytest.mark.parametrize(("stored", "advice"), [("2", "upgrade airssys-storage-sql"), ("banana", "another table_prefix")])
+@pytest.mark.parametrize(
+    ("stored", "advice"), [("2", "upgrade airssys-storage-sql"), ("banana", "another table_prefix")]
+)
 def test_unknown_schema_version_is_refused(
     store_url: str, server: Server | None, fresh_prefix: str, tmp_path: Path, stored: str, advice: str
 ) -> None:
@@ -220,7 +226,9 @@ def _plans(backend: Any, sql_engine: str, server: Server | None) -> dict[str, st
     plans = {}
     for name, (sql, params) in queries.items():
         if sql_engine == "sqlite":
-            rows = backend._run("plan", lambda c, sql=sql, params=params: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+            rows = backend._run(
+                "plan", lambda c, sql=sql, params=params: c.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+            )
             plans[name] = " | ".join(row[-1] for row in rows)
         elif sql_engine == "postgresql":
 
@@ -383,7 +391,11 @@ def test_sqlite_uses_wal_and_the_configured_synchronous(tmp_path: Path) -> None:
         backend = SQLBackend.open(f"sqlite:///{tmp_path}/s.db", option)
         try:
             modes = backend._run(
-                "t", lambda c: (c.execute("PRAGMA journal_mode").fetchone()[0], c.execute("PRAGMA synchronous").fetchone()[0])
+                "t",
+                lambda c: (
+                    c.execute("PRAGMA journal_mode").fetchone()[0],
+                    c.execute("PRAGMA synchronous").fetchone()[0],
+                ),
             )
         finally:
             backend.close()

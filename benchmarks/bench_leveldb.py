@@ -1,14 +1,14 @@
 """ComponentStorage on leveldb:// against raw plyvel, measured side by side in one run.
 
 Each round runs every workload on both, back to back, alternating which goes
-first; the ratio of a round is ours / raw in operations per second, and the
-table reports the median over rounds (robust to a noisy shared machine).
+first. The table reports each side's best run (ops/s), their ratio, and the
+median over rounds of the per-round ratio ours / raw as a cross-check.
 Both databases use the same engine options (snappy, 10 bloom bits, no sync),
 so the ratio is the cost of the layer: permission check, key validation and
 encoding, namespacing, the exact quota (read old value, counter in the same
 write batch) and the locks.
 
-    python benchmarks/bench_leveldb.py [--rounds 7] [--ops 20000] [--json]
+    python benchmarks/bench_leveldb.py [--rounds 15] [--ops 20000] [--clock wall|cpu] [--json]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import json
 import random
 import statistics
+import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,8 +40,16 @@ TARGETS = {
 }
 
 
-def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, tuple[Callable[[], int], Callable[[], int]]]:
-    """Workload name -> (raw, ours); each callable returns how many operations it did.
+Run = Callable[[], int]
+
+
+def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, dict[str, Run]]:
+    """Workload name -> side ("raw", "ours", maybe "raw+counter") -> a run returning how many operations it did.
+
+    "raw+counter" is raw plyvel doing what an exact quota needs at the least,
+    without a cache: read the old value, then write the data and a 16-byte
+    usage counter in one WriteBatch. It shows how much of the gap is the
+    contract itself rather than the layer.
 
     Writes overwrite the prefilled keys. In the "size changes" workloads every
     write changes its key's value size (101 and 102 bytes alternate between
@@ -57,7 +66,7 @@ def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, tuple[Cal
     raw_batches = [[key.encode() for key in batch] for batch in batches]
     listings = max(3, ops // 4000)
     # One value size per run, shared by raw and ours: 101, 102, 101, … bytes.
-    sizes = {"raw": 0, "ours": 0}
+    sizes = {"raw": 0, "ours": 0, "raw+counter": 0}
 
     def next_value(side: str) -> bytes:
         sizes[side] += 1
@@ -88,6 +97,32 @@ def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, tuple[Cal
         for key in order:
             put(key, value)
         return len(order)
+
+    counter_key = b"\x00counter"
+    pack = struct.Struct("<QQ").pack
+
+    def floor_set(value: bytes | None = None) -> int:
+        value = value or next_value("raw+counter")
+        get, batch = db.get, db.write_batch()
+        for used, key in enumerate(raw_order):
+            get(key)
+            batch.clear()
+            batch.put(key, value)
+            batch.put(counter_key, pack(used, used))
+            batch.write()
+        return len(raw_order)
+
+    def floor_batch() -> int:
+        value = next_value("raw+counter")
+        get = db.get
+        for used, batch in enumerate(raw_batches):
+            wb = db.write_batch()
+            for key in batch:
+                get(key)
+                wb.put(key, value)
+            wb.put(counter_key, pack(used, used))
+            wb.write()
+        return len(raw_batches)
 
     def raw_batch() -> int:
         value = next_value("raw")
@@ -128,22 +163,29 @@ def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, tuple[Cal
         listing.set_many({f"{i:05}": VALUE for i in range(start, start + BATCH)})
 
     return {
-        "get": (raw_get, our_get),
-        "set (value size changes)": (raw_set, our_set),
-        "set (same-size overwrite)": (lambda: raw_set(VALUE), lambda: our_set(VALUE)),
-        "100-key batch": (raw_batch, our_batch),
-        "keys() of 10,000": (raw_keys, our_keys),
+        "get": {"raw": raw_get, "ours": our_get},
+        "set (value size changes)": {"raw": raw_set, "ours": our_set, "raw+counter": floor_set},
+        "set (same-size overwrite)": {
+            "raw": lambda: raw_set(VALUE),
+            "ours": lambda: our_set(VALUE),
+            "raw+counter": lambda: floor_set(VALUE),
+        },
+        "100-key batch": {"raw": raw_batch, "ours": our_batch, "raw+counter": floor_batch},
+        "keys() of 10,000": {"raw": raw_keys, "ours": our_keys},
     }
 
 
-def timed(run: Callable[[], int]) -> float:
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def timed(run: Callable[[], int], clock: Callable[[], float]) -> float:
     """Operations per second of one run."""
-    start = time.perf_counter()
+    start = clock()
     done = run()
-    return done / (time.perf_counter() - start)
+    return done / (clock() - start)
 
 
-def measure(rounds: int, ops: int, options: dict[str, Any]) -> dict[str, dict[str, float]]:
+def measure(rounds: int, ops: int, options: dict[str, Any], clock: Callable[[], float]) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="bench-leveldb-") as tmp:
         db = plyvel.DB(str(Path(tmp) / "raw"), create_if_missing=True, bloom_filter_bits=10, compression="snappy")
         manager = StorageManager.from_settings(StorageSettings(url=f"leveldb://{tmp}/ours", backend_options=options))
@@ -156,54 +198,72 @@ def measure(rounds: int, ops: int, options: dict[str, Any]) -> dict[str, dict[st
             for start in range(0, KEYS, BATCH):
                 store.set_many({f"key{i:05}": VALUE for i in range(start, start + BATCH)})
             cases = workloads(db, manager, ops)
-            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+            samples = {name: {side: list[float]() for side in runs} for name, runs in cases.items()}
             for round_ in range(rounds + 1):
-                for name, (raw, ours) in cases.items():
-                    if round_ % 2:
-                        ours_rate, raw_rate = timed(ours), timed(raw)
-                    else:
-                        raw_rate, ours_rate = timed(raw), timed(ours)
-                    if round_:  # round 0 warms caches and is not counted
-                        samples[name].append((raw_rate, ours_rate))
+                for name, runs in cases.items():
+                    sides = list(runs)
+                    shift = round_ % len(sides)  # rotate who goes first
+                    for side in sides[shift:] + sides[:shift]:
+                        rate = timed(runs[side], clock)
+                        if round_:  # round 0 warms caches and is not counted
+                            samples[name][side].append(rate)
         finally:
             manager.close()
             db.close()
     results: dict[str, dict[str, float]] = {}
-    for name, pairs in samples.items():
-        raw_rate = statistics.median(raw for raw, _ in pairs)
-        ours_rate = statistics.median(ours for _, ours in pairs)
-        results[name] = {
-            "raw_ops_per_s": raw_rate,
-            "ours_ops_per_s": ours_rate,
-            "ratio": statistics.median(ours / raw for raw, ours in pairs),
+    for name, rates in samples.items():
+        # Interference from other processes only ever slows a run down, so the
+        # best run of each side is the steadiest estimate of its speed; the
+        # median of the per-round ratios is shown beside it as a cross-check.
+        best = {side: max(values) for side, values in rates.items()}
+        row = {
+            "raw_ops_per_s": best["raw"],
+            "ours_ops_per_s": best["ours"],
+            "ratio": best["ours"] / best["raw"],
+            "median_round_ratio": statistics.median(o / r for r, o in zip(rates["raw"], rates["ours"], strict=True)),
             "target": TARGETS[name],
         }
+        if "raw+counter" in best:
+            row["raw_with_counter_ratio"] = best["raw+counter"] / best["raw"]
+        results[name] = row
     return results
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
     lines = [
-        "| workload | raw plyvel ops/s | ComponentStorage ops/s | ratio | target |",
-        "|---|---:|---:|---:|---:|",
+        "| workload | raw plyvel ops/s | ComponentStorage ops/s | ratio (best runs) | median round ratio "
+        "| target | raw plyvel + counter (ratio) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in results.items():
         verdict = "met" if row["ratio"] >= row["target"] else "**below**"
+        floor = f"{row['raw_with_counter_ratio']:.2f}x" if "raw_with_counter_ratio" in row else "-"
         lines.append(
-            f"| {name} | {row['raw_ops_per_s']:,.0f} | {row['ours_ops_per_s']:,.0f} | "
-            f"{row['ratio']:.2f}x | >= {row['target']}x ({verdict}) |"
+            f"| {name} | {row['raw_ops_per_s']:,.0f} | {row['ours_ops_per_s']:,.0f} | {row['ratio']:.2f}x | "
+            f"{row['median_round_ratio']:.2f}x | >= {row['target']}x ({verdict}) | {floor} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7, help="measured rounds (default 7)")
+    parser.add_argument("--rounds", type=int, default=15, help="measured rounds (default 15)")
     parser.add_argument("--ops", type=int, default=20_000, help="single-key operations per round (default 20000)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="cpu: this process's CPU time, all threads (steadier on a shared machine); wall: elapsed time",
+    )
     parser.add_argument("--options", default="{}", help="backend_options as JSON, e.g. '{\"size_cache_keys\": 0}'")
     args = parser.parse_args()
-    results = measure(args.rounds, args.ops, json.loads(args.options))
-    print(json.dumps(results, indent=2) if args.json else table(results))
+    results = measure(args.rounds, args.ops, json.loads(args.options), CLOCKS[args.clock])
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"{args.rounds} interleaved rounds, {args.clock} clock")
+        print(table(results))
 
 
 if __name__ == "__main__":

@@ -101,6 +101,13 @@ class _Space:
         self.usage: tuple[int, int] | None = None
 
 
+class _NoSizes(dict[bytes, int]):
+    """The size cache when it is switched off (``size_cache_keys = 0``): it never holds anything."""
+
+    def __setitem__(self, key: bytes, value: int) -> None:
+        pass
+
+
 class _Closed:
     """Stands in for the database after close(): any use is a clear error, at no cost before."""
 
@@ -129,7 +136,7 @@ class LevelDBBackend(StorageBackend):
         # Value sizes of recently written keys (-1: known absent), so that a
         # write can charge its quota delta without reading the old value.
         # Exact because no other process can write this database while it is open.
-        self._sizes: dict[bytes, int] = {}
+        self._sizes: dict[bytes, int] = {} if options.size_cache_keys else _NoSizes()
         self._size_limit = options.size_cache_keys
         self._bind(db)
         self._real_path = os.path.realpath(path)
@@ -329,14 +336,17 @@ class LevelDBBackend(StorageBackend):
         prefix = space.prefix
         sizes = self._sizes
         with self._lock:
+            if len(sizes) + len(changes) > self._size_limit:
+                sizes.clear()  # crude but O(1) per write on average, and never wrong
             try:
                 get = self._get
                 used, count = space.usage or self._load_usage(space)
                 batch = self._batch
                 batch.clear()
                 put, delete = batch.put, batch.delete
-                # The batch is only written once the guard passed: until then it is scratch.
-                written: list[tuple[bytes, int]] = []
+                # The batch is only written once the guard passed: until then it
+                # is scratch. The size cache learns each change as it is added
+                # (cheaper than a second pass) and forgets them if anything fails.
                 delta = existed = added = 0
                 for key, value in changes:
                     data_key = prefix + key
@@ -344,25 +354,25 @@ class LevelDBBackend(StorageBackend):
                     if old_size is None:
                         old = get(data_key)
                         old_size = -1 if old is None else len(old)
-                    if old_size < 0:
-                        if value is None:
-                            continue  # deleting a missing key changes nothing
-                        added += 1
-                        delta += len(key) + len(value)
+                    if value is not None:
+                        size = len(value)
                         put(data_key, value)
-                        written.append((data_key, len(value)))
-                    else:
-                        existed += 1
-                        if value is None:
-                            added -= 1
-                            delta -= len(key) + old_size
-                            delete(data_key)
-                            written.append((data_key, -1))
+                        if old_size < 0:
+                            added += 1
+                            delta += len(key) + size
                         else:
-                            delta += len(value) - old_size
-                            put(data_key, value)
-                            written.append((data_key, len(value)))
-                if not written:
+                            existed += 1
+                            delta += size - old_size
+                    elif old_size < 0:
+                        continue  # deleting a missing key changes nothing
+                    else:
+                        size = -1
+                        delete(data_key)
+                        existed += 1
+                        added -= 1
+                        delta -= len(key) + old_size
+                    sizes[data_key] = size
+                if not existed and not added:
                     return 0
                 if delta > 0 and limit is not None and used + delta > limit:
                     batch.clear()
@@ -372,13 +382,13 @@ class LevelDBBackend(StorageBackend):
                     count += added
                     batch.put(space.usage_key, USAGE.pack(used, count))
                 batch.write()
-            except plyvel.Error as exc:
-                self._fail("write to", exc)
+            except BaseException as exc:
+                for key, _ in changes:
+                    sizes.pop(prefix + key, None)
+                if isinstance(exc, plyvel.Error):
+                    self._fail("write to", exc)
+                raise
             space.usage = (used, count)
-            if len(sizes) + len(written) > self._size_limit:
-                sizes.clear()
-            if self._size_limit:
-                sizes.update(written)
         return existed
 
     def _remember(self, data_key: bytes, size: int) -> None:
@@ -386,8 +396,6 @@ class LevelDBBackend(StorageBackend):
         sizes = self._sizes
         if len(sizes) >= self._size_limit:
             sizes.clear()  # crude but O(1) per write on average, and never wrong
-            if not self._size_limit:
-                return
         sizes[data_key] = size
 
     def clear(self, namespace: str) -> None:

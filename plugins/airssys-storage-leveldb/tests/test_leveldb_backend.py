@@ -480,6 +480,10 @@ def test_refused_batch_writes_nothing(backend: LevelDBBackend) -> None:
     with pytest.raises(QuotaExceeded):
         backend.commit("app", [(b"b", b"1"), (b"c", b"1" * 10)], 10)
     assert everything(backend, "app") == {b"a": b"1"} and backend.usage("app") == Usage(2, 1)
+    # The refused batch taught the size cache nothing: later writes are charged right.
+    assert backend.commit("app", [(b"b", b"12"), (b"c", None)], 10) == 0
+    assert backend.commit_one("app", b"c", b"1", 10) is False
+    assert backend.usage("app") == recomputed(everything(backend, "app")) == Usage(7, 3)
 
 
 @pytest.mark.parametrize("size_cache_keys", [0, 3, 100_000])

@@ -13,17 +13,18 @@ transaction back and are retried.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from airssys_storage import InternalError, InvalidKey, StorageError
+from airssys_storage import Change, InternalError, InvalidKey, StorageError
 
 from ._schema import MARIADB_MAX_KEY_BYTES, SCHEMA_VERSION, create_statements
 from ._server import ServerBackend
-from ._transactional import TransactionalBackend
+from ._transactional import MAX_ATTEMPTS, TransactionalBackend, backoff
 from .backend import SQLBackend, SQLOptions, describe
 
 _STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
@@ -37,6 +38,38 @@ _ER_NET_PACKET_TOO_LARGE = 1153
 _ER_NO_SUCH_TABLE = 1146
 
 
+@dataclass
+class Plan:
+    """What a commit does, decided from the old sizes of its keys."""
+
+    delta: int  # change of used bytes
+    count: int  # change of the number of keys
+    existed: int  # changed keys that existed before
+    puts: list[tuple[bytes, bytes]]
+    deletes: list[bytes]  # only keys that exist
+
+
+def plan_commit(changes: Sequence[Change], old_sizes: dict[bytes, int]) -> Plan:
+    """The plan for *changes* given ``key -> len(old value)`` of the keys that exist."""
+    delta = count = 0
+    puts: list[tuple[bytes, bytes]] = []
+    deletes: list[bytes] = []
+    for key, value in changes:
+        old = old_sizes.get(key)
+        if old is not None:
+            delta -= len(key) + old
+        if value is None:
+            if old is not None:
+                deletes.append(key)
+                count -= 1
+        else:
+            delta += len(key) + len(value)
+            puts.append((key, value))
+            if old is None:
+                count += 1
+    return Plan(delta, count, len(old_sizes), puts, deletes)
+
+
 def _errno(exc: Exception) -> int:
     args = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else 0
@@ -46,7 +79,6 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
     """Tables in a MariaDB/MySQL database, shared by any number of processes and hosts."""
 
     engine = "mariadb"
-    _length = "LENGTH"
 
     @classmethod
     def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
@@ -71,6 +103,8 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
         )
         self._q_lock = f"SELECT used_bytes FROM {t.usage} WHERE ns = %s FOR UPDATE"
         self._q_many: dict[int, str] = {}
+        self._q_sizes: dict[int, str] = {}
+        self._q_deletes: dict[int, str] = {}
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")
@@ -91,6 +125,61 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
             sql = self._q_many[len(keys)] = f"SELECT k, v FROM {self._tables.data} WHERE ns = %s AND k IN ({marks})"
         return sql, (namespace, *keys)
 
+    # -- writes ------------------------------------------------------------------------
+
+    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        # Lock the namespace, read the old sizes, charge, write: the reads see the latest
+        # committed rows because every writer of the namespace holds the usage row lock.
+        keys = [key for key, _ in changes]
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                item = self._idle.pop()
+            except IndexError:
+                item = self._acquire()
+            try:
+                self._begin(item, namespace)
+                rows = self._fetchall(item, self._sizes_sql(len(keys)), (namespace, *keys))
+                plan = plan_commit(changes, dict(rows))
+                if plan.delta or plan.count:
+                    self._charge(item, namespace, plan.delta, plan.count, limit)
+                if plan.deletes:
+                    self._execute(item, self._deletes_sql(len(plan.deletes)), (namespace, *plan.deletes))
+                if plan.puts:
+                    item.executemany(self._q_upsert, [(namespace, key, value) for key, value in plan.puts])
+                self._end(item)
+            except Exception as exc:
+                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
+                    self.retries["conflict"] += 1
+                    self._recover(item)
+                    backoff(attempt)
+                    continue
+                raise self._failed(item, exc, "commit") from exc
+            except BaseException:
+                self._interrupted(item)
+                raise
+            self._release(item)
+            return plan.existed
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
+        return self.commit(namespace, ((key, value),), limit) == 1
+
+    def _sizes_sql(self, count: int) -> str:
+        sql = self._q_sizes.get(count)
+        if sql is None:
+            marks = ", ".join(["%s"] * count)
+            sql = self._q_sizes[count] = (
+                f"SELECT k, LENGTH(v) FROM {self._tables.data} WHERE ns = %s AND k IN ({marks})"
+            )
+        return sql
+
+    def _deletes_sql(self, count: int) -> str:
+        sql = self._q_deletes.get(count)
+        if sql is None:
+            marks = ", ".join(["%s"] * count)
+            sql = self._q_deletes[count] = f"DELETE FROM {self._tables.data} WHERE ns = %s AND k IN ({marks})"
+        return sql
+
     # -- transactional primitives ----------------------------------------------------
 
     def _begin(self, item: Any, namespace: str) -> None:
@@ -104,9 +193,6 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
 
     def _execute(self, item: Any, sql: str, params: Sequence[Any]) -> int:
         return item.execute(sql, params)  # type: ignore[no-any-return]
-
-    def _executemany(self, item: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        item.executemany(sql, rows)
 
     def _retryable(self, exc: Exception) -> bool:
         return _errno(exc) in (_ER_LOCK_DEADLOCK, _ER_CHECKREAD)

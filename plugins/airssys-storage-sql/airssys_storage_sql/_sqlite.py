@@ -24,13 +24,15 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool, StaticPool
 
-from airssys_storage import Capabilities, InternalError, StorageError
+from airssys_storage import Capabilities, Change, InternalError, StorageError
 
 from ._schema import SCHEMA_VERSION, create_statements
 from ._transactional import TransactionalBackend
 from .backend import SQLBackend, SQLOptions, describe
 
 _first = itemgetter(0)
+# Rows per statement in a batch: two bound values each, far below SQLite's 32766.
+_CHUNK = 5000
 # sqlite3 error codes (sqlite3.Error.sqlite_errorcode & 0xff).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
@@ -69,9 +71,6 @@ class SQLiteBackend(TransactionalBackend):
         self._q_items_to = f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?"
         self._q_keys = f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? ORDER BY k LIMIT ?"
         self._q_keys_to = f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?"
-        # Batches: REPLACE (delete + insert of the row) measured faster than ON CONFLICT DO
-        # UPDATE in executemany; no trigger or foreign key could tell the two apart.
-        self._q_upsert = f"INSERT OR REPLACE INTO {t.data} (ns, k, v) VALUES (?, ?, ?)"
         self._q_new_usage = (
             f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (?, 0, 0) ON CONFLICT (ns) DO NOTHING"
         )
@@ -83,6 +82,8 @@ class SQLiteBackend(TransactionalBackend):
         )
         self._q_delete_returning = f"DELETE FROM {t.data} WHERE ns = ? AND k = ? RETURNING length(v)"
         self._q_many: dict[int, str] = {}
+        self._q_put_rows: dict[int, str] = {}
+        self._q_delete_rows: dict[int, str] = {}
 
     def _setup(self, dbapi_connection: Any) -> Any:
         conn: sqlite3.Connection = dbapi_connection
@@ -219,6 +220,74 @@ class SQLiteBackend(TransactionalBackend):
         idle.append(conn)
         return existed
 
+    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        # The batch's puts are one INSERT … SELECT FROM (VALUES …) upsert and its deletes one
+        # DELETE … IN (…), both RETURNING the old sizes: no separate read of the keys (that read
+        # cost more than the writes). Then the guarded usage update; a refusal rolls back.
+        puts = [(key, value) for key, value in changes if value is not None]
+        deletes = [key for key, value in changes if value is None]
+        conn = self._acquire_fast()
+        try:
+            execute = conn.execute
+            execute("BEGIN IMMEDIATE")
+            delta = count = existed = 0
+            for start in range(0, len(deletes), _CHUNK):
+                gone = deletes[start : start + _CHUNK]
+                for (size,) in execute(self._delete_rows_sql(len(gone)), (namespace, *gone)).fetchall():
+                    delta -= size
+                    count -= 1
+                    existed += 1
+            for start in range(0, len(puts), _CHUNK):
+                rows = puts[start : start + _CHUNK]
+                params: list[Any] = [namespace]
+                for key, value in rows:
+                    params += (key, value)
+                    delta += len(key) + len(value)
+                for (old,) in execute(self._put_rows_sql(len(rows)), params).fetchall():
+                    if old is None:
+                        count += 1
+                    else:
+                        delta -= old
+                        existed += 1
+            if delta or count:
+                self._charge(conn, namespace, delta, count, limit)
+            execute("COMMIT")
+        except Exception as exc:
+            raise self._failed(conn, exc, "commit") from exc
+        except BaseException:
+            self._interrupted(conn)
+            raise
+        self._idle.append(conn)
+        return existed
+
+    def _acquire_fast(self) -> Any:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._acquire()
+
+    def _put_rows_sql(self, count: int) -> str:
+        sql = self._q_put_rows.get(count)
+        if sql is None:
+            t = self._tables
+            rows = ", ".join(["(?, ?)"] * count)
+            # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
+            sql = self._q_put_rows[count] = (
+                f"INSERT INTO {t.data} (ns, k, v) SELECT ?, column1, column2 FROM (VALUES {rows}) WHERE true "
+                f"ON CONFLICT (ns, k) DO UPDATE SET replaced_len = length({t.data}.v), v = excluded.v "
+                "RETURNING length(k) + replaced_len"
+            )
+        return sql
+
+    def _delete_rows_sql(self, count: int) -> str:
+        sql = self._q_delete_rows.get(count)
+        if sql is None:
+            marks = ", ".join(["?"] * count)
+            sql = self._q_delete_rows[count] = (
+                f"DELETE FROM {self._tables.data} WHERE ns = ? AND k IN ({marks}) RETURNING length(k) + length(v)"
+            )
+        return sql
+
     # -- transactional primitives ------------------------------------------------------
 
     def _begin(self, item: Any, namespace: str) -> None:
@@ -229,9 +298,6 @@ class SQLiteBackend(TransactionalBackend):
 
     def _execute(self, item: Any, sql: str, params: Sequence[Any]) -> int:
         return item.execute(sql, params).rowcount  # type: ignore[no-any-return]
-
-    def _executemany(self, item: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        item.executemany(sql, rows)
 
     def _fetchall(self, item: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return item.execute(sql, params).fetchall()  # type: ignore[no-any-return]

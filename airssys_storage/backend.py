@@ -11,14 +11,14 @@ that would take the counter past the limit.
 Usage is the seed's measure: the sum over live keys of ``len(key) + len(value)``
 (both in bytes), kept as a counter so that reading it is O(1).
 
-Threads: within one :class:`~airssys_storage.StorageManager` the core
-serialises the writes and multi-key reads of one namespace (a per-component
-lock), but calls for different namespaces run concurrently, and single-key
-reads (:meth:`get`, :meth:`has`) run without the lock, concurrently with a
-write of the same namespace: they must return the value from before or after
-it. So backend objects must be thread-safe. Backends shared by several
-processes (SQL) must also make each commit atomic and its guard exact across
-processes.
+Threads and atomicity: backend objects are shared by every component and
+thread of a host, and the core takes no lock of its own. Each method call must
+be atomic: a reader sees a commit entirely or not at all, and the read of old
+sizes, the guard and the write of a commit cannot interleave with another
+commit of the same namespace. That makes the operations of one component
+behave as if they ran one at a time (the seed's actor model). Backends shared
+by several processes (SQL) must make each commit atomic and its guard exact
+across processes too.
 
 Any exception other than :class:`~airssys_storage.StorageError` that escapes a
 backend method is wrapped by the core in an ``internal-error``; backends

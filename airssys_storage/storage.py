@@ -2,8 +2,10 @@
 
 The per-operation path is one straight call chain: a set-membership test for
 the permission (decided when the manifest was loaded), key and value
-validation, then one backend call (under the component's lock for writes and
-multi-key reads). No hook, no policy lookup and no ORM on it.
+validation, then one backend call. No hook, no policy lookup, no lock and no
+ORM on it: every backend call is atomic (see :mod:`airssys_storage.backend`),
+which is what makes the operations of one component behave as if they ran one
+at a time (the seed's actor model), without paying for a second lock.
 """
 
 from __future__ import annotations
@@ -44,10 +46,9 @@ _T = TypeVar("_T")
 class _ComponentState:
     """Per-component state shared by every handle of one id; replaced in place on reload."""
 
-    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "lock", "manifest", "static_allowed")
+    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "manifest", "static_allowed")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.manifest: Manifest
         self.allowed: frozenset[str] = frozenset()
         self.static_allowed: frozenset[str] = frozenset()
@@ -121,8 +122,7 @@ class StorageManager:
             state = self._components.get(manifest.id)
             if state is None:
                 state = self._components[manifest.id] = _ComponentState()
-            with state.lock:
-                self._apply_manifest(state, manifest)
+            self._apply_manifest(state, manifest)
         return ComponentStorage(self, state)
 
     def _apply_manifest(self, state: _ComponentState, manifest: Manifest) -> None:
@@ -247,8 +247,6 @@ class ComponentStorage:
         if "get" not in state.fast_allowed:
             self._authorize(Operation.GET, key)
         raw = encode_key(key, self._max_key)
-        # Single-key reads skip the component lock: a backend read is atomic, so
-        # it sees the value before or after a concurrent write, as if serialised.
         try:
             return self._backend_get(self._ns, raw)
         except StorageError:
@@ -266,14 +264,25 @@ class ComponentStorage:
             value = _as_bytes(value)
         if len(value) > self._max_value:
             raise _too_large(value, self._max_value)
-        self._commit_one(raw, value)
+        try:
+            self._backend_commit_one(self._ns, raw, value, state.limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     def delete(self, key: str) -> bool:
         """Delete *key*; returns whether it existed."""
         state = self._state
         if "delete" not in state.fast_allowed:
             self._authorize(Operation.DELETE, key)
-        return self._commit_one(encode_key(key, self._max_key), None)
+        raw = encode_key(key, self._max_key)
+        try:
+            return self._backend_commit_one(self._ns, raw, None, state.limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     def has(self, key: str) -> bool:
         """Whether *key* exists."""
@@ -281,8 +290,6 @@ class ComponentStorage:
         if "has" not in state.fast_allowed:
             self._authorize(Operation.HAS, key)
         raw = encode_key(key, self._max_key)
-        # Single-key reads skip the component lock: a backend read is atomic, so
-        # it sees the value before or after a concurrent write, as if serialised.
         try:
             return self._backend_has(self._ns, raw)
         except StorageError:
@@ -342,7 +349,8 @@ class ComponentStorage:
                 raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
             key, value = pair
             raw = encode_key(key, self._max_key)
-            value = _as_bytes(value)
+            if type(value) is not bytes:
+                value = _as_bytes(value)
             if len(value) > self._max_value:
                 raise _too_large(value, self._max_value)
             changes[raw] = value
@@ -456,32 +464,18 @@ class ComponentStorage:
                 f"{self._max_batch}: split it into several batches"
             )
 
-    def _commit_one(self, raw: bytes, value: bytes | None) -> bool:
-        state = self._state
-        lock = state.lock
-        lock.acquire()  # cheaper than `with` on this hot path
-        try:
-            return self._backend_commit_one(self._ns, raw, value, state.limit)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise _internal(exc) from exc
-        finally:
-            lock.release()
-
     def _commit(self, changes: list[Change]) -> int:
         if not changes:
             return 0
         return self._call(self._backend.commit, changes, self._state.limit)
 
     def _call(self, method: Callable[..., _T], *args: Any) -> _T:
-        with self._state.lock:
-            try:
-                return method(self._ns, *args)
-            except StorageError:
-                raise
-            except Exception as exc:
-                raise _internal(exc) from exc
+        try:
+            return method(self._ns, *args)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     def __repr__(self) -> str:
         return f"<ComponentStorage {self._ns!r} on {self._backend.name}>"

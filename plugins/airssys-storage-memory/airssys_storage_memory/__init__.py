@@ -7,6 +7,7 @@ exact usage counters, bytewise order); data lives as long as the manager.
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,7 +34,11 @@ class _Space:
 
 
 class MemoryBackend(StorageBackend):
-    """Dict per namespace; reads and writes are O(1), listings sort once per key-set change."""
+    """Dict per namespace; reads and writes are O(1), listings sort once per key-set change.
+
+    One lock makes every commit and every multi-key read atomic; single-key
+    reads need none (one dict lookup is atomic).
+    """
 
     name = "memory"
     url_schemes = ("memory",)
@@ -41,6 +46,7 @@ class MemoryBackend(StorageBackend):
 
     def __init__(self) -> None:
         self._spaces: dict[str, _Space] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any]) -> MemoryBackend:
@@ -65,15 +71,17 @@ class MemoryBackend(StorageBackend):
         return space is not None and key in space.data
 
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
-        space = self._spaces.get(namespace)
-        if space is None:
-            return []
-        data = space.data
-        return [(key, data[key]) for key in self._slice(space, start, end, limit)]
+        with self._lock:
+            space = self._spaces.get(namespace)
+            if space is None:
+                return []
+            data = space.data
+            return [(key, data[key]) for key in self._slice(space, start, end, limit)]
 
     def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
-        space = self._spaces.get(namespace)
-        return [] if space is None else self._slice(space, start, end, limit)
+        with self._lock:
+            space = self._spaces.get(namespace)
+            return [] if space is None else self._slice(space, start, end, limit)
 
     @staticmethod
     def _slice(space: _Space, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
@@ -83,71 +91,81 @@ class MemoryBackend(StorageBackend):
         return ordered[low : min(high, low + limit)]
 
     def usage(self, namespace: str) -> Usage:
-        space = self._spaces.get(namespace)
-        return Usage() if space is None else Usage(space.used, len(space.data))
+        with self._lock:
+            space = self._spaces.get(namespace)
+            return Usage() if space is None else Usage(space.used, len(space.data))
 
     def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        # Writes of one namespace are serialised by the core's component lock;
-        # a concurrent get sees the old or the new value (one dict operation).
-        space = self._spaces.get(namespace) or self._space(namespace)
-        data = space.data
-        old = data.get(key)
-        if value is None:
+        lock = self._lock
+        lock.acquire()  # cheaper than `with` on the hot path
+        try:
+            space = self._spaces.get(namespace) or self._space(namespace)
+            data = space.data
+            old = data.get(key)
+            if value is None:
+                if old is None:
+                    return False
+                del data[key]
+                space.used -= len(key) + len(old)
+                space.sorted_cache = None
+                return True
+            delta = len(key) + len(value) if old is None else len(value) - len(old)
+            if delta > 0 and limit is not None and space.used + delta > limit:
+                raise quota_exceeded(namespace, space.used, delta, limit)
+            data[key] = value
+            space.used += delta
             if old is None:
+                space.sorted_cache = None
                 return False
-            del data[key]
-            space.used -= len(key) + len(old)
-            space.sorted_cache = None
             return True
-        delta = len(key) + len(value) if old is None else len(value) - len(old)
-        if delta > 0 and limit is not None and space.used + delta > limit:
-            raise quota_exceeded(namespace, space.used, delta, limit)
-        data[key] = value
-        space.used += delta
-        if old is None:
-            space.sorted_cache = None
-            return False
-        return True
+        finally:
+            lock.release()
 
     def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        space = self._space(namespace)
-        data = space.data
-        # Decide everything before touching the data: a refused batch leaves no trace.
-        delta = 0
-        existed = 0
-        for key, value in changes:
-            old = data.get(key)
-            if old is not None:
-                existed += 1
-                delta -= len(key) + len(old)
-            if value is not None:
-                delta += len(key) + len(value)
-        if limit is not None and delta > 0 and space.used + delta > limit:
-            raise quota_exceeded(namespace, space.used, delta, limit)
-        for key, value in changes:
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
-        space.used += delta
-        space.sorted_cache = None
-        return existed
+        with self._lock:
+            space = self._space(namespace)
+            data = space.data
+            # Decide everything before touching the data: a refused batch leaves no trace.
+            delta = 0
+            existed = 0
+            for key, value in changes:
+                old = data.get(key)
+                if old is not None:
+                    existed += 1
+                    delta -= len(key) + len(old)
+                if value is not None:
+                    delta += len(key) + len(value)
+            if limit is not None and delta > 0 and space.used + delta > limit:
+                raise quota_exceeded(namespace, space.used, delta, limit)
+            for key, value in changes:
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            space.used += delta
+            space.sorted_cache = None
+            return existed
 
     def clear(self, namespace: str) -> None:
-        self._spaces.pop(namespace, None)
+        with self._lock:
+            self._spaces.pop(namespace, None)
 
     def namespaces(self) -> list[str]:
-        return sorted(ns for ns, space in self._spaces.items() if space.data)
+        with self._lock:
+            return sorted(ns for ns, space in self._spaces.items() if space.data)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "namespaces": len(self.namespaces()),
-            "keys": sum(len(space.data) for space in self._spaces.values()),
-            "bytes": sum(space.used for space in self._spaces.values()),
-        }
+        with self._lock:
+            spaces = [space for space in self._spaces.values() if space.data]
+            return {
+                "namespaces": len(spaces),
+                "keys": sum(len(space.data) for space in spaces),
+                "bytes": sum(space.used for space in spaces),
+            }
 
     def close(self) -> None:
-        self._spaces = {}
+        with self._lock:
+            self._spaces = {}
 
 
 @hookimpl

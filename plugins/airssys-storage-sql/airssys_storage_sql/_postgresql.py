@@ -11,10 +11,10 @@ statement. A write is a data-modifying CTE that
 2. adds the net delta to the namespace's usage row with the guarded update
    ``… WHERE used_bytes + delta <= limit`` (the row lock serialises writers of
    one namespace, on any host);
-3. calls ``<prefix>refuse()`` when that update matched no row, which raises
-   and so rolls the whole statement back: SQLSTATE ``AS002`` for a refused
-   quota, ``AS001`` when the namespace has no usage row yet (the backend
-   inserts it and runs the statement again).
+3. calls ``<prefix>refuse()`` when there was something to charge but that
+   update matched no row; it raises and so rolls the whole statement back:
+   SQLSTATE ``AS002`` for a refused quota, ``AS001`` when the namespace has
+   no usage row yet (the backend inserts it and runs the statement again).
 
 Rows are locked in key order (the batch arrays are sorted) and the usage row
 last, so writers of one namespace do not deadlock on puts; a deadlock the
@@ -92,7 +92,9 @@ class PostgreSQLBackend(ServerBackend):
                        CASE WHEN w.replaced_len IS NULL THEN 1 ELSE 0 END AS count
                 FROM w
             ), {charge}
-            SELECT s.count, CASE WHEN NOT EXISTS (SELECT FROM u) THEN {refuse}(%(ns)s, s.delta, s.count) END
+            SELECT s.count,
+                   CASE WHEN (s.delta <> 0 OR s.count <> 0) AND NOT EXISTS (SELECT FROM u)
+                        THEN {refuse}(%(ns)s, s.delta, s.count) END
             FROM s"""
         self._q_delete = f"""
             WITH x AS (
@@ -122,7 +124,9 @@ class PostgreSQLBackend(ServerBackend):
                         - (SELECT count(*) FROM x))::bigint AS count,
                        (SELECT count(replaced_len) FROM w) + (SELECT count(*) FROM x) AS existed
             ), {charge}
-            SELECT s.existed, CASE WHEN NOT EXISTS (SELECT FROM u) THEN {refuse}(%(ns)s, s.delta, s.count) END
+            SELECT s.existed,
+                   CASE WHEN (s.delta <> 0 OR s.count <> 0) AND NOT EXISTS (SELECT FROM u)
+                        THEN {refuse}(%(ns)s, s.delta, s.count) END
             FROM s"""
         # Subtracts what it deleted rather than zeroing, so a write committed by
         # another process while the delete ran stays counted.

@@ -355,3 +355,9 @@ class SQLiteMemoryBackend(SQLiteBackend):
     def _discard(self, item: Any) -> None:
         # The single connection *is* the database; closing it would lose every key.
         self._release(item)
+
+    def _discard_idle(self) -> None:
+        pass  # see _discard
+
+    def _forget_connections(self) -> None:
+        pass  # a forked child gets its own copy of the database: nothing is shared with the parent

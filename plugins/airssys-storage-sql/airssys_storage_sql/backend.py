@@ -17,9 +17,11 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -50,6 +52,27 @@ _PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 
 T = TypeVar("T")
+
+# Backends alive in this process, so a forked child can drop the connections it inherited.
+_LIVE: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
+# Inherited connections parked in a child: closing them would end the parent's PostgreSQL /
+# MariaDB session (the socket is shared) and garbage collection would close them too.
+_INHERITED: list[Any] = []
+_fork_hook = threading.Lock()
+_fork_hook_installed = False
+
+
+def _forget_inherited_connections() -> None:
+    for backend in list(_LIVE):
+        backend._forget_connections()
+
+
+def _install_fork_hook() -> None:
+    global _fork_hook_installed
+    with _fork_hook:
+        if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_inherited_connections)
+            _fork_hook_installed = True
 
 
 @dataclass(frozen=True)
@@ -172,6 +195,8 @@ class SQLBackend(StorageBackend):
         self._closed = False
         #: Operations repeated after a conflict or a dead connection, by cause (for stats()).
         self.retries: Counter[str] = Counter()
+        _install_fork_hook()
+        _LIVE.add(self)
 
     # -- opening ---------------------------------------------------------------
 
@@ -268,6 +293,15 @@ class SQLBackend(StorageBackend):
                 fairy.invalidate()
             except Exception:  # closing a dead connection may fail; it is gone either way
                 pass
+
+    def _forget_connections(self) -> None:
+        """In a forked child: stop using the parent's connections, without closing them."""
+        _INHERITED.extend(self._idle)
+        _INHERITED.extend(self._fairies.values())
+        self._idle.clear()
+        self._fairies.clear()
+        self._connections = 0
+        self._slow_lock = threading.Lock()  # it may have been held by another thread at fork time
 
     def _discard_idle(self) -> None:
         """Drop every idle connection: after a disconnect they most likely all died with the server."""

@@ -321,6 +321,32 @@ def test_closed_backend_raises_internal_error(open_backend: OpenBackend) -> None
         backend.get("ns", b"k")
 
 
+def test_forked_child_uses_its_own_connections(open_backend: OpenBackend) -> None:
+    import multiprocessing
+
+    backend = open_backend()
+    backend.commit_one("fork", b"parent-0", b"p", None)
+    parents_connections = list(backend._idle)
+
+    def child() -> None:
+        # Runs in the forked child, at the same time as the parent's writes below.
+        for i in range(150):
+            backend.commit_one("fork", b"child-%d" % i, b"c", None)
+            assert backend.get("fork", b"child-%d" % i) == b"c"
+        assert not any(item in parents_connections for item in backend._idle)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    for i in range(1, 151):
+        backend.commit_one("fork", b"parent-%d" % i, b"p", None)
+        assert backend.get("fork", b"parent-%d" % i) == b"p"
+    process.join(120)
+    assert process.exitcode == 0
+    assert backend._idle[: len(parents_connections)] == parents_connections  # the parent kept its sessions
+    usage = backend.usage("fork")
+    assert (usage.keys, usage.bytes) == (301, sum(len(k) + 1 for k, _ in backend.items("fork", b"", None, 1000)))
+
+
 def _kill_connections(server: Server, backend: Any) -> int:
     """Terminate every connection of *backend* from the server side; returns how many."""
     killed = 0

@@ -26,7 +26,7 @@ from typing import Any
 
 import plyvel
 
-from airssys_storage import Access, Manifest, StorageManager, StorageSettings
+from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
 
 KEYS = 10_000
 VALUE = b"v" * 100
@@ -43,34 +43,49 @@ TARGETS = {
 Run = Callable[[], int]
 
 
-def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, dict[str, Run]]:
+def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int) -> dict[str, dict[str, Run]]:
     """Workload name -> side ("raw", "ours", maybe "raw+counter") -> a run returning how many operations it did.
 
     "raw+counter" is raw plyvel doing what an exact quota needs at the least,
     without a cache: read the old value, then write the data and a 16-byte
     usage counter in one WriteBatch. It shows how much of the gap is the
-    contract itself rather than the layer.
+    contract itself rather than the layer. It writes to its own database
+    *floor_db*, so that each database takes the same write traffic (and
+    background compaction work) as ours.
 
-    Writes overwrite the prefilled keys. In the "size changes" workloads every
-    write changes its key's value size (101 and 102 bytes alternate between
-    runs, over a permutation of all keys), so each commit must write the
-    usage counter; a same-size overwrite leaves the counter alone.
+    Each write workload overwrites its own prefilled keys, so one cannot
+    change the value sizes another relies on. In the "size changes" workloads
+    every write changes its key's value size (101 and 102 bytes alternate
+    between runs, over a permutation of the keys), so each commit must write
+    the usage counter; the same-size workload always writes the prefilled
+    100-byte size, which leaves the counter alone. Both sides get their input
+    ready-made (raw: bytes keys; ours: str keys, and for batches the lists of
+    pairs) so that no side builds arguments inside the timed region.
     """
     rng = random.Random(7)
     names = [f"key{rng.randrange(KEYS):05}" for _ in range(ops)]
     raws = [name.encode() for name in names]
-    order = [f"key{i:05}" for i in range(KEYS)]
-    rng.shuffle(order)
-    raw_order = [key.encode() for key in order]
-    batches = [order[i : i + BATCH] for i in range(0, KEYS, BATCH)][: max(1, ops // (BATCH * 10))]
-    raw_batches = [[key.encode() for key in batch] for batch in batches]
+
+    def shuffled(tag: str) -> tuple[list[str], list[bytes]]:
+        keys = [f"{tag}{i:05}" for i in range(KEYS)]
+        rng.shuffle(keys)
+        return keys, [key.encode() for key in keys]
+
+    order, raw_order = shuffled("key")
+    same_order, raw_same_order = shuffled("same")
+    batch_keys, raw_batch_keys = shuffled("batch")
+    count = max(1, ops // (BATCH * 10))
+    batches = [batch_keys[i : i + BATCH] for i in range(0, KEYS, BATCH)][:count]
+    raw_batches = [raw_batch_keys[i : i + BATCH] for i in range(0, KEYS, BATCH)][:count]
     listings = max(3, ops // 4000)
     # One value size per run, shared by raw and ours: 101, 102, 101, … bytes.
     sizes = {"raw": 0, "ours": 0, "raw+counter": 0}
+    values = [b"w" * 101, b"w" * 102]
+    pairs = {value: [[(key, value) for key in batch] for batch in batches] for value in values}
 
     def next_value(side: str) -> bytes:
         sizes[side] += 1
-        return b"w" * (101 + sizes[side] % 2)
+        return values[sizes[side] % 2]
 
     def raw_get() -> int:
         get = db.get
@@ -84,39 +99,36 @@ def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, dict[str,
             get(key)
         return len(names)
 
-    def raw_set(value: bytes | None = None) -> int:
-        value = value or next_value("raw")
+    def raw_set(keys: list[bytes], value: bytes) -> int:
         put = db.put
-        for key in raw_order:
+        for key in keys:
             put(key, value)
-        return len(raw_order)
+        return len(keys)
 
-    def our_set(value: bytes | None = None) -> int:
-        value = value or next_value("ours")
+    def our_set(keys: list[str], value: bytes) -> int:
         put = store.set
-        for key in order:
+        for key in keys:
             put(key, value)
-        return len(order)
+        return len(keys)
 
     counter_key = b"\x00counter"
     pack = struct.Struct("<QQ").pack
 
-    def floor_set(value: bytes | None = None) -> int:
-        value = value or next_value("raw+counter")
-        get, batch = db.get, db.write_batch()
-        for used, key in enumerate(raw_order):
+    def floor_set(keys: list[bytes], value: bytes) -> int:
+        get, batch = floor_db.get, floor_db.write_batch()
+        for used, key in enumerate(keys):
             get(key)
             batch.clear()
             batch.put(key, value)
             batch.put(counter_key, pack(used, used))
             batch.write()
-        return len(raw_order)
+        return len(keys)
 
     def floor_batch() -> int:
         value = next_value("raw+counter")
-        get = db.get
+        get = floor_db.get
         for used, batch in enumerate(raw_batches):
-            wb = db.write_batch()
+            wb = floor_db.write_batch()
             for key in batch:
                 get(key)
                 wb.put(key, value)
@@ -134,9 +146,9 @@ def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, dict[str,
         return len(raw_batches)
 
     def our_batch() -> int:
-        value = next_value("ours")
-        for batch in batches:
-            store.set_many([(key, value) for key in batch])
+        set_many = store.set_many
+        for batch_pairs in pairs[next_value("ours")]:
+            set_many(batch_pairs)
         return len(batches)
 
     def raw_keys() -> int:
@@ -151,28 +163,41 @@ def workloads(db: Any, manager: StorageManager, ops: int) -> dict[str, dict[str,
         assert len(found) == KEYS
         return listings
 
+    store = manager.component(Manifest("bench", Access.ADMIN, "500MB"))
     # A separate, write-once data set for listings, so that they do not walk
     # the memtable versions the write workloads pile up.
-    store = manager.component(Manifest("bench", Access.ADMIN, "500MB"))
     listing = manager.component(Manifest("listing", Access.ADMIN, "500MB"))
-    wb = db.write_batch()
-    for i in range(KEYS):
-        wb.put(b"list/%05d" % i, VALUE)
-    wb.write()
-    for start in range(0, KEYS, BATCH):
-        listing.set_many({f"{i:05}": VALUE for i in range(start, start + BATCH)})
+    for keys in (order, same_order, batch_keys):
+        fill((db, floor_db), store, keys, "")
+    fill((db,), listing, [f"{i:05}" for i in range(KEYS)], "list/")
 
     return {
         "get": {"raw": raw_get, "ours": our_get},
-        "set (value size changes)": {"raw": raw_set, "ours": our_set, "raw+counter": floor_set},
+        "set (value size changes)": {
+            "raw": lambda: raw_set(raw_order, next_value("raw")),
+            "ours": lambda: our_set(order, next_value("ours")),
+            "raw+counter": lambda: floor_set(raw_order, next_value("raw+counter")),
+        },
         "set (same-size overwrite)": {
-            "raw": lambda: raw_set(VALUE),
-            "ours": lambda: our_set(VALUE),
-            "raw+counter": lambda: floor_set(VALUE),
+            "raw": lambda: raw_set(raw_same_order, VALUE),
+            "ours": lambda: our_set(same_order, VALUE),
+            "raw+counter": lambda: floor_set(raw_same_order, VALUE),
         },
         "100-key batch": {"raw": raw_batch, "ours": our_batch, "raw+counter": floor_batch},
         "keys() of 10,000": {"raw": raw_keys, "ours": our_keys},
     }
+
+
+def fill(dbs: tuple[Any, ...], store: ComponentStorage, keys: list[str], raw_prefix: str) -> None:
+    """Write *keys* with 100-byte values to *store* and the raw databases (under *raw_prefix*)."""
+    for start in range(0, len(keys), BATCH):
+        chunk = keys[start : start + BATCH]
+        for db in dbs:
+            wb = db.write_batch()
+            for key in chunk:
+                wb.put((raw_prefix + key).encode(), VALUE)
+            wb.write()
+        store.set_many({key: VALUE for key in chunk})
 
 
 CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
@@ -187,17 +212,14 @@ def timed(run: Callable[[], int], clock: Callable[[], float]) -> float:
 
 def measure(rounds: int, ops: int, options: dict[str, Any], clock: Callable[[], float]) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="bench-leveldb-") as tmp:
-        db = plyvel.DB(str(Path(tmp) / "raw"), create_if_missing=True, bloom_filter_bits=10, compression="snappy")
+        # The same engine options on every side as the backend's defaults.
+        db, floor_db = (
+            plyvel.DB(str(Path(tmp) / name), create_if_missing=True, bloom_filter_bits=10, compression="snappy")
+            for name in ("raw", "floor")
+        )
         manager = StorageManager.from_settings(StorageSettings(url=f"leveldb://{tmp}/ours", backend_options=options))
         try:
-            store = manager.component(Manifest("bench", Access.ADMIN, "500MB"))
-            wb = db.write_batch()
-            for i in range(KEYS):
-                wb.put(f"key{i:05}".encode(), VALUE)
-            wb.write()
-            for start in range(0, KEYS, BATCH):
-                store.set_many({f"key{i:05}": VALUE for i in range(start, start + BATCH)})
-            cases = workloads(db, manager, ops)
+            cases = workloads(db, floor_db, manager, ops)
             samples = {name: {side: list[float]() for side in runs} for name, runs in cases.items()}
             for round_ in range(rounds + 1):
                 for name, runs in cases.items():
@@ -210,6 +232,7 @@ def measure(rounds: int, ops: int, options: dict[str, Any], clock: Callable[[], 
         finally:
             manager.close()
             db.close()
+            floor_db.close()
     results: dict[str, dict[str, float]] = {}
     for name, rates in samples.items():
         # Interference from other processes only ever slows a run down, so the

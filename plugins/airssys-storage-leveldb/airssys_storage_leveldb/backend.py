@@ -8,14 +8,15 @@ batch when the block raises). LevelDB applies a batch all-or-nothing, also
 across a crash: its log replay drops a batch whose record is incomplete.
 
 Serialisation: one lock around every read-modify-write (the old value is read
-to compute the quota delta) and around the reused write batch. The core
-already holds a per-component lock around each call; this lock is what keeps
-the backend correct when it is used directly or from several components at
-once, and it costs about 0.1 µs per write.
+to compute the quota delta), the size cache and the reused write batch. The
+core takes no lock of its own (see :mod:`airssys_storage.backend`), so this
+lock is what makes each commit atomic for every component and thread sharing
+the backend; taken with acquire/release it costs about 0.1 µs per write.
 
-Usage counters are cached in memory after their first read: LevelDB's lock
-file guarantees that no other process writes this database while it is open,
-so the cache cannot go stale.
+Usage counters are cached in memory after their first read, and so are the
+value sizes of recently written keys (so that a write need not read the old
+value to charge its quota): LevelDB's lock file guarantees that no other
+process writes this database while it is open, so neither cache can go stale.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from .layout import (
 from .options import LevelDBOptions
 
 __all__ = ["LevelDBBackend", "path_from_url"]
+
+_pack_usage = USAGE.pack
 
 SQL_HINT = "multi-process hosts should use the SQL backend (sqlite:///PATH or postgresql+psycopg://…)"
 
@@ -145,9 +148,10 @@ class LevelDBBackend(StorageBackend):
 
     def _bind(self, db: Any) -> None:
         """Point every handle at *db* (a ``plyvel.DB`` or the closed stand-in); forget the caches."""
+        # Hot paths call self._db.get() rather than a bound method kept on the
+        # instance: Python 3.11 specialises the method call on the database
+        # object but not a call through an instance attribute (~10 ns).
         self._db: Any = db
-        # Bound once: the per-operation paths skip two attribute lookups.
-        self._get: Any = db.get
         if isinstance(db, _Closed) or not self.options.sync:
             self._put: Any = db.put
             # One batch, cleared and reused per commit (under the lock): saves an allocation per write.
@@ -220,14 +224,14 @@ class LevelDBBackend(StorageBackend):
         except KeyError:
             prefix = self._space(namespace).prefix
         try:
-            value: bytes | None = self._get(prefix + key)
+            value: bytes | None = self._db.get(prefix + key)
         except plyvel.Error as exc:
             self._fail("read from", exc)
         return value
 
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         prefix = self._space(namespace).prefix
-        get = self._get
+        get = self._db.get
         try:
             return [get(prefix + key) for key in keys]
         except plyvel.Error as exc:
@@ -263,7 +267,7 @@ class LevelDBBackend(StorageBackend):
         counter = space.usage
         if counter is None:
             try:
-                raw = self._get(space.usage_key)
+                raw = self._db.get(space.usage_key)
             except plyvel.Error as exc:
                 self._fail("read from", exc)
             counter = (0, 0) if raw is None else self._unpack_usage(space.usage_key, raw)
@@ -282,113 +286,130 @@ class LevelDBBackend(StorageBackend):
     # -- writes ------------------------------------------------------------------
 
     def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
+        # The hot path of set() and delete(). The lock is taken with
+        # acquire() and released in ``finally``: about 0.1 µs cheaper than
+        # ``with``. The size cache is updated in place, and its eviction is
+        # only checked when it gains an entry.
         try:
             space = self._spaces[namespace]
         except KeyError:
             space = self._space(namespace)
         data_key = space.prefix + key
-        with self._lock:
-            try:
-                cached = old_size = self._sizes.get(data_key)
-                if old_size is None:
-                    old = self._get(data_key)
-                    old_size = -1 if old is None else len(old)
-                if value is not None and old_size == len(value):
+        sizes = self._sizes
+        self._lock.acquire()
+        try:
+            cached = old_size = sizes.get(data_key)
+            if old_size is None:
+                old = self._db.get(data_key)
+                old_size = -1 if old is None else len(old)
+            if value is not None:
+                new_size = len(value)
+                if new_size == old_size:
                     # Same-size overwrite: the counter is unchanged, so the data
                     # record alone is the whole (atomic) commit.
                     self._put(data_key, value)
                     if cached is None:
-                        self._remember(data_key, old_size)
+                        self._remember(data_key, new_size)
                     return True
-                used, count = space.usage or self._load_usage(space)
                 if old_size < 0:
-                    if value is None:
-                        return False
-                    new_size = len(value)
                     delta = len(key) + new_size
-                    count += 1
-                elif value is None:
-                    new_size = -1
-                    delta = -len(key) - old_size
-                    count -= 1
+                    added = 1
                 else:
-                    new_size = len(value)
                     delta = new_size - old_size
-                if delta > 0 and limit is not None and used + delta > limit:
-                    raise quota_exceeded(namespace, used, delta, limit)
-                used += delta
-                batch = self._batch
-                batch.clear()
-                if value is None:
-                    batch.delete(data_key)
-                else:
-                    batch.put(data_key, value)
-                batch.put(space.usage_key, USAGE.pack(used, count))
-                batch.write()
-            except plyvel.Error as exc:
-                self._fail("write to", exc)
+                    added = 0
+            elif old_size < 0:
+                return False
+            else:
+                new_size = -1
+                delta = -len(key) - old_size
+                added = -1
+            used, count = space.usage or self._load_usage(space)
+            if delta > 0 and limit is not None and used + delta > limit:
+                raise quota_exceeded(namespace, used, delta, limit)
+            used += delta
+            count += added
+            batch = self._batch
+            batch.clear()
+            if value is None:
+                batch.delete(data_key)
+            else:
+                batch.put(data_key, value)
+            batch.put(space.usage_key, _pack_usage(used, count))
+            batch.write()
             space.usage = (used, count)
-            self._remember(data_key, new_size)
+            if cached is None:
+                self._remember(data_key, new_size)
+            else:
+                sizes[data_key] = new_size  # replaces an entry: the cache does not grow
+        except plyvel.Error as exc:
+            self._fail("write to", exc)
+        finally:
+            self._lock.release()
         return old_size >= 0
 
     def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        space = self._space(namespace)
+        try:
+            space = self._spaces[namespace]
+        except KeyError:
+            space = self._space(namespace)
         prefix = space.prefix
         sizes = self._sizes
-        with self._lock:
+        self._lock.acquire()
+        try:
             if len(sizes) + len(changes) > self._size_limit:
                 sizes.clear()  # crude but O(1) per write on average, and never wrong
-            try:
-                get = self._get
-                used, count = space.usage or self._load_usage(space)
-                batch = self._batch
-                batch.clear()
-                put, delete = batch.put, batch.delete
-                # The batch is only written once the guard passed: until then it
-                # is scratch. The size cache learns each change as it is added
-                # (cheaper than a second pass) and forgets them if anything fails.
-                delta = existed = added = 0
-                for key, value in changes:
-                    data_key = prefix + key
-                    old_size = sizes.get(data_key)
-                    if old_size is None:
-                        old = get(data_key)
-                        old_size = -1 if old is None else len(old)
-                    if value is not None:
-                        size = len(value)
-                        put(data_key, value)
-                        if old_size < 0:
-                            added += 1
-                            delta += len(key) + size
-                        else:
-                            existed += 1
-                            delta += size - old_size
-                    elif old_size < 0:
-                        continue  # deleting a missing key changes nothing
+            get = self._db.get
+            used, count = space.usage or self._load_usage(space)
+            batch = self._batch
+            batch.clear()
+            put, delete = batch.put, batch.delete
+            # The batch is only written once the guard passed: until then it
+            # is scratch. The size cache learns each change as it is added
+            # (cheaper than a second pass) and forgets them if anything fails.
+            delta = existed = added = 0
+            for key, value in changes:
+                data_key = prefix + key
+                old_size = sizes.get(data_key)
+                if old_size is None:
+                    old = get(data_key)
+                    old_size = -1 if old is None else len(old)
+                if value is not None:
+                    size = len(value)
+                    put(data_key, value)
+                    if old_size < 0:
+                        added += 1
+                        delta += len(key) + size
                     else:
-                        size = -1
-                        delete(data_key)
                         existed += 1
-                        added -= 1
-                        delta -= len(key) + old_size
-                    sizes[data_key] = size
-                if not existed and not added:
-                    return 0
-                if delta > 0 and limit is not None and used + delta > limit:
-                    batch.clear()
-                    raise quota_exceeded(namespace, used, delta, limit)
-                if delta or added:
-                    used += delta
-                    count += added
-                    batch.put(space.usage_key, USAGE.pack(used, count))
-                batch.write()
-            except BaseException as exc:
-                for key, _ in changes:
-                    sizes.pop(prefix + key, None)
-                if isinstance(exc, plyvel.Error):
-                    self._fail("write to", exc)
-                raise
+                        delta += size - old_size
+                elif old_size < 0:
+                    continue  # deleting a missing key changes nothing
+                else:
+                    size = -1
+                    delete(data_key)
+                    existed += 1
+                    added -= 1
+                    delta -= len(key) + old_size
+                sizes[data_key] = size
+            if not existed and not added:
+                return 0
+            if delta > 0 and limit is not None and used + delta > limit:
+                batch.clear()
+                raise quota_exceeded(namespace, used, delta, limit)
+            if delta or added:
+                used += delta
+                count += added
+                batch.put(space.usage_key, _pack_usage(used, count))
+            batch.write()
             space.usage = (used, count)
+        except BaseException as exc:
+            for key, _ in changes:
+                sizes.pop(prefix + key, None)
+            if isinstance(exc, plyvel.Error):
+                self._fail("write to", exc)
+            raise
+        finally:
+            self._lock.release()
         return existed
 
     def _remember(self, data_key: bytes, size: int) -> None:

@@ -92,7 +92,7 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = ExitCode.USAGE) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # a class variable in click >= 8.2 stubs
 
 
 class _StderrHandler(logging.Handler):

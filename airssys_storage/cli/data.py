@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -60,7 +61,7 @@ def set_(
     component: str,
     store: StoreSpec,
     manifest_path: Path | None,
-    file: click.utils.LazyFile | None,
+    file: IO[bytes] | None,
     key: str,
     value: str | None,
 ) -> None:

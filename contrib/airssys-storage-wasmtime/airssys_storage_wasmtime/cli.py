@@ -39,7 +39,7 @@ class RunError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(" ".join(message.split()))
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # a class variable in click >= 8.2 stubs
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"{PROG_NAME}: error: {self.format_message()}", err=True)

@@ -19,5 +19,6 @@ the backend's declared :class:`~airssys_storage.Capabilities` (for example
 """
 
 from .conformance import BackendConformance, model_component_ids
+from .environment import isolated_environment
 
-__all__ = ["BackendConformance", "model_component_ids"]
+__all__ = ["BackendConformance", "isolated_environment", "model_component_ids"]

@@ -13,20 +13,7 @@ from airssys_storage_wasmtime import Guest, Host
 from wasmtime_helpers import FIXTURES, LIMITS, PYTHON_GUEST, storage_of, tool
 
 from airssys_storage import ComponentStorage, StorageManager, StorageSettings
-
-
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """No test reads the developer's settings, AIRSSYS_STORAGE_* variables or caches."""
-    for name in list(os.environ):
-        if name.startswith("AIRSSYS_STORAGE_") and not name.startswith("AIRSSYS_STORAGE_TEST_"):
-            monkeypatch.delenv(name)
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-    monkeypatch.chdir(home)
+from airssys_storage.testing import isolated_environment  # noqa: F401 - autouse: no developer settings leak in
 
 
 @pytest.fixture(scope="session")

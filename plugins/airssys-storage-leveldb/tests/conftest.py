@@ -1,18 +1,3 @@
 from __future__ import annotations
 
-import os
-
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """No test reads the developer's settings file or AIRSSYS_STORAGE_* variables."""
-    for name in list(os.environ):
-        if name.startswith("AIRSSYS_STORAGE_") and not name.startswith("AIRSSYS_STORAGE_TEST_"):
-            monkeypatch.delenv(name)
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
-    monkeypatch.chdir(home)
+from airssys_storage.testing import isolated_environment  # noqa: F401 - autouse: no developer settings leak in

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from sqlsupport import SERVERS, Server, selected_engine, skip_or_fail
 
+from airssys_storage.testing import isolated_environment  # noqa: F401 - autouse: no developer settings leak in
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -128,16 +130,3 @@ def open_backend(store_url: str, store_options: dict[str, Any]) -> Iterator[Call
     yield open_
     for backend in opened:
         backend.close()
-
-
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """No test reads the developer's settings file, data directory or AIRSSYS_STORAGE_* variables."""
-    for name in list(os.environ):
-        if name.startswith("AIRSSYS_STORAGE_") and not name.startswith("AIRSSYS_STORAGE_TEST_"):
-            monkeypatch.delenv(name)
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
-    monkeypatch.chdir(home)

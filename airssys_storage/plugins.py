@@ -110,6 +110,7 @@ class PluginRegistry:
         self.failures: dict[str, str] = {}
         self._schemes: dict[str, RegisteredClass[StorageBackend]] = {}
         self._pm: pluggy.PluginManager | None = None
+        self._origins: dict[str, tuple[str | None, str | None]] = {}
 
     @classmethod
     def load(
@@ -146,6 +147,7 @@ class PluginRegistry:
             raise PluginError(f"a plugin implements an unknown hook: {exc}") from None
         registry._collect(pm, origins)
         registry._pm = pm
+        registry._origins = origins
         return registry
 
     def _collect(self, pm: pluggy.PluginManager, origins: dict[str, tuple[str | None, str | None]]) -> None:
@@ -242,12 +244,25 @@ class PluginRegistry:
         )
 
     def describe(self) -> list[dict[str, Any]]:
-        """Every registered class as a dict (for ``airssys-storage plugins``)."""
+        """Every registered class, and every plugin that adds commands, as a dict (for ``airssys-storage plugins``)."""
         rows = [
             item.as_dict()
             for kind in (self.backends, self.policies, self.quota_strategies)
             for item in kind.by_name.values()
         ]
+        if self._pm is not None:
+            for impl in self._pm.hook.register_commands.get_hookimpls():
+                distribution, version = self._origins.get(impl.plugin_name, (None, None))
+                rows.append(
+                    {
+                        "name": impl.plugin_name,
+                        "kind": "commands",
+                        "plugin": impl.plugin_name,
+                        "distribution": distribution,
+                        "version": version,
+                        "url_schemes": [],
+                    }
+                )
         return sorted(rows, key=lambda row: (row["kind"], row["name"]))
 
 

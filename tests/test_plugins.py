@@ -227,3 +227,16 @@ def test_importing_the_package_loads_nothing() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_plugins_that_only_add_commands_are_listed() -> None:
+    def register_commands(cli: Any) -> None:
+        return None
+
+    module = types.ModuleType("fake_airssys_cmds")
+    module.register_commands = hookimpl(register_commands)  # type: ignore[attr-defined]
+    sys.modules["fake_airssys_cmds"] = module
+    rows = PluginRegistry.load(entry_points=[ep("cmds", "fake_airssys_cmds")]).describe()
+    assert {"name": "cmds", "kind": "commands", "plugin": "cmds"}.items() <= next(
+        row for row in rows if row["name"] == "cmds"
+    ).items()

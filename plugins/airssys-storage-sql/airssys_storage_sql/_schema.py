@@ -23,7 +23,7 @@ Three tables, all named ``<table_prefix><name>``:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -61,6 +61,8 @@ def build_metadata(prefix: str, engine: str) -> MetaData:
     key = LargeBinary().with_variant(mysql.VARBINARY(MARIADB_MAX_KEY_BYTES), "mysql", "mariadb")
     value = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
     extra = [Column("replaced_len", Integer, nullable=True)] if engine in ("sqlite", "postgresql") else []
+    innodb: dict[str, Any] = {"mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
+    clustered: dict[str, Any] = {"sqlite_with_rowid": False, **innodb}  # rows stored in primary-key order
     Table(
         names.data,
         metadata,
@@ -68,9 +70,7 @@ def build_metadata(prefix: str, engine: str) -> MetaData:
         Column("k", key, primary_key=True),
         Column("v", value, nullable=False),
         *extra,
-        sqlite_with_rowid=False,
-        mysql_engine="InnoDB",
-        mariadb_engine="InnoDB",
+        **clustered,
     )
     Table(
         names.usage,
@@ -78,17 +78,14 @@ def build_metadata(prefix: str, engine: str) -> MetaData:
         Column("ns", namespace, primary_key=True),
         Column("used_bytes", BigInteger, nullable=False),
         Column("key_count", BigInteger, nullable=False),
-        sqlite_with_rowid=False,
-        mysql_engine="InnoDB",
-        mariadb_engine="InnoDB",
+        **clustered,
     )
     Table(
         names.meta,
         metadata,
         Column("name", String(64), primary_key=True),
         Column("value", String(255), nullable=False),
-        mysql_engine="InnoDB",
-        mariadb_engine="InnoDB",
+        **innodb,
         mysql_charset="utf8mb4",
         mariadb_charset="utf8mb4",
     )

@@ -22,10 +22,10 @@ from sqlalchemy.pool import NullPool
 
 from airssys_storage import Change, InternalError, InvalidKey, StorageError
 
-from ._schema import MARIADB_MAX_KEY_BYTES, SCHEMA_VERSION, create_statements
+from ._schema import MARIADB_MAX_KEY_BYTES
 from ._server import ServerBackend
-from ._transactional import MAX_ATTEMPTS, TransactionalBackend, backoff
-from .backend import SQLBackend, SQLOptions, describe
+from ._transactional import TransactionalBackend
+from .backend import MARKS, SQLBackend, SQLOptions, describe
 
 _STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _SERVER_STATUS_IN_TRANS = 1
@@ -79,6 +79,7 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
     """Tables in a MariaDB/MySQL database, shared by any number of processes and hosts."""
 
     engine = "mariadb"
+    keep_existing_usage = "ON DUPLICATE KEY UPDATE ns = ns"
 
     @classmethod
     def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
@@ -96,18 +97,10 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         t = self._tables
-        self._prepare_statements()
         self._q_upsert = f"INSERT INTO {t.data} (ns, k, v) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
-        self._q_new_usage = (
-            f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (%s, 0, 0) ON DUPLICATE KEY UPDATE ns = ns"
-        )
         self._q_lock = f"SELECT used_bytes FROM {t.usage} WHERE ns = %s FOR UPDATE"
-        self._q_many: dict[int, str] = {}
-        self._q_sizes: dict[int, str] = {}
-        self._q_deletes: dict[int, str] = {}
-
-    def _sql(self, text: str) -> str:
-        return text.replace("?", "%s")
+        self._q_sizes = self._by_count(f"SELECT k, LENGTH(v) FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
+        self._q_deletes = self._by_count(f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
 
     def _setup(self, dbapi_connection: Any) -> Any:
         conn = dbapi_connection
@@ -118,67 +111,24 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
         cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, round(self._options.lock_timeout))}")
         return cursor
 
-    def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
-        sql = self._q_many.get(len(keys))
-        if sql is None:
-            marks = ", ".join(["%s"] * len(keys))
-            sql = self._q_many[len(keys)] = f"SELECT k, v FROM {self._tables.data} WHERE ns = %s AND k IN ({marks})"
-        return sql, (namespace, *keys)
-
     # -- writes ------------------------------------------------------------------------
 
-    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        # Lock the namespace, read the old sizes, charge, write: the reads see the latest
-        # committed rows because every writer of the namespace holds the usage row lock.
+    def _write_changes(self, item: Any, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        # Under the usage row lock (taken by _begin), read the old sizes, charge, write: the
+        # reads see the latest committed rows because every writer of the namespace holds it.
         keys = [key for key, _ in changes]
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                item = self._idle.pop()
-            except IndexError:
-                item = self._acquire()
-            try:
-                self._begin(item, namespace)
-                rows = self._fetchall(item, self._sizes_sql(len(keys)), (namespace, *keys))
-                plan = plan_commit(changes, dict(rows))
-                if plan.delta or plan.count:
-                    self._charge(item, namespace, plan.delta, plan.count, limit)
-                if plan.deletes:
-                    self._execute(item, self._deletes_sql(len(plan.deletes)), (namespace, *plan.deletes))
-                if plan.puts:
-                    item.executemany(self._q_upsert, [(namespace, key, value) for key, value in plan.puts])
-                self._end(item)
-            except Exception as exc:
-                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
-                    self.retries["conflict"] += 1
-                    self._recover(item)
-                    backoff(attempt)
-                    continue
-                raise self._failed(item, exc, "commit") from exc
-            except BaseException:
-                self._interrupted(item)
-                raise
-            self._release(item)
-            return plan.existed
-        raise AssertionError("unreachable")  # pragma: no cover
+        rows = self._fetchall(item, self._q_sizes[len(keys)], (namespace, *keys))
+        plan = plan_commit(changes, dict(rows))
+        if plan.delta or plan.count:
+            self._charge(item, namespace, plan.delta, plan.count, limit)
+        if plan.deletes:
+            self._execute(item, self._q_deletes[len(plan.deletes)], (namespace, *plan.deletes))
+        if plan.puts:
+            item.executemany(self._q_upsert, [(namespace, key, value) for key, value in plan.puts])
+        return plan.existed
 
     def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
         return self.commit(namespace, ((key, value),), limit) == 1
-
-    def _sizes_sql(self, count: int) -> str:
-        sql = self._q_sizes.get(count)
-        if sql is None:
-            marks = ", ".join(["%s"] * count)
-            sql = self._q_sizes[count] = (
-                f"SELECT k, LENGTH(v) FROM {self._tables.data} WHERE ns = %s AND k IN ({marks})"
-            )
-        return sql
-
-    def _deletes_sql(self, count: int) -> str:
-        sql = self._q_deletes.get(count)
-        if sql is None:
-            marks = ", ".join(["%s"] * count)
-            sql = self._q_deletes[count] = f"DELETE FROM {self._tables.data} WHERE ns = %s AND k IN ({marks})"
-        return sql
 
     # -- transactional primitives ----------------------------------------------------
 
@@ -190,9 +140,6 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
 
     def _end(self, item: Any) -> None:
         item.connection.commit()
-
-    def _execute(self, item: Any, sql: str, params: Sequence[Any]) -> int:
-        return item.execute(sql, params)  # type: ignore[no-any-return]
 
     def _retryable(self, exc: Exception) -> bool:
         return _errno(exc) in (_ER_LOCK_DEADLOCK, _ER_CHECKREAD)
@@ -221,14 +168,13 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
     # -- schema ---------------------------------------------------------------------------
 
     def _read_version(self, item: Any) -> int | str | None:
+        # No catalog query: a missing meta table shows as ER_NO_SUCH_TABLE.
         try:
-            item.execute(f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'")
+            return self._stored_version(item)
         except Exception as exc:
             if _errno(exc) == _ER_NO_SUCH_TABLE:
                 return None
             raise
-        row = item.fetchone()
-        return None if row is None else self._parse_version(row[0])
 
     def _create_schema(self, item: Any) -> int | str | None:
         # DDL commits implicitly in MariaDB, so a named lock (not a transaction) makes
@@ -238,17 +184,7 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
         if item.fetchone()[0] != 1:
             raise InternalError(f"{self.where}: another process is creating the tables; try again")
         try:
-            create_meta, create_others = create_statements(
-                self._options.table_prefix, self.engine, self._sa_engine.dialect
-            )
-            item.execute(create_meta)
-            version = self._read_version(item)
-            if version is None:
-                for statement in create_others:
-                    item.execute(statement)
-                item.execute(self._q_version_row, (str(SCHEMA_VERSION),))
-                version = SCHEMA_VERSION
+            return self._create_tables(item)
         finally:
             item.execute("SELECT RELEASE_LOCK(%s)", (lock,))
             item.fetchall()
-        return version

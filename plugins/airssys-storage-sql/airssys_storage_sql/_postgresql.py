@@ -35,7 +35,6 @@ from sqlalchemy.pool import NullPool
 
 from airssys_storage import Change, InternalError, StorageError, quota_exceeded
 
-from ._schema import SCHEMA_VERSION, create_statements
 from ._server import ServerBackend
 from ._transactional import MAX_ATTEMPTS, backoff
 from .backend import SQLBackend, SQLOptions
@@ -67,10 +66,7 @@ class PostgreSQLBackend(ServerBackend):
         t = self._tables
         refuse = f"{self._options.table_prefix}refuse"
         self._refuse_function = refuse
-        self._q_many = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%s)"
-        self._q_new_usage = (
-            f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (%s, 0, 0) ON CONFLICT (ns) DO NOTHING"
-        )
+        self._q_any = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%s)"
         # The guard shared by the write statements; s(delta, count) is the net change.
         charge = f"""
             u AS (
@@ -129,15 +125,19 @@ class PostgreSQLBackend(ServerBackend):
                         THEN {refuse}(%(ns)s, s.delta, s.count) END
             FROM s"""
         # Subtracts what it deleted rather than zeroing, so a write committed by
-        # another process while the delete ran stays counted.
+        # another process while the delete ran stays counted. Returns one row, like
+        # every statement _write runs.
         self._q_clear = f"""
             WITH x AS (
                 DELETE FROM {t.data} WHERE ns = %(ns)s RETURNING octet_length(k) + octet_length(v) AS size
+            ), u AS (
+                UPDATE {t.usage} AS u
+                SET used_bytes = u.used_bytes - COALESCE((SELECT sum(size) FROM x), 0),
+                    key_count = u.key_count - (SELECT count(*) FROM x)
+                WHERE u.ns = %(ns)s
+                RETURNING 1
             )
-            UPDATE {t.usage} AS u
-            SET used_bytes = u.used_bytes - COALESCE((SELECT sum(size) FROM x), 0),
-                key_count = u.key_count - (SELECT count(*) FROM x)
-            WHERE u.ns = %(ns)s"""
+            SELECT count(*) FROM x"""
 
     def _setup(self, dbapi_connection: Any) -> Any:
         conn = dbapi_connection
@@ -148,12 +148,17 @@ class PostgreSQLBackend(ServerBackend):
         return cursor
 
     def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
-        return self._q_many, (namespace, list(keys))
+        return self._q_any, (namespace, list(keys))
 
     # -- writes -------------------------------------------------------------------------
 
     def _write(self, action: str, sql: str, params: dict[str, Any], limit: int | None) -> Any:
-        """Run a write statement; returns its first column. Retries conflicts, refuses quota."""
+        """Run a write statement; returns its first column. Retries conflicts, refuses quota.
+
+        Every write runs here; the transactional engines' loop (:meth:`_transaction`) differs:
+        a statement in autocommit mode has nothing to roll back, and a refused quota is an error
+        the statement raises.
+        """
         for attempt in range(MAX_ATTEMPTS):
             try:
                 cursor = self._idle.pop()
@@ -211,28 +216,7 @@ class PostgreSQLBackend(ServerBackend):
         return int(self._write("commit", self._q_commit, params, limit))
 
     def clear(self, namespace: str) -> None:
-        self._write_plain("clear", self._q_clear, {"ns": namespace})
-
-    def _write_plain(self, action: str, sql: str, params: dict[str, Any]) -> None:
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                cursor = self._idle.pop()
-            except IndexError:
-                cursor = self._acquire()
-            try:
-                cursor.execute(sql, params)
-            except Exception as exc:
-                if getattr(exc, "sqlstate", None) in _RETRY and attempt + 1 < MAX_ATTEMPTS:
-                    self.retries["conflict"] += 1
-                    self._release(cursor)
-                    backoff(attempt)
-                    continue
-                raise self._failed(cursor, exc, action) from exc
-            except BaseException:
-                self._interrupted(cursor)
-                raise
-            self._idle.append(cursor)
-            return
+        self._write("clear", self._q_clear, {"ns": namespace}, None)
 
     # -- connection state ------------------------------------------------------------------
 
@@ -255,13 +239,8 @@ class PostgreSQLBackend(ServerBackend):
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _read_version(self, item: Any) -> int | str | None:
-        item.execute("SELECT to_regclass(%s)::text", (self._tables.meta,))
-        if item.fetchone()[0] is None:
-            return None
-        item.execute(f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'")
-        row = item.fetchone()
-        return None if row is None else self._parse_version(row[0])
+    def _meta_exists(self, item: Any) -> bool:
+        return self._fetchall(item, "SELECT to_regclass(%s)::text", (self._tables.meta,))[0][0] is not None
 
     def _create_schema(self, item: Any) -> int | str | None:
         digest = hashlib.sha256(f"airssys-storage:{self._options.table_prefix}".encode()).digest()
@@ -271,18 +250,11 @@ class PostgreSQLBackend(ServerBackend):
             item.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
             # An advisory lock does not refresh this session's catalog cache (a relation
             # lock does): creating the meta table first makes the version read current.
-            create_meta, create_others = create_statements(
-                self._options.table_prefix, self.engine, self._sa_engine.dialect
-            )
-            item.execute(create_meta)
-            version = self._read_version(item)
-            if version is None:
-                for statement in create_others:
-                    item.execute(statement)
-                item.execute(self._refuse_ddl())
-                item.execute(self._q_version_row, (str(SCHEMA_VERSION),))
-                version = SCHEMA_VERSION
-        return version
+            return self._create_tables(item)
+
+    def _ddl(self) -> tuple[str, list[str]]:
+        create_meta, create_others = super()._ddl()
+        return create_meta, [*create_others, self._refuse_ddl()]
 
     def _refuse_ddl(self) -> str:
         return f"""

@@ -7,9 +7,11 @@ autocommit mode (``isolation_level=None``): a read is one statement, a write
 is ``BEGIN IMMEDIATE … COMMIT``, issued explicitly, so the write lock is taken
 before the old sizes are read.
 
-The reads below are written out against ``sqlite3.Connection.execute`` with
-no helper calls in between: a get is about 4 µs of SQLite work, and every
-Python call on top of it shows in the ratio to raw ``sqlite3``.
+``get``, ``has`` and ``commit_one`` are written out against
+``sqlite3.Connection.execute`` with no helper calls in between (rather than
+through the shared :meth:`SQLBackend._query` / :meth:`_transaction`): a get
+is about 4 µs of SQLite work, and every Python call on top of it shows in
+the ratio to raw ``sqlite3``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -26,11 +27,9 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from airssys_storage import Capabilities, Change, InternalError, StorageError
 
-from ._schema import SCHEMA_VERSION, create_statements
 from ._transactional import TransactionalBackend
-from .backend import SQLBackend, SQLOptions, describe
+from .backend import MARKS, SQLBackend, SQLOptions, describe
 
-_first = itemgetter(0)
 # Rows per statement in a batch: two bound values each, far below SQLite's 32766.
 _CHUNK = 5000
 # sqlite3 error codes (sqlite3.Error.sqlite_errorcode & 0xff).
@@ -42,6 +41,7 @@ class SQLiteBackend(TransactionalBackend):
     """A SQLite database file shared by any number of threads and processes."""
 
     engine = "sqlite"
+    placeholder = "?"
 
     @classmethod
     def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
@@ -64,16 +64,6 @@ class SQLiteBackend(TransactionalBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         t = self._tables
-        self._prepare_statements()
-        self._q_get = f"SELECT v FROM {t.data} WHERE ns = ? AND k = ?"
-        self._q_has = f"SELECT 1 FROM {t.data} WHERE ns = ? AND k = ?"
-        self._q_items = f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? ORDER BY k LIMIT ?"
-        self._q_items_to = f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?"
-        self._q_keys = f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? ORDER BY k LIMIT ?"
-        self._q_keys_to = f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?"
-        self._q_new_usage = (
-            f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (?, 0, 0) ON CONFLICT (ns) DO NOTHING"
-        )
         # replaced_len is NULL for a new row, else the length of the value it replaced.
         self._q_put_returning = (
             f"INSERT INTO {t.data} (ns, k, v) VALUES (?, ?, ?) "
@@ -81,9 +71,16 @@ class SQLiteBackend(TransactionalBackend):
             "RETURNING replaced_len"
         )
         self._q_delete_returning = f"DELETE FROM {t.data} WHERE ns = ? AND k = ? RETURNING length(v)"
-        self._q_many: dict[int, str] = {}
-        self._q_put_rows: dict[int, str] = {}
-        self._q_delete_rows: dict[int, str] = {}
+        # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
+        self._q_put_rows = self._by_count(
+            f"INSERT INTO {t.data} (ns, k, v) SELECT ?, column1, column2 FROM (VALUES {MARKS}) WHERE true "
+            f"ON CONFLICT (ns, k) DO UPDATE SET replaced_len = length({t.data}.v), v = excluded.v "
+            "RETURNING length(k) + replaced_len",
+            "(?, ?)",
+        )
+        self._q_delete_rows = self._by_count(
+            f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS}) RETURNING length(k) + length(v)"
+        )
 
     def _setup(self, dbapi_connection: Any) -> Any:
         conn: sqlite3.Connection = dbapi_connection
@@ -133,54 +130,6 @@ class SQLiteBackend(TransactionalBackend):
         idle.append(conn)
         return row is not None
 
-    def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
-        if not keys:
-            return []
-        sql = self._q_many.get(len(keys))
-        if sql is None:
-            marks = ", ".join(["?"] * len(keys))
-            sql = self._q_many[len(keys)] = f"SELECT k, v FROM {self._tables.data} WHERE ns = ? AND k IN ({marks})"
-        found = dict(self._run("get_many", lambda conn: conn.execute(sql, (namespace, *keys)).fetchall()))
-        return [found.get(key) for key in keys]
-
-    def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
-        idle = self._idle
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = self._acquire()
-        try:
-            if end is None:
-                rows = conn.execute(self._q_items, (namespace, start, limit)).fetchall()
-            else:
-                rows = conn.execute(self._q_items_to, (namespace, start, end, limit)).fetchall()
-        except Exception as exc:
-            raise self._failed(conn, exc, "items") from exc
-        except BaseException:
-            self._interrupted(conn)
-            raise
-        idle.append(conn)
-        return rows  # type: ignore[no-any-return]
-
-    def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
-        idle = self._idle
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = self._acquire()
-        try:
-            if end is None:
-                rows = conn.execute(self._q_keys, (namespace, start, limit)).fetchall()
-            else:
-                rows = conn.execute(self._q_keys_to, (namespace, start, end, limit)).fetchall()
-        except Exception as exc:
-            raise self._failed(conn, exc, "keys") from exc
-        except BaseException:
-            self._interrupted(conn)
-            raise
-        idle.append(conn)
-        return list(map(_first, rows))
-
     # -- writes ------------------------------------------------------------------------
 
     def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
@@ -220,73 +169,35 @@ class SQLiteBackend(TransactionalBackend):
         idle.append(conn)
         return existed
 
-    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+    def _write_changes(self, item: Any, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
         # The batch's puts are one INSERT … SELECT FROM (VALUES …) upsert and its deletes one
         # DELETE … IN (…), both RETURNING the old sizes: no separate read of the keys (that read
         # cost more than the writes). Then the guarded usage update; a refusal rolls back.
         puts = [(key, value) for key, value in changes if value is not None]
         deletes = [key for key, value in changes if value is None]
-        conn = self._acquire_fast()
-        try:
-            execute = conn.execute
-            execute("BEGIN IMMEDIATE")
-            delta = count = existed = 0
-            for start in range(0, len(deletes), _CHUNK):
-                gone = deletes[start : start + _CHUNK]
-                for (size,) in execute(self._delete_rows_sql(len(gone)), (namespace, *gone)).fetchall():
-                    delta -= size
-                    count -= 1
+        execute = item.execute
+        delta = count = existed = 0
+        for start in range(0, len(deletes), _CHUNK):
+            gone = deletes[start : start + _CHUNK]
+            for (size,) in execute(self._q_delete_rows[len(gone)], (namespace, *gone)).fetchall():
+                delta -= size
+                count -= 1
+                existed += 1
+        for start in range(0, len(puts), _CHUNK):
+            rows = puts[start : start + _CHUNK]
+            params: list[Any] = [namespace]
+            for key, value in rows:
+                params += (key, value)
+                delta += len(key) + len(value)
+            for (old,) in execute(self._q_put_rows[len(rows)], params).fetchall():
+                if old is None:
+                    count += 1
+                else:
+                    delta -= old
                     existed += 1
-            for start in range(0, len(puts), _CHUNK):
-                rows = puts[start : start + _CHUNK]
-                params: list[Any] = [namespace]
-                for key, value in rows:
-                    params += (key, value)
-                    delta += len(key) + len(value)
-                for (old,) in execute(self._put_rows_sql(len(rows)), params).fetchall():
-                    if old is None:
-                        count += 1
-                    else:
-                        delta -= old
-                        existed += 1
-            if delta or count:
-                self._charge(conn, namespace, delta, count, limit)
-            execute("COMMIT")
-        except Exception as exc:
-            raise self._failed(conn, exc, "commit") from exc
-        except BaseException:
-            self._interrupted(conn)
-            raise
-        self._idle.append(conn)
+        if delta or count:
+            self._charge(item, namespace, delta, count, limit)
         return existed
-
-    def _acquire_fast(self) -> Any:
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._acquire()
-
-    def _put_rows_sql(self, count: int) -> str:
-        sql = self._q_put_rows.get(count)
-        if sql is None:
-            t = self._tables
-            rows = ", ".join(["(?, ?)"] * count)
-            # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
-            sql = self._q_put_rows[count] = (
-                f"INSERT INTO {t.data} (ns, k, v) SELECT ?, column1, column2 FROM (VALUES {rows}) WHERE true "
-                f"ON CONFLICT (ns, k) DO UPDATE SET replaced_len = length({t.data}.v), v = excluded.v "
-                "RETURNING length(k) + replaced_len"
-            )
-        return sql
-
-    def _delete_rows_sql(self, count: int) -> str:
-        sql = self._q_delete_rows.get(count)
-        if sql is None:
-            marks = ", ".join(["?"] * count)
-            sql = self._q_delete_rows[count] = (
-                f"DELETE FROM {self._tables.data} WHERE ns = ? AND k IN ({marks}) RETURNING length(k) + length(v)"
-            )
-        return sql
 
     # -- transactional primitives ------------------------------------------------------
 
@@ -296,10 +207,10 @@ class SQLiteBackend(TransactionalBackend):
     def _end(self, item: Any) -> None:
         item.execute("COMMIT")
 
-    def _execute(self, item: Any, sql: str, params: Sequence[Any]) -> int:
+    def _execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
         return item.execute(sql, params).rowcount  # type: ignore[no-any-return]
 
-    def _fetchall(self, item: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return item.execute(sql, params).fetchall()  # type: ignore[no-any-return]
 
     def _rollback(self, item: Any) -> None:
@@ -321,29 +232,15 @@ class SQLiteBackend(TransactionalBackend):
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _read_version(self, item: Any) -> int | str | None:
-        conn: sqlite3.Connection = item
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self._tables.meta,)
-        ).fetchone()
-        if exists is None:
-            return None
-        row = conn.execute(f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'").fetchone()
-        return None if row is None else self._parse_version(row[0])
+    def _meta_exists(self, item: Any) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(self._fetchall(item, sql, (self._tables.meta,)))
 
     def _create_schema(self, item: Any) -> int | str | None:
-        conn: sqlite3.Connection = item
         # BEGIN IMMEDIATE makes concurrent first opens take turns.
-        conn.execute("BEGIN IMMEDIATE")
-        create_meta, create_others = create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect)
-        conn.execute(create_meta)
-        version = self._read_version(conn)
-        if version is None:
-            for statement in create_others:
-                conn.execute(statement)
-            conn.execute(self._q_version_row.replace("%s", "?"), (str(SCHEMA_VERSION),))
-            version = SCHEMA_VERSION
-        conn.execute("COMMIT")
+        item.execute("BEGIN IMMEDIATE")
+        version = self._create_tables(item)
+        item.execute("COMMIT")
         return version
 
 

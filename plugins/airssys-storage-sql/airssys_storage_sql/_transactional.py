@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from airssys_storage import Usage, quota_exceeded
+from airssys_storage import Change, quota_exceeded
 
 from .backend import SQLBackend
 
 #: Attempts for a commit that failed on a deadlock / serialization conflict.
 MAX_ATTEMPTS = 8
+
+T = TypeVar("T")
 
 
 def backoff(attempt: int) -> None:
@@ -32,25 +34,17 @@ def backoff(attempt: int) -> None:
 class TransactionalBackend(SQLBackend):
     """SQL backend whose writes are explicit transactions driven from Python."""
 
-    #: Engine-specific statement, set by the subclass.
-    _q_new_usage: str
-
-    def _prepare_statements(self) -> None:
-        """Build the SQL strings; ``?`` is replaced by the driver's placeholder."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         t = self._tables
-        self._q_usage = self._sql(f"SELECT used_bytes, key_count FROM {t.usage} WHERE ns = ?")
-        self._q_add = self._sql(
-            f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? WHERE ns = ?"
-        )
-        self._q_add_guarded = self._sql(
+        q = self._sql
+        self._q_add = q(f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? WHERE ns = ?")
+        self._q_add_guarded = q(
             f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? "
             "WHERE ns = ? AND used_bytes + ? <= ?"
         )
-        self._q_delete_all = self._sql(f"DELETE FROM {t.data} WHERE ns = ?")
-        self._q_reset = self._sql(f"UPDATE {t.usage} SET used_bytes = 0, key_count = 0 WHERE ns = ?")
-
-    def _sql(self, text: str) -> str:
-        return text
+        self._q_delete_all = q(f"DELETE FROM {t.data} WHERE ns = ?")
+        self._q_reset = q(f"UPDATE {t.usage} SET used_bytes = 0, key_count = 0 WHERE ns = ?")
 
     # Engine primitives --------------------------------------------------------
 
@@ -62,15 +56,47 @@ class TransactionalBackend(SQLBackend):
         """Commit."""
         raise NotImplementedError
 
-    def _execute(self, item: Any, sql: str, params: Sequence[Any]) -> int:
-        """Run a statement; returns its rowcount."""
-        raise NotImplementedError
-
     def _retryable(self, exc: Exception) -> bool:
         """Whether *exc* rolled the transaction back for a conflict, so running it again is safe."""
         return False
 
+    def _write_changes(self, item: Any, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        """Inside the transaction: apply *changes* and charge them; the number of changed keys that existed."""
+        raise NotImplementedError
+
     # Shared write path -------------------------------------------------------------
+
+    def _transaction(self, action: str, namespace: str, work: Callable[..., T], *args: Any) -> T:
+        """``work(item, *args)`` in a write transaction on *namespace*, repeated after a conflict."""
+        for attempt in range(MAX_ATTEMPTS):
+            item = self._take()
+            try:
+                self._begin(item, namespace)
+                result = work(item, *args)
+                self._end(item)
+            except Exception as exc:
+                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
+                    self.retries["conflict"] += 1
+                    self._recover(item)
+                    backoff(attempt)
+                    continue
+                raise self._failed(item, exc, action) from exc
+            except BaseException:
+                self._interrupted(item)
+                raise
+            self._release(item)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        return self._transaction("commit", namespace, self._write_changes, namespace, changes, limit)
+
+    def clear(self, namespace: str) -> None:
+        self._transaction("clear", namespace, self._clear_rows, namespace)
+
+    def _clear_rows(self, item: Any, namespace: str) -> None:
+        self._execute(item, self._q_delete_all, (namespace,))
+        self._execute(item, self._q_reset, (namespace,))
 
     def _charge(self, item: Any, namespace: str, delta: int, count: int, limit: int | None) -> None:
         """Add *delta* bytes and *count* keys to the usage row, refusing to pass *limit*."""
@@ -89,31 +115,3 @@ class TransactionalBackend(SQLBackend):
             row = self._fetchall(item, self._q_usage, (namespace,))
         assert limit is not None  # an unguarded update only misses a row that does not exist
         raise quota_exceeded(namespace, int(row[0][0]), delta, limit)
-
-    def clear(self, namespace: str) -> None:
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                item = self._idle.pop()
-            except IndexError:
-                item = self._acquire()
-            try:
-                self._begin(item, namespace)
-                self._execute(item, self._q_delete_all, (namespace,))
-                self._execute(item, self._q_reset, (namespace,))
-                self._end(item)
-            except Exception as exc:
-                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
-                    self.retries["conflict"] += 1
-                    self._recover(item)
-                    backoff(attempt)
-                    continue
-                raise self._failed(item, exc, "clear") from exc
-            except BaseException:
-                self._interrupted(item)
-                raise
-            self._release(item)
-            return
-
-    def usage(self, namespace: str) -> Usage:
-        rows = self._run("usage", lambda item: self._fetchall(item, self._q_usage, (namespace,)))
-        return Usage(int(rows[0][0]), int(rows[0][1])) if rows else Usage()

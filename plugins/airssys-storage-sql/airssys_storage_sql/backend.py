@@ -23,13 +23,14 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from airssys_storage import Capabilities, ConfigurationError, InternalError, StorageBackend, StorageError, Usage
 
-from ._schema import SCHEMA_VERSION, table_names
+from ._schema import SCHEMA_VERSION, create_statements, table_names
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -48,10 +49,14 @@ ENGINES = {
 #: The DBAPI driver each family's hot path is written for, and the extra that installs it.
 DRIVERS = {"sqlite": ("pysqlite", None), "postgresql": ("psycopg", "postgresql"), "mariadb": ("pymysql", "mysql")}
 
+_first = itemgetter(0)
 _PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 
 T = TypeVar("T")
+
+#: Stands in a statement template for the list of markers that :class:`StatementsByCount` repeats.
+MARKS = "{marks}"
 
 # Backends alive in this process, so a forked child can drop the connections it inherited.
 _LIVE: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
@@ -169,6 +174,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+class StatementsByCount(dict[int, str]):
+    """``statements[n]``: *template* with :data:`MARKS` replaced by *n* copies of *unit*, built once per *n*."""
+
+    def __init__(self, template: str, unit: str) -> None:
+        super().__init__()
+        self._template = template
+        self._unit = unit
+
+    def __missing__(self, count: int) -> str:
+        sql = self[count] = self._template.replace(MARKS, ", ".join([self._unit] * count))
+        return sql
+
+
 class SQLBackend(StorageBackend):
     """Key-value storage in SQLite, PostgreSQL or MariaDB tables (see the package docs)."""
 
@@ -178,12 +196,29 @@ class SQLBackend(StorageBackend):
 
     #: Engine family of the subclass: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
     engine: ClassVar[str] = ""
+    #: The driver's positional parameter marker; statements shared by the engines are written with ``?``.
+    placeholder: ClassVar[str] = "%s"
+    #: How the engine's ``INSERT`` of a usage row leaves an existing row alone.
+    keep_existing_usage: ClassVar[str] = "ON CONFLICT (ns) DO NOTHING"
 
     def __init__(self, sa_engine: Engine, options: SQLOptions, where: str) -> None:
         self._sa_engine = sa_engine
         self._options = options
-        self._tables = table_names(options.table_prefix)
-        self._q_version_row = f"INSERT INTO {self._tables.meta} (name, value) VALUES ('schema_version', %s)"
+        self._tables = t = table_names(options.table_prefix)
+        q = self._sql
+        self._q_get = q(f"SELECT v FROM {t.data} WHERE ns = ? AND k = ?")
+        self._q_has = q(f"SELECT 1 FROM {t.data} WHERE ns = ? AND k = ?")
+        self._q_many = self._by_count(f"SELECT k, v FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
+        self._q_items = q(f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? ORDER BY k LIMIT ?")
+        self._q_items_to = q(f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?")
+        self._q_keys = q(f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? ORDER BY k LIMIT ?")
+        self._q_keys_to = q(f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?")
+        self._q_usage = q(f"SELECT used_bytes, key_count FROM {t.usage} WHERE ns = ?")
+        self._q_new_usage = q(
+            f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (?, 0, 0) {self.keep_existing_usage}"
+        )
+        self._q_version = f"SELECT value FROM {t.meta} WHERE name = 'schema_version'"
+        self._q_version_row = q(f"INSERT INTO {t.meta} (name, value) VALUES ('schema_version', ?)")
         #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
         self.where = where
         # Idle connections (engine-specific items: a connection or a cursor).
@@ -231,7 +266,24 @@ class SQLBackend(StorageBackend):
         """Build the SQLAlchemy engine for *url* and the backend around it (no I/O yet)."""
         raise NotImplementedError
 
+    # -- SQL text ----------------------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        """*text* with its ``?`` markers in the driver's style (no table name or literal holds a ``?``)."""
+        return text.replace("?", self.placeholder)
+
+    def _by_count(self, template: str, unit: str = "?") -> StatementsByCount:
+        """Statements for *n* keys or rows: :data:`MARKS` in *template* becomes *n* copies of *unit*."""
+        return StatementsByCount(self._sql(template), self._sql(unit))
+
     # -- connections -------------------------------------------------------------
+
+    def _take(self) -> Any:
+        """An idle connection item, or a new one (hot paths write this out instead of calling it)."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._acquire()
 
     def _acquire(self) -> Any:
         """An idle connection item, or a new one; waits when ``pool_size`` are busy."""
@@ -351,14 +403,83 @@ class SQLBackend(StorageBackend):
     def _translate(self, exc: Exception, action: str) -> StorageError:
         return InternalError(f"{self.where} failed during {action}: {describe(exc)}")
 
+    # -- reads -----------------------------------------------------------------------
+
+    def _query(self, action: str, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The rows of a read; a connection found dead is replaced once (reads are safe to repeat).
+
+        Written out rather than built on :meth:`_run`: it is the get/has path of the server engines.
+        """
+        for attempt in (0, 1):
+            try:
+                item = self._idle.pop()
+            except IndexError:
+                item = self._acquire()
+            try:
+                rows = self._fetchall(item, sql, params)
+            except Exception as exc:
+                if attempt == 0 and self._is_disconnect(item, exc):
+                    self.retries["reconnect"] += 1
+                    self._discard(item)
+                    self._discard_idle()
+                    continue
+                raise self._failed(item, exc, action) from exc
+            except BaseException:
+                self._interrupted(item)
+                raise
+            self._idle.append(item)
+            return rows
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        rows = self._query("get", self._q_get, (namespace, key))
+        return rows[0][0] if rows else None
+
+    def has(self, namespace: str, key: bytes) -> bool:
+        return bool(self._query("has", self._q_has, (namespace, key)))
+
+    def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        found = dict(self._query("get_many", *self._get_many_query(namespace, keys)))
+        return [found.get(key) for key in keys]
+
+    def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
+        return self._q_many[len(keys)], (namespace, *keys)
+
+    def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        if end is None:
+            rows = self._query("items", self._q_items, (namespace, start, limit))
+        else:
+            rows = self._query("items", self._q_items_to, (namespace, start, end, limit))
+        return rows if isinstance(rows, list) else list(rows)
+
+    def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
+        if end is None:
+            rows = self._query("keys", self._q_keys, (namespace, start, limit))
+        else:
+            rows = self._query("keys", self._q_keys_to, (namespace, start, end, limit))
+        return list(map(_first, rows))
+
+    def usage(self, namespace: str) -> Usage:
+        rows = self._query("usage", self._q_usage, (namespace,))
+        return Usage(int(rows[0][0]), int(rows[0][1])) if rows else Usage()
+
+    # -- engine primitives -------------------------------------------------------------
+
+    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a statement; its rows."""
+        raise NotImplementedError
+
+    def _execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; its rowcount."""
+        raise NotImplementedError
+
     # -- non-hot-path helpers ------------------------------------------------------------
 
     def _run(self, action: str, work: Callable[[Any], T]) -> T:
         """Run *work(item)* on a pooled connection with uniform error handling."""
-        try:
-            item = self._idle.pop()
-        except IndexError:
-            item = self._acquire()
+        item = self._take()
         try:
             result = work(item)
         except Exception as exc:
@@ -389,11 +510,38 @@ class SQLBackend(StorageBackend):
 
     def _read_version(self, item: Any) -> int | str | None:
         """The stored schema version, ``None`` when the tables do not exist yet."""
+        return self._stored_version(item) if self._meta_exists(item) else None
+
+    def _meta_exists(self, item: Any) -> bool:
         raise NotImplementedError
+
+    def _stored_version(self, item: Any) -> int | str | None:
+        rows = self._fetchall(item, self._q_version, ())
+        return self._parse_version(rows[0][0]) if rows else None
 
     def _create_schema(self, item: Any) -> int | str | None:
         """Create the tables (race-safe against other processes); return the version now stored."""
         raise NotImplementedError
+
+    def _create_tables(self, item: Any) -> int | str | None:
+        """The body of :meth:`_create_schema`, which runs it holding the engine's lock.
+
+        Creates the meta table, reads the version row, and creates the rest only when there
+        is none, so it never touches tables of another version.
+        """
+        create_meta, create_others = self._ddl()
+        self._execute(item, create_meta)
+        version = self._read_version(item)
+        if version is None:
+            for statement in create_others:
+                self._execute(item, statement)
+            self._execute(item, self._q_version_row, (str(SCHEMA_VERSION),))
+            version = SCHEMA_VERSION
+        return version
+
+    def _ddl(self) -> tuple[str, list[str]]:
+        """The meta table's ``CREATE``, and the other statements that create the schema."""
+        return create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect)
 
     @staticmethod
     def _parse_version(value: object) -> int | str | None:
@@ -423,12 +571,6 @@ class SQLBackend(StorageBackend):
             "connections": len(self._fairies),
             "retries": dict(self.retries),
         }
-
-    def _fetchall(self, item: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def usage(self, namespace: str) -> Usage:
-        raise NotImplementedError
 
     def close(self) -> None:
         with self._slow_lock:

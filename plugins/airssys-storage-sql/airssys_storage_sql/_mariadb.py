@@ -12,20 +12,16 @@ transaction back and are retried.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
+from typing import Any, ClassVar
 
 from airssys_storage import Change, InternalError, InvalidKey, StorageError
 
 from ._schema import MARIADB_MAX_KEY_BYTES
 from ._server import ServerBackend
 from ._transactional import TransactionalBackend
-from .backend import MARKS, SQLBackend, SQLOptions, describe
+from .backend import MARKS, describe
 
 _STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _SERVER_STATUS_IN_TRANS = 1
@@ -80,19 +76,10 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
 
     engine = "mariadb"
     keep_existing_usage = "ON DUPLICATE KEY UPDATE ns = ns"
-
-    @classmethod
-    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
-        connect_args: dict[str, Any] = {
-            "connect_timeout": max(1, round(options.connect_timeout)),
-            "charset": "utf8mb4",
-            # Send bytes as _binary'…' so the server never checks them against the connection charset.
-            "binary_prefix": True,
-            **options.connect_args,
-        }
-        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
-        where = f"MariaDB at {url.host or 'localhost'}:{url.port or 3306}/{url.database or ''}"
-        return cls(engine, options, where)
+    label = "MariaDB"
+    default_port = 3306
+    # binary_prefix: bytes are sent as _binary'…', so the server never checks them against the charset.
+    driver_args: ClassVar[Mapping[str, Any]] = {"charset": "utf8mb4", "binary_prefix": True}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

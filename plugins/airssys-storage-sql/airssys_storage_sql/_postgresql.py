@@ -25,19 +25,14 @@ rolls the statement back and is retried.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
-from typing import Any
-
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
+from typing import Any, ClassVar
 
 from airssys_storage import Change, InternalError, StorageError, quota_exceeded
 
 from ._server import ServerBackend
 from ._transactional import MAX_ATTEMPTS, backoff
-from .backend import SQLBackend, SQLOptions
 
 _first = itemgetter(0)
 _QUOTA = "AS002"
@@ -49,17 +44,9 @@ class PostgreSQLBackend(ServerBackend):
     """Tables in a PostgreSQL database, shared by any number of processes and hosts."""
 
     engine = "postgresql"
-
-    @classmethod
-    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
-        connect_args: dict[str, Any] = {
-            "connect_timeout": max(1, round(options.connect_timeout)),
-            "application_name": "airssys-storage",
-            **options.connect_args,
-        }
-        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
-        where = f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
-        return cls(engine, options, where)
+    label = "PostgreSQL"
+    default_port = 5432
+    driver_args: ClassVar[Mapping[str, Any]] = {"application_name": "airssys-storage"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,6 +64,9 @@ class PostgreSQLBackend(ServerBackend):
                   AND (s.delta <= 0 OR %(limit)s::bigint IS NULL OR u.used_bytes + s.delta <= %(limit)s::bigint)
                 RETURNING 1
             )"""
+        # The final SELECT's second column: refuses (and so rolls back) when u charged nothing.
+        refuse_uncharged = f"""CASE WHEN (s.delta <> 0 OR s.count <> 0) AND NOT EXISTS (SELECT FROM u)
+                        THEN {refuse}(%(ns)s, s.delta, s.count) END"""
         self._q_put = f"""
             WITH w AS (
                 INSERT INTO {t.data} AS d (ns, k, v) VALUES (%(ns)s, %(k)s, %(v)s)
@@ -88,10 +78,7 @@ class PostgreSQLBackend(ServerBackend):
                        CASE WHEN w.replaced_len IS NULL THEN 1 ELSE 0 END AS count
                 FROM w
             ), {charge}
-            SELECT s.count,
-                   CASE WHEN (s.delta <> 0 OR s.count <> 0) AND NOT EXISTS (SELECT FROM u)
-                        THEN {refuse}(%(ns)s, s.delta, s.count) END
-            FROM s"""
+            SELECT s.count, {refuse_uncharged} FROM s"""
         self._q_delete = f"""
             WITH x AS (
                 DELETE FROM {t.data} WHERE ns = %(ns)s AND k = %(k)s
@@ -120,10 +107,7 @@ class PostgreSQLBackend(ServerBackend):
                         - (SELECT count(*) FROM x))::bigint AS count,
                        (SELECT count(replaced_len) FROM w) + (SELECT count(*) FROM x) AS existed
             ), {charge}
-            SELECT s.existed,
-                   CASE WHEN (s.delta <> 0 OR s.count <> 0) AND NOT EXISTS (SELECT FROM u)
-                        THEN {refuse}(%(ns)s, s.delta, s.count) END
-            FROM s"""
+            SELECT s.existed, {refuse_uncharged} FROM s"""
         # Subtracts what it deleted rather than zeroing, so a write committed by
         # another process while the delete ran stays counted. Returns one row, like
         # every statement _write runs.

@@ -11,14 +11,35 @@ repeat. If the server is still away, connecting fails with an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
-from .backend import SQLBackend
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from .backend import SQLBackend, SQLOptions
 
 
 class ServerBackend(SQLBackend):
     """Cursor items, and disconnects as SQLAlchemy's dialect recognises them."""
+
+    #: Names the server in messages ("PostgreSQL at host:port/db").
+    label: ClassVar[str]
+    default_port: ClassVar[int]
+    #: The engine's own DBAPI ``connect()`` arguments (``backend_options.connect_args`` go on top).
+    driver_args: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, round(options.connect_timeout)),
+            **cls.driver_args,
+            **options.connect_args,
+        }
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+        where = f"{cls.label} at {url.host or 'localhost'}:{url.port or cls.default_port}/{url.database or ''}"
+        return cls(engine, options, where)
 
     def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         item.execute(sql, params)

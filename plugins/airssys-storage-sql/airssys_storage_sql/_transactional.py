@@ -68,25 +68,23 @@ class TransactionalBackend(SQLBackend):
 
     def _transaction(self, action: str, namespace: str, work: Callable[..., T], *args: Any) -> T:
         """``work(item, *args)`` in a write transaction on *namespace*, repeated after a conflict."""
-        for attempt in range(MAX_ATTEMPTS):
-            item = self._take()
-            try:
-                self._begin(item, namespace)
-                result = work(item, *args)
-                self._end(item)
-            except Exception as exc:
-                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
-                    self.retries["conflict"] += 1
-                    self._recover(item)
-                    backoff(attempt)
-                    continue
-                raise self._failed(item, exc, action) from exc
-            except BaseException:
-                self._interrupted(item)
-                raise
-            self._release(item)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        result: T = self._run(action, self._in_transaction, namespace, work, *args, retry=self._after_conflict)
+        return result
+
+    def _in_transaction(self, item: Any, namespace: str, work: Callable[..., T], *args: Any) -> T:
+        self._begin(item, namespace)
+        result = work(item, *args)
+        self._end(item)
+        return result
+
+    def _after_conflict(self, item: Any, exc: Exception, attempt: int) -> bool:
+        """Roll back and retry (after a pause) a transaction that lost to another writer."""
+        if attempt + 1 >= MAX_ATTEMPTS or not self._retryable(exc):
+            return False
+        self.retries["conflict"] += 1
+        self._recover(item)
+        backoff(attempt)
+        return True
 
     def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
         return self._transaction("commit", namespace, self._write_changes, namespace, changes, limit)

@@ -477,18 +477,33 @@ class SQLBackend(StorageBackend):
 
     # -- non-hot-path helpers ------------------------------------------------------------
 
-    def _run(self, action: str, work: Callable[[Any], T]) -> T:
-        """Run *work(item)* on a pooled connection with uniform error handling."""
-        item = self._take()
-        try:
-            result = work(item)
-        except Exception as exc:
-            raise self._failed(item, exc, action) from exc
-        except BaseException:
-            self._interrupted(item)
-            raise
-        self._release(item)
-        return result
+    def _run(
+        self,
+        action: str,
+        work: Callable[..., T],
+        *args: Any,
+        retry: Callable[[Any, Exception, int], bool] | None = None,
+    ) -> T:
+        """Run ``work(item, *args)`` on a pooled connection with uniform error handling.
+
+        After a failed attempt *n* (from 0), ``retry(item, exc, n)`` may clean *item* up
+        itself and return True to run *work* again on a connection from the pool.
+        """
+        attempt = 0
+        while True:
+            item = self._take()
+            try:
+                result = work(item, *args)
+            except Exception as exc:
+                if retry is not None and retry(item, exc, attempt):
+                    attempt += 1
+                    continue
+                raise self._failed(item, exc, action) from exc
+            except BaseException:
+                self._interrupted(item)
+                raise
+            self._release(item)
+            return result
 
     # -- schema -------------------------------------------------------------------------
 

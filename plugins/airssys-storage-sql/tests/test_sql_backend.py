@@ -401,6 +401,31 @@ def test_mariadb_sessions_are_strict_and_read_committed(open_backend: OpenBacken
 
 
 @pytest.mark.engines("mariadb")
+def test_mariadb_deadlock_is_rolled_back_and_retried(
+    open_backend: OpenBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pymysql
+
+    backend = open_backend()
+    write_changes = backend._write_changes
+    attempts: list[int] = []
+
+    def deadlock_once(item: Any, namespace: str, changes: Any, limit: int | None) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            write_changes(item, namespace, [(b"partial", b"x")], limit)  # work the rollback must undo
+            raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+        return write_changes(item, namespace, changes, limit)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(backend, "_write_changes", deadlock_once)
+    assert backend.commit("ns", [(b"k", b"v")], None) == 0
+    assert len(attempts) == 2
+    assert backend.items("ns", b"", None, 10) == [(b"k", b"v")]
+    assert (backend.usage("ns").bytes, backend.usage("ns").keys) == (2, 1)
+    assert backend.stats()["retries"] == {"conflict": 1}
+
+
+@pytest.mark.engines("mariadb")
 def test_mariadb_key_longer_than_its_column_is_an_invalid_key(open_backend: OpenBackend) -> None:
     backend = open_backend()
     with pytest.raises(InvalidKey, match="256 bytes"):

@@ -306,8 +306,11 @@ class LevelDBBackend(StorageBackend):
                 new_size = len(value)
                 if new_size == old_size:
                     # Same-size overwrite: the counter is unchanged, so the data
-                    # record alone is the whole (atomic) commit.
-                    self._put(data_key, value)
+                    # record alone is the whole (atomic) commit. (Called through
+                    # a local: 3.11 does not specialise a call through an
+                    # instance attribute holding a bound method.)
+                    put = self._put
+                    put(data_key, value)
                     if cached is None:
                         self._remember(data_key, new_size)
                     return True

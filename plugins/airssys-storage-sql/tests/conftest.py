@@ -83,13 +83,18 @@ def server(sql_engine: str) -> Iterator[Server | None]:
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def session_prefix(server: Server | None) -> Iterator[str]:
-    """A table prefix no other test session uses; its tables are dropped at the end."""
-    prefix = f"t{os.getpid() % 100000}_{secrets.token_hex(3)}_"
+def _unused_prefix(letter: str, server: Server | None) -> Iterator[str]:
+    """A table prefix nobody else uses; its tables are dropped when the fixture ends."""
+    prefix = f"{letter}{os.getpid() % 100000}_{secrets.token_hex(3)}_"
     yield prefix
     if server is not None:
         server.drop(prefix)
+
+
+@pytest.fixture(scope="session")
+def session_prefix(server: Server | None) -> Iterator[str]:
+    """A table prefix no other test session uses; its tables are dropped at the end."""
+    yield from _unused_prefix("t", server)
 
 
 @pytest.fixture
@@ -109,10 +114,7 @@ def store_options(server: Server | None, session_prefix: str) -> dict[str, Any]:
 @pytest.fixture
 def fresh_prefix(server: Server | None) -> Iterator[str]:
     """A prefix whose tables do not exist yet (dropped after the test)."""
-    prefix = f"f{os.getpid() % 100000}_{secrets.token_hex(3)}_"
-    yield prefix
-    if server is not None:
-        server.drop(prefix)
+    yield from _unused_prefix("f", server)
 
 
 @pytest.fixture

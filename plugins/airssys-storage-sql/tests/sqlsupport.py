@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,24 @@ def skip_or_fail(reason: str) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def run_threads(work: Callable[[int], None], count: int, timeout: float) -> list[BaseException]:
+    """Run ``work(0)`` … ``work(count - 1)`` in threads; what they raised (joined up to *timeout* s each)."""
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as exc:  # collected for the caller to assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return errors
 
 
 def selected_engine() -> str:

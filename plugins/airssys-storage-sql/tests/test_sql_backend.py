@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from airssys_storage_sql import SQLBackend
 from airssys_storage_sql.backend import parse_url, redact
-from sqlsupport import Server
+from sqlsupport import Server, run_threads
 
 from airssys_storage import (
     Access,
@@ -134,25 +134,16 @@ def test_concurrent_first_opens_take_turns(
 ) -> None:
     url = _scheme_url(store_url, server, tmp_path)
     barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
 
     def open_and_write(index: int) -> None:
         barrier.wait()
+        backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
         try:
-            backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
-            try:
-                backend.commit_one("ns", b"k%d" % index, b"v", None)
-            finally:
-                backend.close()
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
+            backend.commit_one("ns", b"k%d" % index, b"v", None)
+        finally:
+            backend.close()
 
-    threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    assert run_threads(open_and_write, 6, timeout=60) == []
     backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
     try:
         assert backend.usage("ns").keys == 6
@@ -279,22 +270,13 @@ def test_reads_and_prefix_scans_use_the_primary_key(
 
 def test_threads_share_one_backend_with_exact_counters(open_backend: OpenBackend) -> None:
     backend = open_backend(pool_size=4)
-    errors: list[BaseException] = []
 
     def work(index: int) -> None:
-        try:
-            for i in range(60):
-                backend.commit_one(f"t{index % 3}", b"%d-%d" % (index, i), b"x" * (i % 7), None)
-                backend.get(f"t{index % 3}", b"%d-%d" % (index, i))
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
+        for i in range(60):
+            backend.commit_one(f"t{index % 3}", b"%d-%d" % (index, i), b"x" * (i % 7), None)
+            backend.get(f"t{index % 3}", b"%d-%d" % (index, i))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    assert run_threads(work, 8, timeout=120) == []
     for namespace in ("t0", "t1", "t2"):
         pairs = backend.items(namespace, b"", None, 10_000)
         assert backend.usage(namespace).bytes == sum(len(k) + len(v) for k, v in pairs)

@@ -25,12 +25,15 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diskcache
 from _harness import measure, print_table
 
 from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
+
+if TYPE_CHECKING:
+    import psycopg
 
 NS = "bench"
 SCAN_KEYS = 10_000
@@ -57,6 +60,52 @@ def open_ours(url: str, options: dict[str, Any]) -> tuple[StorageManager, Compon
     return manager, manager.component(Manifest(NS, Access.ADMIN, "500MB"))
 
 
+def connect_postgresql(url: str) -> psycopg.Connection[Any]:
+    """A raw autocommit psycopg connection to the database that the sql backend URL *url* names."""
+    import psycopg
+    from airssys_storage_sql.backend import parse_url
+
+    sa_url, _ = parse_url(url)
+    return psycopg.connect(
+        host=sa_url.host,
+        port=sa_url.port or 5432,
+        user=sa_url.username,
+        password=sa_url.password,
+        dbname=sa_url.database,
+        autocommit=True,
+    )
+
+
+def drop_store(raw: psycopg.Connection[Any], prefix: str) -> None:
+    """Drop what the sql backend created in PostgreSQL for *prefix*."""
+    raw.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta")
+    raw.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
+
+
+def point_workloads(
+    get: Callable[[str], object], set_: Callable[[str, bytes], object], keys: list[str], value: bytes, sizes: Sizes
+) -> dict[str, Callable[[], int]]:
+    """One call per key of *keys*: get; set with a value of the next of *sizes*; set *value*."""
+
+    def run_get() -> int:
+        for key in keys:
+            get(key)
+        return len(keys)
+
+    def run_set() -> int:
+        v = sizes.next()
+        for key in keys:
+            set_(key, v)
+        return len(keys)
+
+    def run_set_same() -> int:
+        for key in keys:
+            set_(key, value)
+        return len(keys)
+
+    return {"get": run_get, "set (size changes)": run_set, "set (same size)": run_set_same}
+
+
 def common_workloads(
     store: ComponentStorage,
     ops: int,
@@ -75,24 +124,6 @@ def common_workloads(
     for start in range(0, SCAN_KEYS, BATCH):
         store.set_many([(key, value) for key in scan[start : start + BATCH]])
     sizes_ours, sizes_raw = Sizes(), Sizes()
-
-    def ours_get() -> int:
-        get = store.get
-        for key in keys:
-            get(key)
-        return ops
-
-    def ours_set() -> int:
-        set_, v = store.set, sizes_ours.next()
-        for key in keys:
-            set_(key, v)
-        return ops
-
-    def ours_set_same() -> int:
-        set_ = store.set
-        for key in keys:
-            set_(key, value)
-        return ops
 
     def ours_batch() -> int:
         v = sizes_ours.next()
@@ -126,10 +157,11 @@ def common_workloads(
         assert len(raw_keys("scan_")) == SCAN_KEYS
         return 1
 
+    point = point_workloads(store.get, store.set, keys, value, sizes_ours)
     return [
-        ("get", {"ours": ours_get, "raw": raw_get_run}),
-        ("set (size changes)", {"ours": ours_set, "raw": raw_set_run}),
-        ("set (same size)", {"ours": ours_set_same, "raw": raw_set_same_run}),
+        ("get", {"ours": point["get"], "raw": raw_get_run}),
+        ("set (size changes)", {"ours": point["set (size changes)"], "raw": raw_set_run}),
+        ("set (same size)", {"ours": point["set (same size)"], "raw": raw_set_same_run}),
         (f"set_many {BATCH} (per key)", {"ours": ours_batch, "raw": raw_batch_run}),
         (f"keys() of {SCAN_KEYS:,}", {"ours": ours_keys, "raw": raw_keys_run}),
     ]
@@ -173,38 +205,15 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
     workloads = common_workloads(store, ops, raw_get, raw_set, raw_batch, raw_keys)
 
     # diskcache on the same workloads where it has an equivalent (no batch, no ordered prefix query).
-    keys, value, sizes = keyset(ops), b"x" * 64, Sizes()
+    keys, value = keyset(ops), b"x" * 64
     for key in keys + keyset(SCAN_KEYS, "scan_"):
         cache.set(key, value)
-
-    def dc_get() -> int:
-        get = cache.get
-        for key in keys:
-            get(key)
-        return ops
-
-    def dc_set() -> int:
-        set_, v = cache.set, sizes.next()
-        for key in keys:
-            set_(key, v)
-        return ops
-
-    def dc_set_same() -> int:
-        set_ = cache.set
-        for key in keys:
-            set_(key, value)
-        return ops
 
     def dc_keys() -> int:
         assert len([k for k in cache.iterkeys() if k.startswith("scan_")]) == SCAN_KEYS
         return 1
 
-    extra = {
-        "get": dc_get,
-        "set (size changes)": dc_set,
-        "set (same size)": dc_set_same,
-        f"keys() of {SCAN_KEYS:,}": dc_keys,
-    }
+    extra = point_workloads(cache.get, cache.set, keys, value, Sizes()) | {f"keys() of {SCAN_KEYS:,}": dc_keys}
     rows = []
     for name, contenders in workloads:
         if name in extra:
@@ -224,20 +233,9 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
 
 
 def bench_postgresql(url: str, ops: int, rounds: int) -> None:
-    import psycopg
-    from airssys_storage_sql.backend import parse_url
-
     prefix = f"bench{os.getpid()}_"
     manager, store = open_ours(url, {"table_prefix": prefix})
-    sa_url, _ = parse_url(url)
-    raw = psycopg.connect(
-        host=sa_url.host,
-        port=sa_url.port or 5432,
-        user=sa_url.username,
-        password=sa_url.password,
-        dbname=sa_url.database,
-        autocommit=True,
-    )
+    raw = connect_postgresql(url)
     table = f"{prefix}raw_kv"
     raw.execute(f'CREATE TABLE {table} (ns TEXT COLLATE "C", k BYTEA, v BYTEA NOT NULL, PRIMARY KEY (ns, k))')
     cursor = raw.cursor(binary=True)
@@ -275,8 +273,8 @@ def bench_postgresql(url: str, ops: int, rounds: int) -> None:
         )
     finally:
         manager.close()
-        raw.execute(f"DROP TABLE IF EXISTS {table}, {prefix}data, {prefix}usage, {prefix}meta")
-        raw.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
+        raw.execute(f"DROP TABLE IF EXISTS {table}")
+        drop_store(raw, prefix)
         raw.close()
 
 

@@ -16,6 +16,7 @@ import tempfile
 from typing import Any
 
 from _harness import measure, print_table
+from bench_sql import connect_postgresql, drop_store
 
 from airssys_storage import Access, Manifest, StorageManager, StorageSettings
 
@@ -85,8 +86,6 @@ def main() -> None:
             )
         )
     if not args.no_postgresql:
-        import psycopg
-
         prefixes = (f"scale{os.getpid()}a_", f"scale{os.getpid()}c_")
         try:
             rows.append(
@@ -100,20 +99,9 @@ def main() -> None:
                 )
             )
         finally:
-            from airssys_storage_sql.backend import parse_url
-
-            url, _ = parse_url(args.postgresql)
-            with psycopg.connect(
-                host=url.host,
-                port=url.port or 5432,
-                user=url.username,
-                password=url.password,
-                dbname=url.database,
-                autocommit=True,
-            ) as admin:
+            with connect_postgresql(args.postgresql) as admin:
                 for prefix in prefixes:
-                    admin.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta")
-                    admin.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
+                    drop_store(admin, prefix)
     print_table(
         f"keys() beside {args.neighbours:,} rows of other components (crowded) vs an otherwise empty store (alone)",
         rows,

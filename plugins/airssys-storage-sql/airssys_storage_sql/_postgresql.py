@@ -132,6 +132,7 @@ class PostgreSQLBackend(ServerBackend):
         return cursor
 
     def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
+        # One array parameter: a single statement text for any number of keys.
         return self._q_any, (namespace, list(keys))
 
     # -- writes -------------------------------------------------------------------------
@@ -139,9 +140,10 @@ class PostgreSQLBackend(ServerBackend):
     def _write(self, action: str, sql: str, params: dict[str, Any], limit: int | None) -> Any:
         """Run a write statement; returns its first column. Retries conflicts, refuses quota.
 
-        Every write runs here; the transactional engines' loop (:meth:`_transaction`) differs:
-        a statement in autocommit mode has nothing to roll back, and a refused quota is an error
-        the statement raises.
+        Every PostgreSQL write runs here. Written out rather than through :meth:`_run` with a
+        retry hook: it is the set/delete path, and its failures are not the transactional
+        engines' (nothing to roll back in autocommit mode; a refused quota is raised by the
+        statement and turned into ``quota-exceeded`` here).
         """
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -160,7 +162,7 @@ class PostgreSQLBackend(ServerBackend):
                 if state == _NO_USAGE_ROW and attempt + 1 < MAX_ATTEMPTS:
                     self.retries["new namespace"] += 1
                     self._release(cursor)
-                    self._run("creating a usage row", lambda c: c.execute(self._q_new_usage, (params["ns"],)))
+                    self._run("creating a usage row", self._execute, self._q_new_usage, (params["ns"],))
                     continue
                 if state in _RETRY and attempt + 1 < MAX_ATTEMPTS:
                     self.retries["conflict"] += 1

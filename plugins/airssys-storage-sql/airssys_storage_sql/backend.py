@@ -1,10 +1,11 @@
-"""The ``sql`` backend: URL and option handling, connections, errors, schema version.
+"""The ``sql`` backend: URL and option handling, connections, errors, reads, schema.
 
 :class:`SQLBackend` is the class the plugin registers. :meth:`SQLBackend.open`
 picks the engine from the URL and returns an instance of the engine's subclass
-(:mod:`._sqlite`, :mod:`._postgresql`, :mod:`._mariadb`); each subclass writes
-its own hot path against the raw DBAPI connection, with SQL strings built once
-per instance.
+(:mod:`._sqlite`, :mod:`._postgresql`, :mod:`._mariadb`). What the engines
+share lives here: the read statements (written once with ``?`` markers, built
+once per instance), the reads, error handling and schema creation. Each
+subclass writes its own write path against the raw DBAPI connection.
 
 Connections: SQLAlchemy creates them (URL parsing, dialect, connect
 arguments) through a ``NullPool``; the backend keeps the idle ones in a plain

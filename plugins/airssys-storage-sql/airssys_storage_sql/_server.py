@@ -41,9 +41,9 @@ class ServerBackend(SQLBackend):
         where = f"{cls.label} at {url.host or 'localhost'}:{url.port or cls.default_port}/{url.database or ''}"
         return cls(engine, options, where)
 
-    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> Sequence[tuple[Any, ...]]:
         item.execute(sql, params)
-        return list(item.fetchall())
+        return item.fetchall()  # type: ignore[no-any-return]
 
     def _execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
         # No parameters: None, so the driver does not read a % in the text (DDL) as a marker.

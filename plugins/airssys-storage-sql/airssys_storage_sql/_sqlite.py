@@ -210,7 +210,7 @@ class SQLiteBackend(TransactionalBackend):
     def _execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
         return item.execute(sql, params).rowcount  # type: ignore[no-any-return]
 
-    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> Sequence[tuple[Any, ...]]:
         return item.execute(sql, params).fetchall()  # type: ignore[no-any-return]
 
     def _rollback(self, item: Any) -> None:

@@ -205,6 +205,9 @@ class SQLBackend(StorageBackend):
     def __init__(self, sa_engine: Engine, options: SQLOptions, where: str) -> None:
         self._sa_engine = sa_engine
         self._options = options
+        # Statements used once per open or per clear() are built where they run, not stored
+        # here: an instance with more than 30 attributes stops sharing its dict keys with its
+        # class (CPython 3.11), and then every attribute load on the hot paths is slower.
         self._tables = t = table_names(options.table_prefix)
         q = self._sql
         self._q_get = q(f"SELECT v FROM {t.data} WHERE ns = ? AND k = ?")
@@ -218,8 +221,6 @@ class SQLBackend(StorageBackend):
         self._q_new_usage = q(
             f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (?, 0, 0) {self.keep_existing_usage}"
         )
-        self._q_version = f"SELECT value FROM {t.meta} WHERE name = 'schema_version'"
-        self._q_version_row = q(f"INSERT INTO {t.meta} (name, value) VALUES ('schema_version', ?)")
         #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
         self.where = where
         # Idle connections (engine-specific items: a connection or a cursor).
@@ -406,7 +407,7 @@ class SQLBackend(StorageBackend):
 
     # -- reads -----------------------------------------------------------------------
 
-    def _query(self, action: str, sql: str, params: Sequence[Any]) -> list[Any]:
+    def _query(self, action: str, sql: str, params: Sequence[Any]) -> Sequence[Any]:
         """The rows of a read; a connection found dead is replaced once (reads are safe to repeat).
 
         Written out rather than built on :meth:`_run`: it is the get/has path of the server engines.
@@ -453,7 +454,7 @@ class SQLBackend(StorageBackend):
             rows = self._query("items", self._q_items, (namespace, start, limit))
         else:
             rows = self._query("items", self._q_items_to, (namespace, start, end, limit))
-        return rows if isinstance(rows, list) else list(rows)
+        return rows if isinstance(rows, list) else list(rows)  # PyMySQL returns a tuple
 
     def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
         if end is None:
@@ -468,8 +469,8 @@ class SQLBackend(StorageBackend):
 
     # -- engine primitives -------------------------------------------------------------
 
-    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run a statement; its rows."""
+    def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> Sequence[tuple[Any, ...]]:
+        """Run a statement; its rows (a list, or a tuple from PyMySQL)."""
         raise NotImplementedError
 
     def _execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
@@ -478,33 +479,18 @@ class SQLBackend(StorageBackend):
 
     # -- non-hot-path helpers ------------------------------------------------------------
 
-    def _run(
-        self,
-        action: str,
-        work: Callable[..., T],
-        *args: Any,
-        retry: Callable[[Any, Exception, int], bool] | None = None,
-    ) -> T:
-        """Run ``work(item, *args)`` on a pooled connection with uniform error handling.
-
-        After a failed attempt *n* (from 0), ``retry(item, exc, n)`` may clean *item* up
-        itself and return True to run *work* again on a connection from the pool.
-        """
-        attempt = 0
-        while True:
-            item = self._take()
-            try:
-                result = work(item, *args)
-            except Exception as exc:
-                if retry is not None and retry(item, exc, attempt):
-                    attempt += 1
-                    continue
-                raise self._failed(item, exc, action) from exc
-            except BaseException:
-                self._interrupted(item)
-                raise
-            self._release(item)
-            return result
+    def _run(self, action: str, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(item, *args)`` on a pooled connection with uniform error handling."""
+        item = self._take()
+        try:
+            result = work(item, *args)
+        except Exception as exc:
+            raise self._failed(item, exc, action) from exc
+        except BaseException:
+            self._interrupted(item)
+            raise
+        self._release(item)
+        return result
 
     # -- schema -------------------------------------------------------------------------
 
@@ -532,7 +518,7 @@ class SQLBackend(StorageBackend):
         raise NotImplementedError
 
     def _stored_version(self, item: Any) -> int | str | None:
-        rows = self._fetchall(item, self._q_version, ())
+        rows = self._fetchall(item, f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'", ())
         return self._parse_version(rows[0][0]) if rows else None
 
     def _create_schema(self, item: Any) -> int | str | None:
@@ -551,7 +537,8 @@ class SQLBackend(StorageBackend):
         if version is None:
             for statement in create_others:
                 self._execute(item, statement)
-            self._execute(item, self._q_version_row, (str(SCHEMA_VERSION),))
+            insert = self._sql(f"INSERT INTO {self._tables.meta} (name, value) VALUES ('schema_version', ?)")
+            self._execute(item, insert, (str(SCHEMA_VERSION),))
             version = SCHEMA_VERSION
         return version
 
@@ -570,12 +557,12 @@ class SQLBackend(StorageBackend):
 
     def namespaces(self) -> list[str]:
         sql = f"SELECT ns FROM {self._tables.usage} WHERE key_count > 0"
-        rows = self._run("namespaces", lambda item: self._fetchall(item, sql, ()))
+        rows = self._run("namespaces", self._fetchall, sql, ())
         return sorted(row[0].decode() if isinstance(row[0], bytes) else row[0] for row in rows)
 
     def stats(self) -> dict[str, Any]:
         sql = f"SELECT count(*), sum(key_count), sum(used_bytes) FROM {self._tables.usage} WHERE key_count > 0"
-        row = self._run("stats", lambda item: self._fetchall(item, sql, ()))[0]
+        row = self._run("stats", self._fetchall, sql, ())[0]
         return {
             "engine": self.engine,
             "database": self.where,

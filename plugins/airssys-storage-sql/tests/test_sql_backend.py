@@ -265,6 +265,17 @@ def test_reads_and_prefix_scans_use_the_primary_key(
             assert "filesort" not in (rows[0].get("Extra") or ""), (name, plan)
 
 
+def test_backend_instances_keep_sharing_their_attribute_keys(open_backend: OpenBackend) -> None:
+    # CPython 3.11 stops sharing an instance's dict keys with its class at 30
+    # attributes; every attribute load on the hot paths then gets slower.
+    backend = open_backend()
+    backend.commit("ns", [(b"a", b"1"), (b"b", None)], None)
+    backend.commit_one("ns", b"c", b"2", 10)
+    assert backend.get_many("ns", [b"a", b"c"]) == [b"1", b"2"]
+    backend.clear("ns")
+    assert len(vars(backend)) < 30
+
+
 # -- connections ------------------------------------------------------------------------
 
 

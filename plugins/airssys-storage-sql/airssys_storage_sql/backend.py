@@ -206,7 +206,7 @@ class SQLBackend(StorageBackend):
         self._sa_engine = sa_engine
         self._options = options
         # Statements used once per open or per clear() are built where they run, not stored
-        # here: an instance with more than 30 attributes stops sharing its dict keys with its
+        # here: an instance with 30 or more attributes stops sharing its dict keys with its
         # class (CPython 3.11), and then every attribute load on the hot paths is slower.
         self._tables = t = table_names(options.table_prefix)
         q = self._sql

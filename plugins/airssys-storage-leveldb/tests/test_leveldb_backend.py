@@ -486,11 +486,32 @@ def test_refused_batch_writes_nothing(backend: LevelDBBackend) -> None:
     assert backend.usage("app") == recomputed(everything(backend, "app")) == Usage(7, 3)
 
 
+def test_size_cache_stays_bounded_and_exact(url: str) -> None:
+    # Hits update entries in place and only misses add one, so the cache must
+    # still be emptied when a miss finds it full, on every write path.
+    backend = LevelDBBackend.open(url, {"size_cache_keys": 3})
+    try:
+        for i in range(60):
+            key = b"k%d" % (i % 7)
+            if i % 5 == 4:
+                backend.commit_one("app", key, None, None)
+            elif i % 3 == 0:
+                backend.commit_one("app", key, b"v" * 5, None)  # often a same-size overwrite
+            elif i % 11 == 0:
+                backend.commit("app", [(key, b"w" * (i % 4)), (b"b%d" % (i % 2), b"x" * i)], None)
+            else:
+                backend.commit_one("app", key, b"v" * (i % 9), None)
+            assert len(backend._sizes) <= 3
+            assert backend.usage("app") == recomputed(everything(backend, "app"))
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("size_cache_keys", [0, 3, 100_000])
 def test_concurrent_writers_on_a_shared_backend_keep_the_counter_exact(url: str, size_cache_keys: int) -> None:
     backend = LevelDBBackend.open(url, {"size_cache_keys": size_cache_keys})
 
-    # Called without the core's per-component lock: the backend's own lock must hold.
+    # Called directly from several threads: the core takes no lock, so the backend's own lock must hold.
     def writer(seed: int) -> None:
         for i in range(400):
             key = b"k%d" % ((i * seed) % 23)

@@ -193,9 +193,6 @@ class ComponentStorage:
 
     __slots__ = (
         "_backend",
-        "_backend_commit_one",
-        "_backend_get",
-        "_backend_has",
         "_manager",
         "_max_batch",
         "_max_key",
@@ -210,10 +207,6 @@ class ComponentStorage:
         self._manager = manager
         self._state = state
         self._backend = manager.backend
-        # Bound once: the hot path skips two attribute lookups per call.
-        self._backend_get = self._backend.get
-        self._backend_has = self._backend.has
-        self._backend_commit_one = self._backend.commit_one
         self._ns = state.manifest.id
         self._max_key = settings.max_key_bytes
         self._max_value = settings.max_value_bytes
@@ -247,11 +240,8 @@ class ComponentStorage:
         if "get" not in state.fast_allowed:
             self._authorize(Operation.GET, key)
         raw = encode_key(key, self._max_key)
-        # Called through a local: Python 3.11 does not specialise a method
-        # call on a slot that holds a bound method (~25 ns per call).
-        backend_get = self._backend_get
         try:
-            return backend_get(self._ns, raw)
+            return self._backend.get(self._ns, raw)
         except StorageError:
             raise
         except Exception as exc:
@@ -267,9 +257,8 @@ class ComponentStorage:
             value = _as_bytes(value)
         if len(value) > self._max_value:
             raise _too_large(value, self._max_value)
-        commit_one = self._backend_commit_one  # a local: see get()
         try:
-            commit_one(self._ns, raw, value, state.limit)
+            self._backend.commit_one(self._ns, raw, value, state.limit)
         except StorageError:
             raise
         except Exception as exc:
@@ -281,9 +270,8 @@ class ComponentStorage:
         if "delete" not in state.fast_allowed:
             self._authorize(Operation.DELETE, key)
         raw = encode_key(key, self._max_key)
-        commit_one = self._backend_commit_one  # a local: see get()
         try:
-            return commit_one(self._ns, raw, None, state.limit)
+            return self._backend.commit_one(self._ns, raw, None, state.limit)
         except StorageError:
             raise
         except Exception as exc:
@@ -295,9 +283,8 @@ class ComponentStorage:
         if "has" not in state.fast_allowed:
             self._authorize(Operation.HAS, key)
         raw = encode_key(key, self._max_key)
-        backend_has = self._backend_has  # a local: see get()
         try:
-            return backend_has(self._ns, raw)
+            return self._backend.has(self._ns, raw)
         except StorageError:
             raise
         except Exception as exc:

@@ -57,6 +57,24 @@ def main() -> None:
             put(key, value)
         return ops
 
+    values = [b"y" * 60, b"z" * 68]  # alternate sizes, so every write moves the quota counter
+    flip = [0]
+
+    def ours_set_resize() -> int:
+        set_ = store.set
+        flip[0] ^= 1
+        new = values[flip[0]]
+        for key in keys:
+            set_(key, new)
+        return ops
+
+    def peer_set_resize() -> int:
+        put = peer.put
+        new = values[flip[0]]
+        for key in keys:
+            put(key, new)
+        return ops
+
     def ours_has() -> int:
         has = store.has
         for key in keys:
@@ -70,7 +88,8 @@ def main() -> None:
 
     rows = [
         ("get (64 B)", measure({"ours": ours_get, "DictStore": peer_get}, args.rounds)),
-        ("set (64 B, overwrite)", measure({"ours": ours_set, "DictStore": peer_set}, args.rounds)),
+        ("set (64 B, same size)", measure({"ours": ours_set, "DictStore": peer_set}, args.rounds)),
+        ("set (size changes)", measure({"ours": ours_set_resize, "DictStore": peer_set_resize}, args.rounds)),
         ("has", measure({"ours": ours_has, "DictStore": peer_has}, args.rounds)),
     ]
     title = f"memory:// vs minimalkv DictStore, {ops} keys, median of {args.rounds} interleaved rounds"

@@ -99,7 +99,10 @@ class MemoryBackend(StorageBackend):
         lock = self._lock
         lock.acquire()  # cheaper than `with` on the hot path
         try:
-            space = self._spaces.get(namespace) or self._space(namespace)
+            try:
+                space = self._spaces[namespace]
+            except KeyError:
+                space = self._space(namespace)
             data = space.data
             old = data.get(key)
             if value is None:
@@ -109,7 +112,13 @@ class MemoryBackend(StorageBackend):
                 space.used -= len(key) + len(old)
                 space.sorted_cache = None
                 return True
-            delta = len(key) + len(value) if old is None else len(value) - len(old)
+            if old is None:
+                delta = len(key) + len(value)
+            else:
+                delta = len(value) - len(old)
+                if not delta:  # same-size overwrite: the counter stays as it is
+                    data[key] = value
+                    return True
             if delta > 0 and limit is not None and space.used + delta > limit:
                 raise quota_exceeded(namespace, space.used, delta, limit)
             data[key] = value

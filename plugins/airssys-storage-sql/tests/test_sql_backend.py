@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,85 @@ def test_threads_share_one_backend_with_exact_counters(open_backend: OpenBackend
         assert backend.usage(namespace).bytes == sum(len(k) + len(v) for k, v in pairs)
         assert backend.usage(namespace).keys == len(pairs)
     assert backend.stats()["connections"] <= 4
+
+
+FIRST_WRITERS = 6
+FIRST_WRITE_ROUNDS = 25
+
+
+def _assert_counter_is_the_sum(backend: Any, namespace: str) -> None:
+    pairs = backend.items(namespace, b"", None, 10_000)
+    usage = backend.usage(namespace)
+    assert (usage.bytes, usage.keys) == (sum(len(k) + len(v) for k, v in pairs), len(pairs))
+
+
+def _first_writes(backend: Any, namespace: str, limit: int | None, batch: bool) -> list[BaseException]:
+    """FIRST_WRITERS threads write to *namespace* at the same moment; what they raised."""
+    barrier = threading.Barrier(FIRST_WRITERS, timeout=60)
+
+    def write(index: int) -> None:
+        barrier.wait()
+        if batch:
+            changes = [(b"a%d" % index, b"v"), (b"b%d" % index, None), (b"c%d" % index, b"vv")]
+            assert backend.commit(namespace, changes, limit) == 0
+        else:
+            assert backend.commit_one(namespace, b"k%d" % index, b"v", limit) is False
+
+    return run_threads(write, FIRST_WRITERS, timeout=60)
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["commit_one", "commit"])
+@pytest.mark.parametrize("limit", [None, MiB], ids=["unlimited", "generous-limit"])
+def test_simultaneous_first_writes_to_a_namespace_are_all_accepted(
+    open_backend: OpenBackend, limit: int | None, batch: bool
+) -> None:
+    # Each round, several connections make the first write to a fresh namespace at once:
+    # none may be refused (the namespace has no usage row yet when they start).
+    backend = open_backend(pool_size=FIRST_WRITERS)
+    for round_ in range(FIRST_WRITE_ROUNDS):
+        namespace = f"first{round_}"
+        assert _first_writes(backend, namespace, limit, batch) == [], f"round {round_}"
+        _assert_counter_is_the_sum(backend, namespace)
+        assert backend.usage(namespace).keys == FIRST_WRITERS * (2 if batch else 1)
+
+
+@pytest.mark.engines("postgresql")
+@pytest.mark.parametrize("limit", [None, MiB], ids=["unlimited", "generous-limit"])
+def test_postgresql_write_older_than_the_usage_row_is_charged(
+    server: Server, open_backend: OpenBackend, store_options: dict[str, Any], limit: int | None
+) -> None:
+    # Deterministic form of the race above: a write's statement takes its snapshot, waits
+    # for a row lock, and meanwhile another writer creates the namespace's usage row. The
+    # usage row is not in the waiting statement's snapshot; the write must still be charged.
+    from sqlalchemy import text
+
+    data = f"{store_options['table_prefix']}data"
+    backend, other = open_backend(), open_backend()
+    with server.admin.connect().execution_options(isolation_level="READ COMMITTED") as blocker:
+        blocker.begin()
+        blocker_pid = blocker.execute(text("SELECT pg_backend_pid()")).scalar()
+        blocker.execute(text(f"INSERT INTO {data} (ns, k, v) VALUES ('late', :k, '')"), {"k": b"k"})
+        errors: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                backend.commit_one("late", b"k", b"v", limit)
+            except BaseException as exc:  # asserted below
+                errors.append(exc)
+
+        waiting = threading.Thread(target=write)
+        waiting.start()
+        blocked = "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+        deadline = time.monotonic() + 30
+        while not server.execute(blocked, {"pid": blocker_pid})[0][0]:
+            assert time.monotonic() < deadline, "the write never waited for the blocker's row"
+            time.sleep(0.01)
+        other.commit_one("late", b"j", b"w", limit)  # creates the usage row after the write's snapshot
+        blocker.rollback()
+    waiting.join(60)
+    assert errors == []
+    assert backend.items("late", b"", None, 10) == [(b"j", b"w"), (b"k", b"v")]
+    _assert_counter_is_the_sum(backend, "late")
 
 
 def test_busy_pool_times_out_with_a_typed_error(open_backend: OpenBackend) -> None:

@@ -8,13 +8,21 @@ statement. A write is a data-modifying CTE that
    of the value it replaces and returns it, so the old size comes from the
    row the statement itself locked: exact even when another process writes
    the same key at the same moment;
-2. adds the net delta to the namespace's usage row with the guarded update
-   ``… WHERE used_bytes + delta <= limit`` (the row lock serialises writers of
-   one namespace, on any host);
-3. calls ``<prefix>refuse()`` when there was something to charge but that
-   update matched no row; it raises and so rolls the whole statement back:
-   SQLSTATE ``AS002`` for a refused quota, ``AS001`` when the namespace has
-   no usage row yet (the backend inserts it and runs the statement again).
+2. adds the net delta to the namespace's usage row with an upsert whose
+   ``DO UPDATE … WHERE used_bytes + delta <= limit`` is the guard (the row
+   lock serialises writers of one namespace, on any host). It is an upsert
+   because the statement runs on the snapshot taken when it began (READ
+   COMMITTED): a plain ``UPDATE`` misses a usage row that a concurrent first
+   write to the namespace committed after that moment, and the write was
+   refused although nothing exceeded the quota. ``ON CONFLICT`` finds and
+   locks the latest committed row whatever the snapshot, and evaluates the
+   guard on it; the first write to a namespace inserts the row;
+3. calls ``<prefix>refuse()`` when there was something to charge but the
+   upsert charged nothing; it raises and so rolls the whole statement back:
+   SQLSTATE ``AS002`` with the used bytes of the row the guard refused (its
+   lock is held, so a fresh read sees that row), ``AS001`` when a first write
+   larger than the whole limit finds no usage row to report (the backend
+   inserts it and runs the statement again, which then refuses with AS002).
 
 Rows are locked in key order (the batch arrays are sorted) and the usage row
 last, so writers of one namespace do not deadlock on puts; a deadlock the
@@ -33,6 +41,7 @@ from airssys_storage import Change, InternalError, StorageError, quota_exceeded
 
 from ._server import ServerBackend
 from ._transactional import MAX_ATTEMPTS, backoff
+from .backend import describe
 
 _first = itemgetter(0)
 _QUOTA = "AS002"
@@ -54,14 +63,20 @@ class PostgreSQLBackend(ServerBackend):
         refuse = f"{self._options.table_prefix}refuse"
         self._refuse_function = refuse
         self._q_any = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%s)"
-        # The guard shared by the write statements; s(delta, count) is the net change.
+        # The charge shared by the write statements; s(delta, count) is the net change. An
+        # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
+        # snapshot (module docstring). A first write larger than the whole limit inserts
+        # nothing (used + delta >= delta > limit) and is refused.
         charge = f"""
             u AS (
-                UPDATE {t.usage} AS u
-                SET used_bytes = u.used_bytes + s.delta, key_count = u.key_count + s.count
-                FROM s
-                WHERE u.ns = %(ns)s AND (s.delta <> 0 OR s.count <> 0)
-                  AND (s.delta <= 0 OR %(limit)s::bigint IS NULL OR u.used_bytes + s.delta <= %(limit)s::bigint)
+                INSERT INTO {t.usage} AS u (ns, used_bytes, key_count)
+                SELECT %(ns)s, s.delta, s.count FROM s
+                WHERE (s.delta <> 0 OR s.count <> 0)
+                  AND (s.delta <= 0 OR %(limit)s::bigint IS NULL OR s.delta <= %(limit)s::bigint)
+                ON CONFLICT (ns) DO UPDATE
+                SET used_bytes = u.used_bytes + EXCLUDED.used_bytes, key_count = u.key_count + EXCLUDED.key_count
+                WHERE EXCLUDED.used_bytes <= 0 OR %(limit)s::bigint IS NULL
+                   OR u.used_bytes + EXCLUDED.used_bytes <= %(limit)s::bigint
                 RETURNING 1
             )"""
         # The final SELECT's second column: refuses (and so rolls back) when u charged nothing.
@@ -79,6 +94,9 @@ class PostgreSQLBackend(ServerBackend):
                 FROM w
             ), {charge}
             SELECT s.count, {refuse_uncharged} FROM s"""
+        # Deleting only shrinks, so a plain UPDATE charges it: a row the DELETE found was in
+        # the snapshot, and so was the usage row that its write created (it committed in
+        # the same transaction or earlier).
         self._q_delete = f"""
             WITH x AS (
                 DELETE FROM {t.data} WHERE ns = %(ns)s AND k = %(k)s
@@ -216,6 +234,13 @@ class PostgreSQLBackend(ServerBackend):
 
     def _translate(self, exc: Exception, action: str) -> StorageError:
         state = getattr(exc, "sqlstate", None)
+        if state in (_QUOTA, _NO_USAGE_ROW):
+            # _write turns a refusal under a limit into quota-exceeded; these are not refusals.
+            return InternalError(
+                f"{self.where}: the quota guard of the {action} statement failed unexpectedly "
+                f"({'refused a write without a limit' if state == _QUOTA else 'the usage row stayed missing'}: "
+                f"{describe(exc)}); the write was rolled back"
+            )
         if state == "55P03":  # lock_not_available
             return InternalError(
                 f"{self.where}: a lock stayed held by another writer for more than "

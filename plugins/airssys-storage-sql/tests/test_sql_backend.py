@@ -375,6 +375,35 @@ def test_postgresql_write_older_than_the_usage_row_is_charged(
     _assert_counter_is_the_sum(backend, "late")
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["commit_one", "commit"])
+def test_first_write_larger_than_the_limit_is_refused_exactly(open_backend: OpenBackend, batch: bool) -> None:
+    # PostgreSQL: no usage row to charge and none to report; the backend creates it and
+    # the statement then refuses against it.
+    backend = open_backend()
+    with pytest.raises(QuotaExceeded, match="needs 11 more bytes, 0 of 10") as caught:
+        if batch:
+            backend.commit("big", [(b"k", b"x" * 5), (b"j", b"x" * 4)], 10)
+        else:
+            backend.commit_one("big", b"k", b"x" * 10, 10)
+    assert caught.value.code == "quota-exceeded"
+    assert backend.items("big", b"", None, 10) == []
+    assert backend.usage("big").bytes == 0
+    backend.commit_one("big", b"k", b"x" * 9, 10)  # exactly the limit
+    _assert_counter_is_the_sum(backend, "big")
+
+
+@pytest.mark.engines("postgresql")
+def test_postgresql_refusal_without_a_limit_names_its_cause(open_backend: OpenBackend) -> None:
+    # Cannot happen through the write statements (without a limit the guard always passes);
+    # should it ever, it is an internal error that says so, not a quota error.
+    backend = open_backend()
+    backend.commit_one("ns", b"k", b"v", None)
+    refuse = f"SELECT {backend._refuse_function}(%(ns)s, 5, 1)"
+    with pytest.raises(InternalError, match=r"quota guard of the set statement failed unexpectedly \(refused a write"):
+        backend._write("set", refuse, {"ns": "ns"}, None)
+    assert backend.get("ns", b"k") == b"v"  # the connection is still usable
+
+
 def test_busy_pool_times_out_with_a_typed_error(open_backend: OpenBackend) -> None:
     backend = open_backend(pool_size=1, pool_timeout=0.2)
     backend.get("ns", b"k")

@@ -24,6 +24,7 @@ from .errors import (
     InvalidArgument,
     InvalidKey,
     PermissionDenied,
+    PluginError,
     StorageError,
     TooManyKeys,
     ValueTooLarge,
@@ -120,9 +121,12 @@ class StorageManager:
         self._check_open()
         with self._lock:
             state = self._components.get(manifest.id)
+            fresh = state is None
             if state is None:
-                state = self._components[manifest.id] = _ComponentState()
-            self._apply_manifest(state, manifest)
+                state = _ComponentState()
+            self._apply_manifest(state, manifest)  # raises before anything is registered
+            if fresh:
+                self._components[manifest.id] = state
         return ComponentStorage(self, state)
 
     def _apply_manifest(self, state: _ComponentState, manifest: Manifest) -> None:
@@ -133,15 +137,22 @@ class StorageManager:
             if policy.uses_key:
                 continue
             for operation in Operation:
-                vote = policy.check(manifest, operation, None)
+                vote = _ask(policy, manifest, operation, None)
                 if vote is False:
                     vetoed.add(operation.value)
                 elif vote is True:
                     static_allowed.add(operation.value)
         candidates = {op.value for op in Operation} if key_policies else static_allowed
-        limit = self._quota_strategy.limit_for(manifest)
+        try:
+            limit = self._quota_strategy.limit_for(manifest)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"quota strategy {self._quota_strategy.name!r} failed for {manifest.id!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise InvalidArgument(
+            raise PluginError(
                 f"quota strategy {self._quota_strategy.name!r} returned {limit!r} for "
                 f"{manifest.id!r}; it must return a non-negative int or None"
             )
@@ -176,6 +187,19 @@ class StorageManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _ask(policy: PermissionPolicy, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
+    """A policy's vote; a policy that fails is a plugin error (and the operation does not run)."""
+    try:
+        return policy.check(manifest, operation, key)
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"permission policy {policy.name!r} failed on {operation.wit_name} for {manifest.id!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _prepare_default_location(url: str) -> None:
@@ -405,7 +429,7 @@ class ComponentStorage:
         if operation.value not in state.allowed:
             self._deny(operation, "its permissions do not allow it")
         if state.key_policies:
-            votes = [policy.check(state.manifest, operation, key) for policy in state.key_policies]
+            votes = [_ask(policy, state.manifest, operation, key) for policy in state.key_policies]
             if False in votes:
                 policy = state.key_policies[votes.index(False)]
                 self._deny(operation, f"policy {policy.name!r} denied it for key {key!r}")

@@ -20,7 +20,11 @@ from airssys_storage import (
     InternalError,
     InvalidArgument,
     Manifest,
+    Operation,
+    PermissionPolicy,
+    PluginError,
     QuotaExceeded,
+    QuotaStrategy,
     StorageBackend,
     StorageError,
     StorageManager,
@@ -278,3 +282,52 @@ def test_every_hook_is_documented_in_the_readme(hook: str) -> None:
     signature = inspect.signature(getattr(hookspecs, hook))
     params = ", ".join(signature.parameters)
     assert f"{hook}({params})" in readme, f"README.md does not document {hook}({params})"
+
+
+class _BrokenPolicy(PermissionPolicy):
+    name = "broken"
+
+    def check(self, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
+        raise RuntimeError("policy bug")
+
+
+class _BrokenKeyPolicy(_BrokenPolicy):
+    name = "broken-key"
+    uses_key = True
+
+
+class _BadQuota(QuotaStrategy):
+    name = "bad"
+
+    def limit_for(self, manifest: Manifest) -> int | None:
+        return True  # type: ignore[return-value]  # a bool is not a byte count
+
+
+def _manager_with(policies: list[PermissionPolicy], quota: QuotaStrategy) -> StorageManager:
+    settings = StorageSettings(url="memory://")
+    from airssys_storage_memory import MemoryBackend
+
+    return StorageManager(settings, MemoryBackend(), policies, quota)
+
+
+def test_failing_policy_or_quota_strategy_is_a_plugin_error_and_registers_nothing() -> None:
+    settings = StorageSettings(url="memory://")
+    manager = _manager_with([_BrokenPolicy(settings)], ManifestQuota(settings))
+    with pytest.raises(PluginError) as info:
+        manager.component(Manifest("app", Access.ADMIN))
+    assert "'broken'" in str(info.value) and "policy bug" in str(info.value)
+    assert manager.component_ids() == []
+    manager = _manager_with([ManifestPolicy(settings)], _BadQuota(settings))
+    with pytest.raises(PluginError) as info:
+        manager.component(Manifest("app", Access.ADMIN))
+    assert "returned True" in str(info.value)
+    assert manager.component_ids() == []
+
+
+def test_failing_key_policy_fails_closed_with_a_typed_error() -> None:
+    settings = StorageSettings(url="memory://")
+    manager = _manager_with([ManifestPolicy(settings), _BrokenKeyPolicy(settings)], ManifestQuota(settings))
+    store = manager.component(Manifest("app", Access.ADMIN))
+    with pytest.raises(PluginError):
+        store.set("k", b"v")
+    assert manager.backend.usage("app").keys == 0

@@ -263,7 +263,9 @@ class ComponentStorage:
         state = self._state
         if "get" not in state.fast_allowed:
             self._authorize(Operation.GET, key)
-        raw = encode_key(key, self._max_key)
+        # encode_key's fast path inlined in get and set, the two hottest calls (~40 ns each).
+        if not (type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= self._max_key):
+            raw = encode_key(key, self._max_key)
         try:
             return self._backend.get(self._ns, raw)
         except StorageError:
@@ -276,7 +278,8 @@ class ComponentStorage:
         state = self._state
         if "set" not in state.fast_allowed:
             self._authorize(Operation.SET, key)
-        raw = encode_key(key, self._max_key)
+        if not (type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= self._max_key):
+            raw = encode_key(key, self._max_key)  # see get()
         if type(value) is not bytes:
             value = _as_bytes(value)
         if len(value) > self._max_value:

@@ -364,15 +364,17 @@ class ComponentStorage:
         first = pairs[0][0] if pairs and isinstance(pairs[0], tuple) and pairs[0] else None
         self._check_batch(Operation.SET_MANY, len(pairs), first)
         changes: dict[bytes, bytes | None] = {}
+        max_key, max_value = self._max_key, self._max_value
         for pair in pairs:
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
             key, value = pair
-            raw = encode_key(key, self._max_key)
+            if not (type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= max_key):
+                raw = encode_key(key, max_key)  # see get()
             if type(value) is not bytes:
                 value = _as_bytes(value)
-            if len(value) > self._max_value:
-                raise _too_large(value, self._max_value)
+            if len(value) > max_value:
+                raise _too_large(value, max_value)
             changes[raw] = value
         self._commit(list(changes.items()))
 

@@ -119,10 +119,11 @@ class MemoryBackend(StorageBackend):
                 if not delta:  # same-size overwrite: the counter stays as it is
                     data[key] = value
                     return True
-            if delta > 0 and limit is not None and space.used + delta > limit:
+            used = space.used + delta
+            if delta > 0 and limit is not None and used > limit:
                 raise quota_exceeded(namespace, space.used, delta, limit)
             data[key] = value
-            space.used += delta
+            space.used = used
             if old is None:
                 space.sorted_cache = None
                 return False

@@ -36,7 +36,10 @@ class PermissionPolicy:
     the component is opened or its manifest reloaded, and the answer is kept,
     so it costs nothing per operation. A policy with ``uses_key = True`` is
     called on every operation with the key (``None`` for operations without
-    one, such as ``size`` or ``clear``; the first key for batches).
+    one, such as ``size`` or ``clear``): for batches once per key, so one
+    denied key refuses the whole batch; for listings (``keys``, ``range``,
+    ``scan``) with the prefix or start key, then once per key found, and the
+    keys it denies are left out of the result.
     """
 
     name: ClassVar[str]

@@ -331,7 +331,10 @@ class ComponentStorage:
                 f"more than {self._max_query} keys match prefix {prefix!r} in component "
                 f"{self._ns!r}; page through them with scan(prefix, cursor, limit)"
             )
-        return [key.decode() for key in found]
+        keys = [key.decode() for key in found]
+        if self._state.key_policies:
+            keys = [key for key in keys if self._visible(Operation.KEYS, key)]
+        return keys
 
     def size(self) -> int:
         """Bytes used: the sum of UTF-8 key bytes plus value bytes (O(1))."""
@@ -360,9 +363,8 @@ class ComponentStorage:
 
         When a key appears twice in *items*, the last value wins.
         """
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        first = pairs[0][0] if pairs and isinstance(pairs[0], tuple) and pairs[0] else None
-        self._check_batch(Operation.SET_MANY, len(pairs), first)
+        pairs = self._as_list(items.items() if isinstance(items, Mapping) else items, Operation.SET_MANY)
+        self._check_batch(Operation.SET_MANY, [pair[0] if isinstance(pair, tuple) and pair else None for pair in pairs])
         changes: dict[bytes, bytes | None] = {}
         max_key, max_value = self._max_key, self._max_value
         for pair in pairs:
@@ -403,7 +405,7 @@ class ComponentStorage:
                 f"more than {self._max_query} keys lie in [{start!r}, {end!r}) in component "
                 f"{self._ns!r}; pass a limit or page through them with scan()"
             )
-        return [(key.decode(), value) for key, value in found]
+        return self._decoded(Operation.RANGE, found)
 
     def scan(
         self, prefix: str | None = None, cursor: str | None = None, limit: int | None = None
@@ -425,7 +427,7 @@ class ComponentStorage:
         if len(found) > limit:
             del found[limit:]
             next_cursor = base64.urlsafe_b64encode(_CURSOR_TAG + found[-1][0]).decode("ascii")
-        return [(key.decode(), value) for key, value in found], next_cursor
+        return self._decoded(Operation.SCAN, found), next_cursor
 
     # -- slow paths and helpers ----------------------------------------------
 
@@ -474,17 +476,41 @@ class ComponentStorage:
         if isinstance(keys, (str, bytes)):
             self._authorize(operation, None)
             raise InvalidArgument(f"{operation.wit_name} takes a list of keys, not a single {type(keys).__name__}")
-        keys = list(keys)
-        self._check_batch(operation, len(keys), keys[0] if keys else None)
-        return keys
+        key_list = self._as_list(keys, operation)
+        self._check_batch(operation, key_list)
+        return key_list
 
-    def _check_batch(self, operation: Operation, count: int, first_key: object) -> None:
-        self._authorize(operation, first_key if isinstance(first_key, str) else None)
-        if count > self._max_batch:
+    def _as_list(self, items: Iterable[Any], operation: Operation) -> list[Any]:
+        try:
+            return list(items)
+        except TypeError:
+            self._authorize(operation, None)
+            raise InvalidArgument(f"{operation.wit_name} takes a list, not {type(items).__name__}") from None
+
+    def _check_batch(self, operation: Operation, keys: list[Any]) -> None:
+        """Permission (a per-key policy is asked about every key), then the batch size."""
+        if self._state.key_policies and keys:
+            for key in keys:
+                self._authorize(operation, key if isinstance(key, str) else None)
+        else:
+            self._authorize(operation, None)
+        if len(keys) > self._max_batch:
             raise TooManyKeys(
-                f"{operation.wit_name} got {count} operations; the maximum per batch is "
+                f"{operation.wit_name} got {len(keys)} operations; the maximum per batch is "
                 f"{self._max_batch}: split it into several batches"
             )
+
+    def _decoded(self, operation: Operation, found: list[tuple[bytes, bytes]]) -> list[tuple[str, bytes]]:
+        items = [(key.decode(), value) for key, value in found]
+        if self._state.key_policies:
+            items = [item for item in items if self._visible(operation, item[0])]
+        return items
+
+    def _visible(self, operation: Operation, key: str) -> bool:
+        """Whether per-key policies let a listing show *key* (listings hide what they deny)."""
+        state = self._state
+        votes = [_ask(policy, state.manifest, operation, key) for policy in state.key_policies]
+        return False not in votes and (True in votes or operation.value in state.static_allowed)
 
     def _commit(self, changes: list[Change]) -> int:
         if not changes:

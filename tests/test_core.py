@@ -21,6 +21,7 @@ from airssys_storage import (
     InvalidArgument,
     Manifest,
     Operation,
+    PermissionDenied,
     PermissionPolicy,
     PluginError,
     QuotaExceeded,
@@ -331,3 +332,14 @@ def test_failing_key_policy_fails_closed_with_a_typed_error() -> None:
     with pytest.raises(PluginError):
         store.set("k", b"v")
     assert manager.backend.usage("app").keys == 0
+
+
+def test_batches_of_non_iterables_are_typed_errors_after_the_permission_check(manager: StorageManager) -> None:
+    none = manager.component(Manifest("none", Access.NONE))
+    for call in (lambda: none.get_many(None), lambda: none.delete_many(5), lambda: none.set_many(7)):
+        with pytest.raises(PermissionDenied):
+            call()  # type: ignore[no-untyped-call]
+    store = manager.component(Manifest("app", Access.READ_WRITE))
+    for call in (lambda: store.get_many(None), lambda: store.delete_many(5), lambda: store.set_many(7)):
+        with pytest.raises(InvalidArgument):
+            call()  # type: ignore[no-untyped-call]

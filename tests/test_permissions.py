@@ -169,3 +169,29 @@ def test_key_sensitive_policy_alone_needs_an_allow() -> None:
         with pytest.raises(PermissionDenied) as info:
             store.get("public")
         assert "no policy allowed it" in str(info.value)
+
+
+def test_key_sensitive_policy_sees_every_key_of_a_batch() -> None:
+    with _manager(["manifest", "no-secrets"]) as manager:
+        store = manager.component(Manifest("app", Access.ADMIN))
+        store.set("public/a", b"1")
+        with pytest.raises(PermissionDenied):
+            store.set_many([("public/b", b"1"), ("secret/x", b"pwned")])
+        with pytest.raises(PermissionDenied):
+            store.get_many(["public/a", "secret/x"])
+        with pytest.raises(PermissionDenied):
+            store.delete_many(["public/a", "secret/x"])
+        assert store.keys() == ["public/a"]
+
+
+def test_listings_hide_keys_a_key_sensitive_policy_denies() -> None:
+    with _manager(["manifest", "no-secrets"]) as manager:
+        admin = manager.backend
+        admin.commit("app", [(b"public/a", b"1"), (b"secret/x", b"hidden")], None)  # written behind the policy
+        store = manager.component(Manifest("app", Access.ADMIN))
+        assert store.keys() == ["public/a"]
+        assert store.range("a", "z") == [("public/a", b"1")]
+        assert store.scan()[0] == [("public/a", b"1")]
+        items, cursor = store.scan(limit=1)
+        assert items == [("public/a", b"1")] and cursor is not None
+        assert store.scan(cursor=cursor, limit=1) == ([], None)

@@ -445,6 +445,35 @@ class BackendConformance:
             store.delete_many([f"k{i:03}" for i in range(limit + 1)])
         assert store.usage().keys == limit
 
+    def test_get_many_never_sees_half_a_batch(self, store: ComponentStorage) -> None:
+        import sys
+        import threading
+
+        keys = [f"k{i:02}" for i in range(self.max_batch_ops)]
+        store.set_many(dict.fromkeys(keys, b"0"))
+        stop = threading.Event()
+
+        def writer() -> None:
+            turn = 0
+            while not stop.is_set():
+                turn ^= 1
+                store.set_many(dict.fromkeys(keys, b"%d" % turn))
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads often, so a non-atomic read gets caught
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            torn = 0
+            for _ in range(2000):
+                values = store.get_many(keys)
+                torn += len(set(values)) != 1
+        finally:
+            stop.set()
+            thread.join()
+            sys.setswitchinterval(interval)
+        assert torn == 0
+
     def test_single_string_is_not_a_key_list(self, store: ComponentStorage) -> None:
         with pytest.raises(InvalidArgument):
             store.get_many("abc")

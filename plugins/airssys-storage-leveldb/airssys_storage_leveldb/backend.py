@@ -231,9 +231,11 @@ class LevelDBBackend(StorageBackend):
 
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         prefix = self._space(namespace).prefix
-        get = self._db.get
         try:
-            return [get(prefix + key) for key in keys]
+            # One snapshot: every value from the same moment, never half of a concurrent batch.
+            with self._db.snapshot() as snapshot:
+                get = snapshot.get
+                return [get(prefix + key) for key in keys]
         except plyvel.Error as exc:
             self._fail("read from", exc)
 

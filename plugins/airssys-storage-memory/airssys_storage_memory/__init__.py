@@ -66,6 +66,14 @@ class MemoryBackend(StorageBackend):
         space = self._spaces.get(namespace)
         return None if space is None else space.data.get(key)
 
+    def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        with self._lock:  # all values from one moment: never half of a concurrent batch
+            space = self._spaces.get(namespace)
+            if space is None:
+                return [None] * len(keys)
+            get = space.data.get
+            return [get(key) for key in keys]
+
     def has(self, namespace: str, key: bytes) -> bool:
         space = self._spaces.get(namespace)
         return space is not None and key in space.data

@@ -9,9 +9,9 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from airssys_storage import Capabilities, Change, StorageBackend, Usage, hookimpl, quota_exceeded
+from airssys_storage import Capabilities, Change, InternalError, StorageBackend, Usage, hookimpl, quota_exceeded
 
 __all__ = ["MemoryBackend"]
 
@@ -31,6 +31,15 @@ class _Space:
         if self.sorted_cache is None:
             self.sorted_cache = sorted(self.data)
         return self.sorted_cache
+
+
+class _ClosedSpaces(dict[str, _Space]):
+    """Stands in for the data after close(): every access says so (no check on the hot path)."""
+
+    def _closed(self, *args: object, **kwargs: object) -> NoReturn:
+        raise InternalError("the memory:// store is closed: its StorageManager was closed, and its data with it")
+
+    get = __getitem__ = __setitem__ = pop = items = values = _closed  # type: ignore[assignment]
 
 
 class MemoryBackend(StorageBackend):
@@ -183,7 +192,7 @@ class MemoryBackend(StorageBackend):
 
     def close(self) -> None:
         with self._lock:
-            self._spaces = {}
+            self._spaces = _ClosedSpaces()
 
 
 @hookimpl

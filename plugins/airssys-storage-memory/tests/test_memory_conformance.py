@@ -7,3 +7,15 @@ class TestMemoryBackend(BackendConformance):
     @pytest.fixture
     def storage_url(self) -> str:
         return "memory://"
+
+
+def test_a_closed_store_says_so() -> None:
+    from airssys_storage import Access, Manifest, StorageError, StorageManager, StorageSettings
+
+    manager = StorageManager.from_settings(StorageSettings(url="memory://"))
+    store = manager.component(Manifest("app", Access.ADMIN))
+    store.set("k", b"v")
+    manager.close()
+    for call in (lambda: store.set("j", b""), lambda: store.get("k"), lambda: store.keys(), lambda: store.size()):
+        with pytest.raises(StorageError, match="closed"):
+            call()

@@ -489,12 +489,20 @@ def migrate(
 ) -> list[CopyResult]:
     """Copy *components* (default: every component holding data in *source*) into *target*.
 
+    With *prune* and no explicit *components*, components that hold data only
+    in *target* (e.g. cleared in the source since the last run) are emptied too.
+
     Both managers must be opened for this purpose with :func:`operator_settings`
     (see the module docs). Raises :class:`VerificationError` at the end if a
     component's key count or usage differs between the two; every component is
     copied first. Safe to re-run after an interruption.
     """
-    ids = source.backend.namespaces() if components is None else list(components)
+    if components is not None:
+        ids = list(components)
+    elif prune:
+        ids = sorted({*source.backend.namespaces(), *target.backend.namespaces()})
+    else:
+        ids = source.backend.namespaces()
     results = [
         copy_component(operator_storage(source, cid), operator_storage(target, cid), prune=prune, progress=progress)
         for cid in ids

@@ -311,6 +311,17 @@ def test_migrate_detects_and_prunes_extra_target_keys(source: StorageManager, ta
     assert read_all(operator_storage(target, "app")) == {"k": b"v"}
 
 
+def test_migrate_prune_empties_components_cleared_in_the_source(source: StorageManager, target: StorageManager) -> None:
+    fill(source, "app", {"k1": b"1", "k2": b"2"})
+    fill(source, "other", {"k": b"v"})
+    migrate(source, target)
+    operator_storage(source, "app").clear()
+    results = migrate(source, target, prune=True)
+    assert sorted(r.component for r in results) == ["app", "other"]
+    assert read_all(operator_storage(target, "app")) == {}
+    assert target.backend.namespaces() == ["other"]
+
+
 def test_copy_component_between_ids(source: StorageManager, target: StorageManager) -> None:
     fill(source, "app", {"k": b"v"})
     result = copy_component(operator_storage(source, "app"), operator_storage(target, "other"))

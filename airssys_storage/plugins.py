@@ -394,9 +394,9 @@ class PluginRegistry:
         blocked = [
             plugin
             for plugin, dist in sorted(self._blocked_distributions.items())
-            if plugin == name or (distribution is not None and dist == distribution) or _provided_by_builtin(
-                plugin, kind, name
-            )
+            if plugin == name
+            or (distribution is not None and dist == distribution)
+            or _provided_by_builtin(plugin, kind, name)
         ]
         if blocked:
             names = ", ".join(repr(plugin) for plugin in blocked)
@@ -415,9 +415,7 @@ class PluginRegistry:
                 + " (fix or reinstall them, or add them to blocked_plugins)"
             )
         if self._blocked_distributions:
-            notes.append(
-                "blocked by settings (blocked_plugins): " + ", ".join(sorted(self._blocked_distributions))
-            )
+            notes.append("blocked by settings (blocked_plugins): " + ", ".join(sorted(self._blocked_distributions)))
         return "".join(f" ({note})" for note in notes)
 
     # -- instances, with their validated options ----------------------------
@@ -459,10 +457,11 @@ def _provided_by_builtin(plugin: str, kind: str, name: str) -> bool:
     """Whether the (blocked) built-in plugin provides *kind* *name*: its contents are known without loading."""
     if plugin != BUILTIN_PLUGIN:
         return False
-    provided = {
-        "permission policy": default_plugins.register_permission_policies(),
-        "quota strategy": default_plugins.register_quota_strategies(),
-    }.get(kind, [])
+    provided: list[type[Any]] = []
+    if kind == "permission policy":
+        provided += default_plugins.register_permission_policies()
+    elif kind == "quota strategy":
+        provided += default_plugins.register_quota_strategies()
     return any(cls.name == name for cls in provided)
 
 
@@ -485,9 +484,7 @@ def _instantiate(cls: type[T], kind: str, settings: StorageSettings) -> T:
     model = getattr(cls, "Options", None)
     if model is None:
         if raw:
-            raise ConfigurationError(
-                f"plugin_options.{name}: the {kind} {name!r} takes no options; remove the table"
-            )
+            raise ConfigurationError(f"plugin_options.{name}: the {kind} {name!r} takes no options; remove the table")
         return cls(settings)  # type: ignore[call-arg]
     from pydantic import ValidationError
 
@@ -516,5 +513,3 @@ def redact_url(url: str) -> str:
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
-
-

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from airssys_storage_memory import MemoryBackend
+from pydantic import BaseModel, ConfigDict, Field
 
 from airssys_storage import (
     Access,
@@ -125,7 +126,9 @@ def test_duplicate_policy_name_with_builtin() -> None:
     class Clash(PermissionPolicy):
         name = "manifest"
 
-    registry = PluginRegistry.load(entry_points=[], plugins={"clash": plugin_object(register_permission_policies=[Clash])})
+    registry = PluginRegistry.load(
+        entry_points=[], plugins={"clash": plugin_object(register_permission_policies=[Clash])}
+    )
     assert registry.quota_strategy("manifest").name == "manifest"
     with pytest.raises(PluginError) as info:
         registry.policy("manifest")
@@ -167,9 +170,8 @@ def test_known_scheme_hint_names_the_right_distribution() -> None:
 
 def test_install_hints_name_real_distributions() -> None:
     """Every distribution named in a hint is one of this repository's distributions (and its extras)."""
-    from pathlib import Path
-
     import tomllib
+    from pathlib import Path
 
     from airssys_storage.plugins import KNOWN_SCHEME_DISTRIBUTIONS
 
@@ -392,3 +394,43 @@ def test_plugins_that_only_add_commands_are_listed() -> None:
     assert {"name": "cmds", "kind": "commands", "plugin": "cmds"}.items() <= next(
         row for row in rows if row["name"] == "cmds"
     ).items()
+
+
+class _LimitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(ge=0)
+
+
+class OptionLimit(QuotaStrategy):
+    """A third-party-style strategy whose limit comes from its options (issue 9 §6)."""
+
+    name = "option-limit"
+    Options = _LimitOptions
+
+    def limit_for(self, manifest: Any) -> int | None:
+        assert isinstance(self.options, _LimitOptions)
+        return self.options.limit
+
+
+def test_a_quota_strategy_takes_its_limit_from_plugin_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airssys_storage import QuotaExceeded
+
+    registry = PluginRegistry.load(plugins={"limits": plugin_object(register_quota_strategies=[OptionLimit])})
+    monkeypatch.setenv("AIRSSYS_STORAGE_PLUGIN_OPTIONS", '{"option-limit": {"limit": 5}}')
+    settings = StorageSettings(url="memory://", quota_strategy="option-limit")
+    with StorageManager.from_settings(settings, registry=registry) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        assert store.quota == 5
+        store.set("k", b"1234")
+        with pytest.raises(QuotaExceeded):
+            store.set("j", b"")
+
+
+def test_a_missing_required_option_names_the_plugin_and_field() -> None:
+    from airssys_storage import ConfigurationError
+
+    registry = PluginRegistry.load(plugins={"limits": plugin_object(register_quota_strategies=[OptionLimit])})
+    settings = StorageSettings(url="memory://", quota_strategy="option-limit")
+    with pytest.raises(ConfigurationError) as info:
+        StorageManager.from_settings(settings, registry=registry)
+    assert "quota strategy 'option-limit'" in str(info.value) and "plugin_options.option-limit.limit" in str(info.value)

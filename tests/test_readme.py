@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import sys
 import types
@@ -38,11 +37,7 @@ def load_module(name: str, source: str) -> types.ModuleType:
 
 
 def registry_with(name: str, module_name: str, source: str) -> PluginRegistry:
-    load_module(module_name, source)
-    installed = list(importlib.metadata.entry_points(group="airssys_storage"))
-    return PluginRegistry.load(
-        entry_points=[*installed, importlib.metadata.EntryPoint(name, module_name, "airssys_storage")]
-    )
+    return PluginRegistry.load(plugins={name: load_module(module_name, source)})
 
 
 def test_ten_line_example(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ import pty
 import subprocess
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -17,7 +17,7 @@ import pytest
 from cli_helpers import ADVERSARIAL, SCRIPT, Completed, Run, Store
 
 import airssys_storage.cli.data
-from airssys_storage import hookimpl
+from airssys_storage import hookimpl, register_plugin, unregister_plugin
 
 PERSISTENT = ["leveldb", "sqlite"]
 MakeStore = Callable[[str], Store]
@@ -105,20 +105,24 @@ def test_plugins_table(cli: Run) -> None:
 
 
 @pytest.fixture
-def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Replace the installed entry points with the installed ones plus fake plugin modules."""
-    real = list(importlib.metadata.entry_points(group="airssys_storage"))
+def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Register plugin modules in-process (register_plugin); ``None`` is an entry point whose import fails."""
+    registered: list[str] = []
 
     def install(**modules: types.ModuleType | None) -> None:
-        extra = []
+        missing = []
         for name, module in modules.items():
-            target = f"fake_airssys_plugin_{name}"
-            if module is not None:
-                monkeypatch.setitem(sys.modules, target, module)
-            extra.append(importlib.metadata.EntryPoint(name=name, value=target, group="airssys_storage"))
-        monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [*real, *extra])
+            if module is None:
+                missing.append(importlib.metadata.EntryPoint(name, f"fake_airssys_missing_{name}", "airssys_storage"))
+            else:
+                registered.append(register_plugin(module, name=name))
+        if missing:
+            real = list(importlib.metadata.entry_points(group="airssys_storage"))
+            monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [*real, *missing])
 
-    return install
+    yield install
+    for name in registered:
+        unregister_plugin(name)
 
 
 def plugin_module(register: Callable[[click.Group], None]) -> types.ModuleType:
@@ -180,6 +184,38 @@ def test_blocked_plugins_are_not_loaded(cli: Run, fake_plugins: Callable[..., No
     assert "hello" not in result.stdout
     listing = json.loads(cli("plugins", "--json", env={"AIRSSYS_STORAGE_BLOCKED_PLUGINS": '["hello"]'}).stdout)
     assert listing["blocked"] == ["hello"]
+
+
+def test_plugins_lists_a_broken_plugin_and_everything_else(cli: Run, fake_plugins: Callable[..., None]) -> None:
+    """Issue 9 §3: a plugin whose register_backends() returns junk made `plugins --json` exit 3 listing nothing."""
+    junk = types.ModuleType("junk")
+    junk.register_backends = hookimpl(lambda: "memory")  # type: ignore[attr-defined]
+    exits = types.ModuleType("exits")
+
+    def leave() -> list[type]:
+        raise SystemExit(0)
+
+    exits.register_quota_strategies = hookimpl(leave)  # type: ignore[attr-defined]
+    exits.register_quota_strategies.__name__ = "register_quota_strategies"
+    fake_plugins(junk=junk, exits=exits)
+    result = cli("plugins", "--json")
+    assert result.exit_code == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert {row["name"] for row in listing["plugins"]} >= {"memory", "manifest", "fixed"}
+    failed = {f["plugin"]: f["error"] for f in listing["failed"]}
+    assert failed == {
+        "junk": "register_backends() returned 'memory', not a list of classes",
+        "exits": "register_quota_strategies() raised SystemExit: 0",
+    }
+    table = cli("plugins")
+    assert table.exit_code == 0 and "junk" in table.stdout and "broken" in table.stdout
+    store = cli("set", "--url", "memory://", "-c", "app", "k", "v")
+    assert store.exit_code == 0, store.stderr
+    assert "'junk' is broken and is skipped" in store.stderr and "blocked_plugins" in store.stderr
+    quiet = cli(
+        "set", "--url", "memory://", "-c", "app", "k", "v", env={"AIRSSYS_STORAGE_BLOCKED_PLUGINS": '["junk", "exits"]'}
+    )
+    assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
 # -- config and manifests ----------------------------------------------------

@@ -128,6 +128,7 @@ class BackendConformance:
     # -- the seed's operations -------------------------------------------------
 
     def test_set_get_has_delete(self, store: ComponentStorage) -> None:
+        """Seed operations: get/has of a missing key, set, overwrite-free delete returning whether the key existed."""
         assert store.get("missing") is None
         assert store.has("missing") is False
         store.set("config", b"value")
@@ -139,12 +140,14 @@ class BackendConformance:
         assert store.size() == 0
 
     def test_values_are_binary_safe(self, store: ComponentStorage) -> None:
+        """Values are opaque bytes: NUL, every byte value and trailing spaces round-trip unchanged."""
         values = [b"", b"\x00", bytes(range(256)), b"\xff" * 1000, b" trailing "]
         for index, value in enumerate(values):
             store.set(f"v{index}", value)
         assert [store.get(f"v{index}") for index in range(len(values))] == values
 
     def test_bytearray_and_memoryview_values(self, store: ComponentStorage) -> None:
+        """Values may be given as bytearray or memoryview and always come back as bytes."""
         store.set("ba", bytearray(b"abc"))
         store.set("mv", memoryview(b"xyz"))
         assert store.get("ba") == b"abc"
@@ -152,11 +155,13 @@ class BackendConformance:
         assert type(store.get("ba")) is bytes
 
     def test_non_bytes_value_is_rejected(self, store: ComponentStorage) -> None:
+        """A non-bytes value is invalid-argument and writes nothing."""
         with pytest.raises(InvalidArgument):
             store.set("k", "text")  # type: ignore[arg-type]
         assert store.size() == 0
 
     def test_size_is_key_bytes_plus_value_bytes(self, store: ComponentStorage) -> None:
+        """Usage is the sum of UTF-8 key bytes plus value bytes, and the key count."""
         data = {"a": b"1", "é": b"22", "😀": b"", "key ": b"4444"}
         for key, value in data.items():
             store.set(key, value)
@@ -164,6 +169,7 @@ class BackendConformance:
         assert store.usage().keys == len(data)
 
     def test_overwrite_charges_new_minus_old(self, store: ComponentStorage) -> None:
+        """Guard rule: an overwrite is charged new size minus old size."""
         store.set("k", b"x" * 100)
         assert store.size() == 101
         store.set("k", b"x" * 10)
@@ -173,11 +179,13 @@ class BackendConformance:
         assert store.usage().keys == 1
 
     def test_delete_missing_charges_nothing(self, store: ComponentStorage) -> None:
+        """Guard rule: deleting a missing key changes neither data nor usage."""
         store.set("k", b"v")
         assert store.delete("other") is False
         assert store.size() == 2
 
     def test_keys_sorted_by_utf8_bytes(self, store: ComponentStorage) -> None:
+        """items/keys: results are ordered bytewise by the keys' UTF-8 bytes."""
         keys = ["b", "a", "B", "é", "😀", "z", "a b", "ab", "a\u00a0", "Z", "~", "\u00ff", "\uffef"]
         for key in keys:
             store.set(key, b"")
@@ -185,6 +193,7 @@ class BackendConformance:
         assert store.keys("") == utf8_sorted(keys)
 
     def test_prefix_is_literal_bytewise_and_case_sensitive(self, store: ComponentStorage) -> None:
+        """Prefix queries are literal byte ranges (no LIKE wildcards, no collation, case-sensitive)."""
         for key in ADVERSARIAL_KEYS:
             store.set(key, key.encode())
         expected = {
@@ -195,6 +204,7 @@ class BackendConformance:
             assert store.keys(prefix) == keys, prefix
 
     def test_adversarial_keys_are_distinct(self, store: ComponentStorage) -> None:
+        """Keys are compared as bytes: case, accents, normalisation forms and wildcards are distinct keys."""
         for key in ADVERSARIAL_KEYS:
             store.set(key, key.encode())
         for key in ADVERSARIAL_KEYS:
@@ -203,6 +213,7 @@ class BackendConformance:
         assert store.size() == sum(2 * len(k.encode()) for k in ADVERSARIAL_KEYS)
 
     def test_clear_removes_everything_and_resets_usage(self, manager: StorageManager) -> None:
+        """clear: deletes every key of one namespace and resets its counter, leaving neighbours alone."""
         admin = self.open(manager, "a", "admin")
         other = self.open(manager, "ab", "admin")
         admin.set_many({"x": b"1", "y": b"2"})
@@ -218,6 +229,7 @@ class BackendConformance:
     # -- isolation -------------------------------------------------------------
 
     def test_namespace_isolation_against_neighbours(self, manager: StorageManager) -> None:
+        """Namespaces are kept apart in the physical layout: ids that share prefixes never see each other's keys."""
         stores = {cid: self.open(manager, cid) for cid in NEIGHBOUR_IDS}
         for cid, store in stores.items():
             store.set("b:c", cid.encode())
@@ -236,6 +248,7 @@ class BackendConformance:
     def test_seed_collision_does_not_happen(self, manager: StorageManager) -> None:
         # With "<id>:<key>" strings, a's key "b:c" is ab's... no: a's "b:c" == "a:b:c"; component
         # "a:b" cannot exist (ids exclude ':'), so check the concrete neighbour "ab" and prefix scans.
+        """No '<id>:<key>' concatenation: a key of one component never appears under another id."""
         a = self.open(manager, "a")
         ab = self.open(manager, "ab")
         ab.set("secret", b"ab")
@@ -246,6 +259,7 @@ class BackendConformance:
         assert a.get_many(["secret", "b:secret", "b"]) == [None, None, None]
 
     def test_namespaces_lists_components_with_data(self, manager: StorageManager) -> None:
+        """namespaces(): exactly the namespaces holding at least one key, sorted."""
         for cid in ("x1", "x2"):
             self.open(manager, cid).set("k", b"v")
         self.open(manager, "x3")
@@ -285,6 +299,7 @@ class BackendConformance:
         ],
     )
     def test_invalid_keys(self, store: ComponentStorage, key: str) -> None:
+        """Key validation (core): empty, lone-surrogate, control-character and over-long keys are invalid-key."""
         for call in (
             lambda: store.get(key),
             lambda: store.set(key, b"v"),
@@ -303,6 +318,7 @@ class BackendConformance:
 
     @pytest.mark.parametrize("key", ["é" * 128, "😀" * 64, "x" * 256, "a" * 255 + " ", "\u00a0", "ünïcödé:%_\\"])
     def test_limit_keys_are_valid(self, store: ComponentStorage, key: str) -> None:
+        """Keys of exactly max_key_bytes of UTF-8, and non-ASCII keys, are stored and listed intact."""
         assert len(key.encode()) <= 256
         store.set(key, b"v")
         assert store.get(key) == b"v"
@@ -310,11 +326,13 @@ class BackendConformance:
         assert store.size() == len(key.encode()) + 1
 
     def test_non_str_keys_are_invalid(self, store: ComponentStorage) -> None:
+        """Keys are str: bytes, int and None are invalid-key."""
         for key in (b"bytes", 1, None):
             with pytest.raises(InvalidKey):
                 store.get(key)  # type: ignore[arg-type]
 
     def test_value_size_limit(self, store: ComponentStorage) -> None:
+        """max_value_bytes: a value at the limit is stored; one byte more is value-too-large and writes nothing."""
         store.set("max", b"x" * MiB)
         assert store.get("max") == b"x" * MiB
         with pytest.raises(ValueTooLarge):
@@ -327,6 +345,7 @@ class BackendConformance:
     # -- quota -----------------------------------------------------------------
 
     def test_quota_exact_boundary(self, manager: StorageManager) -> None:
+        """Guard rule: used + delta == limit is accepted, one byte more is quota-exceeded."""
         store = self.open(manager, "q", max_size=100)
         store.set("k", b"x" * 99)  # 1 + 99 = 100: exactly the quota
         assert store.size() == 100
@@ -339,6 +358,7 @@ class BackendConformance:
         assert store.size() == 100
 
     def test_quota_refused_write_changes_nothing(self, manager: StorageManager) -> None:
+        """Guard rule: a refused write changes nothing (data, bytes and key count)."""
         store = self.open(manager, "q", max_size=50)
         store.set("a", b"1" * 20)
         with pytest.raises(QuotaExceeded) as info:
@@ -349,6 +369,7 @@ class BackendConformance:
         assert store.usage().keys == 1
 
     def test_shrinking_and_deleting_always_allowed_over_quota(self, manager: StorageManager) -> None:
+        """Guard rule: writes that do not grow usage are accepted even above a lowered quota."""
         store = self.open(manager, "q", max_size=1000)
         store.set("big", b"x" * 900)
         store = self.open(manager, "q", max_size=10)  # manifest reload lowers the quota
@@ -362,6 +383,7 @@ class BackendConformance:
         assert store.size() == 10
 
     def test_batch_is_charged_its_net_delta_once(self, manager: StorageManager) -> None:
+        """Guard rule: a commit is charged its net delta once, atomically."""
         store = self.open(manager, "q", max_size=100)
         store.set("a", b"x" * 89)  # 90 bytes
         # Gross additions 20 bytes, but "a" shrinks by 80: net -60, allowed.
@@ -374,13 +396,15 @@ class BackendConformance:
         store.set_many([("d", b"d" * 34), ("e", b"e" * 34)])  # net +70: exactly full
         assert store.size() == 100
 
-    def test_zero_quota_and_unlimited(self, manager: StorageManager) -> None:
+    def test_zero_quota_refuses_every_growth(self, manager: StorageManager) -> None:
+        """Guard rule with limit 0: every growing write is refused, deletes are not."""
         zero = self.open(manager, "z", max_size=0)
         with pytest.raises(QuotaExceeded):
             zero.set("k", b"")
         assert zero.delete("k") is False
 
     def test_readonly_component_cannot_write(self, manager: StorageManager) -> None:
+        """Permissions (core): read-only may read but not write; earlier handles follow a manifest reload."""
         writer = self.open(manager, "ro")
         writer.set("k", b"v")
         reader = self.open(manager, "ro", "read-only")
@@ -392,6 +416,7 @@ class BackendConformance:
         assert reader.get("k") == b"v"
 
     def test_manifest_reload_changes_quota_for_old_handles(self, manager: StorageManager) -> None:
+        """The limit passed to the backend follows manifest reloads, for handles given out earlier too."""
         old = self.open(manager, "r", max_size=10)
         with pytest.raises(QuotaExceeded):
             old.set("k", b"x" * 20)
@@ -401,6 +426,7 @@ class BackendConformance:
         assert old.size() == 21
 
     def test_permission_checked_before_validation(self, manager: StorageManager) -> None:
+        """Permissions are checked before key validation: a denied call never reaches the backend."""
         none = self.open(manager, "n", "none")
         with pytest.raises(PermissionDenied):
             none.get("")
@@ -412,6 +438,7 @@ class BackendConformance:
     # -- batches -----------------------------------------------------------------
 
     def test_batches(self, store: ComponentStorage) -> None:
+        """commit: batch puts and deletes of distinct keys; the returned count is how many keys existed."""
         store.set_many({"a": b"1", "b": b"2"})
         store.set_many([("c", b"3"), ("c", b"33")])  # last wins
         assert store.get_many(["c", "x", "a"]) == [b"33", None, b"1"]
@@ -423,6 +450,7 @@ class BackendConformance:
         assert store.get_many([]) == []
 
     def test_batch_with_one_bad_entry_writes_nothing(self, store: ComponentStorage) -> None:
+        """Atomic batches: one invalid entry and nothing of the batch is written."""
         store.set("keep", b"old")
         with pytest.raises(InvalidKey):
             store.set_many([("keep", b"new"), ("fine", b"v"), ("", b"bad")])
@@ -435,6 +463,7 @@ class BackendConformance:
         assert store.size() == 7
 
     def test_batch_size_limit(self, store: ComponentStorage) -> None:
+        """max_batch_ops: a batch past the maximum is too-many-keys and writes nothing."""
         limit = self.max_batch_ops
         store.set_many({f"k{i:03}": b"" for i in range(limit)})
         with pytest.raises(TooManyKeys):
@@ -446,6 +475,7 @@ class BackendConformance:
         assert store.usage().keys == limit
 
     def test_get_many_never_sees_half_a_batch(self, store: ComponentStorage) -> None:
+        """Thread safety: get_many is atomic, it never sees half of a concurrent commit."""
         import sys
         import threading
 
@@ -475,6 +505,7 @@ class BackendConformance:
         assert torn == 0
 
     def test_single_string_is_not_a_key_list(self, store: ComponentStorage) -> None:
+        """Batch calls take a list of keys, not a single string."""
         with pytest.raises(InvalidArgument):
             store.get_many("abc")
         with pytest.raises(InvalidArgument):
@@ -483,6 +514,7 @@ class BackendConformance:
     # -- queries -----------------------------------------------------------------
 
     def test_keys_past_the_maximum_fail_and_point_to_scan(self, store: ComponentStorage) -> None:
+        """max_keys_per_query: keys() fails past the maximum (never truncates) and points to scan."""
         limit = self.max_keys_per_query
         for start in range(0, limit, self.max_batch_ops):
             store.set_many({f"k{i:04}": b"" for i in range(start, min(limit, start + self.max_batch_ops))})
@@ -494,6 +526,7 @@ class BackendConformance:
         assert store.keys("k999") == ["k9999"]
 
     def test_range_is_half_open_and_bytewise(self, store: ComponentStorage) -> None:
+        """items: start <= key < end, bytewise, at most limit pairs."""
         for key in ("a", "b", "ba", "c", "d", "é"):
             store.set(key, key.encode())
         assert [k for k, _ in store.range("b", "d")] == ["b", "ba", "c"]
@@ -506,6 +539,7 @@ class BackendConformance:
             store.range("a", "b", limit=0)
 
     def test_range_past_the_maximum_needs_a_limit(self, store: ComponentStorage) -> None:
+        """range without a limit fails past max_keys_per_query; with a limit it returns that many."""
         limit = self.max_keys_per_query
         for start in range(0, limit + 1, self.max_batch_ops):
             store.set_many({f"k{i:04}": b"" for i in range(start, min(limit + 1, start + self.max_batch_ops))})
@@ -514,6 +548,7 @@ class BackendConformance:
         assert len(store.range("k", "l", limit=limit)) == limit
 
     def test_scan_pages_through_everything_once(self, store: ComponentStorage) -> None:
+        """scan: pages through every key with the prefix exactly once, in order."""
         keys = [f"p:{i:03}" for i in range(47)] + ["p", "q:1", "o:9"]
         for start in range(0, len(keys), self.max_batch_ops):
             store.set_many({k: k.encode() for k in keys[start : start + self.max_batch_ops]})
@@ -534,12 +569,14 @@ class BackendConformance:
         assert [k for k, _ in everything] == utf8_sorted(keys)
 
     def test_scan_exact_page_ends_without_empty_page(self, store: ComponentStorage) -> None:
+        """scan: a page that ends exactly at the last key returns no cursor."""
         store.set_many({"a": b"", "b": b""})
         items, cursor = store.scan(limit=2)
         assert [k for k, _ in items] == ["a", "b"]
         assert cursor is None
 
     def test_scan_is_stable_under_concurrent_writes(self, store: ComponentStorage) -> None:
+        """scan: keys present for the whole scan appear exactly once despite writes in between."""
         store.set_many({f"k{i:02}": b"" for i in range(0, 20, 2)})  # k00 k02 … k18
         items, cursor = store.scan(limit=3)
         seen = [k for k, _ in items]
@@ -554,6 +591,7 @@ class BackendConformance:
         assert always_present <= set(seen)
 
     def test_scan_rejects_foreign_or_garbage_cursors(self, store: ComponentStorage) -> None:
+        """scan: foreign or garbage cursors and bad limits are invalid-argument."""
         store.set_many({"a:1": b"", "a:2": b"", "b:1": b""})
         _, cursor = store.scan("a:", limit=1)
         assert cursor is not None
@@ -569,6 +607,7 @@ class BackendConformance:
     # -- lifecycle -----------------------------------------------------------------
 
     def test_data_survives_reopen(self, manager_factory: Callable[[], StorageManager]) -> None:
+        """Capability persistent: data and usage survive closing and reopening the same URL."""
         with manager_factory() as first:
             if not first.backend.capabilities.persistent:
                 pytest.skip(f"backend {first.backend.name!r} is not persistent (capabilities.persistent=False)")
@@ -583,6 +622,7 @@ class BackendConformance:
             assert store.usage().keys == 1
 
     def test_every_error_is_a_storage_error_with_a_code(self, store: ComponentStorage) -> None:
+        """Errors: every failure is a StorageError with a stable code."""
         calls: list[Callable[[], object]] = [
             lambda: store.set("", b""),
             lambda: store.set("k", b"x" * (MiB + 1)),
@@ -597,6 +637,7 @@ class BackendConformance:
     # -- model test --------------------------------------------------------------
 
     def test_stateful_model_against_a_dict(self, manager: StorageManager) -> None:
+        """The whole contract at once: random operations behave exactly like a dict with a byte budget."""
         run_state_machine_as_test(  # type: ignore[no-untyped-call]
             _model_machine(manager, self.max_keys_per_query),
             settings=settings(

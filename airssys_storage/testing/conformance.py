@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,8 +31,10 @@ from airssys_storage import (
     StorageManager,
     StorageSettings,
     TooManyKeys,
+    Usage,
     ValueTooLarge,
 )
+from airssys_storage.policies import FixedQuota, ManifestPolicy
 
 MiB = 1024 * 1024
 
@@ -106,6 +109,11 @@ class BackendConformance:
     def manager_factory(self, storage_settings: StorageSettings) -> Callable[[], StorageManager]:
         """Opens a new manager on the store; override to pass a custom plugin registry."""
         return lambda: StorageManager.from_settings(storage_settings)
+
+    @pytest.fixture
+    def damage_store(self) -> Callable[[str, dict[str, Any]], None] | None:
+        """Damages the closed store at (url, options) before the repair test runs ``repair_url``; ``None``: none."""
+        return None
 
     @pytest.fixture
     def manager(self, manager_factory: Callable[[], StorageManager]) -> Iterator[StorageManager]:
@@ -403,6 +411,39 @@ class BackendConformance:
             zero.set("k", b"")
         assert zero.delete("k") is False
 
+    def test_unlimited_quota_on_every_backend_write_path(self, manager: StorageManager) -> None:
+        """Guard rule with limit=None: commit, commit_one, batches and clear accept any size, counters stay exact."""
+        backend, ns = manager.backend, "unlimited"
+        big = b"x" * MiB
+        assert backend.commit_one(ns, b"a", big, None) is False
+        assert backend.commit_one(ns, b"a", b"y", None) is True
+        assert backend.commit(ns, [(b"b", big), (b"c", b"z")], None) == 0
+        assert backend.commit(ns, [(b"b", None), (b"a", b"w" * 10), (b"d", None)], None) == 2
+        assert backend.usage(ns) == Usage(1 + 10 + 1 + 1, 2)
+        assert backend.commit_one(ns, b"a", None, None) is True
+        assert backend.get(ns, b"c") == b"z" and backend.get(ns, b"a") is None
+        backend.clear(ns)
+        assert backend.usage(ns) == Usage()
+        assert backend.commit_one(ns, b"again", b"1", None) is False
+        assert backend.usage(ns) == Usage(6, 1)
+
+    def test_unlimited_quota_through_the_api(self, manager: StorageManager) -> None:
+        """A strategy may return None (unlimited): every write path works past any manifest quota."""
+        settings = manager.settings
+        # A second manager on the same backend, with the built-in 'fixed' strategy and no limit.
+        # It is not closed: closing it would close the shared backend.
+        unlimited = StorageManager(settings, manager.backend, [ManifestPolicy(settings)], FixedQuota(settings))
+        store = unlimited.component(Manifest("unlimited-api", Access.ADMIN))
+        assert store.quota is None
+        for index in range(11):  # 11 MiB: past the 10 MiB default quota of read-write components
+            store.set(f"big{index:02}", b"x" * MiB)
+        store.set_many({"a": b"1", "b": b"2"})
+        assert store.delete("big00") is True
+        assert store.delete_many(["big01", "a", "missing"]) == 2
+        assert store.usage() == Usage(9 * (5 + MiB) + 2, 10)
+        store.clear()
+        assert store.usage() == Usage()
+
     def test_readonly_component_cannot_write(self, manager: StorageManager) -> None:
         """Permissions (core): read-only may read but not write; earlier handles follow a manifest reload."""
         writer = self.open(manager, "ro")
@@ -621,6 +662,43 @@ class BackendConformance:
             assert store.size() == 3
             assert store.usage().keys == 1
 
+    def test_multi_process_quota_race(self, manager: StorageManager, storage_settings: StorageSettings) -> None:
+        """Capability multi_process: 8 processes racing for one exact quota never overshoot it, counters stay exact."""
+        if not manager.backend.capabilities.multi_process:
+            pytest.skip(f"backend {manager.backend.name!r} is single-process (capabilities.multi_process=False)")
+        report = run_quota_race(storage_settings, f"race-{next(_model_counter)}")
+        assert report["untyped_errors"] == []
+        assert report["overshoot"] == 0
+        assert report["counter"] == report["recounted"]
+        assert report["stored_records"] == report["acknowledged_records"]
+        assert report["refused"] > 0, "the race must press against the quota"
+        assert report["counter"].bytes == report["limit"], "a refusal happened with room left"
+
+    def test_repair_keeps_data_and_recounts_usage(
+        self,
+        manager_factory: Callable[[], StorageManager],
+        storage_settings: StorageSettings,
+        damage_store: Callable[[str, dict[str, Any]], None] | None,
+    ) -> None:
+        """Capability repair: repair_url on a closed (optionally damaged) store keeps the data, exact counters."""
+        with manager_factory() as first:
+            backend_cls = type(first.backend)
+            if not first.backend.capabilities.repair:
+                pytest.skip(f"backend {first.backend.name!r} cannot repair (capabilities.repair=False)")
+            store = self.open(first, "repaired", max_size=10_000)
+            store.set_many({f"k{i:02}": b"v" * i for i in range(self.max_batch_ops)})
+            store.delete("k03")
+            expected = {key: store.get(key) for key in store.keys()}
+        url, options = storage_settings.resolved_url, dict(storage_settings.backend_options)
+        if damage_store is not None:
+            damage_store(url, options)
+        report = backend_cls.repair_url(url, options)
+        json.dumps(report)  # a report for operators: JSON-serialisable
+        with manager_factory() as second:
+            store = self.open(second, "repaired", max_size=10_000)
+            assert {key: store.get(key) for key in store.keys()} == expected
+            assert store.usage() == Usage(total_size(expected), len(expected))  # type: ignore[arg-type]
+
     def test_every_error_is_a_storage_error_with_a_code(self, store: ComponentStorage) -> None:
         """Errors: every failure is a StorageError with a stable code."""
         calls: list[Callable[[], object]] = [
@@ -765,3 +843,88 @@ def _model_machine(manager: StorageManager, max_query: int) -> type[RuleBasedSta
             assert usage.keys == len(self.model)
 
     return StorageModel
+
+
+# -- the multi-process quota race (children are spawned: they import this module) ------
+
+RACE_PROCESSES = 8
+_RACE_VALUE = 26  # bytes; keys "w<worker>-<nnn>" are 6 bytes: 32 bytes per record
+_RACE_RECORD = 6 + _RACE_VALUE
+_RACE_LIMIT = 50 * _RACE_RECORD  # room for exactly 50 records
+_RACE_ATTEMPTS = 20  # per process: 160+ records for 50 places
+
+
+def run_quota_race(settings: StorageSettings, component: str) -> dict[str, Any]:
+    """8 spawned processes write fixed-size records into one component whose quota fits exactly 50.
+
+    Each process writes pairs (``set_many``) first, then single records
+    (``set``), so the store must end exactly full. Returns the observed
+    counts: acknowledged and stored records, refusals, the counter and a
+    recount from the data, the overshoot, and any untyped errors.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # children open the store from scratch, by URL
+    start = ctx.Event()
+    results = ctx.Queue()
+    payload = settings.model_dump(mode="json")
+    workers = [
+        ctx.Process(target=_race_worker, args=(payload, component, worker, start, results), daemon=True)
+        for worker in range(RACE_PROCESSES)
+    ]
+    for process in workers:
+        process.start()
+    try:
+        ready = [results.get(timeout=120) for _ in workers]
+        assert all(item == "ready" for item in ready), ready
+        start.set()
+        outcomes = [results.get(timeout=300) for _ in workers]
+    finally:
+        for process in workers:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    with StorageManager.from_settings(settings) as manager:
+        pairs = manager.backend.items(component, b"", None, 100_000)
+        counter = manager.backend.usage(component)
+    recounted = Usage(sum(len(key) + len(value) for key, value in pairs), len(pairs))
+    return {
+        "limit": _RACE_LIMIT,
+        "acknowledged_records": sum(o["acknowledged"] for o in outcomes),
+        "stored_records": len(pairs),
+        "refused": sum(o["refused"] for o in outcomes),
+        "untyped_errors": [error for o in outcomes for error in o["untyped"]],
+        "counter": counter,
+        "recounted": recounted,
+        "overshoot": max(0, recounted.bytes - _RACE_LIMIT, max(o["largest_seen"] for o in outcomes) - _RACE_LIMIT),
+    }
+
+
+def _race_worker(payload: dict[str, Any], component: str, worker: int, start: Any, results: Any) -> None:
+    acknowledged = refused = largest = 0
+    untyped: list[str] = []
+    try:
+        manager = StorageManager.from_settings(StorageSettings(**payload))
+    except Exception as exc:  # reported, so the parent fails with the reason instead of a timeout
+        results.put(f"{type(exc).__name__}: {exc}")
+        return
+    with manager:
+        store = manager.component(Manifest(component, Access.READ_WRITE, _RACE_LIMIT))
+        results.put("ready")
+        start.wait(timeout=120)
+        for attempt in range(_RACE_ATTEMPTS):
+            value = bytes([65 + worker]) * _RACE_VALUE
+            try:
+                if attempt < _RACE_ATTEMPTS // 2:
+                    keys = [f"w{worker}-{2 * attempt:03}", f"w{worker}-{2 * attempt + 1:03}"]
+                    store.set_many(dict.fromkeys(keys, value))
+                    acknowledged += 2
+                else:
+                    store.set(f"w{worker}-{100 + attempt:03}", value)
+                    acknowledged += 1
+            except QuotaExceeded:
+                refused += 1
+            except Exception as exc:
+                untyped.append(f"{type(exc).__name__}: {exc}")
+            largest = max(largest, store.usage().bytes)
+    results.put({"acknowledged": acknowledged, "refused": refused, "largest_seen": largest, "untyped": untyped})

@@ -73,6 +73,8 @@ def _display(settings: StorageSettings, field: str) -> Any:
         return redact_url(settings.resolved_url)
     if field == "backend_options":
         return _redact_options(value)
+    if field == "plugin_options":
+        return {name: _redact_options(options) for name, options in value.items()}
     return value
 
 

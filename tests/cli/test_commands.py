@@ -227,6 +227,13 @@ def config_json(cli: Run, *args: str, env: dict[str, str] | None = None) -> dict
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+def test_config_shows_plugin_options_and_their_source(cli: Run, tmp_path: Path) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text('quota_strategy = "fixed"\n[plugin_options.fixed]\nlimit = 5\npassword = "hunter2"\n')
+    shown = config_json(cli, env={"AIRSSYS_STORAGE_CONFIG_FILE": str(settings_file)})["settings"]["plugin_options"]
+    assert shown == {"value": {"fixed": {"limit": 5, "password": "***"}}, "source": f"settings file {settings_file}"}
+
+
 def test_config_shows_where_each_value_comes_from(cli: Run, tmp_path: Path) -> None:
     settings_file = tmp_path / "settings.toml"
     settings_file.write_text('max_batch_ops = 50\nquota_strategy = "fixed"\nurl = "memory://"\n')

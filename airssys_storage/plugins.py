@@ -384,11 +384,12 @@ class PluginRegistry:
     def _unavailable(self, what: str, kind: str, name: str, distribution: str | None) -> str | None:
         """The message when *name* is known to come from a blocked or broken plugin, else ``None``."""
         broken = self._broken_offers.get((kind, name))
+        provides = "which provides it"
         if broken is None and name in self.failures:
-            broken = name  # an entry point named like what it provides
+            broken, provides = name, "which may provide it"  # an entry point named like what it provides
         if broken is not None:
             return (
-                f"{what}: plugin {broken!r}, which provides it, is broken ({self.failures[broken]}); "
+                f"{what}: plugin {broken!r}, {provides}, is broken ({self.failures[broken]}); "
                 f"fix or reinstall it, or select something else and add {broken!r} to blocked_plugins"
             )
         blocked = [

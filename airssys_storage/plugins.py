@@ -63,7 +63,7 @@ KNOWN_SCHEME_DISTRIBUTIONS = {
     "leveldb": "airssys-storage-leveldb",
 }
 
-# The registration hooks: hook name -> (kind, base class attribute of PluginRegistry).
+# The registration hooks: hook name -> the PluginRegistry attribute (a _Kind) its classes go to.
 _REGISTRATION_HOOKS = {
     "register_backends": "backends",
     "register_permission_policies": "policies",

@@ -23,8 +23,8 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .manifest import Access, Manifest, parse_size
-from .operations import Operation
-from .plugins import PluginRegistry
+from .operations import READ_OPERATIONS, WRITE_OPERATIONS, Operation
+from .plugins import PluginRegistry, register_plugin, unregister_plugin
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 from .storage import ComponentStorage, StorageManager
@@ -32,6 +32,8 @@ from .storage import ComponentStorage, StorageManager
 __version__ = "0.1.0"
 
 __all__ = [
+    "READ_OPERATIONS",
+    "WRITE_OPERATIONS",
     "Access",
     "Capabilities",
     "Change",
@@ -61,4 +63,6 @@ __all__ = [
     "key_successor",
     "parse_size",
     "quota_exceeded",
+    "register_plugin",
+    "unregister_plugin",
 ]

@@ -39,13 +39,49 @@ __all__ = ["StorageBackend", "Capabilities", "Usage", "Change", "key_successor",
 
 #: One write of a commit: ``(key, value)`` puts, ``(key, None)`` deletes.
 Change = tuple[bytes, "bytes | None"]
+"""One write of a commit: ``(key, value)`` stores *value*, ``(key, None)`` deletes *key*.
+
+Deletes arrive only this way, as changes with the value ``None`` in
+:meth:`StorageBackend.commit` / :meth:`StorageBackend.commit_one` (a whole
+namespace is emptied by :meth:`StorageBackend.clear` instead). A delete of a
+key that does not exist is accepted and changes nothing; it does not count as
+an existing key in commit's return value. Both elements are ``bytes`` (never
+``bytearray`` or ``memoryview``: the core converts), the key is 1 to
+``max_key_bytes`` bytes of valid UTF-8 without control characters, and the
+keys of one commit are distinct (the core keeps the last write of a key).
+"""
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do beyond the contract; the conformance suite reads these."""
+    """What a backend promises beyond the contract; declare only what holds.
 
-    #: Data survives closing and reopening the same URL.
+    The conformance suite (:mod:`airssys_storage.testing`) reads these and
+    runs the matching tests, and operator commands rely on them:
+
+    ``persistent``
+        Every write that returned, and the usage counters, are there after
+        closing and reopening the same URL (in this or another process).
+        How much survives a crash (power loss, ``kill -9``) is the backend's
+        to document in its README. Tested by reopening the store.
+    ``multi_process``
+        Several processes may open the same URL at once: each commit is
+        atomic and its guard exact across processes (no quota overshoot, no
+        torn batch, counters equal to a recount). Without it, processes are
+        either kept apart (``memory://``: each has its own store) or a second
+        one opening the store gets a clear
+        :class:`~airssys_storage.InternalError` ("in use by another
+        process"), never silent damage. Tested by 8 processes racing for one
+        exact quota.
+    ``repair``
+        The backend implements :meth:`StorageBackend.repair_url`: it works on a
+        closed store, even one too damaged to open, keeps every readable
+        record, recounts the usage counters from the data, and returns a
+        JSON-serialisable report. ``airssys-storage repair`` refuses backends
+        without it. Tested by repairing a (optionally damaged) store.
+    """
+
+    #: Writes and counters survive closing and reopening the same URL.
     persistent: bool = False
     #: Several processes may open the same URL at once, with exact quota and atomic batches.
     multi_process: bool = False
@@ -83,11 +119,34 @@ def quota_exceeded(namespace: str, used: int, delta: int, limit: int) -> QuotaEx
 
 
 class StorageBackend(abc.ABC):
-    """Base class of storage backends.
+    """Base class of storage backends: the contract every backend plugin implements.
 
     Subclasses set :attr:`name`, :attr:`url_schemes` and :attr:`capabilities`,
     implement :meth:`open` and the abstract primitives, and may override the
-    others for speed.
+    others for speed. :class:`airssys_storage.testing.BackendConformance`
+    checks every rule below.
+
+    Data model: a namespace (a validated component id, ASCII) and a key
+    (``bytes``, see :data:`Change`) arrive separately and must stay apart in
+    the physical layout: no ``"<namespace>:<key>"`` strings, no ``LIKE``.
+    Listings are ordered bytewise by key and use half-open ranges
+    (``start <= key < end``, ``end=None`` unbounded; see :func:`key_successor`).
+    Values are opaque ``bytes``. Validation, permissions and the choice of the
+    limit happen in the core, never in the backend.
+
+    Thread safety: one backend object serves every component and thread of
+    a host, and the core takes no lock. Every method may be called from
+    several threads at once and each call must be atomic: a reader
+    (:meth:`get_many`, :meth:`items`, :meth:`keys`, :meth:`usage`) sees a
+    commit entirely or not at all, and the read of old sizes, the guard and
+    the write of a commit cannot interleave with another commit of the same
+    namespace. Across processes the same holds only with
+    ``capabilities.multi_process`` (see :class:`Capabilities`); a handle must
+    never be shared silently with a forked child.
+
+    Writes: puts and deletes arrive together as :data:`Change` lists in
+    :meth:`commit` (or one change in :meth:`commit_one`); a delete is a change
+    whose value is ``None``. :meth:`clear` empties one namespace.
 
     The guard rule, for :meth:`commit` and :meth:`commit_one`: let ``delta`` be
     the sum of (new size - old size) over the changes, where a missing key has
@@ -96,7 +155,27 @@ class StorageBackend(abc.ABC):
     :func:`quota_exceeded` and change nothing. Otherwise apply every change
     and add ``delta`` (and the change in key count) to the counter, all in
     one atomic step. Writes that do not grow usage are always accepted, so a
-    component above a lowered quota can still delete.
+    component above a lowered quota can still delete. ``limit=None`` means
+    unlimited: nothing is refused (operator commands and strategies that
+    return ``None`` use it on every write path).
+
+    Errors, which the core passes on to callers unchanged:
+
+    - the guard refuses a write: :class:`~airssys_storage.QuotaExceeded`, made
+      by :func:`quota_exceeded` so every backend says the same;
+    - :meth:`open` gets a URL or *options* it cannot use (unknown option,
+      wrong type, missing driver): :class:`~airssys_storage.ConfigurationError`
+      naming the setting and the fix;
+    - the store fails (unreachable server, I/O error, damaged files, in use by
+      another process): :class:`~airssys_storage.InternalError` naming the
+      path or URL (password redacted) and the command or setting that helps;
+      when a commit's outcome is unknown (connection lost during it), the
+      message says it may have been applied.
+
+    Any other exception escaping a method is wrapped by the core in an
+    ``internal-error`` with the exception's type, which names no fix: raise
+    the errors above instead. Never raise :class:`~airssys_storage.InvalidKey`
+    or :class:`~airssys_storage.PermissionDenied`; the core has checked those.
     """
 
     #: Unique backend name (shown by ``airssys-storage plugins``).
@@ -137,7 +216,7 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     def usage(self, namespace: str) -> Usage:
-        """The namespace's usage counter (O(1))."""
+        """The namespace's usage counter (O(1)); ``Usage()`` (zeros) for a namespace that holds nothing."""
 
     # -- writes --------------------------------------------------------------
 

@@ -2,8 +2,12 @@
 
 Hooks are for registration only. Each returns classes; the core resolves the
 configured ones once at start-up and calls them directly afterwards, so no
-hook is called on the per-operation path. Hooks are always called with
-keyword arguments, so a spec can grow new arguments without breaking plugins.
+hook is called on the per-operation path. Hooks are always called through
+pluggy with keyword arguments, so an implementation may take any subset of a
+spec's arguments and a spec can grow new arguments without breaking plugins.
+A registration hook returns a list of classes; anything else (or raising)
+marks the plugin broken: it is logged and skipped (see
+:mod:`airssys_storage.plugins`).
 
 A plugin module implements any subset of these with the
 :data:`airssys_storage.hookimpl` marker and is announced through the
@@ -11,6 +15,8 @@ A plugin module implements any subset of these with the
 
     [project.entry-points.airssys_storage]
     redis = "airssys_storage_redis"
+
+or registered in-process with :func:`airssys_storage.register_plugin`.
 """
 
 from __future__ import annotations

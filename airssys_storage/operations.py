@@ -1,4 +1,10 @@
-"""The storage operations, named as in the WIT interface."""
+"""The storage operations, named as in the WIT interface, and which of them write.
+
+Every operation is either a read or a write: :data:`READ_OPERATIONS` and
+:data:`WRITE_OPERATIONS` partition :class:`Operation` (a test keeps it so), so
+a policy that declares ``operations = WRITE_OPERATIONS`` is asked about every
+write, including ones added in later versions.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,13 @@ class Operation(enum.StrEnum):
         """The WIT function name, e.g. ``storage-get``."""
         return f"storage-{self.value}"
 
+    @property
+    def is_write(self) -> bool:
+        """Whether the operation may change stored data or usage (``set``, ``delete``, batches, ``clear``)."""
+        return self in WRITE_OPERATIONS
 
+
+#: Operations that only read: ``get``, ``has``, ``keys``, ``size``, ``get-many``, ``range``, ``scan``.
 READ_OPERATIONS = frozenset(
     {
         Operation.GET,
@@ -40,4 +52,7 @@ READ_OPERATIONS = frozenset(
         Operation.RANGE,
     }
 )
-WRITE_OPERATIONS = frozenset({Operation.SET, Operation.DELETE, Operation.SET_MANY, Operation.DELETE_MANY})
+#: Operations that may change data or usage: ``set``, ``delete``, ``set-many``, ``delete-many``, ``clear``.
+WRITE_OPERATIONS = frozenset(
+    {Operation.SET, Operation.DELETE, Operation.SET_MANY, Operation.DELETE_MANY, Operation.CLEAR}
+)

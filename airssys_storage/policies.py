@@ -6,12 +6,14 @@ The built-ins are registered through the same hooks as any third-party plugin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .manifest import QUOTA_TABLE, Access, Manifest
 from .operations import READ_OPERATIONS, WRITE_OPERATIONS, Operation
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .settings import StorageSettings
 
 __all__ = [
@@ -24,7 +26,27 @@ __all__ = [
 ]
 
 
-class PermissionPolicy:
+class _Configurable:
+    """What policies and quota strategies share: a name, the settings, and validated options.
+
+    A class that takes options sets ``Options`` to a pydantic model; the core
+    validates the table ``plugin_options.<name>`` of the settings against it
+    once at start-up (an error names the plugin and the field) and passes the
+    model instance as *options*. Without ``Options``, *options* is ``None``
+    and a ``plugin_options`` table for the class is an error.
+    """
+
+    name: ClassVar[str]
+    #: The pydantic model of this class's options (``None``: it takes none).
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, settings: StorageSettings, options: Any = None) -> None:
+        self.settings = settings
+        #: The validated options (an instance of :attr:`Options`), or ``None``.
+        self.options = options
+
+
+class PermissionPolicy(_Configurable):
     """Votes on whether a component may perform an operation.
 
     :meth:`check` returns ``True`` (allow), ``False`` (deny) or ``None``
@@ -40,29 +62,28 @@ class PermissionPolicy:
     denied key refuses the whole batch; for listings (``keys``, ``range``,
     ``scan``) with the prefix or start key, then once per key found, and the
     keys it denies are left out of the result.
+
+    ``operations`` limits which operations the policy is asked about; for the
+    others it abstains without being called. A key-using policy that only
+    cares about writes sets ``operations = WRITE_OPERATIONS`` (which includes
+    every write operation, present and future), and reads then cost nothing
+    extra. ``None`` (the default) means every operation.
     """
 
-    name: ClassVar[str]
     uses_key: ClassVar[bool] = False
-
-    def __init__(self, settings: StorageSettings) -> None:
-        self.settings = settings
+    #: The operations this policy votes on (``None``: all); it is not asked about the others.
+    operations: ClassVar[frozenset[Operation] | None] = None
 
     def check(self, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
         """Allow (``True``), deny (``False``) or abstain (``None``)."""
         raise NotImplementedError
 
 
-class QuotaStrategy:
+class QuotaStrategy(_Configurable):
     """Gives each component its byte limit (``None`` = unlimited).
 
     Asked once when a component is opened or its manifest reloaded.
     """
-
-    name: ClassVar[str]
-
-    def __init__(self, settings: StorageSettings) -> None:
-        self.settings = settings
 
     def limit_for(self, manifest: Manifest) -> int | None:
         """The byte quota of the component described by *manifest*."""
@@ -73,7 +94,7 @@ class QuotaStrategy:
 ACCESS_OPERATIONS: dict[Access, frozenset[Operation]] = {
     Access.NONE: frozenset(),
     Access.READ_ONLY: READ_OPERATIONS,
-    Access.READ_WRITE: READ_OPERATIONS | WRITE_OPERATIONS,
+    Access.READ_WRITE: READ_OPERATIONS | (WRITE_OPERATIONS - {Operation.CLEAR}),
     Access.ADMIN: frozenset(Operation),
 }
 

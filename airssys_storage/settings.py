@@ -12,6 +12,13 @@ The TOML file is the first of:
    ``~/.config/airssys-storage/config.toml`` on Linux).
 
 Its keys are the field names at top level, e.g. ``url = "sqlite:///data.db"``.
+
+Options of policies and quota strategies live in ``plugin_options``, one table
+per class name (``[plugin_options.NAME]`` in the file,
+``AIRSSYS_STORAGE_PLUGIN_OPTIONS='{"NAME": {...}}'`` in the environment); each
+class that takes options declares them as a pydantic model (``Options``), and
+the core validates the table once, when a manager is created (see
+:class:`airssys_storage.PermissionPolicy`).
 """
 
 from __future__ import annotations
@@ -88,6 +95,11 @@ class StorageSettings(BaseSettings):
     max_keys_per_query: int = Field(default=10_000, ge=1, description="Maximum keys returned by one query.")
     max_batch_ops: int = Field(default=100, ge=1, description="Maximum operations in one batch.")
     blocked_plugins: list[str] = Field(default_factory=list, description="Plugin names not to load.")
+    plugin_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options of policies and quota strategies, by their name: a [plugin_options.NAME] table, "
+        "checked against the class's Options model at start-up.",
+    )
 
     def __init__(self, **values: Any) -> None:
         try:

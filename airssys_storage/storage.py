@@ -55,7 +55,8 @@ class _ComponentState:
         self.static_allowed: frozenset[str] = frozenset()
         # Operations decided without asking a per-key policy: the hot path's one check.
         self.fast_allowed: frozenset[str] = frozenset()
-        self.key_policies: tuple[PermissionPolicy, ...] = ()
+        # Operation value -> the per-key policies asked on each call of it (only those declaring it).
+        self.key_policies: dict[str, tuple[PermissionPolicy, ...]] = {}
         self.limit: int | None = 0
 
 
@@ -96,8 +97,8 @@ class StorageManager:
             settings = StorageSettings()
         if registry is None:
             registry = PluginRegistry.load(blocked=settings.blocked_plugins)
-        policies = [registry.policy(name)(settings) for name in settings.policies]
-        quota_strategy = registry.quota_strategy(settings.quota_strategy)(settings)
+        policies = registry.create_policies(settings)
+        quota_strategy = registry.create_quota_strategy(settings)
         url = settings.resolved_url
         backend_cls = registry.backend_for_url(url)
         if settings.url is None:
@@ -132,17 +133,23 @@ class StorageManager:
     def _apply_manifest(self, state: _ComponentState, manifest: Manifest) -> None:
         static_allowed: set[str] = set()
         vetoed: set[str] = set()
-        key_policies = tuple(p for p in self._policies if p.uses_key)
+        per_call: dict[str, list[PermissionPolicy]] = {}
         for policy in self._policies:
-            if policy.uses_key:
-                continue
+            declared = policy.operations
             for operation in Operation:
+                if declared is not None and operation not in declared:
+                    continue  # not asked: abstains
+                if policy.uses_key:
+                    per_call.setdefault(operation.value, []).append(policy)
+                    continue
                 vote = _ask(policy, manifest, operation, None)
                 if vote is False:
                     vetoed.add(operation.value)
                 elif vote is True:
                     static_allowed.add(operation.value)
-        candidates = {op.value for op in Operation} if key_policies else static_allowed
+        key_policies = {operation: tuple(policies) for operation, policies in per_call.items()}
+        # An operation a per-key policy votes on may be allowed per call, so it stays a candidate.
+        candidates = static_allowed | set(key_policies)
         try:
             limit = self._quota_strategy.limit_for(manifest)
         except StorageError:
@@ -160,7 +167,7 @@ class StorageManager:
         state.static_allowed = frozenset(static_allowed - vetoed)
         state.allowed = frozenset(candidates - vetoed)
         state.key_policies = key_policies
-        state.fast_allowed = frozenset() if key_policies else state.allowed
+        state.fast_allowed = state.allowed - set(key_policies)
         state.limit = limit
 
     def component_ids(self) -> list[str]:
@@ -332,7 +339,7 @@ class ComponentStorage:
                 f"{self._ns!r}; page through them with scan(prefix, cursor, limit)"
             )
         keys = [key.decode() for key in found]
-        if self._state.key_policies:
+        if "keys" in self._state.key_policies:
             keys = [key for key in keys if self._visible(Operation.KEYS, key)]
         return keys
 
@@ -435,10 +442,11 @@ class ComponentStorage:
         state = self._state
         if operation.value not in state.allowed:
             self._deny(operation, "its permissions do not allow it")
-        if state.key_policies:
-            votes = [_ask(policy, state.manifest, operation, key) for policy in state.key_policies]
+        policies = state.key_policies.get(operation.value)
+        if policies:
+            votes = [_ask(policy, state.manifest, operation, key) for policy in policies]
             if False in votes:
-                policy = state.key_policies[votes.index(False)]
+                policy = policies[votes.index(False)]
                 self._deny(operation, f"policy {policy.name!r} denied it for key {key!r}")
             if True not in votes and operation.value not in state.static_allowed:
                 self._deny(operation, "no policy allowed it")
@@ -489,7 +497,7 @@ class ComponentStorage:
 
     def _check_batch(self, operation: Operation, keys: list[Any]) -> None:
         """Permission (a per-key policy is asked about every key), then the batch size."""
-        if self._state.key_policies and keys:
+        if operation.value in self._state.key_policies and keys:
             for key in keys:
                 self._authorize(operation, key if isinstance(key, str) else None)
         else:
@@ -502,14 +510,14 @@ class ComponentStorage:
 
     def _decoded(self, operation: Operation, found: list[tuple[bytes, bytes]]) -> list[tuple[str, bytes]]:
         items = [(key.decode(), value) for key, value in found]
-        if self._state.key_policies:
+        if operation.value in self._state.key_policies:
             items = [item for item in items if self._visible(operation, item[0])]
         return items
 
     def _visible(self, operation: Operation, key: str) -> bool:
         """Whether per-key policies let a listing show *key* (listings hide what they deny)."""
         state = self._state
-        votes = [_ask(policy, state.manifest, operation, key) for policy in state.key_policies]
+        votes = [_ask(policy, state.manifest, operation, key) for policy in state.key_policies[operation.value]]
         return False not in votes and (True in votes or operation.value in state.static_allowed)
 
     def _commit(self, changes: list[Change]) -> int:

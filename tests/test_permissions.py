@@ -6,10 +6,14 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from airssys_storage import (
+    READ_OPERATIONS,
+    WRITE_OPERATIONS,
     Access,
     ComponentStorage,
+    ConfigurationError,
     Manifest,
     Operation,
     PermissionDenied,
@@ -103,25 +107,49 @@ class AbstainPolicy(PermissionPolicy):
         return None
 
 
+class WritesOnlyKeyPolicy(PermissionPolicy):
+    """Needs the key only for writes: denies writes under "frozen/"; counts its calls."""
+
+    name = "frozen-writes"
+    uses_key: ClassVar[bool] = True
+    operations = WRITE_OPERATIONS
+    asked: ClassVar[list[Operation]] = []
+
+    def check(self, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
+        self.asked.append(operation)
+        return False if key is not None and key.startswith("frozen/") else None
+
+
+class _PrefixOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prefix: str = "secret/"
+    max_depth: int = Field(default=8, ge=1)
+
+
+class PrefixOption(PermissionPolicy):
+    """A third-party-style policy with options: denies keys under its configured prefix."""
+
+    name = "prefix"
+    uses_key: ClassVar[bool] = True
+    Options = _PrefixOptions
+
+    def check(self, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
+        assert isinstance(self.options, _PrefixOptions)
+        return False if key is not None and key.startswith(self.options.prefix) else None
+
+
 class _PolicyPlugin:
     @staticmethod
     @hookimpl
     def register_permission_policies() -> list[type[PermissionPolicy]]:
-        return [KeyPrefixPolicy, AllowAllPolicy, DenyClearPolicy, AbstainPolicy]
+        return [KeyPrefixPolicy, AllowAllPolicy, DenyClearPolicy, AbstainPolicy, WritesOnlyKeyPolicy, PrefixOption]
 
 
-def _manager(policies: list[str]) -> StorageManager:
-    import importlib.metadata
-    import sys
-    import types
-
-    module = types.ModuleType("airssys_test_policies")
-    module.register_permission_policies = _PolicyPlugin.register_permission_policies  # type: ignore[attr-defined]
-    sys.modules["airssys_test_policies"] = module
-    memory = [ep for ep in importlib.metadata.entry_points(group="airssys_storage") if ep.name == "memory"]
-    extra = importlib.metadata.EntryPoint("test-policies", "airssys_test_policies", "airssys_storage")
-    registry = PluginRegistry.load(entry_points=[*memory, extra])
-    return StorageManager.from_settings(StorageSettings(url="memory://", policies=policies), registry=registry)
+def _manager(policies: list[str], **settings: Any) -> StorageManager:
+    registry = PluginRegistry.load(plugins={"test-policies": _PolicyPlugin})
+    return StorageManager.from_settings(
+        StorageSettings(url="memory://", policies=policies, **settings), registry=registry
+    )
 
 
 def test_veto_any_deny_wins() -> None:
@@ -195,3 +223,93 @@ def test_listings_hide_keys_a_key_sensitive_policy_denies() -> None:
         items, cursor = store.scan(limit=1)
         assert items == [("public/a", b"1")] and cursor is not None
         assert store.scan(cursor=cursor, limit=1) == ([], None)
+
+
+# -- which operations write, and policies that declare their operations ----------------
+
+
+def test_reads_and_writes_partition_the_operations() -> None:
+    """Every operation, including any added later, is classified: a write-only policy cannot miss one."""
+    assert READ_OPERATIONS | WRITE_OPERATIONS == set(Operation)
+    assert not READ_OPERATIONS & WRITE_OPERATIONS
+    assert {op for op in Operation if op.is_write} == WRITE_OPERATIONS
+    assert Operation.CLEAR.is_write and Operation.DELETE_MANY.is_write and not Operation.SCAN.is_write
+
+
+def test_a_policy_is_asked_only_about_the_operations_it_declares() -> None:
+    WritesOnlyKeyPolicy.asked.clear()
+    with _manager(["manifest", "frozen-writes"]) as manager:
+        store = manager.component(Manifest("app", Access.ADMIN))
+        store.set("frozen", b"1")
+        with pytest.raises(PermissionDenied, match="'frozen-writes' denied it"):
+            store.set("frozen/x", b"1")
+        with pytest.raises(PermissionDenied):
+            store.set_many({"ok": b"1", "frozen/y": b"2"})
+        with pytest.raises(PermissionDenied):
+            store.delete_many(["frozen/x"])
+        writes = list(WritesOnlyKeyPolicy.asked)
+        store.get("frozen")
+        store.has("frozen")
+        assert store.keys() == ["frozen"]  # nothing hidden: the policy does not vote on keys()
+        store.get_many(["frozen", "x"])
+        store.scan()
+        store.range("a", "z")
+        store.size()
+        assert WritesOnlyKeyPolicy.asked == writes  # no read asked it
+        assert set(writes) == {Operation.SET, Operation.SET_MANY, Operation.DELETE_MANY}
+        store.clear()
+        assert WritesOnlyKeyPolicy.asked[-1] is Operation.CLEAR
+
+
+def test_undeclared_reads_take_the_fast_path() -> None:
+    with _manager(["manifest", "frozen-writes"]) as manager:
+        state = manager.component(Manifest("app", Access.READ_WRITE))._state
+        assert {"get", "has", "keys", "get-many", "scan", "range", "size"} <= state.fast_allowed
+        assert not {"set", "delete", "set-many", "delete-many"} & state.fast_allowed
+        assert set(state.key_policies) == {op.value for op in WRITE_OPERATIONS}
+
+
+# -- options -------------------------------------------------------------------------
+
+
+def test_policy_options_from_settings_reach_the_policy() -> None:
+    with _manager(["manifest", "prefix"], plugin_options={"prefix": {"prefix": "priv/"}}) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        store.set("secret/ok", b"1")
+        with pytest.raises(PermissionDenied, match="'prefix'"):
+            store.set("priv/x", b"1")
+
+
+def test_policy_options_default_when_no_table() -> None:
+    with _manager(["manifest", "prefix"]) as manager:
+        with pytest.raises(PermissionDenied):
+            manager.component(Manifest("app", Access.READ_WRITE)).set("secret/x", b"1")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"prefix": {"max_depth": 0}}, "plugin_options.prefix.max_depth=0"),
+        ({"prefix": {"prefx": "a/"}}, "plugin_options.prefix.prefx='a/'"),
+        ({"prefix": {"prefix": ["a"]}}, "plugin_options.prefix.prefix=['a']"),
+        ({"allow-all": {"x": 1}}, "the permission policy 'allow-all' takes no options"),
+        ({"nosuch": {"x": 1}}, "plugin_options names 'nosuch'"),
+    ],
+)
+def test_invalid_plugin_options_name_the_plugin_and_field(options: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        _manager(["manifest", "prefix", "allow-all"], plugin_options=options)
+    assert expected in str(info.value)
+    assert info.value.code == "invalid-config"
+
+
+def test_plugin_options_from_the_environment_and_the_settings_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("AIRSSYS_STORAGE_PLUGIN_OPTIONS", '{"prefix": {"prefix": "env/"}}')
+    assert StorageSettings().plugin_options == {"prefix": {"prefix": "env/"}}
+    monkeypatch.delenv("AIRSSYS_STORAGE_PLUGIN_OPTIONS")
+    config = tmp_path / "settings.toml"
+    config.write_text('[plugin_options.prefix]\nprefix = "file/"\n')
+    monkeypatch.setenv("AIRSSYS_STORAGE_CONFIG_FILE", str(config))
+    assert StorageSettings().plugin_options == {"prefix": {"prefix": "file/"}}

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import sys
+import tomllib
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import airssys_storage
 from airssys_storage import (
     Access,
     Manifest,
@@ -38,11 +39,7 @@ def load_module(name: str, source: str) -> types.ModuleType:
 
 
 def registry_with(name: str, module_name: str, source: str) -> PluginRegistry:
-    load_module(module_name, source)
-    installed = list(importlib.metadata.entry_points(group="airssys_storage"))
-    return PluginRegistry.load(
-        entry_points=[*installed, importlib.metadata.EntryPoint(name, module_name, "airssys_storage")]
-    )
+    return PluginRegistry.load(plugins={name: load_module(module_name, source)})
 
 
 def test_ten_line_example(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,13 +74,43 @@ def test_readme_policy() -> None:
         store.set("public", b"1")
         with pytest.raises(PermissionDenied):
             store.set("secret/token", b"1")
+        assert "get" in store._state.fast_allowed  # reads are not asked
+    options = tomllib.loads(toml_block_after("### A permission policy"))
+    configured = StorageSettings(url="memory://", policies=["manifest", "no-secrets"], **options)
+    with StorageManager.from_settings(configured, registry=registry) as manager:
+        store = manager.component(Manifest("app", Access.READ_WRITE))
+        store.set("secret/token", b"1")
+        with pytest.raises(PermissionDenied):
+            store.set("private/token", b"1")
 
 
-def test_readme_quota_strategy() -> None:
+def test_readme_quota_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = registry_with("flatquota", "airssys_storage_flatquota", python_block_after("### A quota strategy"))
-    settings = StorageSettings(url="memory://", quota_strategy="one-megabyte")
+    settings = StorageSettings(url="memory://", quota_strategy="flat")
     with StorageManager.from_settings(settings, registry=registry) as manager:
         store = manager.component(Manifest("app", Access.ADMIN, "500MB"))
         assert store.quota == 1024 * 1024
         with pytest.raises(QuotaExceeded):
             store.set("k", b"x" * 1024 * 1024)
+    section = README[README.index("### A quota strategy") :]
+    variable = re.search(r"AIRSSYS_STORAGE_PLUGIN_OPTIONS='(.*?)'", section)
+    assert variable is not None
+    monkeypatch.setenv("AIRSSYS_STORAGE_PLUGIN_OPTIONS", variable.group(1))
+    with StorageManager.from_settings(StorageSettings(url="memory://", quota_strategy="flat"), registry=registry) as m:
+        assert m.component(Manifest("app", Access.ADMIN)).quota == 5_000_000
+
+
+def test_readme_in_process_registration() -> None:
+    module = load_module("airssys_storage_dictdb", python_block_after("### A backend"))
+    namespace = {"my_plugin_module": module, "settings": StorageSettings(url="dictdb://")}
+    try:
+        exec(python_block_after("### Registering a plugin in-process"), namespace)
+        assert type(namespace["manager"].backend).__name__ == "DictBackend"
+        namespace["manager"].close()
+    finally:
+        airssys_storage.unregister_plugin("dictdb")
+
+
+def toml_block_after(heading: str) -> str:
+    section = README[README.index(heading) :]
+    return re.findall(r"```toml\n(.*?)```", section, re.S)[0]

@@ -137,7 +137,7 @@ def manifest_option(f: F) -> F:
 
 def manifest_quota(settings: StorageSettings, registry: PluginRegistry, manifest: Manifest) -> int | None:
     """The quota the configured strategy gives the component *manifest* describes."""
-    return registry.quota_strategy(settings.quota_strategy)(settings).limit_for(manifest)
+    return registry.create_quota_strategy(settings).limit_for(manifest)
 
 
 @contextmanager

@@ -73,6 +73,8 @@ def _display(settings: StorageSettings, field: str) -> Any:
         return redact_url(settings.resolved_url)
     if field == "backend_options":
         return _redact_options(value)
+    if field == "plugin_options":
+        return {name: _redact_options(options) for name, options in value.items()}
     return value
 
 
@@ -110,7 +112,12 @@ def config(store: StoreSpec, as_json: bool) -> None:
 @click.command()
 @json_option
 def plugins(as_json: bool) -> None:
-    """List every plugin class (name, kind, distribution and version, URL schemes) and failed plugins."""
+    """List every plugin class (name, kind, distribution and version, URL schemes), broken and blocked plugins.
+
+    Exits 0 when the listing itself worked, broken plugins included: they are
+    skipped by every other command until configuration selects what they
+    provide, and this command is how to find out why.
+    """
     try:
         blocked = StorageSettings().blocked_plugins
     except ConfigurationError as exc:
@@ -131,7 +138,11 @@ def plugins(as_json: bool) -> None:
         ],
     )
     if failures:
-        print_table("plugins that failed to load", ["plugin", "error"], [[f["plugin"], f["error"]] for f in failures])
+        print_table(
+            "broken plugins (skipped; fix them, or add them to blocked_plugins)",
+            ["plugin", "error"],
+            [[f["plugin"], f["error"]] for f in failures],
+        )
     if blocked:
         info("blocked by settings: " + ", ".join(sorted(blocked)))
 

@@ -9,7 +9,7 @@ import pty
 import subprocess
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -17,7 +17,7 @@ import pytest
 from cli_helpers import ADVERSARIAL, SCRIPT, Completed, Run, Store
 
 import airssys_storage.cli.data
-from airssys_storage import hookimpl
+from airssys_storage import hookimpl, register_plugin, unregister_plugin
 
 PERSISTENT = ["leveldb", "sqlite"]
 MakeStore = Callable[[str], Store]
@@ -105,20 +105,24 @@ def test_plugins_table(cli: Run) -> None:
 
 
 @pytest.fixture
-def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Replace the installed entry points with the installed ones plus fake plugin modules."""
-    real = list(importlib.metadata.entry_points(group="airssys_storage"))
+def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Register plugin modules in-process (register_plugin); ``None`` is an entry point whose import fails."""
+    registered: list[str] = []
 
     def install(**modules: types.ModuleType | None) -> None:
-        extra = []
+        missing = []
         for name, module in modules.items():
-            target = f"fake_airssys_plugin_{name}"
-            if module is not None:
-                monkeypatch.setitem(sys.modules, target, module)
-            extra.append(importlib.metadata.EntryPoint(name=name, value=target, group="airssys_storage"))
-        monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [*real, *extra])
+            if module is None:
+                missing.append(importlib.metadata.EntryPoint(name, f"fake_airssys_missing_{name}", "airssys_storage"))
+            else:
+                registered.append(register_plugin(module, name=name))
+        if missing:
+            real = list(importlib.metadata.entry_points(group="airssys_storage"))
+            monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [*real, *missing])
 
-    return install
+    yield install
+    for name in registered:
+        unregister_plugin(name)
 
 
 def plugin_module(register: Callable[[click.Group], None]) -> types.ModuleType:
@@ -182,6 +186,38 @@ def test_blocked_plugins_are_not_loaded(cli: Run, fake_plugins: Callable[..., No
     assert listing["blocked"] == ["hello"]
 
 
+def test_plugins_lists_a_broken_plugin_and_everything_else(cli: Run, fake_plugins: Callable[..., None]) -> None:
+    """Issue 9 §3: a plugin whose register_backends() returns junk made `plugins --json` exit 3 listing nothing."""
+    junk = types.ModuleType("junk")
+    junk.register_backends = hookimpl(lambda: "memory")  # type: ignore[attr-defined]
+    exits = types.ModuleType("exits")
+
+    def leave() -> list[type]:
+        raise SystemExit(0)
+
+    exits.register_quota_strategies = hookimpl(leave)  # type: ignore[attr-defined]
+    exits.register_quota_strategies.__name__ = "register_quota_strategies"
+    fake_plugins(junk=junk, exits=exits)
+    result = cli("plugins", "--json")
+    assert result.exit_code == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert {row["name"] for row in listing["plugins"]} >= {"memory", "manifest", "fixed"}
+    failed = {f["plugin"]: f["error"] for f in listing["failed"]}
+    assert failed == {
+        "junk": "register_backends() returned 'memory', not a list of classes",
+        "exits": "register_quota_strategies() raised SystemExit: 0",
+    }
+    table = cli("plugins")
+    assert table.exit_code == 0 and "junk" in table.stdout and "broken" in table.stdout
+    store = cli("set", "--url", "memory://", "-c", "app", "k", "v")
+    assert store.exit_code == 0, store.stderr
+    assert "'junk' is broken and is skipped" in store.stderr and "blocked_plugins" in store.stderr
+    quiet = cli(
+        "set", "--url", "memory://", "-c", "app", "k", "v", env={"AIRSSYS_STORAGE_BLOCKED_PLUGINS": '["junk", "exits"]'}
+    )
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
 # -- config and manifests ----------------------------------------------------
 
 
@@ -189,6 +225,13 @@ def config_json(cli: Run, *args: str, env: dict[str, str] | None = None) -> dict
     result = cli("config", "--json", *args, env=env)
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_config_shows_plugin_options_and_their_source(cli: Run, tmp_path: Path) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text('quota_strategy = "fixed"\n[plugin_options.fixed]\nlimit = 5\npassword = "hunter2"\n')
+    shown = config_json(cli, env={"AIRSSYS_STORAGE_CONFIG_FILE": str(settings_file)})["settings"]["plugin_options"]
+    assert shown == {"value": {"fixed": {"limit": 5, "password": "***"}}, "source": f"settings file {settings_file}"}
 
 
 def test_config_shows_where_each_value_comes_from(cli: Run, tmp_path: Path) -> None:
@@ -350,7 +393,8 @@ def test_unknown_backend_scheme(cli: Run) -> None:
     result = cli("get", "--url", "nosuch://x", "-c", "app", "k")
     assert result.exit_code == 3 and result.stdout == ""
     line = one_error_line(result.stderr)
-    assert "no installed backend serves URL scheme 'nosuch'" in line and "pip install" in line
+    assert "no installed backend serves URL scheme 'nosuch'" in line and "installed schemes:" in line
+    assert "pip install" not in line  # no distribution of this project serves nosuch://
 
 
 def test_unreachable_server(cli: Run, make_store: MakeStore) -> None:
@@ -403,7 +447,7 @@ def test_the_console_script_reports_errors_in_one_line(cli_process: Callable[...
     assert done.returncode == 1 and done.stdout == b""
     assert "not found" in one_error_line(done.stderr)
     done = cli_process("get", "--url", "nosuch://", "-c", "app", "nope")
-    assert done.returncode == 3 and "pip install" in one_error_line(done.stderr)
+    assert done.returncode == 3 and "installed schemes:" in one_error_line(done.stderr)
 
 
 # -- export / import errors, progress ----------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,15 @@ class TestLevelDBConformance(BackendConformance):
     @pytest.fixture
     def storage_url(self, tmp_path: Path) -> str:
         return f"leveldb://{tmp_path}/db"
+
+    @pytest.fixture
+    def damage_store(self) -> Callable[[str, dict[str, Any]], None]:
+        """The shared repair test runs on a database whose CURRENT file is gone (it cannot open)."""
+
+        def damage(url: str, options: dict[str, Any]) -> None:
+            (Path(url.removeprefix("leveldb://")) / "CURRENT").unlink()
+
+        return damage
 
 
 class TestLevelDBConformanceTinySizeCache(TestLevelDBConformance):

@@ -19,13 +19,19 @@ def modes(directory: Path) -> dict[str, int]:
     return {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()}
 
 
-def test_a_new_database_and_its_wal_and_shm_files_are_private(tmp_path: Path) -> None:
-    backend = SQLBackend.open(f"sqlite:///{tmp_path / 'store.db'}", {})
+def modes_after_a_write(path: Path) -> dict[str, int]:
+    """The modes of the files beside *path* while a backend on it is open and has written."""
+    backend = SQLBackend.open(f"sqlite:///{path}", {})
     try:
         backend.commit_one("ns", b"key", b"value", None)
-        assert modes(tmp_path) == {"store.db": 0o600, "store.db-wal": 0o600, "store.db-shm": 0o600}
+        return modes(path.parent)
     finally:
         backend.close()
+
+
+def test_a_new_database_and_its_wal_and_shm_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    assert modes_after_a_write(path) == {"store.db": 0o600, "store.db-wal": 0o600, "store.db-shm": 0o600}
     assert modes(tmp_path)["store.db"] == 0o600
 
 
@@ -55,12 +61,7 @@ def test_an_existing_database_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -
     path = tmp_path / "shared.db"
     SQLBackend.open(f"sqlite:///{path}", {}).close()
     os.chmod(path, 0o640)
-    backend = SQLBackend.open(f"sqlite:///{path}", {})
-    try:
-        backend.commit_one("ns", b"key", b"value", None)
-        assert modes(tmp_path) == {"shared.db": 0o640, "shared.db-wal": 0o640, "shared.db-shm": 0o640}
-    finally:
-        backend.close()
+    assert modes_after_a_write(path) == {"shared.db": 0o640, "shared.db-wal": 0o640, "shared.db-shm": 0o640}
 
 
 def test_an_in_memory_database_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

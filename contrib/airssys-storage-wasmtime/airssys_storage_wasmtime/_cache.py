@@ -244,10 +244,11 @@ def _load_key(path: Path) -> bytes:
 def _key_problem(info: os.stat_result, key: bytes) -> str | None:
     if not stat.S_ISREG(info.st_mode):
         return "it is not a regular file"
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        return f"it is owned by user id {info.st_uid}"
-    if info.st_mode & 0o077:
-        return f"others may access it (mode {stat.S_IMODE(info.st_mode):o})"
+    if hasattr(os, "getuid"):  # POSIX owners and modes (Windows reports 0o666 for every file)
+        if info.st_uid != os.getuid():
+            return f"it is owned by user id {info.st_uid}"
+        if info.st_mode & 0o077:
+            return f"others may access it (mode {stat.S_IMODE(info.st_mode):o})"
     if len(key) != _KEY_BYTES:
         return f"it holds {len(key)} bytes instead of {_KEY_BYTES}"
     return None

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 from .backend import Change, StorageBackend, Usage, key_successor
 from .errors import (
+    ConfigurationError,
     InternalError,
     InvalidArgument,
     InvalidKey,
@@ -210,8 +211,17 @@ def _ask(policy: PermissionPolicy, manifest: Manifest, operation: Operation, key
 
 
 def _prepare_default_location(url: str) -> None:
-    path = Path(url.split(":///", 1)[1])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create the default data directory (and its missing parents) private to the user: mode 0700."""
+    from .files import make_private_dirs
+
+    directory = Path(url.split(":///", 1)[1]).parent
+    try:
+        make_private_dirs(directory)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the default data directory {str(directory)!r}: {exc.strerror or exc}; "
+            "make it creatable, or set url (AIRSSYS_STORAGE_URL) to a location you can write"
+        ) from None
 
 
 class ComponentStorage:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import click
 
 from ..errors import ConfigurationError, ManifestError
 from ..exchange import operator_settings, operator_storage
+from ..files import atomic_private_file
 from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
 from ..plugins import PluginRegistry, backend_scheme, redact_url
 from ..settings import StorageSettings
@@ -280,14 +280,8 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
     target = Path(path)
     if not target.parent.is_dir():
         raise Failure(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist; create it first")
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_private_file(target) as stream:
+        yield stream
 
 
 @contextmanager

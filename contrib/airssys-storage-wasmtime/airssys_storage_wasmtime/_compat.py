@@ -57,7 +57,7 @@ def wasmtime_version() -> str:
 def internals_problems() -> list[str]:
     """What this package relies on in wasmtime-py and does not find (empty when all is well)."""
     from wasmtime import _ffi as ffi
-    from wasmtime.component import _types
+    from wasmtime.component import Component, _types
 
     problems = []
     val = getattr(ffi, "wasmtime_component_val_t", None)
@@ -80,6 +80,8 @@ def internals_problems() -> list[str]:
         "wasmtime_component_val_new",
         "wasm_byte_vec_new_uninitialized",
         "wasmtime_error_new",
+        "wasmtime_component_deserialize",
+        "wasmtime_component_t",
     ):
         if not hasattr(ffi, name):
             problems.append(f"wasmtime._ffi.{name} is missing")
@@ -92,6 +94,8 @@ def internals_problems() -> list[str]:
     ):
         if not hasattr(getattr(_types, owner, None), attribute):
             problems.append(f"wasmtime.component._types.{owner}.{attribute} is missing")
+    if not hasattr(Component, "_from_ptr"):
+        problems.append("wasmtime.component.Component._from_ptr is missing")
     return problems
 
 

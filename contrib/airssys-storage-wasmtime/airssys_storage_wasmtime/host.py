@@ -26,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airssys_storage import InvalidArgument, StorageError
 
 from . import _compat
 from .errors import GuestError, GuestTrap, InvalidGuest
+
+if TYPE_CHECKING:
+    from ._cache import CompileCache
 
 __all__ = ["CACHE_DIR_ENV", "Guest", "GuestInstance", "Host", "default_cache_dir"]
 
@@ -87,9 +90,12 @@ class Host:
     code is kept under ``wasmtime-<version>/<sha256 of the guest>.cwasm``.
     Pass ``cache=False`` to compile every time.
 
-    The cache holds native code that is loaded without validation, so its
-    directory must be writable only by the user running the host (it is
-    created with mode 0700).
+    The cache holds native code, so it is used only when its directory is
+    private to the user running the host (created with mode 0700 when
+    missing; otherwise the host compiles without it and logs a warning), and
+    an entry is run only when its HMAC under the cache's secret key verifies
+    (otherwise the guest is compiled again, with a warning). See
+    :mod:`airssys_storage_wasmtime._cache`.
     """
 
     def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, cache: bool = True) -> None:
@@ -98,8 +104,15 @@ class Host:
 
         self.engine = Engine()
         self.wasmtime_version = _compat.wasmtime_version()
-        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.cache_dir: Path | None = root / f"wasmtime-{self.wasmtime_version}" if cache else None
+        from ._cache import CompileCache
+
+        self._cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir: Path | None = (
+            CompileCache.directory_for(self._cache_root, self.wasmtime_version) if cache else None
+        )
+        self._cache: CompileCache | None = None
+        self._cache_opened = self.cache_dir is None
+        self._cache_lock = threading.Lock()
 
     # -- loading ---------------------------------------------------------------
 
@@ -112,14 +125,15 @@ class Host:
             path = Path(source)
             name = name or path.name
             data = _read(path)
-        component = self._compile(data, name)
+        sha256 = hashlib.sha256(data).hexdigest()
+        component = self._compile(data, sha256, name)
         imports, needs_wasi = self._check_imports(component, name)
         export_types = self._export_types(component)
         from ._codec import describe
 
         return Guest(
             name=name,
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256,
             component=component,
             imports=imports,
             needs_wasi=needs_wasi,
@@ -127,7 +141,7 @@ class Host:
             export_types=export_types,
         )
 
-    def _compile(self, data: bytes, name: str) -> Any:
+    def _compile(self, data: bytes, sha256: str, name: str) -> Any:
         from wasmtime import WasmtimeError
         from wasmtime.component import Component
 
@@ -138,33 +152,29 @@ class Host:
             )
         if not data.startswith(_COMPONENT_HEADER) and not _looks_like_text(data):
             raise InvalidGuest(f"guest {name!r} is neither a WebAssembly component nor component text (.wat)")
-        cached = self._cache_path(data)
-        if cached is not None and cached.is_file():
-            try:
-                return Component.deserialize_file(self.engine, str(cached))
-            except WasmtimeError as exc:  # stale or damaged: compile again and overwrite
-                log.info("ignoring cached compilation %s: %s", cached, _summary(exc))
+        cache = self._compile_cache()
+        if cache is not None:
+            cached = cache.load(self.engine, sha256)
+            if cached is not None:
+                return cached
         try:
             component = Component(self.engine, data)
         except WasmtimeError as exc:
             raise InvalidGuest(f"guest {name!r} is not a valid WebAssembly component: {_summary(exc)}") from None
-        if cached is not None:
-            self._write_cache(cached, component)
+        if cache is not None:
+            cache.store(sha256, component)
         return component
 
-    def _cache_path(self, data: bytes) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        return self.cache_dir / f"{hashlib.sha256(data).hexdigest()}.cwasm"
+    def _compile_cache(self) -> CompileCache | None:
+        """The compile cache, opened (and its directory checked) on first use; ``None`` when not used."""
+        if not self._cache_opened:
+            with self._cache_lock:
+                if not self._cache_opened:
+                    from ._cache import CompileCache
 
-    def _write_cache(self, path: Path, component: Any) -> None:
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            temporary.write_bytes(component.serialize())
-            os.replace(temporary, path)  # atomic: a concurrent reader sees all or nothing
-        except OSError as exc:  # the cache is an optimisation; never fail a run for it
-            log.warning("cannot write the compile cache %s: %s", path, exc)
+                    self._cache = CompileCache.open(self._cache_root, self.wasmtime_version)
+                    self._cache_opened = True
+        return self._cache
 
     def _check_imports(self, component: Any, name: str) -> tuple[tuple[str, ...], bool]:
         from wasmtime.component import ComponentInstanceType, FuncType

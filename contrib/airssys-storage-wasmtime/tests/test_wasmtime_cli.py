@@ -96,6 +96,17 @@ def test_the_fallback_group_runs_the_same_command() -> None:
     assert (result.exit_code, result.stdout) == (0, "1\n"), result.stderr
 
 
+def test_a_cache_directory_others_can_write_is_not_used_and_says_how_to_fix_it(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    result = run(str(COUNTER_WASM), "-m", str(MANIFEST), "--cache-dir", str(shared))
+    assert (result.exit_code, result.stdout) == (0, "1\n"), result.stderr
+    assert result.stderr.startswith("airssys-storage: warning: not using the compile cache "), result.stderr
+    assert f"chmod go-w {shared}" in result.stderr and result.stderr.count("\n") == 1
+    assert not any(shared.rglob("*.cwasm"))
+
+
 def test_arguments_are_converted_to_the_parameter_types() -> None:
     bench = str(FIXTURES / "bench.wat")
     result = run(bench, "-m", str(MANIFEST), "--invoke", "bench-set", "3", "key", "value")

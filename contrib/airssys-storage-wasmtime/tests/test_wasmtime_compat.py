@@ -14,7 +14,7 @@ import pytest
 from airssys_storage_wasmtime import Guest, Host, UnsupportedRuntime, _compat
 from wasmtime import Store
 from wasmtime import _ffi as ffi
-from wasmtime.component import U8, ListType, ResultType, Variant
+from wasmtime.component import U8, Component, ListType, ResultType, Variant
 from wasmtime.component._types import VariantLikeType
 
 
@@ -140,7 +140,9 @@ def test_an_unsupported_wasmtime_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
 def test_changed_internals_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(ListType, "_is_bytes")
     monkeypatch.setattr(ffi, "WASMTIME_COMPONENT_LIST", ctypes.c_uint8(99))
+    monkeypatch.delattr(Component, "_from_ptr")
     problems = _compat.internals_problems()
+    assert "wasmtime.component.Component._from_ptr is missing" in problems
     assert "wasmtime.component._types.ListType._is_bytes is missing" in problems
     assert "value kind WASMTIME_COMPONENT_LIST is not 13" in problems
     monkeypatch.setattr(_compat, "_ready", False)

@@ -42,6 +42,7 @@ from airssys_storage import (
     Usage,
     quota_exceeded,
 )
+from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.plugins import backend_scheme
 
 from .layout import (
@@ -584,8 +585,27 @@ def _check_location(path: str) -> None:
             )
 
 
+def _create_private_directory(path: str) -> None:
+    """Create a new database directory with mode 0700; an existing one is left as it is.
+
+    LevelDB creates every file inside with mode 0644 (hard-coded in its POSIX
+    environment, also for the files compactions write later from its own
+    threads), so the private directory is what keeps other users out. A
+    process umask around the open would change every thread of the process
+    and still miss those later files.
+    """
+    try:
+        make_private_dirs(path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the LevelDB database directory {path}: {exc.strerror or exc}; "
+            "check the permissions of its parent directory"
+        ) from None
+
+
 def _open_db(path: str, options: LevelDBOptions) -> Any:
     _check_location(path)
+    _create_private_directory(path)
     try:
         return plyvel.DB(path, create_if_missing=True, **options.plyvel_kwargs())
     except plyvel.Error as exc:
@@ -635,7 +655,7 @@ def _exclusive(path: str) -> Iterator[None]:
     except ImportError:  # not POSIX: LevelDB uses another locking scheme there
         yield
         return
-    fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,6 +16,7 @@ the ratio to raw ``sqlite3`` (one plain call, measured, does not).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
@@ -26,6 +27,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool, StaticPool
 
 from airssys_storage import Capabilities, Change, InternalError, StorageError
+from airssys_storage.files import create_private_file
 
 from ._transactional import TransactionalBackend
 from .backend import MARKS, SQLBackend, SQLOptions, describe
@@ -58,6 +60,8 @@ class SQLiteBackend(TransactionalBackend):
             # One connection is the whole database: every thread shares it, in turn.
             engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
             return SQLiteMemoryBackend(engine, replace(options, pool_size=1), "in-memory SQLite database")
+        if not url.query.get("uri"):  # a plain file name (not a file: URI)
+            _create_private_database(database)
         engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
         return cls(engine, options, f"SQLite database {database}")
 
@@ -234,6 +238,18 @@ class SQLiteBackend(TransactionalBackend):
         version = self._create_tables(item)
         item.execute("COMMIT")
         return version
+
+
+def _create_private_database(path: str) -> None:
+    """Create a new database file with mode 0600 before SQLite does (SQLite would use 0644).
+
+    SQLite gives the ``-wal``, ``-shm`` and ``-journal`` files it creates later
+    the main file's permissions, so they are private too. An existing file is
+    left as it is. An empty file is a valid empty database. When the file
+    cannot be created (e.g. a missing directory), SQLite's own open reports it.
+    """
+    with contextlib.suppress(OSError):
+        create_private_file(path)
 
 
 class SQLiteMemoryBackend(SQLiteBackend):

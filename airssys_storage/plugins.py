@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -273,9 +274,13 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+_URL_PASSWORD = re.compile(r"^([^:/?#]+://[^/?#:@]*:)[^/?#]*@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|sslpassword|secret|token|api_key)=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """*url* with its password replaced by ``***``, for messages and listings."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    """*url* with its password (``user:PASSWORD@``, ``?password=``) replaced by ``***``, for messages and listings.
+
+    Never raises, whatever the text.
+    """
+    return _QUERY_SECRET.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url, count=1))

@@ -16,18 +16,45 @@ from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
 from .common import StoreSpec, echo_json, human_bytes, info, json_option, print_table, redact_url, store_options
 
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "key")
+#: Option names whose values are secrets, compared exactly (case-insensitive, ``-`` read as ``_``):
+#: a name that merely contains one of them (``size_cache_keys``) is shown.
+SECRET_OPTION_NAMES = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "sslpassword",
+        "secret",
+        "client_secret",
+        "secret_key",
+        "token",
+        "access_token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credentials",
+    }
+)
 
 
-def _redact_options(value: Any) -> Any:
-    """Backend options with secret-looking entries masked (they may hold credentials)."""
+def redact_options(value: Any) -> Any:
+    """*value* (backend options) with secrets masked as ``***``, recursively.
+
+    An entry is masked when its name is one of :data:`SECRET_OPTION_NAMES`;
+    a string that is a URL with a password (``…://user:PASSWORD@host``) shows
+    ``***`` in its place. Nothing else is touched.
+    """
     if isinstance(value, dict):
         return {
-            k: "***" if any(word in str(k).lower() for word in _SECRET_WORDS) else _redact_options(v)
+            k: "***" if str(k).lower().replace("-", "_") in SECRET_OPTION_NAMES else redact_options(v)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_redact_options(v) for v in value]
+        return [redact_options(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
     return value
 
 
@@ -72,7 +99,7 @@ def _display(settings: StorageSettings, field: str) -> Any:
     if field == "url":
         return redact_url(settings.resolved_url)
     if field == "backend_options":
-        return _redact_options(value)
+        return redact_options(value)
     return value
 
 

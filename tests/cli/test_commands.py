@@ -218,6 +218,27 @@ def test_config_default_url_and_password_redaction(cli: Run) -> None:
     assert secret["settings"]["backend_options"]["source"] == "argument (--backend-options)"
 
 
+def test_config_masks_exact_secret_names_only(cli: Run) -> None:
+    """Issue 9: `config` masked LevelDB's size_cache_keys as *** (any name containing "key")."""
+    shown = config_json(cli, "--url", "leveldb:///tmp/x", "--backend-options", '{"size_cache_keys": 5000}')
+    assert shown["settings"]["backend_options"]["value"] == {"size_cache_keys": 5000}
+    options = {
+        "connect_args": {"password": "pw1", "sslPassword": "pw2", "sslmode": "require", "keepalives": 1},
+        "token": "t0k3n-value",
+        "api-key": "k3y",
+        "table_prefix": "secret_keys_",
+        "mirror": "postgresql://user:pw4@db/x?password=pw5",
+        "hosts": ["mysql://root:pw6@h/db", "plain"],
+    }
+    shown = config_json(cli, "--url", "postgresql+psycopg://u@db/x", "--backend-options", json.dumps(options))
+    value = shown["settings"]["backend_options"]["value"]
+    for secret in ("pw1", "pw2", "t0k3n-value", "k3y", "pw4", "pw5", "pw6"):
+        assert secret not in json.dumps(shown)
+    assert value["connect_args"] == {"password": "***", "sslPassword": "***", "sslmode": "require", "keepalives": 1}
+    assert value["table_prefix"] == "secret_keys_" and value["hosts"][1] == "plain"
+    assert value["mirror"] == "postgresql://user:***@db/x?password=***"
+
+
 def test_config_table_and_a_bad_setting(cli: Run) -> None:
     result = cli("config", env={"AIRSSYS_STORAGE_URL": "memory://"})
     assert result.exit_code == 0 and "environment variable AIRSSYS_STORAGE_URL" in result.stdout

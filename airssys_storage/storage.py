@@ -14,6 +14,7 @@ import base64
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
@@ -35,7 +36,7 @@ from .plugins import PluginRegistry
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 
-__all__ = ["ComponentStorage", "StorageManager", "encode_key"]
+__all__ = ["ComponentStorage", "StorageManager", "check_settings", "encode_key"]
 
 # C0 and C1 control characters (Unicode category Cc), NUL included.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -187,6 +188,31 @@ class StorageManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def check_settings(settings: StorageSettings, registry: PluginRegistry | None = None) -> list[StorageError]:
+    """What :meth:`StorageManager.from_settings` would refuse in *settings*, without opening anything.
+
+    Checks that every policy, the quota strategy and a backend for the URL's
+    scheme are installed (with *registry*, else the plugins installed now).
+    Returns the errors (each a :class:`PluginError` naming the fix); an empty
+    list means the names resolve. The backend's options and reachability are
+    checked only when it opens.
+    """
+    if registry is None:
+        registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    lookups: list[Callable[[], object]] = [
+        *(partial(registry.policy, name) for name in settings.policies),
+        partial(registry.quota_strategy, settings.quota_strategy),
+        partial(registry.backend_for_url, settings.resolved_url),
+    ]
+    problems: list[StorageError] = []
+    for lookup in lookups:
+        try:
+            lookup()
+        except StorageError as exc:
+            problems.append(exc)
+    return problems
 
 
 def _ask(policy: PermissionPolicy, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:

@@ -14,6 +14,7 @@ from ..manifest import Manifest
 from ..plugins import PluginRegistry
 from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
+from ..storage import check_settings
 from .common import StoreSpec, echo_json, human_bytes, info, json_option, print_table, redact_url, store_options
 
 #: Option names whose values are secrets, compared exactly (case-insensitive, ``-`` read as ``_``):
@@ -106,20 +107,35 @@ def _display(settings: StorageSettings, field: str) -> Any:
 @click.command()
 @store_options
 @json_option
-def config(store: StoreSpec, as_json: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 3 if a policy, the quota strategy or the URL's backend is not installed (always reported).",
+)
+def config(store: StoreSpec, as_json: bool, check: bool) -> None:
     """Show the effective settings and where each value came from.
 
     Precedence: --url, then AIRSSYS_STORAGE_* environment variables, then the
     settings file (AIRSSYS_STORAGE_CONFIG_FILE, else ./airssys-storage.toml,
-    else the user's config.toml), then the defaults.
+    else the user's config.toml), then the defaults. Policies, the quota
+    strategy and the URL's scheme are checked against the installed plugins:
+    a problem is a warning on stderr, and with --check an error (exit code 3).
     """
     settings, path, sources = settings_provenance(store)
+    problems = check_settings(settings)
+    if check and problems:
+        raise ConfigurationError(
+            f"{len(problems)} problem(s) in the settings: " + "; ".join(p.message for p in problems)
+        )
+    for problem in problems:
+        info(f"warning: {problem.message}")
     if settings.url is None:
         sources["url"] = "default (a SQLite file in the user's data directory)"
     if as_json:
         echo_json(
             {
                 "settings_file": None if path is None else str(path),
+                "problems": [problem.message for problem in problems],
                 "settings": {
                     field: {"value": _display(settings, field), "source": sources[field]} for field in sources
                 },
@@ -132,6 +148,8 @@ def config(store: StoreSpec, as_json: bool) -> None:
         info(f"settings file: {path}")
     else:
         info(f"no settings file (set {CONFIG_FILE_ENV}, or create ./airssys-storage.toml or the user's config.toml)")
+    if check:
+        info("check: the policies, the quota strategy and the URL's backend are installed")
 
 
 @click.command()

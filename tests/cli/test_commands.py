@@ -239,6 +239,35 @@ def test_config_masks_exact_secret_names_only(cli: Run) -> None:
     assert value["mirror"] == "postgresql://user:***@db/x?password=***"
 
 
+@pytest.mark.parametrize(
+    "variable, value, named",
+    [
+        ("AIRSSYS_STORAGE_POLICIES", '["manifest", "nosuch-policy"]', "no permission policy named 'nosuch-policy'"),
+        ("AIRSSYS_STORAGE_QUOTA_STRATEGY", "nosuch-strategy", "no quota strategy named 'nosuch-strategy'"),
+        ("AIRSSYS_STORAGE_URL", "nosuch://x", "no installed backend serves URL scheme 'nosuch'"),
+    ],
+)
+def test_config_check_fails_on_unknown_names(cli: Run, variable: str, value: str, named: str) -> None:
+    """Issue 9: `config` exited 0 with an unknown policy, quota strategy or URL scheme."""
+    env = {"AIRSSYS_STORAGE_URL": "memory://", variable: value}
+    result = cli("config", "--check", env=env)
+    assert result.exit_code == 3, result.stderr
+    assert named in one_error_line(result.stderr)
+    # Without --check the table still shows, with the problem as a warning.
+    result = cli("config", env=env)
+    assert result.exit_code == 0 and f"warning: {named}" in result.stderr
+    assert config_json(cli, env=env)["problems"][0].startswith(named)
+
+
+def test_config_check_passes_on_good_settings(cli: Run) -> None:
+    result = cli(
+        "config", "--check", env={"AIRSSYS_STORAGE_URL": "memory://", "AIRSSYS_STORAGE_QUOTA_STRATEGY": "fixed"}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "check: the policies, the quota strategy and the URL's backend are installed" in result.stderr
+    assert config_json(cli, env={"AIRSSYS_STORAGE_URL": "memory://"})["problems"] == []
+
+
 def test_config_table_and_a_bad_setting(cli: Run) -> None:
     result = cli("config", env={"AIRSSYS_STORAGE_URL": "memory://"})
     assert result.exit_code == 0 and "environment variable AIRSSYS_STORAGE_URL" in result.stdout

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 from .backend import Change, StorageBackend, Usage, key_successor
 from .errors import (
+    ConfigurationError,
     InternalError,
     InvalidArgument,
     InvalidKey,
@@ -107,6 +108,12 @@ class StorageManager:
             backend = backend_cls.open(url, settings.backend_options)
         except StorageError:
             raise
+        except ModuleNotFoundError as exc:
+            # A backend that does not name its missing driver itself: still a setup problem, not a failure.
+            raise ConfigurationError(
+                f"cannot open backend {backend_cls.name!r}: the Python module {exc.name!r} it needs is not "
+                f"installed ({exc}); install it (`pip install` the driver, see the backend's README)"
+            ) from exc
         except Exception as exc:
             raise InternalError(f"cannot open backend {backend_cls.name!r}: {type(exc).__name__}: {exc}") from exc
         return cls(settings, backend, policies, quota_strategy, registry)

@@ -30,7 +30,12 @@ from itertools import islice
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
-import plyvel
+try:
+    import plyvel
+except ImportError as _exc:  # the plugin still registers; opening a store names the fix
+    PLYVEL_MISSING: ImportError | None = _exc
+else:
+    PLYVEL_MISSING = None
 
 from airssys_storage import (
     Capabilities,
@@ -190,6 +195,7 @@ class LevelDBBackend(StorageBackend):
         """
         opts = LevelDBOptions.parse(options or {})
         path = path_from_url(url)
+        require_plyvel()
         if not os.path.isdir(path):
             raise ConfigurationError(f"cannot repair the LevelDB database at {path}: no such directory")
         real = os.path.realpath(path)
@@ -584,7 +590,19 @@ def _check_location(path: str) -> None:
             )
 
 
+def require_plyvel() -> None:
+    """Raise ``invalid-config`` with the install line when plyvel (the LevelDB binding) is missing."""
+    if PLYVEL_MISSING is not None:
+        raise ConfigurationError(
+            f"the leveldb backend needs the Python module 'plyvel', which is not installed ({PLYVEL_MISSING}); "
+            "install it with: pip install 'plyvel>=1.5' (where no plyvel wheel exists for your Python or "
+            "platform, pip builds it from source: install a C++ compiler and the LevelDB headers first, "
+            "see the airssys-storage-leveldb README)"
+        )
+
+
 def _open_db(path: str, options: LevelDBOptions) -> Any:
+    require_plyvel()
     _check_location(path)
     try:
         return plyvel.DB(path, create_if_missing=True, **options.plyvel_kwargs())

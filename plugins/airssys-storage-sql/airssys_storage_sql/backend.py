@@ -49,6 +49,31 @@ ENGINES = {
 }
 #: The DBAPI driver each family's hot path is written for, and the extra that installs it.
 DRIVERS = {"sqlite": ("pysqlite", None), "postgresql": ("psycopg", "postgresql"), "mariadb": ("pymysql", "mysql")}
+#: Top-level module -> the requirement that installs it (what the extras of this distribution pull in).
+REQUIRED_MODULES = {
+    "psycopg": "psycopg[binary]>=3.1",
+    "psycopg_binary": "psycopg[binary]>=3.1",
+    "pymysql": "PyMySQL>=1.1",
+    "sqlalchemy": "SQLAlchemy>=2.0,<3",
+}
+
+
+def missing_dependency(exc: ImportError, engine: str | None) -> ConfigurationError | None:
+    """The ``invalid-config`` error for a driver or library of this backend that is not installed.
+
+    ``None`` when *exc* is about another module (a real bug, left to propagate).
+    """
+    module = (exc.name or "").partition(".")[0]
+    requirement = REQUIRED_MODULES.get(module)
+    if requirement is None:
+        return None
+    extra = DRIVERS[engine][1] if engine in DRIVERS else None
+    via = f" (the [{extra}] extra of airssys-storage-sql)" if extra and module != "sqlalchemy" else ""
+    what = f"the {engine} driver" if engine and module != "sqlalchemy" else "a library of the sql backend"
+    return ConfigurationError(
+        f"{what}, Python module {module!r}, is not installed ({exc}); install it with: pip install '{requirement}'{via}"
+    )
+
 
 _first = itemgetter(0)
 _PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
@@ -239,23 +264,24 @@ class SQLBackend(StorageBackend):
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any]) -> SQLBackend:
-        sa_url, engine = parse_url(url)
-        opts = SQLOptions.parse(options, engine)
+        engine: str | None = None
         impl: type[SQLBackend]
         try:
+            sa_url, engine = parse_url(url)
+            opts = SQLOptions.parse(options, engine)
             if engine == "sqlite":
                 from ._sqlite import SQLiteBackend as impl
             elif engine == "postgresql":
                 from ._postgresql import PostgreSQLBackend as impl
             else:
                 from ._mariadb import MariaDBBackend as impl
-        except ModuleNotFoundError as exc:
-            extra = DRIVERS[engine][1]
-            raise ConfigurationError(
-                f"the {engine} driver is not installed ({exc}); install it with: "
-                f"pip install 'airssys-storage-sql[{extra}]'"
-            ) from None
-        backend = impl.create(sa_url, opts)
+            # SQLAlchemy imports the DBAPI driver here (create_engine).
+            backend = impl.create(sa_url, opts)
+        except ImportError as exc:
+            missing = missing_dependency(exc, engine)
+            if missing is None:
+                raise
+            raise missing from None
         try:
             backend._ensure_schema()
         except BaseException:

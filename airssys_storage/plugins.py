@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 import pluggy
 
@@ -72,9 +71,16 @@ class RegisteredClass(Generic[T]):
         }
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
 def backend_scheme(url: str) -> str:
-    """The scheme a backend is chosen by: ``postgresql+psycopg://`` -> ``postgresql``."""
-    return urlsplit(url).scheme.split("+", 1)[0].lower()
+    """The scheme a backend is chosen by: ``postgresql+psycopg://`` -> ``postgresql``; ``""`` if none.
+
+    Reads only the scheme (RFC 3986), so it never raises, whatever follows it.
+    """
+    match = _SCHEME.match(url)
+    return match.group(1).split("+", 1)[0].lower() if match else ""
 
 
 class _Kind(Generic[T]):

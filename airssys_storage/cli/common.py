@@ -59,6 +59,30 @@ class JsonObject(click.ParamType):  # type: ignore[type-arg]
         return parsed
 
 
+def _refuse_nul(
+    param_type: click.ParamType, value: Any, param: click.Parameter | None, ctx: click.Context | None
+) -> None:
+    # os.stat and open() raise ValueError (not OSError) for a NUL, which click does not catch.
+    if isinstance(value, str) and "\x00" in value:
+        param_type.fail(f"{value!r} is not a usable file name: it contains a NUL character", param, ctx)
+
+
+class FilePath(click.Path):
+    """``click.Path`` that refuses a NUL in the name as a usage error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_nul(self, value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class InputFile(click.File):
+    """``click.File`` that refuses a NUL in the name as a usage error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_nul(self, value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
 @dataclass(frozen=True)
 class StoreSpec:
     """A store named on the command line: a URL and backend options, either of which may be left to the settings."""
@@ -127,7 +151,7 @@ def manifest_option(f: F) -> F:
     return click.option(
         "--manifest",
         "manifest_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=FilePath(exists=True, dir_okay=False, path_type=Path),
         help="The component's manifest: enforce its quota (by default operators are not quota-limited).",
     )(f)
 
@@ -264,6 +288,13 @@ class Progress:
 # -- files -------------------------------------------------------------------
 
 
+def usable_path(path: str) -> str:
+    """*path*, or a usage error if no file system accepts it (a NUL character)."""
+    if "\x00" in path:
+        raise Failure(f"{path!r} is not a usable file name: it contains a NUL character")
+    return path
+
+
 @contextmanager
 def output_file(path: str) -> Iterator[IO[bytes]]:
     """Binary output to *path* (``-`` = stdout), written to a temporary file and renamed when complete.
@@ -277,7 +308,7 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
         yield stream
         stream.flush()
         return
-    target = Path(path)
+    target = Path(usable_path(path))
     if not target.parent.is_dir():
         raise Failure(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist; create it first")
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
@@ -294,7 +325,7 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
 def input_file(path: str) -> Iterator[IO[bytes]]:
     """A seekable binary reader of *path*; ``-`` spools stdin to a temporary file first."""
     if path != "-":
-        with open(path, "rb") as stream:
+        with open(usable_path(path), "rb") as stream:
             yield stream
         return
     with tempfile.TemporaryFile() as spool:
@@ -313,6 +344,8 @@ __all__ = [
     "ComponentId",
     "ExitCode",
     "Failure",
+    "FilePath",
+    "InputFile",
     "Progress",
     "component_option",
     "echo_json",

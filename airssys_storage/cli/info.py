@@ -15,7 +15,17 @@ from ..plugins import PluginRegistry
 from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
 from ..storage import check_settings
-from .common import StoreSpec, echo_json, human_bytes, info, json_option, print_table, redact_url, store_options
+from .common import (
+    FilePath,
+    StoreSpec,
+    echo_json,
+    human_bytes,
+    info,
+    json_option,
+    print_table,
+    redact_url,
+    store_options,
+)
 
 #: Option names whose values are secrets, compared exactly (case-insensitive, ``-`` read as ``_``):
 #: a name that merely contains one of them (``size_cache_keys``) is shown.
@@ -187,7 +197,7 @@ def manifest() -> None:
 
 
 @manifest.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=FilePath(exists=True, dir_okay=False, path_type=Path))
 @json_option
 def check(file: Path, as_json: bool) -> None:
     """Validate a manifest; a problem is reported with the field and the fix (exit code 3)."""

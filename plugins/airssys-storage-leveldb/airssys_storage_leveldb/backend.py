@@ -76,7 +76,10 @@ _open_paths_lock = threading.Lock()
 
 def path_from_url(url: str) -> str:
     """The absolute filesystem path of a ``leveldb:///absolute/path`` URL."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"leveldb URL {url!r} is invalid ({exc}); write leveldb:///absolute/path") from None
     if backend_scheme(url) != "leveldb":
         raise ConfigurationError(f"{url!r} is not a leveldb:// URL")
     if parts.netloc:

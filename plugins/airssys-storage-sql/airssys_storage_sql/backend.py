@@ -185,7 +185,7 @@ def parse_url(url: str) -> tuple[URL, str]:
     name = base if engine == "sqlite" else f"{base}+{wanted}"
     try:
         return make_url(f"{name}://{rest}"), engine
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
         raise ConfigurationError(f"invalid database URL {redact(url)!r}: {exc}") from None
 
 

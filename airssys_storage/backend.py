@@ -75,11 +75,17 @@ def key_successor(prefix: bytes) -> bytes | None:
 
 
 def quota_exceeded(namespace: str, used: int, delta: int, limit: int) -> QuotaExceeded:
-    """The one error message for a refused write, so every backend says the same."""
-    return QuotaExceeded(
+    """The one error for a refused write, so every backend says the same.
+
+    The backend does not know what set *limit*: the core completes the message
+    with the quota strategy's :meth:`~airssys_storage.QuotaStrategy.describe_limit`
+    (see :meth:`QuotaExceeded.with_source`) when the error passes through it.
+    """
+    detail = (
         f"quota exceeded for component {namespace!r}: the write needs {delta} more bytes, "
-        f"{used} of {limit} bytes are used; delete data or raise the component's max-size"
+        f"{used} of {limit} bytes are used"
     )
+    return QuotaExceeded(f"{detail}; delete data or raise the component's quota", detail=detail)
 
 
 class StorageBackend(abc.ABC):

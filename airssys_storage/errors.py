@@ -60,9 +60,21 @@ class PermissionDenied(StorageError):
 
 
 class QuotaExceeded(StorageError):
-    """The write would take the component past its byte quota; nothing was written."""
+    """The write would take the component past its byte quota; nothing was written.
+
+    ``detail`` is the message without its fix (what was refused, by how many
+    bytes); :meth:`with_source` adds what set the limit and how to raise it.
+    """
 
     code = "quota-exceeded"
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message if detail is None else detail
+
+    def with_source(self, source: str) -> QuotaExceeded:
+        """This error, its fix naming *source*: what set the limit and how to raise it."""
+        return QuotaExceeded(f"{self.detail}; delete data, or raise the limit: {source}", detail=self.detail)
 
 
 class KeyNotFound(StorageError):

@@ -413,10 +413,14 @@ def import_component(
         source.seek(start)
         projected = _projected_usage(source, storage, info, replace, limit)
         if projected > limit:
-            raise QuotaExceeded(
+            detail = (
                 f"importing {info.records} records would bring component {storage.component_id!r} to "
-                f"{projected} bytes, above its quota of {limit} bytes; nothing was written: raise "
-                "the component's max-size, delete data, or replace the component's data (--replace)"
+                f"{projected} bytes, above its quota of {limit} bytes; nothing was written"
+            )
+            raise QuotaExceeded(
+                f"{detail}; delete data, replace the component's data (--replace), or raise the limit: "
+                f"{storage.quota_source}",
+                detail=detail,
             )
     source.seek(start)
     if replace:

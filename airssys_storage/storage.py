@@ -27,6 +27,7 @@ from .errors import (
     InvalidKey,
     PermissionDenied,
     PluginError,
+    QuotaExceeded,
     StorageError,
     TooManyKeys,
     ValueTooLarge,
@@ -49,7 +50,7 @@ _T = TypeVar("_T")
 class _ComponentState:
     """Per-component state shared by every handle of one id; replaced in place on reload."""
 
-    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "manifest", "static_allowed")
+    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "limit_source", "manifest", "static_allowed")
 
     def __init__(self) -> None:
         self.manifest: Manifest
@@ -59,6 +60,8 @@ class _ComponentState:
         self.fast_allowed: frozenset[str] = frozenset()
         self.key_policies: tuple[PermissionPolicy, ...] = ()
         self.limit: int | None = 0
+        # What set the limit and how to raise it (QuotaStrategy.describe_limit), for quota-exceeded messages.
+        self.limit_source = ""
 
 
 class StorageManager:
@@ -164,7 +167,12 @@ class StorageManager:
                 f"quota strategy {self._quota_strategy.name!r} returned {limit!r} for "
                 f"{manifest.id!r}; it must return a non-negative int or None"
             )
+        try:
+            source = self._quota_strategy.describe_limit(manifest)
+        except Exception:  # only a message: fall back to naming the strategy
+            source = QuotaStrategy.describe_limit(self._quota_strategy, manifest)
         state.manifest = manifest
+        state.limit_source = str(source)
         state.static_allowed = frozenset(static_allowed - vetoed)
         state.allowed = frozenset(candidates - vetoed)
         state.key_policies = key_policies
@@ -289,6 +297,11 @@ class ComponentStorage:
         """The byte limit in force (``None`` = unlimited)."""
         return self._state.limit
 
+    @property
+    def quota_source(self) -> str:
+        """What set :attr:`quota` and how to raise it (the quota strategy's ``describe_limit``), for messages."""
+        return self._state.limit_source
+
     # -- the seed's seven operations ----------------------------------------
 
     def get(self, key: str) -> bytes | None:
@@ -319,6 +332,8 @@ class ComponentStorage:
             raise _too_large(value, self._max_value)
         try:
             self._backend.commit_one(self._ns, raw, value, state.limit)
+        except QuotaExceeded as exc:  # the backend cannot know what set the limit; the strategy can
+            raise exc.with_source(state.limit_source) from None
         except StorageError:
             raise
         except Exception as exc:
@@ -548,7 +563,10 @@ class ComponentStorage:
     def _commit(self, changes: list[Change]) -> int:
         if not changes:
             return 0
-        return self._call(self._backend.commit, changes, self._state.limit)
+        try:
+            return self._call(self._backend.commit, changes, self._state.limit)
+        except QuotaExceeded as exc:
+            raise exc.with_source(self._state.limit_source) from None
 
     def _call(self, method: Callable[..., _T], *args: Any) -> _T:
         try:

@@ -343,3 +343,19 @@ def test_batches_of_non_iterables_are_typed_errors_after_the_permission_check(ma
     for call in (lambda: store.get_many(None), lambda: store.delete_many(5), lambda: store.set_many(7)):
         with pytest.raises(InvalidArgument):
             call()  # type: ignore[no-untyped-call]
+
+
+def test_quota_error_names_the_default_quota_of_the_access_level() -> None:
+    """Issue 9: the message always said "raise the component's max-size", even with no max-size set."""
+    from airssys_storage.policies import ManifestQuota
+
+    settings = StorageSettings(url="memory://", max_value_bytes=10 * 1024 * 1024)
+    manifest = Manifest("app", Access.READ_WRITE)
+    assert "default quota of access 'read-write'" in ManifestQuota(settings).describe_limit(manifest)
+    with StorageManager.from_settings(settings) as manager:
+        store = manager.component(manifest)
+        store.set("big", bytes(10 * 1024 * 1024 - 3))
+        with pytest.raises(QuotaExceeded, match=r"set permissions\.storage\.max-size in it") as refused:
+            store.set("more", b"x")
+        assert refused.value.detail.startswith("quota exceeded for component 'app': the write needs 5 more bytes")
+        assert store.quota_source == ManifestQuota(settings).describe_limit(manifest)

@@ -15,10 +15,11 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from ..errors import ConfigurationError, ManifestError
+from ..errors import ConfigurationError, ManifestError, QuotaExceeded
 from ..exchange import operator_settings, operator_storage
 from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
 from ..plugins import PluginRegistry, backend_scheme, redact_url
+from ..policies import QuotaStrategy
 from ..settings import StorageSettings
 from ..storage import ComponentStorage, StorageManager
 from .app import ExitCode, Failure
@@ -60,7 +61,10 @@ class JsonObject(click.ParamType):  # type: ignore[type-arg]
 
 
 def _refuse_nul(
-    param_type: click.ParamType, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    param_type: click.ParamType,  # type: ignore[type-arg]
+    value: Any,
+    param: click.Parameter | None,
+    ctx: click.Context | None,
 ) -> None:
     # os.stat and open() raise ValueError (not OSError) for a NUL, which click does not catch.
     if isinstance(value, str) and "\x00" in value:
@@ -161,7 +165,11 @@ def manifest_option(f: F) -> F:
 
 def manifest_quota(settings: StorageSettings, registry: PluginRegistry, manifest: Manifest) -> int | None:
     """The quota the configured strategy gives the component *manifest* describes."""
-    return registry.quota_strategy(settings.quota_strategy)(settings).limit_for(manifest)
+    return _strategy(settings, registry).limit_for(manifest)
+
+
+def _strategy(settings: StorageSettings, registry: PluginRegistry) -> QuotaStrategy:
+    return registry.quota_strategy(settings.quota_strategy)(settings)
 
 
 @contextmanager
@@ -186,6 +194,7 @@ def open_component(store: StoreSpec, component: str, manifest_path: Path | None 
     settings = store.settings()
     registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     quota = None
+    source = ""
     if manifest_path is not None:
         manifest = Manifest.from_file(manifest_path)
         if manifest.id != component:
@@ -193,9 +202,17 @@ def open_component(store: StoreSpec, component: str, manifest_path: Path | None 
                 f"manifest {str(manifest_path)!r} describes component {manifest.id!r}, not {component!r}: "
                 f"pass that component's manifest or --component {manifest.id}"
             )
-        quota = manifest_quota(settings, registry, manifest)
+        strategy = _strategy(settings, registry)
+        quota = strategy.limit_for(manifest)
+        source = f"{strategy.describe_limit(manifest)} (--manifest {str(manifest_path)!r})"
     with open_manager(settings, quota=quota, registry=registry) as manager:
-        yield operator_storage(manager, component)
+        try:
+            yield operator_storage(manager, component)
+        except QuotaExceeded as exc:
+            if not source:
+                raise
+            # The operator handle's limit is the manifest's, not the operator manager's own setting.
+            raise exc.with_source(source) from None
 
 
 # -- output ------------------------------------------------------------------

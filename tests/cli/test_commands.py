@@ -357,7 +357,11 @@ def test_operators_ignore_quota_unless_a_manifest_is_given(cli: Run, store: Stor
     manifest = write_manifest(tmp_path / "m.toml", "app", "read-write", "100")
     args = ["set", "--url", store.url, "-c", "app", "k", "-"]
     result = cli(*args, "--manifest", str(manifest), input=bytes(200))
-    assert result.exit_code == 4 and "quota exceeded" in one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
+    assert result.exit_code == 4 and "quota exceeded" in line
+    # The limit is the manifest's (not the operator manager's internal fixed quota).
+    assert "permissions.storage.max-size in the manifest of 'app' (quota strategy 'manifest'): raise it" in line
+    assert f"(--manifest {str(manifest)!r})" in line and "fixed_quota_bytes" not in line
     assert store.read("app") == {}
     assert cli(*args, input=bytes(200)).exit_code == 0  # an operator may go past it
     other = write_manifest(tmp_path / "o.toml", "other", "read-write")
@@ -495,7 +499,9 @@ def test_import_respects_the_manifest_quota(cli: Run, store: Store, tmp_path: Pa
     cli("export", "--url", store.url, "-c", "app", "-o", str(file))
     manifest = write_manifest(tmp_path / "m.toml", "small", "read-write", "100")
     result = cli("import", str(file), "--url", store.url, "-c", "small", "--manifest", str(manifest))
-    assert result.exit_code == 4 and "nothing was written" in one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
+    assert result.exit_code == 4 and "nothing was written" in line
+    assert "permissions.storage.max-size in the manifest of 'small'" in line and "fixed_quota_bytes" not in line
     assert store.read("small") == {}
 
 

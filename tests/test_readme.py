@@ -85,5 +85,5 @@ def test_readme_quota_strategy() -> None:
     with StorageManager.from_settings(settings, registry=registry) as manager:
         store = manager.component(Manifest("app", Access.ADMIN, "500MB"))
         assert store.quota == 1024 * 1024
-        with pytest.raises(QuotaExceeded, match="raise the limit: it is the one-megabyte strategy.s fixed 1 MiB"):
+        with pytest.raises(QuotaExceeded, match=r"raise the limit: it is the one-megabyte strategy.s fixed 1 MiB"):
             store.set("k", b"x" * 1024 * 1024)

@@ -172,6 +172,17 @@ class StorageBackend(abc.ABC):
     def namespaces(self) -> list[str]:
         """The namespaces that hold at least one key, sorted."""
 
+    def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:  # noqa: B027 - optional hook
+        """Refuse limits this store cannot hold: raise :class:`~airssys_storage.ConfigurationError`.
+
+        The core calls it once, right after :meth:`open`, with the settings'
+        ``max_key_bytes`` and ``max_value_bytes`` (bytes). A backend whose engine
+        cannot store a key or value that large (a column width, a server's
+        packet size) raises naming the setting, the engine's limit and the fix,
+        so that the problem shows at start-up rather than as a failed write.
+        The default accepts any limits.
+        """
+
     def stats(self) -> dict[str, Any]:
         """Backend-specific statistics for operators (JSON-serialisable)."""
         return {}

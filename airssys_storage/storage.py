@@ -119,6 +119,16 @@ class StorageManager:
             ) from exc
         except Exception as exc:
             raise InternalError(f"cannot open backend {backend_cls.name!r}: {type(exc).__name__}: {exc}") from exc
+        try:
+            backend.check_limits(settings.max_key_bytes, settings.max_value_bytes)
+        except BaseException as exc:
+            backend.close()
+            if isinstance(exc, Exception) and not isinstance(exc, StorageError):
+                raise InternalError(
+                    f"backend {backend_cls.name!r} failed checking the key and value limits: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            raise
         return cls(settings, backend, policies, quota_strategy, registry)
 
     def component(self, manifest: Manifest) -> ComponentStorage:

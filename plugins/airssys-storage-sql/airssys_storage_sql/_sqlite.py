@@ -25,7 +25,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool, StaticPool
 
-from airssys_storage import Capabilities, Change, InternalError, StorageError
+from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError
 
 from ._transactional import TransactionalBackend
 from .backend import MARKS, SQLBackend, SQLOptions, describe
@@ -81,6 +81,17 @@ class SQLiteBackend(TransactionalBackend):
         self._q_delete_rows = self._by_count(
             f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS}) RETURNING length(k) + length(v)"
         )
+
+    def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
+        # SQLITE_MAX_LENGTH bounds every blob and every row record (namespace, key, value and header).
+        length = self._run("reading SQLITE_MAX_LENGTH", lambda conn: conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))
+        ceiling = int(length) - max_key_bytes - 128
+        if max_value_bytes > ceiling:
+            raise ConfigurationError(
+                f"max_value_bytes = {max_value_bytes} is more than {self.where} can store: SQLite's maximum "
+                f"length of a row (SQLITE_MAX_LENGTH) is {length} bytes, so the largest value is {ceiling} bytes; "
+                f"lower max_value_bytes to at most {ceiling}"
+            )
 
     def _setup(self, dbapi_connection: Any) -> Any:
         conn: sqlite3.Connection = dbapi_connection

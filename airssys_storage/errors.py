@@ -19,6 +19,7 @@ __all__ = [
     "InvalidKey",
     "ValueTooLarge",
     "InternalError",
+    "OutcomeUnknown",
     "TooManyKeys",
     "InvalidArgument",
     "ConfigurationError",
@@ -99,6 +100,18 @@ class InternalError(StorageError):
     """The backend failed (I/O, lost connection, corruption); the message names the cause."""
 
     code = "internal-error"
+
+
+class OutcomeUnknown(InternalError):
+    """A write failed in a way that leaves its outcome unknown: it may or may not have been applied.
+
+    Raised when the connection to a database server was lost while the write
+    was being committed (the server may have committed it and the answer got
+    lost). Read the keys back before retrying. Its code stays
+    ``internal-error``: the WIT ``storage-error`` cases are frozen, and callers
+    that handle backend failures keep working; Python callers tell it apart by
+    its class.
+    """
 
 
 class TooManyKeys(StorageError):

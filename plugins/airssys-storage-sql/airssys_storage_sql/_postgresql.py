@@ -199,7 +199,8 @@ class PostgreSQLBackend(ServerBackend):
                     self._release(cursor)
                     backoff(attempt)
                     continue
-                raise self._failed(cursor, exc, action) from exc
+                # One autocommit statement: a connection lost during it may have lost only the answer.
+                raise self._failed(cursor, exc, action, committing=True) from exc
             except BaseException:
                 self._interrupted(cursor)
                 raise

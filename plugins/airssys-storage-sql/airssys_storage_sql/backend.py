@@ -29,7 +29,15 @@ from dataclasses import dataclass, field, fields
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from airssys_storage import Capabilities, ConfigurationError, InternalError, StorageBackend, StorageError, Usage
+from airssys_storage import (
+    Capabilities,
+    ConfigurationError,
+    InternalError,
+    OutcomeUnknown,
+    StorageBackend,
+    StorageError,
+    Usage,
+)
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
 
@@ -394,14 +402,26 @@ class SQLBackend(StorageBackend):
 
     # -- errors ----------------------------------------------------------------------
 
-    def _failed(self, item: Any, exc: Exception, action: str) -> StorageError:
-        """Clean up *item* after *exc* and return the error to raise."""
+    def _failed(self, item: Any, exc: Exception, action: str, committing: bool = False) -> StorageError:
+        """Clean up *item* after *exc* and return the error to raise.
+
+        *committing*: *exc* came while the server may have been committing the write (an
+        autocommit write statement, or ``COMMIT``), so a lost connection leaves its outcome
+        unknown: :class:`~airssys_storage.OutcomeUnknown`. A connection lost before that
+        point rolled the transaction back: a plain ``internal-error``.
+        """
         if isinstance(exc, StorageError):
             self._recover(item)
             return exc
         if self._is_disconnect(item, exc):
             self._discard(item)
             self._discard_idle()
+            if committing:
+                return OutcomeUnknown(
+                    f"lost the connection to {self.where} while committing the {action}: {describe(exc)}; the "
+                    f"{action} may have been applied: read back before retrying (the backend reconnects on the "
+                    "next operation)"
+                )
             return InternalError(
                 f"lost the connection to {self.where} during {action}: {describe(exc)}; "
                 "the backend reconnects on the next operation"

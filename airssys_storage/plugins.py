@@ -28,15 +28,16 @@ log = logging.getLogger("airssys_storage")
 
 BUILTIN_PLUGIN = "builtin"
 
-# Where the plugins of this project live, for install hints.
+# Where the plugins of this project live, for install hints: directories of a clone of the
+# repository (the packages are not on PyPI yet).
 KNOWN_SCHEME_DISTRIBUTIONS = {
-    "memory": "airssys-storage-memory",
-    "sqlite": "airssys-storage-sql",
-    "postgresql": "airssys-storage-sql[postgresql]",
-    "postgres": "airssys-storage-sql[postgresql]",
-    "mysql": "airssys-storage-sql[mysql]",
-    "mariadb": "airssys-storage-sql[mysql]",
-    "leveldb": "airssys-storage-leveldb",
+    "memory": "./plugins/airssys-storage-memory",
+    "sqlite": "./plugins/airssys-storage-sql",
+    "postgresql": "./plugins/airssys-storage-sql[postgresql]",
+    "postgres": "./plugins/airssys-storage-sql[postgresql]",
+    "mysql": "./plugins/airssys-storage-sql[mysql]",
+    "mariadb": "./plugins/airssys-storage-sql[mysql]",
+    "leveldb": "./plugins/airssys-storage-leveldb",
 }
 
 T = TypeVar("T")
@@ -215,11 +216,16 @@ class PluginRegistry:
         scheme = backend_scheme(url)
         item = self._schemes.get(scheme)
         if item is None:
-            dist = KNOWN_SCHEME_DISTRIBUTIONS.get(scheme, f"airssys-storage-{scheme or 'NAME'}")
+            known = KNOWN_SCHEME_DISTRIBUTIONS.get(scheme)
+            how = (
+                f"pip install '{known}' in the root of a clone of airssys-storage (not on PyPI yet)"
+                if known is not None
+                else f"pip install the plugin that serves it (e.g. airssys-storage-{scheme or 'NAME'})"
+            )
             installed = ", ".join(sorted(self._schemes)) or "none"
             raise PluginError(
                 f"no installed backend serves URL scheme {scheme!r} (url {redact_url(url)!r}); "
-                f"installed schemes: {installed}. Install one with: pip install '{dist}'" + self._failure_note()
+                f"installed schemes: {installed}. Install one with: {how}" + self._failure_note()
             )
         return item.cls
 

@@ -141,14 +141,15 @@ def test_unknown_backend_lists_installed_and_pip_command() -> None:
         registry.backend_for_url("leveldbx:///tmp/x")
     message = str(info.value)
     assert "installed schemes: " in message and "memory" in message
-    assert "pip install 'airssys-storage-leveldbx'" in message
+    assert "pip install the plugin that serves it (e.g. airssys-storage-leveldbx)" in message
 
 
 def test_known_scheme_hint_names_the_right_distribution() -> None:
     registry = PluginRegistry.load(entry_points=[])
     with pytest.raises(PluginError) as info:
         registry.backend_for_url("postgresql+psycopg://user:hunter2@db/x")
-    assert "pip install 'airssys-storage-sql[postgresql]'" in str(info.value)
+    # The packages are not on PyPI yet: the hint is the plugin's directory in a clone (issue 9).
+    assert "pip install './plugins/airssys-storage-sql[postgresql]' in the root of a clone" in str(info.value)
     assert "hunter2" not in str(info.value)
 
 

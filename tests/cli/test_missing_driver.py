@@ -72,3 +72,22 @@ def test_missing_plyvel_also_fails_repair_with_the_pip_line(tmp_path: Path) -> N
     (tmp_path / "ldb").mkdir()
     done = run_blocked("plyvel", "repair", "--url", f"leveldb://{tmp_path}/ldb")
     assert done.returncode == 3 and "pip install 'plyvel>=1.5'" in done.stderr, done.stderr
+
+
+def test_opening_an_existing_sqlite_file_imports_no_sqlalchemy(tmp_path: Path) -> None:
+    """Start-up (issue 9): SQLAlchemy cost more than the rest of a one-key CLI read; a plain file does not need it."""
+    if importlib.util.find_spec("airssys_storage_sql") is None:
+        pytest.skip("airssys_storage_sql is not installed")
+    code = (
+        "import sys\n"
+        "from airssys_storage import Access, Manifest, StorageManager, StorageSettings\n"
+        f"with StorageManager.from_settings(StorageSettings(url='sqlite:///{tmp_path}/s.db')) as m:\n"
+        "    s = m.component(Manifest('app', Access.READ_WRITE))\n"
+        "    created = 'sqlalchemy' in sys.modules\n"  # a new file: its tables are compiled by SQLAlchemy
+        "    s.set('k', b'v') if created else None\n"
+        "    print(created, s.get('k'), 'sqlalchemy' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["True", "b'v'", "True"]
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert again.stdout.split() == ["False", "b'v'", "False"]

@@ -16,19 +16,19 @@ the ratio to raw ``sqlite3`` (one plain call, measured, does not).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
-
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool, StaticPool
+from typing import TYPE_CHECKING, Any
 
 from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError
 
 from ._transactional import TransactionalBackend
 from .backend import MARKS, SQLBackend, SQLOptions, describe
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Dialect
 
 # Rows per statement in a batch: two bound values each, far below SQLite's 32766.
 _CHUNK = 5000
@@ -43,17 +43,35 @@ class SQLiteBackend(TransactionalBackend):
     engine = "sqlite"
     placeholder = "?"
 
-    @classmethod
-    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
-        database = url.database or ""
-        memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
-        connect_args: dict[str, Any] = {
+    @staticmethod
+    def connect_args(options: SQLOptions) -> dict[str, Any]:
+        """Keyword arguments of ``sqlite3.connect`` for every connection."""
+        return {
             # Connections move between threads (one thread at a time); sqlite3 must not object.
             "check_same_thread": False,
             "isolation_level": None,
             "timeout": options.lock_timeout,
             **options.connect_args,
         }
+
+    @classmethod
+    def create_plain(cls, database: str, options: SQLOptions) -> SQLBackend:
+        """The backend of a plain ``sqlite:///PATH`` URL (no query): opened without importing SQLAlchemy.
+
+        SQLAlchemy would only parse the URL and call ``sqlite3.connect``; it is
+        imported when the tables must be created (see :class:`PlainSQLiteEngine`).
+        """
+        engine = PlainSQLiteEngine(os.path.abspath(database), cls.connect_args(options))
+        return cls(engine, options, f"SQLite database {database}")  # type: ignore[arg-type]
+
+    @classmethod
+    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool, StaticPool
+
+        database = url.database or ""
+        memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
+        connect_args = cls.connect_args(options)
         if memory:
             # One connection is the whole database: every thread shares it, in turn.
             engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
@@ -245,6 +263,45 @@ class SQLiteBackend(TransactionalBackend):
         version = self._create_tables(item)
         item.execute("COMMIT")
         return version
+
+
+class _PlainConnection:
+    """What the backend uses of a SQLAlchemy pooled connection."""
+
+    __slots__ = ("dbapi_connection",)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.dbapi_connection = connection
+
+    def close(self) -> None:
+        self.dbapi_connection.close()
+
+    invalidate = close
+
+
+class PlainSQLiteEngine:
+    """What :class:`SQLiteBackend` uses of a SQLAlchemy engine, for a file: ``sqlite3.connect`` per connection.
+
+    Starting a command-line read with SQLAlchemy costs more than the rest of
+    the read; this engine imports it only for :attr:`dialect`, which compiles
+    the ``CREATE TABLE`` statements of a new store.
+    """
+
+    def __init__(self, database: str, connect_args: dict[str, Any]) -> None:
+        self.database = database
+        self.connect_args = connect_args
+
+    def raw_connection(self) -> _PlainConnection:
+        return _PlainConnection(sqlite3.connect(self.database, **self.connect_args))
+
+    @property
+    def dialect(self) -> Dialect:
+        from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+        return SQLiteDialect_pysqlite()
+
+    def dispose(self) -> None:
+        """Nothing pooled: the backend closes its connections."""
 
 
 class SQLiteMemoryBackend(SQLiteBackend):

@@ -197,6 +197,20 @@ def parse_url(url: str) -> tuple[URL, str]:
         raise ConfigurationError(f"invalid database URL {redact(url)!r}: {exc}") from None
 
 
+_PLAIN_SQLITE = re.compile(r"sqlite:///([^?#%\x00]+)", re.IGNORECASE)
+
+
+def plain_sqlite_path(url: str) -> str | None:
+    """The file of a plain ``sqlite:///PATH`` URL (no query, fragment or %-escape), as SQLAlchemy reads it.
+
+    ``None`` for every other URL, which :func:`parse_url` then parses with SQLAlchemy.
+    """
+    match = _PLAIN_SQLITE.fullmatch(url)
+    if match is None or match.group(1) == ":memory:":
+        return None
+    return match.group(1)
+
+
 def redact(url: str) -> str:
     """*url* without its password."""
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
@@ -274,6 +288,12 @@ class SQLBackend(StorageBackend):
     def open(cls, url: str, options: Mapping[str, Any]) -> SQLBackend:
         engine: str | None = None
         impl: type[SQLBackend]
+        plain = plain_sqlite_path(url)
+        if plain is not None:  # the embedded default: no SQLAlchemy unless the tables must be created
+            from ._sqlite import SQLiteBackend
+
+            backend = SQLiteBackend.create_plain(plain, SQLOptions.parse(options, "sqlite"))
+            return cls._with_schema(backend)
         try:
             sa_url, engine = parse_url(url)
             opts = SQLOptions.parse(options, engine)
@@ -290,6 +310,10 @@ class SQLBackend(StorageBackend):
             if missing is None:
                 raise
             raise missing from None
+        return cls._with_schema(backend)
+
+    @staticmethod
+    def _with_schema(backend: SQLBackend) -> SQLBackend:
         try:
             backend._ensure_schema()
         except BaseException:
@@ -413,6 +437,9 @@ class SQLBackend(StorageBackend):
         if isinstance(exc, StorageError):
             self._recover(item)
             return exc
+        if isinstance(exc, ImportError) and (missing := missing_dependency(exc, self.engine)) is not None:
+            self._recover(item)  # SQLAlchemy, imported only to create the tables of a new SQLite file
+            return missing
         if self._is_disconnect(item, exc):
             self._discard(item)
             self._discard_idle()

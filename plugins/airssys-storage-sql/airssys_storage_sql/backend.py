@@ -212,8 +212,10 @@ def plain_sqlite_path(url: str) -> str | None:
 
 
 def redact(url: str) -> str:
-    """*url* without its password."""
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+    """*url* without its password (the core's rule, so every message masks the same)."""
+    from airssys_storage.plugins import redact_url
+
+    return redact_url(url)
 
 
 def describe(exc: BaseException) -> str:

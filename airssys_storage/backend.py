@@ -23,7 +23,10 @@ across processes too.
 Any exception other than :class:`~airssys_storage.StorageError` that escapes a
 backend method is wrapped by the core in an ``internal-error``; backends
 should raise :class:`~airssys_storage.InternalError` with a helpful message
-themselves where they can name the cause.
+themselves where they can name the cause. A write whose outcome the backend
+cannot know (the connection to a server was lost while it committed) raises
+:class:`~airssys_storage.OutcomeUnknown`, so that the caller reads back before
+retrying; any other error from a write means nothing was written.
 """
 
 from __future__ import annotations

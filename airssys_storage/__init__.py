@@ -1,33 +1,41 @@
 """airssys-storage: durable, isolated, quota-limited key-value storage for WebAssembly components.
 
 Importing this package does nothing but define names: plugins are loaded and
-settings read only when :meth:`StorageManager.from_settings` is called.
+settings read only when :meth:`StorageManager.from_settings` is called. The
+names are imported from their modules on first use (module ``__getattr__``),
+so ``import airssys_storage`` costs almost nothing and a plugin that needs
+only ``StorageBackend`` never imports pydantic.
 """
 
 from __future__ import annotations
 
-from .backend import Capabilities, Change, StorageBackend, Usage, key_successor, quota_exceeded
-from .errors import (
-    ConfigurationError,
-    InternalError,
-    InvalidArgument,
-    InvalidKey,
-    KeyNotFound,
-    ManifestError,
-    PermissionDenied,
-    PluginError,
-    QuotaExceeded,
-    StorageError,
-    TooManyKeys,
-    ValueTooLarge,
-)
-from .hookspecs import hookimpl
-from .manifest import Access, Manifest, parse_size
-from .operations import READ_OPERATIONS, WRITE_OPERATIONS, Operation
-from .plugins import PluginRegistry, register_plugin, unregister_plugin
-from .policies import PermissionPolicy, QuotaStrategy
-from .settings import StorageSettings
-from .storage import ComponentStorage, StorageManager
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backend import Capabilities, Change, StorageBackend, Usage, key_successor, quota_exceeded
+    from .errors import (
+        ConfigurationError,
+        InternalError,
+        InvalidArgument,
+        InvalidKey,
+        KeyNotFound,
+        ManifestError,
+        OutcomeUnknown,
+        PermissionDenied,
+        PluginError,
+        QuotaExceeded,
+        StorageError,
+        TooManyKeys,
+        ValueTooLarge,
+    )
+    from .hookspecs import hookimpl
+    from .manifest import Access, Manifest, parse_size
+    from .operations import READ_OPERATIONS, WRITE_OPERATIONS, Operation
+    from .plugins import PluginRegistry, register_plugin, unregister_plugin
+    from .policies import PermissionPolicy, QuotaStrategy
+    from .settings import StorageSettings
+    from .storage import ComponentStorage, StorageManager
 
 __version__ = "0.1.0"
 
@@ -46,6 +54,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "Operation",
+    "OutcomeUnknown",
     "PermissionDenied",
     "PermissionPolicy",
     "PluginError",
@@ -66,3 +75,48 @@ __all__ = [
     "register_plugin",
     "unregister_plugin",
 ]
+
+#: Public name -> the module of this package that defines it.
+_MODULES = {
+    **dict.fromkeys(
+        ["Capabilities", "Change", "StorageBackend", "Usage", "key_successor", "quota_exceeded"], "backend"
+    ),
+    **dict.fromkeys(
+        [
+            "ConfigurationError",
+            "InternalError",
+            "InvalidArgument",
+            "InvalidKey",
+            "KeyNotFound",
+            "ManifestError",
+            "OutcomeUnknown",
+            "PermissionDenied",
+            "PluginError",
+            "QuotaExceeded",
+            "StorageError",
+            "TooManyKeys",
+            "ValueTooLarge",
+        ],
+        "errors",
+    ),
+    "hookimpl": "hookspecs",
+    **dict.fromkeys(["Access", "Manifest", "parse_size"], "manifest"),
+    **dict.fromkeys(["READ_OPERATIONS", "WRITE_OPERATIONS", "Operation"], "operations"),
+    **dict.fromkeys(["PluginRegistry", "register_plugin", "unregister_plugin"], "plugins"),
+    **dict.fromkeys(["PermissionPolicy", "QuotaStrategy"], "policies"),
+    "StorageSettings": "settings",
+    **dict.fromkeys(["ComponentStorage", "StorageManager"], "storage"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

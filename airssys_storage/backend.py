@@ -23,7 +23,10 @@ across processes too.
 Any exception other than :class:`~airssys_storage.StorageError` that escapes a
 backend method is wrapped by the core in an ``internal-error``; backends
 should raise :class:`~airssys_storage.InternalError` with a helpful message
-themselves where they can name the cause.
+themselves where they can name the cause. A write whose outcome the backend
+cannot know (the connection to a server was lost while it committed) raises
+:class:`~airssys_storage.OutcomeUnknown`, so that the caller reads back before
+retrying; any other error from a write means nothing was written.
 """
 
 from __future__ import annotations
@@ -111,11 +114,17 @@ def key_successor(prefix: bytes) -> bytes | None:
 
 
 def quota_exceeded(namespace: str, used: int, delta: int, limit: int) -> QuotaExceeded:
-    """The one error message for a refused write, so every backend says the same."""
-    return QuotaExceeded(
+    """The one error for a refused write, so every backend says the same.
+
+    The backend does not know what set *limit*: the core completes the message
+    with the quota strategy's :meth:`~airssys_storage.QuotaStrategy.describe_limit`
+    (see :meth:`QuotaExceeded.with_source`) when the error passes through it.
+    """
+    detail = (
         f"quota exceeded for component {namespace!r}: the write needs {delta} more bytes, "
-        f"{used} of {limit} bytes are used; delete data or raise the component's max-size"
+        f"{used} of {limit} bytes are used"
     )
+    return QuotaExceeded(f"{detail}; delete data or raise the component's quota", detail=detail)
 
 
 class StorageBackend(abc.ABC):
@@ -244,6 +253,17 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     def namespaces(self) -> list[str]:
         """The namespaces that hold at least one key, sorted."""
+
+    def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:  # noqa: B027 - optional hook
+        """Refuse limits this store cannot hold: raise :class:`~airssys_storage.ConfigurationError`.
+
+        The core calls it once, right after :meth:`open`, with the settings'
+        ``max_key_bytes`` and ``max_value_bytes`` (bytes). A backend whose engine
+        cannot store a key or value that large (a column width, a server's
+        packet size) raises naming the setting, the engine's limit and the fix,
+        so that the problem shows at start-up rather than as a failed write.
+        The default accepts any limits.
+        """
 
     def stats(self) -> dict[str, Any]:
         """Backend-specific statistics for operators (JSON-serialisable)."""

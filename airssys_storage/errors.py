@@ -19,6 +19,7 @@ __all__ = [
     "InvalidKey",
     "ValueTooLarge",
     "InternalError",
+    "OutcomeUnknown",
     "TooManyKeys",
     "InvalidArgument",
     "ConfigurationError",
@@ -60,9 +61,21 @@ class PermissionDenied(StorageError):
 
 
 class QuotaExceeded(StorageError):
-    """The write would take the component past its byte quota; nothing was written."""
+    """The write would take the component past its byte quota; nothing was written.
+
+    ``detail`` is the message without its fix (what was refused, by how many
+    bytes); :meth:`with_source` adds what set the limit and how to raise it.
+    """
 
     code = "quota-exceeded"
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message if detail is None else detail
+
+    def with_source(self, source: str) -> QuotaExceeded:
+        """This error, its fix naming *source*: what set the limit and how to raise it."""
+        return QuotaExceeded(f"{self.detail}; delete data, or raise the limit: {source}", detail=self.detail)
 
 
 class KeyNotFound(StorageError):
@@ -87,6 +100,18 @@ class InternalError(StorageError):
     """The backend failed (I/O, lost connection, corruption); the message names the cause."""
 
     code = "internal-error"
+
+
+class OutcomeUnknown(InternalError):
+    """A write failed in a way that leaves its outcome unknown: it may or may not have been applied.
+
+    Raised when the connection to a database server was lost while the write
+    was being committed (the server may have committed it and the answer got
+    lost). Read the keys back before retrying. Its code stays
+    ``internal-error``: the WIT ``storage-error`` cases are frozen, and callers
+    that handle backend failures keep working; Python callers tell it apart by
+    its class.
+    """
 
 
 class TooManyKeys(StorageError):

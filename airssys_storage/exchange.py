@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import IO, Any, ClassVar
 
 from .backend import Usage
-from .errors import ManifestError, QuotaExceeded, StorageError
+from .errors import KeyNotFound, ManifestError, QuotaExceeded, StorageError
 from .manifest import Access, Manifest, validate_component_id
 from .settings import StorageSettings
 from .storage import ComponentStorage, StorageManager, encode_key
@@ -60,6 +60,7 @@ __all__ = [
     "ExportInfo",
     "ImportResult",
     "CopyResult",
+    "MigrationPlan",
     "operator_settings",
     "operator_storage",
     "export_component",
@@ -67,6 +68,7 @@ __all__ = [
     "read_export_component",
     "import_component",
     "copy_component",
+    "plan_migration",
     "migrate",
     "pages",
 ]
@@ -128,6 +130,15 @@ class CopyResult:
     @property
     def verified(self) -> bool:
         return self.source == self.target
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What :func:`migrate` is about to copy: the component ids and their keys in the source."""
+
+    components: list[str]
+    #: Keys the source holds in those components (the total a progress bar counts to).
+    keys: int
 
 
 # -- operator access ---------------------------------------------------------
@@ -402,10 +413,14 @@ def import_component(
         source.seek(start)
         projected = _projected_usage(source, storage, info, replace, limit)
         if projected > limit:
-            raise QuotaExceeded(
+            detail = (
                 f"importing {info.records} records would bring component {storage.component_id!r} to "
-                f"{projected} bytes, above its quota of {limit} bytes; nothing was written: raise "
-                "the component's max-size, delete data, or replace the component's data (--replace)"
+                f"{projected} bytes, above its quota of {limit} bytes; nothing was written"
+            )
+            raise QuotaExceeded(
+                f"{detail}; delete data, replace the component's data (--replace), or raise the limit: "
+                f"{storage.quota_source}",
+                detail=detail,
             )
     source.seek(start)
     if replace:
@@ -479,6 +494,39 @@ def copy_component(
     return CopyResult(source.component_id, written, unchanged, deleted, source.usage(), target.usage())
 
 
+def plan_migration(
+    source: StorageManager,
+    target: StorageManager,
+    components: Sequence[str] | None = None,
+    *,
+    prune: bool = False,
+) -> MigrationPlan:
+    """The components :func:`migrate` copies, and how many keys the source holds in them.
+
+    Without *components*: every component holding data in *source*, plus, with
+    *prune*, those holding data only in *target* (e.g. cleared in the source
+    since the last run: pruning empties them). A component named in
+    *components* that holds no key in *source* (nor, with *prune*, in *target*)
+    raises :class:`~airssys_storage.KeyNotFound` naming it: most likely a
+    mistyped id.
+    """
+    if components is None:
+        found = set(source.backend.namespaces())
+        if prune:
+            found.update(target.backend.namespaces())
+        ids = sorted(found)
+    else:
+        ids = list(dict.fromkeys(components))
+    usages = {cid: operator_storage(source, cid).usage() for cid in ids}
+    for cid in components or ():
+        if usages[cid].keys == 0 and not (prune and operator_storage(target, cid).usage().keys):
+            raise KeyNotFound(
+                f"component {cid!r} holds no keys in the source ({source.backend.name} backend); check the id "
+                "and the source URL (`airssys-storage stats --url URL` lists the components)"
+            )
+    return MigrationPlan(ids, sum(usage.keys for usage in usages.values()))
+
+
 def migrate(
     source: StorageManager,
     target: StorageManager,
@@ -486,26 +534,25 @@ def migrate(
     *,
     prune: bool = False,
     progress: Progress | None = None,
+    on_planned: Callable[[MigrationPlan], None] | None = None,
 ) -> list[CopyResult]:
-    """Copy *components* (default: every component holding data in *source*) into *target*.
+    """Copy the components :func:`plan_migration` chooses from *source* into *target*.
 
-    With *prune* and no explicit *components*, components that hold data only
-    in *target* (e.g. cleared in the source since the last run) are emptied too.
+    By default every component holding data in *source*; with *prune*, keys
+    (and components) that *source* lacks are deleted from *target*, so that it
+    mirrors the source. *on_planned* is called with the plan before copying.
 
     Both managers must be opened for this purpose with :func:`operator_settings`
     (see the module docs). Raises :class:`VerificationError` at the end if a
     component's key count or usage differs between the two; every component is
     copied first. Safe to re-run after an interruption.
     """
-    if components is not None:
-        ids = list(components)
-    elif prune:
-        ids = sorted({*source.backend.namespaces(), *target.backend.namespaces()})
-    else:
-        ids = source.backend.namespaces()
+    plan = plan_migration(source, target, components, prune=prune)
+    if on_planned is not None:
+        on_planned(plan)
     results = [
         copy_component(operator_storage(source, cid), operator_storage(target, cid), prune=prune, progress=progress)
-        for cid in ids
+        for cid in plan.components
     ]
     bad = [r for r in results if not r.verified]
     if bad:

@@ -140,7 +140,7 @@ class Manifest:
         """Read and parse a manifest file."""
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
             raise ManifestError(f"cannot read manifest {str(path)!r}: {exc}") from None
         try:
             return cls.from_toml(text)

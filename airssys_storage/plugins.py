@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 import pluggy
 
@@ -52,15 +52,16 @@ log = logging.getLogger("airssys_storage")
 
 BUILTIN_PLUGIN = "builtin"
 
-# The distributions of this project that serve each URL scheme, for install hints.
+# Where the plugins of this project live, for install hints: directories of a clone of the
+# repository (the packages are not on PyPI yet).
 KNOWN_SCHEME_DISTRIBUTIONS = {
-    "memory": "airssys-storage-memory",
-    "sqlite": "airssys-storage-sql",
-    "postgresql": "airssys-storage-sql[postgresql]",
-    "postgres": "airssys-storage-sql[postgresql]",
-    "mysql": "airssys-storage-sql[mysql]",
-    "mariadb": "airssys-storage-sql[mysql]",
-    "leveldb": "airssys-storage-leveldb",
+    "memory": "./plugins/airssys-storage-memory",
+    "sqlite": "./plugins/airssys-storage-sql",
+    "postgresql": "./plugins/airssys-storage-sql[postgresql]",
+    "postgres": "./plugins/airssys-storage-sql[postgresql]",
+    "mysql": "./plugins/airssys-storage-sql[mysql]",
+    "mariadb": "./plugins/airssys-storage-sql[mysql]",
+    "leveldb": "./plugins/airssys-storage-leveldb",
 }
 
 # The registration hooks: hook name -> the PluginRegistry attribute (a _Kind) its classes go to.
@@ -74,6 +75,11 @@ _REGISTRATION_HOOKS = {
 _IN_PROCESS: dict[str, object] = {}
 
 T = TypeVar("T")
+
+
+def _distribution_of(requirement: str) -> str:
+    """``./plugins/airssys-storage-sql[mysql]`` -> ``airssys-storage-sql``."""
+    return requirement.split("[", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:
@@ -130,9 +136,16 @@ class RegisteredClass(Generic[T]):
         }
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+
+
 def backend_scheme(url: str) -> str:
-    """The scheme a backend is chosen by: ``postgresql+psycopg://`` -> ``postgresql``."""
-    return urlsplit(url).scheme.split("+", 1)[0].lower()
+    """The scheme a backend is chosen by: ``postgresql+psycopg://`` -> ``postgresql``; ``""`` if none.
+
+    Reads only the scheme (RFC 3986), so it never raises, whatever follows it.
+    """
+    match = _SCHEME.match(url)
+    return match.group(1).split("+", 1)[0].lower() if match else ""
 
 
 class _Kind(Generic[T]):
@@ -345,10 +358,10 @@ class PluginRegistry:
             what = f"no installed backend serves URL scheme {scheme!r} (url {redact_url(url)!r})"
             dist = KNOWN_SCHEME_DISTRIBUTIONS.get(scheme)
             raise PluginError(
-                self._unavailable(what, "scheme", scheme, dist.split("[")[0] if dist else None)
+                self._unavailable(what, "scheme", scheme, _distribution_of(dist) if dist else None)
                 or f"{what}; installed schemes: {installed}. "
                 + (
-                    f"Install it with: pip install '{dist}'"
+                    f"Install it with: pip install '{dist}' in the root of a clone of airssys-storage (not on PyPI yet)"
                     if dist
                     else "No distribution of this project provides it: install the plugin that does"
                 )
@@ -508,9 +521,13 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+_URL_PASSWORD = re.compile(r"^([^:/?#]+://[^/?#:@]*:)[^/?#]*@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|sslpassword|secret|token|api_key)=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """*url* with its password replaced by ``***``, for messages and listings."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    """*url* with its password (``user:PASSWORD@``, ``?password=``) replaced by ``***``, for messages and listings.
+
+    Never raises, whatever the text.
+    """
+    return _QUERY_SECRET.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url, count=1))

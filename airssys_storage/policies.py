@@ -89,6 +89,16 @@ class QuotaStrategy(_Configurable):
         """The byte quota of the component described by *manifest*."""
         raise NotImplementedError
 
+    def describe_limit(self, manifest: Manifest) -> str:
+        """What sets the limit of *manifest*'s component and how to raise it, for ``quota-exceeded`` messages.
+
+        Asked once with :meth:`limit_for`, never per operation. Override it to
+        name your strategy's own setting.
+        """
+        return (
+            f"it is set by quota strategy {self.name!r} (the quota_strategy setting); see that strategy's documentation"
+        )
+
 
 #: The seed's permission table.
 ACCESS_OPERATIONS: dict[Access, frozenset[Operation]] = {
@@ -116,6 +126,19 @@ class ManifestQuota(QuotaStrategy):
     def limit_for(self, manifest: Manifest) -> int | None:
         return manifest.quota
 
+    def describe_limit(self, manifest: Manifest) -> str:
+        maximum = QUOTA_TABLE[manifest.access][1]
+        if manifest.max_size is None:
+            return (
+                f"it is the default quota of access {manifest.access.value!r} (quota strategy 'manifest'; the "
+                f"manifest of {manifest.id!r} sets no max-size): set permissions.storage.max-size in it "
+                f"(at most {maximum} bytes)"
+            )
+        return (
+            f"it is permissions.storage.max-size in the manifest of {manifest.id!r} (quota strategy 'manifest'): "
+            f"raise it (at most {maximum} bytes for access {manifest.access.value!r})"
+        )
+
 
 class FixedQuota(QuotaStrategy):
     """One limit for every component that may write: ``settings.fixed_quota_bytes``."""
@@ -126,3 +149,9 @@ class FixedQuota(QuotaStrategy):
         if manifest.access in (Access.NONE, Access.READ_ONLY):
             return QUOTA_TABLE[manifest.access][0]
         return self.settings.fixed_quota_bytes
+
+    def describe_limit(self, manifest: Manifest) -> str:
+        return (
+            "it is the fixed_quota_bytes setting (quota strategy 'fixed'): raise it "
+            "(AIRSSYS_STORAGE_FIXED_QUOTA_BYTES or the settings file)"
+        )

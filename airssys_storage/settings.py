@@ -28,6 +28,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -129,8 +130,13 @@ class StorageSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is not None and "://" not in value:
-            raise ValueError("must be a URL such as memory://, sqlite:///path/to/file.db or leveldb:///path")
+        if value is not None:
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) is None:
+                raise ValueError("must be a URL such as memory://, sqlite:///path/to/file.db or leveldb:///path")
+            try:
+                urlsplit(value)
+            except ValueError as exc:  # e.g. an unclosed [ in the host part
+                raise ValueError(f"is not a valid URL ({exc}); percent-encode special characters") from None
         return value
 
     @field_validator("policies")

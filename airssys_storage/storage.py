@@ -14,6 +14,7 @@ import base64
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
@@ -26,6 +27,7 @@ from .errors import (
     InvalidKey,
     PermissionDenied,
     PluginError,
+    QuotaExceeded,
     StorageError,
     TooManyKeys,
     ValueTooLarge,
@@ -36,7 +38,7 @@ from .plugins import PluginRegistry
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 
-__all__ = ["ComponentStorage", "StorageManager", "encode_key"]
+__all__ = ["ComponentStorage", "StorageManager", "check_settings", "encode_key"]
 
 # C0 and C1 control characters (Unicode category Cc), NUL included.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -48,7 +50,7 @@ _T = TypeVar("_T")
 class _ComponentState:
     """Per-component state shared by every handle of one id; replaced in place on reload."""
 
-    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "manifest", "static_allowed")
+    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "limit_source", "manifest", "static_allowed")
 
     def __init__(self) -> None:
         self.manifest: Manifest
@@ -59,6 +61,8 @@ class _ComponentState:
         # Operation value -> the per-key policies asked on each call of it (only those declaring it).
         self.key_policies: dict[str, tuple[PermissionPolicy, ...]] = {}
         self.limit: int | None = 0
+        # What set the limit and how to raise it (QuotaStrategy.describe_limit), for quota-exceeded messages.
+        self.limit_source = ""
 
 
 class StorageManager:
@@ -108,8 +112,24 @@ class StorageManager:
             backend = backend_cls.open(url, settings.backend_options)
         except StorageError:
             raise
+        except ModuleNotFoundError as exc:
+            # A backend that does not name its missing driver itself: still a setup problem, not a failure.
+            raise ConfigurationError(
+                f"cannot open backend {backend_cls.name!r}: the Python module {exc.name!r} it needs is not "
+                f"installed ({exc}); install it (`pip install` the driver, see the backend's README)"
+            ) from exc
         except Exception as exc:
             raise InternalError(f"cannot open backend {backend_cls.name!r}: {type(exc).__name__}: {exc}") from exc
+        try:
+            backend.check_limits(settings.max_key_bytes, settings.max_value_bytes)
+        except BaseException as exc:
+            backend.close()
+            if isinstance(exc, Exception) and not isinstance(exc, StorageError):
+                raise InternalError(
+                    f"backend {backend_cls.name!r} failed checking the key and value limits: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            raise
         return cls(settings, backend, policies, quota_strategy, registry)
 
     def component(self, manifest: Manifest) -> ComponentStorage:
@@ -164,7 +184,12 @@ class StorageManager:
                 f"quota strategy {self._quota_strategy.name!r} returned {limit!r} for "
                 f"{manifest.id!r}; it must return a non-negative int or None"
             )
+        try:
+            source = self._quota_strategy.describe_limit(manifest)
+        except Exception:  # only a message: fall back to naming the strategy
+            source = QuotaStrategy.describe_limit(self._quota_strategy, manifest)
         state.manifest = manifest
+        state.limit_source = str(source)
         state.static_allowed = frozenset(static_allowed - vetoed)
         state.allowed = frozenset(candidates - vetoed)
         state.key_policies = key_policies
@@ -195,6 +220,31 @@ class StorageManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def check_settings(settings: StorageSettings, registry: PluginRegistry | None = None) -> list[StorageError]:
+    """What :meth:`StorageManager.from_settings` would refuse in *settings*, without opening anything.
+
+    Checks that every policy, the quota strategy and a backend for the URL's
+    scheme are installed (with *registry*, else the plugins installed now).
+    Returns the errors (each a :class:`PluginError` naming the fix); an empty
+    list means the names resolve. The backend's options and reachability are
+    checked only when it opens.
+    """
+    if registry is None:
+        registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    lookups: list[Callable[[], object]] = [
+        *(partial(registry.policy, name) for name in settings.policies),
+        partial(registry.quota_strategy, settings.quota_strategy),
+        partial(registry.backend_for_url, settings.resolved_url),
+    ]
+    problems: list[StorageError] = []
+    for lookup in lookups:
+        try:
+            lookup()
+        except StorageError as exc:
+            problems.append(exc)
+    return problems
 
 
 def _ask(policy: PermissionPolicy, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:
@@ -273,6 +323,11 @@ class ComponentStorage:
         """The byte limit in force (``None`` = unlimited)."""
         return self._state.limit
 
+    @property
+    def quota_source(self) -> str:
+        """What set :attr:`quota` and how to raise it (the quota strategy's ``describe_limit``), for messages."""
+        return self._state.limit_source
+
     # -- the seed's seven operations ----------------------------------------
 
     def get(self, key: str) -> bytes | None:
@@ -303,6 +358,8 @@ class ComponentStorage:
             raise _too_large(value, self._max_value)
         try:
             self._backend.commit_one(self._ns, raw, value, state.limit)
+        except QuotaExceeded as exc:  # the backend cannot know what set the limit; the strategy can
+            raise exc.with_source(state.limit_source) from None
         except StorageError:
             raise
         except Exception as exc:
@@ -533,7 +590,10 @@ class ComponentStorage:
     def _commit(self, changes: list[Change]) -> int:
         if not changes:
             return 0
-        return self._call(self._backend.commit, changes, self._state.limit)
+        try:
+            return self._call(self._backend.commit, changes, self._state.limit)
+        except QuotaExceeded as exc:
+            raise exc.with_source(self._state.limit_source) from None
 
     def _call(self, method: Callable[..., _T], *args: Any) -> _T:
         try:

@@ -6,6 +6,7 @@ import inspect
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -343,3 +344,38 @@ def test_batches_of_non_iterables_are_typed_errors_after_the_permission_check(ma
     for call in (lambda: store.get_many(None), lambda: store.delete_many(5), lambda: store.set_many(7)):
         with pytest.raises(InvalidArgument):
             call()  # type: ignore[no-untyped-call]
+
+
+def test_quota_error_names_the_default_quota_of_the_access_level() -> None:
+    """Issue 9: the message always said "raise the component's max-size", even with no max-size set."""
+    from airssys_storage.policies import ManifestQuota
+
+    settings = StorageSettings(url="memory://", max_value_bytes=10 * 1024 * 1024)
+    manifest = Manifest("app", Access.READ_WRITE)
+    assert "default quota of access 'read-write'" in ManifestQuota(settings).describe_limit(manifest)
+    with StorageManager.from_settings(settings) as manager:
+        store = manager.component(manifest)
+        store.set("big", bytes(10 * 1024 * 1024 - 3))
+        with pytest.raises(QuotaExceeded, match=r"set permissions\.storage\.max-size in it") as refused:
+            store.set("more", b"x")
+        assert refused.value.detail.startswith("quota exceeded for component 'app': the write needs 5 more bytes")
+        assert store.quota_source == ManifestQuota(settings).describe_limit(manifest)
+
+
+def test_importing_the_package_imports_nothing_heavy() -> None:
+    """Issue 9: ``import airssys_storage`` cost ~200 ms, mostly pydantic-settings; names load on first use."""
+    code = (
+        "import sys, airssys_storage\n"
+        "heavy = {'pydantic', 'pydantic_settings', 'pluggy', 'click', 'sqlalchemy', 'importlib.metadata'}\n"
+        "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
+        "from airssys_storage import StorageBackend, QuotaExceeded, Usage\n"  # what a backend plugin needs
+        "assert 'pydantic' not in sys.modules and 'pydantic_settings' not in sys.modules\n"
+        "from airssys_storage import StorageManager, OutcomeUnknown\n"
+        "assert airssys_storage.StorageManager is StorageManager and 'StorageManager' in dir(airssys_storage)\n"
+        "try:\n    airssys_storage.NoSuchName\nexcept AttributeError as exc:\n    assert 'NoSuchName' in str(exc)\n"
+        "else:\n    raise AssertionError('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert sorted(airssys_storage.__all__) == sorted(set(airssys_storage.__all__))
+    for name in airssys_storage.__all__:
+        assert getattr(airssys_storage, name) is not None

@@ -90,7 +90,7 @@ def test_readme_quota_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
     with StorageManager.from_settings(settings, registry=registry) as manager:
         store = manager.component(Manifest("app", Access.ADMIN, "500MB"))
         assert store.quota == 1024 * 1024
-        with pytest.raises(QuotaExceeded):
+        with pytest.raises(QuotaExceeded, match=r"raise the limit: it is the flat strategy.s limit of 1048576 bytes"):
             store.set("k", b"x" * 1024 * 1024)
     section = README[README.index("### A quota strategy") :]
     variable = re.search(r"AIRSSYS_STORAGE_PLUGIN_OPTIONS='(.*?)'", section)

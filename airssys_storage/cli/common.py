@@ -14,7 +14,7 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from ..errors import ConfigurationError, ManifestError
+from ..errors import ConfigurationError, ManifestError, QuotaExceeded
 from ..exchange import operator_settings, operator_storage
 from ..files import atomic_private_file
 from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
@@ -57,6 +57,33 @@ class JsonObject(click.ParamType):  # type: ignore[type-arg]
         if not isinstance(parsed, dict):
             self.fail(f"{value!r} is not a JSON object: write an object such as '{{\"name\": 1}}'", param, ctx)
         return parsed
+
+
+def _refuse_nul(
+    param_type: click.ParamType,  # type: ignore[type-arg]
+    value: Any,
+    param: click.Parameter | None,
+    ctx: click.Context | None,
+) -> None:
+    # os.stat and open() raise ValueError (not OSError) for a NUL, which click does not catch.
+    if isinstance(value, str) and "\x00" in value:
+        param_type.fail(f"{value!r} is not a usable file name: it contains a NUL character", param, ctx)
+
+
+class FilePath(click.Path):
+    """``click.Path`` that refuses a NUL in the name as a usage error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_nul(self, value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class InputFile(click.File):
+    """``click.File`` that refuses a NUL in the name as a usage error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _refuse_nul(self, value, param, ctx)
+        return super().convert(value, param, ctx)
 
 
 @dataclass(frozen=True)
@@ -127,7 +154,7 @@ def manifest_option(f: F) -> F:
     return click.option(
         "--manifest",
         "manifest_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=FilePath(exists=True, dir_okay=False, path_type=Path),
         help="The component's manifest: enforce its quota (by default operators are not quota-limited).",
     )(f)
 
@@ -162,6 +189,7 @@ def open_component(store: StoreSpec, component: str, manifest_path: Path | None 
     settings = store.settings()
     registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     quota = None
+    source = ""
     if manifest_path is not None:
         manifest = Manifest.from_file(manifest_path)
         if manifest.id != component:
@@ -169,9 +197,17 @@ def open_component(store: StoreSpec, component: str, manifest_path: Path | None 
                 f"manifest {str(manifest_path)!r} describes component {manifest.id!r}, not {component!r}: "
                 f"pass that component's manifest or --component {manifest.id}"
             )
-        quota = manifest_quota(settings, registry, manifest)
+        strategy = registry.create_quota_strategy(settings)
+        quota = strategy.limit_for(manifest)
+        source = f"{strategy.describe_limit(manifest)} (--manifest {str(manifest_path)!r})"
     with open_manager(settings, quota=quota, registry=registry) as manager:
-        yield operator_storage(manager, component)
+        try:
+            yield operator_storage(manager, component)
+        except QuotaExceeded as exc:
+            if not source:
+                raise
+            # The operator handle's limit is the manifest's, not the operator manager's own setting.
+            raise exc.with_source(source) from None
 
 
 # -- output ------------------------------------------------------------------
@@ -264,6 +300,13 @@ class Progress:
 # -- files -------------------------------------------------------------------
 
 
+def usable_path(path: str) -> str:
+    """*path*, or a usage error if no file system accepts it (a NUL character)."""
+    if "\x00" in path:
+        raise Failure(f"{path!r} is not a usable file name: it contains a NUL character")
+    return path
+
+
 @contextmanager
 def output_file(path: str) -> Iterator[IO[bytes]]:
     """Binary output to *path* (``-`` = stdout), written to a temporary file and renamed when complete.
@@ -277,7 +320,7 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
         yield stream
         stream.flush()
         return
-    target = Path(path)
+    target = Path(usable_path(path))
     if not target.parent.is_dir():
         raise Failure(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist; create it first")
     with atomic_private_file(target) as stream:
@@ -288,7 +331,7 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
 def input_file(path: str) -> Iterator[IO[bytes]]:
     """A seekable binary reader of *path*; ``-`` spools stdin to a temporary file first."""
     if path != "-":
-        with open(path, "rb") as stream:
+        with open(usable_path(path), "rb") as stream:
             yield stream
         return
     with tempfile.TemporaryFile() as spool:
@@ -307,6 +350,8 @@ __all__ = [
     "ComponentId",
     "ExitCode",
     "Failure",
+    "FilePath",
+    "InputFile",
     "Progress",
     "component_option",
     "echo_json",

@@ -14,6 +14,7 @@ from ..exchange import pages
 from .common import (
     ExitCode,
     Failure,
+    InputFile,
     StoreSpec,
     component_option,
     echo_json,
@@ -54,7 +55,7 @@ def get(component: str, store: StoreSpec, output: str | None, key: str) -> None:
 @component_option
 @store_options
 @manifest_option
-@click.option("--file", "-f", "file", type=click.File("rb"), help="Read the value from this file.")
+@click.option("--file", "-f", "file", type=InputFile("rb"), help="Read the value from this file.")
 @click.argument("key")
 @click.argument("value", required=False)
 def set_(

@@ -14,20 +14,58 @@ from ..manifest import Manifest
 from ..plugins import PluginRegistry
 from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
-from .common import StoreSpec, echo_json, human_bytes, info, json_option, print_table, redact_url, store_options
+from ..storage import check_settings
+from .common import (
+    FilePath,
+    StoreSpec,
+    echo_json,
+    human_bytes,
+    info,
+    json_option,
+    print_table,
+    redact_url,
+    store_options,
+)
 
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "key")
+#: Option names whose values are secrets, compared exactly (case-insensitive, ``-`` read as ``_``):
+#: a name that merely contains one of them (``size_cache_keys``) is shown.
+SECRET_OPTION_NAMES = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "sslpassword",
+        "secret",
+        "client_secret",
+        "secret_key",
+        "token",
+        "access_token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credentials",
+    }
+)
 
 
-def _redact_options(value: Any) -> Any:
-    """Backend options with secret-looking entries masked (they may hold credentials)."""
+def redact_options(value: Any) -> Any:
+    """*value* (backend options) with secrets masked as ``***``, recursively.
+
+    An entry is masked when its name is one of :data:`SECRET_OPTION_NAMES`;
+    a string that is a URL with a password (``…://user:PASSWORD@host``) shows
+    ``***`` in its place. Nothing else is touched.
+    """
     if isinstance(value, dict):
         return {
-            k: "***" if any(word in str(k).lower() for word in _SECRET_WORDS) else _redact_options(v)
+            k: "***" if str(k).lower().replace("-", "_") in SECRET_OPTION_NAMES else redact_options(v)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_redact_options(v) for v in value]
+        return [redact_options(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
     return value
 
 
@@ -72,29 +110,44 @@ def _display(settings: StorageSettings, field: str) -> Any:
     if field == "url":
         return redact_url(settings.resolved_url)
     if field == "backend_options":
-        return _redact_options(value)
+        return redact_options(value)
     if field == "plugin_options":
-        return {name: _redact_options(options) for name, options in value.items()}
+        return {name: redact_options(options) for name, options in value.items()}
     return value
 
 
 @click.command()
 @store_options
 @json_option
-def config(store: StoreSpec, as_json: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 3 if a policy, the quota strategy or the URL's backend is not installed (always reported).",
+)
+def config(store: StoreSpec, as_json: bool, check: bool) -> None:
     """Show the effective settings and where each value came from.
 
     Precedence: --url, then AIRSSYS_STORAGE_* environment variables, then the
     settings file (AIRSSYS_STORAGE_CONFIG_FILE, else ./airssys-storage.toml,
-    else the user's config.toml), then the defaults.
+    else the user's config.toml), then the defaults. Policies, the quota
+    strategy and the URL's scheme are checked against the installed plugins:
+    a problem is a warning on stderr, and with --check an error (exit code 3).
     """
     settings, path, sources = settings_provenance(store)
+    problems = check_settings(settings)
+    if check and problems:
+        raise ConfigurationError(
+            f"{len(problems)} problem(s) in the settings: " + "; ".join(p.message for p in problems)
+        )
+    for problem in problems:
+        info(f"warning: {problem.message}")
     if settings.url is None:
         sources["url"] = "default (a SQLite file in the user's data directory)"
     if as_json:
         echo_json(
             {
                 "settings_file": None if path is None else str(path),
+                "problems": [problem.message for problem in problems],
                 "settings": {
                     field: {"value": _display(settings, field), "source": sources[field]} for field in sources
                 },
@@ -107,6 +160,8 @@ def config(store: StoreSpec, as_json: bool) -> None:
         info(f"settings file: {path}")
     else:
         info(f"no settings file (set {CONFIG_FILE_ENV}, or create ./airssys-storage.toml or the user's config.toml)")
+    if check:
+        info("check: the policies, the quota strategy and the URL's backend are installed")
 
 
 @click.command()
@@ -153,7 +208,7 @@ def manifest() -> None:
 
 
 @manifest.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=FilePath(exists=True, dir_okay=False, path_type=Path))
 @json_option
 def check(file: Path, as_json: bool) -> None:
     """Validate a manifest; a problem is reported with the field and the fix (exit code 3)."""

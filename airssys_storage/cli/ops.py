@@ -20,6 +20,7 @@ from ..storage import ComponentStorage
 from .common import (
     ExitCode,
     Failure,
+    FilePath,
     Progress,
     StoreSpec,
     echo_json,
@@ -51,7 +52,7 @@ def _manifests(paths: Iterable[Path]) -> list[Manifest]:
     "--manifest",
     "manifest_paths",
     multiple=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=FilePath(exists=True, path_type=Path),
     help="A manifest, or a directory of *.toml manifests (repeatable): gives those components' quotas.",
 )
 @json_option

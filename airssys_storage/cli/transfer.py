@@ -8,11 +8,10 @@ from typing import Any
 
 import click
 
-from ..exchange import ExportInfo, export_component, import_component, operator_storage, read_export_component
+from ..exchange import ExportInfo, MigrationPlan, export_component, import_component, read_export_component
 from ..exchange import migrate as migrate_components
 from .common import (
     ComponentId,
-    ExitCode,
     Failure,
     JsonObject,
     Progress,
@@ -106,18 +105,14 @@ def migrate(
     if (source_settings.url, source_settings.backend_options) == (target_settings.url, target_settings.backend_options):
         raise Failure("--from and --to name the same store: give two different URLs (or backend options)")
     with open_manager(source_settings) as source, open_manager(target_settings) as target:
-        ids = list(components) if components else source.backend.namespaces()
-        usages = {cid: operator_storage(source, cid).usage() for cid in ids}
-        empty = [cid for cid in components if usages[cid].keys == 0]
-        if empty:
-            raise Failure(
-                f"component {empty[0]!r} holds no keys at {redact_url(source_url)}; check the id and --from "
-                "(`airssys-storage stats --url URL` lists the components)",
-                ExitCode.NOT_FOUND,
+        with Progress("migrating", None) as progress:
+
+            def planned(plan: MigrationPlan) -> None:
+                progress.set_total(plan.keys)
+
+            results = migrate_components(
+                source, target, components or None, prune=prune, progress=progress, on_planned=planned
             )
-        total = sum(usage.keys for usage in usages.values())
-        with Progress("migrating", total) as progress:
-            results = migrate_components(source, target, ids, prune=prune, progress=progress)
     if as_json:
         click.echo(
             json.dumps(
@@ -137,6 +132,7 @@ def migrate(
             )
         )
     written = sum(r.written for r in results)
+    total = sum(r.source.keys for r in results)
     info(
         f"migrated {len(results)} components ({total} keys, {written} written) from {redact_url(source_url)} "
         f"to {redact_url(target_url)}; key counts and bytes verified"

@@ -27,6 +27,7 @@ from airssys_storage import (
     Manifest,
     PermissionDenied,
     QuotaExceeded,
+    QuotaStrategy,
     StorageError,
     StorageManager,
     StorageSettings,
@@ -443,6 +444,34 @@ class BackendConformance:
         assert store.usage() == Usage(9 * (5 + MiB) + 2, 10)
         store.clear()
         assert store.usage() == Usage()
+
+    def test_quota_error_names_what_set_the_limit(self, manager: StorageManager) -> None:
+        """A refused write names the source of its limit: the manifest's max-size, fixed_quota_bytes, a strategy."""
+        big = b"x" * 200
+        store = self.open(manager, "q-manifest", max_size=100)
+        named_max_size = r"permissions\.storage\.max-size in the manifest of 'q-manifest'"
+        with pytest.raises(QuotaExceeded, match=named_max_size):
+            store.set("k", big)
+        with pytest.raises(QuotaExceeded, match=named_max_size):
+            store.set_many([("k", big), ("l", b"")])
+        fixed = manager.settings.model_copy(update={"quota_strategy": "fixed", "fixed_quota_bytes": 100})
+
+        class TenBytes(QuotaStrategy):
+            name = "ten-bytes"
+
+            def limit_for(self, manifest: Manifest) -> int | None:
+                return 10
+
+        # Managers sharing this backend with other strategies (never closed: the backend is the fixture's).
+        for strategy, named in ((FixedQuota(fixed), "fixed_quota_bytes setting"), (TenBytes(fixed), "'ten-bytes'")):
+            other = StorageManager(fixed, manager.backend, [ManifestPolicy(fixed)], strategy)
+            handle = other.component(Manifest(f"q-{strategy.name}", Access.READ_WRITE))
+            with pytest.raises(QuotaExceeded, match=named) as refused:
+                handle.set("k", big)
+            assert "max-size" not in refused.value.message
+            with pytest.raises(QuotaExceeded, match=named):
+                handle.set_many([("k", big), ("l", b"")])
+            assert handle.keys() == []
 
     def test_readonly_component_cannot_write(self, manager: StorageManager) -> None:
         """Permissions (core): read-only may read but not write; earlier handles follow a manifest reload."""

@@ -261,6 +261,56 @@ def test_config_default_url_and_password_redaction(cli: Run) -> None:
     assert secret["settings"]["backend_options"]["source"] == "argument (--backend-options)"
 
 
+def test_config_masks_exact_secret_names_only(cli: Run) -> None:
+    """Issue 9: `config` masked LevelDB's size_cache_keys as *** (any name containing "key")."""
+    shown = config_json(cli, "--url", "leveldb:///tmp/x", "--backend-options", '{"size_cache_keys": 5000}')
+    assert shown["settings"]["backend_options"]["value"] == {"size_cache_keys": 5000}
+    options = {
+        "connect_args": {"password": "pw1", "sslPassword": "pw2", "sslmode": "require", "keepalives": 1},
+        "token": "t0k3n-value",
+        "api-key": "k3y",
+        "table_prefix": "secret_keys_",
+        "mirror": "postgresql://user:pw4@db/x?password=pw5",
+        "hosts": ["mysql://root:pw6@h/db", "plain"],
+    }
+    shown = config_json(cli, "--url", "postgresql+psycopg://u@db/x", "--backend-options", json.dumps(options))
+    value = shown["settings"]["backend_options"]["value"]
+    for secret in ("pw1", "pw2", "t0k3n-value", "k3y", "pw4", "pw5", "pw6"):
+        assert secret not in json.dumps(shown)
+    assert value["connect_args"] == {"password": "***", "sslPassword": "***", "sslmode": "require", "keepalives": 1}
+    assert value["table_prefix"] == "secret_keys_" and value["hosts"][1] == "plain"
+    assert value["mirror"] == "postgresql://user:***@db/x?password=***"
+
+
+@pytest.mark.parametrize(
+    "variable, value, named",
+    [
+        ("AIRSSYS_STORAGE_POLICIES", '["manifest", "nosuch-policy"]', "no permission policy named 'nosuch-policy'"),
+        ("AIRSSYS_STORAGE_QUOTA_STRATEGY", "nosuch-strategy", "no quota strategy named 'nosuch-strategy'"),
+        ("AIRSSYS_STORAGE_URL", "nosuch://x", "no installed backend serves URL scheme 'nosuch'"),
+    ],
+)
+def test_config_check_fails_on_unknown_names(cli: Run, variable: str, value: str, named: str) -> None:
+    """Issue 9: `config` exited 0 with an unknown policy, quota strategy or URL scheme."""
+    env = {"AIRSSYS_STORAGE_URL": "memory://", variable: value}
+    result = cli("config", "--check", env=env)
+    assert result.exit_code == 3, result.stderr
+    assert named in one_error_line(result.stderr)
+    # Without --check the table still shows, with the problem as a warning.
+    result = cli("config", env=env)
+    assert result.exit_code == 0 and f"warning: {named}" in result.stderr
+    assert config_json(cli, env=env)["problems"][0].startswith(named)
+
+
+def test_config_check_passes_on_good_settings(cli: Run) -> None:
+    result = cli(
+        "config", "--check", env={"AIRSSYS_STORAGE_URL": "memory://", "AIRSSYS_STORAGE_QUOTA_STRATEGY": "fixed"}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "check: the policies, the quota strategy and the URL's backend are installed" in result.stderr
+    assert config_json(cli, env={"AIRSSYS_STORAGE_URL": "memory://"})["problems"] == []
+
+
 def test_config_table_and_a_bad_setting(cli: Run) -> None:
     result = cli("config", env={"AIRSSYS_STORAGE_URL": "memory://"})
     assert result.exit_code == 0 and "environment variable AIRSSYS_STORAGE_URL" in result.stdout
@@ -350,7 +400,11 @@ def test_operators_ignore_quota_unless_a_manifest_is_given(cli: Run, store: Stor
     manifest = write_manifest(tmp_path / "m.toml", "app", "read-write", "100")
     args = ["set", "--url", store.url, "-c", "app", "k", "-"]
     result = cli(*args, "--manifest", str(manifest), input=bytes(200))
-    assert result.exit_code == 4 and "quota exceeded" in one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
+    assert result.exit_code == 4 and "quota exceeded" in line
+    # The limit is the manifest's (not the operator manager's internal fixed quota).
+    assert "permissions.storage.max-size in the manifest of 'app' (quota strategy 'manifest'): raise it" in line
+    assert f"(--manifest {str(manifest)!r})" in line and "fixed_quota_bytes" not in line
     assert store.read("app") == {}
     assert cli(*args, input=bytes(200)).exit_code == 0  # an operator may go past it
     other = write_manifest(tmp_path / "o.toml", "other", "read-write")
@@ -489,7 +543,9 @@ def test_import_respects_the_manifest_quota(cli: Run, store: Store, tmp_path: Pa
     cli("export", "--url", store.url, "-c", "app", "-o", str(file))
     manifest = write_manifest(tmp_path / "m.toml", "small", "read-write", "100")
     result = cli("import", str(file), "--url", store.url, "-c", "small", "--manifest", str(manifest))
-    assert result.exit_code == 4 and "nothing was written" in one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
+    assert result.exit_code == 4 and "nothing was written" in line
+    assert "permissions.storage.max-size in the manifest of 'small'" in line and "fixed_quota_bytes" not in line
     assert store.read("small") == {}
 
 

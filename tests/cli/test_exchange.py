@@ -12,6 +12,7 @@ from cli_helpers import ADVERSARIAL, read_all, sample_data
 
 from airssys_storage import (
     Access,
+    KeyNotFound,
     Manifest,
     QuotaExceeded,
     StorageManager,
@@ -27,6 +28,7 @@ from airssys_storage.exchange import (
     migrate,
     operator_settings,
     operator_storage,
+    plan_migration,
     read_export_component,
     validate_export,
 )
@@ -320,6 +322,24 @@ def test_migrate_prune_empties_components_cleared_in_the_source(source: StorageM
     assert sorted(r.component for r in results) == ["app", "other"]
     assert read_all(operator_storage(target, "app")) == {}
     assert target.backend.namespaces() == ["other"]
+
+
+def test_plan_migration_names_the_components_and_refuses_unknown_ones(
+    source: StorageManager, target: StorageManager
+) -> None:
+    fill(source, "app", {"k1": b"1", "k2": b"2"})
+    fill(target, "only-target", {"k": b"v"})
+    assert plan_migration(source, target).components == ["app"]
+    plan = plan_migration(source, target, prune=True)
+    assert plan.components == ["app", "only-target"] and plan.keys == 2
+    with pytest.raises(KeyNotFound, match="'ghost' holds no keys in the source"):
+        plan_migration(source, target, ["app", "ghost"])
+    with pytest.raises(KeyNotFound, match="'only-target' holds no keys"):
+        plan_migration(source, target, ["only-target"])
+    # With --prune, a component only the target holds is emptied, not refused.
+    planned: list[int] = []
+    [result] = migrate(source, target, ["only-target"], prune=True, on_planned=lambda p: planned.append(p.keys))
+    assert planned == [0] and result.deleted == 1 and result.verified
 
 
 def test_copy_component_between_ids(source: StorageManager, target: StorageManager) -> None:

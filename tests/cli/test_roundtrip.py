@@ -119,6 +119,25 @@ def test_migrate_every_component_of_a_private_store(cli: Run, make_store: MakeSt
         assert target.read(cid) == source.read(cid)
 
 
+def test_migrate_prune_empties_components_cleared_in_the_source(cli: Run, make_store: MakeStore) -> None:
+    """Issue 9: `migrate --prune` computed its own component list and kept target-only components."""
+    source = make_store("leveldb")
+    target = make_store("sqlite")
+    source.write("alpha", {"a": b"1"})
+    source.write("beta", {f"b{i}": b"2" for i in range(5)})
+    assert cli("migrate", "--from", source.url, "--to", target.url).exit_code == 0
+    assert cli("clear", "-c", "beta", "--yes", "--url", source.url).exit_code == 0
+    result = cli("migrate", "--from", source.url, "--to", target.url, "--prune", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = {row["component"]: row for row in json.loads(result.stdout)}
+    assert report["beta"]["deleted"] == 5 and report["beta"]["verified"] and report["beta"]["keys"] == 0
+    assert target.read("beta") == {} and target.read("alpha") == {"a": b"1"}
+    # Without --prune the cleared component is not listed, so verification cannot pass silently either.
+    source.write("gamma", {"g": b"3"})
+    result = cli("migrate", "--from", source.url, "--to", target.url, "-c", "beta", "--prune")
+    assert result.exit_code == 1 and "'beta' holds no keys" in result.stderr
+
+
 def test_migrate_errors(cli: Run, make_store: MakeStore) -> None:
     source = make_store("leveldb")
     result = cli("migrate", "--from", source.url, "--to", source.url)

@@ -30,7 +30,12 @@ from itertools import islice
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
-import plyvel
+try:
+    import plyvel
+except ImportError as _exc:  # the plugin still registers; opening a store names the fix
+    PLYVEL_MISSING: ImportError | None = _exc
+else:
+    PLYVEL_MISSING = None
 
 from airssys_storage import (
     Capabilities,
@@ -72,7 +77,10 @@ _open_paths_lock = threading.Lock()
 
 def path_from_url(url: str) -> str:
     """The absolute filesystem path of a ``leveldb:///absolute/path`` URL."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"leveldb URL {url!r} is invalid ({exc}); write leveldb:///absolute/path") from None
     if backend_scheme(url) != "leveldb":
         raise ConfigurationError(f"{url!r} is not a leveldb:// URL")
     if parts.netloc:
@@ -191,6 +199,7 @@ class LevelDBBackend(StorageBackend):
         """
         opts = LevelDBOptions.parse(options or {})
         path = path_from_url(url)
+        require_plyvel()
         if not os.path.isdir(path):
             raise ConfigurationError(f"cannot repair the LevelDB database at {path}: no such directory")
         real = os.path.realpath(path)
@@ -603,7 +612,19 @@ def _create_private_directory(path: str) -> None:
         ) from None
 
 
+def require_plyvel() -> None:
+    """Raise ``invalid-config`` with the install line when plyvel (the LevelDB binding) is missing."""
+    if PLYVEL_MISSING is not None:
+        raise ConfigurationError(
+            f"the leveldb backend needs the Python module 'plyvel', which is not installed ({PLYVEL_MISSING}); "
+            "install it with: pip install 'plyvel>=1.5' (where no plyvel wheel exists for your Python or "
+            "platform, pip builds it from source: install a C++ compiler and the LevelDB headers first, "
+            "see the airssys-storage-leveldb README)"
+        )
+
+
 def _open_db(path: str, options: LevelDBOptions) -> Any:
+    require_plyvel()
     _check_location(path)
     _create_private_directory(path)
     try:

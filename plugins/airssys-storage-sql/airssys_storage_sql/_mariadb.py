@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from airssys_storage import Change, InternalError, InvalidKey, StorageError
+from airssys_storage import Change, ConfigurationError, InternalError, InvalidKey, StorageError
 
 from ._schema import MARIADB_MAX_KEY_BYTES
 from ._server import ServerBackend
@@ -32,6 +32,10 @@ _ER_LOCK_WAIT_TIMEOUT = 1205
 _ER_DATA_TOO_LONG = 1406
 _ER_NET_PACKET_TOO_LARGE = 1153
 _ER_NO_SUCH_TABLE = 1146
+#: The largest max_allowed_packet a MariaDB / MySQL server accepts.
+_PACKET_MAXIMUM = 1024 * 1024 * 1024
+#: The longest namespace (component id) written into a statement.
+_MAX_NAMESPACE = 63
 
 
 @dataclass
@@ -97,6 +101,46 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
         cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, round(self._options.lock_timeout))}")
         return cursor
+
+    # -- limits ------------------------------------------------------------------------
+
+    def value_ceiling(self, packet: int, max_key_bytes: int) -> int:
+        """The largest value one upsert can carry when the server's ``max_allowed_packet`` is *packet* bytes.
+
+        PyMySQL writes bytes into the statement text as ``_binary X'…'``: two hex
+        digits per byte. The packet is the command byte plus the statement: its
+        text, the quoted namespace, the key and the value, each hex-encoded.
+        """
+        text = len(self._q_upsert) - 3 * len("%s")
+        quoted = (_MAX_NAMESPACE + 2) + 2 * len("_binary X''")
+        return (packet - 1 - text - quoted - 2 * max_key_bytes) // 2
+
+    def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
+        if max_key_bytes > MARIADB_MAX_KEY_BYTES:
+            raise ConfigurationError(
+                f"max_key_bytes = {max_key_bytes} is above the {MARIADB_MAX_KEY_BYTES} bytes the MariaDB key column "
+                f"of {self.where} holds: lower max_key_bytes to at most {MARIADB_MAX_KEY_BYTES}"
+            )
+        rows = self._run("reading max_allowed_packet", self._fetchall, "SELECT @@max_allowed_packet", ())
+        packet = int(rows[0][0])
+        ceiling = self.value_ceiling(packet, max_key_bytes)
+        if max_value_bytes <= ceiling:
+            return
+        needed = packet + 2 * (max_value_bytes - ceiling)
+        fix = (
+            f"lower max_value_bytes to at most {ceiling}, or raise max_allowed_packet on the server to at least "
+            f"{needed} (SET GLOBAL max_allowed_packet = {needed}, and max_allowed_packet = {needed} under [mysqld] "
+            "in its configuration so that it survives a restart)"
+            if needed <= _PACKET_MAXIMUM
+            else f"lower max_value_bytes to at most {self.value_ceiling(_PACKET_MAXIMUM, max_key_bytes)} (the most "
+            f"any MariaDB server accepts) and raise max_allowed_packet on the server accordingly, or at most {ceiling} "
+            "with its current setting"
+        )
+        raise ConfigurationError(
+            f"max_value_bytes = {max_value_bytes} is more than {self.where} can store: its max_allowed_packet is "
+            f"{packet} bytes, and a value travels hex-encoded (two bytes per byte) in one statement, so the largest "
+            f"value is {ceiling} bytes; {fix}"
+        )
 
     # -- writes ------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any, ClassVar
 
-from airssys_storage import Change, InternalError, StorageError, quota_exceeded
+from airssys_storage import Change, ConfigurationError, InternalError, StorageError, quota_exceeded
 
 from ._server import ServerBackend
 from ._transactional import MAX_ATTEMPTS, backoff
@@ -47,6 +47,8 @@ _first = itemgetter(0)
 _QUOTA = "AS002"
 _NO_USAGE_ROW = "AS001"
 _RETRY = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+#: PostgreSQL's largest field (a bytea value) and message (a statement with its parameters): 1 GB - 1.
+_FIELD_MAXIMUM = 2**30 - 1
 
 
 class PostgreSQLBackend(ServerBackend):
@@ -141,6 +143,16 @@ class PostgreSQLBackend(ServerBackend):
             )
             SELECT count(*) FROM x"""
 
+    def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
+        # The statement's message carries the namespace, the key, sizes and the value: keep 64 KiB for them.
+        ceiling = _FIELD_MAXIMUM - max_key_bytes - 65536
+        if max_value_bytes > ceiling:
+            raise ConfigurationError(
+                f"max_value_bytes = {max_value_bytes} is more than {self.where} can store: PostgreSQL's largest "
+                f"field and message are 1 GB ({_FIELD_MAXIMUM + 1} bytes), so the largest value is {ceiling} bytes; "
+                f"lower max_value_bytes to at most {ceiling}"
+            )
+
     def _setup(self, dbapi_connection: Any) -> Any:
         conn = dbapi_connection
         conn.autocommit = True
@@ -187,7 +199,8 @@ class PostgreSQLBackend(ServerBackend):
                     self._release(cursor)
                     backoff(attempt)
                     continue
-                raise self._failed(cursor, exc, action) from exc
+                # One autocommit statement: a connection lost during it may have lost only the answer.
+                raise self._failed(cursor, exc, action, committing=True) from exc
             except BaseException:
                 self._interrupted(cursor)
                 raise

@@ -17,20 +17,20 @@ the ratio to raw ``sqlite3`` (one plain call, measured, does not).
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool, StaticPool
-
-from airssys_storage import Capabilities, Change, InternalError, StorageError
+from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError
 from airssys_storage.files import create_private_file
 
 from ._transactional import TransactionalBackend
 from .backend import MARKS, SQLBackend, SQLOptions, describe
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Dialect
 
 # Rows per statement in a batch: two bound values each, far below SQLite's 32766.
 _CHUNK = 5000
@@ -45,17 +45,36 @@ class SQLiteBackend(TransactionalBackend):
     engine = "sqlite"
     placeholder = "?"
 
-    @classmethod
-    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
-        database = url.database or ""
-        memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
-        connect_args: dict[str, Any] = {
+    @staticmethod
+    def connect_args(options: SQLOptions) -> dict[str, Any]:
+        """Keyword arguments of ``sqlite3.connect`` for every connection."""
+        return {
             # Connections move between threads (one thread at a time); sqlite3 must not object.
             "check_same_thread": False,
             "isolation_level": None,
             "timeout": options.lock_timeout,
             **options.connect_args,
         }
+
+    @classmethod
+    def create_plain(cls, database: str, options: SQLOptions) -> SQLBackend:
+        """The backend of a plain ``sqlite:///PATH`` URL (no query): opened without importing SQLAlchemy.
+
+        SQLAlchemy would only parse the URL and call ``sqlite3.connect``; it is
+        imported when the tables must be created (see :class:`PlainSQLiteEngine`).
+        """
+        _create_private_database(database)
+        engine = PlainSQLiteEngine(os.path.abspath(database), cls.connect_args(options))
+        return cls(engine, options, f"SQLite database {database}")  # type: ignore[arg-type]
+
+    @classmethod
+    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool, StaticPool
+
+        database = url.database or ""
+        memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
+        connect_args = cls.connect_args(options)
         if memory:
             # One connection is the whole database: every thread shares it, in turn.
             engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
@@ -85,6 +104,17 @@ class SQLiteBackend(TransactionalBackend):
         self._q_delete_rows = self._by_count(
             f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS}) RETURNING length(k) + length(v)"
         )
+
+    def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
+        # SQLITE_MAX_LENGTH bounds every blob and every row record (namespace, key, value and header).
+        length = self._run("reading SQLITE_MAX_LENGTH", lambda conn: conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))
+        ceiling = int(length) - max_key_bytes - 128
+        if max_value_bytes > ceiling:
+            raise ConfigurationError(
+                f"max_value_bytes = {max_value_bytes} is more than {self.where} can store: SQLite's maximum "
+                f"length of a row (SQLITE_MAX_LENGTH) is {length} bytes, so the largest value is {ceiling} bytes; "
+                f"lower max_value_bytes to at most {ceiling}"
+            )
 
     def _setup(self, dbapi_connection: Any) -> Any:
         conn: sqlite3.Connection = dbapi_connection
@@ -250,6 +280,45 @@ def _create_private_database(path: str) -> None:
     """
     with contextlib.suppress(OSError):
         create_private_file(path)
+
+
+class _PlainConnection:
+    """What the backend uses of a SQLAlchemy pooled connection."""
+
+    __slots__ = ("dbapi_connection",)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.dbapi_connection = connection
+
+    def close(self) -> None:
+        self.dbapi_connection.close()
+
+    invalidate = close
+
+
+class PlainSQLiteEngine:
+    """What :class:`SQLiteBackend` uses of a SQLAlchemy engine, for a file: ``sqlite3.connect`` per connection.
+
+    Starting a command-line read with SQLAlchemy costs more than the rest of
+    the read; this engine imports it only for :attr:`dialect`, which compiles
+    the ``CREATE TABLE`` statements of a new store.
+    """
+
+    def __init__(self, database: str, connect_args: dict[str, Any]) -> None:
+        self.database = database
+        self.connect_args = connect_args
+
+    def raw_connection(self) -> _PlainConnection:
+        return _PlainConnection(sqlite3.connect(self.database, **self.connect_args))
+
+    @property
+    def dialect(self) -> Dialect:
+        from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+        return SQLiteDialect_pysqlite()
+
+    def dispose(self) -> None:
+        """Nothing pooled: the backend closes its connections."""
 
 
 class SQLiteMemoryBackend(SQLiteBackend):

@@ -75,9 +75,11 @@ class TransactionalBackend(SQLBackend):
                 item = self._idle.pop()
             except IndexError:
                 item = self._acquire()
+            committing = False
             try:
                 self._begin(item, namespace)
                 result = work(item, *args)
+                committing = True  # from here a lost connection leaves the outcome unknown
                 self._end(item)
             except Exception as exc:
                 if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
@@ -85,7 +87,7 @@ class TransactionalBackend(SQLBackend):
                     self._recover(item)
                     backoff(attempt)
                     continue
-                raise self._failed(item, exc, action) from exc
+                raise self._failed(item, exc, action, committing) from exc
             except BaseException:
                 self._interrupted(item)
                 raise

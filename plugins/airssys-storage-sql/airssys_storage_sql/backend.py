@@ -29,7 +29,15 @@ from dataclasses import dataclass, field, fields
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from airssys_storage import Capabilities, ConfigurationError, InternalError, StorageBackend, StorageError, Usage
+from airssys_storage import (
+    Capabilities,
+    ConfigurationError,
+    InternalError,
+    OutcomeUnknown,
+    StorageBackend,
+    StorageError,
+    Usage,
+)
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
 
@@ -49,6 +57,31 @@ ENGINES = {
 }
 #: The DBAPI driver each family's hot path is written for, and the extra that installs it.
 DRIVERS = {"sqlite": ("pysqlite", None), "postgresql": ("psycopg", "postgresql"), "mariadb": ("pymysql", "mysql")}
+#: Top-level module -> the requirement that installs it (what the extras of this distribution pull in).
+REQUIRED_MODULES = {
+    "psycopg": "psycopg[binary]>=3.1",
+    "psycopg_binary": "psycopg[binary]>=3.1",
+    "pymysql": "PyMySQL>=1.1",
+    "sqlalchemy": "SQLAlchemy>=2.0,<3",
+}
+
+
+def missing_dependency(exc: ImportError, engine: str | None) -> ConfigurationError | None:
+    """The ``invalid-config`` error for a driver or library of this backend that is not installed.
+
+    ``None`` when *exc* is about another module (a real bug, left to propagate).
+    """
+    module = (exc.name or "").partition(".")[0]
+    requirement = REQUIRED_MODULES.get(module)
+    if requirement is None:
+        return None
+    extra = DRIVERS[engine][1] if engine in DRIVERS else None
+    via = f" (the [{extra}] extra of airssys-storage-sql)" if extra and module != "sqlalchemy" else ""
+    what = f"the {engine} driver" if engine and module != "sqlalchemy" else "a library of the sql backend"
+    return ConfigurationError(
+        f"{what}, Python module {module!r}, is not installed ({exc}); install it with: pip install '{requirement}'{via}"
+    )
+
 
 _first = itemgetter(0)
 _PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
@@ -160,13 +193,29 @@ def parse_url(url: str) -> tuple[URL, str]:
     name = base if engine == "sqlite" else f"{base}+{wanted}"
     try:
         return make_url(f"{name}://{rest}"), engine
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
         raise ConfigurationError(f"invalid database URL {redact(url)!r}: {exc}") from None
 
 
+_PLAIN_SQLITE = re.compile(r"sqlite:///([^?#%\x00]+)", re.IGNORECASE)
+
+
+def plain_sqlite_path(url: str) -> str | None:
+    """The file of a plain ``sqlite:///PATH`` URL (no query, fragment or %-escape), as SQLAlchemy reads it.
+
+    ``None`` for every other URL, which :func:`parse_url` then parses with SQLAlchemy.
+    """
+    match = _PLAIN_SQLITE.fullmatch(url)
+    if match is None or match.group(1) == ":memory:":
+        return None
+    return match.group(1)
+
+
 def redact(url: str) -> str:
-    """*url* without its password."""
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+    """*url* without its password (the core's rule, so every message masks the same)."""
+    from airssys_storage.plugins import redact_url
+
+    return redact_url(url)
 
 
 def describe(exc: BaseException) -> str:
@@ -239,23 +288,34 @@ class SQLBackend(StorageBackend):
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any]) -> SQLBackend:
-        sa_url, engine = parse_url(url)
-        opts = SQLOptions.parse(options, engine)
+        engine: str | None = None
         impl: type[SQLBackend]
+        plain = plain_sqlite_path(url)
+        if plain is not None:  # the embedded default: no SQLAlchemy unless the tables must be created
+            from ._sqlite import SQLiteBackend
+
+            backend = SQLiteBackend.create_plain(plain, SQLOptions.parse(options, "sqlite"))
+            return cls._with_schema(backend)
         try:
+            sa_url, engine = parse_url(url)
+            opts = SQLOptions.parse(options, engine)
             if engine == "sqlite":
                 from ._sqlite import SQLiteBackend as impl
             elif engine == "postgresql":
                 from ._postgresql import PostgreSQLBackend as impl
             else:
                 from ._mariadb import MariaDBBackend as impl
-        except ModuleNotFoundError as exc:
-            extra = DRIVERS[engine][1]
-            raise ConfigurationError(
-                f"the {engine} driver is not installed ({exc}); install it with: "
-                f"pip install 'airssys-storage-sql[{extra}]'"
-            ) from None
-        backend = impl.create(sa_url, opts)
+            # SQLAlchemy imports the DBAPI driver here (create_engine).
+            backend = impl.create(sa_url, opts)
+        except ImportError as exc:
+            missing = missing_dependency(exc, engine)
+            if missing is None:
+                raise
+            raise missing from None
+        return cls._with_schema(backend)
+
+    @staticmethod
+    def _with_schema(backend: SQLBackend) -> SQLBackend:
         try:
             backend._ensure_schema()
         except BaseException:
@@ -368,14 +428,29 @@ class SQLBackend(StorageBackend):
 
     # -- errors ----------------------------------------------------------------------
 
-    def _failed(self, item: Any, exc: Exception, action: str) -> StorageError:
-        """Clean up *item* after *exc* and return the error to raise."""
+    def _failed(self, item: Any, exc: Exception, action: str, committing: bool = False) -> StorageError:
+        """Clean up *item* after *exc* and return the error to raise.
+
+        *committing*: *exc* came while the server may have been committing the write (an
+        autocommit write statement, or ``COMMIT``), so a lost connection leaves its outcome
+        unknown: :class:`~airssys_storage.OutcomeUnknown`. A connection lost before that
+        point rolled the transaction back: a plain ``internal-error``.
+        """
         if isinstance(exc, StorageError):
             self._recover(item)
             return exc
+        if isinstance(exc, ImportError) and (missing := missing_dependency(exc, self.engine)) is not None:
+            self._recover(item)  # SQLAlchemy, imported only to create the tables of a new SQLite file
+            return missing
         if self._is_disconnect(item, exc):
             self._discard(item)
             self._discard_idle()
+            if committing:
+                return OutcomeUnknown(
+                    f"lost the connection to {self.where} while committing the {action}: {describe(exc)}; the "
+                    f"{action} may have been applied: read back before retrying (the backend reconnects on the "
+                    "next operation)"
+                )
             return InternalError(
                 f"lost the connection to {self.where} during {action}: {describe(exc)}; "
                 "the backend reconnects on the next operation"

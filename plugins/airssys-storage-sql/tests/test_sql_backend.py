@@ -170,10 +170,13 @@ def test_unknown_schema_version_is_refused(
 
 
 def test_column_types_are_bytewise_and_hold_a_mebibyte(sql_engine: str, open_backend: OpenBackend) -> None:
-    from sqlalchemy import inspect
+    from sqlalchemy import create_engine, inspect
 
     backend = open_backend()
-    columns = {c["name"]: c for c in inspect(backend._sa_engine).get_columns(backend._tables.data)}
+    sa_engine = backend._sa_engine
+    if sql_engine == "sqlite" and not hasattr(sa_engine, "connect"):  # a file opened without SQLAlchemy
+        sa_engine = create_engine(f"sqlite:///{sa_engine.database}")
+    columns = {c["name"]: c for c in inspect(sa_engine).get_columns(backend._tables.data)}
     types = {name: str(column["type"]).upper() for name, column in columns.items()}
     if sql_engine == "sqlite":
         assert types["k"] == "BLOB"
@@ -186,7 +189,7 @@ def test_column_types_are_bytewise_and_hold_a_mebibyte(sql_engine: str, open_bac
         assert types["k"] == "VARBINARY(256)"
         assert types["v"] == "LONGBLOB"
         assert types["ns"].startswith("VARBINARY")
-    pk = inspect(backend._sa_engine).get_pk_constraint(backend._tables.data)
+    pk = inspect(sa_engine).get_pk_constraint(backend._tables.data)
     assert pk["constrained_columns"] == ["ns", "k"]
 
 

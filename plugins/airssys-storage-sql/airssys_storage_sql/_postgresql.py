@@ -2,7 +2,10 @@
 
 Every operation is a single statement in autocommit mode, sent with binary
 parameters and (after psycopg's fifth use) as a server-side prepared
-statement. A write is a data-modifying CTE that
+statement. Arrays of bytes are bound with ``%b``: under ``%s`` psycopg sends a
+``list`` in text format, every byte escaped as hex and parsed back by the
+server (a 100-key batch of 64 KiB values ran 5.6x slower than raw); a single
+``bytes`` parameter is binary under ``%s`` already. A write is a data-modifying CTE that
 
 1. upserts or deletes the rows; the upsert sets ``replaced_len`` to the length
    of the value it replaces and returns it, so the old size comes from the
@@ -62,7 +65,7 @@ class PostgreSQLBackend(ServerBackend):
         t = self._tables
         refuse = f"{self._options.table_prefix}refuse"
         self._refuse_function = refuse
-        self._q_any = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%s)"
+        self._q_any = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
         # snapshot (module docstring). A first write larger than the whole limit inserts
@@ -107,16 +110,18 @@ class PostgreSQLBackend(ServerBackend):
                 RETURNING 1
             )
             SELECT count(*) FROM x"""
+        # The two unnest() calls in the select list run in lockstep, in array order (so rows
+        # are locked in key order). Not unnest() in FROM: a function scan first copies all
+        # its rows into a tuplestore, which spills to a temporary file past work_mem (4 MB
+        # by default); a 100-key batch of 64 KiB values wrote and read 6.4 MB of temp file.
         self._q_commit = f"""
             WITH w AS (
                 INSERT INTO {t.data} AS d (ns, k, v)
-                SELECT %(ns)s, c.k, c.v
-                FROM unnest(%(keys)s::bytea[], %(values)s::bytea[]) WITH ORDINALITY AS c(k, v, i)
-                ORDER BY c.i
+                SELECT %(ns)s, unnest(%(keys)b::bytea[]), unnest(%(values)b::bytea[])
                 ON CONFLICT (ns, k) DO UPDATE SET replaced_len = octet_length(d.v), v = EXCLUDED.v
                 RETURNING octet_length(d.k) AS klen, octet_length(d.v) AS vlen, d.replaced_len
             ), x AS (
-                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = ANY(%(deletes)s::bytea[])
+                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = ANY(%(deletes)b::bytea[])
                 RETURNING octet_length(k) + octet_length(v) AS size
             ), s AS (
                 SELECT (COALESCE((SELECT sum(klen + vlen - COALESCE(klen + replaced_len, 0)) FROM w), 0)
@@ -209,15 +214,19 @@ class PostgreSQLBackend(ServerBackend):
         return int(self._write("set", self._q_put, params, limit)) == 0  # count 0: the key existed
 
     def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+        return int(self._write("commit", self._q_commit, self._commit_params(namespace, changes, limit), limit))
+
+    @staticmethod
+    def _commit_params(namespace: str, changes: Sequence[Change], limit: int | None) -> dict[str, Any]:
+        """The parameters of :attr:`_q_commit`: puts and deletes as byte arrays, sorted by key."""
         ordered = sorted(changes, key=_first)
-        params = {
+        return {
             "ns": namespace,
             "keys": [key for key, value in ordered if value is not None],
             "values": [value for _, value in ordered if value is not None],
             "deletes": [key for key, value in ordered if value is None],
             "limit": limit,
         }
-        return int(self._write("commit", self._q_commit, params, limit))
 
     def clear(self, namespace: str) -> None:
         self._write("clear", self._q_clear, {"ns": namespace}, None)

@@ -30,11 +30,13 @@ moves the usage counter), of 4 KiB and of 64 KiB values.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import sqlite3
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -303,6 +305,34 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
     cache.close()
 
 
+def raw_side(
+    cursor: Any, table: str, upsert: str, marker: str, transaction: Callable[[], AbstractContextManager[object]]
+) -> Side:
+    """Raw DBAPI statements on *table* (ns, k, v): *upsert* writes a row, *marker* is the placeholder for bytes."""
+
+    def get(keys: list[str]) -> None:
+        for key in keys:
+            cursor.execute(f"SELECT v FROM {table} WHERE ns = %s AND k = {marker}", (NS, key.encode()))
+            cursor.fetchone()
+
+    def set_(keys: list[str], value: bytes) -> None:
+        for key in keys:
+            cursor.execute(upsert, (NS, key.encode(), value))
+
+    def batch(keys: list[str], values: list[bytes]) -> None:
+        with transaction():
+            cursor.executemany(upsert, [(NS, k.encode(), v) for k, v in zip(keys, values, strict=True)])
+
+    def keys_of(prefix: str) -> list[str]:
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        sql = f"SELECT k FROM {table} WHERE ns = %s AND k >= {marker} AND k < {marker} ORDER BY k"
+        cursor.execute(sql, (NS, start, end))
+        return [k.decode() for (k,) in cursor.fetchall()]
+
+    return Side(get, set_, batch, keys_of)
+
+
 def bench_postgresql(url: str, ops: int, rounds: int) -> None:
     prefix = f"bench{os.getpid()}_"
     manager, store = open_ours(url, {"table_prefix": prefix})
@@ -312,30 +342,12 @@ def bench_postgresql(url: str, ops: int, rounds: int) -> None:
     cursor = raw.cursor(binary=True)
     # %b: binary parameters, as psycopg sends bytes by default (and as the backend sends them).
     upsert = f"INSERT INTO {table} (ns, k, v) VALUES (%s, %b, %b) ON CONFLICT (ns, k) DO UPDATE SET v = EXCLUDED.v"
-
-    def raw_get(keys: list[str]) -> None:
-        for key in keys:
-            cursor.execute(f"SELECT v FROM {table} WHERE ns = %s AND k = %b", (NS, key.encode()))
-            cursor.fetchone()
-
-    def raw_set(keys: list[str], value: bytes) -> None:
-        for key in keys:
-            cursor.execute(upsert, (NS, key.encode(), value))
-
-    def raw_batch(keys: list[str], values: list[bytes]) -> None:
-        with raw.transaction():
-            cursor.executemany(upsert, [(NS, k.encode(), v) for k, v in zip(keys, values, strict=True)])
-
-    def raw_keys(prefix_: str) -> list[str]:
-        start = prefix_.encode()
-        end = start[:-1] + bytes([start[-1] + 1])
-        cursor.execute(f"SELECT k FROM {table} WHERE ns = %s AND k >= %b AND k < %b ORDER BY k", (NS, start, end))
-        return [k.decode() for (k,) in cursor.fetchall()]
+    side = raw_side(cursor, table, upsert, "%b", raw.transaction)
 
     try:
-        sides = {"ours": ours(store), "raw": Side(raw_get, raw_set, raw_batch, raw_keys)}
-        for side in sides.values():
-            fill_reads(side, ops)
+        sides = {"ours": ours(store), "raw": side}
+        for each in sides.values():
+            fill_reads(each, ops)
         raw.execute(f"ANALYZE {table}")
         rows = compare(sides, ops, rounds)
         print_table(
@@ -360,30 +372,18 @@ def bench_mariadb(url: str, ops: int, rounds: int) -> None:
     )
     upsert = f"INSERT INTO {table} (ns, k, v) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
 
-    def raw_get(keys: list[str]) -> None:
-        for key in keys:
-            cursor.execute(f"SELECT v FROM {table} WHERE ns = %s AND k = %s", (NS, key.encode()))
-            cursor.fetchone()
-
-    def raw_set(keys: list[str], value: bytes) -> None:
-        for key in keys:
-            cursor.execute(upsert, (NS, key.encode(), value))
-
-    def raw_batch(keys: list[str], values: list[bytes]) -> None:
+    @contextlib.contextmanager
+    def transaction() -> Iterator[None]:
         raw.begin()
-        cursor.executemany(upsert, [(NS, k.encode(), v) for k, v in zip(keys, values, strict=True)])
+        yield
         raw.commit()
 
-    def raw_keys(prefix_: str) -> list[str]:
-        start = prefix_.encode()
-        end = start[:-1] + bytes([start[-1] + 1])
-        cursor.execute(f"SELECT k FROM {table} WHERE ns = %s AND k >= %s AND k < %s ORDER BY k", (NS, start, end))
-        return [k.decode() for (k,) in cursor.fetchall()]
+    side = raw_side(cursor, table, upsert, "%s", transaction)
 
     try:
-        sides = {"ours": ours(store), "raw": Side(raw_get, raw_set, raw_batch, raw_keys)}
-        for side in sides.values():
-            fill_reads(side, ops)
+        sides = {"ours": ours(store), "raw": side}
+        for each in sides.values():
+            fill_reads(each, ops)
         rows = compare(sides, ops, rounds)
         print_table(f"MariaDB: ComponentStorage vs raw PyMySQL (autocommit), {ops} ops/round", rows, "ours", ["raw"])
     finally:

@@ -2,10 +2,12 @@
 
 Every operation is a single statement in autocommit mode, sent with binary
 parameters and (after psycopg's fifth use) as a server-side prepared
-statement. Arrays of bytes are bound with ``%b``: under ``%s`` psycopg sends a
+statement. A single ``bytes`` parameter is binary under ``%s`` already; the
+byte arrays of a batch are built here in PostgreSQL's binary array format
+(:class:`ByteaArray`) and bound with ``%b``. Under ``%s`` psycopg sends a
 ``list`` in text format, every byte escaped as hex and parsed back by the
-server (a 100-key batch of 64 KiB values ran 5.6x slower than raw); a single
-``bytes`` parameter is binary under ``%s`` already. A write is a data-modifying CTE that
+server (a 100-key batch of 64 KiB values ran at 0.08-0.11x raw), and even its
+binary list dumper copies each value in Python (8 ms for 6.4 MB). A write is a data-modifying CTE that
 
 1. upserts or deletes the rows; the upsert sets ``replaced_len`` to the length
    of the value it replaces and returns it, so the old size comes from the
@@ -35,7 +37,9 @@ rolls the statement back and is retried.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import struct
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -50,6 +54,47 @@ _first = itemgetter(0)
 _QUOTA = "AS002"
 _NO_USAGE_ROW = "AS001"
 _RETRY = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+_BYTEA_OID, _BYTEA_ARRAY_OID = 17, 1001
+_ARRAY_HEADER = struct.Struct("!iiiii")  # dimensions, has-nulls flag, element type, length, lower bound
+_EMPTY_ARRAY = struct.pack("!iii", 0, 0, _BYTEA_OID)
+_LENGTH = struct.Struct("!i")
+
+
+class ByteaArray:
+    """A ``bytea[]`` parameter already in PostgreSQL's binary array format (``array_recv``'s input).
+
+    ``data`` is the header, then each element's length (int32) and bytes: one
+    ``join`` of the values, sent as it is by :class:`ByteaArrayDumper`.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, items: Sequence[bytes]) -> None:
+        if not items:
+            self.data = _EMPTY_ARRAY
+            return
+        parts = [_ARRAY_HEADER.pack(1, 0, _BYTEA_OID, len(items), 1)]
+        pack = _LENGTH.pack
+        for item in items:
+            parts.append(pack(len(item)))
+            parts.append(item)
+        self.data = b"".join(parts)
+
+
+@functools.cache
+def _dumper() -> type:
+    """psycopg's dumper for :class:`ByteaArray` (psycopg is imported only when a store opens)."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class ByteaArrayDumper(Dumper):
+        format = Format.BINARY
+        oid = _BYTEA_ARRAY_OID
+
+        def dump(self, obj: ByteaArray) -> bytes:
+            return obj.data
+
+    return ByteaArrayDumper
 
 
 class PostgreSQLBackend(ServerBackend):
@@ -65,6 +110,7 @@ class PostgreSQLBackend(ServerBackend):
         t = self._tables
         refuse = f"{self._options.table_prefix}refuse"
         self._refuse_function = refuse
+        self._array_dumper = _dumper()
         self._q_any = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
@@ -149,6 +195,7 @@ class PostgreSQLBackend(ServerBackend):
     def _setup(self, dbapi_connection: Any) -> Any:
         conn = dbapi_connection
         conn.autocommit = True
+        conn.adapters.register_dumper(ByteaArray, self._array_dumper)
         cursor = conn.cursor(binary=True)
         cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
         cursor.execute(f"SET lock_timeout = {int(self._options.lock_timeout * 1000)}")
@@ -156,7 +203,7 @@ class PostgreSQLBackend(ServerBackend):
 
     def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
         # One array parameter: a single statement text for any number of keys.
-        return self._q_any, (namespace, list(keys))
+        return self._q_any, (namespace, ByteaArray(keys))
 
     # -- writes -------------------------------------------------------------------------
 
@@ -222,9 +269,9 @@ class PostgreSQLBackend(ServerBackend):
         ordered = sorted(changes, key=_first)
         return {
             "ns": namespace,
-            "keys": [key for key, value in ordered if value is not None],
-            "values": [value for _, value in ordered if value is not None],
-            "deletes": [key for key, value in ordered if value is None],
+            "keys": ByteaArray([key for key, value in ordered if value is not None]),
+            "values": ByteaArray([value for _, value in ordered if value is not None]),
+            "deletes": ByteaArray([key for key, value in ordered if value is None]),
             "limit": limit,
         }
 

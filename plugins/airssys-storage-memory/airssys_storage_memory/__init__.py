@@ -21,51 +21,51 @@ class _Space:
     """One namespace: its data, its usage counter and its keys in bytewise order.
 
     ``order`` (a :class:`sortedcontainers.SortedList`) is the key set as of the
-    last listing; a write that adds or removes a key only notes it in ``added``
-    / ``removed`` (a set operation, so a write costs what a dict write costs),
-    and the next listing merges those notes into ``order`` in O(k log n) for k
-    notes, never re-sorting the component (it rebuilds ``order`` only when the
-    notes outnumber an eighth of the keys, which is O(n log n) paid over at
-    least n/8 writes). Overwrites touch the dict alone.
+    last listing. A write that adds or removes a key only appends the key to
+    ``changed`` (a list append: a write costs what a dict write costs), and the
+    next listing reconciles those keys with ``data`` in O(k log n) for k of
+    them, never re-sorting the component. ``order`` is rebuilt from ``data``
+    (O(n log n)) only when more than n/8 keys changed since the last listing,
+    or when ``changed`` outgrows twice the key count plus 1024 (so churn
+    without listings keeps memory bounded): each time after at least n/8
+    writes. Overwrites touch the dict alone.
     """
 
-    __slots__ = ("added", "data", "order", "removed", "used")
+    __slots__ = ("changed", "data", "order", "used")
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.used = 0
-        self.order = SortedList()
-        self.added: set[bytes] = set()  # keys in data, not yet in order
-        self.removed: set[bytes] = set()  # keys in order, no longer in data
+        self.order: SortedList | None = SortedList()  # None: rebuild from data
+        self.changed: list[bytes] = []  # keys added or removed since order was current (may repeat)
 
-    def key_added(self, key: bytes) -> None:
-        """Note that *key* is now in ``data`` (it was not)."""
-        if key in self.removed:
-            self.removed.discard(key)
-        else:
-            self.added.add(key)
+    def note(self, key: bytes) -> None:
+        """Note that *key* was added to or removed from ``data``."""
+        changed = self.changed
+        changed.append(key)
+        if len(changed) > 1024 and len(changed) > 2 * len(self.data):
+            self.note_overflow()
 
-    def key_removed(self, key: bytes) -> None:
-        """Note that *key* left ``data``."""
-        if key in self.added:
-            self.added.discard(key)
-        else:
-            self.removed.add(key)
+    def note_overflow(self) -> None:
+        """Too many notes: drop them, and rebuild ``order`` at the next listing."""
+        self.order, self.changed = None, []
 
     def ordered(self) -> SortedList:
         """Every key of ``data``, in bytewise order (call it holding the backend's lock)."""
-        added, removed = self.added, self.removed
-        if added or removed:
-            order = self.order
-            if (len(added) + len(removed)) * 8 > len(order):
-                self.order = SortedList(self.data)
-            else:
-                for key in removed:
-                    order.remove(key)
-                for key in added:
-                    order.add(key)
-            self.added, self.removed = set(), set()
-        return self.order
+        order, changed, data = self.order, self.changed, self.data
+        if order is None or len(changed) * 8 > len(order):
+            order = self.order = SortedList(data)
+        elif changed:
+            for key in set(changed):
+                if key in data:
+                    if key not in order:
+                        order.add(key)
+                else:
+                    order.discard(key)
+        else:
+            return order
+        self.changed = []
+        return order
 
 
 class _ClosedSpaces(dict[str, _Space]):
@@ -165,7 +165,7 @@ class MemoryBackend(StorageBackend):
                 if old is None:
                     return False
                 del data[key]
-                space.key_removed(key)
+                space.note(key)
                 space.used -= len(key) + len(old)
                 return True
             if old is None:
@@ -181,7 +181,10 @@ class MemoryBackend(StorageBackend):
             data[key] = value
             space.used = used
             if old is None:
-                space.key_added(key)
+                changed = space.changed  # space.note(key), written out: the insert hot path
+                changed.append(key)
+                if len(changed) > 1024 and len(changed) > 2 * len(data):
+                    space.note_overflow()
                 return False
             return True
         finally:
@@ -206,10 +209,10 @@ class MemoryBackend(StorageBackend):
             for key, value in changes:
                 if value is None:
                     if data.pop(key, None) is not None:
-                        space.key_removed(key)
+                        space.note(key)
                 else:
                     if key not in data:
-                        space.key_added(key)
+                        space.note(key)
                     data[key] = value
             space.used += delta
             return existed

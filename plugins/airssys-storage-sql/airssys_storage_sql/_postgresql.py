@@ -7,7 +7,9 @@ byte arrays of a batch are built here in PostgreSQL's binary array format
 (:class:`ByteaArray`) and bound with ``%b``. Under ``%s`` psycopg sends a
 ``list`` in text format, every byte escaped as hex and parsed back by the
 server (a 100-key batch of 64 KiB values ran at 0.08-0.11x raw), and even its
-binary list dumper copies each value in Python (8 ms for 6.4 MB). A write is a data-modifying CTE that
+binary list dumper copies each value in Python (8 ms for 6.4 MB).
+
+A write is a data-modifying CTE that
 
 1. upserts or deletes the rows; the upsert sets ``replaced_len`` to the length
    of the value it replaces and returns it, so the old size comes from the
@@ -64,7 +66,7 @@ class ByteaArray:
     """A ``bytea[]`` parameter already in PostgreSQL's binary array format (``array_recv``'s input).
 
     ``data`` is the header, then each element's length (int32) and bytes: one
-    ``join`` of the values, sent as it is by :class:`ByteaArrayDumper`.
+    ``join`` of the values, which the dumper that :func:`_dumper` returns sends as it is.
     """
 
     __slots__ = ("data",)

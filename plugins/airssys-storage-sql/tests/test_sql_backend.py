@@ -225,6 +225,17 @@ def test_a_batch_of_large_random_values_round_trips_and_is_charged_exactly(
         assert "temp read" not in plan and "temp written" not in plan, plan
 
 
+def test_a_batch_carries_empty_values_every_byte_and_deletes_of_missing_keys(open_backend: OpenBackend) -> None:
+    """Batch arrays hold empty elements and any byte; an all-delete batch sends empty put arrays."""
+    backend = open_backend()
+    changes = [(b"e", b""), (b"f", bytes(range(256))), (b"\x00\xff", b"\\'\""), (b"missing", None)]
+    assert backend.commit("arrays", changes, None) == 0
+    assert backend.get_many("arrays", [b"e", b"f", b"\x00\xff", b"missing"]) == [b"", bytes(range(256)), b"\\'\"", None]
+    assert backend.commit("arrays", [(b"e", None), (b"f", None)], None) == 2
+    assert backend.get_many("arrays", [b"e", b"f", b"\x00\xff"]) == [None, None, b"\\'\""]
+    assert backend.usage("arrays").keys == 1
+
+
 def test_no_sql_statement_uses_like(open_backend: OpenBackend) -> None:
     backend = open_backend()
     statements = [value for value in vars(backend).values() if isinstance(value, str) and "SELECT" in value.upper()]

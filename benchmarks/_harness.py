@@ -36,5 +36,10 @@ def print_table(title: str, rows: Sequence[tuple[str, dict[str, float]]], ours: 
     print("-" * len(header))
     for workload, result in rows:
         line = f"{workload:<28}" + "".join(f"{result[name] * 1e6:>22.2f}" for name in names)
-        line += "".join(f"{result[name] / result[ours]:>15.2f}x" for name in baselines)
+        line += "".join(f"{_ratio(result[name] / result[ours]):>15}x" for name in baselines)
         print(line)
+
+
+def _ratio(value: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (so a 1000x slowdown does not print as 0.00)."""
+    return f"{value:.2f}" if value >= 0.1 or value != value else f"{value:.2g}"

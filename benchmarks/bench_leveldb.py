@@ -66,7 +66,9 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int) -> dict
     every write changes its key's value size (101 and 102 bytes alternate
     between runs, over a permutation of the keys), so each commit must write
     the usage counter; the same-size workload always writes the prefilled
-    100-byte size, which leaves the counter alone. Both sides get their input
+    100-byte size, which leaves the counter alone, but with other bytes than
+    the value it replaces (two 100-byte values alternate between runs). Every
+    side writes the same values. Both sides get their input
     ready-made (raw: bytes keys; ours: str keys, and for batches the lists of
     pairs) so that no side builds arguments inside the timed region.
     """
@@ -94,6 +96,14 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int) -> dict
     def next_value(side: str) -> bytes:
         sizes[side] += 1
         return values[sizes[side] % 2]
+
+    # Same size as the prefilled VALUE, other bytes: 100 x "u", 100 x "v", … per side.
+    turns = {"raw": 0, "ours": 0, "raw+counter": 0}
+    same_size = [VALUE, b"u" * len(VALUE)]
+
+    def next_same(side: str) -> bytes:
+        turns[side] += 1
+        return same_size[turns[side] % 2]
 
     def raw_get() -> int:
         get = db.get
@@ -203,9 +213,9 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int) -> dict
             "raw+counter": (touch_raw(raw_order), lambda: floor_set(raw_order, next_value("raw+counter"))),
         },
         "set (same-size overwrite)": {
-            "raw": (touch_raw(raw_same_order), lambda: raw_set(raw_same_order, VALUE)),
-            "ours": (touch_ours(same_order), lambda: our_set(same_order, VALUE)),
-            "raw+counter": (touch_raw(raw_same_order), lambda: floor_set(raw_same_order, VALUE)),
+            "raw": (touch_raw(raw_same_order), lambda: raw_set(raw_same_order, next_same("raw"))),
+            "ours": (touch_ours(same_order), lambda: our_set(same_order, next_same("ours"))),
+            "raw+counter": (touch_raw(raw_same_order), lambda: floor_set(raw_same_order, next_same("raw+counter"))),
         },
         "100-key batch": {
             "raw": (touch_raw(raw_batch_keys), raw_batch),

@@ -2,9 +2,17 @@
 
 ComponentStorage enforces permissions, validates keys and values, and keeps an
 exact quota counter; DictStore checks its key pattern and stores. Ratios are
-ours/peer in operations per second (>= 1.0 means at least as fast).
+ours/peer in operations per second (>= 1.0 means at least as fast). Every
+overwrite writes bytes that differ from the value it replaces, and both sides
+write the same values.
 
-    python benchmarks/bench_memory.py [--ops N] [--rounds R]
+A second table is a regression line for listings: ``keys(prefix)`` right after
+a write that adds a key, against ``keys(prefix)`` with no write in between, in
+a component of ``--big`` keys (default 10^6). Keys are kept ordered as they
+are written, so the first listing after an insert must not re-sort the
+component (ratio close to 1.0).
+
+    python benchmarks/bench_memory.py [--ops N] [--rounds R] [--big N]
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--big", type=int, default=1_000_000, help="keys of the component listed after inserts")
     args = parser.parse_args()
     ops = args.ops
 
@@ -45,34 +54,64 @@ def main() -> None:
             get(key)
         return ops
 
+    # Same size, different bytes: a, b, a, … so each write replaces the other value.
+    same_size = [b"a" * 64, b"b" * 64]
+    turn = {"ours": 0, "DictStore": 0}
+
+    def next_same(side: str) -> bytes:
+        turn[side] += 1
+        return same_size[turn[side] % 2]
+
     def ours_set() -> int:
         set_ = store.set
+        new = next_same("ours")
         for key in keys:
-            set_(key, value)
+            set_(key, new)
         return ops
 
     def peer_set() -> int:
         put = peer.put
+        new = next_same("DictStore")
         for key in keys:
-            put(key, value)
+            put(key, new)
         return ops
 
     values = [b"y" * 60, b"z" * 68]  # alternate sizes, so every write moves the quota counter
-    flip = [0]
+    flip = {"ours": 0, "DictStore": 0}
 
     def ours_set_resize() -> int:
         set_ = store.set
-        flip[0] ^= 1
-        new = values[flip[0]]
+        flip["ours"] ^= 1
+        new = values[flip["ours"]]
         for key in keys:
             set_(key, new)
         return ops
 
     def peer_set_resize() -> int:
         put = peer.put
-        new = values[flip[0]]
+        flip["DictStore"] ^= 1
+        new = values[flip["DictStore"]]
         for key in keys:
             put(key, new)
+        return ops
+
+    # Keys never written before, one list per run (warm-up included), built outside the timing.
+    fresh = [[f"new{r:03d}_{i:06d}" for i in range(ops)] for r in range(args.rounds + 1)]
+    new_lists = {"ours": iter(fresh), "DictStore": iter(fresh)}
+
+    def new_keys(side: str) -> list[str]:
+        return next(new_lists[side])
+
+    def ours_insert() -> int:
+        set_ = store.set
+        for key in new_keys("ours"):
+            set_(key, value)
+        return ops
+
+    def peer_insert() -> int:
+        put = peer.put
+        for key in new_keys("DictStore"):
+            put(key, value)
         return ops
 
     def ours_has() -> int:
@@ -90,10 +129,42 @@ def main() -> None:
         ("get (64 B)", measure({"ours": ours_get, "DictStore": peer_get}, args.rounds)),
         ("set (64 B, same size)", measure({"ours": ours_set, "DictStore": peer_set}, args.rounds)),
         ("set (size changes)", measure({"ours": ours_set_resize, "DictStore": peer_set_resize}, args.rounds)),
+        ("set (new key)", measure({"ours": ours_insert, "DictStore": peer_insert}, args.rounds)),
         ("has", measure({"ours": ours_has, "DictStore": peer_has}, args.rounds)),
     ]
     title = f"memory:// vs minimalkv DictStore, {ops} keys, median of {args.rounds} interleaved rounds"
     print_table(title, rows, "ours", ["DictStore"])
+    manager.close()
+    listing_after_insert(args.big, args.rounds)
+
+
+def listing_after_insert(count: int, rounds: int, calls: int = 20) -> None:
+    """keys(prefix) of 100 keys right after an insert, against the same listing with no write between."""
+    manager = StorageManager.from_settings(StorageSettings(url="memory://"))
+    store = manager.component(Manifest("big", Access.ADMIN, "500MB"))
+    value = b"v" * 16
+    for start in range(0, count, 100):
+        store.set_many([(f"user_{i:07d}", value) for i in range(start, min(count, start + 100))])
+    prefix = "user_00000"  # user_0000000 … user_0000099
+    assert len(store.keys(prefix)) == min(count, 100)
+    inserted = iter(range(10**9))
+
+    def after_insert() -> int:
+        set_, keys = store.set, store.keys
+        for _ in range(calls):
+            set_(f"new_{next(inserted):09d}", value)  # adds a key every time
+            keys(prefix)
+        return calls
+
+    def no_write() -> int:
+        keys = store.keys
+        for _ in range(calls):
+            keys(prefix)
+        return calls
+
+    result = measure({"insert+keys()": after_insert, "keys()": no_write}, rounds)
+    title = f"keys(prefix) of 100 in a component of {count:,} keys: right after an insert vs no write between"
+    print_table(title, [("insert, then keys(prefix)", result)], "insert+keys()", ["keys()"])
     manager.close()
 
 

@@ -2,28 +2,42 @@
 
 SQLite (``sqlite:///``) is measured against raw ``sqlite3`` with the same
 pragmas (WAL, synchronous=NORMAL) and the same ``(ns, k) WITHOUT ROWID``
-table, and against diskcache. PostgreSQL is measured against raw psycopg 3 in
-autocommit mode. Ratios are ours/peer in operations per second (>= 1.0 means
-at least as fast).
+table, and against diskcache. PostgreSQL is measured against raw psycopg 3
+(binary parameters) and MariaDB against raw PyMySQL, both in autocommit mode.
+Ratios are ours/peer in operations per second (>= 1.0 means at least as fast).
+
+Every write workload has keys of its own, and every run writes random values
+that differ from the ones the previous run wrote (identical bytes make an
+overwrite nearly free in SQLite and InnoDB). Both sides of a comparison write
+the same bytes: each builds its values from the same seed.
 
 What each side does per operation:
 
 * ours: permission check, key/value validation, and a guarded commit that
   updates the namespace's usage counter in the same transaction (quota);
-* raw: one statement (``INSERT OR REPLACE`` / ``INSERT … ON CONFLICT``) or
-  one ``SELECT``, no quota, no validation; batches are one transaction with
-  ``executemany``. Raw key listings decode the keys to ``str`` like ours.
+* raw: one statement (``INSERT OR REPLACE`` / ``INSERT … ON CONFLICT`` /
+  ``INSERT … ON DUPLICATE KEY UPDATE``) or one ``SELECT``, no quota, no
+  validation; batches are one transaction with ``executemany``. Raw key
+  listings decode the keys to ``str`` like ours.
+
+Batches are 100 keys: of 64/80-byte values (sizes alternate, so every batch
+moves the usage counter), of 4 KiB and of 64 KiB values.
 
     python benchmarks/bench_sql.py [--ops N] [--rounds R] [--postgresql URL | --no-postgresql]
+                                   [--mariadb URL | --no-mariadb] [--only sqlite,postgresql,mariadb]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import random
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,25 +48,71 @@ from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, 
 
 if TYPE_CHECKING:
     import psycopg
+    import pymysql
 
 NS = "bench"
 SCAN_KEYS = 10_000
 BATCH = 100
+KiB = 1024
+#: Large-value batch workloads: value size -> keys written per run (in batches of BATCH).
+LARGE = {4 * KiB: 1000, 64 * KiB: 200}
 
 
 def keyset(count: int, prefix: str = "user_") -> list[str]:
     return [f"{prefix}{i:06d}" for i in range(count)]
 
 
-class Sizes:
-    """Values that alternate between 64 and 80 bytes per round, so every overwrite changes usage."""
+class Values:
+    """Random values for one side of one workload; each run writes other bytes than the run before.
 
-    def __init__(self) -> None:
-        self.round = 0
+    With one size the pool holds three random values of that size, with several sizes one
+    value of each (so sizes alternate between runs). Run r writes ``pool[(r + i) % len(pool)]``
+    to the i-th key of a batch, or ``pool[r % len(pool)]`` to every key of a point workload.
+    Two instances with the same arguments produce the same values.
+    """
+
+    def __init__(self, sizes: Sequence[int], seed: int) -> None:
+        rng = random.Random(seed)
+        self.pool = [rng.randbytes(size) for size in (sizes if len(sizes) > 1 else list(sizes) * 3)]
+        self.run = 0
 
     def next(self) -> bytes:
-        self.round += 1
-        return b"x" * (64 if self.round % 2 else 80)
+        """The value of the next run, the same for every key."""
+        self.run += 1
+        return self.pool[self.run % len(self.pool)]
+
+    def next_many(self, count: int) -> list[bytes]:
+        """The values of the next run, one per key."""
+        self.run += 1
+        pool, run = self.pool, self.run
+        return [pool[(run + i) % len(pool)] for i in range(count)]
+
+
+@dataclass
+class Side:
+    """What one contender can do; each workload is built from these."""
+
+    get: Callable[[list[str]], None]  # read every key
+    set: Callable[[list[str], bytes], None]  # one write per key, all of the same value
+    batch: Callable[[list[str], list[bytes]], None] | None = None  # one atomic batch
+    keys: Callable[[str], list[str]] | None = None  # the keys under a prefix, as str
+
+
+def ours(store: ComponentStorage) -> Side:
+    def get(keys: list[str]) -> None:
+        read = store.get
+        for key in keys:
+            read(key)
+
+    def set_(keys: list[str], value: bytes) -> None:
+        write = store.set
+        for key in keys:
+            write(key, value)
+
+    def batch(keys: list[str], values: list[bytes]) -> None:
+        store.set_many(list(zip(keys, values, strict=True)))
+
+    return Side(get, set_, batch, store.keys)
 
 
 def open_ours(url: str, options: dict[str, Any]) -> tuple[StorageManager, ComponentStorage]:
@@ -82,89 +142,103 @@ def drop_store(raw: psycopg.Connection[Any], prefix: str) -> None:
     raw.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
 
 
-def point_workloads(
-    get: Callable[[str], object], set_: Callable[[str, bytes], object], keys: list[str], value: bytes, sizes: Sizes
-) -> dict[str, Callable[[], int]]:
-    """One call per key of *keys*: get; set with a value of the next of *sizes*; set *value*."""
+def connect_mariadb(url: str) -> pymysql.connections.Connection[Any]:
+    """A raw autocommit PyMySQL connection set up like the sql backend's (charset, _binary prefix, isolation)."""
+    import pymysql
+    from airssys_storage_sql.backend import parse_url
+
+    sa_url, _ = parse_url(url)
+    conn = pymysql.connect(
+        host=sa_url.host or "localhost",
+        port=sa_url.port or 3306,
+        user=sa_url.username or "root",
+        password=sa_url.password or "",
+        database=sa_url.database,
+        charset="utf8mb4",
+        binary_prefix=True,
+        autocommit=True,
+    )
+    conn.cursor().execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    return conn
+
+
+def prefill(side: Side, keys: list[str], value: bytes) -> None:
+    assert side.batch is not None
+    for start in range(0, len(keys), BATCH):
+        chunk = keys[start : start + BATCH]
+        side.batch(chunk, [value] * len(chunk))
+
+
+def workloads(side: Side, ops: int) -> dict[str, Callable[[], int]]:
+    """Workload name -> run (returns its operations) for *side*; the same keys and values for every side."""
+    reads, scan_prefix = keyset(ops, "user_"), "scan_"
+    runs: dict[str, Callable[[], int]] = {}
+
+    def point(keys: list[str], values: Values) -> Callable[[], int]:
+        def run() -> int:
+            side.set(keys, values.next())
+            return len(keys)
+
+        return run
+
+    def batches(keys: list[str], values: Values) -> Callable[[], int]:
+        batch = side.batch
+        assert batch is not None
+
+        def run() -> int:
+            new = values.next_many(len(keys))
+            for start in range(0, len(keys), BATCH):
+                batch(keys[start : start + BATCH], new[start : start + BATCH])
+            return len(keys)
+
+        return run
 
     def run_get() -> int:
-        for key in keys:
-            get(key)
-        return len(keys)
-
-    def run_set() -> int:
-        v = sizes.next()
-        for key in keys:
-            set_(key, v)
-        return len(keys)
-
-    def run_set_same() -> int:
-        for key in keys:
-            set_(key, value)
-        return len(keys)
-
-    return {"get": run_get, "set (size changes)": run_set, "set (same size)": run_set_same}
-
-
-def common_workloads(
-    store: ComponentStorage,
-    ops: int,
-    raw_get: Callable[[list[str]], None],
-    raw_set: Callable[[list[str], bytes], None],
-    raw_batch: Callable[[list[str], bytes], None],
-    raw_keys: Callable[[str], list[str]],
-) -> list[tuple[str, dict[str, Callable[[], int]]]]:
-    """Workloads shared by SQLite and PostgreSQL: name -> {contender: run}."""
-    keys = keyset(ops)
-    scan = keyset(SCAN_KEYS, "scan_")
-    value = b"x" * 64
-    store.set_many([])  # warm the code path
-    for start in range(0, ops, BATCH):
-        store.set_many([(key, value) for key in keys[start : start + BATCH]])
-    for start in range(0, SCAN_KEYS, BATCH):
-        store.set_many([(key, value) for key in scan[start : start + BATCH]])
-    sizes_ours, sizes_raw = Sizes(), Sizes()
-
-    def ours_batch() -> int:
-        v = sizes_ours.next()
-        for start in range(0, ops, BATCH):
-            store.set_many([(key, v) for key in keys[start : start + BATCH]])
+        side.get(reads)
         return ops
 
-    def ours_keys() -> int:
-        assert len(store.keys("scan_")) == SCAN_KEYS
-        return 1
+    runs["get"] = run_get
+    runs["set (size changes)"] = point(keyset(ops, "size_"), Values((64, 80), 1))
+    runs["set (same size)"] = point(keyset(ops, "same_"), Values((64,), 2))
+    if side.batch is not None:
+        runs[f"set_many {BATCH} (per key)"] = batches(keyset(ops, "batch_"), Values((64, 80), 3))
+        for size, count in LARGE.items():
+            runs[f"set_many {BATCH} x {size // KiB} KiB"] = batches(
+                keyset(count, f"large{size}_"), Values((size,), size)
+            )
+    keys_of = side.keys
+    if keys_of is not None:
 
-    def raw_get_run() -> int:
-        raw_get(keys)
-        return ops
+        def run_keys() -> int:
+            assert len(keys_of(scan_prefix)) == SCAN_KEYS
+            return 1
 
-    def raw_set_run() -> int:
-        raw_set(keys, sizes_raw.next())
-        return ops
+        runs[f"keys() of {SCAN_KEYS:,}"] = run_keys
+    return runs
 
-    def raw_set_same_run() -> int:
-        raw_set(keys, value)
-        return ops
 
-    def raw_batch_run() -> int:
-        v = sizes_raw.next()
-        for start in range(0, ops, BATCH):
-            raw_batch(keys[start : start + BATCH], v)
-        return ops
+def compare(sides: dict[str, Side], ops: int, rounds: int) -> list[tuple[str, dict[str, float]]]:
+    """Prefill every side, then measure each workload on every side that has it, rounds interleaved."""
+    runs = {name: workloads(side, ops) for name, side in sides.items()}
+    rows = []
+    for workload in runs["ours"]:
+        contenders = {name: side_runs[workload] for name, side_runs in runs.items() if workload in side_runs}
+        result = measure(contenders, rounds)
+        for name in sides:
+            result.setdefault(name, float("nan"))
+        rows.append((workload, result))
+    return rows
 
-    def raw_keys_run() -> int:
-        assert len(raw_keys("scan_")) == SCAN_KEYS
-        return 1
 
-    point = point_workloads(store.get, store.set, keys, value, sizes_ours)
-    return [
-        ("get", {"ours": point["get"], "raw": raw_get_run}),
-        ("set (size changes)", {"ours": point["set (size changes)"], "raw": raw_set_run}),
-        ("set (same size)", {"ours": point["set (same size)"], "raw": raw_set_same_run}),
-        (f"set_many {BATCH} (per key)", {"ours": ours_batch, "raw": raw_batch_run}),
-        (f"keys() of {SCAN_KEYS:,}", {"ours": ours_keys, "raw": raw_keys_run}),
-    ]
+def fill_reads(side: Side, ops: int, set_one: Callable[[str, bytes], object] | None = None) -> None:
+    """The keys that get and keys() read, with 64-byte values."""
+    value = b"r" * 64
+    if set_one is not None:  # a side without batches
+        for key in keyset(ops, "user_") + keyset(SCAN_KEYS, "scan_"):
+            set_one(key, value)
+        return
+    prefill(side, keyset(ops, "user_"), value)
+    prefill(side, keyset(SCAN_KEYS, "scan_"), value)
 
 
 def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
@@ -186,10 +260,11 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
         for key in keys:
             execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)", (NS, key.encode(), value))
 
-    def raw_batch(keys: list[str], value: bytes) -> None:
+    def raw_batch(keys: list[str], values: list[bytes]) -> None:
         execute("BEGIN")
         raw.executemany(
-            "INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)", [(NS, k.encode(), value) for k in keys]
+            "INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)",
+            [(NS, k.encode(), v) for k, v in zip(keys, values, strict=True)],
         )
         execute("COMMIT")
 
@@ -199,28 +274,26 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
         rows = execute("SELECT k FROM kv WHERE ns = ? AND k >= ? AND k < ? ORDER BY k", (NS, start, end)).fetchall()
         return [k.decode() for (k,) in rows]
 
-    for start in range(0, SCAN_KEYS, BATCH):
-        raw_batch(keyset(SCAN_KEYS, "scan_")[start : start + BATCH], b"x" * 64)
-    raw_batch(keyset(ops), b"x" * 64)
-    workloads = common_workloads(store, ops, raw_get, raw_set, raw_batch, raw_keys)
+    def dc_get(keys: list[str]) -> None:
+        for key in keys:
+            cache.get(key)
 
-    # diskcache on the same workloads where it has an equivalent (no batch, no ordered prefix query).
-    keys, value = keyset(ops), b"x" * 64
-    for key in keys + keyset(SCAN_KEYS, "scan_"):
-        cache.set(key, value)
+    def dc_set(keys: list[str], value: bytes) -> None:
+        for key in keys:
+            cache.set(key, value)
 
-    def dc_keys() -> int:
-        assert len([k for k in cache.iterkeys() if k.startswith("scan_")]) == SCAN_KEYS
-        return 1
+    def dc_keys(prefix: str) -> list[str]:  # no ordered prefix query: a filtered scan
+        return [k for k in cache.iterkeys() if k.startswith(prefix)]
 
-    extra = point_workloads(cache.get, cache.set, keys, value, Sizes()) | {f"keys() of {SCAN_KEYS:,}": dc_keys}
-    rows = []
-    for name, contenders in workloads:
-        if name in extra:
-            contenders = {**contenders, "diskcache": extra[name]}
-        result = measure(contenders, rounds)
-        result.setdefault("diskcache", float("nan"))
-        rows.append((name, result))
+    sides = {
+        "ours": ours(store),
+        "raw": Side(raw_get, raw_set, raw_batch, raw_keys),
+        "diskcache": Side(dc_get, dc_set, None, dc_keys),
+    }
+    fill_reads(sides["ours"], ops)
+    fill_reads(sides["raw"], ops)
+    fill_reads(sides["diskcache"], ops, cache.set)
+    rows = compare(sides, ops, rounds)
     print_table(
         f"SQLite (WAL, synchronous=NORMAL): ComponentStorage vs raw sqlite3 and diskcache, {ops} ops/round",
         rows,
@@ -232,6 +305,34 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
     cache.close()
 
 
+def raw_side(
+    cursor: Any, table: str, upsert: str, marker: str, transaction: Callable[[], AbstractContextManager[object]]
+) -> Side:
+    """Raw DBAPI statements on *table* (ns, k, v): *upsert* writes a row, *marker* is the placeholder for bytes."""
+
+    def get(keys: list[str]) -> None:
+        for key in keys:
+            cursor.execute(f"SELECT v FROM {table} WHERE ns = %s AND k = {marker}", (NS, key.encode()))
+            cursor.fetchone()
+
+    def set_(keys: list[str], value: bytes) -> None:
+        for key in keys:
+            cursor.execute(upsert, (NS, key.encode(), value))
+
+    def batch(keys: list[str], values: list[bytes]) -> None:
+        with transaction():
+            cursor.executemany(upsert, [(NS, k.encode(), v) for k, v in zip(keys, values, strict=True)])
+
+    def keys_of(prefix: str) -> list[str]:
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        sql = f"SELECT k FROM {table} WHERE ns = %s AND k >= {marker} AND k < {marker} ORDER BY k"
+        cursor.execute(sql, (NS, start, end))
+        return [k.decode() for (k,) in cursor.fetchall()]
+
+    return Side(get, set_, batch, keys_of)
+
+
 def bench_postgresql(url: str, ops: int, rounds: int) -> None:
     prefix = f"bench{os.getpid()}_"
     manager, store = open_ours(url, {"table_prefix": prefix})
@@ -239,35 +340,16 @@ def bench_postgresql(url: str, ops: int, rounds: int) -> None:
     table = f"{prefix}raw_kv"
     raw.execute(f'CREATE TABLE {table} (ns TEXT COLLATE "C", k BYTEA, v BYTEA NOT NULL, PRIMARY KEY (ns, k))')
     cursor = raw.cursor(binary=True)
-    upsert = f"INSERT INTO {table} (ns, k, v) VALUES (%s, %s, %s) ON CONFLICT (ns, k) DO UPDATE SET v = EXCLUDED.v"
-
-    def raw_get(keys: list[str]) -> None:
-        for key in keys:
-            cursor.execute(f"SELECT v FROM {table} WHERE ns = %s AND k = %s", (NS, key.encode()))
-            cursor.fetchone()
-
-    def raw_set(keys: list[str], value: bytes) -> None:
-        for key in keys:
-            cursor.execute(upsert, (NS, key.encode(), value))
-
-    def raw_batch(keys: list[str], value: bytes) -> None:
-        with raw.transaction():
-            cursor.executemany(upsert, [(NS, k.encode(), value) for k in keys])
-
-    def raw_keys(prefix_: str) -> list[str]:
-        start = prefix_.encode()
-        end = start[:-1] + bytes([start[-1] + 1])
-        cursor.execute(f"SELECT k FROM {table} WHERE ns = %s AND k >= %s AND k < %s ORDER BY k", (NS, start, end))
-        return [k.decode() for (k,) in cursor.fetchall()]
+    # %b: binary parameters, as psycopg sends bytes by default (and as the backend sends them).
+    upsert = f"INSERT INTO {table} (ns, k, v) VALUES (%s, %b, %b) ON CONFLICT (ns, k) DO UPDATE SET v = EXCLUDED.v"
+    side = raw_side(cursor, table, upsert, "%b", raw.transaction)
 
     try:
-        for start in range(0, SCAN_KEYS, BATCH):
-            raw_batch(keyset(SCAN_KEYS, "scan_")[start : start + BATCH], b"x" * 64)
-        for start in range(0, ops, BATCH):
-            raw_batch(keyset(ops)[start : start + BATCH], b"x" * 64)
+        sides = {"ours": ours(store), "raw": side}
+        for each in sides.values():
+            fill_reads(each, ops)
         raw.execute(f"ANALYZE {table}")
-        workloads = common_workloads(store, ops, raw_get, raw_set, raw_batch, raw_keys)
-        rows = [(name, measure(contenders, rounds)) for name, contenders in workloads]
+        rows = compare(sides, ops, rounds)
         print_table(
             f"PostgreSQL: ComponentStorage vs raw psycopg 3 (autocommit), {ops} ops/round", rows, "ours", ["raw"]
         )
@@ -278,18 +360,57 @@ def bench_postgresql(url: str, ops: int, rounds: int) -> None:
         raw.close()
 
 
+def bench_mariadb(url: str, ops: int, rounds: int) -> None:
+    prefix = f"bench{os.getpid()}_"
+    manager, store = open_ours(url, {"table_prefix": prefix})
+    raw = connect_mariadb(url)
+    cursor = raw.cursor()
+    table = f"{prefix}raw_kv"
+    cursor.execute(
+        f"CREATE TABLE {table} (ns VARBINARY(64) NOT NULL, k VARBINARY(256) NOT NULL, v LONGBLOB NOT NULL, "
+        "PRIMARY KEY (ns, k)) ENGINE=InnoDB"
+    )
+    upsert = f"INSERT INTO {table} (ns, k, v) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+
+    @contextlib.contextmanager
+    def transaction() -> Iterator[None]:
+        raw.begin()
+        yield
+        raw.commit()
+
+    side = raw_side(cursor, table, upsert, "%s", transaction)
+
+    try:
+        sides = {"ours": ours(store), "raw": side}
+        for each in sides.values():
+            fill_reads(each, ops)
+        rows = compare(sides, ops, rounds)
+        print_table(f"MariaDB: ComponentStorage vs raw PyMySQL (autocommit), {ops} ops/round", rows, "ours", ["raw"])
+    finally:
+        manager.close()
+        cursor.execute(f"DROP TABLE IF EXISTS {table}, {prefix}data, {prefix}usage, {prefix}meta")
+        raw.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", type=int, default=3000, help="operations per round for SQLite")
-    parser.add_argument("--pg-ops", type=int, default=1000, help="operations per round for PostgreSQL")
+    parser.add_argument("--server-ops", type=int, default=1000, help="operations per round for PostgreSQL, MariaDB")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--postgresql", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--no-postgresql", action="store_true")
+    parser.add_argument("--mariadb", default="mysql+pymysql://root@127.0.0.1:3306/test")
+    parser.add_argument("--no-mariadb", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated engines to run (default: all not excluded)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        bench_sqlite(args.ops, args.rounds, Path(directory))
-    if not args.no_postgresql:
-        bench_postgresql(args.postgresql, args.pg_ops, args.rounds)
+    only = set(filter(None, args.only.split(","))) or {"sqlite", "postgresql", "mariadb"}
+    if "sqlite" in only:
+        with tempfile.TemporaryDirectory() as directory:
+            bench_sqlite(args.ops, args.rounds, Path(directory))
+    if "postgresql" in only and not args.no_postgresql:
+        bench_postgresql(args.postgresql, args.server_ops, args.rounds)
+    if "mariadb" in only and not args.no_mariadb:
+        bench_mariadb(args.mariadb, args.server_ops, args.rounds)
 
 
 if __name__ == "__main__":

@@ -628,6 +628,25 @@ def test_bench_reports_every_operation_and_leaves_no_data(cli: Run, store: Store
     assert table.exit_code == 0 and "p99 µs" in table.stdout
 
 
+@pytest.mark.parametrize("value_size", [1, 100])
+def test_bench_overwrites_every_key_with_other_bytes_of_the_same_size(value_size: int) -> None:
+    """bench's overwrite phase must not rewrite identical bytes, which is nearly free on SQLite/InnoDB (issue 9, 8)."""
+    from airssys_storage import Access, Manifest, StorageManager, StorageSettings
+    from airssys_storage.cli.ops import _workload
+
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        storage = manager.component(Manifest("bench-test", Access.ADMIN))
+        phases = {phase.name: phase for phase in _workload(storage, 50, value_size, 10, 10)}
+        for call in phases["set (new key)"].calls:
+            call()
+        before = dict(storage.range("bench/0", "bench/1"))
+        for call in phases["set (overwrite)"].calls:
+            call()
+        after = dict(storage.range("bench/0", "bench/1"))
+    assert len(before) == 50 and before.keys() == after.keys()
+    assert all(len(after[key]) == value_size and after[key] != before[key] for key in before)
+
+
 def test_repair(cli: Run, make_store: MakeStore) -> None:
     result = cli("repair", "--url", "memory://")
     assert result.exit_code == 2 and "cannot repair" in one_error_line(result.stderr)

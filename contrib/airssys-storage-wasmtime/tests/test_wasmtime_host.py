@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,28 @@ def test_a_guest_that_imports_some_functions(host: Host, storage: ComponentStora
         assert instance.call("bench-get", 2, "k") == 2
         assert instance.call("bench-has", 4, "k") == 4
     assert storage.get("k") == b"value"
+
+
+def test_the_bench_guest_never_rewrites_the_bytes_a_set_replaces(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of the bench guest's sets writes other bytes than the one before (issue 9, 8); the last, the given value."""
+    from airssys_storage_memory import MemoryBackend
+
+    written: list[bytes | None] = []
+    commit_one = MemoryBackend.commit_one
+
+    def recording(self: MemoryBackend, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
+        written.append(value)
+        return commit_one(self, namespace, key, value, limit)
+
+    monkeypatch.setattr(MemoryBackend, "commit_one", recording)
+    guest = host.load(FIXTURES / "bench.wat")
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        storage = storage_of(manager)
+        with host.instantiate(guest, storage) as instance:
+            assert instance.call("bench-set", 5, "k", b"value") == 5
+        assert storage.get("k") == b"value"
+    assert len(written) == 5 and written[-1] == b"value"
+    assert all(len(new or b"") == 5 and new != old for old, new in itertools.pairwise(written))
 
 
 # -- every error a real store raises reaches the guest as its variant --------------

@@ -6,10 +6,11 @@ exact usage counters, bytewise order); data lives as long as the manager.
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
+
+from sortedcontainers import SortedList
 
 from airssys_storage import Capabilities, Change, InternalError, StorageBackend, Usage, hookimpl, quota_exceeded
 
@@ -17,20 +18,54 @@ __all__ = ["MemoryBackend"]
 
 
 class _Space:
-    """One namespace: its data, its usage counter and a lazily sorted key list."""
+    """One namespace: its data, its usage counter and its keys in bytewise order.
 
-    __slots__ = ("data", "sorted_cache", "used")
+    ``order`` (a :class:`sortedcontainers.SortedList`) is the key set as of the
+    last listing. A write that adds or removes a key only appends the key to
+    ``changed`` (a list append: a write costs what a dict write costs), and the
+    next listing reconciles those keys with ``data`` in O(k log n) for k of
+    them, never re-sorting the component. ``order`` is rebuilt from ``data``
+    (O(n log n)) only when more than n/8 keys changed since the last listing,
+    or when ``changed`` outgrows twice the key count plus 1024 (so churn
+    without listings keeps memory bounded): each time after at least n/8
+    writes. Overwrites touch the dict alone.
+    """
+
+    __slots__ = ("changed", "data", "order", "used")
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.used = 0
-        # Sorted keys for listings; None after the key set changed.
-        self.sorted_cache: list[bytes] | None = None
+        self.order: SortedList | None = SortedList()  # None: rebuild from data
+        self.changed: list[bytes] = []  # keys added or removed since order was current (may repeat)
 
-    def sorted_keys(self) -> list[bytes]:
-        if self.sorted_cache is None:
-            self.sorted_cache = sorted(self.data)
-        return self.sorted_cache
+    def note(self, key: bytes) -> None:
+        """Note that *key* was added to or removed from ``data``."""
+        changed = self.changed
+        changed.append(key)
+        if len(changed) > 1024 and len(changed) > 2 * len(self.data):
+            self.note_overflow()
+
+    def note_overflow(self) -> None:
+        """Too many notes: drop them, and rebuild ``order`` at the next listing."""
+        self.order, self.changed = None, []
+
+    def ordered(self) -> SortedList:
+        """Every key of ``data``, in bytewise order (call it holding the backend's lock)."""
+        order, changed, data = self.order, self.changed, self.data
+        if order is None or len(changed) * 8 > len(order):
+            order = self.order = SortedList(data)
+        elif changed:
+            for key in set(changed):
+                if key in data:
+                    if key not in order:
+                        order.add(key)
+                else:
+                    order.discard(key)
+        else:
+            return order
+        self.changed = []
+        return order
 
 
 class _ClosedSpaces(dict[str, _Space]):
@@ -43,7 +78,11 @@ class _ClosedSpaces(dict[str, _Space]):
 
 
 class MemoryBackend(StorageBackend):
-    """Dict per namespace; reads and writes are O(1), listings sort once per key-set change.
+    """Dict per namespace; reads and writes are O(1), listings O(log n + keys returned).
+
+    Keys are kept in order beside the dict (a sorted list, into which the next
+    listing merges the keys added or removed since the last one), so a listing
+    right after a write costs about what any other listing costs.
 
     One lock makes every commit and every multi-key read atomic; single-key
     reads need none (one dict lookup is atomic).
@@ -102,10 +141,10 @@ class MemoryBackend(StorageBackend):
 
     @staticmethod
     def _slice(space: _Space, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
-        ordered = space.sorted_keys()
-        low = bisect.bisect_left(ordered, start)
-        high = len(ordered) if end is None else bisect.bisect_left(ordered, end, low)
-        return ordered[low : min(high, low + limit)]
+        ordered = space.ordered()
+        low = ordered.bisect_left(start)
+        high = len(ordered) if end is None else ordered.bisect_left(end)
+        return ordered[low : min(high, low + limit)]  # type: ignore[no-any-return]
 
     def usage(self, namespace: str) -> Usage:
         with self._lock:
@@ -126,8 +165,8 @@ class MemoryBackend(StorageBackend):
                 if old is None:
                     return False
                 del data[key]
+                space.note(key)
                 space.used -= len(key) + len(old)
-                space.sorted_cache = None
                 return True
             if old is None:
                 delta = len(key) + len(value)
@@ -142,7 +181,10 @@ class MemoryBackend(StorageBackend):
             data[key] = value
             space.used = used
             if old is None:
-                space.sorted_cache = None
+                changed = space.changed  # space.note(key), written out: the insert hot path
+                changed.append(key)
+                if len(changed) > 1024 and len(changed) > 2 * len(data):
+                    space.note_overflow()
                 return False
             return True
         finally:
@@ -166,11 +208,13 @@ class MemoryBackend(StorageBackend):
                 raise quota_exceeded(namespace, space.used, delta, limit)
             for key, value in changes:
                 if value is None:
-                    data.pop(key, None)
+                    if data.pop(key, None) is not None:
+                        space.note(key)
                 else:
+                    if key not in data:
+                        space.note(key)
                     data[key] = value
             space.used += delta
-            space.sorted_cache = None
             return existed
 
     def clear(self, namespace: str) -> None:

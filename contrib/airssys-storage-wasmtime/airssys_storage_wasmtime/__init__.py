@@ -16,18 +16,23 @@ from typing import TYPE_CHECKING, Any
 
 from airssys_storage import hookimpl
 
-from .errors import GuestError, GuestTrap, InvalidGuest, UnsupportedRuntime
+from .errors import GuestError, GuestLimitExceeded, GuestTimeout, GuestTrap, InvalidGuest, UnsupportedRuntime
+from .limits import DEFAULT_LIMITS, SandboxLimits
 
 if TYPE_CHECKING:
     from .host import Guest, GuestInstance, Host, default_cache_dir
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "Guest",
     "GuestError",
     "GuestInstance",
+    "GuestLimitExceeded",
+    "GuestTimeout",
     "GuestTrap",
     "Host",
     "InvalidGuest",
+    "SandboxLimits",
     "UnsupportedRuntime",
     "default_cache_dir",
     "register_commands",

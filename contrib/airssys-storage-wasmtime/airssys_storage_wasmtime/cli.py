@@ -8,7 +8,9 @@ traceback), following the core command line's codes: 1 the export returned
 ``err`` (printed), 2 bad command line or guest (no such file, not a
 component, no such export, arguments that do not fit), 3 configuration
 (manifest invalid, settings, wasmtime version), 4 refused (permission
-denied, quota), 5 storage failure, 70 the guest trapped or the host failed.
+denied, quota), 5 storage failure, 70 the guest trapped, hit a sandbox limit
+or the host failed, 124 the guest ran past its time limit (``--timeout``),
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import click
 
 from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager
 
-from .errors import GuestError, InvalidGuest
+from .errors import GuestError, GuestTimeout, InvalidGuest
+from .limits import DEFAULT_LIMITS, SandboxLimits
 
 __all__ = ["RunError", "format_value", "main", "parse_argument", "run_command", "split_result"]
 
@@ -32,6 +35,8 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_BACKEND = 5
 EXIT_SOFTWARE = 70
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
 
 
 class RunError(click.ClickException):
@@ -59,6 +64,12 @@ class _Failure(Exception):
               help="Exported function to call (name, or interface#name).")  # fmt: skip
 @click.option("--cache-dir", default=None, help="Compile cache directory (default: the user cache directory).")
 @click.option("--no-cache", is_flag=True, help="Compile the guest without the on-disk cache.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f"Seconds one call into the guest may run [default: {DEFAULT_LIMITS.timeout:g}].")
+@click.option("--max-memory", default=None,
+              help="Bytes of each linear memory of the guest, e.g. 64MiB [default: 256MiB].")
+@click.option("--max-call-bytes", default=None,
+              help="Bytes one storage call may move each way, e.g. 1MiB [default: 2MiB].")
 @click.option("--debug", is_flag=True, help="On error, print the traceback as well.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -69,6 +80,9 @@ def run_command(
     export: str,
     cache_dir: str | None,
     no_cache: bool,
+    timeout: float | None,
+    max_memory: str | None,
+    max_call_bytes: str | None,
     debug: bool,
     args: tuple[str, ...],
 ) -> None:
@@ -77,9 +91,15 @@ def run_command(
     Calls the export with ARGS (converted to its parameter types) and prints
     its result. Storage is the configured backend: AIRSSYS_STORAGE_URL or the
     settings file, else the embedded SQLite default.
+
+    The call runs within sandbox limits: the options' (or the defaults),
+    lowered by the manifest's [limits] table where it asks for less.
     """
     try:
-        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args)
+        limits = _host_limits(timeout, max_memory, max_call_bytes)
+        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args, limits)
+    except KeyboardInterrupt:
+        raise RunError(f"interrupted (Ctrl-C): guest {guest!r} was stopped", EXIT_INTERRUPTED) from None
     except Exception as exc:
         if debug:
             root = ctx.find_root().command
@@ -97,6 +117,8 @@ def run_command(
 def _as_run_error(exc: Exception) -> RunError:
     if isinstance(exc, _Failure | InvalidGuest):
         return RunError(str(exc), EXIT_USAGE)
+    if isinstance(exc, GuestTimeout):
+        return RunError(str(exc), EXIT_TIMEOUT)
     if isinstance(exc, GuestError):
         return RunError(str(exc), EXIT_SOFTWARE)
     if isinstance(exc, StorageError):
@@ -119,14 +141,42 @@ def _exit_code(exc: StorageError) -> int:
     return codes.get(exc.code, EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_BACKEND)
 
 
+def _host_limits(timeout: float | None, max_memory: str | None, max_call_bytes: str | None) -> SandboxLimits:
+    from airssys_storage.manifest import parse_size
+
+    def size(value: str | None, option: str) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_size(value.strip(), option)
+        except ConfigurationError as exc:
+            raise _Failure(str(exc)) from None
+
+    try:
+        return DEFAULT_LIMITS.with_overrides(
+            timeout=timeout,
+            max_memory=size(max_memory, "--max-memory"),
+            max_call_bytes=size(max_call_bytes, "--max-call-bytes"),
+        )
+    except ConfigurationError as exc:
+        raise _Failure(str(exc)) from None
+
+
 def _run(
-    guest_path: str, manifest_path: str, export: str, cache_dir: str | None, cache: bool, args: tuple[str, ...]
+    guest_path: str,
+    manifest_path: str,
+    export: str,
+    cache_dir: str | None,
+    cache: bool,
+    args: tuple[str, ...],
+    limits: SandboxLimits = DEFAULT_LIMITS,
 ) -> tuple[bool, str | None]:
     from ._codec import describe
     from .host import Host
 
     manifest = Manifest.from_file(manifest_path)
-    host = Host(cache_dir, cache=cache)
+    component_limits = SandboxLimits.from_manifest_file(manifest_path, limits)
+    host = Host(cache_dir, cache=cache, limits=limits)
     guest = host.load(guest_path)
     if export not in guest.exports:
         available = ", ".join(sorted(guest.exports)) or "none"
@@ -139,7 +189,7 @@ def _run(
     values = [parse_argument(ty, text, name) for (name, ty), text in zip(params, args, strict=True)]
     with StorageManager.from_settings() as manager:
         storage = manager.component(manifest)
-        with host.instantiate(guest, storage, inherit_stdio=True) as instance:
+        with host.instantiate(guest, storage, inherit_stdio=True, limits=component_limits) as instance:
             result = instance.call(export, *values)
     if func_type.result is None:
         return True, None

@@ -96,6 +96,27 @@ def internals_problems() -> list[str]:
             problems.append(f"wasmtime.component._types.{owner}.{attribute} is missing")
     if not hasattr(Component, "_from_ptr"):
         problems.append("wasmtime.component.Component._from_ptr is missing")
+    problems.extend(_sandbox_problems())
+    return problems
+
+
+def _sandbox_problems() -> list[str]:
+    """What the sandbox limits (host.py) use: epoch interruption, its deadline callback, store limits."""
+    from wasmtime import Config, Engine, Store, _bindings
+
+    problems = []
+    callback = getattr(_bindings, "_wasmtime_store_epoch_deadline_callback", None)
+    argtypes = getattr(callback, "argtypes", None) or []
+    if len(argtypes) != 4:
+        problems.append("wasmtime._bindings._wasmtime_store_epoch_deadline_callback is missing or changed")
+    for owner, attribute in (
+        (Config, "epoch_interruption"),
+        (Engine, "increment_epoch"),
+        (Store, "set_epoch_deadline"),
+        (Store, "set_limits"),
+    ):
+        if not hasattr(owner, attribute):
+            problems.append(f"wasmtime.{owner.__name__}.{attribute} is missing")
     return problems
 
 

@@ -64,12 +64,18 @@ class _Failure(Exception):
               help="Exported function to call (name, or interface#name).")  # fmt: skip
 @click.option("--cache-dir", default=None, help="Compile cache directory (default: the user cache directory).")
 @click.option("--no-cache", is_flag=True, help="Compile the guest without the on-disk cache.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help=f"Seconds one call into the guest may run [default: {DEFAULT_LIMITS.timeout:g}].")
-@click.option("--max-memory", default=None,
-              help="Bytes of each linear memory of the guest, e.g. 64MiB [default: 256MiB].")
-@click.option("--max-call-bytes", default=None,
-              help="Bytes one storage call may move each way, e.g. 1MiB [default: 2MiB].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help=f"Seconds one call into the guest may run [default: {DEFAULT_LIMITS.timeout:g}].",
+)
+@click.option(
+    "--max-memory", default=None, help="Bytes of each linear memory of the guest, e.g. 64MiB [default: 256MiB]."
+)
+@click.option(
+    "--max-call-bytes", default=None, help="Bytes one storage call may move each way, e.g. 1MiB [default: 2MiB]."
+)
 @click.option("--debug", is_flag=True, help="On error, print the traceback as well.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context

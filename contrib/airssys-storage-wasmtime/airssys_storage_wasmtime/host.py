@@ -406,7 +406,9 @@ class GuestInstance:
             self._discard("instantiation failed")
             summary = _summary(exc)
             error = GuestLimitExceeded if "limit" in summary else InvalidGuest
-            raise error(f"cannot instantiate guest {guest.name!r}: {summary} (its limits: {self.limits.describe()})")
+            raise error(
+                f"cannot instantiate guest {guest.name!r}: {summary} (its limits: {self.limits.describe()})"
+            ) from None
 
     # -- limits ------------------------------------------------------------------
 

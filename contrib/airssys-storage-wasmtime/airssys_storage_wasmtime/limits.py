@@ -95,7 +95,7 @@ class SandboxLimits:
         """
         base = base or DEFAULT_LIMITS
         if not isinstance(table, dict):
-            raise ManifestError(f"{where} must be a table such as {{ timeout = 5, max-memory = \"64MiB\" }}")
+            raise ManifestError(f'{where} must be a table such as {{ timeout = 5, max-memory = "64MiB" }}')
         unknown = set(table) - set(MANIFEST_FIELDS)
         if unknown:
             raise ManifestError(

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 from airssys_storage_wasmtime import Guest, GuestError, GuestInstance, GuestTrap, Host, InvalidGuest
 from airssys_storage_wasmtime._interfaces import FUNCTIONS, STORAGE, HostFunction
-from airssys_storage_wasmtime.cli import split_result
 from wasmtime.component import Variant
-from wasmtime_helpers import FIXTURES, err, ok, outcome, storage_of
+from wasmtime_helpers import FIXTURES, err, ok, storage_of
 
 from airssys_storage import (
     ComponentStorage,

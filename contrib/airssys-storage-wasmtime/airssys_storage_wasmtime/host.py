@@ -113,6 +113,8 @@ class Host:
 
     *limits* (default :data:`~.DEFAULT_LIMITS`) bound every call into a
     guest of this host; :meth:`instantiate` can lower them per component.
+    ``engine`` has epoch interruption enabled: a ``Store`` made on it
+    elsewhere must set its own epoch deadline (``store.set_epoch_deadline``).
 
     The cache holds native code, so it is used only when its directory is
     private to the user running the host (created with mode 0700 when

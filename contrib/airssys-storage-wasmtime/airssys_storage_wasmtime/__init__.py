@@ -21,9 +21,11 @@ from .limits import DEFAULT_LIMITS, SandboxLimits
 
 if TYPE_CHECKING:
     from .host import Guest, GuestInstance, Host, default_cache_dir
+    from .runtime import ComponentRuntime
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "ComponentRuntime",
     "Guest",
     "GuestError",
     "GuestInstance",
@@ -46,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from . import host
 
         return getattr(host, name)
+    if name == "ComponentRuntime":
+        from .runtime import ComponentRuntime
+
+        return ComponentRuntime
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import click
 
-from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager
+from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager, StorageSettings
 
 from .errors import GuestError, GuestTimeout, InvalidGuest
 from .limits import DEFAULT_LIMITS, SandboxLimits
@@ -65,6 +65,18 @@ class _Failure(Exception):
 @click.option("--cache-dir", default=None, help="Compile cache directory (default: the user cache directory).")
 @click.option("--no-cache", is_flag=True, help="Compile the guest without the on-disk cache.")
 @click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="Backend URL (memory://, sqlite:///PATH, …); overrides AIRSSYS_STORAGE_URL and the settings file.",
+)
+@click.option(
+    "--backend-options",
+    metavar="JSON",
+    default=None,
+    help="Backend options as a JSON object; replace the configured backend_options.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -86,6 +98,8 @@ def run_command(
     export: str,
     cache_dir: str | None,
     no_cache: bool,
+    url: str | None,
+    backend_options: str | None,
     timeout: float | None,
     max_memory: str | None,
     max_call_bytes: str | None,
@@ -95,15 +109,16 @@ def run_command(
     """Run the WebAssembly component GUEST (binary or .wat) with the storage of its manifest.
 
     Calls the export with ARGS (converted to its parameter types) and prints
-    its result. Storage is the configured backend: AIRSSYS_STORAGE_URL or the
-    settings file, else the embedded SQLite default.
+    its result. Storage is --url (with --backend-options), else the configured
+    backend: AIRSSYS_STORAGE_URL or the settings file, else the embedded
+    SQLite default.
 
     The call runs within sandbox limits: the options' (or the defaults),
     lowered by the manifest's [limits] table where it asks for less.
     """
     try:
         limits = _host_limits(timeout, max_memory, max_call_bytes)
-        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args, limits)
+        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args, limits, url, backend_options)
     except KeyboardInterrupt:
         raise RunError(f"interrupted (Ctrl-C): guest {guest!r} was stopped", EXIT_INTERRUPTED) from None
     except Exception as exc:
@@ -168,6 +183,28 @@ def _host_limits(timeout: float | None, max_memory: str | None, max_call_bytes: 
         raise _Failure(str(exc)) from None
 
 
+def _settings(url: str | None, backend_options: str | None) -> StorageSettings | None:
+    """The settings with --url and --backend-options in place of the configured ones (``None``: as configured)."""
+    if url is None and backend_options is None:
+        return None
+    options: dict[str, Any] | None = None
+    if backend_options is not None:
+        try:
+            options = json.loads(backend_options)
+        except json.JSONDecodeError as exc:
+            raise _Failure(f"--backend-options {backend_options!r} is not JSON ({exc.msg})") from None
+        if not isinstance(options, dict):
+            raise _Failure(
+                f"--backend-options must be a JSON object such as '{{\"timeout\": 5}}', not {backend_options!r}"
+            )
+    try:
+        from airssys_storage.cli.common import StoreSpec
+    except ImportError:  # a core without the command line: the same rule, without its error wording
+        arguments = {"url": url, "backend_options": options}
+        return StorageSettings(**{name: value for name, value in arguments.items() if value is not None})
+    return StoreSpec(url, options).settings()
+
+
 def _run(
     guest_path: str,
     manifest_path: str,
@@ -176,9 +213,12 @@ def _run(
     cache: bool,
     args: tuple[str, ...],
     limits: SandboxLimits = DEFAULT_LIMITS,
+    url: str | None = None,
+    backend_options: str | None = None,
 ) -> tuple[bool, str | None]:
     from ._codec import describe
     from .host import Host
+    from .runtime import ComponentRuntime
 
     manifest = Manifest.from_file(manifest_path)
     component_limits = SandboxLimits.from_manifest_file(manifest_path, limits)
@@ -193,10 +233,10 @@ def _run(
         signature = ", ".join(f"{name}: {describe(ty)}" for name, ty in params)
         raise _Failure(f"{export} takes {len(params)} argument(s) ({signature}), got {len(args)}")
     values = [parse_argument(ty, text, name) for (name, ty), text in zip(params, args, strict=True)]
-    with StorageManager.from_settings() as manager:
-        storage = manager.component(manifest)
-        with host.instantiate(guest, storage, inherit_stdio=True, limits=component_limits) as instance:
-            result = instance.call(export, *values)
+    with StorageManager.from_settings(_settings(url, backend_options)) as manager:
+        with ComponentRuntime(manager, host) as runtime:
+            component = runtime.add(guest, manifest, limits=component_limits, inherit_stdio=True)
+            result = runtime.invoke(component, export, *values)
     if func_type.result is None:
         return True, None
     ok, payload = split_result(func_type.result, result)

@@ -518,6 +518,11 @@ class GuestInstance:
     # -- calls -------------------------------------------------------------------
 
     @property
+    def discarded(self) -> bool:
+        """Whether the instance was discarded (closed, or after a trap or a limit): :meth:`call` then fails."""
+        return bool(self._discarded)
+
+    @property
     def exports(self) -> dict[str, str]:
         """The guest's exported functions and their types."""
         return self.guest.exports

@@ -101,14 +101,17 @@ def internals_problems() -> list[str]:
 
 
 def _sandbox_problems() -> list[str]:
-    """What the sandbox limits (host.py) use: epoch interruption, its deadline callback, store limits."""
+    """What host.py uses besides values: epoch interruption, its deadline callback, store limits, add_func."""
     from wasmtime import Config, Engine, Store, _bindings
 
     problems = []
-    callback = getattr(_bindings, "_wasmtime_store_epoch_deadline_callback", None)
-    argtypes = getattr(callback, "argtypes", None) or []
-    if len(argtypes) != 4:
-        problems.append("wasmtime._bindings._wasmtime_store_epoch_deadline_callback is missing or changed")
+    for name, count in (
+        ("_wasmtime_store_epoch_deadline_callback", 4),
+        ("_wasmtime_component_linker_instance_add_func", 6),
+    ):
+        declared = getattr(_bindings, name, None)
+        if len(getattr(declared, "argtypes", None) or []) != count:
+            problems.append(f"wasmtime._bindings.{name} is missing or changed")
     for owner, attribute in (
         (Config, "epoch_interruption"),
         (Engine, "increment_epoch"),

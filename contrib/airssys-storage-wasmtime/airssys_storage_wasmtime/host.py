@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -475,9 +476,16 @@ class GuestInstance:
         return callbacks
 
     def _callback(self, function: Any, method: Callable[..., Any]) -> Any:
-        """The C callback serving one import: lift the arguments, call storage, lower the result."""
+        """The C callback serving one import: lift the arguments, call storage, lower the result.
+
+        Its pointer arguments arrive as plain addresses (see :func:`_raw_callbacks`):
+        ctypes then builds no pointer objects per call.
+        """
         from wasmtime import _ffi as ffi
 
+        from ._compat import VAL_SIZE
+
+        val_at = ffi.wasmtime_component_val_t.from_address
         params = function.params
         count = len(params)
         lower_ok = function.result.lower_ok
@@ -488,18 +496,18 @@ class GuestInstance:
         check_response = function.result.ok is not None and "list<" in function.result.ok.wit
         name = function.name
 
-        def serve(_data: Any, _context: Any, _type: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
+        def serve(_data: Any, _context: Any, _type: Any, args: int, nargs: int, results: int, nresults: int) -> int:
             try:
                 if nargs != count or nresults != 1:
                     raise TypeError(f"called with {nargs} arguments and {nresults} results")
-                values = [codec.lift(args[i]) for i, codec in enumerate(params)]
-                out = results[0]
+                values = [codec.lift(val_at(args + VAL_SIZE * i)) for i, codec in enumerate(params)]
+                out = val_at(results)
                 try:
-                    if check_request:
-                        _check_call_bytes(name, "to", _payload_bytes(values), cap)
+                    if check_request and _payload_bytes(values) > cap:
+                        raise _too_many_bytes(name, "to", _payload_bytes(values), cap)
                     value = method(*values)
-                    if check_response:
-                        _check_call_bytes(name, "from", _payload_bytes(value), cap)
+                    if check_response and _payload_bytes(value) > cap:
+                        raise _too_many_bytes(name, "from", _payload_bytes(value), cap)
                 except StorageError as error:  # the guest's business, never a trap
                     lower_err(error, out)
                 else:
@@ -508,7 +516,7 @@ class GuestInstance:
             except BaseException as exc:  # anything else is a host failure: trap the guest
                 return self._host_failure(function.name, exc)
 
-        return ffi.wasmtime_component_func_callback_t(serve)
+        return _raw_callbacks()[0](serve)
 
     def _host_failure(self, function_name: str, exc: BaseException) -> int:
         if self._failure is None:
@@ -661,22 +669,49 @@ def _payload_bytes(value: Any) -> int:
     return 0
 
 
-def _check_call_bytes(function: str, direction: str, size: int, cap: int) -> None:
-    if size > cap:
-        raise ValueTooLarge(
-            f"{function} would move {size} bytes {direction} the guest, over the host's limit of "
-            f"{format_bytes(cap)} per storage call (max-call-bytes): split the call"
-        )
+def _too_many_bytes(function: str, direction: str, size: int, cap: int) -> ValueTooLarge:
+    return ValueTooLarge(
+        f"{function} would move {size} bytes {direction} the guest, over the host's limit of "
+        f"{format_bytes(cap)} per storage call (max-call-bytes): split the call"
+    )
+
+
+@functools.cache
+def _raw_callbacks() -> tuple[Any, Any]:
+    """A host function callback type whose pointers are plain addresses, and ``add_func`` taking it.
+
+    wasmtime-py declares the callback's pointer parameters as ctypes pointers,
+    which ctypes builds as objects on every call (about a microsecond per
+    storage call). The same C function, declared with ``void *`` parameters,
+    takes the same callbacks.
+    """
+    from wasmtime import _bindings
+    from wasmtime._ffi import dll
+
+    declared = _bindings._wasmtime_component_linker_instance_add_func
+    callback_t = ctypes.CFUNCTYPE(
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+    )
+    add_func = ctypes.CFUNCTYPE(declared.restype, *declared.argtypes[:3], callback_t, *declared.argtypes[4:])(
+        ("wasmtime_component_linker_instance_add_func", dll)
+    )
+    return callback_t, add_func
 
 
 def _add_func(instance: Any, name: str, callback: Any) -> None:
     """``LinkerInstance.add_func`` with our own C callback instead of wasmtime-py's reflective one."""
     from wasmtime import WasmtimeError
-    from wasmtime import _ffi as ffi
 
     raw = name.encode()
     no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # NULL: the callback is owned by the instance
-    error = ffi.wasmtime_component_linker_instance_add_func(
+    error = _raw_callbacks()[1](
         instance.ptr(), ctypes.create_string_buffer(raw), len(raw), callback, None, no_finalizer
     )
     if error:

@@ -598,7 +598,7 @@ class GuestInstance:
             ceiling = HOSTCALL_FUEL // HOSTCALL_FUEL_PER_BYTE
             raise GuestLimitExceeded(
                 f"guest {self.guest.name!r}, {where}: one storage call passed more data to the host than "
-                f"wasmtime-py can take from a guest in one call (about {format_bytes(ceiling // 1024 * 1024)}: "
+                f"wasmtime-py can take from a guest in one call (about {ceiling / 2**20:.1f} MiB: "
                 f"wasmtime's {format_bytes(HOSTCALL_FUEL)} hostcall budget at {HOSTCALL_FUEL_PER_BYTE} bytes per "
                 "byte of a list<u8>, which its C API cannot raise); split the value or the batch; "
                 "the instance was discarded",

@@ -163,6 +163,7 @@ def _exit_code(exc: StorageError) -> int:
 
 
 def _host_limits(timeout: float | None, max_memory: str | None, max_call_bytes: str | None) -> SandboxLimits:
+    """The defaults, then the AIRSSYS_STORAGE_WASMTIME_* variables, then the options."""
     from airssys_storage.manifest import parse_size
 
     def size(value: str | None, option: str) -> int | None:
@@ -173,8 +174,9 @@ def _host_limits(timeout: float | None, max_memory: str | None, max_call_bytes: 
         except ConfigurationError as exc:
             raise _Failure(str(exc)) from None
 
+    base = SandboxLimits.from_environment()  # a bad variable is a configuration error (exit 3)
     try:
-        return DEFAULT_LIMITS.with_overrides(
+        return base.with_overrides(
             timeout=timeout,
             max_memory=size(max_memory, "--max-memory"),
             max_call_bytes=size(max_call_bytes, "--max-call-bytes"),

@@ -1,8 +1,10 @@
 """The sandbox limits of one guest invocation, set per host and per component.
 
 A host sets the ceiling (:class:`Host` ``limits=``, or ``airssys-storage run
---timeout SECONDS --max-memory SIZE --max-call-bytes SIZE``); a component may
-ask for less in its manifest's ``[limits]`` table, never for more::
+--timeout SECONDS --max-memory SIZE --max-call-bytes SIZE``, or the
+environment variables of :data:`ENVIRONMENT`, which
+:meth:`SandboxLimits.from_environment` reads); a component may ask for less
+in its manifest's ``[limits]`` table, never for more::
 
     [limits]
     timeout = 5            # seconds of one invocation (export call or instantiation)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any
 from airssys_storage import ManifestError
 from airssys_storage.manifest import parse_size
 
-__all__ = ["DEFAULT_LIMITS", "MANIFEST_FIELDS", "SandboxLimits", "format_bytes"]
+__all__ = ["DEFAULT_LIMITS", "ENVIRONMENT", "MANIFEST_FIELDS", "SandboxLimits", "format_bytes"]
 
 MiB = 1024 * 1024
 
@@ -37,6 +40,14 @@ MANIFEST_FIELDS = {
     "max-table-elements": "max_table_elements",
     "max-instances": "max_instances",
     "max-call-bytes": "max_call_bytes",
+}
+
+
+#: Environment variables a host's limits can be set with, and the field each sets.
+ENVIRONMENT = {
+    "AIRSSYS_STORAGE_WASMTIME_TIMEOUT": "timeout",
+    "AIRSSYS_STORAGE_WASMTIME_MAX_MEMORY": "max-memory",
+    "AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES": "max-call-bytes",
 }
 
 
@@ -114,6 +125,31 @@ class SandboxLimits:
             return dataclasses.replace(base, **values)
         except ManifestError as exc:
             raise ManifestError(f"{where} {exc.message}") from None
+
+    @classmethod
+    def from_environment(cls, base: SandboxLimits | None = None) -> SandboxLimits:
+        """*base* (default :data:`DEFAULT_LIMITS`) with the variables of :data:`ENVIRONMENT` that are set.
+
+        Values as in a manifest (``AIRSSYS_STORAGE_WASMTIME_MAX_MEMORY=64MiB``);
+        a bad one raises :class:`~airssys_storage.ManifestError` naming the variable.
+        """
+        values: dict[str, Any] = {}
+        for variable, key in ENVIRONMENT.items():
+            value = os.environ.get(variable, "").strip()
+            if not value:
+                continue
+            attribute = MANIFEST_FIELDS[key]
+            if attribute == "timeout":
+                try:
+                    values[attribute] = float(value)
+                except ValueError:
+                    raise ManifestError(f"{variable} must be a number of seconds, got {value!r}") from None
+            else:
+                values[attribute] = parse_size(value, variable)
+        try:
+            return dataclasses.replace(base or DEFAULT_LIMITS, **values)
+        except ManifestError as exc:
+            raise ManifestError(f"the AIRSSYS_STORAGE_WASMTIME_* environment variables: {exc.message}") from None
 
     @classmethod
     def from_manifest_file(cls, path: str | Path, base: SandboxLimits | None = None) -> SandboxLimits:

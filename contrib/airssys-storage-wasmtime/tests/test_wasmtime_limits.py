@@ -266,3 +266,34 @@ def test_ctrl_c_stops_a_running_guest_at_once(tmp_path: Path) -> None:
     assert elapsed < 2, elapsed
     assert "interrupted (Ctrl-C)" in stderr and "hostile.wat" in stderr
     assert "Traceback" not in stderr
+
+
+def test_host_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_TIMEOUT", "2.5")
+    monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_MAX_MEMORY", "64MiB")
+    limits = SandboxLimits.from_environment()
+    assert (limits.timeout, limits.max_memory, limits.max_call_bytes) == (2.5, 64 * MiB, 2 * MiB)
+    monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES", "lots")
+    with pytest.raises(ManifestError, match="AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES 'lots' is not a size"):
+        SandboxLimits.from_environment()
+    monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES", "1KiB")
+    monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_TIMEOUT", "-1")
+    with pytest.raises(ManifestError, match="environment variables: timeout must be a positive number"):
+        SandboxLimits.from_environment()
+
+
+def test_run_reads_the_environment_and_options_win(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    env = {**_env(), "AIRSSYS_STORAGE_WASMTIME_TIMEOUT": "0.3"}
+    finished = subprocess.run(
+        _run_command("--manifest", manifest, "--invoke", "spin"), capture_output=True, text=True, env=env, timeout=60
+    )
+    assert finished.returncode == 124 and "time limit of 0.3 s" in finished.stderr, finished.stderr
+    finished = subprocess.run(
+        _run_command("--manifest", manifest, "--invoke", "spin", "--timeout", "0.6"),
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert finished.returncode == 124 and "time limit of 0.6 s" in finished.stderr, finished.stderr
+    bad = {**_env(), "AIRSSYS_STORAGE_WASMTIME_TIMEOUT": "soon"}
+    finished = subprocess.run(_run_command("--manifest", manifest), capture_output=True, text=True, env=bad, timeout=60)
+    assert finished.returncode == 3 and "AIRSSYS_STORAGE_WASMTIME_TIMEOUT" in finished.stderr, finished.stderr

@@ -597,11 +597,11 @@ class GuestInstance:
         if failure is None and _HOSTCALL_FUEL_MESSAGE in str(exc):
             ceiling = HOSTCALL_FUEL // HOSTCALL_FUEL_PER_BYTE
             raise GuestLimitExceeded(
-                f"guest {self.guest.name!r}, {where}: one storage call passed more data to the host than "
-                f"wasmtime-py can take from a guest in one call (about {ceiling / 2**20:.1f} MiB: "
-                f"wasmtime's {format_bytes(HOSTCALL_FUEL)} hostcall budget at {HOSTCALL_FUEL_PER_BYTE} bytes per "
-                "byte of a list<u8>, which its C API cannot raise); split the value or the batch; "
-                "the instance was discarded",
+                f"guest {self.guest.name!r}, {where}: the guest passed the host more data in one call (a "
+                "storage call's arguments, or the export's result) than wasmtime-py can take from a guest "
+                f"(about {ceiling / 2**20:.1f} MiB: wasmtime's {format_bytes(HOSTCALL_FUEL)} hostcall budget at "
+                f"{HOSTCALL_FUEL_PER_BYTE} bytes per byte of a list<u8>, which its C API cannot raise); "
+                "split the value or the batch; the instance was discarded",
                 details=str(exc),
             ) from None
         raise self._trap_error(where, exc) from failure

@@ -297,3 +297,13 @@ def test_run_reads_the_environment_and_options_win(tmp_path: Path) -> None:
     bad = {**_env(), "AIRSSYS_STORAGE_WASMTIME_TIMEOUT": "soon"}
     finished = subprocess.run(_run_command("--manifest", manifest), capture_output=True, text=True, env=bad, timeout=60)
     assert finished.returncode == 3 and "AIRSSYS_STORAGE_WASMTIME_TIMEOUT" in finished.stderr, finished.stderr
+
+
+def test_an_export_result_past_what_wasmtime_can_carry_is_a_clear_error(
+    roomy_host: Host, big_storage: ComponentStorage
+) -> None:
+    """The sibling of the oversized set: a guest returning 3 MiB to the host (here echoing a get)."""
+    big_storage.set("big", bytes(3 * MiB))
+    with roomy_host.instantiate(roomy_host.load(ECHO), big_storage) as echo:
+        with pytest.raises(GuestLimitExceeded, match="the export's result"):
+            echo.call("get", "big")

@@ -136,12 +136,13 @@ def test_a_set_over_the_call_cap_is_an_error_value_not_a_trap(host: Host, big_st
     assert not big_storage.has("a")
 
 
+@pytest.mark.parametrize("count", [16, 40])  # the cases: 1,274 MB and 3.3 GB of host memory before
 def test_an_oversized_get_many_response_is_refused_before_it_is_converted(
-    host: Host, big_storage: ComponentStorage
+    host: Host, big_storage: ComponentStorage, count: int
 ) -> None:
     big_storage.set("big", bytes(MiB))
     with host.instantiate(host.load(ECHO), big_storage) as echo:
-        assert err(echo, "get-many", ["big"] * 40) == Variant("value-too-large")
+        assert err(echo, "get-many", ["big"] * count) == Variant("value-too-large")
         assert ok(echo, "get-many", ["big"]) == [bytes(MiB)]
         assert ok(echo, "range", "a", "z", None) == [("big", bytes(MiB))]
         big_storage.set_many([("big2", bytes(MiB)), ("big3", bytes(MiB))])
@@ -164,10 +165,14 @@ def test_a_set_past_what_wasmtime_can_carry_is_a_clear_error(roomy_host: Host, b
         with pytest.raises(GuestLimitExceeded) as caught:
             echo.call("set", "k", bytes(3 * MiB))
     message = str(caught.value)
+    assert caught.value.code == "guest-limit-exceeded"
     assert "'set'" in message and "about 2.7 MiB" in message and "hostcall budget" in message
     assert "split the value" in message
     with roomy_host.instantiate(guest, big_storage) as echo:
         assert ok(echo, "set", "k", b"small") is None
+        with pytest.raises(GuestLimitExceeded, match="split the value or the batch"):  # the 3 x 1 MiB batch
+            echo.call("set-many", [(f"k{i}", bytes(MiB)) for i in range(3)])
+    assert big_storage.keys() == ["k"]
 
 
 # -- manifests and the command line ----------------------------------------------------

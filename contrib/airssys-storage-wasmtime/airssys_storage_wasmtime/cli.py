@@ -80,13 +80,20 @@ class _Failure(Exception):
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
+    metavar="SECONDS",
     help=f"Seconds one call into the guest may run [default: {DEFAULT_LIMITS.timeout:g}].",
 )
 @click.option(
-    "--max-memory", default=None, help="Bytes of each linear memory of the guest, e.g. 64MiB [default: 256MiB]."
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    help="Bytes of each linear memory of the guest, e.g. 64MiB [default: 256MiB].",
 )
 @click.option(
-    "--max-call-bytes", default=None, help="Bytes one storage call may move each way, e.g. 1MiB [default: 2MiB]."
+    "--max-call-bytes",
+    default=None,
+    metavar="SIZE",
+    help="Bytes one storage call may move each way, e.g. 1MiB [default: 2MiB].",
 )
 @click.option("--debug", is_flag=True, help="On error, print the traceback as well.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -113,8 +120,10 @@ def run_command(
     backend: AIRSSYS_STORAGE_URL or the settings file, else the embedded
     SQLite default.
 
-    The call runs within sandbox limits: the options' (or the defaults),
-    lowered by the manifest's [limits] table where it asks for less.
+    The call runs within sandbox limits: the options', else the
+    AIRSSYS_STORAGE_WASMTIME_TIMEOUT / _MAX_MEMORY / _MAX_CALL_BYTES variables',
+    else the defaults; lowered by the manifest's [limits] table where it asks
+    for less.
     """
     try:
         limits = _host_limits(timeout, max_memory, max_call_bytes)

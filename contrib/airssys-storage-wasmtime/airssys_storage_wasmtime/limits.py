@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airssys_storage import ManifestError
+from airssys_storage import ConfigurationError, ManifestError
 from airssys_storage.manifest import parse_size
 
 __all__ = ["DEFAULT_LIMITS", "ENVIRONMENT", "MANIFEST_FIELDS", "SandboxLimits", "format_bytes"]
@@ -55,6 +55,9 @@ ENVIRONMENT = {
 class SandboxLimits:
     """What one guest invocation may use. Every field is a ceiling.
 
+    An invalid value raises :class:`~airssys_storage.ConfigurationError`
+    (:class:`~airssys_storage.ManifestError` when it comes from a manifest).
+
     - ``timeout``: seconds of wall-clock time one call into the guest
       (an export call, or instantiation with its start functions) may take,
       enforced with wasmtime's epoch interruption (checked every
@@ -81,11 +84,11 @@ class SandboxLimits:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
-            raise ManifestError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         for field in dataclasses.fields(self)[1:]:
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ManifestError(f"{field.name} must be a positive integer, got {value!r}")
+                raise ConfigurationError(f"{field.name} must be a positive integer, got {value!r}")
 
     def capped_by(self, ceiling: SandboxLimits) -> SandboxLimits:
         """These limits, each lowered to *ceiling*'s where that is lower."""
@@ -123,7 +126,7 @@ class SandboxLimits:
                 values[attribute] = parse_size(value, f"{where} {key}")
         try:
             return dataclasses.replace(base, **values)
-        except ManifestError as exc:
+        except ConfigurationError as exc:
             raise ManifestError(f"{where} {exc.message}") from None
 
     @classmethod
@@ -131,7 +134,7 @@ class SandboxLimits:
         """*base* (default :data:`DEFAULT_LIMITS`) with the variables of :data:`ENVIRONMENT` that are set.
 
         Values as in a manifest (``AIRSSYS_STORAGE_WASMTIME_MAX_MEMORY=64MiB``);
-        a bad one raises :class:`~airssys_storage.ManifestError` naming the variable.
+        a bad one raises :class:`~airssys_storage.ConfigurationError` naming the variable.
         """
         values: dict[str, Any] = {}
         for variable, key in ENVIRONMENT.items():
@@ -143,13 +146,16 @@ class SandboxLimits:
                 try:
                     values[attribute] = float(value)
                 except ValueError:
-                    raise ManifestError(f"{variable} must be a number of seconds, got {value!r}") from None
+                    raise ConfigurationError(f"{variable} must be a number of seconds, got {value!r}") from None
             else:
-                values[attribute] = parse_size(value, variable)
+                try:
+                    values[attribute] = parse_size(value, variable)
+                except ConfigurationError as exc:  # parse_size speaks of manifests: this is the host's setting
+                    raise ConfigurationError(exc.message) from None
         try:
             return dataclasses.replace(base or DEFAULT_LIMITS, **values)
-        except ManifestError as exc:
-            raise ManifestError(f"the AIRSSYS_STORAGE_WASMTIME_* environment variables: {exc.message}") from None
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"the AIRSSYS_STORAGE_WASMTIME_* environment variables: {exc.message}") from None
 
     @classmethod
     def from_manifest_file(cls, path: str | Path, base: SandboxLimits | None = None) -> SandboxLimits:

@@ -16,7 +16,14 @@ from airssys_storage_wasmtime.limits import DEFAULT_LIMITS
 from wasmtime.component import Variant
 from wasmtime_helpers import FIXTURES, err, ok
 
-from airssys_storage import ComponentStorage, Manifest, ManifestError, StorageManager, StorageSettings
+from airssys_storage import (
+    ComponentStorage,
+    ConfigurationError,
+    Manifest,
+    ManifestError,
+    StorageManager,
+    StorageSettings,
+)
 
 HOSTILE = FIXTURES / "hostile.wat"
 ECHO = FIXTURES / "echo.wat"
@@ -279,12 +286,14 @@ def test_host_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     limits = SandboxLimits.from_environment()
     assert (limits.timeout, limits.max_memory, limits.max_call_bytes) == (2.5, 64 * MiB, 2 * MiB)
     monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES", "lots")
-    with pytest.raises(ManifestError, match="AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES 'lots' is not a size"):
+    with pytest.raises(ConfigurationError, match="AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES 'lots' is not a size") as bad:
         SandboxLimits.from_environment()
+    assert bad.value.code == "invalid-config"
     monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_MAX_CALL_BYTES", "1KiB")
     monkeypatch.setenv("AIRSSYS_STORAGE_WASMTIME_TIMEOUT", "-1")
-    with pytest.raises(ManifestError, match="environment variables: timeout must be a positive number"):
+    with pytest.raises(ConfigurationError, match="environment variables: timeout must be a positive number") as caught:
         SandboxLimits.from_environment()
+    assert caught.value.code == "invalid-config"
 
 
 def test_run_reads_the_environment_and_options_win(tmp_path: Path) -> None:

@@ -387,6 +387,7 @@ class GuestInstance:
             tables=limits.max_tables,
             memories=limits.max_memories,
         )
+        _warn_about_the_transfer_ceiling(storage)
         self._on_tick, no_finalizer = _deadline_callback(self._tick)
         ffi.wasmtime_store_epoch_deadline_callback(self._store.ptr(), self._on_tick, None, no_finalizer)
         linker = Linker(host.engine)
@@ -667,6 +668,25 @@ def _payload_bytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_payload_bytes(item) for item in value)
     return 0
+
+
+_warned_ceiling: set[int] = set()
+
+
+def _warn_about_the_transfer_ceiling(storage: Any) -> None:
+    """Log once per ``max_value_bytes`` above what a guest can pass the host in one call (see :data:`HOSTCALL_FUEL`)."""
+    settings = getattr(storage, "settings", None)
+    max_value = getattr(settings, "max_value_bytes", 0)
+    ceiling = HOSTCALL_FUEL // HOSTCALL_FUEL_PER_BYTE
+    if isinstance(max_value, int) and max_value > ceiling and max_value not in _warned_ceiling:
+        _warned_ceiling.add(max_value)
+        log.warning(
+            "max_value_bytes is %d, but a WebAssembly guest can pass the host at most about %.1f MiB in one call "
+            "through wasmtime-py (its hostcall budget cannot be raised from Python): larger storage-set calls trap "
+            "with GuestLimitExceeded; guests can still read such values",
+            max_value,
+            ceiling / 2**20,
+        )
 
 
 def _too_many_bytes(function: str, direction: str, size: int, cap: int) -> ValueTooLarge:

@@ -321,3 +321,19 @@ def test_an_export_result_past_what_wasmtime_can_carry_is_a_clear_error(
     with roomy_host.instantiate(roomy_host.load(ECHO), big_storage) as echo:
         with pytest.raises(GuestLimitExceeded, match="the export's result"):
             echo.call("get", "big")
+
+
+def test_a_max_value_above_the_transfer_ceiling_is_logged_once(
+    roomy_host: Host, big_storage: ComponentStorage, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airssys_storage_wasmtime import host as host_module
+
+    monkeypatch.setattr(host_module, "_warned_ceiling", set())
+    guest = roomy_host.load(ECHO)
+    for _ in range(2):
+        roomy_host.instantiate(guest, big_storage).close()
+    warnings = [
+        record.getMessage() for record in caplog.records if "max_value_bytes is 16777216" in record.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert "about 2.7 MiB in one call" in warnings[0]

@@ -16,18 +16,25 @@ from typing import TYPE_CHECKING, Any
 
 from airssys_storage import hookimpl
 
-from .errors import GuestError, GuestTrap, InvalidGuest, UnsupportedRuntime
+from .errors import GuestError, GuestLimitExceeded, GuestTimeout, GuestTrap, InvalidGuest, UnsupportedRuntime
+from .limits import DEFAULT_LIMITS, SandboxLimits
 
 if TYPE_CHECKING:
     from .host import Guest, GuestInstance, Host, default_cache_dir
+    from .runtime import ComponentRuntime
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "ComponentRuntime",
     "Guest",
     "GuestError",
     "GuestInstance",
+    "GuestLimitExceeded",
+    "GuestTimeout",
     "GuestTrap",
     "Host",
     "InvalidGuest",
+    "SandboxLimits",
     "UnsupportedRuntime",
     "default_cache_dir",
     "register_commands",
@@ -41,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from . import host
 
         return getattr(host, name)
+    if name == "ComponentRuntime":
+        from .runtime import ComponentRuntime
+
+        return ComponentRuntime
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -96,6 +96,30 @@ def internals_problems() -> list[str]:
             problems.append(f"wasmtime.component._types.{owner}.{attribute} is missing")
     if not hasattr(Component, "_from_ptr"):
         problems.append("wasmtime.component.Component._from_ptr is missing")
+    problems.extend(_sandbox_problems())
+    return problems
+
+
+def _sandbox_problems() -> list[str]:
+    """What host.py uses besides values: epoch interruption, its deadline callback, store limits, add_func."""
+    from wasmtime import Config, Engine, Store, _bindings
+
+    problems = []
+    for name, count in (
+        ("_wasmtime_store_epoch_deadline_callback", 4),
+        ("_wasmtime_component_linker_instance_add_func", 6),
+    ):
+        declared = getattr(_bindings, name, None)
+        if len(getattr(declared, "argtypes", None) or []) != count:
+            problems.append(f"wasmtime._bindings.{name} is missing or changed")
+    for owner, attribute in (
+        (Config, "epoch_interruption"),
+        (Engine, "increment_epoch"),
+        (Store, "set_epoch_deadline"),
+        (Store, "set_limits"),
+    ):
+        if not hasattr(owner, attribute):
+            problems.append(f"wasmtime.{owner.__name__}.{attribute} is missing")
     return problems
 
 

@@ -8,7 +8,9 @@ traceback), following the core command line's codes: 1 the export returned
 ``err`` (printed), 2 bad command line or guest (no such file, not a
 component, no such export, arguments that do not fit), 3 configuration
 (manifest invalid, settings, wasmtime version), 4 refused (permission
-denied, quota), 5 storage failure, 70 the guest trapped or the host failed.
+denied, quota), 5 storage failure, 70 the guest trapped, hit a sandbox limit
+or the host failed, 124 the guest ran past its time limit (``--timeout``),
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import IO, Any
 
 import click
 
-from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager
+from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager, StorageSettings
 
-from .errors import GuestError, InvalidGuest
+from .errors import GuestError, GuestTimeout, InvalidGuest
+from .limits import DEFAULT_LIMITS, SandboxLimits
 
 __all__ = ["RunError", "format_value", "main", "parse_argument", "run_command", "split_result"]
 
@@ -32,6 +35,8 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_BACKEND = 5
 EXIT_SOFTWARE = 70
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
 
 
 class RunError(click.ClickException):
@@ -59,6 +64,37 @@ class _Failure(Exception):
               help="Exported function to call (name, or interface#name).")  # fmt: skip
 @click.option("--cache-dir", default=None, help="Compile cache directory (default: the user cache directory).")
 @click.option("--no-cache", is_flag=True, help="Compile the guest without the on-disk cache.")
+@click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="Backend URL (memory://, sqlite:///PATH, …); overrides AIRSSYS_STORAGE_URL and the settings file.",
+)
+@click.option(
+    "--backend-options",
+    metavar="JSON",
+    default=None,
+    help="Backend options as a JSON object; replace the configured backend_options.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help=f"Seconds one call into the guest may run [default: {DEFAULT_LIMITS.timeout:g}].",
+)
+@click.option(
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    help="Bytes of each linear memory of the guest, e.g. 64MiB [default: 256MiB].",
+)
+@click.option(
+    "--max-call-bytes",
+    default=None,
+    metavar="SIZE",
+    help="Bytes one storage call may move each way, e.g. 1MiB [default: 2MiB].",
+)
 @click.option("--debug", is_flag=True, help="On error, print the traceback as well.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -69,17 +105,31 @@ def run_command(
     export: str,
     cache_dir: str | None,
     no_cache: bool,
+    url: str | None,
+    backend_options: str | None,
+    timeout: float | None,
+    max_memory: str | None,
+    max_call_bytes: str | None,
     debug: bool,
     args: tuple[str, ...],
 ) -> None:
     """Run the WebAssembly component GUEST (binary or .wat) with the storage of its manifest.
 
     Calls the export with ARGS (converted to its parameter types) and prints
-    its result. Storage is the configured backend: AIRSSYS_STORAGE_URL or the
-    settings file, else the embedded SQLite default.
+    its result. Storage is --url (with --backend-options), else the configured
+    backend: AIRSSYS_STORAGE_URL or the settings file, else the embedded
+    SQLite default.
+
+    The call runs within sandbox limits: the options', else the
+    AIRSSYS_STORAGE_WASMTIME_TIMEOUT / _MAX_MEMORY / _MAX_CALL_BYTES variables',
+    else the defaults; lowered by the manifest's [limits] table where it asks
+    for less.
     """
     try:
-        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args)
+        limits = _host_limits(timeout, max_memory, max_call_bytes)
+        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args, limits, url, backend_options)
+    except KeyboardInterrupt:
+        raise RunError(f"interrupted (Ctrl-C): guest {guest!r} was stopped", EXIT_INTERRUPTED) from None
     except Exception as exc:
         if debug:
             root = ctx.find_root().command
@@ -97,6 +147,8 @@ def run_command(
 def _as_run_error(exc: Exception) -> RunError:
     if isinstance(exc, _Failure | InvalidGuest):
         return RunError(str(exc), EXIT_USAGE)
+    if isinstance(exc, GuestTimeout):
+        return RunError(str(exc), EXIT_TIMEOUT)
     if isinstance(exc, GuestError):
         return RunError(str(exc), EXIT_SOFTWARE)
     if isinstance(exc, StorageError):
@@ -119,14 +171,69 @@ def _exit_code(exc: StorageError) -> int:
     return codes.get(exc.code, EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_BACKEND)
 
 
+def _host_limits(timeout: float | None, max_memory: str | None, max_call_bytes: str | None) -> SandboxLimits:
+    """The defaults, then the AIRSSYS_STORAGE_WASMTIME_* variables, then the options."""
+    from airssys_storage.manifest import parse_size
+
+    def size(value: str | None, option: str) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_size(value.strip(), option)
+        except ConfigurationError as exc:
+            raise _Failure(str(exc)) from None
+
+    base = SandboxLimits.from_environment()  # a bad variable is a configuration error (exit 3)
+    try:
+        return base.with_overrides(
+            timeout=timeout,
+            max_memory=size(max_memory, "--max-memory"),
+            max_call_bytes=size(max_call_bytes, "--max-call-bytes"),
+        )
+    except ConfigurationError as exc:
+        raise _Failure(str(exc)) from None
+
+
+def _settings(url: str | None, backend_options: str | None) -> StorageSettings | None:
+    """The settings with --url and --backend-options in place of the configured ones (``None``: as configured)."""
+    if url is None and backend_options is None:
+        return None
+    options: dict[str, Any] | None = None
+    if backend_options is not None:
+        try:
+            options = json.loads(backend_options)
+        except json.JSONDecodeError as exc:
+            raise _Failure(f"--backend-options {backend_options!r} is not JSON ({exc.msg})") from None
+        if not isinstance(options, dict):
+            raise _Failure(
+                f"--backend-options must be a JSON object such as '{{\"timeout\": 5}}', not {backend_options!r}"
+            )
+    try:
+        from airssys_storage.cli.common import StoreSpec
+    except ImportError:  # a core without the command line: the same rule, without its error wording
+        arguments = {"url": url, "backend_options": options}
+        return StorageSettings(**{name: value for name, value in arguments.items() if value is not None})
+    return StoreSpec(url, options).settings()
+
+
 def _run(
-    guest_path: str, manifest_path: str, export: str, cache_dir: str | None, cache: bool, args: tuple[str, ...]
+    guest_path: str,
+    manifest_path: str,
+    export: str,
+    cache_dir: str | None,
+    cache: bool,
+    args: tuple[str, ...],
+    limits: SandboxLimits = DEFAULT_LIMITS,
+    url: str | None = None,
+    backend_options: str | None = None,
 ) -> tuple[bool, str | None]:
     from ._codec import describe
     from .host import Host
+    from .runtime import ComponentRuntime
 
     manifest = Manifest.from_file(manifest_path)
-    host = Host(cache_dir, cache=cache)
+    component_limits = SandboxLimits.from_manifest_file(manifest_path, limits)
+    host = Host(cache_dir, cache=cache, limits=limits)
     guest = host.load(guest_path)
     if export not in guest.exports:
         available = ", ".join(sorted(guest.exports)) or "none"
@@ -137,10 +244,10 @@ def _run(
         signature = ", ".join(f"{name}: {describe(ty)}" for name, ty in params)
         raise _Failure(f"{export} takes {len(params)} argument(s) ({signature}), got {len(args)}")
     values = [parse_argument(ty, text, name) for (name, ty), text in zip(params, args, strict=True)]
-    with StorageManager.from_settings() as manager:
-        storage = manager.component(manifest)
-        with host.instantiate(guest, storage, inherit_stdio=True) as instance:
-            result = instance.call(export, *values)
+    with StorageManager.from_settings(_settings(url, backend_options)) as manager:
+        with ComponentRuntime(manager, host) as runtime:
+            component = runtime.add(guest, manifest, limits=component_limits, inherit_stdio=True)
+            result = runtime.invoke(component, export, *values)
     if func_type.result is None:
         return True, None
     ok, payload = split_result(func_type.result, result)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airssys_storage import ConfigurationError, StorageError
 
-__all__ = ["GuestError", "InvalidGuest", "GuestTrap", "UnsupportedRuntime"]
+__all__ = ["GuestError", "GuestLimitExceeded", "GuestTimeout", "GuestTrap", "InvalidGuest", "UnsupportedRuntime"]
 
 
 class GuestError(StorageError):
@@ -38,6 +38,21 @@ class GuestTrap(GuestError):
     def __init__(self, message: str, details: str = "") -> None:
         super().__init__(message)
         self.details = details
+
+
+class GuestLimitExceeded(GuestTrap):
+    """The guest was stopped at a sandbox limit (see :class:`~.SandboxLimits`); the instance is discarded.
+
+    The message names the guest, the export (or instantiation) and the limit.
+    """
+
+    code = "guest-limit-exceeded"
+
+
+class GuestTimeout(GuestLimitExceeded):
+    """A call into the guest ran past its time limit (``timeout``) and was stopped."""
+
+    code = "guest-timeout"
 
 
 class UnsupportedRuntime(ConfigurationError):

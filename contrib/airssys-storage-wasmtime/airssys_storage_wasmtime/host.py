@@ -13,35 +13,57 @@ Storage errors reach the guest as ``storage-error`` values; they never trap
 it. A trap, or a failure of the host while serving the guest, raises
 :class:`~.GuestTrap` naming the guest and the export, and discards the
 instance.
+
+Every call into a guest runs within :class:`~.SandboxLimits` (the host's, or
+a component's lower ones): a time limit (wasmtime epoch interruption, checked
+every :data:`TICK_SECONDS`; past it :class:`~.GuestTimeout`), limits on
+linear memory, tables and instances (the store's limiter), and a cap on the
+bytes one storage call moves (past it the call returns ``value-too-large`` to
+the guest). A SIGINT (Ctrl-C) delivered to the main thread stops a guest
+running there within one tick: the call raises ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import hashlib
 import logging
 import os
+import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airssys_storage import InvalidArgument, StorageError
+from airssys_storage import InvalidArgument, StorageError, ValueTooLarge
 
 from . import _compat
-from .errors import GuestError, GuestTrap, InvalidGuest
+from .errors import GuestError, GuestLimitExceeded, GuestTimeout, GuestTrap, InvalidGuest
+from .limits import DEFAULT_LIMITS, SandboxLimits, format_bytes
 
 if TYPE_CHECKING:
     from ._cache import CompileCache
 
-__all__ = ["CACHE_DIR_ENV", "Guest", "GuestInstance", "Host", "default_cache_dir"]
+__all__ = ["CACHE_DIR_ENV", "TICK_SECONDS", "Guest", "GuestInstance", "Host", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
 #: Environment variable that overrides the compile cache directory.
 CACHE_DIR_ENV = "AIRSSYS_STORAGE_WASMTIME_CACHE_DIR"
+
+#: How often the engine's epoch advances while a guest runs: the resolution of
+#: time limits and of Ctrl-C.
+TICK_SECONDS = 0.01
+#: wasmtime's per-call budget for values lifted out of a guest (``Store::set_hostcall_fuel``,
+#: not reachable through the C API wasmtime-py uses), and what one byte of a ``list<u8>`` costs of it.
+HOSTCALL_FUEL = 128 * 1024 * 1024
+HOSTCALL_FUEL_PER_BYTE = 48
+_HOSTCALL_FUEL_MESSAGE = "fuel allocated for hostcalls has been exhausted"
 
 _CORE_MODULE_HEADER = b"\x00asm\x01\x00\x00\x00"
 _COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"
@@ -90,6 +112,11 @@ class Host:
     code is kept under ``wasmtime-<version>/<sha256 of the guest>.cwasm``.
     Pass ``cache=False`` to compile every time.
 
+    *limits* (default :data:`~.DEFAULT_LIMITS`) bound every call into a
+    guest of this host; :meth:`instantiate` can lower them per component.
+    ``engine`` has epoch interruption enabled: a ``Store`` made on it
+    elsewhere must set its own epoch deadline (``store.set_epoch_deadline``).
+
     The cache holds native code, so it is used only when its directory is
     private to the user running the host (created with mode 0700 when
     missing; otherwise the host compiles without it and logs a warning), and
@@ -98,11 +125,21 @@ class Host:
     :mod:`airssys_storage_wasmtime._cache`.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike[str] | None = None, *, cache: bool = True) -> None:
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        cache: bool = True,
+        limits: SandboxLimits | None = None,
+    ) -> None:
         _compat.ensure_ready()
-        from wasmtime import Engine
+        from wasmtime import Config, Engine
 
-        self.engine = Engine()
+        config = Config()
+        config.epoch_interruption = True
+        self.engine = Engine(config)
+        self.limits = limits or DEFAULT_LIMITS
+        self._ticker = _EpochTicker(self.engine)
         self.wasmtime_version = _compat.wasmtime_version()
         from ._cache import CompileCache
 
@@ -230,14 +267,21 @@ class Host:
 
     # -- running ---------------------------------------------------------------
 
-    def instantiate(self, guest: Guest, storage: Any, *, inherit_stdio: bool = False) -> GuestInstance:
+    def instantiate(
+        self, guest: Guest, storage: Any, *, inherit_stdio: bool = False, limits: SandboxLimits | None = None
+    ) -> GuestInstance:
         """A new instance of *guest* in a new Store, its storage imports served by *storage*.
 
         *storage* is a :class:`~airssys_storage.ComponentStorage` (or any object
         with its methods). With *inherit_stdio*, a WASI guest's stdout and
         stderr are the host process's; otherwise its output is discarded.
+        *limits* (e.g. from the component's manifest,
+        :meth:`.SandboxLimits.from_manifest_file`) apply where lower than the
+        host's. Instantiation runs within them too: it raises
+        :class:`~.GuestTimeout` or :class:`~.GuestTrap` like :meth:`GuestInstance.call`.
         """
-        return GuestInstance(self, guest, storage, inherit_stdio=inherit_stdio)
+        effective = self.limits if limits is None else limits.capped_by(self.limits)
+        return GuestInstance(self, guest, storage, inherit_stdio=inherit_stdio, limits=effective)
 
     def run(self, source: str | os.PathLike[str] | bytes, storage: Any, export: str = "run", *args: Any) -> Any:
         """Load, instantiate, call *export* once and discard the instance."""
@@ -264,24 +308,88 @@ def _looks_like_text(data: bytes) -> bool:
     return text.lstrip().startswith(("(", ";;", "(;"))
 
 
+class _EpochTicker:
+    """Advances an engine's epoch every :data:`TICK_SECONDS` while at least one call into a guest runs.
+
+    The thread starts with the first call and ends after a second without any.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._active = 0
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def enter(self) -> None:
+        with self._condition:
+            self._active += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="airssys-wasmtime-epoch", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+
+    def leave(self) -> None:
+        with self._condition:
+            self._active -= 1
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                if not self._active and not self._condition.wait_for(lambda: self._active > 0, timeout=1.0):
+                    self._thread = None
+                    return
+            time.sleep(TICK_SECONDS)
+            self._engine.increment_epoch()
+
+
+_check_signals = ctypes.pythonapi.PyErr_CheckSignals
+_check_signals.restype = ctypes.c_int
+_check_signals.argtypes = []
+
+
 class GuestInstance:
     """One instance of a guest in its own Store. Not thread-safe; close it (or use ``with``).
 
-    After a trap (or a host failure while serving the guest) the instance is
-    discarded: :meth:`call` then raises :class:`~.GuestError`.
+    After a trap (or a host failure while serving the guest, or a limit) the
+    instance is discarded: :meth:`call` then raises :class:`~.GuestError`.
     """
 
-    def __init__(self, host: Host, guest: Guest, storage: Any, *, inherit_stdio: bool = False) -> None:
+    def __init__(
+        self,
+        host: Host,
+        guest: Guest,
+        storage: Any,
+        *,
+        inherit_stdio: bool = False,
+        limits: SandboxLimits | None = None,
+    ) -> None:
         from wasmtime import Store, WasiConfig, WasmtimeError
+        from wasmtime import _ffi as ffi
         from wasmtime.component import Linker
 
         self.guest = guest
         self.storage = storage
+        self.limits = limits or host.limits
+        self._ticker = host._ticker
         self._failure: BaseException | None = None
         self._failed_in = ""
         self._discarded = ""
         self._funcs: dict[str, Any] = {}
+        self._deadline = 0.0
+        self._timed_out = False
+        self._interrupt: BaseException | None = None
         self._store: Any = Store(host.engine)
+        limits = self.limits
+        self._store.set_limits(
+            memory_size=limits.max_memory,
+            table_elements=limits.max_table_elements,
+            instances=limits.max_instances,
+            tables=limits.max_tables,
+            memories=limits.max_memories,
+        )
+        _warn_about_the_transfer_ceiling(storage)
+        self._on_tick, no_finalizer = _deadline_callback(self._tick)
+        ffi.wasmtime_store_epoch_deadline_callback(self._store.ptr(), self._on_tick, None, no_finalizer)
         linker = Linker(host.engine)
         if guest.needs_wasi:
             wasi = WasiConfig()
@@ -294,12 +402,66 @@ class GuestInstance:
         self._callbacks = self._define_imports(linker)
         self._linker = linker
         try:
-            self._instance: Any = linker.instantiate(self._store, guest.component)
+            with self._invocation():
+                self._instance: Any = linker.instantiate(self._store, guest.component)
         except WasmtimeError as exc:
+            if self._failure is not None or self._timed_out or self._interrupt is not None:
+                self._trapped("instantiation", exc)
             self._discard("instantiation failed")
-            if self._failure is not None:
-                raise self._trap_error("instantiation", exc) from self._failure
-            raise InvalidGuest(f"cannot instantiate guest {guest.name!r}: {_summary(exc)}") from None
+            summary = _summary(exc)
+            error = GuestLimitExceeded if "limit" in summary else InvalidGuest
+            raise error(
+                f"cannot instantiate guest {guest.name!r}: {summary} (its limits: {self.limits.describe()})"
+            ) from None
+
+    # -- limits ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _invocation(self) -> Iterator[None]:
+        """Run one call into the guest under the time limit, Ctrl-C stopping it.
+
+        Python runs signal handlers only between bytecodes of the main thread,
+        i.e. in the epoch callback while a guest runs; Python's own SIGINT
+        handler would raise ``KeyboardInterrupt`` there, where ctypes can only
+        print it. So while the main thread is in a guest, SIGINT (when its
+        handler is Python's default) only records the interrupt; the next tick
+        stops the guest and the call raises ``KeyboardInterrupt``.
+        """
+        self._timed_out = False
+        self._interrupt = None
+        self._deadline = time.monotonic() + self.limits.timeout
+        self._store.set_epoch_deadline(1)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                previous = signal.signal(signal.SIGINT, self._on_sigint)
+        self._ticker.enter()
+        try:
+            yield
+        finally:
+            self._ticker.leave()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if self._interrupt is not None:  # Ctrl-C as the guest returned: still an interrupt
+            raise self._interrupt
+
+    def _on_sigint(self, _signum: int, _frame: Any) -> None:
+        self._interrupt = KeyboardInterrupt()
+
+    def _tick(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
+        """Epoch deadline callback (each tick while the guest runs): Ctrl-C and the time limit."""
+        delta[0] = 1
+        kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+        try:
+            _check_signals()  # runs pending Python signal handlers now (main thread only)
+        except BaseException as exc:  # a handler of the embedding application raised
+            self._interrupt = exc
+        if self._interrupt is not None:
+            return _wasmtime_error(f"interrupted: {type(self._interrupt).__name__}")
+        if time.monotonic() >= self._deadline:
+            self._timed_out = True
+            return _wasmtime_error(f"time limit of {self.limits.timeout:g} s exceeded")
+        return 0
 
     def _define_imports(self, linker: Any) -> list[Any]:
         from ._interfaces import BY_INTERFACE
@@ -315,22 +477,38 @@ class GuestInstance:
         return callbacks
 
     def _callback(self, function: Any, method: Callable[..., Any]) -> Any:
-        """The C callback serving one import: lift the arguments, call storage, lower the result."""
+        """The C callback serving one import: lift the arguments, call storage, lower the result.
+
+        Its pointer arguments arrive as plain addresses (see :func:`_raw_callbacks`):
+        ctypes then builds no pointer objects per call.
+        """
         from wasmtime import _ffi as ffi
 
+        from ._compat import VAL_SIZE
+
+        val_at = ffi.wasmtime_component_val_t.from_address
         params = function.params
         count = len(params)
         lower_ok = function.result.lower_ok
         lower_err = function.result.lower_err
+        cap = self.limits.max_call_bytes
+        # Only lists (of bytes, pairs, keys) can be large; the other calls skip the measuring.
+        check_request = any(param.wit.startswith("list<") for param in params)
+        check_response = function.result.ok is not None and "list<" in function.result.ok.wit
+        name = function.name
 
-        def serve(_data: Any, _context: Any, _type: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
+        def serve(_data: Any, _context: Any, _type: Any, args: int, nargs: int, results: int, nresults: int) -> int:
             try:
                 if nargs != count or nresults != 1:
                     raise TypeError(f"called with {nargs} arguments and {nresults} results")
-                values = [codec.lift(args[i]) for i, codec in enumerate(params)]
-                out = results[0]
+                values = [codec.lift(val_at(args + VAL_SIZE * i)) for i, codec in enumerate(params)]
+                out = val_at(results)
                 try:
+                    if check_request and _payload_bytes(values) > cap:
+                        raise _too_many_bytes(name, "to", _payload_bytes(values), cap)
                     value = method(*values)
+                    if check_response and _payload_bytes(value) > cap:
+                        raise _too_many_bytes(name, "from", _payload_bytes(value), cap)
                 except StorageError as error:  # the guest's business, never a trap
                     lower_err(error, out)
                 else:
@@ -339,18 +517,19 @@ class GuestInstance:
             except BaseException as exc:  # anything else is a host failure: trap the guest
                 return self._host_failure(function.name, exc)
 
-        return ffi.wasmtime_component_func_callback_t(serve)
+        return _raw_callbacks()[0](serve)
 
     def _host_failure(self, function_name: str, exc: BaseException) -> int:
-        from wasmtime import _ffi as ffi
-
         if self._failure is None:
             self._failure, self._failed_in = exc, function_name
-        message = f"host failure in {function_name}: {type(exc).__name__}: {exc}".replace("\0", " ")
-        error = ffi.wasmtime_error_new(message.encode("utf-8", "replace"))
-        return ctypes.cast(error, ctypes.c_void_p).value or 0
+        return _wasmtime_error(f"host failure in {function_name}: {type(exc).__name__}: {exc}")
 
     # -- calls -------------------------------------------------------------------
+
+    @property
+    def discarded(self) -> bool:
+        """Whether the instance was discarded (closed, or after a trap or a limit): :meth:`call` then fails."""
+        return bool(self._discarded)
 
     @property
     def exports(self) -> dict[str, str]:
@@ -372,8 +551,9 @@ class GuestInstance:
             )
         func = self._func(export)
         try:
-            result = func(self._store, *args)
-            func.post_return(self._store)
+            with self._invocation():
+                result = func(self._store, *args)
+                func.post_return(self._store)
         except WasmtimeError as exc:
             self._trapped(export, exc)
         except (TypeError, ValueError, OverflowError) as exc:  # arguments rejected before the guest ran
@@ -401,12 +581,31 @@ class GuestInstance:
         self._funcs[export] = func
         return func
 
-    def _trapped(self, export: str, exc: BaseException) -> NoReturn:
-        failure = self._failure
-        self._discard(f"export {export!r} trapped")
+    def _trapped(self, where: str, exc: BaseException) -> NoReturn:
+        """Discard the instance after *exc* ended a call into it, and raise what the caller should see."""
+        failure = self._interrupt or self._failure
+        where = where if where == "instantiation" else f"export {where!r}"
+        self._discard(f"{where} trapped")
         if failure is not None and not isinstance(failure, Exception):
             raise failure  # KeyboardInterrupt, SystemExit: propagate as they are
-        raise self._trap_error(f"export {export!r}", exc) from failure
+        if self._timed_out:
+            raise GuestTimeout(
+                f"guest {self.guest.name!r}, {where}: stopped at its time limit of {self.limits.timeout:g} s "
+                "(raise it with --timeout or the host's limits, or the manifest's [limits] timeout); "
+                "the instance was discarded",
+                details=str(exc),
+            ) from None
+        if failure is None and _HOSTCALL_FUEL_MESSAGE in str(exc):
+            ceiling = HOSTCALL_FUEL // HOSTCALL_FUEL_PER_BYTE
+            raise GuestLimitExceeded(
+                f"guest {self.guest.name!r}, {where}: the guest passed the host more data in one call (a "
+                "storage call's arguments, or the export's result) than wasmtime-py can take from a guest "
+                f"(about {ceiling / 2**20:.1f} MiB: wasmtime's {format_bytes(HOSTCALL_FUEL)} hostcall budget at "
+                f"{HOSTCALL_FUEL_PER_BYTE} bytes per byte of a list<u8>, which its C API cannot raise); "
+                "split the value or the batch; the instance was discarded",
+                details=str(exc),
+            ) from None
+        raise self._trap_error(where, exc) from failure
 
     def _trap_error(self, where: str, exc: BaseException) -> GuestTrap:
         failure = self._failure
@@ -416,7 +615,10 @@ class GuestInstance:
                 f"({type(failure).__name__}: {failure}); the instance was discarded"
             )
         else:
-            message = f"guest {self.guest.name!r} trapped in {where}: {_summary(exc)}; the instance was discarded"
+            message = (
+                f"guest {self.guest.name!r} trapped in {where}: {_summary(exc)}; the instance was discarded "
+                f"(its limits: {self.limits.describe()}: a guest refused memory usually traps)"
+            )
         return GuestTrap(message, details=str(exc))
 
     def _discard(self, why: str) -> None:
@@ -443,14 +645,93 @@ class GuestInstance:
         return f"<GuestInstance {self.guest.name!r}{state}>"
 
 
+def _deadline_callback(tick: Callable[..., int]) -> tuple[Any, Any]:
+    """*tick* as an epoch deadline callback, and a NULL finalizer (with the ctypes types the bindings declare)."""
+    from wasmtime import _bindings
+
+    _store, callback_t, _data, finalizer_t = _bindings._wasmtime_store_epoch_deadline_callback.argtypes
+    return callback_t(tick), finalizer_t()
+
+
+def _wasmtime_error(message: str) -> int:
+    """A new ``wasmtime_error_t`` (owned by wasmtime once returned from a callback), as an address."""
+    from wasmtime import _ffi as ffi
+
+    error = ffi.wasmtime_error_new(message.replace("\0", " ").encode("utf-8", "replace"))
+    return ctypes.cast(error, ctypes.c_void_p).value or 0
+
+
+def _payload_bytes(value: Any) -> int:
+    """Bytes of the keys and values in *value* (bytes, str, and lists, tuples and options of them)."""
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_payload_bytes(item) for item in value)
+    return 0
+
+
+_warned_ceiling: set[int] = set()
+
+
+def _warn_about_the_transfer_ceiling(storage: Any) -> None:
+    """Log once per ``max_value_bytes`` above what a guest can pass the host in one call (see :data:`HOSTCALL_FUEL`)."""
+    settings = getattr(storage, "settings", None)
+    max_value = getattr(settings, "max_value_bytes", 0)
+    ceiling = HOSTCALL_FUEL // HOSTCALL_FUEL_PER_BYTE
+    if isinstance(max_value, int) and max_value > ceiling and max_value not in _warned_ceiling:
+        _warned_ceiling.add(max_value)
+        log.warning(
+            "max_value_bytes is %d, but a WebAssembly guest can pass the host at most about %.1f MiB in one call "
+            "through wasmtime-py (its hostcall budget cannot be raised from Python): larger storage-set calls trap "
+            "with GuestLimitExceeded; guests can still read such values",
+            max_value,
+            ceiling / 2**20,
+        )
+
+
+def _too_many_bytes(function: str, direction: str, size: int, cap: int) -> ValueTooLarge:
+    return ValueTooLarge(
+        f"{function} would move {size} bytes {direction} the guest, over the host's limit of "
+        f"{format_bytes(cap)} per storage call (max-call-bytes): split the call"
+    )
+
+
+@functools.cache
+def _raw_callbacks() -> tuple[Any, Any]:
+    """A host function callback type whose pointers are plain addresses, and ``add_func`` taking it.
+
+    wasmtime-py declares the callback's pointer parameters as ctypes pointers,
+    which ctypes builds as objects on every call (about a microsecond per
+    storage call). The same C function, declared with ``void *`` parameters,
+    takes the same callbacks.
+    """
+    from wasmtime import _bindings
+    from wasmtime._ffi import dll
+
+    declared = _bindings._wasmtime_component_linker_instance_add_func
+    callback_t = ctypes.CFUNCTYPE(
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+    )
+    add_func = ctypes.CFUNCTYPE(declared.restype, *declared.argtypes[:3], callback_t, *declared.argtypes[4:])(
+        ("wasmtime_component_linker_instance_add_func", dll)
+    )
+    return callback_t, add_func
+
+
 def _add_func(instance: Any, name: str, callback: Any) -> None:
     """``LinkerInstance.add_func`` with our own C callback instead of wasmtime-py's reflective one."""
     from wasmtime import WasmtimeError
-    from wasmtime import _ffi as ffi
 
     raw = name.encode()
     no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # NULL: the callback is owned by the instance
-    error = ffi.wasmtime_component_linker_instance_add_func(
+    error = _raw_callbacks()[1](
         instance.ptr(), ctypes.create_string_buffer(raw), len(raw), callback, None, no_finalizer
     )
     if error:

@@ -240,3 +240,14 @@ def test_main_is_the_fallback_entry_point(capsys: pytest.CaptureFixture[str]) ->
         main(["--help"])
     assert exited.value.code == 0
     assert "run" in capsys.readouterr().out
+
+
+def test_url_and_backend_options_choose_the_store(tmp_path: Path) -> None:
+    database = tmp_path / "counter.db"
+    for expected in ("1", "2"):
+        result = run(str(COUNTER_WASM), "--manifest", str(MANIFEST), "--url", f"sqlite:///{database}", url=None)
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.strip() == expected
+    assert database.exists()
+    one_line_error(run(str(COUNTER_WASM), "--manifest", str(MANIFEST), "--backend-options", "[1]"), 2, "JSON object")
+    one_line_error(run(str(COUNTER_WASM), "--manifest", str(MANIFEST), "--backend-options", "{"), 2, "is not JSON")

@@ -148,3 +148,16 @@ def test_changed_internals_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_compat, "_ready", False)
     with pytest.raises(UnsupportedRuntime, match="_is_bytes is missing"):
         _compat.ensure_ready()
+
+
+def test_changed_sandbox_internals_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time limit needs epoch interruption and the C deadline callback as the bindings declare it."""
+    from wasmtime import Engine, Store, _bindings
+
+    monkeypatch.delattr(Engine, "increment_epoch")
+    monkeypatch.delattr(Store, "set_limits")
+    monkeypatch.delattr(_bindings, "_wasmtime_store_epoch_deadline_callback")
+    problems = _compat.internals_problems()
+    assert "wasmtime.Engine.increment_epoch is missing" in problems
+    assert "wasmtime.Store.set_limits is missing" in problems
+    assert "wasmtime._bindings._wasmtime_store_epoch_deadline_callback is missing or changed" in problems

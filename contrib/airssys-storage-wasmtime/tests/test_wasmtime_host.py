@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from airssys_storage_wasmtime import Guest, GuestError, GuestInstance, GuestTrap, Host, InvalidGuest
 from airssys_storage_wasmtime._interfaces import FUNCTIONS, STORAGE, HostFunction
-from airssys_storage_wasmtime.cli import split_result
 from wasmtime.component import Variant
-from wasmtime_helpers import FIXTURES, storage_of
+from wasmtime_helpers import FIXTURES, err, ok, storage_of
 
 from airssys_storage import (
     ComponentStorage,
@@ -34,24 +33,6 @@ SEED_CODES = [
 ]  # fmt: skip
 WITH_MESSAGE = ("internal-error", "too-many-keys", "invalid-argument")
 EXTENDED_CODES = [*SEED_CODES, "too-many-keys", "invalid-argument"]
-
-
-def outcome(instance: GuestInstance, export: str, *args: Any) -> tuple[bool, Any]:
-    """Call an echo export; ``(is_ok, payload)`` of the storage function's result."""
-    return split_result(instance.guest.export_types[export].result, instance.call(export, *args))
-
-
-def ok(instance: GuestInstance, export: str, *args: Any) -> Any:
-    succeeded, payload = outcome(instance, export, *args)
-    assert succeeded, f"{export}{args!r} failed with {payload!r}"
-    return payload
-
-
-def err(instance: GuestInstance, export: str, *args: Any) -> Variant:
-    succeeded, payload = outcome(instance, export, *args)
-    assert not succeeded, f"{export}{args!r} returned {payload!r}"
-    assert isinstance(payload, Variant)
-    return payload
 
 
 @pytest.fixture

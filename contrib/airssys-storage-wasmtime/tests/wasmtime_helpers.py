@@ -6,8 +6,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from airssys_storage_wasmtime import GuestInstance
+from airssys_storage_wasmtime.cli import split_result
+from wasmtime.component import Variant
 
 from airssys_storage import ComponentStorage, Manifest, StorageManager
 
@@ -41,3 +45,27 @@ def storage_of(
     manager: StorageManager, access: str = "read-write", max_size: str | None = "4KB", component: str = "guest"
 ) -> ComponentStorage:
     return manager.component(Manifest(id=component, access=access, max_size=max_size))
+
+
+def outcome(instance: GuestInstance, export: str, *args: Any) -> tuple[bool, Any]:
+    """Call an echo export; ``(is_ok, payload)`` of the storage function's result."""
+    return split_result(instance.guest.export_types[export].result, instance.call(export, *args))
+
+
+def ok(instance: GuestInstance, export: str, *args: Any) -> Any:
+    succeeded, payload = outcome(instance, export, *args)
+    assert succeeded, f"{export}{_short(args)} failed with {_short(payload)}"
+    return payload
+
+
+def err(instance: GuestInstance, export: str, *args: Any) -> Variant:
+    succeeded, payload = outcome(instance, export, *args)
+    assert not succeeded, f"{export}{_short(args)} returned {_short(payload)}"
+    assert isinstance(payload, Variant)
+    return payload
+
+
+def _short(value: Any) -> str:
+    """repr(value), cut to 200 characters (a 1 MiB value would flood the report)."""
+    text = repr(value)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"

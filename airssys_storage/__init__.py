@@ -6,7 +6,16 @@ settings read only when :meth:`StorageManager.from_settings` is called.
 
 from __future__ import annotations
 
-from .backend import Capabilities, Change, StorageBackend, Usage, key_successor, quota_exceeded
+from .backend import (
+    Capabilities,
+    Change,
+    CounterMismatch,
+    StorageBackend,
+    Usage,
+    VerifyReport,
+    key_successor,
+    quota_exceeded,
+)
 from .errors import (
     ConfigurationError,
     InternalError,
@@ -37,6 +46,7 @@ __all__ = [
     "Change",
     "ComponentStorage",
     "ConfigurationError",
+    "CounterMismatch",
     "InternalError",
     "InvalidArgument",
     "InvalidKey",
@@ -57,6 +67,7 @@ __all__ = [
     "TooManyKeys",
     "Usage",
     "ValueTooLarge",
+    "VerifyReport",
     "hookimpl",
     "key_successor",
     "parse_size",

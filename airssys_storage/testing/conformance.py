@@ -33,6 +33,8 @@ from airssys_storage import (
     ValueTooLarge,
 )
 
+from .verify import VerifyConformance
+
 MiB = 1024 * 1024
 
 # Component ids that break naive "<id>:<key>" or LIKE-based designs.
@@ -76,7 +78,7 @@ def total_size(data: dict[str, bytes]) -> int:
     return sum(len(k.encode()) + len(v) for k, v in data.items())
 
 
-class BackendConformance:
+class BackendConformance(VerifyConformance):
     """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
 
     # Small query limits make "past the maximum" cheap to reach on every backend.

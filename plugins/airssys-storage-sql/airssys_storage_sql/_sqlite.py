@@ -222,6 +222,28 @@ class SQLiteBackend(TransactionalBackend):
             )
         return super()._translate(exc, action)
 
+    # -- verification ---------------------------------------------------------------------
+
+    integrity_check = "PRAGMA integrity_check"
+
+    def _verify_begin(self, item: Any, repair: bool) -> None:
+        item.execute("BEGIN IMMEDIATE" if repair else "BEGIN")
+
+    def _verify_end(self, item: Any, repair: bool) -> None:
+        if item.in_transaction:
+            item.execute("COMMIT")
+
+    def _integrity_problems(self, item: Any) -> list[str]:
+        found = [str(row[0]) for row in item.execute("PRAGMA integrity_check").fetchall()]
+        if found == ["ok"]:
+            return []
+        return [
+            f"{self.where} is damaged: PRAGMA integrity_check reports {'; '.join(found[:5])}"
+            + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+            + "; stop every process using it, then rebuild it with `sqlite3 OLD .recover | sqlite3 NEW` "
+            "or restore a backup, and run `airssys-storage verify --repair` on the result"
+        ]
+
     # -- schema ---------------------------------------------------------------------------
 
     def _meta_exists(self, item: Any) -> bool:

@@ -29,7 +29,16 @@ from dataclasses import dataclass, field, fields
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from airssys_storage import Capabilities, ConfigurationError, InternalError, StorageBackend, StorageError, Usage
+from airssys_storage import (
+    Capabilities,
+    ConfigurationError,
+    InternalError,
+    StorageBackend,
+    StorageError,
+    Usage,
+    VerifyReport,
+)
+from airssys_storage.backend import verify_report
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
 
@@ -173,6 +182,11 @@ def describe(exc: BaseException) -> str:
     """``Type: first line of the message`` for error messages."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _text(value: object) -> str:
+    """A namespace column's value as text (MariaDB's VARBINARY gives bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class StatementsByCount(dict[int, str]):
@@ -574,6 +588,64 @@ class SQLBackend(StorageBackend):
             "connections": len(self._fairies),
             "retries": dict(self.retries),
         }
+
+    # -- verification -------------------------------------------------------------------
+
+    #: The SQL function giving a binary column's length in bytes.
+    length_function: ClassVar[str] = "length"
+    #: What :meth:`_integrity_problems` runs (shown in the verify report), if anything.
+    integrity_check: ClassVar[str | None] = None
+
+    def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Recount every namespace with one ``GROUP BY`` over the data, compare with the usage rows.
+
+        Without *repair* the recount and the counters are read in one
+        snapshot (a commit changes both in one transaction, so they agree in
+        any snapshot) and writers are not held up. With *repair* the engine's
+        write lock is held from the recount to the commit of the corrected
+        rows (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``LOCK TABLE … SHARE ROW
+        EXCLUSIVE``; MariaDB ``LOCK TABLES … WRITE``), so the rewrite is exact
+        while other processes keep writing: they wait for it. Then the
+        engine's integrity check runs (see :attr:`integrity_check`).
+        """
+        stored, actual = self._run("verify", self._recount, repair)
+        problems = self._run("verify", self._integrity_problems)
+        if progress is not None:
+            progress(sum(usage.keys for usage in actual.values()))
+        checks = ["usage counters"] + ([self.integrity_check] if self.integrity_check else [])
+        return verify_report(self.where, stored, actual, problems=problems, repaired=repair, checks=checks)
+
+    def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage]]:
+        t = self._tables
+        length = self.length_function
+        self._verify_begin(item, repair)
+        try:
+            stored = {
+                _text(ns): Usage(int(used), int(count))
+                for ns, used, count in self._fetchall(item, f"SELECT ns, used_bytes, key_count FROM {t.usage}", ())
+            }
+            sql = f"SELECT ns, count(*), sum({length}(k) + {length}(v)) FROM {t.data} GROUP BY ns"
+            actual = {_text(ns): Usage(int(used or 0), int(count)) for ns, count, used in self._fetchall(item, sql, ())}
+            if repair:
+                update = self._sql(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ? WHERE ns = ?")
+                for mismatch in verify_report(self.where, stored, actual).mismatches:
+                    self._execute(item, self._q_new_usage, (mismatch.namespace,))
+                    self._execute(item, update, (mismatch.actual.bytes, mismatch.actual.keys, mismatch.namespace))
+        finally:
+            self._verify_end(item, repair)
+        return stored, actual
+
+    def _verify_begin(self, item: Any, repair: bool) -> None:
+        """Start the verify transaction: a snapshot, or with *repair* the engine's write lock."""
+        raise NotImplementedError
+
+    def _verify_end(self, item: Any, repair: bool) -> None:
+        """Commit the verify transaction and release what :meth:`_verify_begin` took (also on error)."""
+        raise NotImplementedError
+
+    def _integrity_problems(self, item: Any) -> list[str]:
+        """Damage the engine's own integrity check finds, one sentence each naming the fix."""
+        return []
 
     def close(self) -> None:
         with self._slow_lock:

@@ -91,6 +91,8 @@ class VerifyConformance:
 
     def test_verify_repair_is_exact_while_others_write(self, manager: StorageManager) -> None:
         """verify(repair=True) during concurrent commits leaves every counter equal to the data."""
+        if type(manager.backend).verify is StorageBackend.verify:
+            pytest.skip("the default StorageBackend.verify is exact only while no one writes; override verify()")
         self.tamper_usage_if_supported(manager, "comp")
         writers = [manager.component(Manifest(f"w{i}", Access.ADMIN, None)) for i in range(3)]
         stop = threading.Event()

@@ -38,6 +38,7 @@ import ctypes
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, NoReturn
@@ -249,8 +250,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
 
         Runs LevelDB's ``RepairDB`` (plyvel's ``repair_db``): it salvages every
         readable record from the log and table files, and drops what it
-        cannot read. Then every usage counter is recomputed from the data.
-        Returns what the recount found (see :meth:`recount`).
+        cannot read. RepairDB keeps table files whose blocks fail their
+        checksum, so the records of such blocks are dropped next (and counted
+        in ``records_dropped``). Then every usage counter is recomputed from
+        the data. Returns what the recount found (see :meth:`recount`).
         """
         opts = LevelDBOptions.parse(options or {})
         path = path_from_url(url)
@@ -264,13 +267,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
                     "call repair() on the open backend, or close it first"
                 )
         with _exclusive(path):
-            try:
-                plyvel.repair_db(path, **opts.plyvel_kwargs())
-            except plyvel.Error as exc:
-                raise InternalError(f"repairing the LevelDB database at {path} failed: {_message(exc)}") from exc
+            dropped = _repair_files(path, opts)
         backend = cls.open(url, options or {})
         try:
-            return backend.recount()
+            return {**backend.recount(), "records_dropped": dropped}
         finally:
             backend.close()
 
@@ -658,17 +658,14 @@ class LevelDBBackend(StorageBackend, ForkAware):
             "counters_corrected": [mismatch.namespace for mismatch in report.mismatches],
         }
 
-    def repair(self) -> None:
-        """Close, run LevelDB's ``RepairDB``, reopen and recount the usage counters."""
+    def repair(self) -> dict[str, Any]:
+        """Close, repair the files as :meth:`repair_url` does, reopen and recount the usage counters."""
         with self._lock:
             self._db.close()
             self._bind(_Closed(self.path))
-            try:
-                plyvel.repair_db(self.path, **self.options.plyvel_kwargs())
-            except plyvel.Error as exc:
-                raise InternalError(f"repairing the LevelDB database at {self.path} failed: {_message(exc)}") from exc
+            dropped = _repair_files(self.path, self.options)
             self._bind(_open_db(self.path, self.options))
-        self.recount()
+        return {**self.recount(), "records_dropped": dropped}
 
     def close(self) -> None:
         with self._lock:
@@ -703,6 +700,69 @@ def _repair_hint(path: str) -> str:
         f"stop every process using it and run `airssys-storage repair --url leveldb://{path}` "
         f"(or LevelDBBackend.repair_url('leveldb://{path}')); see the airssys-storage-leveldb README"
     )
+
+
+def _repair_files(path: str, options: LevelDBOptions) -> int:
+    """RepairDB, then drop the records of blocks that fail their checksum; how many were dropped.
+
+    The database must be closed everywhere. RepairDB rebuilds the MANIFEST and
+    salvages the logs, but keeps a table whose data block is damaged, and a
+    read of that block then fails forever. So every record is read once with
+    its checksum verified; if any fails, the records that pass are copied
+    into a fresh database that takes the path, and the damaged one is kept
+    beside it as ``PATH.damaged-<time>`` for the operator to inspect or delete.
+    """
+    failed = f"repairing the LevelDB database at {path} failed"
+    try:
+        plyvel.repair_db(path, **options.plyvel_kwargs())
+        db = plyvel.DB(path, **options.plyvel_kwargs())
+    except plyvel.Error as exc:
+        raise InternalError(f"{failed}: {_message(exc)}; restore it from a backup") from exc
+    try:
+        damaged = 0
+        for key in db.iterator(include_value=False, fill_cache=False):
+            try:
+                db.get(key, verify_checksums=True, fill_cache=False)
+            except plyvel.CorruptionError:
+                damaged += 1
+        if damaged:
+            _copy_sound_records(db, path, options)
+        return damaged
+    except plyvel.Error as exc:
+        raise InternalError(
+            f"{failed}: its damaged records cannot be told apart ({_message(exc)}); restore it from a backup"
+        ) from exc
+    except OSError as exc:
+        raise InternalError(f"{failed}: cannot replace it with the salvaged copy ({exc}); check the directory") from exc
+    finally:
+        db.close()
+
+
+def _copy_sound_records(db: Any, path: str, options: LevelDBOptions) -> None:
+    """Copy every record of *db* whose block passes its checksum into a new database that replaces *path*."""
+    fresh_path = f"{path}.repair-{os.getpid()}"
+    fresh = plyvel.DB(fresh_path, create_if_missing=True, error_if_exists=True, **options.plyvel_kwargs())
+    try:
+        batch = fresh.write_batch()
+        pending = 0
+        for key in db.iterator(include_value=False, fill_cache=False):
+            try:
+                value = db.get(key, verify_checksums=True, fill_cache=False)
+            except plyvel.CorruptionError:
+                continue
+            if value is not None:
+                batch.put(key, value)
+                pending += 1
+            if pending == _PROGRESS_STEP:
+                batch.write()
+                batch = fresh.write_batch()
+                pending = 0
+        batch.put(SCHEMA_KEY, str(SCHEMA_VERSION).encode())  # even if its own block was the damaged one
+        batch.write()
+    finally:
+        fresh.close()
+    os.rename(path, f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.rename(fresh_path, path)
 
 
 def _check_location(path: str) -> None:

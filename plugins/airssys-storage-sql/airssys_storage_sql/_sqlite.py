@@ -35,6 +35,8 @@ _CHUNK = 5000
 # sqlite3 error codes (sqlite3.Error.sqlite_errorcode & 0xff).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
 
 
 class SQLiteBackend(TransactionalBackend):
@@ -220,7 +222,15 @@ class SQLiteBackend(TransactionalBackend):
                 f"{self._options.lock_timeout:g} s during {action} ({describe(exc)}); "
                 "retry, or raise backend_options.lock_timeout"
             )
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return InternalError(f"{self.where} is damaged: {describe(exc)} during {action}; {self._damage_fix()}")
         return super()._translate(exc, action)
+
+    def _damage_fix(self) -> str:
+        return (
+            "stop every process using it, then rebuild it with `sqlite3 OLD .recover | sqlite3 NEW` "
+            "or restore a backup, and run `airssys-storage verify --repair` on the result"
+        )
 
     # -- verification ---------------------------------------------------------------------
 
@@ -234,14 +244,16 @@ class SQLiteBackend(TransactionalBackend):
             item.execute("COMMIT")
 
     def _integrity_problems(self, item: Any) -> list[str]:
-        found = [str(row[0]) for row in item.execute("PRAGMA integrity_check").fetchall()]
-        if found == ["ok"]:
+        rows = item.execute("PRAGMA integrity_check").fetchall()
+        if [str(row[0]) for row in rows] == ["ok"]:
             return []
+        # Findings may span lines under a "*** in database main ***" header.
+        found = [line for row in rows for line in str(row[0]).splitlines() if line.strip() and "***" not in line]
+        found = found or [str(row[0]) for row in rows]
         return [
             f"{self.where} is damaged: PRAGMA integrity_check reports {'; '.join(found[:5])}"
             + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
-            + "; stop every process using it, then rebuild it with `sqlite3 OLD .recover | sqlite3 NEW` "
-            "or restore a backup, and run `airssys-storage verify --repair` on the result"
+            + f"; {self._damage_fix()}"
         ]
 
     # -- schema ---------------------------------------------------------------------------

@@ -605,15 +605,23 @@ class SQLBackend(StorageBackend):
         write lock is held from the recount to the commit of the corrected
         rows (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``LOCK TABLE … SHARE ROW
         EXCLUSIVE``; MariaDB ``LOCK TABLES … WRITE``), so the rewrite is exact
-        while other processes keep writing: they wait for it. Then the
-        engine's integrity check runs (see :attr:`integrity_check`).
+        while other processes keep writing: they wait for it. The engine's
+        integrity check (see :attr:`integrity_check`) runs first; when it finds
+        damage, counters are not rewritten (a recount of damaged tables is
+        not trustworthy) and the report's ``problems`` name the fix.
         """
-        stored, actual = self._run("verify", self._recount, repair)
         problems = self._run("verify", self._integrity_problems)
+        try:
+            stored, actual = self._run("verify", self._recount, repair and not problems)
+        except StorageError:
+            if not problems:
+                raise
+            stored = actual = {}  # the damage stops the recount too: report what the check found
         if progress is not None:
             progress(sum(usage.keys for usage in actual.values()))
         checks = ["usage counters"] + ([self.integrity_check] if self.integrity_check else [])
-        return verify_report(self.where, stored, actual, problems=problems, repaired=repair, checks=checks)
+        repaired = repair and not problems
+        return verify_report(self.where, stored, actual, problems=problems, repaired=repaired, checks=checks)
 
     def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage]]:
         t = self._tables

@@ -17,6 +17,7 @@ the ratio to raw ``sqlite3`` (one plain call, measured, does not).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -282,5 +283,21 @@ class SQLiteMemoryBackend(SQLiteBackend):
     def _discard_idle(self) -> None:
         pass  # see _discard
 
-    def _forget_connections(self) -> None:
-        pass  # a forked child gets its own copy of the database: nothing is shared with the parent
+    # A forked child gets its own copy of the database and keeps using it: nothing is shared
+    # with the parent. The fork waits for the single connection, so the copy is never taken
+    # in the middle of another thread's transaction (and the child finds the connection idle).
+
+    def _before_fork(self) -> None:
+        try:
+            self._forked_item: Any = self._take()
+        except StorageError:  # stayed busy for pool_timeout: fork anyway, as without this hook
+            self._forked_item = None
+
+    def _after_fork_in_parent(self) -> None:
+        if self._forked_item is not None:
+            self._release(self._forked_item)
+            self._forked_item = None
+
+    def _after_fork_in_child(self) -> None:
+        self._slow_lock = threading.Lock()  # another thread may have held it at fork time
+        self._after_fork_in_parent()

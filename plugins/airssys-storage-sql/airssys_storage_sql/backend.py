@@ -18,11 +18,9 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -39,6 +37,7 @@ from airssys_storage import (
     VerifyReport,
 )
 from airssys_storage.backend import verify_report
+from airssys_storage.forking import ForkAware, track
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
 
@@ -68,26 +67,9 @@ T = TypeVar("T")
 #: Stands in a statement template for the list of markers that :class:`StatementsByCount` repeats.
 MARKS = "{marks}"
 
-# Backends alive in this process, so a forked child can drop the connections it inherited.
-_LIVE: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
-# Inherited connections parked in a child: closing them would end the parent's PostgreSQL /
-# MariaDB session (the socket is shared) and garbage collection would close them too.
+# Inherited connections parked in a forked child: closing them would end the parent's
+# PostgreSQL / MariaDB session (the socket is shared) and garbage collection would close them too.
 _INHERITED: list[Any] = []
-_fork_hook = threading.Lock()
-_fork_hook_installed = False
-
-
-def _forget_inherited_connections() -> None:
-    for backend in list(_LIVE):
-        backend._forget_connections()
-
-
-def _install_fork_hook() -> None:
-    global _fork_hook_installed
-    with _fork_hook:
-        if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_forget_inherited_connections)
-            _fork_hook_installed = True
 
 
 @dataclass(frozen=True)
@@ -202,7 +184,7 @@ class StatementsByCount(dict[int, str]):
         return sql
 
 
-class SQLBackend(StorageBackend):
+class SQLBackend(StorageBackend, ForkAware):
     """Key-value storage in SQLite, PostgreSQL or MariaDB tables (see the package docs)."""
 
     name = "sql"
@@ -246,8 +228,7 @@ class SQLBackend(StorageBackend):
         self._closed = False
         #: Operations repeated after a conflict or a dead connection, by cause (for stats()).
         self.retries: Counter[str] = Counter()
-        _install_fork_hook()
-        _LIVE.add(self)
+        track(self)  # a forked child drops the inherited connections (_after_fork_in_child)
 
     # -- opening ---------------------------------------------------------------
 
@@ -362,7 +343,7 @@ class SQLBackend(StorageBackend):
             except Exception:  # closing a dead connection may fail; it is gone either way
                 pass
 
-    def _forget_connections(self) -> None:
+    def _after_fork_in_child(self) -> None:
         """In a forked child: stop using the parent's connections, without closing them."""
         _INHERITED.extend(self._idle)
         _INHERITED.extend(self._fairies.values())

@@ -86,6 +86,15 @@ class SQLiteBackend(TransactionalBackend):
         )
 
     def _setup(self, dbapi_connection: Any) -> Any:
+        try:
+            return self._configure(dbapi_connection)
+        except sqlite3.DatabaseError as exc:  # a damaged file or not a database: say which, and the fix
+            damage = self._damage(exc, "opening")
+            if damage is not None:
+                raise damage from exc
+            raise
+
+    def _configure(self, dbapi_connection: Any) -> Any:
         conn: sqlite3.Connection = dbapi_connection
         conn.isolation_level = None
         conn.execute(f"PRAGMA busy_timeout = {int(self._options.lock_timeout * 1000)}")
@@ -223,9 +232,15 @@ class SQLiteBackend(TransactionalBackend):
                 f"{self._options.lock_timeout:g} s during {action} ({describe(exc)}); "
                 "retry, or raise backend_options.lock_timeout"
             )
-        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-            return InternalError(f"{self.where} is damaged: {describe(exc)} during {action}; {self._damage_fix()}")
-        return super()._translate(exc, action)
+        return self._damage(exc, action) or super()._translate(exc, action)
+
+    def _damage(self, exc: Exception, action: str) -> StorageError | None:
+        """The error for a damaged file (or one that is no SQLite database), naming the fix; else ``None``."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return None
+        what = "is damaged" if code == _SQLITE_CORRUPT else "is damaged or not a SQLite database"
+        return InternalError(f"{self.where} {what}: {describe(exc)} during {action}; {self._damage_fix()}")
 
     def _damage_fix(self) -> str:
         return (

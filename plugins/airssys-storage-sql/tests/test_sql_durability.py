@@ -195,3 +195,14 @@ def _check_copy(store: Any) -> None:
     assert store.get("a") == store.get("b"), "the copy holds half of a batch"
     store.set("child", b"c")
     assert store.get("child") == b"c"
+
+
+@pytest.mark.engines("sqlite")
+def test_a_file_that_is_not_a_database_is_named_with_the_fix(tmp_path: Path) -> None:
+    """Opening garbage as SQLite: an internal-error naming the file, not a raw DatabaseError."""
+    path = tmp_path / "garbage.sqlite3"
+    path.write_bytes(b"this is not a database" * 300)
+    with pytest.raises(StorageError) as caught:
+        SQLBackend.open(f"sqlite:///{path}", {})
+    assert caught.value.code == "internal-error"
+    assert f"SQLite database {path} is damaged or not a SQLite database" in str(caught.value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from functools import partial
 
 from _harness import measure, print_table
 
@@ -40,40 +41,44 @@ def _fill(path: str, keys: int, value_size: int) -> None:
             store.set_many([(f"k{i:08d}", os.urandom(value_size)) for i in range(start, min(keys, start + 100))])
 
 
+def _reads(store: ComponentStorage, sample: list[str]) -> int:
+    get = store.get
+    for key in sample:
+        get(key)
+    return len(sample)
+
+
+def _listing(store: ComponentStorage) -> int:
+    store.keys()
+    return 1
+
+
+def _compare(tmp: str, keys: int, value_size: int, cache: int) -> dict[str, dict[str, float]]:
+    """Per workload, seconds per op with and without checksums, on two identical databases."""
+    path = os.path.join(tmp, f"db-{keys}-{value_size}")
+    copy = path + "-copy"  # LevelDB allows one handle per database: the other side reads a copy
+    _fill(path, keys, value_size)
+    _fill(copy, keys, value_size)
+    sample = [f"k{random.randrange(keys):08d}" for _ in range(GETS)]
+    off_manager, off = _open(path, False, cache)
+    on_manager, on = _open(copy, True, cache)
+    with off_manager, on_manager:
+        found = {"get": measure({"checksums": partial(_reads, on, sample), "plain": partial(_reads, off, sample)}, 7)}
+        if keys <= 10_000:
+            found["keys()"] = measure({"checksums": partial(_listing, on), "plain": partial(_listing, off)}, 7)
+    return found
+
+
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, keys, value_size, cache in (
-            ("get, 10,000 x 100 B (cached)", 10_000, 100, 8 << 20),
-            ("get, 200,000 x 100 B, 1 MiB cache", 200_000, 100, 1 << 20),
-            ("get, 20,000 x 4 KiB, 1 MiB cache", 20_000, 4096, 1 << 20),
+            ("10,000 x 100 B (cached)", 10_000, 100, 8 << 20),
+            ("200,000 x 100 B, 1 MiB cache", 200_000, 100, 1 << 20),
+            ("20,000 x 4 KiB, 1 MiB cache", 20_000, 4096, 1 << 20),
         ):
-            path = os.path.join(tmp, f"db-{keys}-{value_size}")
-            _fill(path, keys, value_size)
-            sample = [f"k{random.randrange(keys):08d}" for _ in range(GETS)]
-            # LevelDB allows one handle per database: the other side reads an identical copy.
-            copy = path + "-copy"
-            _fill(copy, keys, value_size)
-            off_manager, off = _open(path, False, cache)
-            on_manager, on = _open(copy, True, cache)
-            with off_manager, on_manager:
-
-                def reads(store: ComponentStorage) -> int:
-                    get = store.get
-                    for key in sample:
-                        get(key)
-                    return len(sample)
-
-                rows.append((label, measure({"checksums": lambda: reads(on), "plain": lambda: reads(off)}, rounds=7)))
-                if keys == 10_000:
-
-                    def listing(store: ComponentStorage) -> int:
-                        store.keys()
-                        return 1
-
-                    rows.append(
-                        ("keys() of 10,000", measure({"checksums": lambda: listing(on), "plain": lambda: listing(off)}, 7))
-                    )
+            for workload, result in _compare(tmp, keys, value_size, cache).items():
+                rows.append((f"{workload}, {label}", result))
     title = "LevelDB verify_checksums: µs/op; ours/plain = speed with checksums relative to without"
     print_table(title, rows, ours="checksums", baselines=["plain"])
 

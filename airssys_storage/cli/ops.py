@@ -256,8 +256,7 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
         )
         if report.mismatches:
             rows = [
-                [m.namespace, m.stored.keys, m.actual.keys, m.stored.bytes, m.actual.bytes]
-                for m in report.mismatches
+                [m.namespace, m.stored.keys, m.actual.keys, m.stored.bytes, m.actual.bytes] for m in report.mismatches
             ]
             columns = ["component", "counted keys", "real keys", "counted bytes", "real bytes"]
             print_table(f"usage counters {fixed}", columns, rows, right=frozenset({1, 2, 3, 4}))

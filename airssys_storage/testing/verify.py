@@ -10,6 +10,7 @@ do); without it those tests are skipped with that reason.
 from __future__ import annotations
 
 import threading
+
 import pytest
 
 from airssys_storage import Access, Manifest, QuotaExceeded, StorageBackend, StorageManager, Usage

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airssys_storage_leveldb import LevelDBBackend
+from airssys_storage_leveldb.layout import USAGE, usage_key
 
 from airssys_storage import StorageBackend
 from airssys_storage.testing import BackendConformance
-from airssys_storage_leveldb import LevelDBBackend
-from airssys_storage_leveldb.layout import USAGE, usage_key
 
 
 def tamper_leveldb_usage(backend: StorageBackend, namespace: str, used_bytes: int) -> None:

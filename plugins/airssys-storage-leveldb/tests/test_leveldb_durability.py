@@ -199,7 +199,7 @@ def test_in_use_damaged_and_missing_are_three_different_errors(tmp_path: Path) -
     process = run_forked(_hold_open, url, holder, release)
     assert holder.wait(30)
     try:
-        with pytest.raises(ConfigurationError, match="in use by another process"):
+        with pytest.raises(ConfigurationError, match=r"in use by another process"):
             LevelDBBackend.open(url, {})
     finally:
         release.set()
@@ -207,7 +207,7 @@ def test_in_use_damaged_and_missing_are_three_different_errors(tmp_path: Path) -
     os.remove(tmp_path / "db" / "CURRENT")
     with pytest.raises(InternalError, match=r"is corrupted .*airssys-storage repair --url"):
         LevelDBBackend.open(url, {})
-    with pytest.raises(ConfigurationError, match="parent directory .* does not exist"):
+    with pytest.raises(ConfigurationError, match=r"parent directory .* does not exist"):
         LevelDBBackend.open(f"leveldb://{tmp_path}/missing/db", {})
 
 
@@ -320,7 +320,7 @@ def test_verify_repairs_a_tampered_counter_record(url: str) -> None:
         [mismatch] = manager.backend.verify().mismatches
         assert mismatch.stored == Usage(1_000_012, 1) and mismatch.actual == Usage(12, 1)
         assert manager.backend.verify(repair=True).ok
-    keys, stored, real = recount(url)
+    _, stored, real = recount(url)
     assert stored == real == Usage(12, 1)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from airssys_storage_sql import SQLBackend
 from sqlsupport import selected_engine
 
 from airssys_storage import StorageBackend
 from airssys_storage.testing import BackendConformance
-from airssys_storage_sql import SQLBackend
 
 
 def tamper_sql_usage(backend: StorageBackend, namespace: str, used_bytes: int) -> None:

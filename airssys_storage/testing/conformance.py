@@ -33,6 +33,7 @@ from airssys_storage import (
     ValueTooLarge,
 )
 
+from .fork import ForkConformance
 from .verify import VerifyConformance
 
 MiB = 1024 * 1024
@@ -78,7 +79,7 @@ def total_size(data: dict[str, bytes]) -> int:
     return sum(len(k.encode()) + len(v) for k, v in data.items())
 
 
-class BackendConformance(VerifyConformance):
+class BackendConformance(VerifyConformance, ForkConformance):
     """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
 
     # Small query limits make "past the maximum" cheap to reach on every backend.

@@ -98,40 +98,6 @@ def test_forked_child_is_refused_and_the_parent_keeps_exact_data(url: str, tmp_p
     assert stored == real == Usage(len("before") + 1 + 2, 2)
 
 
-def _child_writes(store: Any, count: int, go: Any, acknowledged: Any) -> None:
-    go.wait()
-    done = 0
-    for i in range(count):
-        try:
-            store.set(f"child-{i}", b"c" * (i % 13))
-            done += 1
-        except StorageError:
-            pass
-    acknowledged.value = done
-
-
-def test_parent_and_forked_child_writing_at_once_lose_no_acknowledged_write(url: str) -> None:
-    """300 + 300 concurrent writes: every acknowledged write survives reopening and usage equals the recount."""
-    ctx = multiprocessing.get_context("fork")
-    manager = manager_on(url)
-    store = manager.component(Manifest("app", Access.ADMIN))
-    go = ctx.Event()
-    acknowledged = ctx.Value("i", -1)
-    process = ctx.Process(target=_child_writes, args=(store, 300, go, acknowledged))
-    process.start()
-    go.set()
-    for i in range(300):
-        store.set(f"parent-{i}", b"p" * (i % 11))
-    process.join(60)
-    assert process.exitcode == 0
-    manager.close()
-    keys, stored, real = recount(url)
-    child_acked = acknowledged.value
-    assert child_acked == 0  # refused, never silently shared
-    assert sorted(keys) == sorted(f"parent-{i}" for i in range(300))
-    assert stored == real
-
-
 def test_a_store_opened_in_the_child_after_fork_works(url: str) -> None:
     """Opening in the child is fine when the parent had nothing open at the fork."""
     process = run_forked(_open_write_close, url)

@@ -298,21 +298,9 @@ class SQLiteMemoryBackend(SQLiteBackend):
     def _discard_idle(self) -> None:
         pass  # see _discard
 
-    # A forked child gets its own copy of the database and keeps using it: nothing is shared
-    # with the parent. The fork waits for the single connection, so the copy is never taken
-    # in the middle of another thread's transaction (and the child finds the connection idle).
-
-    def _before_fork(self) -> None:
-        try:
-            self._forked_item: Any = self._take()
-        except StorageError:  # stayed busy for pool_timeout: fork anyway, as without this hook
-            self._forked_item = None
-
-    def _after_fork_in_parent(self) -> None:
-        if self._forked_item is not None:
-            self._release(self._forked_item)
-            self._forked_item = None
-
     def _after_fork_in_child(self) -> None:
-        self._slow_lock = threading.Lock()  # another thread may have held it at fork time
-        self._after_fork_in_parent()
+        # The child keeps working on its own copy of the database (nothing is shared with the
+        # parent); the fork waited for the single connection, so the copy is between transactions.
+        self._idle.extend(self._fork_held)
+        self._fork_held = []
+        self._slow_lock = threading.Lock()

@@ -343,14 +343,39 @@ class SQLBackend(StorageBackend, ForkAware):
             except Exception:  # closing a dead connection may fail; it is gone either way
                 pass
 
+    # -- fork ----------------------------------------------------------------------------
+    #
+    # The fork waits until no thread is inside a connection: a thread in the middle of a
+    # SQLite call holds SQLite's own mutexes, and a child that inherits them locked hangs on
+    # its first connection to the file (a copy of an in-memory database would also be taken
+    # halfway through a transaction). Holding the slow lock keeps new connections from being
+    # opened meanwhile; the wait is bounded by pool_timeout, then the fork goes ahead.
+
+    def _before_fork(self) -> None:
+        self._slow_lock.acquire()
+        self._fork_held: list[Any] = []
+        deadline = time.monotonic() + self._options.pool_timeout
+        while len(self._fork_held) < self._connections and time.monotonic() < deadline:
+            try:
+                self._fork_held.append(self._idle.pop())
+            except IndexError:
+                time.sleep(0.0005)
+
+    def _after_fork_in_parent(self) -> None:
+        self._idle.extend(self._fork_held)
+        self._fork_held = []
+        self._slow_lock.release()
+
     def _after_fork_in_child(self) -> None:
         """In a forked child: stop using the parent's connections, without closing them."""
+        self._idle.extend(self._fork_held)
+        self._fork_held = []
         _INHERITED.extend(self._idle)
         _INHERITED.extend(self._fairies.values())
         self._idle.clear()
         self._fairies.clear()
         self._connections = 0
-        self._slow_lock = threading.Lock()  # it may have been held by another thread at fork time
+        self._slow_lock = threading.Lock()  # the inherited one is held (by _before_fork)
 
     def _discard_idle(self) -> None:
         """Drop every idle connection: after a disconnect they most likely all died with the server."""

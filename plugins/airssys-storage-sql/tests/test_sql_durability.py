@@ -1,4 +1,7 @@
-"""Issue 9, sections 1 and 2 on the SQL engines: fork through the public API, racing first opens, verify."""
+"""Issue 9 on the SQL engines: racing first opens in real processes, damaged SQLite files.
+
+Fork and verify are clauses of the shared conformance suite (airssys_storage.testing).
+"""
 
 from __future__ import annotations
 
@@ -10,81 +13,7 @@ import pytest
 from airssys_storage_sql import SQLBackend
 from sqlsupport import Server
 
-from airssys_storage import Access, Manifest, StorageError, StorageManager, StorageSettings, Usage
-
-
-def manager_on(url: str, options: dict[str, Any]) -> StorageManager:
-    return StorageManager.from_settings(StorageSettings(url=url, backend_options=options))
-
-
-def _child_writes(store: Any, count: int, go: Any, acknowledged: Any) -> None:
-    go.wait()
-    done = 0
-    for i in range(count):
-        try:
-            store.set(f"child-{i}", b"c" * (i % 13))
-            done += 1
-        except StorageError:
-            pass
-    acknowledged.value = done
-
-
-def test_parent_and_forked_child_write_at_once_and_lose_nothing(store_url: str, store_options: dict[str, Any]) -> None:
-    """The issue's fork inputs through StorageManager: "c" then "p", and 300 + 300 concurrent writes."""
-    ctx = multiprocessing.get_context("fork")
-    manager = manager_on(store_url, store_options)
-    store = manager.component(Manifest("app", Access.ADMIN))
-    store.set("before", b"x")  # the parent holds a connection at the fork
-    go = ctx.Event()
-    acknowledged = ctx.Value("i", -1)
-    process = ctx.Process(target=_child_writes, args=(store, 300, go, acknowledged))
-    process.start()
-    go.set()
-    for i in range(300):
-        store.set(f"parent-{i}", b"p" * (i % 11))
-    process.join(120)
-    assert process.exitcode == 0
-    assert acknowledged.value == 300
-    store.set("p", b"p")
-    manager.close()
-    with manager_on(store_url, store_options) as again:
-        store = again.component(Manifest("app", Access.ADMIN))
-        keys = _all_keys(store)
-        expected = {"before", "p"} | {f"parent-{i}" for i in range(300)} | {f"child-{i}" for i in range(300)}
-        assert set(keys) == expected
-        real = sum(len(k.encode()) + len(store.get(k) or b"") for k in keys)
-        assert store.usage() == Usage(real, len(expected))
-        assert again.backend.verify().ok
-
-
-def _all_keys(store: Any) -> list[str]:
-    found: list[str] = []
-    cursor = None
-    while True:
-        items, cursor = store.scan(None, cursor, 500)
-        found.extend(key for key, _ in items)
-        if cursor is None:
-            return found
-
-
-def test_forked_child_of_an_in_memory_sqlite_store_works_on_its_own_copy() -> None:
-    """sqlite:// in a forked child: a private copy, the parent's data unchanged."""
-    ctx = multiprocessing.get_context("fork")
-    with manager_on("sqlite://", {}) as manager:
-        store = manager.component(Manifest("app", Access.ADMIN))
-        store.set("before", b"x")
-        process = ctx.Process(target=_set_and_check, args=(store,))
-        process.start()
-        process.join(60)
-        assert process.exitcode == 0
-        store.set("p", b"p")
-        assert store.keys() == ["before", "p"]
-        assert store.usage() == Usage(9, 2)
-
-
-def _set_and_check(store: Any) -> None:
-    store.set("c", b"c")
-    assert store.keys() == ["before", "c"]
+from airssys_storage import StorageError, Usage
 
 
 def _race_open(url: str, options: dict[str, Any], barrier: Any, results: Any, index: int) -> None:
@@ -155,54 +84,3 @@ def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path) -> 
         assert ".recover" in problem and "airssys-storage verify --repair" in problem
     finally:
         backend.close()
-
-
-def test_forked_child_of_a_busy_in_memory_sqlite_store_gets_a_consistent_copy() -> None:
-    """sqlite:// forked while another thread commits: the child's copy holds whole batches and works."""
-    import sys
-    import threading
-
-    ctx = multiprocessing.get_context("fork")
-    with manager_on("sqlite://", {}) as manager:
-        store = manager.component(Manifest("app", Access.ADMIN))
-        stop = threading.Event()
-
-        def churn() -> None:
-            n = 0
-            while not stop.is_set():
-                value = b"x" * (n % 200)
-                store.set_many([("a", value), ("b", value)])
-                n += 1
-
-        thread = threading.Thread(target=churn)
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(1e-6)
-        thread.start()
-        try:
-            for _ in range(20):
-                process = ctx.Process(target=_check_copy, args=(store,))
-                process.start()
-                process.join(60)
-                assert process.exitcode == 0
-        finally:
-            sys.setswitchinterval(switch)
-            stop.set()
-            thread.join(30)
-        assert manager.backend.verify().ok
-
-
-def _check_copy(store: Any) -> None:
-    assert store.get("a") == store.get("b"), "the copy holds half of a batch"
-    store.set("child", b"c")
-    assert store.get("child") == b"c"
-
-
-@pytest.mark.engines("sqlite")
-def test_a_file_that_is_not_a_database_is_named_with_the_fix(tmp_path: Path) -> None:
-    """Opening garbage as SQLite: an internal-error naming the file, not a raw DatabaseError."""
-    path = tmp_path / "garbage.sqlite3"
-    path.write_bytes(b"this is not a database" * 300)
-    with pytest.raises(StorageError) as caught:
-        SQLBackend.open(f"sqlite:///{path}", {})
-    assert caught.value.code == "internal-error"
-    assert f"SQLite database {path} is damaged or not a SQLite database" in str(caught.value)

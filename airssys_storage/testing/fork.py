@@ -67,7 +67,8 @@ class ForkConformance:
             manager = manager_factory()
         try:
             store = _open(manager)
-            found, cursor = [], None
+            found: list[str] = []
+            cursor: str | None = None
             while True:
                 items, cursor = store.scan(None, cursor, manager.settings.max_keys_per_query)
                 found.extend(key for key, _ in items)

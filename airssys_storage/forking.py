@@ -8,10 +8,10 @@ hold such state derive from :class:`ForkAware` and call :func:`track` when
 they open; the hooks below run around every ``os.fork()`` (including
 ``multiprocessing``'s ``fork`` start method), at no cost on any other path:
 
-- ``_before_fork`` in the forking thread, just before the fork (e.g. take a
+- ``before_fork`` in the forking thread, just before the fork (e.g. take a
   lock so that the child's copy is not caught halfway through a commit);
-- ``_after_fork_in_parent`` in the parent (release what ``_before_fork`` took);
-- ``_after_fork_in_child`` in the child (replace inherited handles with fresh
+- ``after_fork_in_parent`` in the parent (release what ``before_fork`` took);
+- ``after_fork_in_child`` in the child (replace inherited handles with fresh
   ones, or with a stand-in that refuses every call with a clear error).
 
 The hooks are installed once, on the first :func:`track`; objects are held
@@ -30,20 +30,20 @@ __all__ = ["ForkAware", "track"]
 class ForkAware:
     """Mix-in with no-op fork hooks; override the ones a backend needs (see the module docs)."""
 
-    def _before_fork(self) -> None:
+    def before_fork(self) -> None:
         """In the parent, just before the fork (must not block for long: it delays the fork)."""
 
-    def _after_fork_in_parent(self) -> None:
+    def after_fork_in_parent(self) -> None:
         """In the parent, just after the fork."""
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """In the child, just after the fork, before anything else runs there."""
 
 
 _live: weakref.WeakSet[ForkAware] = weakref.WeakSet()
 _install_lock = threading.Lock()
 _installed = False
-# The objects _before_fork ran on, so that exactly those get the after-hooks.
+# The objects before_fork ran on, so that exactly those get the after-hooks.
 _forking: list[ForkAware] = []
 
 
@@ -51,12 +51,12 @@ def _before() -> None:
     # Sorted by id: a fixed order, so two objects' locks are always taken in the same order.
     _forking[:] = sorted(_live, key=id)
     for obj in _forking:
-        obj._before_fork()
+        obj.before_fork()
 
 
 def _after_in_parent() -> None:
     for obj in reversed(_forking):
-        obj._after_fork_in_parent()
+        obj.after_fork_in_parent()
     _forking.clear()
 
 
@@ -64,7 +64,7 @@ def _after_in_child() -> None:
     global _install_lock
     _install_lock = threading.Lock()  # another thread may have held it at fork time
     for obj in reversed(_forking):
-        obj._after_fork_in_child()
+        obj.after_fork_in_child()
     _forking.clear()
 
 

@@ -93,7 +93,7 @@ _open_paths_lock = threading.Lock()
 # In a forked child: real paths the parent had open at the fork. LevelDB's
 # in-process lock table still lists them, so this process can never open them.
 _forked_paths: set[str] = set()
-# Handles inherited by a forked child: never closed nor freed there (see _after_fork_in_child).
+# Handles inherited by a forked child: never closed nor freed there (see after_fork_in_child).
 _inherited: list[Any] = []
 
 
@@ -195,7 +195,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             _open_paths.add(self._real_path)
         track(self)
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """Swap the inherited handle for the refusing stand-in (see the module docs)."""
         global _open_paths_lock
         db = self._db

@@ -78,13 +78,13 @@ class MemoryBackend(StorageBackend, ForkAware):
 
     # -- fork: the child keeps a consistent private copy (module docs) ----------------
 
-    def _before_fork(self) -> None:
+    def before_fork(self) -> None:
         self._lock.acquire()  # no commit is halfway done in the copy the child gets
 
-    def _after_fork_in_parent(self) -> None:
+    def after_fork_in_parent(self) -> None:
         self._lock.release()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # the inherited one is held (by the parent's forking thread)
 
     @classmethod

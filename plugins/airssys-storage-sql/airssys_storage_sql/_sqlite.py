@@ -298,7 +298,7 @@ class SQLiteMemoryBackend(SQLiteBackend):
     def _discard_idle(self) -> None:
         pass  # see _discard
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         # The child keeps working on its own copy of the database (nothing is shared with the
         # parent); the fork waited for the single connection, so the copy is between transactions.
         self._idle.extend(self._fork_held)

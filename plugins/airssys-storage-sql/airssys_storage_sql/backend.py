@@ -228,7 +228,7 @@ class SQLBackend(StorageBackend, ForkAware):
         self._closed = False
         #: Operations repeated after a conflict or a dead connection, by cause (for stats()).
         self.retries: Counter[str] = Counter()
-        track(self)  # a forked child drops the inherited connections (_after_fork_in_child)
+        track(self)  # a forked child drops the inherited connections (after_fork_in_child)
 
     # -- opening ---------------------------------------------------------------
 
@@ -351,7 +351,7 @@ class SQLBackend(StorageBackend, ForkAware):
     # halfway through a transaction). Holding the slow lock keeps new connections from being
     # opened meanwhile; the wait is bounded by pool_timeout, then the fork goes ahead.
 
-    def _before_fork(self) -> None:
+    def before_fork(self) -> None:
         self._slow_lock.acquire()
         self._fork_held: list[Any] = []
         deadline = time.monotonic() + self._options.pool_timeout
@@ -361,12 +361,12 @@ class SQLBackend(StorageBackend, ForkAware):
             except IndexError:
                 time.sleep(0.0005)
 
-    def _after_fork_in_parent(self) -> None:
+    def after_fork_in_parent(self) -> None:
         self._idle.extend(self._fork_held)
         self._fork_held = []
         self._slow_lock.release()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """In a forked child: stop using the parent's connections, without closing them."""
         self._idle.extend(self._fork_held)
         self._fork_held = []
@@ -375,7 +375,7 @@ class SQLBackend(StorageBackend, ForkAware):
         self._idle.clear()
         self._fairies.clear()
         self._connections = 0
-        self._slow_lock = threading.Lock()  # the inherited one is held (by _before_fork)
+        self._slow_lock = threading.Lock()  # the inherited one is held (by before_fork)
 
     def _discard_idle(self) -> None:
         """Drop every idle connection: after a disconnect they most likely all died with the server."""

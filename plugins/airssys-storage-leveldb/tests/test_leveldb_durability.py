@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from airssys_storage_leveldb import LevelDBBackend
+from test_leveldb_backend import manager_on
 
 from airssys_storage import (
     Access,
@@ -20,8 +21,6 @@ from airssys_storage import (
     InternalError,
     Manifest,
     StorageError,
-    StorageManager,
-    StorageSettings,
     Usage,
 )
 from airssys_storage.cli import main
@@ -30,10 +29,6 @@ from airssys_storage.cli import main
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"leveldb://{tmp_path}/ldb"
-
-
-def manager_on(url: str, **options: Any) -> StorageManager:
-    return StorageManager.from_settings(StorageSettings(url=url, backend_options=options))
 
 
 def recount(url: str) -> tuple[list[str], Usage, Usage]:

@@ -13,7 +13,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backend import Capabilities, Change, StorageBackend, Usage, key_successor, quota_exceeded
+    from .backend import (
+        Capabilities,
+        Change,
+        CounterMismatch,
+        StorageBackend,
+        Usage,
+        VerifyReport,
+        key_successor,
+        quota_exceeded,
+    )
     from .errors import (
         ConfigurationError,
         InternalError,
@@ -47,6 +56,7 @@ __all__ = [
     "Change",
     "ComponentStorage",
     "ConfigurationError",
+    "CounterMismatch",
     "InternalError",
     "InvalidArgument",
     "InvalidKey",
@@ -68,6 +78,7 @@ __all__ = [
     "TooManyKeys",
     "Usage",
     "ValueTooLarge",
+    "VerifyReport",
     "hookimpl",
     "key_successor",
     "parse_size",
@@ -79,7 +90,17 @@ __all__ = [
 #: Public name -> the module of this package that defines it.
 _MODULES = {
     **dict.fromkeys(
-        ["Capabilities", "Change", "StorageBackend", "Usage", "key_successor", "quota_exceeded"], "backend"
+        [
+            "Capabilities",
+            "Change",
+            "CounterMismatch",
+            "StorageBackend",
+            "Usage",
+            "VerifyReport",
+            "key_successor",
+            "quota_exceeded",
+        ],
+        "backend",
     ),
     **dict.fromkeys(
         [

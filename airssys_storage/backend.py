@@ -32,13 +32,24 @@ retrying; any other error from a write means nothing was written.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import QuotaExceeded
+from .errors import ConfigurationError, QuotaExceeded
 
-__all__ = ["StorageBackend", "Capabilities", "Usage", "Change", "key_successor", "quota_exceeded"]
+__all__ = [
+    "StorageBackend",
+    "Capabilities",
+    "Usage",
+    "Change",
+    "CounterMismatch",
+    "VerifyReport",
+    "compare_usage",
+    "verify_report",
+    "key_successor",
+    "quota_exceeded",
+]
 
 #: One write of a commit: ``(key, value)`` puts, ``(key, None)`` deletes.
 Change = tuple[bytes, "bytes | None"]
@@ -98,6 +109,105 @@ class Usage:
 
     bytes: int = 0
     keys: int = 0
+
+
+@dataclass(frozen=True)
+class CounterMismatch:
+    """A namespace whose stored usage counter disagrees with its data."""
+
+    namespace: str
+    #: What the counter says.
+    stored: Usage
+    #: What a recount of the data gives.
+    actual: Usage
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`StorageBackend.verify` found (and, with ``repair=True``, fixed).
+
+    Totals (``namespaces``, ``keys``, ``bytes``) come from the recount of the
+    data, not from the counters. ``mismatches`` are the counters that
+    disagreed with the data; ``repaired`` says they were rewritten.
+    ``problems`` are damage found by the engine's own integrity check, one
+    sentence each naming the fix; a recount cannot fix those.
+    """
+
+    #: The store, as its messages name it (a path, "PostgreSQL at host:port/db", ...).
+    store: str
+    #: Namespaces that hold at least one key.
+    namespaces: int = 0
+    keys: int = 0
+    #: Sum of ``len(key) + len(value)`` over every key, in bytes.
+    bytes: int = 0
+    mismatches: tuple[CounterMismatch, ...] = ()
+    problems: tuple[str, ...] = ()
+    repaired: bool = False
+    #: What was checked, e.g. ``("usage counters", "PRAGMA integrity_check")``.
+    checks: tuple[str, ...] = field(default=("usage counters",))
+
+    @property
+    def ok(self) -> bool:
+        """Whether the store is sound now: no engine damage, and every counter right (or rewritten)."""
+        return not self.problems and (self.repaired or not self.mismatches)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-serialisable data (the shape of ``airssys-storage verify --json``)."""
+        return {
+            "store": self.store,
+            "ok": self.ok,
+            "namespaces": self.namespaces,
+            "keys": self.keys,
+            "bytes": self.bytes,
+            "checks": list(self.checks),
+            "problems": list(self.problems),
+            "repaired": self.repaired,
+            "mismatches": [
+                {
+                    "namespace": m.namespace,
+                    "stored": {"bytes": m.stored.bytes, "keys": m.stored.keys},
+                    "actual": {"bytes": m.actual.bytes, "keys": m.actual.keys},
+                }
+                for m in self.mismatches
+            ],
+        }
+
+
+def compare_usage(stored: Mapping[str, Usage], actual: Mapping[str, Usage]) -> tuple[CounterMismatch, ...]:
+    """The namespaces whose *stored* counter differs from the *actual* recount, sorted.
+
+    A namespace missing from either side counts as ``Usage()`` there (a
+    cleared namespace may keep a zero counter, and that is right).
+    """
+    empty = Usage()
+    return tuple(
+        CounterMismatch(ns, stored.get(ns, empty), actual.get(ns, empty))
+        for ns in sorted(set(stored) | set(actual))
+        if stored.get(ns, empty) != actual.get(ns, empty)
+    )
+
+
+def verify_report(
+    store: str,
+    stored: Mapping[str, Usage],
+    actual: Mapping[str, Usage],
+    *,
+    problems: Iterable[str] = (),
+    repaired: bool = False,
+    checks: Iterable[str] = ("usage counters",),
+) -> VerifyReport:
+    """The :class:`VerifyReport` for a recount: the one place that turns counters into a report."""
+    live = [usage for usage in actual.values() if usage.keys]
+    return VerifyReport(
+        store=store,
+        namespaces=len(live),
+        keys=sum(usage.keys for usage in live),
+        bytes=sum(usage.bytes for usage in live),
+        mismatches=compare_usage(stored, actual),
+        problems=tuple(problems),
+        repaired=repaired,
+        checks=tuple(checks),
+    )
 
 
 def key_successor(prefix: bytes) -> bytes | None:
@@ -278,6 +388,48 @@ class StorageBackend(abc.ABC):
         damaged to open must still be repairable.
         """
         raise NotImplementedError(f"backend {cls.name!r} cannot repair")
+
+    def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Recount usage from the data, compare it with the counters, and run the engine's integrity check.
+
+        With *repair*, counters that disagree with the data are rewritten in
+        one atomic step (what a recount can fix); damage found by the
+        engine's integrity check is reported in ``problems``, never fixed
+        here. *progress*, if given, is called with the number of keys
+        recounted since its last call (for progress bars).
+
+        A method of the open store, not a classmethod: a recount needs the
+        store readable. A store too damaged to open is the job of
+        :meth:`repair_url` (backends declaring ``capabilities.repair``).
+
+        Backends override this. The default reads through the public
+        primitives: it cannot repair (``repair=True`` raises
+        :class:`~airssys_storage.ConfigurationError` when a counter is
+        wrong), has no integrity check, and is exact only while no one writes.
+        """
+        stored: dict[str, Usage] = {}
+        actual: dict[str, Usage] = {}
+        for namespace in self.namespaces():
+            stored[namespace] = self.usage(namespace)
+            used = count = 0
+            start = b""
+            while True:
+                page = self.items(namespace, start, None, 1000)
+                for key, value in page:
+                    used += len(key) + len(value)
+                count += len(page)
+                if progress is not None and page:
+                    progress(len(page))
+                if len(page) < 1000:
+                    break
+                start = page[-1][0] + b"\x00"
+            actual[namespace] = Usage(used, count)
+        report = verify_report(type(self).__name__, stored, actual)
+        if repair and report.mismatches:
+            raise ConfigurationError(
+                f"backend {self.name!r} cannot repair its usage counters: it does not implement verify(repair=True)"
+            )
+        return report
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release every resource; the backend is unusable afterwards."""

@@ -42,6 +42,7 @@ BUILTIN_COMMANDS = {
     "migrate": "airssys_storage.cli.transfer:migrate",
     "stats": "airssys_storage.cli.ops:stats",
     "bench": "airssys_storage.cli.ops:bench",
+    "verify": "airssys_storage.cli.ops:verify",
     "repair": "airssys_storage.cli.ops:repair",
 }
 

@@ -1,4 +1,4 @@
-"""Operating a store: stats, bench, repair."""
+"""Operating a store: stats, bench, verify, repair."""
 
 from __future__ import annotations
 
@@ -232,6 +232,55 @@ def _run(phase: _Phase, progress: Progress) -> dict[str, Any]:
         "p50_us": _percentile(timings, 0.50),
         "p99_us": _percentile(timings, 0.99),
     }
+
+
+# -- verify ------------------------------------------------------------------
+
+
+@click.command()
+@store_options
+@click.option("--repair", is_flag=True, help="Rewrite the usage counters that disagree with the data.")
+@json_option
+def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
+    """Recount usage from the data, compare it with the counters, and run the engine's integrity check.
+
+    Exits 6 when something is wrong: a counter disagrees with the data (unless
+    --repair rewrote it) or the engine found damage (which --repair does not
+    fix; the message names what does). Safe while other processes use the
+    store: a verify reads one snapshot, a repair holds the write lock briefly.
+    """
+    settings = store.settings()
+    url = redact_url(settings.resolved_url)
+    with open_manager(settings) as manager:
+        backend = manager.backend
+        total = backend.stats().get("keys")
+        with Progress("verifying", total if isinstance(total, int) else None) as progress:
+            report = backend.verify(repair=repair, progress=progress)
+    if as_json:
+        echo_json({"backend": backend.name, "url": url, **report.as_dict()})
+    else:
+        fixed = "rewritten" if report.repaired else "wrong"
+        info(
+            f"verified the {backend.name} store at {url}: {report.keys} keys, {report.bytes} bytes in "
+            f"{report.namespaces} components; checked {', '.join(report.checks)}"
+        )
+        if report.mismatches:
+            rows = [
+                [m.namespace, m.stored.keys, m.actual.keys, m.stored.bytes, m.actual.bytes] for m in report.mismatches
+            ]
+            columns = ["component", "counted keys", "real keys", "counted bytes", "real bytes"]
+            print_table(f"usage counters {fixed}", columns, rows, right=frozenset({1, 2, 3, 4}))
+    if report.ok:
+        if report.mismatches:
+            info(f"rewrote {len(report.mismatches)} usage counter(s) from the data")
+        return
+    problems = list(report.problems)
+    if report.mismatches and not report.repaired:
+        problems.append(
+            f"{len(report.mismatches)} usage counter(s) disagree with the data; rewrite them with "
+            f"`airssys-storage verify --repair --url {url}`"
+        )
+    raise Failure("; ".join(problems), ExitCode.VERIFICATION)
 
 
 # -- repair ------------------------------------------------------------------

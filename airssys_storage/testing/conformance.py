@@ -37,6 +37,9 @@ from airssys_storage import (
 )
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
+from .fork import ForkConformance
+from .verify import VerifyConformance
+
 MiB = 1024 * 1024
 
 # Component ids that break naive "<id>:<key>" or LIKE-based designs.
@@ -80,7 +83,7 @@ def total_size(data: dict[str, bytes]) -> int:
     return sum(len(k.encode()) + len(v) for k, v in data.items())
 
 
-class BackendConformance:
+class BackendConformance(VerifyConformance, ForkConformance):
     """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
 
     # Small query limits make "past the maximum" cheap to reach on every backend.

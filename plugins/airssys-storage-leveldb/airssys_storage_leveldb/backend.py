@@ -17,14 +17,29 @@ Usage counters are cached in memory after their first read, and so are the
 value sizes of recently written keys (so that a write need not read the old
 value to charge its quota): LevelDB's lock file guarantees that no other
 process writes this database while it is open, so neither cache can go stale.
+
+Fork: a forked child must not use the parent's handle (two processes writing
+through one LevelDB handle lose acknowledged writes and break the counters).
+An at-fork hook (:mod:`airssys_storage.forking`) swaps every handle in the
+child for a stand-in whose every method raises a clear error, so there is no
+per-operation process check; the parent keeps working untouched.
+
+Damage: the database is opened with ``paranoid_checks``, so damage LevelDB
+sees while opening (a bad write-ahead log record, a bad ``MANIFEST``) refuses
+the open with the repair command instead of silently dropping records. Reads
+verify block checksums when ``verify_checksums`` is set (see the options);
+:meth:`LevelDBBackend.verify` always does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, NoReturn
@@ -45,9 +60,12 @@ from airssys_storage import (
     StorageBackend,
     StorageError,
     Usage,
+    VerifyReport,
     quota_exceeded,
 )
+from airssys_storage.backend import verify_report
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
+from airssys_storage.forking import ForkAware, track
 from airssys_storage.plugins import backend_scheme
 
 from .layout import (
@@ -66,6 +84,12 @@ from .options import LevelDBOptions
 __all__ = ["LevelDBBackend", "path_from_url"]
 
 _pack_usage = USAGE.pack
+#: What :meth:`LevelDBBackend.verify` checks (shown in its report).
+_VERIFY_CHECKS = ("usage counters", "block checksums of every record")
+#: How a counter record that cannot be decoded shows in a verify report.
+_BAD = Usage(-1, -1)
+#: Keys recounted between two progress reports.
+_PROGRESS_STEP = 10_000
 
 SQL_HINT = "multi-process hosts should use the SQL backend (sqlite:///PATH or postgresql+psycopg://…)"
 
@@ -73,6 +97,11 @@ SQL_HINT = "multi-process hosts should use the SQL backend (sqlite:///PATH or po
 # not pull a database out from under a live handle (RepairDB takes no lock).
 _open_paths: set[str] = set()
 _open_paths_lock = threading.Lock()
+# In a forked child: real paths the parent had open at the fork. LevelDB's
+# in-process lock table still lists them, so this process can never open them.
+_forked_paths: set[str] = set()
+# Handles inherited by a forked child: never closed nor freed there (see after_fork_in_child).
+_inherited: list[Any] = []
 
 
 def path_from_url(url: str) -> str:
@@ -133,7 +162,23 @@ class _Closed:
         raise InternalError(f"the LevelDB database at {self._path} is closed")
 
 
-class LevelDBBackend(StorageBackend):
+class _Forked(_Closed):
+    """Stands in for the parent's database in a forked child: any use is a clear error."""
+
+    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
+        raise InternalError(_forked_message(self._path))
+
+
+def _forked_message(path: str) -> str:
+    return (
+        f"the LevelDB database at {path} was opened by the parent of this forked process, and a forked "
+        "child cannot use it (LevelDB allows one process per database, and this process inherited the "
+        "parent's lock): open the store only in the process that uses it, in a process that did not inherit "
+        f"it (e.g. multiprocessing's 'spawn' start method), or {SQL_HINT}"
+    )
+
+
+class LevelDBBackend(StorageBackend, ForkAware):
     """Namespaced keys in one LevelDB database, usage counters in the same write batches."""
 
     name = "leveldb"
@@ -150,10 +195,31 @@ class LevelDBBackend(StorageBackend):
         # Exact because no other process can write this database while it is open.
         self._sizes: dict[bytes, int] = {} if options.size_cache_keys else _NoSizes()
         self._size_limit = options.size_cache_keys
+        #: Bumped by every counter repair, so that a repair based on an older snapshot starts again.
+        self._repairs = 0
         self._bind(db)
+        if options.verify_checksums:
+            self.get = self._get_verified  # type: ignore[method-assign]
         self._real_path = os.path.realpath(path)
         with _open_paths_lock:
             _open_paths.add(self._real_path)
+        track(self)
+
+    def after_fork_in_child(self) -> None:
+        """Swap the inherited handle for the refusing stand-in (see the module docs)."""
+        global _open_paths_lock
+        db = self._db
+        if not isinstance(db, _Closed):
+            # Never close or free it here: LevelDB's destructor would wait for a background
+            # compaction thread that does not exist in the child, and unlock the parent's files.
+            # One extra reference keeps even interpreter shutdown from freeing it.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(db))
+            _inherited.append(db)
+            _forked_paths.add(self._real_path)
+        _open_paths_lock = threading.Lock()  # another thread may have held it at fork time
+        _open_paths.discard(self._real_path)
+        self._lock = threading.Lock()
+        self._bind(_Forked(self.path))
 
     def _bind(self, db: Any) -> None:
         """Point every handle at *db* (a ``plyvel.DB`` or the closed stand-in); forget the caches."""
@@ -194,8 +260,10 @@ class LevelDBBackend(StorageBackend):
 
         Runs LevelDB's ``RepairDB`` (plyvel's ``repair_db``): it salvages every
         readable record from the log and table files, and drops what it
-        cannot read. Then every usage counter is recomputed from the data.
-        Returns what the recount found (see :meth:`recount`).
+        cannot read. RepairDB keeps table files whose blocks fail their
+        checksum, so the records of such blocks are dropped next (and counted
+        in ``records_dropped``). Then every usage counter is recomputed from
+        the data. Returns what the recount found (see :meth:`recount`).
         """
         opts = LevelDBOptions.parse(options or {})
         path = path_from_url(url)
@@ -210,13 +278,10 @@ class LevelDBBackend(StorageBackend):
                     "call repair() on the open backend, or close it first"
                 )
         with _exclusive(path):
-            try:
-                plyvel.repair_db(path, **opts.plyvel_kwargs())
-            except plyvel.Error as exc:
-                raise InternalError(f"repairing the LevelDB database at {path} failed: {_message(exc)}") from exc
+            dropped = _repair_files(path, opts)
         backend = cls.open(url, options or {})
         try:
-            return backend.recount()
+            return {**backend.recount(), "records_dropped": dropped}
         finally:
             backend.close()
 
@@ -239,13 +304,23 @@ class LevelDBBackend(StorageBackend):
             self._fail("read from", exc)
         return value
 
+    def _get_verified(self, namespace: str, key: bytes) -> bytes | None:
+        """:meth:`get` when ``verify_checksums`` is on (installed on the instance at open)."""
+        prefix = self._space(namespace).prefix
+        try:
+            value: bytes | None = self._db.get(prefix + key, verify_checksums=True)
+        except plyvel.Error as exc:
+            self._fail("read from", exc)
+        return value
+
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         prefix = self._space(namespace).prefix
+        verify = self.options.verify_checksums
         try:
             # One snapshot: every value from the same moment, never half of a concurrent batch.
             with self._db.snapshot() as snapshot:
                 get = snapshot.get
-                return [get(prefix + key) for key in keys]
+                return [get(prefix + key, verify_checksums=verify) for key in keys]
         except plyvel.Error as exc:
             self._fail("read from", exc)
 
@@ -255,14 +330,18 @@ class LevelDBBackend(StorageBackend):
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         view = self._space(namespace).view
         try:
-            return list(islice(view.iterator(start=start, stop=end), limit))
+            iterator = view.iterator(start=start, stop=end, verify_checksums=self.options.verify_checksums)
+            return list(islice(iterator, limit))
         except plyvel.Error as exc:
             self._fail("read from", exc)
 
     def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
         view = self._space(namespace).view
         try:
-            return list(islice(view.iterator(start=start, stop=end, include_value=False), limit))
+            iterator = view.iterator(
+                start=start, stop=end, include_value=False, verify_checksums=self.options.verify_checksums
+            )
+            return list(islice(iterator, limit))
         except plyvel.Error as exc:
             self._fail("read from", exc)
 
@@ -483,54 +562,121 @@ class LevelDBBackend(StorageBackend):
             "options": self.options.as_dict(),
         }
 
+    def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Read every record with its block checksum verified, recount usage, compare with the counters.
+
+        Reads one snapshot, so writers are not held up: the data and the
+        counters of a snapshot always agree (each commit writes both in one
+        batch). With *repair*, each wrong counter is corrected by the
+        difference the snapshot showed, under the write lock, in one synced
+        batch; a correction is exact even if commits happened since the
+        snapshot, since each of them changed the data and the counter alike.
+        A checksum failure is reported in ``problems`` with the repair
+        command (``airssys-storage repair``: LevelDB's RepairDB); a recount
+        cannot fix it. A counter record that cannot be decoded shows as
+        ``Usage(-1, -1)``.
+        """
+        while True:
+            with self._lock:
+                generation = self._repairs
+                snapshot = self._db.snapshot()
+            try:
+                found = self._recount(snapshot, progress)
+            finally:
+                snapshot.close()
+            if isinstance(found, str):
+                return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS)
+            stored, actual = found
+            report = verify_report(self.path, stored, actual, repaired=repair, checks=_VERIFY_CHECKS)
+            if not (repair and report.mismatches):
+                return report
+            with self._lock:
+                if self._repairs != generation:
+                    continue  # another repair corrected counters since the snapshot: look again
+                self._repairs += 1
+                self._correct(report)
+            return report
+
+    def _recount(
+        self, snapshot: Any, progress: Callable[[int], None] | None
+    ) -> tuple[dict[str, Usage], dict[str, Usage]] | str:
+        """Stored counters and recounted usage per namespace in *snapshot*, or the damage found."""
+        actual: dict[str, list[int]] = {}
+        stored: dict[str, Usage] = {}
+        pending = 0
+        try:
+            for key, value in snapshot.iterator(start=DATA_TAG, stop=DATA_END, verify_checksums=True, fill_cache=False):
+                size = key[1]
+                entry = actual.setdefault(key[2 : 2 + size].decode("ascii", "replace"), [0, 0])
+                entry[0] += len(key) - 2 - size + len(value)
+                entry[1] += 1
+                pending += 1
+                if pending == _PROGRESS_STEP and progress is not None:
+                    progress(pending)
+                    pending = 0
+            for key, raw in snapshot.iterator(prefix=USAGE_PREFIX, verify_checksums=True, fill_cache=False):
+                stored[namespace_of_usage_key(key)] = Usage(*USAGE.unpack(raw)) if len(raw) == USAGE.size else _BAD
+        except plyvel.CorruptionError as exc:
+            return str(_error(self.path, "verify", exc))
+        except plyvel.Error as exc:
+            self._fail("verify", exc)
+        if pending and progress is not None:
+            progress(pending)
+        return stored, {ns: Usage(used, count) for ns, (used, count) in actual.items()}
+
+    def _correct(self, report: VerifyReport) -> None:
+        """Add each mismatch's (actual - stored) to its live counter, in one synced batch. Call under the lock."""
+        batch = self._db.write_batch(sync=True)
+        corrected: list[tuple[_Space, tuple[int, int]]] = []
+        try:
+            for mismatch in report.mismatches:
+                space = self._space(mismatch.namespace)
+                if mismatch.stored == _BAD:
+                    space.usage = (0, 0)  # unreadable: the snapshot's recount is the whole truth
+                    base = (0, 0)
+                else:
+                    base = self._load_usage(space)
+                    base = (base[0] - mismatch.stored.bytes, base[1] - mismatch.stored.keys)
+                counter = (base[0] + mismatch.actual.bytes, base[1] + mismatch.actual.keys)
+                if counter == (0, 0):
+                    batch.delete(space.usage_key)
+                else:
+                    batch.put(space.usage_key, _pack_usage(*counter))
+                corrected.append((space, counter))
+            batch.write()
+        except plyvel.Error as exc:
+            for space, _ in corrected:
+                space.usage = None
+            self._fail("write to", exc)
+        for space, counter in corrected:
+            space.usage = counter
+
     def recount(self) -> dict[str, Any]:
         """Recompute every usage counter from the data and write the corrected ones.
 
-        Returns the totals and the namespaces whose stored counter was wrong.
+        Returns the totals and the namespaces whose stored counter was wrong
+        (the shape :meth:`repair_url` reports). :meth:`verify` with
+        ``repair=True`` does the work; damage it finds raises ``InternalError``.
         """
-        with self._lock:
-            try:
-                actual: dict[str, list[int]] = {}
-                for key, value in self._db.iterator(start=DATA_TAG, stop=DATA_END):
-                    size = key[1]
-                    entry = actual.setdefault(key[2 : 2 + size].decode("ascii", "replace"), [0, 0])
-                    entry[0] += len(key) - 2 - size + len(value)
-                    entry[1] += 1
-                stored = self._counters()
-                corrected = sorted(
-                    ns for ns in set(stored) | set(actual) if stored.get(ns, (0, 0)) != tuple(actual.get(ns, (0, 0)))
-                )
-                batch = self._db.write_batch(sync=True)
-                for ns in corrected:
-                    if ns in actual:
-                        batch.put(usage_key(ns), USAGE.pack(*actual[ns]))
-                    else:
-                        batch.delete(usage_key(ns))
-                batch.write()
-            except plyvel.Error as exc:
-                self._fail("recount", exc)
-            for space in self._spaces.values():
-                space.usage = None
-            self._sizes.clear()
+        report = self.verify(repair=True)
+        if report.problems:
+            raise InternalError(report.problems[0])
         return {
             "path": self.path,
-            "namespaces": len(actual),
-            "keys": sum(count for _, count in actual.values()),
-            "bytes": sum(used for used, _ in actual.values()),
-            "counters_corrected": corrected,
+            "namespaces": report.namespaces,
+            "keys": report.keys,
+            "bytes": report.bytes,
+            "counters_corrected": [mismatch.namespace for mismatch in report.mismatches],
         }
 
-    def repair(self) -> None:
-        """Close, run LevelDB's ``RepairDB``, reopen and recount the usage counters."""
+    def repair(self) -> dict[str, Any]:
+        """Close, repair the files as :meth:`repair_url` does, reopen and recount the usage counters."""
         with self._lock:
             self._db.close()
             self._bind(_Closed(self.path))
-            try:
-                plyvel.repair_db(self.path, **self.options.plyvel_kwargs())
-            except plyvel.Error as exc:
-                raise InternalError(f"repairing the LevelDB database at {self.path} failed: {_message(exc)}") from exc
+            dropped = _repair_files(self.path, self.options)
             self._bind(_open_db(self.path, self.options))
-        self.recount()
+        return {**self.recount(), "records_dropped": dropped}
 
     def close(self) -> None:
         with self._lock:
@@ -567,6 +713,71 @@ def _repair_hint(path: str) -> str:
     )
 
 
+def _repair_files(path: str, options: LevelDBOptions) -> int:
+    """RepairDB, then drop the records of blocks that fail their checksum; how many were dropped.
+
+    The database must be closed everywhere. RepairDB rebuilds the MANIFEST and
+    salvages the logs, but keeps a table whose data block is damaged, and a
+    read of that block then fails forever. So every record is read once with
+    its checksum verified; if any fails, the records that pass are copied
+    into a fresh database that takes the path, and the damaged one is kept
+    beside it as ``PATH.damaged-<time>`` for the operator to inspect or delete.
+    """
+    failed = f"repairing the LevelDB database at {path} failed"
+    try:
+        plyvel.repair_db(path, **options.plyvel_kwargs())
+        db = plyvel.DB(path, **options.plyvel_kwargs())
+    except plyvel.Error as exc:
+        raise InternalError(f"{failed}: {_message(exc)}; restore it from a backup") from exc
+    try:
+        damaged = 0
+        for key in db.iterator(include_value=False, fill_cache=False):
+            try:
+                db.get(key, verify_checksums=True, fill_cache=False)
+            except plyvel.CorruptionError:
+                damaged += 1
+        if damaged:
+            _copy_sound_records(db, path, options)
+        return damaged
+    except plyvel.Error as exc:
+        raise InternalError(
+            f"{failed}: its damaged records cannot be told apart ({_message(exc)}); restore it from a backup"
+        ) from exc
+    except OSError as exc:
+        raise InternalError(f"{failed}: cannot replace it with the salvaged copy ({exc}); check the directory") from exc
+    finally:
+        db.close()
+
+
+def _copy_sound_records(db: Any, path: str, options: LevelDBOptions) -> None:
+    """Copy every record of *db* whose block passes its checksum into a new database that replaces *path*."""
+    fresh_path = f"{path}.repair-{os.getpid()}"
+    _create_private_directory(fresh_path)  # private while it fills; it takes the damaged one's mode below
+    fresh = plyvel.DB(fresh_path, create_if_missing=True, error_if_exists=True, **options.plyvel_kwargs())
+    try:
+        batch = fresh.write_batch()
+        pending = 0
+        for key in db.iterator(include_value=False, fill_cache=False):
+            try:
+                value = db.get(key, verify_checksums=True, fill_cache=False)
+            except plyvel.CorruptionError:
+                continue
+            if value is not None:
+                batch.put(key, value)
+                pending += 1
+            if pending == _PROGRESS_STEP:
+                batch.write()
+                batch = fresh.write_batch()
+                pending = 0
+        batch.put(SCHEMA_KEY, str(SCHEMA_VERSION).encode())  # even if its own block was the damaged one
+        batch.write()
+    finally:
+        fresh.close()
+    os.chmod(fresh_path, stat.S_IMODE(os.stat(path).st_mode))
+    os.rename(path, f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.rename(fresh_path, path)
+
+
 def _check_location(path: str) -> None:
     """Clear errors for locations LevelDB would reject with a cryptic message (or accept wrongly)."""
     parent = os.path.dirname(path)
@@ -583,6 +794,12 @@ def _check_location(path: str) -> None:
         )
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "CURRENT")):
         entries = set(os.listdir(path)) - {"LOCK", "LOG", "LOG.old"}
+        if entries:
+            # Another process may be creating the database right now (it writes the MANIFEST
+            # before CURRENT): that is "in use", never "damaged" or "not a database".
+            _refuse_if_in_use(path)
+            if os.path.exists(os.path.join(path, "CURRENT")):
+                return  # it was being created and is complete now
         if any(name.endswith((".ldb", ".log", ".sst")) or name.startswith("MANIFEST-") for name in entries):
             raise InternalError(
                 f"the LevelDB database at {path} is corrupted (its CURRENT file is missing); {_repair_hint(path)}"
@@ -628,26 +845,60 @@ def _open_db(path: str, options: LevelDBOptions) -> Any:
     _check_location(path)
     _create_private_directory(path)
     try:
-        return plyvel.DB(path, create_if_missing=True, **options.plyvel_kwargs())
+        return plyvel.DB(path, create_if_missing=True, paranoid_checks=True, **options.plyvel_kwargs())
     except plyvel.Error as exc:
         message = _message(exc)
         if "already held by process" in message:
-            raise ConfigurationError(
-                f"the LevelDB database at {path} is in use by another handle in this process; LevelDB allows "
-                f"one open handle per database: share one StorageManager, or use the SQL backend — {SQL_HINT}"
-            ) from None
+            raise _in_use(path, this_process=True) from None
         if message.startswith("IO error: lock "):
-            raise ConfigurationError(
-                f"the LevelDB database at {path} is in use by another process; LevelDB allows one process per "
-                f"database, so {SQL_HINT}"
-            ) from None
+            raise _in_use(path, this_process=False) from None
         raise _error(path, "open", exc) from None
 
 
+def _in_use(path: str, this_process: bool) -> StorageError:
+    """The error for a database another handle holds (never reported as damage)."""
+    real = os.path.realpath(path)
+    if real in _forked_paths:
+        return InternalError(_forked_message(path))
+    if this_process:
+        return ConfigurationError(
+            f"the LevelDB database at {path} is in use by another handle in this process; LevelDB allows "
+            f"one open handle per database: share one StorageManager, or use the SQL backend — {SQL_HINT}"
+        )
+    return ConfigurationError(
+        f"the LevelDB database at {path} is in use by another process; LevelDB allows one process per "
+        f"database, so {SQL_HINT}"
+    )
+
+
+def _refuse_if_in_use(path: str) -> None:
+    """Raise :func:`_in_use` when a handle in this or another process holds *path*'s lock file."""
+    real = os.path.realpath(path)
+    with _open_paths_lock:
+        mine = real in _open_paths or real in _forked_paths
+    if mine:
+        # Never probe a lock this process holds: closing the probe's descriptor would drop it.
+        raise _in_use(path, this_process=True)
+    if not os.path.exists(os.path.join(path, "LOCK")):
+        return  # LevelDB creates its lock file first: no one has this directory open
+    try:
+        with _exclusive(path, "open"):
+            pass
+    except ConfigurationError:
+        raise _in_use(path, this_process=False) from None
+
+
 def _check_schema(db: Any, path: str) -> None:
-    raw = db.get(SCHEMA_KEY)
+    try:
+        _check_schema_version(db, path)
+    except plyvel.Error as exc:
+        raise _error(path, "open", exc) from None
+
+
+def _check_schema_version(db: Any, path: str) -> None:
+    raw = db.get(SCHEMA_KEY, verify_checksums=True)
     if raw is None:
-        with contextlib.closing(db.iterator(include_value=False)) as keys:
+        with contextlib.closing(db.iterator(include_value=False, verify_checksums=True)) as keys:
             empty = next(keys, None) is None
         if not empty:
             raise ConfigurationError(
@@ -669,8 +920,8 @@ def _check_schema(db: Any, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(path: str) -> Iterator[None]:
-    """Hold LevelDB's own lock file while RepairDB runs, which takes no lock itself."""
+def _exclusive(path: str, action: str = "repair") -> Iterator[None]:
+    """Hold LevelDB's own lock file (while RepairDB runs, which takes no lock itself)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: LevelDB uses another locking scheme there
@@ -682,7 +933,7 @@ def _exclusive(path: str) -> Iterator[None]:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise ConfigurationError(
-                f"cannot repair the LevelDB database at {path}: it is in use by another process; stop it first"
+                f"cannot {action} the LevelDB database at {path}: it is in use by another process; stop it first"
             ) from None
         yield
     finally:

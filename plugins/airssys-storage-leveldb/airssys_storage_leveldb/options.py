@@ -40,22 +40,34 @@ class LevelDBOptions:
     #: how many value sizes the backend remembers so that a write need not read
     #: the old value to charge the quota (0 = always read; ~100 bytes each).
     size_cache_keys: int = 100_000
+    #: verify the checksum of every block a read takes from disk, so a damaged table
+    #: is an error instead of a wrong value (see the README for the cost).
+    verify_checksums: bool = False
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> LevelDBOptions:
         """Validate *options*; a bad value raises :class:`ConfigurationError` naming the option."""
         if not isinstance(options, Mapping):
             raise ConfigurationError(f"backend_options must be a table/dict, not {type(options).__name__}")
-        known = {"sync", "block_cache_size", "write_buffer_size", "compression", "bloom_filter_bits", "size_cache_keys"}
+        known = {
+            "sync",
+            "block_cache_size",
+            "write_buffer_size",
+            "compression",
+            "bloom_filter_bits",
+            "size_cache_keys",
+            "verify_checksums",
+        }
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigurationError(f"unknown leveldb backend option(s) {unknown}; the options are {sorted(known)}")
         values: dict[str, Any] = {}
-        if "sync" in options:
-            sync = options["sync"]
-            if not isinstance(sync, bool):
-                raise _bad("sync", sync, "must be true or false")
-            values["sync"] = sync
+        for name in ("sync", "verify_checksums"):
+            if name in options:
+                flag = options[name]
+                if not isinstance(flag, bool):
+                    raise _bad(name, flag, "must be true or false")
+                values[name] = flag
         if options.get("block_cache_size") is not None:
             values["block_cache_size"] = _size("block_cache_size", options["block_cache_size"], 0, None)
         if options.get("write_buffer_size") is not None:
@@ -81,7 +93,10 @@ class LevelDBOptions:
         return cls(**values)
 
     def plyvel_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``plyvel.DB`` (without ``create_if_missing``)."""
+        """Keyword arguments for ``plyvel.DB`` and ``plyvel.repair_db`` (without ``create_if_missing``).
+
+        The open adds ``paranoid_checks=True`` (always on, see the backend's docs).
+        """
         kwargs: dict[str, Any] = {"compression": self.compression, "bloom_filter_bits": self.bloom_filter_bits}
         if self.block_cache_size is not None:
             kwargs["lru_cache_size"] = self.block_cache_size
@@ -97,6 +112,7 @@ class LevelDBOptions:
             "compression": self.compression,
             "bloom_filter_bits": self.bloom_filter_bits,
             "size_cache_keys": self.size_cache_keys,
+            "verify_checksums": self.verify_checksums,
         }
 
 

@@ -166,6 +166,7 @@ def test_valid_options_are_applied(url: str) -> None:
         "compression": "none",
         "bloom_filter_bits": 0,
         "size_cache_keys": 0,
+        "verify_checksums": True,
     }
     with manager_on(url, **options) as manager:
         store = manager.component(Manifest("app", Access.READ_WRITE))
@@ -178,6 +179,7 @@ def test_valid_options_are_applied(url: str) -> None:
             "compression": None,
             "bloom_filter_bits": 0,
             "size_cache_keys": 0,
+            "verify_checksums": True,
         }
 
 

@@ -7,8 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airssys_storage_leveldb import LevelDBBackend
+from airssys_storage_leveldb.layout import USAGE, usage_key
 
+from airssys_storage import StorageBackend
 from airssys_storage.testing import BackendConformance
+
+
+def tamper_leveldb_usage(backend: StorageBackend, namespace: str, used_bytes: int) -> None:
+    """Overwrite the counter record behind the backend's back (and drop its cached copy)."""
+    assert isinstance(backend, LevelDBBackend)
+    keys = backend.usage(namespace).keys
+    backend._db.put(usage_key(namespace), USAGE.pack(used_bytes, keys))
+    backend._spaces[namespace].usage = None
 
 
 class TestLevelDBConformance(BackendConformance):
@@ -25,10 +36,19 @@ class TestLevelDBConformance(BackendConformance):
 
         return damage
 
+    def tamper_usage(self, backend: StorageBackend, namespace: str, used_bytes: int) -> None:
+        tamper_leveldb_usage(backend, namespace, used_bytes)
+
 
 class TestLevelDBConformanceTinySizeCache(TestLevelDBConformance):
     """Again with a size cache that is cleared every few writes and other engine options."""
 
     @pytest.fixture
     def backend_options(self) -> dict[str, Any]:
-        return {"size_cache_keys": 3, "compression": None, "bloom_filter_bits": 0, "write_buffer_size": "64KiB"}
+        return {
+            "size_cache_keys": 3,
+            "compression": None,
+            "bloom_filter_bits": 0,
+            "write_buffer_size": "64KiB",
+            "verify_checksums": True,
+        }

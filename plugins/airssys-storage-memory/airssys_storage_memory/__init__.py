@@ -2,17 +2,35 @@
 
 Same limits and semantics as every other backend (atomic guarded commits,
 exact usage counters, bytewise order); data lives as long as the manager.
+
+After ``os.fork()`` the child holds a private copy of the data, taken at a
+moment when no commit was halfway done (the fork waits for the commit lock),
+and keeps working on it; the parent's copy is unaffected. That is the right
+answer for a store that is neither persistent nor shared: nothing two
+processes could disagree about is ever written anywhere, and refusing would
+break the common pattern of preparing data and then forking workers.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from sortedcontainers import SortedList
 
-from airssys_storage import Capabilities, Change, InternalError, StorageBackend, Usage, hookimpl, quota_exceeded
+from airssys_storage import (
+    Capabilities,
+    Change,
+    InternalError,
+    StorageBackend,
+    Usage,
+    VerifyReport,
+    hookimpl,
+    quota_exceeded,
+)
+from airssys_storage.backend import verify_report
+from airssys_storage.forking import ForkAware, track
 
 __all__ = ["MemoryBackend"]
 
@@ -77,7 +95,7 @@ class _ClosedSpaces(dict[str, _Space]):
     get = __getitem__ = __setitem__ = pop = items = values = _closed  # type: ignore[assignment]
 
 
-class MemoryBackend(StorageBackend):
+class MemoryBackend(StorageBackend, ForkAware):
     """Dict per namespace; reads and writes are O(1), listings O(log n + keys returned).
 
     Keys are kept in order beside the dict (a sorted list, into which the next
@@ -95,6 +113,18 @@ class MemoryBackend(StorageBackend):
     def __init__(self) -> None:
         self._spaces: dict[str, _Space] = {}
         self._lock = threading.Lock()
+        track(self)
+
+    # -- fork: the child keeps a consistent private copy (module docs) ----------------
+
+    def before_fork(self) -> None:
+        self._lock.acquire()  # no commit is halfway done in the copy the child gets
+
+    def after_fork_in_parent(self) -> None:
+        self._lock.release()
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # the inherited one is held (by the parent's forking thread)
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any]) -> MemoryBackend:
@@ -233,6 +263,22 @@ class MemoryBackend(StorageBackend):
                 "keys": sum(len(space.data) for space in spaces),
                 "bytes": sum(space.used for space in spaces),
             }
+
+    def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Recount every namespace's bytes from its data (key counts are the dicts' sizes, always exact)."""
+        with self._lock:
+            stored = {ns: Usage(space.used, len(space.data)) for ns, space in self._spaces.items()}
+            actual = {
+                ns: Usage(sum(len(k) + len(v) for k, v in space.data.items()), len(space.data))
+                for ns, space in self._spaces.items()
+            }
+            report = verify_report("memory://", stored, actual, repaired=repair)
+            if repair:
+                for mismatch in report.mismatches:
+                    self._spaces[mismatch.namespace].used = mismatch.actual.bytes
+        if progress is not None:
+            progress(report.keys)
+        return report
 
     def close(self) -> None:
         with self._lock:

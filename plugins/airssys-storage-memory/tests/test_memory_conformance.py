@@ -1,5 +1,6 @@
 import pytest
 
+from airssys_storage import StorageBackend
 from airssys_storage.testing import BackendConformance
 
 
@@ -7,6 +8,9 @@ class TestMemoryBackend(BackendConformance):
     @pytest.fixture
     def storage_url(self) -> str:
         return "memory://"
+
+    def tamper_usage(self, backend: StorageBackend, namespace: str, used_bytes: int) -> None:
+        backend._spaces[namespace].used = used_bytes  # type: ignore[attr-defined]
 
 
 def test_a_closed_store_says_so() -> None:

@@ -196,6 +196,43 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
             )
         return super()._translate(exc, action)
 
+    # -- verification ---------------------------------------------------------------------
+
+    integrity_check = "CHECK TABLE"
+
+    def _verify_begin(self, item: Any, repair: bool) -> None:
+        if repair:
+            # The documented way to lock InnoDB tables: autocommit off, LOCK TABLES, COMMIT, UNLOCK.
+            item.execute("SET autocommit = 0")
+            item.execute(f"LOCK TABLES {self._tables.data} WRITE, {self._tables.usage} WRITE")
+        else:
+            item.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # this transaction only
+            item.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+
+    def _verify_end(self, item: Any, repair: bool) -> None:
+        try:
+            item.connection.commit()
+        finally:
+            if repair:
+                item.execute("UNLOCK TABLES")
+                item.execute("SET autocommit = 1")
+
+    def _integrity_problems(self, item: Any) -> list[str]:
+        t = self._tables
+        item.execute(f"CHECK TABLE {t.data}, {t.usage}, {t.meta}")
+        found = [
+            f"{table}: {text}"
+            for table, _op, kind, text in item.fetchall()
+            if str(kind).lower() in ("error", "warning") or (str(kind).lower() == "status" and str(text) != "OK")
+        ]
+        if not found:
+            return []
+        return [
+            f"{self.where} is damaged: CHECK TABLE reports {'; '.join(found[:5])}; stop every process using it, "
+            "export the components that still read (airssys-storage export), recreate the tables and import "
+            "them, or restore a backup"
+        ]
+
     # -- schema ---------------------------------------------------------------------------
 
     def _read_version(self, item: Any) -> int | str | None:

@@ -319,6 +319,23 @@ class PostgreSQLBackend(ServerBackend):
             )
         return super()._translate(exc, action)
 
+    # -- verification ---------------------------------------------------------------------
+
+    length_function = "octet_length"
+
+    def _verify_begin(self, item: Any, repair: bool) -> None:
+        if repair:
+            item.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            # Blocks every writer (ROW EXCLUSIVE) but no reader, and another repair; taken
+            # before the snapshot, which starts at the first query after it.
+            item.execute(f"LOCK TABLE {self._tables.data}, {self._tables.usage} IN SHARE ROW EXCLUSIVE MODE")
+        else:
+            item.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def _verify_end(self, item: Any, repair: bool) -> None:
+        if item.connection.info.transaction_status != 0:
+            item.execute("COMMIT")
+
     # -- schema ---------------------------------------------------------------------------
 
     def _meta_exists(self, item: Any) -> bool:

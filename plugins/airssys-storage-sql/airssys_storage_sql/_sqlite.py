@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ _CHUNK = 5000
 # sqlite3 error codes (sqlite3.Error.sqlite_errorcode & 0xff).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
 
 
 class SQLiteBackend(TransactionalBackend):
@@ -117,6 +120,15 @@ class SQLiteBackend(TransactionalBackend):
             )
 
     def _setup(self, dbapi_connection: Any) -> Any:
+        try:
+            return self._configure(dbapi_connection)
+        except sqlite3.DatabaseError as exc:  # a damaged file or not a database: say which, and the fix
+            damage = self._damage(exc, "opening")
+            if damage is not None:
+                raise damage from exc
+            raise
+
+    def _configure(self, dbapi_connection: Any) -> Any:
         conn: sqlite3.Connection = dbapi_connection
         conn.isolation_level = None
         conn.execute(f"PRAGMA busy_timeout = {int(self._options.lock_timeout * 1000)}")
@@ -254,7 +266,45 @@ class SQLiteBackend(TransactionalBackend):
                 f"{self._options.lock_timeout:g} s during {action} ({describe(exc)}); "
                 "retry, or raise backend_options.lock_timeout"
             )
-        return super()._translate(exc, action)
+        return self._damage(exc, action) or super()._translate(exc, action)
+
+    def _damage(self, exc: Exception, action: str) -> StorageError | None:
+        """The error for a damaged file (or one that is no SQLite database), naming the fix; else ``None``."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return None
+        what = "is damaged" if code == _SQLITE_CORRUPT else "is damaged or not a SQLite database"
+        return InternalError(f"{self.where} {what}: {describe(exc)} during {action}; {self._damage_fix()}")
+
+    def _damage_fix(self) -> str:
+        return (
+            "stop every process using it, then rebuild it with `sqlite3 OLD .recover | sqlite3 NEW` "
+            "or restore a backup, and run `airssys-storage verify --repair` on the result"
+        )
+
+    # -- verification ---------------------------------------------------------------------
+
+    integrity_check = "PRAGMA integrity_check"
+
+    def _verify_begin(self, item: Any, repair: bool) -> None:
+        item.execute("BEGIN IMMEDIATE" if repair else "BEGIN")
+
+    def _verify_end(self, item: Any, repair: bool) -> None:
+        if item.in_transaction:
+            item.execute("COMMIT")
+
+    def _integrity_problems(self, item: Any) -> list[str]:
+        rows = item.execute("PRAGMA integrity_check").fetchall()
+        if [str(row[0]) for row in rows] == ["ok"]:
+            return []
+        # Findings may span lines under a "*** in database main ***" header.
+        found = [line for row in rows for line in str(row[0]).splitlines() if line.strip() and "***" not in line]
+        found = found or [str(row[0]) for row in rows]
+        return [
+            f"{self.where} is damaged: PRAGMA integrity_check reports {'; '.join(found[:5])}"
+            + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+            + f"; {self._damage_fix()}"
+        ]
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -333,5 +383,9 @@ class SQLiteMemoryBackend(SQLiteBackend):
     def _discard_idle(self) -> None:
         pass  # see _discard
 
-    def _forget_connections(self) -> None:
-        pass  # a forked child gets its own copy of the database: nothing is shared with the parent
+    def after_fork_in_child(self) -> None:
+        # The child keeps working on its own copy of the database (nothing is shared with the
+        # parent); the fork waited for the single connection, so the copy is between transactions.
+        self._idle.extend(self._fork_held)
+        self._fork_held = []
+        self._slow_lock = threading.Lock()

@@ -18,11 +18,9 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -37,7 +35,10 @@ from airssys_storage import (
     StorageBackend,
     StorageError,
     Usage,
+    VerifyReport,
 )
+from airssys_storage.backend import verify_report
+from airssys_storage.forking import ForkAware, track
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
 
@@ -92,26 +93,9 @@ T = TypeVar("T")
 #: Stands in a statement template for the list of markers that :class:`StatementsByCount` repeats.
 MARKS = "{marks}"
 
-# Backends alive in this process, so a forked child can drop the connections it inherited.
-_LIVE: weakref.WeakSet[SQLBackend] = weakref.WeakSet()
-# Inherited connections parked in a child: closing them would end the parent's PostgreSQL /
-# MariaDB session (the socket is shared) and garbage collection would close them too.
+# Inherited connections parked in a forked child: closing them would end the parent's
+# PostgreSQL / MariaDB session (the socket is shared) and garbage collection would close them too.
 _INHERITED: list[Any] = []
-_fork_hook = threading.Lock()
-_fork_hook_installed = False
-
-
-def _forget_inherited_connections() -> None:
-    for backend in list(_LIVE):
-        backend._forget_connections()
-
-
-def _install_fork_hook() -> None:
-    global _fork_hook_installed
-    with _fork_hook:
-        if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_forget_inherited_connections)
-            _fork_hook_installed = True
 
 
 @dataclass(frozen=True)
@@ -224,6 +208,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _text(value: object) -> str:
+    """A namespace column's value as text (MariaDB's VARBINARY gives bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class StatementsByCount(dict[int, str]):
     """``statements[n]``: *template* with :data:`MARKS` replaced by *n* copies of *unit*, built once per *n*."""
 
@@ -237,7 +226,7 @@ class StatementsByCount(dict[int, str]):
         return sql
 
 
-class SQLBackend(StorageBackend):
+class SQLBackend(StorageBackend, ForkAware):
     """Key-value storage in SQLite, PostgreSQL or MariaDB tables (see the package docs)."""
 
     name = "sql"
@@ -281,8 +270,7 @@ class SQLBackend(StorageBackend):
         self._closed = False
         #: Operations repeated after a conflict or a dead connection, by cause (for stats()).
         self.retries: Counter[str] = Counter()
-        _install_fork_hook()
-        _LIVE.add(self)
+        track(self)  # a forked child drops the inherited connections (after_fork_in_child)
 
     # -- opening ---------------------------------------------------------------
 
@@ -408,14 +396,39 @@ class SQLBackend(StorageBackend):
             except Exception:  # closing a dead connection may fail; it is gone either way
                 pass
 
-    def _forget_connections(self) -> None:
+    # -- fork ----------------------------------------------------------------------------
+    #
+    # The fork waits until no thread is inside a connection: a thread in the middle of a
+    # SQLite call holds SQLite's own mutexes, and a child that inherits them locked hangs on
+    # its first connection to the file (a copy of an in-memory database would also be taken
+    # halfway through a transaction). Holding the slow lock keeps new connections from being
+    # opened meanwhile; the wait is bounded by pool_timeout, then the fork goes ahead.
+
+    def before_fork(self) -> None:
+        self._slow_lock.acquire()
+        self._fork_held: list[Any] = []
+        deadline = time.monotonic() + self._options.pool_timeout
+        while len(self._fork_held) < self._connections and time.monotonic() < deadline:
+            try:
+                self._fork_held.append(self._idle.pop())
+            except IndexError:
+                time.sleep(0.0005)
+
+    def after_fork_in_parent(self) -> None:
+        self._idle.extend(self._fork_held)
+        self._fork_held = []
+        self._slow_lock.release()
+
+    def after_fork_in_child(self) -> None:
         """In a forked child: stop using the parent's connections, without closing them."""
+        self._idle.extend(self._fork_held)
+        self._fork_held = []
         _INHERITED.extend(self._idle)
         _INHERITED.extend(self._fairies.values())
         self._idle.clear()
         self._fairies.clear()
         self._connections = 0
-        self._slow_lock = threading.Lock()  # it may have been held by another thread at fork time
+        self._slow_lock = threading.Lock()  # the inherited one is held (by before_fork)
 
     def _discard_idle(self) -> None:
         """Drop every idle connection: after a disconnect they most likely all died with the server."""
@@ -649,6 +662,72 @@ class SQLBackend(StorageBackend):
             "connections": len(self._fairies),
             "retries": dict(self.retries),
         }
+
+    # -- verification -------------------------------------------------------------------
+
+    #: The SQL function giving a binary column's length in bytes.
+    length_function: ClassVar[str] = "length"
+    #: What :meth:`_integrity_problems` runs (shown in the verify report), if anything.
+    integrity_check: ClassVar[str | None] = None
+
+    def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Recount every namespace with one ``GROUP BY`` over the data, compare with the usage rows.
+
+        Without *repair* the recount and the counters are read in one
+        snapshot (a commit changes both in one transaction, so they agree in
+        any snapshot) and writers are not held up. With *repair* the engine's
+        write lock is held from the recount to the commit of the corrected
+        rows (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``LOCK TABLE … SHARE ROW
+        EXCLUSIVE``; MariaDB ``LOCK TABLES … WRITE``), so the rewrite is exact
+        while other processes keep writing: they wait for it. The engine's
+        integrity check (see :attr:`integrity_check`) runs first; when it finds
+        damage, counters are not rewritten (a recount of damaged tables is
+        not trustworthy) and the report's ``problems`` name the fix.
+        """
+        problems = self._run("verify", self._integrity_problems)
+        try:
+            stored, actual = self._run("verify", self._recount, repair and not problems)
+        except StorageError:
+            if not problems:
+                raise
+            stored = actual = {}  # the damage stops the recount too: report what the check found
+        if progress is not None:
+            progress(sum(usage.keys for usage in actual.values()))
+        checks = ["usage counters"] + ([self.integrity_check] if self.integrity_check else [])
+        repaired = repair and not problems
+        return verify_report(self.where, stored, actual, problems=problems, repaired=repaired, checks=checks)
+
+    def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage]]:
+        t = self._tables
+        length = self.length_function
+        self._verify_begin(item, repair)
+        try:
+            stored = {
+                _text(ns): Usage(int(used), int(count))
+                for ns, used, count in self._fetchall(item, f"SELECT ns, used_bytes, key_count FROM {t.usage}", ())
+            }
+            sql = f"SELECT ns, count(*), sum({length}(k) + {length}(v)) FROM {t.data} GROUP BY ns"
+            actual = {_text(ns): Usage(int(used or 0), int(count)) for ns, count, used in self._fetchall(item, sql, ())}
+            if repair:
+                update = self._sql(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ? WHERE ns = ?")
+                for mismatch in verify_report(self.where, stored, actual).mismatches:
+                    self._execute(item, self._q_new_usage, (mismatch.namespace,))
+                    self._execute(item, update, (mismatch.actual.bytes, mismatch.actual.keys, mismatch.namespace))
+        finally:
+            self._verify_end(item, repair)
+        return stored, actual
+
+    def _verify_begin(self, item: Any, repair: bool) -> None:
+        """Start the verify transaction: a snapshot, or with *repair* the engine's write lock."""
+        raise NotImplementedError
+
+    def _verify_end(self, item: Any, repair: bool) -> None:
+        """Commit the verify transaction and release what :meth:`_verify_begin` took (also on error)."""
+        raise NotImplementedError
+
+    def _integrity_problems(self, item: Any) -> list[str]:
+        """Damage the engine's own integrity check finds, one sentence each naming the fix."""
+        return []
 
     def close(self) -> None:
         with self._slow_lock:

@@ -5,13 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from airssys_storage_sql import SQLBackend
 from sqlsupport import selected_engine
 
+from airssys_storage import StorageBackend
 from airssys_storage.testing import BackendConformance
+
+
+def tamper_sql_usage(backend: StorageBackend, namespace: str, used_bytes: int) -> None:
+    """Overwrite the namespace's usage row with plain SQL (what a stray UPDATE or a bad restore does)."""
+    assert isinstance(backend, SQLBackend)
+    sql = backend._sql(f"UPDATE {backend._tables.usage} SET used_bytes = ? WHERE ns = ?")
+    backend._run("tamper", backend._execute, sql, (used_bytes, namespace))
 
 
 class TestSQLConformance(BackendConformance):
     """SQLite file, PostgreSQL or MariaDB (see conftest.py)."""
+
+    def tamper_usage(self, backend: StorageBackend, namespace: str, used_bytes: int) -> None:
+        tamper_sql_usage(backend, namespace, used_bytes)
 
     @pytest.fixture
     def storage_url(self, store_url: str) -> str:
@@ -30,3 +42,6 @@ if selected_engine() == "sqlite":  # defined only where it runs, so server envs 
         @pytest.fixture
         def storage_url(self) -> str:
             return "sqlite://"
+
+        def tamper_usage(self, backend: StorageBackend, namespace: str, used_bytes: int) -> None:
+            tamper_sql_usage(backend, namespace, used_bytes)

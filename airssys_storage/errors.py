@@ -21,6 +21,7 @@ __all__ = [
     "InternalError",
     "TooManyKeys",
     "InvalidArgument",
+    "PreconditionFailed",
     "ConfigurationError",
     "ManifestError",
     "PluginError",
@@ -99,6 +100,12 @@ class InvalidArgument(StorageError):
     """An argument other than a key is malformed (a cursor, a limit, a batch)."""
 
     code = "invalid-argument"
+
+
+class PreconditionFailed(StorageError):
+    """A compare-and-swap condition did not hold (the key's version changed); nothing was written."""
+
+    code = "precondition-failed"
 
 
 class ConfigurationError(StorageError):

@@ -167,17 +167,17 @@ class Plan(NamedTuple):
     gives 0. ``existed[i]`` says whether the key was live before the commit.
     """
 
-    puts: tuple[Put, ...]
-    deletes: tuple[bytes, ...]
+    puts: list[Put]
+    deletes: list[bytes]
     #: The counter row after the commit.
     space: SpaceState
     #: Whether the counter row changed (a same-size overwrite leaves it alone).
     space_changed: bool
-    results: tuple[int, ...]
-    existed: tuple[bool, ...]
-    events: tuple[Event, ...]
+    results: list[int]
+    existed: list[bool]
+    events: list[Event]
     #: ``(op_id, result)`` pairs to record with the commit.
-    op_records: tuple[tuple[str, int], ...]
+    op_records: list[tuple[str, int]]
 
 
 def decode_counter(value: bytes, key: bytes) -> int:
@@ -193,10 +193,21 @@ def decode_counter(value: bytes, key: bytes) -> int:
     )
 
 
-def _next_version(version: int) -> int:
-    if version >= MAX_VERSION:
-        raise InternalError("a key's version reached 2**64 - 1; the key cannot be written again")
-    return version + 1
+# The planner runs inside every commit: module-level aliases and tuple.__new__ keep one
+# single-key plan near a microsecond (enum attribute access and NamedTuple.__new__ with
+# defaults cost about 0.25 and 0.5 µs each on CPython 3.11).
+_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = (
+    WriteKind.PUT,
+    WriteKind.DELETE,
+    WriteKind.INCREMENT,
+    WriteKind.TOUCH,
+    WriteKind.SWEEP,
+)
+_new = tuple.__new__
+
+
+def _version_overflow() -> InternalError:
+    return InternalError("a key's version reached 2**64 - 1; the key cannot be written again")
 
 
 def plan(
@@ -221,94 +232,97 @@ def plan(
     """
     if len(old) != len(writes):
         raise InternalError(f"planner: {len(writes)} writes but {len(old)} old states")
+    if len(writes) > 1 and len({write.key for write in writes}) != len(writes):
+        raise InternalError("planner: a key appears twice in one commit")
     puts: list[Put] = []
     deletes: list[bytes] = []
     results: list[int] = []
     existed: list[bool] = []
     events: list[Event] = []
     op_records: list[tuple[str, int]] = []
-    seen: set[bytes] = set()
     delta = 0
     key_delta = 0
     floor = space.floor
     for write, row in zip(writes, old, strict=True):
-        key = write.key
-        if key in seen:
-            raise InternalError(f"planner: key {key!r} appears twice in one commit")
-        seen.add(key)
-        live = row is not None and (row.expires_at is None or row.expires_at > now)
+        key, kind, value, expires_at, condition, _, op_id = write
+        if row is None:
+            live = False
+            old_size = 0
+        else:
+            live = row.expires_at is None or row.expires_at > now
+            old_size = len(key) + row.size
         existed.append(live)
-        if write.op_id is not None and done_ops and write.op_id in done_ops:
-            results.append(done_ops[write.op_id])
+        if op_id is not None and done_ops and op_id in done_ops:
+            results.append(done_ops[op_id])
             continue
-        condition = write.if_version
         if condition is not None and condition != (row.version if live and row is not None else 0):
-            current = f"version {row.version}" if live and row is not None else "absent"
-            wanted = "absent" if condition == 0 else f"version {condition}"
-            raise PreconditionFailed(
-                f"key {key.decode(errors='replace')!r} of component {namespace!r} is {current}, "
-                f"not {wanted}: read it again and retry"
-            )
-        kind = write.kind
-        old_size = 0 if row is None else len(key) + row.size
-        if kind is WriteKind.PUT or kind is WriteKind.INCREMENT:
-            if kind is WriteKind.PUT:
-                value = write.value
-                expires_at = write.expires_at
-            else:
-                if live and row is not None:
-                    if row.value is None:
-                        raise InternalError(f"planner: the backend did not read the value of counter {key!r}")
-                    current_number = decode_counter(row.value, key)
-                    expires_at = row.expires_at
-                else:
-                    current_number, expires_at = 0, None
-                number = current_number + write.delta
-                if not _INT64_MIN <= number <= _INT64_MAX:
-                    raise InvalidArgument(
-                        f"incrementing counter {key.decode(errors='replace')!r} ({current_number}) by "
-                        f"{write.delta} leaves the signed 64-bit range"
-                    )
-                value = str(number).encode("ascii")
-            version = _next_version(floor if row is None else row.version)
+            raise _precondition_failed(namespace, key, row if live else None, condition)
+        if kind is _PUT or kind is _INCREMENT:
+            if kind is _INCREMENT:
+                number, value, expires_at = _increment(key, row if live else None, write.delta)
+            version = (floor if row is None else row.version) + 1
+            if version > MAX_VERSION:
+                raise _version_overflow()
             if row is None:
                 key_delta += 1
             delta += len(key) + len(value) - old_size
-            puts.append(Put(key, value, version, expires_at))
-            events.append(Event(key, "set", version))
-            result = number if kind is WriteKind.INCREMENT else version
-        elif kind is WriteKind.TOUCH:
+            puts.append(_new(Put, (key, value, version, expires_at)))
+            events.append(_new(Event, (key, "set", version)))
+            result = number if kind is _INCREMENT else version
+        elif kind is _TOUCH:
             if not live or row is None:
                 result = 0
             else:
-                version = _next_version(row.version)
-                puts.append(Put(key, None, version, write.expires_at))
-                events.append(Event(key, "set", version))
+                version = row.version + 1
+                if version > MAX_VERSION:
+                    raise _version_overflow()
+                puts.append(_new(Put, (key, None, version, expires_at)))
+                events.append(_new(Event, (key, "set", version)))
                 result = version
-        else:  # DELETE or SWEEP: remove the row (a SWEEP only an expired one)
-            if row is None or (kind is WriteKind.SWEEP and live):
-                result = 0
-            else:
-                deletes.append(key)
-                delta -= old_size
-                key_delta -= 1
-                floor = max(floor, row.version)
-                events.append(Event(key, "delete" if live else "expire", row.version))
-                result = 1 if live or kind is WriteKind.SWEEP else 0
+        elif row is None or (kind is _SWEEP and live):  # DELETE or SWEEP with nothing to remove
+            result = 0
+        else:  # remove the row (a SWEEP only an expired one)
+            deletes.append(key)
+            delta -= old_size
+            key_delta -= 1
+            if row.version > floor:
+                floor = row.version
+            events.append(_new(Event, (key, "delete" if live else "expire", row.version)))
+            result = 1 if live or kind is _SWEEP else 0
         results.append(result)
-        if write.op_id is not None:
-            op_records.append((write.op_id, result))
+        if op_id is not None:
+            op_records.append((op_id, result))
     if limit is not None and delta > 0 and space.bytes + delta > limit:
         raise quota_exceeded(namespace, space.bytes, delta, limit)
-    changed = bool(delta or key_delta or floor != space.floor)
-    after = SpaceState(space.bytes + delta, space.keys + key_delta, floor) if changed else space
-    return Plan(
-        tuple(puts),
-        tuple(deletes),
-        after,
-        changed,
-        tuple(results),
-        tuple(existed),
-        tuple(events),
-        tuple(op_records),
+    if delta or key_delta or floor != space.floor:
+        after = _new(SpaceState, (space.bytes + delta, space.keys + key_delta, floor))
+        changed = True
+    else:
+        after, changed = space, False
+    return _new(Plan, (puts, deletes, after, changed, results, existed, events, op_records))
+
+
+def _increment(key: bytes, row: KeyState | None, delta: int) -> tuple[int, bytes, int | None]:
+    """The counter's new value, its bytes and the expiry it keeps (*row* is the live row or ``None``)."""
+    if row is None:
+        current, expires_at = 0, None
+    else:
+        if row.value is None:
+            raise InternalError(f"planner: the backend did not read the value of counter {key!r}")
+        current, expires_at = decode_counter(row.value, key), row.expires_at
+    number = current + delta
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise InvalidArgument(
+            f"incrementing counter {key.decode(errors='replace')!r} ({current}) by {delta} "
+            "leaves the signed 64-bit range"
+        )
+    return number, str(number).encode("ascii"), expires_at
+
+
+def _precondition_failed(namespace: str, key: bytes, live_row: KeyState | None, condition: int) -> PreconditionFailed:
+    current = "absent" if live_row is None else f"version {live_row.version}"
+    wanted = "absent" if condition == 0 else f"version {condition}"
+    return PreconditionFailed(
+        f"key {key.decode(errors='replace')!r} of component {namespace!r} is {current}, "
+        f"not {wanted}: read it again and retry"
     )

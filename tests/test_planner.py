@@ -36,8 +36,8 @@ def test_put_charges_key_and_value_bytes_and_creates_version_above_floor() -> No
     """Sizes: len(key) + len(value); a new row gets floor + 1."""
     result = plan(NS, [Write(b"ab", value=b"xyz")], [None], SpaceState(10, 1, floor=7), None, 0)
     assert result.space == SpaceState(15, 2, 7)
-    assert result.results == (8,)
-    assert result.existed == (False,)
+    assert result.results == [8]
+    assert result.existed == [False]
     assert result.space_changed
 
 
@@ -45,8 +45,8 @@ def test_same_size_overwrite_leaves_counter_row_alone() -> None:
     """An overwrite of the same size changes no counter (backends skip writing the row)."""
     result = plan(NS, [Write(b"k", value=b"new")], [KeyState(3, 4)], SpaceState(4, 1, 9), None, 0)
     assert not result.space_changed
-    assert result.results == (5,)  # the row's version + 1, not the floor's
-    assert result.existed == (True,)
+    assert result.results == [5]  # the row's version + 1, not the floor's
+    assert result.existed == [True]
 
 
 def test_guard_refuses_growth_past_limit_and_accepts_shrinking_writes() -> None:
@@ -63,15 +63,15 @@ def test_delete_raises_floor_so_recreated_key_never_reuses_a_version() -> None:
     """Versions: removing a row raises the floor; re-creating the key starts above it."""
     deleted = plan(NS, [Write(b"k", WriteKind.DELETE)], [KeyState(1, 41)], SpaceState(2, 1, 3), None, 0)
     assert deleted.space == SpaceState(0, 0, 41)
-    assert deleted.results == (1,)
+    assert deleted.results == [1]
     again = plan(NS, [Write(b"k", value=b"v")], [None], deleted.space, None, 0)
-    assert again.results == (42,)
+    assert again.results == [42]
 
 
 def test_delete_of_missing_key_changes_nothing() -> None:
     """Deleting a missing key is a no-op: no event, no counter write."""
     result = plan(NS, [Write(b"k", WriteKind.DELETE)], [None], SpaceState(5, 1, 2), 0, 0)
-    assert result == Plan((), (), SpaceState(5, 1, 2), False, (0,), (False,), (), ())
+    assert result == Plan([], [], SpaceState(5, 1, 2), False, [0], [False], [], [])
 
 
 def test_expired_row_is_absent_but_charged_until_removed() -> None:
@@ -79,21 +79,21 @@ def test_expired_row_is_absent_but_charged_until_removed() -> None:
     row = KeyState(3, 8, expires_at=1000)
     for now in (1000, 5000):
         result = plan(NS, [Write(b"k", value=b"ab", if_version=0)], [row], SpaceState(4, 1), 100, now)
-        assert result.existed == (False,)
-        assert result.results == (9,)
+        assert result.existed == [False]
+        assert result.results == [9]
         assert result.space == SpaceState(3, 1, 0)
     live = plan(NS, [Write(b"k", WriteKind.DELETE)], [row], SpaceState(4, 1), None, 999)
-    assert live.results == (1,) and live.events[0].op == "delete"
+    assert live.results == [1] and live.events[0].op == "delete"
     swept = plan(NS, [Write(b"k", WriteKind.DELETE)], [row], SpaceState(4, 1), None, 1000)
-    assert swept.results == (0,) and swept.events[0].op == "expire" and swept.space == SpaceState(0, 0, 8)
+    assert swept.results == [0] and swept.events[0].op == "expire" and swept.space == SpaceState(0, 0, 8)
 
 
 def test_sweep_removes_only_expired_rows() -> None:
     """purge_expired: a SWEEP removes a row only if it is expired at now."""
     row = KeyState(3, 8, expires_at=1000)
-    assert plan(NS, [Write(b"k", WriteKind.SWEEP)], [row], SpaceState(4, 1), None, 999).deletes == ()
-    assert plan(NS, [Write(b"k", WriteKind.SWEEP)], [row], SpaceState(4, 1), None, 1000).deletes == (b"k",)
-    assert plan(NS, [Write(b"k", WriteKind.SWEEP)], [None], SpaceState(), None, 1000).deletes == ()
+    assert plan(NS, [Write(b"k", WriteKind.SWEEP)], [row], SpaceState(4, 1), None, 999).deletes == []
+    assert plan(NS, [Write(b"k", WriteKind.SWEEP)], [row], SpaceState(4, 1), None, 1000).deletes == [b"k"]
+    assert plan(NS, [Write(b"k", WriteKind.SWEEP)], [None], SpaceState(), None, 1000).deletes == []
 
 
 @pytest.mark.parametrize(
@@ -128,10 +128,10 @@ def test_one_failed_condition_refuses_the_whole_batch() -> None:
 def test_increment_counts_from_zero_and_keeps_live_expiry() -> None:
     """Counters: a missing key counts as 0; a live key keeps its expiry; values are decimal ASCII."""
     fresh = plan(NS, [Write(b"n", WriteKind.INCREMENT, delta=-5)], [None], SpaceState(), None, 0)
-    assert fresh.results == (-5,) and fresh.puts[0].value == b"-5"
+    assert fresh.results == [-5] and fresh.puts[0].value == b"-5"
     row = KeyState(2, 3, expires_at=50, value=b"41")
     result = plan(NS, [Write(b"n", WriteKind.INCREMENT, delta=1)], [row], SpaceState(3, 1), None, 10)
-    assert result.results == (42,) and result.puts[0].expires_at == 50 and result.puts[0].version == 4
+    assert result.results == [42] and result.puts[0].expires_at == 50 and result.puts[0].version == 4
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_increment_overflow_is_an_error_not_a_wrap() -> None:
 def test_op_id_replay_returns_first_result_and_applies_nothing() -> None:
     """Operation ids: a recorded id returns its result; a new one is recorded with the commit."""
     first = plan(NS, [Write(b"n", WriteKind.INCREMENT, delta=2, op_id="x")], [None], SpaceState(), None, 0)
-    assert first.op_records == (("x", 2),)
+    assert first.op_records == [("x", 2)]
     again = plan(
         NS,
         [Write(b"n", WriteKind.INCREMENT, delta=2, op_id="x")],
@@ -164,15 +164,15 @@ def test_op_id_replay_returns_first_result_and_applies_nothing() -> None:
         0,
         {"x": 2},
     )
-    assert again.results == (2,) and again.puts == () and not again.space_changed and again.op_records == ()
+    assert again.results == [2] and again.puts == [] and not again.space_changed and again.op_records == []
 
 
 def test_touch_changes_expiry_of_live_keys_only() -> None:
     """expire/persist: a TOUCH keeps the value, bumps the version, and does nothing to a missing key."""
     result = plan(NS, [Write(b"k", WriteKind.TOUCH, expires_at=99)], [KeyState(3, 2)], SpaceState(4, 1), None, 0)
-    assert result.puts[0].value is None and result.puts[0].expires_at == 99 and result.results == (3,)
+    assert result.puts[0].value is None and result.puts[0].expires_at == 99 and result.results == [3]
     assert not result.space_changed
-    assert plan(NS, [Write(b"k", WriteKind.TOUCH)], [None], SpaceState(), None, 0).results == (0,)
+    assert plan(NS, [Write(b"k", WriteKind.TOUCH)], [None], SpaceState(), None, 0).results == [0]
 
 
 def test_malformed_calls_are_internal_errors() -> None:
@@ -243,7 +243,7 @@ class PlannedStore(RuleBasedStateMachine):
         self._visible()
         result = self._commit([Write(key, WriteKind.DELETE)])
         assert result is not None  # deletes never grow usage
-        assert result.results == (int(key in self.live),)
+        assert result.results == [int(key in self.live)]
         self.live.pop(key, None)
 
     @rule(pairs=st.dictionaries(KEYS, VALUES, min_size=1, max_size=4))
@@ -271,7 +271,7 @@ class PlannedStore(RuleBasedStateMachine):
         current = self.live.get(key)
         result = self._commit([Write(key, WriteKind.INCREMENT, delta=delta, op_id=op)])
         if recorded is not None:
-            assert result is not None and result.results == (recorded,) and result.puts == ()
+            assert result is not None and result.results == [recorded] and result.puts == []
             return
         try:
             number = 0 if current is None else decode_counter(current[0], key)
@@ -279,7 +279,7 @@ class PlannedStore(RuleBasedStateMachine):
             assert result is None
             return
         if result is not None:
-            assert result.results == (number + delta,)
+            assert result.results == [number + delta]
             self.live[key] = (str(number + delta).encode(), None if current is None else current[1])
 
     @rule(key=KEYS, ttl=st.none() | st.integers(1, 50))

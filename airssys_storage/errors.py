@@ -22,6 +22,7 @@ __all__ = [
     "OutcomeUnknown",
     "TooManyKeys",
     "InvalidArgument",
+    "PreconditionFailed",
     "ConfigurationError",
     "ManifestError",
     "PluginError",
@@ -124,6 +125,12 @@ class InvalidArgument(StorageError):
     """An argument other than a key is malformed (a cursor, a limit, a batch)."""
 
     code = "invalid-argument"
+
+
+class PreconditionFailed(StorageError):
+    """A compare-and-swap condition did not hold (the key's version changed); nothing was written."""
+
+    code = "precondition-failed"
 
 
 class ConfigurationError(StorageError):

@@ -189,6 +189,7 @@ def test_error_codes_are_stable() -> None:
     assert codes - WIT_0_1_0_CODES == {
         "too-many-keys",
         "invalid-argument",
+        "precondition-failed",
         "invalid-config",
         "invalid-manifest",
         "plugin-error",
@@ -228,6 +229,15 @@ def test_wit_extension_errors_cover_every_guest_visible_code() -> None:
     variant = variant[: variant.index("}")]
     cases = set(re.findall(r"^\s+([a-z-]+)(?:\(string\))?,", variant, re.M))
     assert cases == WIT_0_1_0_CODES | {"too-many-keys", "invalid-argument"}
+
+
+def test_wit_state_errors_cover_every_guest_visible_code() -> None:
+    """The interfaces with versions and expiry can return every code a guest may see."""
+    text = wit_text()
+    variant = text[text.index("variant state-error") :]
+    variant = variant[: variant.index("}")]
+    cases = set(re.findall(r"^\s+([a-z-]+)(?:\(string\))?,", variant, re.M))
+    assert cases == WIT_0_1_0_CODES | {"too-many-keys", "invalid-argument", "precondition-failed"}
 
 
 def test_every_operation_has_a_wit_function() -> None:

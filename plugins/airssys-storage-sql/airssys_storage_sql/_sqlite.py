@@ -75,6 +75,7 @@ class SQLiteBackend(TransactionalBackend):
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool, StaticPool
 
+        _check_query(url)
         database = url.database or ""
         memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
         connect_args = cls.connect_args(options)
@@ -318,6 +319,23 @@ class SQLiteBackend(TransactionalBackend):
         version = self._create_tables(item)
         item.execute("COMMIT")
         return version
+
+
+def _check_query(url: URL) -> None:
+    """Refuse URL query parameters the driver would drop with only a warning, or fold into a file name."""
+    uri = url.query.get("uri") in ("true", "1")
+    ignored = [] if uri else sorted(set(url.query) - {"uri"})
+    if ignored:
+        raise ConfigurationError(
+            f"the SQLite URL has query parameter(s) {', '.join(map(repr, ignored))} that nothing reads: "
+            "SQLite URI parameters need a file: URI and uri=true (e.g. sqlite:///file:app.db?mode=ro&uri=true), "
+            "and backend settings (lock_timeout, pool_size, ...) go in backend_options"
+        )
+    if uri and not (url.database or "").startswith("file:"):
+        raise ConfigurationError(
+            f"uri=true needs a file: URI as the database (sqlite:///file:{url.database}?...&uri=true); "
+            f"otherwise the parameters would become part of the file name {url.database!r}"
+        )
 
 
 def _create_private_database(path: str) -> None:

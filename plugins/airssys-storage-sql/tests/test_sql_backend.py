@@ -89,6 +89,31 @@ def test_invalid_options_are_configuration_errors(options: dict[str, Any], messa
         SQLBackend.open("sqlite://", options)
 
 
+@pytest.mark.parametrize("query", ["timeout=5", "mode=ro", "mode=memory", "journal_mode=WAL&uri=false"])
+def test_sqlite_url_parameters_nothing_reads_are_refused(tmp_path: Path, query: str) -> None:
+    """A query parameter SQLAlchemy would drop with only a warning is a configuration error naming it."""
+    with pytest.raises(ConfigurationError, match="nothing reads") as info:
+        SQLBackend.open(f"sqlite:///{tmp_path}/x.db?{query}", {})
+    assert repr(query.split("=", 1)[0].replace("%zz", "%zz")) in info.value.message
+    assert not (tmp_path / "x.db").exists()  # refused before anything was created
+
+
+def test_sqlite_uri_parameters_and_memory_mode_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uri=true passes SQLite URI parameters through; mode=memory&uri=true is an in-memory database."""
+    SQLBackend.open(f"sqlite:///file:{tmp_path}/x.db?cache=private&uri=true", {}).close()
+    assert [path.name for path in tmp_path.iterdir()] == ["x.db"]
+    monkeypatch.chdir(tmp_path)
+    SQLBackend.open("sqlite:///file:shared?mode=memory&uri=true", {}).close()
+    assert not (tmp_path / "shared").exists()
+
+
+def test_sqlite_uri_parameters_without_a_file_uri_are_refused(tmp_path: Path) -> None:
+    """uri=true on a plain path would make the parameters part of the file name: refused."""
+    with pytest.raises(ConfigurationError, match="needs a file: URI"):
+        SQLBackend.open(f"sqlite:///{tmp_path}/x.db?cache=private&uri=true", {})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_synchronous_is_a_sqlite_option() -> None:
     with pytest.raises(ConfigurationError, match="SQLite only"):
         SQLBackend.open("postgresql://u@127.0.0.1:1/db", {"synchronous": "FULL"})

@@ -95,6 +95,7 @@ def test_an_existing_data_directory_keeps_its_mode() -> None:
 
 
 def test_a_default_data_directory_that_cannot_be_created_names_the_fix() -> None:
+    pytest.importorskip("airssys_storage_sql", reason="the embedded default is the SQL plugin's SQLite")
     data_home, _ = default_store_files()
     data_home.parent.parent.mkdir(parents=True, exist_ok=True)
     data_home.parent.write_text("a file where ~/.local should be")

@@ -148,9 +148,24 @@ def operator_settings(settings: StorageSettings, *, quota: int | None = None) ->
     """*settings* with the built-in ``manifest`` policy and a fixed *quota* (``None`` = unlimited).
 
     Handles from :func:`operator_storage` on a manager opened with these
-    settings may do everything, limited only by *quota*.
+    settings may do everything, limited only by *quota*. The result is valid
+    whenever *settings* is: ``plugin_options`` tables of the policies and
+    quota strategy it replaces are left out (they configure plugins that
+    operator access does not use). Validate *settings* itself first with
+    :func:`~airssys_storage.plugins.check_plugin_options` to refuse its
+    mistakes (the CLI does).
     """
-    return settings.model_copy(update={"policies": ["manifest"], "quota_strategy": "fixed", "fixed_quota_bytes": quota})
+    policies = ["manifest"]
+    strategy = "fixed"
+    kept = {name: table for name, table in settings.plugin_options.items() if name in {*policies, strategy}}
+    return settings.model_copy(
+        update={
+            "policies": policies,
+            "quota_strategy": strategy,
+            "fixed_quota_bytes": quota,
+            "plugin_options": kept,
+        }
+    )
 
 
 def operator_storage(manager: StorageManager, component: str) -> ComponentStorage:

@@ -18,7 +18,7 @@ from ..errors import ConfigurationError, ManifestError, QuotaExceeded
 from ..exchange import operator_settings, operator_storage
 from ..files import atomic_private_file
 from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
-from ..plugins import PluginRegistry, backend_scheme, redact_url
+from ..plugins import PluginRegistry, backend_scheme, check_plugin_options, redact_url
 from ..settings import StorageSettings
 from ..storage import ComponentStorage, StorageManager
 from .app import ExitCode, Failure
@@ -171,9 +171,14 @@ def manifest_quota(settings: StorageSettings, registry: PluginRegistry, manifest
 def open_manager(
     settings: StorageSettings, *, quota: int | None = None, registry: PluginRegistry | None = None
 ) -> Iterator[StorageManager]:
-    """A manager for operator handles (admin, *quota* or unlimited) on *settings*' backend."""
+    """A manager for operator handles (admin, *quota* or unlimited) on *settings*' backend.
+
+    *settings*' own ``plugin_options`` are validated first (as ``config
+    --check`` does), though operator access uses none of those plugins.
+    """
     if registry is None:
         registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    check_plugin_options(registry, settings)
     with StorageManager.from_settings(operator_settings(settings, quota=quota), registry=registry) as manager:
         yield manager
 

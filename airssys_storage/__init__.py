@@ -40,7 +40,7 @@ if TYPE_CHECKING:
         ValueTooLarge,
     )
     from .hookspecs import hookimpl
-    from .manifest import Access, Manifest, parse_size
+    from .manifest import Access, Manifest, ManifestLimits, parse_size
     from .operations import READ_OPERATIONS, WRITE_OPERATIONS, Operation
     from .plugins import PluginRegistry, register_plugin, unregister_plugin
     from .policies import PermissionPolicy, QuotaStrategy
@@ -64,6 +64,7 @@ __all__ = [
     "KeyNotFound",
     "Manifest",
     "ManifestError",
+    "ManifestLimits",
     "Operation",
     "OutcomeUnknown",
     "PermissionDenied",
@@ -124,7 +125,7 @@ _MODULES = {
         "errors",
     ),
     "hookimpl": "hookspecs",
-    **dict.fromkeys(["Access", "Manifest", "parse_size"], "manifest"),
+    **dict.fromkeys(["Access", "Manifest", "ManifestLimits", "parse_size"], "manifest"),
     **dict.fromkeys(["READ_OPERATIONS", "WRITE_OPERATIONS", "Operation"], "operations"),
     **dict.fromkeys(["PluginRegistry", "register_plugin", "unregister_plugin"], "plugins"),
     **dict.fromkeys(["PermissionPolicy", "QuotaStrategy"], "policies"),

@@ -148,9 +148,24 @@ def operator_settings(settings: StorageSettings, *, quota: int | None = None) ->
     """*settings* with the built-in ``manifest`` policy and a fixed *quota* (``None`` = unlimited).
 
     Handles from :func:`operator_storage` on a manager opened with these
-    settings may do everything, limited only by *quota*.
+    settings may do everything, limited only by *quota*. The result is valid
+    whenever *settings* is: ``plugin_options`` tables of the policies and
+    quota strategy it replaces are left out (they configure plugins that
+    operator access does not use). Validate *settings* itself first with
+    :func:`~airssys_storage.plugins.check_plugin_options` to refuse its
+    mistakes (the CLI does).
     """
-    return settings.model_copy(update={"policies": ["manifest"], "quota_strategy": "fixed", "fixed_quota_bytes": quota})
+    policies = ["manifest"]
+    strategy = "fixed"
+    kept = {name: table for name, table in settings.plugin_options.items() if name in {*policies, strategy}}
+    return settings.model_copy(
+        update={
+            "policies": policies,
+            "quota_strategy": strategy,
+            "fixed_quota_bytes": quota,
+            "plugin_options": kept,
+        }
+    )
 
 
 def operator_storage(manager: StorageManager, component: str) -> ComponentStorage:
@@ -240,7 +255,11 @@ class _Reader:
         except UnicodeDecodeError:
             raise self._fail("not UTF-8 text: the file is binary or corrupted") from None
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_fields)
+        except _DuplicateField as exc:
+            raise self._fail(
+                f"the JSON field {exc.name!r} appears twice in one object: the file is corrupted"
+            ) from None
         except json.JSONDecodeError as exc:
             raise self._fail(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
         except RecursionError:
@@ -256,7 +275,7 @@ class _Reader:
                 f'"version": {FORMAT_VERSION}, "component": ID}}'
             )
         version = header.get("version")
-        if version != FORMAT_VERSION or isinstance(version, bool):
+        if not _is_int(version) or version != FORMAT_VERSION:
             raise self._fail(
                 f"export format version {version!r} is not supported (this airssys-storage reads version "
                 f"{FORMAT_VERSION}): import it with the airssys-storage release that wrote it"
@@ -312,6 +331,12 @@ class _Reader:
     def _end(self, end: Any, count: int, total: int) -> None:
         if not isinstance(end, dict) or end.keys() != {"records", "bytes"}:
             raise self._fail('the end line must be {"end": {"records": N, "bytes": B}}')
+        for field in ("records", "bytes"):
+            if not _is_int(end[field]):
+                raise self._fail(
+                    f"the end line's {field} must be an integer, not {type(end[field]).__name__} {end[field]!r}: "
+                    "the file is corrupted; export the component again"
+                )
         if end["records"] != count or end["bytes"] != total:
             raise self._fail(
                 f"the end line announces {end['records']!r} records of {end['bytes']!r} bytes, but the file "
@@ -322,6 +347,31 @@ class _Reader:
 
 
 _EOF = object()
+
+
+class _DuplicateField(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's fields as a dict; a field given twice raises :class:`_DuplicateField`."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateField(name)
+            seen.add(name)
+    return obj
+
+
+def _is_int(value: object) -> bool:
+    """A JSON integer: ``int``, not ``bool`` (``true``) nor ``float`` (``1.0``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 # The longest header line, and the slack for JSON syntax and spacing on a record line.
 _HEADER_MAX = 65536
 

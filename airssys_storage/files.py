@@ -26,6 +26,7 @@ in a private directory.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -95,9 +96,12 @@ def atomic_private_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     new one, never a part, and an interrupted write leaves no file behind.
     A file that *path* named before is replaced, not rewritten, so the new
     file has mode 0600 whatever the old one had. Raises :class:`OSError`
-    when the directory is missing or not writable.
+    when the directory is missing or not writable, and :class:`IsADirectoryError`
+    naming *path* when *path* is a directory (before anything is written).
     """
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as stream:

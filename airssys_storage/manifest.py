@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from typing import Any
 
 from .errors import ManifestError
 
-__all__ = ["Access", "Manifest", "parse_size", "QUOTA_TABLE"]
+__all__ = ["LIMITS_FIELDS", "Access", "Manifest", "ManifestLimits", "parse_size", "QUOTA_TABLE"]
 
 MiB = 1024 * 1024
 
@@ -84,6 +86,70 @@ def validate_component_id(value: object) -> str:
     return value
 
 
+#: The fields of a manifest's ``[limits]`` table and the :class:`ManifestLimits` attribute each sets.
+LIMITS_FIELDS = {
+    "timeout": "timeout",
+    "max-memory": "max_memory",
+    "max-table-elements": "max_table_elements",
+    "max-instances": "max_instances",
+    "max-call-bytes": "max_call_bytes",
+}
+
+
+@dataclass(frozen=True)
+class ManifestLimits:
+    """The sandbox limits a component asks for in its manifest's ``[limits]`` table; ``None`` = not asked.
+
+    A host (such as ``airssys-storage-wasmtime``) caps each by its own
+    ceiling. ``timeout`` is seconds (a finite number > 0); the others are
+    counts or sizes in bytes (an integer >= 1, or ``"64MiB"`` etc., see
+    :func:`parse_size`). Invalid values raise :class:`ManifestError` naming the field::
+
+        [limits]
+        timeout = 5
+        max-memory = "64MiB"
+        max-table-elements = 10000
+        max-instances = 10
+        max-call-bytes = "1MiB"
+    """
+
+    timeout: float | None = None
+    max_memory: int | None = None
+    max_table_elements: int | None = None
+    max_instances: int | None = None
+    max_call_bytes: int | None = None
+
+    @classmethod
+    def from_table(cls, table: object, where: str = "[limits]") -> ManifestLimits:
+        """Validate a parsed ``[limits]`` table; errors start with *where*."""
+        if not isinstance(table, dict):
+            raise ManifestError(f'{where} must be a table such as {{ timeout = 5, max-memory = "64MiB" }}')
+        unknown = set(table) - set(LIMITS_FIELDS)
+        if unknown:
+            raise ManifestError(
+                f"{where} has unknown field(s) {sorted(unknown)}: only {', '.join(LIMITS_FIELDS)} exist"
+            )
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            attribute = LIMITS_FIELDS[key]
+            if attribute == "timeout":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ManifestError(f"{where} timeout must be a number of seconds, got {value!r}")
+                if not (math.isfinite(value) and value > 0):
+                    raise ManifestError(f"{where} timeout must be a positive number of seconds, got {value!r}")
+                values[attribute] = float(value)
+            else:
+                size = parse_size(value, f"{where} {key}")
+                if size < 1:
+                    raise ManifestError(f"{where} {key} must be at least 1, got {value!r}")
+                values[attribute] = size
+        return cls(**values)
+
+    def asked(self) -> dict[str, Any]:
+        """The limits the manifest sets, by attribute name (those left ``None`` are absent)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What the host knows about one component: identity, access level and quota.
@@ -98,6 +164,8 @@ class Manifest:
     max_size: int | str | None = None
     name: str = ""
     version: str = ""
+    #: The ``[limits]`` table (see :class:`ManifestLimits`).
+    limits: ManifestLimits = dataclasses.field(default_factory=ManifestLimits)
 
     def __post_init__(self) -> None:
         validate_component_id(self.id)
@@ -183,6 +251,7 @@ class Manifest:
             max_size=storage.get("max-size"),
             name=component.get("name", ""),
             version=component.get("version", ""),
+            limits=ManifestLimits.from_table(data["limits"]) if "limits" in data else ManifestLimits(),
         )
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -33,7 +33,7 @@ import pluggy
 
 from . import default_plugins, hookspecs
 from .backend import StorageBackend
-from .errors import ConfigurationError, PluginError
+from .errors import ConfigurationError, PluginError, StorageError
 from .policies import PermissionPolicy, QuotaStrategy
 
 if TYPE_CHECKING:
@@ -437,12 +437,12 @@ class PluginRegistry:
     def create_policies(self, settings: StorageSettings) -> list[PermissionPolicy]:
         """The configured permission policies (``settings.policies``), each with its options."""
         check_plugin_options(self, settings)
-        return [_instantiate(self.policy(name), "permission policy", settings) for name in settings.policies]
+        return [_instantiate(self.policy(name), POLICY_KIND, settings) for name in settings.policies]
 
     def create_quota_strategy(self, settings: StorageSettings) -> QuotaStrategy:
         """The configured quota strategy (``settings.quota_strategy``), with its options."""
         check_plugin_options(self, settings)
-        return _instantiate(self.quota_strategy(settings.quota_strategy), "quota strategy", settings)
+        return _instantiate(self.quota_strategy(settings.quota_strategy), STRATEGY_KIND, settings)
 
     def describe(self) -> list[dict[str, Any]]:
         """Every registered class, and every plugin that adds commands, as a dict (for ``airssys-storage plugins``)."""
@@ -479,8 +479,19 @@ def _provided_by_builtin(plugin: str, kind: str, name: str) -> bool:
     return any(cls.name == name for cls in provided)
 
 
+POLICY_KIND = "permission policy"
+STRATEGY_KIND = "quota strategy"
+
+
 def check_plugin_options(registry: PluginRegistry, settings: StorageSettings) -> None:
-    """Every table of ``settings.plugin_options`` names a configured policy or quota strategy."""
+    """Validate ``settings.plugin_options``: what the manager checks when it opens, and ``config --check``.
+
+    Every table must name a configured policy or the quota strategy, and
+    each configured class that is installed must accept its table (its
+    ``Options`` model; a class without ``Options`` takes no table). Classes
+    that are not installed are skipped: looking them up reports that.
+    Raises :class:`ConfigurationError` naming the table and the fix.
+    """
     configured = {*settings.policies, settings.quota_strategy}
     for name in settings.plugin_options:
         if name not in configured:
@@ -489,21 +500,31 @@ def check_plugin_options(registry: PluginRegistry, settings: StorageSettings) ->
                 f"(policies = {settings.policies!r}) nor the quota strategy ({settings.quota_strategy!r}): "
                 "fix the name or remove the table"
             )
+    lookups: list[tuple[str, str, Callable[[str], type[Any]]]] = [
+        *((name, POLICY_KIND, registry.policy) for name in settings.policies),
+        (settings.quota_strategy, STRATEGY_KIND, registry.quota_strategy),
+    ]
+    for name, kind, lookup in lookups:
+        try:
+            cls = lookup(name)
+        except StorageError:
+            continue  # not installed (or blocked, broken): the lookup's own error says so where it matters
+        _options(cls, kind, settings)
 
 
-def _instantiate(cls: type[T], kind: str, settings: StorageSettings) -> T:
-    """*cls*(settings), given its options validated against ``cls.Options`` when it declares them."""
+def _options(cls: type[Any], kind: str, settings: StorageSettings) -> Any:
+    """*cls*'s options from ``settings.plugin_options``, validated against ``cls.Options`` (``None`` if it has none)."""
     name: str = getattr(cls, "name", cls.__name__)
     raw = settings.plugin_options.get(name)
     model = getattr(cls, "Options", None)
     if model is None:
         if raw:
             raise ConfigurationError(f"plugin_options.{name}: the {kind} {name!r} takes no options; remove the table")
-        return cls(settings)  # type: ignore[call-arg]
+        return None
     from pydantic import ValidationError
 
     try:
-        options = model.model_validate(raw or {})
+        return model.model_validate(raw or {})
     except ValidationError as exc:
         problems = "; ".join(
             f"plugin_options.{name}.{'.'.join(str(p) for p in error['loc']) or '(table)'}"
@@ -511,6 +532,13 @@ def _instantiate(cls: type[T], kind: str, settings: StorageSettings) -> T:
             for error in exc.errors()
         )
         raise ConfigurationError(f"invalid options for the {kind} {name!r}: {problems}") from None
+
+
+def _instantiate(cls: type[T], kind: str, settings: StorageSettings) -> T:
+    """*cls*(settings), given its options validated against ``cls.Options`` when it declares them."""
+    options = _options(cls, kind, settings)
+    if options is None and getattr(cls, "Options", None) is None:
+        return cls(settings)  # type: ignore[call-arg]
     return cls(settings, options)  # type: ignore[call-arg]
 
 

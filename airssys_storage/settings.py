@@ -28,7 +28,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -78,7 +78,7 @@ class StorageSettings(BaseSettings):
 
     url: str | None = Field(
         default=None,
-        description="Backend URL; the scheme picks the backend (memory://, sqlite:///PATH, "
+        description="Backend URL; the scheme picks the backend (memory://, sqlite:////ABSOLUTE/PATH, "
         "postgresql+psycopg://…, mysql+pymysql://…, leveldb:///PATH). Default: a SQLite file "
         "in the user's data directory.",
     )
@@ -109,6 +109,11 @@ class StorageSettings(BaseSettings):
             raise ConfigurationError(_describe(exc)) from None
         except SettingsError as exc:
             raise ConfigurationError(_describe_source_error(exc)) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"invalid settings file {config_file_path()}: it is not UTF-8 text ({exc.reason} at byte "
+                f"{exc.start}); save it as UTF-8 TOML"
+            ) from None
         except (tomllib.TOMLDecodeError, OSError) as exc:
             raise ConfigurationError(f"invalid settings file {config_file_path()}: {exc}") from None
 
@@ -132,11 +137,22 @@ class StorageSettings(BaseSettings):
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None:
             if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) is None:
-                raise ValueError("must be a URL such as memory://, sqlite:///path/to/file.db or leveldb:///path")
+                raise ValueError(
+                    "must be a URL such as memory://, sqlite:////absolute/path/to/file.db or leveldb:///absolute/path"
+                )
             try:
-                urlsplit(value)
+                parts = urlsplit(value)
             except ValueError as exc:  # e.g. an unclosed [ in the host part
                 raise ValueError(f"is not a valid URL ({exc}); percent-encode special characters") from None
+            try:
+                parts.port  # noqa: B018  # reading it checks it
+            except ValueError as exc:  # port 99999, port abc
+                raise ValueError(f"has an invalid port ({exc}): write a number from 1 to 65535") from None
+            if "\x00" in unquote(value):
+                raise ValueError(
+                    "contains a NUL character (\\x00 or %00), which no file name, host or database name "
+                    "can hold: remove it"
+                )
         return value
 
     @field_validator("policies")

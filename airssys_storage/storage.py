@@ -34,7 +34,7 @@ from .errors import (
 )
 from .manifest import Manifest
 from .operations import Operation
-from .plugins import PluginRegistry
+from .plugins import PluginRegistry, check_plugin_options
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 
@@ -226,9 +226,12 @@ def check_settings(settings: StorageSettings, registry: PluginRegistry | None = 
     """What :meth:`StorageManager.from_settings` would refuse in *settings*, without opening anything.
 
     Checks that every policy, the quota strategy and a backend for the URL's
-    scheme are installed (with *registry*, else the plugins installed now).
-    Returns the errors (each a :class:`PluginError` naming the fix); an empty
-    list means the names resolve. The backend's options and reachability are
+    scheme are installed (with *registry*, else the plugins installed now),
+    and ``plugin_options`` (:func:`~airssys_storage.plugins.check_plugin_options`,
+    the validation the manager and every CLI data command run).
+    Returns the errors (each a :class:`PluginError` or
+    :class:`ConfigurationError` naming the fix); an empty list means the
+    settings are usable. The backend's options and reachability are
     checked only when it opens.
     """
     if registry is None:
@@ -238,6 +241,7 @@ def check_settings(settings: StorageSettings, registry: PluginRegistry | None = 
         partial(registry.quota_strategy, settings.quota_strategy),
         partial(registry.backend_for_url, settings.resolved_url),
     ]
+    lookups.append(partial(check_plugin_options, registry, settings))
     problems: list[StorageError] = []
     for lookup in lookups:
         try:

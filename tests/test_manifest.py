@@ -10,7 +10,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airssys_storage import Access, Manifest, ManifestError, StorageError, parse_size
+from airssys_storage import Access, Manifest, ManifestError, ManifestLimits, StorageError, parse_size
 
 MiB = 1024 * 1024
 
@@ -205,3 +205,42 @@ def test_fuzzed_manifests_are_valid_or_typed_errors(document: dict[str, Any]) ->
     assert isinstance(manifest.quota, int) and not isinstance(manifest.quota, bool)
     assert 0 <= manifest.quota <= 500 * MiB
     assert ":" not in manifest.id
+
+
+# -- [limits]: the core owns the table, so `manifest check` and every host apply the same rules -------
+
+
+def test_limits_table_is_parsed_and_typed() -> None:
+    manifest = Manifest.from_toml(
+        '[component]\nid = "c"\n[limits]\ntimeout = 2\nmax-memory = "64MiB"\nmax-call-bytes = 4096\n'
+    )
+    assert manifest.limits == ManifestLimits(timeout=2.0, max_memory=64 * 1024 * 1024, max_call_bytes=4096)
+    assert manifest.limits.asked() == {"timeout": 2.0, "max_memory": 64 * 1024 * 1024, "max_call_bytes": 4096}
+    assert Manifest.from_toml('[component]\nid = "c"\n').limits == ManifestLimits()
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ("timeout = -1", "timeout must be a positive number of seconds"),
+        ("timeout = 0", "timeout must be a positive number of seconds"),
+        ("timeout = 1e400", "timeout must be a positive number of seconds"),
+        ("timeout = nan", "timeout must be a positive number of seconds"),
+        ('timeout = "5"', "timeout must be a number of seconds"),
+        ("timeout = true", "timeout must be a number of seconds"),
+        ('max-memory = "abc"', "is not a size"),
+        ("max-memory = 0", "max-memory must be at least 1"),
+        ("max-call-bytes = -5", "must not be negative"),
+        ("max-instances = 1.5", "max-instances must be an integer"),
+        ("bogus = 1", "unknown field(s) ['bogus']"),
+    ],
+)
+def test_bad_limits_name_the_field(table: str, fragment: str) -> None:
+    with pytest.raises(ManifestError, match=r"\[limits\]") as caught:
+        Manifest.from_toml(f'[component]\nid = "c"\n[limits]\n{table}\n')
+    assert fragment in str(caught.value)
+
+
+def test_limits_must_be_a_table() -> None:
+    with pytest.raises(ManifestError, match=r"\[limits\] must be a table"):
+        Manifest.from_toml('limits = 3\n[component]\nid = "c"\n')

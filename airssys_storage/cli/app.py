@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from ..errors import StorageError
+from . import INTERRUPTED_EXIT_CODE, INTERRUPTED_MESSAGE
 
 __all__ = ["RootGroup", "Failure", "ExitCode", "EXIT_CODES", "PROG_NAME"]
 
@@ -60,7 +61,7 @@ class ExitCode(enum.IntEnum):
     BACKEND = 5
     VERIFICATION = 6
     SOFTWARE = 70
-    INTERRUPTED = 130
+    INTERRUPTED = INTERRUPTED_EXIT_CODE
 
 
 #: StorageError code -> exit code; codes not listed (plugin-defined ones) exit with BACKEND.
@@ -206,7 +207,7 @@ def _describe(exc: BaseException) -> tuple[int, str]:
         return exc.exit_code, exc.format_message()
     if isinstance(exc, click.Abort) or isinstance(exc, KeyboardInterrupt):
         if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
-            return ExitCode.INTERRUPTED, "interrupted; work done so far stays (every batch is atomic)"
+            return ExitCode.INTERRUPTED, INTERRUPTED_MESSAGE
         return ExitCode.NOT_FOUND, "aborted; nothing was changed"
     if isinstance(exc, StorageError):
         hint = _HINTS.get(exc.code)

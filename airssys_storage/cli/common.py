@@ -14,11 +14,13 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from ..errors import ConfigurationError, ManifestError, QuotaExceeded
+from ..errors import ConfigurationError, ManifestError, PermissionDenied, QuotaExceeded
 from ..exchange import operator_settings, operator_storage
 from ..files import atomic_private_file
 from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
-from ..plugins import PluginRegistry, backend_scheme, redact_url
+from ..operations import WRITE_OPERATIONS
+from ..plugins import PluginRegistry, backend_scheme, check_plugin_options, redact_url
+from ..policies import ACCESS_OPERATIONS
 from ..settings import StorageSettings
 from ..storage import ComponentStorage, StorageManager
 from .app import ExitCode, Failure
@@ -92,6 +94,8 @@ class StoreSpec:
 
     url: str | None = None
     options: dict[str, Any] | None = None
+    #: The command-line options that gave *url* and *options*, for error messages.
+    flags: tuple[str, str] = ("--url", "--backend-options")
 
     def settings(self) -> StorageSettings:
         """The configured settings with this URL and options in place of the configured ones.
@@ -108,18 +112,29 @@ class StoreSpec:
         if options is None:
             same = self.url is None or backend_scheme(self.url) == backend_scheme(settings.resolved_url)
             options = settings.backend_options if same else {}
-        return load_configured_settings(url=url, backend_options=options)
+        # The configured values passed above, so a problem now is in what the command line gave.
+        given = " and ".join(
+            flag for flag, value in zip(self.flags, (self.url, self.options), strict=True) if value is not None
+        )
+        return load_configured_settings(given=given or None, url=url, backend_options=options)
 
 
-def load_configured_settings(**arguments: Any) -> StorageSettings:
-    """``StorageSettings(**arguments)``; an invalid configured value's error says where to fix it."""
+def load_configured_settings(*, given: str | None = None, **arguments: Any) -> StorageSettings:
+    """``StorageSettings(**arguments)``; an invalid value's error says where to fix it.
+
+    *given* names the command-line options that supplied *arguments* (``"--url"``);
+    without it the value is a configured one (environment or settings file).
+    """
     try:
         return StorageSettings(**arguments)
     except ConfigurationError as exc:
-        raise ConfigurationError(
-            f"{exc.message}; fix the value where it is set: an AIRSSYS_STORAGE_* environment variable or the "
+        where = (
+            f"fix {given} on the command line"
+            if given
+            else "fix the value where it is set: an AIRSSYS_STORAGE_* environment variable or the "
             "settings file (`airssys-storage config --help` says where it is looked for)"
-        ) from exc
+        )
+        raise ConfigurationError(f"{exc.message}; {where}") from exc
 
 
 def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,7 +152,7 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--url",
         metavar="URL",
-        help="Backend URL (memory://, sqlite:///PATH, leveldb:///PATH, postgresql+psycopg://…); "
+        help="Backend URL (memory://, sqlite:////ABSOLUTE/PATH, leveldb:///ABSOLUTE/PATH, postgresql+psycopg://…); "
         "overrides AIRSSYS_STORAGE_URL and the settings file.",
     )(command)
 
@@ -171,9 +186,14 @@ def manifest_quota(settings: StorageSettings, registry: PluginRegistry, manifest
 def open_manager(
     settings: StorageSettings, *, quota: int | None = None, registry: PluginRegistry | None = None
 ) -> Iterator[StorageManager]:
-    """A manager for operator handles (admin, *quota* or unlimited) on *settings*' backend."""
+    """A manager for operator handles (admin, *quota* or unlimited) on *settings*' backend.
+
+    *settings*' own ``plugin_options`` are validated first (as ``config
+    --check`` does), though operator access uses none of those plugins.
+    """
     if registry is None:
         registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    check_plugin_options(registry, settings)
     with StorageManager.from_settings(operator_settings(settings, quota=quota), registry=registry) as manager:
         yield manager
 
@@ -196,6 +216,13 @@ def open_component(store: StoreSpec, component: str, manifest_path: Path | None 
             raise Failure(
                 f"manifest {str(manifest_path)!r} describes component {manifest.id!r}, not {component!r}: "
                 f"pass that component's manifest or --component {manifest.id}"
+            )
+        if not ACCESS_OPERATIONS[manifest.access] & WRITE_OPERATIONS:
+            # --manifest is given only to writing commands: a quota hint would send the user the wrong way.
+            raise PermissionDenied(
+                f"manifest {str(manifest_path)!r} gives component {manifest.id!r} access "
+                f"{manifest.access.value!r}, which cannot write: set permissions.storage.access = "
+                '"read-write" (or "admin") in it, or leave out --manifest to write as an operator'
             )
         strategy = registry.create_quota_strategy(settings)
         quota = strategy.limit_for(manifest)
@@ -321,6 +348,8 @@ def output_file(path: str) -> Iterator[IO[bytes]]:
         stream.flush()
         return
     target = Path(usable_path(path))
+    if target.is_dir():
+        raise Failure(f"cannot write {path!r}: it is a directory; name a file, e.g. {str(target / 'NAME')!r}")
     if not target.parent.is_dir():
         raise Failure(f"cannot write {path!r}: directory {str(target.parent)!r} does not exist; create it first")
     with atomic_private_file(target) as stream:

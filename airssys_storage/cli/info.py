@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigurationError
-from ..manifest import Manifest
+from ..manifest import LIMITS_FIELDS, Manifest
 from ..plugins import PluginRegistry
 from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
@@ -122,7 +122,8 @@ def _display(settings: StorageSettings, field: str) -> Any:
 @click.option(
     "--check",
     is_flag=True,
-    help="Exit 3 if a policy, the quota strategy or the URL's backend is not installed (always reported).",
+    help="Exit 3 if a policy, the quota strategy or the URL's backend is not installed, "
+    "or plugin_options is invalid (always reported).",
 )
 def config(store: StoreSpec, as_json: bool, check: bool) -> None:
     """Show the effective settings and where each value came from.
@@ -130,8 +131,9 @@ def config(store: StoreSpec, as_json: bool, check: bool) -> None:
     Precedence: --url, then AIRSSYS_STORAGE_* environment variables, then the
     settings file (AIRSSYS_STORAGE_CONFIG_FILE, else ./airssys-storage.toml,
     else the user's config.toml), then the defaults. Policies, the quota
-    strategy and the URL's scheme are checked against the installed plugins:
-    a problem is a warning on stderr, and with --check an error (exit code 3).
+    strategy and the URL's scheme are checked against the installed plugins,
+    and plugin_options as every data command checks it: a problem is a
+    warning on stderr, and with --check an error (exit code 3).
     """
     settings, path, sources = settings_provenance(store)
     problems = check_settings(settings)
@@ -161,7 +163,7 @@ def config(store: StoreSpec, as_json: bool, check: bool) -> None:
     else:
         info(f"no settings file (set {CONFIG_FILE_ENV}, or create ./airssys-storage.toml or the user's config.toml)")
     if check:
-        info("check: the policies, the quota strategy and the URL's backend are installed")
+        info("check: the policies, the quota strategy and the URL's backend are installed; plugin_options is valid")
 
 
 @click.command()
@@ -211,7 +213,7 @@ def manifest() -> None:
 @click.argument("file", type=FilePath(exists=True, dir_okay=False, path_type=Path))
 @json_option
 def check(file: Path, as_json: bool) -> None:
-    """Validate a manifest; a problem is reported with the field and the fix (exit code 3)."""
+    """Validate a manifest, its [limits] table included; a problem is reported with the field and the fix (exit 3)."""
     parsed = Manifest.from_file(file)
     operations = sorted(op.value for op in ACCESS_OPERATIONS[parsed.access])
     summary = {
@@ -222,6 +224,7 @@ def check(file: Path, as_json: bool) -> None:
         "max_size": parsed.max_size,
         "quota_bytes": parsed.quota,
         "operations": operations,
+        "limits": {key: getattr(parsed.limits, attribute) for key, attribute in LIMITS_FIELDS.items()},
     }
     if as_json:
         echo_json(summary)
@@ -230,3 +233,6 @@ def check(file: Path, as_json: bool) -> None:
     origin = "max-size" if parsed.max_size is not None else f"default for {parsed.access.value}"
     click.echo(f"ok: component {parsed.id!r}, access {parsed.access.value!r}, quota {quota} ({origin})")
     click.echo("operations: " + (", ".join(operations) or "none"))
+    asked = parsed.limits.asked()
+    if asked:
+        click.echo("limits: " + ", ".join(f"{key} {asked[a]!r}" for key, a in LIMITS_FIELDS.items() if a in asked))

@@ -100,8 +100,8 @@ def migrate(
     finishes the copy. Stop the writers of the source first: the verification
     compares the source and the target at the end.
     """
-    source_settings = StoreSpec(source_url, from_options).settings()
-    target_settings = StoreSpec(target_url, to_options).settings()
+    source_settings = StoreSpec(source_url, from_options, ("--from", "--from-options")).settings()
+    target_settings = StoreSpec(target_url, to_options, ("--to", "--to-options")).settings()
     if (source_settings.url, source_settings.backend_options) == (target_settings.url, target_settings.backend_options):
         raise Failure("--from and --to name the same store: give two different URLs (or backend options)")
     with open_manager(source_settings) as source, open_manager(target_settings) as target:

@@ -342,6 +342,25 @@ def test_manifest_check(cli: Run, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "does not exist" in one_error_line(result.stderr)
 
 
+@pytest.mark.parametrize("table", ["timeout = -1", "timeout = 1e400", 'max-memory = "abc"', "bogus = 1"])
+def test_manifest_check_validates_the_limits_table(cli: Run, tmp_path: Path, table: str) -> None:
+    # the same [limits] rules `airssys-storage run` (wasmtime host) applies: both read Manifest.limits
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(f'[component]\nid = "app"\n[limits]\n{table}\n')
+    result = cli("manifest", "check", str(manifest))
+    assert result.exit_code == 3 and result.stdout == ""
+    assert "[limits]" in one_error_line(result.stderr) and str(manifest) in result.stderr
+
+
+def test_manifest_check_shows_the_limits(cli: Run, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.toml"
+    manifest.write_text('[component]\nid = "app"\n[limits]\ntimeout = 5\nmax-memory = "64MiB"\n')
+    result = cli("manifest", "check", str(manifest))
+    assert result.exit_code == 0 and "limits: timeout 5.0, max-memory 67108864" in result.stdout
+    limits = json.loads(cli("manifest", "check", "--json", str(manifest)).stdout)["limits"]
+    assert limits["timeout"] == 5.0 and limits["max-memory"] == 64 * 1024 * 1024 and limits["max-call-bytes"] is None
+
+
 # -- data commands -----------------------------------------------------------
 
 

@@ -34,3 +34,34 @@ def test_the_format_example_is_what_export_writes() -> None:
         out = io.BytesIO()
         export_component(storage, out)
     assert out.getvalue().decode() == example.group(1)
+
+
+ROOT = Path(__file__).parents[2]
+#: Every document a user follows: the README, docs/, and the plugins' and contrib's READMEs.
+USER_DOCS = [
+    ROOT / "README.md",
+    *ROOT.glob("docs/*.md"),
+    *ROOT.glob("plugins/*/README.md"),
+    *ROOT.glob("contrib/*/README.md"),
+]
+#: Top-level directories of an absolute path: ``sqlite:///var/…`` names the *relative* file ``var/…``.
+_ABSOLUTE_LOOKING = re.compile(r"sqlite:///(?:var|tmp|home|srv|opt|etc|usr|root|mnt|data)/")
+
+
+def test_sqlite_url_examples_are_absolute_where_they_mean_it() -> None:
+    # SQLAlchemy's sqlite:///var/lib/x is var/lib/x under the current directory; absolute takes four slashes.
+    wrong = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in USER_DOCS
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _ABSOLUTE_LOOKING.search(line)
+    ]
+    assert len(USER_DOCS) >= 5 and wrong == [], "write sqlite:////ABSOLUTE/PATH:\n" + "\n".join(wrong)
+
+
+def test_the_absolute_sqlite_example_is_absolute(tmp_path: Path) -> None:
+    # The documented form resolves to the absolute file, as the leveldb:///ABSOLUTE/PATH examples do.
+    from sqlalchemy.engine import make_url
+
+    assert make_url("sqlite:////var/lib/app/store.sqlite3").database == "/var/lib/app/store.sqlite3"
+    assert make_url("sqlite:///var/lib/app/store.sqlite3").database == "var/lib/app/store.sqlite3"

@@ -189,6 +189,20 @@ BAD_FILES = {
     "blank line": (lines(*GOOD[:2]) + b"\n" + lines(*GOOD[2:]), 3, "not valid JSON"),
     "end not an object": (lines(*GOOD[:3], {"end": 2}), 4, "end line must be"),
     "huge line": (lines(HEADER) + b'{"key":"a","value":"' + b"A" * 3_000_000, 2, "longer than"),
+    # docs/cli.md: the version is the integer 1, and the end line's counts are integers
+    "float version": (lines({**HEADER, "version": 1.0}, *GOOD[1:]), 1, "version 1.0 is not supported"),
+    "bool records": (lines(HEADER, record("a", b"1"), end(True, 2)), 3, "records must be an integer, not bool"),
+    "float bytes": (lines(*GOOD[:3], end(2, 5.0)), 4, "bytes must be an integer, not float"),  # type: ignore[arg-type]
+    "repeated field": (
+        lines(HEADER) + b'{"key":"a","value":"MQ==","key":"b"}\n' + lines(end(1, 2)),
+        2,
+        "the JSON field 'key' appears twice",
+    ),
+    "repeated header field": (
+        b'{"format":"airssys-storage-export","version":1,"component":"app","component":"b"}\n' + lines(*GOOD[1:]),
+        1,
+        "appears twice",
+    ),
 }
 
 

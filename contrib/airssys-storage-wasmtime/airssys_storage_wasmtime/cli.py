@@ -68,7 +68,7 @@ class _Failure(Exception):
     "--url",
     metavar="URL",
     default=None,
-    help="Backend URL (memory://, sqlite:///PATH, …); overrides AIRSSYS_STORAGE_URL and the settings file.",
+    help="Backend URL (memory://, sqlite:////ABSOLUTE/PATH, …); overrides AIRSSYS_STORAGE_URL and the settings file.",
 )
 @click.option(
     "--backend-options",
@@ -352,4 +352,12 @@ def main(argv: list[str] | None = None) -> None:
         """airssys-storage (commands of airssys-storage-wasmtime)."""
 
     register_commands(cli)
-    cli.main(args=argv, prog_name=f"python -m {__package__}")
+    try:
+        result = cli.main(args=argv, prog_name=f"python -m {__package__}", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):  # Ctrl-C outside a guest call: one line, as in airssys-storage
+        RunError("interrupted (Ctrl-C)", EXIT_INTERRUPTED).show()
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(result if isinstance(result, int) else 0)  # click's ctx.exit(code) returns the code here

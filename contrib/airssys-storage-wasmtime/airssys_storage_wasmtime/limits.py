@@ -21,26 +21,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airssys_storage import ConfigurationError, ManifestError
-from airssys_storage.manifest import parse_size
+from airssys_storage import ConfigurationError, Manifest, ManifestError
+from airssys_storage.manifest import LIMITS_FIELDS, ManifestLimits, parse_size
 
 __all__ = ["DEFAULT_LIMITS", "ENVIRONMENT", "MANIFEST_FIELDS", "SandboxLimits", "format_bytes"]
 
 MiB = 1024 * 1024
 
-#: The fields of a manifest's ``[limits]`` table and the attribute each sets.
-MANIFEST_FIELDS = {
-    "timeout": "timeout",
-    "max-memory": "max_memory",
-    "max-table-elements": "max_table_elements",
-    "max-instances": "max_instances",
-    "max-call-bytes": "max_call_bytes",
-}
+#: The fields of a manifest's ``[limits]`` table and the attribute each sets (the core manifest's table).
+MANIFEST_FIELDS = LIMITS_FIELDS
 
 
 #: Environment variables a host's limits can be set with, and the field each sets.
@@ -104,28 +97,19 @@ class SandboxLimits:
     def from_table(cls, table: object, base: SandboxLimits | None = None, where: str = "[limits]") -> SandboxLimits:
         """Limits from a manifest's ``[limits]`` table (fields of :data:`MANIFEST_FIELDS`) over *base*.
 
-        Sizes accept ``"64MiB"`` etc. Raises :class:`~airssys_storage.ManifestError`
+        Validated by the core manifest (:meth:`~airssys_storage.ManifestLimits.from_table`):
+        sizes accept ``"64MiB"`` etc. Raises :class:`~airssys_storage.ManifestError`
         naming the field for an unknown field or a bad value.
         """
-        base = base or DEFAULT_LIMITS
-        if not isinstance(table, dict):
-            raise ManifestError(f'{where} must be a table such as {{ timeout = 5, max-memory = "64MiB" }}')
-        unknown = set(table) - set(MANIFEST_FIELDS)
-        if unknown:
-            raise ManifestError(
-                f"{where} has unknown field(s) {sorted(unknown)}: only {', '.join(MANIFEST_FIELDS)} exist"
-            )
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            attribute = MANIFEST_FIELDS[key]
-            if attribute == "timeout":
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ManifestError(f"{where} timeout must be a number of seconds, got {value!r}")
-                values[attribute] = float(value)
-            else:
-                values[attribute] = parse_size(value, f"{where} {key}")
+        return cls.from_manifest_limits(ManifestLimits.from_table(table, where), base, where)
+
+    @classmethod
+    def from_manifest_limits(
+        cls, asked: ManifestLimits, base: SandboxLimits | None = None, where: str = "[limits]"
+    ) -> SandboxLimits:
+        """*base* (default :data:`DEFAULT_LIMITS`) with the limits a parsed manifest asks for."""
         try:
-            return dataclasses.replace(base, **values)
+            return dataclasses.replace(base or DEFAULT_LIMITS, **asked.asked())
         except ConfigurationError as exc:
             raise ManifestError(f"{where} {exc.message}") from None
 
@@ -159,14 +143,11 @@ class SandboxLimits:
 
     @classmethod
     def from_manifest_file(cls, path: str | Path, base: SandboxLimits | None = None) -> SandboxLimits:
-        """The ``[limits]`` table of the manifest at *path* over *base* (*base* when it has none)."""
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ManifestError(f"cannot read manifest {str(path)!r}: {exc}") from None
-        if "limits" not in data:
-            return base or DEFAULT_LIMITS
-        return cls.from_table(data["limits"], base, f"{path}: [limits]")
+        """The ``[limits]`` table of the manifest at *path* over *base* (*base* when it has none).
+
+        The whole manifest is read and validated (:meth:`~airssys_storage.Manifest.from_file`).
+        """
+        return cls.from_manifest_limits(Manifest.from_file(path).limits, base, f"{path}: [limits]")
 
     def describe(self) -> str:
         """One line for error messages, e.g. ``timeout 30 s, memory 256 MiB, 2 MiB per storage call``."""

@@ -242,6 +242,25 @@ def test_main_is_the_fallback_entry_point(capsys: pytest.CaptureFixture[str]) ->
     assert "run" in capsys.readouterr().out
 
 
+def test_fallback_turns_ctrl_c_anywhere_into_one_line_and_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def register(cli: click.Group) -> None:
+        @cli.command()
+        def stop() -> None:
+            raise KeyboardInterrupt  # outside a guest call, where run's own handler does not reach
+
+    monkeypatch.setattr(airssys_storage_wasmtime, "register_commands", register)
+    with pytest.raises(SystemExit) as exited:
+        main(["stop"])
+    assert exited.value.code == 130
+    # (click first ends the terminal's ^C line with an empty one, as in airssys-storage)
+    assert capsys.readouterr().err.removeprefix("\n") == "airssys-storage: error: interrupted (Ctrl-C)\n"
+    with pytest.raises(SystemExit) as exited:
+        main(["nosuch"])
+    assert exited.value.code == 2
+
+
 def test_url_and_backend_options_choose_the_store(tmp_path: Path) -> None:
     database = tmp_path / "counter.db"
     for expected in ("1", "2"):

@@ -32,11 +32,12 @@ retrying; any other error from a write means nothing was written.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import ConfigurationError, QuotaExceeded
+from .errors import ConfigurationError, InternalError, QuotaExceeded
 
 __all__ = [
     "StorageBackend",
@@ -44,6 +45,9 @@ __all__ = [
     "Usage",
     "Change",
     "CounterMismatch",
+    "BadKey",
+    "key_problem",
+    "bad_key_error",
     "VerifyReport",
     "compare_usage",
     "verify_report",
@@ -122,6 +126,59 @@ class CounterMismatch:
     actual: Usage
 
 
+#: Characters no key may contain (the core's key rule; see :data:`Change`).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def key_problem(key: bytes) -> str | None:
+    """Why stored *key* breaks the key rules (not UTF-8, empty, a control character), or ``None``.
+
+    The length limit is a setting of the core, not of the store, so it is not
+    checked here. Verify calls this on every stored key; keys it refuses are
+    unreachable through the API (:class:`BadKey`).
+    """
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    if not key:
+        return "empty"
+    if CONTROL_CHARACTERS.search(text) is not None:
+        return "contains a control character"
+    return None
+
+
+@dataclass(frozen=True)
+class BadKey:
+    """A stored key that breaks the key rules: no API call can read, list or delete it.
+
+    Only written around the core (a tool editing the files or tables, or
+    damage). Verify reports it as damage; ``verify(repair=True)`` removes it.
+    """
+
+    namespace: str
+    #: The raw stored key.
+    key: bytes
+    #: The bytes it takes in its namespace's usage: ``len(key) + len(value)``.
+    size: int
+    #: Why it is refused (see :func:`key_problem`).
+    problem: str
+
+    def describe(self) -> str:
+        """``component 'app', key x'ff00' (not valid UTF-8)``."""
+        return f"component {self.namespace!r}, key x'{self.key.hex()}' ({self.problem})"
+
+
+def bad_key_error(namespace: str, key: bytes) -> InternalError:
+    """The error of a read that met a stored key breaking the key rules (the core's decode paths raise it)."""
+    problem = key_problem(key) or "breaks the key rules"
+    return InternalError(
+        f"component {namespace!r} holds a stored key that is {problem}: x'{key.hex()}' (hex); no API call can "
+        "read or delete it (it was written around airssys-storage, or the store is damaged): run "
+        "`airssys-storage verify` to find every such key and `airssys-storage verify --repair` to remove them"
+    )
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """What :meth:`StorageBackend.verify` found (and, with ``repair=True``, fixed).
@@ -130,7 +187,9 @@ class VerifyReport:
     data, not from the counters. ``mismatches`` are the counters that
     disagreed with the data; ``repaired`` says they were rewritten.
     ``problems`` are damage found by the engine's own integrity check, one
-    sentence each naming the fix; a recount cannot fix those.
+    sentence each naming the fix; a recount cannot fix those. ``bad_keys`` are
+    stored keys that break the key rules (unreachable through the API); they
+    are not counted in the totals, and ``repaired`` says they were removed.
     """
 
     #: The store, as its messages name it (a path, "PostgreSQL at host:port/db", ...).
@@ -142,6 +201,8 @@ class VerifyReport:
     bytes: int = 0
     mismatches: tuple[CounterMismatch, ...] = ()
     problems: tuple[str, ...] = ()
+    #: Stored keys that break the key rules (removed when ``repaired``).
+    bad_keys: tuple[BadKey, ...] = ()
     repaired: bool = False
     #: What was checked, e.g. ``("usage counters", "PRAGMA integrity_check")``.
     checks: tuple[str, ...] = field(default=("usage counters",))
@@ -149,7 +210,7 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         """Whether the store is sound now: no engine damage, and every counter right (or rewritten)."""
-        return not self.problems and (self.repaired or not self.mismatches)
+        return not self.problems and (self.repaired or not (self.mismatches or self.bad_keys))
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-serialisable data (the shape of ``airssys-storage verify --json``)."""
@@ -162,6 +223,10 @@ class VerifyReport:
             "checks": list(self.checks),
             "problems": list(self.problems),
             "repaired": self.repaired,
+            "bad_keys": [
+                {"namespace": b.namespace, "key_hex": b.key.hex(), "bytes": b.size, "problem": b.problem}
+                for b in self.bad_keys
+            ],
             "mismatches": [
                 {
                     "namespace": m.namespace,
@@ -193,10 +258,24 @@ def verify_report(
     actual: Mapping[str, Usage],
     *,
     problems: Iterable[str] = (),
+    bad_keys: Iterable[BadKey] = (),
     repaired: bool = False,
     checks: Iterable[str] = ("usage counters",),
 ) -> VerifyReport:
-    """The :class:`VerifyReport` for a recount: the one place that turns counters into a report."""
+    """The :class:`VerifyReport` for a recount: the one place that turns counters into a report.
+
+    *actual* is the recount of every stored record, *bad_keys* included: their
+    sizes are taken off here, since the counters must not count them (a
+    repair removes them).
+    """
+    bad = tuple(bad_keys)
+    if bad:
+        recount = {ns: [usage.bytes, usage.keys] for ns, usage in actual.items()}
+        for key in bad:
+            entry = recount.setdefault(key.namespace, [0, 0])
+            entry[0] -= key.size
+            entry[1] -= 1
+        actual = {ns: Usage(used, count) for ns, (used, count) in recount.items()}
     live = [usage for usage in actual.values() if usage.keys]
     return VerifyReport(
         store=store,
@@ -205,6 +284,7 @@ def verify_report(
         bytes=sum(usage.bytes for usage in live),
         mismatches=compare_usage(stored, actual),
         problems=tuple(problems),
+        bad_keys=bad,
         repaired=repaired,
         checks=tuple(checks),
     )
@@ -393,7 +473,11 @@ class StorageBackend(abc.ABC):
         """Recount usage from the data, compare it with the counters, and run the engine's integrity check.
 
         With *repair*, counters that disagree with the data are rewritten in
-        one atomic step (what a recount can fix); damage found by the
+        one atomic step (what a recount can fix), and stored keys that break
+        the key rules (:func:`key_problem`: not UTF-8, a control character;
+        unreachable through the API) are removed and listed in the report's
+        ``bad_keys``; without it they are reported there, and the report is
+        not ``ok``. Damage found by the
         engine's integrity check is reported in ``problems``, never fixed
         here. *progress*, if given, is called with the number of keys
         recounted since its last call (for progress bars).
@@ -409,6 +493,7 @@ class StorageBackend(abc.ABC):
         """
         stored: dict[str, Usage] = {}
         actual: dict[str, Usage] = {}
+        bad: list[BadKey] = []
         for namespace in self.namespaces():
             stored[namespace] = self.usage(namespace)
             used = count = 0
@@ -417,6 +502,9 @@ class StorageBackend(abc.ABC):
                 page = self.items(namespace, start, None, 1000)
                 for key, value in page:
                     used += len(key) + len(value)
+                    problem = key_problem(key)
+                    if problem is not None:
+                        bad.append(BadKey(namespace, key, len(key) + len(value), problem))
                 count += len(page)
                 if progress is not None and page:
                     progress(len(page))
@@ -424,10 +512,11 @@ class StorageBackend(abc.ABC):
                     break
                 start = page[-1][0] + b"\x00"
             actual[namespace] = Usage(used, count)
-        report = verify_report(type(self).__name__, stored, actual)
-        if repair and report.mismatches:
+        report = verify_report(type(self).__name__, stored, actual, bad_keys=bad)
+        if repair and (report.mismatches or report.bad_keys):
             raise ConfigurationError(
-                f"backend {self.name!r} cannot repair its usage counters: it does not implement verify(repair=True)"
+                f"backend {self.name!r} cannot repair its usage counters or remove bad keys: "
+                "it does not implement verify(repair=True)"
             )
         return report
 

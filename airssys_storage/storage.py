@@ -11,7 +11,6 @@ at a time (the seed's actor model), without paying for a second lock.
 from __future__ import annotations
 
 import base64
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -19,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
-from .backend import Change, StorageBackend, Usage, key_successor
+from .backend import CONTROL_CHARACTERS, Change, StorageBackend, Usage, bad_key_error, key_problem, key_successor
 from .errors import (
     ConfigurationError,
     InternalError,
@@ -41,7 +40,6 @@ from .settings import StorageSettings
 __all__ = ["ComponentStorage", "StorageManager", "check_settings", "encode_key"]
 
 # C0 and C1 control characters (Unicode category Cc), NUL included.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _CURSOR_TAG = b"\x01"
 DEFAULT_SCAN_LIMIT = 1000
 _T = TypeVar("_T")
@@ -405,7 +403,10 @@ class ComponentStorage:
                 f"more than {self._max_query} keys match prefix {prefix!r} in component "
                 f"{self._ns!r}; page through them with scan(prefix, cursor, limit)"
             )
-        keys = [key.decode() for key in found]
+        try:
+            keys = [key.decode() for key in found]
+        except UnicodeDecodeError:
+            raise self._bad_key(found) from None
         if "keys" in self._state.key_policies:
             keys = [key for key in keys if self._visible(Operation.KEYS, key)]
         return keys
@@ -576,10 +577,18 @@ class ComponentStorage:
             )
 
     def _decoded(self, operation: Operation, found: list[tuple[bytes, bytes]]) -> list[tuple[str, bytes]]:
-        items = [(key.decode(), value) for key, value in found]
+        try:
+            items = [(key.decode(), value) for key, value in found]
+        except UnicodeDecodeError:
+            raise self._bad_key([key for key, _ in found]) from None
         if operation.value in self._state.key_policies:
             items = [item for item in items if self._visible(operation, item[0])]
         return items
+
+    def _bad_key(self, found: list[bytes]) -> InternalError:
+        """The error for a listing that met a stored key that is not UTF-8 (named in hex)."""
+        bad = next((key for key in found if key_problem(key) is not None), found[0])
+        return bad_key_error(self._ns, bad)
 
     def _visible(self, operation: Operation, key: str) -> bool:
         """Whether per-key policies let a listing show *key* (listings hide what they deny)."""
@@ -630,7 +639,7 @@ def _encode_unusual_key(key: object, max_bytes: int) -> bytes:
         raise InvalidKey(f"key is empty: keys are 1 to {max_bytes} bytes of UTF-8")
     if len(raw) > max_bytes:
         raise InvalidKey(f"key {key[:32]!r}... is {len(raw)} bytes of UTF-8; the maximum is {max_bytes} bytes")
-    if _CONTROL.search(key) is not None:
+    if CONTROL_CHARACTERS.search(key) is not None:
         raise InvalidKey(f"key {key!r} contains a control character (NUL, newline, ...): remove it")
     return raw
 

@@ -63,7 +63,7 @@ from airssys_storage import (
     VerifyReport,
     quota_exceeded,
 )
-from airssys_storage.backend import verify_report
+from airssys_storage.backend import BadKey, key_problem, verify_report
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.plugins import backend_scheme
@@ -586,9 +586,9 @@ class LevelDBBackend(StorageBackend, ForkAware):
                 snapshot.close()
             if isinstance(found, str):
                 return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS)
-            stored, actual = found
-            report = verify_report(self.path, stored, actual, repaired=repair, checks=_VERIFY_CHECKS)
-            if not (repair and report.mismatches):
+            stored, actual, bad = found
+            report = verify_report(self.path, stored, actual, bad_keys=bad, repaired=repair, checks=_VERIFY_CHECKS)
+            if not (repair and (report.mismatches or report.bad_keys)):
                 return report
             with self._lock:
                 if self._repairs != generation:
@@ -599,17 +599,23 @@ class LevelDBBackend(StorageBackend, ForkAware):
 
     def _recount(
         self, snapshot: Any, progress: Callable[[int], None] | None
-    ) -> tuple[dict[str, Usage], dict[str, Usage]] | str:
-        """Stored counters and recounted usage per namespace in *snapshot*, or the damage found."""
+    ) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey]] | str:
+        """Stored counters, recounted usage and keys breaking the key rules in *snapshot*, or the damage found."""
         actual: dict[str, list[int]] = {}
         stored: dict[str, Usage] = {}
+        bad: list[BadKey] = []
         pending = 0
         try:
             for key, value in snapshot.iterator(start=DATA_TAG, stop=DATA_END, verify_checksums=True, fill_cache=False):
                 size = key[1]
-                entry = actual.setdefault(key[2 : 2 + size].decode("ascii", "replace"), [0, 0])
-                entry[0] += len(key) - 2 - size + len(value)
+                namespace = key[2 : 2 + size].decode("ascii", "replace")
+                entry = actual.setdefault(namespace, [0, 0])
+                used = len(key) - 2 - size + len(value)
+                entry[0] += used
                 entry[1] += 1
+                problem = key_problem(key[2 + size :])
+                if problem is not None:
+                    bad.append(BadKey(namespace, key[2 + size :], used, problem))
                 pending += 1
                 if pending == _PROGRESS_STEP and progress is not None:
                     progress(pending)
@@ -622,13 +628,19 @@ class LevelDBBackend(StorageBackend, ForkAware):
             self._fail("verify", exc)
         if pending and progress is not None:
             progress(pending)
-        return stored, {ns: Usage(used, count) for ns, (used, count) in actual.items()}
+        return stored, {ns: Usage(used, count) for ns, (used, count) in actual.items()}, bad
 
     def _correct(self, report: VerifyReport) -> None:
-        """Add each mismatch's (actual - stored) to its live counter, in one synced batch. Call under the lock."""
+        """Delete the bad keys and add each mismatch's (actual - stored) to its live counter, in one synced batch.
+
+        Call under the lock.
+        """
         batch = self._db.write_batch(sync=True)
         corrected: list[tuple[_Space, tuple[int, int]]] = []
+        removed = [self._space(found.namespace).prefix + found.key for found in report.bad_keys]
         try:
+            for data_key in removed:
+                batch.delete(data_key)
             for mismatch in report.mismatches:
                 space = self._space(mismatch.namespace)
                 if mismatch.stored == _BAD:
@@ -648,6 +660,8 @@ class LevelDBBackend(StorageBackend, ForkAware):
             for space, _ in corrected:
                 space.usage = None
             self._fail("write to", exc)
+        for data_key in removed:
+            self._remember(data_key, -1)
         for space, counter in corrected:
             space.usage = counter
 
@@ -667,6 +681,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             "keys": report.keys,
             "bytes": report.bytes,
             "counters_corrected": [mismatch.namespace for mismatch in report.mismatches],
+            "bad_keys_removed": [found.describe() for found in report.bad_keys],
         }
 
     def repair(self) -> dict[str, Any]:

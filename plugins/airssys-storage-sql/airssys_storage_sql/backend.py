@@ -37,7 +37,7 @@ from airssys_storage import (
     Usage,
     VerifyReport,
 )
-from airssys_storage.backend import verify_report
+from airssys_storage.backend import BadKey, key_problem, verify_report
 from airssys_storage.forking import ForkAware, track
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
@@ -686,18 +686,20 @@ class SQLBackend(StorageBackend, ForkAware):
         """
         problems = self._run("verify", self._integrity_problems)
         try:
-            stored, actual = self._run("verify", self._recount, repair and not problems)
+            stored, actual, bad = self._run("verify", self._recount, repair and not problems)
         except StorageError:
             if not problems:
                 raise
-            stored = actual = {}  # the damage stops the recount too: report what the check found
+            stored, actual, bad = {}, {}, []  # the damage stops the recount too: report what the check found
         if progress is not None:
             progress(sum(usage.keys for usage in actual.values()))
         checks = ["usage counters"] + ([self.integrity_check] if self.integrity_check else [])
         repaired = repair and not problems
-        return verify_report(self.where, stored, actual, problems=problems, repaired=repaired, checks=checks)
+        return verify_report(
+            self.where, stored, actual, problems=problems, bad_keys=bad, repaired=repaired, checks=checks
+        )
 
-    def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage]]:
+    def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey]]:
         t = self._tables
         length = self.length_function
         self._verify_begin(item, repair)
@@ -708,14 +710,25 @@ class SQLBackend(StorageBackend, ForkAware):
             }
             sql = f"SELECT ns, count(*), sum({length}(k) + {length}(v)) FROM {t.data} GROUP BY ns"
             actual = {_text(ns): Usage(int(used or 0), int(count)) for ns, count, used in self._fetchall(item, sql, ())}
+            # Keys that break the key rules (written around the core): checked in Python, the
+            # one definition of the rules; a scan of the keys, not of the values.
+            sql = f"SELECT ns, k, {length}(k) + {length}(v) FROM {t.data}"
+            bad = [
+                BadKey(_text(ns), bytes(k), int(size), problem)
+                for ns, k, size in self._fetchall(item, sql, ())
+                if (problem := key_problem(bytes(k))) is not None
+            ]
             if repair:
+                delete = self._sql(f"DELETE FROM {t.data} WHERE ns = ? AND k = ?")
+                for found in bad:
+                    self._execute(item, delete, (found.namespace, found.key))
                 update = self._sql(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ? WHERE ns = ?")
-                for mismatch in verify_report(self.where, stored, actual).mismatches:
+                for mismatch in verify_report(self.where, stored, actual, bad_keys=bad).mismatches:
                     self._execute(item, self._q_new_usage, (mismatch.namespace,))
                     self._execute(item, update, (mismatch.actual.bytes, mismatch.actual.keys, mismatch.namespace))
         finally:
             self._verify_end(item, repair)
-        return stored, actual
+        return stored, actual, bad
 
     def _verify_begin(self, item: Any, repair: bool) -> None:
         """Start the verify transaction: a snapshot, or with *repair* the engine's write lock."""

@@ -32,7 +32,9 @@ retrying; any other error from a write means nothing was written.
 from __future__ import annotations
 
 import abc
+import json
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -52,6 +54,7 @@ __all__ = [
     "compare_usage",
     "verify_report",
     "key_successor",
+    "operator_command",
     "quota_exceeded",
 ]
 
@@ -290,6 +293,23 @@ def verify_report(
     )
 
 
+def operator_command(command: str, url: str, options: Mapping[str, Any] | None = None) -> str:
+    """``airssys-storage COMMAND --url URL [--backend-options JSON]``, quoted for a POSIX shell.
+
+    The one way messages name a command on a store (verify, repair, ...), so
+    that running it reaches the same store: *options* are the backend options
+    that select it (see :meth:`StorageBackend.selecting_options`; never
+    secrets), and *url* is shown with its password redacted.
+    """
+    from .plugins import redact_url  # plugins imports this module
+
+    parts = ["airssys-storage", *command.split(), "--url", shlex.quote(redact_url(url))]
+    if options:
+        text = json.dumps(dict(options), separators=(",", ":"), sort_keys=True)
+        parts += ["--backend-options", shlex.quote(text)]
+    return " ".join(parts)
+
+
 def key_successor(prefix: bytes) -> bytes | None:
     """The smallest byte string greater than every string starting with *prefix*.
 
@@ -454,6 +474,16 @@ class StorageBackend(abc.ABC):
         so that the problem shows at start-up rather than as a failed write.
         The default accepts any limits.
         """
+
+    @classmethod
+    def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Those of *options* that choose which store a URL opens (e.g. the SQL backend's ``table_prefix``).
+
+        Commands named in messages (:func:`operator_command`) carry them, so
+        that following a hint reaches the same store. Never return secrets.
+        The default: none.
+        """
+        return {}
 
     def stats(self) -> dict[str, Any]:
         """Backend-specific statistics for operators (JSON-serialisable)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..backend import operator_command
 from ..exchange import operator_storage
 from ..manifest import Manifest
 from ..plugins import PluginRegistry
@@ -245,8 +246,10 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
     """Recount usage from the data, compare it with the counters, and run the engine's integrity check.
 
     Exits 6 when something is wrong: a counter disagrees with the data (unless
-    --repair rewrote it) or the engine found damage (which --repair does not
-    fix; the message names what does). Safe while other processes use the
+    --repair rewrote it), a stored key breaks the key rules (not UTF-8, a
+    control character: unreachable through the API; --repair removes it and
+    lists it), or the engine found damage (which --repair does not fix; the
+    message names what does). Safe while other processes use the
     store: a verify reads one snapshot, a repair holds the write lock briefly.
     """
     settings = store.settings()
@@ -256,6 +259,9 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
         total = backend.stats().get("keys")
         with Progress("verifying", total if isinstance(total, int) else None) as progress:
             report = backend.verify(repair=repair, progress=progress)
+    again = operator_command(
+        "verify --repair", settings.resolved_url, backend.selecting_options(settings.backend_options)
+    )
     if as_json:
         echo_json({"backend": backend.name, "url": url, **report.as_dict()})
     else:
@@ -270,15 +276,23 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
             ]
             columns = ["component", "counted keys", "real keys", "counted bytes", "real bytes"]
             print_table(f"usage counters {fixed}", columns, rows, right=frozenset({1, 2, 3, 4}))
+        if report.bad_keys:
+            rows = [[b.namespace, b.key.hex(), b.size, b.problem] for b in report.bad_keys]
+            title = "keys breaking the key rules " + ("(removed)" if report.repaired else "(unreachable)")
+            print_table(title, ["component", "key (hex)", "bytes", "problem"], rows, right=frozenset({2}))
     if report.ok:
         if report.mismatches:
             info(f"rewrote {len(report.mismatches)} usage counter(s) from the data")
+        if report.bad_keys:
+            info(f"removed {len(report.bad_keys)} key(s) breaking the key rules")
         return
     problems = list(report.problems)
     if report.mismatches and not report.repaired:
+        problems.append(f"{len(report.mismatches)} usage counter(s) disagree with the data; rewrite them with `{again}`")
+    if report.bad_keys and not report.repaired:
         problems.append(
-            f"{len(report.mismatches)} usage counter(s) disagree with the data; rewrite them with "
-            f"`airssys-storage verify --repair --url {url}`"
+            f"{len(report.bad_keys)} stored key(s) break the key rules (no API call can read or delete them), "
+            f"e.g. {report.bad_keys[0].describe()}; remove them with `{again}`"
         )
     raise Failure("; ".join(problems), ExitCode.VERIFICATION)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shlex
 from collections.abc import Callable
 
 import pytest
@@ -70,3 +72,93 @@ def test_verify_memory_store_is_sound(cli: Run) -> None:
     result = cli("verify", "--url", "memory://", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+
+
+def hinted_command(stderr: str) -> list[str]:
+    """The arguments of the ``airssys-storage verify --repair …`` command a failed verify names."""
+    line = error_line(stderr)
+    command = line[line.index("`airssys-storage verify --repair") + 1 :]
+    return shlex.split(command[: command.index("`")])[1:]
+
+
+@pytest.mark.parametrize("name", ["sqlite", "postgresql", "mariadb"])
+def test_verify_hint_names_the_same_store_with_its_table_prefix(cli: Run, make_store: MakeStore, name: str) -> None:
+    """The issue's input: a store under table_prefix 'p_'; running the repair command verify names fixes *it*."""
+    store = make_store(name)
+    if not store.backend.shared:
+        store = dataclasses.replace(store, options={"table_prefix": "p_"})
+    app = store.component("app")
+    store.write(app, {"hello": b"1234567"})
+    tamper(store, app, 1_000_012)
+
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6
+    args = hinted_command(found.stderr)
+    prefix = store.options["table_prefix"]
+    assert json.loads(args[args.index("--backend-options") + 1]) == {"table_prefix": prefix}
+
+    fixed = cli(*args, "--json")
+    assert fixed.exit_code == 0, fixed.stderr
+    assert [m["namespace"] for m in json.loads(fixed.stdout)["mismatches"]] == [app]
+    with store.manager() as manager:
+        assert manager.backend.usage(app).bytes == 12
+    assert cli("verify", *store.args()).exit_code == 0
+
+
+def store_bad_key(store: Store, component: str, raw: bytes) -> None:
+    """Store key *raw* for *component* around the core (the issue's sqlite3 INSERT / LevelDB put)."""
+    with store.manager() as manager:
+        backend: StorageBackend = manager.backend
+        if backend.name == "sql":
+            t = backend._tables  # type: ignore[attr-defined]
+            sql = backend._sql(f"INSERT INTO {t.data} (ns, k, v) VALUES (?, ?, ?)")  # type: ignore[attr-defined]
+            backend._run("insert", backend._execute, sql, (component, raw, b"v"))  # type: ignore[attr-defined]
+        else:
+            from airssys_storage_leveldb.layout import namespace_prefix
+
+            backend._db.put(namespace_prefix(component) + raw, b"v")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["sqlite", "leveldb", "postgresql", "mariadb"])
+def test_verify_finds_and_repair_removes_an_undecodable_key(cli: Run, make_store: MakeStore, name: str) -> None:
+    """The issue's input: key X'FF00' (SQL) / b'\\xff\\xfe' (LevelDB) stored behind the core's back."""
+    store = make_store(name)
+    app = store.component("app")
+    store.write(app, {"good": b"12"})
+    raw = b"\xff\xfe" if name == "leveldb" else b"\xff\x00"
+    store_bad_key(store, app, raw)
+
+    listed = cli("keys", "-c", app, *store.args())
+    assert listed.exit_code == 5, listed.stderr
+    assert raw.hex() in listed.stderr and "airssys-storage verify" in listed.stderr and "this is a bug" not in listed.stderr
+    exported = cli("export", "-c", app, *store.args())
+    assert exported.exit_code == 5 and raw.hex() in exported.stderr
+
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6, found.stderr
+    assert raw.hex() in found.stdout and "break the key rules" in error_line(found.stderr)
+    report = json.loads(cli("verify", *store.args(), "--json").stdout)
+    assert [(b["namespace"], b["key_hex"]) for b in report["bad_keys"]] == [(app, raw.hex())]
+
+    fixed = cli("verify", "--repair", *store.args())
+    assert fixed.exit_code == 0, fixed.stderr
+    assert "removed 1 key(s)" in fixed.stderr and raw.hex() in fixed.stdout
+    assert store.read(app) == {"good": b"12"}
+    with store.manager() as manager:
+        assert manager.backend.usage(app).bytes == 6
+    assert cli("verify", *store.args()).exit_code == 0
+    assert cli("keys", "-c", app, *store.args()).exit_code == 0
+
+
+def test_repair_removes_an_undecodable_leveldb_key(cli: Run, make_store: MakeStore) -> None:
+    """`airssys-storage repair` (LevelDB) no longer counts the issue's b'\\xff\\xfe' key into usage: it removes it."""
+    store = make_store("leveldb")
+    store.write("app", {"good": b"12"})
+    store_bad_key(store, "app", b"\xff\xfe")
+    done = cli("repair", *store.args(), "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)["report"]
+    assert report["keys"] == 1 and report["bytes"] == 6
+    assert report["bad_keys_removed"] == ["component 'app', key x'fffe' (not valid UTF-8)"]
+    assert store.read("app") == {"good": b"12"}
+    assert cli("verify", *store.args()).exit_code == 0

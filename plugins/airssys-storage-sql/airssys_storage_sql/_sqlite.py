@@ -280,7 +280,7 @@ class SQLiteBackend(TransactionalBackend):
     def _damage_fix(self) -> str:
         return (
             "stop every process using it, then rebuild it with `sqlite3 OLD .recover | sqlite3 NEW` "
-            "or restore a backup, and run `airssys-storage verify --repair` on the result"
+            f"(and move NEW into its place) or restore a backup, and run `{self.command('verify --repair')}`"
         )
 
     # -- verification ---------------------------------------------------------------------

@@ -37,7 +37,7 @@ from airssys_storage import (
     Usage,
     VerifyReport,
 )
-from airssys_storage.backend import BadKey, key_problem, verify_report
+from airssys_storage.backend import BadKey, key_problem, operator_command, verify_report
 from airssys_storage.forking import ForkAware, track
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
@@ -261,6 +261,8 @@ class SQLBackend(StorageBackend, ForkAware):
         )
         #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
         self.where = where
+        #: The URL it was opened with (see :meth:`command`); set by :meth:`open`.
+        self.url = ""
         # Idle connections (engine-specific items: a connection or a cursor).
         self._idle: list[Any] = []
         self._fairies: dict[int, PoolProxiedConnection] = {}
@@ -283,7 +285,7 @@ class SQLBackend(StorageBackend, ForkAware):
             from ._sqlite import SQLiteBackend
 
             backend = SQLiteBackend.create_plain(plain, SQLOptions.parse(options, "sqlite"))
-            return cls._with_schema(backend)
+            return cls._with_schema(backend, url)
         try:
             sa_url, engine = parse_url(url)
             opts = SQLOptions.parse(options, engine)
@@ -300,16 +302,28 @@ class SQLBackend(StorageBackend, ForkAware):
             if missing is None:
                 raise
             raise missing from None
-        return cls._with_schema(backend)
+        return cls._with_schema(backend, url)
 
     @staticmethod
-    def _with_schema(backend: SQLBackend) -> SQLBackend:
+    def _with_schema(backend: SQLBackend, url: str) -> SQLBackend:
+        backend.url = url  # before any I/O: damage found at open names the command on this store
         try:
             backend._ensure_schema()
         except BaseException:
             backend.close()
             raise
         return backend
+
+    @classmethod
+    def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``table_prefix`` (when given): it picks the tables, so it picks the store."""
+        return {"table_prefix": options["table_prefix"]} if "table_prefix" in options else {}
+
+    def command(self, command: str) -> str:
+        """``airssys-storage COMMAND --url … [--backend-options '{"table_prefix":…}']`` on this store."""
+        prefix = self._options.table_prefix
+        selecting = {} if prefix == SQLOptions.table_prefix else {"table_prefix": prefix}
+        return operator_command(command, self.url, selecting)
 
     @classmethod
     def create(cls, url: URL, options: SQLOptions) -> SQLBackend:

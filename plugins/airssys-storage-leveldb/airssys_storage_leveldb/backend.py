@@ -63,7 +63,7 @@ from airssys_storage import (
     VerifyReport,
     quota_exceeded,
 )
-from airssys_storage.backend import BadKey, key_problem, verify_report
+from airssys_storage.backend import BadKey, key_problem, operator_command, verify_report
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.plugins import backend_scheme
@@ -723,7 +723,7 @@ def _error(path: str, action: str, exc: Exception) -> StorageError:
 
 def _repair_hint(path: str) -> str:
     return (
-        f"stop every process using it and run `airssys-storage repair --url leveldb://{path}` "
+        f"stop every process using it and run `{operator_command('repair', f'leveldb://{path}')}` "
         f"(or LevelDBBackend.repair_url('leveldb://{path}')); see the airssys-storage-leveldb README"
     )
 

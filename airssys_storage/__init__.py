@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         PreconditionFailed,
         QuotaExceeded,
         StorageError,
+        StoreDamaged,
         TooManyKeys,
         ValueTooLarge,
     )
@@ -68,6 +69,7 @@ __all__ = [
     "OutcomeUnknown",
     "PermissionDenied",
     "PermissionPolicy",
+    "StoreDamaged",
     "PluginError",
     "PluginRegistry",
     "PreconditionFailed",
@@ -118,6 +120,7 @@ _MODULES = {
             "PreconditionFailed",
             "QuotaExceeded",
             "StorageError",
+            "StoreDamaged",
             "TooManyKeys",
             "ValueTooLarge",
         ],

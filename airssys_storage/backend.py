@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import ConfigurationError, InternalError, QuotaExceeded
+from .errors import ConfigurationError, QuotaExceeded, StoreDamaged
 
 __all__ = [
     "StorageBackend",
@@ -172,10 +172,10 @@ class BadKey:
         return f"component {self.namespace!r}, key x'{self.key.hex()}' ({self.problem})"
 
 
-def bad_key_error(namespace: str, key: bytes) -> InternalError:
+def bad_key_error(namespace: str, key: bytes) -> StoreDamaged:
     """The error of a read that met a stored key breaking the key rules (the core's decode paths raise it)."""
     problem = key_problem(key) or "breaks the key rules"
-    return InternalError(
+    return StoreDamaged(
         f"component {namespace!r} holds a stored key that is {problem}: x'{key.hex()}' (hex); no API call can "
         "read or delete it (it was written around airssys-storage, or the store is damaged): run "
         "`airssys-storage verify` to find every such key and `airssys-storage verify --repair` to remove them"
@@ -209,6 +209,8 @@ class VerifyReport:
     repaired: bool = False
     #: What was checked, e.g. ``("usage counters", "PRAGMA integrity_check")``.
     checks: tuple[str, ...] = field(default=("usage counters",))
+    #: False when damage stopped the recount: the totals are then unknown (``None`` in :meth:`as_dict`).
+    recounted: bool = True
 
     @property
     def ok(self) -> bool:
@@ -220,9 +222,10 @@ class VerifyReport:
         return {
             "store": self.store,
             "ok": self.ok,
-            "namespaces": self.namespaces,
-            "keys": self.keys,
-            "bytes": self.bytes,
+            "recounted": self.recounted,
+            "namespaces": self.namespaces if self.recounted else None,
+            "keys": self.keys if self.recounted else None,
+            "bytes": self.bytes if self.recounted else None,
             "checks": list(self.checks),
             "problems": list(self.problems),
             "repaired": self.repaired,
@@ -264,6 +267,7 @@ def verify_report(
     bad_keys: Iterable[BadKey] = (),
     repaired: bool = False,
     checks: Iterable[str] = ("usage counters",),
+    recounted: bool = True,
 ) -> VerifyReport:
     """The :class:`VerifyReport` for a recount: the one place that turns counters into a report.
 
@@ -290,6 +294,7 @@ def verify_report(
         bad_keys=bad,
         repaired=repaired,
         checks=tuple(checks),
+        recounted=recounted,
     )
 
 

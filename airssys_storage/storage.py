@@ -28,6 +28,7 @@ from .errors import (
     PluginError,
     QuotaExceeded,
     StorageError,
+    StoreDamaged,
     TooManyKeys,
     ValueTooLarge,
 )
@@ -585,7 +586,7 @@ class ComponentStorage:
             items = [item for item in items if self._visible(operation, item[0])]
         return items
 
-    def _bad_key(self, found: list[bytes]) -> InternalError:
+    def _bad_key(self, found: list[bytes]) -> StoreDamaged:
         """The error for a listing that met a stored key that is not UTF-8 (named in hex)."""
         bad = next((key for key in found if key_problem(key) is not None), found[0])
         return bad_key_error(self._ns, bad)

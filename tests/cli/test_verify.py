@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shlex
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cli_helpers import Run, Store
@@ -130,7 +131,11 @@ def test_verify_finds_and_repair_removes_an_undecodable_key(cli: Run, make_store
 
     listed = cli("keys", "-c", app, *store.args())
     assert listed.exit_code == 5, listed.stderr
-    assert raw.hex() in listed.stderr and "airssys-storage verify" in listed.stderr and "this is a bug" not in listed.stderr
+    assert (
+        raw.hex() in listed.stderr
+        and "airssys-storage verify" in listed.stderr
+        and "this is a bug" not in listed.stderr
+    )
     exported = cli("export", "-c", app, *store.args())
     assert exported.exit_code == 5 and raw.hex() in exported.stderr
 
@@ -162,3 +167,64 @@ def test_repair_removes_an_undecodable_leveldb_key(cli: Run, make_store: MakeSto
     assert report["bad_keys_removed"] == ["component 'app', key x'fffe' (not valid UTF-8)"]
     assert store.read("app") == {"good": b"12"}
     assert cli("verify", *store.args()).exit_code == 0
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _damage_sqlite(where: Path, store: Store) -> None:
+    path = Path(store.url.removeprefix("sqlite:///"))
+    data = bytearray(path.read_bytes())
+    data[4096 * 5 + 8 : 4096 * 5 + 60] = b"\xff" * 52  # a b-tree page of the data table
+    path.write_bytes(bytes(data))
+
+
+def _damage_leveldb(part: str) -> Callable[[Path, Store], None]:
+    def damage(where: Path, store: Store) -> None:
+        path = Path(store.url.removeprefix("leveldb://"))
+        if part == "CURRENT":
+            (path / "CURRENT").write_text("garbage\n")
+        elif part == "log":
+            _flip(max(path.glob("*.log")), len(max(path.glob("*.log")).read_bytes()) // 2)
+        else:
+            import plyvel
+
+            db = plyvel.DB(str(path))
+            db.compact_range()  # the records move into a table file
+            db.close()
+            _flip(max(path.glob("*.ldb")), 100_000)
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("sqlite", _damage_sqlite),
+        ("leveldb", _damage_leveldb("log")),
+        ("leveldb", _damage_leveldb("CURRENT")),
+        ("leveldb", _damage_leveldb("ldb")),
+    ],
+    ids=["sqlite-page", "leveldb-log", "leveldb-CURRENT", "leveldb-ldb"],
+)
+def test_verify_exits_6_for_damage_found_at_open_or_recount(
+    cli: Run, make_store: MakeStore, tmp_path: Path, name: str, damage: Callable[[Path, Store], None]
+) -> None:
+    """The issue's inputs: damage that stops the open or the recount is still damage (exit 6, not 5), and a
+    verify that could not recount never claims '0 keys'."""
+    store = make_store(name)
+    store.write("app", {f"k{i:05d}": b"v" * 100 for i in range(3000)})
+    damage(tmp_path, store)
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6, found.stderr
+    line = error_line(found.stderr)
+    assert "damaged" in line or "corrupted" in line
+    assert " 0 keys" not in found.stderr + found.stdout
+    as_json = cli("verify", *store.args(), "--json")
+    assert as_json.exit_code == 6
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is False and report["problems"]
+    assert report["keys"] is None or report["keys"] > 0

@@ -59,6 +59,7 @@ from airssys_storage import (
     InternalError,
     StorageBackend,
     StorageError,
+    StoreDamaged,
     Usage,
     VerifyReport,
     quota_exceeded,
@@ -367,7 +368,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
 
     def _unpack_usage(self, key: bytes, raw: bytes) -> tuple[int, int]:
         if len(raw) != USAGE.size:
-            raise InternalError(
+            raise StoreDamaged(
                 f"the usage counter of namespace {namespace_of_usage_key(key)!r} in the LevelDB database at "
                 f"{self.path} is corrupted ({len(raw)} bytes); {_repair_hint(self.path)}"
             )
@@ -585,7 +586,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             finally:
                 snapshot.close()
             if isinstance(found, str):
-                return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS)
+                return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS, recounted=False)
             stored, actual, bad = found
             report = verify_report(self.path, stored, actual, bad_keys=bad, repaired=repair, checks=_VERIFY_CHECKS)
             if not (repair and (report.mismatches or report.bad_keys)):
@@ -674,7 +675,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
         """
         report = self.verify(repair=True)
         if report.problems:
-            raise InternalError(report.problems[0])
+            raise StoreDamaged(report.problems[0])
         return {
             "path": self.path,
             "namespaces": report.namespaces,
@@ -717,7 +718,7 @@ def _message(exc: BaseException) -> str:
 def _error(path: str, action: str, exc: Exception) -> StorageError:
     message = _message(exc)
     if isinstance(exc, plyvel.CorruptionError):
-        return InternalError(f"the LevelDB database at {path} is corrupted ({message}); {_repair_hint(path)}")
+        return StoreDamaged(f"the LevelDB database at {path} is corrupted ({message}); {_repair_hint(path)}")
     return InternalError(f"cannot {action} the LevelDB database at {path}: {message}")
 
 
@@ -816,7 +817,7 @@ def _check_location(path: str) -> None:
             if os.path.exists(os.path.join(path, "CURRENT")):
                 return  # it was being created and is complete now
         if any(name.endswith((".ldb", ".log", ".sst")) or name.startswith("MANIFEST-") for name in entries):
-            raise InternalError(
+            raise StoreDamaged(
                 f"the LevelDB database at {path} is corrupted (its CURRENT file is missing); {_repair_hint(path)}"
             )
         if entries:
@@ -923,7 +924,7 @@ def _check_schema_version(db: Any, path: str) -> None:
         db.put(SCHEMA_KEY, str(SCHEMA_VERSION).encode(), sync=True)
         return
     if not raw.isdigit():
-        raise InternalError(
+        raise StoreDamaged(
             f"the LevelDB database at {path} has a corrupted schema version {raw!r}; {_repair_hint(path)}"
         )
     version = int(raw)

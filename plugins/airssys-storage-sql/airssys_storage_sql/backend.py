@@ -699,18 +699,27 @@ class SQLBackend(StorageBackend, ForkAware):
         not trustworthy) and the report's ``problems`` name the fix.
         """
         problems = self._run("verify", self._integrity_problems)
+        recounted = True
         try:
             stored, actual, bad = self._run("verify", self._recount, repair and not problems)
         except StorageError:
             if not problems:
                 raise
             stored, actual, bad = {}, {}, []  # the damage stops the recount too: report what the check found
+            recounted = False
         if progress is not None:
             progress(sum(usage.keys for usage in actual.values()))
         checks = ["usage counters"] + ([self.integrity_check] if self.integrity_check else [])
         repaired = repair and not problems
         return verify_report(
-            self.where, stored, actual, problems=problems, bad_keys=bad, repaired=repaired, checks=checks
+            self.where,
+            stored,
+            actual,
+            problems=problems,
+            bad_keys=bad,
+            repaired=repaired,
+            checks=checks,
+            recounted=recounted,
         )
 
     def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey]]:

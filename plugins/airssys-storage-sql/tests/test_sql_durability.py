@@ -84,6 +84,6 @@ def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path, opt
             problem = report.problems[0]
         assert str(path) in problem and "is damaged" in problem
         assert ".recover" in problem and f"airssys-storage verify --repair --url {url}" in problem
-        assert ("--backend-options '{\"table_prefix\":\"p_\"}'" in problem) == bool(options)
+        assert ('--backend-options \'{"table_prefix":"p_"}\'' in problem) == bool(options)
     finally:
         backend.close()

@@ -36,7 +36,7 @@ import json
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from .errors import ConfigurationError, QuotaExceeded, StoreDamaged
@@ -522,9 +522,9 @@ class StorageBackend(abc.ABC):
         :meth:`repair_url` (backends declaring ``capabilities.repair``).
 
         Backends override this. The default reads through the public
-        primitives: it cannot repair (``repair=True`` raises
+        primitives: it cannot repair counters (``repair=True`` raises
         :class:`~airssys_storage.ConfigurationError` when a counter is
-        wrong), has no integrity check, and is exact only while no one writes.
+        wrong; it removes bad keys with :meth:`commit`), has no integrity check, and is exact only while no one writes.
         """
         stored: dict[str, Usage] = {}
         actual: dict[str, Usage] = {}
@@ -548,12 +548,17 @@ class StorageBackend(abc.ABC):
                 start = page[-1][0] + b"\x00"
             actual[namespace] = Usage(used, count)
         report = verify_report(type(self).__name__, stored, actual, bad_keys=bad)
-        if repair and (report.mismatches or report.bad_keys):
+        if not repair:
+            return report
+        if report.bad_keys:  # removable through the primitives: commit deletes them and their bytes
+            for found in report.bad_keys:
+                self.commit(found.namespace, [(found.key, None)], None)
+            report = replace(self.verify(), bad_keys=report.bad_keys)
+        if report.mismatches:
             raise ConfigurationError(
-                f"backend {self.name!r} cannot repair its usage counters or remove bad keys: "
-                "it does not implement verify(repair=True)"
+                f"backend {self.name!r} cannot repair its usage counters: it does not implement verify(repair=True)"
             )
-        return report
+        return replace(report, repaired=True)
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release every resource; the backend is unusable afterwards."""

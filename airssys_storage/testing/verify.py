@@ -94,10 +94,9 @@ class VerifyConformance:
     def test_verify_finds_and_repair_removes_keys_breaking_the_key_rules(
         self, manager: StorageManager, raw: bytes
     ) -> None:
-        """A stored key that is not UTF-8 (or holds a control character), written around the core (the issue's
-        X'FF00' and b'\\xff\\xfe'): listings fail with an InternalError naming the component, the key in hex and
-        verify; verify reports it as damage; repair removes it and lists it; then every read works again.
-        """
+        """verify reports, and repair removes, stored keys breaking the key rules; listings meeting one say so."""
+        # The issue's X'FF00' (SQL) and b'\xff\xfe' (LevelDB), written around the core: listings fail with an
+        # InternalError naming the component, the key in hex and verify; after the repair every read works.
         storage = manager.component(Manifest("app", Access.ADMIN, None))
         storage.set("good", b"12")
         manager.backend.commit("app", [(raw, b"value")], None)  # around the core's key check

@@ -481,6 +481,21 @@ class StorageBackend(abc.ABC):
         """
 
     @classmethod
+    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+        """Whether a store exists at *url*, without creating or changing anything; ``None`` if unknown.
+
+        :meth:`open` creates a missing store. Operator commands that only read
+        (``verify``, ``export``, ``migrate --from``, ``keys``, ``get``,
+        ``size``) ask first (:meth:`StorageManager.from_settings` with
+        ``existing=True``) and refuse a URL where this returns ``False``, so
+        a mistyped path is an error naming it instead of a new, empty store.
+        Answer from the file system only (a file, a directory); return
+        ``None`` (the default) when that cannot tell, e.g. for a database
+        server, whose missing tables a read command then creates.
+        """
+        return None
+
+    @classmethod
     def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """Those of *options* that choose which store a URL opens (e.g. the SQL backend's ``table_prefix``).
 

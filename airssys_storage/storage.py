@@ -34,7 +34,7 @@ from .errors import (
 )
 from .manifest import Manifest
 from .operations import Operation
-from .plugins import PluginRegistry
+from .plugins import PluginRegistry, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 
@@ -90,12 +90,20 @@ class StorageManager:
 
     @classmethod
     def from_settings(
-        cls, settings: StorageSettings | None = None, registry: PluginRegistry | None = None
+        cls,
+        settings: StorageSettings | None = None,
+        registry: PluginRegistry | None = None,
+        *,
+        existing: bool = False,
     ) -> StorageManager:
         """Load plugins, open the backend named by ``settings.url`` and resolve policies and quota.
 
         With no *settings*, they are read now from the environment and the
-        settings file (see :mod:`airssys_storage.settings`).
+        settings file (see :mod:`airssys_storage.settings`). The backend
+        creates a missing store; with *existing* (for callers that only
+        read), a URL where :meth:`StorageBackend.exists` finds no store
+        raises :class:`ConfigurationError` ("no store at …; check the URL")
+        and nothing is created.
         """
         if settings is None:
             settings = StorageSettings()
@@ -105,6 +113,11 @@ class StorageManager:
         quota_strategy = registry.create_quota_strategy(settings)
         url = settings.resolved_url
         backend_cls = registry.backend_for_url(url)
+        if existing and backend_cls.exists(url, settings.backend_options) is False:
+            raise ConfigurationError(
+                f"no store at {redact_url(url)}: nothing was created, since this command only reads; "
+                "check the URL (--url, AIRSSYS_STORAGE_URL or the settings file)"
+            )
         if settings.url is None:
             _prepare_default_location(url)
         try:

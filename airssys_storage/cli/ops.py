@@ -258,7 +258,7 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
     settings = store.settings()
     url = redact_url(settings.resolved_url)
     try:
-        with open_manager(settings) as manager:
+        with open_manager(settings, existing=True) as manager:
             backend = manager.backend
             total = backend.stats().get("keys")
             with Progress("verifying", total if isinstance(total, int) else None) as progress:

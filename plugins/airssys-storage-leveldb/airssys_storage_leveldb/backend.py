@@ -256,6 +256,15 @@ class LevelDBBackend(StorageBackend, ForkAware):
         return cls(path, db, opts)
 
     @classmethod
+    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+        """Whether the database directory exists and holds anything (an empty directory is no store yet)."""
+        path = path_from_url(url)
+        try:
+            return any(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    @classmethod
     def repair_url(cls, url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Repair the database at *url*, which must not be open anywhere, and recount its usage.
 

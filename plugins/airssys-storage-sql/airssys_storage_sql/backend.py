@@ -18,6 +18,7 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -313,6 +314,22 @@ class SQLBackend(StorageBackend, ForkAware):
             backend.close()
             raise
         return backend
+
+    @classmethod
+    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+        """For a SQLite file: whether the file exists. ``None`` for in-memory SQLite and for servers.
+
+        (On a server a read-only command creates missing tables: telling them
+        apart would need a connection before the open.)
+        """
+        path = plain_sqlite_path(url)
+        if path is None:
+            sa_url, engine = parse_url(url)
+            database = sa_url.database
+            if engine != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+                return None
+            path = database
+        return os.path.exists(path)
 
     @classmethod
     def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:

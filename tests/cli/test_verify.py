@@ -7,6 +7,7 @@ import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import Run, Store
@@ -24,18 +25,27 @@ def error_line(stderr: str) -> str:
     return errors[0]
 
 
-def tamper(store: Store, component: str, used_bytes: int) -> None:
-    """Overwrite *component*'s usage counter behind the backend's back (a stray UPDATE, a bad restore)."""
+def write_around(store: Store, sql: str, params: tuple[Any, ...], leveldb: Callable[[], tuple[bytes, bytes]]) -> None:
+    """Write behind the backend's back: *sql* ({data}, {usage}: the tables) on SQL, else put ``leveldb()``."""
     with store.manager() as manager:
         backend: StorageBackend = manager.backend
         if backend.name == "sql":
             t = backend._tables  # type: ignore[attr-defined]
-            sql = backend._sql(f"UPDATE {t.usage} SET used_bytes = ? WHERE ns = ?")  # type: ignore[attr-defined]
-            backend._run("tamper", backend._execute, sql, (used_bytes, component))  # type: ignore[attr-defined]
+            statement = backend._sql(sql.format(data=t.data, usage=t.usage))  # type: ignore[attr-defined]
+            backend._run("tamper", backend._execute, statement, params)  # type: ignore[attr-defined]
         else:
-            from airssys_storage_leveldb.layout import USAGE, usage_key
+            backend._db.put(*leveldb())  # type: ignore[attr-defined]
 
-            backend._db.put(usage_key(component), USAGE.pack(used_bytes, 1))  # type: ignore[attr-defined]
+
+def tamper(store: Store, component: str, used_bytes: int) -> None:
+    """Overwrite *component*'s usage counter behind the backend's back (a stray UPDATE, a bad restore)."""
+
+    def leveldb() -> tuple[bytes, bytes]:
+        from airssys_storage_leveldb.layout import USAGE, usage_key
+
+        return usage_key(component), USAGE.pack(used_bytes, 1)
+
+    write_around(store, "UPDATE {usage} SET used_bytes = ? WHERE ns = ?", (used_bytes, component), leveldb)
 
 
 @pytest.mark.parametrize("name", ["sqlite", "leveldb", "postgresql", "mariadb"])
@@ -108,16 +118,13 @@ def test_verify_hint_names_the_same_store_with_its_table_prefix(cli: Run, make_s
 
 def store_bad_key(store: Store, component: str, raw: bytes) -> None:
     """Store key *raw* for *component* around the core (the issue's sqlite3 INSERT / LevelDB put)."""
-    with store.manager() as manager:
-        backend: StorageBackend = manager.backend
-        if backend.name == "sql":
-            t = backend._tables  # type: ignore[attr-defined]
-            sql = backend._sql(f"INSERT INTO {t.data} (ns, k, v) VALUES (?, ?, ?)")  # type: ignore[attr-defined]
-            backend._run("insert", backend._execute, sql, (component, raw, b"v"))  # type: ignore[attr-defined]
-        else:
-            from airssys_storage_leveldb.layout import namespace_prefix
 
-            backend._db.put(namespace_prefix(component) + raw, b"v")  # type: ignore[attr-defined]
+    def leveldb() -> tuple[bytes, bytes]:
+        from airssys_storage_leveldb.layout import namespace_prefix
+
+        return namespace_prefix(component) + raw, b"v"
+
+    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", (component, raw, b"v"), leveldb)
 
 
 @pytest.mark.parametrize("name", ["sqlite", "leveldb", "postgresql", "mariadb"])

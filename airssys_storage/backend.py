@@ -172,13 +172,17 @@ class BadKey:
         return f"component {self.namespace!r}, key x'{self.key.hex()}' ({self.problem})"
 
 
-def bad_key_error(namespace: str, key: bytes) -> StoreDamaged:
-    """The error of a read that met a stored key breaking the key rules (the core's decode paths raise it)."""
+def bad_key_error(namespace: str, key: bytes, url: str, options: Mapping[str, Any]) -> StoreDamaged:
+    """The error of a read that met a stored key breaking the key rules (the core's decode paths raise it).
+
+    *url* and *options* (those selecting the store) name the store in the commands the message gives.
+    """
     problem = key_problem(key) or "breaks the key rules"
     return StoreDamaged(
         f"component {namespace!r} holds a stored key that is {problem}: x'{key.hex()}' (hex); no API call can "
         "read or delete it (it was written around airssys-storage, or the store is damaged): run "
-        "`airssys-storage verify` to find every such key and `airssys-storage verify --repair` to remove them"
+        f"`{operator_command('verify', url, options)}` to find every such key and "
+        f"`{operator_command('verify --repair', url, options)}` to remove them"
     )
 
 

@@ -602,7 +602,9 @@ class ComponentStorage:
     def _bad_key(self, found: list[bytes]) -> StoreDamaged:
         """The error for a listing that met a stored key that is not UTF-8 (named in hex)."""
         bad = next((key for key in found if key_problem(key) is not None), found[0])
-        return bad_key_error(self._ns, bad)
+        settings = self.settings
+        selecting = self._backend.selecting_options(settings.backend_options)
+        return bad_key_error(self._ns, bad, settings.resolved_url, selecting)
 
     def _visible(self, operation: Operation, key: str) -> bool:
         """Whether per-key policies let a listing show *key* (listings hide what they deny)."""

@@ -143,6 +143,9 @@ def test_verify_finds_and_repair_removes_an_undecodable_key(cli: Run, make_store
         and "airssys-storage verify" in listed.stderr
         and "this is a bug" not in listed.stderr
     )
+    assert "airssys-storage verify --repair --url" in listed.stderr
+    if store.options:  # the hint names the same tables
+        assert f'"table_prefix":"{store.options["table_prefix"]}"' in listed.stderr
     exported = cli("export", "-c", app, *store.args())
     assert exported.exit_code == 5 and raw.hex() in exported.stderr
 

@@ -257,8 +257,10 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
     """
     settings = store.settings()
     url = redact_url(settings.resolved_url)
+    registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    name = registry.backend_for_url(settings.resolved_url).name
     try:
-        with open_manager(settings, existing=True) as manager:
+        with open_manager(settings, registry=registry, existing=True) as manager:
             backend = manager.backend
             total = backend.stats().get("keys")
             with Progress("verifying", total if isinstance(total, int) else None) as progress:
@@ -266,13 +268,13 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
     except StoreDamaged as exc:  # found at open or by the recount: damage all the same (exit 6, not 5)
         if as_json:
             damaged = VerifyReport(store=url, problems=(exc.message,), checks=(), recounted=False)
-            echo_json({"backend": None, "url": url, **damaged.as_dict()})
+            echo_json({"backend": name, "url": url, **damaged.as_dict()})
         raise Failure(exc.message, ExitCode.VERIFICATION) from exc
     again = operator_command(
         "verify --repair", settings.resolved_url, backend.selecting_options(settings.backend_options)
     )
     if as_json:
-        echo_json({"backend": backend.name, "url": url, **report.as_dict()})
+        echo_json({"backend": name, "url": url, **report.as_dict()})
     else:
         fixed = "rewritten" if report.repaired else "wrong"
         totals = (
@@ -280,7 +282,7 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
             if report.recounted
             else "damage stopped the recount (totals unknown)"
         )
-        info(f"verified the {backend.name} store at {url}: {totals}; checked {', '.join(report.checks)}")
+        info(f"verified the {name} store at {url}: {totals}; checked {', '.join(report.checks)}")
         if report.mismatches:
             rows = [
                 [m.namespace, m.stored.keys, m.actual.keys, m.stored.bytes, m.actual.bytes] for m in report.mismatches

@@ -237,4 +237,5 @@ def test_verify_exits_6_for_damage_found_at_open_or_recount(
     assert as_json.exit_code == 6
     report = json.loads(as_json.stdout)
     assert report["ok"] is False and report["problems"]
+    assert report["backend"] == ("sql" if name == "sqlite" else "leveldb")
     assert report["keys"] is None or report["keys"] > 0

@@ -49,6 +49,7 @@ __all__ = [
     "CounterMismatch",
     "BadKey",
     "key_problem",
+    "key_problems",
     "bad_key_error",
     "VerifyReport",
     "compare_usage",
@@ -149,6 +150,26 @@ def key_problem(key: bytes) -> str | None:
     if CONTROL_CHARACTERS.search(text) is not None:
         return "contains a control character"
     return None
+
+
+def key_problems(keys: Sequence[bytes]) -> list[tuple[int, str]]:
+    """``(index, problem)`` for each of *keys* that :func:`key_problem` refuses; one pass for sound keys.
+
+    Sound keys (nearly always all of them) are checked together: joined by
+    ``/`` they decode as UTF-8 exactly when each does (no ASCII byte
+    completes a multi-byte sequence) and hold a control character exactly
+    when one does. Only when that finds something is each key checked.
+    """
+    if not keys:
+        return []
+    try:
+        text = b"/".join(keys).decode()
+    except UnicodeDecodeError:
+        pass
+    else:
+        if min(map(len, keys)) > 0 and CONTROL_CHARACTERS.search(text) is None:
+            return []
+    return [(index, problem) for index, key in enumerate(keys) if (problem := key_problem(key)) is not None]
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ from airssys_storage import (
     VerifyReport,
     quota_exceeded,
 )
-from airssys_storage.backend import BadKey, key_problem, operator_command, verify_report
+from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.plugins import backend_scheme
@@ -614,6 +614,14 @@ class LevelDBBackend(StorageBackend, ForkAware):
         actual: dict[str, list[int]] = {}
         stored: dict[str, Usage] = {}
         bad: list[BadKey] = []
+        # The keys read since the last check, (namespace, key, bytes) each: checked a chunk at a time.
+        chunk: list[tuple[str, bytes, int]] = []
+
+        def check() -> None:
+            for index, problem in key_problems([key for _, key, _ in chunk]):
+                bad.append(BadKey(*chunk[index], problem))
+            chunk.clear()
+
         pending = 0
         try:
             for key, value in snapshot.iterator(start=DATA_TAG, stop=DATA_END, verify_checksums=True, fill_cache=False):
@@ -623,13 +631,14 @@ class LevelDBBackend(StorageBackend, ForkAware):
                 used = len(key) - 2 - size + len(value)
                 entry[0] += used
                 entry[1] += 1
-                problem = key_problem(key[2 + size :])
-                if problem is not None:
-                    bad.append(BadKey(namespace, key[2 + size :], used, problem))
+                chunk.append((namespace, key[2 + size :], used))
                 pending += 1
-                if pending == _PROGRESS_STEP and progress is not None:
-                    progress(pending)
+                if pending == _PROGRESS_STEP:
+                    check()
+                    if progress is not None:
+                        progress(pending)
                     pending = 0
+            check()
             for key, raw in snapshot.iterator(prefix=USAGE_PREFIX, verify_checksums=True, fill_cache=False):
                 stored[namespace_of_usage_key(key)] = Usage(*USAGE.unpack(raw)) if len(raw) == USAGE.size else _BAD
         except plyvel.CorruptionError as exc:

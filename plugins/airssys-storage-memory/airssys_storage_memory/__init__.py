@@ -29,7 +29,7 @@ from airssys_storage import (
     hookimpl,
     quota_exceeded,
 )
-from airssys_storage.backend import BadKey, key_problem, verify_report
+from airssys_storage.backend import BadKey, key_problems, verify_report
 from airssys_storage.forking import ForkAware, track
 
 __all__ = ["MemoryBackend"]
@@ -276,12 +276,12 @@ class MemoryBackend(StorageBackend, ForkAware):
                 ns: Usage(sum(len(k) + len(v) for k, v in space.data.items()), len(space.data))
                 for ns, space in self._spaces.items()
             }
-            bad = [
-                BadKey(ns, key, len(key) + len(value), problem)
-                for ns, space in self._spaces.items()
-                for key, value in space.data.items()
-                if (problem := key_problem(key)) is not None
-            ]
+            bad = []
+            for ns, space in self._spaces.items():
+                keys = list(space.data)
+                for index, problem in key_problems(keys):
+                    key = keys[index]
+                    bad.append(BadKey(ns, key, len(key) + len(space.data[key]), problem))
             report = verify_report("memory://", stored, actual, bad_keys=bad, repaired=repair)
             if repair:
                 for found in report.bad_keys:

@@ -38,7 +38,7 @@ from airssys_storage import (
     Usage,
     VerifyReport,
 )
-from airssys_storage.backend import BadKey, key_problem, operator_command, verify_report
+from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
 from airssys_storage.forking import ForkAware, track
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
@@ -752,12 +752,12 @@ class SQLBackend(StorageBackend, ForkAware):
             actual = {_text(ns): Usage(int(used or 0), int(count)) for ns, count, used in self._fetchall(item, sql, ())}
             # Keys that break the key rules (written around the core): checked in Python, the
             # one definition of the rules; a scan of the keys, not of the values.
-            sql = f"SELECT ns, k, {length}(k) + {length}(v) FROM {t.data}"
-            bad = [
-                BadKey(_text(ns), bytes(k), int(size), problem)
-                for ns, k, size in self._fetchall(item, sql, ())
-                if (problem := key_problem(bytes(k))) is not None
-            ]
+            rows = self._fetchall(item, f"SELECT ns, k FROM {t.data}", ())
+            size = self._sql(f"SELECT {length}(k) + {length}(v) FROM {t.data} WHERE ns = ? AND k = ?")
+            bad = []
+            for index, problem in key_problems([bytes(row[1]) for row in rows]):
+                ns, k = _text(rows[index][0]), bytes(rows[index][1])
+                bad.append(BadKey(ns, k, int(self._fetchall(item, size, (ns, k))[0][0]), problem))
             if repair:
                 delete = self._sql(f"DELETE FROM {t.data} WHERE ns = ? AND k = ?")
                 for found in bad:

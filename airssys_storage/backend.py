@@ -436,7 +436,11 @@ class StorageBackend(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def open(cls, url: str, options: Mapping[str, Any]) -> StorageBackend:
-        """Open (creating if needed) the store at *url* with backend-specific *options*."""
+        """Open (creating if needed) the store at *url* with backend-specific *options*.
+
+        Callers that must not create a store (read-only operator commands)
+        ask :meth:`exists` first; implement it if the backend can tell.
+        """
 
     # -- reads ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         PreconditionFailed,
         QuotaExceeded,
         StorageError,
+        StoreDamaged,
         TooManyKeys,
         ValueTooLarge,
     )
@@ -69,6 +70,7 @@ __all__ = [
     "OutcomeUnknown",
     "PermissionDenied",
     "PermissionPolicy",
+    "StoreDamaged",
     "PluginError",
     "PluginRegistry",
     "PreconditionFailed",
@@ -119,6 +121,7 @@ _MODULES = {
             "PreconditionFailed",
             "QuotaExceeded",
             "StorageError",
+            "StoreDamaged",
             "TooManyKeys",
             "ValueTooLarge",
         ],

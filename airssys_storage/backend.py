@@ -32,11 +32,14 @@ retrying; any other error from a write means nothing was written.
 from __future__ import annotations
 
 import abc
+import json
+import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from .errors import ConfigurationError, QuotaExceeded
+from .errors import ConfigurationError, QuotaExceeded, StoreDamaged
 
 __all__ = [
     "StorageBackend",
@@ -44,10 +47,15 @@ __all__ = [
     "Usage",
     "Change",
     "CounterMismatch",
+    "BadKey",
+    "key_problem",
+    "key_problems",
+    "bad_key_error",
     "VerifyReport",
     "compare_usage",
     "verify_report",
     "key_successor",
+    "operator_command",
     "quota_exceeded",
 ]
 
@@ -122,6 +130,83 @@ class CounterMismatch:
     actual: Usage
 
 
+#: Characters no key may contain (the core's key rule; see :data:`Change`).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def key_problem(key: bytes) -> str | None:
+    """Why stored *key* breaks the key rules (not UTF-8, empty, a control character), or ``None``.
+
+    The length limit is a setting of the core, not of the store, so it is not
+    checked here. Verify calls this on every stored key; keys it refuses are
+    unreachable through the API (:class:`BadKey`).
+    """
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    if not key:
+        return "empty"
+    if CONTROL_CHARACTERS.search(text) is not None:
+        return "contains a control character"
+    return None
+
+
+def key_problems(keys: Sequence[bytes]) -> list[tuple[int, str]]:
+    """``(index, problem)`` for each of *keys* that :func:`key_problem` refuses; one pass for sound keys.
+
+    Sound keys (nearly always all of them) are checked together: joined by
+    ``/`` they decode as UTF-8 exactly when each does (no ASCII byte
+    completes a multi-byte sequence) and hold a control character exactly
+    when one does. Only when that finds something is each key checked.
+    """
+    if not keys:
+        return []
+    try:
+        text = b"/".join(keys).decode()
+    except UnicodeDecodeError:
+        pass
+    else:
+        if min(map(len, keys)) > 0 and CONTROL_CHARACTERS.search(text) is None:
+            return []
+    return [(index, problem) for index, key in enumerate(keys) if (problem := key_problem(key)) is not None]
+
+
+@dataclass(frozen=True)
+class BadKey:
+    """A stored key that breaks the key rules: no API call can read, list or delete it.
+
+    Only written around the core (a tool editing the files or tables, or
+    damage). Verify reports it as damage; ``verify(repair=True)`` removes it.
+    """
+
+    namespace: str
+    #: The raw stored key.
+    key: bytes
+    #: The bytes it takes in its namespace's usage: ``len(key) + len(value)``.
+    size: int
+    #: Why it is refused (see :func:`key_problem`).
+    problem: str
+
+    def describe(self) -> str:
+        """``component 'app', key x'ff00' (not valid UTF-8)``."""
+        return f"component {self.namespace!r}, key x'{self.key.hex()}' ({self.problem})"
+
+
+def bad_key_error(namespace: str, key: bytes, url: str, options: Mapping[str, Any]) -> StoreDamaged:
+    """The error of a read that met a stored key breaking the key rules (the core's decode paths raise it).
+
+    *url* and *options* (those selecting the store) name the store in the commands the message gives.
+    """
+    problem = key_problem(key) or "breaks the key rules"
+    return StoreDamaged(
+        f"component {namespace!r} holds a stored key that is {problem}: x'{key.hex()}' (hex); no API call can "
+        "read or delete it (it was written around airssys-storage, or the store is damaged): run "
+        f"`{operator_command('verify', url, options)}` to find every such key and "
+        f"`{operator_command('verify --repair', url, options)}` to remove them"
+    )
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """What :meth:`StorageBackend.verify` found (and, with ``repair=True``, fixed).
@@ -130,7 +215,9 @@ class VerifyReport:
     data, not from the counters. ``mismatches`` are the counters that
     disagreed with the data; ``repaired`` says they were rewritten.
     ``problems`` are damage found by the engine's own integrity check, one
-    sentence each naming the fix; a recount cannot fix those.
+    sentence each naming the fix; a recount cannot fix those. ``bad_keys`` are
+    stored keys that break the key rules (unreachable through the API); they
+    are not counted in the totals, and ``repaired`` says they were removed.
     """
 
     #: The store, as its messages name it (a path, "PostgreSQL at host:port/db", ...).
@@ -142,26 +229,35 @@ class VerifyReport:
     bytes: int = 0
     mismatches: tuple[CounterMismatch, ...] = ()
     problems: tuple[str, ...] = ()
+    #: Stored keys that break the key rules (removed when ``repaired``).
+    bad_keys: tuple[BadKey, ...] = ()
     repaired: bool = False
     #: What was checked, e.g. ``("usage counters", "PRAGMA integrity_check")``.
     checks: tuple[str, ...] = field(default=("usage counters",))
+    #: False when damage stopped the recount: the totals are then unknown (``None`` in :meth:`as_dict`).
+    recounted: bool = True
 
     @property
     def ok(self) -> bool:
         """Whether the store is sound now: no engine damage, and every counter right (or rewritten)."""
-        return not self.problems and (self.repaired or not self.mismatches)
+        return not self.problems and (self.repaired or not (self.mismatches or self.bad_keys))
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-serialisable data (the shape of ``airssys-storage verify --json``)."""
         return {
             "store": self.store,
             "ok": self.ok,
-            "namespaces": self.namespaces,
-            "keys": self.keys,
-            "bytes": self.bytes,
+            "recounted": self.recounted,
+            "namespaces": self.namespaces if self.recounted else None,
+            "keys": self.keys if self.recounted else None,
+            "bytes": self.bytes if self.recounted else None,
             "checks": list(self.checks),
             "problems": list(self.problems),
             "repaired": self.repaired,
+            "bad_keys": [
+                {"namespace": b.namespace, "key_hex": b.key.hex(), "bytes": b.size, "problem": b.problem}
+                for b in self.bad_keys
+            ],
             "mismatches": [
                 {
                     "namespace": m.namespace,
@@ -193,10 +289,25 @@ def verify_report(
     actual: Mapping[str, Usage],
     *,
     problems: Iterable[str] = (),
+    bad_keys: Iterable[BadKey] = (),
     repaired: bool = False,
     checks: Iterable[str] = ("usage counters",),
+    recounted: bool = True,
 ) -> VerifyReport:
-    """The :class:`VerifyReport` for a recount: the one place that turns counters into a report."""
+    """The :class:`VerifyReport` for a recount: the one place that turns counters into a report.
+
+    *actual* is the recount of every stored record, *bad_keys* included: their
+    sizes are taken off here, since the counters must not count them (a
+    repair removes them).
+    """
+    bad = tuple(bad_keys)
+    if bad:
+        recount = {ns: [usage.bytes, usage.keys] for ns, usage in actual.items()}
+        for key in bad:
+            entry = recount.setdefault(key.namespace, [0, 0])
+            entry[0] -= key.size
+            entry[1] -= 1
+        actual = {ns: Usage(used, count) for ns, (used, count) in recount.items()}
     live = [usage for usage in actual.values() if usage.keys]
     return VerifyReport(
         store=store,
@@ -205,9 +316,28 @@ def verify_report(
         bytes=sum(usage.bytes for usage in live),
         mismatches=compare_usage(stored, actual),
         problems=tuple(problems),
+        bad_keys=bad,
         repaired=repaired,
         checks=tuple(checks),
+        recounted=recounted,
     )
+
+
+def operator_command(command: str, url: str, options: Mapping[str, Any] | None = None) -> str:
+    """``airssys-storage COMMAND --url URL [--backend-options JSON]``, quoted for a POSIX shell.
+
+    The one way messages name a command on a store (verify, repair, ...), so
+    that running it reaches the same store: *options* are the backend options
+    that select it (see :meth:`StorageBackend.selecting_options`; never
+    secrets), and *url* is shown with its password redacted.
+    """
+    from .plugins import redact_url  # plugins imports this module
+
+    parts = ["airssys-storage", *command.split(), "--url", shlex.quote(redact_url(url))]
+    if options:
+        text = json.dumps(dict(options), separators=(",", ":"), sort_keys=True)
+        parts += ["--backend-options", shlex.quote(text)]
+    return " ".join(parts)
 
 
 def key_successor(prefix: bytes) -> bytes | None:
@@ -306,7 +436,11 @@ class StorageBackend(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def open(cls, url: str, options: Mapping[str, Any]) -> StorageBackend:
-        """Open (creating if needed) the store at *url* with backend-specific *options*."""
+        """Open (creating if needed) the store at *url* with backend-specific *options*.
+
+        Callers that must not create a store (read-only operator commands)
+        ask :meth:`exists` first; implement it if the backend can tell.
+        """
 
     # -- reads ---------------------------------------------------------------
 
@@ -375,6 +509,31 @@ class StorageBackend(abc.ABC):
         The default accepts any limits.
         """
 
+    @classmethod
+    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+        """Whether a store exists at *url*, without creating or changing anything; ``None`` if unknown.
+
+        :meth:`open` creates a missing store. Operator commands that only read
+        (``verify``, ``export``, ``migrate --from``, ``keys``, ``get``,
+        ``size``) ask first (:meth:`StorageManager.from_settings` with
+        ``existing=True``) and refuse a URL where this returns ``False``, so
+        a mistyped path is an error naming it instead of a new, empty store.
+        Answer from the file system only (a file, a directory); return
+        ``None`` (the default) when that cannot tell, e.g. for a database
+        server, whose missing tables a read command then creates.
+        """
+        return None
+
+    @classmethod
+    def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Those of *options* that choose which store a URL opens (e.g. the SQL backend's ``table_prefix``).
+
+        Commands named in messages (:func:`operator_command`) carry them, so
+        that following a hint reaches the same store. Never return secrets.
+        The default: none.
+        """
+        return {}
+
     def stats(self) -> dict[str, Any]:
         """Backend-specific statistics for operators (JSON-serialisable)."""
         return {}
@@ -393,7 +552,11 @@ class StorageBackend(abc.ABC):
         """Recount usage from the data, compare it with the counters, and run the engine's integrity check.
 
         With *repair*, counters that disagree with the data are rewritten in
-        one atomic step (what a recount can fix); damage found by the
+        one atomic step (what a recount can fix), and stored keys that break
+        the key rules (:func:`key_problem`: not UTF-8, a control character;
+        unreachable through the API) are removed and listed in the report's
+        ``bad_keys``; without it they are reported there, and the report is
+        not ``ok``. Damage found by the
         engine's integrity check is reported in ``problems``, never fixed
         here. *progress*, if given, is called with the number of keys
         recounted since its last call (for progress bars).
@@ -403,12 +566,13 @@ class StorageBackend(abc.ABC):
         :meth:`repair_url` (backends declaring ``capabilities.repair``).
 
         Backends override this. The default reads through the public
-        primitives: it cannot repair (``repair=True`` raises
+        primitives: it cannot repair counters (``repair=True`` raises
         :class:`~airssys_storage.ConfigurationError` when a counter is
-        wrong), has no integrity check, and is exact only while no one writes.
+        wrong; it removes bad keys with :meth:`commit`), has no integrity check, and is exact only while no one writes.
         """
         stored: dict[str, Usage] = {}
         actual: dict[str, Usage] = {}
+        bad: list[BadKey] = []
         for namespace in self.namespaces():
             stored[namespace] = self.usage(namespace)
             used = count = 0
@@ -417,6 +581,9 @@ class StorageBackend(abc.ABC):
                 page = self.items(namespace, start, None, 1000)
                 for key, value in page:
                     used += len(key) + len(value)
+                    problem = key_problem(key)
+                    if problem is not None:
+                        bad.append(BadKey(namespace, key, len(key) + len(value), problem))
                 count += len(page)
                 if progress is not None and page:
                     progress(len(page))
@@ -424,12 +591,18 @@ class StorageBackend(abc.ABC):
                     break
                 start = page[-1][0] + b"\x00"
             actual[namespace] = Usage(used, count)
-        report = verify_report(type(self).__name__, stored, actual)
-        if repair and report.mismatches:
+        report = verify_report(type(self).__name__, stored, actual, bad_keys=bad)
+        if not repair:
+            return report
+        if report.bad_keys:  # removable through the primitives: commit deletes them and their bytes
+            for found in report.bad_keys:
+                self.commit(found.namespace, [(found.key, None)], None)
+            report = replace(self.verify(), bad_keys=report.bad_keys)
+        if report.mismatches:
             raise ConfigurationError(
                 f"backend {self.name!r} cannot repair its usage counters: it does not implement verify(repair=True)"
             )
-        return report
+        return replace(report, repaired=True)
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release every resource; the backend is unusable afterwards."""

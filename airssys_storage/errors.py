@@ -20,6 +20,7 @@ __all__ = [
     "ValueTooLarge",
     "InternalError",
     "OutcomeUnknown",
+    "StoreDamaged",
     "TooManyKeys",
     "InvalidArgument",
     "PreconditionFailed",
@@ -112,6 +113,16 @@ class OutcomeUnknown(InternalError):
     ``internal-error``: the WIT ``storage-error`` cases are frozen, and callers
     that handle backend failures keep working; Python callers tell it apart by
     its class.
+    """
+
+
+class StoreDamaged(InternalError):
+    """The store's files or tables are damaged (a checksum or integrity failure, an undecodable record).
+
+    Raised by backends, at open or on a read that meets the damage; the
+    message names the path and the command that helps. Its code stays
+    ``internal-error`` (the WIT cases are frozen); ``airssys-storage verify``
+    tells it apart by its class and exits 6 (damage found) instead of 5.
     """
 
 

@@ -11,7 +11,6 @@ at a time (the seed's actor model), without paying for a second lock.
 from __future__ import annotations
 
 import base64
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -19,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
-from .backend import Change, StorageBackend, Usage, key_successor
+from .backend import CONTROL_CHARACTERS, Change, StorageBackend, Usage, bad_key_error, key_problem, key_successor
 from .errors import (
     ConfigurationError,
     InternalError,
@@ -29,19 +28,19 @@ from .errors import (
     PluginError,
     QuotaExceeded,
     StorageError,
+    StoreDamaged,
     TooManyKeys,
     ValueTooLarge,
 )
 from .manifest import Manifest
 from .operations import Operation
-from .plugins import PluginRegistry, check_plugin_options
+from .plugins import PluginRegistry, check_plugin_options, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 
 __all__ = ["ComponentStorage", "StorageManager", "check_settings", "encode_key"]
 
 # C0 and C1 control characters (Unicode category Cc), NUL included.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _CURSOR_TAG = b"\x01"
 DEFAULT_SCAN_LIMIT = 1000
 _T = TypeVar("_T")
@@ -91,12 +90,20 @@ class StorageManager:
 
     @classmethod
     def from_settings(
-        cls, settings: StorageSettings | None = None, registry: PluginRegistry | None = None
+        cls,
+        settings: StorageSettings | None = None,
+        registry: PluginRegistry | None = None,
+        *,
+        existing: bool = False,
     ) -> StorageManager:
         """Load plugins, open the backend named by ``settings.url`` and resolve policies and quota.
 
         With no *settings*, they are read now from the environment and the
-        settings file (see :mod:`airssys_storage.settings`).
+        settings file (see :mod:`airssys_storage.settings`). The backend
+        creates a missing store; with *existing* (for callers that only
+        read), a URL where :meth:`StorageBackend.exists` finds no store
+        raises :class:`ConfigurationError` ("no store at …; check the URL")
+        and nothing is created.
         """
         if settings is None:
             settings = StorageSettings()
@@ -106,6 +113,11 @@ class StorageManager:
         quota_strategy = registry.create_quota_strategy(settings)
         url = settings.resolved_url
         backend_cls = registry.backend_for_url(url)
+        if existing and backend_cls.exists(url, settings.backend_options) is False:
+            raise ConfigurationError(
+                f"no store at {redact_url(url)}: nothing was created, since this command only reads; "
+                "check the URL (--url, AIRSSYS_STORAGE_URL or the settings file)"
+            )
         if settings.url is None:
             _prepare_default_location(url)
         try:
@@ -409,7 +421,10 @@ class ComponentStorage:
                 f"more than {self._max_query} keys match prefix {prefix!r} in component "
                 f"{self._ns!r}; page through them with scan(prefix, cursor, limit)"
             )
-        keys = [key.decode() for key in found]
+        try:
+            keys = [key.decode() for key in found]
+        except UnicodeDecodeError:
+            raise self._bad_key(found) from None
         if "keys" in self._state.key_policies:
             keys = [key for key in keys if self._visible(Operation.KEYS, key)]
         return keys
@@ -580,10 +595,20 @@ class ComponentStorage:
             )
 
     def _decoded(self, operation: Operation, found: list[tuple[bytes, bytes]]) -> list[tuple[str, bytes]]:
-        items = [(key.decode(), value) for key, value in found]
+        try:
+            items = [(key.decode(), value) for key, value in found]
+        except UnicodeDecodeError:
+            raise self._bad_key([key for key, _ in found]) from None
         if operation.value in self._state.key_policies:
             items = [item for item in items if self._visible(operation, item[0])]
         return items
+
+    def _bad_key(self, found: list[bytes]) -> StoreDamaged:
+        """The error for a listing that met a stored key that is not UTF-8 (named in hex)."""
+        bad = next((key for key in found if key_problem(key) is not None), found[0])
+        settings = self.settings
+        selecting = self._backend.selecting_options(settings.backend_options)
+        return bad_key_error(self._ns, bad, settings.resolved_url, selecting)
 
     def _visible(self, operation: Operation, key: str) -> bool:
         """Whether per-key policies let a listing show *key* (listings hide what they deny)."""
@@ -634,7 +659,7 @@ def _encode_unusual_key(key: object, max_bytes: int) -> bytes:
         raise InvalidKey(f"key is empty: keys are 1 to {max_bytes} bytes of UTF-8")
     if len(raw) > max_bytes:
         raise InvalidKey(f"key {key[:32]!r}... is {len(raw)} bytes of UTF-8; the maximum is {max_bytes} bytes")
-    if _CONTROL.search(key) is not None:
+    if CONTROL_CHARACTERS.search(key) is not None:
         raise InvalidKey(f"key {key!r} contains a control character (NUL, newline, ...): remove it")
     return raw
 

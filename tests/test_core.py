@@ -35,6 +35,7 @@ from airssys_storage import (
     hookspecs,
     key_successor,
 )
+from airssys_storage.backend import key_problem, key_problems
 from airssys_storage.errors import WIT_0_1_0_CODES
 from airssys_storage.policies import ManifestPolicy, ManifestQuota
 
@@ -389,3 +390,20 @@ def test_importing_the_package_imports_nothing_heavy() -> None:
     assert sorted(airssys_storage.__all__) == sorted(set(airssys_storage.__all__))
     for name in airssys_storage.__all__:
         assert getattr(airssys_storage, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ([b"a", "é".encode(), "😀/x".encode()], []),
+        ([b"good", b"\xff\x00"], [(1, "not valid UTF-8")]),
+        ([b"\xe2\x82", b"\xac"], [(0, "not valid UTF-8"), (1, "not valid UTF-8")]),  # halves of "€"
+        ([b"ok", b""], [(1, "empty")]),
+        ([b"a\x00b", b"c"], [(0, "contains a control character")]),
+        ([], []),
+    ],
+)
+def test_key_problems_checks_each_key_like_key_problem(keys: list[bytes], expected: list[tuple[int, str]]) -> None:
+    """The joined fast path finds exactly what key_problem finds key by key (split multi-byte sequences too)."""
+    assert key_problems(keys) == expected
+    assert [(i, p) for i, k in enumerate(keys) if (p := key_problem(k)) is not None] == expected

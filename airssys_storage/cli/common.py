@@ -184,23 +184,34 @@ def manifest_quota(settings: StorageSettings, registry: PluginRegistry, manifest
 
 @contextmanager
 def open_manager(
-    settings: StorageSettings, *, quota: int | None = None, registry: PluginRegistry | None = None
+    settings: StorageSettings,
+    *,
+    quota: int | None = None,
+    registry: PluginRegistry | None = None,
+    existing: bool = False,
 ) -> Iterator[StorageManager]:
     """A manager for operator handles (admin, *quota* or unlimited) on *settings*' backend.
 
     *settings*' own ``plugin_options`` are validated first (as ``config
     --check`` does), though operator access uses none of those plugins.
+    *existing*: the command only reads, so a missing store is an error, never created
+    (see :meth:`StorageManager.from_settings`).
     """
     if registry is None:
         registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     check_plugin_options(registry, settings)
-    with StorageManager.from_settings(operator_settings(settings, quota=quota), registry=registry) as manager:
+    operator = operator_settings(settings, quota=quota)
+    with StorageManager.from_settings(operator, registry=registry, existing=existing) as manager:
         yield manager
 
 
 @contextmanager
-def open_component(store: StoreSpec, component: str, manifest_path: Path | None = None) -> Iterator[ComponentStorage]:
+def open_component(
+    store: StoreSpec, component: str, manifest_path: Path | None = None, *, existing: bool = False
+) -> Iterator[ComponentStorage]:
     """An operator handle on *component*: admin rights; the manifest's quota if one is given, else none.
+
+    *existing*: as for :func:`open_manager` (read-only commands pass ``True``).
 
     Operators are not quota-limited by default because they fix and move
     data; ``--manifest`` makes a write obey the quota the component itself
@@ -227,7 +238,7 @@ def open_component(store: StoreSpec, component: str, manifest_path: Path | None 
         strategy = registry.create_quota_strategy(settings)
         quota = strategy.limit_for(manifest)
         source = f"{strategy.describe_limit(manifest)} (--manifest {str(manifest_path)!r})"
-    with open_manager(settings, quota=quota, registry=registry) as manager:
+    with open_manager(settings, quota=quota, registry=registry, existing=existing) as manager:
         try:
             yield operator_storage(manager, component)
         except QuotaExceeded as exc:

@@ -43,7 +43,7 @@ def _missing(key: str, component: str) -> Failure:
 @click.argument("key")
 def get(component: str, store: StoreSpec, output: str | None, key: str) -> None:
     """Print the value of KEY, byte for byte (exit code 1 if it does not exist)."""
-    with open_component(store, component) as storage:
+    with open_component(store, component, existing=True) as storage:
         value = storage.get(key)
     if value is None:
         raise _missing(key, component)
@@ -103,7 +103,7 @@ def keys(component: str, store: StoreSpec, as_json: bool, prefix: str) -> None:
 
     Pages through the component with scan(), so it works for any number of keys.
     """
-    with open_component(store, component) as storage:
+    with open_component(store, component, existing=True) as storage:
         count = 0
         if as_json:
             click.echo("[", nl=False)
@@ -124,7 +124,7 @@ def keys(component: str, store: StoreSpec, as_json: bool, prefix: str) -> None:
 @json_option
 def size(component: str, store: StoreSpec, as_json: bool) -> None:
     """Print the bytes the component uses (UTF-8 key bytes plus value bytes)."""
-    with open_component(store, component) as storage:
+    with open_component(store, component, existing=True) as storage:
         usage = storage.usage()
     if as_json:
         echo_json({"component": component, "bytes": usage.bytes, "keys": usage.keys})

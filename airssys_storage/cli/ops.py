@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from ..backend import VerifyReport, operator_command
+from ..errors import StoreDamaged
 from ..exchange import operator_storage
 from ..manifest import Manifest
 from ..plugins import PluginRegistry
@@ -244,41 +246,68 @@ def _run(phase: _Phase, progress: Progress) -> dict[str, Any]:
 def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
     """Recount usage from the data, compare it with the counters, and run the engine's integrity check.
 
-    Exits 6 when something is wrong: a counter disagrees with the data (unless
-    --repair rewrote it) or the engine found damage (which --repair does not
-    fix; the message names what does). Safe while other processes use the
+    Exits 6 whenever it finds the store damaged, also when the damage stops
+    the open or the recount (exit 5 is left for a store it cannot read at
+    all, e.g. an unreachable server): a counter disagrees with the data
+    (unless --repair rewrote it), a stored key breaks the key rules (not
+    UTF-8, a control character: unreachable through the API; --repair
+    removes it and lists it), or the engine found damage (which --repair
+    does not fix; the message names what does). Safe while other processes use the
     store: a verify reads one snapshot, a repair holds the write lock briefly.
     """
     settings = store.settings()
     url = redact_url(settings.resolved_url)
-    with open_manager(settings) as manager:
-        backend = manager.backend
-        total = backend.stats().get("keys")
-        with Progress("verifying", total if isinstance(total, int) else None) as progress:
-            report = backend.verify(repair=repair, progress=progress)
+    registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    name = registry.backend_for_url(settings.resolved_url).name
+    try:
+        with open_manager(settings, registry=registry, existing=True) as manager:
+            backend = manager.backend
+            total = backend.stats().get("keys")
+            with Progress("verifying", total if isinstance(total, int) else None) as progress:
+                report = backend.verify(repair=repair, progress=progress)
+    except StoreDamaged as exc:  # found at open or by the recount: damage all the same (exit 6, not 5)
+        if as_json:
+            damaged = VerifyReport(store=url, problems=(exc.message,), checks=(), recounted=False)
+            echo_json({"backend": name, "url": url, **damaged.as_dict()})
+        raise Failure(exc.message, ExitCode.VERIFICATION) from exc
+    again = operator_command(
+        "verify --repair", settings.resolved_url, backend.selecting_options(settings.backend_options)
+    )
     if as_json:
-        echo_json({"backend": backend.name, "url": url, **report.as_dict()})
+        echo_json({"backend": name, "url": url, **report.as_dict()})
     else:
         fixed = "rewritten" if report.repaired else "wrong"
-        info(
-            f"verified the {backend.name} store at {url}: {report.keys} keys, {report.bytes} bytes in "
-            f"{report.namespaces} components; checked {', '.join(report.checks)}"
+        totals = (
+            f"{report.keys} keys, {report.bytes} bytes in {report.namespaces} components"
+            if report.recounted
+            else "damage stopped the recount (totals unknown)"
         )
+        info(f"verified the {name} store at {url}: {totals}; checked {', '.join(report.checks)}")
         if report.mismatches:
             rows = [
                 [m.namespace, m.stored.keys, m.actual.keys, m.stored.bytes, m.actual.bytes] for m in report.mismatches
             ]
             columns = ["component", "counted keys", "real keys", "counted bytes", "real bytes"]
             print_table(f"usage counters {fixed}", columns, rows, right=frozenset({1, 2, 3, 4}))
+        if report.bad_keys:
+            rows = [[b.namespace, b.key.hex(), b.size, b.problem] for b in report.bad_keys]
+            title = "keys breaking the key rules " + ("(removed)" if report.repaired else "(unreachable)")
+            print_table(title, ["component", "key (hex)", "bytes", "problem"], rows, right=frozenset({2}))
     if report.ok:
         if report.mismatches:
             info(f"rewrote {len(report.mismatches)} usage counter(s) from the data")
+        if report.bad_keys:
+            info(f"removed {len(report.bad_keys)} key(s) breaking the key rules")
         return
     problems = list(report.problems)
     if report.mismatches and not report.repaired:
         problems.append(
-            f"{len(report.mismatches)} usage counter(s) disagree with the data; rewrite them with "
-            f"`airssys-storage verify --repair --url {url}`"
+            f"{len(report.mismatches)} usage counter(s) disagree with the data; rewrite them with `{again}`"
+        )
+    if report.bad_keys and not report.repaired:
+        problems.append(
+            f"{len(report.bad_keys)} stored key(s) break the key rules (no API call can read or delete them), "
+            f"e.g. {report.bad_keys[0].describe()}; remove them with `{again}`"
         )
     raise Failure("; ".join(problems), ExitCode.VERIFICATION)
 

@@ -36,7 +36,7 @@ from .common import (
 )
 def export(component: str, store: StoreSpec, output: str) -> None:
     """Write every key of a component to a portable JSON Lines file (see docs/cli.md for the format)."""
-    with open_component(store, component) as storage:
+    with open_component(store, component, existing=True) as storage:
         total = storage.usage().keys
         with Progress(f"exporting {component}", total) as progress, output_file(output) as stream:
             result = export_component(storage, stream, progress=progress)
@@ -104,7 +104,7 @@ def migrate(
     target_settings = StoreSpec(target_url, to_options, ("--to", "--to-options")).settings()
     if (source_settings.url, source_settings.backend_options) == (target_settings.url, target_settings.backend_options):
         raise Failure("--from and --to name the same store: give two different URLs (or backend options)")
-    with open_manager(source_settings) as source, open_manager(target_settings) as target:
+    with open_manager(source_settings, existing=True) as source, open_manager(target_settings) as target:
         with Progress("migrating", None) as progress:
 
             def planned(plan: MigrationPlan) -> None:

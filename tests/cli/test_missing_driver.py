@@ -52,6 +52,11 @@ def test_missing_driver_is_invalid_config_with_the_pip_line(backend: str, tmp_pa
         pytest.skip(f"{plugin} is not installed")
     url = make_url(tmp_path)
     other = f"sqlite:///{tmp_path}/other.sqlite3" if backend != "sqlite" else "memory://"
+    # Read commands refuse a store that does not exist before loading any driver: make the files exist.
+    (tmp_path / "other.sqlite3").touch()
+    (tmp_path / "db.sqlite3").touch()
+    (tmp_path / "ldb").mkdir()
+    (tmp_path / "ldb" / "LOG").touch()
     commands = [
         ["keys", "-c", "x", "--url", url],
         ["get", "-c", "x", "k", "--url", url],

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shlex
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import Run, Store
@@ -21,18 +25,27 @@ def error_line(stderr: str) -> str:
     return errors[0]
 
 
-def tamper(store: Store, component: str, used_bytes: int) -> None:
-    """Overwrite *component*'s usage counter behind the backend's back (a stray UPDATE, a bad restore)."""
+def write_around(store: Store, sql: str, params: tuple[Any, ...], leveldb: Callable[[], tuple[bytes, bytes]]) -> None:
+    """Write behind the backend's back: *sql* ({data}, {usage}: the tables) on SQL, else put ``leveldb()``."""
     with store.manager() as manager:
         backend: StorageBackend = manager.backend
         if backend.name == "sql":
             t = backend._tables  # type: ignore[attr-defined]
-            sql = backend._sql(f"UPDATE {t.usage} SET used_bytes = ? WHERE ns = ?")  # type: ignore[attr-defined]
-            backend._run("tamper", backend._execute, sql, (used_bytes, component))  # type: ignore[attr-defined]
+            statement = backend._sql(sql.format(data=t.data, usage=t.usage))  # type: ignore[attr-defined]
+            backend._run("tamper", backend._execute, statement, params)  # type: ignore[attr-defined]
         else:
-            from airssys_storage_leveldb.layout import USAGE, usage_key
+            backend._db.put(*leveldb())  # type: ignore[attr-defined]
 
-            backend._db.put(usage_key(component), USAGE.pack(used_bytes, 1))  # type: ignore[attr-defined]
+
+def tamper(store: Store, component: str, used_bytes: int) -> None:
+    """Overwrite *component*'s usage counter behind the backend's back (a stray UPDATE, a bad restore)."""
+
+    def leveldb() -> tuple[bytes, bytes]:
+        from airssys_storage_leveldb.layout import USAGE, usage_key
+
+        return usage_key(component), USAGE.pack(used_bytes, 1)
+
+    write_around(store, "UPDATE {usage} SET used_bytes = ? WHERE ns = ?", (used_bytes, component), leveldb)
 
 
 @pytest.mark.parametrize("name", ["sqlite", "leveldb", "postgresql", "mariadb"])
@@ -70,3 +83,159 @@ def test_verify_memory_store_is_sound(cli: Run) -> None:
     result = cli("verify", "--url", "memory://", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+
+
+def hinted_command(stderr: str) -> list[str]:
+    """The arguments of the ``airssys-storage verify --repair …`` command a failed verify names."""
+    line = error_line(stderr)
+    command = line[line.index("`airssys-storage verify --repair") + 1 :]
+    return shlex.split(command[: command.index("`")])[1:]
+
+
+@pytest.mark.parametrize("name", ["sqlite", "postgresql", "mariadb"])
+def test_verify_hint_names_the_same_store_with_its_table_prefix(cli: Run, make_store: MakeStore, name: str) -> None:
+    """The issue's input: a store under table_prefix 'p_'; running the repair command verify names fixes *it*."""
+    store = make_store(name)
+    if not store.backend.shared:
+        store = dataclasses.replace(store, options={"table_prefix": "p_"})
+    app = store.component("app")
+    store.write(app, {"hello": b"1234567"})
+    tamper(store, app, 1_000_012)
+
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6
+    args = hinted_command(found.stderr)
+    prefix = store.options["table_prefix"]
+    assert json.loads(args[args.index("--backend-options") + 1]) == {"table_prefix": prefix}
+
+    fixed = cli(*args, "--json")
+    assert fixed.exit_code == 0, fixed.stderr
+    assert [m["namespace"] for m in json.loads(fixed.stdout)["mismatches"]] == [app]
+    with store.manager() as manager:
+        assert manager.backend.usage(app).bytes == 12
+    assert cli("verify", *store.args()).exit_code == 0
+
+
+def store_bad_key(store: Store, component: str, raw: bytes) -> None:
+    """Store key *raw* for *component* around the core (the issue's sqlite3 INSERT / LevelDB put)."""
+
+    def leveldb() -> tuple[bytes, bytes]:
+        from airssys_storage_leveldb.layout import namespace_prefix
+
+        return namespace_prefix(component) + raw, b"v"
+
+    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", (component, raw, b"v"), leveldb)
+
+
+@pytest.mark.parametrize("name", ["sqlite", "leveldb", "postgresql", "mariadb"])
+def test_verify_finds_and_repair_removes_an_undecodable_key(cli: Run, make_store: MakeStore, name: str) -> None:
+    """The issue's input: key X'FF00' (SQL) / b'\\xff\\xfe' (LevelDB) stored behind the core's back."""
+    store = make_store(name)
+    app = store.component("app")
+    store.write(app, {"good": b"12"})
+    raw = b"\xff\xfe" if name == "leveldb" else b"\xff\x00"
+    store_bad_key(store, app, raw)
+
+    listed = cli("keys", "-c", app, *store.args())
+    assert listed.exit_code == 5, listed.stderr
+    assert (
+        raw.hex() in listed.stderr
+        and "airssys-storage verify" in listed.stderr
+        and "this is a bug" not in listed.stderr
+    )
+    assert "airssys-storage verify --repair --url" in listed.stderr
+    if store.options:  # the hint names the same tables
+        assert f'"table_prefix":"{store.options["table_prefix"]}"' in listed.stderr
+    exported = cli("export", "-c", app, *store.args())
+    assert exported.exit_code == 5 and raw.hex() in exported.stderr
+
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6, found.stderr
+    assert raw.hex() in found.stdout and "break the key rules" in error_line(found.stderr)
+    report = json.loads(cli("verify", *store.args(), "--json").stdout)
+    assert [(b["namespace"], b["key_hex"]) for b in report["bad_keys"]] == [(app, raw.hex())]
+
+    fixed = cli("verify", "--repair", *store.args())
+    assert fixed.exit_code == 0, fixed.stderr
+    assert "removed 1 key(s)" in fixed.stderr and raw.hex() in fixed.stdout
+    assert store.read(app) == {"good": b"12"}
+    with store.manager() as manager:
+        assert manager.backend.usage(app).bytes == 6
+    assert cli("verify", *store.args()).exit_code == 0
+    assert cli("keys", "-c", app, *store.args()).exit_code == 0
+
+
+def test_repair_removes_an_undecodable_leveldb_key(cli: Run, make_store: MakeStore) -> None:
+    """`airssys-storage repair` (LevelDB) no longer counts the issue's b'\\xff\\xfe' key into usage: it removes it."""
+    store = make_store("leveldb")
+    store.write("app", {"good": b"12"})
+    store_bad_key(store, "app", b"\xff\xfe")
+    done = cli("repair", *store.args(), "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)["report"]
+    assert report["keys"] == 1 and report["bytes"] == 6
+    assert report["bad_keys_removed"] == ["component 'app', key x'fffe' (not valid UTF-8)"]
+    assert store.read("app") == {"good": b"12"}
+    assert cli("verify", *store.args()).exit_code == 0
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _damage_sqlite(where: Path, store: Store) -> None:
+    path = Path(store.url.removeprefix("sqlite:///"))
+    data = bytearray(path.read_bytes())
+    data[4096 * 5 + 8 : 4096 * 5 + 60] = b"\xff" * 52  # a b-tree page of the data table
+    path.write_bytes(bytes(data))
+
+
+def _damage_leveldb(part: str) -> Callable[[Path, Store], None]:
+    def damage(where: Path, store: Store) -> None:
+        path = Path(store.url.removeprefix("leveldb://"))
+        if part == "CURRENT":
+            (path / "CURRENT").write_text("garbage\n")
+        elif part == "log":
+            _flip(max(path.glob("*.log")), len(max(path.glob("*.log")).read_bytes()) // 2)
+        else:
+            import plyvel
+
+            db = plyvel.DB(str(path))
+            db.compact_range()  # the records move into a table file
+            db.close()
+            _flip(max(path.glob("*.ldb")), 100_000)
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("sqlite", _damage_sqlite),
+        ("leveldb", _damage_leveldb("log")),
+        ("leveldb", _damage_leveldb("CURRENT")),
+        ("leveldb", _damage_leveldb("ldb")),
+    ],
+    ids=["sqlite-page", "leveldb-log", "leveldb-CURRENT", "leveldb-ldb"],
+)
+def test_verify_exits_6_for_damage_found_at_open_or_recount(
+    cli: Run, make_store: MakeStore, tmp_path: Path, name: str, damage: Callable[[Path, Store], None]
+) -> None:
+    """The issue's inputs: damage that stops the open or the recount is still damage (exit 6, not 5), and a
+    verify that could not recount never claims '0 keys'."""
+    store = make_store(name)
+    store.write("app", {f"k{i:05d}": b"v" * 100 for i in range(3000)})
+    damage(tmp_path, store)
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6, found.stderr
+    line = error_line(found.stderr)
+    assert "damaged" in line or "corrupted" in line
+    assert " 0 keys" not in found.stderr + found.stdout
+    as_json = cli("verify", *store.args(), "--json")
+    assert as_json.exit_code == 6
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is False and report["problems"]
+    assert report["backend"] == ("sql" if name == "sqlite" else "leveldb")
+    assert report["keys"] is None or report["keys"] > 0

@@ -59,11 +59,12 @@ from airssys_storage import (
     InternalError,
     StorageBackend,
     StorageError,
+    StoreDamaged,
     Usage,
     VerifyReport,
     quota_exceeded,
 )
-from airssys_storage.backend import verify_report
+from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.plugins import backend_scheme
@@ -255,6 +256,15 @@ class LevelDBBackend(StorageBackend, ForkAware):
         return cls(path, db, opts)
 
     @classmethod
+    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+        """Whether the database directory exists and holds anything (an empty directory is no store yet)."""
+        path = path_from_url(url)
+        try:
+            return any(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    @classmethod
     def repair_url(cls, url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Repair the database at *url*, which must not be open anywhere, and recount its usage.
 
@@ -367,7 +377,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
 
     def _unpack_usage(self, key: bytes, raw: bytes) -> tuple[int, int]:
         if len(raw) != USAGE.size:
-            raise InternalError(
+            raise StoreDamaged(
                 f"the usage counter of namespace {namespace_of_usage_key(key)!r} in the LevelDB database at "
                 f"{self.path} is corrupted ({len(raw)} bytes); {_repair_hint(self.path)}"
             )
@@ -585,10 +595,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
             finally:
                 snapshot.close()
             if isinstance(found, str):
-                return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS)
-            stored, actual = found
-            report = verify_report(self.path, stored, actual, repaired=repair, checks=_VERIFY_CHECKS)
-            if not (repair and report.mismatches):
+                return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS, recounted=False)
+            stored, actual, bad = found
+            report = verify_report(self.path, stored, actual, bad_keys=bad, repaired=repair, checks=_VERIFY_CHECKS)
+            if not (repair and (report.mismatches or report.bad_keys)):
                 return report
             with self._lock:
                 if self._repairs != generation:
@@ -599,21 +609,36 @@ class LevelDBBackend(StorageBackend, ForkAware):
 
     def _recount(
         self, snapshot: Any, progress: Callable[[int], None] | None
-    ) -> tuple[dict[str, Usage], dict[str, Usage]] | str:
-        """Stored counters and recounted usage per namespace in *snapshot*, or the damage found."""
+    ) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey]] | str:
+        """Stored counters, recounted usage and keys breaking the key rules in *snapshot*, or the damage found."""
         actual: dict[str, list[int]] = {}
         stored: dict[str, Usage] = {}
+        bad: list[BadKey] = []
+        # The keys read since the last check, (namespace, key, bytes) each: checked a chunk at a time.
+        chunk: list[tuple[str, bytes, int]] = []
+
+        def check() -> None:
+            for index, problem in key_problems([key for _, key, _ in chunk]):
+                bad.append(BadKey(*chunk[index], problem))
+            chunk.clear()
+
         pending = 0
         try:
             for key, value in snapshot.iterator(start=DATA_TAG, stop=DATA_END, verify_checksums=True, fill_cache=False):
                 size = key[1]
-                entry = actual.setdefault(key[2 : 2 + size].decode("ascii", "replace"), [0, 0])
-                entry[0] += len(key) - 2 - size + len(value)
+                namespace = key[2 : 2 + size].decode("ascii", "replace")
+                entry = actual.setdefault(namespace, [0, 0])
+                used = len(key) - 2 - size + len(value)
+                entry[0] += used
                 entry[1] += 1
+                chunk.append((namespace, key[2 + size :], used))
                 pending += 1
-                if pending == _PROGRESS_STEP and progress is not None:
-                    progress(pending)
+                if pending == _PROGRESS_STEP:
+                    check()
+                    if progress is not None:
+                        progress(pending)
                     pending = 0
+            check()
             for key, raw in snapshot.iterator(prefix=USAGE_PREFIX, verify_checksums=True, fill_cache=False):
                 stored[namespace_of_usage_key(key)] = Usage(*USAGE.unpack(raw)) if len(raw) == USAGE.size else _BAD
         except plyvel.CorruptionError as exc:
@@ -622,13 +647,19 @@ class LevelDBBackend(StorageBackend, ForkAware):
             self._fail("verify", exc)
         if pending and progress is not None:
             progress(pending)
-        return stored, {ns: Usage(used, count) for ns, (used, count) in actual.items()}
+        return stored, {ns: Usage(used, count) for ns, (used, count) in actual.items()}, bad
 
     def _correct(self, report: VerifyReport) -> None:
-        """Add each mismatch's (actual - stored) to its live counter, in one synced batch. Call under the lock."""
+        """Delete the bad keys and add each mismatch's (actual - stored) to its live counter, in one synced batch.
+
+        Call under the lock.
+        """
         batch = self._db.write_batch(sync=True)
         corrected: list[tuple[_Space, tuple[int, int]]] = []
+        removed = [self._space(found.namespace).prefix + found.key for found in report.bad_keys]
         try:
+            for data_key in removed:
+                batch.delete(data_key)
             for mismatch in report.mismatches:
                 space = self._space(mismatch.namespace)
                 if mismatch.stored == _BAD:
@@ -648,6 +679,8 @@ class LevelDBBackend(StorageBackend, ForkAware):
             for space, _ in corrected:
                 space.usage = None
             self._fail("write to", exc)
+        for data_key in removed:
+            self._remember(data_key, -1)
         for space, counter in corrected:
             space.usage = counter
 
@@ -660,13 +693,14 @@ class LevelDBBackend(StorageBackend, ForkAware):
         """
         report = self.verify(repair=True)
         if report.problems:
-            raise InternalError(report.problems[0])
+            raise StoreDamaged(report.problems[0])
         return {
             "path": self.path,
             "namespaces": report.namespaces,
             "keys": report.keys,
             "bytes": report.bytes,
             "counters_corrected": [mismatch.namespace for mismatch in report.mismatches],
+            "bad_keys_removed": [found.describe() for found in report.bad_keys],
         }
 
     def repair(self) -> dict[str, Any]:
@@ -702,13 +736,13 @@ def _message(exc: BaseException) -> str:
 def _error(path: str, action: str, exc: Exception) -> StorageError:
     message = _message(exc)
     if isinstance(exc, plyvel.CorruptionError):
-        return InternalError(f"the LevelDB database at {path} is corrupted ({message}); {_repair_hint(path)}")
+        return StoreDamaged(f"the LevelDB database at {path} is corrupted ({message}); {_repair_hint(path)}")
     return InternalError(f"cannot {action} the LevelDB database at {path}: {message}")
 
 
 def _repair_hint(path: str) -> str:
     return (
-        f"stop every process using it and run `airssys-storage repair --url leveldb://{path}` "
+        f"stop every process using it and run `{operator_command('repair', f'leveldb://{path}')}` "
         f"(or LevelDBBackend.repair_url('leveldb://{path}')); see the airssys-storage-leveldb README"
     )
 
@@ -801,7 +835,7 @@ def _check_location(path: str) -> None:
             if os.path.exists(os.path.join(path, "CURRENT")):
                 return  # it was being created and is complete now
         if any(name.endswith((".ldb", ".log", ".sst")) or name.startswith("MANIFEST-") for name in entries):
-            raise InternalError(
+            raise StoreDamaged(
                 f"the LevelDB database at {path} is corrupted (its CURRENT file is missing); {_repair_hint(path)}"
             )
         if entries:
@@ -908,7 +942,7 @@ def _check_schema_version(db: Any, path: str) -> None:
         db.put(SCHEMA_KEY, str(SCHEMA_VERSION).encode(), sync=True)
         return
     if not raw.isdigit():
-        raise InternalError(
+        raise StoreDamaged(
             f"the LevelDB database at {path} has a corrupted schema version {raw!r}; {_repair_hint(path)}"
         )
     version = int(raw)

@@ -29,7 +29,7 @@ from airssys_storage import (
     hookimpl,
     quota_exceeded,
 )
-from airssys_storage.backend import verify_report
+from airssys_storage.backend import BadKey, key_problems, verify_report
 from airssys_storage.forking import ForkAware, track
 
 __all__ = ["MemoryBackend"]
@@ -265,15 +265,29 @@ class MemoryBackend(StorageBackend, ForkAware):
             }
 
     def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        """Recount every namespace's bytes from its data (key counts are the dicts' sizes, always exact)."""
+        """Recount every namespace's bytes from its data (key counts are the dicts' sizes, always exact).
+
+        Keys that break the key rules (only a caller of :meth:`commit` going
+        around the core can store one) are reported, and removed with *repair*.
+        """
         with self._lock:
             stored = {ns: Usage(space.used, len(space.data)) for ns, space in self._spaces.items()}
             actual = {
                 ns: Usage(sum(len(k) + len(v) for k, v in space.data.items()), len(space.data))
                 for ns, space in self._spaces.items()
             }
-            report = verify_report("memory://", stored, actual, repaired=repair)
+            bad = []
+            for ns, space in self._spaces.items():
+                keys = list(space.data)
+                for index, problem in key_problems(keys):
+                    key = keys[index]
+                    bad.append(BadKey(ns, key, len(key) + len(space.data[key]), problem))
+            report = verify_report("memory://", stored, actual, bad_keys=bad, repaired=repair)
             if repair:
+                for found in report.bad_keys:
+                    space = self._spaces[found.namespace]
+                    del space.data[found.key]
+                    space.note(found.key)
                 for mismatch in report.mismatches:
                     self._spaces[mismatch.namespace].used = mismatch.actual.bytes
         if progress is not None:

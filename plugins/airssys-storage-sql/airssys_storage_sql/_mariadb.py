@@ -229,8 +229,8 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
             return []
         return [
             f"{self.where} is damaged: CHECK TABLE reports {'; '.join(found[:5])}; stop every process using it, "
-            "export the components that still read (airssys-storage export), recreate the tables and import "
-            "them, or restore a backup"
+            f"export the components that still read (`{self.command('export')} -c COMPONENT`), recreate the "
+            "tables and import them, or restore a backup"
         ]
 
     # -- schema ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError
+from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError, StoreDamaged
 from airssys_storage.files import create_private_file
 
 from ._transactional import TransactionalBackend
@@ -275,12 +275,12 @@ class SQLiteBackend(TransactionalBackend):
         if code not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
             return None
         what = "is damaged" if code == _SQLITE_CORRUPT else "is damaged or not a SQLite database"
-        return InternalError(f"{self.where} {what}: {describe(exc)} during {action}; {self._damage_fix()}")
+        return StoreDamaged(f"{self.where} {what}: {describe(exc)} during {action}; {self._damage_fix()}")
 
     def _damage_fix(self) -> str:
         return (
             "stop every process using it, then rebuild it with `sqlite3 OLD .recover | sqlite3 NEW` "
-            "or restore a backup, and run `airssys-storage verify --repair` on the result"
+            f"(and move NEW into its place) or restore a backup, and run `{self.command('verify --repair')}`"
         )
 
     # -- verification ---------------------------------------------------------------------

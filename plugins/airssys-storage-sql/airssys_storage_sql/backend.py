@@ -18,6 +18,7 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -37,7 +38,7 @@ from airssys_storage import (
     Usage,
     VerifyReport,
 )
-from airssys_storage.backend import verify_report
+from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
 from airssys_storage.forking import ForkAware, track
 
 from ._schema import SCHEMA_VERSION, create_statements, table_names
@@ -261,6 +262,8 @@ class SQLBackend(StorageBackend, ForkAware):
         )
         #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
         self.where = where
+        #: The URL it was opened with (see :meth:`command`); set by :meth:`open`.
+        self.url = ""
         # Idle connections (engine-specific items: a connection or a cursor).
         self._idle: list[Any] = []
         self._fairies: dict[int, PoolProxiedConnection] = {}
@@ -283,7 +286,7 @@ class SQLBackend(StorageBackend, ForkAware):
             from ._sqlite import SQLiteBackend
 
             backend = SQLiteBackend.create_plain(plain, SQLOptions.parse(options, "sqlite"))
-            return cls._with_schema(backend)
+            return cls._with_schema(backend, url)
         try:
             sa_url, engine = parse_url(url)
             opts = SQLOptions.parse(options, engine)
@@ -300,16 +303,44 @@ class SQLBackend(StorageBackend, ForkAware):
             if missing is None:
                 raise
             raise missing from None
-        return cls._with_schema(backend)
+        return cls._with_schema(backend, url)
 
     @staticmethod
-    def _with_schema(backend: SQLBackend) -> SQLBackend:
+    def _with_schema(backend: SQLBackend, url: str) -> SQLBackend:
+        backend.url = url  # before any I/O: damage found at open names the command on this store
         try:
             backend._ensure_schema()
         except BaseException:
             backend.close()
             raise
         return backend
+
+    @classmethod
+    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+        """For a SQLite file: whether the file exists. ``None`` for in-memory SQLite and for servers.
+
+        (On a server a read-only command creates missing tables: telling them
+        apart would need a connection before the open.)
+        """
+        path = plain_sqlite_path(url)
+        if path is None:
+            sa_url, engine = parse_url(url)
+            database = sa_url.database
+            if engine != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+                return None
+            path = database
+        return os.path.exists(path)
+
+    @classmethod
+    def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``table_prefix`` (when given): it picks the tables, so it picks the store."""
+        return {"table_prefix": options["table_prefix"]} if "table_prefix" in options else {}
+
+    def command(self, command: str) -> str:
+        """``airssys-storage COMMAND --url … [--backend-options '{"table_prefix":…}']`` on this store."""
+        prefix = self._options.table_prefix
+        selecting = {} if prefix == SQLOptions.table_prefix else {"table_prefix": prefix}
+        return operator_command(command, self.url, selecting)
 
     @classmethod
     def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
@@ -685,19 +716,30 @@ class SQLBackend(StorageBackend, ForkAware):
         not trustworthy) and the report's ``problems`` name the fix.
         """
         problems = self._run("verify", self._integrity_problems)
+        recounted = True
         try:
-            stored, actual = self._run("verify", self._recount, repair and not problems)
+            stored, actual, bad = self._run("verify", self._recount, repair and not problems)
         except StorageError:
             if not problems:
                 raise
-            stored = actual = {}  # the damage stops the recount too: report what the check found
+            stored, actual, bad = {}, {}, []  # the damage stops the recount too: report what the check found
+            recounted = False
         if progress is not None:
             progress(sum(usage.keys for usage in actual.values()))
         checks = ["usage counters"] + ([self.integrity_check] if self.integrity_check else [])
         repaired = repair and not problems
-        return verify_report(self.where, stored, actual, problems=problems, repaired=repaired, checks=checks)
+        return verify_report(
+            self.where,
+            stored,
+            actual,
+            problems=problems,
+            bad_keys=bad,
+            repaired=repaired,
+            checks=checks,
+            recounted=recounted,
+        )
 
-    def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage]]:
+    def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey]]:
         t = self._tables
         length = self.length_function
         self._verify_begin(item, repair)
@@ -708,14 +750,25 @@ class SQLBackend(StorageBackend, ForkAware):
             }
             sql = f"SELECT ns, count(*), sum({length}(k) + {length}(v)) FROM {t.data} GROUP BY ns"
             actual = {_text(ns): Usage(int(used or 0), int(count)) for ns, count, used in self._fetchall(item, sql, ())}
+            # Keys that break the key rules (written around the core): checked in Python, the
+            # one definition of the rules; a scan of the keys, not of the values.
+            rows = self._fetchall(item, f"SELECT ns, k FROM {t.data}", ())
+            size = self._sql(f"SELECT {length}(k) + {length}(v) FROM {t.data} WHERE ns = ? AND k = ?")
+            bad = []
+            for index, problem in key_problems([bytes(row[1]) for row in rows]):
+                ns, k = _text(rows[index][0]), bytes(rows[index][1])
+                bad.append(BadKey(ns, k, int(self._fetchall(item, size, (ns, k))[0][0]), problem))
             if repair:
+                delete = self._sql(f"DELETE FROM {t.data} WHERE ns = ? AND k = ?")
+                for found in bad:
+                    self._execute(item, delete, (found.namespace, found.key))
                 update = self._sql(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ? WHERE ns = ?")
-                for mismatch in verify_report(self.where, stored, actual).mismatches:
+                for mismatch in verify_report(self.where, stored, actual, bad_keys=bad).mismatches:
                     self._execute(item, self._q_new_usage, (mismatch.namespace,))
                     self._execute(item, update, (mismatch.actual.bytes, mismatch.actual.keys, mismatch.namespace))
         finally:
             self._verify_end(item, repair)
-        return stored, actual
+        return stored, actual, bad
 
     def _verify_begin(self, item: Any, repair: bool) -> None:
         """Start the verify transaction: a snapshot, or with *repair* the engine's write lock."""

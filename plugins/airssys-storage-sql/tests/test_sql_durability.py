@@ -59,10 +59,12 @@ def test_processes_racing_to_create_the_schema_all_open(
 
 
 @pytest.mark.engines("sqlite")
-def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path) -> None:
-    """A damaged SQLite file: verify (or any read that hits the damage) names the file and the rebuild command."""
+@pytest.mark.parametrize("options", [{}, {"table_prefix": "p_"}], ids=["default", "prefix"])
+def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path, options: dict[str, Any]) -> None:
+    """A damaged SQLite file: verify (or any read that hits the damage) names the file and the rebuild command,
+    with the options that select the same tables (the issue's table_prefix 'p_')."""
     url = f"sqlite:///{tmp_path}/damaged.sqlite3"
-    backend = SQLBackend.open(url, {})
+    backend = SQLBackend.open(url, options)
     try:
         backend.commit("ns", [(b"k%05d" % i, b"v" * 200) for i in range(500)], None)
     finally:
@@ -71,7 +73,7 @@ def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path) -> 
     data = bytearray(path.read_bytes())
     data[4096 * 5 + 8 : 4096 * 5 + 60] = b"\xff" * 52  # scribble over a b-tree page's header and cells
     path.write_bytes(bytes(data))
-    backend = SQLBackend.open(url, {})
+    backend = SQLBackend.open(url, options)
     try:
         try:
             report = backend.verify()
@@ -81,6 +83,7 @@ def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path) -> 
             assert not report.ok
             problem = report.problems[0]
         assert str(path) in problem and "is damaged" in problem
-        assert ".recover" in problem and "airssys-storage verify --repair" in problem
+        assert ".recover" in problem and f"airssys-storage verify --repair --url {url}" in problem
+        assert ('--backend-options \'{"table_prefix":"p_"}\'' in problem) == bool(options)
     finally:
         backend.close()

@@ -67,7 +67,7 @@ def stats(store: StoreSpec, manifest_paths: tuple[Path, ...], as_json: bool) -> 
     settings = store.settings()
     registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     quotas = {m.id: manifest_quota(settings, registry, m) for m in _manifests(manifest_paths)}
-    with open_manager(settings, registry=registry) as manager:
+    with open_manager(settings, registry=registry, existing=True) as manager:
         ids = sorted(set(manager.backend.namespaces()) | set(quotas))
         components: list[dict[str, Any]] = []
         for cid in ids:

@@ -14,6 +14,7 @@ READS = [
     ["keys", "-c", "app"],
     ["get", "-c", "app", "k"],
     ["size", "-c", "app"],
+    ["stats"],
 ]
 
 

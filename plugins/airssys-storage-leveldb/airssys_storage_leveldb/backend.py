@@ -92,7 +92,7 @@ _BAD = Usage(-1, -1)
 #: Keys recounted between two progress reports.
 _PROGRESS_STEP = 10_000
 
-SQL_HINT = "multi-process hosts should use the SQL backend (sqlite:///PATH or postgresql+psycopg://…)"
+SQL_HINT = "multi-process hosts should use the SQL backend (sqlite:////ABSOLUTE/PATH or postgresql+psycopg://…)"
 
 # Real paths of the databases open in this process, so that repair_url() does
 # not pull a database out from under a live handle (RepairDB takes no lock).

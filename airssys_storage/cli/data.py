@@ -10,7 +10,9 @@ from typing import IO
 
 import click
 
+from ..backend import operator_command
 from ..exchange import pages
+from ..storage import ComponentStorage
 from .common import (
     ExitCode,
     Failure,
@@ -28,11 +30,16 @@ from .common import (
 )
 
 
-def _missing(key: str, component: str) -> Failure:
+def _missing(key: str, component: str, storage: ComponentStorage) -> Failure:
+    """Not found, with a hint that lists the keys of the same store (its URL and selecting options)."""
+    settings = storage.settings
+    listing = operator_command(
+        f"keys --component {component}",
+        settings.resolved_url,
+        type(storage._backend).selecting_options(settings.backend_options),  # same package: the handle's backend
+    )
     return Failure(
-        f"key {key!r} not found in component {component!r}; list its keys with: "
-        f"airssys-storage keys --component {component}",
-        ExitCode.NOT_FOUND,
+        f"key {key!r} not found in component {component!r}; list its keys with: {listing}", ExitCode.NOT_FOUND
     )
 
 
@@ -45,8 +52,8 @@ def get(component: str, store: StoreSpec, output: str | None, key: str) -> None:
     """Print the value of KEY, byte for byte (exit code 1 if it does not exist)."""
     with open_component(store, component, existing=True) as storage:
         value = storage.get(key)
-    if value is None:
-        raise _missing(key, component)
+        if value is None:
+            raise _missing(key, component, storage)
     with output_file(output or "-") as stream:
         stream.write(value)
 
@@ -89,8 +96,8 @@ def delete(component: str, store: StoreSpec, missing_ok: bool, key: str) -> None
     """Delete KEY (exit code 1 if it does not exist, unless --missing-ok)."""
     with open_component(store, component) as storage:
         existed = storage.delete(key)
-    if not existed and not missing_ok:
-        raise _missing(key, component)
+        if not existed and not missing_ok:
+            raise _missing(key, component, storage)
 
 
 @click.command()

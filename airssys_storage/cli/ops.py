@@ -339,4 +339,8 @@ def repair(store: StoreSpec, as_json: bool) -> None:
     else:
         info(f"repaired the {backend_cls.name} store at {redact_url(settings.resolved_url)}")
         if isinstance(report, dict):
-            print_table(None, ["result", "value"], [[key, value] for key, value in report.items()])
+            warning = report.get("warning")
+            rows = [[key, value] for key, value in report.items() if key != "warning"]
+            print_table(None, ["result", "value"], rows)
+            if warning:
+                info(f"airssys-storage: warning: {warning}")

@@ -402,6 +402,18 @@ def test_get_of_a_missing_key_exits_1_with_nothing_on_stdout(cli: Run, store: St
     assert "key 'nope' not found in component 'app'" in one_error_line(result.stderr)
 
 
+def test_not_found_hint_lists_the_keys_of_the_same_store(cli: Run, tmp_path: Path) -> None:
+    """The hint carries --url and the options that select the store (here a table prefix), so it works as printed."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    options = '{"table_prefix":"t2x_"}'
+    assert cli("set", "--url", url, "--backend-options", options, "-c", "app", "k", "v").exit_code == 0
+    for command in ("get", "delete"):
+        result = cli(command, "--url", url, "--backend-options", options, "-c", "app", "nope")
+        assert result.exit_code == 1
+        hint = one_error_line(result.stderr).split("list its keys with: ", 1)[1]
+        assert hint == f"airssys-storage keys --component app --url {url} --backend-options '{options}'"
+
+
 def test_set_takes_the_value_exactly_once(cli: Run, store: Store) -> None:
     for args in ((), ("v", "--file", __file__)):
         result = cli("set", "--url", store.url, "-c", "app", "k", *args)

@@ -49,3 +49,13 @@ def test_read_commands_still_read_an_existing_empty_store(cli: Run, tmp_path: Pa
     assert cli("delete", "-c", "app", "--url", url, "k").exit_code == 0
     assert cli("keys", "-c", "app", "--url", url).exit_code == 0
     assert cli("verify", "--url", url).exit_code == 0
+
+
+def test_an_empty_sqlite_file_is_no_store_for_read_commands(cli: Run, tmp_path: Path) -> None:
+    """A 0-byte file (e.g. `touch empty.db`) is not a store: verify refuses it and writes nothing into it."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = cli("verify", "--url", f"sqlite:///{empty}")
+    assert result.exit_code == 3, result.stderr
+    assert "no store at" in result.stderr
+    assert empty.stat().st_size == 0

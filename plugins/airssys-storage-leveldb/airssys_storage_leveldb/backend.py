@@ -272,8 +272,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
         readable record from the log and table files, and drops what it
         cannot read. RepairDB keeps table files whose blocks fail their
         checksum, so the records of such blocks are dropped next (and counted
-        in ``records_dropped``). Then every usage counter is recomputed from
-        the data. Returns what the recount found (see :meth:`recount`).
+        in ``records_dropped``). A file RepairDB cannot read at all is moved to
+        ``PATH/lost/``: its records cannot be counted, so the report names it in
+        ``files_lost`` and adds a ``warning``. Then every usage counter is
+        recomputed from the data. Returns what the recount found (see :meth:`recount`).
         """
         opts = LevelDBOptions.parse(options or {})
         path = path_from_url(url)
@@ -287,13 +289,23 @@ class LevelDBBackend(StorageBackend, ForkAware):
                     f"cannot repair the LevelDB database at {path} while this process has it open; "
                     "call repair() on the open backend, or close it first"
                 )
+        lost_before = _lost_files(path)
         with _exclusive(path):
             dropped = _repair_files(path, opts)
+        # RepairDB moves a table or log it cannot read at all into PATH/lost/: every record in it is gone.
+        lost = sorted(_lost_files(path) - lost_before)
         backend = cls.open(url, options or {})
         try:
-            return {**backend.recount(), "records_dropped": dropped}
+            report = {**backend.recount(), "records_dropped": dropped, "files_lost": lost}
         finally:
             backend.close()
+        if lost:
+            report["warning"] = (
+                f"RepairDB could not read {len(lost)} file(s) and moved them to {os.path.join(path, 'lost')}: "
+                "their records are not in the repaired database and are not counted in records_dropped; "
+                "restore the lost data from a backup"
+            )
+        return report
 
     # -- reads -------------------------------------------------------------------
 
@@ -745,6 +757,14 @@ def _repair_hint(path: str) -> str:
         f"stop every process using it and run `{operator_command('repair', f'leveldb://{path}')}` "
         f"(or LevelDBBackend.repair_url('leveldb://{path}')); see the airssys-storage-leveldb README"
     )
+
+
+def _lost_files(path: str) -> set[str]:
+    """Names of the files in the database's ``lost/`` directory, where RepairDB puts what it cannot read."""
+    try:
+        return {entry.name for entry in os.scandir(os.path.join(path, "lost"))}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
 
 
 def _repair_files(path: str, options: LevelDBOptions) -> int:

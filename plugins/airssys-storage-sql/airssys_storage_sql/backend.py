@@ -317,7 +317,10 @@ class SQLBackend(StorageBackend, ForkAware):
 
     @classmethod
     def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
-        """For a SQLite file: whether the file exists. ``None`` for in-memory SQLite and for servers.
+        """For a SQLite file: whether it exists and is not empty. ``None`` for in-memory SQLite and servers.
+
+        An empty file is no store yet (SQLite would take it as an empty
+        database, and opening it creates the tables).
 
         (On a server a read-only command creates missing tables: telling them
         apart would need a connection before the open.)
@@ -329,7 +332,10 @@ class SQLBackend(StorageBackend, ForkAware):
             if engine != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
                 return None
             path = database
-        return os.path.exists(path)
+        try:
+            return os.path.getsize(path) > 0
+        except OSError:
+            return False
 
     @classmethod
     def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:

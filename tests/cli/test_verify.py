@@ -239,3 +239,22 @@ def test_verify_exits_6_for_damage_found_at_open_or_recount(
     assert report["ok"] is False and report["problems"]
     assert report["backend"] == ("sql" if name == "sqlite" else "leveldb")
     assert report["keys"] is None or report["keys"] > 0
+
+
+def test_sqlite_rows_stored_as_text_are_damage_that_repair_removes(cli: Run, make_store: MakeStore) -> None:
+    """Second outside trial: a TEXT key or a TEXT value (SQLite takes any type) made verify exit 5 with a
+    TypeError; now verify reports both rows (exit 6) and --repair removes them."""
+    store = make_store("sqlite")
+    store.write("app", {"good": b"12"})
+    never_called = lambda: (b"", b"")  # noqa: E731 - SQLite only
+    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("app", "textkey", b"\x01"), never_called)
+    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("app", b"k9", "textval"), never_called)
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6, found.stderr
+    report = json.loads(cli("verify", *store.args(), "--json").stdout)
+    assert sorted(b["key_hex"] for b in report["bad_keys"]) == sorted([b"textkey".hex(), b"k9".hex()])
+    fixed = cli("verify", "--repair", *store.args())
+    assert fixed.exit_code == 0, fixed.stderr
+    assert store.read("app") == {"good": b"12"}
+    assert cli("verify", *store.args()).exit_code == 0
+    assert cli("export", "-c", "app", *store.args()).exit_code == 0

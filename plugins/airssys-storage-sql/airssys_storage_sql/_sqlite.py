@@ -20,9 +20,10 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError, StoreDamaged
 from airssys_storage.files import create_private_file
@@ -40,6 +41,9 @@ _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+
+
+_T = TypeVar("_T")
 
 
 class SQLiteBackend(TransactionalBackend):
@@ -88,6 +92,10 @@ class SQLiteBackend(TransactionalBackend):
         engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
         return cls(engine, options, f"SQLite database {database}")
 
+    def _foreign_cells_sql(self) -> str:
+        """SQLite columns take any type: rows a tool wrote as TEXT or numbers (see SQLBackend.verify)."""
+        return f"SELECT ns, k FROM {self._tables.data} WHERE typeof(k) <> 'blob' OR typeof(v) <> 'blob'"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         t = self._tables
@@ -134,7 +142,9 @@ class SQLiteBackend(TransactionalBackend):
         conn.isolation_level = None
         conn.execute(f"PRAGMA busy_timeout = {int(self._options.lock_timeout * 1000)}")
         if self.capabilities.persistent:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _retry_while_locked(
+                lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0], self._options.lock_timeout
+            )
             if str(mode).lower() != "wal":
                 raise InternalError(
                     f"{self.where} cannot use write-ahead logging (journal_mode is {mode!r}); "
@@ -319,6 +329,25 @@ class SQLiteBackend(TransactionalBackend):
         version = self._create_tables(item)
         item.execute("COMMIT")
         return version
+
+
+def _retry_while_locked(call: Callable[[], _T], timeout: float) -> _T:
+    """*call*, repeated while SQLite says the database is locked, for up to *timeout* seconds.
+
+    Switching a new file to WAL can fail with "database is locked" without
+    SQLite calling its busy handler (processes racing to create one store saw
+    it about once in ten rounds), so busy_timeout alone does not cover it.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _check_query(url: URL) -> None:

@@ -758,16 +758,31 @@ class SQLBackend(StorageBackend, ForkAware):
             actual = {_text(ns): Usage(int(used or 0), int(count)) for ns, count, used in self._fetchall(item, sql, ())}
             # Keys that break the key rules (written around the core): checked in Python, the
             # one definition of the rules; a scan of the keys, not of the values.
-            rows = self._fetchall(item, f"SELECT ns, k FROM {t.data}", ())
             size = self._sql(f"SELECT {length}(k) + {length}(v) FROM {t.data} WHERE ns = ? AND k = ?")
-            bad = []
+            # Rows whose cells are not bytes at all (SQLite's dynamic typing lets a tool store TEXT or a
+            # number): no API call can reach them; the cells as stored, to delete them with --repair.
+            foreign_sql = self._foreign_cells_sql()
+            foreign = [] if foreign_sql is None else self._fetchall(item, foreign_sql, ())
+            cells: list[tuple[Any, Any]] = [(ns, k) for ns, k in foreign]
+            bad = [
+                BadKey(
+                    _text(ns),
+                    k if isinstance(k, bytes) else str(k).encode(),
+                    int(self._fetchall(item, size, (ns, k))[0][0]),
+                    "its key or value is stored as SQLite TEXT or a number, not as bytes (BLOB)",
+                )
+                for ns, k in cells
+            ]
+            skip = set(cells)
+            rows = [row for row in self._fetchall(item, f"SELECT ns, k FROM {t.data}", ()) if tuple(row) not in skip]
             for index, problem in key_problems([bytes(row[1]) for row in rows]):
                 ns, k = _text(rows[index][0]), bytes(rows[index][1])
                 bad.append(BadKey(ns, k, int(self._fetchall(item, size, (ns, k))[0][0]), problem))
+                cells.append((ns, k))
             if repair:
                 delete = self._sql(f"DELETE FROM {t.data} WHERE ns = ? AND k = ?")
-                for found in bad:
-                    self._execute(item, delete, (found.namespace, found.key))
+                for cell in cells:
+                    self._execute(item, delete, cell)
                 update = self._sql(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ? WHERE ns = ?")
                 for mismatch in verify_report(self.where, stored, actual, bad_keys=bad).mismatches:
                     self._execute(item, self._q_new_usage, (mismatch.namespace,))
@@ -775,6 +790,14 @@ class SQLBackend(StorageBackend, ForkAware):
         finally:
             self._verify_end(item, repair)
         return stored, actual, bad
+
+    def _foreign_cells_sql(self) -> str | None:
+        """A query listing ``(ns, k)`` of rows whose key or value cell does not hold bytes.
+
+        For engines whose columns can hold other types (SQLite); ``None`` where
+        the column types forbid it (the default).
+        """
+        return None
 
     def _verify_begin(self, item: Any, repair: bool) -> None:
         """Start the verify transaction: a snapshot, or with *repair* the engine's write lock."""

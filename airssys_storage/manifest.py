@@ -96,14 +96,20 @@ LIMITS_FIELDS = {
 }
 
 
+#: The ``[limits]`` attributes that are counts (whole numbers), not sizes in bytes.
+_COUNT_LIMITS = frozenset({"max_table_elements", "max_instances"})
+
+
 @dataclass(frozen=True)
 class ManifestLimits:
     """The sandbox limits a component asks for in its manifest's ``[limits]`` table; ``None`` = not asked.
 
     A host (such as ``airssys-storage-wasmtime``) caps each by its own
-    ceiling. ``timeout`` is seconds (a finite number > 0); the others are
-    counts or sizes in bytes (an integer >= 1, or ``"64MiB"`` etc., see
-    :func:`parse_size`). Invalid values raise :class:`ManifestError` naming the field::
+    ceiling. ``timeout`` is seconds (a finite number > 0);
+    ``max-table-elements`` and ``max-instances`` are counts (a whole number
+    >= 1); ``max-memory`` and ``max-call-bytes`` are sizes in bytes (an
+    integer >= 1, or ``"64MiB"`` etc., see :func:`parse_size`). Invalid
+    values raise :class:`ManifestError` naming the field::
 
         [limits]
         timeout = 5
@@ -138,6 +144,10 @@ class ManifestLimits:
                 if not (math.isfinite(value) and value > 0):
                     raise ManifestError(f"{where} timeout must be a positive number of seconds, got {value!r}")
                 values[attribute] = float(value)
+            elif attribute in _COUNT_LIMITS:  # counts, not sizes: "10MB" elements means nothing
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ManifestError(f"{where} {key} must be a whole number of at least 1, got {value!r}")
+                values[attribute] = value
             else:
                 size = parse_size(value, f"{where} {key}")
                 if size < 1:

@@ -231,7 +231,10 @@ def test_limits_table_is_parsed_and_typed() -> None:
         ('max-memory = "abc"', "is not a size"),
         ("max-memory = 0", "max-memory must be at least 1"),
         ("max-call-bytes = -5", "must not be negative"),
-        ("max-instances = 1.5", "max-instances must be an integer"),
+        ("max-instances = 1.5", "max-instances must be a whole number of at least 1"),
+        ('max-instances = "1KiB"', "max-instances must be a whole number of at least 1"),
+        ('max-table-elements = "10MB"', "max-table-elements must be a whole number of at least 1"),
+        ("max-table-elements = 0", "max-table-elements must be a whole number of at least 1"),
         ("bogus = 1", "unknown field(s) ['bogus']"),
     ],
 )

@@ -309,6 +309,18 @@ def verify_report(
             entry[1] -= 1
         actual = {ns: Usage(used, count) for ns, (used, count) in recount.items()}
     live = [usage for usage in actual.values() if usage.keys]
+    from .manifest import COMPONENT_ID_PATTERN  # a light module; not at import (plugins import this one)
+
+    foreign = sorted(ns for ns in {*stored, *actual} if COMPONENT_ID_PATTERN.fullmatch(ns) is None)
+    problems = [
+        *problems,
+        *(
+            f"{store} holds namespace {ns!r}, which is no valid component id (written around airssys-storage): "
+            "no component can reach its data and operator commands refuse it; remove it with the engine's own "
+            "tools, or restore a backup"
+            for ns in foreign
+        ),
+    ]
     return VerifyReport(
         store=store,
         namespaces=len(live),

@@ -258,3 +258,28 @@ def test_sqlite_rows_stored_as_text_are_damage_that_repair_removes(cli: Run, mak
     assert store.read("app") == {"good": b"12"}
     assert cli("verify", *store.args()).exit_code == 0
     assert cli("export", "-c", "app", *store.args()).exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["sqlite", "leveldb"])
+def test_a_namespace_that_is_no_component_id_is_damage_and_stats_leaves_it_out(
+    cli: Run, make_store: MakeStore, name: str
+) -> None:
+    """Second outside trial: data under namespace 'Bad NS!' (written around the core) passed verify, and
+    stats then failed with exit 3. Verify now reports it; stats warns and lists the real components."""
+    store = make_store(name)
+    store.write("app", {"good": b"12"})
+
+    def leveldb() -> tuple[bytes, bytes]:
+        from airssys_storage_leveldb.layout import namespace_prefix
+
+        return namespace_prefix("Bad NS!") + b"a", b"\x01"
+
+    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("Bad NS!", b"a", b"\x01"), leveldb)
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6, found.stderr
+    assert "'Bad NS!'" in found.stdout + found.stderr and "no valid component id" in found.stdout + found.stderr
+    assert cli("verify", "--repair", *store.args()).exit_code == 6  # counters fixed; the namespace stays damage
+    stats = cli("stats", "--json", *store.args())
+    assert stats.exit_code == 0, stats.stderr
+    assert [c["component"] for c in json.loads(stats.stdout)["components"]] == ["app"]
+    assert "'Bad NS!'" in stats.stderr

@@ -155,6 +155,17 @@ class StorageSettings(BaseSettings):
                 )
         return value
 
+    @field_validator(
+        "fixed_quota_bytes", "max_key_bytes", "max_value_bytes", "max_keys_per_query", "max_batch_ops", mode="before"
+    )
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # pydantic's lax mode would read true as 1 and 1e3 as 1000 (a bool is an int in Python);
+        # a size or a count is a whole number, as in manifests. Strings from the environment pass on.
+        if isinstance(value, (bool, float)):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        return value
+
     @field_validator("policies")
     @classmethod
     def _check_policies(cls, value: list[str]) -> list[str]:

@@ -83,6 +83,9 @@ def test_user_config_dir_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ("max_batch_ops", -5),
         ("policies", []),
         ("fixed_quota_bytes", -1),
+        ("max_key_bytes", True),  # outside trial: read as 1
+        ("max_value_bytes", 1e3),  # outside trial: read as 1000
+        ("fixed_quota_bytes", 2.0),
         ("blocked_plugins", "sql"),
         ("unknown_field", 1),
     ],
@@ -93,6 +96,17 @@ def test_bad_settings_name_field_and_value(field: str, value: Any) -> None:
     assert info.value.code == "invalid-config"
     assert field in str(info.value)
     assert repr(value) in str(info.value)
+
+
+def test_whole_numbers_from_the_environment_and_a_file_still_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bool/float refusal does not touch strings from the environment or integers from TOML."""
+    monkeypatch.setenv("AIRSSYS_STORAGE_MAX_KEY_BYTES", "128")
+    (tmp_path / "airssys-storage.toml").write_text("max_value_bytes = 4096\n")
+    monkeypatch.chdir(tmp_path)
+    settings = StorageSettings()
+    assert (settings.max_key_bytes, settings.max_value_bytes) == (128, 4096)
 
 
 def test_bad_environment_value_is_typed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,9 @@ the commands that open stores in different ways.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +54,11 @@ def test_missing_driver_is_invalid_config_with_the_pip_line(backend: str, tmp_pa
         pytest.skip(f"{plugin} is not installed")
     url = make_url(tmp_path)
     other = f"sqlite:///{tmp_path}/other.sqlite3" if backend != "sqlite" else "memory://"
-    # Read commands refuse a store that does not exist before loading any driver: make the files exist.
-    (tmp_path / "other.sqlite3").touch()
-    (tmp_path / "db.sqlite3").touch()
+    # Read commands refuse a store that does not exist (or an empty file) before loading any driver:
+    # make real, non-empty SQLite files.
+    for name in ("other.sqlite3", "db.sqlite3"):
+        with contextlib.closing(sqlite3.connect(tmp_path / name)) as connection:
+            connection.execute("CREATE TABLE unrelated (x)")
     (tmp_path / "ldb").mkdir()
     (tmp_path / "ldb" / "LOG").touch()
     commands = [

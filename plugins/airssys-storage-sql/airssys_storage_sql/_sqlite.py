@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError, StoreDamaged
 from airssys_storage.files import create_private_file
 
-from ._transactional import TransactionalBackend
+from ._transactional import TransactionalBackend, backoff
 from .backend import MARKS, SQLBackend, SQLOptions, describe
 
 if TYPE_CHECKING:
@@ -339,15 +339,15 @@ def _retry_while_locked(call: Callable[[], _T], timeout: float) -> _T:
     it about once in ten rounds), so busy_timeout alone does not cover it.
     """
     deadline = time.monotonic() + timeout
-    delay = 0.001
+    attempt = 0
     while True:
         try:
             return call()
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        backoff(min(attempt, 5))  # the plugin's one jittered retry delay (at most ~64 ms)
+        attempt += 1
 
 
 def _check_query(url: URL) -> None:

@@ -1,14 +1,15 @@
-"""The backend contract: small primitives plus one atomic, guarded commit.
+"""The backend contract (v2): small primitives plus one atomic apply of a planned commit.
 
-A backend stores bytes under (namespace, key) pairs. It never sees a
+A backend stores rows (value, version, expiry) under (namespace, key) pairs. It never sees a
 concatenated string: the namespace (a validated component id, ASCII) and the
 key (1..max bytes of UTF-8) arrive separately and the backend keeps them apart
 in its physical layout. Validation, permissions and the choice of the quota
-limit happen once, in the core; the backend's job is to apply writes
-atomically together with the namespace's usage counter, and to refuse a write
-that would take the counter past the limit.
+limit happen once, in the core; what a write does (quota, versions, expiry,
+conditions, counters) is decided once, by :func:`airssys_storage.planner.plan`;
+the backend's job is to read the old rows inside its atomic section and apply
+the plan together with the namespace's counter row.
 
-Usage is the seed's measure: the sum over live keys of ``len(key) + len(value)``
+Usage is the seed's measure: the sum over stored rows of ``len(key) + len(value)``
 (both in bytes), kept as a counter so that reading it is O(1).
 
 Threads and atomicity: backend objects are shared by every component and
@@ -35,11 +36,15 @@ import abc
 import json
 import re
 import shlex
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigurationError, QuotaExceeded, StoreDamaged
+
+if TYPE_CHECKING:
+    from .planner import KeyState, Plan, Write
 
 __all__ = [
     "StorageBackend",
@@ -57,21 +62,21 @@ __all__ = [
     "key_successor",
     "operator_command",
     "quota_exceeded",
+    "wall_clock_ms",
+    "DEFAULT_OP_RETENTION_MS",
 ]
 
-#: One write of a commit: ``(key, value)`` puts, ``(key, None)`` deletes.
-Change = tuple[bytes, "bytes | None"]
-"""One write of a commit: ``(key, value)`` stores *value*, ``(key, None)`` deletes *key*.
+#: How long a recorded operation id's result is kept by default: 10 minutes, in milliseconds.
+DEFAULT_OP_RETENTION_MS = 600_000
 
-Deletes arrive only this way, as changes with the value ``None`` in
-:meth:`StorageBackend.commit` / :meth:`StorageBackend.commit_one` (a whole
-namespace is emptied by :meth:`StorageBackend.clear` instead). A delete of a
-key that does not exist is accepted and changes nothing; it does not count as
-an existing key in commit's return value. Both elements are ``bytes`` (never
-``bytearray`` or ``memoryview``: the core converts), the key is 1 to
-``max_key_bytes`` bytes of valid UTF-8 without control characters, and the
-keys of one commit are distinct (the core keeps the last write of a key).
-"""
+
+def wall_clock_ms() -> int:
+    """The wall-clock time in whole milliseconds since the Unix epoch (the default backend clock)."""
+    return time.time_ns() // 1_000_000
+
+#: A key and its new value (``None``: delete), as the core's batch paths build them.
+Change = tuple[bytes, "bytes | None"]
+"""A key and its new value (``None`` deletes it). Keys are ``bytes`` of valid UTF-8 (1 to ``max_key_bytes``)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ class Capabilities:
         :class:`~airssys_storage.InternalError` ("in use by another
         process"), never silent damage. Tested by 8 processes racing for one
         exact quota.
+    ``native_atomics``
+        A single increment or compare-and-swap is one engine statement or
+        one native engine call (informational: :meth:`ComponentStorage.limits`
+        reports it; every backend is exact either way).
     ``repair``
         The backend implements :meth:`StorageBackend.repair_url`: it works on a
         closed store, even one too damaged to open, keeps every readable
@@ -109,6 +118,8 @@ class Capabilities:
     multi_process: bool = False
     #: The backend implements :meth:`StorageBackend.repair_url`.
     repair: bool = False
+    #: Increment and compare-and-swap run as one engine statement (no read-modify-write round trips).
+    native_atomics: bool = False
 
 
 @dataclass(frozen=True)
@@ -380,7 +391,7 @@ def quota_exceeded(namespace: str, used: int, delta: int, limit: int) -> QuotaEx
 
 
 class StorageBackend(abc.ABC):
-    """Base class of storage backends: the contract every backend plugin implements.
+    """Base class of storage backends: the contract every backend plugin implements (contract v2).
 
     Subclasses set :attr:`name`, :attr:`url_schemes` and :attr:`capabilities`,
     implement :meth:`open` and the abstract primitives, and may override the
@@ -395,43 +406,57 @@ class StorageBackend(abc.ABC):
     Values are opaque ``bytes``. Validation, permissions and the choice of the
     limit happen in the core, never in the backend.
 
+    Rows: every stored key is a *row* holding its value, its **version** (an
+    unsigned 64-bit number) and its **expiry** (``expires_at``: milliseconds
+    since the Unix epoch, or ``None``). Each namespace has one counter row:
+    usage (bytes and keys, expired rows included until removed) and the
+    version *floor* (:class:`~airssys_storage.planner.SpaceState`). A row with
+    ``expires_at <= self.clock()`` is expired: every read (:meth:`get`,
+    :meth:`get_entry`, :meth:`get_many`, :meth:`has`, :meth:`items`,
+    :meth:`keys`) treats it as absent, exactly, while it stays charged in
+    :meth:`usage` until a write removes it. Only rows that have an expiry
+    need the clock: a read of a row without one must not call it.
+
+    Writes, one rule in one place: every write goes through
+    :func:`airssys_storage.planner.plan`, which decides the guard rule
+    (quota), versions, expiry, conditions (compare-and-swap), counters and
+    operation ids. A backend's :meth:`apply` is: open the atomic section,
+    read the old row of each written key (:class:`~airssys_storage.planner.KeyState`,
+    with the value where :attr:`~airssys_storage.planner.Write.needs_value`),
+    the namespace's counter row and the recorded results of the writes'
+    ``op_id`` s, call ``plan(namespace, writes, old, space, limit,
+    self.clock(), done_ops)``, write the plan's ``puts`` and ``deletes``, the
+    counter row (when ``space_changed``) and the ``op_records`` (with the
+    time, for retention), close the section, return the plan. When ``plan``
+    raises, nothing is written. A specialised hot path (:meth:`put_one`,
+    :meth:`delete_one`) may skip the planner only where a benchmark shows it
+    pays, and must give exactly what the planner gives (the conformance
+    suite's differential tests check it).
+
     Thread safety: one backend object serves every component and thread of
     a host, and the core takes no lock. Every method may be called from
-    several threads at once and each call must be atomic: a reader
-    (:meth:`get_many`, :meth:`items`, :meth:`keys`, :meth:`usage`) sees a
-    commit entirely or not at all, and the read of old sizes, the guard and
+    several threads at once and each call must be atomic: a reader sees a
+    commit entirely or not at all, and the read of old rows, the plan and
     the write of a commit cannot interleave with another commit of the same
     namespace. Across processes the same holds only with
     ``capabilities.multi_process`` (see :class:`Capabilities`); a handle must
     never be shared silently with a forked child.
 
-    Writes: puts and deletes arrive together as :data:`Change` lists in
-    :meth:`commit` (or one change in :meth:`commit_one`); a delete is a change
-    whose value is ``None``. :meth:`clear` empties one namespace.
-
-    The guard rule, for :meth:`commit` and :meth:`commit_one`: let ``delta`` be
-    the sum of (new size - old size) over the changes, where a missing key has
-    size 0 and a delete has new size 0. If ``limit`` is not ``None`` and
-    ``delta > 0`` and ``used + delta > limit``, raise
-    :func:`quota_exceeded` and change nothing. Otherwise apply every change
-    and add ``delta`` (and the change in key count) to the counter, all in
-    one atomic step. Writes that do not grow usage are always accepted, so a
-    component above a lowered quota can still delete. ``limit=None`` means
-    unlimited: nothing is refused (operator commands and strategies that
-    return ``None`` use it on every write path).
-
     Errors, which the core passes on to callers unchanged:
 
-    - the guard refuses a write: :class:`~airssys_storage.QuotaExceeded`, made
-      by :func:`quota_exceeded` so every backend says the same;
+    - the planner refuses a write: :class:`~airssys_storage.QuotaExceeded`,
+      :class:`~airssys_storage.PreconditionFailed`,
+      :class:`~airssys_storage.InvalidArgument` (a counter that holds no
+      integer, or overflows) — raised by :func:`~airssys_storage.planner.plan`,
+      passed on as they are;
     - :meth:`open` gets a URL or *options* it cannot use (unknown option,
       wrong type, missing driver): :class:`~airssys_storage.ConfigurationError`
       naming the setting and the fix;
     - the store fails (unreachable server, I/O error, damaged files, in use by
       another process): :class:`~airssys_storage.InternalError` naming the
       path or URL (password redacted) and the command or setting that helps;
-      when a commit's outcome is unknown (connection lost during it), the
-      message says it may have been applied.
+      when a commit's outcome is unknown (connection lost during it),
+      :class:`~airssys_storage.OutcomeUnknown`.
 
     Any other exception escaping a method is wrapped by the core in an
     ``internal-error`` with the exception's type, which names no fix: raise
@@ -445,6 +470,16 @@ class StorageBackend(abc.ABC):
     url_schemes: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities()
 
+    #: The time in milliseconds since the Unix epoch. The core sets it on the
+    #: open backend (the manager's clock, injectable for tests); backends call
+    #: it only when a row has an expiry, and once per :meth:`apply`.
+    clock: Callable[[], int] = staticmethod(wall_clock_ms)
+    #: How long a recorded ``op_id`` result is kept, in milliseconds (the core
+    #: sets it from the settings; at least 10 minutes by default). A backend
+    #: may drop records older than ``clock() - op_retention_ms``, and must keep
+    #: younger ones.
+    op_retention_ms: int = DEFAULT_OP_RETENTION_MS
+
     @classmethod
     @abc.abstractmethod
     def open(cls, url: str, options: Mapping[str, Any]) -> StorageBackend:
@@ -454,25 +489,30 @@ class StorageBackend(abc.ABC):
         ask :meth:`exists` first; implement it if the backend can tell.
         """
 
-    # -- reads ---------------------------------------------------------------
+    # -- reads (expired rows are absent; see the class docs) ---------------
 
     @abc.abstractmethod
     def get(self, namespace: str, key: bytes) -> bytes | None:
-        """The value of *key*, or ``None``."""
+        """The value of live *key*, or ``None`` (missing or expired)."""
+
+    @abc.abstractmethod
+    def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
+        """The live row of *key* with its value (``KeyState(size, version, expires_at, value)``), or ``None``."""
 
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
-        """The values of *keys*, in order, ``None`` for missing ones."""
+        """The values of *keys*, in order, ``None`` for missing or expired ones, all from one moment."""
         return [self.get(namespace, key) for key in keys]
 
     def has(self, namespace: str, key: bytes) -> bool:
-        """Whether *key* exists."""
+        """Whether *key* is live."""
         return self.get(namespace, key) is not None
 
     @abc.abstractmethod
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
-        """At most *limit* ``(key, value)`` pairs with ``start <= key < end``, ordered bytewise.
+        """At most *limit* live ``(key, value)`` pairs with ``start <= key < end``, ordered bytewise.
 
-        ``end=None`` means no upper bound.
+        ``end=None`` means no upper bound. Expired rows are skipped and do
+        not count towards *limit*.
         """
 
     def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
@@ -481,28 +521,61 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     def usage(self, namespace: str) -> Usage:
-        """The namespace's usage counter (O(1)); ``Usage()`` (zeros) for a namespace that holds nothing."""
+        """The namespace's usage counter (O(1), expired rows included until removed); zeros when empty."""
 
-    # -- writes --------------------------------------------------------------
+    # -- writes (all decided by airssys_storage.planner.plan) --------------
 
     @abc.abstractmethod
-    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        """Apply *changes* (distinct keys) atomically under the guard rule.
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        """Apply *writes* (distinct keys) atomically as :func:`~airssys_storage.planner.plan` decides.
 
-        Returns how many of the changed keys existed before the commit.
-        Nothing is applied when it raises.
+        *limit* is the quota in bytes (``None``: unlimited). Returns the plan
+        that was applied (its ``results`` answer the writes in order).
+        Nothing is applied when it raises. See the class docs for the shape.
         """
 
-    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        """:meth:`commit` of a single change; returns whether *key* existed before.
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        """A plain put of one key (no expiry, no condition); returns the new version.
 
-        Override for a faster single-key path; the semantics must not change.
+        Exactly ``apply(namespace, [Write(key, WriteKind.PUT, value)], limit).results[0]``;
+        override for a faster single-key path (the semantics must not change).
         """
-        return self.commit(namespace, ((key, value),), limit) == 1
+        from .planner import Write, WriteKind
+
+        return self.apply(namespace, (Write(key, WriteKind.PUT, value),), limit).results[0]
+
+    def delete_one(self, namespace: str, key: bytes) -> bool:
+        """Delete one key; returns whether a live key was removed (an expired row is removed too).
+
+        Exactly ``apply(namespace, [Write(key, WriteKind.DELETE)], None).results[0] == 1``;
+        override for a faster path (the semantics must not change).
+        """
+        from .planner import Write, WriteKind
+
+        return self.apply(namespace, (Write(key, WriteKind.DELETE),), None).results[0] == 1
+
+    @abc.abstractmethod
+    def delete_range(
+        self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False
+    ) -> Plan:
+        """Remove every row with ``start <= key < end`` (``end=None``: unbounded) in one atomic step.
+
+        Read the rows in the range (size, version, expiry) inside the atomic
+        section and apply the plan of one ``WriteKind.DELETE`` write per row
+        (``WriteKind.SWEEP`` with *expired_only*: only rows expired at the
+        plan's ``now`` go). Unlimited (``limit=None``): removing never grows
+        usage. ``sum(plan.results)`` is the number of live keys removed
+        (with *expired_only*, of expired rows swept). A backend with an
+        expiry index may read only the expired rows for *expired_only*.
+        """
 
     @abc.abstractmethod
     def clear(self, namespace: str) -> None:
-        """Delete every key of *namespace* and reset its counter, atomically."""
+        """Delete every row of *namespace* and reset its usage to zero, atomically.
+
+        The version floor is kept and raised to the highest removed version
+        (a key written after a clear gets a version above any it had before).
+        """
 
     # -- administration ------------------------------------------------------
 
@@ -580,7 +653,8 @@ class StorageBackend(abc.ABC):
         Backends override this. The default reads through the public
         primitives: it cannot repair counters (``repair=True`` raises
         :class:`~airssys_storage.ConfigurationError` when a counter is
-        wrong; it removes bad keys with :meth:`commit`), has no integrity check, and is exact only while no one writes.
+        wrong; it removes bad keys with :meth:`apply`), has no integrity check, is exact only while no one
+        writes, and sees only live rows (a backend holding expired rows must override it).
         """
         stored: dict[str, Usage] = {}
         actual: dict[str, Usage] = {}
@@ -607,8 +681,10 @@ class StorageBackend(abc.ABC):
         if not repair:
             return report
         if report.bad_keys:  # removable through the primitives: commit deletes them and their bytes
+            from .planner import Write, WriteKind
+
             for found in report.bad_keys:
-                self.commit(found.namespace, [(found.key, None)], None)
+                self.apply(found.namespace, (Write(found.key, WriteKind.DELETE),), None)
             report = replace(self.verify(), bad_keys=report.bad_keys)
         if report.mismatches:
             raise ConfigurationError(

@@ -556,15 +556,16 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     def delete_range(
-        self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False
+        self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
     ) -> Plan:
         """Remove every row with ``start <= key < end`` (``end=None``: unbounded) in one atomic step.
 
         Read the rows in the range (size, version, expiry) inside the atomic
         section and apply the plan of one ``WriteKind.DELETE`` write per row
         (``WriteKind.SWEEP`` with *expired_only*: only rows expired at the
-        plan's ``now`` go). Unlimited (``limit=None``): removing never grows
-        usage. ``sum(plan.results)`` is the number of live keys removed
+        plan's ``now`` go). At most *limit* rows are removed (the first in key
+        order; ``None``: all), so a sweep can be done in bounded steps. The
+        plan gets no quota limit: removing never grows usage. ``sum(plan.results)`` is the number of live keys removed
         (with *expired_only*, of expired rows swept). A backend with an
         expiry index may read only the expired rows for *expired_only*.
         """

@@ -32,7 +32,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'airssys-storage[testing]'"
     ) from exc
 
+from .clock import FakeClock
 from .conformance import BackendConformance, model_component_ids
 from .environment import isolated_environment
 
-__all__ = ["BackendConformance", "isolated_environment", "model_component_ids"]
+__all__ = ["BackendConformance", "FakeClock", "isolated_environment", "model_component_ids"]

@@ -17,7 +17,6 @@ import pytest
 import airssys_storage
 from airssys_storage import (
     Access,
-    Change,
     InternalError,
     InvalidArgument,
     Manifest,

@@ -72,6 +72,8 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _T = TypeVar("_T")
 _PUT, _DELETE, _INCREMENT, _TOUCH = WriteKind.PUT, WriteKind.DELETE, WriteKind.INCREMENT, WriteKind.TOUCH
+# Batches build one Write per key: tuple.__new__ takes half the time of Write(...) (as the planner does).
+_new = tuple.__new__
 
 
 class Entry(NamedTuple):
@@ -616,7 +618,7 @@ class ComponentStorage:
             changes[raw] = value
         expires_at = None if ttl is None else self._expires_at(ttl)
         if changes:
-            self._apply([Write(raw, _PUT, value, expires_at) for raw, value in changes.items()])
+            self._apply([_new(Write, (raw, _PUT, value, expires_at, None, 0, None)) for raw, value in changes.items()])
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete *keys* atomically; returns how many existed (live)."""
@@ -624,7 +626,7 @@ class ComponentStorage:
         raws = dict.fromkeys(encode_key(key, self._max_key) for key in keys)
         if not raws:
             return 0
-        return sum(self._apply([Write(raw, _DELETE) for raw in raws]).results)
+        return sum(self._apply([_new(Write, (raw, _DELETE, b"", None, None, 0, None)) for raw in raws]).results)
 
     # -- versions and atomics --------------------------------------------------
 

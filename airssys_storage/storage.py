@@ -417,11 +417,15 @@ def _prepare_default_location(url: str) -> None:
 
 
 class ComponentStorage:
-    """One component's private key-value storage: the seed's API plus batches and scans.
+    """One component's private key-value storage: the seed's API plus batches, scans and per-key state.
 
     Keys are ``str`` (1 to ``max_key_bytes`` bytes of UTF-8, no control
     characters); values are ``bytes`` (``bytearray`` and ``memoryview``
-    accepted). Listings are ordered by the keys' UTF-8 bytes.
+    accepted). Listings are ordered by the keys' UTF-8 bytes. Every key has
+    a version (returned by writes, see :meth:`get_entry`) and may have an
+    expiry (``ttl`` in seconds); an expired key is absent for every read and
+    condition, and counts in :meth:`usage` until it is swept. Checks run in
+    the order permission, validation, quota, backend.
     """
 
     __slots__ = (

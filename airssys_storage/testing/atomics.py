@@ -690,6 +690,24 @@ class AtomicsConformance:
         finally:
             backend.clock = clock
 
+    def test_backend_delete_range_limit_takes_rows_in_key_order(
+        self, manager: StorageManager, clock: FakeClock
+    ) -> None:
+        """Backend delete_range(limit=n): removes the first n rows in key order (expired_only: the first n expired)."""
+        backend, ns = manager.backend, _fresh("range-limit")
+        soon = clock() + 10
+        for key in (b"a", b"b", b"c", b"d", b"e"):
+            expiry = soon if key in (b"b", b"d") else None
+            backend.apply(ns, (Write(key, WriteKind.PUT, key, expires_at=expiry),), None)
+        clock.advance(0.01)  # b and d expire
+        assert sum(backend.delete_range(ns, b"", None, expired_only=True, limit=1).results) == 1
+        assert backend.usage(ns) == Usage(8, 4), "the first expired row in key order (b) goes first"
+        assert sum(backend.delete_range(ns, b"", None, limit=2).results) == 2, "the first two rows: a and c"
+        assert [key for key, _ in backend.items(ns, b"", None, 10)] == [b"e"]
+        assert backend.usage(ns) == Usage(4, 2)
+        assert sum(backend.delete_range(ns, b"", None, expired_only=True).results) == 1
+        assert backend.usage(ns) == Usage(2, 1)
+
     def test_get_entry_is_the_backend_row(self, manager: StorageManager, clock: FakeClock) -> None:
         """Backend get_entry: KeyState(size, version, expires_at, value) of a live row; None when missing or expired."""
         backend, ns = manager.backend, _fresh("entry")

@@ -162,7 +162,7 @@ class BackendConformance(AtomicsConformance, ExpiryConformance, VerifyConformanc
     def test_non_bytes_value_is_rejected(self, store: ComponentStorage) -> None:
         """A non-bytes value is invalid-argument and writes nothing."""
         with pytest.raises(InvalidArgument):
-            store.set("k", "text")  # type: ignore[arg-type]
+            store.set("k", "text")  # type: ignore[arg-type, call-overload]
         assert store.size() == 0
 
     def test_size_is_key_bytes_plus_value_bytes(self, store: ComponentStorage) -> None:
@@ -716,7 +716,7 @@ class BackendConformance(AtomicsConformance, ExpiryConformance, VerifyConformanc
             lambda: store.set("", b""),
             lambda: store.set("k", b"x" * (MiB + 1)),
             lambda: store.scan(cursor="zz"),
-            lambda: store.clear() if store.manifest.access is not Access.ADMIN else store.set(None, b""),  # type: ignore[arg-type]
+            lambda: store.clear() if store.manifest.access is not Access.ADMIN else store.set(None, b""),  # type: ignore[arg-type, call-overload]
         ]
         for call in calls:
             with pytest.raises(StorageError) as info:

@@ -39,6 +39,7 @@ from airssys_storage.planner import KeyState, Write, WriteKind
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
 from .clock import FakeClock
+from .processes import run_spawned, worker_manager
 
 __all__ = ["AtomicsConformance", "run_counter_race"]
 
@@ -736,31 +737,9 @@ def run_counter_race(
     ``cas``), every result the increments returned (``increment_results``)
     and any errors the workers met.
     """
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # children open the store from scratch, by URL
     with StorageManager.from_settings(settings) as manager:
         _open(manager, component).set("round", b"0")
-    barrier = ctx.Barrier(processes, timeout=120)
-    results = ctx.Queue()
-    payload = settings.model_dump(mode="json")
-    workers = [
-        ctx.Process(
-            target=_counter_worker, args=(payload, component, rounds, increments, barrier, results), daemon=True
-        )
-        for _ in range(processes)
-    ]
-    for process in workers:
-        process.start()
-    try:
-        outcomes = [results.get(timeout=300) for _ in workers]
-    finally:
-        for process in workers:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    broken = [outcome for outcome in outcomes if isinstance(outcome, str)]
-    assert broken == [], broken
+    outcomes = run_spawned(settings, _counter_worker, [(component, rounds, increments)] * processes)
     with StorageManager.from_settings(settings) as manager:
         store = _open(manager, component)
         final = {key: store.get(key) for key in ("round", "n", "cas")}
@@ -780,11 +759,8 @@ def _counter_worker(
     won: list[int] = []
     seen: list[int] = []
     errors: list[str] = []
-    try:
-        manager = StorageManager.from_settings(StorageSettings(**payload))
-    except Exception as exc:  # reported, so the parent fails with the reason instead of a timeout
-        barrier.abort()
-        results.put(f"{type(exc).__name__}: {exc}")
+    manager = worker_manager(payload, barrier, results)
+    if manager is None:
         return
     with manager:
         store = _open(manager, component)

@@ -150,6 +150,17 @@ class TornRangeDelete(MemoryBackend):
         return Plan([], [], SpaceState(), False, results, [True] * len(results), [], [])
 
 
+class ForgetsFloorOnClear(MemoryBackend):
+    """Resets the version floor on clear: a key re-created after clear may get an old version again."""
+
+    name = "forgets-floor"
+    url_schemes = ("forgets-floor",)
+
+    def clear(self, namespace: str) -> None:
+        super().clear(namespace)
+        self._spaces[namespace].floor = 0
+
+
 def _run_suite_test(backend: type[StorageBackend], test: str, **arguments: Any) -> None:
     """Run the conformance test *test* against *backend*, giving it the fixtures it asks for."""
 
@@ -216,6 +227,8 @@ def test_the_suite_fails_a_backend_that_breaks_on_unlimited_writes(test: str) ->
         (ForgetsOpIds, "test_op_id_replay_returns_the_first_result_and_applies_nothing", {}),
         (ForgetsOpIds, "test_stateful_model_against_a_dict", {}),
         (RacyIncrement, "test_threads_incrementing_count_exactly", {}),
+        (ForgetsFloorOnClear, "test_versions_are_not_reused_after_clear", {}),
+        (ForgetsFloorOnClear, "test_stateful_model_against_a_dict", {}),
         (TornRangeDelete, "test_range_delete_is_atomic_under_a_concurrent_writer", {"how": "delete_prefix"}),
         (TornRangeDelete, "test_range_delete_is_atomic_under_a_concurrent_writer", {"how": "delete_range"}),
     ],

@@ -39,6 +39,7 @@ from airssys_storage.planner import KeyState, Write, WriteKind
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
 from .clock import FakeClock
+from .processes import run_spawned, worker_manager
 
 __all__ = ["AtomicsConformance", "run_counter_race"]
 
@@ -690,6 +691,24 @@ class AtomicsConformance:
         finally:
             backend.clock = clock
 
+    def test_backend_delete_range_limit_takes_rows_in_key_order(
+        self, manager: StorageManager, clock: FakeClock
+    ) -> None:
+        """Backend delete_range(limit=n): removes the first n rows in key order (expired_only: the first n expired)."""
+        backend, ns = manager.backend, _fresh("range-limit")
+        soon = clock() + 10
+        for key in (b"a", b"b", b"c", b"d", b"e"):
+            expiry = soon if key in (b"b", b"d") else None
+            backend.apply(ns, (Write(key, WriteKind.PUT, key, expires_at=expiry),), None)
+        clock.advance(0.01)  # b and d expire
+        assert sum(backend.delete_range(ns, b"", None, expired_only=True, limit=1).results) == 1
+        assert backend.usage(ns) == Usage(8, 4), "the first expired row in key order (b) goes first"
+        assert sum(backend.delete_range(ns, b"", None, limit=2).results) == 2, "the first two rows: a and c"
+        assert [key for key, _ in backend.items(ns, b"", None, 10)] == [b"e"]
+        assert backend.usage(ns) == Usage(4, 2)
+        assert sum(backend.delete_range(ns, b"", None, expired_only=True).results) == 1
+        assert backend.usage(ns) == Usage(2, 1)
+
     def test_get_entry_is_the_backend_row(self, manager: StorageManager, clock: FakeClock) -> None:
         """Backend get_entry: KeyState(size, version, expires_at, value) of a live row; None when missing or expired."""
         backend, ns = manager.backend, _fresh("entry")
@@ -718,31 +737,9 @@ def run_counter_race(
     ``cas``), every result the increments returned (``increment_results``)
     and any errors the workers met.
     """
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # children open the store from scratch, by URL
     with StorageManager.from_settings(settings) as manager:
         _open(manager, component).set("round", b"0")
-    barrier = ctx.Barrier(processes, timeout=120)
-    results = ctx.Queue()
-    payload = settings.model_dump(mode="json")
-    workers = [
-        ctx.Process(
-            target=_counter_worker, args=(payload, component, rounds, increments, barrier, results), daemon=True
-        )
-        for _ in range(processes)
-    ]
-    for process in workers:
-        process.start()
-    try:
-        outcomes = [results.get(timeout=300) for _ in workers]
-    finally:
-        for process in workers:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    broken = [outcome for outcome in outcomes if isinstance(outcome, str)]
-    assert broken == [], broken
+    outcomes = run_spawned(settings, _counter_worker, [(component, rounds, increments)] * processes)
     with StorageManager.from_settings(settings) as manager:
         store = _open(manager, component)
         final = {key: store.get(key) for key in ("round", "n", "cas")}
@@ -762,11 +759,8 @@ def _counter_worker(
     won: list[int] = []
     seen: list[int] = []
     errors: list[str] = []
-    try:
-        manager = StorageManager.from_settings(StorageSettings(**payload))
-    except Exception as exc:  # reported, so the parent fails with the reason instead of a timeout
-        barrier.abort()
-        results.put(f"{type(exc).__name__}: {exc}")
+    manager = worker_manager(payload, barrier, results)
+    if manager is None:
         return
     with manager:
         store = _open(manager, component)

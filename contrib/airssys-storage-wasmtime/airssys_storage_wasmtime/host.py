@@ -470,7 +470,7 @@ class GuestInstance:
         from ._interfaces import BY_INTERFACE
         from ._keyvalue import RESOURCES, KeyValueCalls
 
-        keyvalue = KeyValueCalls(self.storage)
+        keyvalue = self._keyvalue = KeyValueCalls(self.storage)
         targets = {"storage": self.storage, "state": StateCalls(self.storage), "keyvalue": keyvalue}
         drops = {"bucket": keyvalue.drop_bucket, "cas": keyvalue.drop_cas}
         callbacks = []

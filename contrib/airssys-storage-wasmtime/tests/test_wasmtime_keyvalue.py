@@ -1,0 +1,116 @@
+"""wasi:keyvalue@0.2.0-draft2: a guest built only against the standard WIT, on a component's storage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from airssys_storage_wasmtime import Guest, Host
+from airssys_storage_wasmtime._interfaces import KEYVALUE_FUNCTIONS
+from airssys_storage_wasmtime._keyvalue import RESERVED, bucket_prefix
+from test_wasmtime_cli import core_cli
+from wasmtime_helpers import LIMITS, err, storage_of
+
+from airssys_storage import ComponentStorage, StorageManager, StorageSettings
+from airssys_storage.backend import key_problem
+
+READ_WRITE_CHECKS = 67
+BUCKETS = ("default", "cache")
+
+
+@pytest.fixture
+def manager() -> Iterator[StorageManager]:
+    with StorageManager.from_settings(StorageSettings(url="memory://", **LIMITS)) as manager:
+        yield manager
+
+
+def test_it_imports_exactly_wasi_keyvalue(keyvalue_guest: tuple[Host, Guest]) -> None:
+    _, guest = keyvalue_guest
+    assert set(guest.imports) == {function.qualified_name for function in KEYVALUE_FUNCTIONS}
+    assert guest.exports["run-checks"] == "func(string) -> result<u32, string>"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "access", "max_size", "buckets", "checks"),
+    [("read-write", "read-write", "4KB", BUCKETS, READ_WRITE_CHECKS),
+     ("read-only", "read-only", None, ("default",), 14), ("none", "none", None, ("default",), 4)],
+)  # fmt: skip
+def test_scenario(
+    keyvalue_guest: tuple[Host, Guest],
+    manager: StorageManager,
+    capfd: pytest.CaptureFixture[str],
+    scenario: str,
+    access: str,
+    max_size: str | None,
+    buckets: tuple[str, ...],
+    checks: int,
+) -> None:
+    host, guest = keyvalue_guest
+    if scenario == "read-only":
+        storage_of(manager, "read-write", None).set(bucket_prefix("default") + "shared", b"written by the host")
+    storage = storage_of(manager, access, max_size, buckets=buckets)
+    with host.instantiate(guest, storage, inherit_stdio=True) as instance:
+        assert instance.call("run-checks", scenario) == checks
+    assert f"{scenario}: {checks} checks passed" in capfd.readouterr().out
+    inspector = storage_of(manager, "admin", None)
+    everything = dict(inspector.scan(None, None, LIMITS["max_keys_per_query"])[0])
+    assert inspector.usage().bytes == sum(len(key.encode()) + len(value) for key, value in everything.items())
+    if scenario == "read-write":
+        # The layout: each bucket under its own prefix in the component's storage, no bad keys.
+        assert everything == {f"{RESERVED}cache/kept": b"cached", f"{RESERVED}default/kept": b"for the host to see"}
+        assert not [key for key in everything if key_problem(key.encode())]
+        assert manager.backend.verify().ok
+
+
+def test_the_component_interfaces_cannot_reach_into_a_bucket(
+    host: Host, echo: Guest, storage: ComponentStorage
+) -> None:
+    storage.set(bucket_prefix("default") + "k", b"bucket data")
+    with host.instantiate(echo, storage) as instance:
+        for export, args in [
+            ("get", (bucket_prefix("default") + "k",)),
+            ("set", (bucket_prefix("default") + "k", b"overwrite")),
+            ("delete", (bucket_prefix("default") + "k",)),
+            ("set-many", ([("a", b""), (RESERVED, b"")],)),
+            ("range", ("a", RESERVED + "z", None)),
+            ("scan", (RESERVED, None, 5)),
+        ]:
+            assert err(instance, export, *args).tag == "invalid-key", export
+    assert storage.get(bucket_prefix("default") + "k") == b"bucket data"
+
+
+def test_handles_are_released_when_the_guest_drops_them(
+    keyvalue_guest: tuple[Host, Guest], manager: StorageManager
+) -> None:
+    host, guest = keyvalue_guest
+    storage = storage_of(manager, buckets=BUCKETS)
+    with host.instantiate(guest, storage) as instance:
+        instance.call("run-checks", "read-write")
+        keyvalue = instance._keyvalue
+        assert not keyvalue._cas  # every cas handle was swapped or dropped
+        assert len(keyvalue._buckets) <= len(BUCKETS)  # those of the last run, until the guest's GC drops them
+
+
+def test_through_airssys_storage_run(keyvalue_guest_wasm: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    manifest = tmp_path / "component-manifest.toml"
+    manifest.write_text(
+        '[component]\nid = "kv-guest"\n\n[permissions]\n'
+        'storage = { access = "read-write", max-size = "4KB", buckets = ["default", "cache"] }\n'
+    )
+    env = {"AIRSSYS_STORAGE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
+    env.update({f"AIRSSYS_STORAGE_{name.upper()}": str(value) for name, value in LIMITS.items()})
+    cache = str(tmp_path / "compiled")
+    args = ["run", str(keyvalue_guest_wasm), "-m", str(manifest), "--cache-dir", cache, "-i", "run-checks"]
+    result = CliRunner().invoke(core_cli(), [*args, "read-write"], env=env, catch_exceptions=True)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert result.stdout.splitlines()[-1] == str(READ_WRITE_CHECKS)
+    denied = tmp_path / "denied.toml"
+    denied.write_text('[component]\nid = "kv-guest"\n\n[permissions]\nstorage = { access = "read-only" }\n')
+    result = CliRunner().invoke(
+        core_cli(), ["run", str(keyvalue_guest_wasm), "-m", str(denied), "--cache-dir", cache, "-i", "run-checks",
+                     "read-write"], env=env, catch_exceptions=True)  # fmt: skip
+    assert result.exit_code == 1
+    assert "AccessDenied" in result.stderr

@@ -9,14 +9,23 @@ storage's (a :class:`~airssys_storage.StorageError` reaches the guest as a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["StateCalls", "ms_from_seconds", "seconds_from_ms"]
 
 
 def seconds_from_ms(ms: int) -> float:
-    """A WIT ``ttl-ms`` as the storage's ttl in seconds (0 stays 0: the storage refuses it as invalid-argument)."""
-    return ms / 1000
+    """A WIT ``ttl-ms`` as the storage's ttl in seconds, such that the storage's ``ceil(ttl * 1000)`` is *ms*.
+
+    ``ms / 1000`` is sometimes the float just above the exact quotient (2007 ms
+    would live 2008 ms); the float below it then rounds back to *ms*. 0 stays
+    0 (the storage refuses it as invalid-argument).
+    """
+    seconds = ms / 1000
+    if math.ceil(seconds * 1000) > ms:
+        seconds = math.nextafter(seconds, 0.0)
+    return seconds
 
 
 def ms_from_seconds(seconds: float) -> int:

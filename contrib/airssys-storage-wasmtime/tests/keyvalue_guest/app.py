@@ -134,7 +134,9 @@ def read_write(c: Checks) -> None:
     c.equal("the retried swap wrote", default.get("x"), b"3")
     stale = atomics.Cas.new(default, "gone")
     default.set("gone", b"created meanwhile")
-    c.error("swap expecting a missing key", lambda: atomics.swap(stale, b"x"), atomics.CasError_CasFailed)
+    failed = c.error("swap expecting a missing key", lambda: atomics.swap(stale, b"x"), atomics.CasError_CasFailed)
+    with failed.value as fresh:  # dropped at once: the host holds a handle until the guest drops it
+        c.equal("the fresh handle sees the new value", fresh.current(), b"created meanwhile")
     big = atomics.Cas.new(default, "x")
     failed = c.error(
         "swap of a value too large", lambda: atomics.swap(big, bytes(QUOTA_BYTES)), atomics.CasError_StoreError

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 from airssys_storage_wasmtime import Host
-from airssys_storage_wasmtime._interfaces import BATCH, FUNCTIONS, RANGES, STORAGE
+from airssys_storage_wasmtime._interfaces import (
+    BATCH,
+    FUNCTIONS,
+    INTERFACES,
+    KEYVALUE_FUNCTIONS,
+    RANGES,
+    STORAGE,
+)
 from wasmtime_helpers import FIXTURES, tool
 
 
@@ -30,7 +37,8 @@ def dummy_component(world: str, work: Path) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("world", "interfaces"), [("component", {STORAGE}), ("component-extended", {STORAGE, BATCH, RANGES})]
+    ("world", "interfaces"),
+    [("component", {STORAGE}), ("component-extended", {STORAGE, BATCH, RANGES}), ("component-full", set(INTERFACES))],
 )
 def test_every_function_of_the_shipped_wit_is_served_with_its_type(
     host: Host, tmp_path: Path, world: str, interfaces: set[str]
@@ -42,6 +50,38 @@ def test_every_function_of_the_shipped_wit_is_served_with_its_type(
 
 def test_the_fixtures_declare_the_shipped_types(host: Host) -> None:
     guest = host.load(FIXTURES / "echo.wat")
-    assert set(guest.imports) == {f.qualified_name for f in FUNCTIONS}
-    for function in FUNCTIONS:
+    echoed = [f for f in FUNCTIONS if f.interface in (STORAGE, BATCH, RANGES)]
+    assert set(guest.imports) == {f.qualified_name for f in echoed}
+    for function in echoed:
         assert guest.exports[function.name.removeprefix("storage-")] == function.wit
+
+
+def test_every_function_of_the_vendored_wasi_keyvalue_is_served_with_its_type(host: Host, tmp_path: Path) -> None:
+    wasm_tools = tool("wasm-tools")
+    wit = importlib.resources.files("airssys_storage").joinpath("wit/deps/keyvalue")
+    (tmp_path / "wit").mkdir()
+    for item in wit.iterdir():
+        if item.name.endswith(".wit"):
+            (tmp_path / "wit" / item.name).write_bytes(item.read_bytes())
+    core, component = tmp_path / "core.wasm", tmp_path / "component.wasm"
+    for command in (
+        [wasm_tools, "component", "embed", "--dummy", str(tmp_path / "wit"), "-w", "imports", "-o", str(core)],
+        [wasm_tools, "component", "new", str(core), "-o", str(component)],
+    ):
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+    guest = host.load(component.read_bytes(), name="wasi-keyvalue-imports")
+    assert set(guest.imports) == {f.qualified_name for f in KEYVALUE_FUNCTIONS}
+    assert not guest.needs_wasi
+
+
+def test_the_shipped_wit_is_valid(tmp_path: Path) -> None:
+    """storage.wit (every world) and the vendored wasi:keyvalue resolve with wasm-tools."""
+    wasm_tools = tool("wasm-tools")
+    root = importlib.resources.files("airssys_storage").joinpath("wit")
+    for directory in (root, root.joinpath("deps/keyvalue")):
+        target = tmp_path / directory.name
+        target.mkdir()
+        for item in directory.iterdir():
+            if item.name.endswith(".wit"):
+                (target / item.name).write_bytes(item.read_bytes())
+        subprocess.run([wasm_tools, "component", "wit", str(target)], check=True, capture_output=True, timeout=120)

@@ -19,10 +19,10 @@ from airssys_storage_wasmtime._interfaces import (
 from wasmtime_helpers import FIXTURES, tool
 
 
-def dummy_component(world: str, work: Path) -> bytes:
-    """A component importing everything *world* of the shipped WIT imports (wasm-tools --dummy)."""
+def dummy_component(world: str, work: Path, directory: str = "wit") -> bytes:
+    """A component importing everything *world* of the shipped WIT *directory* imports (wasm-tools --dummy)."""
     wasm_tools = tool("wasm-tools")
-    wit = importlib.resources.files("airssys_storage").joinpath("wit")
+    wit = importlib.resources.files("airssys_storage").joinpath(directory)
     (work / "wit").mkdir()
     for item in wit.iterdir():
         if item.name.endswith(".wit"):
@@ -57,19 +57,8 @@ def test_the_fixtures_declare_the_shipped_types(host: Host) -> None:
 
 
 def test_every_function_of_the_vendored_wasi_keyvalue_is_served_with_its_type(host: Host, tmp_path: Path) -> None:
-    wasm_tools = tool("wasm-tools")
-    wit = importlib.resources.files("airssys_storage").joinpath("wit/deps/keyvalue")
-    (tmp_path / "wit").mkdir()
-    for item in wit.iterdir():
-        if item.name.endswith(".wit"):
-            (tmp_path / "wit" / item.name).write_bytes(item.read_bytes())
-    core, component = tmp_path / "core.wasm", tmp_path / "component.wasm"
-    for command in (
-        [wasm_tools, "component", "embed", "--dummy", str(tmp_path / "wit"), "-w", "imports", "-o", str(core)],
-        [wasm_tools, "component", "new", str(core), "-o", str(component)],
-    ):
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-    guest = host.load(component.read_bytes(), name="wasi-keyvalue-imports")
+    component = dummy_component("imports", tmp_path, "wit/deps/keyvalue")
+    guest = host.load(component, name="wasi-keyvalue-imports")
     assert set(guest.imports) == {f.qualified_name for f in KEYVALUE_FUNCTIONS}
     assert not guest.needs_wasi
 

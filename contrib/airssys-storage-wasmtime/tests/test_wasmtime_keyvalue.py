@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,11 @@ from airssys_storage_wasmtime._keyvalue import RESERVED, bucket_prefix
 from test_wasmtime_cli import core_cli
 from wasmtime_helpers import LIMITS, err, storage_of
 
-from airssys_storage import ComponentStorage, StorageManager, StorageSettings
+from airssys_storage import ComponentStorage, StorageManager
 from airssys_storage.backend import key_problem
 
 READ_WRITE_CHECKS = 49
 BUCKETS = ("default", "cache")
-
-
-@pytest.fixture
-def manager() -> Iterator[StorageManager]:
-    with StorageManager.from_settings(StorageSettings(url="memory://", **LIMITS)) as manager:
-        yield manager
 
 
 def test_it_imports_exactly_wasi_keyvalue(keyvalue_guest: tuple[Host, Guest]) -> None:

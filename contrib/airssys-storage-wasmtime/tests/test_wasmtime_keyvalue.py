@@ -107,3 +107,17 @@ def test_through_airssys_storage_run(keyvalue_guest_wasm: Path, tmp_path: Path) 
                      "read-write"], env=env, catch_exceptions=True)  # fmt: skip
     assert result.exit_code == 1
     assert "AccessDenied" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("buckets", "fragment"),
+    [("'default'", "non-empty list"), ("[]", "non-empty list"), ("['Default']", "no bucket name"),
+     ("['a/b']", "no bucket name"), ("['cache', 'cache']", "twice"), ("[1]", "no bucket name")],
+)  # fmt: skip
+def test_manifest_buckets_are_validated(buckets: str, fragment: str) -> None:
+    from airssys_storage import Manifest, ManifestError
+
+    text = f'[component]\nid = "c"\n[permissions]\nstorage = {{ access = "read-write", buckets = {buckets} }}\n'
+    with pytest.raises(ManifestError, match=fragment):
+        Manifest.from_toml(text.replace("'", '"'))
+    assert Manifest.from_toml('[component]\nid = "c"\n').buckets == ("default",)

@@ -497,6 +497,7 @@ class GuestInstance:
 
         from ._codec import enter_call
         from ._compat import VAL_SIZE
+        from ._keyvalue import RESERVED
 
         val_at = ffi.wasmtime_component_val_t.from_address
         params = function.params
@@ -509,7 +510,8 @@ class GuestInstance:
         check_response = function.result.ok is not None and "list<" in function.result.ok.wit
         name = function.name
         resources = function.uses_resources
-        guard = function.guards_reserved_keys
+        # Positions of the string arguments (keys, prefixes, bounds) that must stay out of the bucket area.
+        guarded = _guarded_positions(function)
 
         def serve(_data: Any, _context: Any, _type: Any, args: int, nargs: int, results: int, nresults: int) -> int:
             try:
@@ -520,8 +522,9 @@ class GuestInstance:
                 values = [codec.lift(val_at(args + VAL_SIZE * i)) for i, codec in enumerate(params)]
                 out = val_at(results)
                 try:
-                    if guard and _reserved(values):
-                        raise _reserved_key(name)
+                    for position in guarded:
+                        if _reserved(values[position], RESERVED):
+                            raise _reserved_key(name)
                     if check_request and _payload_bytes(values) > cap:
                         raise _too_many_bytes(name, "to", _payload_bytes(values), cap)
                     value = method(*values)
@@ -707,14 +710,19 @@ def _warn_about_the_transfer_ceiling(storage: Any) -> None:
         )
 
 
-def _reserved(value: Any) -> bool:
-    """Whether a key, prefix or bound in *value* (str, and lists, tuples and options of them) is in the bucket area."""
-    from ._keyvalue import RESERVED
+def _guarded_positions(function: Any) -> tuple[int, ...]:
+    """The arguments of *function* to check with :func:`_reserved` (none for wasi:keyvalue, which owns the area)."""
+    if not function.guards_reserved_keys:
+        return ()
+    return tuple(i for i, param in enumerate(function.params) if "string" in param.wit)
 
-    if isinstance(value, str):
-        return value.startswith(RESERVED)
+
+def _reserved(value: Any, reserved: str) -> bool:
+    """Whether a key, prefix or bound in *value* (str, and lists, tuples and options of them) starts with *reserved*."""
+    if type(value) is str:
+        return value[:1] == reserved
     if isinstance(value, (list, tuple)):
-        return any(_reserved(item) for item in value)
+        return any(_reserved(item, reserved) for item in value)
     return False
 
 

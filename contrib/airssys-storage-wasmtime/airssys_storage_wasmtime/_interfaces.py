@@ -37,6 +37,10 @@ from ._keyvalue import (
     KV_ERROR,
     KV_STORE,
     PAIR,
+    SPIN_ERROR,
+    SPIN_KV,
+    SPIN_STORE,
+    SPIN_STORE_REF,
 )
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "INTERFACES",
     "KEYVALUE_FUNCTIONS",
     "KEYVALUE_INTERFACES",
+    "SPIN_FUNCTIONS",
     "LIMITS",
     "RANGES",
     "RANGE_DELETE",
@@ -197,8 +202,23 @@ KEYVALUE_FUNCTIONS: tuple[HostFunction, ...] = (
 )
 KEYVALUE_INTERFACES = (KV_STORE, KV_ATOMICS, KV_BATCH)
 
+
+def _spin(name: str, params: tuple[Codec, ...], ok: Codec | None, method: str) -> HostFunction:
+    return HostFunction(SPIN_KV, name, params, ResultOf(ok, SPIN_ERROR), method, "keyvalue")
+
+
+#: Spin's ``fermyon:spin/key-value@2.0.0``: store labels are buckets (the same :class:`~._keyvalue.KeyValueCalls`).
+SPIN_FUNCTIONS: tuple[HostFunction, ...] = (
+    _spin("[static]store.open", (STRING,), SPIN_STORE, "open"),
+    _spin("[method]store.get", (SPIN_STORE_REF, STRING), OptionOf(BYTES), "get"),
+    _spin("[method]store.set", (SPIN_STORE_REF, STRING, BYTES), None, "set"),
+    _spin("[method]store.delete", (SPIN_STORE_REF, STRING), None, "delete"),
+    _spin("[method]store.exists", (SPIN_STORE_REF, STRING), BOOL, "exists"),
+    _spin("[method]store.get-keys", (SPIN_STORE_REF,), ListOf(STRING), "get_keys"),
+)
+
 #: interface -> function name -> function, for every interface the host serves
 BY_INTERFACE: dict[str, dict[str, HostFunction]] = {
-    interface: {f.name: f for f in (*FUNCTIONS, *KEYVALUE_FUNCTIONS) if f.interface == interface}
-    for interface in (*INTERFACES, *KEYVALUE_INTERFACES)
+    interface: {f.name: f for f in (*FUNCTIONS, *KEYVALUE_FUNCTIONS, *SPIN_FUNCTIONS) if f.interface == interface}
+    for interface in (*INTERFACES, *KEYVALUE_INTERFACES, SPIN_KV)
 }

@@ -1,4 +1,12 @@
-"""``wasi:keyvalue@0.2.0-draft2`` (store, atomics, batch) on a component's storage.
+"""``wasi:keyvalue@0.2.0-draft2`` (store, atomics, batch) and Spin's key-value on a component's storage.
+
+Spin's ``fermyon:spin/key-value@2.0.0`` is served the same way: a store label
+is a bucket (same manifest list, same layout, same errors, plus
+``store-table-full``); ``get-keys`` returns every key of the store, sorted, or
+``other("too-many-keys: …")`` beyond ``max_keys_per_query`` (it has no cursor).
+An instance holds at most :data:`MAX_HANDLES` open handles (buckets, stores
+and cas together); past it ``open`` and ``cas.new`` fail with
+``store-table-full`` (wasi:keyvalue: ``other("store-table-full: …")``).
 
 Buckets
     A component may open the buckets its manifest lists
@@ -50,6 +58,7 @@ __all__ = [
     "KV_STORE",
     "PAIR",
     "RESERVED",
+    "SPIN_KV",
     "CasFailed",
     "KeyValueCalls",
     "NoSuchStore",
@@ -61,6 +70,8 @@ KV_VERSION = "0.2.0-draft2"
 KV_STORE = f"{KV_PACKAGE}/store@{KV_VERSION}"
 KV_ATOMICS = f"{KV_PACKAGE}/atomics@{KV_VERSION}"
 KV_BATCH = f"{KV_PACKAGE}/batch@{KV_VERSION}"
+#: Spin's key-value interface: a store label is a bucket.
+SPIN_KV = "fermyon:spin/key-value@2.0.0"
 
 #: The first character of every bucket key in a component's storage (see the module docstring).
 RESERVED = "\U0010ffff"
@@ -68,6 +79,9 @@ RESERVED = "\U0010ffff"
 #: Host resource type ids (any distinct u32s; the reps are per instance).
 BUCKET_TYPE = 0x6B760001
 CAS_TYPE = 0x6B760002
+SPIN_STORE_TYPE = 0x6B760003
+#: Open handles (buckets, stores, cas) one instance may hold: each costs host memory until the guest drops it.
+MAX_HANDLES = 1024
 
 
 def bucket_prefix(bucket: str) -> str:
@@ -79,6 +93,12 @@ class NoSuchStore(StorageError):
     """The identifier given to ``open`` cannot name a bucket."""
 
     code = "no-such-store"
+
+
+class StoreTableFull(StorageError):
+    """The instance holds :data:`MAX_HANDLES` open handles: it must drop some first."""
+
+    code = "store-table-full"
 
 
 class CasFailed(PreconditionFailed):
@@ -95,6 +115,14 @@ KV_ERROR = ErrorVariant(
     fallback="other",
     code_in_fallback=True,
 )
+SPIN_ERROR = ErrorVariant(
+    (("store-table-full", False), ("no-such-store", False), ("access-denied", False), ("other", True)),
+    aliases={"permission-denied": "access-denied"},
+    fallback="other",
+    code_in_fallback=True,
+)
+SPIN_STORE = Own(SPIN_STORE_TYPE, "store")
+SPIN_STORE_REF = Borrow(SPIN_STORE_TYPE, "store")
 BUCKET = Own(BUCKET_TYPE, "bucket")
 BUCKET_REF = Borrow(BUCKET_TYPE, "bucket")
 CAS = Own(CAS_TYPE, "cas")
@@ -123,6 +151,7 @@ CAS_ERROR: Codec = _CasError()
 RESOURCES: dict[str, tuple[tuple[str, int], ...]] = {
     KV_STORE: (("bucket", BUCKET_TYPE),),
     KV_ATOMICS: (("cas", CAS_TYPE),),
+    SPIN_KV: (("store", SPIN_STORE_TYPE),),
 }
 
 
@@ -152,6 +181,11 @@ class KeyValueCalls:
         self._next = 1
 
     def _handle(self) -> int:
+        if len(self._buckets) + len(self._cas) >= MAX_HANDLES:
+            raise StoreTableFull(
+                f"the guest holds {MAX_HANDLES} open bucket, store and cas handles, the most one instance may: "
+                "drop (close) some first"
+            )
         rep = self._next
         self._next = rep + 1 if rep < 0xFFFFFFFF else 1
         return rep
@@ -209,6 +243,11 @@ class KeyValueCalls:
 
     def exists(self, bucket: int, key: str) -> bool:
         return bool(self.storage.has(self._key(self._bucket(bucket), key)))
+
+    def get_keys(self, bucket: int) -> list[str]:
+        """Every key of the bucket (Spin's ``get-keys``), sorted; more than max_keys_per_query is too-many-keys."""
+        prefix = bucket_prefix(self._bucket(bucket))
+        return [key[len(prefix) :] for key in self.storage.keys(prefix)]
 
     def list_keys(self, bucket: int, cursor: str | None) -> dict[str, Any]:
         """One page (at most the host's max_keys_per_query keys), sorted, and the next cursor."""

@@ -472,7 +472,7 @@ class GuestInstance:
 
         keyvalue = self._keyvalue = KeyValueCalls(self.storage)
         targets = {"storage": self.storage, "state": StateCalls(self.storage), "keyvalue": keyvalue}
-        drops = {"bucket": keyvalue.drop_bucket, "cas": keyvalue.drop_cas}
+        drops = {"bucket": keyvalue.drop_bucket, "store": keyvalue.drop_bucket, "cas": keyvalue.drop_cas}
         callbacks = []
         with linker.root() as root:
             for interface, functions in BY_INTERFACE.items():

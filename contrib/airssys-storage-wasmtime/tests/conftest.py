@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from airssys_storage_wasmtime import Guest, Host
-from wasmtime_helpers import FIXTURES, KEYVALUE_GUEST, LIMITS, PYTHON_GUEST, storage_of, tool
+from wasmtime_helpers import FIXTURES, KEYVALUE_GUEST, LIMITS, PYTHON_GUEST, SPIN_GUEST, storage_of, tool
 
 from airssys_storage import ComponentStorage, StorageManager, StorageSettings
 from airssys_storage.testing import isolated_environment  # noqa: F401 - autouse: no developer settings leak in
@@ -100,6 +100,13 @@ def keyvalue_guest_wasm(pytestconfig: pytest.Config, tmp_path_factory: pytest.Te
     return _componentize(KEYVALUE_GUEST, "keyvalue-guest", deps, pytestconfig, tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def spin_guest_wasm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/spin_guest/app.py, against the vendored fermyon:spin/key-value@2.0.0 only."""
+    deps = {"spin": _shipped_wit("wit/deps/spin-key-value")}
+    return _componentize(SPIN_GUEST, "spin-guest", deps, pytestconfig, tmp_path_factory)
+
+
 def _compiling_host(config: pytest.Config, factory: pytest.TempPathFactory) -> Host:
     """A host whose compile cache persists between sessions (compiling 18 MB takes ~10 s)."""
     return Host(cache_dir=_persistent_dir(config, "airssys-wasmtime-compiled", factory))
@@ -111,6 +118,14 @@ def keyvalue_guest(
 ) -> tuple[Host, Guest]:
     host = _compiling_host(pytestconfig, tmp_path_factory)
     return host, host.load(keyvalue_guest_wasm)
+
+
+@pytest.fixture(scope="session")
+def spin_guest(
+    spin_guest_wasm: Path, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Host, Guest]:
+    host = _compiling_host(pytestconfig, tmp_path_factory)
+    return host, host.load(spin_guest_wasm)
 
 
 @pytest.fixture(scope="session")

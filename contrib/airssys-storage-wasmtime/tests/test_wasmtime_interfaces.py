@@ -14,7 +14,9 @@ from airssys_storage_wasmtime._interfaces import (
     INTERFACES,
     KEYVALUE_FUNCTIONS,
     RANGES,
+    SPIN_FUNCTIONS,
     STORAGE,
+    HostFunction,
 )
 from wasmtime_helpers import FIXTURES, tool
 
@@ -56,18 +58,24 @@ def test_the_fixtures_declare_the_shipped_types(host: Host) -> None:
         assert guest.exports[function.name.removeprefix("storage-")] == function.wit
 
 
-def test_every_function_of_the_vendored_wasi_keyvalue_is_served_with_its_type(host: Host, tmp_path: Path) -> None:
-    component = dummy_component("imports", tmp_path, "wit/deps/keyvalue")
-    guest = host.load(component, name="wasi-keyvalue-imports")
-    assert set(guest.imports) == {f.qualified_name for f in KEYVALUE_FUNCTIONS}
+@pytest.mark.parametrize(
+    ("directory", "world", "functions"),
+    [("wit/deps/keyvalue", "imports", KEYVALUE_FUNCTIONS),
+     ("wit/deps/spin-key-value", "key-value-imports", SPIN_FUNCTIONS)],
+)  # fmt: skip
+def test_every_function_of_a_vendored_standard_is_served_with_its_type(
+    host: Host, tmp_path: Path, directory: str, world: str, functions: tuple[HostFunction, ...]
+) -> None:
+    guest = host.load(dummy_component(world, tmp_path, directory), name=world)
+    assert set(guest.imports) == {f.qualified_name for f in functions}
     assert not guest.needs_wasi
 
 
 def test_the_shipped_wit_is_valid(tmp_path: Path) -> None:
-    """storage.wit (every world) and the vendored wasi:keyvalue resolve with wasm-tools."""
+    """storage.wit (every world) and the vendored wasi:keyvalue and Spin key-value resolve with wasm-tools."""
     wasm_tools = tool("wasm-tools")
     root = importlib.resources.files("airssys_storage").joinpath("wit")
-    for directory in (root, root.joinpath("deps/keyvalue")):
+    for directory in (root, root.joinpath("deps/keyvalue"), root.joinpath("deps/spin-key-value")):
         target = tmp_path / directory.name
         target.mkdir()
         for item in directory.iterdir():

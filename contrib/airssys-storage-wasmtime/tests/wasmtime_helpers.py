@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
 PYTHON_GUEST = HERE / "python_guest"
 KEYVALUE_GUEST = HERE / "keyvalue_guest"
+SPIN_GUEST = HERE / "spin_guest"
 REPOSITORY = HERE.parents[2]
 COUNTER = REPOSITORY / "examples" / "counter"
 

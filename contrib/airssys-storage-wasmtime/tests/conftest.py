@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from airssys_storage_wasmtime import Guest, Host
-from wasmtime_helpers import FIXTURES, KEYVALUE_GUEST, LIMITS, PYTHON_GUEST, SPIN_GUEST, storage_of, tool
+from wasmtime_helpers import FIXTURES, GUEST_COMMON, KEYVALUE_GUEST, LIMITS, PYTHON_GUEST, SPIN_GUEST, storage_of, tool
 
 from airssys_storage import ComponentStorage, StorageManager, StorageSettings
 from airssys_storage.testing import isolated_environment  # noqa: F401 - autouse: no developer settings leak in
@@ -54,7 +54,7 @@ def _componentize(
     about 10 s and makes 18 MB, so the result is cached by content between sessions.
     """
     componentize = tool("componentize-py")
-    sources = [source / "app.py", source / "guest.wit"]
+    sources = [source / "app.py", source / "guest.wit", GUEST_COMMON / "guest_checks.py"]
     digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
     for directory, files in sorted(deps.items()):
         for name, data in sorted(files.items()):
@@ -72,7 +72,8 @@ def _componentize(
             (wit / "deps" / directory / name).write_bytes(data)
     (wit / "guest.wit").write_bytes((source / "guest.wit").read_bytes())
     built = work / "app.wasm"
-    command = [componentize, "-d", str(wit), "-w", world, "componentize", "-p", str(source), "app", "-o", str(built)]
+    command = [componentize, "-d", str(wit), "-w", world, "componentize", "-p", str(source), "-p", str(GUEST_COMMON),
+               "app", "-o", str(built)]  # fmt: skip
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=work)
     if finished.returncode != 0:
         pytest.fail(f"componentize-py failed ({finished.returncode}):\n{finished.stdout}\n{finished.stderr}")
@@ -107,31 +108,22 @@ def spin_guest_wasm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPa
     return _componentize(SPIN_GUEST, "spin-guest", deps, pytestconfig, tmp_path_factory)
 
 
-def _compiling_host(config: pytest.Config, factory: pytest.TempPathFactory) -> Host:
-    """A host whose compile cache persists between sessions (compiling 18 MB takes ~10 s)."""
-    return Host(cache_dir=_persistent_dir(config, "airssys-wasmtime-compiled", factory))
+@pytest.fixture(scope="session")
+def compiling_host(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Host:
+    """A host whose compile cache persists between sessions (compiling a guest of 18 MB takes ~10 s)."""
+    return Host(cache_dir=_persistent_dir(pytestconfig, "airssys-wasmtime-compiled", tmp_path_factory))
 
 
 @pytest.fixture(scope="session")
-def keyvalue_guest(
-    keyvalue_guest_wasm: Path, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Host, Guest]:
-    host = _compiling_host(pytestconfig, tmp_path_factory)
-    return host, host.load(keyvalue_guest_wasm)
+def python_guest(python_guest_wasm: Path, compiling_host: Host) -> tuple[Host, Guest]:
+    return compiling_host, compiling_host.load(python_guest_wasm)
 
 
 @pytest.fixture(scope="session")
-def spin_guest(
-    spin_guest_wasm: Path, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Host, Guest]:
-    host = _compiling_host(pytestconfig, tmp_path_factory)
-    return host, host.load(spin_guest_wasm)
+def keyvalue_guest(keyvalue_guest_wasm: Path, compiling_host: Host) -> tuple[Host, Guest]:
+    return compiling_host, compiling_host.load(keyvalue_guest_wasm)
 
 
 @pytest.fixture(scope="session")
-def python_guest(
-    python_guest_wasm: Path, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Host, Guest]:
-    """The Python guest, compiled through a host whose cache persists."""
-    host = _compiling_host(pytestconfig, tmp_path_factory)
-    return host, host.load(python_guest_wasm)
+def spin_guest(spin_guest_wasm: Path, compiling_host: Host) -> tuple[Host, Guest]:
+    return compiling_host, compiling_host.load(spin_guest_wasm)

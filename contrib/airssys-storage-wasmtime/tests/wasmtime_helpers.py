@@ -20,6 +20,8 @@ FIXTURES = HERE / "fixtures"
 PYTHON_GUEST = HERE / "python_guest"
 KEYVALUE_GUEST = HERE / "keyvalue_guest"
 SPIN_GUEST = HERE / "spin_guest"
+#: The module the guests share (guest_checks.py), given to componentize-py as a second -p.
+GUEST_COMMON = HERE / "guest_common"
 REPOSITORY = HERE.parents[2]
 COUNTER = REPOSITORY / "examples" / "counter"
 

@@ -8,41 +8,15 @@ allowing the buckets "default" and "cache". Each check that fails raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import wit_world
 from componentize_py_types import Err
+from guest_checks import Checks, run_checks
 from wit_world.imports import atomics, batch, store
 
 # The host's settings and the read-write manifest, as the test configures them.
 MAX_KEYS_PER_QUERY = 10
 MAX_BATCH_OPS = 5
 QUOTA_BYTES = 4096
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def equal(self, what: str, got: Any, expected: Any) -> None:
-        self.count += 1
-        if got != expected:
-            raise Err(f"{what}: got {got!r}, expected {expected!r}")
-
-    def error(self, what: str, call: Callable[[], Any], expected: type, code: str = "") -> Any:
-        """Run *call*; it must fail with the case *expected* (for ``other``, a message starting with *code*)."""
-        self.count += 1
-        try:
-            got = call()
-        except Err as err:
-            value = err.value
-            if type(value) is not expected:
-                raise Err(f"{what}: failed with {value!r}, expected {expected.__name__}") from None
-            if code and not value.value.startswith(code + ":"):
-                raise Err(f"{what}: failed with {value!r}, expected the code {code}") from None
-            return value
-        raise Err(f"{what}: returned {got!r}, expected the error {expected.__name__}")
 
 
 def all_keys(bucket: store.Bucket, c: Checks) -> list[str]:
@@ -208,12 +182,4 @@ SCENARIOS = {"read-write": read_write, "read-only": read_only, "none": no_access
 
 class WitWorld(wit_world.WitWorld):
     def run_checks(self, scenario: str) -> int:
-        checks = Checks()
-        try:
-            SCENARIOS[scenario](checks)
-        except Err as err:
-            if isinstance(err.value, str):
-                raise
-            raise Err(f"unexpected error {err.value!r} after {checks.count} checks") from None
-        print(f"{scenario}: {checks.count} checks passed")
-        return checks.count
+        return run_checks(SCENARIOS, scenario)

@@ -8,11 +8,8 @@ success returns the number of checks made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import wit_world
-from componentize_py_types import Err
+from guest_checks import Checks, run_checks
 from wit_world.imports import extension_types as ext
 from wit_world.imports import (
     state_types,
@@ -30,27 +27,6 @@ MAX_KEYS_PER_QUERY = 10
 MAX_BATCH_OPS = 5
 MAX_VALUE_BYTES = 1024
 QUOTA_BYTES = 4096
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def equal(self, what: str, got: Any, expected: Any) -> None:
-        self.count += 1
-        if got != expected:
-            raise Err(f"{what}: got {got!r}, expected {expected!r}")
-
-    def error(self, what: str, call: Callable[[], Any], expected: type) -> Any:
-        """Run *call*; it must fail with the error case *expected*. Returns the error value."""
-        self.count += 1
-        try:
-            got = call()
-        except Err as err:
-            if type(err.value) is not expected:
-                raise Err(f"{what}: failed with {err.value!r}, expected {expected.__name__}") from None
-            return err.value
-        raise Err(f"{what}: returned {got!r}, expected the error {expected.__name__}")
 
 
 def read_write(c: Checks) -> None:
@@ -329,12 +305,4 @@ SCENARIOS = {
 
 class WitWorld(wit_world.WitWorld):
     def run_checks(self, scenario: str) -> int:
-        checks = Checks()
-        try:
-            SCENARIOS[scenario](checks)
-        except Err as err:
-            if isinstance(err.value, str):
-                raise
-            raise Err(f"unexpected storage error {err.value!r} after {checks.count} checks") from None
-        print(f"{scenario}: {checks.count} checks passed")
-        return checks.count
+        return run_checks(SCENARIOS, scenario)

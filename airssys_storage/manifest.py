@@ -13,7 +13,17 @@ from typing import Any
 
 from .errors import ManifestError
 
-__all__ = ["LIMITS_FIELDS", "Access", "Manifest", "ManifestLimits", "parse_size", "QUOTA_TABLE"]
+__all__ = [
+    "BUCKET_NAME",
+    "DEFAULT_BUCKETS",
+    "LIMITS_FIELDS",
+    "Access",
+    "Manifest",
+    "ManifestLimits",
+    "parse_size",
+    "QUOTA_TABLE",
+    "validate_buckets",
+]
 
 MiB = 1024 * 1024
 
@@ -160,6 +170,29 @@ class ManifestLimits:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
+#: What a bucket name may be: 1 to 63 of a-z, 0-9, '_', '.', '-', starting with a letter or digit.
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
+#: The buckets of a manifest without ``permissions.storage.buckets``.
+DEFAULT_BUCKETS = ("default",)
+
+
+def validate_buckets(value: object) -> tuple[str, ...]:
+    """``permissions.storage.buckets``: a non-empty list of distinct bucket names; returned as a tuple."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ManifestError(
+            f'permissions.storage.buckets must be a non-empty list of names such as ["default", "cache"], not {value!r}'
+        )
+    for name in value:
+        if not isinstance(name, str) or BUCKET_NAME.match(name) is None:
+            raise ManifestError(
+                f"permissions.storage.buckets: {name!r} is no bucket name (1 to 63 of a-z, 0-9, '_', '.', '-', "
+                "starting with a letter or digit)"
+            )
+    if len(set(value)) != len(value):
+        raise ManifestError(f"permissions.storage.buckets lists a bucket twice: {list(value)}")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What the host knows about one component: identity, access level and quota.
@@ -176,9 +209,13 @@ class Manifest:
     version: str = ""
     #: The ``[limits]`` table (see :class:`ManifestLimits`).
     limits: ManifestLimits = dataclasses.field(default_factory=ManifestLimits)
+    #: The key-value buckets (wasi:keyvalue buckets, Spin store labels) the component may open
+    #: (``permissions.storage.buckets``): parts of its own storage, under its access level and quota.
+    buckets: tuple[str, ...] = DEFAULT_BUCKETS
 
     def __post_init__(self) -> None:
         validate_component_id(self.id)
+        object.__setattr__(self, "buckets", validate_buckets(self.buckets))
         try:
             access = Access(self.access)
         except ValueError:
@@ -242,10 +279,10 @@ class Manifest:
             raise ManifestError(
                 'permissions.storage must be a table such as { access = "read-write", max-size = "10MB" }'
             )
-        unknown = set(storage) - {"access", "max-size"}
+        unknown = set(storage) - {"access", "max-size", "buckets"}
         if unknown:
             raise ManifestError(
-                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access and max-size exist"
+                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size and buckets exist"
             )
         if "access" not in storage:
             raise ManifestError("permissions.storage.access is missing")
@@ -262,6 +299,7 @@ class Manifest:
             name=component.get("name", ""),
             version=component.get("version", ""),
             limits=ManifestLimits.from_table(data["limits"]) if "limits" in data else ManifestLimits(),
+            buckets=storage.get("buckets", DEFAULT_BUCKETS),
         )
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import abc
 import ctypes
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 
@@ -32,15 +33,21 @@ from ._compat import PAYLOAD_OFFSET, VAL_SIZE
 __all__ = [
     "BOOL",
     "BYTES",
+    "S64",
     "STRING",
     "U32",
     "U64",
+    "Borrow",
     "Codec",
     "ErrorVariant",
     "ListOf",
     "OptionOf",
+    "Own",
+    "RecordOf",
+    "Resource",
     "ResultOf",
     "TupleOf",
+    "boxed",
     "describe",
     "lift_bytes",
     "lower_bytes",
@@ -59,6 +66,9 @@ _vec_uninit = ffi.wasm_byte_vec_new_uninitialized
 _K_BOOL = ffi.WASMTIME_COMPONENT_BOOL.value
 _K_U32 = ffi.WASMTIME_COMPONENT_U32.value
 _K_U64 = ffi.WASMTIME_COMPONENT_U64.value
+_K_S64 = ffi.WASMTIME_COMPONENT_S64.value
+_K_RECORD = ffi.WASMTIME_COMPONENT_RECORD.value
+_K_RESOURCE = ffi.WASMTIME_COMPONENT_RESOURCE.value
 _K_STRING = ffi.WASMTIME_COMPONENT_STRING.value
 _K_LIST = ffi.WASMTIME_COMPONENT_LIST.value
 _K_TUPLE = ffi.WASMTIME_COMPONENT_TUPLE.value
@@ -73,7 +83,7 @@ def _set_name(vec: Any, raw: bytes) -> None:
         _memmove(vec.data, raw, len(raw))
 
 
-def _boxed(codec: Codec, value: Any) -> Any:
+def boxed(codec: Codec, value: Any) -> Any:
     """A wasmtime-heap copy of *value* (for option, result and variant payloads)."""
     tmp = Val()
     codec.lower(value, tmp)
@@ -216,7 +226,7 @@ class OptionOf(Codec):
         return self.inner.lift(boxed[0]) if boxed else None
 
     def lower(self, value: Any, out: Any) -> None:
-        out.of.option = None if value is None else _boxed(self.inner, value)
+        out.of.option = None if value is None else boxed(self.inner, value)
         out.kind = _K_OPTION
 
 
@@ -264,25 +274,38 @@ def _lower_items(vec: Any, codecs: Sequence[Codec], values: Sequence[Any], new_u
 
 
 class ErrorVariant(Codec):
-    """A WIT error variant whose case names are :class:`StorageError` codes.
+    """A WIT error variant whose case names are :class:`StorageError` codes (or *aliases* of them).
 
-    ``lower`` takes a :class:`StorageError`: its ``code`` picks the case; a code
-    with no case here becomes ``internal-error(message)``.
+    ``lower`` takes a :class:`StorageError`: its ``code`` (through *aliases*,
+    e.g. ``permission-denied`` -> ``access-denied``) picks the case; a code with
+    no case here becomes the *fallback* case (a ``string`` case): the message,
+    prefixed with ``"<code>: "`` when *code_in_fallback*, so a guest of a
+    standard interface with one catch-all case can still tell the errors apart.
     """
 
-    def __init__(self, cases: Sequence[tuple[str, bool]]) -> None:
+    def __init__(
+        self,
+        cases: Sequence[tuple[str, bool]],
+        *,
+        aliases: Mapping[str, str] | None = None,
+        fallback: str = "internal-error",
+        code_in_fallback: bool = False,
+    ) -> None:
         self.cases = dict(cases)
-        if self.cases.get("internal-error") is not True:
-            raise ValueError("an error variant needs the case internal-error(string)")
+        if self.cases.get(fallback) is not True:
+            raise ValueError(f"an error variant needs the case {fallback}(string)")
+        self.aliases = dict(aliases or {})
+        self.fallback = fallback
+        self.code_in_fallback = code_in_fallback
         self._names = {name: name.encode() for name in self.cases}
         self.wit = "variant{" + ", ".join(f"{name}(string)" if payload else name for name, payload in cases) + "}"
 
     def case_for(self, error: StorageError) -> tuple[str, str | None]:
         """The case and payload *error* maps to."""
-        code = error.code
+        code = self.aliases.get(error.code, error.code)
         has_payload = self.cases.get(code)
         if has_payload is None:
-            return "internal-error", error.message
+            return self.fallback, f"{error.code}: {error.message}" if self.code_in_fallback else error.message
         return code, error.message if has_payload else None
 
     def lift(self, v: Any) -> tuple[str, str | None]:
@@ -293,8 +316,11 @@ class ErrorVariant(Codec):
 
     def lower(self, value: StorageError, out: Any) -> None:
         name, payload = self.case_for(value)
-        boxed = None if payload is None else _boxed(STRING, payload)
-        _set_name(out.of.variant.discriminant, self._names[name])
+        self.lower_case(name, None if payload is None else boxed(STRING, payload), out)
+
+    def lower_case(self, name: str, boxed: Any, out: Any) -> None:
+        """Write the case *name* with the already boxed payload *boxed* (``None``: no payload)."""
+        _set_name(out.of.variant.discriminant, self._names.get(name) or name.encode())
         out.of.variant.val = boxed
         out.kind = _K_VARIANT
 
@@ -302,7 +328,7 @@ class ErrorVariant(Codec):
 class ResultOf(Codec):
     """``result<ok, error>``; Python side: ``("ok", value)`` or ``("err", StorageError)``."""
 
-    def __init__(self, ok: Codec | None, error: ErrorVariant) -> None:
+    def __init__(self, ok: Codec | None, error: Codec) -> None:
         self.ok = ok
         self.error = error
         self.wit = f"result<{ok.wit if ok else '_'}, {error.wit}>"
@@ -323,15 +349,120 @@ class ResultOf(Codec):
 
     def lower_ok(self, value: Any, out: Any) -> None:
         result = out.of.result
-        result.val = None if self.ok is None else _boxed(self.ok, value)
+        result.val = None if self.ok is None else boxed(self.ok, value)
         result.is_ok = True
         out.kind = _K_RESULT
 
     def lower_err(self, error: StorageError, out: Any) -> None:
         result = out.of.result
-        result.val = _boxed(self.error, error)
+        result.val = boxed(self.error, error)
         result.is_ok = False
         out.kind = _K_RESULT
+
+
+class _Signed(Codec):
+    def __init__(self, bits: int, kind: int) -> None:
+        self.wit = f"s{bits}"
+        self._field = self.wit
+        self._kind = kind
+        self._min = -(1 << (bits - 1))
+        self._max = (1 << (bits - 1)) - 1
+
+    def lift(self, v: Any) -> int:
+        return int(getattr(v.of, self._field))
+
+    def lower(self, value: int, out: Any) -> None:
+        if not self._min <= value <= self._max:  # ctypes would wrap silently
+            raise OverflowError(f"{value} does not fit in {self.wit}")
+        setattr(out.of, self._field, value)
+        out.kind = self._kind
+
+
+class RecordOf(Codec):
+    """A WIT record; Python side: a mapping of field name to value (``lift`` gives a dict)."""
+
+    def __init__(self, *fields: tuple[str, Codec]) -> None:
+        self.fields = fields
+        self._names = [name.encode() for name, _ in fields]
+        self.wit = "record{" + ", ".join(f"{name}: {codec.wit}" for name, codec in fields) + "}"
+
+    def lift(self, v: Any) -> dict[str, Any]:
+        data = v.of.record.data
+        return {name: codec.lift(data[i].val) for i, (name, codec) in enumerate(self.fields)}
+
+    def lower(self, value: Mapping[str, Any], out: Any) -> None:
+        record = out.of.record
+        size = len(self.fields)
+        ffi.wasmtime_component_valrecord_new_uninit(_byref(record), size)
+        data = record.data
+        # Zeroed entries are (empty name, Bool(false)): wasmtime can drop them if lowering fails halfway.
+        _memset(data, 0, size * ctypes.sizeof(ffi.wasmtime_component_valrecord_entry_t))
+        for i, ((name, codec), raw) in enumerate(zip(self.fields, self._names, strict=True)):
+            entry = data[i]
+            _set_name(entry.name, raw)
+            codec.lower(value[name], entry.val)
+        out.kind = _K_RECORD
+
+
+# -- resources ------------------------------------------------------------------
+#
+# A host resource crosses the boundary as a handle whose "rep" (a u32) the host
+# chooses; converting between handles and reps needs the calling store's
+# context, which the host function receives with each call and records here
+# (a store is used by one thread at a time).
+
+_call = threading.local()
+
+
+def enter_call(context: int) -> None:
+    """Record the store context of the host call now running on this thread (for :class:`Own`, :class:`Borrow`)."""
+    _call.context = _cast(context, ctypes.POINTER(ffi.wasmtime_context_t))
+
+
+class Resource(Codec):
+    _owned: bool
+
+    def __init__(self, type_id: int, name: str) -> None:
+        self.type_id = type_id
+        self.name = name
+        self.wit = f"{'own' if self._owned else 'borrow'}<resource>"
+
+    def lift(self, v: Any) -> int:
+        """The rep of the host resource *v* refers to (the argument stays owned by wasmtime)."""
+        host = ctypes.POINTER(ffi.wasmtime_component_resource_host_t)()
+        error = ffi.wasmtime_component_resource_any_to_host(_call.context, v.of.resource, _byref(host))
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        try:
+            if ffi.wasmtime_component_resource_host_type(host) != self.type_id:
+                raise TypeError(f"the guest passed a resource that is no {self.name}")
+            return int(ffi.wasmtime_component_resource_host_rep(host))
+        finally:
+            ffi.wasmtime_component_resource_host_delete(host)
+
+    def lower(self, value: int, out: Any) -> None:
+        host = ffi.wasmtime_component_resource_host_new(self._owned, value, self.type_id)
+        try:
+            handle = ctypes.POINTER(ffi.wasmtime_component_resource_any_t)()
+            error = ffi.wasmtime_component_resource_host_to_any(_call.context, host, _byref(handle))
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
+        finally:
+            ffi.wasmtime_component_resource_host_delete(host)
+        out.of.resource = handle
+        out.kind = _K_RESOURCE
+
+
+class Own(Resource):
+    """``own<r>`` of a host resource: lowered from (and lifted to) its rep."""
+
+    _owned = True
+
+
+class Borrow(Resource):
+    """``borrow<r>`` of a host resource: lifted to its rep."""
+
+    _owned = False
 
 
 STRING: Codec = _String()
@@ -339,6 +470,7 @@ BYTES: Codec = _Bytes()
 BOOL: Codec = _Bool()
 U32: Codec = _Unsigned(32, _K_U32)
 U64: Codec = _Unsigned(64, _K_U64)
+S64: Codec = _Signed(64, _K_S64)
 
 
 def describe(ty: Any) -> str:
@@ -360,6 +492,8 @@ def describe(ty: Any) -> str:
         return "variant{" + ", ".join(name if p is None else f"{name}({describe(p)})" for name, p in ty.cases) + "}"
     if isinstance(ty, wc.RecordType):
         return "record{" + ", ".join(f"{name}: {describe(field)}" for name, field in ty.fields) + "}"
+    if isinstance(ty, (wc.OwnType, wc.BorrowType)):
+        return f"{'own' if isinstance(ty, wc.OwnType) else 'borrow'}<resource>"
     if isinstance(ty, wc.EnumType):
         return "enum{" + ", ".join(ty.names) + "}"
     if isinstance(ty, wc.FlagsType):

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airssys_storage import InvalidArgument, StorageError, ValueTooLarge
+from airssys_storage import InvalidArgument, InvalidKey, StorageError, ValueTooLarge
 
 from . import _compat
 from .errors import GuestError, GuestLimitExceeded, GuestTimeout, GuestTrap, InvalidGuest
@@ -222,10 +222,10 @@ class Host:
         used: list[str] = []
         needs_wasi = False
         for import_name, item in component.type.imports(self.engine).items():
-            if import_name.startswith("wasi:"):
+            provided = BY_INTERFACE.get(import_name)
+            if provided is None and import_name.startswith("wasi:") and not import_name.startswith("wasi:keyvalue/"):
                 needs_wasi = True
                 continue
-            provided = BY_INTERFACE.get(import_name)
             ty = item.ty
             if provided is None or not isinstance(ty, ComponentInstanceType):
                 raise InvalidGuest(
@@ -235,7 +235,7 @@ class Host:
             for function_name, export in ty.exports(self.engine).items():
                 function_type = export.ty
                 if not isinstance(function_type, FuncType):
-                    continue  # a type export (storage-error, extended-error); checked through the functions
+                    continue  # a type or resource export (storage-error, bucket); checked through the functions
                 function = provided.get(function_name)
                 if function is None:
                     raise InvalidGuest(
@@ -464,14 +464,25 @@ class GuestInstance:
         return 0
 
     def _define_imports(self, linker: Any) -> list[Any]:
-        from ._interfaces import BY_INTERFACE
+        from wasmtime.component import ResourceType
 
+        from ._calls import StateCalls
+        from ._interfaces import BY_INTERFACE
+        from ._keyvalue import RESOURCES, KeyValueCalls
+
+        keyvalue = self._keyvalue = KeyValueCalls(self.storage)
+        targets = {"storage": self.storage, "state": StateCalls(self.storage), "keyvalue": keyvalue}
+        drops = {"bucket": keyvalue.drop_bucket, "store": keyvalue.drop_bucket, "cas": keyvalue.drop_cas}
         callbacks = []
         with linker.root() as root:
             for interface, functions in BY_INTERFACE.items():
                 with root.add_instance(interface) as instance:
+                    for resource, type_id in RESOURCES.get(interface, ()):
+                        drop = drops[resource]
+                        instance.add_resource(resource, ResourceType.host(type_id), lambda _store, rep, d=drop: d(rep))
                     for function in functions.values():
-                        callback = self._callback(function, getattr(self.storage, function.method))
+                        method = getattr(targets[function.target], function.method)
+                        callback = self._callback(function, method)
                         _add_func(instance, function.name, callback)
                         callbacks.append(callback)
         return callbacks
@@ -484,7 +495,9 @@ class GuestInstance:
         """
         from wasmtime import _ffi as ffi
 
+        from ._codec import enter_call
         from ._compat import VAL_SIZE
+        from ._keyvalue import RESERVED
 
         val_at = ffi.wasmtime_component_val_t.from_address
         params = function.params
@@ -496,14 +509,22 @@ class GuestInstance:
         check_request = any(param.wit.startswith("list<") for param in params)
         check_response = function.result.ok is not None and "list<" in function.result.ok.wit
         name = function.name
+        resources = function.uses_resources
+        # Positions of the string arguments (keys, prefixes, bounds) that must stay out of the bucket area.
+        guarded = _guarded_positions(function)
 
         def serve(_data: Any, _context: Any, _type: Any, args: int, nargs: int, results: int, nresults: int) -> int:
             try:
                 if nargs != count or nresults != 1:
                     raise TypeError(f"called with {nargs} arguments and {nresults} results")
+                if resources:
+                    enter_call(_context)
                 values = [codec.lift(val_at(args + VAL_SIZE * i)) for i, codec in enumerate(params)]
                 out = val_at(results)
                 try:
+                    for position in guarded:
+                        if _reserved(values[position], RESERVED):
+                            raise _reserved_key(name)
                     if check_request and _payload_bytes(values) > cap:
                         raise _too_many_bytes(name, "to", _payload_bytes(values), cap)
                     value = method(*values)
@@ -687,6 +708,29 @@ def _warn_about_the_transfer_ceiling(storage: Any) -> None:
             max_value,
             ceiling / 2**20,
         )
+
+
+def _guarded_positions(function: Any) -> tuple[int, ...]:
+    """The arguments of *function* to check with :func:`_reserved` (none for wasi:keyvalue, which owns the area)."""
+    if not function.guards_reserved_keys:
+        return ()
+    return tuple(i for i, param in enumerate(function.params) if "string" in param.wit)
+
+
+def _reserved(value: Any, reserved: str) -> bool:
+    """Whether a key, prefix or bound in *value* (str, and lists, tuples and options of them) starts with *reserved*."""
+    if type(value) is str:
+        return value[:1] == reserved
+    if isinstance(value, (list, tuple)):
+        return any(_reserved(item, reserved) for item in value)
+    return False
+
+
+def _reserved_key(function: str) -> InvalidKey:
+    return InvalidKey(
+        f"{function}: keys, prefixes and bounds starting with U+10FFFF are reserved for the component's "
+        "wasi:keyvalue buckets (use wasi:keyvalue to reach them)"
+    )
 
 
 def _too_many_bytes(function: str, direction: str, size: int, cap: int) -> ValueTooLarge:

@@ -8,14 +8,23 @@ from pathlib import Path
 
 import pytest
 from airssys_storage_wasmtime import Host
-from airssys_storage_wasmtime._interfaces import BATCH, FUNCTIONS, RANGES, STORAGE
+from airssys_storage_wasmtime._interfaces import (
+    BATCH,
+    FUNCTIONS,
+    INTERFACES,
+    KEYVALUE_FUNCTIONS,
+    RANGES,
+    SPIN_FUNCTIONS,
+    STORAGE,
+    HostFunction,
+)
 from wasmtime_helpers import FIXTURES, tool
 
 
-def dummy_component(world: str, work: Path) -> bytes:
-    """A component importing everything *world* of the shipped WIT imports (wasm-tools --dummy)."""
+def dummy_component(world: str, work: Path, directory: str = "wit") -> bytes:
+    """A component importing everything *world* of the shipped WIT *directory* imports (wasm-tools --dummy)."""
     wasm_tools = tool("wasm-tools")
-    wit = importlib.resources.files("airssys_storage").joinpath("wit")
+    wit = importlib.resources.files("airssys_storage").joinpath(directory)
     (work / "wit").mkdir()
     for item in wit.iterdir():
         if item.name.endswith(".wit"):
@@ -30,7 +39,8 @@ def dummy_component(world: str, work: Path) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("world", "interfaces"), [("component", {STORAGE}), ("component-extended", {STORAGE, BATCH, RANGES})]
+    ("world", "interfaces"),
+    [("component", {STORAGE}), ("component-extended", {STORAGE, BATCH, RANGES}), ("component-full", set(INTERFACES))],
 )
 def test_every_function_of_the_shipped_wit_is_served_with_its_type(
     host: Host, tmp_path: Path, world: str, interfaces: set[str]
@@ -42,6 +52,33 @@ def test_every_function_of_the_shipped_wit_is_served_with_its_type(
 
 def test_the_fixtures_declare_the_shipped_types(host: Host) -> None:
     guest = host.load(FIXTURES / "echo.wat")
-    assert set(guest.imports) == {f.qualified_name for f in FUNCTIONS}
-    for function in FUNCTIONS:
+    echoed = [f for f in FUNCTIONS if f.interface in (STORAGE, BATCH, RANGES)]
+    assert set(guest.imports) == {f.qualified_name for f in echoed}
+    for function in echoed:
         assert guest.exports[function.name.removeprefix("storage-")] == function.wit
+
+
+@pytest.mark.parametrize(
+    ("directory", "world", "functions"),
+    [("wit/deps/keyvalue", "imports", KEYVALUE_FUNCTIONS),
+     ("wit/deps/spin-key-value", "key-value-imports", SPIN_FUNCTIONS)],
+)  # fmt: skip
+def test_every_function_of_a_vendored_standard_is_served_with_its_type(
+    host: Host, tmp_path: Path, directory: str, world: str, functions: tuple[HostFunction, ...]
+) -> None:
+    guest = host.load(dummy_component(world, tmp_path, directory), name=world)
+    assert set(guest.imports) == {f.qualified_name for f in functions}
+    assert not guest.needs_wasi
+
+
+def test_the_shipped_wit_is_valid(tmp_path: Path) -> None:
+    """storage.wit (every world) and the vendored wasi:keyvalue and Spin key-value resolve with wasm-tools."""
+    wasm_tools = tool("wasm-tools")
+    root = importlib.resources.files("airssys_storage").joinpath("wit")
+    for directory in (root, root.joinpath("deps/keyvalue"), root.joinpath("deps/spin-key-value")):
+        target = tmp_path / directory.name
+        target.mkdir()
+        for item in directory.iterdir():
+            if item.name.endswith(".wit"):
+                (target / item.name).write_bytes(item.read_bytes())
+        subprocess.run([wasm_tools, "component", "wit", str(target)], check=True, capture_output=True, timeout=120)

@@ -10,6 +10,9 @@ from airssys_storage_wasmtime._interfaces import FUNCTIONS
 from wasmtime_helpers import LIMITS, storage_of
 
 from airssys_storage import ComponentStorage, StorageManager, StorageSettings
+from airssys_storage.testing import FakeClock
+
+STATE_CHECKS = 53
 
 
 @pytest.fixture
@@ -28,7 +31,8 @@ def test_it_imports_every_storage_function_and_wasi(python_guest: tuple[Host, Gu
 @pytest.mark.parametrize(
     ("scenario", "access", "max_size", "checks"),
     [("read-write", "read-write", "4KB", 40), ("read-only", "read-only", None, 11), ("admin", "admin", None, 2),
-     ("none", "none", None, 5)],
+     ("none", "none", None, 5), ("state", "read-write", "4KB", STATE_CHECKS),
+     ("state-read-only", "read-only", None, 12)],
 )  # fmt: skip
 def test_scenario(
     python_guest: tuple[Host, Guest],
@@ -40,7 +44,7 @@ def test_scenario(
     checks: int,
 ) -> None:
     host, guest = python_guest
-    if scenario == "read-only":
+    if scenario in ("read-only", "state-read-only"):
         storage_of(manager, "read-write", None).set("shared", b"written by the host")
     storage = storage_of(manager, access, max_size)
     with host.instantiate(guest, storage, inherit_stdio=True) as instance:
@@ -49,6 +53,17 @@ def test_scenario(
     # Whatever the guest did, the usage counter agrees with the data (read with admin rights).
     inspector = storage_of(manager, "admin", None)
     assert inspector.usage().bytes == sum(len(key.encode()) + len(value) for key, value in everything(inspector))
+
+
+def test_expiry_is_exact_on_the_host_clock(python_guest: tuple[Host, Guest]) -> None:
+    """The guest sets keys with a ttl; the host's clock moves 2 s on; the expired key is gone from every read."""
+    host, guest = python_guest
+    clock = FakeClock()
+    with StorageManager.from_settings(StorageSettings(url="memory://", **LIMITS), clock=clock) as manager:
+        with host.instantiate(guest, storage_of(manager)) as instance:
+            assert instance.call("run-checks", "expiry-before") == 1
+            clock.advance(2)
+            assert instance.call("run-checks", "expiry-after") == 8
 
 
 def everything(storage: ComponentStorage) -> Iterator[tuple[str, bytes]]:

@@ -18,6 +18,10 @@ from airssys_storage import ComponentStorage, Manifest, StorageManager
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
 PYTHON_GUEST = HERE / "python_guest"
+KEYVALUE_GUEST = HERE / "keyvalue_guest"
+SPIN_GUEST = HERE / "spin_guest"
+#: The module the guests share (guest_checks.py), given to componentize-py as a second -p.
+GUEST_COMMON = HERE / "guest_common"
 REPOSITORY = HERE.parents[2]
 COUNTER = REPOSITORY / "examples" / "counter"
 
@@ -42,9 +46,13 @@ def tool(name: str) -> str:
 
 
 def storage_of(
-    manager: StorageManager, access: str = "read-write", max_size: str | None = "4KB", component: str = "guest"
+    manager: StorageManager,
+    access: str = "read-write",
+    max_size: str | None = "4KB",
+    component: str = "guest",
+    buckets: tuple[str, ...] = ("default",),
 ) -> ComponentStorage:
-    return manager.component(Manifest(id=component, access=access, max_size=max_size))
+    return manager.component(Manifest(id=component, access=access, max_size=max_size, buckets=buckets))
 
 
 def outcome(instance: GuestInstance, export: str, *args: Any) -> tuple[bool, Any]:

@@ -1,0 +1,111 @@
+"""The state interfaces (atomics, expiry, range delete, limits) on a component's storage.
+
+The WIT speaks milliseconds and records; :class:`~airssys_storage.ComponentStorage`
+speaks seconds and Python objects. :class:`StateCalls` converts between the
+two and nothing else: permissions, validation and every error are the
+storage's (a :class:`~airssys_storage.StorageError` reaches the guest as a
+``state-error`` value).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["StateCalls", "ms_from_seconds", "seconds_from_ms"]
+
+
+def seconds_from_ms(ms: int) -> float:
+    """A WIT ``ttl-ms`` as the storage's ttl in seconds, such that the storage's ``ceil(ttl * 1000)`` is *ms*.
+
+    ``ms / 1000`` is sometimes the float just above the exact quotient (2007 ms
+    would live 2008 ms); the float below it then rounds back to *ms*. 0 stays
+    0 (the storage refuses it as invalid-argument).
+    """
+    seconds = ms / 1000
+    if math.ceil(seconds * 1000) > ms:
+        seconds = math.nextafter(seconds, 0.0)
+    return seconds
+
+
+def ms_from_seconds(seconds: float) -> int:
+    """Seconds (a ttl left, or a moment since the epoch) as whole milliseconds.
+
+    The storage keeps expiry in whole milliseconds, so rounding recovers them exactly.
+    """
+    return max(0, round(seconds * 1000))
+
+
+class StateCalls:
+    """The functions of storage-atomics, storage-expiry, storage-range-delete and storage-limits.
+
+    *storage* is a :class:`~airssys_storage.ComponentStorage` (or any object
+    with its methods). Each method takes the lifted WIT arguments and returns
+    the value to lower.
+    """
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    # -- storage-atomics ----------------------------------------------------------
+
+    def get_entry(self, key: str) -> dict[str, Any] | None:
+        """``entry`` record (expiry in ms since the epoch), or ``None`` when missing or expired."""
+        entry = self.storage.get_entry(key)
+        if entry is None:
+            return None
+        expires = None if entry.expires_at is None else ms_from_seconds(entry.expires_at)
+        return {"value": entry.value, "version": entry.version, "expires-at-ms": expires}
+
+    def compare_and_swap(self, key: str, value: bytes, version: int | None) -> int:
+        return int(self.storage.compare_and_swap(key, value, version=version))
+
+    def set_if_absent(self, key: str, value: bytes) -> bool:
+        return bool(self.storage.set_if_absent(key, value))
+
+    def delete_if(self, key: str, version: int) -> bool:
+        return bool(self.storage.delete_if(key, version=version))
+
+    def increment(self, key: str, delta: int, op_id: str | None) -> int:
+        return int(self.storage.increment(key, delta, op_id=op_id))
+
+    # -- storage-expiry -------------------------------------------------------------
+
+    def set_with_ttl(self, key: str, value: bytes, ttl_ms: int) -> int:
+        return int(self.storage.set(key, value, ttl=seconds_from_ms(ttl_ms)))
+
+    def get_ttl(self, key: str) -> int | None:
+        """Milliseconds left (``None``: no expiry); a missing key is the storage's key-not-found."""
+        left = self.storage.ttl(key)
+        return None if left is None else ms_from_seconds(left)
+
+    def expire(self, key: str, ttl_ms: int) -> bool:
+        return bool(self.storage.expire(key, seconds_from_ms(ttl_ms)))
+
+    def persist(self, key: str) -> bool:
+        return bool(self.storage.persist(key))
+
+    # -- storage-range-delete -----------------------------------------------------------
+
+    def delete_prefix(self, prefix: str) -> int:
+        return int(self.storage.delete_prefix(prefix))
+
+    def delete_range(self, start: str, end: str) -> int:
+        return int(self.storage.delete_range(start, end))
+
+    # -- storage-limits -----------------------------------------------------------------
+
+    def limits(self) -> dict[str, Any]:
+        """The ``limits`` record of the WIT from the storage's :class:`~airssys_storage.Limits`."""
+        limits = self.storage.limits()
+        return {
+            "max-key-bytes": limits.max_key_bytes,
+            "max-value-bytes": limits.max_value_bytes,
+            "max-keys-per-query": limits.max_keys_per_query,
+            "max-batch-ops": limits.max_batch_ops,
+            "quota-bytes": limits.quota,
+            "used-bytes": limits.bytes_used,
+            "keys": limits.keys,
+            "persistent": limits.persistent,
+            "multi-process": limits.multi_process,
+        }

@@ -26,11 +26,8 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -40,41 +37,17 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# Shared with the pydantic-free fast path (one definition of each rule): see _settings_fast.
+from ._settings_fast import APP_NAME, CONFIG_FILE_ENV, ENV_PREFIX, config_file_path, default_url, url_problem
 from .errors import ConfigurationError
 
-__all__ = ["StorageSettings", "default_url", "config_file_path"]
-
-APP_NAME = "airssys-storage"
-CONFIG_FILE_ENV = "AIRSSYS_STORAGE_CONFIG_FILE"
-
-
-def default_url() -> str:
-    """The embedded default: a SQLite file in the user's data directory."""
-    path = Path(platformdirs.user_data_dir(APP_NAME)) / "storage.sqlite3"
-    return f"sqlite:///{path}"
-
-
-def config_file_path() -> Path | None:
-    """The TOML settings file that applies now, or ``None`` (see the module docs)."""
-    explicit = os.environ.get(CONFIG_FILE_ENV)
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigurationError(f"{CONFIG_FILE_ENV}={explicit!r} does not name a readable file")
-        return path
-    for candidate in (
-        Path.cwd() / "airssys-storage.toml",
-        Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+__all__ = ["APP_NAME", "CONFIG_FILE_ENV", "StorageSettings", "default_url", "config_file_path"]
 
 
 class StorageSettings(BaseSettings):
     """Everything an operator configures. Invalid values raise :class:`ConfigurationError`."""
 
-    model_config = SettingsConfigDict(env_prefix="AIRSSYS_STORAGE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     url: str | None = Field(
         default=None,
@@ -150,24 +123,9 @@ class StorageSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) is None:
-                raise ValueError(
-                    "must be a URL such as memory://, sqlite:////absolute/path/to/file.db or leveldb:///absolute/path"
-                )
-            try:
-                parts = urlsplit(value)
-            except ValueError as exc:  # e.g. an unclosed [ in the host part
-                raise ValueError(f"is not a valid URL ({exc}); percent-encode special characters") from None
-            try:
-                parts.port  # noqa: B018  # reading it checks it
-            except ValueError as exc:  # port 99999, port abc
-                raise ValueError(f"has an invalid port ({exc}): write a number from 1 to 65535") from None
-            if "\x00" in unquote(value):
-                raise ValueError(
-                    "contains a NUL character (\\x00 or %00), which no file name, host or database name "
-                    "can hold: remove it"
-                )
+        problem = None if value is None else url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator(
@@ -214,7 +172,7 @@ def _describe_source_error(exc: SettingsError) -> str:
     # pydantic-settings names the field but not the value: add the variable's text.
     match = re.search(r'field "([^"]+)"', str(exc))
     field = match.group(1) if match else "settings"
-    variable = f"AIRSSYS_STORAGE_{field.upper()}"
+    variable = f"{ENV_PREFIX}{field.upper()}"
     value = os.environ.get(variable)
     shown = f"{variable}={value!r}" if value is not None else field
     hint = " (list and dict fields take JSON, e.g. '[\"manifest\"]')" if value is not None else ""

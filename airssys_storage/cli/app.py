@@ -225,6 +225,11 @@ def _describe(exc: BaseException) -> tuple[int, str]:
 def _blocked_plugins() -> list[str]:
     # Settings errors surface when a command reads the settings; here they only cost the block list.
     try:
+        from .._settings_fast import read_plain
+
+        plain = read_plain()  # the root help and plugin commands need no pydantic either
+        if plain is not None:
+            return list(plain.blocked_plugins)
         from ..settings import StorageSettings
 
         return list(StorageSettings().blocked_plugins)

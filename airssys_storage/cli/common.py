@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
+from .._settings_fast import read_plain
 from ..errors import ConfigurationError, ManifestError, PermissionDenied, QuotaExceeded
 from ..exchange import operator_settings, operator_storage
 from ..files import atomic_private_file
@@ -21,9 +22,11 @@ from ..manifest import COMPONENT_ID_PATTERN, Manifest, validate_component_id
 from ..operations import WRITE_OPERATIONS
 from ..plugins import PluginRegistry, backend_scheme, check_plugin_options, redact_url
 from ..policies import ACCESS_OPERATIONS
-from ..settings import StorageSettings
 from ..storage import ComponentStorage, StorageManager
 from .app import ExitCode, Failure
+
+if TYPE_CHECKING:
+    from ..settings import StorageSettings  # imported when needed: pydantic costs more than a whole `get`
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,14 +100,15 @@ class StoreSpec:
     #: The command-line options that gave *url* and *options*, for error messages.
     flags: tuple[str, str] = ("--url", "--backend-options")
 
-    def settings(self) -> StorageSettings:
+    def settings(self, *, plain: bool = False) -> StorageSettings:
         """The configured settings with this URL and options in place of the configured ones.
 
         Without explicit options, the configured ``backend_options`` are kept
         only if the URL is served by the same kind of backend (same scheme):
-        options of one backend mean nothing to another.
+        options of one backend mean nothing to another. *plain*: as for
+        :func:`load_configured_settings`.
         """
-        settings = load_configured_settings()
+        settings = load_configured_settings(plain=plain)
         if self.url is None and self.options is None:
             return settings
         url = self.url if self.url is not None else settings.url
@@ -116,15 +120,28 @@ class StoreSpec:
         given = " and ".join(
             flag for flag, value in zip(self.flags, (self.url, self.options), strict=True) if value is not None
         )
-        return load_configured_settings(given=given or None, url=url, backend_options=options)
+        return load_configured_settings(given=given or None, plain=plain, url=url, backend_options=options)
 
 
-def load_configured_settings(*, given: str | None = None, **arguments: Any) -> StorageSettings:
+def load_configured_settings(*, given: str | None = None, plain: bool = False, **arguments: Any) -> StorageSettings:
     """``StorageSettings(**arguments)``; an invalid value's error says where to fix it.
 
     *given* names the command-line options that supplied *arguments* (``"--url"``);
     without it the value is a configured one (environment or settings file).
+
+    *plain*: the caller reads only the fields, ``resolved_url`` and
+    ``model_copy`` of the result (and hands it to no third-party policy or
+    strategy), so plainly valid settings may come as a pydantic-free
+    :class:`~airssys_storage._settings_fast.PlainSettings` with equal values
+    (start-up time, issue 9); anything else takes the full path, errors included.
     """
+    if plain:
+        quick = read_plain(**arguments)
+        if quick is not None:
+            # Duck-typed: equal field values (tests/cli/test_fast_settings.py); the plain caller needs no more.
+            return cast("StorageSettings", quick)
+    from ..settings import StorageSettings
+
     try:
         return StorageSettings(**arguments)
     except ConfigurationError as exc:
@@ -217,7 +234,8 @@ def open_component(
     data; ``--manifest`` makes a write obey the quota the component itself
     would have.
     """
-    settings = store.settings()
+    # With a manifest, the configured quota strategy (maybe a plugin's) is given the settings: the real model.
+    settings = store.settings(plain=manifest_path is None)
     registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     quota = None
     source = ""

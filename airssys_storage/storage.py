@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .backend import CONTROL_CHARACTERS, Change, StorageBackend, Usage, bad_key_error, key_problem, key_successor
 from .errors import (
@@ -36,7 +36,10 @@ from .manifest import Manifest
 from .operations import Operation
 from .plugins import PluginRegistry, check_plugin_options, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
-from .settings import StorageSettings
+
+if TYPE_CHECKING:
+    # Imported where settings are read: pydantic costs more than a whole CLI `get` (issue 9).
+    from .settings import StorageSettings
 
 __all__ = ["ComponentStorage", "StorageManager", "check_settings", "encode_key"]
 
@@ -106,6 +109,8 @@ class StorageManager:
         and nothing is created.
         """
         if settings is None:
+            from .settings import StorageSettings
+
             settings = StorageSettings()
         if registry is None:
             registry = PluginRegistry.load(blocked=settings.blocked_plugins)

@@ -123,6 +123,8 @@ FIELDS: dict[str, Field] = {
     "max_value_bytes": Field("int", 1024 * 1024, low=0),
     "max_keys_per_query": Field("int", 10_000, low=1),
     "max_batch_ops": Field("int", 100, low=1),
+    "op_id_retention_seconds": Field("default-only", 600),
+    "expiry_sweep_interval": Field("default-only", None, optional=True),
     "blocked_plugins": Field("str-list", []),
     "plugin_options": Field("dict-of-dicts", {}),
 }

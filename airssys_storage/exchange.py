@@ -44,13 +44,15 @@ import binascii
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from .backend import Usage
 from .errors import KeyNotFound, ManifestError, QuotaExceeded, StorageError
 from .manifest import Access, Manifest, validate_component_id
-from .settings import StorageSettings
 from .storage import ComponentStorage, StorageManager, encode_key
+
+if TYPE_CHECKING:
+    from .settings import StorageSettings  # only annotations here; see storage.py
 
 __all__ = [
     "FORMAT_NAME",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar, overload
 
 from .backend import (
     CONTROL_CHARACTERS,
@@ -55,7 +55,10 @@ from .operations import Operation
 from .planner import MAX_VERSION, Plan, Write, WriteKind
 from .plugins import PluginRegistry, check_plugin_options, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
-from .settings import StorageSettings
+
+if TYPE_CHECKING:
+    # Imported where settings are read: pydantic costs more than a whole CLI `get` (issue 9).
+    from .settings import StorageSettings
 
 __all__ = ["ComponentStorage", "Entry", "Limits", "StorageManager", "check_settings", "encode_key"]
 
@@ -201,6 +204,8 @@ class StorageManager:
         set, the manager starts its background sweeper (see :meth:`purge_expired`).
         """
         if settings is None:
+            from .settings import StorageSettings
+
             settings = StorageSettings()
         if registry is None:
             registry = PluginRegistry.load(blocked=settings.blocked_plugins)

@@ -356,12 +356,15 @@ class LevelDBBackend(StorageBackend, ForkAware):
             prefix = self._space(namespace).prefix
         try:
             raw: bytes | None = self._db.get(prefix + key)
+            if raw is None:
+                return None
+            head = raw[0]
         except plyvel.Error as exc:
             self._fail("read from", exc)
-        if raw is None:
-            return None
+        except IndexError:  # an empty record: damage, which _value names
+            head = 0
         # The hot path: a row without expiry is one byte test and one slice (see layout).
-        if 0 < (head := raw[0] if raw else 0) < 9:
+        if 0 < head < 9:
             return raw[head + 1 :]
         return self._value(prefix + key, raw, None)
 
@@ -527,21 +530,26 @@ class LevelDBBackend(StorageBackend, ForkAware):
             space = self._space(namespace)
         self._lock.acquire()
         try:
-            counter = space.counter or self._load_counter(space)
-            old = self._old_rows(space.prefix, writes)
-            now = self.clock()
-            done: dict[str, int] | None = None
-            stale: dict[str, int] = {}
-            for write in writes:
-                if write.op_id is not None:
-                    done = self._done_ops(space, writes, now, stale)
-                    break
-            decided = plan(namespace, writes, old, _new(SpaceState, counter[:3]), limit, now, done)
-            self._write(space, counter, decided, writes, old, now, stale)
+            decided = self._apply_locked(space, writes, limit)
         except plyvel.Error as exc:
             self._fail("write to", exc)
         finally:
             self._lock.release()
+        return decided
+
+    def _apply_locked(self, space: _Space, writes: Sequence[Write], limit: int | None) -> Plan:
+        """:meth:`apply` inside the lock (plyvel errors pass through)."""
+        counter = space.counter or self._load_counter(space)
+        old = self._old_rows(space.prefix, writes)
+        now = self.clock()
+        done: dict[str, int] | None = None
+        stale: dict[str, int] = {}
+        for write in writes:
+            if write.op_id is not None:
+                done = self._done_ops(space, writes, now, stale)
+                break
+        decided = plan(space.namespace, writes, old, _new(SpaceState, counter[:3]), limit, now, done)
+        self._write(space, counter, decided, writes, old, now, stale)
         return decided
 
     def _old_rows(self, prefix: bytes, writes: Sequence[Write]) -> list[KeyState | None]:
@@ -673,6 +681,64 @@ class LevelDBBackend(StorageBackend, ForkAware):
                 space.op_prefix + op_id.encode(), OP_TIME.pack(now) + result.to_bytes(OP_RESULT, "little", signed=True)
             )
             batch.put(op_time_key(time_prefix, now, op_id), b"")
+
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        # The hot path of set(): apply() without its generality. The planner
+        # decides as always; a row without expiry needs no clock (``now`` only
+        # tells live from expired rows), and a commit that leaves the counter
+        # as it is (a same-size overwrite) is the row record alone, written
+        # with one put instead of a batch. The lock is taken with acquire()
+        # and released in ``finally``: about 0.1 µs cheaper than ``with``.
+        try:
+            space = self._spaces[namespace]
+        except KeyError:
+            space = self._space(namespace)
+        data_key = space.prefix + key
+        rows = self._rows
+        self._lock.acquire()
+        try:
+            row = rows.get(data_key, _MISS)
+            if row is _MISS:
+                raw = self._db.get(data_key)
+                row = None if raw is None else self._row(data_key, raw)
+                if len(rows) >= self._row_limit:
+                    rows.clear()  # crude but O(1) per write on average, and never wrong
+            if row is not None and row.expires_at is not None:  # the general path counts rows with an expiry
+                write = _new(Write, (key, _PUT, value, None, None, 0, None))
+                return self._apply_locked(space, (write,), limit).results[0]
+            counter = space.counter or self._load_counter(space)
+            decided = plan(
+                namespace,
+                (_new(Write, (key, _PUT, value, None, None, 0, None)),),
+                (row,),
+                _new(SpaceState, counter[:3]),
+                limit,
+                0,
+            )
+            version = decided.results[0]
+            width = (version.bit_length() + 7) >> 3
+            record = ((version << 8) | width).to_bytes(width + 1, "little") + value
+            if decided.space_changed:
+                after = decided.space
+                new = (after.bytes, after.keys, after.floor, counter[3])
+                batch = self._batch
+                batch.clear()
+                batch.put(data_key, record)
+                batch.put(space.counter_key, COUNTER.pack(*new))
+                batch.write()
+                space.counter = new
+            else:
+                put = self._put  # a local: 3.11 does not specialise a call through an instance attribute
+                put(data_key, record)
+            rows[data_key] = _new(KeyState, (len(value), version, None, None))
+        except plyvel.Error as exc:
+            self._fail("write to", exc)
+        finally:
+            self._lock.release()
+        return version
+
+    def delete_one(self, namespace: str, key: bytes) -> bool:
+        return self.apply(namespace, (_new(Write, (key, _DELETE, b"", None, None, 0, None)),), None).results[0] == 1
 
     def delete_range(
         self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None

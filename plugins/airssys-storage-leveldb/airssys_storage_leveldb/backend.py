@@ -356,11 +356,12 @@ class LevelDBBackend(StorageBackend, ForkAware):
             prefix = self._space(namespace).prefix
         try:
             raw: bytes | None = self._db.get(prefix + key)
-            if raw is None:
-                return None
-            head = raw[0]
         except plyvel.Error as exc:
             self._fail("read from", exc)
+        if raw is None:
+            return None
+        try:  # free in 3.11 unless raised
+            head = raw[0]
         except IndexError:  # an empty record: damage, which _value names
             head = 0
         # The hot path: a row without expiry is one byte test and one slice (see layout).

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import operator
 import os
 import stat
 import threading
@@ -71,7 +72,7 @@ from airssys_storage import (
 from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
-from airssys_storage.planner import MAX_VERSION, KeyState, Plan, Put, SpaceState, Write, WriteKind, plan
+from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
 from airssys_storage.plugins import backend_scheme
 
 from .layout import (
@@ -166,6 +167,7 @@ Cached: TypeAlias = "KeyState | None"
 # Not in the row cache (``None`` there means "no row").
 _MISS: Any = object()
 _new = tuple.__new__
+_first = operator.itemgetter(0)
 _PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = (
     WriteKind.PUT,
     WriteKind.DELETE,
@@ -615,7 +617,8 @@ class LevelDBBackend(StorageBackend, ForkAware):
         if not (puts or deletes or decided.space_changed or decided.op_records or reset):
             return  # nothing changes (a delete of a missing key, a replayed op id, a failed TOUCH)
         prefix = space.prefix
-        before = {write.key: row for write, row in zip(writes, old, strict=True)} if len(writes) > 1 else None
+        # The old row of each key (plans skip writes, so puts and deletes are matched by key).
+        before = dict(zip(map(_first, writes), old, strict=True)) if len(writes) > 1 else None
         if len(puts) == 1 and not (deletes or decided.space_changed or decided.op_records or reset):
             # One row rewritten in place (an increment or TOUCH keeping its size): with the count of
             # rows with an expiry unchanged too, the row record alone is the commit.
@@ -627,13 +630,18 @@ class LevelDBBackend(StorageBackend, ForkAware):
                     value = row.value
                     assert value is not None
                 self._put(prefix + key, encode_row(version, expires_at, value))
-                self._remember(prefix, puts, deletes, old, before)
+                self._remember(prefix + key, _new(KeyState, (len(value), version, expires_at, None)))
                 return
         expiring = counter[3]
+        rows = self._rows
+        if len(rows) + len(puts) + len(deletes) > self._row_limit:
+            rows.clear()  # crude but O(1) per write on average, and never wrong
         batch = self._batch
         batch.clear()
         try:
             put = batch.put
+            # The row cache learns each row as it is added (cheaper than a second pass) and
+            # forgets them all if anything fails.
             for key, value, version, expires_at in puts:
                 row = old[0] if before is None else before[key]
                 if row is not None and row.expires_at is not None:
@@ -641,17 +649,20 @@ class LevelDBBackend(StorageBackend, ForkAware):
                 if value is None:  # TOUCH: the stored value under a new header
                     assert row is not None and row.value is not None
                     value = row.value
+                data_key = prefix + key
                 if expires_at is None:
                     width = (version.bit_length() + 7) >> 3
-                    put(prefix + key, ((version << 8) | width).to_bytes(width + 1, "little") + value)
+                    put(data_key, ((version << 8) | width).to_bytes(width + 1, "little") + value)
                 else:
                     expiring += 1
-                    put(prefix + key, encode_row(version, expires_at, value))
+                    put(data_key, encode_row(version, expires_at, value))
+                rows[data_key] = _new(KeyState, (len(value), version, expires_at, None))
             for key in deletes:
                 row = old[0] if before is None else before[key]
                 if row is not None and row.expires_at is not None:
                     expiring -= 1
                 batch.delete(prefix + key)
+                rows[prefix + key] = None
             after = decided.space
             new: Counter = (0, 0, after.floor, 0) if reset else (after.bytes, after.keys, after.floor, expiring)
             if new != counter:
@@ -661,31 +672,19 @@ class LevelDBBackend(StorageBackend, ForkAware):
             batch.write()
         except BaseException:
             batch.clear()  # the reused batch must carry nothing of a failed commit
+            for key, _, _, _ in puts:
+                rows.pop(prefix + key, None)
+            for key in deletes:
+                rows.pop(prefix + key, None)
             raise
         space.counter = new
-        self._remember(prefix, puts, deletes, old, before)
 
-    def _remember(
-        self,
-        prefix: bytes,
-        puts: Sequence[Put],
-        deletes: Sequence[bytes],
-        old: Sequence[KeyState | None],
-        before: Mapping[bytes, KeyState | None] | None,
-    ) -> None:
-        """Put the rows a commit just wrote into the row cache (``None`` for removed ones). Call under the lock."""
+    def _remember(self, data_key: bytes, row: KeyState | None) -> None:
+        """Cache the row just written under *data_key* (``None``: removed). Call under the lock, after the write."""
         rows = self._rows
-        if len(rows) + len(puts) + len(deletes) > self._row_limit:
+        if len(rows) >= self._row_limit:
             rows.clear()  # crude but O(1) per write on average, and never wrong
-        for key, value, version, expires_at in puts:
-            if value is None:  # TOUCH: the old row's size
-                row = old[0] if before is None else before[key]
-                size = 0 if row is None else row.size
-            else:
-                size = len(value)
-            rows[prefix + key] = _new(KeyState, (size, version, expires_at, None))
-        for key in deletes:
-            rows[prefix + key] = None
+        rows[data_key] = row
 
     def _record_ops(
         self, space: _Space, records: Sequence[tuple[str, int]], now: int, stale: Mapping[str, int]

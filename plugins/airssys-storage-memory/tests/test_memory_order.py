@@ -96,7 +96,7 @@ def test_churn_without_listings_keeps_the_notes_bounded() -> None:
             commit(backend, [(b"batch-%d" % i, b"v"), (b"keep-0", None)], None)
             commit(backend, [(b"keep-0", b"v")], None)
     space = backend._spaces[NS]
-    assert len(space.changed) <= 1024 + 2 * len(space.values) + 1
+    assert len(space.changed) <= 1024 + 2 * len(space.rows) + 1
     expected = sorted([b"keep-%d" % i for i in range(10)] + [b"batch-%d" % i for i in range(0, 20_000, 1000)])
     assert listing(backend) == expected
     backend.put_one(NS, b"after", b"v", None)

@@ -374,10 +374,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
     def _get_verified(self, namespace: str, key: bytes) -> bytes | None:
         """:meth:`get` when ``verify_checksums`` is on (installed on the instance at open)."""
         data_key = self._space(namespace).prefix + key
-        try:
-            raw: bytes | None = self._db.get(data_key, verify_checksums=True)
-        except plyvel.Error as exc:
-            self._fail("read from", exc)
+        raw = self._read(data_key)  # verify_checksums is on
         return None if raw is None else self._value(data_key, raw, None)
 
     def _decode(self, data_key: bytes, raw: bytes) -> tuple[int, int, int | None]:
@@ -405,12 +402,17 @@ class LevelDBBackend(StorageBackend, ForkAware):
         offset, version, expires_at = self._decode(data_key, raw)
         return _new(KeyState, (len(raw) - offset, version, expires_at, raw[offset:] if with_value else None))
 
-    def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
-        data_key = self._space(namespace).prefix + key
+    def _read(self, data_key: bytes) -> bytes | None:
+        """The record of *data_key* (checksums verified if the options say so), or ``None``."""
         try:
             raw: bytes | None = self._db.get(data_key, verify_checksums=self.options.verify_checksums)
         except plyvel.Error as exc:
             self._fail("read from", exc)
+        return raw
+
+    def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
+        data_key = self._space(namespace).prefix + key
+        raw = self._read(data_key)
         if raw is None:
             return None
         row = self._row(data_key, raw, with_value=True)
@@ -447,10 +449,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
 
     def has(self, namespace: str, key: bytes) -> bool:
         data_key = self._space(namespace).prefix + key
-        try:
-            raw: bytes | None = self._db.get(data_key, verify_checksums=self.options.verify_checksums)
-        except plyvel.Error as exc:
-            self._fail("read from", exc)
+        raw = self._read(data_key)
         if raw is None:
             return False
         if 0 < (raw[0] if raw else 0) < 9:

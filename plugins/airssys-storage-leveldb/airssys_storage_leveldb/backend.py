@@ -399,6 +399,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
 
     def _row(self, data_key: bytes, raw: bytes, with_value: bool = False) -> KeyState:
         """The row in record *raw* (live or expired), with its value if *with_value*."""
+        if 0 < (head := raw[0] if raw else 0) < 9:  # no expiry: the header is a width and a version
+            end = head + 1
+            version = int.from_bytes(raw[1:end], "little")
+            return _new(KeyState, (len(raw) - end, version, None, raw[end:] if with_value else None))
         offset, version, expires_at = self._decode(data_key, raw)
         return _new(KeyState, (len(raw) - offset, version, expires_at, raw[offset:] if with_value else None))
 
@@ -628,8 +632,13 @@ class LevelDBBackend(StorageBackend, ForkAware):
                 if value is None:  # TOUCH: the stored value (read for it) under a new header
                     value = row.value
                     assert value is not None
-                self._put(prefix + key, encode_row(version, expires_at, value))
-                self._remember(prefix + key, _new(KeyState, (len(value), version, expires_at, None)))
+                data_key = prefix + key
+                if expires_at is None:
+                    width = (version.bit_length() + 7) >> 3
+                    self._put(data_key, ((version << 8) | width).to_bytes(width + 1, "little") + value)
+                else:
+                    self._put(data_key, encode_row(version, expires_at, value))
+                self._remember(data_key, _new(KeyState, (len(value), version, expires_at, None)))
                 return
         expiring = counter[3]
         rows = self._rows

@@ -22,12 +22,13 @@ A row's header (schema 2) is self-delimiting, so the value follows it unchanged:
     h (1 byte) | version (w bytes, little-endian) | [expires_at (8 bytes, little-endian ms)] | value
 
 with ``w = h & 0x0F`` (1 to 8: the version's width) and ``h & 0x10`` set when an
-expiry follows. A row without expiry has ``h < 9``, so a plain read is one
-byte test and one slice: ``value = raw[h + 1:]``. A version below 256 costs
-two bytes per row. (The backend's hot paths inline this no-expiry case of
-:func:`encode_row` and :func:`decode_header` to save a call per row.) The counter's ``floor`` is the highest version of any
-removed row; ``expiring`` counts the rows that have an expiry (listings skip
-reading values while it is zero, and a sweep finds nothing at once).
+expiry follows. A row without expiry has ``0 < h < 9``, so a plain read is
+one byte test and one slice: ``value = raw[h + 1:]``. A version below 256
+costs two bytes per row. (The backend's hot paths inline this no-expiry case
+of :func:`encode_row` and :func:`decode_header`, saving a call per row.) The
+counter's ``floor`` is the highest version of any removed row; ``expiring``
+counts the rows that have an expiry (listings skip reading values while it
+is zero, and a sweep finds nothing at once).
 """
 
 from __future__ import annotations

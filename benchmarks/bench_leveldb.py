@@ -113,9 +113,10 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
         sizes[side] += 1
         return values[sizes[side] % 2]
 
-    # Same size as the prefilled VALUE, other bytes: 100 x "u", 100 x "v", … per side.
-    turns = {"raw": 0, "ours": 0, "raw+counter": 0}
-    same_size = [VALUE, b"u" * len(VALUE)]
+    # Same size as the prefilled VALUE, never its bytes nor the last run's: 100 x "u", 100 x "w", … per side.
+    # (Each workload and side alternates on its own: a shared turn would hand one the same value every run.)
+    turns = {side: 0 for side in ("raw", "ours", "raw+counter", "cas raw", "cas ours")}
+    same_size = [b"w" * len(VALUE), b"u" * len(VALUE)]
 
     def next_same(side: str) -> bytes:
         turns[side] += 1
@@ -216,7 +217,7 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
     versions = dict.fromkeys(cas_order, 1)  # the first fill wrote version 1 of every key
 
     def our_cas() -> int:
-        swap, value = store.compare_and_swap, next_same("ours")
+        swap, value = store.compare_and_swap, next_same("cas ours")
         for key in cas_order:
             versions[key] = swap(key, value, version=versions[key])
         return len(cas_order)
@@ -230,8 +231,18 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
     fill((db,), store, counters, "", b"0")
     fill((db,), listing, [f"{i:05}" for i in range(LISTED)], "list/", VALUE)
     # The timed runs overwrite at most *ops* keys each (a sample of the --keys filled), like the reads.
-    order, raw_order = order[:ops], raw_order[:ops]
-    same_order, raw_same_order = same_order[:ops], raw_same_order[:ops]
+    # Each timed run overwrites the next *ops* keys of the --keys filled (cycling), so that with
+    # many keys an overwrite meets a row the cache has not seen, as in a large store.
+    windows = {
+        (name, side): Windows(names_, ops)
+        for name, names_ in (("size", order), ("same", same_order))
+        for side in ("ours", "raw", "raw+counter")
+    }
+    raw_windows = {
+        (name, side): Windows(names_, ops)
+        for name, names_ in (("size", raw_order), ("same", raw_same_order))
+        for side in ("raw", "raw+counter")
+    }
 
     # Joining reads every key's characters or bytes (and, for pairs, every tuple).
     def touch_raw(keys: list[bytes]) -> Callable[[], object]:
@@ -252,14 +263,29 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
     return {
         "get": {"raw": (touch_raw(raws), raw_get), "ours": (touch_ours(names), our_get)},
         "set (value size changes)": {
-            "raw": (touch_raw(raw_order), lambda: raw_set(raw_order, next_value("raw"))),
-            "ours": (touch_ours(order), lambda: our_set(order, next_value("ours"))),
-            "raw+counter": (touch_raw(raw_order), lambda: floor_set(raw_order, next_value("raw+counter"))),
+            "raw": (
+                raw_windows["size", "raw"].touch,
+                lambda: raw_set(raw_windows["size", "raw"].next(), next_value("raw")),
+            ),
+            "ours": (
+                windows["size", "ours"].touch,
+                lambda: our_set(windows["size", "ours"].next(), next_value("ours")),
+            ),
+            "raw+counter": (
+                raw_windows["size", "raw+counter"].touch,
+                lambda: floor_set(raw_windows["size", "raw+counter"].next(), next_value("raw+counter")),
+            ),
         },
         "set (same-size overwrite)": {
-            "raw": (touch_raw(raw_same_order), lambda: raw_set(raw_same_order, next_same("raw"))),
-            "ours": (touch_ours(same_order), lambda: our_set(same_order, next_same("ours"))),
-            "raw+counter": (touch_raw(raw_same_order), lambda: floor_set(raw_same_order, next_same("raw+counter"))),
+            "raw": (
+                raw_windows["same", "raw"].touch,
+                lambda: raw_set(raw_windows["same", "raw"].next(), next_same("raw")),
+            ),
+            "ours": (windows["same", "ours"].touch, lambda: our_set(windows["same", "ours"].next(), next_same("ours"))),
+            "raw+counter": (
+                raw_windows["same", "raw+counter"].touch,
+                lambda: floor_set(raw_windows["same", "raw+counter"].next(), next_same("raw+counter")),
+            ),
         },
         "100-key batch": {
             "raw": (touch_raw(raw_batch_keys), raw_batch),
@@ -269,10 +295,28 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
         "keys() of 10,000": {"raw": (nothing, raw_keys), "ours": (nothing, our_keys)},
         "increment": {"raw": (touch_raw(raw_counters), raw_increment), "ours": (touch_ours(counters), our_increment)},
         "compare_and_swap": {
-            "raw": (touch_raw(raw_cas_order), lambda: raw_set(raw_cas_order, next_same("raw"))),
+            "raw": (touch_raw(raw_cas_order), lambda: raw_set(raw_cas_order, next_same("cas raw"))),
             "ours": (touch_ours(cas_order), our_cas),
         },
     }
+
+
+class Windows:
+    """Consecutive slices of *ops* names, handed out in turn (cycling): what one timed run overwrites."""
+
+    def __init__(self, names: list[Any], ops: int) -> None:
+        self.slices = [names[i : i + ops] for i in range(0, len(names), ops)]
+        self.turn = 0
+
+    def touch(self) -> object:
+        """Read the next slice's names (outside the timing), as a caller holding its arguments would have them."""
+        upcoming = self.slices[self.turn % len(self.slices)]
+        return b"".join(upcoming) if upcoming and isinstance(upcoming[0], bytes) else "".join(upcoming)
+
+    def next(self) -> list[Any]:
+        upcoming: list[Any] = self.slices[self.turn % len(self.slices)]
+        self.turn += 1
+        return upcoming
 
 
 def fill(dbs: tuple[Any, ...], store: ComponentStorage, keys: list[str], raw_prefix: str, value: bytes) -> None:

@@ -41,9 +41,9 @@ def tamper(store: Store, component: str, used_bytes: int) -> None:
     """Overwrite *component*'s usage counter behind the backend's back (a stray UPDATE, a bad restore)."""
 
     def leveldb() -> tuple[bytes, bytes]:
-        from airssys_storage_leveldb.layout import USAGE, usage_key
+        from airssys_storage_leveldb.layout import COUNTER, counter_key
 
-        return usage_key(component), USAGE.pack(used_bytes, 1)
+        return counter_key(component), COUNTER.pack(used_bytes, 1, 0, 0)  # bytes, keys, floor, rows with expiry
 
     write_around(store, "UPDATE {usage} SET used_bytes = ? WHERE ns = ?", (used_bytes, component), leveldb)
 
@@ -120,9 +120,9 @@ def store_bad_key(store: Store, component: str, raw: bytes) -> None:
     """Store key *raw* for *component* around the core (the issue's sqlite3 INSERT / LevelDB put)."""
 
     def leveldb() -> tuple[bytes, bytes]:
-        from airssys_storage_leveldb.layout import namespace_prefix
+        from airssys_storage_leveldb.layout import encode_row, namespace_prefix
 
-        return namespace_prefix(component) + raw, b"v"
+        return namespace_prefix(component) + raw, encode_row(1, None, b"v")
 
     write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", (component, raw, b"v"), leveldb)
 
@@ -270,9 +270,9 @@ def test_a_namespace_that_is_no_component_id_is_damage_and_stats_leaves_it_out(
     store.write("app", {"good": b"12"})
 
     def leveldb() -> tuple[bytes, bytes]:
-        from airssys_storage_leveldb.layout import namespace_prefix
+        from airssys_storage_leveldb.layout import encode_row, namespace_prefix
 
-        return namespace_prefix("Bad NS!") + b"a", b"\x01"
+        return namespace_prefix("Bad NS!") + b"a", encode_row(1, None, b"\x01")
 
     write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("Bad NS!", b"a", b"\x01"), leveldb)
     found = cli("verify", *store.args())

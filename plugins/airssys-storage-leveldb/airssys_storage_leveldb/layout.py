@@ -1,10 +1,13 @@
-"""The physical layout: how (namespace, key) pairs and host metadata become LevelDB keys.
+"""The physical layout: how (namespace, key) rows and host metadata become LevelDB records.
 
 Every LevelDB key starts with a tag byte that names its key space::
 
-    DATA  0x01 | len(ns) (1 byte) | ns (ASCII) | key (UTF-8 bytes)   -> value
-    META  0x00 | "u" | len(ns) | ns                                   -> usage: <u64 bytes><u64 keys>
-    META  0x00 | "schema"                                             -> schema version, ASCII digits
+    DATA  0x01 | len(ns) | ns | key                 -> row: header | value
+    META  0x00 | "schema"                           -> schema version, ASCII digits
+    META  0x00 | "migrating"                        -> last data key migrated (only while migrating)
+    META  0x00 | "u" | len(ns) | ns                 -> counter: <u64 bytes><u64 keys><u64 floor><u64 expiring>
+    META  0x00 | "o" | len(ns) | ns | op_id         -> recorded op: <u64 time ms><i72 result>
+    META  0x00 | "t" | len(ns) | ns | time | op_id  -> b"" (time: u64 big-endian ms; the retention index)
 
 The length byte makes the namespace part prefix-free: the prefix of namespace
 ``a`` (``01 01 'a'``) is never a prefix of namespace ``ab``'s keys (``01 02
@@ -12,7 +15,20 @@ The length byte makes the namespace part prefix-free: the prefix of namespace
 namespace can land in or be listed by another. Within a namespace the keys
 follow the prefix unchanged, so LevelDB's bytewise order is the keys'
 bytewise order and a key range is one contiguous iterator range. Metadata
-sits under another tag, where no namespace encoding can reach.
+(counters, operation ids) sits under another tag, where no component key can reach.
+
+A row's header (schema 2) is self-delimiting, so the value follows it unchanged::
+
+    h (1 byte) | version (w bytes, little-endian) | [expires_at (8 bytes, little-endian ms)] | value
+
+with ``w = h & 0x0F`` (1 to 8: the version's width) and ``h & 0x10`` set when an
+expiry follows. A row without expiry has ``0 < h < 9``, so a plain read is
+one byte test and one slice: ``value = raw[h + 1:]``. A version below 256
+costs two bytes per row. (The backend's hot paths inline this no-expiry case
+of :func:`encode_row` and :func:`decode_header`, saving a call per row.) The
+counter's ``floor`` is the highest version of any removed row; ``expiring``
+counts the rows that have an expiry (listings skip reading values while it
+is zero, and a sweep finds nothing at once).
 """
 
 from __future__ import annotations
@@ -22,16 +38,28 @@ import struct
 from airssys_storage import InvalidArgument
 
 __all__ = [
-    "DATA_TAG",
+    "COUNTER",
     "DATA_END",
+    "DATA_TAG",
+    "EXPIRES",
     "META_TAG",
+    "MIGRATING_KEY",
+    "OP_PREFIX",
+    "OP_RESULT",
+    "OP_TIME",
+    "OP_TIME_PREFIX",
     "SCHEMA_KEY",
     "SCHEMA_VERSION",
     "USAGE_PREFIX",
-    "USAGE",
+    "V1_USAGE",
+    "counter_key",
+    "decode_header",
+    "encode_row",
+    "namespace_of_counter_key",
     "namespace_prefix",
-    "usage_key",
-    "namespace_of_usage_key",
+    "op_key",
+    "op_time_key",
+    "op_time_prefix",
 ]
 
 DATA_TAG = b"\x01"
@@ -39,13 +67,26 @@ DATA_TAG = b"\x01"
 DATA_END = b"\x02"
 META_TAG = b"\x00"
 SCHEMA_KEY = META_TAG + b"schema"
-#: The layout written by this version; a database with a higher one is refused.
-SCHEMA_VERSION = 1
+#: The layout written by this version; an older one is migrated at open, a newer one refused.
+SCHEMA_VERSION = 2
+#: Present only while a migration runs: the last data key already rewritten (b"" before the first).
+MIGRATING_KEY = META_TAG + b"migrating"
 USAGE_PREFIX = META_TAG + b"u"
-#: Usage value: bytes used, number of keys (little-endian u64 each).
-USAGE = struct.Struct("<QQ")
+OP_PREFIX = META_TAG + b"o"
+OP_TIME_PREFIX = META_TAG + b"t"
+#: Counter value: bytes used, number of rows, version floor, rows with an expiry (little-endian u64 each).
+COUNTER = struct.Struct("<QQQQ")
+#: Schema 1's counter value: bytes used, number of keys.
+V1_USAGE = struct.Struct("<QQ")
+#: A recorded operation's time (ms, little-endian u64), followed by :data:`OP_RESULT` bytes of its result.
+OP_TIME = struct.Struct("<Q")
+#: Bytes of a recorded result: signed little-endian, wide enough for a u64 version and an i64 counter.
+OP_RESULT = 9
+#: Header flag: an 8-byte expiry follows the version.
+EXPIRES = 0x10
 
 _MAX_NAMESPACE_BYTES = 255
+_TIME = struct.Struct(">Q")
 
 
 def _encode_namespace(namespace: str) -> bytes:
@@ -65,11 +106,53 @@ def namespace_prefix(namespace: str) -> bytes:
     return DATA_TAG + _encode_namespace(namespace)
 
 
-def usage_key(namespace: str) -> bytes:
-    """Where *namespace*'s usage counter lives."""
+def counter_key(namespace: str) -> bytes:
+    """Where *namespace*'s counter record lives."""
     return USAGE_PREFIX + _encode_namespace(namespace)
 
 
-def namespace_of_usage_key(key: bytes) -> str:
-    """Inverse of :func:`usage_key`."""
+def namespace_of_counter_key(key: bytes) -> str:
+    """Inverse of :func:`counter_key`."""
     return key[len(USAGE_PREFIX) + 1 :].decode("ascii")
+
+
+def op_key(namespace: str, op_id: str) -> bytes:
+    """Where the result of *namespace*'s operation *op_id* is recorded."""
+    return OP_PREFIX + _encode_namespace(namespace) + op_id.encode()
+
+
+def op_time_prefix(namespace: str) -> bytes:
+    """The prefix of *namespace*'s retention index (records in time order)."""
+    return OP_TIME_PREFIX + _encode_namespace(namespace)
+
+
+def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
+    """The retention-index entry of *op_id* recorded at *time_ms* (under :func:`op_time_prefix`)."""
+    return time_prefix + _TIME.pack(time_ms) + op_id.encode()
+
+
+def encode_row(version: int, expires_at: int | None, value: bytes) -> bytes:
+    """A row record: the header (see the module docs) followed by *value*."""
+    width = (version.bit_length() + 7) >> 3
+    if expires_at is None:
+        return ((version << 8) | width).to_bytes(width + 1, "little") + value
+    header = ((((expires_at << (width * 8)) | version) << 8) | width | EXPIRES).to_bytes(width + 9, "little")
+    return header + value
+
+
+def decode_header(raw: bytes) -> tuple[int, int, int | None]:
+    """``(value offset, version, expires_at)`` of a row record; ``ValueError`` if its header is malformed."""
+    if not raw:
+        raise ValueError("an empty record")
+    head = raw[0]
+    width = head & 0x0F
+    if not 1 <= width <= 8 or head & ~(EXPIRES | 0x0F):
+        raise ValueError(f"header byte {head:#04x}")
+    end = width + 1
+    if head & EXPIRES:
+        if len(raw) < end + 8:
+            raise ValueError("a truncated expiry")
+        return end + 8, int.from_bytes(raw[1:end], "little"), int.from_bytes(raw[end : end + 8], "little")
+    if len(raw) < end:
+        raise ValueError("a truncated version")
+    return end, int.from_bytes(raw[1:end], "little"), None

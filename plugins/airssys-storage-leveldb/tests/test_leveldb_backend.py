@@ -14,7 +14,7 @@ from typing import Any
 import plyvel
 import pytest
 from airssys_storage_leveldb import LevelDBBackend, path_from_url
-from airssys_storage_leveldb.layout import SCHEMA_KEY, USAGE, namespace_prefix, usage_key
+from airssys_storage_leveldb.layout import COUNTER, SCHEMA_KEY, counter_key, namespace_prefix
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,6 +31,7 @@ from airssys_storage import (
     StorageSettings,
     Usage,
 )
+from airssys_storage.planner import Write, WriteKind
 
 
 @pytest.fixture
@@ -57,6 +58,17 @@ def everything(backend: LevelDBBackend, namespace: str) -> dict[bytes, bytes]:
 
 def esc(path: Path) -> str:
     return re.escape(str(path))
+
+
+def commit(
+    backend: LevelDBBackend, namespace: str, changes: list[tuple[bytes, bytes | None]], limit: int | None
+) -> int:
+    """Puts and deletes (value ``None``) through apply(); how many of the keys existed."""
+    writes = [
+        Write(key, WriteKind.PUT, value) if value is not None else Write(key, WriteKind.DELETE)
+        for key, value in changes
+    ]
+    return sum(backend.apply(namespace, writes, limit).existed)
 
 
 def recomputed(data: dict[bytes, bytes]) -> Usage:
@@ -92,7 +104,7 @@ def test_namespace_prefixes_are_prefix_free(a: str, b: str) -> None:
         assert not namespace_prefix(a).startswith(namespace_prefix(b))
     # No data key of any namespace can be a metadata key.
     assert not SCHEMA_KEY.startswith(namespace_prefix(a)[:1])
-    assert not usage_key(a).startswith(namespace_prefix(b)[:1])
+    assert not counter_key(a).startswith(namespace_prefix(b)[:1])
 
 
 def test_namespace_must_be_short_ascii(backend: LevelDBBackend) -> None:
@@ -103,32 +115,33 @@ def test_namespace_must_be_short_ascii(backend: LevelDBBackend) -> None:
 
 def test_on_disk_layout(url: str, tmp_path: Path) -> None:
     backend = LevelDBBackend.open(url, {})
-    backend.commit("a", [(b"b:c", b"1")], None)
-    backend.commit("a:b", [(b"c", b"22")], None)
+    commit(backend, "a", [(b"b:c", b"1")], None)
+    commit(backend, "a:b", [(b"c", b"22")], None)
     backend.close()
     db = plyvel.DB(str(tmp_path / "db"))
     try:
         stored = dict(db.iterator())
     finally:
         db.close()
+    # Rows: header (version width 1, version 1, no expiry) then the value; counters with floor and expiring.
     assert stored == {
-        SCHEMA_KEY: b"1",
-        b"\x01\x01ab:c": b"1",
-        b"\x01\x03a:bc": b"22",
-        b"\x00u\x01a": USAGE.pack(4, 1),
-        b"\x00u\x03a:b": USAGE.pack(3, 1),
+        SCHEMA_KEY: b"2",
+        b"\x01\x01ab:c": b"\x01\x01" + b"1",
+        b"\x01\x03a:bc": b"\x01\x01" + b"22",
+        b"\x00u\x01a": COUNTER.pack(4, 1, 0, 0),
+        b"\x00u\x03a:b": COUNTER.pack(3, 1, 0, 0),
     }
 
 
 def test_namespaces_are_sorted_by_name_not_by_encoding(backend: LevelDBBackend) -> None:
     for ns in ("b", "ab", "abc", "c"):
-        backend.commit_one(ns, b"k", b"v", None)
-    backend.commit_one("c", b"k", None, None)
+        backend.put_one(ns, b"k", b"v", None)
+    backend.delete_one("c", b"k")
     assert backend.namespaces() == ["ab", "abc", "b"]
 
 
 def test_stats(backend: LevelDBBackend) -> None:
-    backend.commit("a", [(b"x", b"12"), (b"y", b"3")], None)
+    commit(backend, "a", [(b"x", b"12"), (b"y", b"3")], None)
     stats = backend.stats()
     assert stats["namespaces"] == 1 and stats["keys"] == 2 and stats["bytes"] == 5
     assert stats["options"]["sync"] is False
@@ -141,9 +154,9 @@ def test_stats(backend: LevelDBBackend) -> None:
 def test_newer_schema_is_refused(url: str, tmp_path: Path) -> None:
     LevelDBBackend.open(url, {}).close()
     db = plyvel.DB(str(tmp_path / "db"))
-    db.put(SCHEMA_KEY, b"2")
+    db.put(SCHEMA_KEY, b"3")
     db.close()
-    with pytest.raises(ConfigurationError, match=r"schema version 2, newer than version 1.*upgrade"):
+    with pytest.raises(ConfigurationError, match=r"schema version 3, newer than version 2.*upgrade"):
         LevelDBBackend.open(url, {})
 
 
@@ -281,15 +294,15 @@ def test_repair_url_recovers_a_corrupted_database(url: str, tmp_path: Path, dama
 
 
 def test_repair_recounts_wrong_counters(backend: LevelDBBackend) -> None:
-    backend.commit("app", [(b"a", b"1"), (b"b", b"22")], None)
-    backend._db.put(usage_key("app"), USAGE.pack(999, 9))  # a counter that lies
-    backend._db.put(usage_key("ghost"), USAGE.pack(5, 1))
+    commit(backend, "app", [(b"a", b"1"), (b"b", b"22")], None)
+    backend._db.put(counter_key("app"), COUNTER.pack(999, 9, 0, 0))  # a counter that lies
+    backend._db.put(counter_key("ghost"), COUNTER.pack(5, 1, 0, 0))
     backend.repair()
     assert backend.usage("app") == Usage(5, 2)
     assert backend.usage("ghost") == Usage()
     assert backend.namespaces() == ["app"]
     assert backend.recount()["counters_corrected"] == []
-    backend.commit_one("app", b"c", b"333", None)
+    backend.put_one("app", b"c", b"333", None)
     assert backend.usage("app") == Usage(9, 3)
 
 
@@ -354,8 +367,8 @@ def test_closed_backend_says_so(url: str, tmp_path: Path) -> None:
     backend.close()
     for call in (
         lambda: backend.get("a", b"k"),
-        lambda: backend.commit_one("a", b"k", b"v", None),
-        lambda: backend.commit("a", [(b"k", b"v")], None),
+        lambda: backend.put_one("a", b"k", b"v", None),
+        lambda: commit(backend, "a", [(b"k", b"v")], None),
         lambda: backend.keys("a", b"", None, 10),
         lambda: backend.usage("a"),
     ):
@@ -468,23 +481,23 @@ def test_failed_write_call_changes_nothing(url: str) -> None:
 
 def test_counter_unchanged_commits(backend: LevelDBBackend) -> None:
     # Same-size overwrites and delete+insert of equal size leave the counter as it is.
-    backend.commit("app", [(b"a", b"1"), (b"b", b"22")], None)
-    assert backend.commit_one("app", b"a", b"9", 5) is True
-    assert backend.commit("app", [(b"b", None), (b"c", b"33")], 5) == 1
-    assert backend.commit("app", [(b"x", None)], 5) == 0
+    commit(backend, "app", [(b"a", b"1"), (b"b", b"22")], None)
+    assert backend.put_one("app", b"a", b"9", 5) == 2
+    assert commit(backend, "app", [(b"b", None), (b"c", b"33")], 5) == 1
+    assert commit(backend, "app", [(b"x", None)], 5) == 0
     assert everything(backend, "app") == {b"a": b"9", b"c": b"33"}
     assert backend.usage("app") == Usage(5, 2)
     assert backend.recount()["counters_corrected"] == []
 
 
 def test_refused_batch_writes_nothing(backend: LevelDBBackend) -> None:
-    backend.commit("app", [(b"a", b"1")], 10)
+    commit(backend, "app", [(b"a", b"1")], 10)
     with pytest.raises(QuotaExceeded):
-        backend.commit("app", [(b"b", b"1"), (b"c", b"1" * 10)], 10)
+        commit(backend, "app", [(b"b", b"1"), (b"c", b"1" * 10)], 10)
     assert everything(backend, "app") == {b"a": b"1"} and backend.usage("app") == Usage(2, 1)
     # The refused batch taught the size cache nothing: later writes are charged right.
-    assert backend.commit("app", [(b"b", b"12"), (b"c", None)], 10) == 0
-    assert backend.commit_one("app", b"c", b"1", 10) is False
+    assert commit(backend, "app", [(b"b", b"12"), (b"c", None)], 10) == 0
+    assert backend.put_one("app", b"c", b"1", 10) == 1
     assert backend.usage("app") == recomputed(everything(backend, "app")) == Usage(7, 3)
 
 
@@ -496,14 +509,14 @@ def test_size_cache_stays_bounded_and_exact(url: str) -> None:
         for i in range(60):
             key = b"k%d" % (i % 7)
             if i % 5 == 4:
-                backend.commit_one("app", key, None, None)
+                backend.delete_one("app", key)
             elif i % 3 == 0:
-                backend.commit_one("app", key, b"v" * 5, None)  # often a same-size overwrite
+                backend.put_one("app", key, b"v" * 5, None)  # often a same-size overwrite
             elif i % 11 == 0:
-                backend.commit("app", [(key, b"w" * (i % 4)), (b"b%d" % (i % 2), b"x" * i)], None)
+                commit(backend, "app", [(key, b"w" * (i % 4)), (b"b%d" % (i % 2), b"x" * i)], None)
             else:
-                backend.commit_one("app", key, b"v" * (i % 9), None)
-            assert len(backend._sizes) <= 3
+                backend.put_one("app", key, b"v" * (i % 9), None)
+            assert len(backend._rows) <= 3
             assert backend.usage("app") == recomputed(everything(backend, "app"))
     finally:
         backend.close()
@@ -518,11 +531,11 @@ def test_concurrent_writers_on_a_shared_backend_keep_the_counter_exact(url: str,
         for i in range(400):
             key = b"k%d" % ((i * seed) % 23)
             if i % 5 == 0:
-                backend.commit_one("app", key, None, None)
+                backend.delete_one("app", key)
             elif i % 7 == 0:
-                backend.commit("app", [(key, b"x" * (i % 13)), (b"b%d" % (i % 3), b"y" * seed)], None)
+                commit(backend, "app", [(key, b"x" * (i % 13)), (b"b%d" % (i % 3), b"y" * seed)], None)
             else:
-                backend.commit_one("app", key, b"v" * (i % 17 + seed), None)
+                backend.put_one("app", key, b"v" * (i % 17 + seed), None)
 
     threads = [threading.Thread(target=writer, args=(seed,)) for seed in (1, 2, 3, 5)]
     for thread in threads:

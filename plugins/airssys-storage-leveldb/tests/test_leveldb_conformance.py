@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from airssys_storage_leveldb import LevelDBBackend
-from airssys_storage_leveldb.layout import USAGE, usage_key
+from airssys_storage_leveldb.layout import COUNTER, counter_key
 
 from airssys_storage import StorageBackend
 from airssys_storage.testing import BackendConformance
@@ -18,8 +18,8 @@ def tamper_leveldb_usage(backend: StorageBackend, namespace: str, used_bytes: in
     """Overwrite the counter record behind the backend's back (and drop its cached copy)."""
     assert isinstance(backend, LevelDBBackend)
     keys = backend.usage(namespace).keys
-    backend._db.put(usage_key(namespace), USAGE.pack(used_bytes, keys))
-    backend._spaces[namespace].usage = None
+    backend._db.put(counter_key(namespace), COUNTER.pack(used_bytes, keys, 0, 0))
+    backend._spaces[namespace].counter = None
 
 
 class TestLevelDBConformance(BackendConformance):

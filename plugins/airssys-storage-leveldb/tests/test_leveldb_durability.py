@@ -118,7 +118,7 @@ def _race_open(url: str, barrier: Any, results: Any) -> None:
         results.put(f"{exc.code}: {exc}")
         return
     try:
-        backend.commit_one("app", b"k%d" % os.getpid(), b"v", None)
+        backend.put_one("app", b"k%d" % os.getpid(), b"v", None)
         time.sleep(0.05)
     finally:
         backend.close()
@@ -269,14 +269,14 @@ def test_flipped_byte_in_the_write_ahead_log_refuses_the_open(url: str, tmp_path
 
 def test_verify_repairs_a_tampered_counter_record(url: str) -> None:
     """The issue's tampered counter (1,000,012 bytes for 12) on LevelDB: verify finds it, --repair fixes it."""
-    from airssys_storage_leveldb.layout import USAGE, usage_key
+    from airssys_storage_leveldb.layout import COUNTER, counter_key
 
     with manager_on(url) as manager:
         store = manager.component(Manifest("app", Access.ADMIN))
         store.set("hello", b"1234567")
         backend = manager.backend
         assert isinstance(backend, LevelDBBackend)
-        backend._db.put(usage_key("app"), USAGE.pack(1_000_012, 1))
+        backend._db.put(counter_key("app"), COUNTER.pack(1_000_012, 1, 0, 0))
     with manager_on(url) as manager:
         [mismatch] = manager.backend.verify().mismatches
         assert mismatch.stored == Usage(1_000_012, 1) and mismatch.actual == Usage(12, 1)
@@ -287,11 +287,11 @@ def test_verify_repairs_a_tampered_counter_record(url: str) -> None:
 
 def test_unreadable_counter_record_is_rewritten_by_verify_repair(url: str) -> None:
     """A counter record of the wrong length shows as Usage(-1, -1) and verify --repair rewrites it."""
-    from airssys_storage_leveldb.layout import usage_key
+    from airssys_storage_leveldb.layout import counter_key
 
     with manager_on(url) as manager:
         manager.component(Manifest("app", Access.ADMIN)).set("hello", b"1234567")
-        manager.backend._db.put(usage_key("app"), b"junk")  # type: ignore[attr-defined]
+        manager.backend._db.put(counter_key("app"), b"junk")  # type: ignore[attr-defined]
     with manager_on(url) as manager:
         [mismatch] = manager.backend.verify().mismatches
         assert mismatch.stored == Usage(-1, -1)

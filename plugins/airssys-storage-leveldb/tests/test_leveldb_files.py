@@ -20,7 +20,7 @@ def test_a_new_database_directory_is_private(tmp_path: Path) -> None:
     path = tmp_path / "db"
     backend = LevelDBBackend.open(f"leveldb://{path}", {})
     try:
-        backend.commit_one("ns", b"key", b"value", None)
+        backend.put_one("ns", b"key", b"value", None)
         assert mode(path) == 0o700
         inside = {entry.name: mode(entry) for entry in path.iterdir()}
         # LevelDB hard-codes 0644 for its files; the directory is what keeps others out.

@@ -3,25 +3,23 @@
 Every connection sets a strict ``sql_mode`` (so an oversized or invalid value
 is an error, never silently cut), ``READ COMMITTED`` (no gap locks: writers
 of different namespaces do not block each other at namespace boundaries) and
-the lock wait timeout. Reads are autocommit statements; a write is an
-explicit transaction that first locks the namespace's usage row ``FOR
-UPDATE`` (creating it if needed), which makes it the namespace's only writer
-on every host, then follows :class:`TransactionalBackend`. Deadlocks roll the
-transaction back and are retried.
+the lock wait timeout. Reads are autocommit statements; a write is
+:meth:`SQLBackend.apply`'s explicit transaction, which first locks the
+namespace's usage row ``FOR UPDATE`` (creating it if needed), making it the
+namespace's only writer on every host. Deadlocks roll the transaction back and
+are retried.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from airssys_storage import Change, ConfigurationError, InternalError, InvalidKey, StorageError
+from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError
 
 from ._schema import MARIADB_MAX_KEY_BYTES
 from ._server import ServerBackend
-from ._transactional import TransactionalBackend
-from .backend import MARKS, describe
+from .backend import describe
 
 _STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _SERVER_STATUS_IN_TRANS = 1
@@ -38,44 +36,12 @@ _PACKET_MAXIMUM = 1024 * 1024 * 1024
 _MAX_NAMESPACE = 63
 
 
-@dataclass
-class Plan:
-    """What a commit does, decided from the old sizes of its keys."""
-
-    delta: int  # change of used bytes
-    count: int  # change of the number of keys
-    existed: int  # changed keys that existed before
-    puts: list[tuple[bytes, bytes]]
-    deletes: list[bytes]  # only keys that exist
-
-
-def plan_commit(changes: Sequence[Change], old_sizes: dict[bytes, int]) -> Plan:
-    """The plan for *changes* given ``key -> len(old value)`` of the keys that exist."""
-    delta = count = 0
-    puts: list[tuple[bytes, bytes]] = []
-    deletes: list[bytes] = []
-    for key, value in changes:
-        old = old_sizes.get(key)
-        if old is not None:
-            delta -= len(key) + old
-        if value is None:
-            if old is not None:
-                deletes.append(key)
-                count -= 1
-        else:
-            delta += len(key) + len(value)
-            puts.append((key, value))
-            if old is None:
-                count += 1
-    return Plan(delta, count, len(old_sizes), puts, deletes)
-
-
 def _errno(exc: Exception) -> int:
     args = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else 0
 
 
-class MariaDBBackend(ServerBackend, TransactionalBackend):
+class MariaDBBackend(ServerBackend):
     """Tables in a MariaDB/MySQL database, shared by any number of processes and hosts."""
 
     engine = "mariadb"
@@ -85,13 +51,9 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
     # binary_prefix: bytes are sent as _binary'…', so the server never checks them against the charset.
     driver_args: ClassVar[Mapping[str, Any]] = {"charset": "utf8mb4", "binary_prefix": True}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        t = self._tables
-        self._q_upsert = f"INSERT INTO {t.data} (ns, k, v) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
-        self._q_lock = f"SELECT used_bytes FROM {t.usage} WHERE ns = %s FOR UPDATE"
-        self._q_sizes = self._by_count(f"SELECT k, LENGTH(v) FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
-        self._q_deletes = self._by_count(f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
+    @staticmethod
+    def upsert_clause(conflict: Sequence[str], columns: Sequence[str]) -> str:
+        return "ON DUPLICATE KEY UPDATE " + ", ".join(f"{column} = VALUES({column})" for column in columns)
 
     def _setup(self, dbapi_connection: Any) -> Any:
         conn = dbapi_connection
@@ -111,7 +73,7 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
         digits per byte. The packet is the command byte plus the statement: its
         text, the quoted namespace, the key and the value, each hex-encoded.
         """
-        text = len(self._q_upsert) - 3 * len("%s")
+        text = len(self._w.upsert) - 5 * len("%s") + 2 * len("9223372036854775807")
         quoted = (_MAX_NAMESPACE + 2) + 2 * len("_binary X''")
         return (packet - 1 - text - quoted - 2 * max_key_bytes) // 2
 
@@ -142,32 +104,10 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
             f"value is {ceiling} bytes; {fix}"
         )
 
-    # -- writes ------------------------------------------------------------------------
+    # -- transactions --------------------------------------------------------------------
 
-    def _write_changes(self, item: Any, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        # Under the usage row lock (taken by _begin), read the old sizes, charge, write: the
-        # reads see the latest committed rows because every writer of the namespace holds it.
-        keys = [key for key, _ in changes]
-        rows = self._fetchall(item, self._q_sizes[len(keys)], (namespace, *keys))
-        plan = plan_commit(changes, dict(rows))
-        if plan.delta or plan.count:
-            self._charge(item, namespace, plan.delta, plan.count, limit)
-        if plan.deletes:
-            self._execute(item, self._q_deletes[len(plan.deletes)], (namespace, *plan.deletes))
-        if plan.puts:
-            item.executemany(self._q_upsert, [(namespace, key, value) for key, value in plan.puts])
-        return plan.existed
-
-    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        return self.commit(namespace, ((key, value),), limit) == 1
-
-    # -- transactional primitives ----------------------------------------------------
-
-    def _begin(self, item: Any, namespace: str) -> None:
+    def _begin(self, item: Any) -> None:
         item.execute("START TRANSACTION")
-        if not item.execute(self._q_lock, (namespace,)):
-            # First write to the namespace: inserting the row locks it just the same.
-            item.execute(self._q_new_usage, (namespace,))
 
     def _end(self, item: Any) -> None:
         item.connection.commit()
@@ -234,6 +174,17 @@ class MariaDBBackend(ServerBackend, TransactionalBackend):
         ]
 
     # -- schema ---------------------------------------------------------------------------
+
+    def _meta_exists(self, item: Any) -> bool:
+        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
+        return bool(self._fetchall(item, sql, (self._tables.meta,)))
+
+    def _has_column(self, item: Any, table: str, column: str) -> bool:
+        sql = (
+            "SELECT 1 FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = %s AND column_name = %s"
+        )
+        return bool(self._fetchall(item, sql, (table, column)))
 
     def _read_version(self, item: Any) -> int | str | None:
         # No catalog query: a missing meta table shows as ER_NO_SUCH_TABLE.

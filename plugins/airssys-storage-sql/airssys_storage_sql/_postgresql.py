@@ -9,32 +9,33 @@ byte arrays of a batch are built here in PostgreSQL's binary array format
 server (a 100-key batch of 64 KiB values ran at 0.08-0.11x raw), and even its
 binary list dumper copies each value in Python (8 ms for 6.4 MB).
 
-A write is a data-modifying CTE that
+A commit (:meth:`SQLBackend.apply`) is a transaction: ``BEGIN``, the
+namespace's counter row locked ``FOR UPDATE`` (every writer of the namespace,
+on any host, takes that lock first, so the old rows read next stay current),
+the old rows, the planner, the writes, ``COMMIT``. A deadlock or serialization
+failure rolls it back and it is retried.
 
-1. upserts or deletes the rows; the upsert sets ``replaced_len`` to the length
-   of the value it replaces and returns it, so the old size comes from the
-   row the statement itself locked: exact even when another process writes
-   the same key at the same moment;
-2. adds the net delta to the namespace's usage row with an upsert whose
-   ``DO UPDATE … WHERE used_bytes + delta <= limit`` is the guard (the row
-   lock serialises writers of one namespace, on any host). It is an upsert
-   because the statement runs on the snapshot taken when it began (READ
-   COMMITTED): a plain ``UPDATE`` misses a usage row that a concurrent first
-   write to the namespace committed after that moment, and the write was
-   refused although nothing exceeded the quota. ``ON CONFLICT`` finds and
-   locks the latest committed row whatever the snapshot, and evaluates the
-   guard on it; the first write to a namespace inserts the row;
-3. calls ``<prefix>refuse()`` when there was something to charge but the
+The single-key hot paths (``put_one``, ``delete_one``) are one data-modifying
+CTE each, one round trip in autocommit mode, that
+
+1. locks the counter row ``FOR UPDATE`` first (the same order as a commit);
+2. upserts or deletes the row; the upsert sets ``replaced_len`` to the length
+   of the value it replaces, ``ver`` to the old version + 1 (a new row: the
+   locked row's floor + 1) and returns both, so the old size and version come
+   from the row the statement itself locked;
+3. adds the net delta to the counter row with an upsert whose ``DO UPDATE …
+   WHERE used_bytes + delta <= limit`` is the guard. An upsert, because a
+   first write to a namespace finds no counter row to lock, and ``ON
+   CONFLICT`` sees (and locks) a row committed by a concurrent first write
+   after the statement's snapshot; a plain ``UPDATE`` would miss it;
+4. calls ``<prefix>refuse()`` when there was something to charge but the
    upsert charged nothing; it raises and so rolls the whole statement back:
    SQLSTATE ``AS002`` with the used bytes of the row the guard refused (its
    lock is held, so a fresh read sees that row), ``AS001`` when a first write
    larger than the whole limit finds no usage row to report (the backend
    inserts it and runs the statement again, which then refuses with AS002).
 
-Rows are locked in key order (the batch arrays are sorted) and the usage row
-last, so writers of one namespace do not deadlock on puts; a deadlock the
-server still detects (crossing puts and deletes) or a serialization failure
-rolls the statement back and is retried.
+``test_sql_hot_paths.py`` checks that they give what the planner gives.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any, ClassVar
 
-from airssys_storage import Change, ConfigurationError, InternalError, StorageError, quota_exceeded
+from airssys_storage import ConfigurationError, InternalError, StorageError, quota_exceeded
 
+from ._retry import MAX_ATTEMPTS, backoff
 from ._server import ServerBackend
-from ._transactional import MAX_ATTEMPTS, backoff
 from .backend import describe
 
 _first = itemgetter(0)
@@ -105,6 +106,7 @@ class PostgreSQLBackend(ServerBackend):
     """Tables in a PostgreSQL database, shared by any number of processes and hosts."""
 
     engine = "postgresql"
+    length_function = "octet_length"
     label = "PostgreSQL"
     default_port = 5432
     driver_args: ClassVar[Mapping[str, Any]] = {"application_name": "airssys-storage"}
@@ -115,7 +117,7 @@ class PostgreSQLBackend(ServerBackend):
         refuse = f"{self._options.table_prefix}refuse"
         self._refuse_function = refuse
         self._array_dumper = _dumper()
-        self._q_any = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
+        self._q_any = f"SELECT k, v, exp FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
         # snapshot (module docstring). A first write larger than the whole limit inserts
@@ -136,65 +138,36 @@ class PostgreSQLBackend(ServerBackend):
         refuse_uncharged = f"""CASE WHEN (s.delta <> 0 OR s.count <> 0) AND NOT EXISTS (SELECT FROM u)
                         THEN {refuse}(%(ns)s, s.delta, s.count) END"""
         self._q_put = f"""
-            WITH w AS (
-                INSERT INTO {t.data} AS d (ns, k, v) VALUES (%(ns)s, %(k)s, %(v)s)
-                ON CONFLICT (ns, k) DO UPDATE SET replaced_len = octet_length(d.v), v = EXCLUDED.v
-                RETURNING d.replaced_len
+            WITH l AS (
+                SELECT floor FROM {t.usage} WHERE ns = %(ns)s FOR UPDATE
+            ), w AS (
+                INSERT INTO {t.data} AS d (ns, k, v, ver)
+                VALUES (%(ns)s, %(k)s, %(v)s, COALESCE((SELECT floor FROM l), 0) + 1)
+                ON CONFLICT (ns, k) DO UPDATE
+                SET replaced_len = octet_length(d.v), v = EXCLUDED.v, ver = d.ver + 1, exp = NULL
+                RETURNING d.replaced_len, d.ver
             ), s AS (
                 SELECT CASE WHEN w.replaced_len IS NULL THEN %(size)s::bigint
                             ELSE %(vlen)s::bigint - w.replaced_len END AS delta,
                        CASE WHEN w.replaced_len IS NULL THEN 1 ELSE 0 END AS count
                 FROM w
             ), {charge}
-            SELECT s.count, {refuse_uncharged} FROM s"""
-        # Deleting only shrinks, so a plain UPDATE charges it: a row the DELETE found was in
-        # the snapshot, and so was the usage row that its write created (it committed in
-        # the same transaction or earlier).
+            SELECT w.ver, {refuse_uncharged} FROM s, w"""
+        # Removing only shrinks, so a plain UPDATE charges it; the counter row exists (a
+        # row of the namespace does) and is locked first, as by every writer.
         self._q_delete = f"""
-            WITH x AS (
-                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = %(k)s
-                RETURNING octet_length(k) + octet_length(v) AS size
+            WITH l AS (
+                SELECT 1 FROM {t.usage} WHERE ns = %(ns)s FOR UPDATE
+            ), x AS (
+                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = %(k)s AND EXISTS (SELECT FROM l)
+                RETURNING octet_length(k) + octet_length(v) AS size, ver, exp
             ), u AS (
-                UPDATE {t.usage} AS u SET used_bytes = u.used_bytes - x.size, key_count = u.key_count - 1
+                UPDATE {t.usage} AS u
+                SET used_bytes = u.used_bytes - x.size, key_count = u.key_count - 1, floor = GREATEST(u.floor, x.ver)
                 FROM x WHERE u.ns = %(ns)s
                 RETURNING 1
             )
-            SELECT count(*) FROM x"""
-        # The two unnest() calls in the select list run in lockstep, in array order (so rows
-        # are locked in key order). Not unnest() in FROM: a function scan first copies all
-        # its rows into a tuplestore, which spills to a temporary file past work_mem (4 MB
-        # by default); a 100-key batch of 64 KiB values wrote and read 6.4 MB of temp file.
-        self._q_commit = f"""
-            WITH w AS (
-                INSERT INTO {t.data} AS d (ns, k, v)
-                SELECT %(ns)s, unnest(%(keys)b::bytea[]), unnest(%(values)b::bytea[])
-                ON CONFLICT (ns, k) DO UPDATE SET replaced_len = octet_length(d.v), v = EXCLUDED.v
-                RETURNING octet_length(d.k) AS klen, octet_length(d.v) AS vlen, d.replaced_len
-            ), x AS (
-                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = ANY(%(deletes)b::bytea[])
-                RETURNING octet_length(k) + octet_length(v) AS size
-            ), s AS (
-                SELECT (COALESCE((SELECT sum(klen + vlen - COALESCE(klen + replaced_len, 0)) FROM w), 0)
-                        - COALESCE((SELECT sum(size) FROM x), 0))::bigint AS delta,
-                       ((SELECT count(*) FILTER (WHERE replaced_len IS NULL) FROM w)
-                        - (SELECT count(*) FROM x))::bigint AS count,
-                       (SELECT count(replaced_len) FROM w) + (SELECT count(*) FROM x) AS existed
-            ), {charge}
-            SELECT s.existed, {refuse_uncharged} FROM s"""
-        # Subtracts what it deleted rather than zeroing, so a write committed by
-        # another process while the delete ran stays counted. Returns one row, like
-        # every statement _write runs.
-        self._q_clear = f"""
-            WITH x AS (
-                DELETE FROM {t.data} WHERE ns = %(ns)s RETURNING octet_length(k) + octet_length(v) AS size
-            ), u AS (
-                UPDATE {t.usage} AS u
-                SET used_bytes = u.used_bytes - COALESCE((SELECT sum(size) FROM x), 0),
-                    key_count = u.key_count - (SELECT count(*) FROM x)
-                WHERE u.ns = %(ns)s
-                RETURNING 1
-            )
-            SELECT count(*) FROM x"""
+            SELECT count(*), max(x.exp) FROM x"""
 
     def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
         # The statement's message carries the namespace, the key, sizes and the value: keep 64 KiB for them.
@@ -222,12 +195,11 @@ class PostgreSQLBackend(ServerBackend):
     # -- writes -------------------------------------------------------------------------
 
     def _write(self, action: str, sql: str, params: dict[str, Any], limit: int | None) -> Any:
-        """Run a write statement; returns its first column. Retries conflicts, refuses quota.
+        """Run a hot-path write statement; returns its row. Retries conflicts, refuses quota.
 
-        Every PostgreSQL write runs here. Written out rather than through :meth:`_run` with a
-        retry hook: it is the set/delete path, and its failures are not the transactional
-        engines' (nothing to roll back in autocommit mode; a refused quota is raised by the
-        statement and turned into ``quota-exceeded`` here).
+        Written out rather than through :meth:`_run` with a retry hook: it is the set/delete
+        path, and its failures are not a transaction's (nothing to roll back in autocommit
+        mode; a refused quota is raised by the statement and turned into ``quota-exceeded`` here).
         """
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -259,12 +231,10 @@ class PostgreSQLBackend(ServerBackend):
                 self._interrupted(cursor)
                 raise
             self._idle.append(cursor)
-            return row[0]
+            return row
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        if value is None:
-            return int(self._write("delete", self._q_delete, {"ns": namespace, "k": key}, limit)) > 0
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         params = {
             "ns": namespace,
             "k": key,
@@ -273,25 +243,22 @@ class PostgreSQLBackend(ServerBackend):
             "vlen": len(value),
             "limit": limit,
         }
-        return int(self._write("set", self._q_put, params, limit)) == 0  # count 0: the key existed
+        return int(self._write("set", self._q_put, params, limit)[0])
 
-    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        return int(self._write("commit", self._q_commit, self._commit_params(namespace, changes, limit), limit))
+    def delete_one(self, namespace: str, key: bytes) -> bool:
+        count, expires_at = self._write("delete", self._q_delete, {"ns": namespace, "k": key}, None)
+        return bool(count) and (expires_at is None or expires_at > self.clock())
 
-    @staticmethod
-    def _commit_params(namespace: str, changes: Sequence[Change], limit: int | None) -> dict[str, Any]:
-        """The parameters of :attr:`_q_commit`: puts and deletes as byte arrays, sorted by key."""
-        ordered = sorted(changes, key=_first)
-        return {
-            "ns": namespace,
-            "keys": ByteaArray([key for key, value in ordered if value is not None]),
-            "values": ByteaArray([value for _, value in ordered if value is not None]),
-            "deletes": ByteaArray([key for key, value in ordered if value is None]),
-            "limit": limit,
-        }
+    # -- transactions -----------------------------------------------------------------------
 
-    def clear(self, namespace: str) -> None:
-        self._write("clear", self._q_clear, {"ns": namespace}, None)
+    def _begin(self, item: Any) -> None:
+        item.execute("BEGIN")
+
+    def _end(self, item: Any) -> None:
+        item.execute("COMMIT")
+
+    def _retryable(self, exc: Exception) -> bool:
+        return getattr(exc, "sqlstate", None) in _RETRY
 
     # -- connection state ------------------------------------------------------------------
 
@@ -321,8 +288,6 @@ class PostgreSQLBackend(ServerBackend):
 
     # -- verification ---------------------------------------------------------------------
 
-    length_function = "octet_length"
-
     def _verify_begin(self, item: Any, repair: bool) -> None:
         if repair:
             item.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -340,6 +305,10 @@ class PostgreSQLBackend(ServerBackend):
 
     def _meta_exists(self, item: Any) -> bool:
         return self._fetchall(item, "SELECT to_regclass(%s)::text", (self._tables.meta,))[0][0] is not None
+
+    def _has_column(self, item: Any, table: str, column: str) -> bool:
+        sql = "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped"
+        return bool(self._fetchall(item, sql, (table, column)))
 
     def _create_schema(self, item: Any) -> int | str | None:
         digest = hashlib.sha256(f"airssys-storage:{self._options.table_prefix}".encode()).digest()

@@ -1,9 +1,16 @@
 """Tables of the SQL backend, declared once with SQLAlchemy and compiled per dialect.
 
-Three tables, all named ``<table_prefix><name>``:
+Four tables, all named ``<table_prefix><name>``:
 
 ``data``
-    ``(ns, k) -> v``, primary key ``(ns, k)``. ``ns`` is the component id
+    ``(ns, k) -> (v, ver, exp)``, primary key ``(ns, k)``. ``ver`` is the row's
+    version and ``exp`` its expiry in milliseconds since the Unix epoch (NULL:
+    none). Versions are unsigned 64-bit in the contract and stored in a signed
+    ``BIGINT`` (SQLite ``INTEGER``) as they are: they start at 1 and grow by one
+    per write, so the signed range (2**63 - 1) is never reached in practice, and
+    a write that would pass it is an ``internal-error`` (:data:`MAX_STORED_VERSION`).
+    That keeps ``ver + 1`` and ``max(floor, ver)`` plain integer SQL on every
+    engine (``NUMERIC`` would cost every write). ``ns`` is the component id
     (ASCII, compared bytewise: ``COLLATE "C"`` on PostgreSQL, ``VARBINARY`` on
     MariaDB so no collation can fold or pad it). ``k`` is the key's UTF-8
     bytes in a binary column (BLOB / BYTEA / VARBINARY(256)), so order and
@@ -14,10 +21,20 @@ Three tables, all named ``<table_prefix><name>``:
     length(old v)``), so the upsert itself returns the old size and no
     separate read is needed; its stored value means nothing afterwards.
 ``usage``
-    ``ns -> (used_bytes, key_count)``: the counter the quota guard updates in
-    the same transaction as the data.
+    ``ns -> (used_bytes, key_count, floor)``: the counter row the quota guard
+    updates in the same transaction as the data; ``floor`` is the highest
+    version of any row removed from the namespace (see the planner).
+``ops``
+    ``(ns, op_id) -> (result, recorded_at)``: results of writes that carried an
+    operation id (``recorded_at`` in ms), kept for ``op_retention_ms``; older
+    ones are pruned by the next write that records one.
 ``meta``
     ``name -> value``; holds the ``schema_version`` row.
+
+Schema versions: 1 had no ``ver``, ``exp``, ``floor`` or ``ops``; opening such a
+store migrates it in place (:func:`migration_steps`), in one transaction
+on SQLite and PostgreSQL, and step by step (each step checked, the version row
+last) on MariaDB, whose DDL commits on its own.
 """
 
 from __future__ import annotations
@@ -30,7 +47,11 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
 
 #: Bumped whenever the layout changes; a store written by a newer version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The highest version a row can hold (the signed 64-bit ``BIGINT`` column).
+MAX_STORED_VERSION = 2**63 - 1
+#: Longest operation id in bytes (the core's limit).
+MAX_OP_ID_BYTES = 256
 #: Widest key the MariaDB key column holds (the core's default max_key_bytes).
 MARIADB_MAX_KEY_BYTES = 256
 
@@ -42,16 +63,17 @@ class Tables:
     data: str
     usage: str
     meta: str
+    ops: str
 
 
 def table_names(prefix: str) -> Tables:
-    return Tables(f"{prefix}data", f"{prefix}usage", f"{prefix}meta")
+    return Tables(f"{prefix}data", f"{prefix}usage", f"{prefix}meta", f"{prefix}ops")
 
 
 def build_metadata(prefix: str, engine: str) -> MetaData:
     """The three tables for *engine* (``"sqlite"``, ``"postgresql"`` or ``"mariadb"``)."""
     # Imported here: loading the plugin must not import SQLAlchemy, only opening a store.
-    from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table
+    from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, text
     from sqlalchemy.dialects import mysql, postgresql
 
     names = table_names(prefix)
@@ -70,6 +92,8 @@ def build_metadata(prefix: str, engine: str) -> MetaData:
         Column("k", key, primary_key=True),
         Column("v", value, nullable=False),
         *extra,
+        Column("ver", BigInteger, nullable=False, server_default=text("1")),
+        Column("exp", BigInteger, nullable=True),
         **clustered,
     )
     Table(
@@ -78,8 +102,20 @@ def build_metadata(prefix: str, engine: str) -> MetaData:
         Column("ns", namespace, primary_key=True),
         Column("used_bytes", BigInteger, nullable=False),
         Column("key_count", BigInteger, nullable=False),
+        Column("floor", BigInteger, nullable=False, server_default=text("0")),
         **clustered,
     )
+    op_id = LargeBinary().with_variant(mysql.VARBINARY(MAX_OP_ID_BYTES), "mysql", "mariadb")
+    ops = Table(
+        names.ops,
+        metadata,
+        Column("ns", namespace, primary_key=True),
+        Column("op_id", op_id, primary_key=True),
+        Column("result", BigInteger, nullable=False),
+        Column("recorded_at", BigInteger, nullable=False),
+        **clustered,
+    )
+    Index(f"{names.ops}_age", ops.c.ns, ops.c.recorded_at)
     Table(
         names.meta,
         metadata,
@@ -98,11 +134,37 @@ def create_statements(prefix: str, engine: str, dialect: Dialect) -> tuple[str, 
     Schema creation runs the first, reads the version row, and runs the others
     only when there is none, so it never touches tables of another version.
     """
-    from sqlalchemy.schema import CreateTable
-
     names = table_names(prefix)
-    compiled = {
-        table.name: str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip()
-        for table in build_metadata(prefix, engine).sorted_tables
-    }
-    return compiled.pop(names.meta), list(compiled.values())
+    metadata = build_metadata(prefix, engine)
+    compiled = {table.name: _create(table, dialect) for table in metadata.sorted_tables}
+    (create_meta,) = compiled.pop(names.meta)
+    return create_meta, [statement for statements in compiled.values() for statement in statements]
+
+
+def _create(table: Any, dialect: Dialect) -> list[str]:
+    """``CREATE TABLE IF NOT EXISTS`` and ``CREATE INDEX IF NOT EXISTS`` of *table*."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    statements = [str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip()]
+    statements += [str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)) for index in table.indexes]
+    return statements
+
+
+def migration_steps(prefix: str, engine: str, dialect: Dialect) -> list[tuple[str, str, str]]:
+    """The steps from schema version 1 to 2: ``(table, column or None, statement)``.
+
+    A step with a column adds it (skipped when the column exists, so an interrupted
+    MariaDB migration resumes); one with ``""`` creates a table or index ``IF NOT EXISTS``.
+    Existing rows get version 1, no expiry, and their namespaces floor 0.
+    """
+    names = table_names(prefix)
+    big = "INTEGER" if engine == "sqlite" else "BIGINT"
+    steps: list[tuple[str, str, str]] = [
+        (names.data, "ver", f"ALTER TABLE {names.data} ADD COLUMN ver {big} NOT NULL DEFAULT 1"),
+        (names.data, "exp", f"ALTER TABLE {names.data} ADD COLUMN exp {big}"),
+        (names.usage, "floor", f"ALTER TABLE {names.usage} ADD COLUMN floor {big} NOT NULL DEFAULT 0"),
+    ]
+    metadata = build_metadata(prefix, engine)
+    for statement in _create(metadata.tables[names.ops], dialect):
+        steps.append((names.ops, "", statement))
+    return steps

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from airssys_storage.planner import Write, WriteKind
 
 ENGINE_ENV = "AIRSSYS_STORAGE_TEST_SQL"
 ENGINES = ("sqlite", "postgresql", "mariadb")
@@ -51,6 +53,12 @@ def run_threads(work: Callable[[int], None], count: int, timeout: float) -> list
     return errors
 
 
+def commit(backend: Any, namespace: str, changes: Sequence[tuple[bytes, bytes | None]], limit: int | None) -> int:
+    """Puts (value) and deletes (``None``) in one :meth:`apply`; how many of the keys were live before."""
+    writes = [Write(key, WriteKind.PUT, value) if value is not None else Write(key, WriteKind.DELETE) for key, value in changes]
+    return sum(backend.apply(namespace, writes, limit).existed)
+
+
 def selected_engine() -> str:
     engine = os.environ.get(ENGINE_ENV, "sqlite").strip().lower() or "sqlite"
     if engine not in ENGINES:
@@ -75,12 +83,12 @@ class Server:
             return list(result) if result.returns_rows else []
 
     def drop(self, prefix: str) -> None:
-        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta")
+        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops")
         if self.engine == "postgresql":
             self.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
 
     def empty(self, prefix: str) -> None:
-        for table in ("data", "usage"):
+        for table in ("data", "usage", "ops"):
             if self.exists(f"{prefix}{table}"):
                 self.execute(f"DELETE FROM {prefix}{table}")
 

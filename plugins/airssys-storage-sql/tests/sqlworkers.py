@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from sqlsupport import commit
+
 from airssys_storage import Access, Manifest, QuotaExceeded, StorageError, StorageManager, StorageSettings
 
 # -- 8 processes x 500 mixed operations -----------------------------------------------
@@ -111,7 +113,7 @@ def crash_writer(url: str, seed: int, ack_fd: int) -> None:
                 if deletes and puts:
                     # Puts and deletes in one atomic commit: the backend primitive under
                     # set_many / delete_many, which the public API does not mix.
-                    manager.backend.commit("crash", [(k.encode(), v) for k, v in arg.items()], None)
+                    commit(manager.backend, "crash", [(k.encode(), v) for k, v in arg.items()], None)
                 elif puts:
                     store.set_many(puts)
                 else:

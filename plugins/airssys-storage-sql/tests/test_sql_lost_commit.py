@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlsupport import Server
+from sqlsupport import commit, Server
 
 from airssys_storage import InternalError, OutcomeUnknown
 
@@ -63,7 +63,7 @@ def waiting_session(server: Server, table: str, exclude: int) -> int:
 def test_writer_killed_by_the_server_while_its_write_waits(server: Server, open_backend: OpenBackend) -> None:
     """Killed inside the write: PostgreSQL's one autocommit statement is unknown; MariaDB's open transaction is not."""
     backend = open_backend(lock_timeout=30)
-    backend.commit_one("ns", b"seed", b"s", None)  # the usage row exists, so the writer will wait on its lock
+    backend.put_one("ns", b"seed", b"s", None)  # the usage row exists, so the writer will wait on its lock
     locker = open_backend()
     cursor = locker._take()
     cursor.execute("BEGIN" if server.engine == "postgresql" else "START TRANSACTION")
@@ -73,7 +73,7 @@ def test_writer_killed_by_the_server_while_its_write_waits(server: Server, open_
 
     def write() -> None:
         try:
-            backend.commit_one("ns", b"k", b"value", None)
+            backend.put_one("ns", b"k", b"value", None)
         except BaseException as exc:
             caught.append(exc)
 
@@ -94,7 +94,7 @@ def test_writer_killed_by_the_server_while_its_write_waits(server: Server, open_
     else:  # killed before COMMIT: the server rolled the transaction back
         assert not isinstance(error, OutcomeUnknown), error
     assert backend.get("ns", b"k") is None  # here the statement did not commit: reading back tells
-    backend.commit_one("ns", b"k", b"again", None)  # the backend reconnects
+    backend.put_one("ns", b"k", b"again", None)  # the backend reconnects
     assert backend.get("ns", b"k") == b"again" and backend.usage("ns").bytes == len(b"seedskagain")
 
 
@@ -117,8 +117,8 @@ class _KillAround:
             self._cursor.connection.ping(reconnect=False)
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        """PostgreSQL's write statement (autocommit)."""
-        if not sql.lstrip().startswith("WITH"):
+        """PostgreSQL's commit point: a hot-path statement (autocommit) or a transaction's COMMIT."""
+        if not sql.lstrip().startswith(("WITH", "COMMIT")):
             return self._cursor.execute(sql, params)
         if not self._after:
             kill(self._server, session_id(self._server, self._cursor))
@@ -135,14 +135,14 @@ def test_connection_lost_at_commit_is_outcome_unknown(
     server: Server, open_backend: OpenBackend, monkeypatch: pytest.MonkeyPatch, after: bool
 ) -> None:
     backend = open_backend()
-    backend.commit_one("ns", b"seed", b"s", None)
+    backend.put_one("ns", b"seed", b"s", None)
     if server.engine == "mariadb":
         monkeypatch.setattr(backend, "_end", lambda item: _KillAround(server, item, after).commit())
     else:
         backend._release(_KillAround(server, backend._take(), after))
     for write in (
-        lambda: backend.commit_one("ns", b"k", b"value", None),
-        lambda: backend.commit("ns", [(b"a", b"1"), (b"b", b"2")], None),
+        lambda: backend.put_one("ns", b"k", b"value", None),
+        lambda: commit(backend, "ns", [(b"a", b"1"), (b"b", b"2")], None),
     ):
         with pytest.raises(OutcomeUnknown, match=UNKNOWN) as lost:
             write()

@@ -320,6 +320,10 @@ class PostgreSQLBackend(ServerBackend):
             # lock does): creating the meta table first makes the version read current.
             return self._create_tables(item)
 
+    def _migrate(self, item: Any) -> int:
+        self._execute(item, self._refuse_ddl())  # CREATE OR REPLACE: the hot paths call it
+        return super()._migrate(item)
+
     def _ddl(self) -> tuple[str, list[str]]:
         create_meta, create_others = super()._ddl()
         return create_meta, [*create_others, self._refuse_ddl()]

@@ -16,10 +16,21 @@ Four tables, all named ``<table_prefix><name>``:
     bytes in a binary column (BLOB / BYTEA / VARBINARY(256)), so order and
     equality are bytewise everywhere. ``v`` holds up to 1 MiB on every engine
     (LONGBLOB on MariaDB, where SQLAlchemy's LargeBinary is a 64 KiB BLOB).
-    On SQLite and PostgreSQL a fourth column, ``replaced_len``, receives the
+    On SQLite and PostgreSQL a column ``replaced_len`` receives the
     length of the value an upsert replaces (``SET replaced_len =
     length(old v)``), so the upsert itself returns the old size and no
     separate read is needed; its stored value means nothing afterwards.
+
+    SQLite layout: a rowid table with a ``UNIQUE`` index ``<prefix>data_key``
+    on ``(ns, k)``, ``ver`` and ``exp`` stored before ``v``. Schema 1 kept the
+    rows in a ``WITHOUT ROWID`` primary-key B-tree; there every lookup of a
+    key compares whole records, so a row of 64 KiB or 1 MiB is read from its
+    overflow pages even by ``has`` (1.9 ms for 1 MiB), and large rows slow the
+    small ones beside them. Measured side by side with 64 B, 64 KiB and
+    1 MiB values in one table (``benchmarks/bench_sql.py --large`` and the
+    README): ``has`` 89x (64 KiB) and 324x (1 MiB) faster, ``get`` 2.9-5.7x,
+    a set 1.5-2x; in a table of small values only, reads cost 6-12% more
+    (two B-tree descents instead of one).
 ``usage``
     ``ns -> (used_bytes, key_count, floor)``: the counter row the quota guard
     updates in the same transaction as the data; ``floor`` is the highest
@@ -85,17 +96,33 @@ def build_metadata(prefix: str, engine: str) -> MetaData:
     extra = [Column("replaced_len", Integer, nullable=True)] if engine in ("sqlite", "postgresql") else []
     innodb: dict[str, Any] = {"mysql_engine": "InnoDB", "mariadb_engine": "InnoDB"}
     clustered: dict[str, Any] = {"sqlite_with_rowid": False, **innodb}  # rows stored in primary-key order
-    Table(
-        names.data,
-        metadata,
-        Column("ns", namespace, primary_key=True),
-        Column("k", key, primary_key=True),
-        Column("v", value, nullable=False),
-        *extra,
+    state = [
         Column("ver", BigInteger, nullable=False, server_default=text("1")),
         Column("exp", BigInteger, nullable=True),
-        **clustered,
-    )
+    ]
+    if engine == "sqlite":  # a rowid table, the key in a unique index, the value last (module docs)
+        data = Table(
+            names.data,
+            metadata,
+            Column("id", Integer, primary_key=True),
+            Column("ns", namespace, nullable=False),
+            Column("k", key, nullable=False),
+            *state,
+            *extra,
+            Column("v", value, nullable=False),
+        )
+        Index(f"{names.data}_key", data.c.ns, data.c.k, unique=True)
+    else:
+        Table(
+            names.data,
+            metadata,
+            Column("ns", namespace, primary_key=True),
+            Column("k", key, primary_key=True),
+            Column("v", value, nullable=False),
+            *extra,
+            *state,
+            **clustered,
+        )
     Table(
         names.usage,
         metadata,
@@ -150,21 +177,41 @@ def _create(table: Any, dialect: Dialect) -> list[str]:
     return statements
 
 
-def migration_steps(prefix: str, engine: str, dialect: Dialect) -> list[tuple[str, str, str]]:
-    """The steps from schema version 1 to 2: ``(table, column or None, statement)``.
+def migration_steps(prefix: str, engine: str, dialect: Dialect) -> list[tuple[str, str, list[str]]]:
+    """The steps from schema version 1 to 2: ``(table, column, statements)``.
 
-    A step with a column adds it (skipped when the column exists, so an interrupted
-    MariaDB migration resumes); one with ``""`` creates a table or index ``IF NOT EXISTS``.
-    Existing rows get version 1, no expiry, and their namespaces floor 0.
+    A step with a column is skipped when the table has that column already, so
+    an interrupted MariaDB migration resumes; one with ``""`` creates a table
+    or index ``IF NOT EXISTS``. Existing rows get version 1 and no expiry,
+    counter rows floor 0. SQLite's data table is rebuilt in the new layout
+    (module docs), the rows copied in key order; the servers add the columns.
     """
     names = table_names(prefix)
-    big = "INTEGER" if engine == "sqlite" else "BIGINT"
-    steps: list[tuple[str, str, str]] = [
-        (names.data, "ver", f"ALTER TABLE {names.data} ADD COLUMN ver {big} NOT NULL DEFAULT 1"),
-        (names.data, "exp", f"ALTER TABLE {names.data} ADD COLUMN exp {big}"),
-        (names.usage, "floor", f"ALTER TABLE {names.usage} ADD COLUMN floor {big} NOT NULL DEFAULT 0"),
-    ]
     metadata = build_metadata(prefix, engine)
-    for statement in _create(metadata.tables[names.ops], dialect):
-        steps.append((names.ops, "", statement))
+    steps: list[tuple[str, str, list[str]]]
+    if engine == "sqlite":
+        rebuilt = f"{names.data}_v2"
+        create_data, create_index = _create(metadata.tables[names.data], dialect)
+        steps = [
+            (
+                names.data,
+                "id",  # the rowid column only the new layout has
+                [
+                    create_data.replace(names.data, rebuilt, 1),
+                    f"INSERT INTO {rebuilt} (ns, k, ver, exp, v) SELECT ns, k, 1, NULL, v FROM {names.data} "
+                    "ORDER BY ns, k",
+                    f"DROP TABLE {names.data}",
+                    f"ALTER TABLE {rebuilt} RENAME TO {names.data}",
+                    create_index,
+                ],
+            )
+        ]
+    else:
+        steps = [
+            (names.data, "ver", [f"ALTER TABLE {names.data} ADD COLUMN ver BIGINT NOT NULL DEFAULT 1"]),
+            (names.data, "exp", [f"ALTER TABLE {names.data} ADD COLUMN exp BIGINT"]),
+        ]
+    big = "INTEGER" if engine == "sqlite" else "BIGINT"
+    steps.append((names.usage, "floor", [f"ALTER TABLE {names.usage} ADD COLUMN floor {big} NOT NULL DEFAULT 0"]))
+    steps.append((names.ops, "", _create(metadata.tables[names.ops], dialect)))
     return steps

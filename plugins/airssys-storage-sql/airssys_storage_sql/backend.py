@@ -947,9 +947,10 @@ class SQLBackend(StorageBackend, ForkAware):
         PostgreSQL it runs in the one transaction of :meth:`_create_schema`.
         """
         steps = migration_steps(self._options.table_prefix, self.engine, self._sa_engine.dialect)
-        for table, column, statement in steps:
+        for table, column, statements in steps:
             if not column or not self._has_column(item, table, column):
-                self._execute(item, statement)
+                for statement in statements:
+                    self._execute(item, statement)
         update = self._sql(f"UPDATE {self._tables.meta} SET value = ? WHERE name = 'schema_version'")
         self._execute(item, update, (str(SCHEMA_VERSION),))
         return SCHEMA_VERSION

@@ -71,7 +71,7 @@ def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path, opt
         backend.close()  # the last connection checkpoints the log into the file
     path = tmp_path / "damaged.sqlite3"
     data = bytearray(path.read_bytes())
-    data[4096 * 5 + 8 : 4096 * 5 + 60] = b"\xff" * 52  # scribble over a b-tree page's header and cells
+    data[4096 * 20 + 8 : 4096 * 20 + 60] = b"\xff" * 52  # scribble over a data page's header and cells
     path.write_bytes(bytes(data))
     backend = SQLBackend.open(url, options)
     try:

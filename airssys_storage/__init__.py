@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .plugins import PluginRegistry, register_plugin, unregister_plugin
     from .policies import PermissionPolicy, QuotaStrategy
     from .settings import StorageSettings
-    from .storage import ComponentStorage, StorageManager
+    from .storage import ComponentStorage, Entry, Limits, StorageManager
 
 __version__ = "0.1.0"
 
@@ -59,10 +59,12 @@ __all__ = [
     "ComponentStorage",
     "ConfigurationError",
     "CounterMismatch",
+    "Entry",
     "InternalError",
     "InvalidArgument",
     "InvalidKey",
     "KeyNotFound",
+    "Limits",
     "Manifest",
     "ManifestError",
     "ManifestLimits",
@@ -133,7 +135,7 @@ _MODULES = {
     **dict.fromkeys(["PluginRegistry", "register_plugin", "unregister_plugin"], "plugins"),
     **dict.fromkeys(["PermissionPolicy", "QuotaStrategy"], "policies"),
     "StorageSettings": "settings",
-    **dict.fromkeys(["ComponentStorage", "StorageManager"], "storage"),
+    **dict.fromkeys(["ComponentStorage", "Entry", "Limits", "StorageManager"], "storage"),
 }
 
 

@@ -28,6 +28,18 @@ class Operation(enum.StrEnum):
     DELETE_MANY = "delete-many"
     RANGE = "range"
     SCAN = "scan"
+    GET_ENTRY = "get-entry"
+    COMPARE_AND_SWAP = "compare-and-swap"
+    SET_IF_ABSENT = "set-if-absent"
+    DELETE_IF = "delete-if"
+    INCREMENT = "increment"
+    GET_TTL = "get-ttl"
+    EXPIRE = "expire"
+    PERSIST = "persist"
+    PURGE_EXPIRED = "purge-expired"
+    DELETE_PREFIX = "delete-prefix"
+    DELETE_RANGE = "delete-range"
+    LIMITS = "limits"
 
     @property
     def wit_name(self) -> str:
@@ -36,11 +48,12 @@ class Operation(enum.StrEnum):
 
     @property
     def is_write(self) -> bool:
-        """Whether the operation may change stored data or usage (``set``, ``delete``, batches, ``clear``)."""
+        """Whether the operation may change stored data, versions, expiry or usage (see :data:`WRITE_OPERATIONS`)."""
         return self in WRITE_OPERATIONS
 
 
-#: Operations that only read: ``get``, ``has``, ``keys``, ``size``, ``get-many``, ``range``, ``scan``.
+#: Operations that only read: ``get``, ``has``, ``keys``, ``size``, ``get-many``, ``range``, ``scan``,
+#: ``get-entry``, ``get-ttl``, ``limits``.
 READ_OPERATIONS = frozenset(
     {
         Operation.GET,
@@ -50,9 +63,12 @@ READ_OPERATIONS = frozenset(
         Operation.GET_MANY,
         Operation.SCAN,
         Operation.RANGE,
+        Operation.GET_ENTRY,
+        Operation.GET_TTL,
+        Operation.LIMITS,
     }
 )
-#: Operations that may change data or usage: ``set``, ``delete``, ``set-many``, ``delete-many``, ``clear``.
-WRITE_OPERATIONS = frozenset(
-    {Operation.SET, Operation.DELETE, Operation.SET_MANY, Operation.DELETE_MANY, Operation.CLEAR}
-)
+#: Operations that may change data, versions, expiry or usage: every operation that is not in
+#: :data:`READ_OPERATIONS` (``set``, ``delete``, the batches, ``clear``, the atomics, the expiry
+#: changes, ``purge-expired``, ``delete-prefix``, ``delete-range``).
+WRITE_OPERATIONS = frozenset(Operation) - READ_OPERATIONS

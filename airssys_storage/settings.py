@@ -95,6 +95,21 @@ class StorageSettings(BaseSettings):
     max_value_bytes: int = Field(default=1024 * 1024, ge=0, description="Maximum value size in bytes.")
     max_keys_per_query: int = Field(default=10_000, ge=1, description="Maximum keys returned by one query.")
     max_batch_ops: int = Field(default=100, ge=1, description="Maximum operations in one batch.")
+    op_id_retention_seconds: float = Field(
+        default=600,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long the result of an increment's op_id is remembered, in seconds (a retry with the "
+        "same id within it returns the first result and applies nothing). Default 600 (10 minutes).",
+    )
+    expiry_sweep_interval: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds between runs of the manager's background sweeper, which removes expired keys of "
+        "every component (in bounded steps) and releases their quota. None (default): no sweeper; expired keys "
+        "are then removed by purge_expired() and by writes that would otherwise exceed the quota.",
+    )
     blocked_plugins: list[str] = Field(default_factory=list, description="Plugin names not to load.")
     plugin_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -6,26 +6,44 @@ validation, then one backend call. No hook, no policy lookup, no lock and no
 ORM on it: every backend call is atomic (see :mod:`airssys_storage.backend`),
 which is what makes the operations of one component behave as if they ran one
 at a time (the seed's actor model), without paying for a second lock.
+
+What a write does (quota, versions, expiry, compare-and-swap conditions,
+counters, operation ids) is decided by :func:`airssys_storage.planner.plan`
+inside the backend's atomic section; this module only validates the
+arguments and builds the :class:`~airssys_storage.planner.Write` list.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
-from .backend import CONTROL_CHARACTERS, Change, StorageBackend, Usage, bad_key_error, key_problem, key_successor
+from .backend import (
+    CONTROL_CHARACTERS,
+    StorageBackend,
+    Usage,
+    bad_key_error,
+    key_problem,
+    key_successor,
+    wall_clock_ms,
+)
 from .errors import (
     ConfigurationError,
     InternalError,
     InvalidArgument,
     InvalidKey,
+    KeyNotFound,
     PermissionDenied,
     PluginError,
+    PreconditionFailed,
     QuotaExceeded,
     StorageError,
     StoreDamaged,
@@ -34,16 +52,68 @@ from .errors import (
 )
 from .manifest import Manifest
 from .operations import Operation
+from .planner import MAX_VERSION, Plan, Write, WriteKind
 from .plugins import PluginRegistry, check_plugin_options, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
 from .settings import StorageSettings
 
-__all__ = ["ComponentStorage", "StorageManager", "check_settings", "encode_key"]
+__all__ = ["ComponentStorage", "Entry", "Limits", "StorageManager", "check_settings", "encode_key"]
+
+log = logging.getLogger("airssys_storage")
 
 # C0 and C1 control characters (Unicode category Cc), NUL included.
 _CURSOR_TAG = b"\x01"
 DEFAULT_SCAN_LIMIT = 1000
+#: Rows one step of the background sweeper removes at most (one atomic step each).
+SWEEP_STEP = 1000
+#: The longest operation id, in bytes of UTF-8.
+MAX_OP_ID_BYTES = 256
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 _T = TypeVar("_T")
+_PUT, _DELETE, _INCREMENT, _TOUCH = WriteKind.PUT, WriteKind.DELETE, WriteKind.INCREMENT, WriteKind.TOUCH
+
+
+class Entry(NamedTuple):
+    """A live key's value with its version and expiry (:meth:`ComponentStorage.get_entry`)."""
+
+    value: bytes
+    #: Unsigned 64-bit, strictly increasing over the key's whole history (delete and re-create included).
+    version: int
+    #: When the key expires, in seconds since the Unix epoch; ``None``: never.
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force for one component and what its backend honours (:meth:`ComponentStorage.limits`).
+
+    Sizes are in bytes. ``bytes_used`` and ``keys`` count expired keys until
+    they are swept (as :meth:`ComponentStorage.usage` does).
+    """
+
+    #: Longest key, in bytes of UTF-8.
+    max_key_bytes: int
+    #: Largest value, in bytes.
+    max_value_bytes: int
+    #: Most keys one query (keys, range) returns.
+    max_keys_per_query: int
+    #: Most operations in one batch (get_many, set_many, delete_many).
+    max_batch_ops: int
+    #: The byte quota; ``None``: unlimited.
+    quota: int | None
+    bytes_used: int
+    keys: int
+    #: ``quota - bytes_used`` (never below 0); ``None`` when unlimited.
+    bytes_remaining: int | None
+    #: Writes survive closing and reopening the store.
+    persistent: bool
+    #: Several processes may use the store at once.
+    multi_process: bool
+    #: Increment and compare-and-swap are single engine statements (informational: all are exact).
+    native_atomics: bool
+    #: How long an increment's ``op_id`` is remembered, in seconds.
+    op_id_retention_seconds: float
 
 
 class _ComponentState:
@@ -78,15 +148,32 @@ class StorageManager:
         policies: Sequence[PermissionPolicy],
         quota_strategy: QuotaStrategy,
         registry: PluginRegistry | None = None,
+        *,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.registry = registry
+        #: The time in whole milliseconds since the Unix epoch, as expiry sees it (the wall clock unless
+        #: a clock was passed, e.g. :class:`airssys_storage.testing.FakeClock`); the backend reads the same.
+        self.clock: Callable[[], int] = wall_clock_ms if clock is None else clock
+        backend.clock = self.clock
+        backend.op_retention_ms = math.ceil(settings.op_id_retention_seconds * 1000)
         self._policies = tuple(policies)
         self._quota_strategy = quota_strategy
         self._components: dict[str, _ComponentState] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._stop_sweeping = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if settings.expiry_sweep_interval is not None:
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop,
+                args=(settings.expiry_sweep_interval,),
+                name="airssys-storage expiry sweeper",
+                daemon=True,
+            )
+            self._sweeper.start()
 
     @classmethod
     def from_settings(
@@ -95,6 +182,7 @@ class StorageManager:
         registry: PluginRegistry | None = None,
         *,
         existing: bool = False,
+        clock: Callable[[], int] | None = None,
     ) -> StorageManager:
         """Load plugins, open the backend named by ``settings.url`` and resolve policies and quota.
 
@@ -103,7 +191,11 @@ class StorageManager:
         creates a missing store; with *existing* (for callers that only
         read), a URL where :meth:`StorageBackend.exists` finds no store
         raises :class:`ConfigurationError` ("no store at …; check the URL")
-        and nothing is created.
+        and nothing is created. *clock* returns the time in whole
+        milliseconds since the Unix epoch, for expiry (default: the wall
+        clock); tests pass :class:`airssys_storage.testing.FakeClock` to
+        move time without sleeping. With ``settings.expiry_sweep_interval``
+        set, the manager starts its background sweeper (see :meth:`purge_expired`).
         """
         if settings is None:
             settings = StorageSettings()
@@ -142,7 +234,7 @@ class StorageManager:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             raise
-        return cls(settings, backend, policies, quota_strategy, registry)
+        return cls(settings, backend, policies, quota_strategy, registry, clock=clock)
 
     def component(self, manifest: Manifest) -> ComponentStorage:
         """The storage of the component *manifest* describes.
@@ -212,9 +304,40 @@ class StorageManager:
         """Ids of the components opened through this manager."""
         return sorted(self._components)
 
+    def purge_expired(self, step: int = SWEEP_STEP) -> int:
+        """Remove the expired keys of every component in the store, releasing their quota; returns how many.
+
+        Works in atomic steps of at most *step* rows, so writers wait at most
+        one step; stops early when the manager is closing. What the background
+        sweeper (setting ``expiry_sweep_interval``) runs each interval.
+        """
+        self._check_open()
+        backend = self.backend
+        removed = 0
+        for namespace in _wrapped(backend.namespaces):
+            while not self._stop_sweeping.is_set():
+                swept = sum(_wrapped(backend.delete_range, namespace, b"", None, expired_only=True, limit=step).results)
+                removed += swept
+                if swept < step:
+                    break
+        return removed
+
+    def _sweep_loop(self, interval: float) -> None:
+        """The background sweeper: :meth:`purge_expired` every *interval* seconds until :meth:`close`."""
+        while not self._stop_sweeping.wait(interval):
+            try:
+                self.purge_expired()
+            except StorageError as exc:  # the next interval tries again; a host must not lose its sweeper
+                if self._stop_sweeping.is_set():
+                    return
+                log.warning("expiry sweeper: %s (code %s); retrying in %s s", exc, exc.code, interval)
+
     def close(self) -> None:
-        """Close the backend. Idempotent."""
+        """Stop the background sweeper (waiting for its current step) and close the backend. Idempotent."""
         if not self._closed:
+            self._stop_sweeping.set()
+            if self._sweeper is not None and self._sweeper is not threading.current_thread():
+                self._sweeper.join()
             self._closed = True
             self.backend.close()
 
@@ -300,6 +423,7 @@ class ComponentStorage:
 
     __slots__ = (
         "_backend",
+        "_clock",
         "_manager",
         "_max_batch",
         "_max_key",
@@ -314,6 +438,7 @@ class ComponentStorage:
         self._manager = manager
         self._state = state
         self._backend = manager.backend
+        self._clock = manager.clock
         self._ns = state.manifest.id
         self._max_key = settings.max_key_bytes
         self._max_value = settings.max_value_bytes
@@ -361,8 +486,14 @@ class ComponentStorage:
         except Exception as exc:
             raise _internal(exc) from exc
 
-    def set(self, key: str, value: bytes | bytearray | memoryview) -> None:
-        """Store *value* under *key*, replacing any old value (charged new - old bytes)."""
+    def set(self, key: str, value: bytes | bytearray | memoryview, *, ttl: float | None = None) -> int:
+        """Store *value* under *key*, replacing any old value (charged new - old bytes); returns the new version.
+
+        *ttl*: seconds until the key expires (``None``: never; a set without
+        it removes an old expiry). Errors: ``permission-denied``,
+        ``invalid-key``, ``value-too-large``, ``invalid-argument`` (ttl),
+        ``quota-exceeded`` (after sweeping the component's expired keys).
+        """
         state = self._state
         if "set" not in state.fast_allowed:
             self._authorize(Operation.SET, key)
@@ -372,30 +503,32 @@ class ComponentStorage:
             value = _as_bytes(value)
         if len(value) > self._max_value:
             raise _too_large(value, self._max_value)
+        if ttl is not None:
+            return self._apply((Write(raw, _PUT, value, self._expires_at(ttl)),)).results[0]
         try:
-            self._backend.commit_one(self._ns, raw, value, state.limit)
-        except QuotaExceeded as exc:  # the backend cannot know what set the limit; the strategy can
-            raise exc.with_source(state.limit_source) from None
+            return self._backend.put_one(self._ns, raw, value, state.limit)
+        except QuotaExceeded as exc:
+            return self._retry_after_sweep(exc, self._backend.put_one, raw, value, state.limit)
         except StorageError:
             raise
         except Exception as exc:
             raise _internal(exc) from exc
 
     def delete(self, key: str) -> bool:
-        """Delete *key*; returns whether it existed."""
+        """Delete *key*; returns whether it existed (an expired key is removed too, and gives ``False``)."""
         state = self._state
         if "delete" not in state.fast_allowed:
             self._authorize(Operation.DELETE, key)
         raw = encode_key(key, self._max_key)
         try:
-            return self._backend.commit_one(self._ns, raw, None, state.limit)
+            return self._backend.delete_one(self._ns, raw)
         except StorageError:
             raise
         except Exception as exc:
             raise _internal(exc) from exc
 
     def has(self, key: str) -> bool:
-        """Whether *key* exists."""
+        """Whether *key* exists (and has not expired)."""
         state = self._state
         if "has" not in state.fast_allowed:
             self._authorize(Operation.HAS, key)
@@ -430,11 +563,11 @@ class ComponentStorage:
         return keys
 
     def size(self) -> int:
-        """Bytes used: the sum of UTF-8 key bytes plus value bytes (O(1))."""
+        """Bytes used: the sum of UTF-8 key bytes plus value bytes (O(1); expired keys count until swept)."""
         return self.usage().bytes
 
     def usage(self) -> Usage:
-        """Bytes used and number of keys (O(1))."""
+        """Bytes used and number of keys (O(1); expired keys count until swept, see :meth:`purge_expired`)."""
         self._authorize(Operation.SIZE, None)
         return self._call(self._backend.usage)
 
@@ -451,14 +584,17 @@ class ComponentStorage:
         raws = [encode_key(key, self._max_key) for key in keys]
         return self._call(self._backend.get_many, raws)
 
-    def set_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> None:
+    def set_many(self, items: Mapping[str, bytes] | Iterable[tuple[str, bytes]], *, ttl: float | None = None) -> None:
         """Store every pair atomically: all or nothing, charged the net delta once.
 
-        When a key appears twice in *items*, the last value wins.
+        When a key appears twice in *items*, the last value wins. *ttl*
+        (seconds, ``None``: never) applies to every key of the batch; without
+        it, old expiries are removed. Errors as :meth:`set`, and
+        ``too-many-keys`` past ``max_batch_ops``.
         """
         pairs = self._as_list(items.items() if isinstance(items, Mapping) else items, Operation.SET_MANY)
         self._check_batch(Operation.SET_MANY, [pair[0] if isinstance(pair, tuple) and pair else None for pair in pairs])
-        changes: dict[bytes, bytes | None] = {}
+        changes: dict[bytes, bytes] = {}
         max_key, max_value = self._max_key, self._max_value
         for pair in pairs:
             if not isinstance(pair, tuple) or len(pair) != 2:
@@ -471,13 +607,196 @@ class ComponentStorage:
             if len(value) > max_value:
                 raise _too_large(value, max_value)
             changes[raw] = value
-        self._commit(list(changes.items()))
+        expires_at = None if ttl is None else self._expires_at(ttl)
+        if changes:
+            self._apply([Write(raw, _PUT, value, expires_at) for raw, value in changes.items()])
 
     def delete_many(self, keys: Iterable[str]) -> int:
-        """Delete *keys* atomically; returns how many existed."""
+        """Delete *keys* atomically; returns how many existed (live)."""
         keys = self._key_list(keys, Operation.DELETE_MANY)
-        changes: dict[bytes, bytes | None] = dict.fromkeys((encode_key(key, self._max_key) for key in keys), None)
-        return self._commit(list(changes.items()))
+        raws = dict.fromkeys(encode_key(key, self._max_key) for key in keys)
+        if not raws:
+            return 0
+        return sum(self._apply([Write(raw, _DELETE) for raw in raws]).results)
+
+    # -- versions and atomics --------------------------------------------------
+
+    def get_entry(self, key: str) -> Entry | None:
+        """The live *key*'s value, version and expiry (:class:`Entry`), or ``None``.
+
+        Needs read-only access (operation ``get-entry``).
+        """
+        self._check(Operation.GET_ENTRY, key)
+        row = self._call(self._backend.get_entry, encode_key(key, self._max_key))
+        if row is None:
+            return None
+        if row.value is None:
+            raise InternalError(f"backend {self._backend.name!r} returned an entry without its value")
+        return Entry(row.value, row.version, None if row.expires_at is None else row.expires_at / 1000)
+
+    def compare_and_swap(
+        self, key: str, value: bytes | bytearray | memoryview, *, version: int | None, ttl: float | None = None
+    ) -> int:
+        """Store *value* only if *key* is at *version* now (``None``: only if it is absent); returns the new version.
+
+        Otherwise raises ``precondition-failed`` (:class:`PreconditionFailed`)
+        and writes nothing: read the entry again and retry. *ttl* as in
+        :meth:`set`. Needs read-write (``compare-and-swap``).
+        """
+        raw, value = self._check_put(Operation.COMPARE_AND_SWAP, key, value)
+        condition = 0 if version is None else _check_version(version)
+        expires_at = None if ttl is None else self._expires_at(ttl)
+        return self._apply((Write(raw, _PUT, value, expires_at, condition),)).results[0]
+
+    def set_if_absent(self, key: str, value: bytes | bytearray | memoryview, *, ttl: float | None = None) -> bool:
+        """Store *value* only if *key* is absent (or expired); returns whether it was stored.
+
+        Needs read-write (``set-if-absent``); errors as :meth:`set`.
+        """
+        raw, value = self._check_put(Operation.SET_IF_ABSENT, key, value)
+        expires_at = None if ttl is None else self._expires_at(ttl)
+        try:
+            self._apply((Write(raw, _PUT, value, expires_at, 0),))
+        except PreconditionFailed:
+            return False
+        return True
+
+    def delete_if(self, key: str, *, version: int) -> bool:
+        """Delete *key* only if it is live at *version*; returns whether it was deleted.
+
+        Needs read-write (``delete-if``).
+        """
+        self._check(Operation.DELETE_IF, key)
+        raw = encode_key(key, self._max_key)
+        condition = _check_version(version)
+        try:
+            return self._apply((Write(raw, _DELETE, if_version=condition),)).results[0] == 1
+        except PreconditionFailed:
+            return False
+
+    def increment(self, key: str, delta: int = 1, *, op_id: str | None = None) -> int:
+        """Add *delta* to the counter under *key* atomically; returns its new value.
+
+        A counter's value is the decimal ASCII of a signed 64-bit integer (a
+        missing or expired key counts as 0; a live key keeps its expiry).
+        Errors: ``invalid-argument`` when the key holds something else or the
+        result leaves the signed 64-bit range (nothing is written),
+        ``quota-exceeded``. With *op_id* (1 to 256 bytes of printable UTF-8,
+        chosen by the caller), repeating the same id within
+        ``op_id_retention_seconds`` (default 600) returns the first result
+        and applies nothing, so a caller whose reply was lost can retry.
+        Needs read-write (``increment``).
+        """
+        self._check(Operation.INCREMENT, key)
+        raw = encode_key(key, self._max_key)
+        if type(delta) is not int:
+            raise InvalidArgument(f"delta must be an int, not {type(delta).__name__}")
+        if not _INT64_MIN <= delta <= _INT64_MAX:
+            raise InvalidArgument(f"delta {delta} is outside the signed 64-bit range [-2**63, 2**63 - 1]")
+        if op_id is not None:
+            _check_op_id(op_id)
+        return self._apply((Write(raw, _INCREMENT, delta=delta, op_id=op_id),)).results[0]
+
+    # -- expiry ----------------------------------------------------------------
+
+    def expire(self, key: str, ttl: float) -> bool:
+        """Make live *key* expire *ttl* seconds from now; returns ``False`` (nothing done) if it is absent.
+
+        Needs read-write (``expire``); ``invalid-argument`` for a bad ttl.
+        """
+        self._check(Operation.EXPIRE, key)
+        raw = encode_key(key, self._max_key)
+        if ttl is None:
+            raise InvalidArgument("expire() needs a ttl in seconds; to remove an expiry call persist(key)")
+        return self._apply((Write(raw, _TOUCH, expires_at=self._expires_at(ttl)),)).results[0] != 0
+
+    def persist(self, key: str) -> bool:
+        """Remove live *key*'s expiry; returns whether the key was live. Needs read-write (``persist``)."""
+        self._check(Operation.PERSIST, key)
+        raw = encode_key(key, self._max_key)
+        return self._apply((Write(raw, _TOUCH),)).results[0] != 0
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds until live *key* expires (``None``: never).
+
+        Raises ``key-not-found`` (:class:`KeyNotFound`) when the key is
+        absent or expired. Needs read-only access (``get-ttl``).
+        """
+        self._check(Operation.GET_TTL, key)
+        row = self._call(self._backend.get_entry, encode_key(key, self._max_key))
+        if row is None:
+            raise KeyNotFound(f"key {key!r} of component {self._ns!r} does not exist (or has expired)")
+        if row.expires_at is None:
+            return None
+        return max(0.0, (row.expires_at - self._clock()) / 1000)
+
+    def purge_expired(self, limit: int | None = None) -> int:
+        """Remove expired keys now, releasing their quota; returns how many were removed.
+
+        At most *limit* (``None``: all) in one atomic step. Expired keys are
+        already invisible to every read; this only frees their bytes (a write
+        that would exceed the quota sweeps them itself). Needs read-write
+        (``purge-expired``).
+        """
+        self._authorize(Operation.PURGE_EXPIRED, None)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise InvalidArgument(f"limit must be a positive int or None (no limit), got {limit!r}")
+        return self._sweep(limit)
+
+    # -- range deletes -----------------------------------------------------------
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key starting with *prefix* in one atomic step; returns how many live keys went.
+
+        An empty prefix is refused (``invalid-argument``): deleting everything
+        is :meth:`clear`, which needs admin. Needs read-write (``delete-prefix``).
+        """
+        if prefix == "":
+            self._authorize(Operation.DELETE_PREFIX, prefix)
+            raise InvalidArgument(
+                "delete_prefix('') would delete every key: pass a non-empty prefix, or call clear() "
+                "(which needs admin access) to empty the component"
+            )
+        self._authorize(Operation.DELETE_PREFIX, prefix)
+        raw = encode_key(prefix, self._max_key)
+        return self._delete_range(Operation.DELETE_PREFIX, raw, key_successor(raw))
+
+    def delete_range(self, start: str, end: str) -> int:
+        """Delete every key with ``start <= key < end`` (bytewise) in one atomic step; returns how many live keys went.
+
+        ``start >= end`` deletes nothing. Needs read-write (``delete-range``).
+        """
+        self._authorize(Operation.DELETE_RANGE, start)
+        low, high = encode_key(start, self._max_key), encode_key(end, self._max_key)
+        if low >= high:
+            return 0
+        return self._delete_range(Operation.DELETE_RANGE, low, high)
+
+    # -- limits ------------------------------------------------------------------
+
+    def limits(self) -> Limits:
+        """The limits in force for this component, its usage and its backend's capabilities (:class:`Limits`).
+
+        Needs read-only access (``limits``).
+        """
+        self._authorize(Operation.LIMITS, None)
+        usage = self._call(self._backend.usage)
+        quota = self._state.limit
+        capabilities = self._backend.capabilities
+        return Limits(
+            max_key_bytes=self._max_key,
+            max_value_bytes=self._max_value,
+            max_keys_per_query=self._max_query,
+            max_batch_ops=self._max_batch,
+            quota=quota,
+            bytes_used=usage.bytes,
+            keys=usage.keys,
+            bytes_remaining=None if quota is None else max(0, quota - usage.bytes),
+            persistent=capabilities.persistent,
+            multi_process=capabilities.multi_process,
+            native_atomics=capabilities.native_atomics,
+            op_id_retention_seconds=self.settings.op_id_retention_seconds,
+        )
 
     # -- ranges and scans ----------------------------------------------------
 
@@ -616,21 +935,89 @@ class ComponentStorage:
         votes = [_ask(policy, state.manifest, operation, key) for policy in state.key_policies[operation.value]]
         return False not in votes and (True in votes or operation.value in state.static_allowed)
 
-    def _commit(self, changes: list[Change]) -> int:
-        if not changes:
-            return 0
-        try:
-            return self._call(self._backend.commit, changes, self._state.limit)
-        except QuotaExceeded as exc:
-            raise exc.with_source(self._state.limit_source) from None
+    def _check(self, operation: Operation, key: str | None) -> None:
+        """The permission check of a single-key operation (the per-key policies only when some vote)."""
+        if operation.value not in self._state.fast_allowed:
+            self._authorize(operation, key)
 
-    def _call(self, method: Callable[..., _T], *args: Any) -> _T:
+    def _check_put(self, operation: Operation, key: str, value: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:
+        """Permission, then the key and value of a write: the key's bytes and the value as ``bytes``."""
+        self._check(operation, key)
+        raw = encode_key(key, self._max_key)
+        if type(value) is not bytes:
+            value = _as_bytes(value)
+        if len(value) > self._max_value:
+            raise _too_large(value, self._max_value)
+        return raw, value
+
+    def _expires_at(self, ttl: float) -> int:
+        """The absolute expiry (ms since the epoch) of a key written now with *ttl* seconds to live."""
+        if type(ttl) is bool or not isinstance(ttl, (int, float)):
+            raise InvalidArgument(f"ttl is a number of seconds (int or float), not {type(ttl).__name__}")
+        if not (math.isfinite(ttl) and ttl > 0):
+            raise InvalidArgument(
+                f"ttl must be a finite number of seconds above 0, got {ttl!r}; to remove an expiry use persist(), "
+                "or set() without ttl"
+            )
+        expires_at = self._clock() + math.ceil(ttl * 1000)
+        if expires_at > _INT64_MAX:
+            raise InvalidArgument(f"ttl {ttl!r} s is too long: the expiry must fall before 2**63 - 1 ms since 1970")
+        return expires_at
+
+    def _apply(self, writes: Sequence[Write]) -> Plan:
+        """Apply *writes* atomically under the component's quota (sweeping expired keys once if refused)."""
+        limit = self._state.limit
         try:
-            return method(self._ns, *args)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise _internal(exc) from exc
+            return self._call(self._backend.apply, writes, limit)
+        except QuotaExceeded as exc:
+            return self._retry_after_sweep(exc, self._backend.apply, writes, limit)
+
+    def _retry_after_sweep(self, refused: QuotaExceeded, method: Callable[..., _T], *args: Any) -> _T:
+        """A write refused for quota: sweep the component's expired keys and, if any went, try once more.
+
+        So a write is never refused because of expired data. The error names
+        what set the limit (the backend cannot know; the quota strategy can).
+        """
+        source = self._state.limit_source
+        if not self._sweep(None):
+            raise refused.with_source(source) from None
+        try:
+            return self._call(method, *args)
+        except QuotaExceeded as exc:
+            raise exc.with_source(source) from None
+
+    def _sweep(self, limit: int | None) -> int:
+        """Remove up to *limit* (``None``: all) expired rows of the component; returns how many."""
+        return sum(self._call(self._backend.delete_range, b"", None, expired_only=True, limit=limit).results)
+
+    def _delete_range(self, operation: Operation, start: bytes, end: bytes | None) -> int:
+        """Delete the live and expired keys in ``[start, end)`` atomically; returns how many were live.
+
+        When per-key policies vote on *operation*, each key found is asked
+        about first (one denied key refuses the call) and exactly the keys
+        asked about are deleted, in one atomic batch of up to
+        ``max_keys_per_query`` keys.
+        """
+        if operation.value not in self._state.key_policies:
+            return sum(self._call(self._backend.delete_range, start, end).results)
+        found = self._call(self._backend.keys, start, end, self._max_query + 1)
+        if len(found) > self._max_query:
+            raise TooManyKeys(
+                f"{operation.wit_name} would delete more than {self._max_query} keys of component {self._ns!r}, "
+                "each of which its per-key permission policies must allow: delete narrower prefixes or ranges"
+            )
+        try:
+            names = [raw.decode() for raw in found]
+        except UnicodeDecodeError:
+            raise self._bad_key(found) from None
+        for name in names:
+            self._authorize(operation, name)
+        if not found:
+            return 0
+        return sum(self._apply([Write(raw, _DELETE) for raw in found]).results)
+
+    def _call(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        return _wrapped(method, self._ns, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<ComponentStorage {self._ns!r} on {self._backend.name}>"
@@ -662,6 +1049,44 @@ def _encode_unusual_key(key: object, max_bytes: int) -> bytes:
     if CONTROL_CHARACTERS.search(key) is not None:
         raise InvalidKey(f"key {key!r} contains a control character (NUL, newline, ...): remove it")
     return raw
+
+
+def _wrapped(method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Call a backend method; any exception but a :class:`StorageError` becomes an ``internal-error``."""
+    try:
+        return method(*args, **kwargs)
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise _internal(exc) from exc
+
+
+def _check_version(version: object) -> int:
+    """A compare-and-swap version: an int from 1 to 2**64 - 1 (``invalid-argument`` otherwise)."""
+    if type(version) is not int:
+        raise InvalidArgument(
+            f"version must be an int (from get_entry() or a write), not {type(version).__name__}; "
+            "pass version=None for 'must be absent'"
+        )
+    if not 1 <= version <= MAX_VERSION:
+        raise InvalidArgument(
+            f"version must be from 1 to 2**64 - 1, got {version}; pass version=None for 'must be absent'"
+        )
+    return version
+
+
+def _check_op_id(op_id: object) -> None:
+    """An operation id: a str of 1 to 256 bytes of printable UTF-8 (``invalid-argument`` otherwise)."""
+    if type(op_id) is not str:
+        raise InvalidArgument(f"op_id must be a str, not {type(op_id).__name__}")
+    try:
+        size = len(op_id.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"op_id {op_id!r} is not valid Unicode (it contains a lone surrogate)") from None
+    if not 0 < size <= MAX_OP_ID_BYTES:
+        raise InvalidArgument(f"op_id must be 1 to {MAX_OP_ID_BYTES} bytes of UTF-8, got {size} bytes")
+    if not op_id.isprintable():
+        raise InvalidArgument(f"op_id {op_id!r} contains a non-printable character (a control character, ...)")
 
 
 def _as_bytes(value: object) -> bytes:

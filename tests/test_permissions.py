@@ -14,6 +14,7 @@ from airssys_storage import (
     Access,
     ComponentStorage,
     ConfigurationError,
+    KeyNotFound,
     Manifest,
     Operation,
     PermissionDenied,
@@ -23,6 +24,7 @@ from airssys_storage import (
     StorageSettings,
     hookimpl,
 )
+from airssys_storage.planner import Write, WriteKind
 from airssys_storage.policies import ACCESS_OPERATIONS
 
 CALLS: dict[Operation, Callable[[ComponentStorage], Any]] = {
@@ -38,11 +40,32 @@ CALLS: dict[Operation, Callable[[ComponentStorage], Any]] = {
     Operation.DELETE_MANY: lambda s: s.delete_many(["k"]),
     Operation.RANGE: lambda s: s.range("a", "z"),
     Operation.SCAN: lambda s: s.scan(),
+    Operation.GET_ENTRY: lambda s: s.get_entry("k"),
+    Operation.COMPARE_AND_SWAP: lambda s: s.compare_and_swap("k", b"v", version=None),
+    Operation.SET_IF_ABSENT: lambda s: s.set_if_absent("k", b"v"),
+    Operation.DELETE_IF: lambda s: s.delete_if("k", version=1),
+    Operation.INCREMENT: lambda s: s.increment("n"),
+    Operation.GET_TTL: lambda s: _ttl_or_missing(s, "k"),
+    Operation.EXPIRE: lambda s: s.expire("k", 10),
+    Operation.PERSIST: lambda s: s.persist("k"),
+    Operation.PURGE_EXPIRED: lambda s: s.purge_expired(),
+    Operation.DELETE_PREFIX: lambda s: s.delete_prefix("k"),
+    Operation.DELETE_RANGE: lambda s: s.delete_range("a", "z"),
+    Operation.LIMITS: lambda s: s.limits(),
 }
+
+
+def _ttl_or_missing(store: ComponentStorage, key: str) -> float | None:
+    """ttl() of a key that may not exist: key-not-found is the allowed call's answer, not a denial."""
+    try:
+        return store.ttl(key)
+    except KeyNotFound:
+        return None
+
 
 SEED_TABLE = {
     Access.NONE: set(),
-    Access.READ_ONLY: {"get", "has", "keys", "size", "get-many", "scan", "range"},
+    Access.READ_ONLY: {"get", "has", "keys", "size", "get-many", "scan", "range", "get-entry", "get-ttl", "limits"},
     Access.READ_WRITE: {op.value for op in Operation} - {"clear"},
     Access.ADMIN: {op.value for op in Operation},
 }
@@ -215,7 +238,8 @@ def test_key_sensitive_policy_sees_every_key_of_a_batch() -> None:
 def test_listings_hide_keys_a_key_sensitive_policy_denies() -> None:
     with _manager(["manifest", "no-secrets"]) as manager:
         admin = manager.backend
-        admin.commit("app", [(b"public/a", b"1"), (b"secret/x", b"hidden")], None)  # written behind the policy
+        writes = [Write(b"public/a", WriteKind.PUT, b"1"), Write(b"secret/x", WriteKind.PUT, b"hidden")]
+        admin.apply("app", writes, None)  # written behind the policy
         store = manager.component(Manifest("app", Access.ADMIN))
         assert store.keys() == ["public/a"]
         assert store.range("a", "z") == [("public/a", b"1")]

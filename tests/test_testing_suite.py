@@ -12,7 +12,8 @@ import pytest
 from airssys_storage_memory import MemoryBackend
 
 import airssys_storage.testing.conformance as conformance
-from airssys_storage import Change, PluginRegistry, StorageManager, StorageSettings, hookimpl
+from airssys_storage import PluginRegistry, StorageManager, StorageSettings, hookimpl
+from airssys_storage.planner import Plan, Write, WriteKind
 from airssys_storage.testing import BackendConformance
 
 
@@ -56,13 +57,13 @@ class NoUnlimited(MemoryBackend):
     name = "no-unlimited"
     url_schemes = ("no-unlimited",)
 
-    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         if limit is None:
             raise TypeError("'>' not supported between instances of 'int' and 'NoneType'")
-        return super().commit(namespace, changes, limit)
+        return super().apply(namespace, writes, limit)
 
-    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        return self.commit(namespace, ((key, value),), limit) == 1
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        return self.apply(namespace, (Write(key, WriteKind.PUT, value),), limit).results[0]
 
 
 class _Plugin:

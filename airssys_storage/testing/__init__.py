@@ -15,9 +15,23 @@ data. Override ``backend_options`` (a dict) to pass options, and
 ``manager_factory`` to open managers differently (e.g. with your own
 :class:`~airssys_storage.PluginRegistry`). The suite reads
 the backend's declared :class:`~airssys_storage.Capabilities`: ``persistent``
-enables the reopen test, ``multi_process`` a race of 8 processes on one quota,
-``repair`` a test of ``repair_url`` (override ``damage_store`` to damage the
-store first). Each test's docstring names the contract clause it checks.
+enables the reopen tests (data, versions, deadlines, operation ids),
+``multi_process`` races of processes (8 on one quota, several on one
+counter), ``repair`` a test of ``repair_url`` (override ``damage_store`` to
+damage the store first). Each test's docstring names the contract clause it
+checks.
+
+Time: expiry is tested without sleeping. The ``clock`` fixture is a
+:class:`FakeClock` that the suite's ``manager_factory`` passes to
+:meth:`~airssys_storage.StorageManager.from_settings` (``clock=clock``), and
+tests move it by hand. A test class that overrides ``manager_factory`` must
+pass the ``clock`` fixture the same way, or the expiry tests see the wall
+clock and fail.
+
+Run time: the stateful model test runs ``model_examples`` (200) examples of
+``model_steps`` (50) steps; the races use ``race_threads``,
+``race_rounds``, ``race_processes`` and ``race_process_increments``. A slow
+engine may lower these class attributes in its test class (say why there).
 
 It needs pytest and hypothesis: install them with the extra
 ``pip install 'airssys-storage[testing]'``.
@@ -33,7 +47,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from .clock import FakeClock
-from .conformance import BackendConformance, model_component_ids
+from .conformance import BackendConformance
 from .environment import isolated_environment
+from .model import model_component_ids
 
 __all__ = ["BackendConformance", "FakeClock", "isolated_environment", "model_component_ids"]

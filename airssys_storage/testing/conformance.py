@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import run_state_machine_as_test
 
 from airssys_storage import (
     Access,
@@ -37,7 +28,11 @@ from airssys_storage import (
 )
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
+from .atomics import AtomicsConformance
+from .clock import FakeClock
+from .expiry import ExpiryConformance
 from .fork import ForkConformance
+from .model import _model_counter, model_component_ids, model_machine, utf8_sorted
 from .verify import VerifyConformance
 
 MiB = 1024 * 1024
@@ -66,29 +61,22 @@ ADVERSARIAL_KEYS = (
     "u\u0308",  # "ü" decomposed: a different key
 )
 
-_model_counter = itertools.count()
-
-
-def model_component_ids() -> Iterator[str]:
-    """Fresh component ids for model tests (each example gets an empty namespace)."""
-    while True:
-        yield f"model-{next(_model_counter)}"
-
-
-def utf8_sorted(keys: Any) -> list[str]:
-    return sorted(keys, key=lambda k: k.encode())
+__all__ = ["BackendConformance", "model_component_ids", "run_quota_race"]
 
 
 def total_size(data: dict[str, bytes]) -> int:
     return sum(len(k.encode()) + len(v) for k, v in data.items())
 
 
-class BackendConformance(VerifyConformance, ForkConformance):
+class BackendConformance(AtomicsConformance, ExpiryConformance, VerifyConformance, ForkConformance):
     """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
 
     # Small query limits make "past the maximum" cheap to reach on every backend.
     max_keys_per_query = 50
     max_batch_ops = 20
+    #: Examples and steps of the stateful model test (lower them only for a slow engine, and say so).
+    model_examples = 200
+    model_steps = 50
 
     # -- fixtures ------------------------------------------------------------
 
@@ -110,9 +98,14 @@ class BackendConformance(VerifyConformance, ForkConformance):
         )
 
     @pytest.fixture
-    def manager_factory(self, storage_settings: StorageSettings) -> Callable[[], StorageManager]:
-        """Opens a new manager on the store; override to pass a custom plugin registry."""
-        return lambda: StorageManager.from_settings(storage_settings)
+    def clock(self) -> FakeClock:
+        """The test's clock: every manager of a test reads time from it, and only the test moves it."""
+        return FakeClock()
+
+    @pytest.fixture
+    def manager_factory(self, storage_settings: StorageSettings, clock: FakeClock) -> Callable[[], StorageManager]:
+        """Opens a new manager on the store; override to pass a custom plugin registry (and pass ``clock=clock``)."""
+        return lambda: StorageManager.from_settings(storage_settings, clock=clock)
 
     @pytest.fixture
     def damage_store(self) -> Callable[[str, dict[str, Any]], None] | None:
@@ -415,28 +408,14 @@ class BackendConformance(VerifyConformance, ForkConformance):
             zero.set("k", b"")
         assert zero.delete("k") is False
 
-    def test_unlimited_quota_on_every_backend_write_path(self, manager: StorageManager) -> None:
-        """Guard rule with limit=None: commit, commit_one, batches and clear accept any size, counters stay exact."""
-        backend, ns = manager.backend, "unlimited"
-        big = b"x" * MiB
-        assert backend.commit_one(ns, b"a", big, None) is False
-        assert backend.commit_one(ns, b"a", b"y", None) is True
-        assert backend.commit(ns, [(b"b", big), (b"c", b"z")], None) == 0
-        assert backend.commit(ns, [(b"b", None), (b"a", b"w" * 10), (b"d", None)], None) == 2
-        assert backend.usage(ns) == Usage(1 + 10 + 1 + 1, 2)
-        assert backend.commit_one(ns, b"a", None, None) is True
-        assert backend.get(ns, b"c") == b"z" and backend.get(ns, b"a") is None
-        backend.clear(ns)
-        assert backend.usage(ns) == Usage()
-        assert backend.commit_one(ns, b"again", b"1", None) is False
-        assert backend.usage(ns) == Usage(6, 1)
-
     def test_unlimited_quota_through_the_api(self, manager: StorageManager) -> None:
         """A strategy may return None (unlimited): every write path works past any manifest quota."""
         settings = manager.settings
         # A second manager on the same backend, with the built-in 'fixed' strategy and no limit.
         # It is not closed: closing it would close the shared backend.
-        unlimited = StorageManager(settings, manager.backend, [ManifestPolicy(settings)], FixedQuota(settings))
+        unlimited = StorageManager(
+            settings, manager.backend, [ManifestPolicy(settings)], FixedQuota(settings), clock=manager.clock
+        )
         store = unlimited.component(Manifest("unlimited-api", Access.ADMIN))
         assert store.quota is None
         for index in range(11):  # 11 MiB: past the 10 MiB default quota of read-write components
@@ -467,7 +446,7 @@ class BackendConformance(VerifyConformance, ForkConformance):
 
         # Managers sharing this backend with other strategies (never closed: the backend is the fixture's).
         for strategy, named in ((FixedQuota(fixed), "fixed_quota_bytes setting"), (TenBytes(fixed), "'ten-bytes'")):
-            other = StorageManager(fixed, manager.backend, [ManifestPolicy(fixed)], strategy)
+            other = StorageManager(fixed, manager.backend, [ManifestPolicy(fixed)], strategy, clock=manager.clock)
             handle = other.component(Manifest(f"q-{strategy.name}", Access.READ_WRITE))
             with pytest.raises(QuotaExceeded, match=named) as refused:
                 handle.set("k", big)
@@ -746,135 +725,17 @@ class BackendConformance(VerifyConformance, ForkConformance):
 
     # -- model test --------------------------------------------------------------
 
-    def test_stateful_model_against_a_dict(self, manager: StorageManager) -> None:
-        """The whole contract at once: random operations behave exactly like a dict with a byte budget."""
+    def test_stateful_model_against_a_dict(self, manager: StorageManager, clock: FakeClock) -> None:
+        """The whole contract at once: random operations (versions, expiry, CAS, counters, ranges) match a model."""
         run_state_machine_as_test(  # type: ignore[no-untyped-call]
-            _model_machine(manager, self.max_keys_per_query),
+            model_machine(manager, clock, self.max_keys_per_query),
             settings=settings(
-                max_examples=200,
-                stateful_step_count=50,
+                max_examples=self.model_examples,
+                stateful_step_count=self.model_steps,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
             ),
         )
-
-
-# Small alphabets make collisions, shared prefixes and overwrites likely.
-_keys = st.text(alphabet=["a", "b", ":", "_", "%", "\\", "é", "A", " "], min_size=1, max_size=4)
-_values = st.binary(max_size=24)
-
-
-def _model_machine(manager: StorageManager, max_query: int) -> type[RuleBasedStateMachine]:
-    ids = model_component_ids()
-
-    class StorageModel(RuleBasedStateMachine):
-        """The backend must behave exactly like a dict with a byte budget."""
-
-        @initialize(quota=st.integers(min_value=0, max_value=200))
-        def open_component(self, quota: int) -> None:
-            self.model: dict[str, bytes] = {}
-            self.quota = quota
-            self.store = manager.component(Manifest(next(ids), Access.ADMIN, quota))
-
-        def _fits(self, new: dict[str, bytes | None]) -> bool:
-            after = dict(self.model)
-            for key, value in new.items():
-                if value is None:
-                    after.pop(key, None)
-                else:
-                    after[key] = value
-            delta = total_size(after) - total_size(self.model)
-            return delta <= 0 or total_size(after) <= self.quota
-
-        def _apply(self, new: dict[str, bytes | None]) -> None:
-            for key, value in new.items():
-                if value is None:
-                    self.model.pop(key, None)
-                else:
-                    self.model[key] = value
-
-        @rule(key=_keys, value=_values)
-        def set(self, key: str, value: bytes) -> None:
-            if self._fits({key: value}):
-                self.store.set(key, value)
-                self._apply({key: value})
-            else:
-                with pytest.raises(QuotaExceeded):
-                    self.store.set(key, value)
-
-        @rule(key=_keys)
-        def delete(self, key: str) -> None:
-            assert self.store.delete(key) is (key in self.model)
-            self.model.pop(key, None)
-
-        @rule(key=_keys)
-        def get(self, key: str) -> None:
-            assert self.store.get(key) == self.model.get(key)
-            assert self.store.has(key) is (key in self.model)
-
-        @rule(pairs=st.lists(st.tuples(_keys, _values), max_size=6))
-        def set_many(self, pairs: list[tuple[str, bytes]]) -> None:
-            new: dict[str, bytes | None] = dict(pairs)
-            if self._fits(new):
-                self.store.set_many(pairs)
-                self._apply(new)
-            else:
-                with pytest.raises(QuotaExceeded):
-                    self.store.set_many(pairs)
-
-        @rule(keys=st.lists(_keys, max_size=6))
-        def delete_many(self, keys: list[str]) -> None:
-            assert self.store.delete_many(keys) == len(set(keys) & set(self.model))
-            self._apply(dict.fromkeys(keys))
-
-        @rule(keys=st.lists(_keys, max_size=6))
-        def get_many(self, keys: list[str]) -> None:
-            assert self.store.get_many(keys) == [self.model.get(k) for k in keys]
-
-        @rule(prefix=st.one_of(st.none(), _keys))
-        def keys(self, prefix: str | None) -> None:
-            raw = (prefix or "").encode()
-            expected = utf8_sorted(k for k in self.model if k.encode().startswith(raw))
-            if len(expected) > max_query:
-                with pytest.raises(TooManyKeys):
-                    self.store.keys(prefix)
-            else:
-                assert self.store.keys(prefix) == expected
-
-        @rule(start=_keys, end=_keys)
-        def range(self, start: str, end: str) -> None:
-            low, high = start.encode(), end.encode()
-            expected = [(k, self.model[k]) for k in utf8_sorted(self.model) if low <= k.encode() < high]
-            if len(expected) > max_query:
-                with pytest.raises(TooManyKeys):
-                    self.store.range(start, end)
-            else:
-                assert self.store.range(start, end) == expected
-
-        @rule(limit=st.integers(min_value=1, max_value=5))
-        def scan_all(self, limit: int) -> None:
-            seen: list[tuple[str, bytes]] = []
-            cursor = None
-            while True:
-                items, cursor = self.store.scan(None, cursor, limit)
-                seen.extend(items)
-                if cursor is None:
-                    break
-            assert seen == [(k, self.model[k]) for k in utf8_sorted(self.model)]
-
-        @precondition(lambda self: len(self.model) > 0)
-        @rule()
-        def clear(self) -> None:
-            self.store.clear()
-            self.model.clear()
-
-        @invariant()
-        def usage_matches(self) -> None:
-            usage = self.store.usage()
-            assert usage.bytes == total_size(self.model)
-            assert usage.keys == len(self.model)
-
-    return StorageModel
 
 
 # -- the multi-process quota race (children are spawned: they import this module) ------

@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from airssys_storage import Access, InternalError, Manifest, QuotaExceeded, StorageBackend, StorageManager, Usage
+from airssys_storage.planner import Write, WriteKind
 
 __all__ = ["VerifyConformance"]
 
@@ -99,7 +100,7 @@ class VerifyConformance:
         # InternalError naming the component, the key in hex and verify; after the repair every read works.
         storage = manager.component(Manifest("app", Access.ADMIN, None))
         storage.set("good", b"12")
-        manager.backend.commit("app", [(raw, b"value")], None)  # around the core's key check
+        manager.backend.apply("app", (Write(raw, WriteKind.PUT, b"value"),), None)  # around the core's key check
         if raw.startswith(b"\xff"):  # a listing cannot decode it
             # (range() cannot reach it: no valid key sorts after 0xff)
             for read in (storage.keys, storage.scan, lambda: storage.keys("")):

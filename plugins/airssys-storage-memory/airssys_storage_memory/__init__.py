@@ -1,7 +1,8 @@
 """In-memory backend for airssys-storage: ``memory://``.
 
-Same limits and semantics as every other backend (atomic guarded commits,
-exact usage counters, bytewise order); data lives as long as the manager.
+Same limits and semantics as every other backend (contract v2: atomic commits
+decided by :func:`airssys_storage.planner.plan`, versions, expiry, exact usage
+counters, bytewise order); data lives as long as the manager.
 
 After ``os.fork()`` the child holds a private copy of the data, taken at a
 moment when no commit was halfway done (the fork waits for the commit lock),
@@ -19,49 +20,56 @@ from typing import Any, NoReturn
 
 from sortedcontainers import SortedList
 
-from airssys_storage import (
-    Capabilities,
-    Change,
-    InternalError,
-    StorageBackend,
-    Usage,
-    VerifyReport,
-    hookimpl,
-    quota_exceeded,
-)
+from airssys_storage import Capabilities, InternalError, StorageBackend, Usage, VerifyReport, hookimpl
 from airssys_storage.backend import BadKey, key_problems, verify_report
 from airssys_storage.forking import ForkAware, track
+from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
 __all__ = ["MemoryBackend"]
 
+#: A stored row: ``(value, version, expires_at)``, expires_at in ms since the epoch or ``None``. One
+#: tuple in one dict, so a lock-free read sees a whole row (never a value with another row's expiry);
+#: measured cheaper on the set path than a second dict of versions (one hash lookup, not two).
+Row = tuple[bytes, int, "int | None"]
+
 
 class _Space:
-    """One namespace: its data, its usage counter and its keys in bytewise order.
+    """One namespace: its rows, its counter row (bytes, floor), its op records and its keys in order.
+
+    A row is ``rows[key]`` (see :data:`Row`); ``len(rows)`` is the key count of the counter row (expired rows
+    included until removed). ``expiring`` holds the keys whose row has an
+    expiry: listings of a namespace without any skip every clock call, and
+    sweeps read only those keys.
 
     ``order`` (a :class:`sortedcontainers.SortedList`) is the key set as of the
     last listing. A write that adds or removes a key only appends the key to
     ``changed`` (a list append: a write costs what a dict write costs), and the
-    next listing reconciles those keys with ``data`` in O(k log n) for k of
-    them, never re-sorting the component. ``order`` is rebuilt from ``data``
+    next listing reconciles those keys with ``rows`` in O(k log n) for k of
+    them, never re-sorting the component. ``order`` is rebuilt from ``rows``
     (O(n log n)) only when more than n/8 keys changed since the last listing,
     or when ``changed`` outgrows twice the key count plus 1024 (so churn
     without listings keeps memory bounded): each time after at least n/8
-    writes. Overwrites touch the dict alone.
+    writes. Overwrites touch the dicts alone.
     """
 
-    __slots__ = ("changed", "data", "order", "used")
+    __slots__ = ("changed", "expiring", "floor", "ops", "order", "rows", "used")
 
     def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
+        self.rows: dict[bytes, Row] = {}
         self.used = 0
-        self.order: SortedList | None = SortedList()  # None: rebuild from data
+        #: The highest version of any row removed from the namespace (see the planner's "Versions").
+        self.floor = 0
+        self.expiring: set[bytes] = set()
+        #: op_id -> (result, recorded at ms), oldest first (insertion order).
+        self.ops: dict[str, tuple[int, int]] = {}
+        self.order: SortedList | None = SortedList()  # None: rebuild from rows
         self.changed: list[bytes] = []  # keys added or removed since order was current (may repeat)
 
     def note(self, key: bytes) -> None:
-        """Note that *key* was added to or removed from ``data``."""
+        """Note that *key* was added to or removed from ``rows``."""
         changed = self.changed
         changed.append(key)
-        if len(changed) > 1024 and len(changed) > 2 * len(self.data):
+        if len(changed) > 1024 and len(changed) > 2 * len(self.rows):
             self.note_overflow()
 
     def note_overflow(self) -> None:
@@ -69,13 +77,13 @@ class _Space:
         self.order, self.changed = None, []
 
     def ordered(self) -> SortedList:
-        """Every key of ``data``, in bytewise order (call it holding the backend's lock)."""
-        order, changed, data = self.order, self.changed, self.data
+        """Every key of ``rows``, in bytewise order (call it holding the backend's lock)."""
+        order, changed, rows = self.order, self.changed, self.rows
         if order is None or len(changed) * 8 > len(order):
-            order = self.order = SortedList(data)
+            order = self.order = SortedList(rows)
         elif changed:
             for key in set(changed):
-                if key in data:
+                if key in rows:
                     if key not in order:
                         order.add(key)
                 else:
@@ -84,6 +92,80 @@ class _Space:
             return order
         self.changed = []
         return order
+
+    def state(self, key: bytes) -> KeyState | None:
+        """The row of *key* as the planner takes it (value included), or ``None`` (holding the lock)."""
+        row = self.rows.get(key)
+        return None if row is None else KeyState(len(row[0]), row[1], row[2], row[0])
+
+    def counter(self) -> SpaceState:
+        return SpaceState(self.used, len(self.rows), self.floor)
+
+    def size(self) -> int:
+        """The bytes of every row, expired ones included: a recount of ``used``."""
+        return sum(len(key) + len(row[0]) for key, row in self.rows.items())
+
+    def write(self, applied: Plan) -> None:
+        """Write *applied* (a plan made from this space's current rows), holding the backend's lock."""
+        rows, expiring = self.rows, self.expiring
+        for key, value, version, expires_at in applied.puts:
+            old = rows.get(key)
+            if value is None:  # TOUCH: keep the stored value
+                if old is None:
+                    raise InternalError(f"memory: the plan touches missing key {key!r}")
+                value = old[0]
+            elif old is None:
+                self.note(key)
+            rows[key] = (value, version, expires_at)
+            if expires_at is None:
+                expiring.discard(key)
+            else:
+                expiring.add(key)
+        for key in applied.deletes:
+            del rows[key]
+            expiring.discard(key)
+            self.note(key)
+        if applied.space_changed:
+            self.used = applied.space.bytes
+            self.floor = applied.space.floor
+
+    def remove(self, key: bytes) -> tuple[bytes, int | None]:
+        """Drop *key*'s row outside the planner (delete_one, repair): its value and expiry; raise the floor."""
+        value, version, expires_at = self.rows.pop(key)
+        if version > self.floor:
+            self.floor = version
+        self.used -= len(key) + len(value)
+        if expires_at is not None:
+            self.expiring.discard(key)
+        self.note(key)
+        return value, expires_at
+
+    def record(self, op_records: Sequence[tuple[str, int]], now: int, retention: int) -> None:
+        """Keep the plan's op results with the time, and drop those older than *retention* ms."""
+        ops = self.ops
+        for op_id, result in op_records:
+            ops.pop(op_id, None)  # re-recorded (its old record expired): move it to the end
+            ops[op_id] = (result, now)
+        oldest = now - retention
+        while ops:  # insertion order is time order: drop from the front while too old
+            first = next(iter(ops))
+            if ops[first][1] >= oldest:
+                break
+            del ops[first]
+
+    def done_ops(self, writes: Sequence[Write], now: int, retention: int) -> dict[str, int] | None:
+        """The recorded results of the op_ids of *writes* younger than *retention* ms."""
+        ops = self.ops
+        if not ops:
+            return None
+        oldest = now - retention
+        found = {}
+        for write in writes:
+            if write.op_id is not None:
+                record = ops.get(write.op_id)
+                if record is not None and record[1] >= oldest:
+                    found[write.op_id] = record[0]
+        return found
 
 
 class _ClosedSpaces(dict[str, _Space]):
@@ -96,14 +178,18 @@ class _ClosedSpaces(dict[str, _Space]):
 
 
 class MemoryBackend(StorageBackend, ForkAware):
-    """Dict per namespace; reads and writes are O(1), listings O(log n + keys returned).
+    """Dict of rows per namespace; reads and writes are O(1), listings O(log n + keys returned).
 
     Keys are kept in order beside the dict (a sorted list, into which the next
     listing merges the keys added or removed since the last one), so a listing
     right after a write costs about what any other listing costs.
 
     One lock makes every commit and every multi-key read atomic; single-key
-    reads need none (one dict lookup is atomic).
+    reads need none (one dict lookup of a whole row is atomic). Every write
+    goes through the planner, except the plain :meth:`put_one` and
+    :meth:`delete_one`, whose common cases are written out because they are
+    measurably faster (benchmarks/bench_memory.py); anything unusual there
+    (a quota refusal, the last version) is handed to :meth:`apply`.
     """
 
     name = "memory"
@@ -140,48 +226,94 @@ class MemoryBackend(StorageBackend, ForkAware):
             space = self._spaces[namespace] = _Space()
         return space
 
+    # -- reads: expired rows are absent; the clock is read only for rows with an expiry -----
+
     def get(self, namespace: str, key: bytes) -> bytes | None:
         space = self._spaces.get(namespace)
-        return None if space is None else space.data.get(key)
+        if space is None:
+            return None
+        row = space.rows.get(key)
+        if row is None or (row[2] is not None and row[2] <= self.clock()):
+            return None
+        return row[0]
+
+    def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
+        space = self._spaces.get(namespace)
+        row = None if space is None else space.rows.get(key)
+        if row is None or (row[2] is not None and row[2] <= self.clock()):
+            return None
+        return KeyState(len(row[0]), row[1], row[2], row[0])
 
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         with self._lock:  # all values from one moment: never half of a concurrent batch
             space = self._spaces.get(namespace)
             if space is None:
                 return [None] * len(keys)
-            get = space.data.get
-            return [get(key) for key in keys]
+            get = space.rows.get
+            found = [get(key) for key in keys]
+        # One clock reading for the whole batch, and none when no row found has an expiry.
+        now = self.clock() if space.expiring and any(row is not None and row[2] is not None for row in found) else 0
+        return [_live(row, now) for row in found]
 
     def has(self, namespace: str, key: bytes) -> bool:
-        space = self._spaces.get(namespace)
-        return space is not None and key in space.data
+        return self.get(namespace, key) is not None
 
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         with self._lock:
             space = self._spaces.get(namespace)
             if space is None:
                 return []
-            data = space.data
-            return [(key, data[key]) for key in self._slice(space, start, end, limit)]
+            rows = space.rows
+            return [(key, rows[key][0]) for key in self._slice(space, start, end, limit)]
 
     def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
         with self._lock:
             space = self._spaces.get(namespace)
             return [] if space is None else self._slice(space, start, end, limit)
 
-    @staticmethod
-    def _slice(space: _Space, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
+    def _slice(self, space: _Space, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
+        """At most *limit* live keys in ``[start, end)``, in order (holding the lock)."""
         ordered = space.ordered()
-        low = ordered.bisect_left(start)
-        high = len(ordered) if end is None else ordered.bisect_left(end)
-        return ordered[low : min(high, low + limit)]  # type: ignore[no-any-return]
+        if not space.expiring:
+            low = ordered.bisect_left(start)
+            high = len(ordered) if end is None else ordered.bisect_left(end)
+            return ordered[low : min(high, low + limit)]  # type: ignore[no-any-return]
+        now = self.clock()
+        rows, expiring = space.rows, space.expiring
+        found: list[bytes] = []
+        for key in ordered.irange(start, end, inclusive=(True, False)):
+            if key in expiring and _live(rows[key], now) is None:
+                continue
+            found.append(key)
+            if len(found) >= limit:
+                break
+        return found
 
     def usage(self, namespace: str) -> Usage:
         with self._lock:
             space = self._spaces.get(namespace)
-            return Usage() if space is None else Usage(space.used, len(space.data))
+            return Usage() if space is None else Usage(space.used, len(space.rows))
 
-    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
+    # -- writes ----------------------------------------------------------------------------
+
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        with self._lock:
+            space = self._space(namespace)
+            state = space.state
+            old = [state(write.key) for write in writes]
+            now = self.clock()
+            retention = self.op_retention_ms
+            applied = plan(namespace, writes, old, space.counter(), limit, now, space.done_ops(writes, now, retention))
+            space.write(applied)
+            if applied.op_records or space.ops:
+                space.record(applied.op_records, now, retention)
+            return applied
+
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        # The planner's PUT written out for its common cases, because it is measurably faster
+        # (benchmarks/bench_memory.py); the rest (a quota refusal, a row with an expiry) goes to
+        # apply(), so those rules and their messages stay in one place. No version overflow check:
+        # here every version comes from +1 steps of this process (2**64 of them are out of reach).
         lock = self._lock
         lock.acquire()  # cheaper than `with` on the hot path
         try:
@@ -189,105 +321,118 @@ class MemoryBackend(StorageBackend, ForkAware):
                 space = self._spaces[namespace]
             except KeyError:
                 space = self._space(namespace)
-            data = space.data
-            old = data.get(key)
-            if value is None:
-                if old is None:
-                    return False
-                del data[key]
-                space.note(key)
-                space.used -= len(key) + len(old)
-                return True
+            rows = space.rows
+            old = rows.get(key)
             if old is None:
                 delta = len(key) + len(value)
+                if limit is None or space.used + delta <= limit:
+                    version = space.floor + 1
+                    rows[key] = (value, version, None)
+                    space.used += delta
+                    changed = space.changed  # space.note(key), written out: the insert hot path
+                    changed.append(key)
+                    if len(changed) > 1024 and len(changed) > 2 * len(rows):
+                        space.note_overflow()
+                    return version
             else:
-                delta = len(value) - len(old)
-                if not delta:  # same-size overwrite: the counter stays as it is
-                    data[key] = value
-                    return True
-            used = space.used + delta
-            if delta > 0 and limit is not None and used > limit:
-                raise quota_exceeded(namespace, space.used, delta, limit)
-            data[key] = value
-            space.used = used
-            if old is None:
-                changed = space.changed  # space.note(key), written out: the insert hot path
-                changed.append(key)
-                if len(changed) > 1024 and len(changed) > 2 * len(data):
-                    space.note_overflow()
-                return False
-            return True
+                stored, version, expires_at = old
+                if expires_at is None:
+                    version += 1
+                    delta = len(value) - len(stored)
+                    if not delta:  # same-size overwrite: the counter row stays as it is
+                        rows[key] = (value, version, None)
+                        return version
+                    if delta < 0 or limit is None or space.used + delta <= limit:
+                        rows[key] = (value, version, None)
+                        space.used += delta
+                        return version
         finally:
             lock.release()
+        return self.apply(namespace, (Write(key, WriteKind.PUT, value),), limit).results[0]
 
-    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
+    def delete_one(self, namespace: str, key: bytes) -> bool:
+        # The planner's DELETE written out (measured: bench_memory.py).
+        with self._lock:
+            space = self._spaces.get(namespace)
+            if space is None or key not in space.rows:
+                return False
+            _, expires_at = space.remove(key)
+        return expires_at is None or expires_at > self.clock()
+
+    def delete_range(
+        self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
+    ) -> Plan:
         with self._lock:
             space = self._space(namespace)
-            data = space.data
-            # Decide everything before touching the data: a refused batch leaves no trace.
-            delta = 0
-            existed = 0
-            for key, value in changes:
-                old = data.get(key)
-                if old is not None:
-                    existed += 1
-                    delta -= len(key) + len(old)
-                if value is not None:
-                    delta += len(key) + len(value)
-            if limit is not None and delta > 0 and space.used + delta > limit:
-                raise quota_exceeded(namespace, space.used, delta, limit)
-            for key, value in changes:
-                if value is None:
-                    if data.pop(key, None) is not None:
-                        space.note(key)
-                else:
-                    if key not in data:
-                        space.note(key)
-                    data[key] = value
-            space.used += delta
-            return existed
+            now = self.clock()
+            if expired_only:  # read only the rows with an expiry (the expiry index)
+                rows = space.rows
+                found = sorted(
+                    key
+                    for key in space.expiring
+                    if start <= key and (end is None or key < end) and _live(rows[key], now) is None
+                )
+                kind = WriteKind.SWEEP
+            else:
+                found = list(space.ordered().irange(start, end, inclusive=(True, False)))
+                kind = WriteKind.DELETE
+            if limit is not None:
+                del found[limit:]
+            state = space.state
+            applied = plan(
+                namespace,
+                [Write(key, kind) for key in found],
+                [state(key) for key in found],
+                space.counter(),
+                None,
+                now,
+            )
+            space.write(applied)
+            return applied
 
     def clear(self, namespace: str) -> None:
         with self._lock:
-            self._spaces.pop(namespace, None)
+            space = self._spaces.get(namespace)
+            if space is None:
+                return
+            space.floor = max(space.floor, *(row[1] for row in space.rows.values()), 0)
+            space.rows, space.used, space.expiring = {}, 0, set()
+            space.order, space.changed = SortedList(), []
+
+    # -- administration ----------------------------------------------------------------------
 
     def namespaces(self) -> list[str]:
         with self._lock:
-            return sorted(ns for ns, space in self._spaces.items() if space.data)
+            return sorted(ns for ns, space in self._spaces.items() if space.rows)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            spaces = [space for space in self._spaces.values() if space.data]
+            spaces = [space for space in self._spaces.values() if space.rows]
             return {
                 "namespaces": len(spaces),
-                "keys": sum(len(space.data) for space in spaces),
+                "keys": sum(len(space.rows) for space in spaces),
                 "bytes": sum(space.used for space in spaces),
             }
 
     def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        """Recount every namespace's bytes from its data (key counts are the dicts' sizes, always exact).
+        """Recount every namespace's bytes from its rows, expired ones included (key counts are always exact).
 
-        Keys that break the key rules (only a caller of :meth:`commit` going
+        Keys that break the key rules (only a caller of :meth:`apply` going
         around the core can store one) are reported, and removed with *repair*.
         """
         with self._lock:
-            stored = {ns: Usage(space.used, len(space.data)) for ns, space in self._spaces.items()}
-            actual = {
-                ns: Usage(sum(len(k) + len(v) for k, v in space.data.items()), len(space.data))
-                for ns, space in self._spaces.items()
-            }
+            stored = {ns: Usage(space.used, len(space.rows)) for ns, space in self._spaces.items()}
+            actual = {ns: Usage(space.size(), len(space.rows)) for ns, space in self._spaces.items()}
             bad = []
             for ns, space in self._spaces.items():
-                keys = list(space.data)
+                keys = list(space.rows)
                 for index, problem in key_problems(keys):
                     key = keys[index]
-                    bad.append(BadKey(ns, key, len(key) + len(space.data[key]), problem))
+                    bad.append(BadKey(ns, key, len(key) + len(space.rows[key][0]), problem))
             report = verify_report("memory://", stored, actual, bad_keys=bad, repaired=repair)
             if repair:
                 for found in report.bad_keys:
-                    space = self._spaces[found.namespace]
-                    del space.data[found.key]
-                    space.note(found.key)
+                    self._spaces[found.namespace].remove(found.key)
                 for mismatch in report.mismatches:
                     self._spaces[mismatch.namespace].used = mismatch.actual.bytes
         if progress is not None:
@@ -297,6 +442,13 @@ class MemoryBackend(StorageBackend, ForkAware):
     def close(self) -> None:
         with self._lock:
             self._spaces = _ClosedSpaces()
+
+
+def _live(row: Row | None, now: int) -> bytes | None:
+    """The value of *row* if it is live at *now* (ms), else ``None``."""
+    if row is None or (row[2] is not None and row[2] <= now):
+        return None
+    return row[0]
 
 
 @hookimpl

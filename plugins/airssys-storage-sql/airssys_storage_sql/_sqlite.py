@@ -39,6 +39,7 @@ from airssys_storage import (
     quota_exceeded,
 )
 from airssys_storage.files import create_private_file
+from airssys_storage.planner import KeyState, SpaceState
 
 from ._retry import backoff
 from .backend import SQLBackend, SQLOptions, describe
@@ -54,6 +55,8 @@ _SQLITE_NOTADB = 26
 
 
 _T = TypeVar("_T")
+_EMPTY_SPACE = SpaceState()
+_new = tuple.__new__
 
 
 class SQLiteBackend(SQLBackend):
@@ -126,6 +129,14 @@ class SQLiteBackend(SQLBackend):
             f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? "
             "WHERE ns = ? AND used_bytes + ? <= ?"
         )
+        # A one-key commit's first reads in one statement: the counter row and the key's row
+        # (NULLs for what does not exist), with or without the value.
+        joined = (
+            "SELECT u.used_bytes, u.key_count, u.floor, length(d.v), d.ver, d.exp, {value} "
+            f"FROM (SELECT ? AS ns, ? AS k) AS w LEFT JOIN {t.usage} AS u ON u.ns = w.ns "
+            f"LEFT JOIN {t.data} AS d ON d.ns = w.ns AND d.k = w.k"
+        )
+        self._q_state = (joined.format(value="NULL"), joined.format(value="d.v"))
         self._q_remove = (
             f"UPDATE {t.usage} SET used_bytes = used_bytes - ?, key_count = key_count - 1, "
             "floor = max(floor, ?) WHERE ns = ?"
@@ -248,6 +259,15 @@ class SQLiteBackend(SQLBackend):
             raise
         idle.append(conn)
         return row is not None and (row[2] is None or row[2] > self.clock())
+
+    def _read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        if len(keys) != 1:
+            return super()._read_state(item, namespace, keys, values)
+        used, count, floor, *row = item.execute(self._q_state[values], (namespace, keys[0])).fetchone()
+        space = _EMPTY_SPACE if used is None else _new(SpaceState, (used, count, floor))
+        return space, ({} if row[1] is None else {keys[0]: _new(KeyState, row)})
 
     def _charge(self, conn: sqlite3.Connection, namespace: str, delta: int, count: int, limit: int | None) -> None:
         """After the counter update of :meth:`put_one` changed no row: create the row, or refuse the write."""

@@ -95,6 +95,7 @@ def missing_dependency(exc: ImportError, engine: str | None) -> ConfigurationErr
 
 _first = itemgetter(0)
 _EMPTY_SPACE = SpaceState()
+_new = tuple.__new__  # KeyState/SpaceState from a row without NamedTuple.__new__'s argument handling
 #: Keys or rows per statement of a commit (SQLite binds at most 32766 values per statement).
 CHUNK = 5000
 _PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
@@ -250,7 +251,10 @@ class CommitStatements:
         self.space = q(f"SELECT used_bytes, key_count, floor FROM {t.usage} WHERE ns = ?{backend.lock_rows}")
         self.set_space = q(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ?, floor = ? WHERE ns = ?")
         self.insert_space = q(f"INSERT INTO {t.usage} (used_bytes, key_count, floor, ns) VALUES (?, ?, ?, ?)")
-        self.rows = backend._by_count(f"SELECT k, {length}(v), ver, exp FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
+        # Each row is (k, *KeyState): size, version, expiry, value (NULL unless asked for).
+        self.rows = backend._by_count(
+            f"SELECT k, {length}(v), ver, exp, NULL FROM {t.data} WHERE ns = ? AND k IN ({MARKS})"
+        )
         self.rows_values = backend._by_count(
             f"SELECT k, {length}(v), ver, exp, v FROM {t.data} WHERE ns = ? AND k IN ({MARKS})"
         )
@@ -749,9 +753,8 @@ class SQLBackend(StorageBackend, ForkAware):
         return self._transaction("write", self._apply_in, namespace, writes, limit)
 
     def _apply_in(self, item: Any, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
-        space = self._lock_space(item, namespace)
         keys = [write.key for write in writes]
-        found = self._read_rows(item, namespace, keys, any(write.needs_value for write in writes))
+        space, found = self._read_state(item, namespace, keys, any(write.needs_value for write in writes))
         now = self.clock()
         op_ids = [write.op_id for write in writes if write.op_id is not None]
         done = self._read_ops(item, namespace, op_ids, now) if op_ids else None
@@ -776,14 +779,20 @@ class SQLBackend(StorageBackend, ForkAware):
         used, count, floor = rows[0]
         return SpaceState(int(used), int(count), int(floor))
 
+    def _read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        """The first reads of a commit: the counter row (:meth:`_lock_space`), then the rows of *keys*."""
+        return self._lock_space(item, namespace), self._read_rows(item, namespace, keys, values)
+
     def _read_rows(self, item: Any, namespace: str, keys: Sequence[bytes], values: bool) -> dict[bytes, KeyState]:
         """The stored rows of *keys* (expired ones too), with their values when *values*."""
         statements = self._w.rows_values if values else self._w.rows
         found: dict[bytes, KeyState] = {}
         for start in range(0, len(keys), CHUNK):
             chunk = keys[start : start + CHUNK]
-            for row in self._fetchall(item, statements[len(chunk)], (namespace, *chunk)):
-                found[bytes(row[0])] = KeyState(int(row[1]), int(row[2]), row[3], row[4] if values else None)
+            for key, *state in self._fetchall(item, statements[len(chunk)], (namespace, *chunk)):
+                found[key] = _new(KeyState, state)  # the drivers give bytes and ints
         return found
 
     def _read_ops(self, item: Any, namespace: str, op_ids: Sequence[str], now: int) -> dict[str, int]:

@@ -86,6 +86,9 @@ class Server:
         self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops")
         if self.engine == "postgresql":
             self.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
+        else:
+            self.execute(f"DROP PROCEDURE IF EXISTS {prefix}put")
+            self.execute(f"DROP PROCEDURE IF EXISTS {prefix}delete")
 
     def empty(self, prefix: str) -> None:
         for table in ("data", "usage", "ops"):

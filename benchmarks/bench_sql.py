@@ -177,7 +177,7 @@ def ours_backend(backend: StorageBackend) -> Side:
 
 
 def side_of(store: ComponentStorage, level: str) -> Side:
-    return ours_backend(store._backend) if level == "backend" else ours(store)  # noqa: SLF001
+    return ours_backend(store._backend) if level == "backend" else ours(store)
 
 
 def open_ours(url: str, options: dict[str, Any]) -> tuple[StorageManager, ComponentStorage]:
@@ -531,7 +531,9 @@ def bench_mariadb(url: str, ops: int, rounds: int, level: str = "api") -> None:
         print_table(f"MariaDB: {level} level vs raw PyMySQL (autocommit), {ops} ops/round", rows, "ours", ["raw"])
     finally:
         manager.close()
-        cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_n, {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops")
+        cursor.execute(
+            f"DROP TABLE IF EXISTS {table}, {table}_n, {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops"
+        )
         raw.close()
 
 
@@ -545,7 +547,9 @@ def main() -> None:
     parser.add_argument("--mariadb", default="mysql+pymysql://root@127.0.0.1:3306/test")
     parser.add_argument("--no-mariadb", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated engines to run (default: all not excluded)")
-    parser.add_argument("--level", choices=("api", "backend"), default="api", help="ours: ComponentStorage or the backend")
+    parser.add_argument(
+        "--level", choices=("api", "backend"), default="api", help="ours: ComponentStorage or the backend"
+    )
     parser.add_argument("--large", action="store_true", help="SQLite: get, has, set of 64 KiB and 1 MiB values too")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(","))) or {"sqlite", "postgresql", "mariadb"}

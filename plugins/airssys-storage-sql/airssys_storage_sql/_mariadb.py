@@ -21,9 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError
-
-from airssys_storage import quota_exceeded
+from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError, quota_exceeded
 
 from ._retry import MAX_ATTEMPTS, backoff
 from ._schema import MARIADB_MAX_KEY_BYTES

@@ -262,7 +262,8 @@ class CommitStatements:
             f"SELECT op_id, result FROM {t.ops} WHERE ns = ? AND recorded_at > ? AND op_id IN ({MARKS})"
         )
         self.upsert = q(
-            f"INSERT INTO {t.data} (ns, k, v, ver, exp) VALUES (?, ?, ?, ?, ?) {upsert(('ns', 'k'), ('v', 'ver', 'exp'))}"
+            f"INSERT INTO {t.data} (ns, k, v, ver, exp) VALUES (?, ?, ?, ?, ?) "
+            + upsert(("ns", "k"), ("v", "ver", "exp"))
         )
         self.touch = q(f"UPDATE {t.data} SET ver = ?, exp = ? WHERE ns = ? AND k = ?")
         self.deletes = backend._by_count(f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")

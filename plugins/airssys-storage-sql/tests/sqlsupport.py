@@ -55,7 +55,10 @@ def run_threads(work: Callable[[int], None], count: int, timeout: float) -> list
 
 def commit(backend: Any, namespace: str, changes: Sequence[tuple[bytes, bytes | None]], limit: int | None) -> int:
     """Puts (value) and deletes (``None``) in one :meth:`apply`; how many of the keys were live before."""
-    writes = [Write(key, WriteKind.PUT, value) if value is not None else Write(key, WriteKind.DELETE) for key, value in changes]
+    writes = [
+        Write(key, WriteKind.PUT, value) if value is not None else Write(key, WriteKind.DELETE)
+        for key, value in changes
+    ]
     return sum(backend.apply(namespace, writes, limit).existed)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from airssys_storage_sql import SQLBackend
-from sqlsupport import commit, Server
+from sqlsupport import Server, commit
 
 from airssys_storage import StorageError, Usage
 

@@ -61,7 +61,9 @@ def waiting_session(server: Server, table: str, exclude: int) -> int:
 
 @pytest.mark.engines("postgresql", "mariadb")
 @pytest.mark.parametrize("hot", [True, False], ids=["put_one", "apply"])
-def test_writer_killed_by_the_server_while_its_write_waits(server: Server, open_backend: OpenBackend, hot: bool) -> None:
+def test_writer_killed_by_the_server_while_its_write_waits(
+    server: Server, open_backend: OpenBackend, hot: bool
+) -> None:
     """Killed inside the write: a hot path's one statement or call is unknown; an open transaction is not."""
     backend = open_backend(lock_timeout=30)
     backend.put_one("ns", b"seed", b"s", None)  # the usage row exists, so the writer will wait on its lock

@@ -50,6 +50,7 @@ def _write_v1_store(sql_engine: str, server: Server | None, url: str, prefix: st
     """A store as schema version 1 wrote it (tables, rows, counters); *half_done*: one migration step already ran."""
     statements = [sql.format(p=prefix) for sql in V1_TABLES[sql_engine]]
     statements.append(f"INSERT INTO {prefix}meta (name, value) VALUES ('schema_version', '1')")
+
     def blob(data: bytes) -> str:
         return f"'\\x{data.hex()}'::bytea" if sql_engine == "postgresql" else f"X'{data.hex()}'"
 
@@ -82,12 +83,8 @@ def test_a_version_1_store_is_migrated_on_open_keeping_data_and_counters(
         backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
         try:
             assert backend.stats()["schema_version"] == 2
-            version = backend._run(
-                "test",
-                lambda item: backend._fetchall(
-                    item, f"SELECT value FROM {fresh_prefix}meta WHERE name = 'schema_version'", ()
-                ),
-            )
+            sql = f"SELECT value FROM {fresh_prefix}meta WHERE name = 'schema_version'"
+            version = backend._run("test", backend._fetchall, sql, ())
             assert version[0][0] == "2"
             for ns, rows in V1_ROWS.items():
                 assert dict(backend.items(ns, b"", None, 100)) == rows

@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 
 from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError, quota_exceeded
 
-from ._retry import MAX_ATTEMPTS, backoff
 from ._schema import MARIADB_MAX_KEY_BYTES
 from ._server import ServerBackend
 from .backend import describe
@@ -120,46 +119,29 @@ class MariaDBBackend(ServerBackend):
 
     # -- single-key hot paths ----------------------------------------------------------------
 
-    def _call(self, action: str, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
-        """``CALL`` a hot-path procedure; its one result row. Retries deadlocks (the procedure rolled back)."""
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                cursor = self._idle.pop()
-            except IndexError:
-                cursor = self._acquire()
-            try:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-                while cursor.nextset():  # the CALL's own status result
-                    pass
-            except Exception as exc:
-                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
-                    self.retries["conflict"] += 1
-                    self._recover(cursor)
-                    backoff(attempt)
-                    continue
-                if attempt == 0 and _errno(exc) == _ER_SP_DOES_NOT_EXIST:  # dropped by hand: create them again
-                    self._recover(cursor)
-                    self._run("creating the hot-path procedures", self._create_procedures)
-                    continue
-                # The procedure commits: a connection lost during the CALL leaves the outcome unknown.
-                raise self._failed(cursor, exc, action, committing=True) from exc
-            except BaseException:
-                self._interrupted(cursor)
+    def _call(self, cursor: Any, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``CALL`` a hot-path procedure (through :meth:`_write`); its one result row."""
+        try:
+            cursor.execute(sql, params)
+        except Exception as exc:
+            if _errno(exc) != _ER_SP_DOES_NOT_EXIST:
                 raise
-            self._idle.append(cursor)
-            return row  # type: ignore[no-any-return]
-        raise AssertionError("unreachable")  # pragma: no cover
+            self._create_procedures(cursor)  # dropped by hand: create them again
+            cursor.execute(sql, params)
+        row = cursor.fetchone()
+        while cursor.nextset():  # the CALL's own status result
+            pass
+        return row  # type: ignore[no-any-return]
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        version, used, delta = self._call("set", self._q_put_one, (namespace, key, value, limit))
+        version, used, delta = self._write("set", True, self._call, self._q_put_one, (namespace, key, value, limit))
         if version < 0:  # the guard refused; the procedure rolled back
             assert limit is not None
             raise quota_exceeded(namespace, int(used), int(delta), limit)
         return int(version)
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
-        found, expires_at = self._call("delete", self._q_delete_one, (namespace, key))
+        found, expires_at = self._write("delete", True, self._call, self._q_delete_one, (namespace, key))
         return bool(found) and (expires_at is None or expires_at > self.clock())
 
     def _ddl(self) -> tuple[str, list[str]]:

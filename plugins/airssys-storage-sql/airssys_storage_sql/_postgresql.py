@@ -49,7 +49,6 @@ from typing import Any, ClassVar
 
 from airssys_storage import ConfigurationError, InternalError, StorageError, quota_exceeded
 
-from ._retry import MAX_ATTEMPTS, backoff
 from ._server import ServerBackend
 from .backend import describe
 
@@ -194,44 +193,22 @@ class PostgreSQLBackend(ServerBackend):
 
     # -- writes -------------------------------------------------------------------------
 
-    def _write(self, action: str, sql: str, params: dict[str, Any], limit: int | None) -> Any:
-        """Run a hot-path write statement; returns its row. Retries conflicts, refuses quota.
-
-        Written out rather than through :meth:`_run` with a retry hook: it is the set/delete
-        path, and its failures are not a transaction's (nothing to roll back in autocommit
-        mode; a refused quota is raised by the statement and turned into ``quota-exceeded`` here).
-        """
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                cursor = self._idle.pop()
-            except IndexError:
-                cursor = self._acquire()
+    def _statement(self, cursor: Any, sql: str, params: dict[str, Any], limit: int | None) -> Any:
+        """Run a hot-path statement (autocommit, through :meth:`_write`); its row. Refusals become quota-exceeded."""
+        for attempt in (0, 1):
             try:
                 cursor.execute(sql, params)
-                row = cursor.fetchone()
+                return cursor.fetchone()
             except Exception as exc:
                 state = getattr(exc, "sqlstate", None)
                 if state == _QUOTA and limit is not None:
-                    self._release(cursor)
                     used, delta = map(int, exc.diag.message_detail.split())  # type: ignore[attr-defined]
                     raise quota_exceeded(params["ns"], used, delta, limit) from None
-                if state == _NO_USAGE_ROW and attempt + 1 < MAX_ATTEMPTS:
-                    self.retries["new namespace"] += 1
-                    self._release(cursor)
-                    self._run("creating a usage row", self._execute, self._q_new_usage, (params["ns"],))
-                    continue
-                if state in _RETRY and attempt + 1 < MAX_ATTEMPTS:
-                    self.retries["conflict"] += 1
-                    self._release(cursor)
-                    backoff(attempt)
-                    continue
-                # One autocommit statement: a connection lost during it may have lost only the answer.
-                raise self._failed(cursor, exc, action, committing=True) from exc
-            except BaseException:
-                self._interrupted(cursor)
-                raise
-            self._idle.append(cursor)
-            return row
+                if state != _NO_USAGE_ROW or attempt:
+                    raise
+            # A first write larger than the whole limit: create the row, so that the guard refuses against it.
+            self.retries["new namespace"] += 1
+            cursor.execute(self._q_new_usage, (params["ns"],))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
@@ -243,10 +220,11 @@ class PostgreSQLBackend(ServerBackend):
             "vlen": len(value),
             "limit": limit,
         }
-        return int(self._write("set", self._q_put, params, limit)[0])
+        return int(self._write("set", True, self._statement, self._q_put, params, limit)[0])
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
-        count, expires_at = self._write("delete", self._q_delete, {"ns": namespace, "k": key}, None)
+        params = {"ns": namespace, "k": key}
+        count, expires_at = self._write("delete", True, self._statement, self._q_delete, params, None)
         return bool(count) and (expires_at is None or expires_at > self.clock())
 
     # -- transactions -----------------------------------------------------------------------

@@ -7,13 +7,12 @@ autocommit mode (``isolation_level=None``): a read is one statement, a write
 is ``BEGIN IMMEDIATE … COMMIT``, issued explicitly, so the write lock is taken
 before the old sizes are read.
 
-``get``/``has`` (through one small ``_read_row``), ``put_one`` and
-``delete_one`` call ``sqlite3.Connection.execute`` directly rather than
-through the shared :meth:`SQLBackend._query` / :meth:`_transaction`: a get is
-about 4 µs of SQLite work, and the retry and reconnect machinery on top of it
-would show in the ratio to raw ``sqlite3`` (one plain call, measured, does
-not). ``put_one`` and ``delete_one`` are the single-key hot paths the
-contract allows: four statements (``BEGIN IMMEDIATE``, an upsert or delete
+``get``/``has`` (through one small ``_read_row``) call
+``sqlite3.Connection.execute`` directly rather than
+through the shared :meth:`SQLBackend._query`: a get is about 4 µs of SQLite
+work, and the reconnect machinery on top of it would show in the ratio to raw
+``sqlite3`` (one plain call, measured, does not). ``put_one`` and
+``delete_one`` are the single-key hot paths the contract allows: four statements (``BEGIN IMMEDIATE``, an upsert or delete
 that returns the old size and version, the counter update, ``COMMIT``)
 instead of :meth:`SQLBackend.apply`'s six; ``test_sql_hot_paths.py`` checks
 that they give exactly what the planner gives.
@@ -210,55 +209,33 @@ class SQLiteBackend(SQLBackend):
     # -- writes ------------------------------------------------------------------------
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        # Four statements: BEGIN IMMEDIATE, the upsert (which returns the old size and the
-        # new version), the counter update (skipped when neither size nor count changes), COMMIT.
-        idle = self._idle
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = self._acquire()
-        try:
-            execute = conn.execute
-            execute("BEGIN IMMEDIATE")
-            old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
-            if old is None:
-                delta, count = len(key) + len(value), 1
-            else:
-                delta, count = len(value) - old, 0
-            if limit is not None and delta > 0:
-                if execute(self._q_add_guarded, (delta, count, namespace, delta, limit)).rowcount != 1:
-                    self._charge(conn, namespace, delta, count, limit)
-            elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
+        return self._write("set", False, self._put_in, namespace, key, value, limit)
+
+    def _put_in(self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        # The upsert returns the old size and the new version; the counter update is
+        # skipped when neither size nor count changes.
+        execute = conn.execute
+        old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
+        if old is None:
+            delta, count = len(key) + len(value), 1
+        else:
+            delta, count = len(value) - old, 0
+        if limit is not None and delta > 0:
+            if execute(self._q_add_guarded, (delta, count, namespace, delta, limit)).rowcount != 1:
                 self._charge(conn, namespace, delta, count, limit)
-            execute("COMMIT")
-        except Exception as exc:
-            raise self._failed(conn, exc, "set") from exc
-        except BaseException:
-            self._interrupted(conn)
-            raise
-        idle.append(conn)
+        elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
+            self._charge(conn, namespace, delta, count, limit)
         return version  # type: ignore[no-any-return]
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
-        idle = self._idle
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = self._acquire()
-        try:
-            execute = conn.execute
-            execute("BEGIN IMMEDIATE")
-            row = execute(self._q_delete_one, (namespace, key)).fetchone()
-            if row is not None:
-                execute(self._q_remove, (row[0], row[1], namespace))
-            execute("COMMIT")
-        except Exception as exc:
-            raise self._failed(conn, exc, "delete") from exc
-        except BaseException:
-            self._interrupted(conn)
-            raise
-        idle.append(conn)
+        row = self._write("delete", False, self._delete_in, namespace, key)
         return row is not None and (row[2] is None or row[2] > self.clock())
+
+    def _delete_in(self, conn: sqlite3.Connection, namespace: str, key: bytes) -> Any:
+        row = conn.execute(self._q_delete_one, (namespace, key)).fetchone()
+        if row is not None:
+            conn.execute(self._q_remove, (row[0], row[1], namespace))
+        return row
 
     def _read_state(
         self, item: Any, namespace: str, keys: Sequence[bytes], values: bool

@@ -461,7 +461,7 @@ def test_postgresql_refusal_without_a_limit_names_its_cause(open_backend: OpenBa
     backend.put_one("ns", b"k", b"v", None)
     refuse = f"SELECT {backend._refuse_function}(%(ns)s, 5, 1)"
     with pytest.raises(InternalError, match=r"quota guard of the set statement failed unexpectedly \(refused a write"):
-        backend._write("set", refuse, {"ns": "ns"}, None)
+        backend._write("set", True, backend._statement, refuse, {"ns": "ns"}, None)
     assert backend.get("ns", b"k") == b"v"  # the connection is still usable
 
 

@@ -8,14 +8,15 @@ is ``BEGIN IMMEDIATE … COMMIT``, issued explicitly, so the write lock is taken
 before the old sizes are read.
 
 ``get``/``has`` (through one small ``_read_row``) call
-``sqlite3.Connection.execute`` directly rather than
-through the shared :meth:`SQLBackend._query`: a get is about 4 µs of SQLite
-work, and the reconnect machinery on top of it would show in the ratio to raw
-``sqlite3`` (one plain call, measured, does not). ``put_one`` and
-``delete_one`` are the single-key hot paths the contract allows: four statements (``BEGIN IMMEDIATE``, an upsert or delete
-that returns the old size and version, the counter update, ``COMMIT``)
-instead of :meth:`SQLBackend.apply`'s six; ``test_sql_hot_paths.py`` checks
-that they give exactly what the planner gives.
+``sqlite3.Connection.execute`` directly rather than through the shared
+:meth:`SQLBackend._query`: a get is about 4 µs of SQLite work, and the
+reconnect machinery on top of it would show in the ratio to raw ``sqlite3``
+(one plain call, measured, does not). ``put_one`` and ``delete_one`` are the
+single-key hot paths the contract allows: four statements (``BEGIN
+IMMEDIATE``, an upsert or delete that returns the old size and version, the
+counter update, ``COMMIT``) instead of :meth:`SQLBackend.apply`'s five or six;
+the conformance suite's differential test and ``test_sql_v2.py`` check that
+they give exactly what the planner gives.
 """
 
 from __future__ import annotations

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import random
+import select
+import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +65,28 @@ def commit(backend: Any, namespace: str, changes: Sequence[tuple[bytes, bytes | 
         for key, value in changes
     ]
     return sum(backend.apply(namespace, writes, limit).existed)
+
+
+def kill_at_random(target: Callable[..., None], args: tuple[Any, ...], rng: random.Random) -> bytes:
+    """Fork a child running ``target(*args, ack_fd)``, SIGKILL it at a random moment; the bytes it acknowledged.
+
+    Usually the kill lands after some acknowledgements, sometimes during start-up.
+    """
+    ctx = multiprocessing.get_context("fork")  # fast restarts; the parent holds no connection while forking
+    read_fd, write_fd = os.pipe()
+    child = ctx.Process(target=target, args=(*args, write_fd), daemon=True)
+    child.start()
+    os.close(write_fd)
+    if rng.random() < 0.9:
+        select.select([read_fd], [], [], 5.0)
+    time.sleep(rng.uniform(0, 0.03))
+    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.join(10)
+    data = b""
+    while chunk := os.read(read_fd, 65536):
+        data += chunk
+    os.close(read_fd)
+    return data
 
 
 def selected_engine() -> str:

@@ -19,16 +19,12 @@ The parent kills it at a random moment, reopens the store, and checks:
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import random
-import select
-import signal
 import struct
-import time
 from pathlib import Path
 
 import pytest
+from sqlsupport import kill_at_random
 from sqlworkers import ATOMIC_KINDS, RANGE_KEYS, atomics_writer
 
 from airssys_storage import Access, Manifest, StorageManager, StorageSettings
@@ -36,10 +32,7 @@ from airssys_storage import Access, Manifest, StorageManager, StorageSettings
 KILLS = 60
 
 
-def _read_acks(fd: int) -> list[tuple[int, int]]:
-    data = b""
-    while chunk := os.read(fd, 65536):
-        data += chunk
+def _acks(data: bytes) -> list[tuple[int, int]]:
     usable = len(data) - len(data) % 12  # a kill can cut the last write short
     return list(struct.iter_unpack("<Iq", data[:usable]))
 
@@ -48,25 +41,14 @@ def _read_acks(fd: int) -> list[tuple[int, int]]:
 @pytest.mark.engines("sqlite")
 def test_sigkill_during_increment_cas_and_range_delete_keeps_counters_versions_and_ranges(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/atomics.sqlite3"
-    ctx = multiprocessing.get_context("fork")
     rng = random.Random(20261129)
     increments = 0  # increments applied, as the replays have settled it
     seen = {"n": 0, "cas": 0}  # highest version observed per key
     next_index = 0
     stats = {"kills": 0, "acknowledged": 0, "replayed_committed": 0, "replayed_applied": 0, "ranges_full": 0}
     for round_ in range(KILLS):
-        read_fd, write_fd = os.pipe()
-        child = ctx.Process(target=atomics_writer, args=(url, next_index, write_fd), daemon=True)
-        child.start()
-        os.close(write_fd)
-        if rng.random() < 0.9:
-            select.select([read_fd], [], [], 5.0)
-        time.sleep(rng.uniform(0, 0.03))
-        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
-        child.join(10)
+        acks = _acks(kill_at_random(atomics_writer, (url, next_index), rng))
         stats["kills"] += 1
-        acks = _read_acks(read_fd)
-        os.close(read_fd)
         assert [index for index, _ in acks] == list(range(next_index, next_index + len(acks)))
         stats["acknowledged"] += len(acks)
         for index, result in acks:

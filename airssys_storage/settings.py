@@ -181,6 +181,14 @@ class StorageSettings(BaseSettings):
             raise ValueError(f"must be a whole number, not {value!r}")
         return value
 
+    @field_validator("op_id_retention_seconds", "expiry_sweep_interval", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        # pydantic's lax mode reads true as 1.0; a duration is a number of seconds.
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number of seconds, not {value!r}")
+        return value
+
     @field_validator("policies")
     @classmethod
     def _check_policies(cls, value: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from airssys_storage import (
     StorageManager,
     StorageSettings,
 )
-from airssys_storage.testing import BackendConformance
+from airssys_storage.testing import BackendConformance, FakeClock
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -55,9 +55,9 @@ class TestReadmeBackend(BackendConformance):
         return "dictdb://"
 
     @pytest.fixture
-    def manager_factory(self, storage_settings: StorageSettings) -> Callable[[], StorageManager]:
+    def manager_factory(self, storage_settings: StorageSettings, clock: FakeClock) -> Callable[[], StorageManager]:
         registry = registry_with("dictdb", "airssys_storage_dictdb", python_block_after("### A backend"))
-        return lambda: StorageManager.from_settings(storage_settings, registry=registry)
+        return lambda: StorageManager.from_settings(storage_settings, registry=registry, clock=clock)
 
 
 def test_readme_conformance_example_is_the_one_tested_here() -> None:

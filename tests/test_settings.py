@@ -28,6 +28,8 @@ def test_defaults() -> None:
         100,
     )
     assert s.blocked_plugins == []
+    assert s.op_id_retention_seconds == 600  # issue 10: at least 10 minutes by default
+    assert s.expiry_sweep_interval is None  # no background sweeper unless configured
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,6 +89,12 @@ def test_user_config_dir_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ("max_value_bytes", 1e3),  # outside trial: read as 1000
         ("fixed_quota_bytes", 2.0),
         ("blocked_plugins", "sql"),
+        ("op_id_retention_seconds", 0),
+        ("op_id_retention_seconds", float("inf")),
+        ("op_id_retention_seconds", True),
+        ("expiry_sweep_interval", -1),
+        ("expiry_sweep_interval", float("nan")),
+        ("expiry_sweep_interval", False),
         ("unknown_field", 1),
     ],
 )
@@ -184,3 +192,10 @@ def test_broken_settings_file_is_typed(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ConfigurationError) as info:
         StorageSettings()
     assert "airssys-storage.toml" in str(info.value)
+
+
+def test_durations_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRSSYS_STORAGE_OP_ID_RETENTION_SECONDS", "900")
+    monkeypatch.setenv("AIRSSYS_STORAGE_EXPIRY_SWEEP_INTERVAL", "2.5")
+    settings = StorageSettings()
+    assert (settings.op_id_retention_seconds, settings.expiry_sweep_interval) == (900, 2.5)

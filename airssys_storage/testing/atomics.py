@@ -39,6 +39,7 @@ from airssys_storage.planner import KeyState, Write, WriteKind
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
 from .clock import FakeClock
+from .processes import run_spawned, worker_manager
 
 __all__ = ["AtomicsConformance", "run_counter_race"]
 
@@ -71,7 +72,7 @@ def _unlimited(manager: StorageManager, component_id: str) -> ComponentStorage:
     return store
 
 
-def _run_threads(count: int, target: Callable[[int], None]) -> list[BaseException]:
+def _run_threads(count: int, target: Callable[[int], object]) -> list[BaseException]:
     """Run ``target(index)`` in *count* threads at once; the exceptions they raised."""
     errors: list[BaseException] = []
 
@@ -109,6 +110,27 @@ def _first_result(
     """``apply`` of the one *write*: its result, or (*removed*) whether it removed a live key."""
     result = backend.apply(namespace, (write,), limit).results[0]
     return result == 1 if removed else result
+
+
+def _cas_rounds(store: ComponentStorage, key: str, rounds: int, meet: Callable[[], object]) -> list[int]:
+    """Play *rounds* rounds of a compare-and-swap race on the decimal counter at *key*; 1 for each round won.
+
+    In each round every player meets the others (*meet*: a barrier's wait),
+    reads the entry, meets them again and swaps the value for value + 1 at
+    the version read: exactly one player may win each round.
+    """
+    won: list[int] = []
+    for _ in range(rounds):
+        meet()
+        entry = store.get_entry(key)
+        assert entry is not None
+        meet()
+        try:
+            store.compare_and_swap(key, b"%d" % (int(entry.value) + 1), version=entry.version)
+            won.append(1)
+        except PreconditionFailed:
+            won.append(0)
+    return won
 
 
 def _outcome(call: Callable[[], object]) -> tuple[str, object]:
@@ -207,7 +229,7 @@ class AtomicsConformance:
     def test_set_many_gives_every_key_a_version(self, store: ComponentStorage) -> None:
         """Versions: set_many gives each key a version (above an overwritten key's old one), readable by get_entry."""
         old = store.set("b", b"old")
-        assert store.set_many({"a": b"1", "b": b"2", "c": b"3"}) is None
+        store.set_many({"a": b"1", "b": b"2", "c": b"3"})
         entries = {key: store.get_entry(key) for key in ("a", "b", "c")}
         assert all(entry is not None for entry in entries.values())
         assert [entries[key].value for key in ("a", "b", "c")] == [b"1", b"2", b"3"]  # type: ignore[union-attr]
@@ -318,29 +340,18 @@ class AtomicsConformance:
         """CAS under threads: all read one version, then swap at once: exactly one winner per round, no lost update."""
         count, rounds = self.race_threads, self.race_rounds
         store.set("k", b"0")
-        read, swap, done = (threading.Barrier(count, timeout=120) for _ in range(3))
-        winners = [[0] * rounds for _ in range(count)]
+        barrier = threading.Barrier(count, timeout=120)
+        wins: list[list[int]] = [[] for _ in range(count)]
 
         def play(index: int) -> None:
             try:
-                for turn in range(rounds):
-                    read.wait()
-                    entry = store.get_entry("k")
-                    assert entry is not None
-                    swap.wait()
-                    try:
-                        store.compare_and_swap("k", b"%d" % (int(entry.value) + 1), version=entry.version)
-                        winners[index][turn] = 1
-                    except PreconditionFailed:
-                        pass
-                    done.wait()
+                wins[index] = _cas_rounds(store, "k", rounds, barrier.wait)
             except BaseException:
-                for barrier in (read, swap, done):  # release the other threads instead of letting them time out
-                    barrier.abort()
+                barrier.abort()  # release the other threads instead of letting them time out
                 raise
 
         assert _run_threads(count, play) == []
-        assert [sum(column) for column in zip(*winners, strict=True)] == [1] * rounds
+        assert [sum(column) for column in zip(*wins, strict=True)] == [1] * rounds
         assert store.get("k") == b"%d" % rounds
 
     def test_threads_compare_and_swap_loops_lose_no_update(self, store: ComponentStorage) -> None:
@@ -406,20 +417,20 @@ class AtomicsConformance:
         everything = sorted(itertools.chain.from_iterable(results))
         assert everything == list(range(1, count * rounds + 1)), "two increments saw the same value"
 
-    def test_processes_racing_on_one_counter_count_exactly(
+    def test_processes_racing_on_one_key_lose_no_update(
         self, manager: StorageManager, storage_settings: StorageSettings
     ) -> None:
-        """Capability multi_process: N processes incrementing and CAS-looping on shared keys lose no update."""
+        """Capability multi_process: N processes racing CAS rounds (one winner each), increments and CAS loops."""
         if not manager.backend.capabilities.multi_process:
             pytest.skip(f"backend {manager.backend.name!r} is single-process (capabilities.multi_process=False)")
-        report = run_counter_race(
-            storage_settings, _fresh("counter-race"), self.race_processes, self.race_process_increments
-        )
-        expected = self.race_processes * self.race_process_increments
+        processes, increments = self.race_processes, self.race_process_increments
+        report = run_counter_race(storage_settings, _fresh("counter-race"), processes, increments, self.race_rounds)
         assert report["errors"] == []
-        assert report["increment"] == expected
-        assert report["cas"] == expected
-        assert sorted(report["increment_results"]) == list(range(1, expected + 1))
+        assert report["round_winners"] == [1] * self.race_rounds
+        assert report["rounds"] == self.race_rounds
+        assert report["increment"] == processes * increments
+        assert report["cas"] == processes * increments
+        assert sorted(report["increment_results"]) == list(range(1, processes * increments + 1))
 
     # -- operation ids -----------------------------------------------------------------
 
@@ -481,19 +492,19 @@ class AtomicsConformance:
         calls: list[Callable[[], object]] = []
         for ttl in bad_ttls:
             calls += [
-                lambda ttl=ttl: store.set("k", b"w", ttl=ttl),
-                lambda ttl=ttl: store.set_many({"k": b"w"}, ttl=ttl),
-                lambda ttl=ttl: store.expire("k", ttl),
-                lambda ttl=ttl: store.set_if_absent("n", b"w", ttl=ttl),
-                lambda ttl=ttl: store.compare_and_swap("n", b"w", version=None, ttl=ttl),
+                partial(store.set, "k", b"w", ttl=ttl),
+                partial(store.set_many, {"k": b"w"}, ttl=ttl),
+                partial(store.expire, "k", ttl),
+                partial(store.set_if_absent, "n", b"w", ttl=ttl),
+                partial(store.compare_and_swap, "n", b"w", version=None, ttl=ttl),
             ]
         for version in bad_versions:
             calls += [
-                lambda version=version: store.compare_and_swap("k", b"w", version=version),
-                lambda version=version: store.delete_if("k", version=version),
+                partial(store.compare_and_swap, "k", b"w", version=version),
+                partial(store.delete_if, "k", version=version),
             ]
-        calls += [lambda delta=delta: store.increment("n", delta) for delta in bad_deltas]
-        calls += [lambda op_id=op_id: store.increment("n", 1, op_id=op_id) for op_id in bad_op_ids]
+        calls += [partial(store.increment, "n", delta) for delta in bad_deltas]
+        calls += [partial(store.increment, "n", 1, op_id=op_id) for op_id in bad_op_ids]
         for call in calls:
             with pytest.raises(InvalidArgument) as refused:
                 call()
@@ -549,7 +560,7 @@ class AtomicsConformance:
             caps.native_atomics,
         )
         assert limits.op_id_retention_seconds == settings.op_id_retention_seconds
-        store.set("j", b"v" * 987)
+        store.set("j", b"v" * 988)
         assert (store.limits().bytes_used, store.limits().bytes_remaining) == (1000, 0)
         unlimited = _unlimited(manager, _fresh("limits-none")).limits()
         assert (unlimited.quota, unlimited.bytes_remaining, unlimited.bytes_used) == (None, None, 0)
@@ -594,14 +605,14 @@ class AtomicsConformance:
         for index in range(11):  # past the 10 MiB default quota of read-write components
             store.set(f"big{index:02}", big, ttl=3600)
         version = store.compare_and_swap("cas", big, version=None)
-        store.compare_and_swap("cas", big + b"x", version=version)
+        store.compare_and_swap("cas", b"y" * MiB, version=version)
         assert store.set_if_absent("sia", big) is True
         assert store.increment("n", 7) == 7
         store.set_many({"m1": big, "m2": b""}, ttl=60)
         assert store.expire("n", 60) is True and store.persist("n") is True
         assert store.delete_prefix("big") == 11
         assert store.delete_range("m1", "m3") == 2
-        assert store.usage() == Usage((3 + MiB + 1) + (3 + MiB) + 2, 3)
+        assert store.usage() == Usage((3 + MiB) + (3 + MiB) + 2, 3)
 
     def test_put_one_and_delete_one_equal_apply(self, manager: StorageManager, clock: FakeClock) -> None:
         """Hot paths: one random sequence via put_one/delete_one and via apply gives equal versions, usage and floor."""
@@ -654,6 +665,50 @@ class AtomicsConformance:
 
         differential()
 
+    def test_reads_of_rows_without_expiry_do_not_read_the_clock(
+        self, manager: StorageManager, clock: FakeClock
+    ) -> None:
+        """Backend reads: get, get_entry, has and get_many call the clock only for rows that have an expiry."""
+        backend, ns = manager.backend, _fresh("no-clock")
+        backend.put_one(ns, b"a", b"1", None)
+        backend.put_one(ns, b"b", b"2", None)
+        backend.apply(ns, (Write(b"e", WriteKind.PUT, b"3", expires_at=clock() + 60_000),), None)
+        calls: list[int] = []
+
+        def counting_clock() -> int:
+            calls.append(1)
+            return clock()
+
+        backend.clock = counting_clock
+        try:
+            for read in (backend.get, backend.get_entry, backend.has):
+                for key in (b"a", b"missing"):
+                    read(ns, key)
+            backend.get_many(ns, [b"a", b"b", b"missing"])
+            assert calls == [], "a read of rows without expiry read the clock"
+            assert backend.get(ns, b"e") == b"3"
+            assert calls, "a read of a row with an expiry must read the clock"
+        finally:
+            backend.clock = clock
+
+    def test_backend_delete_range_limit_takes_rows_in_key_order(
+        self, manager: StorageManager, clock: FakeClock
+    ) -> None:
+        """Backend delete_range(limit=n): removes the first n rows in key order (expired_only: the first n expired)."""
+        backend, ns = manager.backend, _fresh("range-limit")
+        soon = clock() + 10
+        for key in (b"a", b"b", b"c", b"d", b"e"):
+            expiry = soon if key in (b"b", b"d") else None
+            backend.apply(ns, (Write(key, WriteKind.PUT, key, expires_at=expiry),), None)
+        clock.advance(0.01)  # b and d expire
+        assert sum(backend.delete_range(ns, b"", None, expired_only=True, limit=1).results) == 1
+        assert backend.usage(ns) == Usage(8, 4), "the first expired row in key order (b) goes first"
+        assert sum(backend.delete_range(ns, b"", None, limit=2).results) == 2, "the first two rows: a and c"
+        assert [key for key, _ in backend.items(ns, b"", None, 10)] == [b"e"]
+        assert backend.usage(ns) == Usage(4, 2)
+        assert sum(backend.delete_range(ns, b"", None, expired_only=True).results) == 1
+        assert backend.usage(ns) == Usage(2, 1)
+
     def test_get_entry_is_the_backend_row(self, manager: StorageManager, clock: FakeClock) -> None:
         """Backend get_entry: KeyState(size, version, expires_at, value) of a live row; None when missing or expired."""
         backend, ns = manager.backend, _fresh("entry")
@@ -669,61 +724,55 @@ class AtomicsConformance:
 # -- the multi-process counter race (children are spawned: they import this module) ---------
 
 
-def run_counter_race(settings: StorageSettings, component: str, processes: int, increments: int) -> dict[str, Any]:
-    """*processes* spawned processes each call ``increment("n")`` and a CAS loop on ``"cas"`` *increments* times.
+def run_counter_race(
+    settings: StorageSettings, component: str, processes: int, increments: int, rounds: int
+) -> dict[str, Any]:
+    """*processes* spawned processes race on the keys of *component*: CAS rounds, then increments and CAS loops.
 
-    Returns the final counters (``increment``, ``cas``), every result the
-    increments returned (``increment_results``) and any errors the workers met.
+    Each process first plays *rounds* compare-and-swap rounds on ``"round"``
+    (see :func:`_cas_rounds`; a barrier across the processes starts each
+    round), then calls ``increment("n")`` and a compare-and-swap loop on
+    ``"cas"`` *increments* times each. Returns the winners of each round
+    (``round_winners``), the final values (``rounds``, ``increment``,
+    ``cas``), every result the increments returned (``increment_results``)
+    and any errors the workers met.
     """
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # children open the store from scratch, by URL
-    start = ctx.Event()
-    results = ctx.Queue()
-    payload = settings.model_dump(mode="json")
-    workers = [
-        ctx.Process(target=_counter_worker, args=(payload, component, increments, start, results), daemon=True)
-        for _ in range(processes)
-    ]
-    for process in workers:
-        process.start()
-    try:
-        ready = [results.get(timeout=120) for _ in workers]
-        assert all(item == "ready" for item in ready), ready
-        start.set()
-        outcomes = [results.get(timeout=300) for _ in workers]
-    finally:
-        for process in workers:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
+    with StorageManager.from_settings(settings) as manager:
+        _open(manager, component).set("round", b"0")
+    outcomes = run_spawned(settings, _counter_worker, [(component, rounds, increments)] * processes)
     with StorageManager.from_settings(settings) as manager:
         store = _open(manager, component)
-        counted, swapped = store.get("n"), store.get("cas")
+        final = {key: store.get(key) for key in ("round", "n", "cas")}
     return {
-        "increment": None if counted is None else int(counted),
-        "cas": None if swapped is None else int(swapped),
+        "round_winners": [sum(column) for column in zip(*(outcome["won"] for outcome in outcomes), strict=True)],
+        "rounds": None if final["round"] is None else int(final["round"]),
+        "increment": None if final["n"] is None else int(final["n"]),
+        "cas": None if final["cas"] is None else int(final["cas"]),
         "increment_results": [value for outcome in outcomes for value in outcome["results"]],
         "errors": [error for outcome in outcomes for error in outcome["errors"]],
     }
 
 
-def _counter_worker(payload: dict[str, Any], component: str, increments: int, start: Any, results: Any) -> None:
+def _counter_worker(
+    payload: dict[str, Any], component: str, rounds: int, increments: int, barrier: Any, results: Any
+) -> None:
+    won: list[int] = []
     seen: list[int] = []
     errors: list[str] = []
-    try:
-        manager = StorageManager.from_settings(StorageSettings(**payload))
-    except Exception as exc:  # reported, so the parent fails with the reason instead of a timeout
-        results.put(f"{type(exc).__name__}: {exc}")
+    manager = worker_manager(payload, barrier, results)
+    if manager is None:
         return
     with manager:
         store = _open(manager, component)
-        results.put("ready")
-        start.wait(timeout=120)
+        try:
+            won = _cas_rounds(store, "round", rounds, barrier.wait)
+        except Exception as exc:
+            barrier.abort()
+            errors.append(f"{type(exc).__name__}: {exc}")
         for _ in range(increments):
             try:
                 seen.append(store.increment("n"))
                 _cas_increment(store, "cas")
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
-    results.put({"results": seen, "errors": errors})
+    results.put({"won": won or [0] * rounds, "results": seen, "errors": errors})

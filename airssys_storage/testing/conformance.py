@@ -33,6 +33,7 @@ from .clock import FakeClock
 from .expiry import ExpiryConformance
 from .fork import ForkConformance
 from .model import _model_counter, model_component_ids, model_machine, utf8_sorted
+from .processes import run_spawned, worker_manager
 from .verify import VerifyConformance
 
 MiB = 1024 * 1024
@@ -162,7 +163,7 @@ class BackendConformance(AtomicsConformance, ExpiryConformance, VerifyConformanc
     def test_non_bytes_value_is_rejected(self, store: ComponentStorage) -> None:
         """A non-bytes value is invalid-argument and writes nothing."""
         with pytest.raises(InvalidArgument):
-            store.set("k", "text")  # type: ignore[arg-type]
+            store.set("k", "text")  # type: ignore[arg-type, call-overload]
         assert store.size() == 0
 
     def test_size_is_key_bytes_plus_value_bytes(self, store: ComponentStorage) -> None:
@@ -716,7 +717,7 @@ class BackendConformance(AtomicsConformance, ExpiryConformance, VerifyConformanc
             lambda: store.set("", b""),
             lambda: store.set("k", b"x" * (MiB + 1)),
             lambda: store.scan(cursor="zz"),
-            lambda: store.clear() if store.manifest.access is not Access.ADMIN else store.set(None, b""),  # type: ignore[arg-type]
+            lambda: store.clear() if store.manifest.access is not Access.ADMIN else store.set(None, b""),  # type: ignore[arg-type, call-overload]
         ]
         for call in calls:
             with pytest.raises(StorageError) as info:
@@ -755,28 +756,7 @@ def run_quota_race(settings: StorageSettings, component: str) -> dict[str, Any]:
     counts: acknowledged and stored records, refusals, the counter and a
     recount from the data, the overshoot, and any untyped errors.
     """
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # children open the store from scratch, by URL
-    start = ctx.Event()
-    results = ctx.Queue()
-    payload = settings.model_dump(mode="json")
-    workers = [
-        ctx.Process(target=_race_worker, args=(payload, component, worker, start, results), daemon=True)
-        for worker in range(RACE_PROCESSES)
-    ]
-    for process in workers:
-        process.start()
-    try:
-        ready = [results.get(timeout=120) for _ in workers]
-        assert all(item == "ready" for item in ready), ready
-        start.set()
-        outcomes = [results.get(timeout=300) for _ in workers]
-    finally:
-        for process in workers:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
+    outcomes = run_spawned(settings, _race_worker, [(component, worker) for worker in range(RACE_PROCESSES)])
     with StorageManager.from_settings(settings) as manager:
         pairs = manager.backend.items(component, b"", None, 100_000)
         counter = manager.backend.usage(component)
@@ -793,18 +773,14 @@ def run_quota_race(settings: StorageSettings, component: str) -> dict[str, Any]:
     }
 
 
-def _race_worker(payload: dict[str, Any], component: str, worker: int, start: Any, results: Any) -> None:
+def _race_worker(payload: dict[str, Any], component: str, worker: int, barrier: Any, results: Any) -> None:
     acknowledged = refused = largest = 0
     untyped: list[str] = []
-    try:
-        manager = StorageManager.from_settings(StorageSettings(**payload))
-    except Exception as exc:  # reported, so the parent fails with the reason instead of a timeout
-        results.put(f"{type(exc).__name__}: {exc}")
+    manager = worker_manager(payload, barrier, results)
+    if manager is None:
         return
     with manager:
         store = manager.component(Manifest(component, Access.READ_WRITE, _RACE_LIMIT))
-        results.put("ready")
-        start.wait(timeout=120)
         for attempt in range(_RACE_ATTEMPTS):
             value = bytes([65 + worker]) * _RACE_VALUE
             try:

@@ -59,7 +59,7 @@ class ExpiryConformance:
     """Mix-in: expiry and range deletes (needs BackendConformance's fixtures, ``clock`` among them)."""
 
     #: Rounds of the range-delete-under-a-writer tests.
-    range_race_rounds = 200
+    range_race_rounds = 300
 
     # -- expiry ---------------------------------------------------------------------
 
@@ -279,9 +279,10 @@ class ExpiryConformance:
         writer = _open(manager, "ro-range")
         writer.set("k", b"v")
         reader = manager.component(Manifest(writer.component_id, Access.READ_ONLY))
-        for call in (lambda: reader.delete_prefix("k"), lambda: reader.delete_range("a", "z")):
+        removals: list[Callable[[], int]] = [lambda: reader.delete_prefix("k"), lambda: reader.delete_range("a", "z")]
+        for remove in removals:
             with pytest.raises(PermissionDenied):
-                call()
+                remove()
         assert reader.get("k") == b"v"
 
     @pytest.mark.parametrize("how", ["delete_prefix", "delete_range"])
@@ -293,34 +294,49 @@ class ExpiryConformance:
         )
         stop = threading.Event()
         errors: list[BaseException] = []
+        torn: list[list[bytes | None]] = []
 
         def writer() -> None:
             turn = 0
-            try:
-                while not stop.is_set():
-                    turn += 1
-                    store.set_many(dict.fromkeys(keys, b"%d" % (turn % 7) * (turn % 5)))
-            except BaseException as exc:  # reported below
-                errors.append(exc)
+            while not stop.is_set():
+                turn += 1
+                store.set_many(dict.fromkeys(keys, b"%d" % turn))
+
+        def reader() -> None:
+            while not stop.is_set():
+                values = store.get_many(keys)
+                if len(set(values)) != 1:
+                    torn.append(values)
+
+        def guarded(target: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    target()
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            return run
 
         interval = sys.getswitchinterval()
         sys.setswitchinterval(1e-6)  # switch threads often, so a non-atomic delete gets caught
-        thread = threading.Thread(target=writer)
-        thread.start()
+        threads = [threading.Thread(target=guarded(target)) for target in (writer, reader)]
+        for thread in threads:
+            thread.start()
         counts: set[int] = set()
-        torn = 0
         try:
             for _ in range(self.range_race_rounds):
                 counts.add(remove())
                 values = store.get_many(keys)
-                torn += len(set(values)) != 1
+                if len(set(values)) != 1:
+                    torn.append(values)
         finally:
             stop.set()
-            thread.join(60)
+            for thread in threads:
+                thread.join(60)
             sys.setswitchinterval(interval)
         assert errors == []
         assert counts <= {0, len(keys)}, f"a range delete removed part of a batch: {sorted(counts)}"
-        assert torn == 0
+        assert torn == [], f"a reader saw half a range delete: {torn[0]}"
         assert store.usage() == _recount(store)
         assert remove() in (0, len(keys))
         assert store.usage() == Usage()

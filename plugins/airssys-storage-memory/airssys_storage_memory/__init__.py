@@ -27,19 +27,29 @@ from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind
 
 __all__ = ["MemoryBackend"]
 
-#: A stored row: ``(value, version, expires_at)``, expires_at in ms since the epoch or ``None``. One
-#: tuple in one dict, so a lock-free read sees a whole row (never a value with another row's expiry);
-#: measured cheaper on the set path than a second dict of versions (one hash lookup, not two).
-Row = tuple[bytes, int, "int | None"]
+#: A row: ``(value, version, expires_at)``, expires_at in ms since the epoch or ``None``. A new row
+#: is a tuple; the first plain overwrite by put_one makes it a list, which later ones update in place
+#: (no allocation per overwrite: measured ~40 ns per set against a new tuple each time, and a second
+#: dict of versions cost more). Only rows without an expiry are ever updated in place, so a row
+#: object's ``expires_at`` never changes: a lock-free read of ``row[2]`` then ``row[0]`` is consistent.
+Row = tuple[bytes, int, "int | None"] | list[Any]
+# tuple.__new__ skips NamedTuple.__new__'s argument handling (~0.4 µs each), as the planner does.
+_new = tuple.__new__
+
+
+def _live(row: Row, now: int) -> bytes | None:
+    """The value of *row* if it is live at *now* (ms), else ``None``."""
+    expires_at = row[2]
+    return row[0] if expires_at is None or expires_at > now else None
 
 
 class _Space:
     """One namespace: its rows, its counter row (bytes, floor), its op records and its keys in order.
 
-    A row is ``rows[key]`` (see :data:`Row`); ``len(rows)`` is the key count of the counter row (expired rows
-    included until removed). ``expiring`` holds the keys whose row has an
-    expiry: listings of a namespace without any skip every clock call, and
-    sweeps read only those keys.
+    ``rows[key]`` is a :data:`Row`; ``len(rows)`` is the key count of the
+    counter row (expired rows included until removed). ``expiring`` holds the
+    keys whose row has an expiry: listings of a namespace without any read
+    no clock, and sweeps read only those keys.
 
     ``order`` (a :class:`sortedcontainers.SortedList`) is the key set as of the
     last listing. A write that adds or removes a key only appends the key to
@@ -49,7 +59,7 @@ class _Space:
     (O(n log n)) only when more than n/8 keys changed since the last listing,
     or when ``changed`` outgrows twice the key count plus 1024 (so churn
     without listings keeps memory bounded): each time after at least n/8
-    writes. Overwrites touch the dicts alone.
+    writes. Overwrites touch the rows alone.
     """
 
     __slots__ = ("changed", "expiring", "floor", "ops", "order", "rows", "used")
@@ -96,27 +106,27 @@ class _Space:
     def state(self, key: bytes) -> KeyState | None:
         """The row of *key* as the planner takes it (value included), or ``None`` (holding the lock)."""
         row = self.rows.get(key)
-        return None if row is None else KeyState(len(row[0]), row[1], row[2], row[0])
+        return None if row is None else _new(KeyState, (len(row[0]), row[1], row[2], row[0]))
 
     def counter(self) -> SpaceState:
-        return SpaceState(self.used, len(self.rows), self.floor)
+        return _new(SpaceState, (self.used, len(self.rows), self.floor))
 
     def size(self) -> int:
-        """The bytes of every row, expired ones included: a recount of ``used``."""
+        """The bytes of every row, expired ones included: what ``used`` must be."""
         return sum(len(key) + len(row[0]) for key, row in self.rows.items())
 
     def write(self, applied: Plan) -> None:
         """Write *applied* (a plan made from this space's current rows), holding the backend's lock."""
         rows, expiring = self.rows, self.expiring
         for key, value, version, expires_at in applied.puts:
-            old = rows.get(key)
+            row = rows.get(key)
             if value is None:  # TOUCH: keep the stored value
-                if old is None:
+                if row is None:
                     raise InternalError(f"memory: the plan touches missing key {key!r}")
-                value = old[0]
-            elif old is None:
+                value = row[0]
+            elif row is None:
                 self.note(key)
-            rows[key] = (value, version, expires_at)
+            rows[key] = (value, version, expires_at)  # a new row object: see Row
             if expires_at is None:
                 expiring.discard(key)
             else:
@@ -129,8 +139,8 @@ class _Space:
             self.used = applied.space.bytes
             self.floor = applied.space.floor
 
-    def remove(self, key: bytes) -> tuple[bytes, int | None]:
-        """Drop *key*'s row outside the planner (delete_one, repair): its value and expiry; raise the floor."""
+    def remove(self, key: bytes) -> int | None:
+        """Drop *key*'s row outside the planner (delete_one, repair): returns its expiry; raises the floor."""
         value, version, expires_at = self.rows.pop(key)
         if version > self.floor:
             self.floor = version
@@ -138,7 +148,7 @@ class _Space:
         if expires_at is not None:
             self.expiring.discard(key)
         self.note(key)
-        return value, expires_at
+        return expires_at  # type: ignore[no-any-return]
 
     def record(self, op_records: Sequence[tuple[str, int]], now: int, retention: int) -> None:
         """Keep the plan's op results with the time, and drop those older than *retention* ms."""
@@ -184,12 +194,12 @@ class MemoryBackend(StorageBackend, ForkAware):
     listing merges the keys added or removed since the last one), so a listing
     right after a write costs about what any other listing costs.
 
-    One lock makes every commit and every multi-key read atomic; single-key
-    reads need none (one dict lookup of a whole row is atomic). Every write
+    One lock makes every commit and every multi-key read atomic; ``get`` and
+    ``has`` need none (see :data:`Row`). Every write
     goes through the planner, except the plain :meth:`put_one` and
     :meth:`delete_one`, whose common cases are written out because they are
     measurably faster (benchmarks/bench_memory.py); anything unusual there
-    (a quota refusal, the last version) is handed to :meth:`apply`.
+    (a quota refusal, a row with an expiry) is handed to :meth:`apply`.
     """
 
     name = "memory"
@@ -235,14 +245,15 @@ class MemoryBackend(StorageBackend, ForkAware):
         row = space.rows.get(key)
         if row is None or (row[2] is not None and row[2] <= self.clock()):
             return None
-        return row[0]
+        return row[0]  # type: ignore[no-any-return]
 
     def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
-        space = self._spaces.get(namespace)
-        row = None if space is None else space.rows.get(key)
-        if row is None or (row[2] is not None and row[2] <= self.clock()):
+        with self._lock:  # the value and the version from one moment (put_one updates lists in place)
+            space = self._spaces.get(namespace)
+            row = None if space is None else space.state(key)
+        if row is None or (row.expires_at is not None and row.expires_at <= self.clock()):
             return None
-        return KeyState(len(row[0]), row[1], row[2], row[0])
+        return row
 
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         with self._lock:  # all values from one moment: never half of a concurrent batch
@@ -252,11 +263,15 @@ class MemoryBackend(StorageBackend, ForkAware):
             get = space.rows.get
             found = [get(key) for key in keys]
         # One clock reading for the whole batch, and none when no row found has an expiry.
-        now = self.clock() if space.expiring and any(row is not None and row[2] is not None for row in found) else 0
-        return [_live(row, now) for row in found]
+        now = self.clock() if any(row is not None and row[2] is not None for row in found) else 0
+        return [None if row is None else _live(row, now) for row in found]
 
     def has(self, namespace: str, key: bytes) -> bool:
-        return self.get(namespace, key) is not None
+        space = self._spaces.get(namespace)
+        if space is None:
+            return False
+        row = space.rows.get(key)
+        return row is not None and (row[2] is None or row[2] > self.clock())
 
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         with self._lock:
@@ -297,23 +312,29 @@ class MemoryBackend(StorageBackend, ForkAware):
     # -- writes ----------------------------------------------------------------------------
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             space = self._space(namespace)
             state = space.state
-            old = [state(write.key) for write in writes]
+            old = [state(write[0]) for write in writes]
             now = self.clock()
             retention = self.op_retention_ms
-            applied = plan(namespace, writes, old, space.counter(), limit, now, space.done_ops(writes, now, retention))
+            done = space.done_ops(writes, now, retention) if space.ops else None
+            applied = plan(namespace, writes, old, space.counter(), limit, now, done)
             space.write(applied)
             if applied.op_records or space.ops:
                 space.record(applied.op_records, now, retention)
             return applied
+        finally:
+            lock.release()
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         # The planner's PUT written out for its common cases, because it is measurably faster
         # (benchmarks/bench_memory.py); the rest (a quota refusal, a row with an expiry) goes to
         # apply(), so those rules and their messages stay in one place. No version overflow check:
         # here every version comes from +1 steps of this process (2**64 of them are out of reach).
+        version: int
         lock = self._lock
         lock.acquire()  # cheaper than `with` on the hot path
         try:
@@ -322,8 +343,8 @@ class MemoryBackend(StorageBackend, ForkAware):
             except KeyError:
                 space = self._space(namespace)
             rows = space.rows
-            old = rows.get(key)
-            if old is None:
+            row = rows.get(key)
+            if row is None:
                 delta = len(key) + len(value)
                 if limit is None or space.used + delta <= limit:
                     version = space.floor + 1
@@ -334,18 +355,19 @@ class MemoryBackend(StorageBackend, ForkAware):
                     if len(changed) > 1024 and len(changed) > 2 * len(rows):
                         space.note_overflow()
                     return version
-            else:
-                stored, version, expires_at = old
-                if expires_at is None:
-                    version += 1
-                    delta = len(value) - len(stored)
-                    if not delta:  # same-size overwrite: the counter row stays as it is
-                        rows[key] = (value, version, None)
-                        return version
-                    if delta < 0 or limit is None or space.used + delta <= limit:
-                        rows[key] = (value, version, None)
+            elif row[2] is None:  # no expiry: the row may be updated in place (see Row)
+                delta = len(value) - len(row[0])
+                # A same-size overwrite leaves the counter row as it is; a refused one goes to apply().
+                if not delta or delta < 0 or limit is None or space.used + delta <= limit:
+                    version = row[1] + 1
+                    try:
+                        row[0] = value  # type: ignore[index]  # a tuple raises TypeError: below
+                        row[1] = version  # type: ignore[index]
+                    except TypeError:  # a tuple (never overwritten yet): from now on a list
+                        rows[key] = [value, version, None]
+                    if delta:
                         space.used += delta
-                        return version
+                    return version
         finally:
             lock.release()
         return self.apply(namespace, (Write(key, WriteKind.PUT, value),), limit).results[0]
@@ -356,7 +378,7 @@ class MemoryBackend(StorageBackend, ForkAware):
             space = self._spaces.get(namespace)
             if space is None or key not in space.rows:
                 return False
-            _, expires_at = space.remove(key)
+            expires_at = space.remove(key)
         return expires_at is None or expires_at > self.clock()
 
     def delete_range(
@@ -379,14 +401,8 @@ class MemoryBackend(StorageBackend, ForkAware):
             if limit is not None:
                 del found[limit:]
             state = space.state
-            applied = plan(
-                namespace,
-                [Write(key, kind) for key in found],
-                [state(key) for key in found],
-                space.counter(),
-                None,
-                now,
-            )
+            writes = [Write(key, kind) for key in found]
+            applied = plan(namespace, writes, [state(key) for key in found], space.counter(), None, now)
             space.write(applied)
             return applied
 
@@ -442,13 +458,6 @@ class MemoryBackend(StorageBackend, ForkAware):
     def close(self) -> None:
         with self._lock:
             self._spaces = _ClosedSpaces()
-
-
-def _live(row: Row | None, now: int) -> bytes | None:
-    """The value of *row* if it is live at *now* (ms), else ``None``."""
-    if row is None or (row[2] is not None and row[2] <= now):
-        return None
-    return row[0]
 
 
 @hookimpl

@@ -1,0 +1,88 @@
+"""memory://'s put_one and delete_one (written out for speed) give exactly what apply() through the planner gives."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from airssys_storage_memory import MemoryBackend
+
+from airssys_storage import QuotaExceeded
+from airssys_storage.planner import Write, WriteKind
+from airssys_storage.testing import FakeClock
+
+NS = "app"
+
+
+def _rows(backend: MemoryBackend) -> dict[bytes, tuple[bytes, int, int | None]]:
+    """Every stored row, expired ones included: (value, version, expires_at)."""
+    space = backend._spaces.get(NS)
+    if space is None:
+        return {}
+    rows = {}
+    for key in list(space.rows):
+        state = space.state(key)
+        assert state is not None and state.value is not None
+        rows[key] = (state.value, state.version, state.expires_at)
+    return rows
+
+
+def _floor(backend: MemoryBackend) -> int:
+    space = backend._spaces.get(NS)
+    return 0 if space is None else space.floor
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hot_paths_equal_the_planner(seed: int) -> None:
+    """The same random sequence through put_one/delete_one and through apply: equal results, rows, usage, floor."""
+    rng = random.Random(seed)
+    clock = FakeClock(start_ms=1_000_000)
+    fast, planned = MemoryBackend(), MemoryBackend()
+    for backend in (fast, planned):
+        backend.clock = clock
+    keys = [b"a", b"b", b"c", b"dd", b"eee"]
+    for step in range(3000):
+        key = rng.choice(keys)
+        limit = rng.choice([None, None, 40, 60, 200])
+        action = rng.random()
+        if action < 0.45:  # a plain put: the hot path against the planner
+            value = bytes(rng.randint(0, 12))
+            try:
+                fast_outcome: int | str = fast.put_one(NS, key, value, limit)
+            except QuotaExceeded as exc:
+                fast_outcome = str(exc)
+            try:
+                planned_outcome: int | str = planned.apply(NS, (Write(key, WriteKind.PUT, value),), limit).results[0]
+            except QuotaExceeded as exc:
+                planned_outcome = str(exc)
+            assert fast_outcome == planned_outcome
+        elif action < 0.65:
+            removed = fast.delete_one(NS, key)
+            assert removed == (planned.apply(NS, (Write(key, WriteKind.DELETE),), None).results[0] == 1)
+        elif action < 0.8:  # rows with an expiry, written the same way on both
+            write = Write(key, WriteKind.PUT, bytes(rng.randint(0, 5)), clock() + rng.randint(1, 3000))
+            for backend in (fast, planned):
+                backend.apply(NS, (write,), None)
+        elif action < 0.9:
+            clock.advance(rng.random() * 2)
+        elif action < 0.95:
+            step_limit = rng.choice([None, 1])
+            for backend in (fast, planned):
+                backend.delete_range(NS, b"", None, expired_only=True, limit=step_limit)
+        else:
+            for backend in (fast, planned):
+                backend.clear(NS)
+        assert _rows(fast) == _rows(planned), step
+        assert fast.usage(NS) == planned.usage(NS)
+        assert _floor(fast) == _floor(planned)
+    assert fast.verify().ok and planned.verify().ok
+
+
+def test_an_overwrite_of_a_row_with_an_expiry_clears_it() -> None:
+    """put_one on a row with an expiry (handed to apply) removes the expiry and bumps the version."""
+    backend = MemoryBackend()
+    backend.clock = FakeClock(start_ms=0)
+    backend.apply(NS, (Write(b"k", WriteKind.PUT, b"v", 10),), None)
+    assert backend.put_one(NS, b"k", b"w", None) == 2
+    assert _rows(backend) == {b"k": (b"w", 2, None)}
+    assert not backend._spaces[NS].expiring

@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 from airssys_storage import ConfigurationError, InternalError, StorageError, quota_exceeded
 
 from ._server import ServerBackend
-from .backend import describe
+from .backend import StatementsByCount, describe
 
 _first = itemgetter(0)
 _QUOTA = "AS002"
@@ -186,6 +186,11 @@ class PostgreSQLBackend(ServerBackend):
         cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
         cursor.execute(f"SET lock_timeout = {int(self._options.lock_timeout * 1000)}")
         return cursor
+
+    def _keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
+        # One array parameter, not an IN list: a prepared statement's generic plan for a list of
+        # 100 parameters scanned the whole table (a 100-key batch took 27 ms instead of 7 ms).
+        return statements.with_array("%b::bytea[]"), (*head, ByteaArray(keys))
 
     def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
         # One array parameter: a single statement text for any number of keys.

@@ -238,6 +238,10 @@ class StatementsByCount(dict[int, str]):
         sql = self[count] = self._template.replace(MARKS, ", ".join([self._unit] * count))
         return sql
 
+    def with_array(self, array: str) -> str:
+        """The template with its ``IN (…)`` list as ``= ANY(array)``: one statement for any count."""
+        return self._template.replace(f"IN ({MARKS})", f"= ANY({array})")
+
 
 class CommitStatements:
     """The statements :meth:`SQLBackend.apply` runs, built once per backend in the engine's dialect."""
@@ -800,14 +804,18 @@ class SQLBackend(StorageBackend, ForkAware):
         found: dict[bytes, KeyState] = {}
         for start in range(0, len(keys), CHUNK):
             chunk = keys[start : start + CHUNK]
-            for key, *state in self._fetchall(item, statements[len(chunk)], (namespace, *chunk)):
+            for key, *state in self._fetchall(item, *self._keyed(statements, (namespace,), chunk)):
                 found[key] = _new(KeyState, state)  # the drivers give bytes and ints
         return found
+
+    def _keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
+        """The statement for *keys* (an ``IN`` list of their number) and its parameters: *head*, then the keys."""
+        return statements[len(keys)], (*head, *keys)
 
     def _read_ops(self, item: Any, namespace: str, op_ids: Sequence[str], now: int) -> dict[str, int]:
         """The recorded results of *op_ids* younger than the retention window."""
         encoded = [op_id.encode() for op_id in op_ids]
-        rows = self._fetchall(item, self._w.ops[len(encoded)], (namespace, now - self.op_retention_ms, *encoded))
+        rows = self._fetchall(item, *self._keyed(self._w.ops, (namespace, now - self.op_retention_ms), encoded))
         return {bytes(op_id).decode(): int(result) for op_id, result in rows}
 
     def _write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
@@ -816,7 +824,7 @@ class SQLBackend(StorageBackend, ForkAware):
         deletes = planned.deletes
         for start in range(0, len(deletes), CHUNK):
             chunk = deletes[start : start + CHUNK]
-            self._execute(item, w.deletes[len(chunk)], (namespace, *chunk))
+            self._execute(item, *self._keyed(w.deletes, (namespace,), chunk))
         rows = []
         for key, value, version, expires_at in planned.puts:
             if version > MAX_STORED_VERSION:

@@ -48,11 +48,13 @@ from operator import itemgetter
 from typing import Any, ClassVar
 
 from airssys_storage import ConfigurationError, InternalError, StorageError, quota_exceeded
+from airssys_storage.planner import KeyState, Plan, SpaceState
 
 from ._server import ServerBackend
 from .backend import StatementsByCount, describe
 
 _first = itemgetter(0)
+_new = tuple.__new__
 _QUOTA = "AS002"
 _NO_USAGE_ROW = "AS001"
 _RETRY = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
@@ -233,9 +235,48 @@ class PostgreSQLBackend(ServerBackend):
         return bool(count) and (expires_at is None or expires_at > self.clock())
 
     # -- transactions -----------------------------------------------------------------------
+    #
+    # A commit's statements travel in psycopg pipelines: BEGIN, the counter-row lock and the
+    # read of the old rows in one round trip, the writes in a second, COMMIT in a third (six
+    # round trips one by one). The server still runs them in order, so the rows are read
+    # after the lock is held.
 
     def _begin(self, item: Any) -> None:
-        item.execute("BEGIN")
+        """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`_lock_space`, :meth:`_read_state`)."""
+
+    def _lock_space(self, item: Any, namespace: str) -> SpaceState:
+        with item.connection.pipeline():
+            item.execute("BEGIN")
+            item.execute(self._w.space, (namespace,))
+        return self._locked_space(item, namespace)
+
+    def _locked_space(self, item: Any, namespace: str) -> SpaceState:
+        """The counter row the pipeline read; a missing one is created and locked (the namespace's first write)."""
+        rows = item.fetchall()
+        if not rows:
+            item.execute(self._q_new_usage, (namespace,))
+            rows = self._fetchall(item, self._w.space, (namespace,))
+        return _new(SpaceState, rows[0])
+
+    def _read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        reader = item.connection.cursor(binary=True)
+        with item.connection.pipeline():
+            item.execute("BEGIN")
+            item.execute(self._w.space, (namespace,))
+            reader.execute(*self._keyed(self._w.rows_values if values else self._w.rows, (namespace,), keys))
+        if not item.rowcount:  # no counter row was locked: the rows must be read again under the new one
+            return self._locked_space(item, namespace), self._read_rows(item, namespace, keys, values)
+        return self._locked_space(item, namespace), {key: _new(KeyState, state) for key, *state in reader}
+
+    def _write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
+        with item.connection.pipeline():
+            super()._write_plan(item, namespace, planned, now)
+
+    def _write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
+        # The row exists (the commit locked it); in a pipeline no rowcount is known yet.
+        self._execute(item, self._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
     def _end(self, item: Any) -> None:
         item.execute("COMMIT")

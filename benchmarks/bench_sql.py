@@ -15,16 +15,25 @@ What each side does per operation:
 
 * ours: permission check, key/value validation, and a guarded commit that
   updates the namespace's usage counter in the same transaction (quota);
+  with ``--level backend``, the backend's primitives alone (``get``,
+  ``put_one``, ``apply``) without the core on top;
 * raw: one statement (``INSERT OR REPLACE`` / ``INSERT … ON CONFLICT`` /
   ``INSERT … ON DUPLICATE KEY UPDATE``) or one ``SELECT``, no quota, no
   validation; batches are one transaction with ``executemany``. Raw key
-  listings decode the keys to ``str`` like ours.
+  listings decode the keys to ``str`` like ours. ``increment`` is the engine's
+  native atomic increment written by hand: an upsert of an integer column
+  with ``n = n + 1`` and ``RETURNING n``, one statement;
+* raw+counter (SQLite): a set as ``BEGIN``, the row, an ``UPDATE`` of a
+  counter row, ``COMMIT`` — the two writes a size-changing set must make.
 
 Batches are 100 keys: of 64/80-byte values (sizes alternate, so every batch
 moves the usage counter), of 4 KiB and of 64 KiB values.
 
     python benchmarks/bench_sql.py [--ops N] [--rounds R] [--postgresql URL | --no-postgresql]
                                    [--mariadb URL | --no-mariadb] [--only sqlite,postgresql,mariadb]
+                                   [--level api|backend] [--large]
+
+``--large`` adds get, has and set of 64 KiB and 1 MiB values (SQLite against raw and diskcache).
 """
 
 from __future__ import annotations
@@ -44,7 +53,8 @@ from typing import TYPE_CHECKING, Any
 import diskcache
 from _harness import measure, print_table
 
-from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
+from airssys_storage import Access, ComponentStorage, Manifest, StorageBackend, StorageManager, StorageSettings
+from airssys_storage.planner import Write, WriteKind
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,6 +66,10 @@ BATCH = 100
 KiB = 1024
 #: Large-value batch workloads: value size -> keys written per run (in batches of BATCH).
 LARGE = {4 * KiB: 1000, 64 * KiB: 200}
+#: Point workloads on large values (--large): value size -> keys per run.
+LARGE_POINT = {64 * KiB: 200, 1024 * KiB: 20}
+#: Counters the increment workload adds one to, one after the other.
+COUNTERS = 50
 
 
 def keyset(count: int, prefix: str = "user_") -> list[str]:
@@ -96,6 +110,8 @@ class Side:
     set: Callable[[list[str], bytes], None]  # one write per key, all of the same value
     batch: Callable[[list[str], list[bytes]], None] | None = None  # one atomic batch
     keys: Callable[[str], list[str]] | None = None  # the keys under a prefix, as str
+    increment: Callable[[list[str]], None] | None = None  # add one to every counter
+    has: Callable[[list[str]], None] | None = None  # ask for every key
 
 
 def ours(store: ComponentStorage) -> Side:
@@ -112,7 +128,56 @@ def ours(store: ComponentStorage) -> Side:
     def batch(keys: list[str], values: list[bytes]) -> None:
         store.set_many(list(zip(keys, values, strict=True)))
 
-    return Side(get, set_, batch, store.keys)
+    def increment(keys: list[str]) -> None:
+        add = store.increment  # type: ignore[attr-defined]  # the v2 API (core)
+        for key in keys:
+            add(key)
+
+    def has(keys: list[str]) -> None:
+        ask = store.has
+        for key in keys:
+            ask(key)
+
+    return Side(get, set_, batch, store.keys, increment, has)
+
+
+def ours_backend(backend: StorageBackend) -> Side:
+    """The backend's primitives alone, as the core calls them (keys pre-encoded like the core's)."""
+
+    def get(keys: list[str]) -> None:
+        read = backend.get
+        for key in keys:
+            read(NS, key.encode())
+
+    def set_(keys: list[str], value: bytes) -> None:
+        write = backend.put_one
+        for key in keys:
+            write(NS, key.encode(), value, 500_000_000)
+
+    def batch(keys: list[str], values: list[bytes]) -> None:
+        writes = [Write(k.encode(), WriteKind.PUT, v) for k, v in zip(keys, values, strict=True)]
+        backend.apply(NS, writes, 500_000_000)
+
+    def keys_of(prefix: str) -> list[str]:
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        return [k.decode() for k in backend.keys(NS, start, end, 1_000_000)]
+
+    def increment(keys: list[str]) -> None:
+        apply = backend.apply
+        for key in keys:
+            apply(NS, (Write(key.encode(), WriteKind.INCREMENT, delta=1),), 500_000_000)
+
+    def has(keys: list[str]) -> None:
+        ask = backend.has
+        for key in keys:
+            ask(NS, key.encode())
+
+    return Side(get, set_, batch, keys_of, increment, has)
+
+
+def side_of(store: ComponentStorage, level: str) -> Side:
+    return ours_backend(store._backend) if level == "backend" else ours(store)
 
 
 def open_ours(url: str, options: dict[str, Any]) -> tuple[StorageManager, ComponentStorage]:
@@ -138,7 +203,7 @@ def connect_postgresql(url: str) -> psycopg.Connection[Any]:
 
 def drop_store(raw: psycopg.Connection[Any], prefix: str) -> None:
     """Drop what the sql backend created in PostgreSQL for *prefix*."""
-    raw.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta")
+    raw.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops")
     raw.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
 
 
@@ -169,7 +234,7 @@ def prefill(side: Side, keys: list[str], value: bytes) -> None:
         side.batch(chunk, [value] * len(chunk))
 
 
-def workloads(side: Side, ops: int) -> dict[str, Callable[[], int]]:
+def workloads(side: Side, ops: int, large: bool = False) -> dict[str, Callable[[], int]]:
     """Workload name -> run (returns its operations) for *side*; the same keys and values for every side."""
     reads, scan_prefix = keyset(ops, "user_"), "scan_"
     runs: dict[str, Callable[[], int]] = {}
@@ -200,6 +265,16 @@ def workloads(side: Side, ops: int) -> dict[str, Callable[[], int]]:
     runs["get"] = run_get
     runs["set (size changes)"] = point(keyset(ops, "size_"), Values((64, 80), 1))
     runs["set (same size)"] = point(keyset(ops, "same_"), Values((64,), 2))
+    # Before the large batches: a commit right after them pays for the checkpoint they left behind.
+    add = side.increment
+    if add is not None:
+        counters = keyset(COUNTERS, "counter_")
+
+        def run_increment() -> int:
+            add(counters)
+            return len(counters)
+
+        runs["increment"] = run_increment
     if side.batch is not None:
         runs[f"set_many {BATCH} (per key)"] = batches(keyset(ops, "batch_"), Values((64, 80), 3))
         for size, count in LARGE.items():
@@ -214,12 +289,27 @@ def workloads(side: Side, ops: int) -> dict[str, Callable[[], int]]:
             return 1
 
         runs[f"keys() of {SCAN_KEYS:,}"] = run_keys
+    if large:
+        for size, count in LARGE_POINT.items():
+            keys, label = keyset(count, f"point{size}_"), f"{size // KiB} KiB" if size < 1024 * KiB else "1 MiB"
+            runs[f"set {label}"] = point(keys, Values((size,), size + 1))
+            runs[f"get {label}"] = _reads(side.get, keys)
+            if side.has is not None:
+                runs[f"has {label}"] = _reads(side.has, keys)
     return runs
 
 
-def compare(sides: dict[str, Side], ops: int, rounds: int) -> list[tuple[str, dict[str, float]]]:
-    """Prefill every side, then measure each workload on every side that has it, rounds interleaved."""
-    runs = {name: workloads(side, ops) for name, side in sides.items()}
+def _reads(read: Callable[[list[str]], None], keys: list[str]) -> Callable[[], int]:
+    def run() -> int:
+        read(keys)
+        return len(keys)
+
+    return run
+
+
+def compare(sides: dict[str, Side], ops: int, rounds: int, large: bool = False) -> list[tuple[str, dict[str, float]]]:
+    """Measure each workload on every side that has it, rounds interleaved (large: the --large workloads too)."""
+    runs = {name: workloads(side, ops, large) for name, side in sides.items()}
     rows = []
     for workload in runs["ours"]:
         contenders = {name: side_runs[workload] for name, side_runs in runs.items() if workload in side_runs}
@@ -241,7 +331,12 @@ def fill_reads(side: Side, ops: int, set_one: Callable[[str, bytes], object] | N
     prefill(side, keyset(SCAN_KEYS, "scan_"), value)
 
 
-def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
+SQLITE_INCREMENT = (
+    "INSERT INTO counters (ns, k, n) VALUES (?, ?, 1) ON CONFLICT (ns, k) DO UPDATE SET n = n + 1 RETURNING n"
+)
+
+
+def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", large: bool = False) -> None:
     manager, store = open_ours(f"sqlite:///{directory}/ours.sqlite3", {})
     raw = sqlite3.connect(directory / "raw.sqlite3", isolation_level=None)
     raw.execute("PRAGMA journal_mode = WAL")
@@ -249,6 +344,9 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
     raw.execute(
         "CREATE TABLE kv (ns TEXT NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL, PRIMARY KEY (ns, k)) WITHOUT ROWID"
     )
+    raw.execute("CREATE TABLE counters (ns TEXT NOT NULL, k BLOB NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (ns, k))")
+    raw.execute("CREATE TABLE used (ns TEXT PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID")
+    raw.execute("INSERT INTO used VALUES (?, 0)", (NS,))
     cache = diskcache.Cache(str(directory / "diskcache"))
     execute = raw.execute
 
@@ -256,9 +354,24 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
         for key in keys:
             execute("SELECT v FROM kv WHERE ns = ? AND k = ?", (NS, key.encode())).fetchone()
 
+    def raw_has(keys: list[str]) -> None:
+        for key in keys:
+            execute("SELECT 1 FROM kv WHERE ns = ? AND k = ?", (NS, key.encode())).fetchone()
+
     def raw_set(keys: list[str], value: bytes) -> None:
         for key in keys:
             execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)", (NS, key.encode(), value))
+
+    def raw_set_counted(keys: list[str], value: bytes) -> None:
+        for key in keys:
+            execute("BEGIN")
+            execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)", (NS, key.encode(), value))
+            execute("UPDATE used SET bytes = bytes + ? WHERE ns = ?", (len(value), NS))
+            execute("COMMIT")
+
+    def raw_increment(keys: list[str]) -> None:
+        for key in keys:
+            execute(SQLITE_INCREMENT, (NS, key.encode())).fetchall()
 
     def raw_batch(keys: list[str], values: list[bytes]) -> None:
         execute("BEGIN")
@@ -285,20 +398,29 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
     def dc_keys(prefix: str) -> list[str]:  # no ordered prefix query: a filtered scan
         return [k for k in cache.iterkeys() if k.startswith(prefix)]
 
+    def dc_increment(keys: list[str]) -> None:
+        for key in keys:
+            cache.incr(key)
+
+    def dc_has(keys: list[str]) -> None:
+        for key in keys:
+            _ = key in cache
+
     sides = {
-        "ours": ours(store),
-        "raw": Side(raw_get, raw_set, raw_batch, raw_keys),
-        "diskcache": Side(dc_get, dc_set, None, dc_keys),
+        "ours": side_of(store, level),
+        "raw": Side(raw_get, raw_set, raw_batch, raw_keys, raw_increment, raw_has),
+        "raw+counter": Side(raw_get, raw_set_counted),
+        "diskcache": Side(dc_get, dc_set, None, dc_keys, dc_increment, dc_has),
     }
     fill_reads(sides["ours"], ops)
     fill_reads(sides["raw"], ops)
     fill_reads(sides["diskcache"], ops, cache.set)
-    rows = compare(sides, ops, rounds)
+    rows = compare(sides, ops, rounds, large)
     print_table(
-        f"SQLite (WAL, synchronous=NORMAL): ComponentStorage vs raw sqlite3 and diskcache, {ops} ops/round",
+        f"SQLite (WAL, synchronous=NORMAL): {level} level vs raw sqlite3 and diskcache, {ops} ops/round",
         rows,
         "ours",
-        ["raw", "diskcache"],
+        ["raw", "raw+counter", "diskcache"],
     )
     manager.close()
     raw.close()
@@ -306,9 +428,17 @@ def bench_sqlite(ops: int, rounds: int, directory: Path) -> None:
 
 
 def raw_side(
-    cursor: Any, table: str, upsert: str, marker: str, transaction: Callable[[], AbstractContextManager[object]]
+    cursor: Any,
+    table: str,
+    upsert: str,
+    marker: str,
+    transaction: Callable[[], AbstractContextManager[object]],
+    increment_sql: str,
 ) -> Side:
-    """Raw DBAPI statements on *table* (ns, k, v): *upsert* writes a row, *marker* is the placeholder for bytes."""
+    """Raw DBAPI statements on *table* (ns, k, v): *upsert* writes a row, *marker* is the placeholder for bytes.
+
+    *increment_sql* adds one to the integer counter ``(ns, k)`` and returns it, in one statement.
+    """
 
     def get(keys: list[str]) -> None:
         for key in keys:
@@ -330,37 +460,48 @@ def raw_side(
         cursor.execute(sql, (NS, start, end))
         return [k.decode() for (k,) in cursor.fetchall()]
 
-    return Side(get, set_, batch, keys_of)
+    def increment(keys: list[str]) -> None:
+        for key in keys:
+            cursor.execute(increment_sql, (NS, key.encode()))
+            cursor.fetchone()
+
+    return Side(get, set_, batch, keys_of, increment)
 
 
-def bench_postgresql(url: str, ops: int, rounds: int) -> None:
+def bench_postgresql(url: str, ops: int, rounds: int, level: str = "api") -> None:
     prefix = f"bench{os.getpid()}_"
     manager, store = open_ours(url, {"table_prefix": prefix})
     raw = connect_postgresql(url)
     table = f"{prefix}raw_kv"
     raw.execute(f'CREATE TABLE {table} (ns TEXT COLLATE "C", k BYTEA, v BYTEA NOT NULL, PRIMARY KEY (ns, k))')
+    raw.execute(f'CREATE TABLE {table}_n (ns TEXT COLLATE "C", k BYTEA, n BIGINT NOT NULL, PRIMARY KEY (ns, k))')
     cursor = raw.cursor(binary=True)
     # %b: binary parameters, as psycopg sends bytes by default (and as the backend sends them).
     upsert = f"INSERT INTO {table} (ns, k, v) VALUES (%s, %b, %b) ON CONFLICT (ns, k) DO UPDATE SET v = EXCLUDED.v"
-    side = raw_side(cursor, table, upsert, "%b", raw.transaction)
+    increment = (
+        f"INSERT INTO {table}_n AS c (ns, k, n) VALUES (%s, %b, 1) "
+        "ON CONFLICT (ns, k) DO UPDATE SET n = c.n + 1 RETURNING n"
+    )
+    side = raw_side(cursor, table, upsert, "%b", raw.transaction, increment)
 
     try:
-        sides = {"ours": ours(store), "raw": side}
+        sides = {"ours": side_of(store, level), "raw": side}
         for each in sides.values():
             fill_reads(each, ops)
+        # Both tables analysed (autovacuum would, a minute later): without statistics the planner
+        # scanned our 10,000-row table for each batch's read of the old rows.
         raw.execute(f"ANALYZE {table}")
+        raw.execute(f"ANALYZE {prefix}data")
         rows = compare(sides, ops, rounds)
-        print_table(
-            f"PostgreSQL: ComponentStorage vs raw psycopg 3 (autocommit), {ops} ops/round", rows, "ours", ["raw"]
-        )
+        print_table(f"PostgreSQL: {level} level vs raw psycopg 3 (autocommit), {ops} ops/round", rows, "ours", ["raw"])
     finally:
         manager.close()
-        raw.execute(f"DROP TABLE IF EXISTS {table}")
+        raw.execute(f"DROP TABLE IF EXISTS {table}, {table}_n")
         drop_store(raw, prefix)
         raw.close()
 
 
-def bench_mariadb(url: str, ops: int, rounds: int) -> None:
+def bench_mariadb(url: str, ops: int, rounds: int, level: str = "api") -> None:
     prefix = f"bench{os.getpid()}_"
     manager, store = open_ours(url, {"table_prefix": prefix})
     raw = connect_mariadb(url)
@@ -370,7 +511,12 @@ def bench_mariadb(url: str, ops: int, rounds: int) -> None:
         f"CREATE TABLE {table} (ns VARBINARY(64) NOT NULL, k VARBINARY(256) NOT NULL, v LONGBLOB NOT NULL, "
         "PRIMARY KEY (ns, k)) ENGINE=InnoDB"
     )
+    cursor.execute(
+        f"CREATE TABLE {table}_n (ns VARBINARY(64) NOT NULL, k VARBINARY(256) NOT NULL, n BIGINT NOT NULL, "
+        "PRIMARY KEY (ns, k)) ENGINE=InnoDB"
+    )
     upsert = f"INSERT INTO {table} (ns, k, v) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+    increment = f"INSERT INTO {table}_n (ns, k, n) VALUES (%s, %s, 1) ON DUPLICATE KEY UPDATE n = n + 1 RETURNING n"
 
     @contextlib.contextmanager
     def transaction() -> Iterator[None]:
@@ -378,17 +524,19 @@ def bench_mariadb(url: str, ops: int, rounds: int) -> None:
         yield
         raw.commit()
 
-    side = raw_side(cursor, table, upsert, "%s", transaction)
+    side = raw_side(cursor, table, upsert, "%s", transaction, increment)
 
     try:
-        sides = {"ours": ours(store), "raw": side}
+        sides = {"ours": side_of(store, level), "raw": side}
         for each in sides.values():
             fill_reads(each, ops)
         rows = compare(sides, ops, rounds)
-        print_table(f"MariaDB: ComponentStorage vs raw PyMySQL (autocommit), {ops} ops/round", rows, "ours", ["raw"])
+        print_table(f"MariaDB: {level} level vs raw PyMySQL (autocommit), {ops} ops/round", rows, "ours", ["raw"])
     finally:
         manager.close()
-        cursor.execute(f"DROP TABLE IF EXISTS {table}, {prefix}data, {prefix}usage, {prefix}meta")
+        cursor.execute(
+            f"DROP TABLE IF EXISTS {table}, {table}_n, {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops"
+        )
         raw.close()
 
 
@@ -402,15 +550,19 @@ def main() -> None:
     parser.add_argument("--mariadb", default="mysql+pymysql://root@127.0.0.1:3306/test")
     parser.add_argument("--no-mariadb", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated engines to run (default: all not excluded)")
+    parser.add_argument(
+        "--level", choices=("api", "backend"), default="api", help="ours: ComponentStorage or the backend"
+    )
+    parser.add_argument("--large", action="store_true", help="SQLite: get, has, set of 64 KiB and 1 MiB values too")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(","))) or {"sqlite", "postgresql", "mariadb"}
     if "sqlite" in only:
         with tempfile.TemporaryDirectory() as directory:
-            bench_sqlite(args.ops, args.rounds, Path(directory))
+            bench_sqlite(args.ops, args.rounds, Path(directory), args.level, args.large)
     if "postgresql" in only and not args.no_postgresql:
-        bench_postgresql(args.postgresql, args.server_ops, args.rounds)
+        bench_postgresql(args.postgresql, args.server_ops, args.rounds, args.level)
     if "mariadb" in only and not args.no_mariadb:
-        bench_mariadb(args.mariadb, args.server_ops, args.rounds)
+        bench_mariadb(args.mariadb, args.server_ops, args.rounds, args.level)
 
 
 if __name__ == "__main__":

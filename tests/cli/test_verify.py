@@ -188,7 +188,7 @@ def _flip(path: Path, offset: int) -> None:
 def _damage_sqlite(where: Path, store: Store) -> None:
     path = Path(store.url.removeprefix("sqlite:///"))
     data = bytearray(path.read_bytes())
-    data[4096 * 5 + 8 : 4096 * 5 + 60] = b"\xff" * 52  # a b-tree page of the data table
+    data[4096 * 20 + 8 : 4096 * 20 + 60] = b"\xff" * 52  # a b-tree page of the data table (past the roots)
     path.write_bytes(bytes(data))
 
 

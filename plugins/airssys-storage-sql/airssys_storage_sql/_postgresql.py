@@ -9,32 +9,33 @@ byte arrays of a batch are built here in PostgreSQL's binary array format
 server (a 100-key batch of 64 KiB values ran at 0.08-0.11x raw), and even its
 binary list dumper copies each value in Python (8 ms for 6.4 MB).
 
-A write is a data-modifying CTE that
+A commit (:meth:`SQLBackend.apply`) is a transaction: ``BEGIN``, the
+namespace's counter row locked ``FOR UPDATE`` (every writer of the namespace,
+on any host, takes that lock first, so the old rows read next stay current),
+the old rows, the planner, the writes, ``COMMIT``. A deadlock or serialization
+failure rolls it back and it is retried.
 
-1. upserts or deletes the rows; the upsert sets ``replaced_len`` to the length
-   of the value it replaces and returns it, so the old size comes from the
-   row the statement itself locked: exact even when another process writes
-   the same key at the same moment;
-2. adds the net delta to the namespace's usage row with an upsert whose
-   ``DO UPDATE … WHERE used_bytes + delta <= limit`` is the guard (the row
-   lock serialises writers of one namespace, on any host). It is an upsert
-   because the statement runs on the snapshot taken when it began (READ
-   COMMITTED): a plain ``UPDATE`` misses a usage row that a concurrent first
-   write to the namespace committed after that moment, and the write was
-   refused although nothing exceeded the quota. ``ON CONFLICT`` finds and
-   locks the latest committed row whatever the snapshot, and evaluates the
-   guard on it; the first write to a namespace inserts the row;
-3. calls ``<prefix>refuse()`` when there was something to charge but the
+The single-key hot paths (``put_one``, ``delete_one``) are one data-modifying
+CTE each, one round trip in autocommit mode, that
+
+1. locks the counter row ``FOR UPDATE`` first (the same order as a commit);
+2. upserts or deletes the row; the upsert sets ``replaced_len`` to the length
+   of the value it replaces, ``ver`` to the old version + 1 (a new row: the
+   locked row's floor + 1) and returns both, so the old size and version come
+   from the row the statement itself locked;
+3. adds the net delta to the counter row with an upsert whose ``DO UPDATE …
+   WHERE used_bytes + delta <= limit`` is the guard. An upsert, because a
+   first write to a namespace finds no counter row to lock, and ``ON
+   CONFLICT`` sees (and locks) a row committed by a concurrent first write
+   after the statement's snapshot; a plain ``UPDATE`` would miss it;
+4. calls ``<prefix>refuse()`` when there was something to charge but the
    upsert charged nothing; it raises and so rolls the whole statement back:
    SQLSTATE ``AS002`` with the used bytes of the row the guard refused (its
    lock is held, so a fresh read sees that row), ``AS001`` when a first write
    larger than the whole limit finds no usage row to report (the backend
    inserts it and runs the statement again, which then refuses with AS002).
 
-Rows are locked in key order (the batch arrays are sorted) and the usage row
-last, so writers of one namespace do not deadlock on puts; a deadlock the
-server still detects (crossing puts and deletes) or a serialization failure
-rolls the statement back and is retried.
+``test_sql_hot_paths.py`` checks that they give what the planner gives.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any, ClassVar
 
-from airssys_storage import Change, ConfigurationError, InternalError, StorageError, quota_exceeded
+from airssys_storage import ConfigurationError, InternalError, StorageError, quota_exceeded
+from airssys_storage.planner import KeyState, Plan, SpaceState
 
 from ._server import ServerBackend
-from ._transactional import MAX_ATTEMPTS, backoff
-from .backend import describe
+from .backend import StatementsByCount, describe
 
 _first = itemgetter(0)
+_new = tuple.__new__
 _QUOTA = "AS002"
 _NO_USAGE_ROW = "AS001"
 _RETRY = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
@@ -105,6 +107,7 @@ class PostgreSQLBackend(ServerBackend):
     """Tables in a PostgreSQL database, shared by any number of processes and hosts."""
 
     engine = "postgresql"
+    length_function = "octet_length"
     label = "PostgreSQL"
     default_port = 5432
     driver_args: ClassVar[Mapping[str, Any]] = {"application_name": "airssys-storage"}
@@ -115,7 +118,7 @@ class PostgreSQLBackend(ServerBackend):
         refuse = f"{self._options.table_prefix}refuse"
         self._refuse_function = refuse
         self._array_dumper = _dumper()
-        self._q_any = f"SELECT k, v FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
+        self._q_any = f"SELECT k, v, exp FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
         # snapshot (module docstring). A first write larger than the whole limit inserts
@@ -136,65 +139,36 @@ class PostgreSQLBackend(ServerBackend):
         refuse_uncharged = f"""CASE WHEN (s.delta <> 0 OR s.count <> 0) AND NOT EXISTS (SELECT FROM u)
                         THEN {refuse}(%(ns)s, s.delta, s.count) END"""
         self._q_put = f"""
-            WITH w AS (
-                INSERT INTO {t.data} AS d (ns, k, v) VALUES (%(ns)s, %(k)s, %(v)s)
-                ON CONFLICT (ns, k) DO UPDATE SET replaced_len = octet_length(d.v), v = EXCLUDED.v
-                RETURNING d.replaced_len
+            WITH l AS (
+                SELECT floor FROM {t.usage} WHERE ns = %(ns)s FOR UPDATE
+            ), w AS (
+                INSERT INTO {t.data} AS d (ns, k, v, ver)
+                VALUES (%(ns)s, %(k)s, %(v)s, COALESCE((SELECT floor FROM l), 0) + 1)
+                ON CONFLICT (ns, k) DO UPDATE
+                SET replaced_len = octet_length(d.v), v = EXCLUDED.v, ver = d.ver + 1, exp = NULL
+                RETURNING d.replaced_len, d.ver
             ), s AS (
                 SELECT CASE WHEN w.replaced_len IS NULL THEN %(size)s::bigint
                             ELSE %(vlen)s::bigint - w.replaced_len END AS delta,
                        CASE WHEN w.replaced_len IS NULL THEN 1 ELSE 0 END AS count
                 FROM w
             ), {charge}
-            SELECT s.count, {refuse_uncharged} FROM s"""
-        # Deleting only shrinks, so a plain UPDATE charges it: a row the DELETE found was in
-        # the snapshot, and so was the usage row that its write created (it committed in
-        # the same transaction or earlier).
+            SELECT w.ver, {refuse_uncharged} FROM s, w"""
+        # Removing only shrinks, so a plain UPDATE charges it; the counter row exists (a
+        # row of the namespace does) and is locked first, as by every writer.
         self._q_delete = f"""
-            WITH x AS (
-                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = %(k)s
-                RETURNING octet_length(k) + octet_length(v) AS size
+            WITH l AS (
+                SELECT 1 FROM {t.usage} WHERE ns = %(ns)s FOR UPDATE
+            ), x AS (
+                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = %(k)s AND EXISTS (SELECT FROM l)
+                RETURNING octet_length(k) + octet_length(v) AS size, ver, exp
             ), u AS (
-                UPDATE {t.usage} AS u SET used_bytes = u.used_bytes - x.size, key_count = u.key_count - 1
+                UPDATE {t.usage} AS u
+                SET used_bytes = u.used_bytes - x.size, key_count = u.key_count - 1, floor = GREATEST(u.floor, x.ver)
                 FROM x WHERE u.ns = %(ns)s
                 RETURNING 1
             )
-            SELECT count(*) FROM x"""
-        # The two unnest() calls in the select list run in lockstep, in array order (so rows
-        # are locked in key order). Not unnest() in FROM: a function scan first copies all
-        # its rows into a tuplestore, which spills to a temporary file past work_mem (4 MB
-        # by default); a 100-key batch of 64 KiB values wrote and read 6.4 MB of temp file.
-        self._q_commit = f"""
-            WITH w AS (
-                INSERT INTO {t.data} AS d (ns, k, v)
-                SELECT %(ns)s, unnest(%(keys)b::bytea[]), unnest(%(values)b::bytea[])
-                ON CONFLICT (ns, k) DO UPDATE SET replaced_len = octet_length(d.v), v = EXCLUDED.v
-                RETURNING octet_length(d.k) AS klen, octet_length(d.v) AS vlen, d.replaced_len
-            ), x AS (
-                DELETE FROM {t.data} WHERE ns = %(ns)s AND k = ANY(%(deletes)b::bytea[])
-                RETURNING octet_length(k) + octet_length(v) AS size
-            ), s AS (
-                SELECT (COALESCE((SELECT sum(klen + vlen - COALESCE(klen + replaced_len, 0)) FROM w), 0)
-                        - COALESCE((SELECT sum(size) FROM x), 0))::bigint AS delta,
-                       ((SELECT count(*) FILTER (WHERE replaced_len IS NULL) FROM w)
-                        - (SELECT count(*) FROM x))::bigint AS count,
-                       (SELECT count(replaced_len) FROM w) + (SELECT count(*) FROM x) AS existed
-            ), {charge}
-            SELECT s.existed, {refuse_uncharged} FROM s"""
-        # Subtracts what it deleted rather than zeroing, so a write committed by
-        # another process while the delete ran stays counted. Returns one row, like
-        # every statement _write runs.
-        self._q_clear = f"""
-            WITH x AS (
-                DELETE FROM {t.data} WHERE ns = %(ns)s RETURNING octet_length(k) + octet_length(v) AS size
-            ), u AS (
-                UPDATE {t.usage} AS u
-                SET used_bytes = u.used_bytes - COALESCE((SELECT sum(size) FROM x), 0),
-                    key_count = u.key_count - (SELECT count(*) FROM x)
-                WHERE u.ns = %(ns)s
-                RETURNING 1
-            )
-            SELECT count(*) FROM x"""
+            SELECT count(*), max(x.exp) FROM x"""
 
     def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
         # The statement's message carries the namespace, the key, sizes and the value: keep 64 KiB for them.
@@ -215,56 +189,36 @@ class PostgreSQLBackend(ServerBackend):
         cursor.execute(f"SET lock_timeout = {int(self._options.lock_timeout * 1000)}")
         return cursor
 
+    def _keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
+        # One array parameter, not an IN list: a prepared statement's generic plan for a list of
+        # 100 parameters scanned the whole table (a 100-key batch took 27 ms instead of 7 ms).
+        return statements.with_array("%b::bytea[]"), (*head, ByteaArray(keys))
+
     def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
         # One array parameter: a single statement text for any number of keys.
         return self._q_any, (namespace, ByteaArray(keys))
 
     # -- writes -------------------------------------------------------------------------
 
-    def _write(self, action: str, sql: str, params: dict[str, Any], limit: int | None) -> Any:
-        """Run a write statement; returns its first column. Retries conflicts, refuses quota.
-
-        Every PostgreSQL write runs here. Written out rather than through :meth:`_run` with a
-        retry hook: it is the set/delete path, and its failures are not the transactional
-        engines' (nothing to roll back in autocommit mode; a refused quota is raised by the
-        statement and turned into ``quota-exceeded`` here).
-        """
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                cursor = self._idle.pop()
-            except IndexError:
-                cursor = self._acquire()
+    def _statement(self, cursor: Any, sql: str, params: dict[str, Any], limit: int | None) -> Any:
+        """Run a hot-path statement (autocommit, through :meth:`_write`); its row. Refusals become quota-exceeded."""
+        for attempt in (0, 1):
             try:
                 cursor.execute(sql, params)
-                row = cursor.fetchone()
+                return cursor.fetchone()
             except Exception as exc:
                 state = getattr(exc, "sqlstate", None)
                 if state == _QUOTA and limit is not None:
-                    self._release(cursor)
                     used, delta = map(int, exc.diag.message_detail.split())  # type: ignore[attr-defined]
                     raise quota_exceeded(params["ns"], used, delta, limit) from None
-                if state == _NO_USAGE_ROW and attempt + 1 < MAX_ATTEMPTS:
-                    self.retries["new namespace"] += 1
-                    self._release(cursor)
-                    self._run("creating a usage row", self._execute, self._q_new_usage, (params["ns"],))
-                    continue
-                if state in _RETRY and attempt + 1 < MAX_ATTEMPTS:
-                    self.retries["conflict"] += 1
-                    self._release(cursor)
-                    backoff(attempt)
-                    continue
-                # One autocommit statement: a connection lost during it may have lost only the answer.
-                raise self._failed(cursor, exc, action, committing=True) from exc
-            except BaseException:
-                self._interrupted(cursor)
-                raise
-            self._idle.append(cursor)
-            return row[0]
+                if state != _NO_USAGE_ROW or attempt:
+                    raise
+            # A first write larger than the whole limit: create the row, so that the guard refuses against it.
+            self.retries["new namespace"] += 1
+            cursor.execute(self._q_new_usage, (params["ns"],))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        if value is None:
-            return int(self._write("delete", self._q_delete, {"ns": namespace, "k": key}, limit)) > 0
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         params = {
             "ns": namespace,
             "k": key,
@@ -273,25 +227,62 @@ class PostgreSQLBackend(ServerBackend):
             "vlen": len(value),
             "limit": limit,
         }
-        return int(self._write("set", self._q_put, params, limit)) == 0  # count 0: the key existed
+        return int(self._write("set", True, self._statement, self._q_put, params, limit)[0])
 
-    def commit(self, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        return int(self._write("commit", self._q_commit, self._commit_params(namespace, changes, limit), limit))
+    def delete_one(self, namespace: str, key: bytes) -> bool:
+        params = {"ns": namespace, "k": key}
+        count, expires_at = self._write("delete", True, self._statement, self._q_delete, params, None)
+        return bool(count) and (expires_at is None or expires_at > self.clock())
 
-    @staticmethod
-    def _commit_params(namespace: str, changes: Sequence[Change], limit: int | None) -> dict[str, Any]:
-        """The parameters of :attr:`_q_commit`: puts and deletes as byte arrays, sorted by key."""
-        ordered = sorted(changes, key=_first)
-        return {
-            "ns": namespace,
-            "keys": ByteaArray([key for key, value in ordered if value is not None]),
-            "values": ByteaArray([value for _, value in ordered if value is not None]),
-            "deletes": ByteaArray([key for key, value in ordered if value is None]),
-            "limit": limit,
-        }
+    # -- transactions -----------------------------------------------------------------------
+    #
+    # A commit's statements travel in psycopg pipelines: BEGIN, the counter-row lock and the
+    # read of the old rows in one round trip, the writes in a second, COMMIT in a third (six
+    # round trips one by one). The server still runs them in order, so the rows are read
+    # after the lock is held.
 
-    def clear(self, namespace: str) -> None:
-        self._write("clear", self._q_clear, {"ns": namespace}, None)
+    def _begin(self, item: Any) -> None:
+        """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`_lock_space`, :meth:`_read_state`)."""
+
+    def _lock_space(self, item: Any, namespace: str) -> SpaceState:
+        with item.connection.pipeline():
+            item.execute("BEGIN")
+            item.execute(self._w.space, (namespace,))
+        return self._locked_space(item, namespace)
+
+    def _locked_space(self, item: Any, namespace: str) -> SpaceState:
+        """The counter row the pipeline read; a missing one is created and locked (the namespace's first write)."""
+        rows = item.fetchall()
+        if not rows:
+            item.execute(self._q_new_usage, (namespace,))
+            rows = self._fetchall(item, self._w.space, (namespace,))
+        return _new(SpaceState, rows[0])
+
+    def _read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        reader = item.connection.cursor(binary=True)
+        with item.connection.pipeline():
+            item.execute("BEGIN")
+            item.execute(self._w.space, (namespace,))
+            reader.execute(*self._keyed(self._w.rows_values if values else self._w.rows, (namespace,), keys))
+        if not item.rowcount:  # no counter row was locked: the rows must be read again under the new one
+            return self._locked_space(item, namespace), self._read_rows(item, namespace, keys, values)
+        return self._locked_space(item, namespace), {key: _new(KeyState, state) for key, *state in reader}
+
+    def _write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
+        with item.connection.pipeline():
+            super()._write_plan(item, namespace, planned, now)
+
+    def _write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
+        # The row exists (the commit locked it); in a pipeline no rowcount is known yet.
+        self._execute(item, self._w.set_space, (space.bytes, space.keys, space.floor, namespace))
+
+    def _end(self, item: Any) -> None:
+        item.execute("COMMIT")
+
+    def _retryable(self, exc: Exception) -> bool:
+        return getattr(exc, "sqlstate", None) in _RETRY
 
     # -- connection state ------------------------------------------------------------------
 
@@ -321,8 +312,6 @@ class PostgreSQLBackend(ServerBackend):
 
     # -- verification ---------------------------------------------------------------------
 
-    length_function = "octet_length"
-
     def _verify_begin(self, item: Any, repair: bool) -> None:
         if repair:
             item.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -341,6 +330,10 @@ class PostgreSQLBackend(ServerBackend):
     def _meta_exists(self, item: Any) -> bool:
         return self._fetchall(item, "SELECT to_regclass(%s)::text", (self._tables.meta,))[0][0] is not None
 
+    def _has_column(self, item: Any, table: str, column: str) -> bool:
+        sql = "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped"
+        return bool(self._fetchall(item, sql, (table, column)))
+
     def _create_schema(self, item: Any) -> int | str | None:
         digest = hashlib.sha256(f"airssys-storage:{self._options.table_prefix}".encode()).digest()
         lock = int.from_bytes(digest[:8], "big", signed=True)
@@ -350,6 +343,10 @@ class PostgreSQLBackend(ServerBackend):
             # An advisory lock does not refresh this session's catalog cache (a relation
             # lock does): creating the meta table first makes the version read current.
             return self._create_tables(item)
+
+    def _migrate(self, item: Any) -> int:
+        self._execute(item, self._refuse_ddl())  # CREATE OR REPLACE: the hot paths call it
+        return super()._migrate(item)
 
     def _ddl(self) -> tuple[str, list[str]]:
         create_meta, create_others = super()._ddl()

@@ -7,11 +7,16 @@ autocommit mode (``isolation_level=None``): a read is one statement, a write
 is ``BEGIN IMMEDIATE … COMMIT``, issued explicitly, so the write lock is taken
 before the old sizes are read.
 
-``get``/``has`` (through one small ``_read_row``) and ``commit_one`` call
+``get``/``has`` (through one small ``_read_row``) call
 ``sqlite3.Connection.execute`` directly rather than through the shared
-:meth:`SQLBackend._query` / :meth:`_transaction`: a get is about 4 µs of
-SQLite work, and the retry and reconnect machinery on top of it would show in
-the ratio to raw ``sqlite3`` (one plain call, measured, does not).
+:meth:`SQLBackend._query`: a get is about 4 µs of SQLite work, and the
+reconnect machinery on top of it would show in the ratio to raw ``sqlite3``
+(one plain call, measured, does not). ``put_one`` and ``delete_one`` are the
+single-key hot paths the contract allows: four statements (``BEGIN
+IMMEDIATE``, an upsert or delete that returns the old size and version, the
+counter update, ``COMMIT``) instead of :meth:`SQLBackend.apply`'s five or six;
+the conformance suite's differential test and ``test_sql_v2.py`` check that
+they give exactly what the planner gives.
 """
 
 from __future__ import annotations
@@ -25,17 +30,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airssys_storage import Capabilities, Change, ConfigurationError, InternalError, StorageError, StoreDamaged
+from airssys_storage import (
+    Capabilities,
+    ConfigurationError,
+    InternalError,
+    StorageError,
+    StoreDamaged,
+    quota_exceeded,
+)
 from airssys_storage.files import create_private_file
+from airssys_storage.planner import KeyState, SpaceState
 
-from ._transactional import TransactionalBackend, backoff
-from .backend import MARKS, SQLBackend, SQLOptions, describe
+from ._retry import backoff
+from .backend import SQLBackend, SQLOptions, describe
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Dialect
 
-# Rows per statement in a batch: two bound values each, far below SQLite's 32766.
-_CHUNK = 5000
 # sqlite3 error codes (sqlite3.Error.sqlite_errorcode & 0xff).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
@@ -44,13 +55,16 @@ _SQLITE_NOTADB = 26
 
 
 _T = TypeVar("_T")
+_EMPTY_SPACE = SpaceState()
+_new = tuple.__new__
 
 
-class SQLiteBackend(TransactionalBackend):
+class SQLiteBackend(SQLBackend):
     """A SQLite database file shared by any number of threads and processes."""
 
     engine = "sqlite"
     placeholder = "?"
+    lock_rows = ""  # BEGIN IMMEDIATE holds the database's write lock already
 
     @staticmethod
     def connect_args(options: SQLOptions) -> dict[str, Any]:
@@ -99,22 +113,33 @@ class SQLiteBackend(TransactionalBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         t = self._tables
-        # replaced_len is NULL for a new row, else the length of the value it replaced.
-        self._q_put_returning = (
-            f"INSERT INTO {t.data} (ns, k, v) VALUES (?, ?, ?) "
-            f"ON CONFLICT (ns, k) DO UPDATE SET replaced_len = length({t.data}.v), v = excluded.v "
-            "RETURNING replaced_len"
+        # The planner's PUT in one statement: an overwrite gives the row version + 1, a new
+        # row floor + 1; replaced_len is NULL for a new row, else the length of the value it
+        # replaced (expired rows included: they are charged until removed).
+        self._q_put_one = (
+            f"INSERT INTO {t.data} (ns, k, v, ver) "
+            f"VALUES (?, ?, ?, COALESCE((SELECT floor FROM {t.usage} WHERE ns = ?), 0) + 1) "
+            f"ON CONFLICT (ns, k) DO UPDATE SET replaced_len = length({t.data}.v), v = excluded.v, "
+            f"ver = {t.data}.ver + 1, exp = NULL "
+            "RETURNING replaced_len, ver"
         )
-        self._q_delete_returning = f"DELETE FROM {t.data} WHERE ns = ? AND k = ? RETURNING length(v)"
-        # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
-        self._q_put_rows = self._by_count(
-            f"INSERT INTO {t.data} (ns, k, v) SELECT ?, column1, column2 FROM (VALUES {MARKS}) WHERE true "
-            f"ON CONFLICT (ns, k) DO UPDATE SET replaced_len = length({t.data}.v), v = excluded.v "
-            "RETURNING length(k) + replaced_len",
-            "(?, ?)",
+        self._q_delete_one = f"DELETE FROM {t.data} WHERE ns = ? AND k = ? RETURNING length(k) + length(v), ver, exp"
+        self._q_add = f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? WHERE ns = ?"
+        self._q_add_guarded = (
+            f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? "
+            "WHERE ns = ? AND used_bytes + ? <= ?"
         )
-        self._q_delete_rows = self._by_count(
-            f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS}) RETURNING length(k) + length(v)"
+        # A one-key commit's first reads in one statement: the counter row and the key's row
+        # (NULLs for what does not exist), with or without the value.
+        joined = (
+            "SELECT u.used_bytes, u.key_count, u.floor, length(d.v), d.ver, d.exp, {value} "
+            f"FROM (SELECT ? AS ns, ? AS k) AS w LEFT JOIN {t.usage} AS u ON u.ns = w.ns "
+            f"LEFT JOIN {t.data} AS d ON d.ns = w.ns AND d.k = w.k"
+        )
+        self._q_state = (joined.format(value="NULL"), joined.format(value="d.v"))
+        self._q_remove = (
+            f"UPDATE {t.usage} SET used_bytes = used_bytes - ?, key_count = key_count - 1, "
+            "floor = max(floor, ?) WHERE ns = ?"
         )
 
     def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
@@ -157,10 +182,13 @@ class SQLiteBackend(TransactionalBackend):
 
     def get(self, namespace: str, key: bytes) -> bytes | None:
         row = self._read_row(self._q_get, namespace, key, "get")
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        if row is None or (row[1] is not None and row[1] <= self.clock()):
+            return None
+        return row[0]  # type: ignore[no-any-return]
 
     def has(self, namespace: str, key: bytes) -> bool:
-        return self._read_row(self._q_has, namespace, key, "has") is not None
+        row = self._read_row(self._q_has, namespace, key, "has")
+        return row is not None and (row[0] is None or row[0] > self.clock())
 
     def _read_row(self, sql: str, namespace: str, key: bytes, action: str) -> Any:
         """One row of a single-key read on an idle connection (SQLite's hot read path)."""
@@ -181,76 +209,62 @@ class SQLiteBackend(TransactionalBackend):
 
     # -- writes ------------------------------------------------------------------------
 
-    def commit_one(self, namespace: str, key: bytes, value: bytes | None, limit: int | None) -> bool:
-        # Four statements: BEGIN IMMEDIATE, the write (which returns the old size),
-        # the usage update (skipped when neither size nor count changes), COMMIT.
-        idle = self._idle
-        try:
-            conn = idle.pop()
-        except IndexError:
-            conn = self._acquire()
-        try:
-            execute = conn.execute
-            execute("BEGIN IMMEDIATE")
-            if value is None:
-                rows = execute(self._q_delete_returning, (namespace, key)).fetchall()
-                existed = bool(rows)
-                if existed:
-                    self._charge(conn, namespace, -len(key) - rows[0][0], -1, None)
-            else:
-                old = execute(self._q_put_returning, (namespace, key, value)).fetchall()[0][0]
-                existed = old is not None
-                if existed:
-                    delta, count = len(value) - old, 0
-                else:
-                    delta, count = len(key) + len(value), 1
-                if limit is not None and delta > 0:
-                    if execute(self._q_add_guarded, (delta, count, namespace, delta, limit)).rowcount != 1:
-                        self._charge(conn, namespace, delta, count, limit)
-                elif delta or count:
-                    self._charge(conn, namespace, delta, count, limit)
-            execute("COMMIT")
-        except Exception as exc:
-            raise self._failed(conn, exc, "set" if value is not None else "delete") from exc
-        except BaseException:
-            self._interrupted(conn)
-            raise
-        idle.append(conn)
-        return existed
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        return self._write("set", False, self._put_in, namespace, key, value, limit)
 
-    def _write_changes(self, item: Any, namespace: str, changes: Sequence[Change], limit: int | None) -> int:
-        # The batch's puts are one INSERT … SELECT FROM (VALUES …) upsert and its deletes one
-        # DELETE … IN (…), both RETURNING the old sizes: no separate read of the keys (that read
-        # cost more than the writes). Then the guarded usage update; a refusal rolls back.
-        puts = [(key, value) for key, value in changes if value is not None]
-        deletes = [key for key, value in changes if value is None]
-        execute = item.execute
-        delta = count = existed = 0
-        for start in range(0, len(deletes), _CHUNK):
-            gone = deletes[start : start + _CHUNK]
-            for (size,) in execute(self._q_delete_rows[len(gone)], (namespace, *gone)).fetchall():
-                delta -= size
-                count -= 1
-                existed += 1
-        for start in range(0, len(puts), _CHUNK):
-            rows = puts[start : start + _CHUNK]
-            params: list[Any] = [namespace]
-            for key, value in rows:
-                params += (key, value)
-                delta += len(key) + len(value)
-            for (old,) in execute(self._q_put_rows[len(rows)], params).fetchall():
-                if old is None:
-                    count += 1
-                else:
-                    delta -= old
-                    existed += 1
-        if delta or count:
-            self._charge(item, namespace, delta, count, limit)
-        return existed
+    def _put_in(self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        # The upsert returns the old size and the new version; the counter update is
+        # skipped when neither size nor count changes.
+        execute = conn.execute
+        old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
+        if old is None:
+            delta, count = len(key) + len(value), 1
+        else:
+            delta, count = len(value) - old, 0
+        if limit is not None and delta > 0:
+            if execute(self._q_add_guarded, (delta, count, namespace, delta, limit)).rowcount != 1:
+                self._charge(conn, namespace, delta, count, limit)
+        elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
+            self._charge(conn, namespace, delta, count, limit)
+        return version  # type: ignore[no-any-return]
+
+    def delete_one(self, namespace: str, key: bytes) -> bool:
+        row = self._write("delete", False, self._delete_in, namespace, key)
+        return row is not None and (row[2] is None or row[2] > self.clock())
+
+    def _delete_in(self, conn: sqlite3.Connection, namespace: str, key: bytes) -> Any:
+        row = conn.execute(self._q_delete_one, (namespace, key)).fetchone()
+        if row is not None:
+            conn.execute(self._q_remove, (row[0], row[1], namespace))
+        return row
+
+    def _read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        if len(keys) != 1:
+            return super()._read_state(item, namespace, keys, values)
+        used, count, floor, *row = item.execute(self._q_state[values], (namespace, keys[0])).fetchone()
+        space = _EMPTY_SPACE if used is None else _new(SpaceState, (used, count, floor))
+        return space, ({} if row[1] is None else {keys[0]: _new(KeyState, row)})
+
+    def _charge(self, conn: sqlite3.Connection, namespace: str, delta: int, count: int, limit: int | None) -> None:
+        """After the counter update of :meth:`put_one` changed no row: create the row, or refuse the write."""
+        rows = conn.execute(self._q_usage, (namespace,)).fetchall()
+        if not rows:  # the namespace's first write
+            conn.execute(self._q_new_usage, (namespace,))
+            if limit is not None and delta > 0:
+                done = conn.execute(self._q_add_guarded, (delta, count, namespace, delta, limit)).rowcount
+            else:
+                done = conn.execute(self._q_add, (delta, count, namespace)).rowcount
+            if done == 1:
+                return
+            rows = [(0,)]
+        assert limit is not None  # an unguarded update only misses a row that does not exist
+        raise quota_exceeded(namespace, int(rows[0][0]), delta, limit)
 
     # -- transactional primitives ------------------------------------------------------
 
-    def _begin(self, item: Any, namespace: str) -> None:
+    def _begin(self, item: Any) -> None:
         item.execute("BEGIN IMMEDIATE")
 
     def _end(self, item: Any) -> None:
@@ -322,6 +336,9 @@ class SQLiteBackend(TransactionalBackend):
     def _meta_exists(self, item: Any) -> bool:
         sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
         return bool(self._fetchall(item, sql, (self._tables.meta,)))
+
+    def _has_column(self, item: Any, table: str, column: str) -> bool:
+        return bool(self._fetchall(item, "SELECT 1 FROM pragma_table_info(?) WHERE name = ?", (table, column)))
 
     def _create_schema(self, item: Any) -> int | str | None:
         # BEGIN IMMEDIATE makes concurrent first opens take turns.

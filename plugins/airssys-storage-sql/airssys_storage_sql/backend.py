@@ -1,11 +1,16 @@
-"""The ``sql`` backend: URL and option handling, connections, errors, reads, schema.
+"""The ``sql`` backend: URL and option handling, connections, errors, reads, writes, schema.
 
 :class:`SQLBackend` is the class the plugin registers. :meth:`SQLBackend.open`
 picks the engine from the URL and returns an instance of the engine's subclass
 (:mod:`._sqlite`, :mod:`._postgresql`, :mod:`._mariadb`). What the engines
-share lives here: the read statements (written once with ``?`` markers, built
-once per instance), the reads, error handling and schema creation. Each
-subclass writes its own write path against the raw DBAPI connection.
+share lives here: the statements (written once with ``?`` markers, built
+once per instance), the reads, the one write path (:meth:`SQLBackend.apply`:
+a transaction that locks the namespace's counter row, reads the old rows,
+asks :func:`airssys_storage.planner.plan` and writes what it decided), error
+handling and schema creation. The engine subclasses supply the transaction
+primitives (:meth:`~SQLBackend._begin`, :meth:`~SQLBackend._end`, …) and,
+where a benchmark shows it pays, a single-key hot path (``put_one``,
+``delete_one``) whose equality with the planner a differential test checks.
 
 Connections: SQLAlchemy creates them (URL parsing, dialect, connect
 arguments) through a ``NullPool``; the backend keeps the idle ones in a plain
@@ -18,6 +23,7 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import threading
@@ -40,8 +46,10 @@ from airssys_storage import (
 )
 from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
 from airssys_storage.forking import ForkAware, track
+from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
-from ._schema import SCHEMA_VERSION, create_statements, table_names
+from ._retry import MAX_ATTEMPTS, backoff
+from ._schema import MAX_STORED_VERSION, SCHEMA_VERSION, create_statements, migration_steps, table_names
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -86,6 +94,10 @@ def missing_dependency(exc: ImportError, engine: str | None) -> ConfigurationErr
 
 
 _first = itemgetter(0)
+_EMPTY_SPACE = SpaceState()
+_new = tuple.__new__  # KeyState/SpaceState from a row without NamedTuple.__new__'s argument handling
+#: Keys or rows per statement of a commit (SQLite binds at most 32766 values per statement).
+CHUNK = 5000
 _PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 
@@ -226,6 +238,59 @@ class StatementsByCount(dict[int, str]):
         sql = self[count] = self._template.replace(MARKS, ", ".join([self._unit] * count))
         return sql
 
+    def with_array(self, array: str) -> str:
+        """The template with its ``IN (…)`` list as ``= ANY(array)``: one statement for any count."""
+        return self._template.replace(f"IN ({MARKS})", f"= ANY({array})")
+
+
+class CommitStatements:
+    """The statements :meth:`SQLBackend.apply` runs, built once per backend in the engine's dialect."""
+
+    def __init__(self, backend: SQLBackend) -> None:
+        t = backend._tables
+        q = backend._sql
+        length = backend.length_function
+        upsert = backend.upsert_clause
+        #: The counter row, locked where the engine locks rows (servers: FOR UPDATE).
+        self.space = q(f"SELECT used_bytes, key_count, floor FROM {t.usage} WHERE ns = ?{backend.lock_rows}")
+        self.set_space = q(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ?, floor = ? WHERE ns = ?")
+        self.insert_space = q(f"INSERT INTO {t.usage} (used_bytes, key_count, floor, ns) VALUES (?, ?, ?, ?)")
+        # Each row is (k, *KeyState): size, version, expiry, value (NULL unless asked for).
+        self.rows = backend._by_count(
+            f"SELECT k, {length}(v), ver, exp, NULL FROM {t.data} WHERE ns = ? AND k IN ({MARKS})"
+        )
+        self.rows_values = backend._by_count(
+            f"SELECT k, {length}(v), ver, exp, v FROM {t.data} WHERE ns = ? AND k IN ({MARKS})"
+        )
+        self.ops = backend._by_count(
+            f"SELECT op_id, result FROM {t.ops} WHERE ns = ? AND recorded_at > ? AND op_id IN ({MARKS})"
+        )
+        self.upsert = q(
+            f"INSERT INTO {t.data} (ns, k, v, ver, exp) VALUES (?, ?, ?, ?, ?) "
+            + upsert(("ns", "k"), ("v", "ver", "exp"))
+        )
+        self.touch = q(f"UPDATE {t.data} SET ver = ?, exp = ? WHERE ns = ? AND k = ?")
+        self.deletes = backend._by_count(f"DELETE FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
+        self.prune_ops = q(f"DELETE FROM {t.ops} WHERE ns = ? AND recorded_at <= ?")
+        self.record_op = q(
+            f"INSERT INTO {t.ops} (ns, op_id, result, recorded_at) VALUES (?, ?, ?, ?) "
+            + upsert(("ns", "op_id"), ("result", "recorded_at"))
+        )
+        self.top_version = q(f"SELECT max(ver) FROM {t.data} WHERE ns = ?")
+        self.clear = q(f"DELETE FROM {t.data} WHERE ns = ?")
+        #: Range reads of delete_range: (bounded above, expired only, limited) -> statement.
+        self.range: dict[tuple[bool, bool, bool], str] = {}
+        for bounded in (False, True):
+            for expired in (False, True):
+                for limited in (False, True):
+                    self.range[bounded, expired, limited] = q(
+                        f"SELECT k, {length}(v), ver, exp FROM {t.data} WHERE ns = ? AND k >= ?"
+                        + (" AND k < ?" if bounded else "")
+                        + (" AND exp <= ?" if expired else "")
+                        + " ORDER BY k"
+                        + (" LIMIT ?" if limited else "")
+                    )
+
 
 class SQLBackend(StorageBackend, ForkAware):
     """Key-value storage in SQLite, PostgreSQL or MariaDB tables (see the package docs)."""
@@ -240,6 +305,16 @@ class SQLBackend(StorageBackend, ForkAware):
     placeholder: ClassVar[str] = "%s"
     #: How the engine's ``INSERT`` of a usage row leaves an existing row alone.
     keep_existing_usage: ClassVar[str] = "ON CONFLICT (ns) DO NOTHING"
+    #: Appended to the read of the counter row that opens a commit: locks it on the server engines.
+    lock_rows: ClassVar[str] = " FOR UPDATE"
+    #: The SQL function giving a binary column's length in bytes.
+    length_function: ClassVar[str] = "length"
+
+    @staticmethod
+    def upsert_clause(conflict: Sequence[str], columns: Sequence[str]) -> str:
+        """The engine's clause making an ``INSERT`` overwrite *columns* of the row with the same *conflict* key."""
+        sets = ", ".join(f"{column} = excluded.{column}" for column in columns)
+        return f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
 
     def __init__(self, sa_engine: Engine, options: SQLOptions, where: str) -> None:
         self._sa_engine = sa_engine
@@ -249,17 +324,24 @@ class SQLBackend(StorageBackend, ForkAware):
         # class (CPython 3.11), and then every attribute load on the hot paths is slower.
         self._tables = t = table_names(options.table_prefix)
         q = self._sql
-        self._q_get = q(f"SELECT v FROM {t.data} WHERE ns = ? AND k = ?")
-        self._q_has = q(f"SELECT 1 FROM {t.data} WHERE ns = ? AND k = ?")
-        self._q_many = self._by_count(f"SELECT k, v FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
-        self._q_items = q(f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? ORDER BY k LIMIT ?")
-        self._q_items_to = q(f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?")
-        self._q_keys = q(f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? ORDER BY k LIMIT ?")
-        self._q_keys_to = q(f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? ORDER BY k LIMIT ?")
+        # Reads: a row's expiry comes with it, and listings skip expired rows in SQL.
+        live = "(exp IS NULL OR exp > ?)"
+        self._q_get = q(f"SELECT v, exp FROM {t.data} WHERE ns = ? AND k = ?")
+        self._q_entry = q(f"SELECT v, ver, exp FROM {t.data} WHERE ns = ? AND k = ?")
+        self._q_has = q(f"SELECT exp FROM {t.data} WHERE ns = ? AND k = ?")
+        self._q_many = self._by_count(f"SELECT k, v, exp FROM {t.data} WHERE ns = ? AND k IN ({MARKS})")
+        self._q_items = q(f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? AND {live} ORDER BY k LIMIT ?")
+        self._q_items_to = q(
+            f"SELECT k, v FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? AND {live} ORDER BY k LIMIT ?"
+        )
+        self._q_keys = q(f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? AND {live} ORDER BY k LIMIT ?")
+        self._q_keys_to = q(f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? AND {live} ORDER BY k LIMIT ?")
         self._q_usage = q(f"SELECT used_bytes, key_count FROM {t.usage} WHERE ns = ?")
         self._q_new_usage = q(
-            f"INSERT INTO {t.usage} (ns, used_bytes, key_count) VALUES (?, 0, 0) {self.keep_existing_usage}"
+            f"INSERT INTO {t.usage} (ns, used_bytes, key_count, floor) VALUES (?, 0, 0, 0) {self.keep_existing_usage}"
         )
+        # The statements of apply(), in one object: see the note above on the number of attributes.
+        self._w = CommitStatements(self)
         #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
         self.where = where
         #: The URL it was opened with (see :meth:`command`); set by :meth:`open`.
@@ -349,9 +431,9 @@ class SQLBackend(StorageBackend, ForkAware):
         return operator_command(command, self.url, selecting)
 
     @classmethod
+    @abc.abstractmethod
     def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
         """Build the SQLAlchemy engine for *url* and the backend around it (no I/O yet)."""
-        raise NotImplementedError
 
     # -- SQL text ----------------------------------------------------------------------
 
@@ -414,9 +496,9 @@ class SQLBackend(StorageBackend, ForkAware):
         with self._slow_lock:
             self._connections -= 1
 
+    @abc.abstractmethod
     def _setup(self, dbapi_connection: Any) -> Any:
         """Configure a new DBAPI connection; returns the item kept in the idle stack."""
-        raise NotImplementedError
 
     def _release(self, item: Any) -> None:
         self._idle.append(item)
@@ -521,11 +603,13 @@ class SQLBackend(StorageBackend, ForkAware):
         else:
             self._release(item)
 
+    @abc.abstractmethod
     def _rollback(self, item: Any) -> None:
-        raise NotImplementedError
+        """Roll back the transaction open on *item*, if any."""
 
+    @abc.abstractmethod
     def _is_disconnect(self, item: Any, exc: Exception) -> bool:
-        raise NotImplementedError
+        """Whether *exc* means *item*'s connection is dead."""
 
     def _translate(self, exc: Exception, action: str) -> StorageError:
         return InternalError(f"{self.where} failed during {action}: {describe(exc)}")
@@ -560,15 +644,33 @@ class SQLBackend(StorageBackend, ForkAware):
 
     def get(self, namespace: str, key: bytes) -> bytes | None:
         rows = self._query("get", self._q_get, (namespace, key))
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        value, expires_at = rows[0]
+        return value if expires_at is None or expires_at > self.clock() else None
 
     def has(self, namespace: str, key: bytes) -> bool:
-        return bool(self._query("has", self._q_has, (namespace, key)))
+        rows = self._query("has", self._q_has, (namespace, key))
+        return bool(rows) and (rows[0][0] is None or rows[0][0] > self.clock())
+
+    def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
+        rows = self._query("get_entry", self._q_entry, (namespace, key))
+        if not rows:
+            return None
+        value, version, expires_at = rows[0]
+        if expires_at is not None and expires_at <= self.clock():
+            return None
+        return KeyState(len(value), version, expires_at, value)
 
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        found = dict(self._query("get_many", *self._get_many_query(namespace, keys)))
+        rows = self._query("get_many", *self._get_many_query(namespace, keys))
+        if any(row[2] is not None for row in rows):  # one moment for the whole batch
+            now = self.clock()
+            found = {key: value for key, value, expires_at in rows if expires_at is None or expires_at > now}
+        else:
+            found = {key: value for key, value, _ in rows}
         return [found.get(key) for key in keys]
 
     def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
@@ -576,16 +678,16 @@ class SQLBackend(StorageBackend, ForkAware):
 
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         if end is None:
-            rows = self._query("items", self._q_items, (namespace, start, limit))
+            rows = self._query("items", self._q_items, (namespace, start, self.clock(), limit))
         else:
-            rows = self._query("items", self._q_items_to, (namespace, start, end, limit))
+            rows = self._query("items", self._q_items_to, (namespace, start, end, self.clock(), limit))
         return rows if isinstance(rows, list) else list(rows)  # PyMySQL returns a tuple
 
     def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
         if end is None:
-            rows = self._query("keys", self._q_keys, (namespace, start, limit))
+            rows = self._query("keys", self._q_keys, (namespace, start, self.clock(), limit))
         else:
-            rows = self._query("keys", self._q_keys_to, (namespace, start, end, limit))
+            rows = self._query("keys", self._q_keys_to, (namespace, start, end, self.clock(), limit))
         return list(map(_first, rows))
 
     def usage(self, namespace: str) -> Usage:
@@ -594,13 +696,197 @@ class SQLBackend(StorageBackend, ForkAware):
 
     # -- engine primitives -------------------------------------------------------------
 
+    @abc.abstractmethod
     def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> Sequence[tuple[Any, ...]]:
         """Run a statement; its rows (a list, or a tuple from PyMySQL)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; its rowcount."""
-        raise NotImplementedError
+
+    def _executemany(self, item: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per parameter row (the drivers' batched ``executemany``)."""
+        item.executemany(sql, rows)
+
+    @abc.abstractmethod
+    def _begin(self, item: Any) -> None:
+        """Start a write transaction (SQLite: ``BEGIN IMMEDIATE``, which takes the database's write lock)."""
+
+    @abc.abstractmethod
+    def _end(self, item: Any) -> None:
+        """Commit the write transaction."""
+
+    def _retryable(self, exc: Exception) -> bool:
+        """Whether *exc* rolled the transaction back for a conflict, so running it again is safe."""
+        return False
+
+    # -- writes: one transaction, the planner, the plan applied ------------------------------
+
+    def _write(self, action: str, single: bool, work: Callable[..., T], *args: Any) -> T:
+        """``work(item, *args)`` on a pooled connection, repeated after a conflict: every write goes through here.
+
+        Without *single*, *work* runs in a write transaction (:meth:`_begin` …
+        :meth:`_end`); a connection lost before the ``COMMIT`` rolled it back
+        (``internal-error``), one lost during it leaves the outcome unknown
+        (:class:`~airssys_storage.OutcomeUnknown`). With *single*, *work* is
+        one autocommit statement or procedure call that commits by itself, so
+        a lost connection always leaves the outcome unknown. Positional
+        parameters and no further layers: it is the write path.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                item = self._idle.pop()
+            except IndexError:
+                item = self._acquire()
+            committing = single
+            try:
+                if single:
+                    result = work(item, *args)
+                else:
+                    self._begin(item)
+                    result = work(item, *args)
+                    committing = True  # from here a lost connection leaves the outcome unknown
+                    self._end(item)
+            except Exception as exc:
+                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
+                    self.retries["conflict"] += 1
+                    self._recover(item)
+                    backoff(attempt)
+                    continue
+                raise self._failed(item, exc, action, committing) from exc
+            except BaseException:
+                self._interrupted(item)
+                raise
+            self._idle.append(item)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        """One transaction: lock the counter row, read the old rows and op ids, plan, write the plan."""
+        return self._write("write", False, self._apply_in, namespace, writes, limit)
+
+    def _apply_in(self, item: Any, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        keys = [write.key for write in writes]
+        space, found = self._read_state(item, namespace, keys, any(write.needs_value for write in writes))
+        now = self.clock()
+        op_ids = [write.op_id for write in writes if write.op_id is not None]
+        done = self._read_ops(item, namespace, op_ids, now) if op_ids else None
+        planned = plan(namespace, writes, [found.get(key) for key in keys], space, limit, now, done)
+        self._write_plan(item, namespace, planned, now)
+        return planned
+
+    def _lock_space(self, item: Any, namespace: str) -> SpaceState:
+        """The namespace's counter row, read as the first statement of a commit (and locked on servers).
+
+        On the servers this lock makes the commit the namespace's only writer
+        (every write path takes it first); a missing row is created, since
+        only an existing row can be locked. SQLite's ``BEGIN IMMEDIATE`` has
+        locked the whole database already.
+        """
+        rows = self._fetchall(item, self._w.space, (namespace,))
+        if not rows and self.lock_rows:
+            self._execute(item, self._q_new_usage, (namespace,))
+            rows = self._fetchall(item, self._w.space, (namespace,))
+        if not rows:
+            return _EMPTY_SPACE
+        used, count, floor = rows[0]
+        return SpaceState(int(used), int(count), int(floor))
+
+    def _read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        """The first reads of a commit: the counter row (:meth:`_lock_space`), then the rows of *keys*."""
+        return self._lock_space(item, namespace), self._read_rows(item, namespace, keys, values)
+
+    def _read_rows(self, item: Any, namespace: str, keys: Sequence[bytes], values: bool) -> dict[bytes, KeyState]:
+        """The stored rows of *keys* (expired ones too), with their values when *values*."""
+        statements = self._w.rows_values if values else self._w.rows
+        found: dict[bytes, KeyState] = {}
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start : start + CHUNK]
+            for key, *state in self._fetchall(item, *self._keyed(statements, (namespace,), chunk)):
+                found[key] = _new(KeyState, state)  # the drivers give bytes and ints
+        return found
+
+    def _keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
+        """The statement for *keys* (an ``IN`` list of their number) and its parameters: *head*, then the keys."""
+        return statements[len(keys)], (*head, *keys)
+
+    def _read_ops(self, item: Any, namespace: str, op_ids: Sequence[str], now: int) -> dict[str, int]:
+        """The recorded results of *op_ids* younger than the retention window."""
+        encoded = [op_id.encode() for op_id in op_ids]
+        rows = self._fetchall(item, *self._keyed(self._w.ops, (namespace, now - self.op_retention_ms), encoded))
+        return {bytes(op_id).decode(): int(result) for op_id, result in rows}
+
+    def _write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
+        """Write what the planner decided: deletes, puts, touches, the counter row, the op records."""
+        w = self._w
+        deletes = planned.deletes
+        for start in range(0, len(deletes), CHUNK):
+            chunk = deletes[start : start + CHUNK]
+            self._execute(item, *self._keyed(w.deletes, (namespace,), chunk))
+        rows = []
+        for key, value, version, expires_at in planned.puts:
+            if version > MAX_STORED_VERSION:
+                raise InternalError(f"a key's version reached {MAX_STORED_VERSION}; the key cannot be written again")
+            if value is None:  # a TOUCH: the stored value stays
+                self._execute(item, w.touch, (version, expires_at, namespace, key))
+            else:
+                rows.append((namespace, key, value, version, expires_at))
+        if len(rows) == 1:
+            self._execute(item, w.upsert, rows[0])
+        elif rows:
+            self._executemany(item, w.upsert, rows)
+        if planned.space_changed:
+            self._write_space(item, namespace, planned.space)
+        if planned.op_records:
+            self._execute(item, w.prune_ops, (namespace, now - self.op_retention_ms))
+            for op_id, result in planned.op_records:
+                self._execute(item, w.record_op, (namespace, op_id.encode(), result, now))
+
+    def _write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
+        """Store the counter row (SQLite creates it with the first write; the servers locked it already)."""
+        params = (space.bytes, space.keys, space.floor, namespace)
+        if self._execute(item, self._w.set_space, params) == 0:
+            self._execute(item, self._w.insert_space, params)
+
+    def delete_range(
+        self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
+    ) -> Plan:
+        """One transaction: lock the counter row, read the rows in the range, plan their removal, apply it."""
+        return self._write("range delete", False, self._delete_range_in, namespace, start, end, expired_only, limit)
+
+    def _delete_range_in(
+        self, item: Any, namespace: str, start: bytes, end: bytes | None, expired_only: bool, limit: int | None
+    ) -> Plan:
+        space = self._lock_space(item, namespace)
+        now = self.clock()
+        params: list[Any] = [namespace, start]
+        if end is not None:
+            params.append(end)
+        if expired_only:
+            params.append(now)
+        if limit is not None:
+            params.append(limit)
+        sql = self._w.range[end is not None, expired_only, limit is not None]
+        rows = self._fetchall(item, sql, params)
+        kind = WriteKind.SWEEP if expired_only else WriteKind.DELETE
+        writes = [Write(bytes(row[0]), kind) for row in rows]
+        old = [KeyState(int(row[1]), int(row[2]), row[3]) for row in rows]
+        planned = plan(namespace, writes, old, space, None, now)
+        self._write_plan(item, namespace, planned, now)
+        return planned
+
+    def clear(self, namespace: str) -> None:
+        self._write("clear", False, self._clear_in, namespace)
+
+    def _clear_in(self, item: Any, namespace: str) -> None:
+        space = self._lock_space(item, namespace)
+        top = self._fetchall(item, self._w.top_version, (namespace,))[0][0]
+        self._execute(item, self._w.clear, (namespace,))
+        floor = max(space.floor, int(top or 0))
+        if space != SpaceState(0, 0, floor):
+            self._write_space(item, namespace, SpaceState(0, 0, floor))
 
     # -- non-hot-path helpers ------------------------------------------------------------
 
@@ -624,6 +910,8 @@ class SQLBackend(StorageBackend, ForkAware):
         version = self._run("opening", self._read_version)
         if version is None:
             version = self._run("creating the tables", self._create_schema)
+        elif version == 1:
+            version = self._run("upgrading the tables to schema version 2", self._create_schema)
         if version != SCHEMA_VERSION:
             raise ConfigurationError(
                 f"the tables {self._tables.data}, {self._tables.usage} in {self.where} have schema version "
@@ -639,22 +927,28 @@ class SQLBackend(StorageBackend, ForkAware):
         """The stored schema version, ``None`` when the tables do not exist yet."""
         return self._stored_version(item) if self._meta_exists(item) else None
 
+    @abc.abstractmethod
     def _meta_exists(self, item: Any) -> bool:
-        raise NotImplementedError
+        """Whether the meta table exists."""
+
+    @abc.abstractmethod
+    def _has_column(self, item: Any, table: str, column: str) -> bool:
+        """Whether *table* has *column* (schema migration)."""
 
     def _stored_version(self, item: Any) -> int | str | None:
         rows = self._fetchall(item, f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'", ())
         return self._parse_version(rows[0][0]) if rows else None
 
+    @abc.abstractmethod
     def _create_schema(self, item: Any) -> int | str | None:
-        """Create the tables (race-safe against other processes); return the version now stored."""
-        raise NotImplementedError
+        """Create or upgrade the tables (race-safe against other processes); return the version now stored."""
 
     def _create_tables(self, item: Any) -> int | str | None:
         """The body of :meth:`_create_schema`, which runs it holding the engine's lock.
 
         Creates the meta table, reads the version row, and creates the rest only when there
-        is none, so it never touches tables of another version.
+        is none, so it never touches tables of another version. A version 1 store is
+        migrated (:meth:`_migrate`).
         """
         create_meta, create_others = self._ddl()
         self._execute(item, create_meta)
@@ -665,7 +959,27 @@ class SQLBackend(StorageBackend, ForkAware):
             insert = self._sql(f"INSERT INTO {self._tables.meta} (name, value) VALUES ('schema_version', ?)")
             self._execute(item, insert, (str(SCHEMA_VERSION),))
             version = SCHEMA_VERSION
+        elif version == 1:
+            version = self._migrate(item)
         return version
+
+    def _migrate(self, item: Any) -> int:
+        """Upgrade a version 1 store to :data:`SCHEMA_VERSION` in place, keeping every row and counter.
+
+        Rows get version 1 and no expiry, counter rows floor 0, and the ``ops``
+        table is created. Each step is skipped when already done and the
+        version row is written last, so on MariaDB (whose DDL commits on its
+        own) an interrupted migration resumes on the next open; on SQLite and
+        PostgreSQL it runs in the one transaction of :meth:`_create_schema`.
+        """
+        steps = migration_steps(self._options.table_prefix, self.engine, self._sa_engine.dialect)
+        for table, column, statements in steps:
+            if not column or not self._has_column(item, table, column):
+                for statement in statements:
+                    self._execute(item, statement)
+        update = self._sql(f"UPDATE {self._tables.meta} SET value = ? WHERE name = 'schema_version'")
+        self._execute(item, update, (str(SCHEMA_VERSION),))
+        return SCHEMA_VERSION
 
     def _ddl(self) -> tuple[str, list[str]]:
         """The meta table's ``CREATE``, and the other statements that create the schema."""
@@ -702,8 +1016,6 @@ class SQLBackend(StorageBackend, ForkAware):
 
     # -- verification -------------------------------------------------------------------
 
-    #: The SQL function giving a binary column's length in bytes.
-    length_function: ClassVar[str] = "length"
     #: What :meth:`_integrity_problems` runs (shown in the verify report), if anything.
     integrity_check: ClassVar[str | None] = None
 
@@ -799,13 +1111,13 @@ class SQLBackend(StorageBackend, ForkAware):
         """
         return None
 
+    @abc.abstractmethod
     def _verify_begin(self, item: Any, repair: bool) -> None:
         """Start the verify transaction: a snapshot, or with *repair* the engine's write lock."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _verify_end(self, item: Any, repair: bool) -> None:
         """Commit the verify transaction and release what :meth:`_verify_begin` took (also on error)."""
-        raise NotImplementedError
 
     def _integrity_problems(self, item: Any) -> list[str]:
         """Damage the engine's own integrity check finds, one sentence each naming the fix."""

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import random
+import select
+import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from airssys_storage.planner import Write, WriteKind
 
 ENGINE_ENV = "AIRSSYS_STORAGE_TEST_SQL"
 ENGINES = ("sqlite", "postgresql", "mariadb")
@@ -51,6 +58,37 @@ def run_threads(work: Callable[[int], None], count: int, timeout: float) -> list
     return errors
 
 
+def commit(backend: Any, namespace: str, changes: Sequence[tuple[bytes, bytes | None]], limit: int | None) -> int:
+    """Puts (value) and deletes (``None``) in one :meth:`apply`; how many of the keys were live before."""
+    writes = [
+        Write(key, WriteKind.PUT, value) if value is not None else Write(key, WriteKind.DELETE)
+        for key, value in changes
+    ]
+    return sum(backend.apply(namespace, writes, limit).existed)
+
+
+def kill_at_random(target: Callable[..., None], args: tuple[Any, ...], rng: random.Random) -> bytes:
+    """Fork a child running ``target(*args, ack_fd)``, SIGKILL it at a random moment; the bytes it acknowledged.
+
+    Usually the kill lands after some acknowledgements, sometimes during start-up.
+    """
+    ctx = multiprocessing.get_context("fork")  # fast restarts; the parent holds no connection while forking
+    read_fd, write_fd = os.pipe()
+    child = ctx.Process(target=target, args=(*args, write_fd), daemon=True)
+    child.start()
+    os.close(write_fd)
+    if rng.random() < 0.9:
+        select.select([read_fd], [], [], 5.0)
+    time.sleep(rng.uniform(0, 0.03))
+    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.join(10)
+    data = b""
+    while chunk := os.read(read_fd, 65536):
+        data += chunk
+    os.close(read_fd)
+    return data
+
+
 def selected_engine() -> str:
     engine = os.environ.get(ENGINE_ENV, "sqlite").strip().lower() or "sqlite"
     if engine not in ENGINES:
@@ -75,12 +113,15 @@ class Server:
             return list(result) if result.returns_rows else []
 
     def drop(self, prefix: str) -> None:
-        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta")
+        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops")
         if self.engine == "postgresql":
             self.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
+        else:
+            self.execute(f"DROP PROCEDURE IF EXISTS {prefix}put")
+            self.execute(f"DROP PROCEDURE IF EXISTS {prefix}delete")
 
     def empty(self, prefix: str) -> None:
-        for table in ("data", "usage"):
+        for table in ("data", "usage", "ops"):
             if self.exists(f"{prefix}{table}"):
                 self.execute(f"DELETE FROM {prefix}{table}")
 

@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from sqlsupport import commit
+
 from airssys_storage import Access, Manifest, QuotaExceeded, StorageError, StorageManager, StorageSettings
 
 # -- 8 processes x 500 mixed operations -----------------------------------------------
@@ -111,9 +113,40 @@ def crash_writer(url: str, seed: int, ack_fd: int) -> None:
                 if deletes and puts:
                     # Puts and deletes in one atomic commit: the backend primitive under
                     # set_many / delete_many, which the public API does not mix.
-                    manager.backend.commit("crash", [(k.encode(), v) for k, v in arg.items()], None)
+                    commit(manager.backend, "crash", [(k.encode(), v) for k, v in arg.items()], None)
                 elif puts:
                     store.set_many(puts)
                 else:
                     store.delete_many(deletes)
             os.write(ack_fd, struct.pack("<I", index))
+
+
+#: Atomic operations of the crash loop, by index % 4 (see atomics_writer).
+ATOMIC_KINDS = ("increment", "compare-and-swap", "fill-range", "delete-range")
+#: The range atomics_writer fills and deletes: RANGE_KEYS keys under "rg/".
+RANGE_KEYS = 20
+
+
+def atomics_writer(url: str, start: int, ack_fd: int) -> None:
+    """Operations start, start + 1, …: increment with an op id, compare-and-swap, fill / delete a range.
+
+    After each returns, ``(index, result)`` goes to *ack_fd* (result: the counter's value,
+    the new version, or the number of keys removed).
+    """
+    with StorageManager.from_settings(StorageSettings(url=url)) as manager:
+        store = manager.component(Manifest("crash", Access.READ_WRITE, None))
+        index = start
+        while True:
+            kind = ATOMIC_KINDS[index % 4]
+            if kind == "increment":
+                result = store.increment("n", 1, op_id=f"inc-{index}")
+            elif kind == "compare-and-swap":
+                entry = store.get_entry("cas")
+                result = store.compare_and_swap("cas", b"v%d" % index, version=None if entry is None else entry.version)
+            elif kind == "fill-range":
+                store.set_many({f"rg/{j:02}": b"x" * (j + index % 7) for j in range(RANGE_KEYS)})
+                result = RANGE_KEYS
+            else:
+                result = store.delete_range("rg/", "rg0")
+            os.write(ack_fd, struct.pack("<Iq", index, result))
+            index += 1

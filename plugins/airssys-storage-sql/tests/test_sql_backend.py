@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from airssys_storage_sql import SQLBackend
 from airssys_storage_sql.backend import parse_url, redact
-from sqlsupport import Server, run_threads
+from sqlsupport import Server, commit, run_threads
 
 from airssys_storage import (
     Access,
@@ -27,6 +27,7 @@ from airssys_storage import (
     StorageManager,
     StorageSettings,
 )
+from airssys_storage.planner import Write, WriteKind
 
 MiB = 1024 * 1024
 OpenBackend = Callable[..., Any]
@@ -144,8 +145,8 @@ def test_first_open_creates_tables_and_version_row(
         rows = backend._run(
             "test", lambda item: backend._fetchall(item, f"SELECT name, value FROM {fresh_prefix}meta", ())
         )
-        assert [tuple(row) for row in rows] == [("schema_version", "1")]
-        backend.commit_one("a", b"k", b"v", None)
+        assert [tuple(row) for row in rows] == [("schema_version", "2")]
+        backend.put_one("a", b"k", b"v", None)
     finally:
         backend.close()
     again = SQLBackend.open(url, {"table_prefix": fresh_prefix})  # reopening keeps the data
@@ -165,7 +166,7 @@ def test_concurrent_first_opens_take_turns(
         barrier.wait()
         backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
         try:
-            backend.commit_one("ns", b"k%d" % index, b"v", None)
+            backend.put_one("ns", b"k%d" % index, b"v", None)
         finally:
             backend.close()
 
@@ -178,7 +179,7 @@ def test_concurrent_first_opens_take_turns(
 
 
 @pytest.mark.parametrize(
-    ("stored", "advice"), [("2", "upgrade airssys-storage-sql"), ("banana", "another table_prefix")]
+    ("stored", "advice"), [("3", "upgrade airssys-storage-sql"), ("banana", "another table_prefix")]
 )
 def test_unknown_schema_version_is_refused(
     store_url: str, server: Server | None, fresh_prefix: str, tmp_path: Path, stored: str, advice: str
@@ -214,14 +215,18 @@ def test_column_types_are_bytewise_and_hold_a_mebibyte(sql_engine: str, open_bac
         assert types["k"] == "VARBINARY(256)"
         assert types["v"] == "LONGBLOB"
         assert types["ns"].startswith("VARBINARY")
-    pk = inspect(sa_engine).get_pk_constraint(backend._tables.data)
-    assert pk["constrained_columns"] == ["ns", "k"]
+    if sql_engine == "sqlite":  # a rowid table; the key in a unique index (see _schema)
+        indexes = inspect(sa_engine).get_indexes(backend._tables.data)
+        assert [(i["column_names"], bool(i["unique"])) for i in indexes] == [(["ns", "k"], True)]
+    else:
+        pk = inspect(sa_engine).get_pk_constraint(backend._tables.data)
+        assert pk["constrained_columns"] == ["ns", "k"]
 
 
 def test_mebibyte_values_in_a_batch(open_backend: OpenBackend) -> None:
     backend = open_backend()
     values = [bytes([i]) * MiB for i in range(8)]
-    backend.commit("big", [(b"k%d" % i, value) for i, value in enumerate(values)], 100 * MiB)
+    commit(backend, "big", [(b"k%d" % i, value) for i, value in enumerate(values)], 100 * MiB)
     assert backend.get_many("big", [b"k%d" % i for i in range(8)]) == values
     assert backend.usage("big").bytes == 8 * (MiB + 2)
 
@@ -237,36 +242,26 @@ def test_a_batch_of_large_random_values_round_trips_and_is_charged_exactly(
     keys = [b"large-%03d" % i for i in range(100)]
     for _ in range(2):  # the second batch overwrites every value with different bytes of the same size
         values = [rng.randbytes(64 * 1024) for _ in keys]
-        backend.commit("large", list(zip(keys, values, strict=True)), 100 * MiB)
+        commit(backend, "large", list(zip(keys, values, strict=True)), 100 * MiB)
         assert backend.get_many("large", keys) == values
         assert backend.usage("large").bytes == sum(len(k) + 64 * 1024 for k in keys)
-    if sql_engine == "postgresql":
-        # Bound as binary arrays and fed to the insert row by row: nothing spills to a temporary file.
-        params = backend._commit_params("large", list(zip(keys, values, strict=True)), None)
-
-        def explain(cursor: Any) -> str:
-            with cursor.connection.transaction(force_rollback=True):
-                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + backend._q_commit, params)
-                return "\n".join(row[0] for row in cursor.fetchall())
-
-        plan = backend._run("plan", explain)
-        assert "temp read" not in plan and "temp written" not in plan, plan
 
 
 def test_a_batch_carries_empty_values_every_byte_and_deletes_of_missing_keys(open_backend: OpenBackend) -> None:
     """Batch arrays hold empty elements and any byte; an all-delete batch sends empty put arrays."""
     backend = open_backend()
     changes = [(b"e", b""), (b"f", bytes(range(256))), (b"\x00\xff", b"\\'\""), (b"missing", None)]
-    assert backend.commit("arrays", changes, None) == 0
+    assert commit(backend, "arrays", changes, None) == 0
     assert backend.get_many("arrays", [b"e", b"f", b"\x00\xff", b"missing"]) == [b"", bytes(range(256)), b"\\'\"", None]
-    assert backend.commit("arrays", [(b"e", None), (b"f", None)], None) == 2
+    assert commit(backend, "arrays", [(b"e", None), (b"f", None)], None) == 2
     assert backend.get_many("arrays", [b"e", b"f", b"\x00\xff"]) == [None, None, b"\\'\""]
     assert backend.usage("arrays").keys == 1
 
 
 def test_no_sql_statement_uses_like(open_backend: OpenBackend) -> None:
     backend = open_backend()
-    statements = [value for value in vars(backend).values() if isinstance(value, str) and "SELECT" in value.upper()]
+    texts = [*vars(backend).values(), *vars(backend._w).values(), *backend._w.range.values()]
+    statements = [value for value in texts if isinstance(value, str) and "SELECT" in value.upper()]
     assert len(statements) >= 5
     assert not [sql for sql in statements if " LIKE " in sql.upper()]
 
@@ -278,8 +273,8 @@ def _plans(backend: Any, sql_engine: str, server: Server | None) -> dict[str, st
     """The plan text of get, prefix keys and range items, as the backend sends them."""
     queries = {
         "get": (backend._q_get, ("plan", b"key-0150")),
-        "keys": (backend._q_keys_to, ("plan", b"key-01", b"key-02", 100)),
-        "items": (backend._q_items, ("plan", b"key-0290", 100)),
+        "keys": (backend._q_keys_to, ("plan", b"key-01", b"key-02", 0, 100)),
+        "items": (backend._q_items, ("plan", b"key-0290", 0, 100)),
     }
     plans = {}
     for name, (sql, params) in queries.items():
@@ -312,13 +307,13 @@ def test_reads_and_prefix_scans_use_the_primary_key(
     backend = open_backend()
     for namespace in ("pla", "plan", "plan-b", "planz"):  # neighbours on both sides
         for start in range(0, 300, 100):
-            backend.commit(namespace, [(b"key-%04d" % i, b"v" * 20) for i in range(start, start + 100)], None)
+            commit(backend, namespace, [(b"key-%04d" % i, b"v" * 20) for i in range(start, start + 100)], None)
     if server is not None:
         server.execute(f"ANALYZE {'TABLE ' if sql_engine == 'mariadb' else ''}{backend._tables.data}")
     plans = _plans(backend, sql_engine, server)
     for name, plan in plans.items():
         if sql_engine == "sqlite":
-            assert "USING PRIMARY KEY" in plan and "SCAN" not in plan, (name, plan)
+            assert f"USING INDEX {backend._tables.data}_key (ns=? AND k" in plan and "SCAN" not in plan, (name, plan)
         elif sql_engine == "postgresql":
             # An index scan, or on small ranges a bitmap scan of the same index plus a sort.
             assert f"Index Scan using {backend._tables.data}_pkey" in plan or (
@@ -336,8 +331,8 @@ def test_backend_instances_keep_sharing_their_attribute_keys(open_backend: OpenB
     # CPython 3.11 stops sharing an instance's dict keys with its class at 30
     # attributes; every attribute load on the hot paths then gets slower.
     backend = open_backend()
-    backend.commit("ns", [(b"a", b"1"), (b"b", None)], None)
-    backend.commit_one("ns", b"c", b"2", 10)
+    commit(backend, "ns", [(b"a", b"1"), (b"b", None)], None)
+    backend.put_one("ns", b"c", b"2", 10)
     assert backend.get_many("ns", [b"a", b"c"]) == [b"1", b"2"]
     backend.clear("ns")
     assert len(vars(backend)) < 30
@@ -351,7 +346,7 @@ def test_threads_share_one_backend_with_exact_counters(open_backend: OpenBackend
 
     def work(index: int) -> None:
         for i in range(60):
-            backend.commit_one(f"t{index % 3}", b"%d-%d" % (index, i), b"x" * (i % 7), None)
+            backend.put_one(f"t{index % 3}", b"%d-%d" % (index, i), b"x" * (i % 7), None)
             backend.get(f"t{index % 3}", b"%d-%d" % (index, i))
 
     assert run_threads(work, 8, timeout=120) == []
@@ -380,14 +375,14 @@ def _first_writes(backend: Any, namespace: str, limit: int | None, batch: bool) 
         barrier.wait()
         if batch:
             changes = [(b"a%d" % index, b"v"), (b"b%d" % index, None), (b"c%d" % index, b"vv")]
-            assert backend.commit(namespace, changes, limit) == 0
+            assert commit(backend, namespace, changes, limit) == 0
         else:
-            assert backend.commit_one(namespace, b"k%d" % index, b"v", limit) is False
+            assert backend.put_one(namespace, b"k%d" % index, b"v", limit) == 1  # a new key's first version
 
     return run_threads(write, FIRST_WRITERS, timeout=60)
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["commit_one", "commit"])
+@pytest.mark.parametrize("batch", [False, True], ids=["put_one", "apply"])
 @pytest.mark.parametrize("limit", [None, MiB], ids=["unlimited", "generous-limit"])
 def test_simultaneous_first_writes_to_a_namespace_are_all_accepted(
     open_backend: OpenBackend, limit: int | None, batch: bool
@@ -422,7 +417,7 @@ def test_postgresql_write_older_than_the_usage_row_is_charged(
 
         def write() -> None:
             try:
-                backend.commit_one("late", b"k", b"v", limit)
+                backend.put_one("late", b"k", b"v", limit)
             except BaseException as exc:  # asserted below
                 errors.append(exc)
 
@@ -433,7 +428,7 @@ def test_postgresql_write_older_than_the_usage_row_is_charged(
         while not server.execute(blocked, {"pid": blocker_pid})[0][0]:
             assert time.monotonic() < deadline, "the write never waited for the blocker's row"
             time.sleep(0.01)
-        other.commit_one("late", b"j", b"w", limit)  # creates the usage row after the write's snapshot
+        other.put_one("late", b"j", b"w", limit)  # creates the usage row after the write's snapshot
         blocker.rollback()
     waiting.join(60)
     assert errors == []
@@ -441,20 +436,20 @@ def test_postgresql_write_older_than_the_usage_row_is_charged(
     _assert_counter_is_the_sum(backend, "late")
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["commit_one", "commit"])
+@pytest.mark.parametrize("batch", [False, True], ids=["put_one", "apply"])
 def test_first_write_larger_than_the_limit_is_refused_exactly(open_backend: OpenBackend, batch: bool) -> None:
     # PostgreSQL: no usage row to charge and none to report; the backend creates it and
     # the statement then refuses against it.
     backend = open_backend()
     with pytest.raises(QuotaExceeded, match="needs 11 more bytes, 0 of 10") as caught:
         if batch:
-            backend.commit("big", [(b"k", b"x" * 5), (b"j", b"x" * 4)], 10)
+            commit(backend, "big", [(b"k", b"x" * 5), (b"j", b"x" * 4)], 10)
         else:
-            backend.commit_one("big", b"k", b"x" * 10, 10)
+            backend.put_one("big", b"k", b"x" * 10, 10)
     assert caught.value.code == "quota-exceeded"
     assert backend.items("big", b"", None, 10) == []
     assert backend.usage("big").bytes == 0
-    backend.commit_one("big", b"k", b"x" * 9, 10)  # exactly the limit
+    backend.put_one("big", b"k", b"x" * 9, 10)  # exactly the limit
     _assert_counter_is_the_sum(backend, "big")
 
 
@@ -463,10 +458,10 @@ def test_postgresql_refusal_without_a_limit_names_its_cause(open_backend: OpenBa
     # Cannot happen through the write statements (without a limit the guard always passes);
     # should it ever, it is an internal error that says so, not a quota error.
     backend = open_backend()
-    backend.commit_one("ns", b"k", b"v", None)
+    backend.put_one("ns", b"k", b"v", None)
     refuse = f"SELECT {backend._refuse_function}(%(ns)s, 5, 1)"
     with pytest.raises(InternalError, match=r"quota guard of the set statement failed unexpectedly \(refused a write"):
-        backend._write("set", refuse, {"ns": "ns"}, None)
+        backend._write("set", True, backend._statement, refuse, {"ns": "ns"}, None)
     assert backend.get("ns", b"k") == b"v"  # the connection is still usable
 
 
@@ -493,20 +488,20 @@ def test_forked_child_uses_its_own_connections(open_backend: OpenBackend) -> Non
     import multiprocessing
 
     backend = open_backend()
-    backend.commit_one("fork", b"parent-0", b"p", None)
+    backend.put_one("fork", b"parent-0", b"p", None)
     parents_connections = list(backend._idle)
 
     def child() -> None:
         # Runs in the forked child, at the same time as the parent's writes below.
         for i in range(150):
-            backend.commit_one("fork", b"child-%d" % i, b"c", None)
+            backend.put_one("fork", b"child-%d" % i, b"c", None)
             assert backend.get("fork", b"child-%d" % i) == b"c"
         assert not any(item in parents_connections for item in backend._idle)
 
     process = multiprocessing.get_context("fork").Process(target=child)
     process.start()
     for i in range(1, 151):
-        backend.commit_one("fork", b"parent-%d" % i, b"p", None)
+        backend.put_one("fork", b"parent-%d" % i, b"p", None)
         assert backend.get("fork", b"parent-%d" % i) == b"p"
     process.join(120)
     assert process.exitcode == 0
@@ -530,16 +525,16 @@ def _kill_connections(server: Server, backend: Any) -> int:
 @pytest.mark.engines("postgresql", "mariadb")
 def test_lost_connection_is_reported_then_replaced(server: Server, open_backend: OpenBackend) -> None:
     backend = open_backend()
-    backend.commit_one("ns", b"k", b"v1", None)
+    backend.put_one("ns", b"k", b"v1", None)
     assert _kill_connections(server, backend) == 1
     # A read finds the dead connection and repeats itself on a new one.
     assert backend.get("ns", b"k") == b"v1"
     _kill_connections(server, backend)
     # A write may not be repeated blindly: it fails, naming the cause ...
     with pytest.raises(InternalError, match=f"lost the connection to {server.label}"):
-        backend.commit_one("ns", b"k", b"v2", None)
+        backend.put_one("ns", b"k", b"v2", None)
     # ... and the next one runs on a fresh connection.
-    backend.commit_one("ns", b"k", b"v3", None)
+    backend.put_one("ns", b"k", b"v3", None)
     assert backend.get("ns", b"k") == b"v3"
     assert backend.usage("ns").bytes == 3
 
@@ -551,7 +546,7 @@ def test_dropped_table_surfaces_as_internal_error(open_backend: OpenBackend, fre
     with pytest.raises(InternalError, match=backend.where.split(" at ")[0].split(" database")[0]):
         backend.get("ns", b"k")
     with pytest.raises(InternalError):
-        backend.commit_one("ns", b"k", b"v", None)
+        backend.put_one("ns", b"k", b"v", None)
 
 
 @pytest.mark.engines("mariadb")
@@ -575,18 +570,18 @@ def test_mariadb_deadlock_is_rolled_back_and_retried(
     import pymysql
 
     backend = open_backend()
-    write_changes = backend._write_changes
+    apply_in = backend._apply_in
     attempts: list[int] = []
 
-    def deadlock_once(item: Any, namespace: str, changes: Any, limit: int | None) -> int:
+    def deadlock_once(item: Any, namespace: str, writes: Any, limit: int | None) -> Any:
         attempts.append(1)
         if len(attempts) == 1:
-            write_changes(item, namespace, [(b"partial", b"x")], limit)  # work the rollback must undo
+            apply_in(item, namespace, [Write(b"partial", WriteKind.PUT, b"x")], limit)  # work the rollback must undo
             raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
-        return write_changes(item, namespace, changes, limit)  # type: ignore[no-any-return]
+        return apply_in(item, namespace, writes, limit)
 
-    monkeypatch.setattr(backend, "_write_changes", deadlock_once)
-    assert backend.commit("ns", [(b"k", b"v")], None) == 0
+    monkeypatch.setattr(backend, "_apply_in", deadlock_once)
+    assert commit(backend, "ns", [(b"k", b"v")], None) == 0
     assert len(attempts) == 2
     assert backend.items("ns", b"", None, 10) == [(b"k", b"v")]
     assert (backend.usage("ns").bytes, backend.usage("ns").keys) == (2, 1)
@@ -597,7 +592,7 @@ def test_mariadb_deadlock_is_rolled_back_and_retried(
 def test_mariadb_key_longer_than_its_column_is_an_invalid_key(open_backend: OpenBackend) -> None:
     backend = open_backend()
     with pytest.raises(InvalidKey, match="256 bytes"):
-        backend.commit_one("ns", b"k" * 257, b"v", None)
+        backend.put_one("ns", b"k" * 257, b"v", None)
     assert backend.usage("ns").keys == 0
 
 
@@ -630,10 +625,10 @@ def test_sqlite_writer_blocked_past_lock_timeout_gets_a_typed_error(tmp_path: Pa
     try:
         blocker.execute("BEGIN IMMEDIATE")
         with pytest.raises(InternalError, match="is locked"):
-            backend.commit_one("ns", b"k", b"v", None)
+            backend.put_one("ns", b"k", b"v", None)
         assert backend.get("ns", b"k") is None  # WAL: readers are not blocked
         blocker.execute("ROLLBACK")
-        backend.commit_one("ns", b"k", b"v", None)
+        backend.put_one("ns", b"k", b"v", None)
         assert backend.usage("ns").keys == 1
     finally:
         blocker.close()
@@ -644,7 +639,7 @@ def test_sqlite_writer_blocked_past_lock_timeout_gets_a_typed_error(tmp_path: Pa
 def test_sqlite_memory_databases_are_private() -> None:
     first, second = SQLBackend.open("sqlite://", {}), SQLBackend.open("sqlite:///:memory:", {})
     try:
-        first.commit_one("ns", b"k", b"v", None)
+        first.put_one("ns", b"k", b"v", None)
         assert second.get("ns", b"k") is None
         assert first.capabilities.persistent is False
     finally:

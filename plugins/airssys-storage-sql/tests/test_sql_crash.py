@@ -13,28 +13,21 @@ batch. The usage counter must equal the recomputed sum, and
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import random
-import select
-import signal
 import sqlite3
 import struct
-import time
 from itertools import islice
 from pathlib import Path
 
 import pytest
 from airssys_storage_sql import SQLBackend
+from sqlsupport import kill_at_random
 from sqlworkers import apply_to_model, crash_operations, crash_writer
 
 KILLS = 110
 
 
-def _read_acks(fd: int) -> list[int]:
-    data = b""
-    while chunk := os.read(fd, 65536):
-        data += chunk
+def _acks(data: bytes) -> list[int]:
     usable = len(data) - len(data) % 4  # a kill can cut the last write short
     return [index for (index,) in struct.iter_unpack("<I", data[:usable])]
 
@@ -54,7 +47,6 @@ def _stored_state(url: str) -> tuple[dict[str, bytes], int, int]:
 def test_sigkill_loses_no_acknowledged_write_and_tears_no_batch(tmp_path: Path) -> None:
     path = tmp_path / "crash.sqlite3"
     url = f"sqlite:///{path}"
-    ctx = multiprocessing.get_context("fork")  # fast restarts; the parent holds no connection while forking
     rng = random.Random(20240607)
     model: dict[str, bytes] = {}
     stats = {
@@ -66,19 +58,8 @@ def test_sigkill_loses_no_acknowledged_write_and_tears_no_batch(tmp_path: Path) 
     }
     for round_ in range(KILLS):
         seed = 1000 + round_
-        read_fd, write_fd = os.pipe()
-        child = ctx.Process(target=crash_writer, args=(url, seed, write_fd), daemon=True)
-        child.start()
-        os.close(write_fd)
-        # Kill at a random point: usually after some acknowledged operations, sometimes during start-up.
-        if rng.random() < 0.9:
-            select.select([read_fd], [], [], 5.0)
-        time.sleep(rng.uniform(0, 0.03))
-        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
-        child.join(10)
+        acks = _acks(kill_at_random(crash_writer, (url, seed), rng))
         stats["kills"] += 1
-        acks = _read_acks(read_fd)
-        os.close(read_fd)
         assert acks == list(range(len(acks))), "acknowledgements must arrive in order"
         stats["acknowledged"] += len(acks)
         stats["killed_before_first_ack"] += not acks

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from airssys_storage_sql import SQLBackend
-from sqlsupport import Server
+from sqlsupport import Server, commit
 
 from airssys_storage import StorageError, Usage
 
@@ -21,7 +21,7 @@ def _race_open(url: str, options: dict[str, Any], barrier: Any, results: Any, in
     try:
         backend = SQLBackend.open(url, options)
         try:
-            backend.commit_one("race", b"k%d" % index, b"v", None)
+            backend.put_one("race", b"k%d" % index, b"v", None)
         finally:
             backend.close()
     except StorageError as exc:
@@ -66,12 +66,12 @@ def test_sqlite_damage_is_reported_with_the_path_and_the_fix(tmp_path: Path, opt
     url = f"sqlite:///{tmp_path}/damaged.sqlite3"
     backend = SQLBackend.open(url, options)
     try:
-        backend.commit("ns", [(b"k%05d" % i, b"v" * 200) for i in range(500)], None)
+        commit(backend, "ns", [(b"k%05d" % i, b"v" * 200) for i in range(500)], None)
     finally:
         backend.close()  # the last connection checkpoints the log into the file
     path = tmp_path / "damaged.sqlite3"
     data = bytearray(path.read_bytes())
-    data[4096 * 5 + 8 : 4096 * 5 + 60] = b"\xff" * 52  # scribble over a b-tree page's header and cells
+    data[4096 * 20 + 8 : 4096 * 20 + 60] = b"\xff" * 52  # scribble over a data page's header and cells
     path.write_bytes(bytes(data))
     backend = SQLBackend.open(url, options)
     try:

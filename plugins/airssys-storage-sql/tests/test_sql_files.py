@@ -23,7 +23,7 @@ def modes_after_a_write(path: Path) -> dict[str, int]:
     """The modes of the files beside *path* while a backend on it is open and has written."""
     backend = SQLBackend.open(f"sqlite:///{path}", {})
     try:
-        backend.commit_one("ns", b"key", b"value", None)
+        backend.put_one("ns", b"key", b"value", None)
         return modes(path.parent)
     finally:
         backend.close()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlsupport import Server
+from sqlsupport import Server, commit
 
 from airssys_storage import InternalError, OutcomeUnknown
 
@@ -60,10 +60,13 @@ def waiting_session(server: Server, table: str, exclude: int) -> int:
 
 
 @pytest.mark.engines("postgresql", "mariadb")
-def test_writer_killed_by_the_server_while_its_write_waits(server: Server, open_backend: OpenBackend) -> None:
-    """Killed inside the write: PostgreSQL's one autocommit statement is unknown; MariaDB's open transaction is not."""
+@pytest.mark.parametrize("hot", [True, False], ids=["put_one", "apply"])
+def test_writer_killed_by_the_server_while_its_write_waits(
+    server: Server, open_backend: OpenBackend, hot: bool
+) -> None:
+    """Killed inside the write: a hot path's one statement or call is unknown; an open transaction is not."""
     backend = open_backend(lock_timeout=30)
-    backend.commit_one("ns", b"seed", b"s", None)  # the usage row exists, so the writer will wait on its lock
+    backend.put_one("ns", b"seed", b"s", None)  # the usage row exists, so the writer will wait on its lock
     locker = open_backend()
     cursor = locker._take()
     cursor.execute("BEGIN" if server.engine == "postgresql" else "START TRANSACTION")
@@ -73,7 +76,10 @@ def test_writer_killed_by_the_server_while_its_write_waits(server: Server, open_
 
     def write() -> None:
         try:
-            backend.commit_one("ns", b"k", b"value", None)
+            if hot:
+                backend.put_one("ns", b"k", b"value", None)
+            else:
+                commit(backend, "ns", [(b"k", b"value")], None)
         except BaseException as exc:
             caught.append(exc)
 
@@ -89,12 +95,12 @@ def test_writer_killed_by_the_server_while_its_write_waits(server: Server, open_
         locker._release(cursor)
     [error] = caught
     assert isinstance(error, InternalError) and "lost the connection to" in str(error)
-    if server.engine == "postgresql":
+    if hot:  # one autocommit statement (PostgreSQL) or CALL (MariaDB), which commits inside: unknown
         assert isinstance(error, OutcomeUnknown) and UNKNOWN in str(error)
     else:  # killed before COMMIT: the server rolled the transaction back
         assert not isinstance(error, OutcomeUnknown), error
     assert backend.get("ns", b"k") is None  # here the statement did not commit: reading back tells
-    backend.commit_one("ns", b"k", b"again", None)  # the backend reconnects
+    backend.put_one("ns", b"k", b"again", None)  # the backend reconnects
     assert backend.get("ns", b"k") == b"again" and backend.usage("ns").bytes == len(b"seedskagain")
 
 
@@ -117,8 +123,8 @@ class _KillAround:
             self._cursor.connection.ping(reconnect=False)
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        """PostgreSQL's write statement (autocommit)."""
-        if not sql.lstrip().startswith("WITH"):
+        """A commit point: a hot-path statement (PostgreSQL) or CALL (MariaDB), or PostgreSQL's COMMIT."""
+        if not sql.lstrip().startswith(("WITH", "COMMIT", "CALL")):
             return self._cursor.execute(sql, params)
         if not self._after:
             kill(self._server, session_id(self._server, self._cursor))
@@ -135,21 +141,19 @@ def test_connection_lost_at_commit_is_outcome_unknown(
     server: Server, open_backend: OpenBackend, monkeypatch: pytest.MonkeyPatch, after: bool
 ) -> None:
     backend = open_backend()
-    backend.commit_one("ns", b"seed", b"s", None)
-    if server.engine == "mariadb":
+    backend.put_one("ns", b"seed", b"s", None)
+    if server.engine == "mariadb":  # apply() commits with item.connection.commit()
         monkeypatch.setattr(backend, "_end", lambda item: _KillAround(server, item, after).commit())
-    else:
-        backend._release(_KillAround(server, backend._take(), after))
+    backend._release(_KillAround(server, backend._take(), after))
     for write in (
-        lambda: backend.commit_one("ns", b"k", b"value", None),
-        lambda: backend.commit("ns", [(b"a", b"1"), (b"b", b"2")], None),
+        lambda: backend.put_one("ns", b"k", b"value", None),
+        lambda: commit(backend, "ns", [(b"a", b"1"), (b"b", b"2")], None),
     ):
         with pytest.raises(OutcomeUnknown, match=UNKNOWN) as lost:
             write()
         assert "lost the connection to" in str(lost.value) and lost.value.code == "internal-error"
-        if server.engine == "postgresql":
-            cursor = backend._take()
-            backend._release(_KillAround(server, cursor, after))
+        cursor = backend._take()
+        backend._release(_KillAround(server, cursor, after))
     monkeypatch.undo()
     # Either outcome happens, which is why the error cannot say more: after the commit the data is there.
     assert (backend.get("ns", b"k") == b"value") is after

@@ -1,0 +1,191 @@
+"""Schema 2 on the selected engine: migration of version 1 stores, hot paths equal to the planner, op records."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airssys_storage_sql import SQLBackend
+from sqlsupport import Server
+
+from airssys_storage import QuotaExceeded
+from airssys_storage.planner import SpaceState, Write, WriteKind
+from airssys_storage.testing import FakeClock
+
+OpenBackend = Callable[..., Any]
+
+#: The tables airssys-storage-sql 0.1 (schema version 1) created, as SQLAlchemy compiled them.
+V1_TABLES = {
+    "sqlite": [
+        "CREATE TABLE {p}meta (name VARCHAR(64) NOT NULL, value VARCHAR(255) NOT NULL, PRIMARY KEY (name))",
+        "CREATE TABLE {p}data (ns VARCHAR(64) NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL, replaced_len INTEGER, "
+        "PRIMARY KEY (ns, k)) WITHOUT ROWID",
+        "CREATE TABLE {p}usage (ns VARCHAR(64) NOT NULL, used_bytes BIGINT NOT NULL, key_count BIGINT NOT NULL, "
+        "PRIMARY KEY (ns)) WITHOUT ROWID",
+    ],
+    "postgresql": [
+        "CREATE TABLE {p}meta (name VARCHAR(64) NOT NULL, value VARCHAR(255) NOT NULL, PRIMARY KEY (name))",
+        'CREATE TABLE {p}data (ns VARCHAR(64) COLLATE "C" NOT NULL, k BYTEA NOT NULL, v BYTEA NOT NULL, '
+        "replaced_len INTEGER, PRIMARY KEY (ns, k))",
+        'CREATE TABLE {p}usage (ns VARCHAR(64) COLLATE "C" NOT NULL, used_bytes BIGINT NOT NULL, '
+        "key_count BIGINT NOT NULL, PRIMARY KEY (ns))",
+    ],
+    "mariadb": [
+        "CREATE TABLE {p}meta (name VARCHAR(64) NOT NULL, value VARCHAR(255) NOT NULL, PRIMARY KEY (name)) "
+        "ENGINE=InnoDB CHARSET=utf8mb4",
+        "CREATE TABLE {p}data (ns VARBINARY(64) NOT NULL, k VARBINARY(256) NOT NULL, v LONGBLOB NOT NULL, "
+        "PRIMARY KEY (ns, k)) ENGINE=InnoDB",
+        "CREATE TABLE {p}usage (ns VARBINARY(64) NOT NULL, used_bytes BIGINT NOT NULL, key_count BIGINT NOT NULL, "
+        "PRIMARY KEY (ns)) ENGINE=InnoDB",
+    ],
+}
+V1_ROWS = {"app": {b"a": b"1", b"bb": b"22" * 50}, "other": {b"x": b""}}
+
+
+def _write_v1_store(sql_engine: str, server: Server | None, url: str, prefix: str, *, half_done: bool) -> None:
+    """A store as schema version 1 wrote it (tables, rows, counters); *half_done*: one migration step already ran."""
+    statements = [sql.format(p=prefix) for sql in V1_TABLES[sql_engine]]
+    statements.append(f"INSERT INTO {prefix}meta (name, value) VALUES ('schema_version', '1')")
+
+    def blob(data: bytes) -> str:
+        return f"'\\x{data.hex()}'::bytea" if sql_engine == "postgresql" else f"X'{data.hex()}'"
+
+    for ns, rows in V1_ROWS.items():
+        for key, value in rows.items():
+            statements.append(f"INSERT INTO {prefix}data (ns, k, v) VALUES ('{ns}', {blob(key)}, {blob(value)})")
+        used = sum(len(k) + len(v) for k, v in rows.items())
+        statements.append(f"INSERT INTO {prefix}usage (ns, used_bytes, key_count) VALUES ('{ns}', {used}, {len(rows)})")
+    if half_done:  # an interrupted MariaDB migration: the first column is there, the version row still says 1
+        big = "INTEGER" if sql_engine == "sqlite" else "BIGINT"
+        statements.append(f"ALTER TABLE {prefix}data ADD COLUMN ver {big} NOT NULL DEFAULT 1")
+    if server is None:
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+        with connection:
+            for sql in statements:
+                connection.execute(sql)
+        connection.close()
+    else:
+        for sql in statements:
+            server.execute(sql)
+
+
+@pytest.mark.parametrize("half_done", [False, True], ids=["version-1", "interrupted-migration"])
+def test_a_version_1_store_is_migrated_on_open_keeping_data_and_counters(
+    sql_engine: str, server: Server | None, store_url: str, fresh_prefix: str, tmp_path: Path, half_done: bool
+) -> None:
+    url = f"sqlite:///{tmp_path}/v1.sqlite3" if server is None else store_url
+    _write_v1_store(sql_engine, server, url, fresh_prefix, half_done=half_done)
+    for _ in range(2):  # the second open finds version 2 and changes nothing
+        backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
+        try:
+            assert backend.stats()["schema_version"] == 2
+            sql = f"SELECT value FROM {fresh_prefix}meta WHERE name = 'schema_version'"
+            version = backend._run("test", backend._fetchall, sql, ())
+            assert version[0][0] == "2"
+            for ns, rows in V1_ROWS.items():
+                assert dict(backend.items(ns, b"", None, 100)) == rows
+                assert backend.usage(ns).bytes == sum(len(k) + len(v) for k, v in rows.items())
+                assert backend.usage(ns).keys == len(rows)
+                for key, value in rows.items():
+                    entry = backend.get_entry(ns, key)
+                    assert entry is not None and (entry.value, entry.version, entry.expires_at) == (value, 1, None)
+            assert backend.verify().ok
+        finally:
+            backend.close()
+    backend = SQLBackend.open(url, {"table_prefix": fresh_prefix})
+    try:  # the migrated store works as a new one: versions grow, floors rise, op records are kept
+        assert backend.put_one("app", b"a", b"one", None) == 2
+        assert backend.delete_one("app", b"a") is True
+        assert backend.put_one("app", b"a", b"again", None) == 3
+        plan = backend.apply("app", [Write(b"n", WriteKind.INCREMENT, delta=2, op_id="op")], None)
+        assert plan.results == [2]
+        assert backend.apply("app", [Write(b"n", WriteKind.INCREMENT, delta=2, op_id="op")], None).results == [2]
+        assert backend.verify().ok
+    finally:
+        backend.close()
+
+
+def _space(backend: Any, namespace: str) -> SpaceState:
+    return backend._run("test", backend._lock_space, namespace)  # type: ignore[no-any-return]
+
+
+def test_hot_paths_give_what_the_planner_gives(open_backend: OpenBackend) -> None:
+    """put_one / delete_one against apply() on the same random history: equal versions, results, usage, floor."""
+    backend = open_backend()
+    clock = FakeClock(start_ms=1_000_000)
+    backend.clock = clock
+    rng = random.Random(10)
+    keys = [b"k%d" % i for i in range(6)]
+    limit = 400
+    for step in range(400):
+        key = rng.choice(keys)
+        action = rng.random()
+        outcomes = []
+        for ns, hot in (("hot", True), ("planned", False)):
+            try:
+                if action < 0.55:
+                    value = bytes([step % 256]) * (step * 7 % 90)
+                    if hot:
+                        outcomes.append(backend.put_one(ns, key, value, limit))
+                    else:
+                        outcomes.append(backend.apply(ns, [Write(key, WriteKind.PUT, value)], limit).results[0])
+                elif action < 0.8:
+                    if hot:
+                        outcomes.append(backend.delete_one(ns, key))
+                    else:
+                        outcomes.append(backend.apply(ns, [Write(key, WriteKind.DELETE)], None).results[0] == 1)
+                elif action < 0.9:  # rows with an expiry, written the same way on both sides
+                    write = Write(key, WriteKind.PUT, b"t" * (step % 7), expires_at=clock() + 1500)
+                    outcomes.append(backend.apply(ns, [write], limit).results[0])
+                else:
+                    outcomes.append(backend.delete_range(ns, b"k2", b"k4").results)
+            except QuotaExceeded as exc:
+                outcomes.append(str(exc).replace("'hot'", "'planned'"))
+        assert outcomes[0] == outcomes[1], (step, action, key)
+        assert backend.usage("hot") == backend.usage("planned"), step
+        assert _space(backend, "hot") == _space(backend, "planned"), step
+        assert backend.items("hot", b"", None, 100) == backend.items("planned", b"", None, 100)
+        clock.advance(0.5)
+    entries = [(backend.get_entry("hot", key), backend.get_entry("planned", key)) for key in keys]
+    assert all(hot == planned for hot, planned in entries)
+
+
+def test_operation_ids_are_kept_for_the_retention_window_then_pruned(open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    clock = FakeClock(start_ms=5_000_000)
+    backend.clock = clock
+    backend.op_retention_ms = 60_000
+    increment = [Write(b"n", WriteKind.INCREMENT, delta=1, op_id="retry-me")]
+    assert backend.apply("ops", increment, None).results == [1]
+    clock.advance(59)
+    assert backend.apply("ops", increment, None).results == [1]  # a replay: nothing applied
+    clock.advance(2)
+    assert backend.apply("ops", increment, None).results == [2]  # older than the window: applied again
+    clock.advance(61)
+    backend.apply("ops", [Write(b"n", WriteKind.INCREMENT, delta=1, op_id="other")], None)
+    table = backend._tables.ops
+    rows = backend._run("test", lambda item: backend._fetchall(item, f"SELECT op_id FROM {table}", ()))
+    assert [bytes(row[0]) for row in rows] == [b"other"]  # the expired record was pruned by that write
+
+
+def test_range_delete_clear_and_verify_count_expired_rows(open_backend: OpenBackend) -> None:
+    backend = open_backend()
+    clock = FakeClock(start_ms=1_000_000)
+    backend.clock = clock
+    writes = [Write(b"r%d" % i, WriteKind.PUT, b"v", expires_at=clock() + 1000 if i % 2 else None) for i in range(10)]
+    backend.apply("r", writes, None)
+    clock.advance(1)
+    assert backend.keys("r", b"", None, 100) == [b"r%d" % i for i in range(0, 10, 2)]
+    assert backend.usage("r").keys == 10 and backend.verify().ok  # expired rows stay counted until removed
+    assert sum(backend.delete_range("r", b"", None, expired_only=True, limit=2).results) == 2
+    assert backend.usage("r").keys == 8
+    assert sum(backend.delete_range("r", b"r4", b"r8").results) == 2  # r4, r6 live; r5, r7 expired
+    assert backend.usage("r").keys == 4 and backend.verify().ok
+    top = max(entry.version for key in (b"r0", b"r2", b"r8") if (entry := backend.get_entry("r", key)) is not None)
+    backend.clear("r")
+    assert backend.usage("r").keys == 0 and _space(backend, "r").floor >= top
+    assert backend.put_one("r", b"r0", b"new", None) > top

@@ -74,6 +74,7 @@ def wall_clock_ms() -> int:
     """The wall-clock time in whole milliseconds since the Unix epoch (the default backend clock)."""
     return time.time_ns() // 1_000_000
 
+
 #: A key and its new value (``None``: delete), as the core's batch paths build them.
 Change = tuple[bytes, "bytes | None"]
 """A key and its new value (``None`` deletes it). Keys are ``bytes`` of valid UTF-8 (1 to ``max_key_bytes``)."""

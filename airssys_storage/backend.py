@@ -394,9 +394,9 @@ def quota_exceeded(namespace: str, used: int, delta: int, limit: int) -> QuotaEx
 class StorageBackend(abc.ABC):
     """Base class of storage backends: the contract every backend plugin implements (contract v2).
 
-    Subclasses set :attr:`name`, :attr:`url_schemes` and :attr:`capabilities`,
-    implement :meth:`open` and the abstract primitives, and may override the
-    others for speed. :class:`airssys_storage.testing.BackendConformance`
+    Subclasses set :attr:`name`, :attr:`url_schemes`, :attr:`capabilities`
+    and (if they take options) :attr:`Options`, implement :meth:`open` and the
+    abstract primitives, and may override the others for speed. :class:`airssys_storage.testing.BackendConformance`
     checks every rule below.
 
     Data model: a namespace (a validated component id, ASCII) and a key
@@ -450,9 +450,11 @@ class StorageBackend(abc.ABC):
       :class:`~airssys_storage.InvalidArgument` (a counter that holds no
       integer, or overflows) — raised by :func:`~airssys_storage.planner.plan`,
       passed on as they are;
-    - :meth:`open` gets a URL or *options* it cannot use (unknown option,
-      wrong type, missing driver): :class:`~airssys_storage.ConfigurationError`
-      naming the setting and the fix;
+    - :meth:`open` gets a URL or *options* it cannot use (missing driver, an
+      option that does not apply to this URL; unknown options, wrong types and
+      ranges are refused earlier, by :meth:`parse_options` against
+      :attr:`Options`): :class:`~airssys_storage.ConfigurationError` naming
+      the setting and the fix;
     - the store fails (unreachable server, I/O error, damaged files, in use by
       another process): :class:`~airssys_storage.InternalError` naming the
       path or URL (password redacted) and the command or setting that helps;
@@ -470,6 +472,12 @@ class StorageBackend(abc.ABC):
     #: URL schemes served, without ``+driver`` suffixes.
     url_schemes: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: This backend's ``backend_options``: a class pydantic validates with unknown keys refused (a
+    #: pydantic model with ``model_config = ConfigDict(extra="forbid")``, or a stdlib dataclass with
+    #: ``__pydantic_config__ = FORBID_EXTRA`` and :func:`~airssys_storage.options.option` fields), every
+    #: field with a default, a description and its unit. ``None``: the options reach :meth:`open` as given
+    #: (a mapping), unchecked. See :meth:`parse_options`.
+    Options: ClassVar[type[Any] | None] = None
 
     #: The time in milliseconds since the Unix epoch. The core sets it on the
     #: open backend (the manager's clock, injectable for tests); backends call
@@ -482,10 +490,36 @@ class StorageBackend(abc.ABC):
     op_retention_ms: int = DEFAULT_OP_RETENTION_MS
 
     @classmethod
-    @abc.abstractmethod
-    def open(cls, url: str, options: Mapping[str, Any]) -> StorageBackend:
-        """Open (creating if needed) the store at *url* with backend-specific *options*.
+    def parse_options(cls, options: Any) -> Any:
+        """*options* (``backend_options``) validated against :attr:`Options`: an instance of it.
 
+        The core calls it once, before :meth:`exists`, :meth:`open` and
+        :meth:`repair_url` (and ``airssys-storage config --check`` without
+        opening anything), and passes them the result. An instance of
+        :attr:`Options` passes through unchanged, so a backend whose
+        classmethods may also be called directly with a plain mapping (tests,
+        scripts) starts them with ``options = cls.parse_options(options)``
+        at no cost. Unknown keys, wrong types and values out of range raise
+        :class:`~airssys_storage.ConfigurationError` naming the option, the
+        problem and the fix. Without :attr:`Options`, *options* is returned as
+        given (it must be a mapping). Empty options become ``Options()``
+        without importing pydantic when :attr:`Options` is a dataclass. Do
+        not override: this is the one rule every backend's options follow.
+        """
+        from .options import parse_options
+
+        return parse_options(cls.Options, options, table="backend_options", owner=f"backend {cls.name!r}")
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, url: str, options: Any) -> StorageBackend:
+        """Open (creating if needed) the store at *url* with its validated *options*.
+
+        *options* is what :meth:`parse_options` returns: an instance of
+        :attr:`Options`, or, for a backend that declares none, the
+        ``backend_options`` mapping as given (``Mapping[str, Any]``). A problem
+        only the URL reveals (an option that does not apply to this engine)
+        is a :class:`~airssys_storage.ConfigurationError` naming the option.
         Callers that must not create a store (read-only operator commands)
         ask :meth:`exists` first; implement it if the backend can tell.
         """
@@ -597,8 +631,10 @@ class StorageBackend(abc.ABC):
         """
 
     @classmethod
-    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+    def exists(cls, url: str, options: Any) -> bool | None:
         """Whether a store exists at *url*, without creating or changing anything; ``None`` if unknown.
+
+        *options* as :meth:`open` gets them.
 
         :meth:`open` creates a missing store. Operator commands that only read
         (``verify``, ``export``, ``migrate --from``, ``keys``, ``get``,
@@ -613,7 +649,9 @@ class StorageBackend(abc.ABC):
 
     @classmethod
     def selecting_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Those of *options* that choose which store a URL opens (e.g. the SQL backend's ``table_prefix``).
+        """Those of *options* (``backend_options`` as given, not parsed) that choose which store a URL opens.
+
+        E.g. the SQL backend's ``table_prefix``.
 
         Commands named in messages (:func:`operator_command`) carry them, so
         that following a hint reaches the same store. Never return secrets.
@@ -626,8 +664,10 @@ class StorageBackend(abc.ABC):
         return {}
 
     @classmethod
-    def repair_url(cls, url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    def repair_url(cls, url: str, options: Any) -> dict[str, Any]:
         """Repair the damaged store at *url* (not open anywhere) and recount its usage.
+
+        *options* as :meth:`open` gets them.
 
         Only for backends declaring ``capabilities.repair``; returns a report
         for operators (JSON-serialisable). A classmethod, because a store too

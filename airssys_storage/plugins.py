@@ -34,6 +34,7 @@ import pluggy
 from . import default_plugins, hookspecs
 from .backend import StorageBackend
 from .errors import ConfigurationError, PluginError, StorageError
+from .options import parse_options
 from .policies import PermissionPolicy, QuotaStrategy
 
 if TYPE_CHECKING:
@@ -521,17 +522,7 @@ def _options(cls: type[Any], kind: str, settings: StorageSettings) -> Any:
         if raw:
             raise ConfigurationError(f"plugin_options.{name}: the {kind} {name!r} takes no options; remove the table")
         return None
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"plugin_options.{name}.{'.'.join(str(p) for p in error['loc']) or '(table)'}"
-            f"={error.get('input')!r}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ConfigurationError(f"invalid options for the {kind} {name!r}: {problems}") from None
+    return parse_options(model, raw or {}, table=f"plugin_options.{name}", owner=f"{kind} {name!r}")
 
 
 def _instantiate(cls: type[T], kind: str, settings: StorageSettings) -> T:

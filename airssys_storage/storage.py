@@ -213,7 +213,8 @@ class StorageManager:
         quota_strategy = registry.create_quota_strategy(settings)
         url = settings.resolved_url
         backend_cls = registry.backend_for_url(url)
-        if existing and backend_cls.exists(url, settings.backend_options) is False:
+        options = backend_cls.parse_options(settings.backend_options)
+        if existing and backend_cls.exists(url, options) is False:
             raise ConfigurationError(
                 f"no store at {redact_url(url)}: nothing was created, since this command only reads; "
                 "check the URL (--url, AIRSSYS_STORAGE_URL or the settings file)"
@@ -221,7 +222,7 @@ class StorageManager:
         if settings.url is None:
             _prepare_default_location(url)
         try:
-            backend = backend_cls.open(url, settings.backend_options)
+            backend = backend_cls.open(url, options)
         except StorageError:
             raise
         except ModuleNotFoundError as exc:
@@ -370,21 +371,23 @@ def check_settings(settings: StorageSettings, registry: PluginRegistry | None = 
 
     Checks that every policy, the quota strategy and a backend for the URL's
     scheme are installed (with *registry*, else the plugins installed now),
-    and ``plugin_options`` (:func:`~airssys_storage.plugins.check_plugin_options`,
-    the validation the manager and every CLI data command run).
+    ``plugin_options`` (:func:`~airssys_storage.plugins.check_plugin_options`)
+    and ``backend_options`` (:meth:`StorageBackend.parse_options`): the
+    validation the manager and every CLI data command run.
     Returns the errors (each a :class:`PluginError` or
     :class:`ConfigurationError` naming the fix); an empty list means the
-    settings are usable. The backend's options and reachability are
-    checked only when it opens.
+    settings are usable. What only the URL reveals (a driver, an option
+    that does not apply to the engine) and reachability are checked only
+    when the backend opens.
     """
     if registry is None:
         registry = PluginRegistry.load(blocked=settings.blocked_plugins)
     lookups: list[Callable[[], object]] = [
         *(partial(registry.policy, name) for name in settings.policies),
         partial(registry.quota_strategy, settings.quota_strategy),
-        partial(registry.backend_for_url, settings.resolved_url),
+        partial(_check_backend_options, registry, settings),
+        partial(check_plugin_options, registry, settings),
     ]
-    lookups.append(partial(check_plugin_options, registry, settings))
     problems: list[StorageError] = []
     for lookup in lookups:
         try:
@@ -392,6 +395,11 @@ def check_settings(settings: StorageSettings, registry: PluginRegistry | None = 
         except StorageError as exc:
             problems.append(exc)
     return problems
+
+
+def _check_backend_options(registry: PluginRegistry, settings: StorageSettings) -> None:
+    """The URL's backend is installed and accepts ``settings.backend_options``."""
+    registry.backend_for_url(settings.resolved_url).parse_options(settings.backend_options)
 
 
 def _ask(policy: PermissionPolicy, manifest: Manifest, operation: Operation, key: str | None) -> bool | None:

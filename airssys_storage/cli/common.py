@@ -283,12 +283,13 @@ def print_table(
 ) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
         table.add_column(column, justify="right" if index in right else "left", overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(cell) for cell in row))
+        table.add_row(*(Text(_cell(cell)) for cell in row))  # Text: a value's "[x]" is no markup
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # piped: no terminal width to fit, so do not wrap at 80 columns

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StorageError
 from ..manifest import LIMITS_FIELDS, Manifest
+from ..options import describe_options
 from ..plugins import PluginRegistry
 from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
@@ -123,20 +124,23 @@ def _display(settings: StorageSettings, field: str) -> Any:
     "--check",
     is_flag=True,
     help="Exit 3 if a policy, the quota strategy or the URL's backend is not installed, "
-    "or plugin_options is invalid (always reported).",
+    "or backend_options or plugin_options is invalid (always reported).",
 )
 def config(store: StoreSpec, as_json: bool, check: bool) -> None:
-    """Show the effective settings and where each value came from.
+    """Show the effective settings, where each value came from, and the backend's options.
 
     Precedence: --url, then AIRSSYS_STORAGE_* environment variables, then the
     settings file (AIRSSYS_STORAGE_CONFIG_FILE, else ./airssys-storage.toml,
     else the user's config.toml), then the defaults. Policies, the quota
     strategy and the URL's scheme are checked against the installed plugins,
-    and plugin_options as every data command checks it: a problem is a
-    warning on stderr, and with --check an error (exit code 3).
+    and backend_options and plugin_options as every data command checks them:
+    a problem is a warning on stderr, and with --check an error (exit code 3).
+    The URL's backend's options follow, each with its value, default and meaning.
     """
     settings, path, sources = settings_provenance(store)
-    problems = check_settings(settings)
+    registry = PluginRegistry.load(blocked=settings.blocked_plugins)
+    problems = check_settings(settings, registry)
+    backend = _backend_options(registry, settings)
     if check and problems:
         raise ConfigurationError(
             f"{len(problems)} problem(s) in the settings: " + "; ".join(p.message for p in problems)
@@ -153,17 +157,56 @@ def config(store: StoreSpec, as_json: bool, check: bool) -> None:
                 "settings": {
                     field: {"value": _display(settings, field), "source": sources[field]} for field in sources
                 },
+                "backend": backend,
             }
         )
         return
     rows = [[field, _display(settings, field), sources[field]] for field in sources]
     print_table(None, ["setting", "value", "source"], rows)
+    if backend is not None:
+        print_table(
+            f"options of the backend {backend['name']!r} (backend_options)",
+            ["option", "value", "default", "type", "description"],
+            [[o["name"], o["value"], o["default"], o["type"], o["description"]] for o in backend["options"]],
+        )
     if path is not None:
         info(f"settings file: {path}")
     else:
         info(f"no settings file (set {CONFIG_FILE_ENV}, or create ./airssys-storage.toml or the user's config.toml)")
     if check:
-        info("check: the policies, the quota strategy and the URL's backend are installed; plugin_options is valid")
+        info(
+            "check: the policies, the quota strategy and the URL's backend are installed; "
+            "backend_options and plugin_options are valid"
+        )
+
+
+def _backend_options(registry: PluginRegistry, settings: StorageSettings) -> dict[str, Any] | None:
+    """The URL's backend and its declared options (value in force, default, type, description).
+
+    ``None`` when no installed backend serves the URL.
+    """
+    try:
+        backend_cls = registry.backend_for_url(settings.resolved_url)
+    except StorageError:
+        return None  # reported among the problems
+    given = settings.backend_options
+    declared = describe_options(backend_cls.Options)
+    shown = redact_options({o.name: given.get(o.name, o.default) for o in declared})
+    return {
+        "name": backend_cls.name,
+        "declared": backend_cls.Options is not None,
+        "options": [
+            {
+                "name": o.name,
+                "value": shown[o.name],
+                "given": o.name in given,
+                "default": o.default,
+                "type": o.kind,
+                "description": o.description,
+            }
+            for o in declared
+        ],
+    }
 
 
 @click.command()

@@ -339,7 +339,7 @@ def repair(store: StoreSpec, as_json: bool) -> None:
             ExitCode.USAGE,
         )
     # A classmethod: a store too damaged to open can still be repaired.
-    report = backend_cls.repair_url(settings.resolved_url, settings.backend_options)
+    report = backend_cls.repair_url(settings.resolved_url, backend_cls.parse_options(settings.backend_options))
     if as_json:
         echo_json({"backend": backend_cls.name, "url": redact_url(settings.resolved_url), "report": report})
     else:

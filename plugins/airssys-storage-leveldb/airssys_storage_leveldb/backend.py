@@ -221,6 +221,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
     name = "leveldb"
     url_schemes = ("leveldb",)
     capabilities = Capabilities(persistent=True, multi_process=False, repair=True)
+    Options = LevelDBOptions
 
     def __init__(self, path: str, db: Any, options: LevelDBOptions) -> None:
         self.path = path
@@ -280,8 +281,9 @@ class LevelDBBackend(StorageBackend, ForkAware):
     # -- opening ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, options: Mapping[str, Any]) -> LevelDBBackend:
-        opts = LevelDBOptions.parse(options)
+    def open(cls, url: str, options: LevelDBOptions | Mapping[str, Any]) -> LevelDBBackend:
+        """Open the database at *url*; *options* as :meth:`parse_options` gives them (a plain mapping is parsed)."""
+        opts: LevelDBOptions = cls.parse_options(options)
         path = path_from_url(url)
         db = _open_db(path, opts)
         try:
@@ -301,7 +303,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             return False
 
     @classmethod
-    def repair_url(cls, url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def repair_url(cls, url: str, options: LevelDBOptions | Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Repair the database at *url*, which must not be open anywhere, and recount its usage.
 
         Runs LevelDB's ``RepairDB`` (plyvel's ``repair_db``): it salvages every
@@ -313,7 +315,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
         ``files_lost`` and adds a ``warning``. Then every usage counter is
         recomputed from the data. Returns what the recount found (see :meth:`recount`).
         """
-        opts = LevelDBOptions.parse(options or {})
+        opts: LevelDBOptions = cls.parse_options(options or {})
         path = path_from_url(url)
         require_plyvel()
         if not os.path.isdir(path):
@@ -330,7 +332,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             dropped = _repair_files(path, opts)
         # RepairDB moves a table or log it cannot read at all into PATH/lost/: every record in it is gone.
         lost = sorted(_lost_files(path) - lost_before)
-        backend = cls.open(url, options or {})
+        backend = cls.open(url, opts)
         try:
             report = {**backend.recount(), "records_dropped": dropped, "files_lost": lost}
         finally:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
 
 from sortedcontainers import SortedList
 
 from airssys_storage import Capabilities, InternalError, StorageBackend, Usage, VerifyReport, hookimpl
 from airssys_storage.backend import BadKey, key_problems, verify_report
 from airssys_storage.forking import ForkAware, track
+from airssys_storage.options import FORBID_EXTRA
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "MemoryOptions"]
 
 #: A row: ``(value, version, expires_at)``, expires_at in ms since the epoch or ``None``. A new row
 #: is a tuple; the first plain overwrite by put_one makes it a list, which later ones update in place
@@ -33,6 +35,15 @@ __all__ = ["MemoryBackend"]
 #: dict of versions cost more). Only rows without an expiry are ever updated in place, so a row
 #: object's ``expires_at`` never changes: a lock-free read of ``row[2]`` then ``row[0]`` is consistent.
 Row = tuple[bytes, int, "int | None"] | list[Any]
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """``backend_options`` of ``memory://``: none (every key is refused, naming the option)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = FORBID_EXTRA
+
+
 # tuple.__new__ skips NamedTuple.__new__'s argument handling (~0.4 µs each), as the planner does.
 _new = tuple.__new__
 
@@ -205,6 +216,7 @@ class MemoryBackend(StorageBackend, ForkAware):
     name = "memory"
     url_schemes = ("memory",)
     capabilities = Capabilities()
+    Options = MemoryOptions
 
     def __init__(self) -> None:
         self._spaces: dict[str, _Space] = {}
@@ -223,11 +235,8 @@ class MemoryBackend(StorageBackend, ForkAware):
         self._lock = threading.Lock()  # the inherited one is held (by the parent's forking thread)
 
     @classmethod
-    def open(cls, url: str, options: Mapping[str, Any]) -> MemoryBackend:
-        if options:
-            from airssys_storage import ConfigurationError
-
-            raise ConfigurationError(f"the memory backend takes no backend_options, got {sorted(options)}")
+    def open(cls, url: str, options: MemoryOptions | Mapping[str, Any]) -> MemoryBackend:
+        cls.parse_options(options)  # called directly with a mapping: refuse any key
         return cls()
 
     def _space(self, namespace: str) -> _Space:

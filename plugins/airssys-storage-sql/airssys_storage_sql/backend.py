@@ -30,7 +30,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -48,6 +47,7 @@ from airssys_storage.backend import BadKey, key_problems, operator_command, veri
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
+from ._options import SQLOptions
 from ._retry import MAX_ATTEMPTS, backoff
 from ._schema import MAX_STORED_VERSION, SCHEMA_VERSION, create_statements, migration_steps, table_names
 
@@ -98,8 +98,6 @@ _EMPTY_SPACE = SpaceState()
 _new = tuple.__new__  # KeyState/SpaceState from a row without NamedTuple.__new__'s argument handling
 #: Keys or rows per statement of a commit (SQLite binds at most 32766 values per statement).
 CHUNK = 5000
-_PREFIX = re.compile(r"(?:[a-z][a-z0-9_]{0,39})?")
-_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 
 T = TypeVar("T")
 
@@ -109,64 +107,6 @@ MARKS = "{marks}"
 # Inherited connections parked in a forked child: closing them would end the parent's
 # PostgreSQL / MariaDB session (the socket is shared) and garbage collection would close them too.
 _INHERITED: list[Any] = []
-
-
-@dataclass(frozen=True)
-class SQLOptions:
-    """``backend_options`` of the ``sql`` backend (all optional)."""
-
-    #: Prefix of the three table names (``<prefix>data``, ``<prefix>usage``, ``<prefix>meta``).
-    table_prefix: str = "airssys_"
-    #: Most connections this backend opens (one per concurrently busy thread).
-    pool_size: int = 8
-    #: Seconds a thread waits for a connection when ``pool_size`` are busy.
-    pool_timeout: float = 30.0
-    #: Seconds a write waits for a lock held by another writer before failing.
-    lock_timeout: float = 10.0
-    #: Seconds to wait for a server connection (PostgreSQL, MariaDB).
-    connect_timeout: float = 10.0
-    #: SQLite ``PRAGMA synchronous``: NORMAL survives a process crash, FULL also power loss.
-    synchronous: str = "NORMAL"
-    #: Extra keyword arguments for the DBAPI ``connect()`` (e.g. ``{"sslmode": "require"}``).
-    connect_args: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, options: Mapping[str, Any], engine: str) -> SQLOptions:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown backend_options {unknown} for the sql backend; known: {', '.join(sorted(known))}"
-            )
-        values = dict(options)
-        prefix = values.get("table_prefix", cls.table_prefix)
-        if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
-            raise ConfigurationError(
-                f"backend_options.table_prefix {prefix!r} is invalid: use lower-case ASCII letters, digits "
-                "and _ (a letter first, at most 40 characters), e.g. 'airssys_'"
-            )
-        for name in ("pool_size",):
-            value = values.get(name, getattr(cls, name))
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"backend_options.{name} must be a positive integer, got {value!r}")
-        for name in ("pool_timeout", "lock_timeout", "connect_timeout"):
-            value = values.get(name, getattr(cls, name))
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigurationError(f"backend_options.{name} must be a positive number of seconds, got {value!r}")
-            values[name] = float(value)
-        synchronous = values.get("synchronous", cls.synchronous)
-        if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
-            raise ConfigurationError(
-                f"backend_options.synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
-            )
-        if "synchronous" in values and engine != "sqlite":
-            raise ConfigurationError("backend_options.synchronous applies to SQLite only")
-        values["synchronous"] = synchronous.upper()
-        connect_args = values.get("connect_args", {})
-        if not isinstance(connect_args, Mapping):
-            raise ConfigurationError(f"backend_options.connect_args must be a table/dict, got {connect_args!r}")
-        values["connect_args"] = dict(connect_args)
-        return cls(**values)
 
 
 def parse_url(url: str) -> tuple[URL, str]:
@@ -298,6 +238,7 @@ class SQLBackend(StorageBackend, ForkAware):
     name = "sql"
     url_schemes = tuple(ENGINES)
     capabilities = Capabilities(persistent=True, multi_process=True)
+    Options = SQLOptions
 
     #: Engine family of the subclass: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
     engine: ClassVar[str] = ""
@@ -360,18 +301,24 @@ class SQLBackend(StorageBackend, ForkAware):
     # -- opening ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, options: Mapping[str, Any]) -> SQLBackend:
+    def open(cls, url: str, options: SQLOptions | Mapping[str, Any]) -> SQLBackend:
+        """Open the store at *url*; *options* as :meth:`parse_options` gives them (a plain mapping is parsed)."""
         engine: str | None = None
         impl: type[SQLBackend]
+        opts: SQLOptions = cls.parse_options(options)
         plain = plain_sqlite_path(url)
         if plain is not None:  # the embedded default: no SQLAlchemy unless the tables must be created
             from ._sqlite import SQLiteBackend
 
-            backend = SQLiteBackend.create_plain(plain, SQLOptions.parse(options, "sqlite"))
+            backend = SQLiteBackend.create_plain(plain, opts)
             return cls._with_schema(backend, url)
         try:
             sa_url, engine = parse_url(url)
-            opts = SQLOptions.parse(options, engine)
+            if engine != "sqlite" and opts.synchronous != SQLOptions.synchronous:
+                raise ConfigurationError(
+                    f"backend_options.synchronous={opts.synchronous!r} applies to SQLite only, not to {engine} "
+                    "(the server's own settings decide durability); remove it"
+                )
             if engine == "sqlite":
                 from ._sqlite import SQLiteBackend as impl
             elif engine == "postgresql":

@@ -24,7 +24,59 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["OptionError", "OptionInfo", "describe_options", "option", "parse_options"]
+__all__ = [
+    "OptionError",
+    "OptionInfo",
+    "SECRET_OPTION_NAMES",
+    "describe_options",
+    "option",
+    "parse_options",
+    "redact_options",
+]
+
+#: Option names whose values are secrets, compared exactly (case-insensitive, ``-`` read as ``_``):
+#: a name that merely contains one of them (``size_cache_keys``) is shown.
+SECRET_OPTION_NAMES = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "sslpassword",
+        "secret",
+        "client_secret",
+        "secret_key",
+        "token",
+        "access_token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credentials",
+    }
+)
+
+
+def redact_options(value: Any) -> Any:
+    """*value* (backend options) with secrets masked as ``***``, recursively.
+
+    An entry is masked when its name is one of :data:`SECRET_OPTION_NAMES`;
+    a string that is a URL with a password (``…://user:PASSWORD@host``) shows
+    ``***`` in its place. Nothing else is touched.
+    """
+    if isinstance(value, dict):
+        return {
+            k: "***" if str(k).lower().replace("-", "_") in SECRET_OPTION_NAMES else redact_options(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_options(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        from .plugins import redact_url  # plugins imports this module
+
+        return redact_url(value)
+    return value
+
 
 #: ``__pydantic_config__`` of a dataclass declaring options: unknown keys are errors.
 FORBID_EXTRA: dict[str, Any] = {"extra": "forbid"}
@@ -124,13 +176,14 @@ def _problems(model: type[Any], errors: list[Any], table: str, owner: str) -> li
     for name, found in by_option.items():
         first = found[0]
         if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            given = redact_options({name: first.get("input")})[name]
             if not known:
-                problems.append(f"{table}.{name}={first.get('input')!r}: the {owner} takes no options; remove it")
+                problems.append(f"{table}.{name}={given!r}: the {owner} takes no options; remove it")
                 continue
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(
-                f"{table}.{name}={first.get('input')!r}: the {owner} has no option {name!r}{hint}; its options: "
+                f"{table}.{name}={given!r}: the {owner} has no option {name!r}{hint}; its options: "
                 f"{', '.join(sorted(known))} (`airssys-storage config` describes them); rename or remove it"
             )
             continue
@@ -141,6 +194,7 @@ def _problems(model: type[Any], errors: list[Any], table: str, owner: str) -> li
             if message not in messages:
                 messages.append(message[:1].lower() + message[1:])
         value = dict(first["input"]).get(name) if not first["loc"] else first.get("input")
+        value = redact_options({name: value})[name]  # a message must not carry a password
         info = known.get(name)
         expected = f" ({name}: {info.description}; default {info.default!r})" if info is not None else ""
         problems.append(

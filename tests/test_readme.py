@@ -14,6 +14,7 @@ import pytest
 import airssys_storage
 from airssys_storage import (
     Access,
+    ConfigurationError,
     Manifest,
     PermissionDenied,
     PluginRegistry,
@@ -109,6 +110,19 @@ def test_readme_in_process_registration() -> None:
         namespace["manager"].close()
     finally:
         airssys_storage.unregister_plugin("dictdb")
+
+
+def test_readme_backend_options() -> None:
+    """The options example: open() gets the validated instance; bad options are a ConfigurationError."""
+    module = load_module("airssys_storage_dictdb", python_block_after("### A backend"))
+    namespace = dict(module.__dict__)
+    exec(python_block_after("#### Backend options"), namespace)
+    backend_cls = namespace["LimitedDictBackend"]
+    assert backend_cls.open("dictdb-limited://", {"max_namespaces": 5}).max_namespaces == 5
+    assert backend_cls.open("dictdb-limited://", backend_cls.parse_options({})).max_namespaces == 1000
+    for bad, named in (({"max_namespaces": 0}, "max_namespaces=0"), ({"max_namespace": 1}, "did you mean")):
+        with pytest.raises(ConfigurationError, match=named):
+            backend_cls.open("dictdb-limited://", bad)
 
 
 def toml_block_after(heading: str) -> str:

@@ -11,7 +11,7 @@ import click
 
 from ..errors import ConfigurationError, StorageError
 from ..manifest import LIMITS_FIELDS, Manifest
-from ..options import describe_options
+from ..options import describe_options, redact_options
 from ..plugins import PluginRegistry
 from ..policies import ACCESS_OPERATIONS
 from ..settings import CONFIG_FILE_ENV, StorageSettings, config_file_path
@@ -27,47 +27,6 @@ from .common import (
     redact_url,
     store_options,
 )
-
-#: Option names whose values are secrets, compared exactly (case-insensitive, ``-`` read as ``_``):
-#: a name that merely contains one of them (``size_cache_keys``) is shown.
-SECRET_OPTION_NAMES = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "passphrase",
-        "sslpassword",
-        "secret",
-        "client_secret",
-        "secret_key",
-        "token",
-        "access_token",
-        "auth_token",
-        "api_key",
-        "apikey",
-        "private_key",
-        "credentials",
-    }
-)
-
-
-def redact_options(value: Any) -> Any:
-    """*value* (backend options) with secrets masked as ``***``, recursively.
-
-    An entry is masked when its name is one of :data:`SECRET_OPTION_NAMES`;
-    a string that is a URL with a password (``…://user:PASSWORD@host``) shows
-    ``***`` in its place. Nothing else is touched.
-    """
-    if isinstance(value, dict):
-        return {
-            k: "***" if str(k).lower().replace("-", "_") in SECRET_OPTION_NAMES else redact_options(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact_options(v) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return redact_url(value)
-    return value
 
 
 def settings_provenance(store: StoreSpec) -> tuple[StorageSettings, Path | None, dict[str, str]]:

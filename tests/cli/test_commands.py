@@ -687,3 +687,48 @@ def test_repair(cli: Run, make_store: MakeStore) -> None:
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["backend"] == "leveldb"
     assert store.read("app") == {"k": b"v"}
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "named"),
+    [
+        ("memory://", '{"x": 1}', "backend_options.x=1: the backend 'memory' takes no options"),
+        ("sqlite:///{tmp}/s.db", '{"pool_size": 0}', "backend_options.pool_size=0"),
+        ("sqlite:///{tmp}/s.db", '{"tablE_prefix": "a_"}', "did you mean 'table_prefix'?"),
+    ],
+)
+def test_config_check_validates_backend_options(cli: Run, tmp_path: Path, url: str, options: str, named: str) -> None:
+    """Issue 9 leftover: `config --check` refused bad backend_options only when a data command opened the store."""
+    args = ("config", "--url", url.format(tmp=tmp_path), "--backend-options", options)
+    result = cli(*args, "--check")
+    assert result.exit_code == 3, result.stderr
+    assert named in one_error_line(result.stderr)
+    assert not (tmp_path / "s.db").exists()  # checked without opening anything
+    result = cli(*args)
+    assert result.exit_code == 0 and "warning: invalid backend_options for the backend" in result.stderr
+
+
+def test_config_shows_the_backends_options_with_defaults_and_descriptions(cli: Run, tmp_path: Path) -> None:
+    """`config` lists every option the URL's backend declares: value in force, default, type, meaning."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    args = ("--url", url, "--backend-options", '{"pool_size": 3, "connect_args": {"password": "hunter2"}}')
+    shown = config_json(cli, *args)["backend"]
+    assert shown["name"] == "sql" and shown["declared"] is True
+    options = {option["name"]: option for option in shown["options"]}
+    assert options["pool_size"] == {
+        "name": "pool_size",
+        "value": 3,
+        "given": True,
+        "default": 8,
+        "type": "integer >= 1",
+        "description": "most connections this backend opens (one per concurrently busy thread)",
+    }
+    assert options["lock_timeout"]["value"] == 10.0 and options["lock_timeout"]["given"] is False
+    assert "seconds" in options["lock_timeout"]["description"]
+    assert options["connect_args"]["value"] == {"password": "***"}  # secrets stay masked
+    table = cli("config", *args)
+    assert table.exit_code == 0
+    assert "options of the backend 'sql'" in table.stdout
+    assert "^(?:[a-z][a-z0-9_]{0,39})?$" in table.stdout  # a value's brackets are shown, not read as markup
+    assert "hunter2" not in table.stdout
+    assert {o["name"] for o in config_json(cli, "--url", "memory://")["backend"]["options"]} == set()

@@ -107,7 +107,7 @@ def test_server_urls_parse_without_connecting(scheme: str, rest: str) -> None:
             from airssys_storage_sql._postgresql import PostgreSQLBackend as impl
         else:
             from airssys_storage_sql._mariadb import MariaDBBackend as impl
-        impl.create(sa_url, SQLOptions.parse({}, engine)).close()
+        impl.create(sa_url, SQLOptions()).close()
     except StorageError:
         pass
 

@@ -75,7 +75,7 @@ def test_other_drivers_are_refused_with_the_supported_spelling() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"tablE_prefix": "x"}, "unknown backend_options"),
+        ({"tablE_prefix": "x"}, r"has no option 'tablE_prefix' \(did you mean 'table_prefix'\?\)"),
         ({"table_prefix": "Bad-Prefix"}, "table_prefix"),
         ({"table_prefix": "x" * 41}, "table_prefix"),
         ({"pool_size": 0}, "pool_size"),

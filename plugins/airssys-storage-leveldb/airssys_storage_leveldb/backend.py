@@ -294,7 +294,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
         return cls(path, db, opts)
 
     @classmethod
-    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+    def exists(cls, url: str, options: Any) -> bool | None:
         """Whether the database directory exists and holds anything (an empty directory is no store yet)."""
         path = path_from_url(url)
         try:

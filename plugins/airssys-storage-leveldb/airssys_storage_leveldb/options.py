@@ -50,8 +50,8 @@ class LevelDBOptions:
     bloom_filter_bits: int = option(10, "bits per key of the bloom filter in each table (0: no filter)", ge=0, le=64)
     size_cache_keys: int = option(
         100_000,
-        "how many value sizes the backend remembers so that a write need not read the old value to charge "
-        "the quota (0: always read; about 100 bytes each)",
+        "how many rows of recently written keys (size, version, expiry; never the value) the backend keeps in "
+        "memory so that an overwrite need not read the old row (0: none; about 150 bytes each)",
         ge=0,
     )
     verify_checksums: bool = option(

@@ -345,7 +345,7 @@ class SQLBackend(StorageBackend, ForkAware):
         return backend
 
     @classmethod
-    def exists(cls, url: str, options: Mapping[str, Any]) -> bool | None:
+    def exists(cls, url: str, options: Any) -> bool | None:
         """For a SQLite file: whether it exists and is not empty. ``None`` for in-memory SQLite and servers.
 
         An empty file is no store yet (SQLite would take it as an empty

@@ -71,13 +71,15 @@ class StorageSettings(BaseSettings):
     op_id_retention_seconds: float = Field(
         default=600,
         gt=0,
+        le=315_360_000,  # 10 years: the retention in ms must fit every engine's 64-bit integers
         allow_inf_nan=False,
         description="How long the result of an increment's op_id is remembered, in seconds (a retry with the "
         "same id within it returns the first result and applies nothing). Default 600 (10 minutes).",
     )
     expiry_sweep_interval: float | None = Field(
         default=None,
-        gt=0,
+        ge=0.01,  # shorter is a busy loop
+        le=31_536_000,  # a year: longer overflows the thread's timed wait
         allow_inf_nan=False,
         description="Seconds between runs of the manager's background sweeper, which removes expired keys of "
         "every component (in bounded steps) and releases their quota. None (default): no sweeper; expired keys "

@@ -709,9 +709,11 @@ class ComponentStorage:
         Errors: ``invalid-argument`` when the key holds something else or the
         result leaves the signed 64-bit range (nothing is written),
         ``quota-exceeded``. With *op_id* (1 to 256 bytes of printable UTF-8,
-        chosen by the caller), repeating the same id within
+        chosen by the caller), repeating the same id on the same key within
         ``op_id_retention_seconds`` (default 600) returns the first result
-        and applies nothing, so a caller whose reply was lost can retry.
+        and applies nothing, so a caller whose reply was lost can retry; ids
+        are remembered per key (one request id may serve several counters),
+        also across delete and clear (a retry still returns the first result).
         Needs read-write (``increment``).
         """
         self._check(Operation.INCREMENT, key)
@@ -722,6 +724,7 @@ class ComponentStorage:
             raise InvalidArgument(f"delta {delta} is outside the signed 64-bit range [-2**63, 2**63 - 1]")
         if op_id is not None:
             _check_op_id(op_id)
+            op_id = _op_record_id(raw, op_id)
         return self._apply((_new(Write, (raw, _INCREMENT, b"", None, None, delta, op_id)),)).results[0]
 
     # -- expiry ----------------------------------------------------------------
@@ -766,8 +769,8 @@ class ComponentStorage:
         (``purge-expired``).
         """
         self._authorize(Operation.PURGE_EXPIRED, None)
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise InvalidArgument(f"limit must be a positive int or None (no limit), got {limit!r}")
+        if limit is not None and (type(limit) is not int or not 1 <= limit <= _INT64_MAX):
+            raise InvalidArgument(f"limit must be an int from 1 to 2**63 - 1, or None (no limit), got {limit!r}")
         return self._sweep(limit)
 
     # -- range deletes -----------------------------------------------------------
@@ -986,8 +989,8 @@ class ComponentStorage:
                 f"ttl must be a finite number of seconds above 0, got {ttl!r}; to remove an expiry use persist(), "
                 "or set() without ttl"
             )
-        expires_at = self._clock() + math.ceil(ttl * 1000)
-        if expires_at > _INT64_MAX:
+        millis = ttl * 1000  # inf for a float ttl above ~1.8e305: refused below, never passed to ceil()
+        if not millis <= _INT64_MAX or (expires_at := self._clock() + math.ceil(millis)) > _INT64_MAX:
             raise InvalidArgument(f"ttl {ttl!r} s is too long: the expiry must fall before 2**63 - 1 ms since 1970")
         return expires_at
 
@@ -1104,6 +1107,19 @@ def _check_version(version: object) -> int:
             f"version must be from 1 to 2**64 - 1, got {version}; pass version=None for 'must be absent'"
         )
     return version
+
+
+def _op_record_id(key: bytes, op_id: str) -> str:
+    """The id under which the backend records the result of *op_id* on *key*: one per (key, op_id).
+
+    Keyed by the key too, so that a caller reusing one request id for several
+    counters gets each of them applied once (not the first counter's result
+    for all). A digest keeps the record small (32 hex characters) whatever
+    the lengths of key and id; a collision needs 2**64 ids per key.
+    """
+    import hashlib  # only on this path: it loads OpenSSL, which a CLI read does not need
+
+    return hashlib.blake2b(len(key).to_bytes(2, "big") + key + op_id.encode(), digest_size=16).hexdigest()
 
 
 def _check_op_id(op_id: object) -> None:

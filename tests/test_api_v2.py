@@ -17,6 +17,7 @@ import pytest
 from airssys_storage import (
     Access,
     ComponentStorage,
+    ConfigurationError,
     Entry,
     InvalidArgument,
     InvalidKey,
@@ -216,6 +217,8 @@ def test_delete_prefix_refuses_the_empty_prefix(store: ComponentStorage) -> None
         (True, "not bool"),
         ("5", "not str"),
         (1e300, "too long"),
+        (1e306, "too long"),  # ttl * 1000 overflows to inf: was a raw OverflowError (outside trial)
+        (2**70, "too long"),
     ],
 )
 def test_bad_ttl_is_invalid_argument(store: ComponentStorage, ttl: Any, fix: str) -> None:
@@ -298,10 +301,50 @@ def test_longest_op_id_is_accepted(store: ComponentStorage) -> None:
     assert store.increment("n", op_id="é" * 128) == 1
 
 
-@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "2"])
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "2", 2**63, 10**20])
 def test_bad_purge_limit_is_invalid_argument(store: ComponentStorage, limit: Any) -> None:
-    with pytest.raises(InvalidArgument, match="positive int"):
+    """10**20 reached SQL engines and failed there (internal-error): it is refused before any backend."""
+    with pytest.raises(InvalidArgument, match="from 1 to 2"):
         store.purge_expired(limit)
+
+
+def test_the_largest_purge_limit_is_accepted(store: ComponentStorage, clock: FakeClock) -> None:
+    store.set("a", b"1", ttl=1)
+    clock.advance(1)
+    assert store.purge_expired(2**63 - 1) == 1
+
+
+def test_one_op_id_serves_several_keys_once_each(store: ComponentStorage) -> None:
+    """An op id is remembered per key: reusing a request id for two counters applies each once (outside trial:
+    the second counter got the first one's result and was never written)."""
+    assert store.increment("views", 7, op_id="req-1") == 7
+    assert store.increment("clicks", 1, op_id="req-1") == 1
+    assert store.get("clicks") == b"1"
+    assert store.increment("views", 7, op_id="req-1") == 7  # replays, per key
+    assert store.increment("clicks", 1, op_id="req-1") == 1
+    assert (store.get("views"), store.get("clicks")) == (b"7", b"1")
+
+
+def test_a_retry_after_delete_still_returns_the_first_result(store: ComponentStorage) -> None:
+    assert store.increment("n", 2, op_id="a") == 2
+    store.delete("n")
+    assert store.increment("n", 2, op_id="a") == 2
+    assert store.get("n") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("op_id_retention_seconds", 1e17),  # overflowed SQLite's INTEGER (outside trial)
+        ("op_id_retention_seconds", 0),
+        ("expiry_sweep_interval", 1e30),  # overflowed the sweeper's timed wait, killing the thread
+        ("expiry_sweep_interval", 1e-9),  # a busy loop
+    ],
+)
+def test_out_of_range_expiry_settings_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ConfigurationError, match=field) as info:
+        StorageSettings(**{field: value})
+    assert info.value.code == "invalid-config"
 
 
 def test_checks_run_permission_first(manager: StorageManager) -> None:

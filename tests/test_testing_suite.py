@@ -32,11 +32,23 @@ from airssys_storage.testing import BackendConformance, FakeClock
 
 @pytest.mark.parametrize("missing", ["pytest", "hypothesis"])
 def test_missing_test_dependencies_name_the_extra(missing: str) -> None:
-    code = f"import sys; sys.modules[{missing!r}] = None; import airssys_storage.testing"
+    code = f"import sys; sys.modules[{missing!r}] = None; from airssys_storage.testing import BackendConformance"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert f"({missing} is missing)" in last and "pip install 'airssys-storage[testing]'" in last
+
+
+def test_fake_clock_needs_no_test_dependencies() -> None:
+    """FakeClock is for any program's tests: importing it must not need pytest or hypothesis."""
+    code = (
+        "import sys; sys.modules['pytest'] = sys.modules['hypothesis'] = None\n"
+        "from airssys_storage.testing import FakeClock\n"
+        "clock = FakeClock(1000); clock.advance(1.5); print(clock())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2500"
 
 
 def test_the_testing_extra_lists_what_the_suite_imports() -> None:

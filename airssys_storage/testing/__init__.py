@@ -34,21 +34,44 @@ Run time: the stateful model test runs ``model_examples`` (200) examples of
 engine may lower these class attributes in its test class (say why there).
 
 It needs pytest and hypothesis: install them with the extra
-``pip install 'airssys-storage[testing]'``.
+``pip install 'airssys-storage[testing]'`` (from a clone: ``pip install '.[testing]'``);
+:class:`FakeClock` needs neither.
 """
 
-try:
-    import hypothesis  # noqa: F401
-    import pytest  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    raise ImportError(
-        f"airssys_storage.testing needs pytest and hypothesis ({exc.name} is missing): "
-        "pip install 'airssys-storage[testing]'"
-    ) from exc
+from __future__ import annotations
 
-from .clock import FakeClock
-from .conformance import BackendConformance
-from .environment import isolated_environment
-from .model import model_component_ids
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .clock import FakeClock  # no test dependencies: usable by any program that wants a clock it moves
+
+if TYPE_CHECKING:
+    from .conformance import BackendConformance
+    from .environment import isolated_environment
+    from .model import model_component_ids
 
 __all__ = ["BackendConformance", "FakeClock", "isolated_environment", "model_component_ids"]
+
+# The suite needs pytest and hypothesis; FakeClock does not, so the rest is imported on first use.
+_SUITE = {
+    "BackendConformance": "conformance",
+    "isolated_environment": "environment",
+    "model_component_ids": "model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SUITE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        import hypothesis  # noqa: F401
+        import pytest  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"airssys_storage.testing.{name} needs pytest and hypothesis ({exc.name} is missing): "
+            "pip install 'airssys-storage[testing]' (from a clone: pip install '.[testing]'); FakeClock needs neither"
+        ) from exc
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

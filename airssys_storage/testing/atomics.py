@@ -450,6 +450,13 @@ class AtomicsConformance:
         assert store.increment("c", 1) == 101, "increments without an op_id always apply"
         assert store.increment("c", 1) == 102
 
+    def test_op_ids_are_per_key(self, store: ComponentStorage) -> None:
+        """increment op_id: ids are kept per key; one request id serving two counters applies to each once."""
+        assert store.increment("views", 7, op_id="req") == 7
+        assert store.increment("clicks", 1, op_id="req") == 1
+        assert store.increment("views", 7, op_id="req") == 7 and store.increment("clicks", 1, op_id="req") == 1
+        assert (store.get("views"), store.get("clicks")) == (b"7", b"1")
+
     def test_op_ids_are_per_component(self, manager: StorageManager) -> None:
         """increment op_id: ids are kept per component; the same id in another component applies there."""
         one, two = _open(manager, _fresh("ops-a")), _open(manager, _fresh("ops-b"))

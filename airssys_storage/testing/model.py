@@ -97,7 +97,7 @@ def model_machine(manager: StorageManager, clock: FakeClock, max_query: int) -> 
             self.high: dict[str, int] = {}
             self.quota = quota
             #: Results recorded for operation ids (the model's clock never passes the retention window).
-            self.done_ops: dict[str, int] = {}
+            self.done_ops: dict[tuple[str, str], int] = {}  # (key, op_id) -> first result: ids are per key
             self.store = manager.component(Manifest(next(ids), Access.ADMIN, quota))
 
         # -- the model's rules ----------------------------------------------------
@@ -237,8 +237,8 @@ def model_machine(manager: StorageManager, clock: FakeClock, max_query: int) -> 
 
         @rule(key=_keys, delta=_deltas, op_id=st.one_of(st.none(), st.sampled_from(["op-a", "op-b", "op-c"])))
         def increment(self, key: str, delta: int, op_id: str | None) -> None:
-            if op_id in self.done_ops:  # a replay: the first result, nothing applied, whatever the key holds now
-                assert self.store.increment(key, delta, op_id=op_id) == self.done_ops[op_id]
+            if op_id is not None and (key, op_id) in self.done_ops:  # a replay: the first result, nothing applied
+                assert self.store.increment(key, delta, op_id=op_id) == self.done_ops[key, op_id]
                 return
             row = self._live(key)
             try:
@@ -254,7 +254,7 @@ def model_machine(manager: StorageManager, clock: FakeClock, max_query: int) -> 
             if done:
                 assert result == number
                 if op_id is not None:
-                    self.done_ops[op_id] = number
+                    self.done_ops[key, op_id] = number
                 self._wrote(key, _Row(value, None if row is None else row.expires_at), None)
 
         @rule(key=_keys, ttl=st.sampled_from([0.001, 0.01, 1.0]))

@@ -43,6 +43,7 @@ Errors
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,15 @@ MAX_HANDLES = 1024
 def bucket_prefix(bucket: str) -> str:
     """The component-key prefix of *bucket*'s keys."""
     return f"{RESERVED}{bucket}/"
+
+
+# A bucket's key prefix as messages show it: raw, or escaped by repr() (U+10FFFF is not printable).
+_PREFIX_IN_MESSAGE = re.compile("(?:\\\\U0010ffff|\U0010ffff)[^/'\"]*/")
+
+
+def hide_bucket_prefixes(message: str) -> str:
+    """*message* with every bucket key prefix removed: a guest sees its own key, not the host's layout."""
+    return _PREFIX_IN_MESSAGE.sub("", message)
 
 
 class NoSuchStore(StorageError):

@@ -497,7 +497,7 @@ class GuestInstance:
 
         from ._codec import enter_call
         from ._compat import VAL_SIZE
-        from ._keyvalue import RESERVED
+        from ._keyvalue import RESERVED, hide_bucket_prefixes
 
         val_at = ffi.wasmtime_component_val_t.from_address
         params = function.params
@@ -531,6 +531,8 @@ class GuestInstance:
                     if check_response and _payload_bytes(value) > cap:
                         raise _too_many_bytes(name, "from", _payload_bytes(value), cap)
                 except StorageError as error:  # the guest's business, never a trap
+                    if RESERVED in error.message or "\\U0010ffff" in error.message:
+                        error.message = hide_bucket_prefixes(error.message)
                     lower_err(error, out)
                 else:
                     lower_ok(value, out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from airssys_storage_wasmtime import Guest, Host
 from airssys_storage_wasmtime._interfaces import KEYVALUE_FUNCTIONS, SPIN_FUNCTIONS
-from airssys_storage_wasmtime._keyvalue import RESERVED, bucket_prefix
+from airssys_storage_wasmtime._keyvalue import RESERVED, bucket_prefix, hide_bucket_prefixes
 from test_wasmtime_cli import core_cli
 from wasmtime_helpers import LIMITS, err, storage_of
 
@@ -126,3 +126,16 @@ def test_manifest_buckets_are_validated(buckets: str, fragment: str) -> None:
     with pytest.raises(ManifestError, match=fragment):
         Manifest.from_toml(text.replace("'", '"'))
     assert Manifest.from_toml('[component]\nid = "c"\n').buckets == ("default",)
+
+
+def test_messages_to_guests_hide_the_bucket_layout() -> None:
+    """Outside trial: a cas-failed message showed the host's key "'\\U0010ffffdefault/k'"; a guest sees its own key."""
+    stored = bucket_prefix("default") + "k"
+    for shown in (repr(stored), stored):
+        message = f"key {shown} of component 'app' is version 2, not version 1: read it again and retry"
+        assert hide_bucket_prefixes(message) == (
+            "key 'k' of component 'app' is version 2, not version 1: read it again and retry"
+            if shown.startswith("'")
+            else "key k of component 'app' is version 2, not version 1: read it again and retry"
+        )
+    assert RESERVED not in hide_bucket_prefixes(f"keys {bucket_prefix('a')}x and {bucket_prefix('cache')}y")

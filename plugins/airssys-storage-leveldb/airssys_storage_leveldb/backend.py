@@ -136,7 +136,9 @@ def path_from_url(url: str) -> str:
     path = unquote(parts.path)
     if not path.startswith("/") or path.rstrip("/") == "":
         raise ConfigurationError(f"leveldb URL {url!r} must name an absolute directory path: leveldb:///absolute/path")
-    return os.path.normpath(path)
+    # normpath keeps a leading "//" (POSIX leaves its meaning to the system; Linux reads it as "/"):
+    # leveldb:////data/x names /data/x, and messages should say so.
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 class _Space:
@@ -310,9 +312,11 @@ class LevelDBBackend(StorageBackend, ForkAware):
         readable record from the log and table files, and drops what it
         cannot read. RepairDB keeps table files whose blocks fail their
         checksum, so the records of such blocks are dropped next (and counted
-        in ``records_dropped``). A file RepairDB cannot read at all is moved to
-        ``PATH/lost/``: its records cannot be counted, so the report names it in
-        ``files_lost`` and adds a ``warning``. Then every usage counter is
+        in ``records_dropped``). A table file RepairDB cannot read at all is
+        moved to ``PATH/lost/``: its records cannot be counted, so the report
+        names it in ``files_lost`` and adds a ``warning`` (RepairDB also moves
+        every converted log and old MANIFEST there on every run; those hold
+        nothing lost and are not reported). Then every usage counter is
         recomputed from the data. Returns what the recount found (see :meth:`recount`).
         """
         opts: LevelDBOptions = cls.parse_options(options or {})
@@ -330,8 +334,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
         lost_before = _lost_files(path)
         with _exclusive(path):
             dropped = _repair_files(path, opts)
-        # RepairDB moves a table or log it cannot read at all into PATH/lost/: every record in it is gone.
-        lost = sorted(_lost_files(path) - lost_before)
+        # RepairDB moves a table it cannot read at all into PATH/lost/: every record in it is gone. It
+        # also moves every log (after converting its readable records into a table) and every old
+        # MANIFEST there on each run (LevelDB's db/repair.cc, ArchiveFile): those lose nothing.
+        lost = sorted(name for name in _lost_files(path) - lost_before if name.endswith((".ldb", ".sst")))
         backend = cls.open(url, opts)
         try:
             report = {**backend.recount(), "records_dropped": dropped, "files_lost": lost}

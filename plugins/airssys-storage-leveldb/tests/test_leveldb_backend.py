@@ -88,6 +88,7 @@ def test_registered_through_the_entry_point() -> None:
 def test_url_to_path() -> None:
     assert path_from_url("leveldb:///var/lib/x/db") == "/var/lib/x/db"
     assert path_from_url("leveldb:///var/lib/my%20db/") == "/var/lib/my db"
+    assert path_from_url("leveldb:////var/lib/x/db") == "/var/lib/x/db"  # not "//var/…" in messages
     for bad in ("leveldb://host/db", "leveldb:///", "leveldb://", "leveldb:///db?sync=1", "sqlite:///db"):
         with pytest.raises(ConfigurationError):
             path_from_url(bad)

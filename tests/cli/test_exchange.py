@@ -68,6 +68,7 @@ def lines(*objects: object) -> bytes:
 
 
 HEADER = {"format": FORMAT_NAME, "version": 1, "component": "app"}
+V2 = {**HEADER, "version": 2}
 
 
 def record(key: str, value: bytes) -> dict[str, str]:
@@ -84,7 +85,7 @@ def end(records: int, size: int) -> dict[str, object]:
 def test_export_is_the_documented_format(source: StorageManager) -> None:
     fill(source, "app", {"config/theme": b"dark", "user:1": b""})
     assert export_bytes(source, "app") == (
-        b'{"format":"airssys-storage-export","version":1,"component":"app"}\n'
+        b'{"format":"airssys-storage-export","version":2,"component":"app"}\n'
         b'{"key":"config/theme","value":"ZGFyaw=="}\n'
         b'{"key":"user:1","value":""}\n'
         b'{"end":{"records":2,"bytes":22}}\n'
@@ -146,9 +147,9 @@ def test_import_writes_in_batches_of_max_batch_ops() -> None:
             def __getattr__(self, name: str) -> object:
                 return getattr(storage, name)
 
-            def set_many(self, items: list[tuple[str, bytes]]) -> None:
-                calls.append(len(items))
-                storage.set_many(items)
+            def _restore_many(self, entries: list[tuple[str, bytes, int | None]]) -> None:
+                calls.append(len(entries))
+                storage._restore_many(entries)
 
         import_component(Counting(), io.BytesIO(file))  # type: ignore[arg-type]
         assert calls == [7, 7, 7, 7, 2]
@@ -164,7 +165,7 @@ BAD_FILES = {
     "csv": (b"a,b,c\n1,2,3\n", 1, "not valid JSON"),
     "binary": (b"\x89PNG\r\n\x1a\n\x00\x00", 1, "not UTF-8"),
     "foreign json": (lines({"format": "other"}, record("a", b"1")), 1, "not an airssys-storage export"),
-    "future version": (lines({**HEADER, "version": 2}, *GOOD[1:]), 1, "version 2 is not supported"),
+    "future version": (lines({**HEADER, "version": 3}, *GOOD[1:]), 1, "version 3 is not supported"),
     "bool version": (lines({**HEADER, "version": True}, *GOOD[1:]), 1, "not supported"),
     "bad component id": (lines({**HEADER, "component": "App:1"}, *GOOD[1:]), 1, "component.id"),
     "truncated": (lines(*GOOD[:3]), 4, "truncated"),
@@ -172,6 +173,16 @@ BAD_FILES = {
     "bad base64": (lines(HEADER, record("a", b"1"), {"key": "b", "value": "!!"}, GOOD[3]), 3, "base64"),
     "non-string value": (lines(HEADER, {"key": "a", "value": 5}, GOOD[3]), 2, "base64 string"),
     "extra field": (lines(HEADER, {**record("a", b"1"), "ttl": 5}, GOOD[3]), 2, "expected a record"),
+    # expires_at_ms: version 2 only, a positive int64 of milliseconds, never null
+    "expiry in a version 1 file": (
+        lines({**HEADER, "version": 1}, {**record("a", b"1"), "expires_at_ms": 5}, end(1, 2)),
+        2,
+        "expected a record",
+    ),
+    "null expiry": (lines(V2, {**record("a", b"1"), "expires_at_ms": None}, end(1, 2)), 2, "not None"),
+    "float expiry": (lines(V2, {**record("a", b"1"), "expires_at_ms": 5.0}, end(1, 2)), 2, "not 5.0"),
+    "zero expiry": (lines(V2, {**record("a", b"1"), "expires_at_ms": 0}, end(1, 2)), 2, "from 1 to"),
+    "expiry past int64": (lines(V2, {**record("a", b"1"), "expires_at_ms": 2**63}, end(1, 2)), 2, "from 1 to"),
     "control char in key": (lines(HEADER, record("a\nb", b"1"), GOOD[3]), 2, "control character"),
     "lone surrogate key": (lines(HEADER, {"key": "\ud800", "value": ""}, GOOD[3]), 2, "surrogate"),
     "empty key": (lines(HEADER, record("", b"1"), GOOD[3]), 2, "empty"),

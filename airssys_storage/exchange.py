@@ -5,9 +5,9 @@ one JSON object per line, ``\\n``-terminated::
 
     {"format":"airssys-storage-export","version":2,"component":"my-app"}
     {"key":"config/theme","value":"ZGFyaw=="}
-    {"key":"session:9","value":"eA==","expires_at_ms":1767225600000}
+    {"key":"session:9","value":"eA==","expires_at_ms":4102444800000}
     {"key":"user:1","value":""}
-    {"end":{"records":3,"bytes":33}}
+    {"end":{"records":3,"bytes":32}}
 
 1. The header: ``format`` (exactly ``"airssys-storage-export"``), ``version``
    (an integer; this module writes ``2`` and reads ``1`` and ``2``) and

@@ -1,20 +1,24 @@
 """Moving data out of, into and between stores: the portable export format and migration.
 
-The export format (``airssys-storage-export``, version 1) is JSON Lines, UTF-8,
+The export format (``airssys-storage-export``, version 2) is JSON Lines, UTF-8,
 one JSON object per line, ``\\n``-terminated::
 
-    {"format":"airssys-storage-export","version":1,"component":"my-app"}
+    {"format":"airssys-storage-export","version":2,"component":"my-app"}
     {"key":"config/theme","value":"ZGFyaw=="}
+    {"key":"session:9","value":"eA==","expires_at_ms":4102444800000}
     {"key":"user:1","value":""}
-    {"end":{"records":2,"bytes":22}}
+    {"end":{"records":3,"bytes":32}}
 
 1. The header: ``format`` (exactly ``"airssys-storage-export"``), ``version``
-   (an integer; this module reads and writes ``1``) and ``component`` (the id
-   the data came from). Readers ignore other header fields.
-2. One record per key: exactly the fields ``key`` (the key as a JSON string)
-   and ``value`` (the value's bytes in standard base64 with padding; ``""`` for
-   an empty value). Each key appears at most once. Exports list keys in
-   bytewise UTF-8 order; readers accept any order.
+   (an integer; this module writes ``2`` and reads ``1`` and ``2``) and
+   ``component`` (the id the data came from). Readers ignore other header fields.
+2. One record per key: the fields ``key`` (the key as a JSON string), ``value``
+   (the value's bytes in standard base64 with padding; ``""`` for an empty
+   value) and, only for a key that expires, ``expires_at_ms``: its absolute
+   expiry, an integer of milliseconds since the Unix epoch (1 to 2**63 - 1).
+   No other field. Version 1 files have no ``expires_at_ms`` (their keys never
+   expire). Each key appears at most once. Exports list keys in bytewise UTF-8
+   order; readers accept any order.
 3. The end line: exactly ``{"end": {"records": N, "bytes": B}}`` where N is
    the number of records and B the sum of their UTF-8 key bytes plus value
    bytes (the component's usage). Nothing may follow it. It makes a truncated
@@ -26,10 +30,22 @@ exporting the same data always gives the same bytes, whatever the backend.
 Importing validates the whole file first (every line, key and value against
 the target's limits, duplicates, the end line's counts) and writes nothing
 when any of it is wrong; the error names the line. It then writes in atomic
-batches of ``max_batch_ops`` keys through :meth:`ComponentStorage.set_many`,
-so the target's quota and permissions apply to every batch; keys whose value
-is already identical are not rewritten. Re-running an interrupted import or
-migration finishes it.
+batches of ``max_batch_ops`` keys with the ``set-many`` permission, so the
+target's quota and permissions apply to every batch, and each key keeps its
+exact expiry. Keys whose value and expiry are already identical are not
+rewritten; records whose expiry has passed by the time they are written are
+skipped (counted as ``expired``), as the source would no longer show them.
+Re-running an interrupted import or migration finishes it.
+
+Versions are per store: an imported or migrated key gets the target's next
+version (a fresh key starts at 1), never the source's, so compare-and-swap
+clients must read their keys again after a store move.
+
+Verification compares like with like: the entries read from the source (or
+file) that are still live at one moment of the target's clock against the
+target's entries live at that moment (expired rows that usage still counts
+until they are swept are left out on both sides). The source is never
+written to.
 
 Operator access: :func:`operator_settings` and :func:`operator_storage` give
 admin handles with no quota (or an explicit one) on a manager opened for that
@@ -42,14 +58,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .backend import Usage
 from .errors import KeyNotFound, ManifestError, QuotaExceeded, StorageError
 from .manifest import Access, Manifest, validate_component_id
-from .storage import ComponentStorage, StorageManager, encode_key
+from .storage import MAX_EXPIRES_AT_MS, ComponentStorage, StorageManager, encode_key
 
 if TYPE_CHECKING:
     from .settings import StorageSettings  # only annotations here; see storage.py
@@ -76,12 +93,17 @@ __all__ = [
 ]
 
 FORMAT_NAME = "airssys-storage-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The format versions this module reads (version 1 has no expiries).
+READ_VERSIONS = (1, 2)
 #: Keys per scan page when reading a whole component.
 PAGE_SIZE = 1000
 
 #: Called with the number of records (keys) just processed.
 Progress = Callable[[int], None]
+#: One key as exchanged: ``(key, value, expires_at)``, the expiry in ms since the epoch (``None``: never).
+Record = tuple[str, bytes, int | None]
+_Item = TypeVar("_Item")
 
 
 class ExportFormatError(StorageError):
@@ -114,13 +136,20 @@ class ImportResult:
     component: str
     records: int
     bytes: int
-    #: Records written; the others already had the identical value.
+    #: Records written; the others already had the identical value and expiry, or had expired.
     written: int
+    #: Records not written because their expiry had passed (the source would no longer show them).
+    expired: int = 0
 
 
 @dataclass(frozen=True)
 class CopyResult:
-    """One component's migration: what was written and the usages compared at the end."""
+    """One component's migration: what was written and the live data compared at the end.
+
+    *source* is what was read from the source and is still live at the
+    verification's moment, *target* what the target holds live then (expired
+    rows not yet swept count on neither side).
+    """
 
     component: str
     written: int
@@ -128,6 +157,8 @@ class CopyResult:
     deleted: int
     source: Usage
     target: Usage
+    #: Keys read live from the source whose expiry passed before they were written (not written).
+    expired: int = 0
 
     @property
     def verified(self) -> bool:
@@ -139,7 +170,8 @@ class MigrationPlan:
     """What :func:`migrate` is about to copy: the component ids and their keys in the source."""
 
     components: list[str]
-    #: Keys the source holds in those components (the total a progress bar counts to).
+    #: Keys the source holds in those components (the total a progress bar counts to; from the usage
+    #: counters, so expired keys not yet swept are included, though not copied).
     keys: int
 
 
@@ -197,20 +229,92 @@ def pages(storage: ComponentStorage, prefix: str | None = None) -> Iterator[list
             return
 
 
+def _record_pages(storage: ComponentStorage) -> Iterator[list[Record]]:
+    """Every live key of *storage* with its value and exact expiry, page by page, in bytewise order.
+
+    A key that expires (or is deleted) between the scan and the read of its
+    entry is left out. Needs ``scan`` and ``get-entry`` permission.
+    """
+    for items in pages(storage):
+        rows = storage._entry_rows([key for key, _ in items])
+        page = [
+            (key, row.value, row.expires_at)
+            for (key, _), row in zip(items, rows, strict=True)
+            if row is not None and row.value is not None
+        ]
+        if page:
+            yield page
+
+
+class _Census:
+    """Keys and bytes of entries, to count those live at one moment (so that verification compares like with like).
+
+    Entries that never expire are summed; expiring ones are kept as
+    ``(expires_at, size)`` in two int64 arrays (16 bytes per key).
+    """
+
+    def __init__(self) -> None:
+        self.keys = self.bytes = 0
+        self._expiries = array("q")
+        self._sizes = array("q")
+
+    def add(self, key: str, value: bytes, expires_at: int | None) -> None:
+        size = len(key.encode()) + len(value)
+        if expires_at is None:
+            self.keys += 1
+            self.bytes += size
+        else:
+            self._expiries.append(expires_at)
+            self._sizes.append(size)
+
+    def live_at(self, now: int) -> Usage:
+        """The usage of the entries live at *now* (ms): those without expiry or expiring after *now*."""
+        keys, total = self.keys, self.bytes
+        for expires_at, size in zip(self._expiries, self._sizes, strict=True):
+            if _is_live(expires_at, now):
+                keys += 1
+                total += size
+        return Usage(total, keys)
+
+
+def _live_census(storage: ComponentStorage) -> _Census:
+    """Every live entry of *storage* (a full scan; reads only)."""
+    census = _Census()
+    for page in _record_pages(storage):
+        for record in page:
+            census.add(*record)
+    return census
+
+
+def _live_usages(expected: _Census, target: ComponentStorage) -> tuple[Usage, Usage]:
+    """*expected* and *target*'s live entries, both counted at one moment of *target*'s clock.
+
+    The moment is read after the target's scan, so an entry that expired
+    during the scan is left out on both sides. Returns ``(expected, actual)``.
+    """
+    actual = _live_census(target)
+    now = target._clock()
+    return expected.live_at(now), actual.live_at(now)
+
+
 def export_component(storage: ComponentStorage, out: IO[bytes], *, progress: Progress | None = None) -> ExportInfo:
-    """Write every key of *storage* to *out* in the export format, in bytewise key order.
+    """Write every live key of *storage* to *out* in the export format, in bytewise key order, with its expiry.
 
     The export is consistent if nothing writes to the component meanwhile.
+    Needs ``scan`` and ``get-entry`` permission.
     """
     out.write(_line({"format": FORMAT_NAME, "version": FORMAT_VERSION, "component": storage.component_id}))
     records = total = 0
-    for items in pages(storage):
-        for key, value in items:
-            out.write(_line({"key": key, "value": base64.b64encode(value).decode("ascii")}))
+    for page in _record_pages(storage):
+        for key, value, expires_at in page:
+            line: dict[str, Any] = {"key": key, "value": base64.b64encode(value).decode("ascii")}
+            if expires_at is not None:
+                line["expires_at_ms"] = expires_at
+            out.write(_line(line))
             total += len(key.encode()) + len(value)
-        records += len(items)
+        records += len(page)
         if progress is not None:
-            progress(len(items))
+            progress(len(page))
     out.write(_line({"end": {"records": records, "bytes": total}}))
     return ExportInfo(storage.component_id, records, total)
 
@@ -229,6 +333,7 @@ class _Reader:
     def __init__(self, source: IO[bytes], storage: ComponentStorage | None) -> None:
         self._source = source
         self._lineno = 0
+        self.version = FORMAT_VERSION
         if storage is None:  # header only
             self._max_line = _HEADER_MAX
         else:
@@ -277,18 +382,20 @@ class _Reader:
                 f'"version": {FORMAT_VERSION}, "component": ID}}'
             )
         version = header.get("version")
-        if not _is_int(version) or version != FORMAT_VERSION:
+        if not _is_int(version) or version not in READ_VERSIONS:
             raise self._fail(
-                f"export format version {version!r} is not supported (this airssys-storage reads version "
-                f"{FORMAT_VERSION}): import it with the airssys-storage release that wrote it"
+                f"export format version {version!r} is not supported (this airssys-storage reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}): import it with the airssys-storage release that wrote it"
             )
+        self.version = version
         try:
             return validate_component_id(header.get("component"))
         except ManifestError as exc:
             raise self._fail(f"header field {exc.message}") from None
 
-    def records(self) -> Iterator[tuple[int, str, bytes]]:
-        """Yield ``(line, key, value)`` for every record, then check the end line."""
+    def records(self) -> Iterator[tuple[int, Record]]:
+        """Yield ``(line, (key, value, expires_at))`` for every record, then check the end line."""
+        fields = _RECORD_FIELDS[self.version]
         count = total = 0
         while True:
             obj = self._next()
@@ -298,18 +405,21 @@ class _Reader:
                     "export or copy?); export the component again",
                     self._lineno + 1,
                 )
-            if isinstance(obj, dict) and obj.keys() == {"key", "value"}:
-                key, value = self._record(obj)
+            if isinstance(obj, dict) and obj.keys() in fields:
+                record = self._record(obj)
                 count += 1
-                total += len(key.encode()) + len(value)
-                yield self._lineno, key, value
+                total += len(record[0].encode()) + len(record[1])
+                yield self._lineno, record
             elif isinstance(obj, dict) and obj.keys() == {"end"}:
                 self._end(obj["end"], count, total)
                 return
             else:
-                raise self._fail('expected a record {"key": ..., "value": ...} or the end line {"end": ...}')
+                expiry = ' (and "expires_at_ms": ...)' if self.version >= 2 else ""
+                raise self._fail(
+                    f'expected a record {{"key": ..., "value": ...{expiry}}} or the end line {{"end": ...}}'
+                )
 
-    def _record(self, obj: dict[str, Any]) -> tuple[str, bytes]:
+    def _record(self, obj: dict[str, Any]) -> Record:
         key, encoded = obj["key"], obj["value"]
         if not isinstance(key, str):
             raise self._fail(f"key must be a JSON string, not {type(key).__name__}")
@@ -328,7 +438,15 @@ class _Reader:
                 f"value of key {key!r} is {len(value)} bytes; the target's maximum is {self._max_value} bytes "
                 "(raise max_value_bytes in the settings)"
             )
-        return key, value
+        if "expires_at_ms" not in obj:
+            return key, value, None
+        expires_at = obj["expires_at_ms"]
+        if not _is_int(expires_at) or not 0 < expires_at <= MAX_EXPIRES_AT_MS:
+            raise self._fail(
+                f"expires_at_ms of key {key!r} must be an integer of milliseconds since the epoch from 1 to "
+                f"{MAX_EXPIRES_AT_MS}, not {expires_at!r}"
+            )
+        return key, value, expires_at
 
     def _end(self, end: Any, count: int, total: int) -> None:
         if not isinstance(end, dict) or end.keys() != {"records", "bytes"}:
@@ -349,6 +467,8 @@ class _Reader:
 
 
 _EOF = object()
+#: The field sets a record may have, per format version.
+_RECORD_FIELDS = {1: ({"key", "value"},), 2: ({"key", "value"}, {"key", "value", "expires_at_ms"})}
 
 
 class _DuplicateField(ValueError):
@@ -384,11 +504,16 @@ def read_export_component(source: IO[bytes]) -> str:
 
 
 def validate_export(source: IO[bytes], storage: ComponentStorage) -> ExportInfo:
-    """Check a whole export against *storage*'s limits without writing; raise :class:`ExportFormatError`."""
+    """Check a whole export against *storage*'s limits without writing; raise :class:`ExportFormatError`.
+
+    The result counts every record of the file (as its end line does),
+    expired ones included: whether a record is still live depends on when it
+    is imported.
+    """
     reader = _Reader(source, storage)
     seen: dict[str, int] = {}
     count = total = 0
-    for line, key, value in reader.records():
+    for line, (key, value, _) in reader.records():
         first = seen.setdefault(key, line)
         if first != line:
             raise ExportFormatError(f"line {line}: key {key!r} appears twice (first on line {first})", line)
@@ -400,8 +525,8 @@ def validate_export(source: IO[bytes], storage: ComponentStorage) -> ExportInfo:
 # -- writing -----------------------------------------------------------------
 
 
-def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
-    chunk: list[tuple[str, bytes]] = []
+def _chunks(items: Iterable[_Item], size: int) -> Iterator[list[_Item]]:
+    chunk: list[_Item] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
@@ -411,31 +536,65 @@ def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tupl
         yield chunk
 
 
-def _write_changed(target: ComponentStorage, pairs: list[tuple[str, bytes]]) -> int:
-    """Write the pairs whose value differs in *target* as one atomic batch; return how many."""
-    current = target.get_many([key for key, _ in pairs])
-    changed = [pair for pair, old in zip(pairs, current, strict=True) if old != pair[1]]
+def _is_live(expires_at: int | None, now: int) -> bool:
+    """Whether an entry expiring at *expires_at* is live at *now* (ms); ``expires_at <= now`` is not."""
+    return expires_at is None or expires_at > now
+
+
+def _live(records: list[Record], now: int) -> list[Record]:
+    """The records not yet expired at *now* (ms)."""
+    return [record for record in records if _is_live(record[2], now)]
+
+
+def _write_changed(target: ComponentStorage, records: list[Record], written: _Census) -> tuple[int, int]:
+    """Write the live *records* whose value or expiry differs in *target*, as one atomic batch.
+
+    Records already expired by *target*'s clock are skipped; the live ones
+    (written or already identical) are added to *written*. Returns ``(written,
+    expired)`` counts.
+    """
+    live = _live(records, target._clock())
+    current = target._entry_rows([key for key, _, _ in live])
+    changed = [
+        record
+        for record, row in zip(live, current, strict=True)
+        if row is None or row.value != record[1] or row.expires_at != record[2]
+    ]
     if changed:
-        target.set_many(changed)
-    return len(changed)
+        target._restore_many(changed)
+    for record in live:
+        written.add(*record)
+    return len(changed), len(records) - len(live)
+
+
+def _file_records(source: IO[bytes], storage: ComponentStorage) -> Iterator[Record]:
+    return (record for _, record in _Reader(source, storage).records())
 
 
 def _projected_usage(source: IO[bytes], storage: ComponentStorage, info: ExportInfo, replace: bool, limit: int) -> int:
-    """The bytes *storage* would use after importing the validated file at *source*."""
-    used = storage.usage().bytes
-    if replace:
-        return info.bytes
-    if used + info.bytes <= limit:
-        return used + info.bytes  # an upper bound that already fits: no need to read old values
+    """The bytes *storage* would use after importing the validated file at *source*.
+
+    Both sides count live data only: the file's records still live now, and
+    *storage*'s live entries (its expired rows are swept before a write is
+    refused for quota, so they never stand in the way).
+    """
+    used = storage.usage().bytes  # counts expired rows too: an upper bound of the live bytes
+    if (0 if replace else used) + info.bytes <= limit:
+        return (0 if replace else used) + info.bytes  # an upper bound that already fits: no need to read more
+    now = storage._clock()
     batch = _settings(storage).max_batch_ops
+    if replace:
+        records = _file_records(source, storage)
+        return sum(len(key.encode()) + len(value) for key, value, expires_at in records if _is_live(expires_at, now))
     delta = 0
-    for chunk in _chunks(((k, v) for _, k, v in _Reader(source, storage).records()), batch):
-        old = storage.get_many([key for key, _ in chunk])
-        for (key, value), previous in zip(chunk, old, strict=True):
-            delta += len(value) - (0 if previous is None else len(previous))
+    for chunk in _chunks(_file_records(source, storage), batch):
+        live = _live(chunk, now)
+        old = storage._entry_rows([key for key, _, _ in live])
+        for (key, value, _), previous in zip(live, old, strict=True):
+            delta += len(value) - (0 if previous is None else previous.size)
             if previous is None:
                 delta += len(key.encode())
-    return used + delta
+    return _live_census(storage).live_at(now).bytes + delta
 
 
 def import_component(
@@ -453,8 +612,11 @@ def import_component(
     quota and the import would pass it, :class:`~airssys_storage.QuotaExceeded`
     is raised before writing. Keys of *storage* absent from the file are kept,
     unless *replace*, which clears the component first (needs admin access).
+    Each key gets the file's expiry (none if the record has none); a record
+    whose expiry has passed is not written, like a key absent from the file.
     The file's component id is informational: the data goes to *storage*.
-    *on_validated* is called with what the file holds once it passed.
+    *on_validated* is called with what the file holds once it passed. Needs
+    ``get-entry`` and ``set-many`` permission.
     """
     start = source.tell()
     info = validate_export(source, storage)
@@ -478,10 +640,13 @@ def import_component(
     if replace:
         storage.clear()
     batch = _settings(storage).max_batch_ops
-    written = done = 0
+    census = _Census()
+    written = expired = done = 0
     try:
-        for chunk in _chunks(((k, v) for _, k, v in _Reader(source, storage).records()), batch):
-            written += _write_changed(storage, chunk)
+        for chunk in _chunks(_file_records(source, storage), batch):
+            changed, gone = _write_changed(storage, chunk, census)
+            written += changed
+            expired += gone
             done += len(chunk)
             if progress is not None:
                 progress(len(chunk))
@@ -491,8 +656,8 @@ def import_component(
             f"the import finishes it): {exc.message}"
         ) from exc
     if replace:
-        _verify(storage.component_id, Usage(info.bytes, info.records), storage.usage(), "the file")
-    return ImportResult(storage.component_id, info.records, info.bytes, written)
+        _verify(storage.component_id, *_live_usages(census, storage), "the file")
+    return ImportResult(storage.component_id, info.records, info.bytes, written, expired)
 
 
 def _verify(component: str, expected: Usage, actual: Usage, origin: str) -> None:
@@ -522,28 +687,30 @@ def copy_component(
     prune: bool = False,
     progress: Progress | None = None,
 ) -> CopyResult:
-    """Copy every key of *source* into *target* (idempotent: identical values are not rewritten).
+    """Copy every live key of *source* into *target* with its value and expiry (identical ones are not rewritten).
 
     With *prune*, keys of *target* that *source* lacks are deleted, so that
-    the target mirrors the source. Returns both usages for verification.
+    the target mirrors the source. Returns the live data of both, counted at
+    one moment, for verification. Never writes to *source*.
     """
     batch = _settings(target).max_batch_ops
-    written = unchanged = deleted = 0
-    for page in pages(source):
+    copied = _Census()
+    written = unchanged = expired = deleted = 0
+    for page in _record_pages(source):
         for chunk in _chunks(page, batch):
-            changed = _write_changed(target, chunk)
+            changed, gone = _write_changed(target, chunk, copied)
             written += changed
-            unchanged += len(chunk) - changed
+            expired += gone
+            unchanged += len(chunk) - changed - gone
             if progress is not None:
                 progress(len(chunk))
     if prune:
-        for page in pages(target):
-            for chunk in _chunks(page, batch):
-                keys = [key for key, _ in chunk]
+        for listed in pages(target):
+            for keys in _chunks([key for key, _ in listed], batch):
                 extra = [key for key, value in zip(keys, source.get_many(keys), strict=True) if value is None]
                 if extra:
                     deleted += target.delete_many(extra)
-    return CopyResult(source.component_id, written, unchanged, deleted, source.usage(), target.usage())
+    return CopyResult(source.component_id, written, unchanged, deleted, *_live_usages(copied, target), expired)
 
 
 def plan_migration(

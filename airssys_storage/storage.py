@@ -52,7 +52,7 @@ from .errors import (
 )
 from .manifest import Manifest
 from .operations import Operation
-from .planner import MAX_VERSION, Plan, Write, WriteKind
+from .planner import MAX_VERSION, KeyState, Plan, Write, WriteKind
 from .plugins import PluginRegistry, check_plugin_options, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
 
@@ -73,6 +73,8 @@ SWEEP_STEP = 1000
 MAX_OP_ID_BYTES = 256
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+#: The latest expiry a row can hold, in milliseconds since the epoch (the backends store a signed 64-bit int).
+MAX_EXPIRES_AT_MS = _INT64_MAX
 _T = TypeVar("_T")
 _PUT, _DELETE, _INCREMENT, _TOUCH = WriteKind.PUT, WriteKind.DELETE, WriteKind.INCREMENT, WriteKind.TOUCH
 # Writes are built with tuple.__new__ in Write's field order (key, kind, value, expires_at, if_version,
@@ -621,22 +623,67 @@ class ComponentStorage:
         """
         pairs = self._as_list(items.items() if isinstance(items, Mapping) else items, Operation.SET_MANY)
         self._check_batch(Operation.SET_MANY, [pair[0] if isinstance(pair, tuple) and pair else None for pair in pairs])
-        changes: dict[bytes, bytes] = {}
-        max_key, max_value = self._max_key, self._max_value
         for pair in pairs:
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
-            key, value = pair
+        expires_at = None if ttl is None else self._expires_at(ttl)
+        writes = self._put_writes([(key, value, expires_at) for key, value in pairs])
+        if writes:
+            self._apply(writes)
+
+    def _put_writes(self, entries: Sequence[tuple[Any, Any, int | None]]) -> list[Write]:
+        """The PUT writes of ``(key, value, expires_at ms | None)`` triples, key and value validated.
+
+        When a key appears twice, the last triple wins (as in :meth:`set_many`).
+        """
+        changes: dict[bytes, tuple[bytes, int | None]] = {}
+        max_key, max_value = self._max_key, self._max_value
+        for key, value, expires_at in entries:
             if not (type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= max_key):
                 raw = encode_key(key, max_key)  # see get()
             if type(value) is not bytes:
                 value = _as_bytes(value)
             if len(value) > max_value:
                 raise _too_large(value, max_value)
-            changes[raw] = value
-        expires_at = None if ttl is None else self._expires_at(ttl)
-        if changes:
-            self._apply([_new(Write, (raw, _PUT, value, expires_at, None, 0, None)) for raw, value in changes.items()])
+            changes[raw] = (value, expires_at)
+        return [_new(Write, (raw, _PUT, value, when, None, 0, None)) for raw, (value, when) in changes.items()]
+
+    # -- package-internal: exact rows for export, import and migration (airssys_storage.exchange) --
+
+    def _entry_rows(self, keys: Sequence[str]) -> list[KeyState | None]:
+        """The live rows of *keys* (value, version, expiry in ms since the epoch), ``None`` for absent ones.
+
+        Each key needs ``get-entry`` permission. Unlike :meth:`get_entry`, the
+        expiry stays the exact integer of milliseconds the backend stores.
+        """
+        rows: list[KeyState | None] = []
+        for key in keys:
+            self._check(Operation.GET_ENTRY, key)
+            row = self._call(self._backend.get_entry, encode_key(key, self._max_key))
+            if row is not None and row.value is None:
+                raise InternalError(f"backend {self._backend.name!r} returned an entry without its value")
+            rows.append(row)
+        return rows
+
+    def _restore_many(self, entries: Sequence[tuple[str, bytes, int | None]]) -> None:
+        """Store ``(key, value, expires_at)`` triples atomically, each with its own absolute expiry.
+
+        *expires_at*: milliseconds since the epoch (1 to :data:`MAX_EXPIRES_AT_MS`)
+        or ``None`` (never). :meth:`set_many` with a relative ttl cannot carry an
+        expiry exactly (the clock moves between reading it and writing), so an
+        import or migration writes the source's expiry through this. Same
+        permission (``set-many``), limits, quota and errors as :meth:`set_many`.
+        """
+        self._check_batch(Operation.SET_MANY, [key for key, _, _ in entries])
+        for key, _, expires_at in entries:
+            if expires_at is not None and (type(expires_at) is not int or not 0 < expires_at <= MAX_EXPIRES_AT_MS):
+                raise InvalidArgument(
+                    f"expiry of key {key!r} must be None or an int of milliseconds since the epoch from 1 to "
+                    f"{MAX_EXPIRES_AT_MS}, got {expires_at!r}"
+                )
+        writes = self._put_writes(entries)
+        if writes:
+            self._apply(writes)
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete *keys* atomically; returns how many existed (live)."""
@@ -653,12 +700,9 @@ class ComponentStorage:
 
         Needs read-only access (operation ``get-entry``).
         """
-        self._check(Operation.GET_ENTRY, key)
-        row = self._call(self._backend.get_entry, encode_key(key, self._max_key))
-        if row is None:
+        row = self._entry_rows((key,))[0]
+        if row is None or row.value is None:  # the value is checked by _entry_rows
             return None
-        if row.value is None:
-            raise InternalError(f"backend {self._backend.name!r} returned an entry without its value")
         return Entry(row.value, row.version, None if row.expires_at is None else row.expires_at / 1000)
 
     def compare_and_swap(
@@ -990,7 +1034,7 @@ class ComponentStorage:
                 "or set() without ttl"
             )
         millis = ttl * 1000  # inf for a float ttl above ~1.8e305: refused below, never passed to ceil()
-        if not millis <= _INT64_MAX or (expires_at := self._clock() + math.ceil(millis)) > _INT64_MAX:
+        if not millis <= MAX_EXPIRES_AT_MS or (expires_at := self._clock() + math.ceil(millis)) > MAX_EXPIRES_AT_MS:
             raise InvalidArgument(f"ttl {ttl!r} s is too long: the expiry must fall before 2**63 - 1 ms since 1970")
         return expires_at
 

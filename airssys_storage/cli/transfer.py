@@ -69,9 +69,11 @@ def import_(file: str, component: str | None, store: StoreSpec, manifest_path: P
                 progress.set_total(found.records)
 
             result = import_component(storage, source, replace=replace, progress=progress, on_validated=started)
+    identical = result.records - result.written - result.expired
+    expired = f", {result.expired} skipped (already expired)" if result.expired else ""
     info(
         f"imported {result.records} keys ({result.bytes} bytes) into component {result.component!r}; "
-        f"{result.written} written, {result.records - result.written} already identical"
+        f"{result.written} written, {identical} already identical{expired}"
     )
 
 
@@ -124,6 +126,7 @@ def migrate(
                         "written": r.written,
                         "unchanged": r.unchanged,
                         "deleted": r.deleted,
+                        "expired": r.expired,
                         "verified": r.verified,
                     }
                     for r in results

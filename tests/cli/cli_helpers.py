@@ -135,6 +135,20 @@ class Store:
             for start in range(0, len(items), 100):
                 storage.set_many(items[start : start + 100])
 
+    def write_expiring(self, component: str, entries: Mapping[str, tuple[bytes, int]]) -> None:
+        """Write ``key: (value, expires_at ms since the epoch)``; an expiry in the past leaves an unswept row."""
+        self.used.add(component)
+        with self.manager() as manager:
+            operator_storage(manager, component)._restore_many([(k, v, when) for k, (v, when) in entries.items()])
+
+    def expiries(self, component: str) -> dict[str, int | None]:
+        """Every live key's exact expiry in ms since the epoch (``None``: never)."""
+        self.used.add(component)
+        with self.manager() as manager:
+            storage = operator_storage(manager, component)
+            keys = list(read_all(storage))
+            return {key: row.expires_at for key, row in zip(keys, storage._entry_rows(keys), strict=True) if row}
+
     def read(self, component: str) -> dict[str, bytes]:
         self.used.add(component)
         with self.manager() as manager:

@@ -31,6 +31,7 @@ def test_the_format_example_is_what_export_writes() -> None:
     with StorageManager.from_settings(operator_settings(StorageSettings(url="memory://"))) as manager:
         storage = operator_storage(manager, "my-app")
         storage.set_many([("config/theme", b"dark"), ("user:1", b"")])
+        storage._restore_many([("session:9", b"x", 4_102_444_800_000)])  # 2100-01-01, an exact expiry
         out = io.BytesIO()
         export_component(storage, out)
     assert out.getvalue().decode() == example.group(1)

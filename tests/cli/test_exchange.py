@@ -12,12 +12,16 @@ from cli_helpers import ADVERSARIAL, read_all, sample_data
 
 from airssys_storage import (
     Access,
+    ComponentStorage,
+    Entry,
     KeyNotFound,
     Manifest,
+    PreconditionFailed,
     QuotaExceeded,
     StorageManager,
     StorageSettings,
 )
+from airssys_storage.backend import Usage
 from airssys_storage.exchange import (
     FORMAT_NAME,
     ExportFormatError,
@@ -32,6 +36,7 @@ from airssys_storage.exchange import (
     read_export_component,
     validate_export,
 )
+from airssys_storage.testing import FakeClock
 
 
 def memory_manager(**settings: object) -> StorageManager:
@@ -68,6 +73,7 @@ def lines(*objects: object) -> bytes:
 
 
 HEADER = {"format": FORMAT_NAME, "version": 1, "component": "app"}
+V2 = {**HEADER, "version": 2}
 
 
 def record(key: str, value: bytes) -> dict[str, str]:
@@ -84,7 +90,7 @@ def end(records: int, size: int) -> dict[str, object]:
 def test_export_is_the_documented_format(source: StorageManager) -> None:
     fill(source, "app", {"config/theme": b"dark", "user:1": b""})
     assert export_bytes(source, "app") == (
-        b'{"format":"airssys-storage-export","version":1,"component":"app"}\n'
+        b'{"format":"airssys-storage-export","version":2,"component":"app"}\n'
         b'{"key":"config/theme","value":"ZGFyaw=="}\n'
         b'{"key":"user:1","value":""}\n'
         b'{"end":{"records":2,"bytes":22}}\n'
@@ -146,9 +152,9 @@ def test_import_writes_in_batches_of_max_batch_ops() -> None:
             def __getattr__(self, name: str) -> object:
                 return getattr(storage, name)
 
-            def set_many(self, items: list[tuple[str, bytes]]) -> None:
-                calls.append(len(items))
-                storage.set_many(items)
+            def _restore_many(self, entries: list[tuple[str, bytes, int | None]]) -> None:
+                calls.append(len(entries))
+                storage._restore_many(entries)
 
         import_component(Counting(), io.BytesIO(file))  # type: ignore[arg-type]
         assert calls == [7, 7, 7, 7, 2]
@@ -164,7 +170,7 @@ BAD_FILES = {
     "csv": (b"a,b,c\n1,2,3\n", 1, "not valid JSON"),
     "binary": (b"\x89PNG\r\n\x1a\n\x00\x00", 1, "not UTF-8"),
     "foreign json": (lines({"format": "other"}, record("a", b"1")), 1, "not an airssys-storage export"),
-    "future version": (lines({**HEADER, "version": 2}, *GOOD[1:]), 1, "version 2 is not supported"),
+    "future version": (lines({**HEADER, "version": 3}, *GOOD[1:]), 1, "version 3 is not supported"),
     "bool version": (lines({**HEADER, "version": True}, *GOOD[1:]), 1, "not supported"),
     "bad component id": (lines({**HEADER, "component": "App:1"}, *GOOD[1:]), 1, "component.id"),
     "truncated": (lines(*GOOD[:3]), 4, "truncated"),
@@ -172,6 +178,16 @@ BAD_FILES = {
     "bad base64": (lines(HEADER, record("a", b"1"), {"key": "b", "value": "!!"}, GOOD[3]), 3, "base64"),
     "non-string value": (lines(HEADER, {"key": "a", "value": 5}, GOOD[3]), 2, "base64 string"),
     "extra field": (lines(HEADER, {**record("a", b"1"), "ttl": 5}, GOOD[3]), 2, "expected a record"),
+    # expires_at_ms: version 2 only, a positive int64 of milliseconds, never null
+    "expiry in a version 1 file": (
+        lines({**HEADER, "version": 1}, {**record("a", b"1"), "expires_at_ms": 5}, end(1, 2)),
+        2,
+        "expected a record",
+    ),
+    "null expiry": (lines(V2, {**record("a", b"1"), "expires_at_ms": None}, end(1, 2)), 2, "not None"),
+    "float expiry": (lines(V2, {**record("a", b"1"), "expires_at_ms": 5.0}, end(1, 2)), 2, "not 5.0"),
+    "zero expiry": (lines(V2, {**record("a", b"1"), "expires_at_ms": 0}, end(1, 2)), 2, "from 1 to"),
+    "expiry past int64": (lines(V2, {**record("a", b"1"), "expires_at_ms": 2**63}, end(1, 2)), 2, "from 1 to"),
     "control char in key": (lines(HEADER, record("a\nb", b"1"), GOOD[3]), 2, "control character"),
     "lone surrogate key": (lines(HEADER, {"key": "\ud800", "value": ""}, GOOD[3]), 2, "surrogate"),
     "empty key": (lines(HEADER, record("", b"1"), GOOD[3]), 2, "empty"),
@@ -367,3 +383,179 @@ def test_operator_handles_are_unlimited_admins(source: StorageManager) -> None:
     assert storage.quota is None and storage.manifest.access is Access.ADMIN
     storage.set_many([(f"k{i}", bytes(1024 * 1024)) for i in range(60)])  # 60 MiB: past any manifest default
     storage.clear()
+
+
+# -- expiry and versions (contract v2) -----------------------------------------------
+
+
+def clocked_manager(clock: FakeClock, quota: int | None = None) -> StorageManager:
+    """An operator manager on memory:// whose expiry clock is *clock*."""
+    return StorageManager.from_settings(operator_settings(StorageSettings(url="memory://"), quota=quota), clock=clock)
+
+
+def expiries(storage: ComponentStorage) -> dict[str, int | None]:
+    """Every live key's exact expiry in ms (None: never)."""
+    keys = storage.keys()
+    return {key: row.expires_at for key, row in zip(keys, storage._entry_rows(keys), strict=True) if row}
+
+
+def test_export_import_and_migrate_carry_the_exact_expiry() -> None:
+    """Tester input 1: `set("ttl_long", b"2", ttl=3600)` exported as just key and value; migrate gave no expiry."""
+    clock = FakeClock(start_ms=1_700_000_000_123)
+    with clocked_manager(clock) as source, clocked_manager(clock) as target:
+        storage = operator_storage(source, "mig")
+        storage.set("plain", b"1")
+        storage.set("ttl_long", b"2", ttl=3600)
+        storage.set("ttl_odd", b"3", ttl=0.0015)  # 2 ms after rounding up
+        expected = {"plain": None, "ttl_long": 1_700_003_600_123, "ttl_odd": 1_700_000_000_125}
+        assert expiries(storage) == expected
+        exported = export_bytes(source, "mig")
+        assert b'{"key":"ttl_long","value":"Mg==","expires_at_ms":1700003600123}\n' in exported
+        assert b'{"key":"plain","value":"MQ=="}\n' in exported
+        clock.advance(0.001)  # the import's clock has moved on: the expiry must not be re-based on it
+        imported = operator_storage(target, "imported")
+        assert import_component(imported, io.BytesIO(exported)).written == 3
+        assert expiries(imported) == expected
+        assert export_bytes(target, "imported").split(b"\n", 1)[1] == exported.split(b"\n", 1)[1]
+        (result,) = migrate(source, target, ["mig"])
+        assert result.verified and result.written == 3
+        assert expiries(operator_storage(target, "mig")) == expected
+        assert operator_storage(target, "mig").get_entry("ttl_long") == Entry(b"2", 1, 1_700_003_600.123)
+
+
+def test_identical_means_same_value_and_same_expiry() -> None:
+    """Tester input 1 (reverse): the target's `live` had ttl=3600, the file's none: it was counted identical."""
+    clock = FakeClock(start_ms=1_700_000_000_000)
+    with clocked_manager(clock) as target:
+        storage = operator_storage(target, "app")
+        storage.set("live", b"1", ttl=3600)
+        storage.set("same", b"2", ttl=60)
+        same_expiry = storage.get_entry("same")
+        assert same_expiry is not None and same_expiry.expires_at is not None
+        file = lines(
+            V2,
+            record("live", b"1"),
+            {**record("same", b"2"), "expires_at_ms": round(same_expiry.expires_at * 1000)},
+            end(2, 4 + 1 + 4 + 1),
+        )
+        result = import_component(storage, io.BytesIO(file))
+        assert (result.written, result.expired) == (1, 0)
+        assert storage.ttl("live") is None
+        clock.advance(7200)
+        assert storage.get("live") == b"1"
+        result = import_component(storage, io.BytesIO(file))  # `live` identical now; `same` expired: skipped
+        assert (result.written, result.expired) == (0, 1)
+        assert storage.get("same") is None
+
+
+def test_a_record_expired_at_import_time_is_not_written() -> None:
+    clock = FakeClock(start_ms=1_700_000_000_000)
+    with clocked_manager(clock) as target:
+        storage = operator_storage(target, "app")
+        storage.set("kept", b"mine")
+        file = lines(
+            V2,
+            {**record("gone", b"x"), "expires_at_ms": 1_700_000_000_000},  # expires exactly now: expired
+            {**record("kept", b"y"), "expires_at_ms": 1_600_000_000_000},
+            {**record("soon", b"z"), "expires_at_ms": 1_700_000_000_001},
+            end(3, 15),
+        )
+        result = import_component(storage, io.BytesIO(file))
+        assert (result.records, result.written, result.expired) == (3, 1, 2)
+        # an expired record is like a key absent from the file: the target's own key stays
+        assert read_all(storage) == {"kept": b"mine", "soon": b"z"}
+        assert storage.usage() == Usage(4 + 4 + 4 + 1, 2)
+        result = import_component(storage, io.BytesIO(file), replace=True)  # verification counts live data only
+        assert (result.written, result.expired) == (1, 2)
+        assert read_all(storage) == {"soon": b"z"}
+
+
+def test_a_version_1_file_still_imports_without_expiry() -> None:
+    clock = FakeClock()
+    with clocked_manager(clock) as target:
+        storage = operator_storage(target, "app")
+        storage.set("a", b"old", ttl=10)
+        assert import_component(storage, io.BytesIO(lines(*GOOD))).written == 2
+        assert expiries(storage) == {"a": None, "b": None}
+
+
+def test_migrate_verifies_with_expired_keys_not_yet_swept_and_leaves_the_source_alone() -> None:
+    """Tester input 2: 4 keys in the source's counters, 1 expired unswept: migrate failed with exit 6."""
+    clock = FakeClock(start_ms=1_700_000_000_000)
+    with clocked_manager(clock) as source, clocked_manager(clock) as target:
+        storage = operator_storage(source, "mig")
+        storage.set_many([("a", b"1"), ("b", b"22")])
+        storage.set("ttl_long", b"2", ttl=3600)
+        storage.set("short", b"012345678", ttl=1)
+        clock.advance(2)
+        before = storage.usage()
+        assert before == Usage(28, 4)
+        (result,) = migrate(source, target, ["mig"])
+        assert result.verified and (result.written, result.expired) == (3, 0)
+        assert result.source == result.target == Usage(14, 3)
+        assert storage.usage() == before  # not swept: a migration never writes to its source
+        # the target's own expired rows are not counted either; pruning removes the stale one
+        operator_storage(target, "mig").set("stale", b"s", ttl=1)
+        clock.advance(2)
+        (result,) = migrate(source, target, ["mig"])
+        assert result.verified and result.written == 0 and result.unchanged == 3
+
+
+def test_copy_skips_a_key_that_expires_between_read_and_write() -> None:
+    clock = FakeClock(start_ms=1_700_000_000_000)
+    with clocked_manager(clock) as source, clocked_manager(clock) as target:
+        operator_storage(source, "app").set("brief", b"x", ttl=0.001)
+        operator_storage(source, "app").set("long", b"y", ttl=60)
+        source_storage = operator_storage(source, "app")
+
+        class Late:
+            """The source, with the clock moving on right after each read of the entries."""
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(source_storage, name)
+
+            def _entry_rows(self, keys: list[str]) -> object:
+                rows = source_storage._entry_rows(keys)
+                clock.advance(0.001)
+                return rows
+
+        result = copy_component(Late(), operator_storage(target, "app"))  # type: ignore[arg-type]
+        assert (result.written, result.expired, result.unchanged) == (1, 1, 0)
+        assert result.verified and result.target == Usage(5, 1)
+
+
+def test_import_quota_projection_counts_live_data_only() -> None:
+    """Tester input 2's kind in the quota check: expired rows and records must not count."""
+    clock = FakeClock(start_ms=1_700_000_000_000)
+    with clocked_manager(clock, quota=20) as target:
+        storage = operator_storage(target, "app")
+        assert storage.quota == 20
+        storage.set("old", b"0123456789", ttl=1)  # 13 bytes, expired below but still in usage
+        clock.advance(2)
+        file = lines(
+            V2,
+            record("k", b"0123456789"),  # 11 bytes
+            {**record("dead", b"0123456789"), "expires_at_ms": 1_600_000_000_000},  # 14 bytes, expired
+            end(2, 25),
+        )
+        result = import_component(storage, io.BytesIO(file))
+        assert (result.written, result.expired) == (1, 1)
+        assert read_all(storage) == {"k": b"0123456789"}
+        with pytest.raises(QuotaExceeded, match="to 22 bytes"):  # live data only: 11 + 11
+            import_component(storage, io.BytesIO(lines(V2, record("k2", b"012345678"), end(1, 11))))
+        result = import_component(storage, io.BytesIO(file), replace=True)
+        assert (result.written, result.expired) == (1, 1)
+
+
+def test_versions_restart_on_the_target() -> None:
+    """Versions are per store (README): a migrated key starts at version 1; a stale CAS version fails there."""
+    with memory_manager() as source, memory_manager() as target:
+        storage = operator_storage(source, "app")
+        for value in (b"1", b"2", b"3"):
+            storage.set("k", value)
+        assert storage.get_entry("k") == Entry(b"3", 3, None)
+        migrate(source, target)
+        moved = operator_storage(target, "app")
+        assert moved.get_entry("k") == Entry(b"3", 1, None)
+        with pytest.raises(PreconditionFailed):
+            moved.compare_and_swap("k", b"4", version=3)

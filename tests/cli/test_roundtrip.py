@@ -16,11 +16,19 @@ import pytest
 from cli_helpers import BACKENDS, Run, Store, sample_data
 
 from airssys_storage import StorageManager, StorageSettings
+from airssys_storage.backend import wall_clock_ms
 from airssys_storage.exchange import export_component, import_component, operator_settings, operator_storage
 
 MakeStore = Callable[[str], Store]
 NAMES = list(BACKENDS)
 PAIRS = [(a, b) for a in NAMES for b in NAMES]
+
+
+def expiring(store: Store, component: str) -> int:
+    """Give *component* a key expiring in an hour and an expired key not yet swept; returns the hour's expiry."""
+    now = wall_clock_ms()
+    store.write_expiring(component, {"ttl_long": (b"2", now + 3_600_000), "zz-expired": (b"gone", now - 1000)})
+    return now + 3_600_000
 
 
 def records(export: bytes) -> bytes:
@@ -40,13 +48,18 @@ def test_export_import_round_trip(
     target.used.add(copy)
     data = sample_data()
     source.write(component, data)
+    expiry = expiring(source, component)
+    data["ttl_long"] = b"2"
 
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     result = cli("export", *source.args(), "-c", component, "-o", str(first))
     assert result.exit_code == 0, result.stderr
+    assert f'{{"key":"ttl_long","value":"Mg==","expires_at_ms":{expiry}}}'.encode() in first.read_bytes()
+    assert b"zz-expired" not in first.read_bytes()
     result = cli("import", str(first), *target.args(), "-c", copy)
     assert result.exit_code == 0, result.stderr
     assert target.read(copy) == data
+    assert target.expiries(copy) == {key: expiry if key == "ttl_long" else None for key in data}
     result = cli("export", *target.args(), "-c", copy, "-o", str(second))
     assert result.exit_code == 0, result.stderr
     if copy == component:
@@ -87,6 +100,8 @@ def test_migrate(cli: Run, make_store: MakeStore, source_name: str, target_name:
     target.used.update({one, two})
     data = sample_data(120)
     source.write(one, data)
+    expiry = expiring(source, one)  # the expired row counts in the source's usage: verification must not
+    data["ttl_long"] = b"2"
     source.write(two, {"x": b"1"})
     target.write(one, {"stale": b"only in the target"})
     route = [*source.args("--from", "--from-options"), *target.args("--to", "--to-options")]
@@ -103,6 +118,8 @@ def test_migrate(cli: Run, make_store: MakeStore, source_name: str, target_name:
     report = {row["component"]: row for row in json.loads(result.stdout)}
     assert report[one]["deleted"] == 1 and report[one]["verified"]
     assert target.read(one) == data and target.read(two) == {"x": b"1"}
+    assert target.expiries(one) == {key: expiry if key == "ttl_long" else None for key in data}
+    assert source.expiries(one)["ttl_long"] == expiry
     result = cli("migrate", *route, *picked, "--json")
     assert [row["written"] for row in json.loads(result.stdout)] == [0, 0]
 

@@ -196,13 +196,7 @@ def decode_counter(value: bytes, key: bytes) -> int:
 # The planner runs inside every commit: module-level aliases and tuple.__new__ keep one
 # single-key plan near a microsecond (enum attribute access and NamedTuple.__new__ with
 # defaults cost about 0.25 and 0.5 µs each on CPython 3.11).
-_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = (
-    WriteKind.PUT,
-    WriteKind.DELETE,
-    WriteKind.INCREMENT,
-    WriteKind.TOUCH,
-    WriteKind.SWEEP,
-)
+_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = WriteKind  # in definition order
 _new = tuple.__new__
 
 

@@ -170,13 +170,7 @@ Cached: TypeAlias = "KeyState | None"
 _MISS: Any = object()
 _new = tuple.__new__
 _first = operator.itemgetter(0)
-_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = (
-    WriteKind.PUT,
-    WriteKind.DELETE,
-    WriteKind.INCREMENT,
-    WriteKind.TOUCH,
-    WriteKind.SWEEP,
-)
+_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = WriteKind  # in definition order
 #: Recorded operations older than the retention dropped per commit that records one (bounds its cost).
 _OP_GC_STEP = 64
 

@@ -112,19 +112,23 @@ def test_describe_options_gives_kind_default_and_description() -> None:
 def test_empty_options_of_a_dataclass_import_no_pydantic() -> None:
     """Start-up speed: every backend plugin is imported at start-up, pydantic only when options are given."""
     code = (
-        "import sys\n"
-        "from airssys_storage_sql import SQLBackend\n"
-        "from airssys_storage_leveldb import LevelDBBackend\n"
-        "from airssys_storage_memory import MemoryBackend\n"
-        "for cls in (SQLBackend, LevelDBBackend, MemoryBackend):\n"
+        "import importlib, sys\n"
+        "checked = []\n"
+        "for module, name in (('airssys_storage_sql', 'SQLBackend'), ('airssys_storage_memory', 'MemoryBackend'),\n"
+        "                     ('airssys_storage_leveldb', 'LevelDBBackend')):\n"
+        "    try:\n"
+        "        cls = getattr(importlib.import_module(module), name)\n"
+        "    except ModuleNotFoundError:\n"
+        "        continue  # a plugin this environment does not install (the leveldb env checks that one)\n"
         "    cls.parse_options({})\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))\n"
+        "    checked.append(name)\n"
+        "print(checked, sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
-    if "ModuleNotFoundError" in done.stderr:
-        pytest.skip(done.stderr.strip().splitlines()[-1])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    checked, pydantic_modules = done.stdout.strip().split("] ")
+    assert "SQLBackend" in checked and "MemoryBackend" in checked  # the core env installs both
+    assert pydantic_modules == "[]"
 
 
 # -- through the manager: what open() receives ---------------------------------------------------

@@ -257,6 +257,13 @@ def model_machine(manager: StorageManager, clock: FakeClock, max_query: int) -> 
                     self.done_ops[key, op_id] = number
                 self._wrote(key, _Row(value, None if row is None else row.expires_at), None)
 
+        @precondition(lambda self: bool(self.done_ops))
+        @rule(data=st.data(), delta=_deltas)
+        def retry_increment(self, data: st.DataObject, delta: int) -> None:
+            """A caller whose reply was lost retries with the same key and op id: the first result, nothing applied."""
+            key, op_id = data.draw(st.sampled_from(sorted(self.done_ops)))
+            assert self.store.increment(key, delta, op_id=op_id) == self.done_ops[key, op_id]
+
         @rule(key=_keys, ttl=st.sampled_from([0.001, 0.01, 1.0]))
         def expire(self, key: str, ttl: float) -> None:
             row = self._live(key)

@@ -103,8 +103,8 @@ class Field:
     kind: str
     default: Any
     optional: bool = False
-    low: int | None = None
-    high: int | None = None
+    low: float | None = None
+    high: float | None = None
     non_empty: bool = False
 
     def make_default(self) -> Any:
@@ -123,8 +123,8 @@ FIELDS: dict[str, Field] = {
     "max_value_bytes": Field("int", 1024 * 1024, low=0),
     "max_keys_per_query": Field("int", 10_000, low=1),
     "max_batch_ops": Field("int", 100, low=1),
-    "op_id_retention_seconds": Field("default-only", 600),
-    "expiry_sweep_interval": Field("default-only", None, optional=True),
+    "op_id_retention_seconds": Field("default-only", 600, high=315_360_000),
+    "expiry_sweep_interval": Field("default-only", None, optional=True, low=0.01, high=31_536_000),
     "blocked_plugins": Field("str-list", []),
     "plugin_options": Field("dict-of-dicts", {}),
 }

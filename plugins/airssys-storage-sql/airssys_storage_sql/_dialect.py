@@ -121,6 +121,10 @@ class EngineDialect(abc.ABC):
         """The read of :meth:`~airssys_storage_sql.backend.SQLBackend.get_many` and its parameters."""
         return self.backend._q_many[len(keys)], (namespace, *keys)
 
+    def upsert_many(self, item: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Write several ``(ns, k, v, ver, exp)`` rows of one commit (keys distinct): the driver's ``executemany``."""
+        self.executemany(item, self.backend._w.upsert, rows)
+
     def lock_space(self, item: Any, namespace: str) -> SpaceState:
         """The namespace's counter row, read (and locked on servers) as the first statement of a commit."""
         return self.backend._space_row(item, namespace)

@@ -37,7 +37,7 @@ from airssys_storage.planner import KeyState, SpaceState
 
 from ._dialect import EngineDialect
 from ._retry import backoff
-from .backend import TRANSACTION, SQLBackend, SQLOptions, describe
+from .backend import MARKS, SINGLE, TRANSACTION, SQLBackend, SQLOptions, StatementsByCount, describe
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Dialect
@@ -50,6 +50,10 @@ _SQLITE_NOTADB = 26
 
 
 _T = TypeVar("_T")
+#: Rows per multi-row upsert: 5 parameters each, under SQLite's 32766 per statement.
+_ROWS_PER_STATEMENT = 1000
+#: Most entries of put_one's size hints (about 100 bytes each).
+_HINTS = 65536
 _EMPTY_SPACE = SpaceState()
 _new = tuple.__new__
 
@@ -114,6 +118,17 @@ class SQLiteDialect(EngineDialect):
         # The planner's PUT in one statement: an overwrite gives the row version + 1, a new
         # row floor + 1; replaced_len is NULL for a new row, else the length of the value it
         # replaced (expired rows included: they are charged until removed).
+        # A same-size overwrite changes neither usage nor key count, so the planner's PUT is
+        # then this one statement, committed on its own: no counter row, no BEGIN/COMMIT.
+        self._q_same_size = (
+            f"UPDATE {t.data} SET v = ?, ver = ver + 1, exp = NULL WHERE ns = ? AND k = ? AND length(v) = ? "
+            "RETURNING ver"
+        )
+        #: (namespace, key) -> the value size this handle last wrote: only a hint of which
+        #: of put_one's two exact paths to try first (a failed same-size UPDATE costs as much
+        #: as a small write, measured); stale after another process writes, then one probe
+        #: is wasted. Bounded: emptied when it reaches _HINTS entries.
+        self._sizes: dict[tuple[str, bytes], int] = {}
         self._q_put_one = (
             f"INSERT INTO {t.data} (ns, k, v, ver) "
             f"VALUES (?, ?, ?, COALESCE((SELECT floor FROM {t.usage} WHERE ns = ?), 0) + 1) "
@@ -135,6 +150,14 @@ class SQLiteDialect(EngineDialect):
             f"LEFT JOIN {t.data} AS d ON d.ns = w.ns AND d.k = w.k"
         )
         self._q_state = (joined.format(value="NULL"), joined.format(value="d.v"))
+        # Several rows in one statement: 30% less per row than executemany of the one-row
+        # upsert (measured with 100 rows of 64-80 bytes).
+        unit = "(?, ?, ?, ?, ?)"
+        self._q_upsert_rows = StatementsByCount(
+            f"INSERT INTO {t.data} (ns, k, v, ver, exp) VALUES {MARKS} "
+            + self.upsert_clause(("ns", "k"), ("v", "ver", "exp")),
+            unit,
+        )
         self._q_remove = (
             f"UPDATE {t.usage} SET used_bytes = used_bytes - ?, key_count = key_count - 1, "
             "floor = max(floor, ?) WHERE ns = ?"
@@ -179,12 +202,24 @@ class SQLiteDialect(EngineDialect):
     # -- writes ------------------------------------------------------------------------
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        return self.backend._use("set", TRANSACTION, self._put_in, namespace, key, value, limit)
+        return self.backend._use("set", SINGLE, self._put_in, namespace, key, value, limit)
 
     def _put_in(self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        # The upsert returns the old size and the new version; the counter update is
-        # skipped when neither size nor count changes.
+        # When the hint says the stored value has this size: the same-size overwrite, one
+        # autocommit statement (it changes no counter, so the guard has nothing to check).
+        # Otherwise, or when it finds no such row, the transaction: the upsert returns the
+        # old size and the new version, and the counter update is skipped when neither
+        # size nor count changes. (SINGLE mode: SQLite has no lost connection whose outcome
+        # could be unknown, and _use rolls back what fails.)
         execute = conn.execute
+        sizes, size = self._sizes, len(value)
+        if sizes.get(hint := (namespace, key)) == size:
+            row = execute(self._q_same_size, (value, namespace, key, size)).fetchone()
+            if row is not None:
+                return row[0]  # type: ignore[no-any-return]
+        elif len(sizes) >= _HINTS:
+            sizes.clear()
+        execute("BEGIN IMMEDIATE")
         old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
         if old is None:
             delta, count = len(key) + len(value), 1
@@ -195,6 +230,8 @@ class SQLiteDialect(EngineDialect):
                 self._charge(conn, namespace, delta, count, limit)
         elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
             self._charge(conn, namespace, delta, count, limit)
+        execute("COMMIT")
+        sizes[hint] = size
         return version  # type: ignore[no-any-return]
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
@@ -215,6 +252,12 @@ class SQLiteDialect(EngineDialect):
         used, count, floor, *row = item.execute(self._q_state[values], (namespace, keys[0])).fetchone()
         space = _EMPTY_SPACE if used is None else _new(SpaceState, (used, count, floor))
         return space, ({} if row[1] is None else {keys[0]: _new(KeyState, row)})
+
+    def upsert_many(self, item: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        statements = self._q_upsert_rows
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            item.execute(statements[len(chunk)], [cell for row in chunk for cell in row])
 
     def _charge(self, conn: sqlite3.Connection, namespace: str, delta: int, count: int, limit: int | None) -> None:
         """After the counter update of :meth:`put_one` changed no row: create the row, or refuse the write."""

@@ -25,6 +25,7 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import threading
@@ -109,15 +110,24 @@ _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 
 T = TypeVar("T")
 
-# How SQLBackend._use runs its work on the connection it checked out.
-#: A read: repeated once on a fresh connection when the first one was found dead.
-READ = 0
-#: Anything run once as it is (schema, verify, administration).
-ONCE = 1
-#: A write transaction (the dialect's begin … end), repeated after a conflict.
-TRANSACTION = 2
-#: One autocommit write statement or procedure call, repeated after a conflict.
-SINGLE = 3
+
+class Mode(enum.Enum):
+    """How :meth:`SQLBackend._use` runs its work on the connection it checked out."""
+
+    #: A read: repeated once on a fresh connection when the first one was found dead.
+    READ = "read"
+    #: Anything run once as it is (schema, verify, administration).
+    ONCE = "once"
+    #: A write transaction (the dialect's begin … end), repeated after a conflict.
+    TRANSACTION = "transaction"
+    #: One autocommit write statement or procedure call, repeated after a conflict.
+    SINGLE = "single"
+    #: Inside _use only: a TRANSACTION whose commit has been sent.
+    COMMITTING = "committing"
+
+
+# Module-level aliases: _use compares them by identity on every operation.
+READ, ONCE, TRANSACTION, SINGLE, _COMMITTING = Mode
 
 #: Stands in a statement template for the list of markers that :class:`StatementsByCount` repeats.
 MARKS = "{marks}"
@@ -620,10 +630,10 @@ class SQLBackend(StorageBackend, ForkAware):
 
     # -- the one connection checkout ---------------------------------------------------------
 
-    def _use(self, action: str, mode: int, work: Callable[..., T], *args: Any) -> T:
+    def _use(self, action: str, mode: Mode, work: Callable[..., T], *args: Any) -> T:
         """``work(item, *args)`` on a pooled connection item: every read and write goes through here.
 
-        *mode* says how (module constants): :data:`READ` repeats the read once
+        *mode* (:class:`Mode`) says how: :data:`READ` repeats the read once
         on a fresh connection when the first was found dead (reads are safe to
         repeat); :data:`ONCE` runs it as it is; :data:`TRANSACTION` wraps it in
         the dialect's write transaction (begin … end) and :data:`SINGLE` runs
@@ -635,32 +645,38 @@ class SQLBackend(StorageBackend, ForkAware):
         leaves it unknown. Positional parameters and no further layers: it is
         the get and the set path.
         """
-        d = self._d
-        for attempt in range(MAX_ATTEMPTS):
+        attempt = 0
+        while True:
             try:
                 item = self._idle.pop()
             except IndexError:
                 item = self._acquire()
-            committing = mode == SINGLE
             try:
-                if mode == TRANSACTION:
-                    d.begin(item)
+                if mode is TRANSACTION:
+                    self._d.begin(item)
                     result = work(item, *args)
-                    committing = True  # from here a lost connection leaves the outcome unknown
-                    d.end(item)
+                    mode = _COMMITTING  # from here a lost connection leaves the outcome unknown
+                    self._d.end(item)
+                    mode = TRANSACTION
                 else:
                     result = work(item, *args)
             except Exception as exc:
-                if mode == READ:
+                d = self._d
+                committing = mode is SINGLE or mode is _COMMITTING
+                if mode is _COMMITTING:
+                    mode = TRANSACTION
+                if mode is READ:
                     if attempt == 0 and d.is_disconnect(item, exc):
+                        attempt = 1
                         self.retries["reconnect"] += 1
                         self._discard(item)
                         self._discard_idle()
                         continue
-                elif mode != ONCE and attempt + 1 < MAX_ATTEMPTS and d.retryable(exc):
+                elif mode is not ONCE and attempt + 1 < MAX_ATTEMPTS and d.retryable(exc):
                     self.retries["conflict"] += 1
                     self._recover(item)
                     backoff(attempt)
+                    attempt += 1
                     continue
                 raise self._failed(item, exc, action, committing) from exc
             except BaseException:
@@ -668,7 +684,6 @@ class SQLBackend(StorageBackend, ForkAware):
                 raise
             self._idle.append(item)
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, action: str, work: Callable[..., T], *args: Any) -> T:
         """Run ``work(item, *args)`` once on a pooled connection with uniform error handling (not the hot path)."""
@@ -791,8 +806,8 @@ class SQLBackend(StorageBackend, ForkAware):
         found: dict[bytes, KeyState] = {}
         for start in range(0, len(keys), CHUNK):
             chunk = keys[start : start + CHUNK]
-            for key, *state in self._fetchall(item, *self._d.keyed(statements, (namespace,), chunk)):
-                found[key] = _new(KeyState, state)  # the drivers give bytes and ints
+            for row in self._fetchall(item, *self._d.keyed(statements, (namespace,), chunk)):
+                found[row[0]] = _new(KeyState, row[1:])  # the drivers give bytes and ints
         return found
 
     def _read_ops(self, item: Any, namespace: str, op_ids: Sequence[str], now: int) -> dict[str, int]:
@@ -819,7 +834,7 @@ class SQLBackend(StorageBackend, ForkAware):
         if len(rows) == 1:
             d.execute(item, w.upsert, rows[0])
         elif rows:
-            d.executemany(item, w.upsert, rows)
+            d.upsert_many(item, rows)
         if planned.space_changed:
             d.write_space(item, namespace, planned.space)
         if planned.op_records:

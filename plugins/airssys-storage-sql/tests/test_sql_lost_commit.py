@@ -130,10 +130,6 @@ class _KillAround:
             kill(self._server, session_id(self._server, self._cursor))
         result = self._cursor.execute(sql, params)
         if self._after:
-            connection = self._cursor.connection
-            if self._server.engine == "postgresql" and connection.pgconn.pipeline_status:  # COMMIT went with the writes
-                with connection.pipeline():  # leaving a nested pipeline syncs: the COMMIT has run on the server
-                    pass
             kill(self._server, session_id(self._server, self._cursor))
             self._cursor.execute("SELECT 1")  # the driver learns the connection is gone
         return result

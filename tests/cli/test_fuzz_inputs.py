@@ -104,9 +104,9 @@ def test_server_urls_parse_without_connecting(scheme: str, rest: str) -> None:
     try:
         sa_url, engine = parse_url(f"{scheme}://{rest}")
         if engine == "postgresql":
-            from airssys_storage_sql._postgresql import PostgreSQLBackend as impl
+            from airssys_storage_sql._postgresql import PostgreSQLDialect as impl
         else:
-            from airssys_storage_sql._mariadb import MariaDBBackend as impl
+            from airssys_storage_sql._mariadb import MariaDBDialect as impl
         impl.create(sa_url, SQLOptions()).close()
     except StorageError:
         pass

@@ -22,5 +22,5 @@ __all__ = ["SQLBackend", "SQLOptions"]
 
 @hookimpl
 def register_backends() -> list[type[StorageBackend]]:
-    # SQLBackend is abstract: open() returns the concrete class of the URL's engine.
+    # One class for every engine: open() gives it the dialect object of the URL's engine.
     return [cast("type[StorageBackend]", SQLBackend)]

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError, quota_exceeded
 
 from ._schema import MARIADB_MAX_KEY_BYTES
-from ._server import ServerBackend
-from .backend import describe
+from ._server import ServerDialect
+from .backend import SINGLE, SQLBackend, describe
 
 _STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _SERVER_STATUS_IN_TRANS = 1
@@ -48,18 +48,21 @@ def _errno(exc: Exception) -> int:
     return args[0] if args and isinstance(args[0], int) else 0
 
 
-class MariaDBBackend(ServerBackend):
+class MariaDBDialect(ServerDialect):
     """Tables in a MariaDB/MySQL database, shared by any number of processes and hosts."""
 
     engine = "mariadb"
     keep_existing_usage = "ON DUPLICATE KEY UPDATE ns = ns"
+    integrity_check = "CHECK TABLE"
     label = "MariaDB"
     default_port = 3306
     # binary_prefix: bytes are sent as _binary'…', so the server never checks them against the charset.
     driver_args: ClassVar[Mapping[str, Any]] = {"charset": "utf8mb4", "binary_prefix": True}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, backend: SQLBackend) -> None:
+        super().__init__(backend)
+        self._options = backend._options
+        self._tables = backend._tables
         prefix = self._options.table_prefix
         self._q_put_one = f"CALL {prefix}put(%s, %s, %s, %s)"
         self._q_delete_one = f"CALL {prefix}delete(%s, %s)"
@@ -68,7 +71,7 @@ class MariaDBBackend(ServerBackend):
     def upsert_clause(conflict: Sequence[str], columns: Sequence[str]) -> str:
         return "ON DUPLICATE KEY UPDATE " + ", ".join(f"{column} = VALUES({column})" for column in columns)
 
-    def _setup(self, dbapi_connection: Any) -> Any:
+    def setup(self, dbapi_connection: Any) -> Any:
         conn = dbapi_connection
         conn.autocommit(True)
         cursor = conn.cursor()
@@ -86,7 +89,7 @@ class MariaDBBackend(ServerBackend):
         digits per byte. The packet is the command byte plus the statement: its
         text, the quoted namespace, the key and the value, each hex-encoded.
         """
-        text = len(self._w.upsert) - 5 * len("%s") + 2 * len("9223372036854775807")
+        text = len(self.backend._w.upsert) - 5 * len("%s") + 2 * len("9223372036854775807")
         quoted = (_MAX_NAMESPACE + 2) + 2 * len("_binary X''")
         return (packet - 1 - text - quoted - 2 * max_key_bytes) // 2
 
@@ -96,7 +99,7 @@ class MariaDBBackend(ServerBackend):
                 f"max_key_bytes = {max_key_bytes} is above the {MARIADB_MAX_KEY_BYTES} bytes the MariaDB key column "
                 f"of {self.where} holds: lower max_key_bytes to at most {MARIADB_MAX_KEY_BYTES}"
             )
-        rows = self._run("reading max_allowed_packet", self._fetchall, "SELECT @@max_allowed_packet", ())
+        rows = self.backend._run("reading max_allowed_packet", self.fetchall, "SELECT @@max_allowed_packet", ())
         packet = int(rows[0][0])
         ceiling = self.value_ceiling(packet, max_key_bytes)
         if max_value_bytes <= ceiling:
@@ -120,7 +123,7 @@ class MariaDBBackend(ServerBackend):
     # -- single-key hot paths ----------------------------------------------------------------
 
     def _call(self, cursor: Any, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
-        """``CALL`` a hot-path procedure (through :meth:`_write`); its one result row."""
+        """``CALL`` a hot-path procedure (through ``SQLBackend._use``); its one result row."""
         try:
             cursor.execute(sql, params)
         except Exception as exc:
@@ -134,28 +137,30 @@ class MariaDBBackend(ServerBackend):
         return row  # type: ignore[no-any-return]
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        version, used, delta = self._write("set", True, self._call, self._q_put_one, (namespace, key, value, limit))
+        version, used, delta = self.backend._use(
+            "set", SINGLE, self._call, self._q_put_one, (namespace, key, value, limit)
+        )
         if version < 0:  # the guard refused; the procedure rolled back
             assert limit is not None
             raise quota_exceeded(namespace, int(used), int(delta), limit)
         return int(version)
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
-        found, expires_at = self._write("delete", True, self._call, self._q_delete_one, (namespace, key))
-        return bool(found) and (expires_at is None or expires_at > self.clock())
+        found, expires_at = self.backend._use("delete", SINGLE, self._call, self._q_delete_one, (namespace, key))
+        return bool(found) and (expires_at is None or expires_at > self.backend.clock())
 
-    def _ddl(self) -> tuple[str, list[str]]:
-        create_meta, create_others = super()._ddl()
+    def ddl(self) -> tuple[str, list[str]]:
+        create_meta, create_others = super().ddl()
         return create_meta, [*create_others, *self._procedures()]
 
-    def _migrate(self, item: Any) -> int:
-        version = super()._migrate(item)
+    def migrate(self, item: Any) -> int:
+        version = super().migrate(item)
         self._create_procedures(item)
         return version
 
     def _create_procedures(self, item: Any) -> None:
         for statement in self._procedures():
-            self._execute(item, statement)
+            self.execute(item, statement)
 
     def _procedures(self) -> list[str]:
         """``DROP`` / ``CREATE`` of the hot-path procedures: the planner's one-key PUT and DELETE, in one call.
@@ -226,21 +231,21 @@ class MariaDBBackend(ServerBackend):
 
     # -- transactions --------------------------------------------------------------------
 
-    def _begin(self, item: Any) -> None:
+    def begin(self, item: Any) -> None:
         item.execute("START TRANSACTION")
 
-    def _end(self, item: Any) -> None:
+    def end(self, item: Any) -> None:
         item.connection.commit()
 
-    def _retryable(self, exc: Exception) -> bool:
+    def retryable(self, exc: Exception) -> bool:
         return _errno(exc) in (_ER_LOCK_DEADLOCK, _ER_CHECKREAD)
 
-    def _rollback(self, item: Any) -> None:
+    def rollback(self, item: Any) -> None:
         conn = item.connection
         if conn.server_status & _SERVER_STATUS_IN_TRANS:
             conn.rollback()
 
-    def _translate(self, exc: Exception, action: str) -> StorageError:
+    def translate(self, exc: Exception, action: str) -> StorageError:
         errno = _errno(exc)
         if errno == _ER_DATA_TOO_LONG and ("'k'" in str(exc) or "'p_k'" in str(exc)):  # the column, the procedure
             return InvalidKey(f"the key is longer than the {MARIADB_MAX_KEY_BYTES} bytes the MariaDB key column holds")
@@ -254,13 +259,11 @@ class MariaDBBackend(ServerBackend):
                 f"{self.where} refused the {action}: it is larger than the server's max_allowed_packet "
                 f"({describe(exc)}); raise max_allowed_packet on the server"
             )
-        return super()._translate(exc, action)
+        return super().translate(exc, action)
 
     # -- verification ---------------------------------------------------------------------
 
-    integrity_check = "CHECK TABLE"
-
-    def _verify_begin(self, item: Any, repair: bool) -> None:
+    def verify_begin(self, item: Any, repair: bool) -> None:
         if repair:
             # The documented way to lock InnoDB tables: autocommit off, LOCK TABLES, COMMIT, UNLOCK.
             item.execute("SET autocommit = 0")
@@ -269,7 +272,7 @@ class MariaDBBackend(ServerBackend):
             item.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # this transaction only
             item.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
 
-    def _verify_end(self, item: Any, repair: bool) -> None:
+    def verify_end(self, item: Any, repair: bool) -> None:
         try:
             item.connection.commit()
         finally:
@@ -277,7 +280,7 @@ class MariaDBBackend(ServerBackend):
                 item.execute("UNLOCK TABLES")
                 item.execute("SET autocommit = 1")
 
-    def _integrity_problems(self, item: Any) -> list[str]:
+    def integrity_problems(self, item: Any) -> list[str]:
         t = self._tables
         item.execute(f"CHECK TABLE {t.data}, {t.usage}, {t.meta}")
         found = [
@@ -289,33 +292,33 @@ class MariaDBBackend(ServerBackend):
             return []
         return [
             f"{self.where} is damaged: CHECK TABLE reports {'; '.join(found[:5])}; stop every process using it, "
-            f"export the components that still read (`{self.command('export')} -c COMPONENT`), recreate the "
+            f"export the components that still read (`{self.backend.command('export')} -c COMPONENT`), recreate the "
             "tables and import them, or restore a backup"
         ]
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _meta_exists(self, item: Any) -> bool:
+    def meta_exists(self, item: Any) -> bool:
         sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
-        return bool(self._fetchall(item, sql, (self._tables.meta,)))
+        return bool(self.fetchall(item, sql, (self._tables.meta,)))
 
-    def _has_column(self, item: Any, table: str, column: str) -> bool:
+    def has_column(self, item: Any, table: str, column: str) -> bool:
         sql = (
             "SELECT 1 FROM information_schema.columns "
             "WHERE table_schema = DATABASE() AND table_name = %s AND column_name = %s"
         )
-        return bool(self._fetchall(item, sql, (table, column)))
+        return bool(self.fetchall(item, sql, (table, column)))
 
-    def _read_version(self, item: Any) -> int | str | None:
+    def read_version(self, item: Any) -> int | str | None:
         # No catalog query: a missing meta table shows as ER_NO_SUCH_TABLE.
         try:
-            return self._stored_version(item)
+            return self.backend._stored_version(item)
         except Exception as exc:
             if _errno(exc) == _ER_NO_SUCH_TABLE:
                 return None
             raise
 
-    def _create_schema(self, item: Any) -> int | str | None:
+    def create_schema(self, item: Any) -> int | str | None:
         # DDL commits implicitly in MariaDB, so a named lock (not a transaction) makes
         # concurrent first opens take turns.
         lock = f"airssys-storage:{self._options.table_prefix}"
@@ -323,7 +326,7 @@ class MariaDBBackend(ServerBackend):
         if item.fetchone()[0] != 1:
             raise InternalError(f"{self.where}: another process is creating the tables; try again")
         try:
-            return self._create_tables(item)
+            return self.backend._create_tables(item)
         finally:
             item.execute("SELECT RELEASE_LOCK(%s)", (lock,))
             item.fetchall()

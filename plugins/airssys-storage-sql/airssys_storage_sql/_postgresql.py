@@ -35,7 +35,7 @@ CTE each, one round trip in autocommit mode, that
    larger than the whole limit finds no usage row to report (the backend
    inserts it and runs the statement again, which then refuses with AS002).
 
-``test_sql_hot_paths.py`` checks that they give what the planner gives.
+``test_sql_v2.py`` checks that they give what the planner gives.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ from typing import Any, ClassVar
 from airssys_storage import ConfigurationError, InternalError, StorageError, quota_exceeded
 from airssys_storage.planner import KeyState, Plan, SpaceState
 
-from ._server import ServerBackend
-from .backend import StatementsByCount, describe
+from ._server import ServerDialect
+from .backend import SINGLE, SQLBackend, StatementsByCount, describe
 
 _first = itemgetter(0)
 _new = tuple.__new__
@@ -103,7 +103,7 @@ def _dumper() -> type:
     return ByteaArrayDumper
 
 
-class PostgreSQLBackend(ServerBackend):
+class PostgreSQLDialect(ServerDialect):
     """Tables in a PostgreSQL database, shared by any number of processes and hosts."""
 
     engine = "postgresql"
@@ -112,10 +112,11 @@ class PostgreSQLBackend(ServerBackend):
     default_port = 5432
     driver_args: ClassVar[Mapping[str, Any]] = {"application_name": "airssys-storage"}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        t = self._tables
-        refuse = f"{self._options.table_prefix}refuse"
+    def __init__(self, backend: SQLBackend) -> None:
+        super().__init__(backend)
+        self._options = backend._options
+        self._tables = t = backend._tables
+        refuse = f"{backend._options.table_prefix}refuse"
         self._refuse_function = refuse
         self._array_dumper = _dumper()
         self._q_any = f"SELECT k, v, exp FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
@@ -180,7 +181,7 @@ class PostgreSQLBackend(ServerBackend):
                 f"lower max_value_bytes to at most {ceiling}"
             )
 
-    def _setup(self, dbapi_connection: Any) -> Any:
+    def setup(self, dbapi_connection: Any) -> Any:
         conn = dbapi_connection
         conn.autocommit = True
         conn.adapters.register_dumper(ByteaArray, self._array_dumper)
@@ -189,19 +190,22 @@ class PostgreSQLBackend(ServerBackend):
         cursor.execute(f"SET lock_timeout = {int(self._options.lock_timeout * 1000)}")
         return cursor
 
-    def _keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
+    def keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
         # One array parameter, not an IN list: a prepared statement's generic plan for a list of
         # 100 parameters scanned the whole table (a 100-key batch took 27 ms instead of 7 ms).
         return statements.with_array("%b::bytea[]"), (*head, ByteaArray(keys))
 
-    def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
+    def get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
         # One array parameter: a single statement text for any number of keys.
         return self._q_any, (namespace, ByteaArray(keys))
 
     # -- writes -------------------------------------------------------------------------
 
-    def _statement(self, cursor: Any, sql: str, params: dict[str, Any], limit: int | None) -> Any:
-        """Run a hot-path statement (autocommit, through :meth:`_write`); its row. Refusals become quota-exceeded."""
+    def statement(self, cursor: Any, sql: str, params: dict[str, Any], limit: int | None) -> Any:
+        """Run a hot-path statement (autocommit, through ``SQLBackend._use``); its row.
+
+        Refusals become quota-exceeded.
+        """
         for attempt in (0, 1):
             try:
                 cursor.execute(sql, params)
@@ -214,8 +218,8 @@ class PostgreSQLBackend(ServerBackend):
                 if state != _NO_USAGE_ROW or attempt:
                     raise
             # A first write larger than the whole limit: create the row, so that the guard refuses against it.
-            self.retries["new namespace"] += 1
-            cursor.execute(self._q_new_usage, (params["ns"],))
+            self.backend.retries["new namespace"] += 1
+            cursor.execute(self.backend._q_new_usage, (params["ns"],))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
@@ -227,12 +231,12 @@ class PostgreSQLBackend(ServerBackend):
             "vlen": len(value),
             "limit": limit,
         }
-        return int(self._write("set", True, self._statement, self._q_put, params, limit)[0])
+        return int(self.backend._use("set", SINGLE, self.statement, self._q_put, params, limit)[0])
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         params = {"ns": namespace, "k": key}
-        count, expires_at = self._write("delete", True, self._statement, self._q_delete, params, None)
-        return bool(count) and (expires_at is None or expires_at > self.clock())
+        count, expires_at = self.backend._use("delete", SINGLE, self.statement, self._q_delete, params, None)
+        return bool(count) and (expires_at is None or expires_at > self.backend.clock())
 
     # -- transactions -----------------------------------------------------------------------
     #
@@ -241,63 +245,64 @@ class PostgreSQLBackend(ServerBackend):
     # round trips one by one). The server still runs them in order, so the rows are read
     # after the lock is held.
 
-    def _begin(self, item: Any) -> None:
-        """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`_lock_space`, :meth:`_read_state`)."""
+    def begin(self, item: Any) -> None:
+        """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`lock_space`, :meth:`read_state`)."""
 
-    def _lock_space(self, item: Any, namespace: str) -> SpaceState:
+    def lock_space(self, item: Any, namespace: str) -> SpaceState:
         with item.connection.pipeline():
             item.execute("BEGIN")
-            item.execute(self._w.space, (namespace,))
+            item.execute(self.backend._w.space, (namespace,))
         return self._locked_space(item, namespace)
 
     def _locked_space(self, item: Any, namespace: str) -> SpaceState:
         """The counter row the pipeline read; a missing one is created and locked (the namespace's first write)."""
         rows = item.fetchall()
         if not rows:
-            item.execute(self._q_new_usage, (namespace,))
-            rows = self._fetchall(item, self._w.space, (namespace,))
+            item.execute(self.backend._q_new_usage, (namespace,))
+            rows = self.fetchall(item, self.backend._w.space, (namespace,))
         return _new(SpaceState, rows[0])
 
-    def _read_state(
+    def read_state(
         self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
     ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        w = self.backend._w
         reader = item.connection.cursor(binary=True)
         with item.connection.pipeline():
             item.execute("BEGIN")
-            item.execute(self._w.space, (namespace,))
-            reader.execute(*self._keyed(self._w.rows_values if values else self._w.rows, (namespace,), keys))
+            item.execute(w.space, (namespace,))
+            reader.execute(*self.keyed(w.rows_values if values else w.rows, (namespace,), keys))
         if not item.rowcount:  # no counter row was locked: the rows must be read again under the new one
-            return self._locked_space(item, namespace), self._read_rows(item, namespace, keys, values)
+            return self._locked_space(item, namespace), self.backend._read_rows(item, namespace, keys, values)
         return self._locked_space(item, namespace), {key: _new(KeyState, state) for key, *state in reader}
 
-    def _write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
+    def write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
         with item.connection.pipeline():
-            super()._write_plan(item, namespace, planned, now)
+            super().write_plan(item, namespace, planned, now)
 
-    def _write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
+    def write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
         # The row exists (the commit locked it); in a pipeline no rowcount is known yet.
-        self._execute(item, self._w.set_space, (space.bytes, space.keys, space.floor, namespace))
+        self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
-    def _end(self, item: Any) -> None:
+    def end(self, item: Any) -> None:
         item.execute("COMMIT")
 
-    def _retryable(self, exc: Exception) -> bool:
+    def retryable(self, exc: Exception) -> bool:
         return getattr(exc, "sqlstate", None) in _RETRY
 
     # -- connection state ------------------------------------------------------------------
 
-    def _rollback(self, item: Any) -> None:
+    def rollback(self, item: Any) -> None:
         if item.connection.info.transaction_status != 0:  # not IDLE: a transaction is open or failed
             item.connection.rollback()
 
-    def _is_disconnect(self, item: Any, exc: Exception) -> bool:
+    def is_disconnect(self, item: Any, exc: Exception) -> bool:
         conn = item.connection
-        return bool(conn.closed or conn.broken or super()._is_disconnect(item, exc))
+        return bool(conn.closed or conn.broken or super().is_disconnect(item, exc))
 
-    def _translate(self, exc: Exception, action: str) -> StorageError:
+    def translate(self, exc: Exception, action: str) -> StorageError:
         state = getattr(exc, "sqlstate", None)
         if state in (_QUOTA, _NO_USAGE_ROW):
-            # _write turns a refusal under a limit into quota-exceeded; these are not refusals.
+            # statement() turns a refusal under a limit into quota-exceeded; these are not refusals.
             return InternalError(
                 f"{self.where}: the quota guard of the {action} statement failed unexpectedly "
                 f"({'refused a write without a limit' if state == _QUOTA else 'the usage row stayed missing'}: "
@@ -308,11 +313,11 @@ class PostgreSQLBackend(ServerBackend):
                 f"{self.where}: a lock stayed held by another writer for more than "
                 f"{self._options.lock_timeout:g} s during {action}; retry, or raise backend_options.lock_timeout"
             )
-        return super()._translate(exc, action)
+        return super().translate(exc, action)
 
     # -- verification ---------------------------------------------------------------------
 
-    def _verify_begin(self, item: Any, repair: bool) -> None:
+    def verify_begin(self, item: Any, repair: bool) -> None:
         if repair:
             item.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             # Blocks every writer (ROW EXCLUSIVE) but no reader, and another repair; taken
@@ -321,20 +326,20 @@ class PostgreSQLBackend(ServerBackend):
         else:
             item.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
-    def _verify_end(self, item: Any, repair: bool) -> None:
+    def verify_end(self, item: Any, repair: bool) -> None:
         if item.connection.info.transaction_status != 0:
             item.execute("COMMIT")
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _meta_exists(self, item: Any) -> bool:
-        return self._fetchall(item, "SELECT to_regclass(%s)::text", (self._tables.meta,))[0][0] is not None
+    def meta_exists(self, item: Any) -> bool:
+        return self.fetchall(item, "SELECT to_regclass(%s)::text", (self._tables.meta,))[0][0] is not None
 
-    def _has_column(self, item: Any, table: str, column: str) -> bool:
+    def has_column(self, item: Any, table: str, column: str) -> bool:
         sql = "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped"
-        return bool(self._fetchall(item, sql, (table, column)))
+        return bool(self.fetchall(item, sql, (table, column)))
 
-    def _create_schema(self, item: Any) -> int | str | None:
+    def create_schema(self, item: Any) -> int | str | None:
         digest = hashlib.sha256(f"airssys-storage:{self._options.table_prefix}".encode()).digest()
         lock = int.from_bytes(digest[:8], "big", signed=True)
         with item.connection.transaction():
@@ -342,14 +347,14 @@ class PostgreSQLBackend(ServerBackend):
             item.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
             # An advisory lock does not refresh this session's catalog cache (a relation
             # lock does): creating the meta table first makes the version read current.
-            return self._create_tables(item)
+            return self.backend._create_tables(item)
 
-    def _migrate(self, item: Any) -> int:
-        self._execute(item, self._refuse_ddl())  # CREATE OR REPLACE: the hot paths call it
-        return super()._migrate(item)
+    def migrate(self, item: Any) -> int:
+        self.execute(item, self._refuse_ddl())  # CREATE OR REPLACE: the hot paths call it
+        return super().migrate(item)
 
-    def _ddl(self) -> tuple[str, list[str]]:
-        create_meta, create_others = super()._ddl()
+    def ddl(self) -> tuple[str, list[str]]:
+        create_meta, create_others = super().ddl()
         return create_meta, [*create_others, self._refuse_ddl()]
 
     def _refuse_ddl(self) -> str:

@@ -1,16 +1,18 @@
 """The ``sql`` backend: URL and option handling, connections, errors, reads, writes, schema.
 
 :class:`SQLBackend` is the class the plugin registers. :meth:`SQLBackend.open`
-picks the engine from the URL and returns an instance of the engine's subclass
-(:mod:`._sqlite`, :mod:`._postgresql`, :mod:`._mariadb`). What the engines
-share lives here: the statements (written once with ``?`` markers, built
-once per instance), the reads, the one write path (:meth:`SQLBackend.apply`:
-a transaction that locks the namespace's counter row, reads the old rows,
-asks :func:`airssys_storage.planner.plan` and writes what it decided), error
-handling and schema creation. The engine subclasses supply the transaction
-primitives (:meth:`~SQLBackend._begin`, :meth:`~SQLBackend._end`, …) and,
-where a benchmark shows it pays, a single-key hot path (``put_one``,
-``delete_one``) whose equality with the planner a differential test checks.
+picks the engine from the URL and returns a backend holding that engine's
+dialect object (:class:`~._dialect.EngineDialect`: :mod:`._sqlite`,
+:mod:`._postgresql`, :mod:`._mariadb`). What the engines share lives here:
+the statements (written once with ``?`` markers, built once per instance),
+the one connection checkout (:meth:`SQLBackend._use`, for reads and writes
+alike), the reads, the one write path (:meth:`SQLBackend.apply`: a
+transaction that locks the namespace's counter row, reads the old rows, asks
+:func:`airssys_storage.planner.plan` and writes what it decided), error
+handling and schema creation. The dialect supplies the transaction
+primitives (begin/end, retryable, translate, is-disconnect) and, where a
+benchmark shows it pays, a single-key hot path (``put_one``, ``delete_one``)
+whose equality with the planner a differential test checks.
 
 Connections: SQLAlchemy creates them (URL parsing, dialect, connect
 arguments) through a ``NullPool``; the backend keeps the idle ones in a plain
@@ -23,7 +25,7 @@ finds none idle waits up to ``pool_timeout`` seconds.
 
 from __future__ import annotations
 
-import abc
+import enum
 import os
 import re
 import threading
@@ -31,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airssys_storage import (
     Capabilities,
@@ -49,11 +51,16 @@ from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind
 
 from ._options import SQLOptions
 from ._retry import MAX_ATTEMPTS, backoff
-from ._schema import MAX_STORED_VERSION, SCHEMA_VERSION, create_statements, migration_steps, table_names
+from ._schema import MAX_STORED_VERSION, SCHEMA_VERSION, migration_steps, table_names
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
     from sqlalchemy.pool import PoolProxiedConnection
+
+    from ._dialect import EngineDialect
+    from ._mariadb import MariaDBDialect
+    from ._postgresql import PostgreSQLDialect
+    from ._sqlite import SQLiteDialect
 
 __all__ = ["SQLBackend", "SQLOptions"]
 
@@ -100,6 +107,25 @@ _new = tuple.__new__  # KeyState/SpaceState from a row without NamedTuple.__new_
 CHUNK = 5000
 
 T = TypeVar("T")
+
+
+class Mode(enum.Enum):
+    """How :meth:`SQLBackend._use` runs its work on the connection it checked out."""
+
+    #: A read: repeated once on a fresh connection when the first one was found dead.
+    READ = "read"
+    #: Anything run once as it is (schema, verify, administration).
+    ONCE = "once"
+    #: A write transaction (the dialect's begin … end), repeated after a conflict.
+    TRANSACTION = "transaction"
+    #: One autocommit write statement or procedure call, repeated after a conflict.
+    SINGLE = "single"
+    #: Inside _use only: a TRANSACTION whose commit has been sent.
+    COMMITTING = "committing"
+
+
+# Module-level aliases: _use compares them by identity on every operation.
+READ, ONCE, TRANSACTION, SINGLE, _COMMITTING = Mode
 
 #: Stands in a statement template for the list of markers that :class:`StatementsByCount` repeats.
 MARKS = "{marks}"
@@ -189,10 +215,11 @@ class CommitStatements:
     def __init__(self, backend: SQLBackend) -> None:
         t = backend._tables
         q = backend._sql
-        length = backend.length_function
-        upsert = backend.upsert_clause
+        dialect = backend._d
+        length = dialect.length_function
+        upsert = dialect.upsert_clause
         #: The counter row, locked where the engine locks rows (servers: FOR UPDATE).
-        self.space = q(f"SELECT used_bytes, key_count, floor FROM {t.usage} WHERE ns = ?{backend.lock_rows}")
+        self.space = q(f"SELECT used_bytes, key_count, floor FROM {t.usage} WHERE ns = ?{dialect.lock_rows}")
         self.set_space = q(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ?, floor = ? WHERE ns = ?")
         self.insert_space = q(f"INSERT INTO {t.usage} (used_bytes, key_count, floor, ns) VALUES (?, ?, ?, ?)")
         # Each row is (k, *KeyState): size, version, expiry, value (NULL unless asked for).
@@ -233,37 +260,33 @@ class CommitStatements:
 
 
 class SQLBackend(StorageBackend, ForkAware):
-    """Key-value storage in SQLite, PostgreSQL or MariaDB tables (see the package docs)."""
+    """Key-value storage in SQLite, PostgreSQL or MariaDB tables (see the package docs).
+
+    One class for every engine: what differs lives in the dialect object
+    (:class:`~._dialect.EngineDialect`) it holds.
+    """
 
     name = "sql"
     url_schemes = tuple(ENGINES)
     capabilities = Capabilities(persistent=True, multi_process=True)
     Options = SQLOptions
 
-    #: Engine family of the subclass: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
-    engine: ClassVar[str] = ""
-    #: The driver's positional parameter marker; statements shared by the engines are written with ``?``.
-    placeholder: ClassVar[str] = "%s"
-    #: How the engine's ``INSERT`` of a usage row leaves an existing row alone.
-    keep_existing_usage: ClassVar[str] = "ON CONFLICT (ns) DO NOTHING"
-    #: Appended to the read of the counter row that opens a commit: locks it on the server engines.
-    lock_rows: ClassVar[str] = " FOR UPDATE"
-    #: The SQL function giving a binary column's length in bytes.
-    length_function: ClassVar[str] = "length"
-
-    @staticmethod
-    def upsert_clause(conflict: Sequence[str], columns: Sequence[str]) -> str:
-        """The engine's clause making an ``INSERT`` overwrite *columns* of the row with the same *conflict* key."""
-        sets = ", ".join(f"{column} = excluded.{column}" for column in columns)
-        return f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sets}"
-
-    def __init__(self, sa_engine: Engine, options: SQLOptions, where: str) -> None:
+    def __init__(self, sa_engine: Engine, options: SQLOptions, where: str, dialect: type[EngineDialect]) -> None:
         self._sa_engine = sa_engine
         self._options = options
+        #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
+        self.where = where
         # Statements used once per open or per clear() are built where they run, not stored
         # here: an instance with 30 or more attributes stops sharing its dict keys with its
         # class (CPython 3.11), and then every attribute load on the hot paths is slower.
         self._tables = t = table_names(options.table_prefix)
+        #: The engine's dialect: transaction primitives, errors, schema queries, hot paths.
+        self._d = d = dialect(self)
+        #: Engine family: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
+        self.engine = d.engine
+        # What the store promises depends on the URL (in-memory SQLite is neither persistent nor
+        # shared), so it is the dialect's; an instance attribute over the class's declaration.
+        vars(self)["capabilities"] = d.capabilities
         q = self._sql
         # Reads: a row's expiry comes with it, and listings skip expired rows in SQL.
         live = "(exp IS NULL OR exp > ?)"
@@ -279,12 +302,10 @@ class SQLBackend(StorageBackend, ForkAware):
         self._q_keys_to = q(f"SELECT k FROM {t.data} WHERE ns = ? AND k >= ? AND k < ? AND {live} ORDER BY k LIMIT ?")
         self._q_usage = q(f"SELECT used_bytes, key_count FROM {t.usage} WHERE ns = ?")
         self._q_new_usage = q(
-            f"INSERT INTO {t.usage} (ns, used_bytes, key_count, floor) VALUES (?, 0, 0, 0) {self.keep_existing_usage}"
+            f"INSERT INTO {t.usage} (ns, used_bytes, key_count, floor) VALUES (?, 0, 0, 0) {d.keep_existing_usage}"
         )
         # The statements of apply(), in one object: see the note above on the number of attributes.
         self._w = CommitStatements(self)
-        #: Names the store in messages: "SQLite database /path", "PostgreSQL at host:port/db".
-        self.where = where
         #: The URL it was opened with (see :meth:`command`); set by :meth:`open`.
         self.url = ""
         # Idle connections (engine-specific items: a connection or a cursor).
@@ -304,13 +325,13 @@ class SQLBackend(StorageBackend, ForkAware):
     def open(cls, url: str, options: SQLOptions | Mapping[str, Any]) -> SQLBackend:
         """Open the store at *url*; *options* as :meth:`parse_options` gives them (a plain mapping is parsed)."""
         engine: str | None = None
-        impl: type[SQLBackend]
+        impl: type[SQLiteDialect | PostgreSQLDialect | MariaDBDialect]
         opts: SQLOptions = cls.parse_options(options)
         plain = plain_sqlite_path(url)
         if plain is not None:  # the embedded default: no SQLAlchemy unless the tables must be created
-            from ._sqlite import SQLiteBackend
+            from ._sqlite import SQLiteDialect
 
-            backend = SQLiteBackend.create_plain(plain, opts)
+            backend = SQLiteDialect.create_plain(plain, opts)
             return cls._with_schema(backend, url)
         try:
             sa_url, engine = parse_url(url)
@@ -320,11 +341,11 @@ class SQLBackend(StorageBackend, ForkAware):
                     "(the server's own settings decide durability); remove it"
                 )
             if engine == "sqlite":
-                from ._sqlite import SQLiteBackend as impl
+                from ._sqlite import SQLiteDialect as impl
             elif engine == "postgresql":
-                from ._postgresql import PostgreSQLBackend as impl
+                from ._postgresql import PostgreSQLDialect as impl
             else:
-                from ._mariadb import MariaDBBackend as impl
+                from ._mariadb import MariaDBDialect as impl
             # SQLAlchemy imports the DBAPI driver here (create_engine).
             backend = impl.create(sa_url, opts)
         except ImportError as exc:
@@ -377,16 +398,11 @@ class SQLBackend(StorageBackend, ForkAware):
         selecting = {} if prefix == SQLOptions.table_prefix else {"table_prefix": prefix}
         return operator_command(command, self.url, selecting)
 
-    @classmethod
-    @abc.abstractmethod
-    def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
-        """Build the SQLAlchemy engine for *url* and the backend around it (no I/O yet)."""
-
     # -- SQL text ----------------------------------------------------------------------
 
     def _sql(self, text: str) -> str:
         """*text* with its ``?`` markers in the driver's style (no table name or literal holds a ``?``)."""
-        return text.replace("?", self.placeholder)
+        return text.replace("?", self._d.placeholder)
 
     def _by_count(self, template: str, unit: str = "?") -> StatementsByCount:
         """Statements for *n* keys or rows: :data:`MARKS` in *template* becomes *n* copies of *unit*."""
@@ -395,7 +411,7 @@ class SQLBackend(StorageBackend, ForkAware):
     # -- connections -------------------------------------------------------------
 
     def _take(self) -> Any:
-        """An idle connection item, or a new one (hot paths write this out instead of calling it)."""
+        """An idle connection item, or a new one (:meth:`_use` writes this out instead of calling it)."""
         try:
             return self._idle.pop()
         except IndexError:
@@ -428,7 +444,7 @@ class SQLBackend(StorageBackend, ForkAware):
             self._give_back_slot()
             raise InternalError(f"cannot connect to {self.where}: {describe(exc)}") from exc
         try:
-            item = self._setup(fairy.dbapi_connection)
+            item = self._d.setup(fairy.dbapi_connection)
         except BaseException as exc:
             self._give_back_slot()
             fairy.invalidate()
@@ -443,15 +459,14 @@ class SQLBackend(StorageBackend, ForkAware):
         with self._slow_lock:
             self._connections -= 1
 
-    @abc.abstractmethod
-    def _setup(self, dbapi_connection: Any) -> Any:
-        """Configure a new DBAPI connection; returns the item kept in the idle stack."""
-
     def _release(self, item: Any) -> None:
         self._idle.append(item)
 
     def _discard(self, item: Any) -> None:
         """Close *item*'s connection and forget it (it is broken or in an unknown state)."""
+        if self._d.shared_connection:  # the single connection *is* the database: closing it would lose every key
+            self._release(item)
+            return
         with self._slow_lock:
             fairy = self._fairies.pop(id(item), None)
             if fairy is not None:
@@ -486,9 +501,17 @@ class SQLBackend(StorageBackend, ForkAware):
         self._slow_lock.release()
 
     def after_fork_in_child(self) -> None:
-        """In a forked child: stop using the parent's connections, without closing them."""
+        """In a forked child: stop using the parent's connections, without closing them.
+
+        In-memory SQLite: the child keeps working on its own copy of the database
+        (nothing is shared with the parent); the fork waited for the single
+        connection, so the copy is between transactions.
+        """
         self._idle.extend(self._fork_held)
         self._fork_held = []
+        if self._d.shared_connection:
+            self._slow_lock = threading.Lock()
+            return
         _INHERITED.extend(self._idle)
         _INHERITED.extend(self._fairies.values())
         self._idle.clear()
@@ -498,6 +521,8 @@ class SQLBackend(StorageBackend, ForkAware):
 
     def _discard_idle(self) -> None:
         """Drop every idle connection: after a disconnect they most likely all died with the server."""
+        if self._d.shared_connection:
+            return  # see _discard
         while True:
             try:
                 item = self._idle.pop()
@@ -521,7 +546,7 @@ class SQLBackend(StorageBackend, ForkAware):
         if isinstance(exc, ImportError) and (missing := missing_dependency(exc, self.engine)) is not None:
             self._recover(item)  # SQLAlchemy, imported only to create the tables of a new SQLite file
             return missing
-        if self._is_disconnect(item, exc):
+        if self._d.is_disconnect(item, exc):
             self._discard(item)
             self._discard_idle()
             if committing:
@@ -535,7 +560,7 @@ class SQLBackend(StorageBackend, ForkAware):
                 "the backend reconnects on the next operation"
             )
         self._recover(item)
-        return self._translate(exc, action)
+        return self._d.translate(exc, action)
 
     def _interrupted(self, item: Any) -> None:
         """A BaseException (KeyboardInterrupt …) left *item* in an unknown state."""
@@ -544,61 +569,88 @@ class SQLBackend(StorageBackend, ForkAware):
     def _recover(self, item: Any) -> None:
         """Roll back any open transaction on *item* and return it to the idle stack."""
         try:
-            self._rollback(item)
+            self._d.rollback(item)
         except Exception:
             self._discard(item)
         else:
             self._release(item)
 
-    @abc.abstractmethod
-    def _rollback(self, item: Any) -> None:
-        """Roll back the transaction open on *item*, if any."""
+    # -- the one connection checkout ---------------------------------------------------------
 
-    @abc.abstractmethod
-    def _is_disconnect(self, item: Any, exc: Exception) -> bool:
-        """Whether *exc* means *item*'s connection is dead."""
+    def _use(self, action: str, mode: Mode, work: Callable[..., T], *args: Any) -> T:
+        """``work(item, *args)`` on a pooled connection item: every read and write goes through here.
 
-    def _translate(self, exc: Exception, action: str) -> StorageError:
-        return InternalError(f"{self.where} failed during {action}: {describe(exc)}")
-
-    # -- reads -----------------------------------------------------------------------
-
-    def _query(self, action: str, sql: str, params: Sequence[Any]) -> Sequence[Any]:
-        """The rows of a read; a connection found dead is replaced once (reads are safe to repeat).
-
-        Written out rather than built on :meth:`_run`: it is the get/has path of the server engines.
+        *mode* (:class:`Mode`) says how: :data:`READ` repeats the read once
+        on a fresh connection when the first was found dead (reads are safe to
+        repeat); :data:`ONCE` runs it as it is; :data:`TRANSACTION` wraps it in
+        the dialect's write transaction (begin … end) and :data:`SINGLE` runs
+        one autocommit write statement, both repeated after a conflict the
+        dialect calls retryable. In a transaction, a connection lost before
+        the ``COMMIT`` rolled it back (``internal-error``), one lost during it
+        leaves the outcome unknown (:class:`~airssys_storage.OutcomeUnknown`);
+        a :data:`SINGLE` write commits by itself, so a lost connection always
+        leaves it unknown. Positional parameters and no further layers: it is
+        the get and the set path.
         """
-        for attempt in (0, 1):
+        attempt = 0
+        while True:
             try:
                 item = self._idle.pop()
             except IndexError:
                 item = self._acquire()
             try:
-                rows = self._fetchall(item, sql, params)
+                if mode is TRANSACTION:
+                    self._d.begin(item)
+                    result = work(item, *args)
+                    mode = _COMMITTING  # from here a lost connection leaves the outcome unknown
+                    self._d.end(item)
+                    mode = TRANSACTION
+                else:
+                    result = work(item, *args)
             except Exception as exc:
-                if attempt == 0 and self._is_disconnect(item, exc):
-                    self.retries["reconnect"] += 1
-                    self._discard(item)
-                    self._discard_idle()
+                d = self._d
+                committing = mode is SINGLE or mode is _COMMITTING
+                if mode is _COMMITTING:
+                    mode = TRANSACTION
+                if mode is READ:
+                    if attempt == 0 and d.is_disconnect(item, exc):
+                        attempt = 1
+                        self.retries["reconnect"] += 1
+                        self._discard(item)
+                        self._discard_idle()
+                        continue
+                elif mode is not ONCE and attempt + 1 < MAX_ATTEMPTS and d.retryable(exc):
+                    self.retries["conflict"] += 1
+                    self._recover(item)
+                    backoff(attempt)
+                    attempt += 1
                     continue
-                raise self._failed(item, exc, action) from exc
+                raise self._failed(item, exc, action, committing) from exc
             except BaseException:
                 self._interrupted(item)
                 raise
             self._idle.append(item)
-            return rows
-        raise AssertionError("unreachable")  # pragma: no cover
+            return result
+
+    def _run(self, action: str, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(item, *args)`` once on a pooled connection with uniform error handling (not the hot path)."""
+        return self._use(action, ONCE, work, *args)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _query(self, action: str, sql: str, params: Sequence[Any]) -> Sequence[Any]:
+        """The rows of a read (a connection found dead is replaced once)."""
+        return self._use(action, READ, self._d.fetchall, sql, params)
 
     def get(self, namespace: str, key: bytes) -> bytes | None:
-        rows = self._query("get", self._q_get, (namespace, key))
-        if not rows:
+        row = self._use("get", READ, self._d.one, self._q_get, (namespace, key))
+        if row is None or (row[1] is not None and row[1] <= self.clock()):
             return None
-        value, expires_at = rows[0]
-        return value if expires_at is None or expires_at > self.clock() else None
+        return row[0]  # type: ignore[no-any-return]
 
     def has(self, namespace: str, key: bytes) -> bool:
-        rows = self._query("has", self._q_has, (namespace, key))
-        return bool(rows) and (rows[0][0] is None or rows[0][0] > self.clock())
+        row = self._use("has", READ, self._d.one, self._q_has, (namespace, key))
+        return row is not None and (row[0] is None or row[0] > self.clock())
 
     def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
         rows = self._query("get_entry", self._q_entry, (namespace, key))
@@ -612,16 +664,13 @@ class SQLBackend(StorageBackend, ForkAware):
     def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        rows = self._query("get_many", *self._get_many_query(namespace, keys))
+        rows = self._query("get_many", *self._d.get_many_query(namespace, keys))
         if any(row[2] is not None for row in rows):  # one moment for the whole batch
             now = self.clock()
             found = {key: value for key, value, expires_at in rows if expires_at is None or expires_at > now}
         else:
             found = {key: value for key, value, _ in rows}
         return [found.get(key) for key in keys]
-
-    def _get_many_query(self, namespace: str, keys: Sequence[bytes]) -> tuple[str, tuple[Any, ...]]:
-        return self._q_many[len(keys)], (namespace, *keys)
 
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         if end is None:
@@ -641,88 +690,47 @@ class SQLBackend(StorageBackend, ForkAware):
         rows = self._query("usage", self._q_usage, (namespace,))
         return Usage(int(rows[0][0]), int(rows[0][1])) if rows else Usage()
 
-    # -- engine primitives -------------------------------------------------------------
+    # -- engine primitives (the dialect's; here for the code and the tests that run statements) ----
 
-    @abc.abstractmethod
     def _fetchall(self, item: Any, sql: str, params: Sequence[Any]) -> Sequence[tuple[Any, ...]]:
         """Run a statement; its rows (a list, or a tuple from PyMySQL)."""
+        return self._d.fetchall(item, sql, params)
 
-    @abc.abstractmethod
     def _execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; its rowcount."""
-
-    def _executemany(self, item: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run a statement once per parameter row (the drivers' batched ``executemany``)."""
-        item.executemany(sql, rows)
-
-    @abc.abstractmethod
-    def _begin(self, item: Any) -> None:
-        """Start a write transaction (SQLite: ``BEGIN IMMEDIATE``, which takes the database's write lock)."""
-
-    @abc.abstractmethod
-    def _end(self, item: Any) -> None:
-        """Commit the write transaction."""
-
-    def _retryable(self, exc: Exception) -> bool:
-        """Whether *exc* rolled the transaction back for a conflict, so running it again is safe."""
-        return False
+        return self._d.execute(item, sql, params)
 
     # -- writes: one transaction, the planner, the plan applied ------------------------------
 
-    def _write(self, action: str, single: bool, work: Callable[..., T], *args: Any) -> T:
-        """``work(item, *args)`` on a pooled connection, repeated after a conflict: every write goes through here.
+    def check_limits(self, max_key_bytes: int, max_value_bytes: int) -> None:
+        self._d.check_limits(max_key_bytes, max_value_bytes)
 
-        Without *single*, *work* runs in a write transaction (:meth:`_begin` …
-        :meth:`_end`); a connection lost before the ``COMMIT`` rolled it back
-        (``internal-error``), one lost during it leaves the outcome unknown
-        (:class:`~airssys_storage.OutcomeUnknown`). With *single*, *work* is
-        one autocommit statement or procedure call that commits by itself, so
-        a lost connection always leaves the outcome unknown. Positional
-        parameters and no further layers: it is the write path.
-        """
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                item = self._idle.pop()
-            except IndexError:
-                item = self._acquire()
-            committing = single
-            try:
-                if single:
-                    result = work(item, *args)
-                else:
-                    self._begin(item)
-                    result = work(item, *args)
-                    committing = True  # from here a lost connection leaves the outcome unknown
-                    self._end(item)
-            except Exception as exc:
-                if attempt + 1 < MAX_ATTEMPTS and self._retryable(exc):
-                    self.retries["conflict"] += 1
-                    self._recover(item)
-                    backoff(attempt)
-                    continue
-                raise self._failed(item, exc, action, committing) from exc
-            except BaseException:
-                self._interrupted(item)
-                raise
-            self._idle.append(item)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        return self._d.put_one(namespace, key, value, limit)
+
+    def delete_one(self, namespace: str, key: bytes) -> bool:
+        return self._d.delete_one(namespace, key)
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         """One transaction: lock the counter row, read the old rows and op ids, plan, write the plan."""
-        return self._write("write", False, self._apply_in, namespace, writes, limit)
+        return self._use("write", TRANSACTION, self._apply_in, namespace, writes, limit)
 
     def _apply_in(self, item: Any, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         keys = [write.key for write in writes]
-        space, found = self._read_state(item, namespace, keys, any(write.needs_value for write in writes))
+        d = self._d
+        space, found = d.read_state(item, namespace, keys, any(write.needs_value for write in writes))
         now = self.clock()
         op_ids = [write.op_id for write in writes if write.op_id is not None]
         done = self._read_ops(item, namespace, op_ids, now) if op_ids else None
         planned = plan(namespace, writes, [found.get(key) for key in keys], space, limit, now, done)
-        self._write_plan(item, namespace, planned, now)
+        d.write_plan(item, namespace, planned, now)
         return planned
 
     def _lock_space(self, item: Any, namespace: str) -> SpaceState:
+        """The namespace's counter row, read (and on servers locked) as the dialect opens a commit with it."""
+        return self._d.lock_space(item, namespace)
+
+    def _space_row(self, item: Any, namespace: str) -> SpaceState:
         """The namespace's counter row, read as the first statement of a commit (and locked on servers).
 
         On the servers this lock makes the commit the namespace's only writer
@@ -731,7 +739,7 @@ class SQLBackend(StorageBackend, ForkAware):
         locked the whole database already.
         """
         rows = self._fetchall(item, self._w.space, (namespace,))
-        if not rows and self.lock_rows:
+        if not rows and self._d.lock_rows:
             self._execute(item, self._q_new_usage, (namespace,))
             rows = self._fetchall(item, self._w.space, (namespace,))
         if not rows:
@@ -739,69 +747,53 @@ class SQLBackend(StorageBackend, ForkAware):
         used, count, floor = rows[0]
         return SpaceState(int(used), int(count), int(floor))
 
-    def _read_state(
-        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
-    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
-        """The first reads of a commit: the counter row (:meth:`_lock_space`), then the rows of *keys*."""
-        return self._lock_space(item, namespace), self._read_rows(item, namespace, keys, values)
-
     def _read_rows(self, item: Any, namespace: str, keys: Sequence[bytes], values: bool) -> dict[bytes, KeyState]:
         """The stored rows of *keys* (expired ones too), with their values when *values*."""
         statements = self._w.rows_values if values else self._w.rows
         found: dict[bytes, KeyState] = {}
         for start in range(0, len(keys), CHUNK):
             chunk = keys[start : start + CHUNK]
-            for key, *state in self._fetchall(item, *self._keyed(statements, (namespace,), chunk)):
-                found[key] = _new(KeyState, state)  # the drivers give bytes and ints
+            for row in self._fetchall(item, *self._d.keyed(statements, (namespace,), chunk)):
+                found[row[0]] = _new(KeyState, row[1:])  # the drivers give bytes and ints
         return found
-
-    def _keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
-        """The statement for *keys* (an ``IN`` list of their number) and its parameters: *head*, then the keys."""
-        return statements[len(keys)], (*head, *keys)
 
     def _read_ops(self, item: Any, namespace: str, op_ids: Sequence[str], now: int) -> dict[str, int]:
         """The recorded results of *op_ids* younger than the retention window."""
         encoded = [op_id.encode() for op_id in op_ids]
-        rows = self._fetchall(item, *self._keyed(self._w.ops, (namespace, now - self.op_retention_ms), encoded))
+        rows = self._fetchall(item, *self._d.keyed(self._w.ops, (namespace, now - self.op_retention_ms), encoded))
         return {bytes(op_id).decode(): int(result) for op_id, result in rows}
 
     def _write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
         """Write what the planner decided: deletes, puts, touches, the counter row, the op records."""
-        w = self._w
+        w, d = self._w, self._d
         deletes = planned.deletes
         for start in range(0, len(deletes), CHUNK):
             chunk = deletes[start : start + CHUNK]
-            self._execute(item, *self._keyed(w.deletes, (namespace,), chunk))
+            d.execute(item, *d.keyed(w.deletes, (namespace,), chunk))
         rows = []
         for key, value, version, expires_at in planned.puts:
             if version > MAX_STORED_VERSION:
                 raise InternalError(f"a key's version reached {MAX_STORED_VERSION}; the key cannot be written again")
             if value is None:  # a TOUCH: the stored value stays
-                self._execute(item, w.touch, (version, expires_at, namespace, key))
+                d.execute(item, w.touch, (version, expires_at, namespace, key))
             else:
                 rows.append((namespace, key, value, version, expires_at))
         if len(rows) == 1:
-            self._execute(item, w.upsert, rows[0])
+            d.execute(item, w.upsert, rows[0])
         elif rows:
-            self._executemany(item, w.upsert, rows)
+            d.upsert_many(item, rows)
         if planned.space_changed:
-            self._write_space(item, namespace, planned.space)
+            d.write_space(item, namespace, planned.space)
         if planned.op_records:
             self._execute(item, w.prune_ops, (namespace, now - self.op_retention_ms))
             for op_id, result in planned.op_records:
                 self._execute(item, w.record_op, (namespace, op_id.encode(), result, now))
 
-    def _write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
-        """Store the counter row (SQLite creates it with the first write; the servers locked it already)."""
-        params = (space.bytes, space.keys, space.floor, namespace)
-        if self._execute(item, self._w.set_space, params) == 0:
-            self._execute(item, self._w.insert_space, params)
-
     def delete_range(
         self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
     ) -> Plan:
         """One transaction: lock the counter row, read the rows in the range, plan their removal, apply it."""
-        return self._write("range delete", False, self._delete_range_in, namespace, start, end, expired_only, limit)
+        return self._use("range delete", TRANSACTION, self._delete_range_in, namespace, start, end, expired_only, limit)
 
     def _delete_range_in(
         self, item: Any, namespace: str, start: bytes, end: bytes | None, expired_only: bool, limit: int | None
@@ -821,11 +813,11 @@ class SQLBackend(StorageBackend, ForkAware):
         writes = [Write(bytes(row[0]), kind) for row in rows]
         old = [KeyState(int(row[1]), int(row[2]), row[3]) for row in rows]
         planned = plan(namespace, writes, old, space, None, now)
-        self._write_plan(item, namespace, planned, now)
+        self._d.write_plan(item, namespace, planned, now)
         return planned
 
     def clear(self, namespace: str) -> None:
-        self._write("clear", False, self._clear_in, namespace)
+        self._use("clear", TRANSACTION, self._clear_in, namespace)
 
     def _clear_in(self, item: Any, namespace: str) -> None:
         space = self._lock_space(item, namespace)
@@ -833,32 +825,17 @@ class SQLBackend(StorageBackend, ForkAware):
         self._execute(item, self._w.clear, (namespace,))
         floor = max(space.floor, int(top or 0))
         if space != SpaceState(0, 0, floor):
-            self._write_space(item, namespace, SpaceState(0, 0, floor))
-
-    # -- non-hot-path helpers ------------------------------------------------------------
-
-    def _run(self, action: str, work: Callable[..., T], *args: Any) -> T:
-        """Run ``work(item, *args)`` on a pooled connection with uniform error handling."""
-        item = self._take()
-        try:
-            result = work(item, *args)
-        except Exception as exc:
-            raise self._failed(item, exc, action) from exc
-        except BaseException:
-            self._interrupted(item)
-            raise
-        self._release(item)
-        return result
+            self._d.write_space(item, namespace, SpaceState(0, 0, floor))
 
     # -- schema -------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
         """Create the tables on first open; refuse a store whose schema version is unknown."""
-        version = self._run("opening", self._read_version)
+        version = self._run("opening", self._d.read_version)
         if version is None:
-            version = self._run("creating the tables", self._create_schema)
+            version = self._run("creating the tables", self._d.create_schema)
         elif version == 1:
-            version = self._run("upgrading the tables to schema version 2", self._create_schema)
+            version = self._run("upgrading the tables to schema version 2", self._d.create_schema)
         if version != SCHEMA_VERSION:
             raise ConfigurationError(
                 f"the tables {self._tables.data}, {self._tables.usage} in {self.where} have schema version "
@@ -870,36 +847,20 @@ class SQLBackend(StorageBackend, ForkAware):
                 )
             )
 
-    def _read_version(self, item: Any) -> int | str | None:
-        """The stored schema version, ``None`` when the tables do not exist yet."""
-        return self._stored_version(item) if self._meta_exists(item) else None
-
-    @abc.abstractmethod
-    def _meta_exists(self, item: Any) -> bool:
-        """Whether the meta table exists."""
-
-    @abc.abstractmethod
-    def _has_column(self, item: Any, table: str, column: str) -> bool:
-        """Whether *table* has *column* (schema migration)."""
-
     def _stored_version(self, item: Any) -> int | str | None:
         rows = self._fetchall(item, f"SELECT value FROM {self._tables.meta} WHERE name = 'schema_version'", ())
         return self._parse_version(rows[0][0]) if rows else None
 
-    @abc.abstractmethod
-    def _create_schema(self, item: Any) -> int | str | None:
-        """Create or upgrade the tables (race-safe against other processes); return the version now stored."""
-
     def _create_tables(self, item: Any) -> int | str | None:
-        """The body of :meth:`_create_schema`, which runs it holding the engine's lock.
+        """The body of the dialect's ``create_schema``, which runs it holding the engine's lock.
 
         Creates the meta table, reads the version row, and creates the rest only when there
         is none, so it never touches tables of another version. A version 1 store is
         migrated (:meth:`_migrate`).
         """
-        create_meta, create_others = self._ddl()
+        create_meta, create_others = self._d.ddl()
         self._execute(item, create_meta)
-        version = self._read_version(item)
+        version = self._d.read_version(item)
         if version is None:
             for statement in create_others:
                 self._execute(item, statement)
@@ -907,7 +868,7 @@ class SQLBackend(StorageBackend, ForkAware):
             self._execute(item, insert, (str(SCHEMA_VERSION),))
             version = SCHEMA_VERSION
         elif version == 1:
-            version = self._migrate(item)
+            version = self._d.migrate(item)
         return version
 
     def _migrate(self, item: Any) -> int:
@@ -917,20 +878,16 @@ class SQLBackend(StorageBackend, ForkAware):
         table is created. Each step is skipped when already done and the
         version row is written last, so on MariaDB (whose DDL commits on its
         own) an interrupted migration resumes on the next open; on SQLite and
-        PostgreSQL it runs in the one transaction of :meth:`_create_schema`.
+        PostgreSQL it runs in the one transaction of the dialect's ``create_schema``.
         """
         steps = migration_steps(self._options.table_prefix, self.engine, self._sa_engine.dialect)
         for table, column, statements in steps:
-            if not column or not self._has_column(item, table, column):
+            if not column or not self._d.has_column(item, table, column):
                 for statement in statements:
                     self._execute(item, statement)
         update = self._sql(f"UPDATE {self._tables.meta} SET value = ? WHERE name = 'schema_version'")
         self._execute(item, update, (str(SCHEMA_VERSION),))
         return SCHEMA_VERSION
-
-    def _ddl(self) -> tuple[str, list[str]]:
-        """The meta table's ``CREATE``, and the other statements that create the schema."""
-        return create_statements(self._options.table_prefix, self.engine, self._sa_engine.dialect)
 
     @staticmethod
     def _parse_version(value: object) -> int | str | None:
@@ -963,9 +920,6 @@ class SQLBackend(StorageBackend, ForkAware):
 
     # -- verification -------------------------------------------------------------------
 
-    #: What :meth:`_integrity_problems` runs (shown in the verify report), if anything.
-    integrity_check: ClassVar[str | None] = None
-
     def verify(self, repair: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Recount every namespace with one ``GROUP BY`` over the data, compare with the usage rows.
 
@@ -976,11 +930,11 @@ class SQLBackend(StorageBackend, ForkAware):
         rows (SQLite ``BEGIN IMMEDIATE``; PostgreSQL ``LOCK TABLE … SHARE ROW
         EXCLUSIVE``; MariaDB ``LOCK TABLES … WRITE``), so the rewrite is exact
         while other processes keep writing: they wait for it. The engine's
-        integrity check (see :attr:`integrity_check`) runs first; when it finds
+        integrity check (the dialect's ``integrity_check``) runs first; when it finds
         damage, counters are not rewritten (a recount of damaged tables is
         not trustworthy) and the report's ``problems`` name the fix.
         """
-        problems = self._run("verify", self._integrity_problems)
+        problems = self._run("verify", self._d.integrity_problems)
         recounted = True
         try:
             stored, actual, bad = self._run("verify", self._recount, repair and not problems)
@@ -991,7 +945,8 @@ class SQLBackend(StorageBackend, ForkAware):
             recounted = False
         if progress is not None:
             progress(sum(usage.keys for usage in actual.values()))
-        checks = ["usage counters"] + ([self.integrity_check] if self.integrity_check else [])
+        check = self._d.integrity_check
+        checks = ["usage counters"] + ([check] if check else [])
         repaired = repair and not problems
         return verify_report(
             self.where,
@@ -1006,8 +961,8 @@ class SQLBackend(StorageBackend, ForkAware):
 
     def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey]]:
         t = self._tables
-        length = self.length_function
-        self._verify_begin(item, repair)
+        length = self._d.length_function
+        self._d.verify_begin(item, repair)
         try:
             stored = {
                 _text(ns): Usage(int(used), int(count))
@@ -1020,7 +975,7 @@ class SQLBackend(StorageBackend, ForkAware):
             size = self._sql(f"SELECT {length}(k) + {length}(v) FROM {t.data} WHERE ns = ? AND k = ?")
             # Rows whose cells are not bytes at all (SQLite's dynamic typing lets a tool store TEXT or a
             # number): no API call can reach them; the cells as stored, to delete them with --repair.
-            foreign_sql = self._foreign_cells_sql()
+            foreign_sql = self._d.foreign_cells_sql()
             foreign = [] if foreign_sql is None else self._fetchall(item, foreign_sql, ())
             cells: list[tuple[Any, Any]] = [(ns, k) for ns, k in foreign]
             bad = [
@@ -1047,28 +1002,8 @@ class SQLBackend(StorageBackend, ForkAware):
                     self._execute(item, self._q_new_usage, (mismatch.namespace,))
                     self._execute(item, update, (mismatch.actual.bytes, mismatch.actual.keys, mismatch.namespace))
         finally:
-            self._verify_end(item, repair)
+            self._d.verify_end(item, repair)
         return stored, actual, bad
-
-    def _foreign_cells_sql(self) -> str | None:
-        """A query listing ``(ns, k)`` of rows whose key or value cell does not hold bytes.
-
-        For engines whose columns can hold other types (SQLite); ``None`` where
-        the column types forbid it (the default).
-        """
-        return None
-
-    @abc.abstractmethod
-    def _verify_begin(self, item: Any, repair: bool) -> None:
-        """Start the verify transaction: a snapshot, or with *repair* the engine's write lock."""
-
-    @abc.abstractmethod
-    def _verify_end(self, item: Any, repair: bool) -> None:
-        """Commit the verify transaction and release what :meth:`_verify_begin` took (also on error)."""
-
-    def _integrity_problems(self, item: Any) -> list[str]:
-        """Damage the engine's own integrity check finds, one sentence each naming the fix."""
-        return []
 
     def close(self) -> None:
         with self._slow_lock:

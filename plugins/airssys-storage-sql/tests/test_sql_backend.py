@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from airssys_storage_sql import SQLBackend
-from airssys_storage_sql.backend import parse_url, redact
+from airssys_storage_sql.backend import SINGLE, parse_url, redact
 from sqlsupport import Server, commit, run_threads
 
 from airssys_storage import (
@@ -459,9 +459,9 @@ def test_postgresql_refusal_without_a_limit_names_its_cause(open_backend: OpenBa
     # should it ever, it is an internal error that says so, not a quota error.
     backend = open_backend()
     backend.put_one("ns", b"k", b"v", None)
-    refuse = f"SELECT {backend._refuse_function}(%(ns)s, 5, 1)"
+    refuse = f"SELECT {backend._d._refuse_function}(%(ns)s, 5, 1)"
     with pytest.raises(InternalError, match=r"quota guard of the set statement failed unexpectedly \(refused a write"):
-        backend._write("set", True, backend._statement, refuse, {"ns": "ns"}, None)
+        backend._use("set", SINGLE, backend._d.statement, refuse, {"ns": "ns"}, None)
     assert backend.get("ns", b"k") == b"v"  # the connection is still usable
 
 

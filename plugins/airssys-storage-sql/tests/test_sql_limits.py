@@ -40,7 +40,7 @@ def test_mariadb_stores_a_value_of_exactly_the_computed_ceiling(store_url: str, 
     backend = SQLBackend.open(store_url, store_options)
     try:
         packet = int(backend._fetchall(backend._take(), "SELECT @@max_allowed_packet", ())[0][0])
-        ceiling = backend.value_ceiling(packet, 256)  # type: ignore[attr-defined]
+        ceiling = backend._d.value_ceiling(packet, 256)
     finally:
         backend.close()
     assert 0.49 * packet < ceiling < 0.5 * packet

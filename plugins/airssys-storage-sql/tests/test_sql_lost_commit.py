@@ -143,7 +143,7 @@ def test_connection_lost_at_commit_is_outcome_unknown(
     backend = open_backend()
     backend.put_one("ns", b"seed", b"s", None)
     if server.engine == "mariadb":  # apply() commits with item.connection.commit()
-        monkeypatch.setattr(backend, "_end", lambda item: _KillAround(server, item, after).commit())
+        monkeypatch.setattr(backend._d, "end", lambda item: _KillAround(server, item, after).commit())
     backend._release(_KillAround(server, backend._take(), after))
     for write in (
         lambda: backend.put_one("ns", b"k", b"value", None),

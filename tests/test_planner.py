@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -403,3 +405,21 @@ def test_fast_loops_plan_what_the_general_loop_plans(
         assert [type(item) for item in [*fast.puts, *fast.events]] == [
             type(item) for item in [*general.puts, *general.events]
         ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.lists(st.sampled_from([b"0", b"7", b"9", b"-", b"+", b" ", b"_", b"\n", b"\xd9\xa1"]), max_size=22).map(
+        b"".join
+    )
+)
+def test_decode_counter_accepts_exactly_decimal_ascii_of_an_int64(value: bytes) -> None:
+    """Counters: -?[0-9]+ in at most 20 bytes, within the signed 64-bit range; anything else is invalid-argument."""
+    expected = int(value) if len(value) <= 20 and re.fullmatch(rb"-?[0-9]+", value) else None
+    if expected is not None and not -(2**63) <= expected < 2**63:
+        expected = None
+    try:
+        got: int | None = decode_counter(value, b"k")
+    except InvalidArgument:
+        got = None
+    assert got == expected

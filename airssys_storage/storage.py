@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import repeat
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar, overload
@@ -622,31 +623,36 @@ class ComponentStorage:
         ``too-many-keys`` past ``max_batch_ops``.
         """
         pairs = self._as_list(items.items() if isinstance(items, Mapping) else items, Operation.SET_MANY)
-        self._check_batch(Operation.SET_MANY, [pair[0] if isinstance(pair, tuple) and pair else None for pair in pairs])
-        for pair in pairs:
-            if not isinstance(pair, tuple) or len(pair) != 2:
-                raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
-        expires_at = None if ttl is None else self._expires_at(ttl)
-        writes = self._put_writes([(key, value, expires_at) for key, value in pairs])
+        # The keys are listed for the permission check only when a per-key policy asks about them;
+        # otherwise _check_batch needs the count alone.
+        listed = Operation.SET_MANY.value in self._state.key_policies
+        keys = [pair[0] if isinstance(pair, tuple) and pair else None for pair in pairs] if listed else pairs
+        self._check_batch(Operation.SET_MANY, keys)
+        # Exact tuples of two (the common case) are checked in C; anything else pair by pair.
+        if not (set(map(type, pairs)) <= {tuple} and set(map(len, pairs)) <= {2}):
+            for pair in pairs:
+                if not isinstance(pair, tuple) or len(pair) != 2:
+                    raise InvalidArgument(f"set_many takes (key, value) pairs or a mapping, got {pair!r}")
+        writes = self._put_writes(pairs, repeat(None if ttl is None else self._expires_at(ttl)))
         if writes:
             self._apply(writes)
 
-    def _put_writes(self, entries: Sequence[tuple[Any, Any, int | None]]) -> list[Write]:
-        """The PUT writes of ``(key, value, expires_at ms | None)`` triples, key and value validated.
+    def _put_writes(self, pairs: Iterable[tuple[Any, Any]], expiries: Iterable[int | None]) -> list[Write]:
+        """The PUT writes of ``(key, value)`` pairs with their ``expires_at`` (ms | None), key and value validated.
 
-        When a key appears twice, the last triple wins (as in :meth:`set_many`).
+        When a key appears twice, the last pair wins (as in :meth:`set_many`).
         """
-        changes: dict[bytes, tuple[bytes, int | None]] = {}
+        changes: dict[bytes, Write] = {}
         max_key, max_value = self._max_key, self._max_value
-        for key, value, expires_at in entries:
+        for (key, value), expires_at in zip(pairs, expiries):  # noqa: B905 - expiries may be repeat()
             if not (type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= max_key):
                 raw = encode_key(key, max_key)  # see get()
             if type(value) is not bytes:
                 value = _as_bytes(value)
             if len(value) > max_value:
                 raise _too_large(value, max_value)
-            changes[raw] = (value, expires_at)
-        return [_new(Write, (raw, _PUT, value, when, None, 0, None)) for raw, (value, when) in changes.items()]
+            changes[raw] = _new(Write, (raw, _PUT, value, expires_at, None, 0, None))
+        return list(changes.values())
 
     # -- package-internal: exact rows for export, import and migration (airssys_storage.exchange) --
 
@@ -681,7 +687,7 @@ class ComponentStorage:
                     f"expiry of key {key!r} must be None or an int of milliseconds since the epoch from 1 to "
                     f"{MAX_EXPIRES_AT_MS}, got {expires_at!r}"
                 )
-        writes = self._put_writes(entries)
+        writes = self._put_writes([(key, value) for key, value, _ in entries], [when for _, _, when in entries])
         if writes:
             self._apply(writes)
 

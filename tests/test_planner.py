@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from airssys_storage import InternalError, InvalidArgument, PreconditionFailed, QuotaExceeded
+from airssys_storage import InternalError, InvalidArgument, PreconditionFailed, QuotaExceeded, planner
 from airssys_storage.planner import (
     MAX_VERSION,
     KeyState,
@@ -332,3 +334,92 @@ class PlannedStore(RuleBasedStateMachine):
 
 TestPlannedStore = PlannedStore.TestCase
 TestPlannedStore.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+
+
+# -- the fast loops (plain PUT-only and DELETE-only commits) against the general loop ---------------
+
+ROWS = st.none() | st.builds(
+    KeyState,
+    size=st.integers(0, 20),
+    version=st.sampled_from([1, 2, 7, MAX_VERSION - 1, MAX_VERSION]),
+    expires_at=st.none() | st.integers(990, 1010),
+    value=st.none() | st.sampled_from([b"5", b"-3", b"x"]),
+)
+
+
+@st.composite
+def commits(draw: st.DrawFn) -> tuple[list[Write], list[KeyState | None]]:
+    """Distinct keys, mostly uniform plain PUT or DELETE batches, sometimes one odd write among them."""
+    keys = draw(st.lists(st.binary(min_size=1, max_size=4), unique=True, max_size=6))
+    uniform = draw(st.sampled_from([WriteKind.PUT, WriteKind.DELETE, None]))
+    writes = []
+    for key in keys:
+        kind = uniform if uniform is not None and draw(st.integers(0, 5)) else draw(st.sampled_from(list(WriteKind)))
+        odd = draw(st.integers(0, 7)) == 0
+        writes.append(
+            Write(
+                key,
+                kind,
+                draw(VALUES),
+                draw(st.none() | st.integers(990, 1010)),
+                draw(st.none() | st.integers(0, 8)) if odd else None,
+                draw(st.integers(-3, 3)),
+                draw(st.sampled_from(["o1", "o2"])) if odd and draw(st.booleans()) else None,
+            )
+        )
+    return writes, [draw(ROWS) for _ in writes]
+
+
+def _outcome(*args: object) -> object:
+    try:
+        return plan(*args)  # type: ignore[arg-type]
+    except (QuotaExceeded, PreconditionFailed, InvalidArgument, InternalError) as exc:
+        return type(exc), str(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    commit=commits(),
+    space=st.builds(SpaceState, st.integers(0, 100), st.integers(0, 6), st.sampled_from([0, 3, 8, MAX_VERSION])),
+    limit=st.none() | st.integers(0, 120),
+    now=st.integers(990, 1010),
+    done_ops=st.none() | st.dictionaries(st.sampled_from(["o1", "o2"]), st.integers(-5, 5)),
+)
+def test_fast_loops_plan_what_the_general_loop_plans(
+    commit: tuple[list[Write], list[KeyState | None]],
+    space: SpaceState,
+    limit: int | None,
+    now: int,
+    done_ops: dict[str, int] | None,
+) -> None:
+    """plan() with its PUT-only / DELETE-only loops equals plan() with the general loop alone."""
+    writes, old = commit
+    fast = _outcome(NS, writes, old, space, limit, now, done_ops)
+    planner._FAST_LOOPS = False
+    try:
+        general = _outcome(NS, writes, old, space, limit, now, done_ops)
+    finally:
+        planner._FAST_LOOPS = True
+    assert fast == general
+    if isinstance(fast, Plan) and isinstance(general, Plan):  # the same types too (a tuple equals a NamedTuple)
+        assert [type(item) for item in [*fast.puts, *fast.events]] == [
+            type(item) for item in [*general.puts, *general.events]
+        ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.lists(st.sampled_from([b"0", b"7", b"9", b"-", b"+", b" ", b"_", b"\n", b"\xd9\xa1"]), max_size=22).map(
+        b"".join
+    )
+)
+def test_decode_counter_accepts_exactly_decimal_ascii_of_an_int64(value: bytes) -> None:
+    """Counters: -?[0-9]+ in at most 20 bytes, within the signed 64-bit range; anything else is invalid-argument."""
+    expected = int(value) if len(value) <= 20 and re.fullmatch(rb"-?[0-9]+", value) else None
+    if expected is not None and not -(2**63) <= expected < 2**63:
+        expected = None
+    try:
+        got: int | None = decode_counter(value, b"k")
+    except InvalidArgument:
+        got = None
+    assert got == expected

@@ -622,13 +622,20 @@ class LevelDBBackend(StorageBackend, ForkAware):
         if not (puts or deletes or decided.space_changed or decided.op_records or reset):
             return  # nothing changes (a delete of a missing key, a replayed op id, a failed TOUCH)
         prefix = space.prefix
-        # The old row of each key (plans skip writes, so puts and deletes are matched by key).
-        before = dict(zip(map(_first, writes), old, strict=True)) if len(writes) > 1 else None
+        # The old row of each put and delete. A write makes at most one of them, in the writes' order:
+        # when every write made a put (or every one a delete), they line up with *old*; otherwise
+        # they are matched by key (a dict per commit: ~0.1 µs per write of a set_many).
+        put_rows: Sequence[KeyState | None] = old
+        delete_rows: Sequence[KeyState | None] = old
+        if len(puts) != len(old) and len(deletes) != len(old):
+            before = dict(zip(map(_first, writes), old, strict=True))
+            put_rows = [before[put[0]] for put in puts]
+            delete_rows = [before[key] for key in deletes]
         if len(puts) == 1 and not (deletes or decided.space_changed or decided.op_records or reset):
             # One row rewritten in place (an increment or TOUCH keeping its size): with the count of
             # rows with an expiry unchanged too, the row record alone is the commit.
             key, value, version, expires_at = puts[0]
-            row = old[0] if before is None else before[key]
+            row = put_rows[0]
             assert row is not None  # the counter did not change, so the row existed
             if (row.expires_at is None) is (expires_at is None):
                 if value is None:  # TOUCH: the stored value (read for it) under a new header
@@ -652,8 +659,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             put = batch.put
             # The row cache learns each row as it is added (cheaper than a second pass) and
             # forgets them all if anything fails.
-            for key, value, version, expires_at in puts:
-                row = old[0] if before is None else before[key]
+            for (key, value, version, expires_at), row in zip(puts, put_rows):  # noqa: B905 - lined up above
                 if row is not None and row.expires_at is not None:
                     expiring -= 1
                 if value is None:  # TOUCH: the stored value under a new header
@@ -667,8 +673,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
                     expiring += 1
                     put(data_key, encode_row(version, expires_at, value))
                 rows[data_key] = _new(KeyState, (len(value), version, expires_at, None))
-            for key in deletes:
-                row = old[0] if before is None else before[key]
+            for key, row in zip(deletes, delete_rows):  # noqa: B905 - lined up above
                 if row is not None and row.expires_at is not None:
                     expiring -= 1
                 batch.delete(prefix + key)

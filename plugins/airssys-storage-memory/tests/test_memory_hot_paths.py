@@ -27,6 +27,25 @@ def _rows(backend: MemoryBackend) -> dict[bytes, tuple[bytes, int, int | None]]:
     return rows
 
 
+def _rows_live(backend: MemoryBackend, now: int) -> dict[bytes, tuple[bytes, int, int | None]]:
+    return {key: row for key, row in sorted(_rows(backend).items()) if row[2] is None or row[2] > now}
+
+
+def _reads(backend: MemoryBackend, keys: list[bytes]) -> tuple[dict[bytes, tuple[bytes, int, int | None]], list[bytes]]:
+    """What get, get_entry, get_many, has, items and keys say, as live rows by key and the listed keys."""
+    found = {}
+    for key, value in zip(keys, backend.get_many(NS, keys), strict=True):
+        entry = backend.get_entry(NS, key)
+        assert backend.get(NS, key) == value == (None if entry is None else entry.value)
+        assert backend.has(NS, key) is (value is not None)
+        if entry is not None:
+            found[key] = (value, entry.version, entry.expires_at)
+    listed = backend.keys(NS, b"", None, 100)
+    assert [key for key, _ in backend.items(NS, b"", None, 100)] == listed
+    assert dict(backend.items(NS, b"", None, 100)) == {key: row[0] for key, row in found.items()}
+    return dict(sorted(found.items())), listed
+
+
 def _floor(backend: MemoryBackend) -> int:
     space = backend._spaces.get(NS)
     return 0 if space is None else space.floor
@@ -73,6 +92,8 @@ def test_hot_paths_equal_the_planner(seed: int) -> None:
             for backend in (fast, planned):
                 backend.clear(NS)
         assert _rows(fast) == _rows(planned), step
+        for read in (_reads(fast, keys), _reads(planned, keys)):  # every reader, whatever form a row has
+            assert read == (_rows_live(planned, clock()), list(_rows_live(planned, clock()))), step
         assert fast.usage(NS) == planned.usage(NS)
         assert _floor(fast) == _floor(planned)
     assert fast.verify().ok and planned.verify().ok
@@ -86,3 +107,25 @@ def test_an_overwrite_of_a_row_with_an_expiry_clears_it() -> None:
     assert backend.put_one(NS, b"k", b"w", None) == 2
     assert _rows(backend) == {b"k": (b"w", 2, None)}
     assert not backend._spaces[NS].expiring
+
+
+def test_a_new_key_stored_as_its_value_alone_reads_as_version_1() -> None:
+    """put_one stores a new key of a floor-0 namespace as bytes (version 1, no expiry); everything reads it so."""
+    backend = MemoryBackend()
+    backend.clock = FakeClock(start_ms=0)
+    assert backend.put_one(NS, b"n", b"7", None) == 1
+    assert type(backend._spaces[NS].rows[b"n"]) is bytes
+    assert _rows(backend) == {b"n": (b"7", 1, None)}
+    assert _reads(backend, [b"n"]) == ({b"n": (b"7", 1, None)}, [b"n"])
+    assert backend.verify().ok
+    assert backend.apply(NS, (Write(b"n", WriteKind.INCREMENT, delta=2),), None).results == [9]
+    assert backend.put_one(NS, b"m", b"x", None) == 1
+    assert backend.apply(NS, (Write(b"m", WriteKind.TOUCH, expires_at=5),), None).results == [2]
+    assert backend.put_one(NS, b"o", b"y", None) == 1
+    assert backend.put_one(NS, b"o", b"yy", None) == 2  # overwritten: a list from now on
+    assert backend.put_one(NS, b"p", b"z", None) == 1
+    assert backend.delete_one(NS, b"p") and _floor(backend) == 1
+    assert backend.put_one(NS, b"q", b"w", None) == 2  # floor 1: a tuple row above it
+    assert _rows(backend) == {b"n": (b"9", 2, None), b"m": (b"x", 2, 5), b"o": (b"yy", 2, None), b"q": (b"w", 2, None)}
+    backend.clear(NS)
+    assert _floor(backend) == 2

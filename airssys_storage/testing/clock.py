@@ -34,5 +34,14 @@ class FakeClock:
             self._now += math.ceil(seconds * 1000)
             return self._now
 
+    def advance_to(self, ms: int) -> int:
+        """Move the clock to *ms* (milliseconds since the epoch) if that is later; returns the time in ms.
+
+        Exact, unlike :meth:`advance` with a float number of seconds (``0.003 * 1000`` is not 3).
+        """
+        with self._lock:
+            self._now = max(self._now, int(ms))
+            return self._now
+
     def __repr__(self) -> str:
         return f"FakeClock({self._now})"

@@ -282,6 +282,16 @@ def model_machine(manager: StorageManager, clock: FakeClock, max_query: int) -> 
         def advance_clock(self, step: float) -> None:
             clock.advance(step)
 
+        @precondition(lambda self: any(row.expires_at is not None for row in self.rows.values()))
+        @rule(data=st.data())
+        def advance_to_a_deadline(self, data: st.DataObject) -> None:
+            """Move the clock exactly onto a key's deadline and read it there: expiry is exact, not late."""
+            deadlines = sorted({row.expires_at for row in self.rows.values() if row.expires_at is not None})
+            target = data.draw(st.sampled_from(deadlines))
+            clock.advance_to(target)
+            for key in utf8_sorted(self.rows):
+                assert self.store.get(key) == (None if (row := self._live(key)) is None else row.value), key
+
         @rule(limit=st.one_of(st.none(), st.integers(min_value=1, max_value=3)))
         def purge_expired(self, limit: int | None) -> None:
             expired = [key for key in utf8_sorted(self.rows) if self._live(key) is None][:limit]

@@ -57,7 +57,6 @@ __all__ = [
     "key_problems",
     "bad_key_error",
     "BadRow",
-    "MAX_VERSION",
     "version_problem",
     "expiry_problem",
     "VerifyReport",
@@ -223,12 +222,12 @@ def bad_key_error(namespace: str, key: bytes, url: str, options: Mapping[str, An
     )
 
 
-#: The largest version the contract allows (unsigned 64-bit); a backend may store fewer (SQL: 2**63 - 1).
-MAX_VERSION = 2**64 - 1
+def version_problem(version: object, maximum: int) -> str | None:
+    """Why a stored *version* is no version (not an integer in ``1..maximum``), or ``None``.
 
-
-def version_problem(version: object, maximum: int = MAX_VERSION) -> str | None:
-    """Why a stored *version* is no version (not an integer in ``1..maximum``), or ``None``."""
+    *maximum* is the highest version the backend stores: the contract's
+    :data:`airssys_storage.planner.MAX_VERSION` (2**64 - 1), or less (SQL: 2**63 - 1).
+    """
     if type(version) is int and 1 <= version <= maximum:
         return None
     return f"version {version!r} is not an integer in 1..{maximum}"

@@ -385,7 +385,7 @@ def verify_report(
     """
     bad = tuple(bad_keys)
     rows = tuple(bad_rows)
-    gone = [*bad, *(row for row in rows if row.removed)]
+    gone: list[BadKey | BadRow] = [*bad, *(row for row in rows if row.removed)]
     if gone:
         recount = {ns: [usage.bytes, usage.keys] for ns, usage in actual.items()}
         for found in gone:

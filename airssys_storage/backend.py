@@ -56,6 +56,9 @@ __all__ = [
     "key_problem",
     "key_problems",
     "bad_key_error",
+    "BadRow",
+    "version_problem",
+    "expiry_problem",
     "VerifyReport",
     "compare_usage",
     "verify_report",
@@ -219,6 +222,57 @@ def bad_key_error(namespace: str, key: bytes, url: str, options: Mapping[str, An
     )
 
 
+def version_problem(version: object, maximum: int) -> str | None:
+    """Why a stored *version* is no version (not an integer in ``1..maximum``), or ``None``.
+
+    *maximum* is the highest version the backend stores: the contract's
+    :data:`airssys_storage.planner.MAX_VERSION` (2**64 - 1), or less (SQL: 2**63 - 1).
+    """
+    if type(version) is int and 1 <= version <= maximum:
+        return None
+    return f"version {version!r} is not an integer in 1..{maximum}"
+
+
+def expiry_problem(expires_at: object) -> str | None:
+    """Why a stored *expires_at* is no expiry (neither ``None`` nor an integer >= 1 ms), or ``None``."""
+    if expires_at is None or (type(expires_at) is int and expires_at >= 1):
+        return None
+    return f"expiry {expires_at!r} is neither NULL nor an integer >= 1 (ms since the epoch)"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row whose version or expiry is out of range (:func:`version_problem`, :func:`expiry_problem`).
+
+    Only written around the core (a tool editing the tables, or damage):
+    reads of it fail or misjudge its expiry, and writes would continue from
+    a wrong version. ``verify(repair=True)`` fixes it deterministically, as
+    :attr:`fix` says: a row with a bad expiry is removed as expired (an
+    expiry that cannot be read is taken as past, so data meant to expire
+    never comes back; its version, or a fresh one if that is bad too,
+    raises the namespace's floor); a row with only a bad version gets a
+    fresh version above every version of its namespace and the floor, so
+    versions keep increasing and no stale compare-and-swap can succeed.
+    """
+
+    namespace: str
+    #: The raw stored key.
+    key: bytes
+    #: The bytes it takes in its namespace's usage: ``len(key) + len(value)``.
+    size: int
+    #: What is wrong, e.g. ``version -5 is not an integer in 1..9223372036854775807``.
+    problem: str
+    #: What a repair does (or did): ``removed as expired`` or ``given version 12``.
+    fix: str
+    #: Whether the fix removes the row (its bytes then leave the usage counters).
+    removed: bool
+
+    def describe(self) -> str:
+        """``component 'app', key 'b' (version -5 is not ...; given version 12)``."""
+        key = self.key.decode(errors="backslashreplace")
+        return f"component {self.namespace!r}, key {key!r} ({self.problem}; {self.fix})"
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """What :meth:`StorageBackend.verify` found (and, with ``repair=True``, fixed).
@@ -230,6 +284,9 @@ class VerifyReport:
     sentence each naming the fix; a recount cannot fix those. ``bad_keys`` are
     stored keys that break the key rules (unreachable through the API); they
     are not counted in the totals, and ``repaired`` says they were removed.
+    ``bad_rows`` are rows whose version or expiry is out of range
+    (:class:`BadRow`); ``repaired`` says their fix was applied, and rows the
+    fix removes are not counted in the totals.
     """
 
     #: The store, as its messages name it (a path, "PostgreSQL at host:port/db", ...).
@@ -243,6 +300,8 @@ class VerifyReport:
     problems: tuple[str, ...] = ()
     #: Stored keys that break the key rules (removed when ``repaired``).
     bad_keys: tuple[BadKey, ...] = ()
+    #: Rows whose version or expiry is out of range (fixed when ``repaired``).
+    bad_rows: tuple[BadRow, ...] = ()
     repaired: bool = False
     #: What was checked, e.g. ``("usage counters", "PRAGMA integrity_check")``.
     checks: tuple[str, ...] = field(default=("usage counters",))
@@ -252,7 +311,7 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         """Whether the store is sound now: no engine damage, and every counter right (or rewritten)."""
-        return not self.problems and (self.repaired or not (self.mismatches or self.bad_keys))
+        return not self.problems and (self.repaired or not (self.mismatches or self.bad_keys or self.bad_rows))
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-serialisable data (the shape of ``airssys-storage verify --json``)."""
@@ -269,6 +328,17 @@ class VerifyReport:
             "bad_keys": [
                 {"namespace": b.namespace, "key_hex": b.key.hex(), "bytes": b.size, "problem": b.problem}
                 for b in self.bad_keys
+            ],
+            "bad_rows": [
+                {
+                    "namespace": r.namespace,
+                    "key_hex": r.key.hex(),
+                    "bytes": r.size,
+                    "problem": r.problem,
+                    "fix": r.fix,
+                    "removed": r.removed,
+                }
+                for r in self.bad_rows
             ],
             "mismatches": [
                 {
@@ -302,6 +372,7 @@ def verify_report(
     *,
     problems: Iterable[str] = (),
     bad_keys: Iterable[BadKey] = (),
+    bad_rows: Iterable[BadRow] = (),
     repaired: bool = False,
     checks: Iterable[str] = ("usage counters",),
     recounted: bool = True,
@@ -310,14 +381,16 @@ def verify_report(
 
     *actual* is the recount of every stored record, *bad_keys* included: their
     sizes are taken off here, since the counters must not count them (a
-    repair removes them).
+    repair removes them); so are those of the *bad_rows* whose fix removes them.
     """
     bad = tuple(bad_keys)
-    if bad:
+    rows = tuple(bad_rows)
+    gone: list[BadKey | BadRow] = [*bad, *(row for row in rows if row.removed)]
+    if gone:
         recount = {ns: [usage.bytes, usage.keys] for ns, usage in actual.items()}
-        for key in bad:
-            entry = recount.setdefault(key.namespace, [0, 0])
-            entry[0] -= key.size
+        for found in gone:
+            entry = recount.setdefault(found.namespace, [0, 0])
+            entry[0] -= found.size
             entry[1] -= 1
         actual = {ns: Usage(used, count) for ns, (used, count) in recount.items()}
     live = [usage for usage in actual.values() if usage.keys]
@@ -341,6 +414,7 @@ def verify_report(
         mismatches=compare_usage(stored, actual),
         problems=tuple(problems),
         bad_keys=bad,
+        bad_rows=rows,
         repaired=repaired,
         checks=tuple(checks),
         recounted=recounted,

@@ -247,7 +247,9 @@ def _run(phase: _Phase, progress: Progress) -> dict[str, Any]:
 
 @click.command()
 @store_options
-@click.option("--repair", is_flag=True, help="Rewrite the usage counters that disagree with the data.")
+@click.option(
+    "--repair", is_flag=True, help="Rewrite wrong usage counters, remove bad keys, fix bad versions and expiries."
+)
 @json_option
 def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
     """Recount usage from the data, compare it with the counters, and run the engine's integrity check.
@@ -257,7 +259,9 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
     all, e.g. an unreachable server): a counter disagrees with the data
     (unless --repair rewrote it), a stored key breaks the key rules (not
     UTF-8, a control character: unreachable through the API; --repair
-    removes it and lists it), or the engine found damage (which --repair
+    removes it and lists it), a row's version or expiry is out of range
+    (--repair gives a bad version a fresh one above every version of the
+    component, and removes a row whose expiry is bad as expired), or the engine found damage (which --repair
     does not fix; the message names what does). Safe while other processes use the
     store: a verify reads one snapshot, a repair holds the write lock briefly.
     """
@@ -299,11 +303,17 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
             rows = [[b.namespace, b.key.hex(), b.size, b.problem] for b in report.bad_keys]
             title = "keys breaking the key rules " + ("(removed)" if report.repaired else "(unreachable)")
             print_table(title, ["component", "key (hex)", "bytes", "problem"], rows, right=frozenset({2}))
+        if report.bad_rows:
+            rows = [[r.namespace, r.key.hex(), r.problem, r.fix] for r in report.bad_rows]
+            title = "rows with a bad version or expiry " + ("(fixed)" if report.repaired else "(what --repair does)")
+            print_table(title, ["component", "key (hex)", "problem", "fix"], rows)
     if report.ok:
         if report.mismatches:
             info(f"rewrote {len(report.mismatches)} usage counter(s) from the data")
         if report.bad_keys:
             info(f"removed {len(report.bad_keys)} key(s) breaking the key rules")
+        if report.bad_rows:
+            info(f"fixed {len(report.bad_rows)} row(s) with a bad version or expiry")
         return
     problems = list(report.problems)
     if report.mismatches and not report.repaired:
@@ -314,6 +324,11 @@ def verify(store: StoreSpec, repair: bool, as_json: bool) -> None:
         problems.append(
             f"{len(report.bad_keys)} stored key(s) break the key rules (no API call can read or delete them), "
             f"e.g. {report.bad_keys[0].describe()}; remove them with `{again}`"
+        )
+    if report.bad_rows and not report.repaired:
+        problems.append(
+            f"{len(report.bad_rows)} row(s) have a version or expiry out of range, "
+            f"e.g. {report.bad_rows[0].describe()}; fix them with `{again}`"
         )
     raise Failure("; ".join(problems), ExitCode.VERIFICATION)
 

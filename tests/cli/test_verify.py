@@ -283,3 +283,72 @@ def test_a_namespace_that_is_no_component_id_is_damage_and_stats_leaves_it_out(
     assert stats.exit_code == 0, stats.stderr
     assert [c["component"] for c in json.loads(stats.stdout)["components"]] == ["app"]
     assert "'Bad NS!'" in stats.stderr
+
+
+def _versions(store: Store, component: str) -> dict[str, int]:
+    with store.manager() as manager:
+        backend = manager.backend
+        return {
+            key.decode(): entry.version
+            for key in backend.keys(component, b"", None, 1000)
+            if (entry := backend.get_entry(component, key)) is not None
+        }
+
+
+@pytest.mark.parametrize("name", ["sqlite", "postgresql", "mariadb"])
+def test_rows_with_a_bad_version_or_expiry_are_damage_that_repair_fixes(
+    cli: Run, make_store: MakeStore, name: str
+) -> None:
+    """Third outside trial: versions and expiries damaged in the table (SQLite: the tester's exact input; the
+    servers' BIGINT columns only take out-of-range integers) passed verify, while reads failed with a TypeError
+    and writes continued from the bad versions. Verify reports every such row (exit 6); --repair gives a bad
+    version a fresh one above every version of the component, and removes a row whose expiry is bad."""
+    store = make_store(name)
+    app = store.component("app")
+    store.write(app, {k: b"v" + k.encode() for k in "abcdefghi"})
+    store.write(app, {"a": b"va2", "i": b"vi2"})  # versions up to 2 (the component's highest before the damage)
+    if name == "sqlite":
+        damage = [
+            ("exp = 'soon'", "d"),
+            ("exp = X'00'", "h"),
+            ("ver = -5", "b"),
+            ("ver = 'abc'", "c"),
+            ("ver = 18446744073709551615", "g"),
+            ("ver = 'x', exp = 2.5", "f"),  # both (not the tester's): removed, and a fresh version for the floor
+        ]
+    else:
+        damage = [("exp = 0", "d"), ("exp = -7", "h"), ("ver = -5", "b"), ("ver = 0", "c"), ("ver = -1", "g")]
+        damage.append(("ver = -2, exp = -3", "f"))
+    for assignment, key in damage:
+        write_around(store, f"UPDATE {{data}} SET {assignment} WHERE ns = ? AND k = ?", (app, key.encode()), None)  # type: ignore[arg-type]
+
+    found = cli("verify", *store.args())
+    assert found.exit_code == 6, found.stderr
+    assert "6 row(s) have a version or expiry out of range" in error_line(found.stderr)
+    report = json.loads(cli("verify", *store.args(), "--json").stdout)
+    assert report["ok"] is False
+    rows = {bytes.fromhex(r["key_hex"]).decode(): r for r in report["bad_rows"]}
+    assert sorted(rows) == ["b", "c", "d", "f", "g", "h"] and {r["namespace"] for r in rows.values()} == {app}
+    assert rows["b"]["problem"] == "version -5 is not an integer in 1..9223372036854775807"
+    # Fresh versions above the highest sound one (2), in key order; rows with a bad expiry are removed.
+    assert [rows[k]["fix"] for k in "bcg"] == ["given version 3", "given version 4", "given version 6"]
+    assert rows["f"]["fix"] == "removed as expired (the version floor becomes at least 5)" and rows["f"]["removed"]
+    assert rows["d"]["removed"] and rows["h"]["removed"] and "expiry" in rows["d"]["problem"]
+    assert rows["d"]["fix"] == "removed as expired (the version floor becomes at least 1)"
+    assert report["keys"] == 6 and report["bytes"] == 6 * 3 + 2  # d, f and h leave the totals
+
+    fixed = cli("verify", "--repair", *store.args())
+    assert fixed.exit_code == 0, fixed.stderr
+    assert "fixed 6 row(s)" in fixed.stderr
+    assert cli("verify", *store.args()).exit_code == 0
+    assert cli("export", "-c", app, *store.args()).exit_code == 0
+    assert sorted(store.read(app)) == ["a", "b", "c", "e", "g", "i"]
+    assert _versions(store, app) == {"a": 2, "b": 3, "c": 4, "e": 1, "g": 6, "i": 2}
+    with store.manager() as manager:
+        backend = manager.backend
+        assert backend.usage(app).keys == 6
+        store.write(app, {"b": b"new", "d": b"back"})
+        assert backend.get_entry(app, b"b").version == 4  # type: ignore[union-attr]
+        # d's version (1) and f's fresh one (5) raised the floor as any removal does: keys come back above it.
+        assert backend.get_entry(app, b"d").version == 6  # type: ignore[union-attr]  # f's fresh 5 is the floor
+    assert cli("verify", "--repair", *store.args()).exit_code == 0

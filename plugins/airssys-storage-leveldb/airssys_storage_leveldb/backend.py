@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from itertools import islice
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NamedTuple, NoReturn, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 try:
@@ -69,7 +69,15 @@ from airssys_storage import (
     Usage,
     VerifyReport,
 )
-from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
+from airssys_storage.backend import (
+    BadKey,
+    BadRow,
+    expiry_problem,
+    key_problems,
+    operator_command,
+    verify_report,
+    version_problem,
+)
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
@@ -166,6 +174,21 @@ class _Space:
 Counter: TypeAlias = tuple[int, int, int, int]
 #: What the row cache holds for a data key: its row without the value, or ``None`` for no row.
 Cached: TypeAlias = "KeyState | None"
+
+
+class _RowFix(NamedTuple):
+    """How a repair fixes a row with a bad version or expiry (see :class:`BadRow`)."""
+
+    row: BadRow
+    data_key: bytes
+    #: The record to write instead (the fresh version), or None to remove the row.
+    record: bytes | None
+    #: The floor the removal raises the counter's floor to (0: none).
+    floor: int
+    #: Rows with an expiry the removal takes off the counter's ``expiring``.
+    expiring: int
+
+
 # Not in the row cache (``None`` there means "no row").
 _MISS: Any = object()
 _new = tuple.__new__
@@ -919,54 +942,83 @@ class LevelDBBackend(StorageBackend, ForkAware):
         keys that break the key rules. A checksum failure is reported in
         ``problems`` with the repair command (``airssys-storage repair``:
         LevelDB's RepairDB); a recount cannot fix it. A counter record that
-        cannot be decoded shows as ``Usage(-1, -1)``.
+        cannot be decoded shows as ``Usage(-1, -1)``. Rows whose version is 0
+        or whose expiry is 0 (decodable, but out of range) are reported in
+        ``bad_rows`` and fixed as :class:`BadRow` says; since a fresh version
+        must be above every version of the namespace, that repair recounts
+        once more holding the write lock, so nothing changes between the
+        recount and the fix.
         """
+        exclusive = False
         while True:
-            with self._lock:
-                generation = self._repairs
-                snapshot = self._db.snapshot()
-            try:
-                found = self._recount(snapshot, progress)
-            finally:
-                snapshot.close()
-            if isinstance(found, str):
-                return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS, recounted=False)
-            stored, actual, bad, expiring = found
-            report = verify_report(self.path, stored, actual, bad_keys=bad, repaired=repair, checks=_VERIFY_CHECKS)
-            if not repair and expiring:
-                report = replace(
-                    report,
-                    problems=(
-                        *report.problems,
-                        *(
-                            f"the counter of component {ns!r} says {was} rows have an expiry, a recount finds "
-                            f"{now}: run `{operator_command('verify --repair', f'leveldb://{self.path}')}`"
-                            for ns, (was, now) in sorted(expiring.items())
-                        ),
+            with self._lock if exclusive else contextlib.nullcontext():
+                outcome = self._verify_pass(repair, None if exclusive else progress, exclusive)
+            if isinstance(outcome, VerifyReport):
+                return outcome
+            exclusive = outcome  # True: fix bad rows in a pass under the lock; False: another repair ran, look again
+
+    def _verify_pass(self, repair: bool, progress: Callable[[int], None] | None, locked: bool) -> VerifyReport | bool:
+        """One recount (and repair) for :meth:`verify`: the report, or whether to run again under the lock.
+
+        With *locked* the caller holds the lock for the whole pass.
+        """
+        lock: Any = contextlib.nullcontext() if locked else self._lock
+        with lock:
+            generation = self._repairs
+            snapshot = self._db.snapshot()
+        try:
+            found = self._recount(snapshot, progress)
+        finally:
+            snapshot.close()
+        if isinstance(found, str):
+            return VerifyReport(store=self.path, problems=(found,), checks=_VERIFY_CHECKS, recounted=False)
+        stored, actual, bad, expiring, fixes = found
+        rows = [fix.row for fix in fixes]
+        report = verify_report(
+            self.path, stored, actual, bad_keys=bad, bad_rows=rows, repaired=repair, checks=_VERIFY_CHECKS
+        )
+        if not repair and expiring:
+            report = replace(
+                report,
+                problems=(
+                    *report.problems,
+                    *(
+                        f"the counter of component {ns!r} says {was} rows have an expiry, a recount finds "
+                        f"{now}: run `{operator_command('verify --repair', f'leveldb://{self.path}')}`"
+                        for ns, (was, now) in sorted(expiring.items())
                     ),
-                )
-            if not (repair and (report.mismatches or report.bad_keys or expiring)):
-                return report
-            with self._lock:
-                if self._repairs != generation:
-                    continue  # another repair corrected counters since the snapshot: look again
-                self._repairs += 1
-                self._correct(report, expiring)
+                ),
+            )
+        if not (repair and (report.mismatches or report.bad_keys or rows or expiring)):
             return report
+        if rows and not locked:
+            return True
+        with lock:
+            if self._repairs != generation:
+                return False
+            self._repairs += 1
+            self._correct(report, expiring, fixes)
+        return report
 
     def _recount(
         self, snapshot: Any, progress: Callable[[int], None] | None
-    ) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey], dict[str, tuple[int, int]]] | str:
-        """Stored counters, recounted usage, rows to remove and wrong ``expiring`` counts in *snapshot*, or the damage.
+    ) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey], dict[str, tuple[int, int]], list[_RowFix]] | str:
+        """Stored counters, recounted usage, rows to remove, wrong ``expiring`` counts and row fixes, or the damage.
 
         Rows to remove are keys breaking the key rules and rows whose header
-        cannot be decoded (both unreachable through the API). The last item maps
+        cannot be decoded (both unreachable through the API). The fourth item maps
         each namespace whose ``expiring`` count is wrong to (stored, recounted).
+        The last fixes the rows whose version or expiry is 0 (:class:`BadRow`).
         """
+        # namespace -> [bytes, rows, rows with an expiry, highest sound version]
         actual: dict[str, list[int]] = {}
         stored: dict[str, Usage] = {}
         stored_expiring: dict[str, int] = {}
+        floors: dict[str, int] = {}
         bad: list[BadKey] = []
+        # Decodable rows whose version or expiry is 0 (the only out-of-range values a header can hold):
+        # (namespace, data key, bytes, version, expires_at, value), in key order.
+        damaged: list[tuple[str, bytes, int, int, int | None, bytes]] = []
         # The keys read since the last check, (namespace, key, bytes) each: checked a chunk at a time.
         chunk: list[tuple[str, bytes, int]] = []
 
@@ -980,9 +1032,9 @@ class LevelDBBackend(StorageBackend, ForkAware):
             for key, raw in snapshot.iterator(start=DATA_TAG, stop=DATA_END, verify_checksums=True, fill_cache=False):
                 size = key[1]
                 namespace = key[2 : 2 + size].decode("ascii", "replace")
-                entry = actual.setdefault(namespace, [0, 0, 0])
+                entry = actual.setdefault(namespace, [0, 0, 0, 0])
                 try:
-                    offset, _, expires_at = decode_header(raw)
+                    offset, version, expires_at = decode_header(raw)
                 except ValueError as exc:
                     # Charged as a whole record: removing it takes off what it counts here.
                     used = len(key) - 2 - size + len(raw)
@@ -995,6 +1047,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
                 entry[1] += 1
                 if expires_at is not None:
                     entry[2] += 1
+                if version > entry[3]:
+                    entry[3] = version
+                if version == 0 or expires_at == 0:
+                    damaged.append((namespace, key, used, version, expires_at, raw[offset:]))
                 chunk.append((namespace, key[2 + size :], used))
                 pending += 1
                 if pending == _PROGRESS_STEP:
@@ -1006,8 +1062,9 @@ class LevelDBBackend(StorageBackend, ForkAware):
             for key, raw in snapshot.iterator(prefix=USAGE_PREFIX, verify_checksums=True, fill_cache=False):
                 namespace = namespace_of_counter_key(key)
                 if len(raw) == COUNTER.size:
-                    used, count, _, expiring = COUNTER.unpack(raw)
+                    used, count, floor, expiring = COUNTER.unpack(raw)
                     stored[namespace] = Usage(used, count)
+                    floors[namespace] = floor
                     stored_expiring[namespace] = expiring
                 else:
                     stored[namespace] = _BAD
@@ -1023,34 +1080,68 @@ class LevelDBBackend(StorageBackend, ForkAware):
             if stored_expiring.get(ns, 0) != entry[2]
         }
         wrong_expiring.update((ns, (count, 0)) for ns, count in stored_expiring.items() if count and ns not in actual)
-        usage = {ns: Usage(used, count) for ns, (used, count, _) in actual.items()}
-        return stored, usage, bad, wrong_expiring
+        usage = {ns: Usage(used, count) for ns, (used, count, _, _) in actual.items()}
+        removed = {(found.namespace, found.key) for found in bad}
+        fixes: list[_RowFix] = []
+        latest: dict[str, int] = {}  # namespace -> the last fresh version handed out
+        for namespace, data_key, used, version, expires_at, value in damaged:
+            key = data_key[2 + data_key[1] :]
+            if (namespace, key) in removed:
+                continue
+            bad_version = version_problem(version, MAX_VERSION)
+            bad_expiry = expiry_problem(expires_at)
+            if bad_version is not None:
+                fresh = max(latest.get(namespace, 0), actual[namespace][3], floors.get(namespace, 0)) + 1
+                if fresh > MAX_VERSION:
+                    return f"component {namespace!r} has no version left to give key {key!r}: restore a backup"
+                latest[namespace] = version = fresh
+            problem = "; ".join(text for text in (bad_version, bad_expiry) if text is not None)
+            if bad_expiry is not None:
+                fix = f"removed as expired (the version floor becomes at least {version})"
+                row = BadRow(namespace, key, used, problem, fix, True)
+                fixes.append(_RowFix(row, data_key, None, version, 1))
+            else:
+                row = BadRow(namespace, key, used, problem, f"given version {version}", False)
+                fixes.append(_RowFix(row, data_key, encode_row(version, expires_at, value), 0, 0))
+        return stored, usage, bad, wrong_expiring, fixes
 
-    def _correct(self, report: VerifyReport, expiring: Mapping[str, tuple[int, int]]) -> None:
-        """Delete the bad rows and add each difference (recount - stored) to its live counter, in one synced batch.
+    def _correct(self, report: VerifyReport, expiring: Mapping[str, tuple[int, int]], fixes: Sequence[_RowFix]) -> None:
+        """Delete the bad rows, fix the rows of *fixes*, add each difference (recount - stored) to its live counter.
 
-        Call under the lock. A counter's floor is kept; an unreadable counter
-        becomes the snapshot's recount with floor 0.
+        One synced batch. Call under the lock (for *fixes*: held since their
+        recount). A counter's floor is kept, or raised by a removed bad row;
+        an unreadable counter becomes the snapshot's recount with that floor.
         """
         batch = self._db.write_batch(sync=True)
         corrected: list[tuple[_Space, Counter]] = []
         removed = [self._space(found.namespace).prefix + found.key for found in report.bad_keys]
         mismatches = {mismatch.namespace: mismatch for mismatch in report.mismatches}
+        # namespace -> (the floor removed rows raise it to, rows with an expiry removed)
+        lowered: dict[str, tuple[int, int]] = {}
+        for fix in fixes:
+            floor, gone = lowered.get(fix.row.namespace, (0, 0))
+            lowered[fix.row.namespace] = (max(floor, fix.floor), gone + fix.expiring)
         try:
             for data_key in removed:
                 batch.delete(data_key)
-            for namespace in sorted({*mismatches, *expiring}):
+            for fix in fixes:
+                if fix.record is None:
+                    batch.delete(fix.data_key)
+                else:
+                    batch.put(fix.data_key, fix.record)
+            for namespace in sorted({*mismatches, *expiring, *lowered}):
                 space = self._space(namespace)
                 mismatch = mismatches.get(namespace)
                 was, now = expiring.get(namespace, (0, 0))
+                raised, gone = lowered.get(namespace, (0, 0))
                 if mismatch is not None and mismatch.stored == _BAD:
-                    counter: Counter = (mismatch.actual.bytes, mismatch.actual.keys, 0, now)
+                    counter: Counter = (mismatch.actual.bytes, mismatch.actual.keys, raised, now - gone)
                 else:
                     used, count, floor, rows_expiring = self._load_counter(space)
                     if mismatch is not None:
                         used += mismatch.actual.bytes - mismatch.stored.bytes
                         count += mismatch.actual.keys - mismatch.stored.keys
-                    counter = (used, count, floor, rows_expiring + now - was)
+                    counter = (used, count, max(floor, raised), rows_expiring + now - was - gone)
                 if counter == (0, 0, 0, 0):
                     batch.delete(space.counter_key)
                 else:
@@ -1061,7 +1152,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             for space, _ in corrected:
                 space.counter = None
             self._fail("write to", exc)
-        for data_key in removed:
+        for data_key in [*removed, *(fix.data_key for fix in fixes)]:
             self._rows.pop(data_key, None)
         for space, counter in corrected:
             space.counter = counter

@@ -351,3 +351,47 @@ def test_repair_of_a_healthy_store_reports_nothing_lost(url: str, tmp_path: Path
         assert report["records_dropped"] == 0
     keys, stored, real = recount(url)
     assert len(keys) == 20 and stored == real
+
+
+def test_verify_reports_and_repair_fixes_bad_row_headers(url: str) -> None:
+    """Rows damaged around the core: an undecodable header is a bad key (removed); a version 0 or an expiry 0
+    (decodable, out of range) is a bad row: --repair gives the version a fresh one above the component's, and
+    removes a row whose expiry is 0 as expired, raising the floor; counters (usage, expiring) follow."""
+    from airssys_storage_leveldb.layout import namespace_prefix
+
+    prefix = namespace_prefix("app")
+    with manager_on(url) as manager:
+        store = manager.component(Manifest("app", Access.ADMIN))
+        store.set_many([(k, b"v" + k.encode()) for k in "abcdef"])
+        store.set("a", b"va")  # version 2: the component's highest
+        db = manager.backend._db  # type: ignore[attr-defined]
+        db.put(prefix + b"b", b"\x01\x00vb")  # version 0
+        db.put(prefix + b"d", b"\x11\x01" + bytes(8) + b"vd")  # version 1, expiry 0
+        db.put(prefix + b"e", b"\x09ve")  # header byte 0x09: undecodable
+        db.put(prefix + b"f", b"\x11\x00" + bytes(8) + b"vf")  # both
+    with manager_on(url) as manager:
+        backend = manager.backend
+        report = backend.verify()
+        assert not report.ok
+        assert [(b.key, b.problem) for b in report.bad_keys] == [(b"e", "a malformed row header: header byte 0x09")]
+        rows = {row.key: row for row in report.bad_rows}
+        assert sorted(rows) == [b"b", b"d", b"f"]
+        assert rows[b"b"].problem == f"version 0 is not an integer in 1..{2**64 - 1}"
+        assert rows[b"b"].fix == "given version 3" and not rows[b"b"].removed
+        assert rows[b"d"].removed and rows[b"d"].fix == "removed as expired (the version floor becomes at least 1)"
+        assert rows[b"f"].removed and rows[b"f"].fix == "removed as expired (the version floor becomes at least 4)"
+        assert report.keys == 3  # a, b, c: the removed rows leave the totals
+        repaired = backend.verify(repair=True)
+        assert repaired.ok and repaired.repaired and repaired.bad_rows == report.bad_rows
+        assert backend.verify().ok
+    with manager_on(url) as manager:
+        backend = manager.backend
+        assert backend.verify().ok
+        assert backend.keys("app", b"", None, 100) == [b"a", b"b", b"c"]
+        assert backend.get_entry("app", b"b").version == 3  # type: ignore[union-attr]
+        store = manager.component(Manifest("app", Access.ADMIN))
+        store.set_many([("b", b"new"), ("f", b"back")])
+        assert backend.get_entry("app", b"b").version == 4  # type: ignore[union-attr]
+        assert backend.get_entry("app", b"f").version == 5  # type: ignore[union-attr]  # above the raised floor 4
+        assert backend.usage("app") == Usage(3 + 4 + 3 + 5, 4)  # a, b, c, f
+        assert backend.verify().ok

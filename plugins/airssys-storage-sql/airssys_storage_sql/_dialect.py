@@ -38,6 +38,10 @@ class EngineDialect(abc.ABC):
     lock_rows: ClassVar[str] = " FOR UPDATE"
     #: The SQL function giving a binary column's length in bytes.
     length_function: ClassVar[str] = "length"
+    #: SQL conditions on a data row whose version / expiry is out of range (see ``SQLBackend._bad_rows``);
+    #: the server engines' BIGINT columns hold integers only, so a range test is enough there.
+    bad_version_sql: ClassVar[str] = "ver < 1"
+    bad_expiry_sql: ClassVar[str] = "exp < 1"
     #: What :meth:`integrity_problems` runs (shown in the verify report), if anything.
     integrity_check: ClassVar[str | None] = None
     #: One connection is the whole database (in-memory SQLite): it is never closed or replaced.

@@ -107,6 +107,10 @@ class SQLiteDialect(EngineDialect):
         engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
         return SQLBackend(engine, options, f"SQLite database {database}", cls)
 
+    #: SQLite columns take any type: a tool can store TEXT, REAL (a number past 2**63 - 1) or a BLOB there.
+    bad_version_sql = "typeof(ver) <> 'integer' OR ver < 1"
+    bad_expiry_sql = "typeof(exp) NOT IN ('integer', 'null') OR exp < 1"
+
     def foreign_cells_sql(self) -> str:
         """SQLite columns take any type: rows a tool wrote as TEXT or numbers (see SQLBackend.verify)."""
         return f"SELECT ns, k FROM {self.backend._tables.data} WHERE typeof(k) <> 'blob' OR typeof(v) <> 'blob'"

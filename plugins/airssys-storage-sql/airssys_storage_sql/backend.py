@@ -42,10 +42,19 @@ from airssys_storage import (
     OutcomeUnknown,
     StorageBackend,
     StorageError,
+    StoreDamaged,
     Usage,
     VerifyReport,
 )
-from airssys_storage.backend import BadKey, key_problems, operator_command, verify_report
+from airssys_storage.backend import (
+    BadKey,
+    BadRow,
+    expiry_problem,
+    key_problems,
+    operator_command,
+    verify_report,
+    version_problem,
+)
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
@@ -937,11 +946,11 @@ class SQLBackend(StorageBackend, ForkAware):
         problems = self._run("verify", self._d.integrity_problems)
         recounted = True
         try:
-            stored, actual, bad = self._run("verify", self._recount, repair and not problems)
+            stored, actual, bad, rows = self._run("verify", self._recount, repair and not problems)
         except StorageError:
             if not problems:
                 raise
-            stored, actual, bad = {}, {}, []  # the damage stops the recount too: report what the check found
+            stored, actual, bad, rows = {}, {}, [], []  # the damage stops the recount too: report what the check found
             recounted = False
         if progress is not None:
             progress(sum(usage.keys for usage in actual.values()))
@@ -954,12 +963,15 @@ class SQLBackend(StorageBackend, ForkAware):
             actual,
             problems=problems,
             bad_keys=bad,
+            bad_rows=rows,
             repaired=repaired,
             checks=checks,
             recounted=recounted,
         )
 
-    def _recount(self, item: Any, repair: bool) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey]]:
+    def _recount(
+        self, item: Any, repair: bool
+    ) -> tuple[dict[str, Usage], dict[str, Usage], list[BadKey], list[BadRow]]:
         t = self._tables
         length = self._d.length_function
         self._d.verify_begin(item, repair)
@@ -993,17 +1005,76 @@ class SQLBackend(StorageBackend, ForkAware):
                 ns, k = _text(rows[index][0]), bytes(rows[index][1])
                 bad.append(BadKey(ns, k, int(self._fetchall(item, size, (ns, k))[0][0]), problem))
                 cells.append((ns, k))
+                skip.add(tuple(rows[index]))  # the raw cells as fetched, as _bad_rows compares them
+            damaged = self._bad_rows(item, skip, repair)
             if repair:
                 delete = self._sql(f"DELETE FROM {t.data} WHERE ns = ? AND k = ?")
                 for cell in cells:
                     self._execute(item, delete, cell)
                 update = self._sql(f"UPDATE {t.usage} SET used_bytes = ?, key_count = ? WHERE ns = ?")
-                for mismatch in verify_report(self.where, stored, actual, bad_keys=bad).mismatches:
+                for mismatch in verify_report(self.where, stored, actual, bad_keys=bad, bad_rows=damaged).mismatches:
                     self._execute(item, self._q_new_usage, (mismatch.namespace,))
                     self._execute(item, update, (mismatch.actual.bytes, mismatch.actual.keys, mismatch.namespace))
         finally:
             self._d.verify_end(item, repair)
-        return stored, actual, bad
+        return stored, actual, bad, damaged
+
+    def _bad_rows(self, item: Any, skip: set[tuple[Any, Any]], repair: bool) -> list[BadRow]:
+        """Rows whose version or expiry is out of range, and their fix (:class:`BadRow`); applied with *repair*.
+
+        *skip* holds the raw ``(ns, k)`` cells removed as bad keys. Fresh
+        versions are numbered per namespace from above its highest sound
+        version and its floor, in key order, so the same damage always gets
+        the same fix. Runs inside the verify transaction (under the write
+        lock with *repair*).
+        """
+        t, d = self._tables, self._d
+        length = d.length_function
+        sql = (
+            f"SELECT ns, k, ver, exp, {length}(k) + {length}(v) FROM {t.data} "
+            f"WHERE ({d.bad_version_sql}) OR ({d.bad_expiry_sql}) ORDER BY ns, k"
+        )
+        found = [row for row in self._fetchall(item, sql, ()) if (row[0], row[1]) not in skip]
+        if not found:
+            return []
+        top = self._sql(f"SELECT max(ver) FROM {t.data} WHERE ns = ? AND NOT ({d.bad_version_sql})")
+        floor = self._sql(f"SELECT floor FROM {t.usage} WHERE ns = ?")
+        renumber = self._sql(f"UPDATE {t.data} SET ver = ? WHERE ns = ? AND k = ?")
+        delete = self._sql(f"DELETE FROM {t.data} WHERE ns = ? AND k = ?")
+        raise_floor = self._sql(f"UPDATE {t.usage} SET floor = ? WHERE ns = ? AND floor < ?")
+        latest: dict[Any, int] = {}  # namespace -> the last version handed out (or the highest sound one)
+        rows: list[BadRow] = []
+        for ns, k, ver, exp, size in found:
+            bad_version = version_problem(ver, MAX_STORED_VERSION)
+            bad_expiry = expiry_problem(exp)
+            version = ver
+            if bad_version is not None:
+                if ns not in latest:
+                    (highest,) = self._fetchall(item, top, (ns,))[0]
+                    floors = self._fetchall(item, floor, (ns,))
+                    latest[ns] = max(int(highest or 0), int(floors[0][0]) if floors else 0)
+                if latest[ns] >= MAX_STORED_VERSION:
+                    raise StoreDamaged(
+                        f"{self.where}: component {_text(ns)!r} has no version left above {latest[ns]} to give the "
+                        f"row with key {bytes(k)!r} ({bad_version}); restore a backup"
+                    )
+                latest[ns] += 1
+                version = latest[ns]
+            if bad_expiry is not None:
+                # Taken as expired: data meant to expire never comes back. Its (fresh) version raises the
+                # floor, as any removal does, so the key re-created later gets a higher one.
+                fix = f"removed as expired (the version floor becomes at least {version})"
+                if repair:
+                    self._execute(item, delete, (ns, k))
+                    self._execute(item, self._q_new_usage, (ns,))
+                    self._execute(item, raise_floor, (version, ns, version))
+            else:
+                fix = f"given version {version}"
+                if repair:
+                    self._execute(item, renumber, (version, ns, k))
+            problem = "; ".join(text for text in (bad_version, bad_expiry) if text is not None)
+            rows.append(BadRow(_text(ns), bytes(k), int(size), problem, fix, bad_expiry is not None))
+        return rows
 
     def close(self) -> None:
         with self._slow_lock:

@@ -53,13 +53,14 @@ class LevelDBOptions:
     __pydantic_config__: ClassVar[dict[str, Any]] = FORBID_EXTRA
 
     sync: bool = option(False, "fsync the log on every commit: survives power loss, costs about an fsync per write")
-    block_cache_size: _Size = option(
+    # RUF009: option() returns a dataclasses.field, as for every field; ruff cannot see that _Size is immutable.
+    block_cache_size: _Size = option(  # noqa: RUF009
         None,
         f'LRU cache of uncompressed blocks, bytes (or "64MB"), at most {_MAX_SIZE}; null: LevelDB\'s default, 8 MiB',
         strict=False,
         json_schema_extra=_size_schema(0, _MAX_SIZE),
     )
-    write_buffer_size: _Size = option(
+    write_buffer_size: _Size = option(  # noqa: RUF009
         None,
         f'memtable size before it is flushed to a table file, bytes (or "16MB"), {_MIN_WRITE_BUFFER} to '
         f"{_MAX_WRITE_BUFFER}; null: LevelDB's default, 4 MiB",

@@ -145,9 +145,17 @@ class PreconditionFailed(StorageError):
 
 
 class ConfigurationError(StorageError):
-    """Settings are invalid (host side only)."""
+    """Settings are invalid (host side only).
+
+    ``count`` is how many problems the message lists (one per bad option of a
+    table), so that a summary counts what it shows.
+    """
 
     code = "invalid-config"
+
+    def __init__(self, message: str, *, count: int = 1) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 class ManifestError(ConfigurationError):

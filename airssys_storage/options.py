@@ -144,11 +144,34 @@ def parse_options(model: type[Any] | None, raw: Any, *, table: str, owner: str) 
             pass  # a required field: let validation say which
     from pydantic import ValidationError
 
-    try:
-        return _adapter(model).validate_python(dict(raw))
-    except ValidationError as exc:
-        problems = _problems(model, exc.errors(include_url=False), table, owner)
-        raise ConfigurationError(f"invalid {table} for the {owner}: " + "; ".join(problems)) from None
+    # Every problem at once: pydantic checks the fields, then __post_init__ runs only when they
+    # all passed and stops at its first problem; so the options found bad are dropped (their
+    # defaults stand in) and the rest validated again, until no new problem shows.
+    given = dict(raw)
+    errors: list[Any] = []
+    while True:
+        try:
+            result = _adapter(model).validate_python(dict(given))  # a copy: errors keep their input
+        except ValidationError as exc:
+            found = exc.errors(include_url=False)
+            errors.extend(found)
+            bad = {_option_of(error) for error in found} & given.keys()
+            if bad:
+                for name in bad:
+                    del given[name]
+                continue
+        if not errors:
+            return result
+        problems = _problems(model, errors, table, owner)
+        raise ConfigurationError(
+            f"invalid {table} for the {owner}: " + "; ".join(problems), count=len(problems)
+        ) from None
+
+
+def _option_of(error: Mapping[str, Any]) -> str:
+    """The option a pydantic error is about: its location, or the :class:`OptionError` a ``__post_init__`` raised."""
+    problem = error.get("ctx", {}).get("error")
+    return problem.option if isinstance(problem, OptionError) else ".".join(str(p) for p in error["loc"][:1])
 
 
 #: model -> its pydantic TypeAdapter (built on first use; building one takes milliseconds).
@@ -169,21 +192,19 @@ def _problems(model: type[Any], errors: list[Any], table: str, owner: str) -> li
     known = {info.name: info for info in describe_options(model)}
     by_option: dict[str, list[Any]] = {}
     for error in errors:
-        problem = error.get("ctx", {}).get("error")
-        name = problem.option if isinstance(problem, OptionError) else ".".join(str(p) for p in error["loc"][:1])
-        by_option.setdefault(name, []).append(error)
+        by_option.setdefault(_option_of(error), []).append(error)
     problems = []
     for name, found in by_option.items():
         first = found[0]
         if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            given = redact_options({name: first.get("input")})[name]
+            # An unknown name may be a misspelt secret (db_password): its value is never shown.
             if not known:
-                problems.append(f"{table}.{name}={given!r}: the {owner} takes no options; remove it")
+                problems.append(f"{table}.{name}: the {owner} takes no options; remove it")
                 continue
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(
-                f"{table}.{name}={given!r}: the {owner} has no option {name!r}{hint}; its options: "
+                f"{table}.{name}: the {owner} has no option {name!r}{hint}; its options: "
                 f"{', '.join(sorted(known))} (`airssys-storage config` describes them); rename or remove it"
             )
             continue
@@ -194,13 +215,30 @@ def _problems(model: type[Any], errors: list[Any], table: str, owner: str) -> li
             if message not in messages:
                 messages.append(message[:1].lower() + message[1:])
         value = dict(first["input"]).get(name) if not first["loc"] else first.get("input")
-        value = redact_options({name: value})[name]  # a message must not carry a password
         info = known.get(name)
         expected = f" ({name}: {info.description}; default {info.default!r})" if info is not None else ""
         problems.append(
-            f"{table}.{name}={value!r}: {' or '.join(messages)}{expected}; fix the value, or remove it for the default"
+            f"{table}.{name}{_shown(name, value, info)}: {' or '.join(messages)}{expected}; "
+            "fix the value, or remove it for the default"
         )
     return problems
+
+
+_VALUE_WORDS = {bool: "true/false", int: "integer", float: "number", str: "string", list: "list", dict: "table"}
+
+
+def _shown(name: str, value: Any, info: OptionInfo | None) -> str:
+    """How a message shows *value* of option *name*: ``='x'``, or only its type, ``" (a string)"``.
+
+    A message must not carry a secret: the value itself is shown only when it is a
+    plain scalar of a declared option that is no table (``connect_args`` holds
+    passwords) and not named as a secret.
+    """
+    scalar = value is None or isinstance(value, (bool, int, float, str))
+    table_option = info is None or any(kind.startswith("table") for kind in info.kind.split(" or "))
+    if scalar and not table_option and name.lower().replace("-", "_") not in SECRET_OPTION_NAMES:
+        return f"={redact_options(value)!r}"
+    return f" (a {_VALUE_WORDS.get(type(value), type(value).__name__)})"
 
 
 @dataclasses.dataclass(frozen=True)

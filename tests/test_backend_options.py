@@ -71,7 +71,7 @@ def test_an_instance_passes_through_and_no_model_means_the_mapping_as_given() ->
         ({"retries": "3"}, "backend_options.retries='3': input should be a valid integer"),
         ({"retries": 11}, "backend_options.retries=11: input should be less than or equal to 10"),
         ({"mode": "slow"}, "backend_options.mode='slow': must be fast or safe (mode: fast or safe, any case;"),
-        ({"extra": [1]}, "backend_options.extra=[1]: input should be a valid dictionary"),
+        ({"extra": [1]}, "backend_options.extra (a list): input should be a valid dictionary"),
         ({"retires": 1}, "the backend 'probe' has no option 'retires' (did you mean 'retries'?); its options: "),
     ],
 )
@@ -88,7 +88,34 @@ def test_every_problem_names_the_option_the_problem_and_the_fix(raw: dict[str, A
 def test_several_problems_are_reported_together() -> None:
     with pytest.raises(ConfigurationError) as info:
         check(ModelOptions, {"size": 0, "nope": 1})
-    assert "backend_options.size=0" in info.value.message and "backend_options.nope=1" in info.value.message
+    assert "backend_options.size=0" in info.value.message and "backend_options.nope:" in info.value.message
+    assert info.value.count == 2
+
+
+def test_field_problems_and_post_init_problems_are_reported_together() -> None:
+    """__post_init__ runs only when every field passed: the bad fields give way so that it reports too."""
+    with pytest.raises(ConfigurationError) as info:
+        check(DataclassOptions, {"timeout": 0, "retries": True, "mode": "slow", "nope": 1})
+    message = info.value.message
+    for part in ("backend_options.timeout=0", "backend_options.retries=True", "backend_options.mode='slow'", ".nope:"):
+        assert part in message
+    assert info.value.count == 4 and message.count("; fix the value") + message.count("rename or remove") == 4
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"db_password": "hunter2"},  # an unknown option may be a misspelt secret
+        {"password": "hunter2"},
+        {"extra": "password=hunter2"},  # a table option (connect_args) given as something else
+        {"extra": ["hunter2"]},
+    ],
+)
+def test_no_message_echoes_an_unknown_option_or_a_table_option(raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        check(DataclassOptions, raw)
+    assert "hunter2" not in info.value.message
+    assert f"backend_options.{next(iter(raw))}" in info.value.message
 
 
 def test_options_that_are_not_a_table_are_refused() -> None:

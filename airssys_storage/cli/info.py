@@ -102,7 +102,8 @@ def config(store: StoreSpec, as_json: bool, check: bool) -> None:
     backend = _backend_options(registry, settings)
     if check and problems:
         raise ConfigurationError(
-            f"{len(problems)} problem(s) in the settings: " + "; ".join(p.message for p in problems)
+            f"{sum(getattr(p, 'count', 1) for p in problems)} problem(s) in the settings: "
+            + "; ".join(p.message for p in problems)
         )
     for problem in problems:
         info(f"warning: {problem.message}")

@@ -692,9 +692,16 @@ def test_repair(cli: Run, make_store: MakeStore) -> None:
 @pytest.mark.parametrize(
     ("url", "options", "named"),
     [
-        ("memory://", '{"x": 1}', "backend_options.x=1: the backend 'memory' takes no options"),
+        ("memory://", '{"x": 1}', "backend_options.x: the backend 'memory' takes no options"),
         ("sqlite:///{tmp}/s.db", '{"pool_size": 0}', "backend_options.pool_size=0"),
         ("sqlite:///{tmp}/s.db", '{"tablE_prefix": "a_"}', "did you mean 'table_prefix'?"),
+        # out of range for the engine: refused here, not at open as "store unreachable"
+        ("postgresql://u@127.0.0.1:1/db", '{"lock_timeout": 1e12}', "backend_options.lock_timeout=1000000000000.0"),
+        ("postgresql://u@127.0.0.1:1/db", '{"lock_timeout": 1e-4}', "backend_options.lock_timeout=0.0001"),
+        ("mysql+pymysql://u@127.0.0.1:1/db", '{"connect_timeout": 1e12}', "backend_options.connect_timeout="),
+        ("sqlite:///{tmp}/s.db", '{"db_password": "hunter2"}', "backend_options.db_password: the backend 'sql'"),
+        ("sqlite:///{tmp}/s.db", '{"connect_args": "password=hunter2"}', "backend_options.connect_args (a string)"),
+        ("sqlite:///{tmp}/s.db", '{"connect_args": ["hunter2"]}', "backend_options.connect_args (a list)"),
     ],
 )
 def test_config_check_validates_backend_options(cli: Run, tmp_path: Path, url: str, options: str, named: str) -> None:
@@ -702,10 +709,22 @@ def test_config_check_validates_backend_options(cli: Run, tmp_path: Path, url: s
     args = ("config", "--url", url.format(tmp=tmp_path), "--backend-options", options)
     result = cli(*args, "--check")
     assert result.exit_code == 3, result.stderr
-    assert named in one_error_line(result.stderr)
+    assert named in one_error_line(result.stderr) and "hunter2" not in result.stderr
+    assert "1 problem(s) in the settings" in result.stderr
     assert not (tmp_path / "s.db").exists()  # checked without opening anything
     result = cli(*args)
     assert result.exit_code == 0 and "warning: invalid backend_options for the backend" in result.stderr
+
+
+def test_config_check_reports_every_bad_option_at_once_with_their_count(cli: Run, tmp_path: Path) -> None:
+    """Field problems and __post_init__ problems (synchronous) together; the header counts what it lists."""
+    options = '{"pool_size": 0, "lock_timeout": 1e-4, "synchronous": "OFF", "nope": 1}'
+    result = cli("config", "--url", f"sqlite:///{tmp_path}/s.db", "--backend-options", options, "--check")
+    assert result.exit_code == 3, result.stderr
+    line = one_error_line(result.stderr)
+    assert "4 problem(s) in the settings" in line
+    for name in ("pool_size", "lock_timeout", "synchronous", "nope"):
+        assert f"backend_options.{name}" in line
 
 
 def test_config_shows_the_backends_options_with_defaults_and_descriptions(cli: Run, tmp_path: Path) -> None:

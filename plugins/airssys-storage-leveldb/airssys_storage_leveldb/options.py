@@ -14,8 +14,9 @@ environment variables have no other way to say "large number" readably).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airssys_storage import StorageError, parse_size
 from airssys_storage.options import FORBID_EXTRA, OptionError, option
@@ -26,7 +27,23 @@ __all__ = ["LevelDBOptions"]
 # so the operator gets the buffer they think they configured.
 _MIN_WRITE_BUFFER = 64 * 1024
 _MAX_WRITE_BUFFER = 1024 * 1024 * 1024
+# plyvel takes sizes as C size_t; LevelDB's cache adds to its capacity (shards), so stay well below SIZE_MAX.
+_MAX_SIZE = sys.maxsize
 _COMPRESSIONS = {"snappy": "snappy", "none": None}
+
+if TYPE_CHECKING:
+    _Size = int | str | None
+else:
+    # pydantic sees Any: its lax union would turn true into 1 (and a union cannot be strict), so
+    # __post_init__ (parse_size, which refuses booleans) checks the value; _size_schema describes it.
+    _Size = Any
+
+
+def _size_schema(minimum: int, maximum: int) -> dict[str, Any]:
+    """The JSON schema of a size option, for ``airssys-storage config``."""
+    return {
+        "anyOf": [{"type": "integer", "minimum": minimum, "maximum": maximum}, {"type": "string"}, {"type": "null"}]
+    }
 
 
 @dataclass(frozen=True)
@@ -36,15 +53,19 @@ class LevelDBOptions:
     __pydantic_config__: ClassVar[dict[str, Any]] = FORBID_EXTRA
 
     sync: bool = option(False, "fsync the log on every commit: survives power loss, costs about an fsync per write")
-    # Sizes: pydantic cannot make a union strict; __post_init__ (parse_size) checks them.
-    block_cache_size: int | str | None = option(
-        None, 'LRU cache of uncompressed blocks, bytes (or "64MB"); null: LevelDB\'s default, 8 MiB', strict=False
+    # RUF009: option() returns a dataclasses.field, as for every field; ruff cannot see that _Size is immutable.
+    block_cache_size: _Size = option(  # noqa: RUF009
+        None,
+        f'LRU cache of uncompressed blocks, bytes (or "64MB"), at most {_MAX_SIZE}; null: LevelDB\'s default, 8 MiB',
+        strict=False,
+        json_schema_extra=_size_schema(0, _MAX_SIZE),
     )
-    write_buffer_size: int | str | None = option(
+    write_buffer_size: _Size = option(  # noqa: RUF009
         None,
         f'memtable size before it is flushed to a table file, bytes (or "16MB"), {_MIN_WRITE_BUFFER} to '
         f"{_MAX_WRITE_BUFFER}; null: LevelDB's default, 4 MiB",
         strict=False,
+        json_schema_extra=_size_schema(_MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER),
     )
     compression: str | None = option("snappy", 'block compression: "snappy", or "none" (or null)', strict=False)
     bloom_filter_bits: int = option(10, "bits per key of the bloom filter in each table (0: no filter)", ge=0, le=64)
@@ -63,7 +84,7 @@ class LevelDBOptions:
     def __post_init__(self) -> None:
         # frozen: each value normalised once, here
         if self.block_cache_size is not None:
-            object.__setattr__(self, "block_cache_size", _size("block_cache_size", self.block_cache_size, 0, None))
+            object.__setattr__(self, "block_cache_size", _size("block_cache_size", self.block_cache_size, 0, _MAX_SIZE))
         if self.write_buffer_size is not None:
             size = _size("write_buffer_size", self.write_buffer_size, _MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER)
             object.__setattr__(self, "write_buffer_size", size)
@@ -89,12 +110,11 @@ class LevelDBOptions:
         return dataclasses.asdict(self)
 
 
-def _size(name: str, value: object, minimum: int, maximum: int | None) -> int:
+def _size(name: str, value: object, minimum: int, maximum: int) -> int:
     try:
         size = parse_size(value, name)
     except StorageError as exc:
         raise OptionError(name, exc.message.removeprefix(f"{name} ")) from None
-    if size < minimum or (maximum is not None and size > maximum):
-        bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-        raise OptionError(name, f"must be {bounds} bytes")
+    if not minimum <= size <= maximum:
+        raise OptionError(name, f"must be from {minimum} to {maximum} bytes")
     return size

@@ -15,6 +15,7 @@ import plyvel
 import pytest
 from airssys_storage_leveldb import LevelDBBackend, path_from_url
 from airssys_storage_leveldb.layout import COUNTER, SCHEMA_KEY, counter_key, namespace_prefix
+from airssys_storage_leveldb.options import LevelDBOptions
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ from airssys_storage import (
     StorageSettings,
     Usage,
 )
+from airssys_storage.options import describe_options
 from airssys_storage.planner import Write, WriteKind
 
 
@@ -205,6 +207,10 @@ def test_valid_options_are_applied(url: str) -> None:
         ("block_cache_size", -1),
         ("block_cache_size", "lots"),
         ("block_cache_size", 1.5),
+        ("block_cache_size", True),  # not 1 byte
+        ("block_cache_size", 99999999999999999999),  # past C size_t: OverflowError in plyvel
+        ("block_cache_size", "99999999999GiB"),
+        ("write_buffer_size", False),  # not 0 bytes
         ("write_buffer_size", 1000),
         ("write_buffer_size", "2GB"),
         ("compression", "zlib"),
@@ -221,6 +227,29 @@ def test_bad_options_name_the_option(url: str, option: str, value: object) -> No
     with pytest.raises(ConfigurationError, match=option) as info:
         manager_on(url, **{option: value})
     assert info.value.code == "invalid-config"
+
+
+def test_every_bad_option_is_reported_at_once_and_counted() -> None:
+    """Field checks and the size/compression checks of __post_init__ report together."""
+    bad = {
+        "sync": "yes",
+        "bloom_filter_bits": 65,
+        "block_cache_size": True,
+        "write_buffer_size": 1000,
+        "compression": "zlib",
+        "size_cache_keys": -1,
+    }
+    with pytest.raises(ConfigurationError) as info:
+        LevelDBBackend.parse_options(bad)
+    assert info.value.count == len(bad)
+    for name in bad:
+        assert f"backend_options.{name}" in info.value.message
+
+
+def test_size_options_are_described_with_their_bounds() -> None:
+    described = {info.name: info.kind for info in describe_options(LevelDBOptions)}
+    assert described["block_cache_size"] == f"integer >= 0 <= {sys.maxsize} or string or null"
+    assert described["write_buffer_size"] == "integer >= 65536 <= 1073741824 or string or null"
 
 
 # -- where the database lives ------------------------------------------------------

@@ -77,7 +77,7 @@ class MariaDBDialect(ServerDialect):
         cursor = conn.cursor()
         cursor.execute(f"SET SESSION sql_mode = '{_STRICT}'")
         cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, round(self._options.lock_timeout))}")
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {self._options.lock_timeout_s}")
         return cursor
 
     # -- limits ------------------------------------------------------------------------
@@ -322,7 +322,7 @@ class MariaDBDialect(ServerDialect):
         # DDL commits implicitly in MariaDB, so a named lock (not a transaction) makes
         # concurrent first opens take turns.
         lock = f"airssys-storage:{self._options.table_prefix}"
-        item.execute("SELECT GET_LOCK(%s, %s)", (lock, max(1, round(self._options.lock_timeout))))
+        item.execute("SELECT GET_LOCK(%s, %s)", (lock, self._options.lock_timeout_s))
         if item.fetchone()[0] != 1:
             raise InternalError(f"{self.where}: another process is creating the tables; try again")
         try:

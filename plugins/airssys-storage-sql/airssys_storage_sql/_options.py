@@ -9,15 +9,25 @@ What only the URL decides (``synchronous`` applies to SQLite) is checked at open
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from airssys_storage import ConfigurationError
 from airssys_storage.options import FORBID_EXTRA, OptionError, option
 
-__all__ = ["SQLOptions"]
+__all__ = ["SQLOptions", "connect_arg_error"]
 
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+# The engines take lock_timeout as whole milliseconds (PostgreSQL lock_timeout, SQLite busy_timeout:
+# a 32-bit int, where 0 means "never time out" and "do not wait") or whole seconds (MariaDB); the bounds
+# keep every engine's value in range and nonzero.
+_MIN_LOCK_TIMEOUT = 0.001
+_MAX_LOCK_TIMEOUT = (2**31 - 1) / 1000
+# PyMySQL refuses more than a year; libpq takes whole seconds.
+_MAX_CONNECT_TIMEOUT = 31_536_000
 
 
 @dataclass(frozen=True)
@@ -37,10 +47,19 @@ class SQLOptions:
         30.0, "seconds a thread waits for a connection while pool_size are busy", gt=0, allow_inf_nan=False
     )
     lock_timeout: float = option(
-        10.0, "seconds a write waits for a lock held by another writer before failing", gt=0, allow_inf_nan=False
+        10.0,
+        "seconds a write waits for a lock held by another writer before failing (PostgreSQL and SQLite round it "
+        "up to whole milliseconds, MariaDB to whole seconds)",
+        ge=_MIN_LOCK_TIMEOUT,
+        le=_MAX_LOCK_TIMEOUT,
+        allow_inf_nan=False,
     )
     connect_timeout: float = option(
-        10.0, "seconds to wait for a server connection (PostgreSQL, MariaDB)", gt=0, allow_inf_nan=False
+        10.0,
+        "seconds to wait for a server connection (PostgreSQL, MariaDB; rounded up to whole seconds)",
+        gt=0,
+        le=_MAX_CONNECT_TIMEOUT,
+        allow_inf_nan=False,
     )
     synchronous: str = option(
         "NORMAL",
@@ -56,3 +75,48 @@ class SQLOptions:
             raise OptionError("synchronous", f"must be one of {', '.join(_SYNCHRONOUS)}")
         object.__setattr__(self, "synchronous", synchronous)  # frozen: normalised once, here
         object.__setattr__(self, "connect_args", dict(self.connect_args))
+
+    @property
+    def lock_timeout_ms(self) -> int:
+        """``lock_timeout`` in whole milliseconds, rounded up: at least 1 (0 would mean no timeout)."""
+        return _ceil(self.lock_timeout * 1000)
+
+    @property
+    def lock_timeout_s(self) -> int:
+        """``lock_timeout`` in whole seconds, rounded up: at least 1."""
+        return _ceil(self.lock_timeout)
+
+    @property
+    def connect_timeout_s(self) -> int:
+        """``connect_timeout`` in whole seconds, rounded up: at least 1."""
+        return _ceil(self.connect_timeout)
+
+
+def _ceil(value: float) -> int:
+    # Rounded to 6 decimals first, so that float noise (0.007 * 1000 == 7.000000000000001) is no extra unit.
+    return max(1, math.ceil(round(value, 6)))
+
+
+# How each driver names a keyword argument its connect() does not take: sqlite3, PyMySQL, psycopg (libpq).
+_UNKNOWN_ARGUMENT = re.compile(
+    r"'(?P<a>[^']+)' is an invalid keyword argument|unexpected keyword argument '(?P<b>[^']+)'"
+    r'|invalid connection option "(?P<c>[^"]+)"'
+)
+
+
+def connect_arg_error(exc: BaseException, connect_args: Mapping[str, Any]) -> ConfigurationError | None:
+    """The settings error when *exc* (from the driver's ``connect()``) refuses a name of *connect_args*, else ``None``.
+
+    Names the argument, never its value (``connect_args`` holds passwords). A name the
+    backend passes itself is not the operator's mistake and gives ``None``.
+    """
+    match = _UNKNOWN_ARGUMENT.search(str(getattr(exc, "orig", None) or exc))
+    if match is None:
+        return None
+    name = match.group("a") or match.group("b") or match.group("c")
+    if name not in connect_args:
+        return None
+    return ConfigurationError(
+        f"backend_options.connect_args.{name}: the database driver's connect() takes no argument {name!r}; "
+        "rename or remove it (see the driver's documentation for its connection arguments)"
+    )

@@ -187,7 +187,7 @@ class PostgreSQLDialect(ServerDialect):
         conn.adapters.register_dumper(ByteaArray, self._array_dumper)
         cursor = conn.cursor(binary=True)
         cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        cursor.execute(f"SET lock_timeout = {int(self._options.lock_timeout * 1000)}")
+        cursor.execute(f"SET lock_timeout = {self._options.lock_timeout_ms}")
         return cursor
 
     def keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:

@@ -35,7 +35,7 @@ class ServerDialect(EngineDialect):
     def create(cls, url: URL, options: SQLOptions) -> SQLBackend:
         """Build the SQLAlchemy engine for *url* and the backend around it (no I/O yet)."""
         connect_args: dict[str, Any] = {
-            "connect_timeout": max(1, round(options.connect_timeout)),
+            "connect_timeout": options.connect_timeout_s,
             **cls.driver_args,
             **options.connect_args,
         }

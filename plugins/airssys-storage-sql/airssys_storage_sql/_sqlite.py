@@ -190,7 +190,7 @@ class SQLiteDialect(EngineDialect):
     def _configure(self, dbapi_connection: Any) -> Any:
         conn: sqlite3.Connection = dbapi_connection
         conn.isolation_level = None
-        conn.execute(f"PRAGMA busy_timeout = {int(self._options.lock_timeout * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {self._options.lock_timeout_ms}")
         if self.capabilities.persistent:
             mode = _retry_while_locked(
                 lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0], self._options.lock_timeout

@@ -58,7 +58,7 @@ from airssys_storage.backend import (
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
-from ._options import SQLOptions
+from ._options import SQLOptions, connect_arg_error
 from ._retry import MAX_ATTEMPTS, backoff
 from ._schema import MAX_STORED_VERSION, SCHEMA_VERSION, migration_steps, table_names
 
@@ -451,6 +451,9 @@ class SQLBackend(StorageBackend, ForkAware):
             fairy = self._sa_engine.raw_connection()
         except BaseException as exc:
             self._give_back_slot()
+            refused = connect_arg_error(exc, self._options.connect_args)
+            if refused is not None:
+                raise refused from None  # the driver's text may echo the values
             raise InternalError(f"cannot connect to {self.where}: {describe(exc)}") from exc
         try:
             item = self._d.setup(fairy.dbapi_connection)

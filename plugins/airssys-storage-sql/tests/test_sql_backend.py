@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airssys_storage_sql import SQLBackend
+from airssys_storage_sql import SQLBackend, SQLOptions
 from airssys_storage_sql.backend import SINGLE, parse_url, redact
 from sqlsupport import Server, commit, run_threads
 
@@ -81,6 +81,15 @@ def test_other_drivers_are_refused_with_the_supported_spelling() -> None:
         ({"pool_size": 0}, "pool_size"),
         ({"pool_size": True}, "pool_size"),
         ({"lock_timeout": -1}, "lock_timeout"),
+        # below 1 ms rounded to 0, which PostgreSQL reads as "no timeout" and SQLite as "do not wait"
+        ({"lock_timeout": 1e-4}, r"lock_timeout=0\.0001: input should be greater than or equal to 0\.001"),
+        # past PostgreSQL's lock_timeout (2**31-1 ms) and MariaDB's innodb_lock_wait_timeout
+        ({"lock_timeout": 1e12}, r"lock_timeout=1000000000000\.0: input should be less than or equal to 2147483\.647"),
+        (
+            {"connect_timeout": 1e12},
+            r"connect_timeout=1000000000000\.0: input should be less than or equal to 31536000",
+        ),
+        ({"connect_timeout": 0}, "connect_timeout"),
         ({"synchronous": "OFF"}, "synchronous"),
         ({"connect_args": "sslmode=require"}, "connect_args"),
     ],
@@ -88,6 +97,36 @@ def test_other_drivers_are_refused_with_the_supported_spelling() -> None:
 def test_invalid_options_are_configuration_errors(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         SQLBackend.open("sqlite://", options)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms", "whole_seconds"), [(0.001, 1, 1), (0.0011, 2, 1), (0.007, 7, 1), (1.0, 1000, 1), (1.2, 1200, 2)]
+)
+def test_time_options_round_up_never_to_zero(seconds: float, ms: int, whole_seconds: int) -> None:
+    """Whole units for the engines are rounded up: a timeout never becomes 0 ("no timeout") nor shorter."""
+    options = SQLOptions(lock_timeout=seconds, connect_timeout=seconds)
+    assert (options.lock_timeout_ms, options.lock_timeout_s, options.connect_timeout_s) == (
+        ms,
+        whole_seconds,
+        whole_seconds,
+    )
+
+
+@pytest.mark.parametrize("connect_args", [{"bogus": "hunter2"}, {"bogus": 1, "another": ["hunter2"]}])
+def test_connect_args_the_driver_refuses_are_configuration_errors(
+    store_url: str, store_options: dict[str, Any], connect_args: dict[str, Any]
+) -> None:
+    """A misspelt connect() argument names connect_args and the name, never a value (it may be a password)."""
+    with pytest.raises(ConfigurationError, match=r"backend_options\.connect_args\.(bogus|another): ") as info:
+        SQLBackend.open(store_url, {**store_options, "connect_args": connect_args})
+    assert "hunter2" not in info.value.message and info.value.code == "invalid-config"
+
+
+@pytest.mark.parametrize("connect_args", ["password=hunter2", ["hunter2"], 5])
+def test_connect_args_that_are_no_table_are_not_echoed(connect_args: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"backend_options\.connect_args \(a \w+\): ") as info:
+        SQLBackend.open("sqlite://", {"connect_args": connect_args})
+    assert "hunter2" not in info.value.message
 
 
 @pytest.mark.parametrize("query", ["timeout=5", "mode=ro", "mode=memory", "journal_mode=WAL&uri=false"])

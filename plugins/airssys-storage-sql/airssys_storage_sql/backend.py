@@ -144,6 +144,30 @@ MARKS = "{marks}"
 _INHERITED: list[Any] = []
 
 
+class _ForkGate(list[Any]):
+    """Stands in for the idle list while a fork waits for the connections in use.
+
+    It hands out nothing (``pop`` finds it empty, so a thread wanting a
+    connection goes to ``_acquire`` and waits on the slow lock the fork
+    holds) and keeps what threads give back. Without it, a thread that gives
+    a connection back and takes it again at once could starve the fork for
+    the whole ``pool_timeout`` (seen under load). After the fork, ``forward``
+    sends late give-backs to the real idle list.
+    """
+
+    forward: list[Any] | None = None
+
+    def pop(self, index: Any = -1) -> Any:
+        raise IndexError("a fork is waiting for the connections")
+
+    def append(self, item: Any) -> None:
+        target = self.forward
+        if target is None:
+            super().append(item)
+        else:
+            target.append(item)
+
+
 def parse_url(url: str) -> tuple[URL, str]:
     """The SQLAlchemy URL for *url* with this backend's driver filled in, and the engine family."""
     from sqlalchemy.engine import make_url
@@ -324,6 +348,8 @@ class SQLBackend(StorageBackend, ForkAware):
         self._max_connections = options.pool_size
         self._slow_lock = threading.Lock()
         self._closed = False
+        # Set in a forked child that must not use this backend (see after_fork_in_child).
+        self._refused_in_child: str | None = None
         #: Operations repeated after a conflict or a dead connection, by cause (for stats()).
         self.retries: Counter[str] = Counter()
         track(self)  # a forked child drops the inherited connections (after_fork_in_child)
@@ -433,6 +459,8 @@ class SQLBackend(StorageBackend, ForkAware):
             with self._slow_lock:
                 if self._closed:
                     raise InternalError(f"the sql backend for {self.where} is closed")
+                if self._refused_in_child is not None:
+                    raise InternalError(self._refused_in_child)
                 if self._idle:
                     return self._idle.pop()
                 if self._connections < self._max_connections:
@@ -499,17 +527,40 @@ class SQLBackend(StorageBackend, ForkAware):
 
     def before_fork(self) -> None:
         self._slow_lock.acquire()
-        self._fork_held: list[Any] = []
-        deadline = time.monotonic() + self._options.pool_timeout
-        while len(self._fork_held) < self._connections and time.monotonic() < deadline:
+        idle, gate = self._idle, _ForkGate()
+        self._fork_idle = idle
+        self._idle = gate  # from now on given-back connections collect in the gate (see _ForkGate)
+        held: list[Any] = []
+        while True:  # pop, never copy: a thread may be popping the old list at this moment
             try:
-                self._fork_held.append(self._idle.pop())
+                held.append(idle.pop())
             except IndexError:
-                time.sleep(0.0005)
+                break
+        deadline = time.monotonic() + self._options.pool_timeout
+        # len(idle) too: a thread that read self._idle just before the swap gives back to the old list.
+        while len(held) + len(gate) + len(idle) < self._connections and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        while True:
+            try:
+                held.append(idle.pop())
+            except IndexError:
+                break
+        held.extend(list.copy(gate))
+        del gate[:]
+        self._fork_held = held
+
+    def _end_fork_gate(self) -> None:
+        """Put the real idle list back, with the connections the fork held and any given back since."""
+        gate, idle = self._idle, self._fork_idle
+        if isinstance(gate, _ForkGate):
+            gate.forward = idle
+            idle.extend(list.copy(gate))
+        idle.extend(self._fork_held)
+        self._idle = idle
+        self._fork_held = []
 
     def after_fork_in_parent(self) -> None:
-        self._idle.extend(self._fork_held)
-        self._fork_held = []
+        self._end_fork_gate()
         self._slow_lock.release()
 
     def after_fork_in_child(self) -> None:
@@ -519,10 +570,16 @@ class SQLBackend(StorageBackend, ForkAware):
         (nothing is shared with the parent); the fork waited for the single
         connection, so the copy is between transactions.
         """
-        self._idle.extend(self._fork_held)
-        self._fork_held = []
+        held = self._fork_held
+        self._end_fork_gate()
         if self._d.shared_connection:
             self._slow_lock = threading.Lock()
+            if not held:  # before_fork gave up after pool_timeout: a parent thread was inside the connection
+                self._refused_in_child = (
+                    f"this process was forked while a thread of its parent was using {self.where}, so its copy "
+                    "of the in-memory database may be halfway through a transaction and is not used; open the "
+                    "store in the child instead (in-memory data is not shared between processes)"
+                )
             return
         _INHERITED.extend(self._idle)
         _INHERITED.extend(self._fairies.values())

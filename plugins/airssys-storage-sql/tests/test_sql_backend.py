@@ -549,6 +549,46 @@ def test_forked_child_uses_its_own_connections(open_backend: OpenBackend) -> Non
     assert (usage.keys, usage.bytes) == (301, sum(len(k) + 1 for k, _ in backend.items("fork", b"", None, 1000)))
 
 
+@pytest.mark.engines("sqlite")
+def test_a_child_forked_while_the_in_memory_database_is_in_use_is_refused_with_a_fork_message() -> None:
+    """CI trial: a thread kept the one in-memory connection past pool_timeout while the parent forked; the child
+    inherited it busy and failed after 30 s with "raise pool_size". It is refused at once, saying why."""
+    import multiprocessing
+
+    backend = SQLBackend.open("sqlite://", {"pool_timeout": 0.2})
+    backend.put_one("fork", b"k", b"v", None)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(item: Any) -> None:  # a parent thread inside the connection for the whole fork
+        inside.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=backend._use, args=("hold", SINGLE, hold))
+    holder.start()
+    assert inside.wait(10)
+
+    def child() -> None:
+        started = time.monotonic()
+        try:
+            backend.get("fork", b"k")
+        except InternalError as exc:
+            assert "forked" in str(exc) and "open the store in the child" in str(exc), str(exc)
+            assert time.monotonic() - started < 5
+        else:
+            raise AssertionError("the child used a copy taken while a parent thread was inside the connection")
+
+    try:
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+    finally:
+        release.set()
+        holder.join(10)
+    assert backend.get("fork", b"k") == b"v"  # the parent goes on
+    backend.close()
+
+
 def _kill_connections(server: Server, backend: Any) -> int:
     """Terminate every connection of *backend* from the server side; returns how many."""
     killed = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def import_(file: str, component: str | None, store: StoreSpec, manifest_path: P
     identical = result.records - result.written - result.expired
     expired = f", {result.expired} skipped (already expired)" if result.expired else ""
     info(
-        f"imported {result.records} keys ({result.bytes} bytes) into component {result.component!r}; "
+        f"read {result.records} keys ({result.bytes} bytes) for component {result.component!r}: "
         f"{result.written} written, {identical} already identical{expired}"
     )
 
@@ -104,7 +105,10 @@ def migrate(
     """
     source_settings = StoreSpec(source_url, from_options, ("--from", "--from-options")).settings()
     target_settings = StoreSpec(target_url, to_options, ("--to", "--to-options")).settings()
-    if (source_settings.url, source_settings.backend_options) == (target_settings.url, target_settings.backend_options):
+    if (_store_identity(source_settings.resolved_url), source_settings.backend_options) == (
+        _store_identity(target_settings.resolved_url),
+        target_settings.backend_options,
+    ):
         raise Failure("--from and --to name the same store: give two different URLs (or backend options)")
     with open_manager(source_settings, existing=True) as source, open_manager(target_settings) as target:
         with Progress("migrating", None) as progress:
@@ -140,3 +144,23 @@ def migrate(
         f"migrated {len(results)} components ({total} keys, {written} written) from {redact_url(source_url)} "
         f"to {redact_url(target_url)}; key counts and bytes verified"
     )
+
+
+def _store_identity(url: str) -> str:
+    """*url* with a file store's path resolved, so that two spellings of one file compare equal.
+
+    ``sqlite:////a/../a/x.db`` and ``sqlite+pysqlite:////a/x.db`` name one database (an outside
+    trial migrated a store onto itself); server URLs are compared as written.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme in ("sqlite", "leveldb") and not parts.netloc and parts.path.startswith("/") and not parts.query:
+        path = parts.path[1:] if scheme == "sqlite" else parts.path  # sqlite:////abs: the path is after "///"
+        if path.startswith("/"):
+            return f"{scheme}://{os.path.realpath(path)}"
+    return url

@@ -59,3 +59,17 @@ def test_an_empty_sqlite_file_is_no_store_for_read_commands(cli: Run, tmp_path: 
     assert result.exit_code == 3, result.stderr
     assert "no store at" in result.stderr
     assert empty.stat().st_size == 0
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["sqlite:///{d}/sub/../store.db", "sqlite+pysqlite:///{d}/store.db", "sqlite:///{d}//store.db"],
+)
+def test_migrate_refuses_one_store_spelled_two_ways(cli: Run, tmp_path: Path, spelling: str) -> None:
+    """Outside trial: `--from sqlite:////t/src.db --to sqlite:////t/../t/src.db` "migrated" a store onto itself."""
+    (tmp_path / "sub").mkdir()
+    url = f"sqlite:///{tmp_path}/store.db"
+    assert cli("set", "-c", "app", "--url", url, "k", "v").exit_code == 0
+    result = cli("migrate", "--from", url, "--to", spelling.format(d=tmp_path), "--prune")
+    assert result.exit_code != 0 and "name the same store" in result.stderr, result.stderr
+    assert cli("get", "-c", "app", "--url", url, "k").stdout.strip() == "v"

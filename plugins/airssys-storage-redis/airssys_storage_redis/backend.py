@@ -214,6 +214,7 @@ class RedisBackend(StorageBackend, ForkAware):
             socket_connect_timeout=options.connect_timeout,
             health_check_interval=options.health_check_interval,
             retry=Retry(NoBackoff(), 0),
+            protocol=2,  # RESP2 on every server version (redis-py 8 defaults to RESP3, whose replies differ)
         )
         if tls:
             kwargs.update(

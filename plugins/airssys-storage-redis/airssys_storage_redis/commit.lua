@@ -7,7 +7,7 @@
 -- KEYS: 1 rows (hash key -> "<version>[,<expires_at>]:<value>"), 2 ordered index (sorted set, score 0),
 --       3 expiry index (sorted set, score expires_at), 4 counter row (hash b, k, f),
 --       5 recorded op ids (hash op_id -> result), 6 their times (sorted set, score ms)
--- ARGV: 1 mode ("c": commit, "r": delete a range), 2 now (ms), 3 limit (bytes, "" none),
+-- ARGV: 1 mode ("c": commit, "q": commit answering only {"ok", result 1} when it succeeds, "r": delete a range), 2 now (ms), 3 limit (bytes, "" none),
 --       4 op records older than this (ms) are dropped, "" keep;
 --   "c": 7 per write: key, kind (p put, d delete, i increment, t touch, s sweep), value,
 --        expires_at ("" none), if_version ("" none), delta, op_id ("" none)
@@ -86,7 +86,7 @@ end
 -- The writes: {key, kind, value, expires_at, if_version, delta, op_id}
 local writes = {}
 local removed = nil
-if ARGV[1] == 'c' then
+if ARGV[1] ~= 'r' then
   for base = 5, #ARGV, 7 do
     writes[#writes + 1] = {ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4],
       ARGV[base + 5], ARGV[base + 6]}
@@ -229,5 +229,7 @@ if #records > 0 then
 end
 if removed then
   for _, key in ipairs(removed) do reply[#reply + 1] = key end
+elseif ARGV[1] == 'q' then
+  return {'ok', reply[12]}
 end
 return reply

@@ -68,9 +68,9 @@ def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> di
     keys = [f"key{i:05}" for i in range(1000)]
     raw_keys = [(raw_prefix + key).encode() for key in keys]
     values = [b"v" * 100, b"w" * 101]
-    for key, raw in zip(keys, raw_keys, strict=True):
+    for key, raw_key in zip(keys, raw_keys, strict=True):
         storage.set(key, values[0])
-        client.set(raw, values[0])
+        client.set(raw_key, values[0])
     names = [keys[i % len(keys)] for i in range(ops)]
     raw_names = [raw_keys[i % len(keys)] for i in range(ops)]
     turn = {"ours": 0, "raw": 0}

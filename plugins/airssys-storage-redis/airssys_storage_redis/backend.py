@@ -132,7 +132,9 @@ def commit_arguments(writes: Sequence[Write]) -> list[bytes]:
     return args
 
 
-def decode_reply(reply: list[Any], writes: Sequence[Write]) -> tuple[str, SpaceState, list[KeyState | None], dict[str, int], list[bytes]]:
+def decode_reply(
+    reply: list[Any], writes: Sequence[Write]
+) -> tuple[str, SpaceState, list[KeyState | None], dict[str, int], list[bytes]]:
     """The commit script's reply: status, the counter row and old rows it read, recorded op results, its results."""
     status = reply[0].decode()
     space = SpaceState(int(reply[1]), int(reply[2]), int(reply[3]))
@@ -207,7 +209,7 @@ class RedisBackend(StorageBackend, ForkAware):
                 f"the redis backend needs redis-py ({exc}): pip install ./plugins/airssys-storage-redis"
             ) from None
         try:
-            kwargs = parse_url(url)
+            kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
             raise ConfigurationError(
                 f"invalid Redis URL {redact(url)!r}: {exc}; use redis://[[user]:password@]host[:port][/db] "
@@ -306,7 +308,7 @@ class RedisBackend(StorageBackend, ForkAware):
     def _discard(self, connection: Any) -> None:
         try:
             connection.disconnect()
-        except Exception:  # noqa: S110 - it is being thrown away
+        except Exception:  # it is being thrown away
             pass
         with self._gate:
             self._created -= 1
@@ -450,7 +452,7 @@ class RedisBackend(StorageBackend, ForkAware):
             if raw is None:
                 out.append(None)
                 continue
-            version, expires_at, offset = parse_row(raw)
+            _, expires_at, offset = parse_row(raw)
             if expires_at is not None:
                 if now is None:
                     now = self.clock()  # one moment for the whole batch
@@ -527,7 +529,13 @@ class RedisBackend(StorageBackend, ForkAware):
     def delete_range(
         self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
     ) -> Plan:
-        args = [b"r", start, b"" if end is None else end, b"1" if expired_only else b"0", b"" if limit is None else limit]
+        args = [
+            b"r",
+            start,
+            b"" if end is None else end,
+            b"1" if expired_only else b"0",
+            b"" if limit is None else limit,
+        ]
         return self._commit(namespace, "range delete", args, None, None)
 
     def clear(self, namespace: str) -> None:
@@ -587,16 +595,14 @@ class RedisBackend(StorageBackend, ForkAware):
             used = sum(len(key) + size for key, size in zip(keys, sizes, strict=True))
             actual[namespace] = Usage(used, len(keys))
             found_bad = {index for index, _ in key_problems(keys)}
-            for index, problem in key_problems(keys):
-                bad_keys.append(BadKey(namespace, keys[index], len(keys[index]) + sizes[index], problem))
-            rows = [
-                (keys[i], sizes[i], metas[i]) for i in range(len(keys)) if i not in found_bad
-            ]
+            for index, why in key_problems(keys):
+                bad_keys.append(BadKey(namespace, keys[index], len(keys[index]) + sizes[index], why))
+            rows = [(keys[i], sizes[i], metas[i]) for i in range(len(keys)) if i not in found_bad]
             top = max([floor, *(_meta_version(meta) or 0 for _, _, meta in rows)])
             removals = [keys[i] for i in sorted(found_bad)]
             rewrites: list[bytes] = []
             for key, size, meta in rows:
-                problem, version, expires_at = _meta_problem(meta)
+                problem, _, expires_at = _meta_problem(meta)
                 if problem is None:
                     continue
                 if expires_at is _BAD:

@@ -25,6 +25,8 @@ from airssys_storage import InternalError, StorageError
 from airssys_storage.planner import MAX_VERSION, KeyState, SpaceState, Write, WriteKind, plan
 
 NOW = 1_700_000_000_000
+#: Stored rows as the test writes and reads them: key -> (version, expires_at, value).
+Rows = dict[bytes, tuple[int, int | None, bytes]]
 _ids = itertools.count()
 
 _keys = st.sampled_from([b"a", b"b", b"k\xc3\xa9", b"z" * 5])
@@ -76,7 +78,9 @@ def _write(draw: Any, key: bytes) -> Write:
 
 
 @st.composite
-def _case(draw: Any) -> tuple[dict[bytes, tuple[int, int | None, bytes]], SpaceState, dict[str, int], list[Write], int | None]:
+def _case(
+    draw: Any,
+) -> tuple[Rows, SpaceState, dict[str, int], list[Write], int | None]:
     rows = {key: row for key in (b"a", b"b", b"k\xc3\xa9", b"z" * 5) if (row := draw(_rows)) is not None}
     space = SpaceState(draw(st.integers(0, 200)), len(rows), draw(st.one_of(st.integers(0, 30), _versions)))
     done = draw(st.dictionaries(st.sampled_from(["op1", "op2"]), st.integers(-5, 5), max_size=2))
@@ -94,7 +98,13 @@ def backend(redis_url: str, key_prefix: str) -> Iterator[RedisBackend]:
     opened.close()
 
 
-def _store(backend: RedisBackend, namespace: str, rows: dict[bytes, tuple[int, int | None, bytes]], space: SpaceState, done: dict[str, int]) -> None:
+def _store(
+    backend: RedisBackend,
+    namespace: str,
+    rows: Rows,
+    space: SpaceState,
+    done: dict[str, int],
+) -> None:
     """Write the old state around the backend, in its layout."""
     data, index, expiry, counter, ops, times = backend._names(namespace)
     for key, (version, expires_at, value) in rows.items():
@@ -109,7 +119,9 @@ def _store(backend: RedisBackend, namespace: str, rows: dict[bytes, tuple[int, i
         backend._call("setup", True, b"ZADD", times, NOW, op_id)
 
 
-def _load(backend: RedisBackend, namespace: str) -> tuple[dict[bytes, tuple[int, int | None, bytes]], SpaceState, dict[str, int], list[bytes], dict[bytes, float]]:
+def _load(
+    backend: RedisBackend, namespace: str
+) -> tuple[Rows, SpaceState, dict[str, int], list[bytes], dict[bytes, float]]:
     """The state as stored: rows, counter row, op records, the ordered index and the expiry index."""
     from airssys_storage_redis.backend import parse_row
 

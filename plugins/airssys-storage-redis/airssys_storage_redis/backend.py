@@ -42,6 +42,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airssys_storage import (
     Capabilities,
@@ -209,6 +210,9 @@ class RedisBackend(StorageBackend, ForkAware):
                 f"the redis backend needs redis-py ({exc}): pip install ./plugins/airssys-storage-redis"
             ) from None
         try:
+            path = urlsplit(url).path
+            if path not in ("", "/") and not path[1:].isdigit():
+                raise ValueError(f"the database must be a number (/0, /13), not {path!r}")
             kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as exc:
             raise ConfigurationError(
@@ -300,6 +304,9 @@ class RedisBackend(StorageBackend, ForkAware):
             raise
 
     def _release(self, connection: Any) -> None:
+        if self._closed:
+            self._discard(connection)
+            return
         self._idle.append(connection)
         if self._created >= self.options.pool_size:
             with self._gate:
@@ -333,7 +340,7 @@ class RedisBackend(StorageBackend, ForkAware):
         server restarted or its script cache was flushed) loads the scripts
         and repeats the command: the server ran nothing.
         """
-        from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+        from redis.exceptions import AuthenticationError, ConnectionError, NoScriptError, ResponseError, TimeoutError
 
         attempt = 0
         while True:
@@ -356,6 +363,12 @@ class RedisBackend(StorageBackend, ForkAware):
                     self._load_scripts()
                     continue
                 raise self._server_error(exc, action) from None
+            except AuthenticationError as exc:  # a ConnectionError to redis-py, but no retry helps
+                self._discard(connection)
+                raise ConfigurationError(
+                    f"{self.where} refused the login during {action} ({redact(str(exc))}): set the user and "
+                    "password in the URL (redis://user:PASSWORD@host:port/db), or none if the server has none"
+                ) from None
             except (ConnectionError, TimeoutError, OSError) as exc:
                 self._discard(connection)
                 self._discard_idle()

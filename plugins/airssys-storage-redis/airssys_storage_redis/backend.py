@@ -670,10 +670,18 @@ def _meta_version(meta: bytes) -> int | None:
 def _meta_problem(meta: bytes) -> tuple[str | None, int | None, Any]:
     """``(problem, version, expires_at)`` of a row's meta; expires_at is ``_BAD`` when it cannot be read."""
     version_text, comma, expiry_text = meta.partition(b",")
-    version: Any = int(version_text) if version_text.isdigit() and len(version_text) <= 20 else version_text
+    version: Any = (
+        int(version_text)
+        if version_text.isdigit() and len(version_text) <= 20
+        else version_text.decode(errors="replace")
+    )
     expires_at: Any = None
     if comma:
-        expires_at = int(expiry_text) if expiry_text.isdigit() and len(expiry_text) <= 20 else expiry_text
+        expires_at = (
+            int(expiry_text)
+            if expiry_text.isdigit() and len(expiry_text) <= 20
+            else expiry_text.decode(errors="replace")
+        )
     if expiry_problem(expires_at) is not None:
         return expiry_problem(expires_at), None, _BAD
     problem = version_problem(version, MAX_VERSION)

@@ -165,3 +165,24 @@ def test_a_forked_child_gets_fresh_connections(manager: StorageManager) -> None:
     assert os.read(read, 1) == b"1"
     os.close(read)
     os.waitpid(pid, 0)
+
+
+def test_verify_repair_fixes_rows_with_a_bad_version_or_expiry(manager: StorageManager) -> None:
+    """verify: a row whose version or expiry cannot be read (written around the backend) is reported and fixed."""
+    backend = manager.backend
+    assert isinstance(backend, RedisBackend)
+    storage = manager.component(Manifest("app", Access.ADMIN, None))
+    storage.set_many([("a", b"1"), ("b", b"22"), ("c", b"333")])
+    rows = backend._names("app")[0]
+    backend._call("tamper", True, b"HSET", rows, b"b", b"x9:22")
+    backend._call("tamper", True, b"HSET", rows, b"c", b"1,abc:333")
+    report = backend.verify()
+    assert not report.ok
+    assert {(row.key, row.removed) for row in report.bad_rows} == {(b"b", False), (b"c", True)}
+    assert "version 'x9'" in report.bad_rows[0].problem or "version 'x9'" in report.bad_rows[1].problem
+    assert backend.verify(repair=True).repaired
+    after = backend.verify()
+    assert after.ok and after.bad_rows == ()
+    entry = storage.get_entry("b")
+    assert entry is not None and entry.version > 1
+    assert storage.get("c") is None and storage.usage() == Usage(len("a") + 1 + len("b") + 2, 2)

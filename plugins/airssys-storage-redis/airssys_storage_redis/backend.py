@@ -83,7 +83,6 @@ KIND_CODES = {
 _PUT_CODE = KIND_CODES[WriteKind.PUT]
 # Redis refuses a bulk string above proto-max-bulk-len (512 MB by default); the row adds its meta.
 _MAX_VALUE_BYTES = 512 * 1024 * 1024 - 64
-_FIELDS = 7  # per write in the commit script's reply
 
 
 def redact(url: str) -> str:
@@ -142,15 +141,15 @@ def decode_reply(
     old: list[KeyState | None] = []
     done: dict[str, int] = {}
     results: list[bytes] = []
-    at = 5
-    for write in writes:
-        has, size, version, expires_at, value, recorded, result = reply[at : at + _FIELDS]
-        at += _FIELDS
+    values = iter(reply[6:])
+    for write, row in zip(writes, reply[5].split(b";") if writes else (), strict=True):
+        has, size, version, expires_at, recorded, result = row.split(b",")
+        value = next(values) if write.kind is WriteKind.INCREMENT else None
         if has == b"1":
             old.append(KeyState(int(size), int(version), int(expires_at) if expires_at else None, value))
         else:
             old.append(None)
-        if recorded is not None and write.op_id is not None:
+        if recorded and write.op_id is not None:
             done[write.op_id] = int(recorded)
         results.append(result)
     return status, space, old, done, results
@@ -504,8 +503,7 @@ class RedisBackend(StorageBackend, ForkAware):
         head = [args[0], now, b"" if limit is None else limit, cutoff]
         reply = self._script("commit", action, True, self._names(namespace), head + args[1:])
         if writes is None:  # a range: the script chose the rows
-            count = int(reply[4])
-            removed = reply[5 + count * _FIELDS :]
+            removed = reply[6:]
             kind = WriteKind.SWEEP if args[3] == b"1" else WriteKind.DELETE
             writes = [Write(key, kind) for key in removed]
         status, space, old, done, results = decode_reply(reply, writes)

@@ -12,9 +12,11 @@
 --   "c": 7 per write: key, kind (p put, d delete, i increment, t touch, s sweep), value,
 --        expires_at ("" none), if_version ("" none), delta, op_id ("" none)
 --   "r": start, end ("" none), expired_only ("1"/"0"), limit ("" none)
--- Returns {status, b, k, f (the counter row before), n, 7 per write: has row ("1"/"0"), value size,
---   version, expires_at, value (increments only), recorded op result (nil: none), result}
---   and, for "r", the n keys removed after that. status: "ok" (applied) or the refusal
+-- Returns {status, b, k, f (the counter row before), n, rows, the old value of each increment's key
+--   (in order; up to 32 bytes)} and, for "r", the n keys removed after that. rows is one string, per
+--   write "<has row 1/0>,<value size>,<version>,<expires_at>,<recorded op result>,<result>" ("" where
+--   none), joined by ";" (one bulk string instead of six per write: the client parses far less).
+--   Mode "q" answers {"ok", result} when it succeeded. status: "ok" (applied) or the refusal
 --   ("quota", "condition", "counter", "version"), when nothing was written.
 -- Numbers: Lua numbers are doubles, so versions and counters (64-bit) stay decimal strings and are
 -- added as (high, low) halves of at most 11 + 9 digits, each exact. Strings are never compared with
@@ -116,7 +118,8 @@ end
 
 local counter = redis.call('HMGET', space, 'b', 'k', 'f')
 local used, count, floor = counter[1] or '0', counter[2] or '0', counter[3] or '0'
-local reply = {'ok', used, count, floor, tostring(#writes)}
+local reply = {'ok', used, count, floor, tostring(#writes), ''}
+local summary, first_result = {}, nil
 local status = 'ok'
 local delta, key_delta, new_floor = 0, 0, floor
 local puts, deletes, records = {}, {}, {}
@@ -142,12 +145,7 @@ for _, w in ipairs(writes) do
   if raw and kind == 'i' then old_value = string.sub(raw, colon + 1, colon + 32) end
   local done = false
   if op_id ~= '' then done = redis.call('HGET', ops, op_id) end
-  reply[#reply + 1] = raw and '1' or '0'
-  reply[#reply + 1] = raw and tostring(#raw - colon) or '0'
-  reply[#reply + 1] = version
-  reply[#reply + 1] = old_expiry
-  reply[#reply + 1] = old_value
-  reply[#reply + 1] = done
+  if kind == 'i' then reply[#reply + 1] = old_value end
   local result = '0'
   if status ~= 'ok' or done then
     result = done or '0'
@@ -184,7 +182,9 @@ for _, w in ipairs(writes) do
     new_floor = bigger(new_floor, version)
     if live or kind == 's' then result = '1' end
   end
-  reply[#reply + 1] = result
+  summary[#summary + 1] = (raw and '1,' or '0,') .. (raw and tostring(#raw - colon) or '0') .. ',' .. version
+    .. ',' .. old_expiry .. ',' .. (done or '') .. ',' .. result
+  first_result = first_result or result
   if op_id ~= '' and not done then records[#records + 1] = {op_id, result} end
 end
 
@@ -192,6 +192,7 @@ if status == 'ok' and ARGV[3] ~= '' and delta > 0 and tonumber(used) + delta > t
   status = 'quota'
 end
 reply[1] = status
+reply[6] = table.concat(summary, ';')
 if status ~= 'ok' then return reply end
 
 -- Everything is decided: write (nothing above wrote, so a refusal leaves the store as it was).
@@ -230,6 +231,6 @@ end
 if removed then
   for _, key in ipairs(removed) do reply[#reply + 1] = key end
 elseif ARGV[1] == 'q' then
-  return {'ok', reply[12]}
+  return {'ok', first_result}
 end
 return reply

@@ -582,7 +582,10 @@ class RedisBackend(StorageBackend, ForkAware):
             name, _, value = line.partition(":")
             if name in wanted:
                 persistence[name] = value.strip()
-        fsync = self._call("stats", False, b"CONFIG", b"GET", b"appendfsync") if persistence else []
+        try:
+            fsync = self._call("stats", False, b"CONFIG", b"GET", b"appendfsync")
+        except InternalError:  # managed services often refuse CONFIG; the rest of the stats stand
+            fsync = []
         if len(fsync) == 2:
             persistence["appendfsync"] = fsync[1].decode()
         options = self.options.as_dict()

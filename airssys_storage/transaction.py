@@ -28,10 +28,13 @@ Commit
     :meth:`Transaction.commit` turns the buffer into one write per key (the
     key's final value and expiry, or a delete) and applies them in one atomic
     backend commit under the component's quota: all or nothing, and no other
-    reader ever sees part of it. The quota is checked there (not per call):
-    a refused commit raises :class:`~airssys_storage.QuotaExceeded` and
-    writes nothing. Usage read inside a transaction is an estimate (the
-    stored usage plus the buffer's net change).
+    reader ever sees part of it. The quota is checked there, exactly: a
+    refused commit raises :class:`~airssys_storage.QuotaExceeded` and writes
+    nothing. Each write is also checked when it is made, against the usage
+    the transaction sees — an estimate: the stored usage plus the buffer's net
+    change — so a transaction that alone would pass the quota fails at the
+    write that passes it, as outside a transaction; a commit can still be
+    refused when other writers used the room meanwhile.
 Optimistic concurrency
     A key whose write depended on its stored state — compare-and-swap,
     set-if-absent, delete-if, increment, expire, persist (everything that
@@ -239,10 +242,22 @@ class _Overlay(StorageBackend):
             keys += (row is not None) - (old is not None)
         return Usage(max(0, stored.bytes + size), max(0, stored.keys + keys))
 
+    def _space(self, limit: int | None) -> SpaceState:
+        """What the planner is told of the namespace: the estimated usage (only when a quota applies)."""
+        if limit is None:
+            return SpaceState(floor=self._floor)
+        usage = self.usage(self.namespace)
+        return SpaceState(usage.bytes, usage.keys, self._floor)
+
     # -- writes (into the buffer) ------------------------------------------------
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
-        """Plan *writes* against the buffer (no quota: it is checked at commit) and buffer the result."""
+        """Plan *writes* against the buffer and buffer the result.
+
+        *limit* is checked against the estimated usage, so a write that
+        would pass the quota on what the transaction sees fails at once (as
+        outside a transaction); the commit checks it again, exactly.
+        """
         self._check(namespace)
         if any(write.op_id is not None for write in writes):
             raise InvalidArgument(
@@ -256,7 +271,7 @@ class _Overlay(StorageBackend):
                 f"{self.max_writes} keys per transaction: write fewer keys per invocation (or raise the limit)"
             )
         old = [self._current(write.key) for write in writes]
-        decided = plan(namespace, writes, old, SpaceState(floor=self._floor), None, self.clock())
+        decided = plan(namespace, writes, old, self._space(limit), limit, self.clock())
         rows: dict[bytes, KeyState | None] = {write.key: row for write, row in zip(writes, old, strict=True)}
         after = dict(rows)
         for put in decided.puts:

@@ -107,14 +107,28 @@ def test_expiry_in_the_buffer(storage: ComponentStorage, clock: FakeClock) -> No
     assert storage.keys() == ["p"]
 
 
-def test_quota_is_checked_at_commit(storage: ComponentStorage) -> None:
-    """Buffered writes are not refused one by one; the commit is, as a whole, and writes nothing."""
+def test_quota_is_checked_per_write_on_what_the_transaction_sees(storage: ComponentStorage) -> None:
+    """The write that would pass the quota on the transaction's state fails at once; the others stay buffered."""
     tx = storage.transaction()
-    for key in "abc":
-        tx.set(key, b"x" * 400)
+    tx.set("a", b"x" * 400)
+    tx.set("b", b"x" * 400)
+    with pytest.raises(QuotaExceeded):
+        tx.set("c", b"x" * 400)
+    tx.delete("a")
+    tx.set("c", b"x" * 400)  # room made inside the transaction counts
+    tx.commit()
+    assert storage.keys() == ["b", "c"]
+
+
+def test_quota_is_checked_again_at_commit(storage: ComponentStorage) -> None:
+    """Another writer uses the room before the commit: the commit is refused as a whole and writes nothing."""
+    tx = storage.transaction()
+    tx.set("a", b"x" * 400)
+    tx.set("b", b"x" * 400)
+    storage.set("other", b"x" * 400)
     with pytest.raises(QuotaExceeded):
         tx.commit()
-    assert storage.keys() == [] and tx.pending_writes == 0
+    assert storage.keys() == ["other"] and tx.pending_writes == 0
 
 
 def test_conflicting_writer_fails_the_commit(storage: ComponentStorage) -> None:

@@ -8,12 +8,21 @@ import time
 from pathlib import Path
 
 import pytest
-from airssys_storage_wasmtime import ComponentRuntime, Guest, GuestError, GuestTimeout, GuestTrap, Host, SandboxLimits
+from airssys_storage_wasmtime import (
+    ComponentRuntime,
+    Guest,
+    GuestError,
+    GuestInstance,
+    GuestTimeout,
+    GuestTrap,
+    Host,
+    SandboxLimits,
+)
 from click.testing import CliRunner
 from wasmtime.component import Variant
 from wasmtime_helpers import FIXTURES
 
-from airssys_storage import ComponentStorage, Manifest, QuotaExceeded, StorageManager
+from airssys_storage import ComponentStorage, Manifest, QuotaExceeded, StorageManager, StorageSettings, Transaction
 
 OK, ERR, TRAP, SPIN, GROW, WAIT = range(6)
 TRANSACTIONAL = Manifest(id="tx", access="read-write", max_size="4KB", transactional=True)
@@ -33,6 +42,16 @@ def runtime(manager: StorageManager, host: Host) -> ComponentRuntime:
 def stored(manager: StorageManager) -> ComponentStorage:
     """The component's storage as another host reader sees it."""
     return manager.component(TRANSACTIONAL)
+
+
+def wait_for_writes(instance: GuestInstance, worker: threading.Thread) -> None:
+    """Until the guest running in *worker* has buffered its three writes."""
+    transaction = instance.transaction
+    assert transaction is not None
+    give_up = time.monotonic() + 60  # a bound on waiting, not a timing assertion
+    while transaction.pending_writes < 3 and worker.is_alive() and time.monotonic() < give_up:
+        time.sleep(0.005)
+    assert transaction.pending_writes == 3
 
 
 def test_ok_result_commits_all_three(runtime: ComponentRuntime, guest: Guest, stored: ComponentStorage) -> None:
@@ -76,12 +95,7 @@ def test_a_concurrent_reader_sees_nothing_before_the_commit(
     outcome: list[object] = []
     worker = threading.Thread(target=lambda: outcome.append(instance.call("write-three", WAIT, 10)))
     worker.start()
-    transaction = instance.transaction
-    assert transaction is not None
-    give_up = time.monotonic() + 60  # a bound on waiting, not a timing assertion
-    while transaction.pending_writes < 3 and worker.is_alive() and time.monotonic() < give_up:
-        time.sleep(0.005)
-    assert transaction.pending_writes == 3
+    wait_for_writes(instance, worker)
     assert stored.keys() == [] and stored.get_many(["a", "b", "c"]) == [None, None, None]
     stored.set("go", b"1")
     worker.join()
@@ -90,13 +104,26 @@ def test_a_concurrent_reader_sees_nothing_before_the_commit(
     instance.close()
 
 
-def test_quota_is_checked_at_commit(runtime: ComponentRuntime, guest: Guest, stored: ComponentStorage) -> None:
-    """Three writes that fit one by one but not together: the commit is refused, nothing is written."""
-    component = runtime.add(guest, dataclasses.replace(TRANSACTIONAL, max_size="2KB"))
-    with pytest.raises(QuotaExceeded, match=r"'write-three'.*not committed"):
-        runtime.invoke(component, "write-three", OK, 1000)  # 3 x 1,001 bytes > 2 KiB
-    assert stored.keys() == []
-    assert runtime.invoke(component, "write-three", OK, 10) == Variant("ok")  # a fresh instance
+def test_quota_is_checked_at_commit(host: Host, guest: Guest, manager: StorageManager) -> None:
+    """Another writer takes the room while the guest waits: its commit is refused, nothing of it is written."""
+    manifest = dataclasses.replace(TRANSACTIONAL, max_size="2KB")
+    stored = manager.component(manifest)
+    instance = host.instantiate(guest, manager.component(manifest))
+    failure: list[BaseException] = []
+
+    def invoke() -> None:
+        try:
+            instance.call("write-three", WAIT, 500)  # 3 x 501 bytes: fits
+        except QuotaExceeded as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=invoke)
+    worker.start()
+    wait_for_writes(instance, worker)
+    stored.set("go", b"x" * 700)  # 702 bytes: fits alone, not with the guest's 1,503
+    worker.join()
+    assert len(failure) == 1 and "'write-three'" in str(failure[0]) and "not committed" in str(failure[0])
+    assert stored.keys() == ["go"] and instance.discarded
 
 
 def test_buffer_limit_is_an_error_for_the_guest(
@@ -119,8 +146,8 @@ def test_without_the_manifest_field_writes_are_immediate(
     assert manager.component(plain).keys() == ["a", "b", "c"]
 
 
-def test_run_reports_a_refused_commit(tmp_path: Path) -> None:
-    """``airssys-storage run`` exits 4 (refused) when the commit passes the quota, 70 on a trap; nothing stored."""
+def test_run_reports_a_refused_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``airssys-storage run``: exit 4 (refused) when the commit passes the quota, 70 on a trap, 1 on err."""
     cli = pytest.importorskip("airssys_storage.cli")
     manifest = tmp_path / "component-manifest.toml"
     manifest.write_text(
@@ -135,12 +162,36 @@ def test_run_reports_a_refused_commit(tmp_path: Path) -> None:
                                           "--no-cache", "-i", "write-three", *args])  # fmt: skip
         return result.exit_code, result.stderr
 
-    code, stderr = run(str(OK), "2000")
-    assert code == 4 and "not committed" in stderr and "quota" in stderr
+    def keys() -> list[str]:
+        listed = runner.invoke(cli.main, ["keys", "--url", url, "--component", "tx"])
+        assert listed.exit_code == 0, listed.output
+        return listed.stdout.split()
+
     assert run(str(TRAP), "10")[0] == 70
     assert run(str(ERR), "10")[0] == 1
-    listed = runner.invoke(cli.main, ["keys", "--url", url, "--component", "tx"])
-    assert listed.exit_code == 0 and listed.stdout.strip() == "", listed.output
+    assert keys() == []
+    commit = Transaction.commit
+
+    def another_writer_first(self: Transaction) -> int:  # takes the room between the guest's writes and the commit
+        if self.pending_writes:  # not the (empty) commit of the instantiation
+            with StorageManager.from_settings(StorageSettings(url=url)) as other:
+                other.component(Manifest.from_file(manifest)).set("other", b"x" * 3000)
+        return commit(self)
+
+    monkeypatch.setattr(Transaction, "commit", another_writer_first)
+    code, stderr = run(str(OK), "500")
+    assert code == 4 and "not committed" in stderr and "quota" in stderr, stderr
+    assert keys() == ["other"]
+    monkeypatch.undo()
     assert run(str(OK), "10")[0] == 0
-    listed = runner.invoke(cli.main, ["keys", "--url", url, "--component", "tx"])
-    assert listed.stdout.split() == ["a", "b", "c"]
+    assert keys() == ["a", "b", "c", "other"]
+
+
+def test_the_python_guest_passes_its_checks_inside_a_transaction(
+    python_guest: tuple[Host, Guest], manager: StorageManager
+) -> None:
+    """componentize-py guest, seed + batch + range calls in one invocation: the buffer answers as the store would."""
+    host, guest = python_guest
+    storage = manager.component(dataclasses.replace(TRANSACTIONAL, id="guest"))
+    with host.instantiate(guest, storage) as instance:
+        assert instance.call("run-checks", "read-write") == 40  # the count test_wasmtime_python_guest expects

@@ -195,3 +195,15 @@ def test_the_python_guest_passes_its_checks_inside_a_transaction(
     storage = manager.component(dataclasses.replace(TRANSACTIONAL, id="guest"))
     with host.instantiate(guest, storage) as instance:
         assert instance.call("run-checks", "read-write") == 40  # the count test_wasmtime_python_guest expects
+
+
+@pytest.mark.parametrize(("fixture", "checks"), [("keyvalue_guest", 49), ("spin_guest", 16)])
+def test_the_standard_guests_pass_their_checks_inside_a_transaction(
+    fixture: str, checks: int, request: pytest.FixtureRequest, manager: StorageManager
+) -> None:
+    """wasi:keyvalue and Spin guests (buckets, atomics, batches) inside a transaction: the same answers."""
+    host, guest = request.getfixturevalue(fixture)
+    manifest = dataclasses.replace(TRANSACTIONAL, id="guest", buckets=("default", "cache"))
+    with host.instantiate(guest, manager.component(manifest)) as instance:
+        assert instance.call("run-checks", "read-write") == checks  # the counts test_wasmtime_keyvalue expects
+    assert manager.component(manifest).keys()  # committed: what the run leaves is there

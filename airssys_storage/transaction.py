@@ -95,7 +95,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 PROVISIONAL_VERSIONS = 2**63
 
 # Writes that read the key's stored state before deciding: committed with a condition on it.
-_READING_KINDS = frozenset({WriteKind.INCREMENT, WriteKind.TOUCH})
+_INCREMENT, _TOUCH = WriteKind.INCREMENT, WriteKind.TOUCH
 
 
 def _size(key: bytes, row: KeyState | None) -> int:
@@ -289,7 +289,8 @@ class _Overlay(StorageBackend):
                 f"{self.max_bytes} bytes per transaction: write less per invocation (or raise the limit)"
             )
         for write in writes:
-            if (write.kind in _READING_KINDS or write.if_version is not None) and write.key not in self._view:
+            reads = write.kind is _INCREMENT or write.kind is _TOUCH or write.if_version is not None
+            if reads and write.key not in self._view:
                 self._conditioned.add(write.key)  # decided on the stored state: commit only if it still holds
         self._view.update(after)
         self._bytes += grown

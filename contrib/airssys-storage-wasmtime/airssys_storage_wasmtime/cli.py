@@ -8,7 +8,8 @@ traceback), following the core command line's codes: 1 the export returned
 ``err`` (printed), 2 bad command line or guest (no such file, not a
 component, no such export, arguments that do not fit), 3 configuration
 (manifest invalid, settings, wasmtime version), 4 refused (permission
-denied, quota), 5 storage failure, 70 the guest trapped, hit a sandbox limit
+denied, quota; for a transactional component also a refused commit: quota,
+or a conflicting writer), 5 storage failure, 70 the guest trapped, hit a sandbox limit
 or the host failed, 124 the guest ran past its time limit (``--timeout``),
 130 interrupted (Ctrl-C).
 """

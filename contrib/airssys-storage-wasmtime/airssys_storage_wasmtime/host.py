@@ -354,6 +354,11 @@ class GuestInstance:
 
     After a trap (or a host failure while serving the guest, or a limit) the
     instance is discarded: :meth:`call` then raises :class:`~.GuestError`.
+
+    When *storage*'s manifest says ``transactional = true``, the imports are
+    served by :attr:`transaction` (``storage.transaction()`` bounded by the
+    limits' ``max_transaction_writes`` and ``max_transaction_bytes``), and
+    instantiation and every :meth:`call` commit or discard it.
     """
 
     def __init__(

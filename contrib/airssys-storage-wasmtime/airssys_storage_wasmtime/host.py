@@ -67,6 +67,11 @@ HOSTCALL_FUEL = 128 * 1024 * 1024
 HOSTCALL_FUEL_PER_BYTE = 48
 _HOSTCALL_FUEL_MESSAGE = "fuel allocated for hostcalls has been exhausted"
 
+#: The WASI 0.2 packages a guest may import: those ``Linker.add_wasip2`` links (wasmtime-wasi's
+#: command world; its ``WasiConfig`` grants no preopened directory and no socket address).
+#: wasi:http is not linked: a guest gets no network.
+WASI_PACKAGES = ("wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/")
+
 _CORE_MODULE_HEADER = b"\x00asm\x01\x00\x00\x00"
 _COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"
 
@@ -225,14 +230,21 @@ class Host:
         needs_wasi = False
         for import_name, item in component.type.imports(self.engine).items():
             provided = BY_INTERFACE.get(import_name)
-            if provided is None and import_name.startswith("wasi:") and not import_name.startswith("wasi:keyvalue/"):
+            if provided is None and import_name.startswith(WASI_PACKAGES):
                 needs_wasi = True
                 continue
             ty = item.ty
             if provided is None or not isinstance(ty, ComponentInstanceType):
+                hint = (
+                    ": guests get no network (a ComponentizeJS guest imports wasi:http unless built with "
+                    "`componentize-js --disable http fetch-event`)"
+                    if import_name.startswith("wasi:http/")
+                    else ""
+                )
                 raise InvalidGuest(
                     f"guest {name!r} imports {import_name!r}, which this host does not provide "
-                    f"(it provides {', '.join(sorted(BY_INTERFACE))} and WASI 0.2)"
+                    f"(it provides {', '.join(sorted(BY_INTERFACE))} and WASI 0.2's "
+                    f"{', '.join(package.rstrip('/') for package in WASI_PACKAGES)}){hint}"
                 )
             for function_name, export in ty.exports(self.engine).items():
                 function_type = export.ty

@@ -200,6 +200,8 @@ class _Environment(ForkAware):
         self.cleared = cleared
         #: Map growths done by this process.
         self.growths = 0
+        #: Map sizes this process adopted from another one (after ``MDB_MAP_RESIZED``).
+        self.adopted = 0
         track(self)
 
     def after_fork_in_child(self) -> None:
@@ -500,6 +502,8 @@ class LMDBBackend(StorageBackend):
             while shared.active:
                 time.sleep(0.0001)
             shared.env.set_mapsize(size)
+            if not size:
+                shared.adopted += 1
         finally:
             shared.resizing = False
 
@@ -944,6 +948,7 @@ class LMDBBackend(StorageBackend):
             "max_readers": info["max_readers"],
             "stale_readers_cleared": shared.cleared,
             "map_growths": shared.growths,
+            "map_sizes_adopted": shared.adopted,
             "options": self.options.as_dict(),
         }
 
@@ -1122,7 +1127,7 @@ class _ClosedEnvironment:
         self.resizing = False
         self.lock = threading.Lock()
         self.data = self.usage = self.ops = self.op_times = self.expiry = self.meta = None
-        self.cleared = self.growths = 0
+        self.cleared = self.growths = self.adopted = 0
 
 
 def _closed_environment(path: str) -> Any:

@@ -727,6 +727,33 @@ class LMDBBackend(StorageBackend):
         self._write(txn, space, counter, decided, writes, old, now, stale)
         return decided
 
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        # The hot path of set(): apply() without its generality. The planner decides as always; a
+        # row without expiry needs no clock (``now`` only tells live from expired rows) and has no
+        # expiry index entry, so the commit is the row and, if its size changed, the usage record.
+        try:
+            space = self._spaces[namespace]
+        except KeyError:
+            space = self._space(namespace)
+        data_key = space.prefix + key
+        shared = self._shared
+        write = _new(Write, (key, _PUT, value, None, None, 0, None))
+
+        def body(txn: Any) -> int:
+            raw = txn.get(data_key, db=shared.data)
+            if raw is not None and raw[8:_HEADER] != NO_EXPIRY:  # the general path keeps the expiry index
+                return self._apply_in(txn, space, (write,), limit).results[0]
+            row = None if raw is None else self._row(data_key, raw)
+            counter = self._unpack_counter(space.name, txn.get(space.name, db=shared.usage))
+            decided = plan(namespace, (write,), (row,), _new(SpaceState, counter), limit, 0)
+            version: int = decided.results[0]
+            txn.put(data_key, ROW.pack(version, 0) + value, db=shared.data)
+            if decided.space_changed:
+                txn.put(space.name, COUNTER.pack(*decided.space), db=shared.usage)
+            return version
+
+        return self._commit(body)
+
     def _done_ops(
         self, txn: Any, space: _Space, writes: Sequence[Write], now: int, stale: dict[str, int]
     ) -> dict[str, int]:

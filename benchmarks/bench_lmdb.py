@@ -69,6 +69,7 @@ def single_process(root: Path, rounds: int, ops: int, sync: bool) -> None:
     manager = open_ours(str(root / "ours"), sync)
     store = manager.component(Manifest("bench", Access.ADMIN, None))
     env = open_raw(str(root / "raw"), sync)
+    env.open_db(b"usage")
     rng = random.Random(7)
     names = [f"key{i:07}" for i in range(KEYS)]
     raws = [name.encode() for name in names]
@@ -136,7 +137,8 @@ def single_process(root: Path, rounds: int, ops: int, sync: bool) -> None:
     def raw_keys() -> int:
         with env.begin() as txn:
             found = list(txn.cursor().iternext(values=False))
-        assert len(found) == KEYS
+        assert len(found) == KEYS + 1  # the main database also names the raw+usage side's database
+
         return 1
 
     def our_keys() -> int:

@@ -275,6 +275,13 @@ def _acquire(path: str, options: LMDBOptions) -> _Environment:
             env = lmdb.open(path, subdir=True, max_dbs=len(DATABASES), mode=0o600, **options.environment_kwargs())
         except lmdb.Error as exc:
             message = _message(exc)
+            if isinstance(exc, lmdb.ReadersFullError):
+                raise InternalError(
+                    f"cannot open the LMDB store at {path}: every reader slot is taken ({message}); processes "
+                    "that still have the store open free the slots of dead ones on their next read that needs "
+                    f"a slot, and a store no process has open starts with a fresh table: raise max_readers "
+                    f"(now {options.max_readers}) and restart the processes using {path}"
+                ) from None
             if "already open in this process" in message:
                 raise ConfigurationError(
                     f"the LMDB store at {path} is already open in this process outside airssys-storage; "

@@ -191,7 +191,9 @@ def _reader(side: str, path: str, seconds: float, start: Any, results: Any) -> N
     picks = [rng.randrange(KEYS) for _ in range(10_000)]
     count = 0
     if side == "ours":
-        manager = StorageManager.from_settings(StorageSettings(url=f"lmdb://{path}", backend_options={"sync": False, "map_size": "1GiB"}))
+        manager = StorageManager.from_settings(
+            StorageSettings(url=f"lmdb://{path}", backend_options={"sync": False, "map_size": "1GiB"})
+        )
         store = manager.component(Manifest("bench", Access.ADMIN, None))
         names = [f"key{i:07}" for i in picks]
         start.wait()
@@ -231,7 +233,8 @@ def processes(root: Path, procs: int, seconds: float) -> None:
             for worker in workers:
                 worker.join()
             table[side, n] = max(table.get((side, n), 0.0), total)
-    print(f"\nreads from processes ({seconds:g} s each, best of two interleaved runs; cores: {multiprocessing.cpu_count()})")
+    cores = multiprocessing.cpu_count()
+    print(f"\nreads from processes ({seconds:g} s each, best of two interleaved runs; cores: {cores})")
     print(f"{'side':<8}{'1 process reads/s':>20}{f'{procs} processes reads/s':>24}{'scaling':>10}")
     for side in ("ours", "raw"):
         one, many = table[side, 1], table[side, procs]

@@ -566,7 +566,8 @@ class LMDBBackend(StorageBackend):
         if raw is None:
             return None
         if raw[8:_HEADER] == NO_EXPIRY:
-            return raw[_HEADER:]
+            value: bytes = raw[_HEADER:]
+            return value
         return self._value(prefix + key, raw, None)
 
     def _decode(self, data_key: bytes, raw: bytes) -> tuple[int, int | None]:
@@ -1086,7 +1087,7 @@ class LMDBBackend(StorageBackend):
         # Index entries of removed rows go with them; those are not index damage.
         gone = {self._space(found.namespace).prefix + found.key for found in bad}
         missing = sorted(expected_index - indexed)
-        extra = sorted(entry for entry in indexed - expected_index)
+        extra = sorted(indexed - expected_index)
         problems: list[str] = []
         if (missing or extra) and not repair:
             problems.append(
@@ -1110,10 +1111,10 @@ class LMDBBackend(StorageBackend):
             txn.delete(data_key, db=shared.data)
         for _, data_key, record in fixes:
             txn.put(data_key, record, db=shared.data)
-        for entry in missing:
-            txn.put(entry, b"", db=shared.expiry)
-        for entry in extra:
-            txn.delete(entry, db=shared.expiry)
+        for index_key in missing:
+            txn.put(index_key, b"", db=shared.expiry)
+        for index_key in extra:
+            txn.delete(index_key, db=shared.expiry)
         for mismatch in report.mismatches:  # the recount, without the rows removed above; the floor is kept
             new = (mismatch.actual.bytes, mismatch.actual.keys, floors.get(mismatch.namespace, 0))
             name = mismatch.namespace.encode("ascii", "replace")
@@ -1190,4 +1191,3 @@ def _repair_hint(path: str) -> str:
         f"run `{operator_command('verify --repair', f'lmdb://{path}')}` (or LMDBBackend.repair_url('lmdb://{path}')); "
         "see the airssys-storage-lmdb README"
     )
-

@@ -60,7 +60,7 @@ class LMDBOptions:
     # RUF009: option() returns a dataclasses.field, as for every field; ruff cannot see that _Size is immutable.
     map_size: _Size = option(  # noqa: RUF009
         "64MiB",
-        "the memory map's starting size, bytes (or \"64MiB\"): the most the data file may hold before the backend "
+        'the memory map\'s starting size, bytes (or "64MiB"): the most the data file may hold before the backend '
         "grows the map (it doubles it inside the commit that needs room, up to max_map_size); the file is sparse "
         f"on Linux, so a large map costs address space, not disk; {_MIN_MAP} or more",
         strict=False,
@@ -68,7 +68,7 @@ class LMDBOptions:
     )
     max_map_size: _Size = option(  # noqa: RUF009
         "64GiB",
-        "the ceiling of the map's growth, bytes (or \"64GiB\"): a commit that needs more is refused with "
+        'the ceiling of the map\'s growth, bytes (or "64GiB"): a commit that needs more is refused with '
         "internal-error naming this option; at least map_size",
         strict=False,
         json_schema_extra=_size_schema(_MIN_MAP, _MAX_MAP),
@@ -97,10 +97,12 @@ class LMDBOptions:
 
     def __post_init__(self) -> None:
         # frozen: each value normalised once, here
-        object.__setattr__(self, "map_size", _size("map_size", self.map_size))
-        object.__setattr__(self, "max_map_size", _size("max_map_size", self.max_map_size))
-        if self.max_map_size < self.map_size:
-            raise OptionError("max_map_size", f"must be at least map_size ({self.map_size} bytes)")
+        map_size = _size("map_size", self.map_size)
+        max_map_size = _size("max_map_size", self.max_map_size)
+        if max_map_size < map_size:
+            raise OptionError("max_map_size", f"must be at least map_size ({map_size} bytes)")
+        object.__setattr__(self, "map_size", map_size)
+        object.__setattr__(self, "max_map_size", max_map_size)
 
     def environment_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``lmdb.open`` for these options (without the path and ``max_dbs``)."""

@@ -556,7 +556,7 @@ class LMDBBackend(StorageBackend):
         active.append(None)
         try:
             # The hot path: one read transaction; anything unusual takes _read's path.
-            raw: Any = _SLOW if shared.resizing else shared.env.begin(db=shared.data).get(prefix + key)
+            raw: Any = _SLOW if shared.resizing else shared.env.begin(shared.data).get(prefix + key)
         except lmdb.Error:
             raw = _SLOW
         finally:

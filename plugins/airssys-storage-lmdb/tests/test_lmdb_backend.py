@@ -277,3 +277,18 @@ def test_repair_url_recounts(url: str) -> None:
     assert report["counters_corrected"] == ["app"] and report["keys"] == 2
     with manager_on(url, sync=False) as manager:
         assert manager.component(Manifest("app", Access.ADMIN)).usage() == Usage(6, 2)
+
+
+def test_a_long_read_never_blocks_a_commit(backend: LMDBBackend) -> None:
+    """MVCC: a read transaction held open keeps its snapshot while commits go on, and delays none of them."""
+    backend.apply("app", [Write(b"a", WriteKind.PUT, b"first")], None)
+    shared = backend._shared
+    snapshot = shared.env.begin()
+    try:
+        for i in range(50):
+            backend.apply("app", [Write(b"a", WriteKind.PUT, b"v" * i)], None)
+        assert backend.get("app", b"a") == b"v" * 49
+        raw = snapshot.get(namespace_prefix("app") + b"a", db=shared.data)
+        assert raw is not None and raw[16:] == b"first"
+    finally:
+        snapshot.abort()

@@ -425,6 +425,7 @@ class LMDBBackend(StorageBackend):
         while True:
             active = shared.active
             active.append(None)
+            resized = False
             try:
                 if not shared.resizing:
                     txn = shared.env.begin()
@@ -433,19 +434,22 @@ class LMDBBackend(StorageBackend):
                     finally:
                         txn.abort()
             except lmdb.MapResizedError:
-                pass  # another process grew the map beyond ours: adopt its size (below) and retry
+                resized = True  # another process grew the map beyond ours: adopt its size (below), retry
             except lmdb.ReadersFullError as exc:
                 if full:
                     raise self._readers_full(exc) from None
                 full = True
+                self._reader_check()  # free the slots of dead processes, retry
+                continue
             except lmdb.Error as exc:
                 self._fail("read from", exc)
             finally:
                 active.pop()
-            if full:
-                self._reader_check()
-            else:
+            if resized:
                 self._adopt()
+            else:  # a resize of this process is running: wait for it to end
+                with shared.lock:
+                    pass
 
     def _commit(self, body: Callable[[Any], T]) -> T:
         """``body(txn)`` in a write transaction, committed; retried from the start when the map must grow."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -292,3 +293,43 @@ def test_a_long_read_never_blocks_a_commit(backend: LMDBBackend) -> None:
         assert raw is not None and raw[16:] == b"first"
     finally:
         snapshot.abort()
+
+
+def _write_until_killed(url: str, started: Any) -> None:
+    backend = LMDBBackend.open(url, {"sync": False})
+    round_ = 0
+    while True:
+        backend.apply(
+            "child", [Write(f"k{i:03}".encode(), WriteKind.PUT, b"x" * (round_ % 300)) for i in range(200)], None
+        )
+        round_ += 1
+        started.value = round_
+
+
+def test_a_writer_killed_mid_commit_never_wedges_a_process_that_has_the_store_open(url: str) -> None:
+    """SIGKILL a writer (mostly inside its write transaction) while this process keeps the store open.
+
+    LMDB's write lock is a robust mutex: the next writer takes it over from the dead one, whose
+    uncommitted pages are dropped. (A store that no process keeps open would get a fresh lock file
+    at the next open; this test keeps it open, so the takeover itself is what is tested.)
+    """
+    holder = LMDBBackend.open(url, {"sync": False})
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        for kill in range(5):
+            started = ctx.Value("i", 0)
+            child = ctx.Process(target=_write_until_killed, args=(url, started), daemon=True)
+            child.start()
+            while started.value < 3 + kill:
+                time.sleep(0.001)
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(30)
+            holder.apply("holder", [Write(f"h{kill}".encode(), WriteKind.PUT, b"h")], None)  # takes the lock over
+            rows = holder.items("child", b"", None, 1000)
+            assert len(rows) == 200 and len({value for _, value in rows}) == 1, "a torn batch"
+            assert holder.usage("child") == Usage(sum(len(k) + len(v) for k, v in rows), 200)
+        assert holder.verify().ok
+        assert holder.keys("holder", b"", None, 10) == [f"h{i}".encode() for i in range(5)]
+    finally:
+        holder.close()

@@ -172,10 +172,12 @@ def single_process(root: Path, rounds: int, ops: int, sync: bool) -> None:
         ("100-key batch", measure({"ours": our_batch, "raw": raw_batch}, rounds)),
         ("keys() of 10,000", measure({"ours": our_keys, "raw": raw_keys}, rounds)),
     ]
-    for _, result in rows:
-        result.setdefault("raw+usage", float("nan"))
     title = f"lmdb:// vs raw py-lmdb, one transaction per operation (sync={sync})"
-    print_table(title, rows, "ours", ["raw", "raw+usage"])
+    print_table(title, rows, "ours", ["raw"])
+    floors = [(name, result) for name, result in rows if "raw+usage" in result]
+    print_table(
+        "writes against raw lmdb writing a usage record too (the contract's floor)", floors, "ours", ["raw+usage"]
+    )
     print("\ntargets (ours/raw in ops/s): " + ", ".join(f"{name} >= {target}x" for name, target in TARGETS.items()))
     for name, result in rows:
         if name not in TARGETS:

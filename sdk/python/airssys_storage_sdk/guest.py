@@ -1,0 +1,99 @@
+"""The store adapter inside a Python guest: the componentize-py bindings of the ``airssys:wasm`` world.
+
+``GuestStore()`` imports the bindings a guest built with
+``componentize-py -d <wit> -w <world> componentize app`` gets (module
+``wit_world``; its world must include ``airssys:wasm/component-full``, i.e.
+the interfaces ``storage``, ``storage-batch``, ``storage-ranges`` and
+``storage-atomics``) and implements :class:`~airssys_storage_sdk.protocol.Store`
+with them. A WIT error case becomes the :mod:`airssys_storage_sdk.errors`
+class of the same name (``invalid-key`` → ``InvalidKey``,
+``precondition-failed`` → ``PreconditionFailed`` …), carrying the host's
+message; so collection code behaves the same on both sides.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from . import errors
+from .protocol import EntryLike
+
+__all__ = ["GuestStore"]
+
+_T = TypeVar("_T")
+_CASES: dict[str, type[errors.StorageError]] = {
+    "PermissionDenied": errors.PermissionDenied,
+    "QuotaExceeded": errors.QuotaExceeded,
+    "KeyNotFound": errors.KeyNotFound,
+    "InvalidKey": errors.InvalidKey,
+    "ValueTooLarge": errors.ValueTooLarge,
+    "InternalError": errors.InternalError,
+    "TooManyKeys": errors.TooManyKeys,
+    "InvalidArgument": errors.InvalidArgument,
+    "PreconditionFailed": errors.PreconditionFailed,
+}
+
+
+class GuestStore:
+    """:class:`~airssys_storage_sdk.protocol.Store` over the generated bindings (module *bindings*, default ``wit_world``)."""
+
+    def __init__(self, bindings: str = "wit_world") -> None:
+        imports = importlib.import_module(bindings + ".imports")
+        self._err: type[Exception] = importlib.import_module(bindings + ".types").Err
+        self._storage: Any = imports.storage
+        self._batch: Any = imports.storage_batch
+        self._ranges: Any = imports.storage_ranges
+        self._atomics: Any = imports.storage_atomics
+
+    def _call(self, function: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return function(*args)
+        except self._err as err:
+            case = err.value  # type: ignore[attr-defined]
+            name = type(case).__name__.rsplit("_", 1)[-1]
+            message = getattr(case, "value", None)
+            raise _CASES.get(name, errors.InternalError)(message if isinstance(message, str) else name) from None
+
+    def get(self, key: str) -> bytes | None:
+        return self._call(self._storage.storage_get, key)
+
+    def set(self, key: str, value: bytes) -> None:
+        self._call(self._storage.storage_set, key, value)
+
+    def delete(self, key: str) -> bool:
+        return self._call(self._storage.storage_delete, key)
+
+    def has(self, key: str) -> bool:
+        return self._call(self._storage.storage_has, key)
+
+    def get_many(self, keys: list[str]) -> Sequence[bytes | None]:
+        return self._call(self._batch.storage_get_many, list(keys))
+
+    def set_many(self, items: list[tuple[str, bytes]]) -> None:
+        self._call(self._batch.storage_set_many, list(items))
+
+    def delete_many(self, keys: list[str]) -> int:
+        return self._call(self._batch.storage_delete_many, list(keys))
+
+    def scan(
+        self, prefix: str | None, cursor: str | None, limit: int
+    ) -> tuple[Sequence[tuple[str, bytes]], str | None]:
+        page, following = self._call(self._ranges.storage_scan, prefix, cursor, limit)
+        return page, following
+
+    def range(self, start: str, end: str, limit: int) -> Sequence[tuple[str, bytes]]:
+        return self._call(self._ranges.storage_range, start, end, limit)
+
+    def compare_and_swap(self, key: str, value: bytes, *, version: int | None) -> int:
+        return self._call(self._atomics.storage_compare_and_swap, key, value, version)
+
+    def delete_if(self, key: str, *, version: int) -> bool:
+        return self._call(self._atomics.storage_delete_if, key, version)
+
+    def increment(self, key: str, delta: int) -> int:
+        return self._call(self._atomics.storage_increment, key, delta, None)
+
+    def get_entry(self, key: str) -> EntryLike | None:
+        return self._call(self._atomics.storage_get_entry, key)

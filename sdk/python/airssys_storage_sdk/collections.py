@@ -60,6 +60,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _MISSING: Any = object()
 # How long a push waits for another writer's unfinished push of the same slot before fencing it off (seconds).
 _PUSH_PATIENCE = 0.2
+# A queue deletes popped slots in batches of this many (one write per batch instead of one per pop).
+_SWEEP = 32
 
 
 class _Collection:
@@ -590,9 +592,11 @@ class StorageQueue(_Slots[V]):
     see :class:`_Slots`) and ``!head`` pops. ``pop`` reads the head entry,
     the tail and the head slot, then moves the head on by compare-and-swap:
     whoever wins that swap owns the item, so concurrent pops from any number
-    of hosts or guests hand each item to exactly one caller; the slot is then
-    deleted (a process killed between the two leaves a slot no one reads
-    again). ``len`` is ``tail - head`` (two reads in one ``get_many``).
+    of hosts or guests hand each item to exactly one caller. Popped slots
+    (below the head, never read again) are deleted 32 at a time by the pop
+    that moves the head past a multiple of 32 (one ``delete_many``), so a pop
+    is one write; up to 31 popped slots (and any a killed process left) stay
+    stored until then. ``len`` is ``tail - head`` (two reads in one ``get_many``).
     """
 
     kind: ClassVar[str] = "queue"
@@ -608,6 +612,8 @@ class StorageQueue(_Slots[V]):
     ) -> None:
         super().__init__(storage, prefix, value_type=value_type, page_size=page_size, max_key_bytes=max_key_bytes)
         self._head, self._tail = self._meta("head"), self._meta("tail")
+        self._seen_tail = 0
+        self._sweep = min(self._page, _SWEEP)
 
     def push(self, item: V) -> None:
         """Add *item* at the back."""
@@ -619,8 +625,10 @@ class StorageQueue(_Slots[V]):
         while True:
             head = store.get_entry(self._head)
             first = 0 if head is None else _as_int(head.value, self._head)
-            if first >= self._read_int(self._tail):
-                return None
+            if first >= self._seen_tail:  # the tail never moves back: read it only when the head catches up
+                self._seen_tail = self._read_int(self._tail)
+                if first >= self._seen_tail:
+                    return None
             slot = self._key(first)
             raw = store.get(slot)
             if raw is None:
@@ -630,7 +638,8 @@ class StorageQueue(_Slots[V]):
                 store.compare_and_swap(self._head, b"%d" % (first + 1), version=_version(head) or None)
             except PreconditionFailed:
                 continue
-            store.delete(slot)
+            if (first + 1) % self._sweep == 0:  # the popped slots below the head, one batch per _sweep pops
+                store.delete_many([self._key(index) for index in range(first + 1 - self._sweep, first + 1)])
             return self._value(raw, slot)
 
     def __len__(self) -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import time
+from json import loads as _loads
 from collections.abc import Iterable, Iterator, ItemsView, MutableMapping, MutableSet, ValuesView
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
@@ -208,13 +209,21 @@ class StorageMap(_Keyed[K], MutableMapping[K, V]):
         max_key_bytes: int = 256,
     ) -> None:
         self._codec: Codec[V] = codec_for(value_type)
+        self._plain = value_type is None
         super().__init__(storage, prefix, page_size=page_size, max_key_bytes=max_key_bytes)
 
     def __getitem__(self, key: K) -> V:
-        full = self._key(key)
+        full = self._prefix + encode_key(key)
+        if len(full) * 4 > self._max_key:
+            full = self._key(key)
         raw = self._store.get(full)
         if raw is None:
             raise KeyError(key)
+        if self._plain:  # plain JSON values: json.loads inline (the hottest read)
+            try:
+                return _loads(raw)  # type: ignore[no-any-return]
+            except ValueError:
+                pass  # decode() raises the typed error
         return self._codec.decode(raw, full)
 
     @overload
@@ -223,9 +232,18 @@ class StorageMap(_Keyed[K], MutableMapping[K, V]):
     def get(self, key: K, /, default: V | _T) -> V | _T: ...
     def get(self, key: K, /, default: object = None) -> object:
         """The value of *key*, or *default*."""
-        full = self._key(key)
+        full = self._prefix + encode_key(key)
+        if len(full) * 4 > self._max_key:
+            full = self._key(key)
         raw = self._store.get(full)
-        return default if raw is None else self._codec.decode(raw, full)
+        if raw is None:
+            return default
+        if self._plain:  # as in __getitem__
+            try:
+                return _loads(raw)
+            except ValueError:
+                pass
+        return self._codec.decode(raw, full)
 
     def __setitem__(self, key: K, value: V) -> None:
         self._put(self._key(key), self._codec.encode(value))

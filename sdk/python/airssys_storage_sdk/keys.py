@@ -52,6 +52,8 @@ _ESCAPES = {
 _UNESCAPES = {escaped: chr(code) for code, escaped in _ESCAPES.items()}
 _ESCAPED = re.compile("[!~].")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A str of none of the characters that are escaped (U+0000-U+0021, U+007E-U+009F) nor surrogates.
+_PLAIN_STR = re.compile("[^\x00-\x21\x7e-\x9f\ud800-\udfff]*").fullmatch
 
 
 def encode_key(key: Key) -> str:
@@ -60,7 +62,9 @@ def encode_key(key: Key) -> str:
     ``a < b`` exactly when ``encode_key(a) < encode_key(b)`` (compared as
     UTF-8 bytes, as the store lists keys), for keys of one type.
     """
-    if type(key) is str:  # the common case, inline
+    if type(key) is str:  # the common case, inline: most str keys need no escape at all
+        if _PLAIN_STR(key):
+            return _STR + key + _TERMINATOR
         if not _SURROGATE.search(key):
             return _STR + key.translate(_ESCAPES) + _TERMINATOR
     parts: list[str] = []

@@ -1,4 +1,4 @@
-"""Typed values and collections on the host: ``StorageMap``, ``StorageTreeMap``, ``StorageSet``, ``StorageVector``, ``StorageQueue``.
+"""Typed values and collections on the host: the maps, the set, the vector and the queue of airssys-storage-sdk.
 
 One implementation serves host and guest: it lives in the pure-Python
 distribution ``airssys-storage-sdk`` (``sdk/python/``, standard library
@@ -13,6 +13,8 @@ Install: ``pip install -e sdk/python`` (from a clone).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 try:
     from airssys_storage_sdk import (
@@ -38,6 +40,13 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the message is the poin
         "from a clone of airssys-storage",
         name=exc.name,
     ) from None
+
+if TYPE_CHECKING:
+    from .storage import ComponentStorage
+
+    def _host_adapter(storage: ComponentStorage) -> Store:
+        return storage  # mypy checks here that ComponentStorage is the host's Store as it is
+
 
 __all__ = [
     "REGISTRY_PREFIX",

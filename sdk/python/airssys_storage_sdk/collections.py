@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import ItemsView, Iterable, Iterator, MutableMapping, MutableSet, ValuesView
 from json import loads as _loads
-from collections.abc import Iterable, Iterator, ItemsView, MutableMapping, MutableSet, ValuesView
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from .errors import InvalidArgument, InvalidKey, PreconditionFailed, PrefixConflict, ValueDecodeError
@@ -73,8 +73,7 @@ class _Collection:
     def __init__(self, storage: Store, prefix: str, *, page_size: int = PAGE_SIZE, max_key_bytes: int = 256) -> None:
         if type(prefix) is not str or not prefix or _CONTROL.search(prefix):
             raise InvalidKey(
-                f"a collection prefix is a non-empty str without control characters or lone surrogates, "
-                f"got {prefix!r}"
+                f"a collection prefix is a non-empty str without control characters or lone surrogates, got {prefix!r}"
             )
         if type(page_size) is not int or page_size < 1:
             raise InvalidArgument(f"page_size must be an int of at least 1 (keys per page), got {page_size!r}")
@@ -726,7 +725,8 @@ def _decode_record(raw: bytes, entry: str) -> str:
     record = decode_json(raw, entry)
     if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
         raise ValueDecodeError(f"the registry entry {entry!r} is not a collection record: {raw[:60]!r}")
-    return record["kind"]
+    kind: str = record["kind"]
+    return kind
 
 
 def _as_int(raw: bytes, key: str) -> int:
@@ -765,7 +765,7 @@ _TOP = 0x110000
 def _mid_char(low: int, high: int) -> int | None:
     """A valid key character strictly between code points *low* and *high*, near the middle, or ``None``.
 
-    Valid: U+0020–U+007E and U+00A0 up, surrogates excluded. ASCII is tried
+    Valid: U+0020-U+007E and U+00A0 up, surrogates excluded. ASCII is tried
     before the rest (keys are mostly ASCII), so the first split is at U+00A0.
     """
     if low < 0x7E and high > 0xA0:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, cast
 
 from . import errors
 from .protocol import EntryLike
 
 __all__ = ["GuestStore"]
 
-_T = TypeVar("_T")
 _CASES: dict[str, type[errors.StorageError]] = {
     "PermissionDenied": errors.PermissionDenied,
     "QuotaExceeded": errors.QuotaExceeded,
@@ -37,7 +36,7 @@ _CASES: dict[str, type[errors.StorageError]] = {
 
 
 class GuestStore:
-    """:class:`~airssys_storage_sdk.protocol.Store` over the generated bindings (module *bindings*, default ``wit_world``)."""
+    """:class:`~airssys_storage_sdk.protocol.Store` over the generated bindings (module *bindings*: ``wit_world``)."""
 
     def __init__(self, bindings: str = "wit_world") -> None:
         imports = importlib.import_module(bindings + ".imports")
@@ -47,7 +46,7 @@ class GuestStore:
         self._ranges: Any = imports.storage_ranges
         self._atomics: Any = imports.storage_atomics
 
-    def _call(self, function: Callable[..., _T], *args: Any) -> _T:
+    def _call(self, function: Callable[..., Any], *args: Any) -> Any:
         try:
             return function(*args)
         except self._err as err:
@@ -57,25 +56,25 @@ class GuestStore:
             raise _CASES.get(name, errors.InternalError)(message if isinstance(message, str) else name) from None
 
     def get(self, key: str) -> bytes | None:
-        return self._call(self._storage.storage_get, key)
+        return cast("bytes | None", self._call(self._storage.storage_get, key))
 
     def set(self, key: str, value: bytes) -> None:
         self._call(self._storage.storage_set, key, value)
 
     def delete(self, key: str) -> bool:
-        return self._call(self._storage.storage_delete, key)
+        return cast("bool", self._call(self._storage.storage_delete, key))
 
     def has(self, key: str) -> bool:
-        return self._call(self._storage.storage_has, key)
+        return cast("bool", self._call(self._storage.storage_has, key))
 
     def get_many(self, keys: list[str]) -> Sequence[bytes | None]:
-        return self._call(self._batch.storage_get_many, list(keys))
+        return cast("Sequence[bytes | None]", self._call(self._batch.storage_get_many, list(keys)))
 
     def set_many(self, items: list[tuple[str, bytes]]) -> None:
         self._call(self._batch.storage_set_many, list(items))
 
     def delete_many(self, keys: list[str]) -> int:
-        return self._call(self._batch.storage_delete_many, list(keys))
+        return cast("int", self._call(self._batch.storage_delete_many, list(keys)))
 
     def scan(
         self, prefix: str | None, cursor: str | None, limit: int
@@ -84,16 +83,16 @@ class GuestStore:
         return page, following
 
     def range(self, start: str, end: str, limit: int) -> Sequence[tuple[str, bytes]]:
-        return self._call(self._ranges.storage_range, start, end, limit)
+        return cast("Sequence[tuple[str, bytes]]", self._call(self._ranges.storage_range, start, end, limit))
 
     def compare_and_swap(self, key: str, value: bytes, *, version: int | None) -> int:
-        return self._call(self._atomics.storage_compare_and_swap, key, value, version)
+        return cast("int", self._call(self._atomics.storage_compare_and_swap, key, value, version))
 
     def delete_if(self, key: str, *, version: int) -> bool:
-        return self._call(self._atomics.storage_delete_if, key, version)
+        return cast("bool", self._call(self._atomics.storage_delete_if, key, version))
 
     def increment(self, key: str, delta: int) -> int:
-        return self._call(self._atomics.storage_increment, key, delta, None)
+        return cast("int", self._call(self._atomics.storage_increment, key, delta, None))
 
     def get_entry(self, key: str) -> EntryLike | None:
-        return self._call(self._atomics.storage_get_entry, key)
+        return cast("EntryLike | None", self._call(self._atomics.storage_get_entry, key))

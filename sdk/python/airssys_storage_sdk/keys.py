@@ -10,7 +10,7 @@ Elements (a type code, then the payload):
 - ``bytes``: ``#``, base64 with the sorted alphabet ``-0-9A-Z_a-z`` (6 bits a
   character, the last one zero-padded, no ``=``), then the terminator ``" "``.
 - ``str``: ``'``, the characters themselves, then ``" "``. The characters
-  U+0000–U+0021 are written ``!`` + one character and U+007E–U+009F ``~`` +
+  U+0000-U+0021 are written ``!`` + one character and U+007E-U+009F ``~`` +
   one character (so the terminator sorts below everything and no control
   character reaches the store); UTF-8 order is code-point order.
 - ``int``: ``=`` for 0; ``>`` + the digit count (one base-64 digit) + the

@@ -89,7 +89,9 @@ class _ModelCodec(Codec[V]):
             return self.cls.model_validate_json(raw)  # type: ignore[attr-defined,no-any-return]
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             first = str(exc).splitlines()[0:3]
-            raise ValueDecodeError(f"the value of key {where!r} is not a {self.cls.__name__}: {' '.join(first)}") from None
+            raise ValueDecodeError(
+                f"the value of key {where!r} is not a {self.cls.__name__}: {' '.join(first)}"
+            ) from None
 
 
 _PLAIN: Codec[Any] = Codec()

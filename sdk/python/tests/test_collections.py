@@ -37,7 +37,10 @@ class User(pydantic.BaseModel):
 
 def test_nothing_is_imported_at_import_airssys_storage() -> None:
     """`import airssys_storage` loads neither the collections nor the SDK."""
-    code = "import sys, airssys_storage; print(sorted(m for m in sys.modules if 'collections' in m and 'airssys' in m or m.startswith('airssys_storage_sdk')))"
+    code = (
+        "import sys, airssys_storage; print(sorted(m for m in sys.modules "
+        "if m == 'airssys_storage.collections' or m.startswith('airssys_storage_sdk')))"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from airssys_storage_sdk.keys import MAX_INT_DIGITS, decode_key, encode_key
 from hypothesis import given
 from hypothesis import strategies as st
 
 from airssys_storage.backend import key_problem
 from airssys_storage.errors import InvalidKey
-from airssys_storage_sdk.keys import MAX_INT_DIGITS, decode_key, encode_key
 
 texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 ints = st.integers(min_value=-(64**MAX_INT_DIGITS) + 1, max_value=64**MAX_INT_DIGITS - 1) | st.integers(-300, 300)

@@ -18,10 +18,10 @@ KEYS = st.one_of(
     st.sampled_from([-(2**70), 2**64, 0, 1, -1, 63, 64, -64]),
 )
 STR_KEYS = st.text(st.characters(exclude_categories=["Cs"]), max_size=6)
-VALUES = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8) | st.lists(st.integers(), max_size=3)
-RUN = settings(
-    max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+VALUES = (
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8) | st.lists(st.integers(), max_size=3)
 )
+RUN = settings(max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck))
 _prefixes = itertools.count()
 
 
@@ -58,11 +58,15 @@ def run_map_model(storage: ComponentStorage, keys: st.SearchStrategy[Any]) -> No
             assert self.real.floor(key) == ((below[-1], self.model[below[-1]]) if below else None)
             assert self.real.ceiling(key) == ((above[0], self.model[above[0]]) if above else None)
             strictly_below = [k for k in ordered if k < key]
-            assert self.real.lower(key) == ((strictly_below[-1], self.model[strictly_below[-1]]) if strictly_below else None)
+            assert self.real.lower(key) == (
+                (strictly_below[-1], self.model[strictly_below[-1]]) if strictly_below else None
+            )
 
         @rule(low=keys, high=keys)
         def range(self, low: Any, high: Any) -> None:
-            assert list(self.real.range(low, high)) == [(k, self.model[k]) for k in sorted(self.model) if low <= k < high]
+            assert list(self.real.range(low, high)) == [
+                (k, self.model[k]) for k in sorted(self.model) if low <= k < high
+            ]
 
         @precondition(lambda self: len(self.model) > 0)
         @rule()

@@ -36,7 +36,7 @@ def _worker(settings: StorageSettings, number: int, results: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_each_item_is_popped_exactly_once(backend: str, tmp_path: Path) -> None:
-    """4 processes each push 2,500 items and pop concurrently; together they pop all 10,000, each once, in order per pusher."""
+    """4 processes push 2,500 items each and pop concurrently: all 10,000 popped, each once, FIFO per pusher."""
     if backend == "postgresql" and (reason := postgresql_reachable()) is not None:
         skip_or_fail(reason)
     settings = store_settings(backend, tmp_path)

@@ -35,16 +35,36 @@ _CASES: dict[str, type[errors.StorageError]] = {
 }
 
 
+_INTERFACES = ("storage", "storage_batch", "storage_ranges", "storage_atomics")
+
+
+def _load_bindings(bindings: str) -> None:
+    """Import the binding modules of *bindings* now, if they exist (they do only inside a guest build)."""
+    for name in _INTERFACES:
+        try:
+            importlib.import_module(f"{bindings}.imports.{name}")
+        except ImportError:
+            return
+
+
+# componentize-py keeps only the modules imported while it builds (it snapshots the initialised
+# interpreter), so an app that imports this module gets the default bindings loaded here; with other
+# bindings, import their four interface modules in the app. Outside a guest this finds nothing.
+_load_bindings("wit_world")
+
+
 class GuestStore:
     """:class:`~airssys_storage_sdk.protocol.Store` over the generated bindings (module *bindings*: ``wit_world``)."""
 
     def __init__(self, bindings: str = "wit_world") -> None:
-        imports = importlib.import_module(bindings + ".imports")
-        self._err: type[Exception] = importlib.import_module(bindings + ".types").Err
-        self._storage: Any = imports.storage
-        self._batch: Any = imports.storage_batch
-        self._ranges: Any = imports.storage_ranges
-        self._atomics: Any = imports.storage_atomics
+        def interface(name: str) -> Any:
+            return importlib.import_module(f"{bindings}.imports.{name}")
+
+        try:  # componentize-py 0.17 and later; earlier ones put Err in <bindings>.types
+            self._err: type[Exception] = importlib.import_module("componentize_py_types").Err
+        except ImportError:
+            self._err = importlib.import_module(bindings + ".types").Err
+        self._storage, self._batch, self._ranges, self._atomics = map(interface, _INTERFACES)
 
     def _call(self, function: Callable[..., Any], *args: Any) -> Any:
         try:

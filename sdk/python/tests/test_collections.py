@@ -226,3 +226,31 @@ def test_host_settings_limits_apply(tmp_path: Any) -> None:
         values |= set(range(23))
         values.clear()
         assert len(values) == 0 and list(values) == []
+
+
+def test_vector_stays_exact_under_concurrent_appends_and_pops(open_storage: Callable[[], ComponentStorage]) -> None:
+    """4 threads append 150 items each and pop every third time: nothing lost or duplicated, length exact."""
+    import threading
+
+    storage = open_storage()
+    log: StorageVector[list[int]] = StorageVector(storage, "log/")
+    popped: list[list[int]] = []
+
+    def work(number: int) -> None:
+        for index in range(150):
+            log.append([number, index])
+            if index % 3 == 0:
+                try:
+                    popped.append(log.pop())
+                except IndexError:
+                    pass
+
+    threads = [threading.Thread(target=work, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    remaining = list(log)
+    assert len(log) == len(remaining) == 600 - len(popped)
+    every = sorted(tuple(item) for item in [*remaining, *popped])
+    assert every == sorted((number, index) for number in range(4) for index in range(150))

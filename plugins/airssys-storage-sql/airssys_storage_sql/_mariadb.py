@@ -22,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError, quota_exceeded
+from airssys_storage.planner import KeyState, Plan, SpaceState
 
 from ._schema import MARIADB_MAX_KEY_BYTES
 from ._server import ServerDialect
-from .backend import SINGLE, SQLBackend, describe
+from .backend import CHUNK, SINGLE, SQLBackend, describe
 
 _STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _SERVER_STATUS_IN_TRANS = 1
@@ -41,6 +42,53 @@ _ER_SP_DOES_NOT_EXIST = 1305
 _PACKET_MAXIMUM = 1024 * 1024 * 1024
 #: The longest namespace (component id) written into a statement.
 _MAX_NAMESPACE = 63
+#: PyMySQL's CLIENT.MULTI_STATEMENTS flag: several statements, separated by ``;``, in one round trip.
+_CLIENT_MULTI_STATEMENTS = 1 << 16
+#: Held-back write statements are sent once they reach this many characters (PyMySQL's own
+#: ``max_stmt_length`` for a multi-row INSERT), so a batch of large values never builds a
+#: statement near ``max_allowed_packet``.
+_SEND_AT = 1_024_000
+_new = tuple.__new__
+
+
+class _Writes:
+    """The write statements of one commit, held back to travel with its ``COMMIT`` in one round trip.
+
+    :meth:`MariaDBDialect.execute` and :meth:`MariaDBDialect.upsert_many`
+    given this instead of a cursor add their statements (bound by PyMySQL's
+    own escaping) here; :meth:`MariaDBDialect.end` sends them and ``COMMIT``
+    as one multi-statement. Past :data:`_SEND_AT` characters the statements
+    so far are sent at once (still inside the open transaction).
+    """
+
+    __slots__ = ("cursor", "parts", "size")
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, sql: str) -> None:
+        if self.parts and self.size + len(sql) > _SEND_AT:
+            self.send()
+        self.parts.append(sql)
+        self.size += len(sql) + 1
+
+    def send(self, last: str | None = None) -> None:
+        """Run the statements held back (and *last*), reading every result so that errors surface."""
+        if last is not None:
+            self.parts.append(last)
+        if self.parts:
+            _run_all(self.cursor, ";".join(self.parts))
+        self.parts = []
+        self.size = 0
+
+
+def _run_all(cursor: Any, sql: str) -> None:
+    """Run a multi-statement and read all its results (an error in any statement raises here)."""
+    cursor.execute(sql)
+    while cursor.nextset():
+        pass
 
 
 def _errno(exc: Exception) -> int:
@@ -57,7 +105,13 @@ class MariaDBDialect(ServerDialect):
     label = "MariaDB"
     default_port = 3306
     # binary_prefix: bytes are sent as _binary'…', so the server never checks them against the charset.
-    driver_args: ClassVar[Mapping[str, Any]] = {"charset": "utf8mb4", "binary_prefix": True}
+    # client_flag: multi-statements, so that a commit's first reads and its writes + COMMIT are two
+    # round trips (six or more one by one); only statements bound by PyMySQL are ever joined.
+    driver_args: ClassVar[Mapping[str, Any]] = {
+        "charset": "utf8mb4",
+        "binary_prefix": True,
+        "client_flag": _CLIENT_MULTI_STATEMENTS,
+    }
 
     def __init__(self, backend: SQLBackend) -> None:
         super().__init__(backend)
@@ -66,6 +120,10 @@ class MariaDBDialect(ServerDialect):
         prefix = self._options.table_prefix
         self._q_put_one = f"CALL {prefix}put(%s, %s, %s, %s)"
         self._q_delete_one = f"CALL {prefix}delete(%s, %s)"
+        self._upsert_head = f"INSERT INTO {self._tables.data} (ns, k, v, ver, exp) VALUES "
+        self._upsert_tail = " " + self.upsert_clause(("ns", "k"), ("v", "ver", "exp"))
+        #: id(cursor) -> the write statements its open commit holds back (see :class:`_Writes`).
+        self._pending: dict[int, _Writes] = {}
 
     @staticmethod
     def upsert_clause(conflict: Sequence[str], columns: Sequence[str]) -> str:
@@ -231,16 +289,86 @@ class MariaDBDialect(ServerDialect):
 
     # -- transactions --------------------------------------------------------------------
 
+    # A commit is two round trips: START TRANSACTION, the counter row's lock and the read of the
+    # old rows in one multi-statement (:meth:`read_state`), then the writes the planner decided
+    # and COMMIT in another (:meth:`write_plan` holds them back, :meth:`end` sends them). The
+    # server runs them in order, so the rows are read after the lock is held.
+
     def begin(self, item: Any) -> None:
-        item.execute("START TRANSACTION")
+        """Nothing sent yet: ``START TRANSACTION`` goes with the commit's first reads (:meth:`lock_space`)."""
+        self._pending.pop(id(item), None)  # left by a commit that failed before its end
+
+    def execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        if type(item) is _Writes:
+            item.add(item.cursor.mogrify(sql, params or None))
+            return 0
+        return ServerDialect.execute(item, sql, params)
+
+    def upsert_many(self, item: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        if type(item) is not _Writes:
+            super().upsert_many(item, rows)
+            return
+        mogrify, unit = item.cursor.mogrify, "(%s, %s, %s, %s, %s)"
+        values: list[str] = []
+        size = 0
+        for row in rows:
+            value = mogrify(unit, row)
+            if values and size + len(value) > _SEND_AT:
+                item.add(self._upsert_head + ",".join(values) + self._upsert_tail)
+                values, size = [], 0
+            values.append(value)
+            size += len(value) + 1
+        item.add(self._upsert_head + ",".join(values) + self._upsert_tail)
+
+    def lock_space(self, item: Any, namespace: str) -> SpaceState:
+        item.execute("START TRANSACTION;" + item.mogrify(self.backend._w.space, (namespace,)))
+        item.nextset()
+        return self._locked_space(item, namespace, item.fetchall())
+
+    def _locked_space(self, item: Any, namespace: str, rows: Sequence[Any]) -> SpaceState:
+        """The counter row the multi-statement read (*rows*); a missing one is created and locked (a first write)."""
+        if not rows:
+            item.execute(self.backend._q_new_usage, (namespace,))
+            rows = self.fetchall(item, self.backend._w.space, (namespace,))
+        return _new(SpaceState, rows[0])
+
+    def read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        b = self.backend
+        if len(keys) > CHUNK:
+            return self.lock_space(item, namespace), b._read_rows(item, namespace, keys, values)
+        read = item.mogrify(*self.keyed(b._w.rows_values if values else b._w.rows, (namespace,), keys))
+        item.execute("START TRANSACTION;" + item.mogrify(b._w.space, (namespace,)) + ";" + read)
+        item.nextset()
+        space_rows = item.fetchall()
+        if not space_rows:  # no counter row was locked: the rows must be read again under the new one
+            item.nextset()
+            return self._locked_space(item, namespace, space_rows), b._read_rows(item, namespace, keys, values)
+        space = _new(SpaceState, space_rows[0])
+        item.nextset()
+        return space, {row[0]: _new(KeyState, row[1:]) for row in item.fetchall()}
+
+    def write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
+        writes = self._pending[id(item)] = _Writes(item)
+        self.backend._write_plan(writes, namespace, planned, now)
+
+    def write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
+        # The row exists (the commit locked it); held-back statements have no rowcount yet.
+        self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
     def end(self, item: Any) -> None:
-        item.connection.commit()
+        writes = self._pending.pop(id(item), None)
+        if writes is None:
+            item.execute("COMMIT")
+        else:
+            writes.send("COMMIT")
 
     def retryable(self, exc: Exception) -> bool:
         return _errno(exc) in (_ER_LOCK_DEADLOCK, _ER_CHECKREAD)
 
     def rollback(self, item: Any) -> None:
+        self._pending.pop(id(item), None)
         conn = item.connection
         if conn.server_status & _SERVER_STATUS_IN_TRANS:
             conn.rollback()

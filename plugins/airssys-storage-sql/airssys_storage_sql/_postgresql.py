@@ -119,6 +119,8 @@ class PostgreSQLDialect(ServerDialect):
         refuse = f"{backend._options.table_prefix}refuse"
         self._refuse_function = refuse
         self._array_dumper = _dumper()
+        #: id(cursor) -> the plan its open commit holds back: (namespace, plan, now) (see :meth:`end`).
+        self._pending: dict[int, tuple[str, Plan, int]] = {}
         self._q_any = f"SELECT k, v, exp FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
@@ -241,12 +243,13 @@ class PostgreSQLDialect(ServerDialect):
     # -- transactions -----------------------------------------------------------------------
     #
     # A commit's statements travel in psycopg pipelines: BEGIN, the counter-row lock and the
-    # read of the old rows in one round trip, the writes in a second, COMMIT in a third (six
-    # round trips one by one). The server still runs them in order, so the rows are read
-    # after the lock is held.
+    # read of the old rows in one round trip, the writes and COMMIT in a second (six round
+    # trips one by one; write_plan holds the plan back for end to send). The server still
+    # runs them in order, so the rows are read after the lock is held.
 
     def begin(self, item: Any) -> None:
         """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`lock_space`, :meth:`read_state`)."""
+        self._pending.pop(id(item), None)  # left by a commit that failed before its end
 
     def lock_space(self, item: Any, namespace: str) -> SpaceState:
         with item.connection.pipeline():
@@ -276,15 +279,21 @@ class PostgreSQLDialect(ServerDialect):
         return self._locked_space(item, namespace), {key: _new(KeyState, state) for key, *state in reader}
 
     def write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
-        with item.connection.pipeline():
-            super().write_plan(item, namespace, planned, now)
+        """Hold the plan back: :meth:`end` sends its writes with ``COMMIT``, in one pipeline."""
+        self._pending[id(item)] = (namespace, planned, now)
 
     def write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
         # The row exists (the commit locked it); in a pipeline no rowcount is known yet.
         self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
     def end(self, item: Any) -> None:
-        item.execute("COMMIT")
+        pending = self._pending.pop(id(item), None)
+        if pending is None:
+            item.execute("COMMIT")
+            return
+        with item.connection.pipeline():
+            super().write_plan(item, *pending)
+            item.execute("COMMIT")
 
     def retryable(self, exc: Exception) -> bool:
         return getattr(exc, "sqlstate", None) in _RETRY
@@ -292,6 +301,7 @@ class PostgreSQLDialect(ServerDialect):
     # -- connection state ------------------------------------------------------------------
 
     def rollback(self, item: Any) -> None:
+        self._pending.pop(id(item), None)
         if item.connection.info.transaction_status != 0:  # not IDLE: a transaction is open or failed
             item.connection.rollback()
 

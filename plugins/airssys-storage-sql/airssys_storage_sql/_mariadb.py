@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError, quota_exceeded
-from airssys_storage.planner import KeyState, Plan, SpaceState
+from airssys_storage.planner import Event, KeyState, Plan, Put, SpaceState, Write, WriteKind
 
-from ._schema import MARIADB_MAX_KEY_BYTES
+from ._schema import MARIADB_MAX_KEY_BYTES, MAX_STORED_VERSION
 from ._server import ServerDialect
 from .backend import CHUNK, SINGLE, SQLBackend, describe
 
@@ -49,6 +49,7 @@ _CLIENT_MULTI_STATEMENTS = 1 << 16
 #: statement near ``max_allowed_packet``.
 _SEND_AT = 1_024_000
 _new = tuple.__new__
+_INCREMENT = WriteKind.INCREMENT
 
 
 class _Writes:
@@ -120,6 +121,7 @@ class MariaDBDialect(ServerDialect):
         prefix = self._options.table_prefix
         self._q_put_one = f"CALL {prefix}put(%s, %s, %s, %s)"
         self._q_delete_one = f"CALL {prefix}delete(%s, %s)"
+        self._q_increment = f"CALL {prefix}incr(%s, %s, %s, %s, %s)"
         self._upsert_head = f"INSERT INTO {self._tables.data} (ns, k, v, ver, exp) VALUES "
         self._upsert_tail = " " + self.upsert_clause(("ns", "k"), ("v", "ver", "exp"))
         #: id(cursor) -> the write statements its open commit holds back (see :class:`_Writes`).
@@ -207,6 +209,45 @@ class MariaDBDialect(ServerDialect):
         found, expires_at = self.backend._use("delete", SINGLE, self._call, self._q_delete_one, (namespace, key))
         return bool(found) and (expires_at is None or expires_at > self.backend.clock())
 
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        if len(writes) == 1:
+            write = writes[0]
+            if write[1] is _INCREMENT and write[4] is None and write[6] is None:
+                planned = self._increment(namespace, write, limit)
+                if planned is not None:
+                    return planned
+        return super().apply(namespace, writes, limit)
+
+    def _increment(self, namespace: str, write: Write, limit: int | None) -> Plan | None:
+        """A plain increment in one ``CALL`` of ``<prefix>incr``; ``None`` when the planner must decide.
+
+        Returns the plan the planner would give (the counter row as locked, plus the change).
+        """
+        key, delta = write[0], write[5]
+        now = self.backend.clock()
+        params = (namespace, key, delta, limit, now)
+        row = self.backend._use("increment", SINGLE, self._call, self._q_increment, params)
+        status, value, version, expires_at, existed, size_delta, count, used, keys, floor = row
+        if status == 2:  # no counter, an overflow or the last version: the planner raises the error
+            return None
+        if status == 1:  # the guard refused; the procedure rolled back
+            assert limit is not None
+            raise quota_exceeded(namespace, int(used), int(size_delta), limit)
+        value = bytes(value)
+        space = SpaceState(int(used), int(keys), int(floor))
+        changed = bool(size_delta or count)
+        after = SpaceState(space.bytes + int(size_delta), space.keys + int(count), space.floor) if changed else space
+        return Plan(
+            [Put(key, value, int(version), expires_at)],
+            [],
+            after,
+            changed,
+            [int(value)],
+            [bool(existed)],
+            [Event(key, "set", int(version))],
+            [],
+        )
+
     def ddl(self) -> tuple[str, list[str]]:
         create_meta, create_others = super().ddl()
         return create_meta, [*create_others, *self._procedures()]
@@ -280,11 +321,70 @@ class MariaDBDialect(ServerDialect):
                 COMMIT;
                 SELECT v_size IS NOT NULL, v_exp;
             END"""
+        # The planner's INCREMENT (no condition, no op id): status 0 with the new row, 1 when the
+        # guard refused, 2 (nothing written) for what only the planner's error can answer: a live
+        # value that is no decimal ASCII of a signed 64-bit integer (decode_counter: -?[0-9]+, at
+        # most 20 bytes), a result out of range, or a row at the last storable version. An
+        # expired row counts as 0 and loses its expiry; a live one keeps it.
+        increment = f"""
+            CREATE PROCEDURE {prefix}incr(p_ns VARBINARY(64), p_k VARBINARY({MARIADB_MAX_KEY_BYTES}),
+                                          p_delta BIGINT, p_limit BIGINT, p_now BIGINT)
+            BEGIN
+                DECLARE v_keys, v_delta, v_count BIGINT DEFAULT 0;
+                DECLARE v_old LONGBLOB DEFAULT NULL;
+                DECLARE v_num DECIMAL(22, 0);
+                DECLARE v_new VARBINARY(21);
+                DECLARE v_live INT DEFAULT 0;{declare}
+                START TRANSACTION;{lock}
+                SELECT key_count INTO v_keys FROM {t.usage} WHERE ns = p_ns;
+                SELECT v, ver, exp INTO v_old, v_ver, v_exp FROM {t.data} WHERE ns = p_ns AND k = p_k;
+                SET v_live = v_ver IS NOT NULL AND (v_exp IS NULL OR v_exp > p_now);
+                IF v_ver IS NOT NULL AND v_ver >= {MAX_STORED_VERSION} THEN
+                    SET v_num = NULL;
+                ELSEIF NOT v_live THEN
+                    SET v_num = p_delta, v_exp = NULL;
+                ELSEIF LENGTH(v_old) <= 20 AND v_old REGEXP BINARY '^-?[0-9]+$' THEN
+                    SET v_num = CAST(v_old AS DECIMAL(22, 0));
+                    IF v_num BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
+                        SET v_num = v_num + p_delta;
+                    ELSE
+                        SET v_num = NULL;
+                    END IF;
+                ELSE
+                    SET v_num = NULL;
+                END IF;
+                IF v_num IS NULL OR v_num NOT BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
+                    ROLLBACK;
+                    SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL;
+                ELSE
+                    SET v_new = CAST(CAST(v_num AS CHAR) AS BINARY);
+                    IF v_ver IS NULL THEN
+                        SET v_delta = LENGTH(p_k) + LENGTH(v_new), v_count = 1, v_ver = v_floor + 1;
+                    ELSE
+                        SET v_delta = LENGTH(v_new) - LENGTH(v_old), v_count = 0, v_ver = v_ver + 1;
+                    END IF;
+                    IF p_limit IS NOT NULL AND v_delta > 0 AND v_used + v_delta > p_limit THEN
+                        ROLLBACK;
+                        SELECT 1, NULL, NULL, NULL, NULL, v_delta, v_count, v_used, v_keys, v_floor;
+                    ELSE
+                        INSERT INTO {t.data} (ns, k, v, ver, exp) VALUES (p_ns, p_k, v_new, v_ver, v_exp)
+                            ON DUPLICATE KEY UPDATE v = VALUES(v), ver = VALUES(ver), exp = VALUES(exp);
+                        IF v_delta <> 0 OR v_count <> 0 THEN
+                            UPDATE {t.usage} SET used_bytes = used_bytes + v_delta, key_count = key_count + v_count
+                                WHERE ns = p_ns;
+                        END IF;
+                        COMMIT;
+                        SELECT 0, v_new, v_ver, v_exp, v_live, v_delta, v_count, v_used, v_keys, v_floor;
+                    END IF;
+                END IF;
+            END"""
         return [
             f"DROP PROCEDURE IF EXISTS {prefix}put",
             put,
             f"DROP PROCEDURE IF EXISTS {prefix}delete",
             delete,
+            f"DROP PROCEDURE IF EXISTS {prefix}incr",
+            increment,
         ]
 
     # -- transactions --------------------------------------------------------------------

@@ -122,6 +122,7 @@ class Server:
         else:
             self.execute(f"DROP PROCEDURE IF EXISTS {prefix}put")
             self.execute(f"DROP PROCEDURE IF EXISTS {prefix}delete")
+            self.execute(f"DROP PROCEDURE IF EXISTS {prefix}incr")
 
     def empty(self, prefix: str) -> None:
         for table in ("data", "usage", "ops"):

@@ -398,7 +398,8 @@ class MariaDBDialect(ServerDialect):
         """Nothing sent yet: ``START TRANSACTION`` goes with the commit's first reads (:meth:`lock_space`)."""
         self._pending.pop(id(item), None)  # left by a commit that failed before its end
 
-    def execute(self, item: Any, sql: str, params: Sequence[Any] = ()) -> int:
+    @staticmethod
+    def execute(item: Any, sql: str, params: Sequence[Any] = ()) -> int:
         if type(item) is _Writes:
             item.add(item.cursor.mogrify(sql, params or None))
             return 0

@@ -33,7 +33,7 @@ from airssys_storage import (
     quota_exceeded,
 )
 from airssys_storage.files import create_private_file
-from airssys_storage.planner import Event, KeyState, Plan, Put, SpaceState, Write, WriteKind, plan
+from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
 from ._dialect import EngineDialect
 from ._retry import backoff
@@ -58,8 +58,6 @@ _HINTS = 65536
 _EMPTY_SPACE = SpaceState()
 _new = tuple.__new__
 _PUT = WriteKind.PUT
-_INCREMENT = WriteKind.INCREMENT
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class SQLiteDialect(EngineDialect):
@@ -178,32 +176,6 @@ class SQLiteDialect(EngineDialect):
             f"WHERE {t.data}.ver < {MAX_STORED_VERSION} RETURNING k, replaced_len, ver",
             unit,
         )
-        # The planner's INCREMENT (no condition, no op id) as an upsert: a missing key becomes
-        # :v0 (= delta) at the floor + 1; a live counter gets its number + delta, a row expired
-        # at :now counts as 0 and loses its expiry. The DO UPDATE's WHERE admits only values the
-        # planner's decode_counter accepts in their canonical form (what CAST to INTEGER and back
-        # gives unchanged: no "007", "-0" or "+1", which the general path then decides), a number
-        # in :lo..:hi (so the result stays in the signed 64-bit range), and a row below the last
-        # storable version; otherwise nothing is written and no row comes back. replaced_len is
-        # the old size, -1 - size when the old row had expired.
-        expired = f"({t.data}.exp IS NOT NULL AND {t.data}.exp <= :now)"
-        number = f"CAST({t.data}.v AS INTEGER)"
-        self._q_increment = (
-            f"INSERT INTO {t.data} (ns, k, v, ver) "
-            f"VALUES (:ns, :k, :v0, COALESCE((SELECT floor FROM {t.usage} WHERE ns = :ns), 0) + 1) "
-            f"ON CONFLICT (ns, k) DO UPDATE SET "
-            f"replaced_len = CASE WHEN {expired} THEN -1 - length({t.data}.v) ELSE length({t.data}.v) END, "
-            f"v = CASE WHEN {expired} THEN excluded.v ELSE CAST(CAST({number} + :delta AS TEXT) AS BLOB) END, "
-            f"ver = {t.data}.ver + 1, exp = CASE WHEN {expired} THEN NULL ELSE {t.data}.exp END "
-            f"WHERE {t.data}.ver < {MAX_STORED_VERSION} AND ({expired} OR (typeof({t.data}.v) = 'blob' "
-            f"AND length({t.data}.v) <= 20 AND CAST(CAST({number} AS TEXT) AS BLOB) = {t.data}.v "
-            f"AND {number} BETWEEN :lo AND :hi)) "
-            "RETURNING replaced_len, ver, v, exp"
-        )
-        self._q_space_after = (
-            f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? "
-            "WHERE ns = ? AND (? IS NULL OR ? <= 0 OR used_bytes + ? <= ?) RETURNING used_bytes, key_count, floor"
-        )
         self._q_remove = (
             f"UPDATE {t.usage} SET used_bytes = used_bytes - ?, key_count = key_count - 1, "
             "floor = max(floor, ?) WHERE ns = ?"
@@ -281,66 +253,13 @@ class SQLiteDialect(EngineDialect):
         return version  # type: ignore[no-any-return]
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
-        if len(writes) == 1:
-            write = writes[0]
-            if write[1] is _INCREMENT and write[4] is None and write[6] is None:
-                return self.backend._use("increment", TRANSACTION, self._increment_in, namespace, write, limit)
-        elif writes:
+        if len(writes) > 1:
             for write in writes:
                 if write[1] is not _PUT or write[4] is not None or write[6] is not None:
                     break
             else:  # plain puts only (set_many): one statement fewer per chunk of rows
                 return self.backend._use("write", TRANSACTION, self._put_many_in, namespace, writes, limit)
         return super().apply(namespace, writes, limit)
-
-    def _increment_in(self, conn: sqlite3.Connection, namespace: str, write: Write, limit: int | None) -> Plan:
-        """A plain increment in the write transaction: one upsert computes it (see ``_q_increment``).
-
-        The counter update applies the guard (refused: quota-exceeded, and
-        ``SQLBackend._use`` rolls back) and returns the counter row after the
-        commit. What the upsert does not admit goes to the general path, in
-        the same transaction (nothing was written).
-        """
-        b = self.backend
-        key, delta = write[0], write[5]
-        now = b.clock()
-        params = {
-            "ns": namespace,
-            "k": key,
-            "v0": str(delta).encode(),
-            "now": now,
-            "delta": delta,
-            "lo": max(_INT64_MIN, _INT64_MIN - delta),
-            "hi": min(_INT64_MAX, _INT64_MAX - delta),
-        }
-        row = conn.execute(self._q_increment, params).fetchone()
-        if row is None:
-            return b._apply_in(conn, namespace, (write,), limit)
-        replaced, version, value, expires_at = row
-        if replaced is None:
-            size_delta, count = len(key) + len(value), 1
-        else:
-            size_delta, count = len(value) - (replaced if replaced >= 0 else -1 - replaced), 0
-        if size_delta or count:
-            after = conn.execute(
-                self._q_space_after, (size_delta, count, namespace, limit, size_delta, size_delta, limit)
-            ).fetchone()
-            if after is None:  # no counter row yet (created), or the guard refused (raises)
-                self._charge(conn, namespace, size_delta, count, limit)
-                after = conn.execute(b._w.space, (namespace,)).fetchone()
-            space = _new(SpaceState, after)
-        else:
-            space = _new(SpaceState, conn.execute(b._w.space, (namespace,)).fetchone())
-        return Plan(
-            [_new(Put, (key, value, version, expires_at))],
-            [],
-            space,
-            bool(size_delta or count),
-            [int(value)],
-            [replaced is not None and replaced >= 0],
-            [_new(Event, (key, "set", version))],
-            [],
-        )
 
     def _put_many_in(
         self, conn: sqlite3.Connection, namespace: str, writes: Sequence[Write], limit: int | None

@@ -34,6 +34,8 @@ moves the usage counter), of 4 KiB and of 64 KiB values.
                                    [--level api|backend] [--large]
 
 ``--large`` adds get, has and set of 64 KiB and 1 MiB values (SQLite against raw and diskcache).
+At the API level each engine also prints ``compare_and_swap`` against a plain ``set`` of the same
+values (issue 10's target: at least 0.5x).
 """
 
 from __future__ import annotations
@@ -320,6 +322,32 @@ def compare(sides: dict[str, Side], ops: int, rounds: int, large: bool = False) 
     return rows
 
 
+def bench_cas(store: ComponentStorage, ops: int, rounds: int, title: str) -> None:
+    """compare_and_swap against a plain set of the same keys and values (target: >= 0.5x), interleaved."""
+    cas_keys, set_keys = keyset(ops, "cas_"), keyset(ops, "plain_")
+    versions = {key: store.set(key, b"0" * 64) for key in cas_keys}
+    for key in set_keys:
+        store.set(key, b"0" * 64)
+    cas_values, set_values = Values((64,), 7), Values((64,), 7)
+
+    def cas() -> int:
+        value, swap = cas_values.next(), store.compare_and_swap
+        for key in cas_keys:
+            versions[key] = swap(key, value, version=versions[key])
+        return ops
+
+    def plain() -> int:
+        value, write = set_values.next(), store.set
+        for key in set_keys:
+            write(key, value)
+        return ops
+
+    result = measure({"compare_and_swap": cas, "set": plain}, rounds)
+    print_table(
+        f"{title}: compare_and_swap vs set of the same 64-byte values", [("64 B", result)], "compare_and_swap", ["set"]
+    )
+
+
 def fill_reads(side: Side, ops: int, set_one: Callable[[str, bytes], object] | None = None) -> None:
     """The keys that get and keys() read, with 64-byte values."""
     value = b"r" * 64
@@ -422,6 +450,8 @@ def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", lar
         "ours",
         ["raw", "raw+counter", "diskcache"],
     )
+    if level == "api":
+        bench_cas(store, ops // 3, rounds, "SQLite")
     manager.close()
     raw.close()
     cache.close()
@@ -494,6 +524,8 @@ def bench_postgresql(url: str, ops: int, rounds: int, level: str = "api") -> Non
         raw.execute(f"ANALYZE {prefix}data")
         rows = compare(sides, ops, rounds)
         print_table(f"PostgreSQL: {level} level vs raw psycopg 3 (autocommit), {ops} ops/round", rows, "ours", ["raw"])
+        if level == "api":
+            bench_cas(store, ops // 3, rounds, "PostgreSQL")
     finally:
         manager.close()
         raw.execute(f"DROP TABLE IF EXISTS {table}, {table}_n")
@@ -532,6 +564,8 @@ def bench_mariadb(url: str, ops: int, rounds: int, level: str = "api") -> None:
             fill_reads(each, ops)
         rows = compare(sides, ops, rounds)
         print_table(f"MariaDB: {level} level vs raw PyMySQL (autocommit), {ops} ops/round", rows, "ours", ["raw"])
+        if level == "api":
+            bench_cas(store, ops // 3, rounds, "MariaDB")
     finally:
         manager.close()
         cursor.execute(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airssys_storage import Capabilities, InternalError, StorageBackend, StorageError
-from airssys_storage.planner import KeyState, Plan, SpaceState
+from airssys_storage.planner import KeyState, Plan, SpaceState, Write
 
 if TYPE_CHECKING:
     from .backend import SQLBackend, StatementsByCount
@@ -149,6 +149,10 @@ class EngineDialect(abc.ABC):
         params = (space.bytes, space.keys, space.floor, namespace)
         if self.execute(item, b._w.set_space, params) == 0:
             self.execute(item, b._w.insert_space, params)
+
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        """A commit (``SQLBackend.apply``); by default its general path: read the old rows, plan, write."""
+        return self.backend._apply_planned(namespace, writes, limit)
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         """The single-key set; by default one commit through the planner."""

@@ -22,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from airssys_storage import ConfigurationError, InternalError, InvalidKey, StorageError, quota_exceeded
+from airssys_storage.planner import Event, KeyState, Plan, Put, SpaceState, Write, WriteKind
 
-from ._schema import MARIADB_MAX_KEY_BYTES
+from ._schema import MARIADB_MAX_KEY_BYTES, MAX_STORED_VERSION
 from ._server import ServerDialect
-from .backend import SINGLE, SQLBackend, describe
+from .backend import CHUNK, SINGLE, SQLBackend, describe
 
 _STRICT = "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 _SERVER_STATUS_IN_TRANS = 1
@@ -41,6 +42,54 @@ _ER_SP_DOES_NOT_EXIST = 1305
 _PACKET_MAXIMUM = 1024 * 1024 * 1024
 #: The longest namespace (component id) written into a statement.
 _MAX_NAMESPACE = 63
+#: PyMySQL's CLIENT.MULTI_STATEMENTS flag: several statements, separated by ``;``, in one round trip.
+_CLIENT_MULTI_STATEMENTS = 1 << 16
+#: Held-back write statements are sent once they reach this many characters (PyMySQL's own
+#: ``max_stmt_length`` for a multi-row INSERT), so a batch of large values never builds a
+#: statement near ``max_allowed_packet``.
+_SEND_AT = 1_024_000
+_new = tuple.__new__
+_INCREMENT = WriteKind.INCREMENT
+
+
+class _Writes:
+    """The write statements of one commit, held back to travel with its ``COMMIT`` in one round trip.
+
+    :meth:`MariaDBDialect.execute` and :meth:`MariaDBDialect.upsert_many`
+    given this instead of a cursor add their statements (bound by PyMySQL's
+    own escaping) here; :meth:`MariaDBDialect.end` sends them and ``COMMIT``
+    as one multi-statement. Past :data:`_SEND_AT` characters the statements
+    so far are sent at once (still inside the open transaction).
+    """
+
+    __slots__ = ("cursor", "parts", "size")
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, sql: str) -> None:
+        if self.parts and self.size + len(sql) > _SEND_AT:
+            self.send()
+        self.parts.append(sql)
+        self.size += len(sql) + 1
+
+    def send(self, last: str | None = None) -> None:
+        """Run the statements held back (and *last*), reading every result so that errors surface."""
+        if last is not None:
+            self.parts.append(last)
+        if self.parts:
+            _run_all(self.cursor, ";".join(self.parts))
+        self.parts = []
+        self.size = 0
+
+
+def _run_all(cursor: Any, sql: str) -> None:
+    """Run a multi-statement and read all its results (an error in any statement raises here)."""
+    cursor.execute(sql)
+    while cursor.nextset():
+        pass
 
 
 def _errno(exc: Exception) -> int:
@@ -57,7 +106,13 @@ class MariaDBDialect(ServerDialect):
     label = "MariaDB"
     default_port = 3306
     # binary_prefix: bytes are sent as _binary'…', so the server never checks them against the charset.
-    driver_args: ClassVar[Mapping[str, Any]] = {"charset": "utf8mb4", "binary_prefix": True}
+    # client_flag: multi-statements, so that a commit's first reads and its writes + COMMIT are two
+    # round trips (six or more one by one); only statements bound by PyMySQL are ever joined.
+    driver_args: ClassVar[Mapping[str, Any]] = {
+        "charset": "utf8mb4",
+        "binary_prefix": True,
+        "client_flag": _CLIENT_MULTI_STATEMENTS,
+    }
 
     def __init__(self, backend: SQLBackend) -> None:
         super().__init__(backend)
@@ -66,6 +121,11 @@ class MariaDBDialect(ServerDialect):
         prefix = self._options.table_prefix
         self._q_put_one = f"CALL {prefix}put(%s, %s, %s, %s)"
         self._q_delete_one = f"CALL {prefix}delete(%s, %s)"
+        self._q_increment = f"CALL {prefix}incr(%s, %s, %s, %s, %s)"
+        self._upsert_head = f"INSERT INTO {self._tables.data} (ns, k, v, ver, exp) VALUES "
+        self._upsert_tail = " " + self.upsert_clause(("ns", "k"), ("v", "ver", "exp"))
+        #: id(cursor) -> the write statements its open commit holds back (see :class:`_Writes`).
+        self._pending: dict[int, _Writes] = {}
 
     @staticmethod
     def upsert_clause(conflict: Sequence[str], columns: Sequence[str]) -> str:
@@ -149,6 +209,45 @@ class MariaDBDialect(ServerDialect):
         found, expires_at = self.backend._use("delete", SINGLE, self._call, self._q_delete_one, (namespace, key))
         return bool(found) and (expires_at is None or expires_at > self.backend.clock())
 
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        if len(writes) == 1:
+            write = writes[0]
+            if write[1] is _INCREMENT and write[4] is None and write[6] is None:
+                planned = self._increment(namespace, write, limit)
+                if planned is not None:
+                    return planned
+        return super().apply(namespace, writes, limit)
+
+    def _increment(self, namespace: str, write: Write, limit: int | None) -> Plan | None:
+        """A plain increment in one ``CALL`` of ``<prefix>incr``; ``None`` when the planner must decide.
+
+        Returns the plan the planner would give (the counter row as locked, plus the change).
+        """
+        key, delta = write[0], write[5]
+        now = self.backend.clock()
+        params = (namespace, key, delta, limit, now)
+        row = self.backend._use("increment", SINGLE, self._call, self._q_increment, params)
+        status, value, version, expires_at, existed, size_delta, count, used, keys, floor = row
+        if status == 2:  # no counter, an overflow or the last version: the planner raises the error
+            return None
+        if status == 1:  # the guard refused; the procedure rolled back
+            assert limit is not None
+            raise quota_exceeded(namespace, int(used), int(size_delta), limit)
+        value = bytes(value)
+        space = SpaceState(int(used), int(keys), int(floor))
+        changed = bool(size_delta or count)
+        after = SpaceState(space.bytes + int(size_delta), space.keys + int(count), space.floor) if changed else space
+        return Plan(
+            [Put(key, value, int(version), expires_at)],
+            [],
+            after,
+            changed,
+            [int(value)],
+            [bool(existed)],
+            [Event(key, "set", int(version))],
+            [],
+        )
+
     def ddl(self) -> tuple[str, list[str]]:
         create_meta, create_others = super().ddl()
         return create_meta, [*create_others, *self._procedures()]
@@ -222,25 +321,155 @@ class MariaDBDialect(ServerDialect):
                 COMMIT;
                 SELECT v_size IS NOT NULL, v_exp;
             END"""
+        # The planner's INCREMENT (no condition, no op id): status 0 with the new row, 1 when the
+        # guard refused, 2 (nothing written) for what only the planner's error can answer: a live
+        # value that is no decimal ASCII of a signed 64-bit integer (decode_counter: -?[0-9]+, at
+        # most 20 bytes), a result out of range, or a row at the last storable version. An
+        # expired row counts as 0 and loses its expiry; a live one keeps it.
+        increment = f"""
+            CREATE PROCEDURE {prefix}incr(p_ns VARBINARY(64), p_k VARBINARY({MARIADB_MAX_KEY_BYTES}),
+                                          p_delta BIGINT, p_limit BIGINT, p_now BIGINT)
+            BEGIN
+                DECLARE v_keys, v_delta, v_count BIGINT DEFAULT 0;
+                DECLARE v_old LONGBLOB DEFAULT NULL;
+                DECLARE v_num DECIMAL(22, 0);
+                DECLARE v_new VARBINARY(21);
+                DECLARE v_live INT DEFAULT 0;{declare}
+                START TRANSACTION;{lock}
+                SELECT key_count INTO v_keys FROM {t.usage} WHERE ns = p_ns;
+                SELECT v, ver, exp INTO v_old, v_ver, v_exp FROM {t.data} WHERE ns = p_ns AND k = p_k;
+                SET v_live = v_ver IS NOT NULL AND (v_exp IS NULL OR v_exp > p_now);
+                IF v_ver IS NOT NULL AND v_ver >= {MAX_STORED_VERSION} THEN
+                    SET v_num = NULL;
+                ELSEIF NOT v_live THEN
+                    SET v_num = p_delta, v_exp = NULL;
+                ELSEIF LENGTH(v_old) <= 20 AND v_old REGEXP BINARY '^-?[0-9]+$' THEN
+                    SET v_num = CAST(v_old AS DECIMAL(22, 0));
+                    IF v_num BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
+                        SET v_num = v_num + p_delta;
+                    ELSE
+                        SET v_num = NULL;
+                    END IF;
+                ELSE
+                    SET v_num = NULL;
+                END IF;
+                IF v_num IS NULL OR v_num NOT BETWEEN -9223372036854775808 AND 9223372036854775807 THEN
+                    ROLLBACK;
+                    SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL;
+                ELSE
+                    SET v_new = CAST(CAST(v_num AS CHAR) AS BINARY);
+                    IF v_ver IS NULL THEN
+                        SET v_delta = LENGTH(p_k) + LENGTH(v_new), v_count = 1, v_ver = v_floor + 1;
+                    ELSE
+                        SET v_delta = LENGTH(v_new) - LENGTH(v_old), v_count = 0, v_ver = v_ver + 1;
+                    END IF;
+                    IF p_limit IS NOT NULL AND v_delta > 0 AND v_used + v_delta > p_limit THEN
+                        ROLLBACK;
+                        SELECT 1, NULL, NULL, NULL, NULL, v_delta, v_count, v_used, v_keys, v_floor;
+                    ELSE
+                        INSERT INTO {t.data} (ns, k, v, ver, exp) VALUES (p_ns, p_k, v_new, v_ver, v_exp)
+                            ON DUPLICATE KEY UPDATE v = VALUES(v), ver = VALUES(ver), exp = VALUES(exp);
+                        IF v_delta <> 0 OR v_count <> 0 THEN
+                            UPDATE {t.usage} SET used_bytes = used_bytes + v_delta, key_count = key_count + v_count
+                                WHERE ns = p_ns;
+                        END IF;
+                        COMMIT;
+                        SELECT 0, v_new, v_ver, v_exp, v_live, v_delta, v_count, v_used, v_keys, v_floor;
+                    END IF;
+                END IF;
+            END"""
         return [
             f"DROP PROCEDURE IF EXISTS {prefix}put",
             put,
             f"DROP PROCEDURE IF EXISTS {prefix}delete",
             delete,
+            f"DROP PROCEDURE IF EXISTS {prefix}incr",
+            increment,
         ]
 
     # -- transactions --------------------------------------------------------------------
 
+    # A commit is two round trips: START TRANSACTION, the counter row's lock and the read of the
+    # old rows in one multi-statement (:meth:`read_state`), then the writes the planner decided
+    # and COMMIT in another (:meth:`write_plan` holds them back, :meth:`end` sends them). The
+    # server runs them in order, so the rows are read after the lock is held.
+
     def begin(self, item: Any) -> None:
-        item.execute("START TRANSACTION")
+        """Nothing sent yet: ``START TRANSACTION`` goes with the commit's first reads (:meth:`lock_space`)."""
+        self._pending.pop(id(item), None)  # left by a commit that failed before its end
+
+    @staticmethod
+    def execute(item: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        if type(item) is _Writes:
+            item.add(item.cursor.mogrify(sql, params or None))
+            return 0
+        return ServerDialect.execute(item, sql, params)
+
+    def upsert_many(self, item: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        if type(item) is not _Writes:
+            super().upsert_many(item, rows)
+            return
+        mogrify, unit = item.cursor.mogrify, "(%s, %s, %s, %s, %s)"
+        values: list[str] = []
+        size = 0
+        for row in rows:
+            value = mogrify(unit, row)
+            if values and size + len(value) > _SEND_AT:
+                item.add(self._upsert_head + ",".join(values) + self._upsert_tail)
+                values, size = [], 0
+            values.append(value)
+            size += len(value) + 1
+        item.add(self._upsert_head + ",".join(values) + self._upsert_tail)
+
+    def lock_space(self, item: Any, namespace: str) -> SpaceState:
+        item.execute("START TRANSACTION;" + item.mogrify(self.backend._w.space, (namespace,)))
+        item.nextset()
+        return self._locked_space(item, namespace, item.fetchall())
+
+    def _locked_space(self, item: Any, namespace: str, rows: Sequence[Any]) -> SpaceState:
+        """The counter row the multi-statement read (*rows*); a missing one is created and locked (a first write)."""
+        if not rows:
+            item.execute(self.backend._q_new_usage, (namespace,))
+            rows = self.fetchall(item, self.backend._w.space, (namespace,))
+        return _new(SpaceState, rows[0])
+
+    def read_state(
+        self, item: Any, namespace: str, keys: Sequence[bytes], values: bool
+    ) -> tuple[SpaceState, dict[bytes, KeyState]]:
+        b = self.backend
+        if len(keys) > CHUNK:
+            return self.lock_space(item, namespace), b._read_rows(item, namespace, keys, values)
+        read = item.mogrify(*self.keyed(b._w.rows_values if values else b._w.rows, (namespace,), keys))
+        item.execute("START TRANSACTION;" + item.mogrify(b._w.space, (namespace,)) + ";" + read)
+        item.nextset()
+        space_rows = item.fetchall()
+        if not space_rows:  # no counter row was locked: the rows must be read again under the new one
+            item.nextset()
+            return self._locked_space(item, namespace, space_rows), b._read_rows(item, namespace, keys, values)
+        space = _new(SpaceState, space_rows[0])
+        item.nextset()
+        return space, {row[0]: _new(KeyState, row[1:]) for row in item.fetchall()}
+
+    def write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
+        writes = self._pending[id(item)] = _Writes(item)
+        self.backend._write_plan(writes, namespace, planned, now)
+
+    def write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
+        # The row exists (the commit locked it); held-back statements have no rowcount yet.
+        self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
     def end(self, item: Any) -> None:
-        item.connection.commit()
+        writes = self._pending.pop(id(item), None)
+        if writes is None:
+            item.execute("COMMIT")
+        else:
+            writes.send("COMMIT")
 
     def retryable(self, exc: Exception) -> bool:
         return _errno(exc) in (_ER_LOCK_DEADLOCK, _ER_CHECKREAD)
 
     def rollback(self, item: Any) -> None:
+        self._pending.pop(id(item), None)
         conn = item.connection
         if conn.server_status & _SERVER_STATUS_IN_TRANS:
             conn.rollback()

@@ -48,8 +48,9 @@ from operator import itemgetter
 from typing import Any, ClassVar
 
 from airssys_storage import ConfigurationError, InternalError, StorageError, quota_exceeded
-from airssys_storage.planner import KeyState, Plan, SpaceState
+from airssys_storage.planner import Event, KeyState, Plan, Put, SpaceState, Write, WriteKind
 
+from ._schema import MAX_STORED_VERSION
 from ._server import ServerDialect
 from .backend import SINGLE, SQLBackend, StatementsByCount, describe
 
@@ -64,6 +65,8 @@ _BYTEA_OID, _BYTEA_ARRAY_OID = 17, 1001
 _ARRAY_HEADER = struct.Struct("!iiiii")  # dimensions, has-nulls flag, element type, length, lower bound
 _EMPTY_ARRAY = struct.pack("!iii", 0, 0, _BYTEA_OID)
 _LENGTH = struct.Struct("!i")
+_INCREMENT = WriteKind.INCREMENT
+_INT64 = "-9223372036854775808 AND 9223372036854775807"
 
 
 class ByteaArray:
@@ -119,6 +122,8 @@ class PostgreSQLDialect(ServerDialect):
         refuse = f"{backend._options.table_prefix}refuse"
         self._refuse_function = refuse
         self._array_dumper = _dumper()
+        #: id(cursor) -> the plan its open commit holds back: (namespace, plan, now) (see :meth:`end`).
+        self._pending: dict[int, tuple[str, Plan, int]] = {}
         self._q_any = f"SELECT k, v, exp FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
@@ -155,6 +160,46 @@ class PostgreSQLDialect(ServerDialect):
                 FROM w
             ), {charge}
             SELECT w.ver, {refuse_uncharged} FROM s, w"""
+        # The planner's INCREMENT (no condition, no op id) in one statement, as the put: the
+        # counter row locked first, then the upsert, whose DO UPDATE computes the new number
+        # from the row it locked (a missing key is %(v0)s = delta). Its WHERE admits only what
+        # the planner would accept: a live value that is the decimal ASCII of a signed 64-bit
+        # integer (the planner's decode_counter: -?[0-9]+, at most 20 bytes) with a result in
+        # range, or an expired row (which counts as 0 and loses its expiry), below the last
+        # storable version. Otherwise nothing is written and no row comes back, and the
+        # general path runs, whose planner raises the error. replaced_len is the old size,
+        # -1 - size when the old row had expired.
+        expired = "(d.exp IS NOT NULL AND d.exp <= %(now)s)"
+        text = "encode(d.v, 'escape')"
+        self._q_increment = f"""
+            WITH l AS (
+                SELECT used_bytes, key_count, floor FROM {t.usage} WHERE ns = %(ns)s FOR UPDATE
+            ), w AS (
+                INSERT INTO {t.data} AS d (ns, k, v, ver)
+                VALUES (%(ns)s, %(k)s, %(v0)s, COALESCE((SELECT floor FROM l), 0) + 1)
+                ON CONFLICT (ns, k) DO UPDATE
+                SET replaced_len = CASE WHEN {expired} THEN -1 - octet_length(d.v) ELSE octet_length(d.v) END,
+                    v = CASE WHEN {expired} THEN EXCLUDED.v
+                             ELSE convert_to(({text}::numeric + %(delta)s::numeric)::text, 'UTF8') END,
+                    ver = d.ver + 1,
+                    exp = CASE WHEN {expired} THEN NULL ELSE d.exp END
+                WHERE d.ver < {MAX_STORED_VERSION} AND CASE
+                    WHEN {expired} THEN true
+                    WHEN octet_length(d.v) <= 20 AND {text} ~ '^-?[0-9]+$'
+                        THEN {text}::numeric BETWEEN {_INT64}
+                             AND {text}::numeric + %(delta)s::numeric BETWEEN {_INT64}
+                    ELSE false END
+                RETURNING d.replaced_len, d.ver, d.v, d.exp
+            ), s AS (
+                SELECT CASE WHEN w.replaced_len IS NULL THEN %(klen)s::bigint + octet_length(w.v)
+                            WHEN w.replaced_len < 0 THEN octet_length(w.v) + 1 + w.replaced_len
+                            ELSE octet_length(w.v) - w.replaced_len END AS delta,
+                       CASE WHEN w.replaced_len IS NULL THEN 1 ELSE 0 END AS count
+                FROM w
+            ), {charge}
+            SELECT w.v, w.ver, w.exp, w.replaced_len, s.delta, s.count,
+                   (SELECT used_bytes FROM l), (SELECT key_count FROM l), (SELECT floor FROM l),
+                   {refuse_uncharged} FROM s, w"""
         # Removing only shrinks, so a plain UPDATE charges it; the counter row exists (a
         # row of the namespace does) and is locked first, as by every writer.
         self._q_delete = f"""
@@ -233,6 +278,52 @@ class PostgreSQLDialect(ServerDialect):
         }
         return int(self.backend._use("set", SINGLE, self.statement, self._q_put, params, limit)[0])
 
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        if len(writes) == 1:
+            write = writes[0]
+            if write[1] is _INCREMENT and write[4] is None and write[6] is None:
+                planned = self._increment(namespace, write, limit)
+                if planned is not None:
+                    return planned
+        return super().apply(namespace, writes, limit)
+
+    def _increment(self, namespace: str, write: Write, limit: int | None) -> Plan | None:
+        """A plain increment in one statement (see ``_q_increment``); ``None`` when the planner must decide.
+
+        Returns the plan the planner would give (the counter row as locked, plus the change).
+        """
+        key, delta = write[0], write[5]
+        if not -(2**63) <= delta < 2**63:
+            return None
+        now = self.backend.clock()
+        params = {
+            "ns": namespace,
+            "k": key,
+            "v0": str(delta).encode(),
+            "delta": delta,
+            "klen": len(key),
+            "now": now,
+            "limit": limit,
+        }
+        row = self.backend._use("write", SINGLE, self.statement, self._q_increment, params, limit)
+        if row is None:
+            return None
+        value, version, expires_at, replaced, size_delta, count, used, keys, floor, _ = row
+        value = bytes(value)
+        space = SpaceState(int(used or 0), int(keys or 0), int(floor or 0))
+        after = SpaceState(space.bytes + size_delta, space.keys + count, space.floor)
+        changed = bool(size_delta or count)
+        return Plan(
+            [Put(key, value, version, expires_at)],
+            [],
+            after if changed else space,
+            changed,
+            [int(value)],
+            [replaced is not None and replaced >= 0],
+            [Event(key, "set", version)],
+            [],
+        )
+
     def delete_one(self, namespace: str, key: bytes) -> bool:
         params = {"ns": namespace, "k": key}
         count, expires_at = self.backend._use("delete", SINGLE, self.statement, self._q_delete, params, None)
@@ -241,12 +332,13 @@ class PostgreSQLDialect(ServerDialect):
     # -- transactions -----------------------------------------------------------------------
     #
     # A commit's statements travel in psycopg pipelines: BEGIN, the counter-row lock and the
-    # read of the old rows in one round trip, the writes in a second, COMMIT in a third (six
-    # round trips one by one). The server still runs them in order, so the rows are read
-    # after the lock is held.
+    # read of the old rows in one round trip, the writes and COMMIT in a second (six round
+    # trips one by one; write_plan holds the plan back for end to send). The server still
+    # runs them in order, so the rows are read after the lock is held.
 
     def begin(self, item: Any) -> None:
         """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`lock_space`, :meth:`read_state`)."""
+        self._pending.pop(id(item), None)  # left by a commit that failed before its end
 
     def lock_space(self, item: Any, namespace: str) -> SpaceState:
         with item.connection.pipeline():
@@ -276,15 +368,21 @@ class PostgreSQLDialect(ServerDialect):
         return self._locked_space(item, namespace), {key: _new(KeyState, state) for key, *state in reader}
 
     def write_plan(self, item: Any, namespace: str, planned: Plan, now: int) -> None:
-        with item.connection.pipeline():
-            super().write_plan(item, namespace, planned, now)
+        """Hold the plan back: :meth:`end` sends its writes with ``COMMIT``, in one pipeline."""
+        self._pending[id(item)] = (namespace, planned, now)
 
     def write_space(self, item: Any, namespace: str, space: SpaceState) -> None:
         # The row exists (the commit locked it); in a pipeline no rowcount is known yet.
         self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
     def end(self, item: Any) -> None:
-        item.execute("COMMIT")
+        pending = self._pending.pop(id(item), None)
+        if pending is None:
+            item.execute("COMMIT")
+            return
+        with item.connection.pipeline():
+            super().write_plan(item, *pending)
+            item.execute("COMMIT")
 
     def retryable(self, exc: Exception) -> bool:
         return getattr(exc, "sqlstate", None) in _RETRY
@@ -292,6 +390,7 @@ class PostgreSQLDialect(ServerDialect):
     # -- connection state ------------------------------------------------------------------
 
     def rollback(self, item: Any) -> None:
+        self._pending.pop(id(item), None)
         if item.connection.info.transaction_status != 0:  # not IDLE: a transaction is open or failed
             item.connection.rollback()
 

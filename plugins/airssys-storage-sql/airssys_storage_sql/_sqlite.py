@@ -33,10 +33,11 @@ from airssys_storage import (
     quota_exceeded,
 )
 from airssys_storage.files import create_private_file
-from airssys_storage.planner import KeyState, SpaceState
+from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
 from ._dialect import EngineDialect
 from ._retry import backoff
+from ._schema import MAX_STORED_VERSION
 from .backend import MARKS, SINGLE, TRANSACTION, SQLBackend, SQLOptions, StatementsByCount, describe
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ _ROWS_PER_STATEMENT = 1000
 _HINTS = 65536
 _EMPTY_SPACE = SpaceState()
 _new = tuple.__new__
+_PUT = WriteKind.PUT
 
 
 class SQLiteDialect(EngineDialect):
@@ -162,6 +164,18 @@ class SQLiteDialect(EngineDialect):
             + self.upsert_clause(("ns", "k"), ("v", "ver", "exp")),
             unit,
         )
+        # A batch of plain puts without a separate read of the old rows (see put_many): the
+        # upsert gives each row a version as the planner does and returns what the planner
+        # needs of the row it replaced: replaced_len is its size, or -1 - size when it had
+        # expired at the last parameter (now); NULL for a new row. A row at the last storable
+        # version is left alone (and so missing from what the statement returns).
+        self._q_put_rows = StatementsByCount(
+            f"INSERT INTO {t.data} (ns, k, v, ver, exp) VALUES {MARKS} ON CONFLICT (ns, k) DO UPDATE SET "
+            f"replaced_len = CASE WHEN {t.data}.exp IS NULL OR {t.data}.exp > ? THEN length({t.data}.v) "
+            f"ELSE -1 - length({t.data}.v) END, v = excluded.v, ver = {t.data}.ver + 1, exp = excluded.exp "
+            f"WHERE {t.data}.ver < {MAX_STORED_VERSION} RETURNING k, replaced_len, ver",
+            unit,
+        )
         self._q_remove = (
             f"UPDATE {t.usage} SET used_bytes = used_bytes - ?, key_count = key_count - 1, "
             "floor = max(floor, ?) WHERE ns = ?"
@@ -237,6 +251,56 @@ class SQLiteDialect(EngineDialect):
         execute("COMMIT")
         sizes[hint] = size
         return version  # type: ignore[no-any-return]
+
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        if len(writes) > 1:
+            for write in writes:
+                if write[1] is not _PUT or write[4] is not None or write[6] is not None:
+                    break
+            else:  # plain puts only (set_many): one statement fewer per chunk of rows
+                return self.backend._use("write", TRANSACTION, self._put_many_in, namespace, writes, limit)
+        return super().apply(namespace, writes, limit)
+
+    def _put_many_in(
+        self, conn: sqlite3.Connection, namespace: str, writes: Sequence[Write], limit: int | None
+    ) -> Plan:
+        """Plain puts (no condition, no op id) in the write transaction, the old rows read by the upsert itself.
+
+        The upsert writes every row first and returns what the planner needs
+        of the rows it replaced; the planner then decides from exactly what the
+        general path would have read (so the plan is the same), and a refusal
+        rolls the transaction back (``SQLBackend._use``). A row at the last
+        storable version sends the commit to the general path, which refuses it.
+        """
+        b = self.backend
+        now = b.clock()
+        row = conn.execute(b._w.space, (namespace,)).fetchone()
+        space = _EMPTY_SPACE if row is None else _new(SpaceState, row)
+        fresh = space.floor + 1
+        if fresh > MAX_STORED_VERSION:
+            return b._apply_in(conn, namespace, writes, limit)
+        old: dict[bytes, KeyState] = {}
+        statements = self._q_put_rows
+        for start in range(0, len(writes), _ROWS_PER_STATEMENT):
+            chunk = writes[start : start + _ROWS_PER_STATEMENT]
+            cells = [cell for write in chunk for cell in (namespace, write[0], write[2], fresh, write[3])]
+            cells.append(now)
+            returned = conn.execute(statements[len(chunk)], cells).fetchall()
+            if len(returned) != len(chunk):  # a row at the last version: the general path refuses the commit
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                return b._apply_in(conn, namespace, writes, limit)
+            for key, replaced, version in returned:
+                if replaced is not None:  # the row it replaced: live, or expired (at now, as the planner sees it)
+                    if replaced >= 0:
+                        old[key] = _new(KeyState, (replaced, version - 1, None, None))
+                    else:
+                        old[key] = _new(KeyState, (-1 - replaced, version - 1, now, None))
+        get = old.get
+        planned = plan(namespace, writes, [get(write[0]) for write in writes], space, limit, now)
+        if planned.space_changed:
+            self.write_space(conn, namespace, planned.space)
+        return planned
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         row = self.backend._use("delete", TRANSACTION, self._delete_in, namespace, key)

@@ -781,7 +781,14 @@ class SQLBackend(StorageBackend, ForkAware):
         return self._d.delete_one(namespace, key)
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
-        """One transaction: lock the counter row, read the old rows and op ids, plan, write the plan."""
+        """One transaction: lock the counter row, read the old rows and op ids, plan, write the plan.
+
+        The dialect may take a faster path for some commits (:meth:`EngineDialect.apply`); the plan is the same.
+        """
+        return self._d.apply(namespace, writes, limit)
+
+    def _apply_planned(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        """:meth:`apply`'s general path, which every engine has (the differential tests compare with it)."""
         return self._use("write", TRANSACTION, self._apply_in, namespace, writes, limit)
 
     def _apply_in(self, item: Any, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:

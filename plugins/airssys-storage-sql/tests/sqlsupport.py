@@ -67,10 +67,13 @@ def commit(backend: Any, namespace: str, changes: Sequence[tuple[bytes, bytes | 
     return sum(backend.apply(namespace, writes, limit).existed)
 
 
-def kill_at_random(target: Callable[..., None], args: tuple[Any, ...], rng: random.Random) -> bytes:
+def kill_at_random(
+    target: Callable[..., None], args: tuple[Any, ...], rng: random.Random, window: float = 0.03
+) -> bytes:
     """Fork a child running ``target(*args, ack_fd)``, SIGKILL it at a random moment; the bytes it acknowledged.
 
-    Usually the kill lands after some acknowledgements, sometimes during start-up.
+    Usually the kill lands after some acknowledgements (up to *window* seconds after the first), sometimes
+    during start-up.
     """
     ctx = multiprocessing.get_context("fork")  # fast restarts; the parent holds no connection while forking
     read_fd, write_fd = os.pipe()
@@ -79,7 +82,7 @@ def kill_at_random(target: Callable[..., None], args: tuple[Any, ...], rng: rand
     os.close(write_fd)
     if rng.random() < 0.9:
         select.select([read_fd], [], [], 5.0)
-    time.sleep(rng.uniform(0, 0.03))
+    time.sleep(rng.uniform(0, window))
     os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
     child.join(10)
     data = b""
@@ -119,6 +122,7 @@ class Server:
         else:
             self.execute(f"DROP PROCEDURE IF EXISTS {prefix}put")
             self.execute(f"DROP PROCEDURE IF EXISTS {prefix}delete")
+            self.execute(f"DROP PROCEDURE IF EXISTS {prefix}incr")
 
     def empty(self, prefix: str) -> None:
         for table in ("data", "usage", "ops"):

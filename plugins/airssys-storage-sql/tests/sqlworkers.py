@@ -127,13 +127,13 @@ ATOMIC_KINDS = ("increment", "compare-and-swap", "fill-range", "delete-range")
 RANGE_KEYS = 20
 
 
-def atomics_writer(url: str, start: int, ack_fd: int) -> None:
+def atomics_writer(url: str, options: dict[str, Any], start: int, ack_fd: int) -> None:
     """Operations start, start + 1, …: increment with an op id, compare-and-swap, fill / delete a range.
 
     After each returns, ``(index, result)`` goes to *ack_fd* (result: the counter's value,
-    the new version, or the number of keys removed).
+    the new version, or the number of keys removed). *options*: the store's ``backend_options``.
     """
-    with StorageManager.from_settings(StorageSettings(url=url)) as manager:
+    with StorageManager.from_settings(StorageSettings(url=url, backend_options=options)) as manager:
         store = manager.component(Manifest("crash", Access.READ_WRITE, None))
         index = start
         while True:

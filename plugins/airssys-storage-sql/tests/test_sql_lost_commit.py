@@ -11,9 +11,10 @@ committed, and a plain ``internal-error`` when it cannot have.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -109,41 +110,65 @@ class _KillAround:
 
     def __init__(self, server: Server, cursor: Any, after: bool) -> None:
         self._server, self._cursor, self._after = server, cursor, after
+        self._pipelined_commit = False  # a COMMIT queued in a PostgreSQL pipeline, not yet run
+        self._in_pipeline = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
 
-    def commit(self) -> None:
-        """MariaDB's COMMIT (called as item.connection.commit() by the backend)."""
-        if not self._after:
-            kill(self._server, session_id(self._server, self._cursor))
-        self._cursor.connection.commit()
-        if self._after:  # committed; now the connection dies before the caller hears back
-            kill(self._server, session_id(self._server, self._cursor))
-            self._cursor.connection.ping(reconnect=False)
+    @property
+    def connection(self) -> Any:
+        return _PipelineAround(self)
+
+    def _kill(self) -> None:
+        kill(self._server, session_id(self._server, self._cursor))
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        """A commit point: a hot-path statement (PostgreSQL) or CALL (MariaDB), or PostgreSQL's COMMIT."""
-        if not sql.lstrip().startswith(("WITH", "COMMIT", "CALL")):
+        """A commit point: a hot-path statement (PostgreSQL) or CALL (MariaDB), or a COMMIT (alone, last of
+        MariaDB's multi-statement of a commit's writes, or queued in PostgreSQL's pipeline of them)."""
+        if not (sql.lstrip().startswith(("WITH", "COMMIT", "CALL")) or sql.rstrip().endswith(";COMMIT")):
             return self._cursor.execute(sql, params)
         if not self._after:
-            kill(self._server, session_id(self._server, self._cursor))
+            self._kill()
         result = self._cursor.execute(sql, params)
         if self._after:
-            kill(self._server, session_id(self._server, self._cursor))
+            if self._in_pipeline:  # it runs when the pipeline ends: kill after that
+                self._pipelined_commit = True
+                return result
+            self._kill()
             self._cursor.execute("SELECT 1")  # the driver learns the connection is gone
         return result
 
 
+class _PipelineAround:
+    """The wrapped cursor's connection, whose ``pipeline()`` lets :class:`_KillAround` kill after it ran."""
+
+    def __init__(self, around: _KillAround) -> None:
+        self._around = around
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._around._cursor.connection, name)
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[Any]:
+        around = self._around
+        around._in_pipeline = True
+        try:
+            with around._cursor.connection.pipeline() as pipeline:
+                yield pipeline
+        finally:
+            around._in_pipeline = False
+        if around._pipelined_commit:  # committed; now the connection dies before the caller hears back
+            around._pipelined_commit = False
+            around._kill()
+            around._cursor.execute("SELECT 1")
+
+
 @pytest.mark.engines("postgresql", "mariadb")
 @pytest.mark.parametrize("after", [False, True], ids=["killed-before-commit", "killed-after-commit"])
-def test_connection_lost_at_commit_is_outcome_unknown(
-    server: Server, open_backend: OpenBackend, monkeypatch: pytest.MonkeyPatch, after: bool
-) -> None:
+def test_connection_lost_at_commit_is_outcome_unknown(server: Server, open_backend: OpenBackend, after: bool) -> None:
     backend = open_backend()
     backend.put_one("ns", b"seed", b"s", None)
-    if server.engine == "mariadb":  # apply() commits with item.connection.commit()
-        monkeypatch.setattr(backend._d, "end", lambda item: _KillAround(server, item, after).commit())
     backend._release(_KillAround(server, backend._take(), after))
     for write in (
         lambda: backend.put_one("ns", b"k", b"value", None),
@@ -154,7 +179,6 @@ def test_connection_lost_at_commit_is_outcome_unknown(
         assert "lost the connection to" in str(lost.value) and lost.value.code == "internal-error"
         cursor = backend._take()
         backend._release(_KillAround(server, cursor, after))
-    monkeypatch.undo()
     # Either outcome happens, which is why the error cannot say more: after the commit the data is there.
     assert (backend.get("ns", b"k") == b"value") is after
     assert (backend.get_many("ns", [b"a", b"b"]) == [b"1", b"2"]) is after

@@ -110,7 +110,13 @@ def test_a_version_1_store_is_migrated_on_open_keeping_data_and_counters(
 
 
 def _space(backend: Any, namespace: str) -> SpaceState:
-    return backend._run("test", backend._lock_space, namespace)  # type: ignore[no-any-return]
+    def read(item: Any) -> SpaceState:
+        try:
+            return backend._lock_space(item, namespace)  # type: ignore[no-any-return]
+        finally:
+            backend._d.rollback(item)  # the lock's transaction (servers) must not stay open on the connection
+
+    return backend._run("test", read)  # type: ignore[no-any-return]
 
 
 def test_hot_paths_give_what_the_planner_gives(open_backend: OpenBackend) -> None:
@@ -196,3 +202,88 @@ def test_range_delete_clear_and_verify_count_expired_rows(open_backend: OpenBack
     backend.clear("r")
     assert backend.usage("r").keys == 0 and _space(backend, "r").floor >= top
     assert backend.put_one("r", b"r0", b"new", None) > top
+
+
+def test_batches_of_plain_puts_give_what_the_general_path_gives(open_backend: OpenBackend) -> None:
+    """A dialect's faster commit of plain puts (SQLite: old rows returned by the upsert) plans as the general path.
+
+    Random batches over a few keys, some rows with an expiry that passes, some
+    refused by the quota: the plan (results, existed, events, counter row),
+    the usage and every entry must be the same on both sides.
+    """
+    backend = open_backend()
+    clock = FakeClock(start_ms=2_000_000)
+    backend.clock = clock
+    rng = random.Random(11)
+    keys = [b"b%d" % i for i in range(8)]
+    limit = 600
+    for step in range(150):
+        batch = rng.sample(keys, rng.randint(2, 6))
+        writes = [
+            Write(
+                key,
+                WriteKind.PUT,
+                bytes([step % 256]) * rng.choice((3, 3, 20, step % 60)),
+                expires_at=clock() + 700 if rng.random() < 0.3 else None,
+            )
+            for key in batch
+        ]
+        outcomes: list[Any] = []
+        for ns, apply in (("fast", backend.apply), ("planned", backend._apply_planned)):
+            try:
+                planned = apply(ns, writes, limit)
+                outcomes.append((planned.results, planned.existed, planned.events, planned.space))
+            except QuotaExceeded as exc:
+                outcomes.append(str(exc).replace("'fast'", "'planned'"))
+        assert outcomes[0] == outcomes[1], step
+        assert backend.usage("fast") == backend.usage("planned"), step
+        if rng.random() < 0.2:
+            backend.delete_one("fast", batch[0])
+            backend.delete_one("planned", batch[0])
+        clock.advance(0.4)
+    for key in keys:
+        assert backend.get_entry("fast", key) == backend.get_entry("planned", key)
+    assert backend.verify().ok
+
+
+def test_increments_give_what_the_general_path_gives(open_backend: OpenBackend) -> None:
+    """A dialect's one-statement increment (PostgreSQL) gives what the planner's general path gives.
+
+    Counters near the signed 64-bit ends, values that are no counter (the
+    planner's decode rule), expired rows, quota refusals: the result or the
+    error, the usage and every entry must be the same on both sides.
+    """
+    from airssys_storage import InvalidArgument
+
+    backend = open_backend()
+    clock = FakeClock(start_ms=3_000_000)
+    backend.clock = clock
+    rng = random.Random(12)
+    keys = [b"c%d" % i for i in range(5)]
+    odd_values = [b"abc", b"1.5", b"+1", b" 1", b"-", b"", b"007", b"-0", b"9" * 20, b"1" * 19, b"\xff1", b"12\\"]
+    ends = [2**63 - 1, -(2**63), 2**63 - 2, -(2**63) + 1]
+    limit = 200
+    for step in range(300):
+        key = rng.choice(keys)
+        pick = rng.random()
+        delta = rng.choice([1, -1, 5, 2**62, -(2**62), 2**63 - 1, -(2**63), 0])
+        outcomes: list[Any] = []
+        for ns, apply in (("native", backend.apply), ("planned", backend._apply_planned)):
+            try:
+                if pick < 0.15:  # a value that may or may not be a counter
+                    chooser = random.Random(step)  # the same value on both sides
+                    value = chooser.choice([*odd_values, b"%d" % chooser.choice(ends)])
+                    write = Write(key, WriteKind.PUT, value, expires_at=clock() + 900 if step % 3 == 0 else None)
+                    outcomes.append(apply(ns, [write], limit).results)
+                else:
+                    planned = apply(ns, [Write(key, WriteKind.INCREMENT, delta=delta)], limit)
+                    outcomes.append((planned.results, planned.existed, planned.puts, planned.events))
+            except (QuotaExceeded, InvalidArgument) as exc:
+                outcomes.append((type(exc).__name__, str(exc).replace("'native'", "'planned'")))
+        assert outcomes[0] == outcomes[1], (step, key, delta)
+        assert backend.usage("native") == backend.usage("planned"), step
+        assert _space(backend, "native") == _space(backend, "planned"), step
+        clock.advance(0.3)
+    for key in keys:
+        assert backend.get_entry("native", key) == backend.get_entry("planned", key)
+    assert backend.verify().ok

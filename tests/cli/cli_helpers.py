@@ -74,6 +74,7 @@ MARIADB_URL = _env_url("MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 BACKENDS = {
     "sqlite": Backend("sqlite", lambda tmp: f"sqlite:///{tmp}/store.sqlite3"),
     "leveldb": Backend("leveldb", lambda tmp: f"leveldb://{tmp}/leveldb"),
+    "rocksdb": Backend("rocksdb", lambda tmp: f"rocksdb://{tmp}/rocksdb"),
     "postgresql": Backend("postgresql", lambda tmp: POSTGRESQL_URL, ("127.0.0.1", 5432)),
     "mariadb": Backend("mariadb", lambda tmp: MARIADB_URL, ("127.0.0.1", 3306)),
 }

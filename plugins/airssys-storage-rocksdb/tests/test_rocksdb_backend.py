@@ -308,3 +308,9 @@ def test_verify_repairs_a_tampered_expiry_count(manager: StorageManager) -> None
     assert not report.ok and "rows have an expiry" in report.problems[0]
     backend.verify(repair=True)
     assert backend.verify().ok and store.keys() == ["k"]
+
+
+def test_migrate_refuses_the_read_only_spelling_of_the_same_store(url: str) -> None:
+    assert run_cli("set", "-c", "app", "--url", url, "k", "v").returncode == 0
+    done = run_cli("migrate", "--from", url + "?mode=read-only", "--to", url)
+    assert done.returncode != 0 and "name the same store" in done.stderr, done.stderr

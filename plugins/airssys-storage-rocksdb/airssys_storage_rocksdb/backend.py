@@ -206,6 +206,10 @@ _MISS: Any = object()
 _new = tuple.__new__
 _first = operator.itemgetter(0)
 _PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = WriteKind  # in definition order
+#: The header of a row without expiry whose version is below 256, by version (see layout: width 1).
+_SHORT_HEADERS = [
+    bytes((1, version)) for version in range(256)
+]  # never used for version 0 (planned versions start at 1)
 #: Recorded operations older than the retention dropped per commit that records one (bounds its cost).
 _OP_GC_STEP = 64
 
@@ -543,7 +547,9 @@ class RocksDBBackend(StorageBackend, ForkAware):
         skip = len(space.prefix)
         try:
             keys, _bounds = self._iterate(self._db, space, start, end, values=False)
-            return [data_key[skip:] for data_key in islice(keys, limit)]
+            if counter[1] > limit:  # the namespace holds more rows than asked for
+                keys = islice(keys, limit)
+            return [data_key[skip:] for data_key in keys]
         except Exception as exc:
             self._fail("read from", exc)
 
@@ -681,6 +687,21 @@ class RocksDBBackend(StorageBackend, ForkAware):
             before = dict(zip(map(_first, writes), old, strict=True))
             put_rows = [before[put[0]] for put in puts]
             delete_rows = [before[key] for key in deletes]
+        if len(puts) == 1 and not (deletes or decided.space_changed or decided.op_records or reset):
+            # One row rewritten in place (an increment or TOUCH keeping its size): with the count of
+            # rows with an expiry unchanged too, the row record alone is the commit (one put).
+            key, value, version, expires_at = puts[0]
+            row = put_rows[0]
+            assert row is not None  # the counter did not change, so the row existed
+            if (row.expires_at is None) is (expires_at is None):
+                if value is None:  # TOUCH: the stored value (read for it) under a new header
+                    value = row.value
+                    assert value is not None
+                data_key = prefix + key
+                self._rows.pop(data_key, None)  # stays out if the put fails
+                self._db.put(data_key, encode_row(version, expires_at, value), self._write_options)
+                self._remember(data_key, _new(KeyState, (len(value), version, expires_at, None)))
+                return
         expiring = counter[3]
         rows = self._rows
         if len(rows) + len(puts) + len(deletes) > self._row_limit:
@@ -696,8 +717,11 @@ class RocksDBBackend(StorageBackend, ForkAware):
                     value = row.value
                 data_key = prefix + key
                 if expires_at is None:
-                    width = (version.bit_length() + 7) >> 3
-                    put(data_key, ((version << 8) | width).to_bytes(width + 1, "little") + value)
+                    if version < 256:  # the common case: a two-byte header from the table
+                        put(data_key, _SHORT_HEADERS[version] + value)
+                    else:
+                        width = (version.bit_length() + 7) >> 3
+                        put(data_key, ((version << 8) | width).to_bytes(width + 1, "little") + value)
                 else:
                     expiring += 1
                     put(data_key, encode_row(version, expires_at, value))
@@ -721,6 +745,13 @@ class RocksDBBackend(StorageBackend, ForkAware):
                 rows.pop(prefix + key, None)
             raise
         space.counter = new
+
+    def _remember(self, data_key: bytes, row: KeyState | None) -> None:
+        """Cache the row just written under *data_key* (``None``: removed). Call under the lock, after the write."""
+        rows = self._rows
+        if len(rows) >= self._row_limit:
+            rows.clear()  # crude but O(1) per write on average, and never wrong
+        rows[data_key] = row
 
     def _record_ops(
         self, batch: Any, space: _Space, records: Sequence[tuple[str, int]], now: int, stale: Mapping[str, int]
@@ -770,8 +801,11 @@ class RocksDBBackend(StorageBackend, ForkAware):
                     # A same-size overwrite: the planner's answer is the next version and no
                     # counter change (a delta of 0, which any quota accepts); the tests check it.
                     version: int = row.version + 1
-                    width = (version.bit_length() + 7) >> 3
-                    record = ((version << 8) | width).to_bytes(width + 1, "little") + value
+                    if version < 256:
+                        record = _SHORT_HEADERS[version] + value
+                    else:
+                        width = (version.bit_length() + 7) >> 3
+                        record = ((version << 8) | width).to_bytes(width + 1, "little") + value
                     self._db.put(data_key, record, self._write_options)
                     rows[data_key] = _new(KeyState, (row.size, version, None, None))
                     return version

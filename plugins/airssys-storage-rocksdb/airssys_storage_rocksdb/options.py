@@ -18,8 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airssys_storage import StorageError, parse_size
-from airssys_storage.options import FORBID_EXTRA, OptionError, option
+from airssys_storage.options import FORBID_EXTRA, OptionError, option, size_option, size_schema
 
 __all__ = ["COMPRESSIONS", "RocksDBOptions"]
 
@@ -32,14 +31,9 @@ _MAX_CACHE = 1 << 48
 if TYPE_CHECKING:
     _Size = int | str
 else:
-    # pydantic sees Any: its lax union would turn true into 1, so __post_init__ (parse_size,
-    # which refuses booleans) checks the value; _size_schema describes it.
+    # pydantic sees Any: its lax union would turn true into 1, so __post_init__ (size_option,
+    # which refuses booleans) checks the value; size_schema describes it.
     _Size = Any
-
-
-def _size_schema(minimum: int, maximum: int) -> dict[str, Any]:
-    """The JSON schema of a size option, for ``airssys-storage config``."""
-    return {"anyOf": [{"type": "integer", "minimum": minimum, "maximum": maximum}, {"type": "string"}]}
 
 
 @dataclass(frozen=True)
@@ -62,14 +56,14 @@ class RocksDBOptions:
         "32MiB",
         f'LRU cache of uncompressed blocks, bytes (or "64MB"), 0 to {_MAX_CACHE}',
         strict=False,
-        json_schema_extra=_size_schema(0, _MAX_CACHE),
+        json_schema_extra=size_schema(0, _MAX_CACHE),
     )
     write_buffer_size: _Size = option(  # noqa: RUF009
         "64MiB",
         f'memtable size before it is flushed to a table file, bytes (or "16MB"), {_MIN_WRITE_BUFFER} to '
         f"{_MAX_WRITE_BUFFER}",
         strict=False,
-        json_schema_extra=_size_schema(_MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER),
+        json_schema_extra=size_schema(_MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER),
     )
     max_write_buffer_number: int = option(
         2, "memtables kept in memory (one being written, the rest being flushed)", ge=2, le=64
@@ -85,8 +79,10 @@ class RocksDBOptions:
 
     def __post_init__(self) -> None:
         # frozen: each value normalised once, here
-        object.__setattr__(self, "block_cache_size", _size("block_cache_size", self.block_cache_size, 0, _MAX_CACHE))
-        size = _size("write_buffer_size", self.write_buffer_size, _MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER)
+        object.__setattr__(
+            self, "block_cache_size", size_option("block_cache_size", self.block_cache_size, 0, _MAX_CACHE)
+        )
+        size = size_option("write_buffer_size", self.write_buffer_size, _MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER)
         object.__setattr__(self, "write_buffer_size", size)
         for name in ("compression", "bottommost_compression"):
             value = getattr(self, name)
@@ -98,13 +94,3 @@ class RocksDBOptions:
     def as_dict(self) -> dict[str, Any]:
         """The options in force, for ``stats()``."""
         return dataclasses.asdict(self)
-
-
-def _size(name: str, value: object, minimum: int, maximum: int) -> int:
-    try:
-        size = parse_size(value, name)
-    except StorageError as exc:
-        raise OptionError(name, exc.message.removeprefix(f"{name} ")) from None
-    if not minimum <= size <= maximum:
-        raise OptionError(name, f"must be from {minimum} to {maximum} bytes")
-    return size

@@ -20,7 +20,7 @@ Use it from a backend's test file (mark it ``slow``)::
     def test_sigkill(tmp_path):
         sigkill_loop(f"mybackend://{tmp_path}/db", lambda url: MyBackend.open(url, {}))
 
-Needs ``os.fork`` (POSIX).
+Needs POSIX (``os.fork``, or ``pass_fds`` with ``fresh_process``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -137,16 +139,33 @@ def writer(url: str, registry: PluginRegistry, seed: int, start: int, ack_fd: in
         os.write(ack_fd, index.to_bytes(4, "little"))
 
 
-def run_until_killed(url: str, registry: PluginRegistry, seed: int, start: int, rng: random.Random) -> int:
-    """Fork a writer, kill it at a random point; returns how many operations it acknowledged."""
+def writer_main(argv: list[str]) -> None:
+    """A writer in a fresh interpreter: ``URL SEED START ACK_FD`` (see :func:`sigkill_loop`'s *fresh_process*)."""
+    url, seed, start, ack_fd = argv
+    writer(url, PluginRegistry.load(), int(seed), int(start), int(ack_fd))
+
+
+_FRESH_WRITER = "import sys; from airssys_storage.testing.crash import writer_main; writer_main(sys.argv[1:])"
+
+
+def run_until_killed(
+    url: str, registry: PluginRegistry, seed: int, start: int, rng: random.Random, fresh_process: bool = False
+) -> int:
+    """Start a writer (forked, or a fresh interpreter), kill it at a random point; returns its acknowledged count."""
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_fd)
-        try:
-            writer(url, registry, seed, start, write_fd)
-        finally:
-            os._exit(0)
+    child: subprocess.Popen[bytes] | None = None
+    if fresh_process:
+        command = [sys.executable, "-c", _FRESH_WRITER, url, str(seed), str(start), str(write_fd)]
+        child = subprocess.Popen(command, pass_fds=(write_fd,))
+        pid = child.pid
+    else:
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(read_fd)
+            try:
+                writer(url, registry, seed, start, write_fd)
+            finally:
+                os._exit(0)
     os.close(write_fd)
     acked = b""
     wanted = rng.randrange(0, 80)
@@ -158,8 +177,11 @@ def run_until_killed(url: str, registry: PluginRegistry, seed: int, start: int, 
     # Mostly kill at once (mid-operation), sometimes a little later (mid-open, mid-compaction).
     time.sleep(rng.choice([0, 0, 0, rng.random() / 500]))
     os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status), "the writer ended on its own (it should run until killed)"
+    if child is not None:
+        killed = child.wait() == -signal.SIGKILL
+    else:
+        killed = os.WIFSIGNALED(os.waitpid(pid, 0)[1])
+    assert killed, "the writer ended on its own (it should run until killed)"
     while chunk := os.read(read_fd, 65536):  # acks written before the kill are acknowledged too
         acked += chunk
     os.close(read_fd)
@@ -169,8 +191,15 @@ def run_until_killed(url: str, registry: PluginRegistry, seed: int, start: int, 
     return len(indexes)
 
 
-def sigkill_loop(url: str, open_backend: Callable[[str], StorageBackend], rounds: int = ROUNDS) -> dict[str, int]:
+def sigkill_loop(
+    url: str, open_backend: Callable[[str], StorageBackend], rounds: int = ROUNDS, *, fresh_process: bool = False
+) -> dict[str, int]:
     """Kill a writer on *url* *rounds* times and check the store after each kill (see the module docs).
+
+    The writer is forked from this process, or with *fresh_process* started
+    in a new interpreter (slower: for engines whose global state a forked
+    child cannot use once this process has used the engine, e.g. RocksDB's
+    background thread pool).
 
     *open_backend* opens the store at *url* for the checks (and must be closed by the caller's
     ``close()``). Fails the test on a lost write, a torn batch or a wrong counter; returns how
@@ -185,7 +214,7 @@ def sigkill_loop(url: str, open_backend: Callable[[str], StorageBackend], rounds
     outcomes = {"in-flight operation committed": 0, "in-flight operation not committed": 0}
     versions: dict[str, tuple[int, bytes]] = {}  # the last version seen of each key, and its value then
     for round_ in range(rounds):
-        acknowledged = run_until_killed(url, registry, seed, index, rng)
+        acknowledged = run_until_killed(url, registry, seed, index, rng, fresh_process)
         for i in range(index, index + acknowledged):
             state = apply(state, operation(seed, i))
         index += acknowledged

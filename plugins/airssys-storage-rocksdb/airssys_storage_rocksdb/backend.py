@@ -122,6 +122,32 @@ _open_paths_lock = threading.Lock()
 _forked_paths: set[str] = set()
 # Handles inherited by a forked child: never closed nor freed there (see after_fork_in_child).
 _inherited: list[Any] = []
+# Whether this process has opened a RocksDB database, and whether it is a child forked after that:
+# RocksDB's background thread pool is process-wide and does not survive a fork, so in such a child
+# a flush (also the one when a handle is freed) would wait forever. Such a child opens nothing.
+_engine_used = False
+_engine_lost = False
+
+
+def _after_fork_in_child() -> None:
+    global _engine_lost
+    _engine_lost = True
+
+
+def _use_engine(path: str) -> None:
+    """Refuse to open *path* in a child forked after this process used RocksDB; note the first use."""
+    global _engine_used
+    if _engine_lost:
+        raise InternalError(
+            f"cannot open the RocksDB database at {path}: this process was forked from one that had used "
+            "RocksDB, whose background threads (flushes, compactions) do not exist in a forked child, so "
+            "RocksDB would hang here: open RocksDB stores only in processes that did not inherit it "
+            f"(multiprocessing's 'spawn' start method, or a new program), or {SQL_HINT}"
+        )
+    if not _engine_used:
+        _engine_used = True
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -1319,6 +1345,7 @@ def _engine_options(options: RocksDBOptions) -> Any:
 
 def _repair_files(path: str, options: RocksDBOptions) -> None:
     """RocksDB's RepairDB on *path* (closed everywhere)."""
+    _use_engine(path)
     try:
         rocksdict.Rdict.repair(path, _engine_options(options))
     except Exception as exc:
@@ -1371,6 +1398,7 @@ def require_rocksdict() -> None:
 
 def _open_db(path: str, options: RocksDBOptions, mode: str) -> Any:
     require_rocksdict()
+    _use_engine(path)
     engine = _engine_options(options)
     families = {name: _engine_options(options) for name in COLUMN_FAMILIES}
     if mode == READ_ONLY:

@@ -16,5 +16,8 @@ from airssys_storage.testing.crash import ROUNDS, sigkill_loop
 
 @pytest.mark.slow
 def test_sigkill_loses_no_acknowledged_write_and_tears_no_batch(tmp_path: Path) -> None:
-    outcomes = sigkill_loop(f"rocksdb://{tmp_path}/db", lambda url: RocksDBBackend.open(url, {}))
+    # A fresh interpreter per writer: a child forked from this process, which has used RocksDB, would
+    # find RocksDB's background threads missing (the backend refuses to open there, see test_rocksdb_fork).
+    url = f"rocksdb://{tmp_path}/db"
+    outcomes = sigkill_loop(url, lambda url: RocksDBBackend.open(url, {}), fresh_process=True)
     assert sum(outcomes.values()) - outcomes["acknowledged"] == ROUNDS

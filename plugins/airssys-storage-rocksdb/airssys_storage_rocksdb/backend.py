@@ -735,7 +735,19 @@ class RocksDBBackend(StorageBackend, ForkAware):
         batch = rocksdict.WriteBatch(raw_mode=True)
         try:
             put = batch.put
-            for (key, value, version, expires_at), row in zip(puts, put_rows):  # noqa: B905 - lined up above
+            done = 0
+            if not expiring:
+                # No row of the namespace has an expiry, so no old row has one: the leading puts
+                # without expiry (the usual batch) need neither their old row nor the counting.
+                headers = _SHORT_HEADERS
+                for key, value, version, expires_at in puts:
+                    if expires_at is not None or value is None or version > 255:
+                        break
+                    data_key = prefix + key
+                    put(data_key, headers[version] + value)
+                    rows[data_key] = _new(KeyState, (len(value), version, None, None))
+                    done += 1
+            for (key, value, version, expires_at), row in zip(puts[done:], put_rows[done:]):  # noqa: B905
                 if row is not None and row.expires_at is not None:
                     expiring -= 1
                 if value is None:  # TOUCH: the stored value under a new header

@@ -32,6 +32,8 @@ __all__ = [
     "option",
     "parse_options",
     "redact_options",
+    "size_option",
+    "size_schema",
 ]
 
 #: Option names whose values are secrets, compared exactly (case-insensitive, ``-`` read as ``_``):
@@ -106,6 +108,32 @@ def option(
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def size_option(name: str, value: object, minimum: int, maximum: int) -> int:
+    """A size option's value in bytes: an int or a string such as ``"8MB"`` / ``"512KiB"``, within the bounds.
+
+    For an options dataclass's ``__post_init__``; raises :class:`OptionError`
+    naming *name* (booleans, floats and sizes out of ``minimum..maximum`` bytes are refused).
+    """
+    from .errors import StorageError
+    from .manifest import parse_size
+
+    try:
+        size = parse_size(value, name)
+    except StorageError as exc:
+        raise OptionError(name, exc.message.removeprefix(f"{name} ")) from None
+    if not minimum <= size <= maximum:
+        raise OptionError(name, f"must be from {minimum} to {maximum} bytes")
+    return size
+
+
+def size_schema(minimum: int, maximum: int, *, nullable: bool = False) -> dict[str, Any]:
+    """The JSON schema of a size option (an int within the bounds, or a string), for ``airssys-storage config``."""
+    kinds: list[dict[str, Any]] = [{"type": "integer", "minimum": minimum, "maximum": maximum}, {"type": "string"}]
+    if nullable:
+        kinds.append({"type": "null"})
+    return {"anyOf": kinds}
 
 
 class OptionError(ValueError):

@@ -150,7 +150,8 @@ def _store_identity(url: str) -> str:
     """*url* with a file store's path resolved, so that two spellings of one file compare equal.
 
     ``sqlite:////a/../a/x.db`` and ``sqlite+pysqlite:////a/x.db`` name one database (an outside
-    trial migrated a store onto itself); server URLs are compared as written.
+    trial migrated a store onto itself); server URLs are compared as written. ``rocksdb:///x?mode=read-only``
+    is the store ``rocksdb:///x`` (the mode only says how it is opened).
     """
     from urllib.parse import urlsplit
 
@@ -159,7 +160,8 @@ def _store_identity(url: str) -> str:
     except ValueError:
         return url
     scheme = parts.scheme.split("+", 1)[0]
-    if scheme in ("sqlite", "leveldb") and not parts.netloc and parts.path.startswith("/") and not parts.query:
+    file_store = scheme in ("sqlite", "leveldb", "rocksdb") and (not parts.query or scheme == "rocksdb")
+    if file_store and not parts.netloc and parts.path.startswith("/"):
         path = parts.path[1:] if scheme == "sqlite" else parts.path  # sqlite:////abs: the path is after "///"
         if path.startswith("/"):
             return f"{scheme}://{os.path.realpath(path)}"

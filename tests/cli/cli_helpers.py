@@ -78,6 +78,7 @@ BACKENDS = {
     "sqlite": Backend("sqlite", lambda tmp: f"sqlite:///{tmp}/store.sqlite3"),
     "leveldb": Backend("leveldb", lambda tmp: f"leveldb://{tmp}/leveldb"),
     "lmdb": Backend("lmdb", lambda tmp: f"lmdb://{tmp}/lmdb"),
+    "rocksdb": Backend("rocksdb", lambda tmp: f"rocksdb://{tmp}/rocksdb"),
     "postgresql": Backend("postgresql", lambda tmp: POSTGRESQL_URL, ("127.0.0.1", 5432)),
     "mariadb": Backend("mariadb", lambda tmp: MARIADB_URL, ("127.0.0.1", 3306)),
     "redis": Backend("redis", lambda tmp: REDIS_URL, ("127.0.0.1", 6379), "key_prefix"),

@@ -38,6 +38,12 @@ CASES = {
         "pip install 'SQLAlchemy",
     ),
     "leveldb": ("airssys_storage_leveldb", "plyvel", lambda tmp: f"leveldb://{tmp}/ldb", "pip install 'plyvel>=1.5'"),
+    "rocksdb": (
+        "airssys_storage_rocksdb",
+        "rocksdict",
+        lambda tmp: f"rocksdb://{tmp}/ldb",
+        "pip install 'rocksdict>=0.3.23'",
+    ),
 }
 
 

@@ -17,7 +17,8 @@ follow the prefix unchanged, so LevelDB's bytewise order is the keys'
 bytewise order and a key range is one contiguous iterator range. Metadata
 (counters, operation ids) sits under another tag, where no component key can reach.
 
-A row's header (schema 2) is self-delimiting, so the value follows it unchanged::
+A row's header (schema 2) is self-delimiting, so the value follows it unchanged
+(:mod:`airssys_storage.rowformat`, shared with the RocksDB plugin)::
 
     h (1 byte) | version (w bytes, little-endian) | [expires_at (8 bytes, little-endian ms)] | value
 
@@ -35,7 +36,8 @@ from __future__ import annotations
 
 import struct
 
-from airssys_storage import InvalidArgument
+from airssys_storage.rowformat import EXPIRES, decode_header, encode_row
+from airssys_storage.rowformat import encode_namespace as _encode_namespace
 
 __all__ = [
     "COUNTER",
@@ -82,23 +84,8 @@ V1_USAGE = struct.Struct("<QQ")
 OP_TIME = struct.Struct("<Q")
 #: Bytes of a recorded result: signed little-endian, wide enough for a u64 version and an i64 counter.
 OP_RESULT = 9
-#: Header flag: an 8-byte expiry follows the version.
-EXPIRES = 0x10
 
-_MAX_NAMESPACE_BYTES = 255
 _TIME = struct.Struct(">Q")
-
-
-def _encode_namespace(namespace: str) -> bytes:
-    if not isinstance(namespace, str):
-        raise InvalidArgument(f"namespace must be a str, not {type(namespace).__name__}")
-    try:
-        raw = namespace.encode("ascii")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"namespace {namespace!r} is not ASCII") from None
-    if not 0 < len(raw) <= _MAX_NAMESPACE_BYTES:
-        raise InvalidArgument(f"namespace {namespace[:32]!r} must be 1 to {_MAX_NAMESPACE_BYTES} ASCII characters")
-    return bytes([len(raw)]) + raw
 
 
 def namespace_prefix(namespace: str) -> bytes:
@@ -129,30 +116,3 @@ def op_time_prefix(namespace: str) -> bytes:
 def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
     """The retention-index entry of *op_id* recorded at *time_ms* (under :func:`op_time_prefix`)."""
     return time_prefix + _TIME.pack(time_ms) + op_id.encode()
-
-
-def encode_row(version: int, expires_at: int | None, value: bytes) -> bytes:
-    """A row record: the header (see the module docs) followed by *value*."""
-    width = (version.bit_length() + 7) >> 3
-    if expires_at is None:
-        return ((version << 8) | width).to_bytes(width + 1, "little") + value
-    header = ((((expires_at << (width * 8)) | version) << 8) | width | EXPIRES).to_bytes(width + 9, "little")
-    return header + value
-
-
-def decode_header(raw: bytes) -> tuple[int, int, int | None]:
-    """``(value offset, version, expires_at)`` of a row record; ``ValueError`` if its header is malformed."""
-    if not raw:
-        raise ValueError("an empty record")
-    head = raw[0]
-    width = head & 0x0F
-    if not 1 <= width <= 8 or head & ~(EXPIRES | 0x0F):
-        raise ValueError(f"header byte {head:#04x}")
-    end = width + 1
-    if head & EXPIRES:
-        if len(raw) < end + 8:
-            raise ValueError("a truncated expiry")
-        return end + 8, int.from_bytes(raw[1:end], "little"), int.from_bytes(raw[end : end + 8], "little")
-    if len(raw) < end:
-        raise ValueError("a truncated version")
-    return end, int.from_bytes(raw[1:end], "little"), None

@@ -18,8 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airssys_storage import StorageError, parse_size
-from airssys_storage.options import FORBID_EXTRA, OptionError, option
+from airssys_storage.options import FORBID_EXTRA, OptionError, option, size_option, size_schema
 
 __all__ = ["LevelDBOptions"]
 
@@ -35,15 +34,8 @@ if TYPE_CHECKING:
     _Size = int | str | None
 else:
     # pydantic sees Any: its lax union would turn true into 1 (and a union cannot be strict), so
-    # __post_init__ (parse_size, which refuses booleans) checks the value; _size_schema describes it.
+    # __post_init__ (size_option, which refuses booleans) checks the value; size_schema describes it.
     _Size = Any
-
-
-def _size_schema(minimum: int, maximum: int) -> dict[str, Any]:
-    """The JSON schema of a size option, for ``airssys-storage config``."""
-    return {
-        "anyOf": [{"type": "integer", "minimum": minimum, "maximum": maximum}, {"type": "string"}, {"type": "null"}]
-    }
 
 
 @dataclass(frozen=True)
@@ -58,14 +50,14 @@ class LevelDBOptions:
         None,
         f'LRU cache of uncompressed blocks, bytes (or "64MB"), at most {_MAX_SIZE}; null: LevelDB\'s default, 8 MiB',
         strict=False,
-        json_schema_extra=_size_schema(0, _MAX_SIZE),
+        json_schema_extra=size_schema(0, _MAX_SIZE, nullable=True),
     )
     write_buffer_size: _Size = option(  # noqa: RUF009
         None,
         f'memtable size before it is flushed to a table file, bytes (or "16MB"), {_MIN_WRITE_BUFFER} to '
         f"{_MAX_WRITE_BUFFER}; null: LevelDB's default, 4 MiB",
         strict=False,
-        json_schema_extra=_size_schema(_MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER),
+        json_schema_extra=size_schema(_MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER, nullable=True),
     )
     compression: str | None = option("snappy", 'block compression: "snappy", or "none" (or null)', strict=False)
     bloom_filter_bits: int = option(10, "bits per key of the bloom filter in each table (0: no filter)", ge=0, le=64)
@@ -84,9 +76,11 @@ class LevelDBOptions:
     def __post_init__(self) -> None:
         # frozen: each value normalised once, here
         if self.block_cache_size is not None:
-            object.__setattr__(self, "block_cache_size", _size("block_cache_size", self.block_cache_size, 0, _MAX_SIZE))
+            object.__setattr__(
+                self, "block_cache_size", size_option("block_cache_size", self.block_cache_size, 0, _MAX_SIZE)
+            )
         if self.write_buffer_size is not None:
-            size = _size("write_buffer_size", self.write_buffer_size, _MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER)
+            size = size_option("write_buffer_size", self.write_buffer_size, _MIN_WRITE_BUFFER, _MAX_WRITE_BUFFER)
             object.__setattr__(self, "write_buffer_size", size)
         key = "none" if self.compression is None else self.compression.lower()
         if key not in _COMPRESSIONS:
@@ -108,13 +102,3 @@ class LevelDBOptions:
     def as_dict(self) -> dict[str, Any]:
         """The options in force, for ``stats()``."""
         return dataclasses.asdict(self)
-
-
-def _size(name: str, value: object, minimum: int, maximum: int) -> int:
-    try:
-        size = parse_size(value, name)
-    except StorageError as exc:
-        raise OptionError(name, exc.message.removeprefix(f"{name} ")) from None
-    if not minimum <= size <= maximum:
-        raise OptionError(name, f"must be from {minimum} to {maximum} bytes")
-    return size

@@ -1,0 +1,68 @@
+"""The physical layout: how (namespace, key) rows and host metadata become RocksDB records.
+
+Component data and host metadata live in column families of their own, so no
+component key can ever reach a metadata record, whatever bytes it holds::
+
+    CF "default"   len(ns) | ns | key           -> row: header | value
+    CF "counters"  ns                           -> counter: <u64 bytes><u64 keys><u64 floor><u64 expiring>
+    CF "ops"       len(ns) | ns | op_id         -> recorded op: <u64 time ms><i72 result>
+    CF "op_times"  len(ns) | ns | time | op_id  -> b"" (time: u64 big-endian ms; the retention index)
+    CF "meta"      "schema"                     -> schema version, ASCII digits
+
+The length byte makes the namespace part prefix-free: the prefix of namespace
+``a`` (``01 'a'``) is never a prefix of namespace ``ab``'s keys (``02 'a' 'b'
+…``), so no key written through one namespace can land in or be listed by
+another. Within a namespace the keys follow the prefix unchanged, so RocksDB's
+bytewise order is the keys' bytewise order and a key range is one contiguous
+iterator range. Rows and counters are laid out as in the LevelDB plugin: the
+row header is :mod:`airssys_storage.rowformat` (shared), and the counter's
+``expiring`` (rows that have an expiry) is this backend's expiry index: a
+listing reads no value while it is zero, and a sweep finds nothing at once.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from airssys_storage.rowformat import EXPIRES, decode_header, encode_namespace, encode_row
+
+__all__ = [
+    "COLUMN_FAMILIES",
+    "COUNTER",
+    "COUNTERS_CF",
+    "EXPIRES",
+    "META_CF",
+    "OPS_CF",
+    "OP_RESULT",
+    "OP_TIME",
+    "OP_TIMES_CF",
+    "SCHEMA_KEY",
+    "SCHEMA_VERSION",
+    "decode_header",
+    "encode_namespace",
+    "encode_row",
+    "op_time_key",
+]
+
+COUNTERS_CF = "counters"
+OPS_CF = "ops"
+OP_TIMES_CF = "op_times"
+META_CF = "meta"
+#: Every column family besides "default" (which holds the rows), in a fixed order.
+COLUMN_FAMILIES = (COUNTERS_CF, OPS_CF, OP_TIMES_CF, META_CF)
+SCHEMA_KEY = b"schema"
+#: The layout written by this version; a newer one is refused.
+SCHEMA_VERSION = 1
+#: Counter value: bytes used, number of rows, version floor, rows with an expiry (little-endian u64 each).
+COUNTER = struct.Struct("<QQQQ")
+#: A recorded operation's time (ms, little-endian u64), followed by :data:`OP_RESULT` bytes of its result.
+OP_TIME = struct.Struct("<Q")
+#: Bytes of a recorded result: signed little-endian, wide enough for a u64 version and an i64 counter.
+OP_RESULT = 9
+
+_TIME = struct.Struct(">Q")
+
+
+def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
+    """The retention-index entry of *op_id* recorded at *time_ms* (under the namespace's prefix)."""
+    return time_prefix + _TIME.pack(time_ms) + op_id.encode()

@@ -748,13 +748,17 @@ class LevelDBBackend(StorageBackend, ForkAware):
             )
             batch.put(op_time_key(time_prefix, now, op_id), b"")
 
-    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+    def put_one(
+        self, namespace: str, key: bytes, value: bytes, limit: int | None, if_version: int | None = None
+    ) -> int:
         # The hot path of set(): apply() without its generality. The planner
         # decides as always; a row without expiry needs no clock (``now`` only
         # tells live from expired rows), and a commit that leaves the counter
         # as it is (a same-size overwrite) is the row record alone, written
         # with one put instead of a batch. The lock is taken with acquire()
         # and released in ``finally``: about 0.1 µs cheaper than ``with``.
+        # *if_version* is compare_and_swap_one's condition, decided by the
+        # planner like any other (the same-size shortcut only when it holds).
         try:
             space = self._spaces[namespace]
         except KeyError:
@@ -771,9 +775,13 @@ class LevelDBBackend(StorageBackend, ForkAware):
                     rows.clear()  # crude but O(1) per write on average, and never wrong
             if row is not None:
                 if row.expires_at is not None:  # the general path counts rows with an expiry
-                    write = _new(Write, (key, _PUT, value, None, None, 0, None))
+                    write = _new(Write, (key, _PUT, value, None, if_version, 0, None))
                     return self._apply_locked(space, (write,), limit).results[0]
-                if row.size == len(value) and row.version < MAX_VERSION:
+                if (
+                    row.size == len(value)
+                    and row.version < MAX_VERSION
+                    and (if_version is None or if_version == row.version)
+                ):
                     # A same-size overwrite, the one case decided here: the planner's answer is
                     # the next version and no counter change (its delta is 0, which any quota
                     # accepts), so the row record alone is the commit (test_leveldb_v2 checks it
@@ -787,7 +795,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             counter = space.counter or self._load_counter(space)
             decided = plan(
                 namespace,
-                (_new(Write, (key, _PUT, value, None, None, 0, None)),),
+                (_new(Write, (key, _PUT, value, None, if_version, 0, None)),),
                 (row,),
                 _new(SpaceState, counter[:3]),
                 limit,
@@ -809,6 +817,10 @@ class LevelDBBackend(StorageBackend, ForkAware):
         finally:
             self._lock.release()
         return version
+
+    def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
+        # put_one with the condition: the planner decides it (see put_one).
+        return self.put_one(namespace, key, value, limit, version)
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         # The hot path of delete(): like put_one, the clock only for a row with an expiry.

@@ -49,6 +49,7 @@ class MemoryOptions:
 
 # tuple.__new__ skips NamedTuple.__new__'s argument handling (~0.4 µs each), as the planner does.
 _new = tuple.__new__
+_PUT = WriteKind.PUT
 
 
 def _full(row: Row) -> tuple[bytes, int, int | None] | list[Any]:
@@ -361,12 +362,16 @@ class MemoryBackend(StorageBackend, ForkAware):
         finally:
             lock.release()
 
-    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+    def put_one(
+        self, namespace: str, key: bytes, value: bytes, limit: int | None, version: int | None = None
+    ) -> int:
         # The planner's PUT written out for its common cases, because it is measurably faster
-        # (benchmarks/bench_memory.py); the rest (a quota refusal, a row with an expiry) goes to
-        # apply(), so those rules and their messages stay in one place. No version overflow check:
-        # here every version comes from +1 steps of this process (2**64 of them are out of reach).
-        version: int
+        # (benchmarks/bench_memory.py); the rest (a quota refusal, a failed condition, a row with
+        # an expiry) goes to apply(), so those rules and their messages stay in one place. No
+        # version overflow check: here every version comes from +1 steps of this process (2**64 of
+        # them are out of reach). *version* is compare_and_swap_one's condition (None: none; 0:
+        # absent; n: live at n); put_one callers never pass it.
+        new_version: int
         lock = self._lock
         lock.acquire()  # cheaper than `with` on the hot path
         try:
@@ -378,13 +383,13 @@ class MemoryBackend(StorageBackend, ForkAware):
             row = rows.get(key)
             if row is None:
                 delta = len(key) + len(value)
-                if limit is None or space.used + delta <= limit:
+                if not version and (limit is None or space.used + delta <= limit):
                     floor = space.floor
                     if floor:
-                        version = floor + 1
-                        rows[key] = (value, version, None)
+                        new_version = floor + 1
+                        rows[key] = (value, new_version, None)
                     else:
-                        version = 1
+                        new_version = 1
                         rows[key] = value  # (value, 1, None): see Row
                     space.used += delta
                     if space.order is not None:  # space.note(key), written out: the insert hot path
@@ -392,29 +397,37 @@ class MemoryBackend(StorageBackend, ForkAware):
                         changed.append(key)
                         if len(changed) > 1024 and len(changed) > 2 * len(rows):
                             space.note_overflow()
-                    return version
+                    return new_version
             elif type(row) is list:  # no expiry, overwritten before: update it in place (see Row)
                 delta = len(value) - len(row[0])
                 # A same-size overwrite leaves the counter row as it is; a refused one goes to apply().
-                if not delta or delta < 0 or limit is None or space.used + delta <= limit:
-                    version = row[1] + 1
+                if (version is None or version == row[1]) and (
+                    not delta or delta < 0 or limit is None or space.used + delta <= limit
+                ):
+                    new_version = row[1] + 1
                     row[0] = value
-                    row[1] = version
+                    row[1] = new_version
                     if delta:
                         space.used += delta
-                    return version
+                    return new_version
             elif type(row) is bytes or row[2] is None:  # never overwritten yet: from now on a list
                 old_value, old_version, _ = _full(row)
                 delta = len(value) - len(old_value)
-                if not delta or delta < 0 or limit is None or space.used + delta <= limit:
-                    version = old_version + 1
-                    rows[key] = [value, version, None]
+                if (version is None or version == old_version) and (
+                    not delta or delta < 0 or limit is None or space.used + delta <= limit
+                ):
+                    new_version = old_version + 1
+                    rows[key] = [value, new_version, None]
                     if delta:
                         space.used += delta
-                    return version
+                    return new_version
         finally:
             lock.release()
-        return self.apply(namespace, (Write(key, WriteKind.PUT, value),), limit).results[0]
+        return self.apply(namespace, (_new(Write, (key, _PUT, value, None, version, 0, None)),), limit).results[0]
+
+    def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
+        # put_one's written-out cases with the condition checked in them (see put_one).
+        return self.put_one(namespace, key, value, limit, version)
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         # The planner's DELETE written out (measured: bench_memory.py).

@@ -65,7 +65,10 @@ def purge_vs_delete_prefix(manager: StorageManager, keys: int, rounds: int) -> f
         fill(plain, names, None)
         fill(expiring, names, SHORT_TTL)
         time.sleep(SHORT_TTL * 2)  # every key of the expiring component is past its deadline now
-        sides = [("purge", lambda: timed(expiring.purge_expired, keys)), ("prefix", lambda: timed(lambda: plain.delete_prefix("k"), keys))]
+        sides = [
+            ("purge", lambda: timed(expiring.purge_expired, keys)),
+            ("prefix", lambda: timed(lambda: plain.delete_prefix("k"), keys)),
+        ]
         if round_ % 2:
             sides.reverse()
         seconds = {name: run() for name, run in sides}

@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from itertools import islice
+from time import time_ns as _time_ns
 from typing import Any, NamedTuple, NoReturn, TypeAlias
 from urllib.parse import unquote, urlsplit
 
@@ -77,6 +78,7 @@ from airssys_storage.backend import (
     operator_command,
     verify_report,
     version_problem,
+    wall_clock_ms,
 )
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
@@ -394,6 +396,15 @@ class LevelDBBackend(StorageBackend, ForkAware):
         # The hot path: a row without expiry is one byte test and one slice (see layout).
         if 0 < head < 9:
             return raw[head + 1 :]
+        if 16 < head < 25 and len(raw) > head - 8:  # EXPIRES | width 1..8, the header complete
+            # A row with an expiry, its header read inline: expires_at follows the version.
+            start = head - 15  # 1 + width
+            expires_at = int.from_bytes(raw[start : start + 8], "little")
+            # The wall clock read inline: expires_at <= time_ns() // 10**6 exactly when
+            # expires_at * 10**6 <= time_ns() (integers), at a third of a clock() call's cost.
+            if self.clock is wall_clock_ms:
+                return None if expires_at * 1_000_000 <= _time_ns() else raw[start + 8 :]
+            return None if expires_at <= self.clock() else raw[start + 8 :]
         return self._value(prefix + key, raw, None)
 
     def _get_verified(self, namespace: str, key: bytes) -> bytes | None:

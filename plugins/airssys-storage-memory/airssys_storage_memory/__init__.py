@@ -17,12 +17,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from time import time_ns as _time_ns
 from typing import Any, ClassVar, NoReturn
 
 from sortedcontainers import SortedList
 
 from airssys_storage import Capabilities, InternalError, StorageBackend, Usage, VerifyReport, hookimpl
-from airssys_storage.backend import BadKey, key_problems, verify_report
+from airssys_storage.backend import BadKey, key_problems, verify_report, wall_clock_ms
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.options import FORBID_EXTRA
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
@@ -272,7 +273,12 @@ class MemoryBackend(StorageBackend, ForkAware):
         row = space.rows.get(key)
         if row is None or type(row) is bytes:
             return row
-        if row[2] is not None and row[2] <= self.clock():
+        expires_at = row[2]
+        if expires_at is not None and (
+            # The wall clock read inline: expires_at <= time_ns() // 10**6 exactly when
+            # expires_at * 10**6 <= time_ns() (integers), at a third of a clock() call's cost.
+            expires_at * 1_000_000 <= _time_ns() if self.clock is wall_clock_ms else expires_at <= self.clock()
+        ):
             return None
         return row[0]  # type: ignore[return-value]
 
@@ -304,7 +310,14 @@ class MemoryBackend(StorageBackend, ForkAware):
         if space is None:
             return False
         row = space.rows.get(key)
-        return row is not None and (type(row) is bytes or row[2] is None or row[2] > self.clock())
+        if row is None or type(row) is bytes:
+            return row is not None
+        expires_at = row[2]
+        if expires_at is None:
+            return True
+        if self.clock is wall_clock_ms:  # see get()
+            return expires_at * 1_000_000 > _time_ns()  # type: ignore[no-any-return]
+        return expires_at > self.clock()  # type: ignore[no-any-return]
 
     def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
         with self._lock:
@@ -362,9 +375,7 @@ class MemoryBackend(StorageBackend, ForkAware):
         finally:
             lock.release()
 
-    def put_one(
-        self, namespace: str, key: bytes, value: bytes, limit: int | None, version: int | None = None
-    ) -> int:
+    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None, version: int | None = None) -> int:
         # The planner's PUT written out for its common cases, because it is measurably faster
         # (benchmarks/bench_memory.py); the rest (a quota refusal, a failed condition, a row with
         # an expiry) goes to apply(), so those rules and their messages stay in one place. No

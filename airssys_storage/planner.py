@@ -67,6 +67,7 @@ __all__ = [
     "SpaceState",
     "Write",
     "WriteKind",
+    "add_to_counter",
     "decode_counter",
     "plan",
 ]
@@ -357,18 +358,27 @@ _FAST_LOOPS = True
 def _increment(key: bytes, row: KeyState | None, delta: int) -> tuple[int, bytes, int | None]:
     """The counter's new value, its bytes and the expiry it keeps (*row* is the live row or ``None``)."""
     if row is None:
-        current, expires_at = 0, None
-    else:
-        if row.value is None:
-            raise InternalError(f"planner: the backend did not read the value of counter {key!r}")
-        current, expires_at = decode_counter(row.value, key), row.expires_at
+        return (*add_to_counter(key, None, delta), None)
+    if row.value is None:
+        raise InternalError(f"planner: the backend did not read the value of counter {key!r}")
+    return (*add_to_counter(key, row.value, delta), row.expires_at)
+
+
+def add_to_counter(key: bytes, value: bytes | None, delta: int) -> tuple[int, bytes]:
+    """The rule of :attr:`WriteKind.INCREMENT`: the new number and its bytes for live *value* (``None``: absent).
+
+    For backends' single-key increment paths (:meth:`StorageBackend.increment_one`), so the
+    rule stays here. Raises :class:`~airssys_storage.InvalidArgument` when *value* holds no
+    counter or the result leaves the signed 64-bit range (see "Counters").
+    """
+    current = 0 if value is None else decode_counter(value, key)
     number = current + delta
     if not _INT64_MIN <= number <= _INT64_MAX:
         raise InvalidArgument(
             f"incrementing counter {key.decode(errors='replace')!r} ({current}) by {delta} "
             "leaves the signed 64-bit range"
         )
-    return number, str(number).encode("ascii"), expires_at
+    return number, str(number).encode("ascii")
 
 
 def _precondition_failed(namespace: str, key: bytes, live_row: KeyState | None, condition: int) -> PreconditionFailed:

@@ -83,7 +83,7 @@ _PUT, _DELETE, _INCREMENT, _TOUCH = WriteKind.PUT, WriteKind.DELETE, WriteKind.I
 _new = tuple.__new__
 #: Operation -> its value, and members used on hot paths: attribute access on an Enum costs ~60 ns.
 _VALUES = {operation: operation.value for operation in Operation}
-_COMPARE_AND_SWAP = Operation.COMPARE_AND_SWAP
+_COMPARE_AND_SWAP, _INCREMENT_OP = Operation.COMPARE_AND_SWAP, Operation.INCREMENT
 
 
 class Entry(NamedTuple):
@@ -779,7 +779,7 @@ class ComponentStorage:
         also across delete and clear (a retry still returns the first result).
         Needs read-write (``increment``).
         """
-        self._check(Operation.INCREMENT, key)
+        self._check(_INCREMENT_OP, key)
         raw = encode_key(key, self._max_key)
         if type(delta) is not int:
             raise InvalidArgument(f"delta must be an int, not {type(delta).__name__}")
@@ -787,8 +787,19 @@ class ComponentStorage:
             raise InvalidArgument(f"delta {delta} is outside the signed 64-bit range [-2**63, 2**63 - 1]")
         if op_id is not None:
             _check_op_id(op_id)
-            op_id = _op_record_id(raw, op_id)
-        return self._apply((_new(Write, (raw, _INCREMENT, b"", None, None, delta, op_id)),)).results[0]
+            return self._apply(
+                (_new(Write, (raw, _INCREMENT, b"", None, None, delta, _op_record_id(raw, op_id))),)
+            ).results[0]
+        # Without an op_id: the backend's single-key path (as set() takes put_one).
+        limit = self._state.limit
+        try:
+            return self._backend.increment_one(self._ns, raw, delta, limit)
+        except QuotaExceeded as exc:
+            return self._retry_after_sweep(exc, self._backend.increment_one, raw, delta, limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     # -- expiry ----------------------------------------------------------------
 

@@ -82,7 +82,7 @@ from airssys_storage.backend import (
 )
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
-from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
+from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
 from airssys_storage.plugins import backend_scheme
 
 from .layout import (
@@ -832,6 +832,35 @@ class LevelDBBackend(StorageBackend, ForkAware):
     def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
         # put_one with the condition: the planner decides it (see put_one).
         return self.put_one(namespace, key, value, limit, version)
+
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        # The hot path of increment(): a live counter without expiry whose new value keeps its
+        # size (the planner's answer: the next version, no counter change, which any quota
+        # accepts) is one read and one put of the row; the rule itself is the planner's
+        # add_to_counter. Anything else (a new key, another size, an expiry) goes to the planner.
+        try:
+            space = self._spaces[namespace]
+        except KeyError:
+            space = self._space(namespace)
+        data_key = space.prefix + key
+        self._lock.acquire()
+        try:
+            raw = self._db.get(data_key)
+            if raw is not None and 0 < (head := raw[0] if raw else 0) < 9 and len(raw) > head:  # no expiry
+                end = head + 1
+                number, value = add_to_counter(key, raw[end:], delta)
+                version = int.from_bytes(raw[1:end], "little") + 1
+                if len(value) == len(raw) - end and version <= MAX_VERSION:
+                    width = (version.bit_length() + 7) >> 3
+                    self._put(data_key, ((version << 8) | width).to_bytes(width + 1, "little") + value)
+                    self._remember(data_key, _new(KeyState, (len(value), version, None, None)))
+                    return number
+            write = _new(Write, (key, _INCREMENT, b"", None, None, delta, None))
+            return self._apply_locked(space, (write,), limit).results[0]
+        except plyvel.Error as exc:
+            self._fail("write to", exc)
+        finally:
+            self._lock.release()
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         # The hot path of delete(): like put_one, the clock only for a row with an expiry.

@@ -14,11 +14,11 @@ break the common pattern of preparing data and then forking workers.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from queue import SimpleQueue
 from time import time_ns as _time_ns
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from sortedcontainers import SortedList
 
@@ -208,6 +208,34 @@ class _Space:
         return found
 
 
+class _Mutex(SimpleQueue[None]):
+    """The backend's lock: a queue holding one token; taking it (``get``) acquires, putting it back releases.
+
+    A blocking mutex like :class:`threading.Lock` (``get`` waits with the GIL
+    released, and signals interrupt the wait as they do ``Lock.acquire``), but
+    cheaper: its ``get``, ``put`` and ``with`` are single C calls, where
+    ``Lock.acquire`` and ``release`` parse their arguments on each call and
+    ``Lock.__exit__`` takes three. Measured on CPython 3.11 here: ``with``
+    about 0.15 µs less, a take and a put-back about 0.05 µs less than
+    acquire and release, which is a tenth of a ``set`` (benchmarks/bench_memory.py).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.put(None)  # the token: free
+
+    if TYPE_CHECKING:
+
+        def __enter__(self) -> None: ...
+        def __exit__(self, *exc: object) -> None: ...
+
+    else:
+        __enter__ = SimpleQueue.get
+        # Called with (type, value, traceback): puts the token back (item=type; block and timeout
+        # are ignored by SimpleQueue) and returns None, so an exception is never swallowed.
+        __exit__ = SimpleQueue.put
+
+
 class _ClosedSpaces(dict[str, _Space]):
     """Stands in for the data after close(): every access says so (no check on the hot path)."""
 
@@ -239,19 +267,19 @@ class MemoryBackend(StorageBackend, ForkAware):
 
     def __init__(self) -> None:
         self._spaces: dict[str, _Space] = {}
-        self._lock = threading.Lock()
+        self._lock = _Mutex()
         track(self)
 
     # -- fork: the child keeps a consistent private copy (module docs) ----------------
 
     def before_fork(self) -> None:
-        self._lock.acquire()  # no commit is halfway done in the copy the child gets
+        self._lock.get()  # no commit is halfway done in the copy the child gets
 
     def after_fork_in_parent(self) -> None:
-        self._lock.release()
+        self._lock.put(None)
 
     def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # the inherited one is held (by the parent's forking thread)
+        self._lock = _Mutex()  # the inherited one is held (by the parent's forking thread)
 
     @classmethod
     def open(cls, url: str, options: MemoryOptions | Mapping[str, Any]) -> MemoryBackend:
@@ -359,7 +387,7 @@ class MemoryBackend(StorageBackend, ForkAware):
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         lock = self._lock
-        lock.acquire()
+        lock.get()
         try:
             space = self._space(namespace)
             state = space.state
@@ -373,7 +401,7 @@ class MemoryBackend(StorageBackend, ForkAware):
                 space.record(applied.op_records, now, retention)
             return applied
         finally:
-            lock.release()
+            lock.put(None)
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None, version: int | None = None) -> int:
         # The planner's PUT written out for its common cases, because it is measurably faster
@@ -384,7 +412,7 @@ class MemoryBackend(StorageBackend, ForkAware):
         # absent; n: live at n); put_one callers never pass it.
         new_version: int
         lock = self._lock
-        lock.acquire()  # cheaper than `with` on the hot path
+        lock.get()  # take the token: cheaper than `with` on the hot path
         try:
             try:
                 space = self._spaces[namespace]
@@ -433,7 +461,7 @@ class MemoryBackend(StorageBackend, ForkAware):
                         space.used += delta
                     return new_version
         finally:
-            lock.release()
+            lock.put(None)
         return self.apply(namespace, (_new(Write, (key, _PUT, value, None, version, 0, None)),), limit).results[0]
 
     def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:

@@ -6,7 +6,10 @@ ours/peer in operations per second (>= 1.0 means at least as fast). Every
 overwrite writes bytes that differ from the value it replaces, and both sides
 write the same values.
 
-A second table is a regression line for listings: ``keys(prefix)`` right after
+A second table compares compare_and_swap (each call with the version the
+previous write returned) with our plain set (issue 10: >= 0.5x).
+
+A third table is a regression line for listings: ``keys(prefix)`` right after
 a write that adds a key, against ``keys(prefix)`` with no write in between, in
 a component of ``--big`` keys (default 10^6). Keys are kept ordered as they
 are written, so the first listing after an insert must not re-sort the
@@ -22,7 +25,7 @@ import argparse
 from _harness import measure, print_table
 from minimalkv.memory import DictStore
 
-from airssys_storage import Access, Manifest, StorageManager, StorageSettings
+from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
 
 
 def main() -> None:
@@ -134,8 +137,41 @@ def main() -> None:
     ]
     title = f"memory:// vs minimalkv DictStore, {ops} keys, median of {args.rounds} interleaved rounds"
     print_table(title, rows, "ours", ["DictStore"])
+    print_table(
+        f"compare_and_swap against our plain set (same keys, same-size values; target >= 0.5x), {ops} keys",
+        [("compare_and_swap", compare_and_swap_vs_set(store, ops, args.rounds))],
+        "compare_and_swap",
+        ["set"],
+    )
     manager.close()
     listing_after_insert(args.big, args.rounds)
+
+
+def compare_and_swap_vs_set(store: ComponentStorage, ops: int, rounds: int) -> dict[str, float]:
+    """compare_and_swap with the version the previous write returned, against set, on keys of their own."""
+    swapped = [f"cas_{i:06d}" for i in range(ops)]
+    plain = [f"set_{i:06d}" for i in range(ops)]
+    versions = {key: store.set(key, b"a" * 64) for key in swapped}
+    for key in plain:
+        store.set(key, b"a" * 64)
+    same_size = [b"b" * 64, b"a" * 64]
+    turn = {"compare_and_swap": 0, "set": 0}
+
+    def swap() -> int:
+        turn["compare_and_swap"] += 1
+        cas, value = store.compare_and_swap, same_size[turn["compare_and_swap"] % 2]
+        for key in swapped:
+            versions[key] = cas(key, value, version=versions[key])
+        return ops
+
+    def put() -> int:
+        turn["set"] += 1
+        set_, value = store.set, same_size[turn["set"] % 2]
+        for key in plain:
+            set_(key, value)
+        return ops
+
+    return measure({"compare_and_swap": swap, "set": put}, rounds)
 
 
 def listing_after_insert(count: int, rounds: int, calls: int = 20) -> None:

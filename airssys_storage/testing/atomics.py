@@ -622,10 +622,7 @@ class AtomicsConformance:
         assert store.usage() == Usage((3 + MiB) + (3 + MiB) + 2, 3)
 
     def test_put_one_and_delete_one_equal_apply(self, manager: StorageManager, clock: FakeClock) -> None:
-        """Hot paths: a random sequence via put_one/compare_and_swap_one/increment_one/delete_one and via apply agree.
-
-        Equal results (versions, errors), usage, rows and floor.
-        """
+        """Hot paths: put_one/compare_and_swap_one/increment_one/delete_one equal apply (results, rows, floor)."""
         backend = manager.backend
         keys = st.sampled_from([b"a", b"b", b"ab", b"c"])
         # Counters (some at the ends of the signed 64-bit range, some a digit short of a longer

@@ -93,11 +93,8 @@ class ExpiryConformance:
         assert store.usage() == Usage(len("kgone") + len("livel"), 2), "expired rows stay charged until removed"
 
     def test_reads_on_the_wall_clock(self, manager: StorageManager) -> None:
-        """Expiry on the default clock (backends may read the wall clock inline): past deadlines hide, future ones not.
-
-        The other tests inject a clock; this one gives the backend the
-        default :func:`~airssys_storage.backend.wall_clock_ms` for a moment.
-        """
+        """Expiry on the default wall clock (read inline by some backends): past deadlines hide, future ones not."""
+        # The other tests inject a clock; this one gives the backend the default for a moment.
         backend, ns = manager.backend, f"wall-{next(_components)}"
         injected = backend.clock
         backend.clock = wall_clock_ms

@@ -830,8 +830,9 @@ class LevelDBBackend(StorageBackend, ForkAware):
         return version
 
     def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
-        # put_one with the condition: the planner decides it (see put_one).
-        return self.put_one(namespace, key, value, limit, version)
+        # put_one with the condition: the planner decides it (this class's put_one, whatever a
+        # subclass makes of its own).
+        return LevelDBBackend.put_one(self, namespace, key, value, limit, version)
 
     def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
         # The hot path of increment(): a live counter without expiry whose new value keeps its

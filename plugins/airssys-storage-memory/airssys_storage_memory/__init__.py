@@ -465,8 +465,9 @@ class MemoryBackend(StorageBackend, ForkAware):
         return self.apply(namespace, (_new(Write, (key, _PUT, value, None, version, 0, None)),), limit).results[0]
 
     def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
-        # put_one's written-out cases with the condition checked in them (see put_one).
-        return self.put_one(namespace, key, value, limit, version)
+        # put_one's written-out cases with the condition checked in them (this class's put_one,
+        # whatever a subclass makes of its own).
+        return MemoryBackend.put_one(self, namespace, key, value, limit, version)
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         # The planner's DELETE written out (measured: bench_memory.py).

@@ -440,15 +440,20 @@ class MemoryBackend(StorageBackend, ForkAware):
             elif type(row) is list:  # no expiry, overwritten before: update it in place (see Row)
                 delta = len(value) - len(row[0])
                 # A same-size overwrite leaves the counter row as it is; a refused one goes to apply().
-                if (version is None or version == row[1]) and (
-                    not delta or delta < 0 or limit is None or space.used + delta <= limit
-                ):
-                    new_version = row[1] + 1
-                    row[0] = value
-                    row[1] = new_version
-                    if delta:
-                        space.used += delta
-                    return new_version
+                # The new usage is computed once (an int allocation less than checking and adding).
+                if version is None or version == row[1]:
+                    if not delta:
+                        new_version = row[1] + 1
+                        row[0] = value
+                        row[1] = new_version
+                        return new_version
+                    used = space.used + delta
+                    if delta < 0 or limit is None or used <= limit:
+                        new_version = row[1] + 1
+                        row[0] = value
+                        row[1] = new_version
+                        space.used = used
+                        return new_version
             elif type(row) is bytes or row[2] is None:  # never overwritten yet: from now on a list
                 old_value, old_version, _ = _full(row)
                 delta = len(value) - len(old_value)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .policies import PermissionPolicy, QuotaStrategy
     from .settings import StorageSettings
     from .storage import ComponentStorage, Entry, Limits, StorageManager
+    from .transaction import Transaction
 
 __version__ = "0.1.0"
 
@@ -83,6 +84,7 @@ __all__ = [
     "StorageManager",
     "StorageSettings",
     "TooManyKeys",
+    "Transaction",
     "Usage",
     "ValueTooLarge",
     "VerifyReport",
@@ -136,6 +138,7 @@ _MODULES = {
     **dict.fromkeys(["PermissionPolicy", "QuotaStrategy"], "policies"),
     "StorageSettings": "settings",
     **dict.fromkeys(["ComponentStorage", "Entry", "Limits", "StorageManager"], "storage"),
+    "Transaction": "transaction",
 }
 
 

@@ -103,11 +103,13 @@ LIMITS_FIELDS = {
     "max-table-elements": "max_table_elements",
     "max-instances": "max_instances",
     "max-call-bytes": "max_call_bytes",
+    "max-transaction-writes": "max_transaction_writes",
+    "max-transaction-bytes": "max_transaction_bytes",
 }
 
 
 #: The ``[limits]`` attributes that are counts (whole numbers), not sizes in bytes.
-_COUNT_LIMITS = frozenset({"max_table_elements", "max_instances"})
+_COUNT_LIMITS = frozenset({"max_table_elements", "max_instances", "max_transaction_writes"})
 
 
 @dataclass(frozen=True)
@@ -116,10 +118,14 @@ class ManifestLimits:
 
     A host (such as ``airssys-storage-wasmtime``) caps each by its own
     ceiling. ``timeout`` is seconds (a finite number > 0);
-    ``max-table-elements`` and ``max-instances`` are counts (a whole number
-    >= 1); ``max-memory`` and ``max-call-bytes`` are sizes in bytes (an
-    integer >= 1, or ``"64MiB"`` etc., see :func:`parse_size`). Invalid
-    values raise :class:`ManifestError` naming the field::
+    ``max-table-elements``, ``max-instances`` and ``max-transaction-writes``
+    are counts (a whole number >= 1); ``max-memory``, ``max-call-bytes`` and
+    ``max-transaction-bytes`` are sizes in bytes (an integer >= 1, or
+    ``"64MiB"`` etc., see :func:`parse_size`). The two transaction limits
+    bound the write buffer of a ``transactional`` component's invocation
+    (keys written, bytes of keys and values buffered; see
+    :mod:`airssys_storage.transaction`). Invalid values raise
+    :class:`ManifestError` naming the field::
 
         [limits]
         timeout = 5
@@ -127,6 +133,8 @@ class ManifestLimits:
         max-table-elements = 10000
         max-instances = 10
         max-call-bytes = "1MiB"
+        max-transaction-writes = 1000
+        max-transaction-bytes = "4MiB"
     """
 
     timeout: float | None = None
@@ -134,6 +142,8 @@ class ManifestLimits:
     max_table_elements: int | None = None
     max_instances: int | None = None
     max_call_bytes: int | None = None
+    max_transaction_writes: int | None = None
+    max_transaction_bytes: int | None = None
 
     @classmethod
     def from_table(cls, table: object, where: str = "[limits]") -> ManifestLimits:
@@ -200,6 +210,11 @@ class Manifest:
     ``max_size`` is the quota the manifest asked for (a size string such as
     ``"10MB"`` is parsed into bytes on construction), or ``None`` to take the
     default of its access level; :attr:`quota` resolves it.
+    ``transactional`` (``permissions.storage.transactional``, default
+    ``false``) asks the host to run every invocation of the component as one
+    transaction (:mod:`airssys_storage.transaction`): its writes commit
+    together when the invocation succeeds and are discarded when it fails.
+    It needs access ``read-write`` or ``admin``.
     """
 
     id: str
@@ -212,6 +227,8 @@ class Manifest:
     #: The key-value buckets (wasi:keyvalue buckets, Spin store labels) the component may open
     #: (``permissions.storage.buckets``): parts of its own storage, under its access level and quota.
     buckets: tuple[str, ...] = DEFAULT_BUCKETS
+    #: Whether each invocation's writes commit as one transaction (``permissions.storage.transactional``).
+    transactional: bool = False
 
     def __post_init__(self) -> None:
         validate_component_id(self.id)
@@ -224,6 +241,13 @@ class Manifest:
                 + ", ".join(repr(a.value) for a in Access)
             ) from None
         object.__setattr__(self, "access", access)
+        if not isinstance(self.transactional, bool):
+            raise ManifestError(f"permissions.storage.transactional must be true or false, not {self.transactional!r}")
+        if self.transactional and access not in (Access.READ_WRITE, Access.ADMIN):
+            raise ManifestError(
+                f"permissions.storage.transactional = true needs access 'read-write' or 'admin' (it buffers "
+                f"writes), but access is {access.value!r}: remove transactional or raise the access"
+            )
         if self.max_size is not None:
             size = parse_size(self.max_size, "permissions.storage.max-size")
             maximum = QUOTA_TABLE[access][1]
@@ -279,10 +303,11 @@ class Manifest:
             raise ManifestError(
                 'permissions.storage must be a table such as { access = "read-write", max-size = "10MB" }'
             )
-        unknown = set(storage) - {"access", "max-size", "buckets"}
+        unknown = set(storage) - {"access", "max-size", "buckets", "transactional"}
         if unknown:
             raise ManifestError(
-                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size and buckets exist"
+                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size, buckets "
+                "and transactional exist"
             )
         if "access" not in storage:
             raise ManifestError("permissions.storage.access is missing")
@@ -300,6 +325,7 @@ class Manifest:
             version=component.get("version", ""),
             limits=ManifestLimits.from_table(data["limits"]) if "limits" in data else ManifestLimits(),
             buckets=storage.get("buckets", DEFAULT_BUCKETS),
+            transactional=storage.get("transactional", False),
         )
 
 

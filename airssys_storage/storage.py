@@ -60,6 +60,7 @@ from .policies import PermissionPolicy, QuotaStrategy
 if TYPE_CHECKING:
     # Imported where settings are read: pydantic costs more than a whole CLI `get` (issue 9).
     from .settings import StorageSettings
+    from .transaction import Transaction
 
 __all__ = ["ComponentStorage", "Entry", "Limits", "StorageManager", "check_settings", "encode_key"]
 
@@ -944,6 +945,25 @@ class ComponentStorage:
             del found[limit:]
             next_cursor = base64.urlsafe_b64encode(_CURSOR_TAG + found[-1][0]).decode("ascii")
         return self._decoded(Operation.SCAN, found), next_cursor
+
+    # -- transactions ------------------------------------------------------------
+
+    def transaction(self, *, max_writes: int | None = None, max_bytes: int | None = None) -> Transaction:
+        """A :class:`~airssys_storage.transaction.Transaction` over this storage: writes buffered until commit.
+
+        *max_writes* (distinct keys, default 10,000) and *max_bytes* (bytes of
+        buffered keys and values, default 16 MiB) bound the buffer; see
+        :mod:`airssys_storage.transaction` for read-your-writes, the one
+        atomic commit, its quota check and its optimistic conditions.
+        ``invalid-argument`` for a limit that is not a positive int.
+        """
+        from .transaction import DEFAULT_MAX_BYTES, DEFAULT_MAX_WRITES, Transaction
+
+        return Transaction(
+            self,
+            max_writes=DEFAULT_MAX_WRITES if max_writes is None else max_writes,
+            max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+        )
 
     # -- slow paths and helpers ----------------------------------------------
 

@@ -128,3 +128,11 @@ def test_readme_backend_options() -> None:
 def toml_block_after(heading: str) -> str:
     section = README[README.index(heading) :]
     return re.findall(r"```toml\n(.*?)```", section, re.S)[0]
+
+
+def test_transactions_example_runs() -> None:
+    """The Transactions example commits both writes at once."""
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        storage = manager.component(Manifest(id="shop", access="read-write"))
+        exec(python_block_after("### Transactions"), {"storage": storage})
+        assert storage.get("order:17") == b"paid" and storage.get("orders") == b"1"

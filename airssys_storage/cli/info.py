@@ -227,6 +227,7 @@ def check(file: Path, as_json: bool) -> None:
         "max_size": parsed.max_size,
         "quota_bytes": parsed.quota,
         "operations": operations,
+        "transactional": parsed.transactional,
         "limits": {key: getattr(parsed.limits, attribute) for key, attribute in LIMITS_FIELDS.items()},
     }
     if as_json:
@@ -236,6 +237,8 @@ def check(file: Path, as_json: bool) -> None:
     origin = "max-size" if parsed.max_size is not None else f"default for {parsed.access.value}"
     click.echo(f"ok: component {parsed.id!r}, access {parsed.access.value!r}, quota {quota} ({origin})")
     click.echo("operations: " + (", ".join(operations) or "none"))
+    if parsed.transactional:
+        click.echo("transactional: each invocation's writes commit together or not at all")
     asked = parsed.limits.asked()
     if asked:
         click.echo("limits: " + ", ".join(f"{key} {asked[a]!r}" for key, a in LIMITS_FIELDS.items() if a in asked))

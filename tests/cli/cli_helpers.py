@@ -57,6 +57,8 @@ class Backend:
     make: Callable[[Path], str]
     #: (host, port) of the server, for shared stores.
     server: tuple[str, int] | None = None
+    #: The backend option that keeps stores on a shared server apart.
+    prefix_option: str = "table_prefix"
 
     @property
     def shared(self) -> bool:
@@ -70,12 +72,15 @@ def _env_url(name: str, default: str) -> str:
 
 POSTGRESQL_URL = _env_url("POSTGRESQL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = _env_url("MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+REDIS_URL = _env_url("REDIS", "redis://127.0.0.1:6379/13")
 
 BACKENDS = {
     "sqlite": Backend("sqlite", lambda tmp: f"sqlite:///{tmp}/store.sqlite3"),
     "leveldb": Backend("leveldb", lambda tmp: f"leveldb://{tmp}/leveldb"),
+    "lmdb": Backend("lmdb", lambda tmp: f"lmdb://{tmp}/lmdb"),
     "postgresql": Backend("postgresql", lambda tmp: POSTGRESQL_URL, ("127.0.0.1", 5432)),
     "mariadb": Backend("mariadb", lambda tmp: MARIADB_URL, ("127.0.0.1", 3306)),
+    "redis": Backend("redis", lambda tmp: REDIS_URL, ("127.0.0.1", 6379), "key_prefix"),
 }
 
 
@@ -159,6 +164,13 @@ class Store:
             with self.manager() as manager:
                 for cid in self.used:
                     operator_storage(manager, cid).clear()
+        if self.backend.prefix_option == "key_prefix":  # Redis: the counter rows a clear keeps go too
+            import redis
+
+            client = redis.Redis.from_url(self.url)
+            for name in client.scan_iter(match=self.options["key_prefix"] + "*", count=1000):
+                client.delete(name)
+            client.close()
 
 
 def read_all(storage: ComponentStorage) -> dict[str, bytes]:

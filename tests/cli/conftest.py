@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -46,7 +47,10 @@ def make_store(tmp_path: Path) -> Iterator[Callable[[str], Store]]:
         backend = use_backend(name, where)
         options = {}
         if backend.shared:
-            options["table_prefix"] = f"cli_{'ab'[sum(s.backend is backend for s in stores)]}_"
+            prefix = f"cli_{'ab'[sum(s.backend is backend for s in stores)]}_"
+            if backend.prefix_option == "key_prefix":  # Redis: a prefix of this test's own, deleted after it
+                prefix += f"{secrets.token_hex(4)}:"
+            options[backend.prefix_option] = prefix
         store = Store(backend, backend.make(where), options)
         stores.append(store)
         return store

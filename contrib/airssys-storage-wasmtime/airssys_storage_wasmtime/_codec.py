@@ -499,3 +499,22 @@ def describe(ty: Any) -> str:
     if isinstance(ty, wc.FlagsType):
         return "flags{" + ", ".join(ty.names) + "}"
     return type(ty).__name__.lower()
+
+
+def split_result(ty: Any, value: Any) -> tuple[bool, Any]:
+    """``(is_ok, payload)`` of a value of type *ty*; a non-result value is always ok."""
+    from wasmtime import component as wc
+
+    if not isinstance(ty, wc.ResultType):
+        return True, value
+    if ty._tagged():  # patched in _compat: tags whenever the payloads cannot tell ok from err
+        return value.tag == "ok", value.payload
+    # Untagged: the cases' Python classes are disjoint, as wasmtime-py's own lowering assumes.
+    ok_type, err_type = ty.ok, ty.err
+    if ok_type is None:
+        return value is None, value
+    if err_type is None:
+        return value is not None, value
+    classes: set[type] = set()
+    ok_type.add_classes(classes)
+    return isinstance(value, tuple(classes)), value

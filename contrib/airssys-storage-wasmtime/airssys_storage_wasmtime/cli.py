@@ -8,7 +8,8 @@ traceback), following the core command line's codes: 1 the export returned
 ``err`` (printed), 2 bad command line or guest (no such file, not a
 component, no such export, arguments that do not fit), 3 configuration
 (manifest invalid, settings, wasmtime version), 4 refused (permission
-denied, quota), 5 storage failure, 70 the guest trapped, hit a sandbox limit
+denied, quota; for a transactional component also a refused commit: quota,
+or a conflicting writer), 5 storage failure, 70 the guest trapped, hit a sandbox limit
 or the host failed, 124 the guest ran past its time limit (``--timeout``),
 130 interrupted (Ctrl-C).
 """
@@ -22,8 +23,10 @@ from typing import IO, Any
 
 import click
 
-from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager, StorageSettings
+from airssys_storage import ConfigurationError, Manifest, StorageError, StorageManager
+from airssys_storage.cli.common import StoreSpec, store_options
 
+from ._codec import split_result
 from .errors import GuestError, GuestTimeout, InvalidGuest
 from .limits import DEFAULT_LIMITS, SandboxLimits
 
@@ -64,18 +67,7 @@ class _Failure(Exception):
               help="Exported function to call (name, or interface#name).")  # fmt: skip
 @click.option("--cache-dir", default=None, help="Compile cache directory (default: the user cache directory).")
 @click.option("--no-cache", is_flag=True, help="Compile the guest without the on-disk cache.")
-@click.option(
-    "--url",
-    metavar="URL",
-    default=None,
-    help="Backend URL (memory://, sqlite:////ABSOLUTE/PATH, …); overrides AIRSSYS_STORAGE_URL and the settings file.",
-)
-@click.option(
-    "--backend-options",
-    metavar="JSON",
-    default=None,
-    help="Backend options as a JSON object; replace the configured backend_options.",
-)
+@store_options
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -105,8 +97,7 @@ def run_command(
     export: str,
     cache_dir: str | None,
     no_cache: bool,
-    url: str | None,
-    backend_options: str | None,
+    store: StoreSpec,
     timeout: float | None,
     max_memory: str | None,
     max_call_bytes: str | None,
@@ -127,7 +118,7 @@ def run_command(
     """
     try:
         limits = _host_limits(timeout, max_memory, max_call_bytes)
-        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args, limits, url, backend_options)
+        ok, text = _run(guest, manifest_path, export, cache_dir, not no_cache, args, limits, store)
     except KeyboardInterrupt:
         raise RunError(f"interrupted (Ctrl-C): guest {guest!r} was stopped", EXIT_INTERRUPTED) from None
     except Exception as exc:
@@ -161,13 +152,9 @@ def _as_run_error(exc: Exception) -> RunError:
 
 def _exit_code(exc: StorageError) -> int:
     """The core command line's exit status for *exc*'s code (configuration or backend for others)."""
-    codes: dict[str, int] = {}
-    try:
-        from airssys_storage.cli.app import EXIT_CODES
+    from airssys_storage.cli.app import EXIT_CODES
 
-        codes = {code: int(status) for code, status in EXIT_CODES.items()}
-    except ImportError:  # a core without the command line
-        pass
+    codes = {code: int(status) for code, status in EXIT_CODES.items()}
     return codes.get(exc.code, EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_BACKEND)
 
 
@@ -194,28 +181,6 @@ def _host_limits(timeout: float | None, max_memory: str | None, max_call_bytes: 
         raise _Failure(str(exc)) from None
 
 
-def _settings(url: str | None, backend_options: str | None) -> StorageSettings | None:
-    """The settings with --url and --backend-options in place of the configured ones (``None``: as configured)."""
-    if url is None and backend_options is None:
-        return None
-    options: dict[str, Any] | None = None
-    if backend_options is not None:
-        try:
-            options = json.loads(backend_options)
-        except json.JSONDecodeError as exc:
-            raise _Failure(f"--backend-options {backend_options!r} is not JSON ({exc.msg})") from None
-        if not isinstance(options, dict):
-            raise _Failure(
-                f"--backend-options must be a JSON object such as '{{\"timeout\": 5}}', not {backend_options!r}"
-            )
-    try:
-        from airssys_storage.cli.common import StoreSpec
-    except ImportError:  # a core without the command line: the same rule, without its error wording
-        arguments = {"url": url, "backend_options": options}
-        return StorageSettings(**{name: value for name, value in arguments.items() if value is not None})
-    return StoreSpec(url, options).settings()
-
-
 def _run(
     guest_path: str,
     manifest_path: str,
@@ -224,8 +189,7 @@ def _run(
     cache: bool,
     args: tuple[str, ...],
     limits: SandboxLimits = DEFAULT_LIMITS,
-    url: str | None = None,
-    backend_options: str | None = None,
+    store: StoreSpec | None = None,
 ) -> tuple[bool, str | None]:
     from ._codec import describe
     from .host import Host
@@ -244,7 +208,7 @@ def _run(
         signature = ", ".join(f"{name}: {describe(ty)}" for name, ty in params)
         raise _Failure(f"{export} takes {len(params)} argument(s) ({signature}), got {len(args)}")
     values = [parse_argument(ty, text, name) for (name, ty), text in zip(params, args, strict=True)]
-    with StorageManager.from_settings(_settings(url, backend_options)) as manager:
+    with StorageManager.from_settings((store or StoreSpec()).settings()) as manager:
         with ComponentRuntime(manager, host) as runtime:
             component = runtime.add(guest, manifest, limits=component_limits, inherit_stdio=True)
             result = runtime.invoke(component, export, *values)
@@ -290,25 +254,6 @@ def parse_argument(ty: Any, text: str, name: str = "argument") -> Any:
         except ValueError:
             raise _Failure(f"{name} must be a number, got {text!r}") from None
     raise _Failure(f"{name} has type {describe(ty)}, which cannot be given on the command line")
-
-
-def split_result(ty: Any, value: Any) -> tuple[bool, Any]:
-    """``(is_ok, payload)`` of a value of type *ty*; a non-result value is always ok."""
-    from wasmtime import component as wc
-
-    if not isinstance(ty, wc.ResultType):
-        return True, value
-    if ty._tagged():  # patched in _compat: tags whenever the payloads cannot tell ok from err
-        return value.tag == "ok", value.payload
-    # Untagged: the cases' Python classes are disjoint, as wasmtime-py's own lowering assumes.
-    ok_type, err_type = ty.ok, ty.err
-    if ok_type is None:
-        return value is None, value
-    if err_type is None:
-        return value is not None, value
-    classes: set[type] = set()
-    ok_type.add_classes(classes)
-    return isinstance(value, tuple(classes)), value
 
 
 def format_value(value: Any) -> str | None:

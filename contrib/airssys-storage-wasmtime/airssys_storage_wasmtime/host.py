@@ -47,6 +47,8 @@ from .errors import GuestError, GuestLimitExceeded, GuestTimeout, GuestTrap, Inv
 from .limits import DEFAULT_LIMITS, SandboxLimits, format_bytes
 
 if TYPE_CHECKING:
+    from airssys_storage import Transaction
+
     from ._cache import CompileCache
 
 __all__ = ["CACHE_DIR_ENV", "TICK_SECONDS", "Guest", "GuestInstance", "Host", "default_cache_dir"]
@@ -64,6 +66,11 @@ TICK_SECONDS = 0.01
 HOSTCALL_FUEL = 128 * 1024 * 1024
 HOSTCALL_FUEL_PER_BYTE = 48
 _HOSTCALL_FUEL_MESSAGE = "fuel allocated for hostcalls has been exhausted"
+
+#: The WASI 0.2 packages a guest may import: those ``Linker.add_wasip2`` links (wasmtime-wasi's
+#: command world; its ``WasiConfig`` grants no preopened directory and no socket address).
+#: wasi:http is not linked: a guest gets no network.
+WASI_PACKAGES = ("wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/")
 
 _CORE_MODULE_HEADER = b"\x00asm\x01\x00\x00\x00"
 _COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"
@@ -223,14 +230,21 @@ class Host:
         needs_wasi = False
         for import_name, item in component.type.imports(self.engine).items():
             provided = BY_INTERFACE.get(import_name)
-            if provided is None and import_name.startswith("wasi:") and not import_name.startswith("wasi:keyvalue/"):
+            if provided is None and import_name.startswith(WASI_PACKAGES):
                 needs_wasi = True
                 continue
             ty = item.ty
             if provided is None or not isinstance(ty, ComponentInstanceType):
+                hint = (
+                    ": guests get no network (a ComponentizeJS guest imports wasi:http unless built with "
+                    "`componentize-js --disable http fetch-event`)"
+                    if import_name.startswith("wasi:http/")
+                    else ""
+                )
                 raise InvalidGuest(
                     f"guest {name!r} imports {import_name!r}, which this host does not provide "
-                    f"(it provides {', '.join(sorted(BY_INTERFACE))} and WASI 0.2)"
+                    f"(it provides {', '.join(sorted(BY_INTERFACE))} and WASI 0.2's "
+                    f"{', '.join(package.rstrip('/') for package in WASI_PACKAGES)}){hint}"
                 )
             for function_name, export in ty.exports(self.engine).items():
                 function_type = export.ty
@@ -352,6 +366,11 @@ class GuestInstance:
 
     After a trap (or a host failure while serving the guest, or a limit) the
     instance is discarded: :meth:`call` then raises :class:`~.GuestError`.
+
+    When *storage*'s manifest says ``transactional = true``, the imports are
+    served by :attr:`transaction` (``storage.transaction()`` bounded by the
+    limits' ``max_transaction_writes`` and ``max_transaction_bytes``), and
+    instantiation and every :meth:`call` commit or discard it.
     """
 
     def __init__(
@@ -370,6 +389,13 @@ class GuestInstance:
         self.guest = guest
         self.storage = storage
         self.limits = limits or host.limits
+        manifest = getattr(storage, "manifest", None)
+        #: The invocation transaction of a ``transactional`` component (its imports are served by it), else None.
+        self.transaction: Transaction | None = None
+        if getattr(manifest, "transactional", False):
+            self.transaction = storage.transaction(
+                max_writes=self.limits.max_transaction_writes, max_bytes=self.limits.max_transaction_bytes
+            )
         self._ticker = host._ticker
         self._failure: BaseException | None = None
         self._failed_in = ""
@@ -413,6 +439,10 @@ class GuestInstance:
             raise error(
                 f"cannot instantiate guest {guest.name!r}: {summary} (its limits: {self.limits.describe()})"
             ) from None
+        except BaseException:
+            self._discard("instantiation failed")
+            raise
+        self._commit("instantiation")
 
     # -- limits ------------------------------------------------------------------
 
@@ -470,8 +500,9 @@ class GuestInstance:
         from ._interfaces import BY_INTERFACE
         from ._keyvalue import RESOURCES, KeyValueCalls
 
-        keyvalue = self._keyvalue = KeyValueCalls(self.storage)
-        targets = {"storage": self.storage, "state": StateCalls(self.storage), "keyvalue": keyvalue}
+        served = self.storage if self.transaction is None else self.transaction
+        keyvalue = self._keyvalue = KeyValueCalls(served)
+        targets = {"storage": served, "state": StateCalls(served), "keyvalue": keyvalue}
         drops = {"bucket": keyvalue.drop_bucket, "store": keyvalue.drop_bucket, "cas": keyvalue.drop_cas}
         callbacks = []
         with linker.root() as root:
@@ -565,6 +596,16 @@ class GuestInstance:
         Results use wasmtime-py's conventions (with the tagging fix described
         in ``_compat``): e.g. ``result<u64, string>`` gives the ok int or the
         err str, ``result<option<…>, e>`` gives ``Variant("ok"|"err", …)``.
+
+        For a ``transactional`` component (manifest), the call's storage
+        writes commit in one atomic step when it returns anything but an
+        ``err`` result; an ``err`` result, a trap or a limit discards them.
+        A refused commit raises the storage error
+        (:class:`~airssys_storage.QuotaExceeded`,
+        :class:`~airssys_storage.PreconditionFailed` when another writer
+        changed a key the call read for an atomic operation) naming the guest
+        and the export, and discards the instance (its memory may assume the
+        writes happened).
         """
         from wasmtime import WasmtimeError
 
@@ -580,11 +621,42 @@ class GuestInstance:
         except WasmtimeError as exc:
             self._trapped(export, exc)
         except (TypeError, ValueError, OverflowError) as exc:  # arguments rejected before the guest ran
+            self._rollback()
             raise InvalidArgument(
                 f"export {export!r} of guest {self.guest.name!r} is {self.guest.exports[export]}; "
                 f"the {len(args)} argument(s) given do not fit: {exc}"
             ) from None
+        except BaseException:  # Ctrl-C as the guest returned, …: nothing of the call may stay buffered
+            self._rollback()
+            raise
+        if self.transaction is not None:
+            from ._codec import split_result
+
+            result_type = self.guest.export_types[export].result
+            if result_type is None or split_result(result_type, result)[0]:
+                self._commit(f"export {export!r}")
+            else:
+                self._rollback()
         return result
+
+    def _commit(self, where: str) -> None:
+        """Commit the invocation transaction (if any); a refused commit discards the instance and is raised."""
+        transaction = self.transaction
+        if transaction is None:
+            return
+        try:
+            transaction.commit()
+        except StorageError as exc:
+            self._discard(f"the commit of {where} was refused")
+            exc.message = (
+                f"guest {self.guest.name!r}, {where}: its storage writes were not committed (nothing was "
+                f"written; the instance was discarded): {exc.message}"
+            )
+            raise
+
+    def _rollback(self) -> None:
+        if self.transaction is not None:
+            self.transaction.rollback()
 
     def _func(self, export: str) -> Any:
         func = self._funcs.get(export)
@@ -645,6 +717,7 @@ class GuestInstance:
         return GuestTrap(message, details=str(exc))
 
     def _discard(self, why: str) -> None:
+        self._rollback()
         self._discarded = why
         self._funcs.clear()
         self._instance = None

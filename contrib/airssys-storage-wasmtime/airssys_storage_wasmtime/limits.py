@@ -10,10 +10,12 @@ in its manifest's ``[limits]`` table, never for more::
     timeout = 5            # seconds of one invocation (export call or instantiation)
     max-memory = "64MiB"   # bytes of each linear memory
     max-call-bytes = "1MiB"
+    max-transaction-writes = 1000      # transactional components only
+    max-transaction-bytes = "4MiB"
 
 Defaults (:data:`DEFAULT_LIMITS`): 30 s, 256 MiB per linear memory, 100,000
 elements per table, 100 instances, tables and memories per store, 2 MiB per
-storage call and direction.
+storage call and direction, 10,000 keys and 16 MiB buffered per transaction.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from airssys_storage import ConfigurationError, Manifest, ManifestError
 from airssys_storage.manifest import LIMITS_FIELDS, ManifestLimits, parse_size
+from airssys_storage.transaction import DEFAULT_MAX_BYTES, DEFAULT_MAX_WRITES
 
 __all__ = ["DEFAULT_LIMITS", "ENVIRONMENT", "MANIFEST_FIELDS", "SandboxLimits", "format_bytes"]
 
@@ -65,6 +68,11 @@ class SandboxLimits:
       scan, keys). Past it the call returns ``value-too-large`` (seed
       interface) or ``invalid-argument`` (batch and range interfaces) to the
       guest, checked before the response is converted for the guest.
+    - ``max_transaction_writes``, ``max_transaction_bytes``: for a component
+      whose manifest says ``transactional = true``, the keys one invocation
+      may write and the bytes of keys and values it may buffer
+      (:mod:`airssys_storage.transaction`); past them the storage call returns
+      ``too-many-keys`` / ``value-too-large`` to the guest.
     """
 
     timeout: float = 30.0
@@ -74,6 +82,8 @@ class SandboxLimits:
     max_tables: int = 100
     max_memories: int = 100
     max_call_bytes: int = 2 * MiB
+    max_transaction_writes: int = DEFAULT_MAX_WRITES
+    max_transaction_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):

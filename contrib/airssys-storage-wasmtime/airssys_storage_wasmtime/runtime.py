@@ -12,8 +12,12 @@ exports of one instance are invoked one at a time (a lock per instance;
 different components run in parallel from different threads). Every
 invocation runs within the component's :class:`~.SandboxLimits` (its
 manifest's ``[limits]``, capped by the host's). After a trap or a limit the
-instance is discarded and the next invocation gets a fresh one (the
-component's storage keeps what completed storage calls wrote).
+instance is discarded and the next invocation gets a fresh one. What storage
+keeps of a failed invocation depends on the manifest: by default every
+completed storage call stays written; with ``permissions.storage.transactional
+= true`` the invocation is one transaction (:mod:`airssys_storage.transaction`)
+— its writes commit together when the export returns anything but ``err`` and
+vanish on a trap, a limit or an ``err`` result (see :meth:`.GuestInstance.call`).
 ``airssys-storage run`` is one :meth:`~ComponentRuntime.add` and one
 :meth:`~ComponentRuntime.invoke`.
 """
@@ -106,8 +110,11 @@ class ComponentRuntime:
         """Call *export* of *component*'s instance with *args*, after any invocation of it still running.
 
         Returns what :meth:`.GuestInstance.call` returns and raises what it
-        raises (:class:`~.GuestTrap`, :class:`~.GuestTimeout`, …); after such
-        a failure the next invocation runs in a fresh instance.
+        raises (:class:`~.GuestTrap`, :class:`~.GuestTimeout`, …, and for a
+        transactional component the storage error of a refused commit:
+        :class:`~airssys_storage.QuotaExceeded`,
+        :class:`~airssys_storage.PreconditionFailed`); after such a failure
+        the next invocation runs in a fresh instance.
         """
         entry = self._entry(component)
         with entry.lock:

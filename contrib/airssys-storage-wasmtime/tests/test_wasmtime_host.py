@@ -317,6 +317,8 @@ UNKNOWN_FUNCTION = """(component
     (export "storage-watch" (func (param "key" string))))))"""
 UNKNOWN_INTERFACE = """(component
   (import "example:other/thing@1.0.0" (instance (export "f" (func)))))"""
+#: What a ComponentizeJS guest built without `--disable http fetch-event` imports.
+WASI_HTTP = """(component (import "wasi:http/outgoing-handler@0.2.10" (instance)))"""
 
 
 @pytest.mark.parametrize(
@@ -331,6 +333,10 @@ UNKNOWN_INTERFACE = """(component
         (UNKNOWN_FUNCTION.encode(), "imports airssys:wasm/storage@0.1.0#storage-watch, which this host does not "
                                     "provide"),
         (UNKNOWN_INTERFACE.encode(), "imports 'example:other/thing@1.0.0', which this host does not provide"),
+        (WASI_HTTP.encode(), "imports 'wasi:http/outgoing-handler@0.2.10', which this host does not provide (it "
+                             "provides airssys:wasm/"),
+        (WASI_HTTP.encode(), "guests get no network (a ComponentizeJS guest imports wasi:http unless built with "
+                             "`componentize-js --disable http fetch-event`)"),
     ],
 )  # fmt: skip
 def test_guests_that_cannot_run_are_refused_with_a_reason(host: Host, source: bytes, message: str) -> None:

@@ -27,7 +27,15 @@ GUESTS = {
         {"read-write": 16, "read-only": 6, "none": 3},
         {f"{RESERVED}default/kept": b"for the host to see"},
     ),
+    # The same checks written in JavaScript (ComponentizeJS), against the same WIT.
+    "spin_js_guest": (
+        SPIN_FUNCTIONS,
+        {"read-write": 16, "read-only": 6, "none": 3},
+        {f"{RESERVED}default/kept": b"for the host to see"},
+    ),
 }
+#: guest fixture -> how its run-checks reports an unexpected access-denied error
+DENIED = {"keyvalue_guest": "AccessDenied", "spin_guest": "AccessDenied", "spin_js_guest": '{"tag":"access-denied"}'}
 SCENARIOS = {"read-write": ("read-write", "4KB", BUCKETS), "read-only": ("read-only", None, ("default",)),
              "none": ("none", None, ("default",))}  # fmt: skip
 
@@ -88,7 +96,9 @@ def test_the_component_interfaces_cannot_reach_into_a_bucket(
 
 
 @pytest.mark.parametrize("fixture", GUESTS)
-def test_through_airssys_storage_run(fixture: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_through_airssys_storage_run(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path, compile_cache: Path
+) -> None:
     from click.testing import CliRunner
 
     wasm = request.getfixturevalue(f"{fixture}_wasm")
@@ -100,7 +110,7 @@ def test_through_airssys_storage_run(fixture: str, request: pytest.FixtureReques
     )
     env = {"AIRSSYS_STORAGE_URL": "memory://"}
     env.update({f"AIRSSYS_STORAGE_{name.upper()}": str(value) for name, value in LIMITS.items()})
-    cache = str(tmp_path / "compiled")
+    cache = str(compile_cache)  # the guest fixtures compiled it there
     args = ["run", str(wasm), "-m", str(manifest), "--cache-dir", cache, "-i", "run-checks"]
     result = CliRunner().invoke(core_cli(), [*args, "read-write"], env=env, catch_exceptions=True)
     assert result.exit_code == 0, (result.stdout, result.stderr)
@@ -111,7 +121,7 @@ def test_through_airssys_storage_run(fixture: str, request: pytest.FixtureReques
         core_cli(), ["run", str(wasm), "-m", str(denied), "--cache-dir", cache, "-i", "run-checks",
                      "read-write"], env=env, catch_exceptions=True)  # fmt: skip
     assert result.exit_code == 1
-    assert "AccessDenied" in result.stderr
+    assert DENIED[fixture] in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from airssys_storage_wasmtime import GuestInstance
@@ -20,6 +21,8 @@ FIXTURES = HERE / "fixtures"
 PYTHON_GUEST = HERE / "python_guest"
 KEYVALUE_GUEST = HERE / "keyvalue_guest"
 SPIN_GUEST = HERE / "spin_guest"
+#: The JavaScript guest (ComponentizeJS), with its npm toolchain in package.json / package-lock.json.
+SPIN_JS_GUEST = HERE / "spin_js_guest"
 #: The module the guests share (guest_checks.py), given to componentize-py as a second -p.
 GUEST_COMMON = HERE / "guest_common"
 REPOSITORY = HERE.parents[2]
@@ -38,11 +41,34 @@ def tool(name: str) -> str:
     beside_python = Path(sys.executable).parent / name
     found = str(beside_python) if beside_python.exists() else shutil.which(name)
     if found is None:
-        message = f"{name} is not installed (pip install airssys-storage-wasmtime[test])"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} is not installed (pip install airssys-storage-wasmtime[test])")
     return found
+
+
+#: The oldest Node.js that ComponentizeJS 0.23 (its parser, oxc-parser) supports.
+NODE_MAJOR = 20
+
+
+def node_tools() -> tuple[str, str]:
+    """The paths of ``node`` and ``npm``, which build the JavaScript guest; skip (fail under CI) without them."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        unavailable(
+            f"Node.js >= {NODE_MAJOR} with npm is not installed (apt-get install nodejs npm, or https://nodejs.org/); "
+            "the JavaScript guest is built with it"
+        )
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    major = version.lstrip("v").split(".")[0]
+    if not major.isdigit() or int(major) < NODE_MAJOR:
+        unavailable(f"Node.js {version or '(no version)'} at {node} is too old: ComponentizeJS needs >= {NODE_MAJOR}")
+    return node, npm
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip a test that needs a missing tool, or fail it under CI (CI must run every test)."""
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def storage_of(

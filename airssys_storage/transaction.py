@@ -1,0 +1,412 @@
+"""Transactions over one component's storage: writes buffered, read back, and committed in one atomic step.
+
+::
+
+    with storage.transaction() as tx:      # a ComponentStorage: the same methods, permissions and limits
+        tx.set("a", b"1")
+        tx.increment("hits")
+        assert tx.get("a") == b"1"          # reads see the transaction's own writes
+    # committed here in one backend commit; an exception inside the block discards every write
+
+:class:`Transaction` is a :class:`~airssys_storage.ComponentStorage` whose
+backend is a write buffer over the real one (:class:`_Overlay`), so every
+rule of a write — versions, expiry, compare-and-swap conditions, counters —
+is still decided by :func:`airssys_storage.planner.plan`, once against the
+buffer (what the caller sees) and once more, exactly, at commit. The WASM host
+(``airssys-storage-wasmtime``, manifest ``transactional = true``) wraps each
+invocation of a component in one.
+
+Semantics
+---------
+Read-your-writes
+    Every read (get, has, get-many, get-entry, ttl, keys, range, scan,
+    usage) sees the committed state with the transaction's writes laid over
+    it; listings merge both in key order (scan cursors keep their
+    every-key-exactly-once guarantee for keys present throughout). Expiry is
+    applied to buffered keys as to stored ones.
+Commit
+    :meth:`Transaction.commit` turns the buffer into one write per key (the
+    key's final value and expiry, or a delete) and applies them in one atomic
+    backend commit under the component's quota: all or nothing, and no other
+    reader ever sees part of it. The quota is checked there, exactly: a
+    refused commit raises :class:`~airssys_storage.QuotaExceeded` and writes
+    nothing. Each write is also checked when it is made, against the usage
+    the transaction sees — an estimate: the stored usage plus the buffer's net
+    change — so a transaction that alone would pass the quota fails at the
+    write that passes it, as outside a transaction; a commit can still be
+    refused when other writers used the room meanwhile.
+Optimistic concurrency
+    A key whose write depended on its stored state — compare-and-swap,
+    set-if-absent, delete-if, increment, expire, persist (everything that
+    reads before it writes) — is committed with a condition on the version
+    the transaction read (absent: must still be absent). If another writer
+    changed the key between that read and the commit, the commit fails with
+    :class:`~airssys_storage.PreconditionFailed` and writes nothing: rerun
+    the transaction. Plain writes (set, delete, set-many, delete-many, range
+    deletes) are blind and carry no condition (last writer wins, as outside a
+    transaction). Plain reads are not re-validated, and neither are conditions
+    that failed inside the transaction (a compare-and-swap that raised
+    ``precondition-failed`` there is not checked again).
+Versions
+    A write inside a transaction returns a *provisional* version: valid for
+    the conditions of the same transaction (compare-and-swap on it works),
+    strictly above the key's stored version, but not necessarily the version
+    the commit assigns (keys created in a transaction get versions from
+    2**63 up). Read the entry again after the commit for its real version.
+Limits
+    At most *max_writes* distinct keys (the writes of the commit) and
+    *max_bytes* bytes of buffered keys and values
+    (:data:`DEFAULT_MAX_WRITES`, :data:`DEFAULT_MAX_BYTES`); the write that
+    would pass either fails with :class:`~airssys_storage.TooManyKeys` or
+    :class:`~airssys_storage.ValueTooLarge` (naming the limit), leaving the
+    buffer as it was. Range deletes and clear delete key by key inside a
+    transaction, so they count every key they remove.
+Not in a transaction
+    An increment with an ``op_id`` (``invalid-argument``: the transaction
+    is the unit that commits once; drop the op id). ``purge_expired`` runs at
+    once on the store (it removes only keys no reader can see).
+
+After :meth:`~Transaction.commit` (successful or not) or
+:meth:`~Transaction.rollback`, the buffer is empty and the same object starts
+a new transaction with its next call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .backend import Capabilities, StorageBackend, Usage
+from .errors import InternalError, InvalidArgument, TooManyKeys, ValueTooLarge
+from .planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
+from .storage import ComponentStorage
+
+if TYPE_CHECKING:
+    from .errors import StoreDamaged
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_WRITES", "PROVISIONAL_VERSIONS", "Transaction"]
+
+#: Distinct keys one transaction may write by default.
+DEFAULT_MAX_WRITES = 10_000
+#: Bytes (keys + values) one transaction may buffer by default: 16 MiB.
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+#: Keys created inside a transaction get provisional versions above this (real versions stay far below).
+PROVISIONAL_VERSIONS = 2**63
+
+# Writes that read the key's stored state before deciding: committed with a condition on it.
+_INCREMENT, _TOUCH = WriteKind.INCREMENT, WriteKind.TOUCH
+
+
+def _size(key: bytes, row: KeyState | None) -> int:
+    """The bytes *row* holds under *key* (the seed's measure); 0 for no row."""
+    return 0 if row is None else len(key) + row.size
+
+
+class _Overlay(StorageBackend):
+    """A write buffer over one namespace of a real backend: the backend of a :class:`Transaction`.
+
+    ``_view`` holds the transaction's state of every key it wrote (a row, or
+    ``None`` for deleted); ``_stored`` the stored rows it read (live rows as
+    :meth:`StorageBackend.get_entry` gives them, ``None`` for absent), which
+    give the commit's conditions. Not shared between threads.
+    """
+
+    name: ClassVar[str] = "transaction"
+
+    def __init__(self, base: StorageBackend, namespace: str, max_writes: int, max_bytes: int) -> None:
+        self.base = base
+        self.namespace = namespace
+        self.max_writes = max_writes
+        self.max_bytes = max_bytes
+        self.clock = base.clock
+        self.op_retention_ms = base.op_retention_ms
+        self._view: dict[bytes, KeyState | None] = {}
+        self._stored: dict[bytes, KeyState | None] = {}
+        self._conditioned: set[bytes] = set()
+        self._bytes = 0
+        self._floor = PROVISIONAL_VERSIONS
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]  # the base backend's, per instance
+        return self.base.capabilities
+
+    @classmethod
+    def open(cls, url: str, options: Any) -> StorageBackend:
+        raise InternalError("a transaction's buffer is not a backend that can be opened by URL")
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._view)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def reset(self) -> None:
+        """Forget every buffered write and every read: the next call starts a new transaction."""
+        self._view.clear()
+        self._stored.clear()
+        self._conditioned.clear()
+        self._bytes = 0
+        self._floor = PROVISIONAL_VERSIONS
+
+    def _check(self, namespace: str) -> None:
+        if namespace != self.namespace:
+            raise InternalError(f"a transaction of {self.namespace!r} was asked about namespace {namespace!r}")
+
+    def _stored_row(self, key: bytes) -> KeyState | None:
+        """The stored live row of *key* (with its value), read once per transaction."""
+        if key in self._stored:
+            return self._stored[key]
+        row = self.base.get_entry(self.namespace, key)
+        self._stored[key] = row
+        return row
+
+    def _current(self, key: bytes) -> KeyState | None:
+        """The row the transaction sees for *key* (expired rows included)."""
+        if key in self._view:
+            return self._view[key]
+        return self._stored_row(key)
+
+    def _live(self, row: KeyState | None) -> bool:
+        return row is not None and (row.expires_at is None or row.expires_at > self.clock())
+
+    def _buffered_in(self, start: bytes, end: bytes | None) -> list[bytes]:
+        return sorted(key for key in self._view if start <= key and (end is None or key < end))
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        self._check(namespace)
+        if key in self._view:
+            row = self._view[key]
+            return row.value if row is not None and self._live(row) else None
+        return self.base.get(namespace, key)
+
+    def get_entry(self, namespace: str, key: bytes) -> KeyState | None:
+        self._check(namespace)
+        row = self._current(key)
+        return row if self._live(row) else None
+
+    def get_many(self, namespace: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._check(namespace)
+        unbuffered = [key for key in keys if key not in self._view]
+        stored = dict(zip(unbuffered, self.base.get_many(namespace, unbuffered) if unbuffered else [], strict=True))
+        return [self.get(namespace, key) if key in self._view else stored[key] for key in keys]
+
+    def has(self, namespace: str, key: bytes) -> bool:
+        self._check(namespace)
+        if key in self._view:
+            return self._live(self._view[key])
+        return self.base.has(namespace, key)
+
+    def items(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        """The stored pairs with the buffer laid over them, in key order, at most *limit*.
+
+        Each buffered key in the range can hide at most one stored pair, so
+        reading *limit* plus that many stored pairs is enough.
+        """
+        self._check(namespace)
+        buffered = self._buffered_in(start, end)
+        merged = {key: value for key, value in self.base.items(namespace, start, end, limit + len(buffered))}
+        for key in buffered:
+            row = self._view[key]
+            if row is not None and row.value is not None and self._live(row):
+                merged[key] = row.value
+            else:
+                merged.pop(key, None)
+        return sorted(merged.items())[:limit]
+
+    def keys(self, namespace: str, start: bytes, end: bytes | None, limit: int) -> list[bytes]:
+        self._check(namespace)
+        buffered = self._buffered_in(start, end)
+        merged = set(self.base.keys(namespace, start, end, limit + len(buffered)))
+        for key in buffered:
+            if self._live(self._view[key]):
+                merged.add(key)
+            else:
+                merged.discard(key)
+        return sorted(merged)[:limit]
+
+    def usage(self, namespace: str) -> Usage:
+        """The stored usage plus the buffer's net change (an estimate: see the module docs)."""
+        self._check(namespace)
+        stored = self.base.usage(namespace)
+        size = keys = 0
+        for key, row in self._view.items():
+            old = self._stored.get(key)
+            size += _size(key, row) - _size(key, old)
+            keys += (row is not None) - (old is not None)
+        return Usage(max(0, stored.bytes + size), max(0, stored.keys + keys))
+
+    def _space(self, limit: int | None) -> SpaceState:
+        """What the planner is told of the namespace: the estimated usage (only when a quota applies)."""
+        if limit is None:
+            return SpaceState(floor=self._floor)
+        usage = self.usage(self.namespace)
+        return SpaceState(usage.bytes, usage.keys, self._floor)
+
+    # -- writes (into the buffer) ------------------------------------------------
+
+    def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        """Plan *writes* against the buffer and buffer the result.
+
+        *limit* is checked against the estimated usage, so a write that
+        would pass the quota on what the transaction sees fails at once (as
+        outside a transaction); the commit checks it again, exactly.
+        """
+        self._check(namespace)
+        if any(write.op_id is not None for write in writes):
+            raise InvalidArgument(
+                "increment with an op id inside a transaction: the transaction commits once or not at all, "
+                "so the op id has nothing to protect; call increment without it"
+            )
+        fresh = [write.key for write in writes if write.key not in self._view]
+        if len(self._view) + len(fresh) > self.max_writes:
+            raise TooManyKeys(
+                f"the transaction would write {len(self._view) + len(fresh)} keys; its limit is "
+                f"{self.max_writes} keys per transaction: write fewer keys per invocation (or raise the limit)"
+            )
+        old = [self._current(write.key) for write in writes]
+        decided = plan(namespace, writes, old, self._space(limit), limit, self.clock())
+        rows: dict[bytes, KeyState | None] = {write.key: row for write, row in zip(writes, old, strict=True)}
+        after = dict(rows)
+        for put in decided.puts:
+            value = put.value
+            if value is None:  # a TOUCH keeps the value
+                previous = rows[put.key]
+                value = b"" if previous is None or previous.value is None else previous.value
+            after[put.key] = KeyState(len(value), put.version, put.expires_at, value)
+        for key in decided.deletes:
+            after[key] = None
+        grown = sum(_size(key, row) - _size(key, self._view.get(key)) for key, row in after.items())
+        if self._bytes + grown > self.max_bytes:
+            raise ValueTooLarge(
+                f"the transaction would buffer {self._bytes + grown} bytes of keys and values; its limit is "
+                f"{self.max_bytes} bytes per transaction: write less per invocation (or raise the limit)"
+            )
+        for write in writes:
+            reads = write.kind is _INCREMENT or write.kind is _TOUCH or write.if_version is not None
+            if reads and write.key not in self._view:
+                self._conditioned.add(write.key)  # decided on the stored state: commit only if it still holds
+        self._view.update(after)
+        self._bytes += grown
+        self._floor = max(self._floor, decided.space.floor)
+        return decided
+
+    def delete_range(
+        self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
+    ) -> Plan:
+        """Delete the keys the transaction sees in the range, key by key (a sweep runs on the store at once)."""
+        self._check(namespace)
+        if expired_only:
+            return self.base.delete_range(namespace, start, end, expired_only=True, limit=limit)
+        room = self.max_writes - len(self._view) + len(self._buffered_in(start, end))
+        found = self.keys(namespace, start, end, room + 1)
+        if len(found) > room:
+            raise TooManyKeys(
+                f"a range delete inside a transaction deletes key by key, and more than {room} keys match: "
+                f"the transaction's limit is {self.max_writes} keys; delete narrower ranges, or outside a transaction"
+            )
+        writes = [Write(key, WriteKind.DELETE) for key in found]
+        if not writes:
+            return Plan([], [], SpaceState(), False, [], [], [], [])
+        return self.apply(namespace, writes, None)
+
+    def clear(self, namespace: str) -> None:
+        self.delete_range(namespace, b"", None)
+
+    def namespaces(self) -> list[str]:
+        return self.base.namespaces()
+
+    # -- commit ------------------------------------------------------------------
+
+    def commit_writes(self) -> list[Write]:
+        """The buffer as one write per key, with the conditions of the keys read before written."""
+        writes = []
+        for key, row in self._view.items():
+            stored = self._stored.get(key)
+            condition = (0 if stored is None else stored.version) if key in self._conditioned else None
+            if row is None:
+                if stored is None and condition is None:
+                    continue  # known absent, written and deleted again: nothing to do
+                writes.append(Write(key, WriteKind.DELETE, if_version=condition))
+            else:
+                writes.append(Write(key, WriteKind.PUT, row.value or b"", row.expires_at, condition))
+        return writes
+
+
+class Transaction(ComponentStorage):
+    """A :class:`~airssys_storage.ComponentStorage` whose writes wait in a buffer for :meth:`commit`.
+
+    Made by :meth:`ComponentStorage.transaction`; see the module docs for
+    the semantics. Same methods, permissions, key and value limits as the
+    storage it was made from. Use it as a context manager (commit on a clean
+    exit, rollback on an exception), or call :meth:`commit` / :meth:`rollback`.
+    Not thread-safe: one transaction belongs to one caller (a guest instance).
+    """
+
+    __slots__ = ("_overlay", "_parent")
+
+    def __init__(
+        self, storage: ComponentStorage, *, max_writes: int = DEFAULT_MAX_WRITES, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        for name, value in (("max_writes", max_writes), ("max_bytes", max_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name} must be a positive int, got {value!r}")
+        super().__init__(storage._manager, storage._state)
+        self._parent = storage
+        self._overlay = _Overlay(storage._backend, storage._ns, max_writes, max_bytes)
+        self._backend = self._overlay
+
+    @property
+    def pending_writes(self) -> int:
+        """Keys the transaction has written so far (the writes its commit will make, at most)."""
+        return self._overlay.pending_writes
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of keys and values buffered so far."""
+        return self._overlay.pending_bytes
+
+    def commit(self) -> int:
+        """Apply every buffered write in one atomic commit under the quota; returns the keys written.
+
+        Raises :class:`~airssys_storage.QuotaExceeded` (the commit would pass
+        the quota, after sweeping expired keys),
+        :class:`~airssys_storage.PreconditionFailed` (another writer changed a
+        key this transaction read for an atomic operation: rerun it), or the
+        backend's errors; then nothing was written. Either way the buffer is
+        emptied.
+        """
+        try:
+            writes = self._overlay.commit_writes()
+            if writes:
+                self._parent._apply(writes)
+            return len(writes)
+        finally:
+            self._overlay.reset()
+
+    def rollback(self) -> None:
+        """Discard every buffered write. Idempotent."""
+        self._overlay.reset()
+
+    def _bad_key(self, found: list[bytes]) -> StoreDamaged:
+        return self._parent._bad_key(found)
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    def __repr__(self) -> str:
+        return f"<Transaction of {self._ns!r}: {self.pending_writes} keys buffered>"

@@ -1,0 +1,236 @@
+-- One commit of airssys-storage on Redis: the planner's rules (airssys_storage/planner.py, general loop)
+-- run where the data is, so that reading the old rows, the quota guard and the writes are one atomic
+-- step across every client, in one round trip. The Python side re-runs airssys_storage.planner.plan on
+-- the old state this script returns: that builds the Plan (and every error message) and checks that
+-- both agree; tests/test_redis_lua_planner.py compares them on random commits.
+--
+-- KEYS: 1 rows (hash key -> "<version>[,<expires_at>]:<value>"), 2 ordered index (sorted set, score 0),
+--       3 expiry index (sorted set, score expires_at), 4 counter row (hash b, k, f),
+--       5 recorded op ids (hash op_id -> result), 6 their times (sorted set, score ms)
+-- ARGV: 1 mode ("c": commit, "q": commit answering only {"ok", result 1} when it succeeds, "r": delete a range), 2 now (ms), 3 limit (bytes, "" none),
+--       4 op records older than this (ms) are dropped, "" keep;
+--   "c": 7 per write: key, kind (p put, d delete, i increment, t touch, s sweep), value,
+--        expires_at ("" none), if_version ("" none), delta, op_id ("" none)
+--   "r": start, end ("" none), expired_only ("1"/"0"), limit ("" none)
+-- Returns {status, b, k, f (the counter row before), n, rows, the old value of each increment's key
+--   (in order; up to 32 bytes)} and, for "r", the n keys removed after that. rows is one string, per
+--   write "<has row 1/0>,<value size>,<version>,<expires_at>,<recorded op result>,<result>" ("" where
+--   none), joined by ";" (one bulk string instead of six per write: the client parses far less).
+--   Mode "q" answers {"ok", result} when it succeeded. status: "ok" (applied) or the refusal
+--   ("quota", "condition", "counter", "version"), when nothing was written.
+-- Numbers: Lua numbers are doubles, so versions and counters (64-bit) stay decimal strings and are
+-- added as (high, low) halves of at most 11 + 9 digits, each exact. Strings are never compared with
+-- < (Lua's string order follows the server's locale): keys bytewise by less(), versions as numbers.
+local rows, index, expiry, space, ops, optimes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local now = tonumber(ARGV[2])
+local E9 = 1000000000
+
+local function split(digits) -- decimal digits -> high, low (value = high * 1e9 + low)
+  local n = #digits
+  if n <= 9 then return 0, tonumber(digits) end
+  return tonumber(string.sub(digits, 1, n - 9)), tonumber(string.sub(digits, n - 8))
+end
+
+local function above(h1, l1, h2, l2) return h1 > h2 or (h1 == h2 and l1 > l2) end
+
+local function show(negative, h, l)
+  local text = h > 0 and string.format('%d%09d', h, l) or string.format('%d', l)
+  if negative and text ~= '0' then return '-' .. text end
+  return text
+end
+
+local function bigger(a, b) -- the larger of two versions (decimal strings)
+  local h1, l1 = split(a)
+  local h2, l2 = split(b)
+  if above(h1, l1, h2, l2) then return a end
+  return b
+end
+
+local function next_version(v) -- v + 1, or nil past 2**64 - 1
+  local h, l = split(v)
+  l = l + 1
+  if l == E9 then h, l = h + 1, 0 end
+  if above(h, l, 18446744073, 709551615) then return nil end
+  return show(false, h, l)
+end
+
+local function signed(text) -- a counter's decimal text -> high, low (both carrying the sign), or nil
+  if #text > 20 or not string.match(text, '^%-?%d+$') then return nil end
+  local negative = string.sub(text, 1, 1) == '-'
+  local h, l = split(negative and string.sub(text, 2) or text)
+  if above(h, l, 9223372036, negative and 854775808 or 854775807) then return nil end
+  if negative then return -h, -l end
+  return h, l
+end
+
+local function add(text, delta) -- counter text + delta text -> decimal text, or nil (no counter / overflow)
+  local h1, l1 = signed(text)
+  local h2, l2 = signed(delta)
+  if h1 == nil or h2 == nil then return nil end
+  local h, l = h1 + h2, l1 + l2
+  if l >= E9 then h, l = h + 1, l - E9 elseif l <= -E9 then h, l = h - 1, l + E9 end
+  if h > 0 and l < 0 then h, l = h - 1, l + E9 elseif h < 0 and l > 0 then h, l = h + 1, l - E9 end
+  local negative = h < 0 or (h == 0 and l < 0)
+  if negative then h, l = -h, -l end
+  if above(h, l, 9223372036, negative and 854775808 or 854775807) then return nil end
+  return show(negative, h, l)
+end
+
+local function less(a, b) -- bytewise a < b
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- The writes: {key, kind, value, expires_at, if_version, delta, op_id}
+local writes = {}
+local removed = nil
+if ARGV[1] ~= 'r' then
+  for base = 5, #ARGV, 7 do
+    writes[#writes + 1] = {ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4],
+      ARGV[base + 5], ARGV[base + 6]}
+  end
+else
+  local start, stop, expired_only, most = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8]
+  local high = stop == '' and '+' or '(' .. stop
+  local keys
+  if expired_only then -- the expired rows (from the expiry index) in the range, first ones in key order
+    keys = {}
+    for _, key in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+      if not less(key, start) and (stop == '' or less(key, stop)) then keys[#keys + 1] = key end
+    end
+    table.sort(keys, less)
+    if most ~= '' then
+      for i = #keys, tonumber(most) + 1, -1 do keys[i] = nil end
+    end
+  elseif most == '' then
+    keys = redis.call('ZRANGEBYLEX', index, '[' .. start, high)
+  else
+    keys = redis.call('ZRANGEBYLEX', index, '[' .. start, high, 'LIMIT', 0, tonumber(most))
+  end
+  local kind = expired_only and 's' or 'd'
+  for i, key in ipairs(keys) do writes[i] = {key, kind, '', '', '', '0', ''} end
+  removed = keys
+end
+
+local counter = redis.call('HMGET', space, 'b', 'k', 'f')
+local used, count, floor = counter[1] or '0', counter[2] or '0', counter[3] or '0'
+local reply = {'ok', used, count, floor, tostring(#writes), ''}
+local summary, first_result = {}, nil
+local status = 'ok'
+local delta, key_delta, new_floor = 0, 0, floor
+local puts, deletes, records = {}, {}, {}
+
+for _, w in ipairs(writes) do
+  local key, kind, value, expires_at, condition, op_id = w[1], w[2], w[3], w[4], w[5], w[7]
+  local raw = redis.call('HGET', rows, key)
+  local version, old_expiry, colon = '', '', 0
+  local live, old_size = false, 0
+  if raw then
+    colon = string.find(raw, ':', 1, true)
+    local meta = string.sub(raw, 1, colon - 1)
+    local comma = string.find(meta, ',', 1, true)
+    if comma then
+      version, old_expiry = string.sub(meta, 1, comma - 1), string.sub(meta, comma + 1)
+      live = tonumber(old_expiry) > now
+    else
+      version, live = meta, true
+    end
+    old_size = #key + #raw - colon
+  end
+  local old_value = ''
+  if raw and kind == 'i' then old_value = string.sub(raw, colon + 1, colon + 32) end
+  local done = false
+  if op_id ~= '' then done = redis.call('HGET', ops, op_id) end
+  if kind == 'i' then reply[#reply + 1] = old_value end
+  local result = '0'
+  if status ~= 'ok' or done then
+    result = done or '0'
+  elseif condition ~= '' and condition ~= (live and version or '0') then
+    status = 'condition'
+  elseif kind == 'p' or kind == 'i' then
+    if kind == 'i' then
+      value = add(live and string.sub(raw, colon + 1) or '0', w[6])
+      expires_at = live and old_expiry or ''
+      if value == nil then status = 'counter' end
+    end
+    local new_version = next_version(raw and version or new_floor)
+    if new_version == nil then status = 'version' end
+    if status == 'ok' then
+      if not raw then key_delta = key_delta + 1 end
+      delta = delta + #key + #value - old_size
+      puts[#puts + 1] = {key, value, new_version, expires_at, raw, old_expiry}
+      result = kind == 'i' and value or new_version
+    end
+  elseif kind == 't' then
+    if live then
+      local new_version = next_version(version)
+      if new_version == nil then
+        status = 'version'
+      else
+        puts[#puts + 1] = {key, string.sub(raw, colon + 1), new_version, expires_at, raw, old_expiry}
+        result = new_version
+      end
+    end
+  elseif raw and not (kind == 's' and live) then -- remove the row (a sweep only an expired one)
+    deletes[#deletes + 1] = {key, old_expiry}
+    delta = delta - old_size
+    key_delta = key_delta - 1
+    new_floor = bigger(new_floor, version)
+    if live or kind == 's' then result = '1' end
+  end
+  summary[#summary + 1] = (raw and '1,' or '0,') .. (raw and tostring(#raw - colon) or '0') .. ',' .. version
+    .. ',' .. old_expiry .. ',' .. (done or '') .. ',' .. result
+  first_result = first_result or result
+  if op_id ~= '' and not done then records[#records + 1] = {op_id, result} end
+end
+
+if status == 'ok' and ARGV[3] ~= '' and delta > 0 and tonumber(used) + delta > tonumber(ARGV[3]) then
+  status = 'quota'
+end
+reply[1] = status
+reply[6] = table.concat(summary, ';')
+if status ~= 'ok' then return reply end
+
+-- Everything is decided: write (nothing above wrote, so a refusal leaves the store as it was).
+for _, p in ipairs(puts) do
+  local key, expires_at = p[1], p[4]
+  local meta = expires_at == '' and p[3] or p[3] .. ',' .. expires_at
+  redis.call('HSET', rows, key, meta .. ':' .. p[2])
+  if not p[5] then redis.call('ZADD', index, 0, key) end
+  if expires_at ~= '' then
+    redis.call('ZADD', expiry, expires_at, key)
+  elseif p[6] ~= '' then
+    redis.call('ZREM', expiry, key)
+  end
+end
+for _, d in ipairs(deletes) do
+  redis.call('HDEL', rows, d[1])
+  redis.call('ZREM', index, d[1])
+  if d[2] ~= '' then redis.call('ZREM', expiry, d[1]) end
+end
+if delta ~= 0 or key_delta ~= 0 or new_floor ~= floor then
+  redis.call('HSET', space, 'b', string.format('%d', tonumber(used) + delta),
+    'k', string.format('%d', tonumber(count) + key_delta), 'f', new_floor)
+end
+if #records > 0 then
+  for _, r in ipairs(records) do
+    redis.call('HSET', ops, r[1], r[2])
+    redis.call('ZADD', optimes, now, r[1])
+  end
+  if ARGV[4] ~= '' then
+    for _, op_id in ipairs(redis.call('ZRANGEBYSCORE', optimes, '-inf', '(' .. ARGV[4], 'LIMIT', 0, 100)) do
+      redis.call('HDEL', ops, op_id)
+      redis.call('ZREM', optimes, op_id)
+    end
+  end
+end
+if removed then
+  for _, key in ipairs(removed) do reply[#reply + 1] = key end
+elseif ARGV[1] == 'q' then
+  return {'ok', first_result}
+end
+return reply

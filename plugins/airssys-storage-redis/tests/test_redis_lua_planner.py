@@ -1,0 +1,174 @@
+"""Differential test: the commit script (commit.lua) against :func:`airssys_storage.planner.plan`.
+
+The script is the planner's second implementation (it must run on the server
+to be atomic across clients). Hypothesis builds an old state — rows with
+versions up to 2**64 - 1, expiries around ``now``, counter values at the
+signed 64-bit edges and malformed ones, the counter row, recorded op ids —
+writes it into Redis around the backend, runs one commit both ways and
+requires the same outcome: the same error class with the store unchanged, or
+the same results and exactly the rows, counter row and op records the plan
+says.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from airssys_storage_redis import RedisBackend
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airssys_storage import InternalError, StorageError
+from airssys_storage.planner import MAX_VERSION, KeyState, SpaceState, Write, WriteKind, plan
+
+NOW = 1_700_000_000_000
+#: Stored rows as the test writes and reads them: key -> (version, expires_at, value).
+Rows = dict[bytes, tuple[int, int | None, bytes]]
+_ids = itertools.count()
+
+_keys = st.sampled_from([b"a", b"b", b"k\xc3\xa9", b"z" * 5])
+_versions = st.one_of(st.integers(1, 20), st.sampled_from([2**53 - 1, 2**53 + 1, MAX_VERSION - 1, MAX_VERSION]))
+_expiries = st.one_of(st.none(), st.sampled_from([NOW - 1, NOW, NOW + 1, 1, 2**53]))
+_values = st.one_of(
+    st.binary(max_size=8),
+    st.sampled_from(
+        [
+            b"0",
+            b"41",
+            b"-0",
+            b"007",
+            b"+1",
+            b" 1",
+            b"-",
+            b"9223372036854775807",
+            b"-9223372036854775808",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"00000000000000000001",
+            b"000000000000000000001",
+            b"999999999",
+            b"1000000000",
+            b"-1000000000",
+            b"x" * 40,
+        ]
+    ),
+)
+_rows = st.one_of(st.none(), st.builds(lambda v, x, val: (v, x, val), _versions, _expiries, _values))
+_deltas = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from([2**63 - 1, -(2**63), 999_999_999, -999_999_999, 1_000_000_000, -1_000_000_001]),
+)
+
+
+@st.composite
+def _write(draw: Any, key: bytes) -> Write:
+    kind = draw(st.sampled_from(list(WriteKind)))
+    return Write(
+        key,
+        kind,
+        draw(st.binary(max_size=6)) if kind is WriteKind.PUT else b"",
+        draw(_expiries) if kind in (WriteKind.PUT, WriteKind.TOUCH) else None,
+        draw(st.one_of(st.none(), st.just(0), _versions)),
+        draw(_deltas) if kind is WriteKind.INCREMENT else 0,
+        draw(st.one_of(st.none(), st.sampled_from(["op1", "op2"]))),
+    )
+
+
+@st.composite
+def _case(
+    draw: Any,
+) -> tuple[Rows, SpaceState, dict[str, int], list[Write], int | None]:
+    rows = {key: row for key in (b"a", b"b", b"k\xc3\xa9", b"z" * 5) if (row := draw(_rows)) is not None}
+    space = SpaceState(draw(st.integers(0, 200)), len(rows), draw(st.one_of(st.integers(0, 30), _versions)))
+    done = draw(st.dictionaries(st.sampled_from(["op1", "op2"]), st.integers(-5, 5), max_size=2))
+    keys = draw(st.lists(_keys, min_size=1, max_size=4, unique=True))
+    writes = [draw(_write(key)) for key in keys]
+    limit = draw(st.one_of(st.none(), st.integers(0, 250)))
+    return rows, space, done, writes, limit
+
+
+@pytest.fixture
+def backend(redis_url: str, key_prefix: str) -> Iterator[RedisBackend]:
+    opened = RedisBackend.open(redis_url, {"key_prefix": key_prefix})
+    opened.clock = lambda: NOW
+    yield opened
+    opened.close()
+
+
+def _store(
+    backend: RedisBackend,
+    namespace: str,
+    rows: Rows,
+    space: SpaceState,
+    done: dict[str, int],
+) -> None:
+    """Write the old state around the backend, in its layout."""
+    data, index, expiry, counter, ops, times = backend._names(namespace)
+    for key, (version, expires_at, value) in rows.items():
+        meta = str(version) if expires_at is None else f"{version},{expires_at}"
+        backend._call("setup", True, b"HSET", data, key, meta.encode() + b":" + value)
+        backend._call("setup", True, b"ZADD", index, 0, key)
+        if expires_at is not None:
+            backend._call("setup", True, b"ZADD", expiry, expires_at, key)
+    backend._call("setup", True, b"HSET", counter, b"b", space.bytes, b"k", space.keys, b"f", space.floor)
+    for op_id, result in done.items():
+        backend._call("setup", True, b"HSET", ops, op_id, result)
+        backend._call("setup", True, b"ZADD", times, NOW, op_id)
+
+
+def _load(
+    backend: RedisBackend, namespace: str
+) -> tuple[Rows, SpaceState, dict[str, int], list[bytes], dict[bytes, float]]:
+    """The state as stored: rows, counter row, op records, the ordered index and the expiry index."""
+    from airssys_storage_redis.backend import parse_row
+
+    data, index, expiry, counter, ops, _ = backend._names(namespace)
+    flat = backend._call("load", False, b"HGETALL", data)
+    rows = {}
+    for key, raw in zip(flat[::2], flat[1::2], strict=True):
+        version, expires_at, offset = parse_row(raw)
+        rows[key] = (version, expires_at, raw[offset:])
+    b, k, f = backend._call("load", False, b"HMGET", counter, b"b", b"k", b"f")
+    flat_ops = backend._call("load", False, b"HGETALL", ops)
+    done = {op.decode(): int(result) for op, result in zip(flat_ops[::2], flat_ops[1::2], strict=True)}
+    ordered = backend._call("load", False, b"ZRANGEBYLEX", index, b"-", b"+")
+    flat_expiry = backend._call("load", False, b"ZRANGE", expiry, 0, -1, b"WITHSCORES")
+    deadlines = {key: float(score) for key, score in zip(flat_expiry[::2], flat_expiry[1::2], strict=True)}
+    return rows, SpaceState(int(b or 0), int(k or 0), int(f or 0)), done, ordered, deadlines
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_case())
+def test_commit_script_decides_as_the_planner(backend: RedisBackend, case: Any) -> None:
+    """Same old state, same writes: the script gives the planner's results and error, and stores its plan."""
+    rows, space, done, writes, limit = case
+    namespace = f"n{next(_ids)}"
+    _store(backend, namespace, rows, space, done)
+    old = [None if (row := rows.get(w.key)) is None else KeyState(len(row[2]), row[0], row[1], row[2]) for w in writes]
+    try:
+        expected = plan(namespace, writes, old, space, limit, NOW, done)
+    except StorageError as exc:
+        with pytest.raises(type(exc)) as caught:
+            backend.apply(namespace, writes, limit)
+        assert not isinstance(caught.value, InternalError) or isinstance(exc, InternalError)
+        assert str(caught.value) == str(exc)
+        assert _load(backend, namespace)[:3] == (rows, space, done), "a refused commit wrote nothing"
+        return
+    got = backend.apply(namespace, writes, limit)  # raises InternalError if script and planner disagree
+    assert got == expected
+    after = dict(rows)
+    for put in expected.puts:
+        value = after[put.key][2] if put.value is None else put.value
+        after[put.key] = (put.version, put.expires_at, value)
+    for key in expected.deletes:
+        del after[key]
+    records = {**done, **dict(expected.op_records)}
+    stored_rows, stored_space, stored_ops, ordered, deadlines = _load(backend, namespace)
+    assert stored_rows == after
+    assert stored_space == (expected.space if expected.space_changed else space)
+    assert stored_ops == records
+    assert ordered == sorted(after), "the ordered index holds exactly the rows, bytewise"
+    assert deadlines == {key: float(row[1]) for key, row in after.items() if row[1] is not None}

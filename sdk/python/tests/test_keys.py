@@ -1,0 +1,87 @@
+"""Key encoding: bytewise order of the encoded text is the keys' natural order; decoding inverts it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from airssys_storage_sdk.keys import MAX_INT_DIGITS, decode_key, encode_key
+from hypothesis import given
+from hypothesis import strategies as st
+
+from airssys_storage.backend import key_problem
+from airssys_storage.errors import InvalidKey
+
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
+ints = st.integers(min_value=-(64**MAX_INT_DIGITS) + 1, max_value=64**MAX_INT_DIGITS - 1) | st.integers(-300, 300)
+raw = st.binary(max_size=20)
+scalars = texts | ints | raw
+
+
+def _tuples(element: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.tuples(element) | st.tuples(element, element) | st.tuples(element, element, element)
+
+
+keys_of_one_shape = (
+    st.lists(texts, min_size=2, max_size=2)
+    | st.lists(ints, min_size=2, max_size=2)
+    | st.lists(raw, min_size=2, max_size=2)
+    | st.lists(st.tuples(texts, ints, raw), min_size=2, max_size=2)
+    | st.lists(st.lists(ints, max_size=3).map(tuple), min_size=2, max_size=2)
+    | st.lists(st.tuples(st.tuples(ints, texts), raw), min_size=2, max_size=2)
+)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode()
+
+
+@given(keys_of_one_shape)
+def test_bytewise_order_is_the_natural_order(pair: list[Any]) -> None:
+    """For two keys of one shape, a < b exactly when encode(a) < encode(b) as UTF-8 bytes (the store's order)."""
+    a, b = pair
+    ea, eb = _utf8(encode_key(a)), _utf8(encode_key(b))
+    assert (a < b) == (ea < eb)
+    assert (a == b) == (ea == eb)
+
+
+@given(scalars | _tuples(scalars) | _tuples(_tuples(scalars)))
+def test_round_trip_and_valid_storage_key(key: Any) -> None:
+    """decode(encode(k)) == k, and the encoding is a valid storage key (UTF-8, no control character)."""
+    text = encode_key(key)
+    assert decode_key(text) == key
+    assert type(decode_key(text)) is type(key)
+    assert key_problem(text.encode()) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [("a", "'a "), ("", "' "), (0, "="), (1, ">00"), (-1, "<yy"), (b"", "# "), (("a", 1), "('a >00 ")],
+)
+def test_the_layout_is_stable(key: Any, expected: str) -> None:
+    """The on-storage layout is shared with other languages: these spellings never change."""
+    assert encode_key(key) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (True, "bool keys are refused"),
+        (1.5, "keys are str, int, bytes or tuples of them, not float"),
+        ("\ud800", "lone surrogate"),
+        (64**MAX_INT_DIGITS, "too large"),
+        (("a", None), "not NoneType"),
+    ],
+)
+def test_unencodable_keys_are_invalid_key(key: Any, message: str) -> None:
+    """Anything else is an InvalidKey naming the problem."""
+    with pytest.raises(InvalidKey, match=message) as caught:
+        encode_key(key)
+    assert caught.value.code == "invalid-key"
+
+
+@pytest.mark.parametrize("text", ["", "x", "'a", ">0", ">1A", "<y", "#A ", "'!z ", "(", "= ", ">0- "])
+def test_text_no_key_encodes_to_is_invalid_key(text: str) -> None:
+    """Decoding foreign text is an InvalidKey, never an IndexError or ValueError."""
+    with pytest.raises(InvalidKey, match="not an encoded collection key"):
+        decode_key(text)

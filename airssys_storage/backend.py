@@ -504,9 +504,10 @@ class StorageBackend(abc.ABC):
     counter row (when ``space_changed``) and the ``op_records`` (with the
     time, for retention), close the section, return the plan. When ``plan``
     raises, nothing is written. A specialised hot path (:meth:`put_one`,
-    :meth:`delete_one`) may skip the planner only where a benchmark shows it
-    pays, and must give exactly what the planner gives (the conformance
-    suite's differential tests check it).
+    :meth:`compare_and_swap_one`, :meth:`increment_one`, :meth:`delete_one`)
+    may skip the planner only where a benchmark shows it pays, and must give
+    exactly what the planner gives (the conformance suite's differential
+    tests check it).
 
     Thread safety: one backend object serves every component and thread of
     a host, and the core takes no lock. Every method may be called from
@@ -652,6 +653,30 @@ class StorageBackend(abc.ABC):
         from .planner import Write, WriteKind
 
         return self.apply(namespace, (Write(key, WriteKind.PUT, value),), limit).results[0]
+
+    def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
+        """A put of one key (no expiry) only if it is at *version* now (``0``: absent); returns the new version.
+
+        Exactly ``apply(namespace, [Write(key, WriteKind.PUT, value, if_version=version)], limit).results[0]``
+        (so a failed condition raises :class:`~airssys_storage.PreconditionFailed` and writes
+        nothing); override for a faster single-key path (the semantics must not change; the
+        conformance suite's differential test compares it with :meth:`apply`).
+        """
+        from .planner import Write, WriteKind
+
+        return self.apply(namespace, (Write(key, WriteKind.PUT, value, None, version),), limit).results[0]
+
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        """Add *delta* to the counter under one key (no operation id); returns the counter's new value.
+
+        Exactly ``apply(namespace, [Write(key, WriteKind.INCREMENT, delta=delta)], limit).results[0]``
+        (the rule: :func:`~airssys_storage.planner.add_to_counter`); override for a faster
+        single-key path (the semantics must not change; the conformance suite's differential
+        test compares it with :meth:`apply`).
+        """
+        from .planner import Write, WriteKind
+
+        return self.apply(namespace, (Write(key, WriteKind.INCREMENT, b"", None, None, delta),), limit).results[0]
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         """Delete one key; returns whether a live key was removed (an expired row is removed too).

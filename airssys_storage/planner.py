@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from .backend import quota_exceeded
 from .errors import InternalError, InvalidArgument, PreconditionFailed
@@ -67,6 +67,7 @@ __all__ = [
     "SpaceState",
     "Write",
     "WriteKind",
+    "add_to_counter",
     "decode_counter",
     "plan",
 ]
@@ -173,7 +174,8 @@ class Plan(NamedTuple):
     space_changed: bool
     results: list[int]
     existed: list[bool]
-    events: list[Event]
+    #: The change events, in write order (a sequence; a PUT-only plan makes them when they are read).
+    events: Sequence[Event]
     #: ``(op_id, result)`` pairs to record with the commit.
     op_records: list[tuple[str, int]]
 
@@ -234,6 +236,7 @@ def plan(
     results: list[int] = []
     existed: list[bool] = []
     events: list[Event] = []
+    set_events: Sequence[Event] | None = None
     op_records: list[tuple[str, int]] = []
     delta = key_delta = 0
     floor = space.floor
@@ -262,10 +265,10 @@ def plan(
             if version > MAX_VERSION:
                 raise _version_overflow()
             puts.append(_new(Put, (key, value, version, expires_at)))
-            events.append(_new(Event, (key, "set", version)))
             results.append(version)
         else:
             general = False
+            set_events = _SetEvents(puts)  # one "set" per put, made when read (a third of this loop's cost)
     elif kind is _DELETE:
         for (key, kind, _, _, condition, _, op_id), row in zip(writes, old):  # noqa: B905 - lengths checked above
             if kind is not _DELETE or condition is not None or op_id is not None:
@@ -346,7 +349,43 @@ def plan(
         changed = True
     else:
         after, changed = space, False
+    if set_events is not None:
+        return _new(Plan, (puts, deletes, after, changed, results, existed, set_events, op_records))
     return _new(Plan, (puts, deletes, after, changed, results, existed, events, op_records))
+
+
+class _SetEvents(Sequence[Event]):
+    """The events of a PUT-only plan: ``Event(key, "set", version)`` per put, made when read.
+
+    Nothing reads them on a plain write, and building one per key cost a
+    third of the PUT-only loop (~0.18 µs per key here).
+    """
+
+    __slots__ = ("_puts",)
+
+    def __init__(self, puts: list[Put]) -> None:
+        self._puts = puts
+
+    def __len__(self) -> int:
+        return len(self._puts)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return [Event(put[0], "set", put[2]) for put in self._puts[index]]
+        put = self._puts[index]
+        return Event(put[0], "set", put[2])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # like the list it stands for
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 #: Whether :func:`plan` may take its PUT-only and DELETE-only loops (tests turn them off to
@@ -357,18 +396,27 @@ _FAST_LOOPS = True
 def _increment(key: bytes, row: KeyState | None, delta: int) -> tuple[int, bytes, int | None]:
     """The counter's new value, its bytes and the expiry it keeps (*row* is the live row or ``None``)."""
     if row is None:
-        current, expires_at = 0, None
-    else:
-        if row.value is None:
-            raise InternalError(f"planner: the backend did not read the value of counter {key!r}")
-        current, expires_at = decode_counter(row.value, key), row.expires_at
+        return (*add_to_counter(key, None, delta), None)
+    if row.value is None:
+        raise InternalError(f"planner: the backend did not read the value of counter {key!r}")
+    return (*add_to_counter(key, row.value, delta), row.expires_at)
+
+
+def add_to_counter(key: bytes, value: bytes | None, delta: int) -> tuple[int, bytes]:
+    """The rule of :attr:`WriteKind.INCREMENT`: the new number and its bytes for live *value* (``None``: absent).
+
+    For backends' single-key increment paths (:meth:`StorageBackend.increment_one`), so the
+    rule stays here. Raises :class:`~airssys_storage.InvalidArgument` when *value* holds no
+    counter or the result leaves the signed 64-bit range (see "Counters").
+    """
+    current = 0 if value is None else decode_counter(value, key)
     number = current + delta
     if not _INT64_MIN <= number <= _INT64_MAX:
         raise InvalidArgument(
             f"incrementing counter {key.decode(errors='replace')!r} ({current}) by {delta} "
             "leaves the signed 64-bit range"
         )
-    return number, str(number).encode("ascii"), expires_at
+    return number, str(number).encode("ascii")
 
 
 def _precondition_failed(namespace: str, key: bytes, live_row: KeyState | None, condition: int) -> PreconditionFailed:

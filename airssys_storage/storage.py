@@ -82,6 +82,9 @@ _PUT, _DELETE, _INCREMENT, _TOUCH = WriteKind.PUT, WriteKind.DELETE, WriteKind.I
 # Writes are built with tuple.__new__ in Write's field order (key, kind, value, expires_at, if_version,
 # delta, op_id): half the time of Write(...) with keywords and defaults (as the planner does).
 _new = tuple.__new__
+#: Operation -> its value, and members used on hot paths: attribute access on an Enum costs ~60 ns.
+_VALUES = {operation: operation.value for operation in Operation}
+_COMPARE_AND_SWAP, _INCREMENT_OP = Operation.COMPARE_AND_SWAP, Operation.INCREMENT
 
 
 class Entry(NamedTuple):
@@ -721,10 +724,20 @@ class ComponentStorage:
         and writes nothing: read the entry again and retry. *ttl* as in
         :meth:`set`. Needs read-write (``compare-and-swap``).
         """
-        raw, value = self._check_put(Operation.COMPARE_AND_SWAP, key, value)
+        raw, value = self._check_put(_COMPARE_AND_SWAP, key, value)
         condition = 0 if version is None else _check_version(version)
-        expires_at = None if ttl is None else self._expires_at(ttl)
-        return self._apply((_new(Write, (raw, _PUT, value, expires_at, condition, 0, None)),)).results[0]
+        if ttl is not None:
+            return self._apply((_new(Write, (raw, _PUT, value, self._expires_at(ttl), condition, 0, None)),)).results[0]
+        # Without a ttl: the backend's single-key path (as set() takes put_one).
+        limit = self._state.limit
+        try:
+            return self._backend.compare_and_swap_one(self._ns, raw, value, condition, limit)
+        except QuotaExceeded as exc:
+            return self._retry_after_sweep(exc, self._backend.compare_and_swap_one, raw, value, condition, limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     def set_if_absent(self, key: str, value: bytes | bytearray | memoryview, *, ttl: float | None = None) -> bool:
         """Store *value* only if *key* is absent (or expired); returns whether it was stored.
@@ -767,7 +780,7 @@ class ComponentStorage:
         also across delete and clear (a retry still returns the first result).
         Needs read-write (``increment``).
         """
-        self._check(Operation.INCREMENT, key)
+        self._check(_INCREMENT_OP, key)
         raw = encode_key(key, self._max_key)
         if type(delta) is not int:
             raise InvalidArgument(f"delta must be an int, not {type(delta).__name__}")
@@ -775,8 +788,19 @@ class ComponentStorage:
             raise InvalidArgument(f"delta {delta} is outside the signed 64-bit range [-2**63, 2**63 - 1]")
         if op_id is not None:
             _check_op_id(op_id)
-            op_id = _op_record_id(raw, op_id)
-        return self._apply((_new(Write, (raw, _INCREMENT, b"", None, None, delta, op_id)),)).results[0]
+            return self._apply(
+                (_new(Write, (raw, _INCREMENT, b"", None, None, delta, _op_record_id(raw, op_id))),)
+            ).results[0]
+        # Without an op_id: the backend's single-key path (as set() takes put_one).
+        limit = self._state.limit
+        try:
+            return self._backend.increment_one(self._ns, raw, delta, limit)
+        except QuotaExceeded as exc:
+            return self._retry_after_sweep(exc, self._backend.increment_one, raw, delta, limit)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _internal(exc) from exc
 
     # -- expiry ----------------------------------------------------------------
 
@@ -1037,7 +1061,7 @@ class ComponentStorage:
 
     def _check(self, operation: Operation, key: str | None) -> None:
         """The permission check of a single-key operation (the per-key policies only when some vote)."""
-        if operation.value not in self._state.fast_allowed:
+        if _VALUES[operation] not in self._state.fast_allowed:  # an enum's .value costs ~60 ns
             self._authorize(operation, key)
 
     def _check_put(self, operation: Operation, key: str, value: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:

@@ -13,16 +13,22 @@ from collections.abc import Callable, Sequence
 Workload = Callable[[], int]  # runs a batch of operations, returns how many
 
 
-def measure(contenders: dict[str, Workload], rounds: int = 9) -> dict[str, float]:
-    """Median seconds per operation for each contender, rounds interleaved."""
+def measure(
+    contenders: dict[str, Workload], rounds: int = 9, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median seconds per operation for each contender, rounds interleaved.
+
+    *clock*: elapsed time by default; ``time.process_time`` (this process's
+    CPU time) is steadier on a loaded machine for single-threaded work.
+    """
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for run in contenders.values():  # warm-up
         run()
     for _ in range(rounds):
         for name, run in contenders.items():
-            start = time.perf_counter()
+            start = clock()
             ops = run()
-            samples[name].append((time.perf_counter() - start) / ops)
+            samples[name].append((clock() - start) / ops)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -6,23 +6,31 @@ ours/peer in operations per second (>= 1.0 means at least as fast). Every
 overwrite writes bytes that differ from the value it replaces, and both sides
 write the same values.
 
-A second table is a regression line for listings: ``keys(prefix)`` right after
+A second table compares compare_and_swap (each call with the version the
+previous write returned) with our plain set (issue 10: >= 0.5x).
+
+A third table is a regression line for listings: ``keys(prefix)`` right after
 a write that adds a key, against ``keys(prefix)`` with no write in between, in
 a component of ``--big`` keys (default 10^6). Keys are kept ordered as they
 are written, so the first listing after an insert must not re-sort the
 component (ratio close to 1.0).
 
-    python benchmarks/bench_memory.py [--ops N] [--rounds R] [--big N]
+    python benchmarks/bench_memory.py [--ops N] [--rounds R] [--big N] [--clock wall|cpu]
+
+``--clock cpu`` times this process's CPU time instead of elapsed time:
+steadier when other jobs share the machine (everything here is one thread).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 
 from _harness import measure, print_table
 from minimalkv.memory import DictStore
 
-from airssys_storage import Access, Manifest, StorageManager, StorageSettings
+from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
 
 
 def main() -> None:
@@ -30,7 +38,9 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--big", type=int, default=1_000_000, help="keys of the component listed after inserts")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="elapsed (wall) or CPU time")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     ops = args.ops
 
     manager = StorageManager.from_settings(StorageSettings(url="memory://"))
@@ -126,19 +136,54 @@ def main() -> None:
         return ops
 
     rows = [
-        ("get (64 B)", measure({"ours": ours_get, "DictStore": peer_get}, args.rounds)),
-        ("set (64 B, same size)", measure({"ours": ours_set, "DictStore": peer_set}, args.rounds)),
-        ("set (size changes)", measure({"ours": ours_set_resize, "DictStore": peer_set_resize}, args.rounds)),
-        ("set (new key)", measure({"ours": ours_insert, "DictStore": peer_insert}, args.rounds)),
-        ("has", measure({"ours": ours_has, "DictStore": peer_has}, args.rounds)),
+        ("get (64 B)", measure({"ours": ours_get, "DictStore": peer_get}, args.rounds, clock)),
+        ("set (64 B, same size)", measure({"ours": ours_set, "DictStore": peer_set}, args.rounds, clock)),
+        ("set (size changes)", measure({"ours": ours_set_resize, "DictStore": peer_set_resize}, args.rounds, clock)),
+        ("set (new key)", measure({"ours": ours_insert, "DictStore": peer_insert}, args.rounds, clock)),
+        ("has", measure({"ours": ours_has, "DictStore": peer_has}, args.rounds, clock)),
     ]
     title = f"memory:// vs minimalkv DictStore, {ops} keys, median of {args.rounds} interleaved rounds"
     print_table(title, rows, "ours", ["DictStore"])
+    print_table(
+        f"compare_and_swap against our plain set (same keys, same-size values; target >= 0.5x), {ops} keys",
+        [("compare_and_swap", compare_and_swap_vs_set(store, ops, args.rounds, clock))],
+        "compare_and_swap",
+        ["set"],
+    )
     manager.close()
-    listing_after_insert(args.big, args.rounds)
+    listing_after_insert(args.big, args.rounds, clock)
 
 
-def listing_after_insert(count: int, rounds: int, calls: int = 20) -> None:
+def compare_and_swap_vs_set(
+    store: ComponentStorage, ops: int, rounds: int, clock: Callable[[], float]
+) -> dict[str, float]:
+    """compare_and_swap with the version the previous write returned, against set, on keys of their own."""
+    swapped = [f"cas_{i:06d}" for i in range(ops)]
+    plain = [f"set_{i:06d}" for i in range(ops)]
+    versions = {key: store.set(key, b"a" * 64) for key in swapped}
+    for key in plain:
+        store.set(key, b"a" * 64)
+    same_size = [b"b" * 64, b"a" * 64]
+    turn = {"compare_and_swap": 0, "set": 0}
+
+    def swap() -> int:
+        turn["compare_and_swap"] += 1
+        cas, value = store.compare_and_swap, same_size[turn["compare_and_swap"] % 2]
+        for key in swapped:
+            versions[key] = cas(key, value, version=versions[key])
+        return ops
+
+    def put() -> int:
+        turn["set"] += 1
+        set_, value = store.set, same_size[turn["set"] % 2]
+        for key in plain:
+            set_(key, value)
+        return ops
+
+    return measure({"compare_and_swap": swap, "set": put}, rounds, clock)
+
+
+def listing_after_insert(count: int, rounds: int, clock: Callable[[], float], calls: int = 20) -> None:
     """keys(prefix) of 100 keys right after an insert, against the same listing with no write between."""
     manager = StorageManager.from_settings(StorageSettings(url="memory://"))
     store = manager.component(Manifest("big", Access.ADMIN, "500MB"))
@@ -162,7 +207,7 @@ def listing_after_insert(count: int, rounds: int, calls: int = 20) -> None:
             keys(prefix)
         return calls
 
-    result = measure({"insert+keys()": after_insert, "keys()": no_write}, rounds)
+    result = measure({"insert+keys()": after_insert, "keys()": no_write}, rounds, clock)
     title = f"keys(prefix) of 100 in a component of {count:,} keys: right after an insert vs no write between"
     print_table(title, [("insert, then keys(prefix)", result)], "insert+keys()", ["keys()"])
     manager.close()

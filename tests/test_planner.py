@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from airssys_storage import InternalError, InvalidArgument, PreconditionFailed, QuotaExceeded, planner
 from airssys_storage.planner import (
     MAX_VERSION,
+    Event,
     KeyState,
     Plan,
     SpaceState,
@@ -423,3 +424,14 @@ def test_decode_counter_accepts_exactly_decimal_ascii_of_an_int64(value: bytes) 
     except InvalidArgument:
         got = None
     assert got == expected
+
+
+def test_put_only_plans_make_their_events_when_read() -> None:
+    """A PUT-only plan's events: one "set" per put with its new version, equal to the list they stand for."""
+    writes = [Write(b"a", WriteKind.PUT, b"1"), Write(b"b", WriteKind.PUT, b"22")]
+    decided = plan(NS, writes, [None, KeyState(1, 4)], SpaceState(3, 1, 2), None, 1000)
+    expected = [Event(b"a", "set", 3), Event(b"b", "set", 5)]
+    assert decided.events == expected and expected == decided.events
+    assert len(decided.events) == 2 and decided.events[1] == expected[1] and decided.events[:1] == expected[:1]
+    assert list(decided.events) == expected and repr(decided.events) == repr(expected)
+    assert decided.events != expected[:1] and decided.events != "not events"

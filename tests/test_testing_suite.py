@@ -103,6 +103,26 @@ class HotPathIgnoresQuota(MemoryBackend):
         return super().put_one(namespace, key, value, None)
 
 
+class SwapIgnoresVersion(MemoryBackend):
+    """A specialised compare_and_swap_one that forgets its condition: it differs from apply."""
+
+    name = "swap-ignores-version"
+    url_schemes = ("swap-ignores-version",)
+
+    def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
+        return self.put_one(namespace, key, value, limit)
+
+
+class IncrementIgnoresQuota(MemoryBackend):
+    """A specialised increment_one that forgets the limit: it differs from apply."""
+
+    name = "increment-ignores-quota"
+    url_schemes = ("increment-ignores-quota",)
+
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        return super().increment_one(namespace, key, delta, None)
+
+
 class LateExpiry(MemoryBackend):
     """Reads and writes see time one millisecond late: keys live past their deadline."""
 
@@ -234,6 +254,8 @@ def test_the_suite_fails_a_backend_that_breaks_on_unlimited_writes(test: str) ->
     ("backend", "test", "arguments"),
     [
         (HotPathIgnoresQuota, "test_put_one_and_delete_one_equal_apply", {}),
+        (SwapIgnoresVersion, "test_put_one_and_delete_one_equal_apply", {}),
+        (IncrementIgnoresQuota, "test_put_one_and_delete_one_equal_apply", {}),
         (LateExpiry, "test_expired_key_is_invisible_in_every_read_path", {}),
         (LateExpiry, "test_stateful_model_against_a_dict", {}),
         (ForgetsOpIds, "test_op_id_replay_returns_the_first_result_and_applies_nothing", {}),

@@ -622,14 +622,27 @@ class AtomicsConformance:
         assert store.usage() == Usage((3 + MiB) + (3 + MiB) + 2, 3)
 
     def test_put_one_and_delete_one_equal_apply(self, manager: StorageManager, clock: FakeClock) -> None:
-        """Hot paths: one random sequence via put_one/delete_one and via apply gives equal versions, usage and floor."""
+        """Hot paths: put_one/compare_and_swap_one/increment_one/delete_one equal apply (results, rows, floor)."""
         backend = manager.backend
         keys = st.sampled_from([b"a", b"b", b"ab", b"c"])
+        # Counters (some at the ends of the signed 64-bit range, some a digit short of a longer
+        # value) beside other bytes, so that increments meet each case.
+        counters = st.sampled_from([b"0", b"9", b"-1", b"99", b"-10", b"9223372036854775807", b"-9223372036854775808"])
+        values = st.one_of(st.binary(max_size=12), counters, st.integers(-1000, 1000).map(lambda n: str(n).encode()))
+        deltas = st.one_of(st.integers(-3, 3), st.sampled_from([-(2**63), 2**63 - 1]))
         operations = st.lists(
             st.one_of(
-                st.tuples(st.just("put"), keys, st.binary(max_size=12), st.sampled_from([None, 0, 8, 20, 40])),
+                st.tuples(st.just("put"), keys, values, st.sampled_from([None, 0, 8, 20, 40])),
+                st.tuples(st.just("increment"), keys, deltas, st.sampled_from([None, 0, 8, 20, 40])),
                 st.tuples(st.just("delete"), keys),
-                st.tuples(st.just("put-with-expiry"), keys, st.binary(max_size=12), st.integers(1, 30)),
+                st.tuples(
+                    st.just("cas"),
+                    keys,
+                    st.binary(max_size=12),
+                    st.sampled_from([None, 0, 8, 20, 40]),
+                    st.sampled_from(["absent", "current", "stale", "ahead"]),
+                ),
+                st.tuples(st.just("put-with-expiry"), keys, values, st.integers(1, 30)),
                 st.tuples(st.just("advance"), st.integers(1, 20)),
             ),
             max_size=40,
@@ -650,6 +663,22 @@ class AtomicsConformance:
                     put = Write(key, WriteKind.PUT, value)
                     assert _outcome(partial(backend.put_one, hot, key, value, limit)) == _outcome(
                         partial(_first_result, backend, planned, put, limit)
+                    )
+                elif step[0] == "cas":  # compare_and_swap_one, with a condition that holds or not
+                    _, key, value, limit, which = step
+                    entry = backend.get_entry(planned, key)
+                    current = 0 if entry is None else entry.version
+                    version = {"absent": 0, "current": current, "stale": current - 1, "ahead": current + 1}[which]
+                    version = max(version, 0)
+                    swap = Write(key, WriteKind.PUT, value, if_version=version)
+                    assert _outcome(partial(backend.compare_and_swap_one, hot, key, value, version, limit)) == _outcome(
+                        partial(_first_result, backend, planned, swap, limit)
+                    )
+                elif step[0] == "increment":  # increment_one
+                    _, key, delta, limit = step
+                    add = Write(key, WriteKind.INCREMENT, delta=delta)
+                    assert _outcome(partial(backend.increment_one, hot, key, delta, limit)) == _outcome(
+                        partial(_first_result, backend, planned, add, limit)
                     )
                 elif step[0] == "delete":
                     _, key = step

@@ -30,6 +30,9 @@ from airssys_storage import (
     Usage,
 )
 
+from ..backend import wall_clock_ms
+from ..planner import Write, WriteKind
+from ..storage import MAX_EXPIRES_AT_MS
 from .clock import FakeClock
 
 __all__ = ["ExpiryConformance"]
@@ -88,6 +91,28 @@ class ExpiryConformance:
             assert store.persist("k") is False
             clock.advance(3600)  # and long after
         assert store.usage() == Usage(len("kgone") + len("livel"), 2), "expired rows stay charged until removed"
+
+    def test_reads_on_the_wall_clock(self, manager: StorageManager) -> None:
+        """Expiry on the default wall clock (read inline by some backends): past deadlines hide, future ones not."""
+        # The other tests inject a clock; this one gives the backend the default for a moment.
+        backend, ns = manager.backend, f"wall-{next(_components)}"
+        injected = backend.clock
+        backend.clock = wall_clock_ms
+        try:
+            now = wall_clock_ms()
+            writes = [
+                Write(b"past", WriteKind.PUT, b"p", expires_at=now - 1),
+                Write(b"future", WriteKind.PUT, b"f", expires_at=now + 3_600_000),
+                Write(b"far", WriteKind.PUT, b"x", expires_at=MAX_EXPIRES_AT_MS),
+                Write(b"plain", WriteKind.PUT, b"n"),
+            ]
+            backend.apply(ns, writes, None)
+            keys = [b"past", b"future", b"far", b"plain"]
+            assert [backend.get(ns, key) for key in keys] == [None, b"f", b"x", b"n"]
+            assert [backend.has(ns, key) for key in keys] == [False, True, True, True]
+            assert backend.get_many(ns, keys) == [None, b"f", b"x", b"n"]
+        finally:
+            backend.clock = injected
 
     def test_expired_key_is_absent_for_writes(self, store: ComponentStorage, clock: FakeClock) -> None:
         """Expiry: CAS(version=None), set_if_absent and increment treat an expired key as absent (a counter from 0)."""

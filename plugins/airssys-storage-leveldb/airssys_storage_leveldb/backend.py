@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from itertools import islice
+from time import time_ns as _time_ns
 from typing import Any, NamedTuple, NoReturn, TypeAlias
 from urllib.parse import unquote, urlsplit
 
@@ -77,10 +78,11 @@ from airssys_storage.backend import (
     operator_command,
     verify_report,
     version_problem,
+    wall_clock_ms,
 )
 from airssys_storage.files import PRIVATE_FILE_MODE, make_private_dirs
 from airssys_storage.forking import ForkAware, track
-from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
+from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
 from airssys_storage.plugins import backend_scheme
 
 from .layout import (
@@ -394,6 +396,15 @@ class LevelDBBackend(StorageBackend, ForkAware):
         # The hot path: a row without expiry is one byte test and one slice (see layout).
         if 0 < head < 9:
             return raw[head + 1 :]
+        if 16 < head < 25 and len(raw) > head - 8:  # EXPIRES | width 1..8, the header complete
+            # A row with an expiry, its header read inline: expires_at follows the version.
+            start = head - 15  # 1 + width
+            expires_at = int.from_bytes(raw[start : start + 8], "little")
+            # The wall clock read inline: expires_at <= time_ns() // 10**6 exactly when
+            # expires_at * 10**6 <= time_ns() (integers), at a third of a clock() call's cost.
+            if self.clock is wall_clock_ms:
+                return None if expires_at * 1_000_000 <= _time_ns() else raw[start + 8 :]
+            return None if expires_at <= self.clock() else raw[start + 8 :]
         return self._value(prefix + key, raw, None)
 
     def _get_verified(self, namespace: str, key: bytes) -> bytes | None:
@@ -748,13 +759,17 @@ class LevelDBBackend(StorageBackend, ForkAware):
             )
             batch.put(op_time_key(time_prefix, now, op_id), b"")
 
-    def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+    def put_one(
+        self, namespace: str, key: bytes, value: bytes, limit: int | None, if_version: int | None = None
+    ) -> int:
         # The hot path of set(): apply() without its generality. The planner
         # decides as always; a row without expiry needs no clock (``now`` only
         # tells live from expired rows), and a commit that leaves the counter
         # as it is (a same-size overwrite) is the row record alone, written
         # with one put instead of a batch. The lock is taken with acquire()
         # and released in ``finally``: about 0.1 µs cheaper than ``with``.
+        # *if_version* is compare_and_swap_one's condition, decided by the
+        # planner like any other (the same-size shortcut only when it holds).
         try:
             space = self._spaces[namespace]
         except KeyError:
@@ -771,9 +786,13 @@ class LevelDBBackend(StorageBackend, ForkAware):
                     rows.clear()  # crude but O(1) per write on average, and never wrong
             if row is not None:
                 if row.expires_at is not None:  # the general path counts rows with an expiry
-                    write = _new(Write, (key, _PUT, value, None, None, 0, None))
+                    write = _new(Write, (key, _PUT, value, None, if_version, 0, None))
                     return self._apply_locked(space, (write,), limit).results[0]
-                if row.size == len(value) and row.version < MAX_VERSION:
+                if (
+                    row.size == len(value)
+                    and row.version < MAX_VERSION
+                    and (if_version is None or if_version == row.version)
+                ):
                     # A same-size overwrite, the one case decided here: the planner's answer is
                     # the next version and no counter change (its delta is 0, which any quota
                     # accepts), so the row record alone is the commit (test_leveldb_v2 checks it
@@ -787,7 +806,7 @@ class LevelDBBackend(StorageBackend, ForkAware):
             counter = space.counter or self._load_counter(space)
             decided = plan(
                 namespace,
-                (_new(Write, (key, _PUT, value, None, None, 0, None)),),
+                (_new(Write, (key, _PUT, value, None, if_version, 0, None)),),
                 (row,),
                 _new(SpaceState, counter[:3]),
                 limit,
@@ -809,6 +828,40 @@ class LevelDBBackend(StorageBackend, ForkAware):
         finally:
             self._lock.release()
         return version
+
+    def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
+        # put_one with the condition: the planner decides it (this class's put_one, whatever a
+        # subclass makes of its own).
+        return LevelDBBackend.put_one(self, namespace, key, value, limit, version)
+
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        # The hot path of increment(): a live counter without expiry whose new value keeps its
+        # size (the planner's answer: the next version, no counter change, which any quota
+        # accepts) is one read and one put of the row; the rule itself is the planner's
+        # add_to_counter. Anything else (a new key, another size, an expiry) goes to the planner.
+        try:
+            space = self._spaces[namespace]
+        except KeyError:
+            space = self._space(namespace)
+        data_key = space.prefix + key
+        self._lock.acquire()
+        try:
+            raw = self._db.get(data_key)
+            if raw is not None and 0 < (head := raw[0] if raw else 0) < 9 and len(raw) > head:  # no expiry
+                end = head + 1
+                number, value = add_to_counter(key, raw[end:], delta)
+                version = int.from_bytes(raw[1:end], "little") + 1
+                if len(value) == len(raw) - end and version <= MAX_VERSION:
+                    width = (version.bit_length() + 7) >> 3
+                    self._put(data_key, ((version << 8) | width).to_bytes(width + 1, "little") + value)
+                    self._remember(data_key, _new(KeyState, (len(value), version, None, None)))
+                    return number
+            write = _new(Write, (key, _INCREMENT, b"", None, None, delta, None))
+            return self._apply_locked(space, (write,), limit).results[0]
+        except plyvel.Error as exc:
+            self._fail("write to", exc)
+        finally:
+            self._lock.release()
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         # The hot path of delete(): like put_one, the clock only for a row with an expiry.

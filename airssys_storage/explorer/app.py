@@ -250,6 +250,7 @@ class _Explorer:
             "component": component,
             "prefix": prefix,
             "cursor": cursor,
+            "limit": limit,
             "next_cursor": next_cursor,
             "keys": [{"key": key, "bytes": len(value)} for key, value in items],
         }
@@ -482,9 +483,7 @@ class _Explorer:
         component, key = request.path_params["component"], request.path_params["key"]
         body = await request.body()
         ttl = _ttl_argument(request.query_params.get("ttl", ""))
-        version = self.write(
-            request, component, "set", key, _bearer(request), lambda s: s.set(key, body, ttl=ttl)
-        )
+        version = self.write(request, component, "set", key, _bearer(request), lambda s: s.set(key, body, ttl=ttl))
         return JSONResponse({"component": component, "key": key, "version": version, "bytes": len(body)})
 
     async def api_delete(self, request: Request) -> Response:
@@ -661,4 +660,3 @@ def _prometheus_exporter(manager: StorageManager) -> Callable[[Request], Awaitab
         return Response(b"".join(body), status_code=start.get("status", 200), headers=headers)
 
     return handle
-

@@ -46,7 +46,7 @@ def test_components_page_lists_usage_quota_and_keys(make_client: MakeClient) -> 
     percent = 100 * used / 400
     assert f"{percent:.1f} %" in text
     assert 'class="bar' in text
-    assert 'read-only' in text
+    assert "read-only" in text
 
 
 def test_api_components_mirrors_the_page(make_client: MakeClient, manager: StorageManager) -> None:
@@ -304,9 +304,7 @@ def test_forms_need_csrf_and_the_token(make_client: MakeClient, manager: Storage
     # Another session's CSRF token does not pass.
     stranger = TestClient(client.app)
     stranger_csrf = csrf_of(stranger, "/components/app")
-    stolen = client.post(
-        "/components/app/delete", data={"key": "f/x", "token": TOKEN, "csrf": stranger_csrf}
-    )
+    stolen = client.post("/components/app/delete", data={"key": "f/x", "token": TOKEN, "csrf": stranger_csrf})
     assert stolen.status_code == 403
     deleted = client.post("/components/app/delete", data={"key": "f/x", "token": TOKEN, "csrf": csrf})
     assert deleted.status_code == 200 and "deleted" in deleted.text
@@ -389,9 +387,7 @@ def test_charts_draw_deltas_of_metrics_snapshots(
     assert "metrics are off" not in client.get("/charts").text
 
 
-def test_prometheus_endpoint_serves_the_core_exporter(
-    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_prometheus_endpoint_serves_the_core_exporter(make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     exposition = "# TYPE airssys_storage_operations_total counter\nairssys_storage_operations_total 3\n"
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:

@@ -12,6 +12,10 @@
     return node;
   }
 
+  function clock(seconds) {
+    return new Date(seconds * 1000).toTimeString().slice(0, 8);
+  }
+
   function draw(svg, points, names) {
     while (svg.firstChild) { svg.removeChild(svg.firstChild); }
     var w = svg.clientWidth || 600, h = svg.clientHeight || 160, pad = 34;
@@ -27,6 +31,8 @@
     var t0 = points[0].t, t1 = points[points.length - 1].t, span = Math.max(t1 - t0, 1);
     svg.appendChild(el("text", { x: 2, y: 12 }, String(max)));
     svg.appendChild(el("text", { x: 2, y: h - pad / 2 }, "0"));
+    svg.appendChild(el("text", { x: pad, y: h - 2 }, clock(t0)));
+    svg.appendChild(el("text", { x: w - 50, y: h - 2 }, clock(t1)));
     names.forEach(function (name, i) {
       var d = points.map(function (p, j) {
         var x = pad + (points.length === 1 ? 0 : (p.t - t0) / span) * (w - pad - 4);
@@ -34,7 +40,7 @@
         return (j === 0 ? "M" : "L") + x.toFixed(1) + " " + y.toFixed(1);
       }).join(" ");
       svg.appendChild(el("path", { "class": "s" + i, d: d }));
-      svg.appendChild(el("text", { x: w - 110, y: 12 + 12 * i, "class": "legend" }, name.replace("_", " ")));
+      svg.appendChild(el("text", { x: w - 110, y: 12 + 13 * i, "class": "legend l" + i }, name.replace("_", " ")));
     });
   }
 

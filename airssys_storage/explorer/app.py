@@ -332,7 +332,7 @@ class _Explorer:
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         session = request.cookies.get(CSRF_COOKIE)
         fresh = session is None
-        if fresh:
+        if session is None:
             session = secrets.token_urlsafe(32)
             request.cookies[CSRF_COOKIE] = session  # so csrf_token() below sees it
         context.update(
@@ -399,7 +399,7 @@ class _Explorer:
     async def export(self, request: Request) -> Response:
         component = request.path_params["component"]
         storage = self.storage(component)
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by the stream
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # closed by the stream
         export_component(storage, spool)
         spool.seek(0)
         return StreamingResponse(
@@ -501,7 +501,7 @@ class _Explorer:
     async def api_import(self, request: Request) -> Response:
         component = request.path_params["component"]
         replace = request.query_params.get("replace", "false").lower() in ("1", "true", "yes")
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed below
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # closed below
         with spool:
             async for chunk in request.stream():
                 spool.write(chunk)

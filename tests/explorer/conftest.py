@@ -1,4 +1,4 @@
-"""Fixtures of the explorer tests: an operator store on memory:// or SQLite, and the application over it."""
+"""Fixtures of the explorer tests (tox env ``explorer``; needs ``pip install -e '.[explorer-test]'``)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
-pytest.importorskip("starlette", reason="the explorer needs the extra airssys-storage[explorer]")
-
-from starlette.applications import Starlette  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
-
-from airssys_storage.exchange import operator_settings, operator_storage  # noqa: E402
-from airssys_storage.explorer.app import ExplorerConfig, create_app  # noqa: E402
-from airssys_storage.settings import StorageSettings  # noqa: E402
-from airssys_storage.storage import StorageManager  # noqa: E402
-from airssys_storage.testing import isolated_environment  # noqa: E402, F401 - autouse: no developer settings leak in
+from airssys_storage.exchange import operator_settings, operator_storage
+from airssys_storage.explorer.app import ExplorerConfig, create_app
+from airssys_storage.settings import StorageSettings
+from airssys_storage.storage import StorageManager
+from airssys_storage.testing import isolated_environment  # noqa: F401 - autouse: no developer settings leak in
 
 TOKEN = "test-token-0123456789abcdef"
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from conftest import TOKEN, running_in_ci
-
 from starlette.applications import Starlette
 
 from airssys_storage.exchange import operator_settings, operator_storage
@@ -219,9 +218,9 @@ def _charts_page(page: Any, base: str, artifacts: Path, manager: StorageManager,
 
     sampled: list[dict[str, Any]] = []
     sampler = app.state.explorer.sampler
+    manager.metrics = lambda: sampled[-1]  # type: ignore[attr-defined]  # the agreed interface, faked
     for _ in range(4):
         sampled.append(snapshot())
-        setattr(manager, "metrics", lambda: sampled[-1])
         sampler.sample()
     page.goto(base + "/charts?component=inventory")
     assert "metrics are off" not in page.inner_text("main")

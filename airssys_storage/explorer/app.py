@@ -51,7 +51,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..cli.common import human_bytes
-from ..errors import InternalError, ManifestError, StorageError
+from ..errors import ConfigurationError, InternalError, ManifestError, StorageError
 from ..exchange import export_component, import_component, operator_storage
 from ..manifest import COMPONENT_ID_PATTERN, validate_component_id
 from ..storage import ComponentStorage, StorageManager
@@ -124,7 +124,7 @@ class ExplorerConfig:
 
     def __post_init__(self) -> None:
         if self.allow_writes and not self.token:
-            raise ValueError("allow_writes needs a token: writes are accepted only with it")
+            raise ConfigurationError("allow_writes needs a token: writes are accepted only with it; pass token=...")
 
 
 def _resource_dir(name: str) -> str:

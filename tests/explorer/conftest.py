@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from explorer_helpers import TOKEN, MakeClient
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -15,12 +16,6 @@ from airssys_storage.explorer.app import ExplorerConfig, create_app
 from airssys_storage.settings import StorageSettings
 from airssys_storage.storage import StorageManager
 from airssys_storage.testing import isolated_environment  # noqa: F401 - autouse: no developer settings leak in
-
-TOKEN = "test-token-0123456789abcdef"
-
-
-def running_in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture
@@ -34,9 +29,6 @@ def manager() -> Iterator[StorageManager]:
         app.set("blob", bytes(range(256)))
         operator_storage(opened, "other").set("k", b"v", ttl=3600)
         yield opened
-
-
-MakeClient = Callable[..., TestClient]
 
 
 @pytest.fixture

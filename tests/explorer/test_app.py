@@ -11,10 +11,12 @@ import types
 from typing import Any
 
 import pytest
-from conftest import TOKEN, MakeClient
+from explorer_helpers import TOKEN, MakeClient
 from starlette.testclient import TestClient
 
+from airssys_storage.errors import ConfigurationError
 from airssys_storage.exchange import operator_storage
+from airssys_storage.explorer.app import ExplorerConfig
 from airssys_storage.explorer.sampler import MetricsSampler
 from airssys_storage.storage import StorageManager
 
@@ -401,3 +403,8 @@ def test_prometheus_endpoint_serves_the_core_exporter(make_client: MakeClient, m
     response = make_client().get("/metrics")
     assert response.status_code == 200
     assert response.text == exposition
+
+
+def test_a_writable_config_needs_a_token() -> None:
+    with pytest.raises(ConfigurationError, match="needs a token"):
+        ExplorerConfig(allow_writes=True)

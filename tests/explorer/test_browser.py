@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, running_in_ci
+from explorer_helpers import TOKEN, running_in_ci
 from starlette.applications import Starlette
 
 from airssys_storage.exchange import operator_settings, operator_storage

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import TOKEN
+from explorer_helpers import TOKEN
 
 from airssys_storage.cli import main
 from airssys_storage.cli.app import ExitCode

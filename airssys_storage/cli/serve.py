@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..plugins import PluginRegistry
-from .common import Failure, FilePath, StoreSpec, info, manifest_quota, open_manager, redact_url, store_options
+from .common import Failure, FilePath, StoreSpec, info, redact_url, store_options
 from .ops import _manifests
 
 #: Shortest accepted --token: guessing it must be out of reach (16 characters of a random token).
@@ -44,7 +44,8 @@ def _loopback(host: str) -> bool:
     "manifest_paths",
     multiple=True,
     type=FilePath(exists=True, path_type=Path),
-    help="A manifest, or a directory of *.toml manifests (repeatable): shows those components' quotas.",
+    help="A manifest, or a directory of *.toml manifests (repeatable): shows those components' quotas, "
+    "and writes to them obey those quotas.",
 )
 @click.option(
     "--allow-writes",
@@ -79,7 +80,8 @@ def serve(
     Read-only and bound to 127.0.0.1 by default. With --allow-writes and
     --token, requests carrying the token (``Authorization: Bearer TOKEN``, or
     the token field of a page's form) may set, delete, clear and import, as
-    the operator commands do (admin rights, no quota); each write is logged
+    the operator commands do (admin rights; no quota, except the quota of a
+    component whose manifest is given with --manifest); each write is logged
     as a JSON audit record (logger airssys_storage.audit). Needs the extra
     ``airssys-storage[explorer]``. Stop it with Ctrl-C.
     """
@@ -96,6 +98,7 @@ def serve(
         import uvicorn
 
         from ..explorer.app import ExplorerConfig, create_app
+        from ..explorer.store import ServedQuota, open_store
     except ImportError as exc:
         raise _missing_extra(exc) from None
     if not _loopback(host):
@@ -106,18 +109,23 @@ def serve(
     settings = store.settings()
     if "metrics" in type(settings).model_fields:  # the core's counters, in versions that have them
         settings = settings.model_copy(update={"metrics": True})
-    registry = PluginRegistry.load(blocked=settings.blocked_plugins)
-    quotas = {m.id: manifest_quota(settings, registry, m) for m in _manifests(manifest_paths)}
+    quotas: dict[str, ServedQuota] = {}
+    if manifest_paths:
+        # The configured strategy (maybe a plugin's) gives each manifest's quota, as `set --manifest` does.
+        strategy = PluginRegistry.load(blocked=settings.blocked_plugins).create_quota_strategy(settings)
+        for found in _manifests(manifest_paths):
+            source = f"{strategy.describe_limit(found)} (serve --manifest)"
+            quotas[found.id] = ServedQuota(limit=strategy.limit_for(found), source=source)
     config = ExplorerConfig(
         allow_writes=allow_writes,
         token=token if allow_writes else None,
-        quotas=quotas,
+        quotas={cid: quota.limit for cid, quota in quotas.items()},
         store_label=redact_url(settings.resolved_url),
         sample_interval=sample_interval,
     )
     audit = logging.getLogger("airssys_storage.audit")
     audit.setLevel(logging.INFO)
-    with open_manager(settings, registry=registry, existing=True) as manager:
+    with open_store(settings, quotas) as manager:
         app = create_app(manager, config)
         mode = "writes allowed with the token" if allow_writes else "read-only"
         info(f"airssys-storage explorer on http://{host}:{port}/ ({mode}) for {config.store_label}; Ctrl-C stops it")

@@ -16,8 +16,10 @@ from starlette.testclient import TestClient
 
 from airssys_storage.errors import ConfigurationError
 from airssys_storage.exchange import operator_storage
-from airssys_storage.explorer.app import ExplorerConfig
+from airssys_storage.explorer.app import ExplorerConfig, create_app
 from airssys_storage.explorer.sampler import MetricsSampler
+from airssys_storage.explorer.store import ServedQuota, open_store
+from airssys_storage.settings import StorageSettings
 from airssys_storage.storage import StorageManager
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -408,3 +410,24 @@ def test_prometheus_endpoint_serves_the_core_exporter(make_client: MakeClient, m
 def test_a_writable_config_needs_a_token() -> None:
     with pytest.raises(ConfigurationError, match="needs a token"):
         ExplorerConfig(allow_writes=True)
+
+
+def test_writes_obey_the_quota_of_a_served_manifest() -> None:
+    quotas = {"app": ServedQuota(limit=100, source="it is max-size in the manifest of 'app' (serve --manifest)")}
+    with open_store(StorageSettings(url="memory://"), quotas, existing=False) as manager:
+        config = ExplorerConfig(allow_writes=True, token=TOKEN, quotas={"app": 100})
+        with TestClient(create_app(manager, config)) as client:
+            assert client.put("/api/components/app/keys/a", content=b"x" * 50, headers=AUTH).status_code == 200
+            refused = client.put("/api/components/app/keys/b", content=b"x" * 60, headers=AUTH)
+            assert refused.status_code == 507
+            error = refused.json()["error"]
+            assert error["code"] == "quota-exceeded" and "max-size in the manifest of 'app'" in error["message"]
+            # A component without a served manifest: an operator write, not quota-limited.
+            big = client.put("/api/components/other/keys/b", content=b"x" * 100_000, headers=AUTH)
+            assert big.status_code == 200
+            exported = client.get("/api/components/other/export").content
+            too_much = client.post("/api/components/app/import", content=exported, headers=AUTH)
+            assert too_much.status_code == 507 and "nothing was written" in too_much.json()["error"]["message"]
+            row = client.get("/api/components/app").json()
+            assert (row["quota_bytes"], row["bytes"], row["used_percent"]) == (100, 51, 51.0)
+        assert operator_storage(manager, "app").keys() == ["a"]

@@ -63,8 +63,11 @@ def test_serve_runs_the_explorer_over_a_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     code, output = invoke("set", "--url", url, "--component", "app", "greeting", "hello")
     assert code == 0, output
+    manifest = tmp_path / "app.toml"
+    manifest.write_text('[component]\nid = "app"\n\n[permissions.storage]\naccess = "read-write"\nmax-size = "1KB"\n')
     port = _free_port()
     command = [sys.executable, "-m", "airssys_storage.cli", "serve", "--url", url, "--port", str(port)]
+    command += ["--manifest", str(manifest)]
     process = subprocess.Popen(
         [*command, "--allow-writes"],
         env={"AIRSSYS_STORAGE_EXPLORER_TOKEN": TOKEN, "PATH": ""},
@@ -84,11 +87,15 @@ def test_serve_runs_the_explorer_over_a_store(tmp_path: Path) -> None:
         else:
             raise AssertionError("the explorer did not answer")
         assert status == 200
-        assert json.loads(body)["components"][0]["component"] == "app"
+        row = json.loads(body)["components"][0]
+        assert (row["component"], row["quota_bytes"]) == ("app", 1024)
         assert _request(base + "/api/components/app/keys/greeting")[1] == b"hello"
         assert _request(base + "/api/components/app/keys/new", "PUT", b"v")[0] == 401
         assert _request(base + "/api/components/app/keys/new", "PUT", b"v", TOKEN)[0] == 200
         assert _request(base + "/api/components/app/keys/new")[1] == b"v"
+        status, body = _request(base + "/api/components/app/keys/big", "PUT", b"x" * 1100, TOKEN)
+        assert status == 507  # the manifest's quota (max-size 1KB) holds for the explorer's writes
+        assert "max-size in the manifest of 'app'" in json.loads(body)["error"]["message"]
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
@@ -98,5 +105,7 @@ def test_serve_runs_the_explorer_over_a_store(tmp_path: Path) -> None:
     assert [(r["operation"], r["key"], r["outcome"]) for r in audit] == [
         ("set", "new", "refused"),
         ("set", "new", "ok"),
+        ("set", "big", "refused"),
     ]
+    assert audit[-1]["code"] == "quota-exceeded"
     assert TOKEN not in log  # the token is never logged

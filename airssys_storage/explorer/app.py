@@ -110,8 +110,9 @@ class ExplorerConfig:
     """How the explorer serves one store.
 
     *quotas*: component id -> byte quota (``None``: unlimited) of the
-    components whose manifests were given; other components' quotas are
-    unknown (operator writes are not quota-limited, as in the CLI).
+    components whose manifests were given, for display; other components'
+    quotas are shown as unknown. The quota that writes obey is the manager's
+    (see :func:`airssys_storage.explorer.store.open_store`).
     *sample_interval*: seconds between metrics samples; *history*: samples kept.
     """
 

@@ -26,6 +26,15 @@ def _missing_extra(exc: ImportError) -> Failure:
     )
 
 
+def allowed_hosts(host: str) -> list[str] | None:
+    """The ``Host`` names to answer for a server bound to *host*; ``None`` (any) for a wildcard address."""
+    if _loopback(host):
+        return ["127.0.0.1", "localhost", "::1", "[::1]", host]
+    if host in ("0.0.0.0", "::", ""):
+        return None
+    return [host]
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -122,6 +131,7 @@ def serve(
         quotas={cid: quota.limit for cid, quota in quotas.items()},
         store_label=redact_url(settings.resolved_url),
         sample_interval=sample_interval,
+        allowed_hosts=allowed_hosts(host),
     )
     audit = logging.getLogger("airssys_storage.audit")
     audit.setLevel(logging.INFO)

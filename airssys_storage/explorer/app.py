@@ -44,6 +44,8 @@ from typing import IO, Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -122,6 +124,9 @@ class ExplorerConfig:
     store_label: str = ""
     sample_interval: float = 5.0
     history: int = 360
+    #: Host names the explorer answers to (the ``Host`` header, without the port); ``None``: any.
+    #: Serving only the bound name keeps a web page from reading the store by DNS rebinding.
+    allowed_hosts: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.allow_writes and not self.token:
@@ -175,8 +180,12 @@ def create_app(manager: StorageManager, config: ExplorerConfig | None = None) ->
         Route("/metrics", explorer.prometheus),
         Mount("/static", StaticFiles(directory=_resource_dir("static")), name="static"),
     ]
+    middleware = []
+    if config.allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts))
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={StorageError: explorer.on_error, _Refused: explorer.on_error},
     )

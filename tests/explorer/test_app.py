@@ -14,6 +14,7 @@ import pytest
 from explorer_helpers import TOKEN, MakeClient
 from starlette.testclient import TestClient
 
+from airssys_storage.cli.serve import allowed_hosts
 from airssys_storage.errors import ConfigurationError
 from airssys_storage.exchange import operator_storage
 from airssys_storage.explorer.app import ExplorerConfig, create_app
@@ -431,3 +432,13 @@ def test_writes_obey_the_quota_of_a_served_manifest() -> None:
             row = client.get("/api/components/app").json()
             assert (row["quota_bytes"], row["bytes"], row["used_percent"]) == (100, 51, 51.0)
         assert operator_storage(manager, "app").keys() == ["a"]
+
+
+def test_only_the_served_host_names_are_answered(manager: StorageManager) -> None:
+    # A page of another site that rebinds its name to 127.0.0.1 sends its own name as Host: refused.
+    config = ExplorerConfig(allowed_hosts=allowed_hosts("127.0.0.1"))
+    with TestClient(create_app(manager, config), base_url="http://127.0.0.1:8470") as client:
+        assert client.get("/api/components").status_code == 200
+        assert client.get("/api/components", headers={"Host": "localhost:8470"}).status_code == 200
+        assert client.get("/api/components", headers={"Host": "attacker.example"}).status_code == 400
+    assert allowed_hosts("0.0.0.0") is None and allowed_hosts("10.0.0.5") == ["10.0.0.5"]

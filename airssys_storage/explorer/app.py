@@ -53,6 +53,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..cli.common import human_bytes
+from ..cli.ops import usage_row
 from ..errors import ConfigurationError, InternalError, ManifestError, StorageError
 from ..exchange import export_component, import_component, operator_storage
 from ..manifest import COMPONENT_ID_PATTERN, validate_component_id
@@ -217,13 +218,17 @@ class _Explorer:
                 "see / for the components"
             ) from None
         handle = self._handles.get(component)
-        if handle is None:
-            handle = self._handles[component] = operator_storage(self.manager, component)
-        if must_exist and component not in self.config.quotas and handle.usage().keys == 0:
-            raise ComponentNotFound(
-                f"component {component!r} holds no keys in this store and no --manifest names it: "
-                "see / for the components"
-            )
+        if handle is not None:
+            return handle
+        handle = operator_storage(self.manager, component)
+        if component not in self.config.quotas and handle.usage().keys == 0:
+            if must_exist:
+                raise ComponentNotFound(
+                    f"component {component!r} holds no keys in this store and no --manifest names it: "
+                    "see / for the components"
+                )
+            return handle  # not kept: a stream of made-up ids must not grow the cache
+        self._handles[component] = handle
         return handle
 
     def component_ids(self) -> list[str]:
@@ -238,17 +243,7 @@ class _Explorer:
         return sorted(valid | set(self.config.quotas))
 
     def describe(self, component: str) -> dict[str, Any]:
-        usage = self.storage(component, must_exist=False).usage()
-        known = component in self.config.quotas
-        quota = self.config.quotas.get(component)
-        return {
-            "component": component,
-            "keys": usage.keys,
-            "bytes": usage.bytes,
-            "quota_known": known,
-            "quota_bytes": quota,
-            "used_percent": round(100 * usage.bytes / quota, 2) if quota else None,
-        }
+        return usage_row(component, self.storage(component, must_exist=False).usage(), self.config.quotas)
 
     def key_page(self, request: Request, component: str) -> dict[str, Any]:
         storage = self.storage(component)

@@ -205,6 +205,7 @@ class _Explorer:
         self.sampler = MetricsSampler(manager, config.history)
         self._handles: dict[str, ComponentStorage] = {}
         self._csrf_key = secrets.token_bytes(32)
+        self._prometheus: Callable[[Request], Awaitable[Response]] | None = None
 
     # -- the store -------------------------------------------------------------
 
@@ -536,7 +537,9 @@ class _Explorer:
         )
 
     async def prometheus(self, request: Request) -> Response:
-        exporter = _prometheus_exporter(self.manager)
+        if self._prometheus is None:  # built once: an exporter may register its collectors when made
+            self._prometheus = _prometheus_exporter(self.manager)
+        exporter = self._prometheus
         if exporter is None:
             return Response(
                 "Prometheus metrics are not available: install `airssys-storage[prometheus]` (prometheus-client) "

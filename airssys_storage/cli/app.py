@@ -45,6 +45,7 @@ BUILTIN_COMMANDS = {
     "bench": "airssys_storage.cli.ops:bench",
     "verify": "airssys_storage.cli.ops:verify",
     "repair": "airssys_storage.cli.ops:repair",
+    "serve": "airssys_storage.cli.serve:serve",
 }
 
 

@@ -94,7 +94,8 @@ class StockInstance:
         with linker.root() as root, root.add_instance(STORAGE) as instance:
             # Stock result conversion is untagged here: ok values are returned as they are.
             instance.add_func("storage-get", lambda _store, key: storage.get(key))
-            instance.add_func("storage-set", lambda _store, key, value: storage.set(key, value))
+            # set returns the new version; storage-set's ok case has no payload.
+            instance.add_func("storage-set", lambda _store, key, value: storage.set(key, value) and None)
             instance.add_func("storage-has", lambda _store, key: storage.has(key))
         self._linker = linker
         self._store = Store(host.engine)

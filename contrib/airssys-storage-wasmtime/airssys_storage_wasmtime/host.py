@@ -800,10 +800,16 @@ def _request_measure(function: Any) -> Callable[[tuple[Any, ...]], int] | None:
     """Bytes of keys and values in a call's arguments (``None``: it has no list, so nothing to measure)."""
     from ._codec import BYTES, STRING
 
-    if not any(param.wit.startswith("list<") for param in function.params):
+    params = function.params
+    if not any(param.wit.startswith("list<") for param in params):
         return None
-    if all(param is STRING or param is BYTES for param in function.params):
-        return lambda values: sum(map(len, values))  # e.g. storage-set's key and value
+    # Keys and values as such (e.g. storage-set's, bucket.set's); the other arguments (handles, numbers) hold none.
+    sized = tuple(i for i, param in enumerate(params) if param is STRING or param is BYTES)
+    if all(i in sized or not ("list<" in param.wit or "string" in param.wit) for i, param in enumerate(params)):
+        if len(sized) == 2:
+            first, second = sized
+            return lambda values: len(values[first]) + len(values[second])
+        return lambda values: sum(len(values[i]) for i in sized)
     return _payload_bytes
 
 

@@ -347,6 +347,17 @@ class StorageManager:
 
         arm(self, state, manifest, limit)  # sets state.quota, state.soft and state.limit
 
+    def metrics(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of the components' counters and usage (:func:`airssys_storage.metrics.snapshot`).
+
+        Operation counters need the setting ``metrics = true`` (``enabled``
+        says whether it is on); usage, quota and soft quota crossings are
+        always there. Reads each component's usage counter (O(1)).
+        """
+        from .metrics import snapshot
+
+        return snapshot(self)
+
     def component_ids(self) -> list[str]:
         """Ids of the components opened through this manager."""
         return sorted(self._components)
@@ -1148,6 +1159,9 @@ class ComponentStorage:
             raise
         except Exception as exc:
             raise _internal(exc) from exc
+
+    #: What a transaction's commit calls (the metrics' counting subclass counts it as ``transaction-commit``).
+    _commit = _apply
 
     def _retry_after_sweep(self, refused: QuotaExceeded, method: Callable[..., _T], *args: Any) -> _T:
         """A write refused for quota: sweep the component's expired keys and, if any went, try once more.

@@ -341,16 +341,18 @@ def _observe(stats: OperationStats, seconds: float) -> None:
 class _CountingStorage(ComponentStorage):
     """ComponentStorage that counts its operations (metrics on); see the module docs."""
 
-    __slots__ = ("_ops",)
+    __slots__ = ("_ops", "_s_delete", "_s_get", "_s_has", "_s_set")
     _wrap = staticmethod(_counting)
 
     def __init__(self, manager: StorageManager, state: Any) -> None:
         super().__init__(manager, state)
-        self._ops = manager._metrics.stats_for(self._ns)
+        self._ops = ops = manager._metrics.stats_for(self._ns)
+        self._s_get, self._s_set, self._s_has, self._s_delete = ops["get"], ops["set"], ops["has"], ops["delete"]
 
-    # get and set without *args: the two hottest calls (the generic wrapper costs ~0.1 µs more).
+    # The four hottest calls count around the base method without the generic wrapper's
+    # *args, dict lookup and byte-counting callbacks (~0.1 µs each on memory://).
     def get(self, key: str) -> bytes | None:
-        stats = self._ops["get"]
+        stats = self._s_get
         try:
             value = _get(self, key)
         except StorageError as exc:
@@ -362,7 +364,7 @@ class _CountingStorage(ComponentStorage):
         return value
 
     def set(self, key: str, value: bytes | bytearray | memoryview, ttl: float | None = None) -> int:  # type: ignore[override]
-        stats = self._ops["set"]
+        stats = self._s_set
         try:
             version = _set(self, key, value, ttl)
         except StorageError as exc:
@@ -372,8 +374,28 @@ class _CountingStorage(ComponentStorage):
         stats.bytes_written += len(value)
         return version
 
+    def has(self, key: str) -> bool:
+        stats = self._s_has
+        try:
+            found = _has(self, key)
+        except StorageError as exc:
+            stats.fail(exc.code)
+            raise
+        stats.count += 1
+        return found
+
+    def delete(self, key: str) -> bool:
+        stats = self._s_delete
+        try:
+            existed = _delete(self, key)
+        except StorageError as exc:
+            stats.fail(exc.code)
+            raise
+        stats.count += 1
+        return existed
+
     def _commit(self, writes: Any) -> Any:
-        """A transaction's commit (Transaction.commit calls its parent's _apply)."""
+        """A transaction's commit (Transaction.commit calls its parent's _commit)."""
         stats = self._ops[TRANSACTION_COMMIT]
         try:
             plan = ComponentStorage._apply(self, writes)
@@ -385,8 +407,7 @@ class _CountingStorage(ComponentStorage):
         return plan
 
 
-_get = ComponentStorage.get
-_set = ComponentStorage.set
+_get, _set, _has, _delete = ComponentStorage.get, ComponentStorage.set, ComponentStorage.has, ComponentStorage.delete
 
 
 class _TimedStorage(_CountingStorage):
@@ -409,7 +430,7 @@ def _install(cls: type[_CountingStorage], skip: frozenset[str]) -> None:
             setattr(cls, attribute, cls._wrap(getattr(ComponentStorage, attribute), name, read, written))
 
 
-_install(_CountingStorage, frozenset({"get", "set"}))
+_install(_CountingStorage, frozenset({"get", "set", "has", "delete"}))
 _install(_TimedStorage, frozenset())
 _install(_TracedStorage, frozenset())
 

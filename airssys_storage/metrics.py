@@ -165,7 +165,9 @@ def attach(manager: StorageManager) -> None:
     """Turn metrics on for *manager* (called by its constructor with ``settings.metrics`` true)."""
     metrics = _ManagerMetrics(manager)
     manager._metrics = metrics
-    manager._storage_class = _TracedStorage if metrics.tracing else _TimedStorage if metrics.latency else _CountingStorage
+    manager._storage_class = (
+        _TracedStorage if metrics.tracing else _TimedStorage if metrics.latency else _CountingStorage
+    )
     _managers.add(manager)
     _register_otel_instruments()
 
@@ -207,7 +209,9 @@ def snapshot(manager: StorageManager) -> dict[str, Any]:
         components[component] = {
             "operations": {name: op.as_dict() for name, op in stats.items()},
             "usage": {"bytes": usage.bytes, "keys": usage.keys, "quota": quota, "percent": percent},
-            "quota_warnings": {} if soft is None else {f"{p:g}": n for p, n in zip(soft.percents, soft.crossings, strict=True)},
+            "quota_warnings": {}
+            if soft is None
+            else {f"{p:g}": n for p, n in zip(soft.percents, soft.crossings, strict=True)},
         }
     return {"enabled": metrics is not None, "taken_at": taken_at, "components": components}
 
@@ -265,10 +269,10 @@ _METHODS: dict[str, tuple[str, _Read | None, _Written | None]] = {
 
 def _items_bytes(items: Any) -> int:
     """Value bytes of set_many's *items* (already validated: the call succeeded); a one-shot iterator: 0."""
-    pairs = items.items() if isinstance(items, Mapping) else items
+    pairs: Any = items.items() if isinstance(items, Mapping) else items
     if not isinstance(pairs, (list, tuple, type({}.items()))):
         return 0
-    return sum(len(pair[1]) for pair in pairs)
+    return sum(len(value) for _, value in pairs)
 
 
 def _counting(method: Callable[..., Any], name: str, read: _Read | None, written: _Written | None) -> Any:
@@ -407,7 +411,8 @@ class _CountingStorage(ComponentStorage):
         return plan
 
 
-_get, _set, _has, _delete = ComponentStorage.get, ComponentStorage.set, ComponentStorage.has, ComponentStorage.delete
+_get, _has, _delete = ComponentStorage.get, ComponentStorage.has, ComponentStorage.delete
+_set: Callable[..., int] = ComponentStorage.set
 
 
 class _TimedStorage(_CountingStorage):
@@ -631,7 +636,9 @@ class _Collector:
             found = self._manager()
             managers = [] if found is None or found._closed else [found]
         op_labels = ["store", "component", "operation"]
-        calls = CounterMetricFamily("airssys_storage_operations", "Operations called (failed ones included)", labels=op_labels)
+        calls = CounterMetricFamily(
+            "airssys_storage_operations", "Operations called (failed ones included)", labels=op_labels
+        )
         errors = CounterMetricFamily(
             "airssys_storage_operation_errors", "Operations failed, by error code", labels=[*op_labels, "code"]
         )
@@ -664,7 +671,9 @@ class _Collector:
                     if metrics.latency:
                         histogram = op["latency_seconds"]
                         cumulative, buckets = 0, []
-                        for bound, count in zip([*histogram["buckets"], float("inf")], histogram["counts"], strict=True):
+                        for bound, count in zip(
+                            [*histogram["buckets"], float("inf")], histogram["counts"], strict=True
+                        ):
                             cumulative += count
                             buckets.append((_bound(bound), cumulative))
                         latency.add_metric(values, buckets, histogram["sum"])

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar, overload
 
+from .audit import audit
 from .backend import (
     CONTROL_CHARACTERS,
     StorageBackend,
@@ -51,7 +52,6 @@ from .errors import (
     TooManyKeys,
     ValueTooLarge,
 )
-from .audit import audit
 from .manifest import Manifest
 from .operations import Operation
 from .planner import MAX_VERSION, KeyState, Plan, Write, WriteKind
@@ -348,7 +348,7 @@ class StorageManager:
         arm(self, state, manifest, limit)  # sets state.quota, state.soft and state.limit
 
     def metrics(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot of the components' counters and usage (:func:`airssys_storage.metrics.snapshot`).
+        """A JSON-serialisable snapshot of the counters and usage (:func:`airssys_storage.metrics.snapshot`).
 
         Operation counters need the setting ``metrics = true`` (``enabled``
         says whether it is on); usage, quota and soft quota crossings are
@@ -908,7 +908,9 @@ class ComponentStorage:
         self._authorize(Operation.DELETE_PREFIX, prefix)
         raw = encode_key(prefix, self._max_key)
         deleted = self._delete_range(Operation.DELETE_PREFIX, raw, key_successor(raw))
-        audit("delete-prefix", self._ns, "delete-prefix", key=prefix, key_mode=self.settings.audit_keys, deleted=deleted)
+        audit(
+            "delete-prefix", self._ns, "delete-prefix", key=prefix, key_mode=self.settings.audit_keys, deleted=deleted
+        )
         return deleted
 
     def delete_range(self, start: str, end: str) -> int:

@@ -14,7 +14,9 @@ write takes usage above it. Each crossing, once, after the write committed:
 * a call of the host's :attr:`StorageManager.on_quota_warning`, if set.
 
 A threshold is re-armed when usage falls back to or below it, and the next
-upward crossing warns again. The hard quota is untouched: a write past it
+upward crossing warns again; while usage is above a threshold this is
+checked every :data:`RECHECK_WRITES` writes (so a component whose usage
+flaps around a threshold warns at most once per that many writes). The hard quota is untouched: a write past it
 still fails with ``quota-exceeded``, and nothing is ever evicted.
 
 How it costs nothing per write: the backends are given the next armed
@@ -23,9 +25,11 @@ commit planner (:func:`airssys_storage.planner.plan`, its guard rule) notices
 the crossing inside the commit it already makes. The write it refuses is
 retried at once under the real quota, and its crossing noted. While some
 threshold is passed, the component's state turns into :class:`_WatchedState`,
-whose ``limit`` reads the usage counter (O(1)) before each write to re-arm the
-thresholds usage fell back below; a component below every threshold pays
-nothing. Writes buffered in a transaction are checked when it commits.
+whose ``limit`` reads the usage counter (O(1)) before every
+:data:`RECHECK_WRITES`-th write to re-arm the thresholds usage fell back
+below (reading it before each write cost more than the write on memory://);
+a component below every threshold pays nothing. Writes buffered in a
+transaction are checked when it commits.
 """
 
 from __future__ import annotations
@@ -45,7 +49,11 @@ if TYPE_CHECKING:
     from .manifest import Manifest
     from .storage import StorageManager
 
-__all__ = ["QuotaWarning", "SoftQuota"]
+__all__ = ["RECHECK_WRITES", "QuotaWarning", "SoftQuota"]
+
+#: While usage is above a threshold, the usage counter is read before every this many writes, to re-arm
+#: the thresholds usage fell back below.
+RECHECK_WRITES = 32
 
 log = logging.getLogger("airssys_storage.quota")
 _T = TypeVar("_T")
@@ -70,7 +78,7 @@ class QuotaWarning:
 class SoftQuota:
     """The thresholds of one component and which of them usage has passed (``level``: how many)."""
 
-    __slots__ = ("component", "crossings", "level", "lock", "manager", "marks", "percents", "quota")
+    __slots__ = ("component", "countdown", "crossings", "level", "lock", "manager", "marks", "percents", "quota")
 
     def __init__(self, manager: StorageManager, component: str, quota: int, percents: tuple[float, ...]) -> None:
         self.manager = manager
@@ -84,6 +92,8 @@ class SoftQuota:
         #: How many thresholds usage is above (they are disarmed until it falls back below).
         self.level = 0
         self.lock = threading.Lock()
+        #: Writes until the next re-arming check (while some threshold is passed).
+        self.countdown = RECHECK_WRITES
 
     @property
     def guard(self) -> int:
@@ -101,6 +111,7 @@ class SoftQuota:
             for index in crossed:
                 self.crossings[index] += 1
             self.level = level
+            self.countdown = RECHECK_WRITES
             _LIMIT_SLOT.__set__(state, self.guard)
             state.__class__ = _WatchedState if level else _ComponentState
         for index in crossed:
@@ -135,7 +146,9 @@ class _WatchedState(_ComponentState):
     def limit(self) -> int | None:
         soft = self.soft
         if soft is not None:
-            soft.observe(self)  # may turn this back into a plain _ComponentState
+            soft.countdown -= 1  # unlocked: a lost decrement only delays the check by a write
+            if soft.countdown <= 0:
+                soft.observe(self)  # may turn this back into a plain _ComponentState
         value: int | None = _LIMIT_SLOT.__get__(self, _ComponentState)
         return value
 

@@ -9,6 +9,10 @@ by round, each on its own component of the same store:
   backend object, policies and quota strategy;
 * ``off``: this tree, ``metrics = false`` (the default; soft quota
   thresholds armed, usage below them);
+* ``above-80%``: metrics off, on a component whose usage stays above its
+  80 % soft quota threshold (each write first reads the usage counter, to
+  re-arm the threshold should usage have fallen back: see
+  :mod:`airssys_storage.quota_warnings`);
 * ``counters``: ``metrics = true``;
 * ``latency``: ``metrics = true, metrics_latency = true``;
 * ``spans``: ``metrics = true, tracing = true`` (histograms and one
@@ -44,7 +48,7 @@ from _harness import measure
 from airssys_storage import Access, Manifest, StorageManager, StorageSettings
 
 BASELINE = "airssys_storage_baseline"
-CONTENDERS = ("main", "off", "counters", "latency", "spans")
+CONTENDERS = ("main", "off", "above-80%", "counters", "latency", "spans")
 
 
 def load_baseline(repo: Path, ref: str, into: Path) -> Any:
@@ -72,10 +76,11 @@ def load_baseline(repo: Path, ref: str, into: Path) -> Any:
     return importlib.import_module(f"{BASELINE}.storage")
 
 
-def stores(url: str, baseline: Any) -> dict[str, Any]:
+def stores(url: str, baseline: Any, quota_above_80: int) -> dict[str, Any]:
     """One component per contender, all on one backend object."""
-    flags = {
+    flags: dict[str, dict[str, Any]] = {
         "off": {},
+        "above-80%": {},
         "counters": {"metrics": True},
         "latency": {"metrics": True, "metrics_latency": True},
         "spans": {"metrics": True, "tracing": True},
@@ -89,7 +94,8 @@ def stores(url: str, baseline: Any) -> dict[str, Any]:
         manager = StorageManager(
             settings, off.backend, registry.create_policies(settings), registry.create_quota_strategy(settings)
         )
-        found[name] = manager.component(Manifest(f"bench-{name}", Access.READ_WRITE, "100MB"))
+        quota = quota_above_80 if name == "above-80%" else 100 * 2**20
+        found[name] = manager.component(Manifest(f"bench-{name[:5]}", Access.READ_WRITE, quota))
     settings = StorageSettings(url=url)
     registry = off.registry
     assert registry is not None
@@ -135,21 +141,22 @@ def workloads(storage: Any, keys: list[str]) -> dict[str, Callable[[], int]]:
 
 
 def run(url: str, baseline: Any, ops: int, rounds: int, clock: Callable[[], float]) -> None:
-    found = stores(url, baseline)
     keys = [f"user_{i:06d}" for i in range(ops)]
+    filled = sum(len(key) + 64 for key in keys)
+    found = stores(url, baseline, int(filled / 0.85))  # usage 85 % of the quota
     for storage in found.values():
         storage.set_many([(key, b"a" * 64) for key in keys[:100]])
         for key in keys:
             storage.set(key, b"a" * 64)
     loads = {name: workloads(storage, keys) for name, storage in found.items()}
     print(f"\n{url}: µs per operation, and main / contender (>= 0.98: at most 2 % slower than main)")
-    header = f"{'workload':<22}" + "".join(f"{name:>10}" for name in CONTENDERS)
+    header = f"{'workload':<22}" + "".join(f"{name:>11}" for name in CONTENDERS)
     header += "".join(f"{name + '/main':>16}" for name in CONTENDERS[1:])
     print(header)
     print("-" * len(header))
     for workload in loads["main"]:
         result = measure({name: loads[name][workload] for name in CONTENDERS}, rounds=rounds, clock=clock)
-        line = f"{workload:<22}" + "".join(f"{result[name] * 1e6:>10.2f}" for name in CONTENDERS)
+        line = f"{workload:<22}" + "".join(f"{result[name] * 1e6:>11.2f}" for name in CONTENDERS)
         line += "".join(f"{result['main'] / result[name]:>15.2f}x" for name in CONTENDERS[1:])
         print(line, flush=True)
 

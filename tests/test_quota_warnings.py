@@ -16,8 +16,15 @@ from airssys_storage import (
     QuotaExceeded,
     StorageManager,
     StorageSettings,
+    quota_warnings,
 )
 from airssys_storage.quota_warnings import QuotaWarning
+
+
+@pytest.fixture(autouse=True)
+def recheck_every_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-arm checks before each write while above a threshold (production: every RECHECK_WRITES writes)."""
+    monkeypatch.setattr(quota_warnings, "RECHECK_WRITES", 1)
 
 
 @pytest.fixture(params=["memory://", "sqlite"])
@@ -179,3 +186,21 @@ def test_components_below_every_threshold_keep_the_plain_state(manager: StorageM
     store.delete("b")
     store.set("c", b"x")  # the next write re-arms
     assert type(store._state) is _ComponentState
+
+
+def test_rearming_is_checked_every_recheck_writes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(quota_warnings, "RECHECK_WRITES", 4)
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        seen = Seen(manager, caplog)
+        store = manager.component(Manifest("app", Access.READ_WRITE, 1000))
+        store.set("big", b"x" * 800)  # 803 bytes: crosses 80 %
+        store.delete("big")
+        store.set("big", b"x" * 800)  # the first write after: not checked yet, no warning
+        assert seen.percents == [80.0]
+        store.delete("big")
+        for index in range(4):  # within RECHECK_WRITES writes the check sees usage below 80 % ...
+            store.set(f"k{index}", b"x")
+        store.set("big", b"x" * 800)  # ... so the next crossing warns
+        assert seen.percents == [80.0, 80.0]

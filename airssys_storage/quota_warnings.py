@@ -78,7 +78,18 @@ class QuotaWarning:
 class SoftQuota:
     """The thresholds of one component and which of them usage has passed (``level``: how many)."""
 
-    __slots__ = ("component", "countdown", "crossings", "level", "lock", "manager", "marks", "percents", "quota")
+    __slots__ = (
+        "component",
+        "countdown",
+        "crossings",
+        "guard",
+        "level",
+        "lock",
+        "manager",
+        "marks",
+        "percents",
+        "quota",
+    )
 
     def __init__(self, manager: StorageManager, component: str, quota: int, percents: tuple[float, ...]) -> None:
         self.manager = manager
@@ -94,9 +105,10 @@ class SoftQuota:
         self.lock = threading.Lock()
         #: Writes until the next re-arming check (while some threshold is passed).
         self.countdown = RECHECK_WRITES
+        #: The limit to give the backend: the next armed threshold, or the quota when all are passed.
+        self.guard = self._guard()
 
-    @property
-    def guard(self) -> int:
+    def _guard(self) -> int:
         """The limit to give the backend: the next armed threshold, or the quota when all are passed."""
         return self.marks[self.level] if self.level < len(self.marks) else self.quota
 
@@ -112,6 +124,7 @@ class SoftQuota:
                 self.crossings[index] += 1
             self.level = level
             self.countdown = RECHECK_WRITES
+            self.guard = self._guard()
             _LIMIT_SLOT.__set__(state, self.guard)
             state.__class__ = _WatchedState if level else _ComponentState
         for index in crossed:
@@ -144,13 +157,11 @@ class _WatchedState(_ComponentState):
 
     @property  # type: ignore[override]
     def limit(self) -> int | None:
-        soft = self.soft
-        if soft is not None:
-            soft.countdown -= 1  # unlocked: a lost decrement only delays the check by a write
-            if soft.countdown <= 0:
-                soft.observe(self)  # may turn this back into a plain _ComponentState
-        value: int | None = _LIMIT_SLOT.__get__(self, _ComponentState)
-        return value
+        soft: SoftQuota = self.soft  # type: ignore[assignment]  # never None in this class (see arm())
+        soft.countdown -= 1  # unlocked: a lost decrement only delays the check by a write
+        if soft.countdown <= 0:
+            soft.observe(self)  # may turn this back into a plain _ComponentState
+        return soft.guard
 
     @limit.setter
     def limit(self, value: int | None) -> None:
@@ -168,10 +179,13 @@ def arm(manager: StorageManager, state: _ComponentState, manifest: Manifest, quo
         soft = SoftQuota(manager, manifest.id, quota, tuple(percents))
         if old is not None and old.marks == soft.marks:
             soft.crossings, soft.level = old.crossings, old.level
-    state.__class__ = _WatchedState if soft is not None and soft.level else _ComponentState
+            soft.guard = soft._guard()
+    state.__class__ = _ComponentState  # first: a _WatchedState must never see soft = None
     state.quota = quota
     state.soft = soft
     state.limit = quota if soft is None else soft.guard
+    if soft is not None and soft.level:
+        state.__class__ = _WatchedState
 
 
 def cross(storage: ComponentStorage, method: Callable[..., _T], args: tuple[Any, ...]) -> _T:

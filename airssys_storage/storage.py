@@ -277,7 +277,11 @@ class StorageManager:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             raise
-        return cls(settings, backend, policies, quota_strategy, registry, clock=clock)
+        try:
+            return cls(settings, backend, policies, quota_strategy, registry, clock=clock)
+        except BaseException:  # e.g. tracing = true without opentelemetry-api
+            backend.close()
+            raise
 
     def component(self, manifest: Manifest) -> ComponentStorage:
         """The storage of the component *manifest* describes.

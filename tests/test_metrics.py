@@ -320,6 +320,7 @@ class TestConformanceWithSpans(TestConformanceWithCounters):
 
     @pytest.fixture
     def storage_settings(self, storage_url: str, backend_options: dict[str, Any]) -> StorageSettings:
+        pytest.importorskip("opentelemetry", reason="the 'otel' extra (opentelemetry-api) is not installed")
         return StorageSettings(
             url=storage_url,
             max_keys_per_query=self.max_keys_per_query,

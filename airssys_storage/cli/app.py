@@ -101,6 +101,10 @@ class Failure(click.ClickException):
 class _StderrHandler(logging.Handler):
     """Log records as one line each on the *current* stderr (CliRunner swaps it)."""
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Audit records are for the host's log (the CLI reports the error itself, on one line).
+        return not record.name.startswith("airssys_storage.audit")
+
     def emit(self, record: logging.LogRecord) -> None:
         click.echo(f"{PROG_NAME}: {record.levelname.lower()}: {_one_line(record.getMessage())}", err=True)
 

@@ -635,6 +635,7 @@ class _Collector:
         else:
             found = self._manager()
             managers = [] if found is None or found._closed else [found]
+        managers = [m for m in managers if m._metrics is not None]  # metrics off: nothing to expose
         op_labels = ["store", "component", "operation"]
         calls = CounterMetricFamily(
             "airssys_storage_operations", "Operations called (failed ones included)", labels=op_labels

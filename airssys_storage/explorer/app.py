@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import inspect
 import json
 import logging
 import secrets
@@ -52,6 +51,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ..audit import AUDIT_LOGGER
 from ..cli.common import human_bytes
 from ..cli.ops import usage_row
 from ..errors import ConfigurationError, InternalError, ManifestError, StorageError
@@ -62,9 +62,6 @@ from .sampler import MetricsSampler, metrics_snapshot
 
 __all__ = ["AUDIT_LOGGER", "HTTP_STATUS", "ComponentNotFound", "ExplorerConfig", "create_app"]
 
-#: The logger of the audit records (one JSON object per message).
-AUDIT_LOGGER = "airssys_storage.audit"
-audit_log = logging.getLogger(AUDIT_LOGGER)
 
 #: StorageError code (and the explorer's own codes) -> HTTP status; any other code is 500.
 HTTP_STATUS = {
@@ -298,23 +295,29 @@ class _Explorer:
         presented: str | None,
         action: Callable[[ComponentStorage], Any],
     ) -> Any:
-        """Run *action* on an operator handle after the token check; log the audit record either way."""
-        record: dict[str, Any] = {
-            "event": "explorer-write",
-            "component": component,
-            "operation": operation,
-            "key": key,
-            "who": self.who(request),
-        }
+        """Run *action* on an operator handle after the token check; log the audit record either way.
+
+        The record is the core's (:func:`airssys_storage.audit.audit`, event ``explorer-write``), so
+        the key follows the setting ``audit_keys`` like every other audit record.
+        """
+        from ..audit import audit
+
+        fields: dict[str, Any] = {"key": key, "key_mode": self.manager.settings.audit_keys, "who": self.who(request)}
         try:
             self.check_token(presented)
             result = action(self.storage(component, must_exist=operation not in ("set", "import")))
         except (StorageError, _Refused) as exc:
-            record.update(outcome="refused", code=exc.code)
-            audit_log.warning(json.dumps(record, ensure_ascii=False))
+            audit(
+                "explorer-write",
+                component,
+                operation,
+                outcome="refused",
+                code=exc.code,
+                level=logging.WARNING,
+                **fields,
+            )
             raise
-        record["outcome"] = "ok"
-        audit_log.info(json.dumps(record, ensure_ascii=False))
+        audit("explorer-write", component, operation, outcome="ok", **fields)
         return result
 
     def csrf_token(self, request: Request) -> str:
@@ -542,9 +545,9 @@ class _Explorer:
         exporter = self._prometheus
         if exporter is None:
             return Response(
-                "Prometheus metrics are not available: install `airssys-storage[prometheus]` (prometheus-client) "
-                "with a version of airssys-storage that has airssys_storage.metrics.prometheus_app, then restart "
-                "`airssys-storage serve`; /api/metrics has the JSON snapshot\n",
+                "Prometheus metrics are not available: they need prometheus-client (pip install "
+                "'airssys-storage[metrics]') and the setting metrics = true (`airssys-storage serve` sets it), "
+                "then a restart; /api/metrics has the JSON snapshot\n",
                 status_code=404,
                 media_type="text/plain",
             )
@@ -637,21 +640,21 @@ def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
 
 
 def _prometheus_exporter(manager: StorageManager) -> Callable[[Request], Awaitable[Response]] | None:
-    """The core's Prometheus exposition as a handler, or ``None`` without it or without prometheus_client."""
+    """The core's Prometheus exposition (:func:`airssys_storage.metrics.prometheus_app`) as a handler, or ``None``.
+
+    ``None`` when prometheus-client is not installed or the manager's metrics are off.
+    """
     try:
         import prometheus_client  # noqa: F401 - only whether it is installed
-
-        from .. import metrics as core_metrics  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return None
-    make: Any = getattr(core_metrics, "prometheus_app", None)
-    if make is None:
+    if not manager.metrics()["enabled"]:
         return None
-    exporter = make(manager) if inspect.signature(make).parameters else make()
+    from ..metrics import prometheus_app
+
+    exporter = prometheus_app(manager)
 
     async def handle(request: Request) -> Response:
-        if isinstance(exporter, (bytes, str)):
-            return Response(exporter, media_type="text/plain; version=0.0.4")
         # An ASGI application (prometheus_client.make_asgi_app): run it and capture its response.
         start: dict[str, Any] = {}
         body: list[bytes] = []

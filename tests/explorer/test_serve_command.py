@@ -14,6 +14,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from explorer_helpers import TOKEN
 
+from airssys_storage.audit import key_for_audit
 from airssys_storage.cli import main
 from airssys_storage.cli.app import ExitCode
 
@@ -102,10 +103,11 @@ def test_serve_runs_the_explorer_over_a_store(tmp_path: Path) -> None:
     log = stderr.decode()
     assert "airssys-storage explorer on http://127.0.0.1:" in log and "writes allowed" in log
     audit = [json.loads(line) for line in log.splitlines() if line.startswith('{"event": "explorer-write"')]
+    # keys appear as the setting audit_keys says (default: hashed)
     assert [(r["operation"], r["key"], r["outcome"]) for r in audit] == [
-        ("set", "new", "refused"),
-        ("set", "new", "ok"),
-        ("set", "big", "refused"),
+        ("set", key_for_audit("new", "hash"), "refused"),
+        ("set", key_for_audit("new", "hash"), "ok"),
+        ("set", key_for_audit("big", "hash"), "refused"),
     ]
     assert audit[-1]["code"] == "quota-exceeded"
     assert TOKEN not in log  # the token is never logged

@@ -104,8 +104,8 @@ def _open(name: str, directory: Path, args: argparse.Namespace, stack: ExitStack
     if name == "sqlite":
         from bench_sql import open_raw_sqlite
 
-        connection, raw = open_raw_sqlite(directory / "raw.sqlite3")
-        stack.callback(connection.close)
+        sqlite, raw = open_raw_sqlite(directory / "raw.sqlite3")
+        stack.callback(sqlite.close)
         return _ours(manager(f"sqlite:///{directory}/ours.sqlite3")), raw, "sqlite3", ""
     if name == "leveldb":
         import plyvel
@@ -135,17 +135,17 @@ def _open(name: str, directory: Path, args: argparse.Namespace, stack: ExitStack
         from bench_sql import drop_store, open_raw_postgresql
 
         ours = _ours(manager(args.postgresql, {"table_prefix": prefix}))
-        connection, raw, drop = open_raw_postgresql(args.postgresql, prefix)
-        stack.callback(connection.close)
-        stack.callback(drop_store, connection, prefix)
+        psycopg, raw, drop = open_raw_postgresql(args.postgresql, prefix)
+        stack.callback(psycopg.close)
+        stack.callback(drop_store, psycopg, prefix)
         stack.callback(drop)
         return ours, raw, "psycopg 3", ""
     if name == "mariadb":
         from bench_sql import open_raw_mariadb
 
         ours = _ours(manager(args.mariadb, {"table_prefix": prefix}))
-        connection, raw, drop = open_raw_mariadb(args.mariadb, prefix)
-        stack.callback(connection.close)
+        pymysql, raw, drop = open_raw_mariadb(args.mariadb, prefix)
+        stack.callback(pymysql.close)
         stack.callback(drop)
         return ours, raw, "PyMySQL", ""
     if name == "redis":
@@ -167,6 +167,11 @@ def _open(name: str, directory: Path, args: argparse.Namespace, stack: ExitStack
         ours = _ours(manager(args.redis, {"key_prefix": ours_prefix}))
         return ours, raw_redis(client), "redis-py", raw_prefix
     raise ValueError(f"unknown engine {name!r}: one of {', '.join(ENGINES)}")
+
+
+def _encoder(prefix: str) -> Callable[[str], bytes]:
+    """A key as a raw client taking bytes gets it: *prefix* + key, UTF-8."""
+    return lambda key: (prefix + key).encode()
 
 
 def _fill(side: Side, keys: list[Any]) -> None:
@@ -266,7 +271,7 @@ def opened(args: argparse.Namespace, skipped: dict[str, str]) -> Iterator[list[E
                 skipped[name] = f"unreachable ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
                 continue
             stack.enter_context(inner)
-            raw_key: Callable[[str], Any] = (lambda k, p=raw_prefix: (p + k).encode()) if raw.bytes_keys else str
+            raw_key = _encoder(raw_prefix) if raw.bytes_keys else str
             # Every run long enough (milliseconds) that a scheduler tick does not decide it.
             scale = 10 if name == "memory" else 1
             ops, batches, listings = (args.server_ops, 4, 1) if name in servers else (args.ops * scale, 20, 2 * scale)
@@ -296,8 +301,10 @@ def _cell(samples: dict[str, list[float]], engine: str) -> str:
     return f"{ours * 1e6:,.1f} ({format_ratio(ratio)}x)"
 
 
-def render(results: dict[str, dict[str, float]], engines: list[Engine], skipped: dict[str, str], markdown: bool) -> str:
-    header = ["backend", "raw client"] + [f"{w} µs ({'ours/raw'})" for w in WORKLOADS]
+def render(
+    results: dict[str, dict[str, list[float]]], engines: list[Engine], skipped: dict[str, str], markdown: bool
+) -> str:
+    header = ["backend", "raw client"] + [f"{w} µs (ours/raw)" for w in WORKLOADS]
     rows = []
     for engine in engines:
         cells = [engine.name, engine.raw_client]

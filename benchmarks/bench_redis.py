@@ -91,9 +91,10 @@ def raw_redis(client: Any) -> Side:
 
 
 def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> dict[str, dict[str, Any]]:
-    raw = raw_redis(client)
-    assert raw.batch is not None and raw.keys is not None
-    raw_write_batch, raw_keys_of = raw.batch, raw.keys
+    raw_side = raw_redis(client)
+    assert raw_side.batch is not None and raw_side.keys is not None
+    raw_read, raw_write = raw_side.get, raw_side.set
+    raw_write_batch, raw_keys_of = raw_side.batch, raw_side.keys
     keys = [f"key{i:05}" for i in range(1000)]
     raw_keys = [(raw_prefix + key).encode() for key in keys]
     values = [b"v" * 100, b"w" * 101]
@@ -116,7 +117,7 @@ def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> di
         return len(names)
 
     def raw_set() -> int:
-        raw.set(raw_names, value("raw"))
+        raw_write(raw_names, value("raw"))
         return len(raw_names)
 
     def ours_get() -> int:
@@ -126,7 +127,7 @@ def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> di
         return len(names)
 
     def raw_get() -> int:
-        raw.get(raw_names)
+        raw_read(raw_names)
         return len(raw_names)
 
     batches = [keys[i : i + BATCH] for i in range(0, len(keys), BATCH)]

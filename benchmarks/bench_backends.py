@@ -75,6 +75,7 @@ class Engine:
     ops: int  # point operations per run
     batches: int  # batches per run
     listings: int  # keys() calls per run
+    prepare: Callable[[], object] = lambda: None  # run once both sides are filled
     notes: list[str] = field(default_factory=list)
 
 
@@ -86,8 +87,11 @@ def _ours(manager: StorageManager) -> Side:
     return ours(manager.component(Manifest(NS, Access.ADMIN, "500MB")))
 
 
-def _open(name: str, directory: Path, args: argparse.Namespace, stack: ExitStack) -> tuple[Side, Side, str, Any]:
-    """(ours, raw, raw client's name, raw key prefix) of engine *name*; what to close goes on *stack*."""
+def _open(
+    name: str, directory: Path, args: argparse.Namespace, stack: ExitStack, prepare: list[Callable[[], object]]
+) -> tuple[Side, Side, str, Any]:
+    """(ours, raw, raw client's name, raw key prefix) of engine *name*; what to close goes on *stack*,
+    what to run once both sides are filled on *prepare*."""
     from airssys_storage import StorageSettings
 
     def manager(url: str, options: dict[str, Any] | None = None) -> StorageManager:
@@ -132,13 +136,14 @@ def _open(name: str, directory: Path, args: argparse.Namespace, stack: ExitStack
         stack.callback(ours_manager.close)
         return _ours(ours_manager), raw_lmdb(env), "py-lmdb", ""
     if name == "postgresql":
-        from bench_sql import drop_store, open_raw_postgresql
+        from bench_sql import analyze_postgresql, drop_store, open_raw_postgresql
 
         ours = _ours(manager(args.postgresql, {"table_prefix": prefix}))
         psycopg, raw, drop = open_raw_postgresql(args.postgresql, prefix)
         stack.callback(psycopg.close)
         stack.callback(drop_store, psycopg, prefix)
         stack.callback(drop)
+        prepare.append(lambda: analyze_postgresql(psycopg, prefix))
         return ours, raw, "psycopg 3", ""
     if name == "mariadb":
         from bench_sql import open_raw_mariadb
@@ -201,6 +206,7 @@ def _workloads(engine: Engine) -> dict[str, dict[str, Workload]]:
         runs["set"][f"{engine.name} {label}"] = _writes(side, set_keys, Values((64,), 1))
         runs["100-key batch"][f"{engine.name} {label}"] = _batches(side, chunks, Values((64,), 2))
         runs["keys() of 10,000"][f"{engine.name} {label}"] = _listing(side, scan, engine.listings)
+    engine.prepare()
     return runs
 
 
@@ -259,7 +265,8 @@ def opened(args: argparse.Namespace, skipped: dict[str, str]) -> Iterator[list[E
             directory.mkdir()
             inner = ExitStack()
             try:
-                ours, raw, client, raw_prefix = _open(name, directory, args, inner)
+                prepare: list[Callable[[], object]] = []
+                ours, raw, client, raw_prefix = _open(name, directory, args, inner, prepare)
             except ImportError as error:
                 inner.close()
                 skipped[name] = f"not installed ({error.name or error})"
@@ -275,7 +282,9 @@ def opened(args: argparse.Namespace, skipped: dict[str, str]) -> Iterator[list[E
             # Every run long enough (milliseconds) that a scheduler tick does not decide it.
             scale = 10 if name == "memory" else 1
             ops, batches, listings = (args.server_ops, 4, 1) if name in servers else (args.ops * scale, 20, 2 * scale)
-            engines.append(Engine(name, client, ours, raw, raw_key, ops, batches, listings))
+            engine = Engine(name, client, ours, raw, raw_key, ops, batches, listings)
+            engine.prepare = prepare[0] if prepare else engine.prepare
+            engines.append(engine)
         yield engines
 
 

@@ -519,6 +519,16 @@ def open_raw_postgresql(url: str, prefix: str) -> tuple[psycopg.Connection[Any],
     return raw, raw_side(cursor, table, upsert, "%b", raw.transaction, increment), drop
 
 
+def analyze_postgresql(raw: psycopg.Connection[Any], prefix: str) -> None:
+    """ANALYZE the raw and the backend's data tables under *prefix* once they are filled.
+
+    Autovacuum would, a minute later: without statistics the planner scanned our
+    10,000-row table for each batch's read of the old rows.
+    """
+    raw.execute(f"ANALYZE {prefix}raw_kv")
+    raw.execute(f"ANALYZE {prefix}data")
+
+
 def bench_postgresql(url: str, ops: int, rounds: int, level: str = "api") -> None:
     prefix = f"bench{os.getpid()}_"
     manager, store = open_ours(url, {"table_prefix": prefix})
@@ -528,10 +538,7 @@ def bench_postgresql(url: str, ops: int, rounds: int, level: str = "api") -> Non
         sides = {"ours": side_of(store, level), "raw": side}
         for each in sides.values():
             fill_reads(each, ops)
-        # Both tables analysed (autovacuum would, a minute later): without statistics the planner
-        # scanned our 10,000-row table for each batch's read of the old rows.
-        raw.execute(f"ANALYZE {prefix}raw_kv")
-        raw.execute(f"ANALYZE {prefix}data")
+        analyze_postgresql(raw, prefix)
         rows = compare(sides, ops, rounds)
         print_table(f"PostgreSQL: {level} level vs raw psycopg 3 (autocommit), {ops} ops/round", rows, "ours", ["raw"])
         if level == "api":

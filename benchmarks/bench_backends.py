@@ -75,8 +75,7 @@ class Engine:
     ops: int  # point operations per run
     batches: int  # batches per run
     listings: int  # keys() calls per run
-    prepare: Callable[[], object] = lambda: None  # run once both sides are filled
-    notes: list[str] = field(default_factory=list)
+    prepare: list[Callable[[], object]] = field(default_factory=list)  # run once both sides are filled
 
 
 def _ours(manager: StorageManager) -> Side:
@@ -206,7 +205,8 @@ def _workloads(engine: Engine) -> dict[str, dict[str, Workload]]:
         runs["set"][f"{engine.name} {label}"] = _writes(side, set_keys, Values((64,), 1))
         runs["100-key batch"][f"{engine.name} {label}"] = _batches(side, chunks, Values((64,), 2))
         runs["keys() of 10,000"][f"{engine.name} {label}"] = _listing(side, scan, engine.listings)
-    engine.prepare()
+    for step in engine.prepare:
+        step()
     return runs
 
 
@@ -271,20 +271,18 @@ def opened(args: argparse.Namespace, skipped: dict[str, str]) -> Iterator[list[E
                 inner.close()
                 skipped[name] = f"not installed ({error.name or error})"
                 continue
-            except Exception as error:  # a server that does not answer: skip it, say why
+            except Exception as error:  # a server that does not answer (or refuses us): skip it, say why
                 inner.close()
                 if name not in servers:
                     raise
-                skipped[name] = f"unreachable ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+                skipped[name] = f"cannot be used ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
                 continue
             stack.enter_context(inner)
             raw_key = _encoder(raw_prefix) if raw.bytes_keys else str
             # Every run long enough (milliseconds) that a scheduler tick does not decide it.
             scale = 10 if name == "memory" else 1
             ops, batches, listings = (args.server_ops, 4, 1) if name in servers else (args.ops * scale, 20, 2 * scale)
-            engine = Engine(name, client, ours, raw, raw_key, ops, batches, listings)
-            engine.prepare = prepare[0] if prepare else engine.prepare
-            engines.append(engine)
+            engines.append(Engine(name, client, ours, raw, raw_key, ops, batches, listings, prepare))
         yield engines
 
 

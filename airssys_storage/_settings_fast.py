@@ -31,10 +31,12 @@ from .errors import ConfigurationError
 
 __all__ = [
     "APP_NAME",
+    "AUDIT_KEY_MODES",
     "CONFIG_FILE_ENV",
     "ENV_PREFIX",
     "FIELDS",
     "PlainSettings",
+    "check_quota_warnings",
     "config_file_path",
     "default_url",
     "read_plain",
@@ -44,6 +46,8 @@ __all__ = [
 APP_NAME = "airssys-storage"
 CONFIG_FILE_ENV = "AIRSSYS_STORAGE_CONFIG_FILE"
 ENV_PREFIX = "AIRSSYS_STORAGE_"
+#: How audit records show a key (setting ``audit_keys``): a digest of it, the key itself, or nothing.
+AUDIT_KEY_MODES = ("hash", "plain", "omit")
 
 
 def default_url() -> str:
@@ -88,6 +92,19 @@ def url_problem(value: str) -> str | None:
     return None
 
 
+def check_quota_warnings(value: object, where: str) -> tuple[float, ...]:
+    """Soft quota thresholds: a list of percentages, each above 0 and below 100; returned sorted, distinct.
+
+    Raises :class:`ValueError` naming *where* (the setting or the manifest field) otherwise.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where} must be a list of percentages such as [80, 95], not {value!r}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < 100:
+            raise ValueError(f"{where}: {item!r} is not a percentage above 0 and below 100 (e.g. [80, 95])")
+    return tuple(sorted({float(item) for item in value}))
+
+
 # -- the fast path ---------------------------------------------------------------
 
 
@@ -95,7 +112,7 @@ def url_problem(value: str) -> str | None:
 class Field:
     """How the fast path reads one field of ``StorageSettings``.
 
-    *kind*: ``url``, ``str``, ``int``, ``str-list``, ``dict``, ``dict-of-dicts``
+    *kind*: ``url``, ``str``, ``bool``, ``int``, ``str-list``, ``dict``, ``dict-of-dicts``
     or ``default-only`` (any value given for it sends the caller to the full
     path). *low*/*high*: the model's inclusive bounds of an ``int``.
     """
@@ -125,6 +142,11 @@ FIELDS: dict[str, Field] = {
     "max_batch_ops": Field("int", 100, low=1),
     "op_id_retention_seconds": Field("default-only", 600, high=315_360_000),
     "expiry_sweep_interval": Field("default-only", None, optional=True, low=0.01, high=31_536_000),
+    "metrics": Field("bool", False),
+    "metrics_latency": Field("bool", False),
+    "tracing": Field("bool", False),
+    "quota_warnings": Field("default-only", [80.0, 95.0]),
+    "audit_keys": Field("default-only", "hash"),
     "blocked_plugins": Field("str-list", []),
     "plugin_options": Field("dict-of-dicts", {}),
 }
@@ -267,6 +289,11 @@ def _check(field: Field, value: Any) -> Any:
     elif kind == "str":
         if type(value) is str:
             return value
+    elif kind == "bool":
+        if type(value) is bool:
+            return value
+        if value in ("true", "false"):  # the environment's spelling; any other is the model's to judge
+            return value == "true"
     elif kind == "int":
         number = value if type(value) is int else None
         if type(value) is str and _DIGITS.fullmatch(value):

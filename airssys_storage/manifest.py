@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._settings_fast import check_quota_warnings
 from .errors import ManifestError
 
 __all__ = [
@@ -229,6 +230,9 @@ class Manifest:
     buckets: tuple[str, ...] = DEFAULT_BUCKETS
     #: Whether each invocation's writes commit as one transaction (``permissions.storage.transactional``).
     transactional: bool = False
+    #: Soft quota thresholds in percent of :attr:`quota` (``permissions.storage.quota-warnings``, e.g.
+    #: ``[70, 90]``); ``None``: the setting ``quota_warnings`` applies. Sorted and distinct after construction.
+    quota_warnings: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         validate_component_id(self.id)
@@ -241,6 +245,12 @@ class Manifest:
                 + ", ".join(repr(a.value) for a in Access)
             ) from None
         object.__setattr__(self, "access", access)
+        if self.quota_warnings is not None:
+            try:
+                warnings = check_quota_warnings(self.quota_warnings, "permissions.storage.quota-warnings")
+            except ValueError as exc:
+                raise ManifestError(str(exc)) from None
+            object.__setattr__(self, "quota_warnings", warnings)
         if not isinstance(self.transactional, bool):
             raise ManifestError(f"permissions.storage.transactional must be true or false, not {self.transactional!r}")
         if self.transactional and access not in (Access.READ_WRITE, Access.ADMIN):
@@ -303,11 +313,11 @@ class Manifest:
             raise ManifestError(
                 'permissions.storage must be a table such as { access = "read-write", max-size = "10MB" }'
             )
-        unknown = set(storage) - {"access", "max-size", "buckets", "transactional"}
+        unknown = set(storage) - {"access", "max-size", "buckets", "transactional", "quota-warnings"}
         if unknown:
             raise ManifestError(
-                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size, buckets "
-                "and transactional exist"
+                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size, buckets, "
+                "transactional and quota-warnings exist"
             )
         if "access" not in storage:
             raise ManifestError("permissions.storage.access is missing")
@@ -326,6 +336,7 @@ class Manifest:
             limits=ManifestLimits.from_table(data["limits"]) if "limits" in data else ManifestLimits(),
             buckets=storage.get("buckets", DEFAULT_BUCKETS),
             transactional=storage.get("transactional", False),
+            quota_warnings=storage.get("quota-warnings"),
         )
 
 

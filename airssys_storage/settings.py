@@ -38,7 +38,16 @@ from pydantic_settings import (
 )
 
 # Shared with the pydantic-free fast path (one definition of each rule): see _settings_fast.
-from ._settings_fast import APP_NAME, CONFIG_FILE_ENV, ENV_PREFIX, config_file_path, default_url, url_problem
+from ._settings_fast import (
+    APP_NAME,
+    AUDIT_KEY_MODES,
+    CONFIG_FILE_ENV,
+    ENV_PREFIX,
+    check_quota_warnings,
+    config_file_path,
+    default_url,
+    url_problem,
+)
 from .errors import ConfigurationError
 
 __all__ = ["APP_NAME", "CONFIG_FILE_ENV", "StorageSettings", "default_url", "config_file_path"]
@@ -84,6 +93,33 @@ class StorageSettings(BaseSettings):
         description="Seconds between runs of the manager's background sweeper, which removes expired keys of "
         "every component (in bounded steps) and releases their quota. None (default): no sweeper; expired keys "
         "are then removed by purge_expired() and by writes that would otherwise exceed the quota.",
+    )
+    metrics: bool = Field(
+        default=False,
+        description="Count operations, bytes and errors per component and operation (StorageManager.metrics(), "
+        "the Prometheus and OpenTelemetry exporters of airssys_storage.metrics). Off (default): the operations "
+        "run exactly the uninstrumented code.",
+    )
+    metrics_latency: bool = Field(
+        default=False,
+        description="With metrics on: also record a latency histogram per component and operation (costs two "
+        "clock reads per operation).",
+    )
+    tracing: bool = Field(
+        default=False,
+        description="With metrics on: open an OpenTelemetry span per operation (opentelemetry-api, the 'otel' "
+        "extra; a no-op unless the host installs an OpenTelemetry SDK).",
+    )
+    quota_warnings: list[float] = Field(
+        default_factory=lambda: [80.0, 95.0],
+        description="Soft quota thresholds, in percent of each component's quota (each above 0 and below 100): "
+        "usage crossing one upward logs a warning once (re-armed when usage falls back to or below it). A "
+        "manifest's permissions.storage.quota-warnings replaces them for its component. [] turns them off.",
+    )
+    audit_keys: str = Field(
+        default="hash",
+        description="How audit records (logger 'airssys_storage.audit') show a key: 'hash' (default: the first "
+        "16 hex digits of its BLAKE2b digest), 'plain' (the key itself) or 'omit'.",
     )
     blocked_plugins: list[str] = Field(default_factory=list, description="Plugin names not to load.")
     plugin_options: dict[str, dict[str, Any]] = Field(
@@ -147,6 +183,26 @@ class StorageSettings(BaseSettings):
         # pydantic's lax mode reads true as 1.0; a duration is a number of seconds.
         if isinstance(value, bool):
             raise ValueError(f"must be a number of seconds, not {value!r}")
+        return value
+
+    @field_validator("metrics", "metrics_latency", "tracing", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> Any:
+        # pydantic's lax mode reads 1, "yes" and "on" as true; a flag is true or false (TOML, "true" in env).
+        if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")):
+            return value
+        raise ValueError(f"must be true or false, not {value!r}")
+
+    @field_validator("quota_warnings", mode="before")
+    @classmethod
+    def _check_warnings(cls, value: Any) -> list[float]:
+        return list(check_quota_warnings(value, "quota_warnings"))
+
+    @field_validator("audit_keys")
+    @classmethod
+    def _check_audit_keys(cls, value: str) -> str:
+        if value not in AUDIT_KEY_MODES:
+            raise ValueError(f"must be one of {', '.join(AUDIT_KEY_MODES)}, not {value!r}")
         return value
 
     @field_validator("policies")

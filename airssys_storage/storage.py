@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar, overload
 
+from .audit import audit
 from .backend import (
     CONTROL_CHARACTERS,
     StorageBackend,
@@ -59,6 +60,7 @@ from .policies import PermissionPolicy, QuotaStrategy
 
 if TYPE_CHECKING:
     # Imported where settings are read: pydantic costs more than a whole CLI `get` (issue 9).
+    from .quota_warnings import QuotaWarning, SoftQuota
     from .settings import StorageSettings
     from .transaction import Transaction
 
@@ -132,7 +134,17 @@ class Limits:
 class _ComponentState:
     """Per-component state shared by every handle of one id; replaced in place on reload."""
 
-    __slots__ = ("allowed", "fast_allowed", "key_policies", "limit", "limit_source", "manifest", "static_allowed")
+    __slots__ = (
+        "allowed",
+        "fast_allowed",
+        "key_policies",
+        "limit",
+        "limit_source",
+        "manifest",
+        "quota",
+        "soft",
+        "static_allowed",
+    )
 
     def __init__(self) -> None:
         self.manifest: Manifest
@@ -142,7 +154,12 @@ class _ComponentState:
         self.fast_allowed: frozenset[str] = frozenset()
         # Operation value -> the per-key policies asked on each call of it (only those declaring it).
         self.key_policies: dict[str, tuple[PermissionPolicy, ...]] = {}
+        # The byte limit the backends are given: the quota, or the next soft quota threshold
+        # (airssys_storage.quota_warnings: a write crossing it is refused, noted, and retried under the quota).
         self.limit: int | None = 0
+        #: The component's byte quota (``None``: unlimited).
+        self.quota: int | None = 0
+        self.soft: SoftQuota | None = None
         # What set the limit and how to raise it (QuotaStrategy.describe_limit), for quota-exceeded messages.
         self.limit_source = ""
 
@@ -175,6 +192,16 @@ class StorageManager:
         self._policies = tuple(policies)
         self._quota_strategy = quota_strategy
         self._components: dict[str, _ComponentState] = {}
+        #: Called once per upward crossing of a soft quota threshold, after the write that crossed it
+        #: (see :mod:`airssys_storage.quota_warnings`); exceptions it raises are logged and dropped.
+        self.on_quota_warning: Callable[[QuotaWarning], None] | None = None
+        # What component() hands out: ComponentStorage, or its counting subclass with metrics on.
+        self._storage_class: type[ComponentStorage] = ComponentStorage
+        self._metrics: Any = None
+        if settings.metrics:
+            from .metrics import attach
+
+            attach(self)
         self._lock = threading.Lock()
         self._closed = False
         self._stop_sweeping = threading.Event()
@@ -250,7 +277,11 @@ class StorageManager:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             raise
-        return cls(settings, backend, policies, quota_strategy, registry, clock=clock)
+        try:
+            return cls(settings, backend, policies, quota_strategy, registry, clock=clock)
+        except BaseException:  # e.g. tracing = true without opentelemetry-api
+            backend.close()
+            raise
 
     def component(self, manifest: Manifest) -> ComponentStorage:
         """The storage of the component *manifest* describes.
@@ -266,10 +297,12 @@ class StorageManager:
             fresh = state is None
             if state is None:
                 state = _ComponentState()
+            elif state.manifest != manifest:
+                audit("manifest-reloaded", manifest.id, None, access=manifest.access.value, quota=manifest.quota)
             self._apply_manifest(state, manifest)  # raises before anything is registered
             if fresh:
                 self._components[manifest.id] = state
-        return ComponentStorage(self, state)
+        return self._storage_class(self, state)
 
     def _apply_manifest(self, state: _ComponentState, manifest: Manifest) -> None:
         static_allowed: set[str] = set()
@@ -314,7 +347,20 @@ class StorageManager:
         state.allowed = frozenset(candidates - vetoed)
         state.key_policies = key_policies
         state.fast_allowed = state.allowed - set(key_policies)
-        state.limit = limit
+        from .quota_warnings import arm
+
+        arm(self, state, manifest, limit)  # sets state.quota, state.soft and state.limit
+
+    def metrics(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of the counters and usage (:func:`airssys_storage.metrics.snapshot`).
+
+        Operation counters need the setting ``metrics = true`` (``enabled``
+        says whether it is on); usage, quota and soft quota crossings are
+        always there. Reads each component's usage counter (O(1)).
+        """
+        from .metrics import snapshot
+
+        return snapshot(self)
 
     def component_ids(self) -> list[str]:
         """Ids of the components opened through this manager."""
@@ -489,7 +535,7 @@ class ComponentStorage:
     @property
     def quota(self) -> int | None:
         """The byte limit in force (``None`` = unlimited)."""
-        return self._state.limit
+        return self._state.quota
 
     @property
     def quota_source(self) -> str:
@@ -609,6 +655,7 @@ class ComponentStorage:
         """Delete every key of this component (admin only)."""
         self._authorize(Operation.CLEAR, None)
         self._call(self._backend.clear)
+        audit("clear", self._ns, "clear")
 
     # -- batches (atomic, at most max_batch_ops) ----------------------------
 
@@ -864,7 +911,11 @@ class ComponentStorage:
             )
         self._authorize(Operation.DELETE_PREFIX, prefix)
         raw = encode_key(prefix, self._max_key)
-        return self._delete_range(Operation.DELETE_PREFIX, raw, key_successor(raw))
+        deleted = self._delete_range(Operation.DELETE_PREFIX, raw, key_successor(raw))
+        audit(
+            "delete-prefix", self._ns, "delete-prefix", key=prefix, key_mode=self.settings.audit_keys, deleted=deleted
+        )
+        return deleted
 
     def delete_range(self, start: str, end: str) -> int:
         """Delete every key with ``start <= key < end`` (bytewise) in one atomic step; returns how many live keys went.
@@ -875,7 +926,9 @@ class ComponentStorage:
         low, high = encode_key(start, self._max_key), encode_key(end, self._max_key)
         if low >= high:
             return 0
-        return self._delete_range(Operation.DELETE_RANGE, low, high)
+        deleted = self._delete_range(Operation.DELETE_RANGE, low, high)
+        audit("delete-range", self._ns, "delete-range", key=start, key_mode=self.settings.audit_keys, deleted=deleted)
+        return deleted
 
     # -- limits ------------------------------------------------------------------
 
@@ -886,7 +939,7 @@ class ComponentStorage:
         """
         self._authorize(Operation.LIMITS, None)
         usage = self._call(self._backend.usage)
-        quota = self._state.limit
+        quota = self._state.quota
         capabilities = self._backend.capabilities
         return Limits(
             max_key_bytes=self._max_key,
@@ -970,18 +1023,31 @@ class ComponentStorage:
     def _authorize(self, operation: Operation, key: str | None) -> None:
         state = self._state
         if operation.value not in state.allowed:
-            self._deny(operation, "its permissions do not allow it")
+            self._deny(operation, "its permissions do not allow it", key)
         policies = state.key_policies.get(operation.value)
         if policies:
             votes = [_ask(policy, state.manifest, operation, key) for policy in policies]
             if False in votes:
                 policy = policies[votes.index(False)]
-                self._deny(operation, f"policy {policy.name!r} denied it for key {key!r}")
+                self._deny(operation, f"policy {policy.name!r} denied it", key, name_key=True)
             if True not in votes and operation.value not in state.static_allowed:
-                self._deny(operation, "no policy allowed it")
+                self._deny(operation, "no policy allowed it", key)
 
-    def _deny(self, operation: Operation, why: str) -> NoReturn:
+    def _deny(self, operation: Operation, why: str, key: str | None, *, name_key: bool = False) -> NoReturn:
+        """Raise ``permission-denied`` (its message names the key with *name_key*), noted in the audit trail."""
         manifest = self._state.manifest
+        audit(
+            "permission-denied",
+            self._ns,
+            operation.value,
+            key=key if isinstance(key, str) else None,
+            key_mode=self.settings.audit_keys,
+            reason=why,
+            level=logging.WARNING,
+            access=manifest.access.value,
+        )
+        if name_key:
+            why = f"{why} for key {key!r}"
         raise PermissionDenied(
             f"component {self._ns!r} (access {manifest.access.value!r}) may not call {operation.wit_name}: {why}"
         )
@@ -1100,19 +1166,32 @@ class ComponentStorage:
         except Exception as exc:
             raise _internal(exc) from exc
 
+    #: What a transaction's commit calls (the metrics' counting subclass counts it as ``transaction-commit``).
+    _commit = _apply
+
     def _retry_after_sweep(self, refused: QuotaExceeded, method: Callable[..., _T], *args: Any) -> _T:
         """A write refused for quota: sweep the component's expired keys and, if any went, try once more.
 
         So a write is never refused because of expired data. The error names
         what set the limit (the backend cannot know; the quota strategy can).
         """
-        source = self._state.limit_source
+        state = self._state
+        if args[-1] != state.quota:  # the guard of a soft quota threshold refused it, not the quota
+            from .quota_warnings import cross
+
+            return cross(self, method, args)
+        source = state.limit_source
         if not self._sweep(None):
-            raise refused.with_source(source) from None
+            raise self._refused(refused.with_source(source)) from None
         try:
             return self._call(method, *args)
         except QuotaExceeded as exc:
-            raise exc.with_source(source) from None
+            raise self._refused(exc.with_source(source)) from None
+
+    def _refused(self, exc: QuotaExceeded) -> QuotaExceeded:
+        """*exc*, noted in the audit trail."""
+        audit("quota-exceeded", self._ns, None, reason=exc.detail, level=logging.WARNING, quota=self._state.quota)
+        return exc
 
     def _sweep(self, limit: int | None) -> int:
         """Remove up to *limit* (``None``: all) expired rows of the component; returns how many."""

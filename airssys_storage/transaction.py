@@ -385,7 +385,7 @@ class Transaction(ComponentStorage):
         try:
             writes = self._overlay.commit_writes()
             if writes:
-                self._parent._apply(writes)
+                self._parent._commit(writes)
             return len(writes)
         finally:
             self._overlay.reset()

@@ -10,8 +10,19 @@ Three contenders do the same storage calls on the same ComponentStorage:
   ``LinkerInstance.add_func`` with its own value conversion (the workarounds
   switched off while it runs), which is what a naive host gets.
 
+The small calls are also made through the two standard interfaces the host
+serves, by WAT guests of the same shape (``bench_keyvalue.wat``,
+``bench_spin.wat``: a bucket or store opened once, then n calls in a loop), so
+the numbers are the host's, without a guest language runtime:
+
+- ``wasi:kv``: ``wasi:keyvalue/store@0.2.0-draft2`` (bucket.get/set/exists);
+- ``spin``: ``fermyon:spin/key-value@2.0.0`` (store.get/set/exists).
+
 Per-call cost is (time of an export call doing n storage calls - time of the
-same call doing none) / n, so entering the guest is not counted. Consecutive
+same call doing none) / n, so entering the guest is not counted. Each is
+measured as wall-clock time and as the CPU time of the calling thread (the
+guest and the host's callbacks run on it): on a loaded machine the wall clock
+includes waiting for a core, the CPU time does not. Consecutive
 sets write different bytes (the guest flips the value's first byte on every
 other call) and the direct contender writes the same sequence of values. Rounds are
 interleaved and the table shows medians (and the guest's best round): the
@@ -47,6 +58,11 @@ from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, 
 FIXTURES = Path(__file__).resolve().parents[1] / "contrib/airssys-storage-wasmtime/tests/fixtures"
 GUEST = FIXTURES / "bench.wat"
 ECHO = FIXTURES / "echo.wat"
+#: the standard interfaces' bench guests: contender -> (guest, what its "open" export opens)
+STANDARD_GUESTS = {
+    "wasi:kv": (FIXTURES / "bench_keyvalue.wat", "default"),
+    "spin": (FIXTURES / "bench_spin.wat", "default"),
+}
 KiB = 1024
 MiB = 1024 * KiB
 SMALL, LARGE, HUGE = 8, 64 * KiB, MiB
@@ -94,7 +110,8 @@ class StockInstance:
         with linker.root() as root, root.add_instance(STORAGE) as instance:
             # Stock result conversion is untagged here: ok values are returned as they are.
             instance.add_func("storage-get", lambda _store, key: storage.get(key))
-            instance.add_func("storage-set", lambda _store, key, value: storage.set(key, value))
+            # set returns the new version; storage-set's ok case has no payload.
+            instance.add_func("storage-set", lambda _store, key, value: storage.set(key, value) and None)
             instance.add_func("storage-has", lambda _store, key: storage.has(key))
         self._linker = linker
         self._store = Store(host.engine)
@@ -111,19 +128,28 @@ class StockInstance:
         return result
 
 
-def guest_workload(instance: Any, method: str, value: bytes, calls: int) -> Callable[[], float]:
+#: A workload's measurement: seconds per call, (wall clock, CPU time of the thread).
+Sample = tuple[float, float]
+
+
+def _now() -> Sample:
+    return time.perf_counter(), time.thread_time()
+
+
+def guest_workload(instance: Any, method: str, value: bytes, calls: int) -> Callable[[], Sample]:
     """Seconds per storage call made by the guest, its own entry cost subtracted."""
     args = ("k", value) if method == "set" else ("k",)
 
-    def run() -> float:
-        start = time.perf_counter()
+    def run() -> Sample:
+        start = _now()
         done = instance.call(f"bench-{method}", calls, *args)
-        middle = time.perf_counter()
+        middle = _now()
         instance.call(f"bench-{method}", 0, *args)
-        end = time.perf_counter()
+        end = _now()
         instance.call("reset")
         assert done == calls, f"{method}: only {done} of {calls} calls returned ok"
-        return ((middle - start) - (end - middle)) / calls
+        wall, cpu = (((middle[i] - start[i]) - (end[i] - middle[i])) / calls for i in (0, 1))
+        return wall, cpu
 
     return run
 
@@ -136,24 +162,26 @@ def set_sequence(value: bytes, calls: int) -> list[bytes]:
     return [flipped if (calls - i - 1) & 1 else value for i in range(calls)]
 
 
-def direct_workload(storage: ComponentStorage, method: str, value: bytes, calls: int) -> Callable[[], float]:
+def direct_workload(storage: ComponentStorage, method: str, value: bytes, calls: int) -> Callable[[], Sample]:
     operation = getattr(storage, method)
     if method == "set":
         sequence = set_sequence(value, calls)
 
-        def run_set() -> float:
-            start = time.perf_counter()
+        def run_set() -> Sample:
+            start = _now()
             for each in sequence:
                 operation("k", each)
-            return (time.perf_counter() - start) / calls
+            end = _now()
+            return (end[0] - start[0]) / calls, (end[1] - start[1]) / calls
 
         return run_set
 
-    def run() -> float:
-        start = time.perf_counter()
+    def run() -> Sample:
+        start = _now()
         for _ in range(calls):
             operation("k")
-        return (time.perf_counter() - start) / calls
+        end = _now()
+        return (end[0] - start[0]) / calls, (end[1] - start[1]) / calls
 
     return run
 
@@ -249,6 +277,10 @@ def main() -> None:
     with StorageManager.from_settings(_settings(options.url)) as manager:
         storage = manager.component(Manifest(id="bench-wasm", access=Access.READ_WRITE, max_size="100MB"))
         ours = host.instantiate(guest, storage)
+        standard = {}
+        for name, (path, bucket) in STANDARD_GUESTS.items():
+            standard[name] = host.instantiate(host.load(path), storage)
+            assert standard[name].call("open", bucket) == 0, f"{name}: open({bucket!r}) failed"
         stock = None if options.no_stock else StockInstance(host, guest, storage)
         rows = []
         for workload, (method, size, calls, stock_calls) in WORKLOADS.items():
@@ -258,34 +290,54 @@ def main() -> None:
                 "direct": direct_workload(storage, method, value, calls),
                 "guest": guest_workload(ours, method, value, calls),
             }
+            if size == SMALL:  # bytes cost the same through every interface: the small calls tell them apart
+                for name, instance in standard.items():
+                    contenders[name] = guest_workload(instance, method, value, calls)
             if stock is not None:
                 contenders["stock"] = guest_workload(stock, method, value, stock_calls)
-            samples: dict[str, list[float]] = {name: [] for name in contenders}
+            samples: dict[str, list[Sample]] = {name: [] for name in contenders}
             for run in contenders.values():  # warm-up
                 run()
             for _ in range(options.rounds):
                 for name, run in contenders.items():
                     samples[name].append(run())
-            result = {name: statistics.median(values) for name, values in samples.items()}
-            result["guest best"] = min(samples["guest"])
-            rows.append((workload, size, result))
-        ours.close()
+            result = {name: statistics.median(wall for wall, _ in values) for name, values in samples.items()}
+            cpu = {name: statistics.median(time for _, time in values) for name, values in samples.items()}
+            result["guest best"] = min(wall for wall, _ in samples["guest"])
+            rows.append((workload, size, result, cpu))
+        for instance in (ours, *standard.values()):
+            instance.close()
 
-    print(f"\nStorage calls from a WebAssembly guest ({options.url}, median of {options.rounds} rounds)")
+    print(f"\nStorage calls from a WebAssembly guest ({options.url}, median of {options.rounds} rounds, wall clock)")
     names = ["direct", "guest", "guest best"] + ([] if options.no_stock else ["stock"])
     header = f"{'call':<18}" + "".join(f"{name:>14}" for name in names) + f"{'guest-direct':>15}{'target':>10}{'':>6}"
+    header += f"{'guest CPU':>12}{'':>6}"
     if not options.no_stock:
         header += f"{'stock/guest':>13}"
     print(header)
     print("-" * len(header))
-    for workload, size, result in rows:
+    for workload, size, result, cpu in rows:
         target = TARGETS[size]
         line = f"{workload:<18}" + "".join(f"{_duration(result[name]):>14}" for name in names)
         line += f"{_duration(result['guest'] - result['direct']):>15}{_duration(target):>10}"
         line += f"{'ok' if result['guest'] <= target else 'MISS':>6}"
+        line += f"{_duration(cpu['guest']):>12}{'ok' if cpu['guest'] <= target else 'MISS':>6}"
         if not options.no_stock:
             line += f"{result['stock'] / result['guest']:>12.1f}x"
         print(line)
+
+    target = _duration(TARGETS[SMALL])
+    print(f"\nOne small call through each interface (µs per call, median wall clock / CPU time; target {target})")
+    interfaces = {"direct": "direct", "guest": "airssys:wasm", **{name: name for name in STANDARD_GUESTS}}
+    if not options.no_stock:
+        interfaces["stock"] = "stock"
+    header = f"{'call':<18}" + "".join(f"{label:>17}" for label in interfaces.values())
+    print(header)
+    print("-" * len(header))
+    for workload, size, result, cpu in rows:
+        if size == SMALL:
+            cells = (f"{result[name] * 1e6:.1f} / {cpu[name] * 1e6:.1f}" for name in interfaces)
+            print(f"{workload:<18}" + "".join(f"{cell:>17}" for cell in cells))
     if not options.no_memory:
         memory_table(options.url, not options.no_stock)
 

@@ -45,6 +45,7 @@ BUILTIN_COMMANDS = {
     "bench": "airssys_storage.cli.ops:bench",
     "verify": "airssys_storage.cli.ops:verify",
     "repair": "airssys_storage.cli.ops:repair",
+    "serve": "airssys_storage.cli.serve:serve",
 }
 
 
@@ -99,6 +100,10 @@ class Failure(click.ClickException):
 
 class _StderrHandler(logging.Handler):
     """Log records as one line each on the *current* stderr (CliRunner swaps it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Audit records are for the host's log (the CLI reports the error itself, on one line).
+        return not record.name.startswith("airssys_storage.audit")
 
     def emit(self, record: logging.LogRecord) -> None:
         click.echo(f"{PROG_NAME}: {record.levelname.lower()}: {_one_line(record.getMessage())}", err=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..backend import VerifyReport, operator_command
+from ..backend import Usage, VerifyReport, operator_command
 from ..errors import StoreDamaged
 from ..exchange import operator_storage
 from ..manifest import COMPONENT_ID_PATTERN, Manifest
@@ -77,19 +77,7 @@ def stats(store: StoreSpec, manifest_paths: tuple[Path, ...], as_json: bool) -> 
                     "left out (see airssys-storage verify)"
                 )
                 continue
-            usage = operator_storage(manager, cid).usage()
-            known = cid in quotas
-            quota = quotas.get(cid)
-            components.append(
-                {
-                    "component": cid,
-                    "keys": usage.keys,
-                    "bytes": usage.bytes,
-                    "quota_known": known,
-                    "quota_bytes": quota,
-                    "used_percent": round(100 * usage.bytes / quota, 2) if quota else None,
-                }
-            )
+            components.append(usage_row(cid, operator_storage(manager, cid).usage(), quotas))
         backend = {"name": manager.backend.name, "url": redact_url(settings.resolved_url), **manager.backend.stats()}
     if as_json:
         echo_json({"components": components, "backend": backend})
@@ -106,6 +94,23 @@ def stats(store: StoreSpec, manifest_paths: tuple[Path, ...], as_json: bool) -> 
     ]
     print_table("components", ["component", "keys", "used", "quota", "used %"], rows, right=frozenset({1, 2, 3, 4}))
     print_table("backend", ["statistic", "value"], [[name, value] for name, value in backend.items()])
+
+
+def usage_row(component: str, usage: Usage, quotas: Mapping[str, int | None]) -> dict[str, Any]:
+    """One component's line of ``stats --json`` (and of the explorer's ``/api/components``).
+
+    ``quota_known``: *quotas* (component id -> bytes, ``None`` = unlimited)
+    has the component; ``used_percent`` is ``None`` without a finite quota.
+    """
+    quota = quotas.get(component)
+    return {
+        "component": component,
+        "keys": usage.keys,
+        "bytes": usage.bytes,
+        "quota_known": component in quotas,
+        "quota_bytes": quota,
+        "used_percent": round(100 * usage.bytes / quota, 2) if quota else None,
+    }
 
 
 def _quota_text(component: dict[str, Any]) -> str:

@@ -58,8 +58,6 @@ _byref = ctypes.byref
 _string_at = ctypes.string_at
 _memmove = ctypes.memmove
 _memset = ctypes.memset
-_val_new = ffi.wasmtime_component_val_new
-_list_uninit = ffi.wasmtime_component_vallist_new_uninit
 _cast = ctypes.cast
 _c_void_p = ctypes.c_void_p
 _vec_uninit = ffi.wasm_byte_vec_new_uninitialized
@@ -83,11 +81,52 @@ def _set_name(vec: Any, raw: bytes) -> None:
         _memmove(vec.data, raw, len(raw))
 
 
-def boxed(codec: Codec, value: Any) -> Any:
-    """A wasmtime-heap copy of *value* (for option, result and variant payloads)."""
+# -- values at addresses ----------------------------------------------------------
+#
+# The host's callbacks receive plain addresses. Reading or writing a value
+# through ctypes structures builds an object per field access (~100 ns each)
+# and each wasmtime-py FFI wrapper adds a Python frame and a byref; the hot
+# codecs (strings, bytes, bools, integers, options, results) therefore work on
+# addresses: a value is four 8-byte words (kind, then the payload union), read
+# and written through one ctypes pointer (~25 ns per word), and wasmtime's
+# allocators are called through prototypes taking plain addresses.
+# _WORDS[(address >> 3) - 1 + i] is word i of the value at *address* (values are
+# 8-aligned; the pointer starts at address 8 because ctypes refuses to index a
+# NULL pointer). Writing a whole word at offset 0 sets the kind byte and zeroes
+# the padding after it (little-endian, checked by _compat).
+
+_WORDS = ctypes.cast(8, ctypes.POINTER(ctypes.c_uint64))
+_SIGNED_WORDS = ctypes.cast(8, ctypes.POINTER(ctypes.c_int64))
+_addressof = ctypes.addressof
+
+
+def _prototype(name: str, restype: Any, *argtypes: Any) -> Any:
+    return ctypes.CFUNCTYPE(restype, *argtypes)((name, ffi.dll))
+
+
+#: wasmtime_component_val_new(val) -> a heap copy of *val* (which it takes the contents of)
+_box_at = _prototype("wasmtime_component_val_new", ctypes.c_void_p, ctypes.c_void_p)
+#: wasm_byte_vec_new(out, size, data): a string payload holding a copy of *data*
+_string_new_at = _prototype("wasm_byte_vec_new", None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+#: wasmtime_component_vallist_new(out, size, values): a list payload holding a copy of *values*
+_list_new_at = _prototype("wasmtime_component_vallist_new", None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+_list_uninit_at = _prototype("wasmtime_component_vallist_new_uninit", None, ctypes.c_void_p, ctypes.c_size_t)
+
+
+def boxed_at(codec: Codec, value: Any) -> int:
+    """The address of a wasmtime-heap value holding *value* (for option, result and variant payloads)."""
     tmp = Val()
-    codec.lower(value, tmp)
-    return _val_new(_byref(tmp))  # moves tmp's contents
+    address = _addressof(tmp)
+    codec.lower_at(value, address)
+    return _box_at(address)  # type: ignore[no-any-return]  # moves tmp's contents
+
+
+def boxed(codec: Codec, value: Any) -> Any:
+    """:func:`boxed_at` as a ctypes pointer (what the ctypes structures' pointer fields take)."""
+    return _cast(boxed_at(codec, value), _VAL_POINTER)
+
+
+_VAL_POINTER = ctypes.POINTER(Val)
 
 
 # -- list<u8> -----------------------------------------------------------------
@@ -114,50 +153,73 @@ def _cells() -> tuple[bytearray, int]:
     return cells, _scratch.address
 
 
-def lower_bytes(data: bytes | bytearray, out: Any) -> None:
-    """Make the C value *out* a ``list<u8>`` holding *data* (memory owned by wasmtime)."""
+def lower_bytes_at(data: bytes | bytearray, address: int) -> None:
+    """Make the value at *address* a ``list<u8>`` holding *data* (memory owned by wasmtime)."""
     size = len(data)
-    items = out.of.list
-    _list_uninit(_byref(items), size)
-    if size:
+    if not size:
+        _list_uninit_at(address + PAYLOAD_OFFSET, 0)
+    elif size <= _CHUNK:
         cells, source = _cells()
-        if size <= _CHUNK:
-            cells[PAYLOAD_OFFSET : PAYLOAD_OFFSET + VAL_SIZE * size : VAL_SIZE] = data
-            _memmove(items.data, source, VAL_SIZE * size)
-        else:
-            destination = _cast(items.data, _c_void_p).value or 0
-            view = memoryview(data)
-            for start in range(0, size, _CHUNK):
-                count = min(_CHUNK, size - start)
-                cells[PAYLOAD_OFFSET : PAYLOAD_OFFSET + VAL_SIZE * count : VAL_SIZE] = view[start : start + count]
-                _memmove(destination + VAL_SIZE * start, source, VAL_SIZE * count)
-    out.kind = _K_LIST
+        cells[PAYLOAD_OFFSET : PAYLOAD_OFFSET + VAL_SIZE * size : VAL_SIZE] = data
+        _list_new_at(address + PAYLOAD_OFFSET, size, source)  # copies the cells
+    else:
+        _list_uninit_at(address + PAYLOAD_OFFSET, size)
+        cells, source = _cells()
+        destination = _WORDS[(address >> 3) + 1]
+        view = memoryview(data)
+        for start in range(0, size, _CHUNK):
+            count = min(_CHUNK, size - start)
+            cells[PAYLOAD_OFFSET : PAYLOAD_OFFSET + VAL_SIZE * count : VAL_SIZE] = view[start : start + count]
+            _memmove(destination + VAL_SIZE * start, source, VAL_SIZE * count)
+    _WORDS[(address >> 3) - 1] = _K_LIST
 
 
-def lift_bytes(val: Any) -> bytes:
-    """The bytes of the ``list<u8>`` C value *val* (which stays owned by its owner)."""
-    items = val.of.list
-    size = items.size
+def lift_bytes_at(address: int) -> bytes:
+    """The bytes of the ``list<u8>`` value at *address* (which stays owned by its owner)."""
+    slot = address >> 3
+    size = _WORDS[slot]
     if size <= _CHUNK:
-        return _string_at(items.data, VAL_SIZE * size)[PAYLOAD_OFFSET::VAL_SIZE] if size else b""
-    address = _cast(items.data, _c_void_p).value or 0
+        return _string_at(_WORDS[slot + 1], VAL_SIZE * size)[PAYLOAD_OFFSET::VAL_SIZE] if size else b""
+    data = _WORDS[slot + 1]
     return b"".join(
-        _string_at(address + VAL_SIZE * start, VAL_SIZE * min(_CHUNK, size - start))[PAYLOAD_OFFSET::VAL_SIZE]
+        _string_at(data + VAL_SIZE * start, VAL_SIZE * min(_CHUNK, size - start))[PAYLOAD_OFFSET::VAL_SIZE]
         for start in range(0, size, _CHUNK)
     )
 
 
+def lower_bytes(data: bytes | bytearray, out: Any) -> None:
+    """Make the C value *out* a ``list<u8>`` holding *data* (memory owned by wasmtime)."""
+    lower_bytes_at(data, _addressof(out))
+
+
+def lift_bytes(val: Any) -> bytes:
+    """The bytes of the ``list<u8>`` C value *val* (which stays owned by its owner)."""
+    return lift_bytes_at(_addressof(val))
+
+
 class Codec(abc.ABC):
-    """One WIT type: ``lift`` reads a C value into Python, ``lower`` writes Python into a C value."""
+    """One WIT type: ``lift`` reads a C value into Python, ``lower`` writes Python into a C value.
+
+    Each has two forms: on a ctypes ``wasmtime_component_val_t`` (``lift``,
+    ``lower``) and on its address (``lift_at``, ``lower_at``, what the host's
+    callbacks use). A codec implements one form of each; the other defaults
+    to it.
+    """
 
     #: The type in WIT syntax, structurally (as :func:`describe` renders wasmtime's types).
     wit: str
 
-    @abc.abstractmethod
-    def lift(self, v: Any) -> Any: ...
+    def lift(self, v: Any) -> Any:
+        return self.lift_at(_addressof(v))
 
-    @abc.abstractmethod
-    def lower(self, value: Any, out: Any) -> None: ...
+    def lower(self, value: Any, out: Any) -> None:
+        self.lower_at(value, _addressof(out))
+
+    def lift_at(self, address: int) -> Any:
+        return self.lift(Val.from_address(address))
+
+    def lower_at(self, value: Any, address: int) -> None:
+        self.lower(value, Val.from_address(address))
 
     def __repr__(self) -> str:
         return f"<codec {self.wit}>"
@@ -166,54 +228,56 @@ class Codec(abc.ABC):
 class _String(Codec):
     wit = "string"
 
-    def lift(self, v: Any) -> str:
-        s = v.of.string
-        size = s.size
-        return _string_at(s.data, size).decode() if size else ""
+    def lift_at(self, address: int) -> str:
+        slot = address >> 3
+        size = _WORDS[slot]
+        return _string_at(_WORDS[slot + 1], size).decode() if size else ""
 
-    def lower(self, value: str, out: Any) -> None:
+    def lower_at(self, value: str, address: int) -> None:
         # "replace": a lone surrogate must not reach wasmtime, which requires valid UTF-8.
-        _set_name(out.of.string, value.encode("utf-8", "replace"))
-        out.kind = _K_STRING
+        raw = value.encode("utf-8", "replace")
+        _string_new_at(address + PAYLOAD_OFFSET, len(raw), raw)
+        _WORDS[(address >> 3) - 1] = _K_STRING
 
 
 class _Bytes(Codec):
     wit = "list<u8>"
 
-    def lift(self, v: Any) -> bytes:
-        return lift_bytes(v)
+    def lift_at(self, address: int) -> bytes:
+        return lift_bytes_at(address)
 
-    def lower(self, value: bytes, out: Any) -> None:
-        lower_bytes(value, out)
+    def lower_at(self, value: bytes, address: int) -> None:
+        lower_bytes_at(value, address)
 
 
 class _Bool(Codec):
     wit = "bool"
 
-    def lift(self, v: Any) -> bool:
-        return bool(v.of.boolean)
+    def lift_at(self, address: int) -> bool:
+        return bool(_WORDS[address >> 3] & 0xFF)
 
-    def lower(self, value: bool, out: Any) -> None:
-        out.of.boolean = value
-        out.kind = _K_BOOL
+    def lower_at(self, value: bool, address: int) -> None:
+        slot = address >> 3
+        _WORDS[slot] = 1 if value else 0
+        _WORDS[slot - 1] = _K_BOOL
 
 
 class _Unsigned(Codec):
     def __init__(self, bits: int, kind: int) -> None:
         self.wit = f"u{bits}"
-        self._field = self.wit
         self._kind = kind
         self._max = (1 << bits) - 1
 
-    def lift(self, v: Any) -> int:
-        return int(getattr(v.of, self._field))
+    def lift_at(self, address: int) -> int:
+        return _WORDS[address >> 3] & self._max  # type: ignore[no-any-return]
 
-    def lower(self, value: int, out: Any) -> None:
+    def lower_at(self, value: int, address: int) -> None:
         # ctypes would silently truncate; a wrong count must not reach a guest.
         if not 0 <= value <= self._max:
             raise OverflowError(f"{value} does not fit in {self.wit}")
-        setattr(out.of, self._field, value)
-        out.kind = self._kind
+        slot = address >> 3
+        _WORDS[slot] = value
+        _WORDS[slot - 1] = self._kind
 
 
 class OptionOf(Codec):
@@ -221,13 +285,14 @@ class OptionOf(Codec):
         self.inner = inner
         self.wit = f"option<{inner.wit}>"
 
-    def lift(self, v: Any) -> Any:
-        boxed = v.of.option
-        return self.inner.lift(boxed[0]) if boxed else None
+    def lift_at(self, address: int) -> Any:
+        boxed = _WORDS[address >> 3]
+        return self.inner.lift_at(boxed) if boxed else None
 
-    def lower(self, value: Any, out: Any) -> None:
-        out.of.option = None if value is None else boxed(self.inner, value)
-        out.kind = _K_OPTION
+    def lower_at(self, value: Any, address: int) -> None:
+        slot = address >> 3
+        _WORDS[slot] = 0 if value is None else boxed_at(self.inner, value)
+        _WORDS[slot - 1] = _K_OPTION
 
 
 class ListOf(Codec):
@@ -235,11 +300,11 @@ class ListOf(Codec):
         self.item = item
         self.wit = f"list<{item.wit}>"
 
-    def lift(self, v: Any) -> list[Any]:
-        items = v.of.list
-        data = items.data
-        lift = self.item.lift
-        return [lift(data[i]) for i in range(items.size)]
+    def lift_at(self, address: int) -> list[Any]:
+        slot = address >> 3
+        data = _WORDS[slot + 1]
+        lift = self.item.lift_at
+        return [lift(data + VAL_SIZE * i) for i in range(_WORDS[slot])]
 
     def lower(self, value: Sequence[Any], out: Any) -> None:
         _lower_items(out.of.list, [self.item] * len(value), value, ffi.wasmtime_component_vallist_new_uninit)
@@ -251,9 +316,9 @@ class TupleOf(Codec):
         self.items = items
         self.wit = "tuple<" + ", ".join(item.wit for item in items) + ">"
 
-    def lift(self, v: Any) -> tuple[Any, ...]:
-        data = v.of.tuple.data
-        return tuple(item.lift(data[i]) for i, item in enumerate(self.items))
+    def lift_at(self, address: int) -> tuple[Any, ...]:
+        data = _WORDS[(address >> 3) + 1]
+        return tuple(item.lift_at(data + VAL_SIZE * i) for i, item in enumerate(self.items))
 
     def lower(self, value: Sequence[Any], out: Any) -> None:
         if len(value) != len(self.items):
@@ -348,16 +413,24 @@ class ResultOf(Codec):
             self.lower_err(payload, out)
 
     def lower_ok(self, value: Any, out: Any) -> None:
-        result = out.of.result
-        result.val = None if self.ok is None else boxed(self.ok, value)
-        result.is_ok = True
-        out.kind = _K_RESULT
+        self.lower_ok_at(value, _addressof(out))
 
     def lower_err(self, error: StorageError, out: Any) -> None:
-        result = out.of.result
-        result.val = boxed(self.error, error)
-        result.is_ok = False
-        out.kind = _K_RESULT
+        self.lower_err_at(error, _addressof(out))
+
+    def lower_ok_at(self, value: Any, address: int) -> None:
+        """Write ``ok(value)`` at *address* (``value`` is ignored when the ok case has no payload)."""
+        slot = address >> 3
+        _WORDS[slot + 1] = 0 if self.ok is None else boxed_at(self.ok, value)
+        _WORDS[slot] = 1  # is_ok
+        _WORDS[slot - 1] = _K_RESULT
+
+    def lower_err_at(self, error: StorageError, address: int) -> None:
+        """Write ``err(error)`` at *address*."""
+        slot = address >> 3
+        _WORDS[slot + 1] = boxed_at(self.error, error)
+        _WORDS[slot] = 0
+        _WORDS[slot - 1] = _K_RESULT
 
 
 class _Signed(Codec):
@@ -368,14 +441,17 @@ class _Signed(Codec):
         self._min = -(1 << (bits - 1))
         self._max = (1 << (bits - 1)) - 1
 
-    def lift(self, v: Any) -> int:
-        return int(getattr(v.of, self._field))
+    def lift_at(self, address: int) -> int:
+        if self.wit == "s64":
+            return _SIGNED_WORDS[address >> 3]  # type: ignore[no-any-return]
+        return int(getattr(Val.from_address(address).of, self._field))
 
-    def lower(self, value: int, out: Any) -> None:
+    def lower_at(self, value: int, address: int) -> None:
         if not self._min <= value <= self._max:  # ctypes would wrap silently
             raise OverflowError(f"{value} does not fit in {self.wit}")
-        setattr(out.of, self._field, value)
-        out.kind = self._kind
+        slot = address >> 3
+        _SIGNED_WORDS[slot] = value  # sign-extended to the word: the low bytes are the value
+        _WORDS[slot - 1] = self._kind
 
 
 class RecordOf(Codec):
@@ -415,8 +491,16 @@ _call = threading.local()
 
 
 def enter_call(context: int) -> None:
-    """Record the store context of the host call now running on this thread (for :class:`Own`, :class:`Borrow`)."""
-    _call.context = _cast(context, ctypes.POINTER(ffi.wasmtime_context_t))
+    """Record the store context (its address) of the host call now running on this thread (for :class:`Resource`)."""
+    _call.context = context
+
+
+_any_to_host = _prototype(
+    "wasmtime_component_resource_any_to_host", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
+)
+_host_type = _prototype("wasmtime_component_resource_host_type", ctypes.c_uint32, ctypes.c_void_p)
+_host_rep = _prototype("wasmtime_component_resource_host_rep", ctypes.c_uint32, ctypes.c_void_p)
+_host_delete = _prototype("wasmtime_component_resource_host_delete", None, ctypes.c_void_p)
 
 
 class Resource(Codec):
@@ -427,24 +511,25 @@ class Resource(Codec):
         self.name = name
         self.wit = f"{'own' if self._owned else 'borrow'}<resource>"
 
-    def lift(self, v: Any) -> int:
-        """The rep of the host resource *v* refers to (the argument stays owned by wasmtime)."""
-        host = ctypes.POINTER(ffi.wasmtime_component_resource_host_t)()
-        error = ffi.wasmtime_component_resource_any_to_host(_call.context, v.of.resource, _byref(host))
+    def lift_at(self, address: int) -> int:
+        """The rep of the host resource the value at *address* refers to (the argument stays owned by wasmtime)."""
+        host = _c_void_p()
+        error = _any_to_host(_call.context, _WORDS[address >> 3], _byref(host))
         if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
+            raise wasmtime.WasmtimeError._from_ptr(_cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
         try:
-            if ffi.wasmtime_component_resource_host_type(host) != self.type_id:
+            if _host_type(host) != self.type_id:
                 raise TypeError(f"the guest passed a resource that is no {self.name}")
-            return int(ffi.wasmtime_component_resource_host_rep(host))
+            return _host_rep(host)  # type: ignore[no-any-return]
         finally:
-            ffi.wasmtime_component_resource_host_delete(host)
+            _host_delete(host)
 
     def lower(self, value: int, out: Any) -> None:
         host = ffi.wasmtime_component_resource_host_new(self._owned, value, self.type_id)
         try:
             handle = ctypes.POINTER(ffi.wasmtime_component_resource_any_t)()
-            error = ffi.wasmtime_component_resource_host_to_any(_call.context, host, _byref(handle))
+            context = _cast(_call.context, ctypes.POINTER(ffi.wasmtime_context_t))
+            error = ffi.wasmtime_component_resource_host_to_any(context, host, _byref(handle))
             if error:
                 raise wasmtime.WasmtimeError._from_ptr(error)
         finally:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import sys
 import threading
 from typing import Any
 
@@ -60,6 +61,8 @@ def internals_problems() -> list[str]:
     from wasmtime.component import Component, _types
 
     problems = []
+    if sys.byteorder != "little":  # _codec writes a value's kind byte as the low byte of a word
+        problems.append("this host is big-endian; the value codecs assume little-endian")
     val = getattr(ffi, "wasmtime_component_val_t", None)
     if val is None or ctypes.sizeof(val) != VAL_SIZE or val.of.offset != PAYLOAD_OFFSET:
         problems.append("wasmtime_component_val_t is not a 32-byte struct with its payload at offset 8")

@@ -189,6 +189,8 @@ class KeyValueCalls:
         self._buckets: dict[int, str] = {}
         self._cas: dict[int, _Cas] = {}
         self._next = 1
+        # The settings of a storage do not change: read on the first key, not on every call.
+        self._max_key = 0
 
     def _handle(self) -> int:
         if len(self._buckets) + len(self._cas) >= MAX_HANDLES:
@@ -210,13 +212,18 @@ class KeyValueCalls:
         if not key:
             raise InvalidKey("key is empty: bucket keys are 1 or more bytes of UTF-8")
         stored = bucket_prefix(bucket) + key
-        maximum = int(self.storage.settings.max_key_bytes)
-        if len(stored.encode("utf-8", "surrogatepass")) > maximum:
+        maximum = self._max_key or self._read_max_key()
+        # A character is at most 4 bytes of UTF-8: short keys need no encoding to fit.
+        if len(stored) * 4 > maximum and len(stored.encode("utf-8", "surrogatepass")) > maximum:
             room = maximum - len(bucket_prefix(bucket).encode())
             raise InvalidKey(
                 f"key {key[:32]!r} is too long: keys of bucket {bucket!r} are at most {room} bytes of UTF-8"
             )
         return stored
+
+    def _read_max_key(self) -> int:
+        self._max_key = int(self.storage.settings.max_key_bytes)
+        return self._max_key
 
     def _keys(self, bucket: str, keys: Iterable[str]) -> list[str]:
         return [self._key(bucket, key) for key in keys]

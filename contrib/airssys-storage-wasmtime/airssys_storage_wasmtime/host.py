@@ -524,25 +524,24 @@ class GuestInstance:
         Its pointer arguments arrive as plain addresses (see :func:`_raw_callbacks`):
         ctypes then builds no pointer objects per call.
         """
-        from wasmtime import _ffi as ffi
-
         from ._codec import enter_call
         from ._compat import VAL_SIZE
         from ._keyvalue import RESERVED, hide_bucket_prefixes
 
-        val_at = ffi.wasmtime_component_val_t.from_address
+        # Everything a call needs is looked up here, once per import and instance.
         params = function.params
         count = len(params)
-        lower_ok = function.result.lower_ok
-        lower_err = function.result.lower_err
+        lift_args = _args_lifter(tuple(param.lift_at for param in params), VAL_SIZE)
+        lower_ok = function.result.lower_ok_at
+        lower_err = function.result.lower_err_at
         cap = self.limits.max_call_bytes
         # Only lists (of bytes, pairs, keys) can be large; the other calls skip the measuring.
-        check_request = any(param.wit.startswith("list<") for param in params)
-        check_response = function.result.ok is not None and "list<" in function.result.ok.wit
+        measure_request = _request_measure(function)
+        measure_response = _response_measure(function)
         name = function.name
         resources = function.uses_resources
-        # Positions of the string arguments (keys, prefixes, bounds) that must stay out of the bucket area.
-        guarded = _guarded_positions(function)
+        # The string arguments (keys, prefixes, bounds) that must stay out of the bucket area.
+        reserved = _reserved_check(function, RESERVED)
 
         def serve(_data: Any, _context: Any, _type: Any, args: int, nargs: int, results: int, nresults: int) -> int:
             try:
@@ -550,23 +549,21 @@ class GuestInstance:
                     raise TypeError(f"called with {nargs} arguments and {nresults} results")
                 if resources:
                     enter_call(_context)
-                values = [codec.lift(val_at(args + VAL_SIZE * i)) for i, codec in enumerate(params)]
-                out = val_at(results)
+                values = lift_args(args)
                 try:
-                    for position in guarded:
-                        if _reserved(values[position], RESERVED):
-                            raise _reserved_key(name)
-                    if check_request and _payload_bytes(values) > cap:
-                        raise _too_many_bytes(name, "to", _payload_bytes(values), cap)
+                    if reserved is not None and reserved(values):
+                        raise _reserved_key(name)
+                    if measure_request is not None and measure_request(values) > cap:
+                        raise _too_many_bytes(name, "to", measure_request(values), cap)
                     value = method(*values)
-                    if check_response and _payload_bytes(value) > cap:
-                        raise _too_many_bytes(name, "from", _payload_bytes(value), cap)
+                    if measure_response is not None and measure_response(value) > cap:
+                        raise _too_many_bytes(name, "from", measure_response(value), cap)
                 except StorageError as error:  # the guest's business, never a trap
                     if RESERVED in error.message or "\\U0010ffff" in error.message:
                         error.message = hide_bucket_prefixes(error.message)
-                    lower_err(error, out)
+                    lower_err(error, results)
                 else:
-                    lower_ok(value, out)
+                    lower_ok(value, results)
                 return 0
             except BaseException as exc:  # anything else is a host failure: trap the guest
                 return self._host_failure(function.name, exc)
@@ -785,11 +782,62 @@ def _warn_about_the_transfer_ceiling(storage: Any) -> None:
         )
 
 
-def _guarded_positions(function: Any) -> tuple[int, ...]:
-    """The arguments of *function* to check with :func:`_reserved` (none for wasi:keyvalue, which owns the area)."""
+def _args_lifter(lifts: tuple[Callable[[int], Any], ...], step: int) -> Callable[[int], tuple[Any, ...]]:
+    """A function lifting the arguments at an address with *lifts* (unrolled for the common arities)."""
+    if len(lifts) == 1:
+        (first,) = lifts
+        return lambda args: (first(args),)
+    if len(lifts) == 2:
+        first, second = lifts
+        return lambda args: (first(args), second(args + step))
+    if len(lifts) == 3:
+        first, second, third = lifts
+        return lambda args: (first(args), second(args + step), third(args + 2 * step))
+    return lambda args: tuple(lift(args + step * i) for i, lift in enumerate(lifts))
+
+
+def _request_measure(function: Any) -> Callable[[tuple[Any, ...]], int] | None:
+    """Bytes of keys and values in a call's arguments (``None``: it has no list, so nothing to measure)."""
+    from ._codec import BYTES, STRING
+
+    params = function.params
+    if not any(param.wit.startswith("list<") for param in params):
+        return None
+    # Keys and values as such (e.g. storage-set's, bucket.set's); the other arguments (handles, numbers) hold none.
+    sized = tuple(i for i, param in enumerate(params) if param is STRING or param is BYTES)
+    if all(i in sized or not ("list<" in param.wit or "string" in param.wit) for i, param in enumerate(params)):
+        if len(sized) == 2:
+            first, second = sized
+            return lambda values: len(values[first]) + len(values[second])
+        return lambda values: sum(len(values[i]) for i in sized)
+    return _payload_bytes
+
+
+def _response_measure(function: Any) -> Callable[[Any], int] | None:
+    """Bytes of keys and values in a call's ok result (``None``: it holds no list)."""
+    from ._codec import BYTES, OptionOf
+
+    ok = function.result.ok
+    if ok is None or "list<" not in ok.wit:
+        return None
+    if ok is BYTES or (isinstance(ok, OptionOf) and ok.inner is BYTES):
+        return lambda value: 0 if value is None else len(value)  # e.g. storage-get's value
+    return _payload_bytes
+
+
+def _reserved_check(function: Any, reserved: str) -> Callable[[tuple[Any, ...]], bool] | None:
+    """Whether a call's keys, prefixes or bounds enter the bucket area (``None``: nothing to check).
+
+    wasi:keyvalue and Spin own the area and are not checked.
+    """
+    from ._codec import STRING
+
     if not function.guards_reserved_keys:
-        return ()
-    return tuple(i for i, param in enumerate(function.params) if "string" in param.wit)
+        return None
+    positions = tuple(i for i, param in enumerate(function.params) if "string" in param.wit)
+    if positions == (0,) and function.params[0] is STRING:
+        return lambda values: values[0][:1] == reserved  # a key: most calls
+    return lambda values: any(_reserved(values[position], reserved) for position in positions)
 
 
 def _reserved(value: Any, reserved: str) -> bool:

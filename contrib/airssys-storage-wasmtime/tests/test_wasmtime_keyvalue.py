@@ -9,7 +9,7 @@ from airssys_storage_wasmtime import Guest, Host
 from airssys_storage_wasmtime._interfaces import KEYVALUE_FUNCTIONS, SPIN_FUNCTIONS
 from airssys_storage_wasmtime._keyvalue import RESERVED, bucket_prefix, hide_bucket_prefixes
 from test_wasmtime_cli import core_cli
-from wasmtime_helpers import LIMITS, err, storage_of
+from wasmtime_helpers import FIXTURES, LIMITS, err, storage_of
 
 from airssys_storage import ComponentStorage, StorageManager
 from airssys_storage.backend import key_problem
@@ -149,3 +149,18 @@ def test_messages_to_guests_hide_the_bucket_layout() -> None:
             else "key k of component 'app' is version 2, not version 1: read it again and retry"
         )
     assert RESERVED not in hide_bucket_prefixes(f"keys {bucket_prefix('a')}x and {bucket_prefix('cache')}y")
+
+
+@pytest.mark.parametrize("fixture", ["bench_keyvalue.wat", "bench_spin.wat"])
+def test_the_wat_bench_guests_call_through_a_bucket_handle(fixture: str, host: Host, manager: StorageManager) -> None:
+    """The benchmark's WAT guests (bench_wasm.py): a handle opened once serves many get/set/exists calls."""
+    storage = storage_of(manager, buckets=("default",))
+    with host.instantiate(host.load(FIXTURES / fixture), storage) as instance:
+        assert instance.call("open", "cache") == 1  # not in the manifest: access-denied
+        assert instance.call("open", "default") == 0
+        assert instance.call("bench-set", 5, "k", b"value") == 5
+        assert instance.call("bench-get", 5, "k") == 5
+        assert instance.call("bench-has", 5, "k") == 5
+    # Five sets, the first byte flipped on every other one: the last wrote the value as given.
+    assert storage.get(bucket_prefix("default") + "k") == b"value"
+    assert storage.keys() == [bucket_prefix("default") + "k"]

@@ -1,0 +1,670 @@
+"""The explorer's Starlette application: pages, the JSON API, writes behind a token, the audit trail.
+
+:func:`create_app` builds the application over an operator
+:class:`~airssys_storage.StorageManager` (see
+:func:`airssys_storage.exchange.operator_settings`); the caller owns and
+closes the manager. Routes (all reads work read-only; writes need
+``allow_writes`` and the token):
+
+Pages: ``GET /`` (components: usage against quota, key counts),
+``GET /components/{id}`` (keys: ``prefix``, ``cursor``, ``limit``),
+``GET /components/{id}/keys/{key}`` (a value: text, pretty JSON, hex; ``view``),
+``GET /components/{id}/export`` (download), ``GET /charts`` (metrics over
+time), and the forms ``POST /components/{id}/set|delete|clear|import``
+(token field and CSRF token).
+
+JSON API: ``GET /api/components``, ``GET /api/components/{id}``,
+``GET /api/components/{id}/keys``, ``GET|PUT|DELETE
+/api/components/{id}/keys/{key}`` (PUT takes the raw body; ``?ttl=`` seconds),
+``GET /api/components/{id}/export``, ``POST /api/components/{id}/clear``,
+``POST /api/components/{id}/import`` (raw body; ``?replace=true``),
+``GET /api/metrics``; writes take ``Authorization: Bearer TOKEN``.
+``GET /metrics``: Prometheus exposition when the core's exporter and
+``prometheus_client`` are installed, else 404 with the fix.
+
+Errors are JSON ``{"error": {"code": ..., "message": ...}}`` on the API (an
+error page on pages) with the HTTP status of :data:`HTTP_STATUS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import IO, Any, ClassVar
+from urllib.parse import quote, urlencode
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from ..cli.common import human_bytes
+from ..cli.ops import usage_row
+from ..errors import ConfigurationError, InternalError, ManifestError, StorageError
+from ..exchange import export_component, import_component, operator_storage
+from ..manifest import COMPONENT_ID_PATTERN, validate_component_id
+from ..storage import ComponentStorage, StorageManager
+from .sampler import MetricsSampler, metrics_snapshot
+
+__all__ = ["AUDIT_LOGGER", "HTTP_STATUS", "ComponentNotFound", "ExplorerConfig", "create_app"]
+
+#: The logger of the audit records (one JSON object per message).
+AUDIT_LOGGER = "airssys_storage.audit"
+audit_log = logging.getLogger(AUDIT_LOGGER)
+
+#: StorageError code (and the explorer's own codes) -> HTTP status; any other code is 500.
+HTTP_STATUS = {
+    "key-not-found": 404,
+    "component-not-found": 404,
+    "invalid-key": 400,
+    "invalid-argument": 400,
+    "invalid-export-file": 400,
+    "invalid-manifest": 404,  # a path segment that is no component id: no such component
+    "too-many-keys": 400,
+    "permission-denied": 403,
+    "read-only": 403,
+    "csrf-failed": 403,
+    "unauthorized": 401,
+    "value-too-large": 413,
+    "quota-exceeded": 507,
+}
+
+#: Keys per page by default, and at most (the core's scan limit may be lower).
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+#: Bytes of a value shown on its page (the whole value is in the download and the API).
+SHOWN_BYTES = 64 * 1024
+#: Exports up to this size are spooled in memory, larger ones in a temporary file.
+SPOOL_BYTES = 8 * 1024 * 1024
+CSRF_COOKIE = "airssys_csrf"
+
+
+class ComponentNotFound(StorageError):
+    """No key of the component is in the store and no manifest names it."""
+
+    code: ClassVar[str] = "component-not-found"
+
+
+class _Refused(Exception):
+    """A write refused before it reached the storage: read-only mode, a missing token, a failed CSRF check."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ExplorerConfig:
+    """How the explorer serves one store.
+
+    *quotas*: component id -> byte quota (``None``: unlimited) of the
+    components whose manifests were given, for display; other components'
+    quotas are shown as unknown. The quota that writes obey is the manager's
+    (see :func:`airssys_storage.explorer.store.open_store`).
+    *sample_interval*: seconds between metrics samples; *history*: samples kept.
+    """
+
+    allow_writes: bool = False
+    token: str | None = None
+    quotas: dict[str, int | None] = field(default_factory=dict)
+    store_label: str = ""
+    sample_interval: float = 5.0
+    history: int = 360
+    #: Host names the explorer answers to (the ``Host`` header, without the port); ``None``: any.
+    #: Serving only the bound name keeps a web page from reading the store by DNS rebinding.
+    allowed_hosts: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.allow_writes and not self.token:
+            raise ConfigurationError("allow_writes needs a token: writes are accepted only with it; pass token=...")
+
+
+def _resource_dir(name: str) -> str:
+    return str(files("airssys_storage.explorer").joinpath(name))
+
+
+def create_app(manager: StorageManager, config: ExplorerConfig | None = None) -> Starlette:
+    """The explorer over *manager* (an operator manager the caller closes); see the module docs."""
+    config = config or ExplorerConfig()
+    explorer = _Explorer(manager, config)
+    templates = Jinja2Templates(directory=_resource_dir("templates"))
+    templates.env.filters["quote_key"] = lambda key: quote(key, safe="")
+    templates.env.filters["bytes"] = lambda n: "-" if n is None else human_bytes(n)
+    explorer.templates = templates
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        explorer.sampler.sample()
+        task = asyncio.create_task(explorer.sample_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    routes = [
+        Route("/", explorer.page_components),
+        Route("/charts", explorer.page_charts),
+        Route("/components/{component}", explorer.page_keys),
+        Route("/components/{component}/export", explorer.export),
+        Route("/components/{component}/keys/{key:path}", explorer.page_value),
+        Route("/components/{component}/set", explorer.form_set, methods=["POST"]),
+        Route("/components/{component}/delete", explorer.form_delete, methods=["POST"]),
+        Route("/components/{component}/clear", explorer.form_clear, methods=["POST"]),
+        Route("/components/{component}/import", explorer.form_import, methods=["POST"]),
+        Route("/api/components", explorer.api_components),
+        Route("/api/components/{component}", explorer.api_component),
+        Route("/api/components/{component}/keys", explorer.api_keys),
+        Route("/api/components/{component}/keys/{key:path}", explorer.api_get, methods=["GET"]),
+        Route("/api/components/{component}/keys/{key:path}", explorer.api_put, methods=["PUT"]),
+        Route("/api/components/{component}/keys/{key:path}", explorer.api_delete, methods=["DELETE"]),
+        Route("/api/components/{component}/export", explorer.export),
+        Route("/api/components/{component}/clear", explorer.api_clear, methods=["POST"]),
+        Route("/api/components/{component}/import", explorer.api_import, methods=["POST"]),
+        Route("/api/metrics", explorer.api_metrics),
+        Route("/metrics", explorer.prometheus),
+        Mount("/static", StaticFiles(directory=_resource_dir("static")), name="static"),
+    ]
+    middleware = []
+    if config.allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={StorageError: explorer.on_error, _Refused: explorer.on_error},
+    )
+    app.state.explorer = explorer
+    return app
+
+
+class _Explorer:
+    """The handlers; one per application."""
+
+    templates: Jinja2Templates
+
+    def __init__(self, manager: StorageManager, config: ExplorerConfig) -> None:
+        self.manager = manager
+        self.config = config
+        self.sampler = MetricsSampler(manager, config.history)
+        self._handles: dict[str, ComponentStorage] = {}
+        self._csrf_key = secrets.token_bytes(32)
+        self._prometheus: Callable[[Request], Awaitable[Response]] | None = None
+
+    # -- the store -------------------------------------------------------------
+
+    def storage(self, component: str, *, must_exist: bool = True) -> ComponentStorage:
+        """An operator handle on *component*; :class:`ComponentNotFound` if it holds nothing and is unknown."""
+        try:
+            validate_component_id(component)
+        except ManifestError:
+            raise ComponentNotFound(
+                f"{component!r} is not a component id (a lower-case ASCII letter, then up to 62 of a-z 0-9 _ -): "
+                "see / for the components"
+            ) from None
+        handle = self._handles.get(component)
+        if handle is not None:
+            return handle
+        handle = operator_storage(self.manager, component)
+        if component not in self.config.quotas and handle.usage().keys == 0:
+            if must_exist:
+                raise ComponentNotFound(
+                    f"component {component!r} holds no keys in this store and no --manifest names it: "
+                    "see / for the components"
+                )
+            return handle  # not kept: a stream of made-up ids must not grow the cache
+        self._handles[component] = handle
+        return handle
+
+    def component_ids(self) -> list[str]:
+        try:
+            found = self.manager.backend.namespaces()
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise InternalError(f"cannot list the components: {type(exc).__name__}: {exc}") from exc
+        # A namespace that is no component id was written around the core (`airssys-storage verify`).
+        valid = {name for name in found if COMPONENT_ID_PATTERN.fullmatch(name)}
+        return sorted(valid | set(self.config.quotas))
+
+    def describe(self, component: str) -> dict[str, Any]:
+        return usage_row(component, self.storage(component, must_exist=False).usage(), self.config.quotas)
+
+    def key_page(self, request: Request, component: str) -> dict[str, Any]:
+        storage = self.storage(component)
+        prefix = request.query_params.get("prefix", "")
+        cursor = request.query_params.get("cursor") or None
+        limit = _page_size(request.query_params.get("limit"))
+        items, next_cursor = storage.scan(prefix or None, cursor, limit)
+        return {
+            "component": component,
+            "prefix": prefix,
+            "cursor": cursor,
+            "limit": limit,
+            "next_cursor": next_cursor,
+            "keys": [{"key": key, "bytes": len(value)} for key, value in items],
+        }
+
+    async def sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sample_interval)
+            try:
+                self.sampler.sample()
+            except StorageError as exc:  # the next interval tries again
+                logging.getLogger(__name__).warning("metrics sample failed: %s", exc)
+
+    # -- writes: token, CSRF, audit ------------------------------------------------
+
+    def check_token(self, presented: str | None) -> None:
+        if not self.config.allow_writes:
+            raise _Refused(
+                "read-only",
+                "the explorer is read-only: restart `airssys-storage serve` with --allow-writes --token TOKEN",
+            )
+        token = self.config.token or ""
+        if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
+            raise _Refused(
+                "unauthorized",
+                "writes need the explorer's token: send `Authorization: Bearer TOKEN` (the --token given to "
+                "`airssys-storage serve`), or type it into the form's token field",
+            )
+
+    def who(self, request: Request) -> str:
+        host = request.client.host if request.client else "unknown"
+        return f"explorer token holder from {host}"
+
+    def write(
+        self,
+        request: Request,
+        component: str,
+        operation: str,
+        key: str | None,
+        presented: str | None,
+        action: Callable[[ComponentStorage], Any],
+    ) -> Any:
+        """Run *action* on an operator handle after the token check; log the audit record either way."""
+        record: dict[str, Any] = {
+            "event": "explorer-write",
+            "component": component,
+            "operation": operation,
+            "key": key,
+            "who": self.who(request),
+        }
+        try:
+            self.check_token(presented)
+            result = action(self.storage(component, must_exist=operation not in ("set", "import")))
+        except (StorageError, _Refused) as exc:
+            record.update(outcome="refused", code=exc.code)
+            audit_log.warning(json.dumps(record, ensure_ascii=False))
+            raise
+        record["outcome"] = "ok"
+        audit_log.info(json.dumps(record, ensure_ascii=False))
+        return result
+
+    def csrf_token(self, request: Request) -> str:
+        session = request.cookies.get(CSRF_COOKIE) or ""
+        return hmac.new(self._csrf_key, session.encode(), hashlib.sha256).hexdigest() if session else ""
+
+    async def form(self, request: Request) -> Any:
+        """The posted form after the CSRF check (a cookie-bound token, and the Origin when sent)."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            raise _Refused("csrf-failed", f"a form posted from {origin!r} is refused: use the explorer's own pages")
+        form = await request.form()
+        expected = self.csrf_token(request)
+        given = str(form.get("csrf", ""))
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise _Refused("csrf-failed", "the form's CSRF token is missing or stale: reload the page and resubmit")
+        return form
+
+    # -- pages ---------------------------------------------------------------------
+
+    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        session = request.cookies.get(CSRF_COOKIE)
+        fresh = session is None
+        if session is None:
+            session = secrets.token_urlsafe(32)
+            request.cookies[CSRF_COOKIE] = session  # so csrf_token() below sees it
+        context.update(
+            request=request,
+            store=self.config.store_label,
+            allow_writes=self.config.allow_writes,
+            csrf=self.csrf_token(request),
+            notice=request.query_params.get("notice", ""),
+        )
+        response = self.templates.TemplateResponse(request, template, context, status_code=status)
+        if fresh:
+            response.set_cookie(CSRF_COOKIE, session, httponly=True, samesite="strict")
+        return response
+
+    async def page_components(self, request: Request) -> Response:
+        components = [self.describe(cid) for cid in self.component_ids()]
+        return self.render(request, "components.html", components=components)
+
+    async def page_keys(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        page = self.key_page(request, component)
+        return self.render(request, "keys.html", summary=self.describe(component), **page)
+
+    async def page_value(self, request: Request) -> Response:
+        component, key = request.path_params["component"], request.path_params["key"]
+        entry = self.storage(component).get_entry(key)
+        if entry is None:
+            return self.render(
+                request,
+                "error.html",
+                404,
+                code="key-not-found",
+                message=f"key {key!r} not found in component {component!r}",
+            )
+        views = _views(entry.value)
+        view = request.query_params.get("view") or views["default"]
+        if view not in ("text", "json", "hex") or views.get(view) is None:
+            view = "hex"
+        return self.render(
+            request,
+            "value.html",
+            component=component,
+            key=key,
+            size=len(entry.value),
+            version=entry.version,
+            expires_at=entry.expires_at,
+            ttl=_ttl(self.manager, entry.expires_at),
+            views=views,
+            view=view,
+            truncated=len(entry.value) > SHOWN_BYTES,
+        )
+
+    async def page_charts(self, request: Request) -> Response:
+        component = request.query_params.get("component") or None
+        return self.render(
+            request,
+            "charts.html",
+            component=component,
+            available=self.sampler.available,
+            interval=self.config.sample_interval,
+            components=self.component_ids(),
+        )
+
+    async def export(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        storage = self.storage(component)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # closed by the stream
+        export_component(storage, spool)
+        spool.seek(0)
+        return StreamingResponse(
+            _chunks(spool),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{component}.jsonl"'},
+        )
+
+    # -- forms -------------------------------------------------------------------------
+
+    def _back(self, request: Request, notice: str, path: str | None = None) -> Response:
+        target = path or f"/components/{quote(request.path_params['component'], safe='')}"
+        return RedirectResponse(f"{target}?{urlencode({'notice': notice})}", status_code=303)
+
+    async def form_set(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        form = await self.form(request)
+        key, value = str(form.get("key", "")), str(form.get("value", "")).encode()
+        ttl = _ttl_argument(str(form.get("ttl", "")))
+        version = self.write(
+            request, component, "set", key, str(form.get("token", "")), lambda s: s.set(key, value, ttl=ttl)
+        )
+        path = f"/components/{quote(component, safe='')}/keys/{quote(key, safe='')}"
+        return self._back(request, f"stored {key!r} (version {version})", path)
+
+    async def form_delete(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        form = await self.form(request)
+        key = str(form.get("key", ""))
+        existed = self.write(request, component, "delete", key, str(form.get("token", "")), lambda s: s.delete(key))
+        return self._back(request, f"deleted {key!r}" if existed else f"{key!r} did not exist")
+
+    async def form_clear(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        form = await self.form(request)
+        self.write(request, component, "clear", None, str(form.get("token", "")), lambda s: s.clear())
+        return self._back(request, f"cleared component {component!r}", "/")
+
+    async def form_import(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        form = await self.form(request)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise _Refused("invalid-argument", "choose an export file (JSON Lines, from `airssys-storage export`)")
+        replace = form.get("replace") == "on"
+        result = self.write(
+            request,
+            component,
+            "import",
+            None,
+            str(form.get("token", "")),
+            lambda s: import_component(s, upload.file, replace=replace),
+        )
+        return self._back(request, f"imported {result.records} keys ({result.written} written)")
+
+    # -- API -------------------------------------------------------------------------
+
+    async def api_components(self, request: Request) -> Response:
+        return JSONResponse({"components": [self.describe(cid) for cid in self.component_ids()]})
+
+    async def api_component(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        self.storage(component)
+        return JSONResponse(self.describe(component))
+
+    async def api_keys(self, request: Request) -> Response:
+        return JSONResponse(self.key_page(request, request.path_params["component"]))
+
+    async def api_get(self, request: Request) -> Response:
+        component, key = request.path_params["component"], request.path_params["key"]
+        entry = self.storage(component).get_entry(key)
+        if entry is None:
+            return _error_json("key-not-found", f"key {key!r} not found in component {component!r}")
+        headers = {"X-Version": str(entry.version)}
+        if entry.expires_at is not None:
+            headers["X-Expires-At"] = repr(entry.expires_at)
+            headers["X-TTL-Seconds"] = repr(_ttl(self.manager, entry.expires_at))
+        return Response(entry.value, media_type="application/octet-stream", headers=headers)
+
+    async def api_put(self, request: Request) -> Response:
+        component, key = request.path_params["component"], request.path_params["key"]
+        body = await request.body()
+        ttl = _ttl_argument(request.query_params.get("ttl", ""))
+        version = self.write(request, component, "set", key, _bearer(request), lambda s: s.set(key, body, ttl=ttl))
+        return JSONResponse({"component": component, "key": key, "version": version, "bytes": len(body)})
+
+    async def api_delete(self, request: Request) -> Response:
+        component, key = request.path_params["component"], request.path_params["key"]
+        existed = self.write(request, component, "delete", key, _bearer(request), lambda s: s.delete(key))
+        if not existed:
+            return _error_json("key-not-found", f"key {key!r} not found in component {component!r}")
+        return JSONResponse({"component": component, "key": key, "deleted": True})
+
+    async def api_clear(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        self.write(request, component, "clear", None, _bearer(request), lambda s: s.clear())
+        return JSONResponse({"component": component, "cleared": True})
+
+    async def api_import(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        replace = request.query_params.get("replace", "false").lower() in ("1", "true", "yes")
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # closed below
+        with spool:
+            async for chunk in request.stream():
+                spool.write(chunk)
+            spool.seek(0)
+            result = self.write(
+                request,
+                component,
+                "import",
+                None,
+                _bearer(request),
+                lambda s: import_component(s, spool, replace=replace),
+            )
+        return JSONResponse(
+            {
+                "component": component,
+                "records": result.records,
+                "bytes": result.bytes,
+                "written": result.written,
+                "expired": result.expired,
+            }
+        )
+
+    async def api_metrics(self, request: Request) -> Response:
+        component = request.query_params.get("component") or None
+        return JSONResponse(
+            {"snapshot": metrics_snapshot(self.manager), **self.sampler.history(component)},
+        )
+
+    async def prometheus(self, request: Request) -> Response:
+        if self._prometheus is None:  # built once: an exporter may register its collectors when made
+            self._prometheus = _prometheus_exporter(self.manager)
+        exporter = self._prometheus
+        if exporter is None:
+            return Response(
+                "Prometheus metrics are not available: install `airssys-storage[prometheus]` (prometheus-client) "
+                "with a version of airssys-storage that has airssys_storage.metrics.prometheus_app, then restart "
+                "`airssys-storage serve`; /api/metrics has the JSON snapshot\n",
+                status_code=404,
+                media_type="text/plain",
+            )
+        return await exporter(request)
+
+    # -- errors ----------------------------------------------------------------------
+
+    async def on_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, (StorageError, _Refused))
+        code = exc.code
+        message = exc.message
+        if request.url.path.startswith("/api/"):
+            return _error_json(code, message)
+        return self.render(request, "error.html", HTTP_STATUS.get(code, 500), code=code, message=message)
+
+
+def _error_json(code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=HTTP_STATUS.get(code, 500))
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def _page_size(text: str | None) -> int:
+    if not text:
+        return PAGE_SIZE
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise _Refused("invalid-argument", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}, got {text!r}")
+    return size
+
+
+def _ttl_argument(text: str) -> float | None:
+    """A TTL in seconds from a form field or ``?ttl=`` (empty: none)."""
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise _Refused("invalid-argument", f"ttl must be a number of seconds, got {text!r}") from None
+
+
+def _ttl(manager: StorageManager, expires_at: float | None) -> float | None:
+    """Seconds until *expires_at* (seconds since the epoch) by the store's clock; ``None``: never."""
+    if expires_at is None:
+        return None
+    return round(max(0.0, expires_at - manager.clock() / 1000), 3)
+
+
+def _views(value: bytes) -> dict[str, Any]:
+    """The renderings of *value* (first :data:`SHOWN_BYTES`): text, pretty JSON, hex; and the default."""
+    shown = value[:SHOWN_BYTES]
+    text: str | None
+    try:
+        text = shown.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and not all(ch.isprintable() or ch in "\n\r\t" for ch in text):
+        text = None
+    pretty: str | None = None
+    if text is not None and len(value) <= SHOWN_BYTES:
+        try:
+            pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        except ValueError:
+            pretty = None
+    views: dict[str, Any] = {"text": text, "json": pretty, "hex": _hex_dump(shown)}
+    views["default"] = "json" if pretty is not None else "text" if text is not None else "hex"
+    return views
+
+
+def _hex_dump(data: bytes) -> str:
+    lines = []
+    for offset in range(0, len(data), 16):
+        row = data[offset : offset + 16]
+        ascii_ = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
+        lines.append(f"{offset:08x}  {row.hex(' '):<47}  {ascii_}")
+    return "\n".join(lines)
+
+
+def _chunks(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(64 * 1024):
+            yield chunk
+
+
+def _prometheus_exporter(manager: StorageManager) -> Callable[[Request], Awaitable[Response]] | None:
+    """The core's Prometheus exposition as a handler, or ``None`` without it or without prometheus_client."""
+    try:
+        import prometheus_client  # noqa: F401 - only whether it is installed
+
+        from .. import metrics as core_metrics  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    make: Any = getattr(core_metrics, "prometheus_app", None)
+    if make is None:
+        return None
+    exporter = make(manager) if inspect.signature(make).parameters else make()
+
+    async def handle(request: Request) -> Response:
+        if isinstance(exporter, (bytes, str)):
+            return Response(exporter, media_type="text/plain; version=0.0.4")
+        # An ASGI application (prometheus_client.make_asgi_app): run it and capture its response.
+        start: dict[str, Any] = {}
+        body: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+
+        await exporter(request.scope, request.receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start.get("headers", [])}
+        headers.pop("content-length", None)
+        return Response(b"".join(body), status_code=start.get("status", 200), headers=headers)
+
+    return handle

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import plyvel
+from _harness import Side as RawSide
 
 from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
 
@@ -64,6 +65,31 @@ Run = Callable[[], int]
 Side = tuple[Callable[[], object], Run]
 
 
+def raw_plyvel(db: Any) -> RawSide:
+    """Raw plyvel on *db* (bytes keys): ``get``/``put`` per key, a batch as one WriteBatch, keys() one prefix walk."""
+
+    def get(keys: list[bytes]) -> None:
+        read = db.get
+        for key in keys:
+            read(key)
+
+    def set_(keys: list[bytes], value: bytes) -> None:
+        put = db.put
+        for key in keys:
+            put(key, value)
+
+    def batch(keys: list[bytes], values: list[bytes]) -> None:
+        wb = db.write_batch()
+        for key, value in zip(keys, values, strict=True):
+            wb.put(key, value)
+        wb.write()
+
+    def keys_of(prefix: bytes) -> list[bytes]:
+        return list(db.iterator(prefix=prefix, include_value=False))
+
+    return RawSide(get, set_, batch, keys_of, bytes_keys=True)
+
+
 def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: int) -> dict[str, dict[str, Side]]:
     """Workload name -> side ("raw", "ours", maybe "raw+counter") -> (input toucher, run returning its operations).
 
@@ -85,6 +111,9 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
     ready-made (raw: bytes keys; ours: str keys, and for batches the lists of
     pairs) so that no side builds arguments inside the timed region.
     """
+    raw = raw_plyvel(db)
+    assert raw.batch is not None and raw.keys is not None
+    raw_write_batch, raw_keys_of = raw.batch, raw.keys
     rng = random.Random(7)
     names = [f"key{rng.randrange(keys):07}" for _ in range(ops)]
     raws = [name.encode() for name in names]
@@ -123,9 +152,7 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
         return same_size[turns[side] % 2]
 
     def raw_get() -> int:
-        get = db.get
-        for key in raws:
-            get(key)
+        raw.get(raws)
         return len(raws)
 
     def our_get() -> int:
@@ -135,9 +162,7 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
         return len(names)
 
     def raw_set(keys: list[bytes], value: bytes) -> int:
-        put = db.put
-        for key in keys:
-            put(key, value)
+        raw.set(keys, value)
         return len(keys)
 
     def our_set(keys: list[str], value: bytes) -> int:
@@ -173,11 +198,9 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
 
     def raw_batch() -> int:
         value = next_value("raw")
-        for batch in raw_batches:
-            wb = db.write_batch()
-            for key in batch:
-                wb.put(key, value)
-            wb.write()
+        batch, values = raw_write_batch, [value] * BATCH
+        for keys_ in raw_batches:
+            batch(keys_, values)
         return len(raw_batches)
 
     def our_batch() -> int:
@@ -188,7 +211,7 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
 
     def raw_keys() -> int:
         for _ in range(listings):
-            found = list(db.iterator(prefix=b"list/", include_value=False))
+            found = raw_keys_of(b"list/")
         assert len(found) == LISTED
         return listings
 

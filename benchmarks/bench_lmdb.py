@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
-from _harness import measure, print_table
+from _harness import Side, measure, print_table
 
 from airssys_storage import Access, Manifest, StorageManager, StorageSettings
 
@@ -51,6 +51,40 @@ def open_ours(path: str, sync: bool) -> StorageManager:
 
 def open_raw(path: str, sync: bool) -> Any:
     return lmdb.open(path, map_size=2**30, sync=sync, max_dbs=2)
+
+
+def raw_lmdb(env: Any) -> Side:
+    """Raw py-lmdb on *env* (bytes keys), one transaction per operation: ``get`` a read transaction,
+    ``set`` a write transaction with one put, a batch one write transaction, keys() one cursor walk."""
+    begin = env.begin
+
+    def get(keys: list[bytes]) -> None:
+        for key in keys:
+            with begin() as txn:
+                txn.get(key)
+
+    def set_(keys: list[bytes], value: bytes) -> None:
+        for key in keys:
+            with begin(write=True) as txn:
+                txn.put(key, value)
+
+    def batch(keys: list[bytes], values: list[bytes]) -> None:
+        with begin(write=True) as txn:
+            for key, value in zip(keys, values, strict=True):
+                txn.put(key, value)
+
+    def keys_of(prefix: bytes) -> list[bytes]:
+        found = []
+        with begin() as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    found.append(key)
+        return found
+
+    return Side(get, set_, batch, keys_of, bytes_keys=True)
 
 
 def raw_with_usage(env: Any, keys: list[bytes], value: bytes) -> int:
@@ -91,11 +125,12 @@ def single_process(root: Path, rounds: int, ops: int, sync: bool) -> None:
         turns[name] += 1
         return values[turns[name] % 2]
 
+    raw = raw_lmdb(env)
+    assert raw.batch is not None and raw.keys is not None
+    raw_write_batch, raw_keys_of = raw.batch, raw.keys
+
     def raw_get() -> int:
-        begin = env.begin
-        for key in get_raws:
-            with begin() as txn:
-                txn.get(key)
+        raw.get(get_raws)
         return len(get_raws)
 
     def our_get() -> int:
@@ -105,10 +140,7 @@ def single_process(root: Path, rounds: int, ops: int, sync: bool) -> None:
         return len(get_names)
 
     def raw_set(value: bytes) -> int:
-        begin = env.begin
-        for key in set_raws:
-            with begin(write=True) as txn:
-                txn.put(key, value)
+        raw.set(set_raws, value)
         return len(set_raws)
 
     def our_set(value: bytes) -> int:
@@ -121,11 +153,9 @@ def single_process(root: Path, rounds: int, ops: int, sync: bool) -> None:
     raw_batches = [raws[i : i + BATCH] for i in range(0, KEYS, BATCH)][:20]
 
     def raw_batch() -> int:
-        value = turn("raw batch", sized)
-        for batch in raw_batches:
-            with env.begin(write=True) as txn:
-                for key in batch:
-                    txn.put(key, value)
+        batch, values = raw_write_batch, [turn("raw batch", sized)] * BATCH
+        for keys in raw_batches:
+            batch(keys, values)
         return len(raw_batches)
 
     def our_batch() -> int:
@@ -135,10 +165,7 @@ def single_process(root: Path, rounds: int, ops: int, sync: bool) -> None:
         return len(batches)
 
     def raw_keys() -> int:
-        with env.begin() as txn:
-            found = list(txn.cursor().iternext(values=False))
-        assert len(found) == KEYS + 1  # the main database also names the raw+usage side's database
-
+        assert len(raw_keys_of(b"key")) == KEYS
         return 1
 
     def our_keys() -> int:

@@ -28,9 +28,12 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from _harness import Side
 
 from airssys_storage import Access, Manifest, StorageManager, StorageSettings
 
+#: The server when AIRSSYS_STORAGE_TEST_REDIS_URL is not set: database 13 of the local Redis.
+DEFAULT_URL = "redis://127.0.0.1:6379/13"
 TARGETS = {"get": 0.6, "set": 0.6, "100-key batch": None, "keys() of 1,000": None}
 BATCH = 100
 
@@ -41,7 +44,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=5000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    url = os.environ.get("AIRSSYS_STORAGE_TEST_REDIS_URL") or "redis://127.0.0.1:6379/13"
+    url = os.environ.get("AIRSSYS_STORAGE_TEST_REDIS_URL") or DEFAULT_URL
     tag = secrets.token_hex(3)
     ours_prefix, raw_prefix = f"bench{tag}:", f"benchraw{tag}:"
     client = redis.Redis.from_url(url)
@@ -64,7 +67,34 @@ def main() -> None:
         print(f"{name:<18}{row['raw']:>12,.0f}{row['ours']:>12,.0f}{row['ratio']:>8.2f}{target:>8}")
 
 
+def raw_redis(client: Any) -> Side:
+    """Raw redis-py (bytes keys, prefixed by the caller): a plain ``GET`` / ``SET`` per key, a batch as one
+    ``MSET``, keys() a ``SCAN`` of the prefix (unordered, and not exactly-once under concurrent writes)."""
+
+    def get(keys: list[bytes]) -> None:
+        read = client.get
+        for key in keys:
+            read(key)
+
+    def set_(keys: list[bytes], value: bytes) -> None:
+        put = client.set
+        for key in keys:
+            put(key, value)
+
+    def batch(keys: list[bytes], values: list[bytes]) -> None:
+        client.mset(dict(zip(keys, values, strict=True)))
+
+    def keys_of(prefix: bytes) -> list[bytes]:
+        return list(client.scan_iter(match=prefix + b"*", count=1000))
+
+    return Side(get, set_, batch, keys_of, bytes_keys=True)
+
+
 def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> dict[str, dict[str, Any]]:
+    raw_side = raw_redis(client)
+    assert raw_side.batch is not None and raw_side.keys is not None
+    raw_read, raw_write = raw_side.get, raw_side.set
+    raw_write_batch, raw_keys_of = raw_side.batch, raw_side.keys
     keys = [f"key{i:05}" for i in range(1000)]
     raw_keys = [(raw_prefix + key).encode() for key in keys]
     values = [b"v" * 100, b"w" * 101]
@@ -87,10 +117,7 @@ def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> di
         return len(names)
 
     def raw_set() -> int:
-        data = value("raw")
-        put = client.set
-        for name in raw_names:
-            put(name, data)
+        raw_write(raw_names, value("raw"))
         return len(raw_names)
 
     def ours_get() -> int:
@@ -100,9 +127,7 @@ def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> di
         return len(names)
 
     def raw_get() -> int:
-        get = client.get
-        for name in raw_names:
-            get(name)
+        raw_read(raw_names)
         return len(raw_names)
 
     batches = [keys[i : i + BATCH] for i in range(0, len(keys), BATCH)]
@@ -115,9 +140,9 @@ def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> di
         return len(batches)
 
     def raw_batch() -> int:
-        data = value("raw")
-        for batch in raw_batches:
-            client.mset(dict.fromkeys(batch, data))
+        batch, values = raw_write_batch, [value("raw")] * BATCH
+        for keys_ in raw_batches:
+            batch(keys_, values)
         return len(raw_batches)
 
     def ours_keys() -> int:
@@ -127,7 +152,7 @@ def run(client: Any, storage: Any, raw_prefix: str, rounds: int, ops: int) -> di
 
     def raw_keys_listing() -> int:
         for _ in range(5):
-            list(client.scan_iter(match=raw_prefix + "*", count=1000))
+            raw_keys_of(raw_prefix.encode())
         return 5
 
     work: dict[str, tuple[Callable[[], int], Callable[[], int]]] = {

@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import rocksdict
+from _harness import Side as RawSide
+from _harness import prefix_end
 from rocksdict import WriteBatch
 
 from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
@@ -68,6 +70,35 @@ Run = Callable[[], int]
 Side = tuple[Callable[[], object], Run]
 
 
+def raw_rocksdict(db: Any) -> RawSide:
+    """Raw rocksdict on *db* (bytes keys): ``get``/``put`` per key (one put is one write batch in RocksDB),
+    a batch as one WriteBatch, keys() one bounded iterator walk."""
+
+    def get(keys: list[bytes]) -> None:
+        read = db.get
+        for key in keys:
+            read(key)
+
+    def set_(keys: list[bytes], value: bytes) -> None:
+        put = db.put
+        for key in keys:
+            put(key, value)
+
+    def batch(keys: list[bytes], values: list[bytes]) -> None:
+        wb = WriteBatch(raw_mode=True)
+        for key, value in zip(keys, values, strict=True):
+            wb.put(key, value)
+        db.write(wb)
+
+    def keys_of(prefix: bytes) -> list[bytes]:
+        bounds = rocksdict.ReadOptions()
+        bounds.set_iterate_lower_bound(prefix)
+        bounds.set_iterate_upper_bound(prefix_end(prefix))
+        return list(db.keys(from_key=prefix, read_opt=bounds))
+
+    return RawSide(get, set_, batch, keys_of, bytes_keys=True)
+
+
 def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: int) -> dict[str, dict[str, Side]]:
     """Workload name -> side ("raw", "ours", maybe "raw+counter") -> (input toucher, run returning its operations).
 
@@ -89,6 +120,9 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
     ready-made (raw: bytes keys; ours: str keys, and for batches the lists of
     pairs) so that no side builds arguments inside the timed region.
     """
+    raw = raw_rocksdict(db)
+    assert raw.batch is not None and raw.keys is not None
+    raw_write_batch, raw_keys_of = raw.batch, raw.keys
     rng = random.Random(7)
     names = [f"key{rng.randrange(keys):07}" for _ in range(ops)]
     raws = [name.encode() for name in names]
@@ -127,9 +161,7 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
         return same_size[turns[side] % 2]
 
     def raw_get() -> int:
-        get = db.get
-        for key in raws:
-            get(key)
+        raw.get(raws)
         return len(raws)
 
     def our_get() -> int:
@@ -138,10 +170,8 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
             get(key)
         return len(names)
 
-    def raw_set(keys: list[bytes], value: bytes) -> int:  # one put is one write batch in RocksDB
-        put = db.put
-        for key in keys:
-            put(key, value)
+    def raw_set(keys: list[bytes], value: bytes) -> int:
+        raw.set(keys, value)
         return len(keys)
 
     def our_set(keys: list[str], value: bytes) -> int:
@@ -177,11 +207,9 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
 
     def raw_batch() -> int:
         value = next_value("raw")
-        for batch in raw_batches:
-            wb = WriteBatch(raw_mode=True)
-            for key in batch:
-                wb.put(key, value)
-            db.write(wb)
+        batch, values = raw_write_batch, [value] * BATCH
+        for keys_ in raw_batches:
+            batch(keys_, values)
         return len(raw_batches)
 
     def our_batch() -> int:
@@ -192,10 +220,7 @@ def workloads(db: Any, floor_db: Any, manager: StorageManager, ops: int, keys: i
 
     def raw_keys() -> int:
         for _ in range(listings):
-            bounds = rocksdict.ReadOptions()
-            bounds.set_iterate_lower_bound(b"list/")
-            bounds.set_iterate_upper_bound(b"list0")
-            found = list(db.keys(from_key=b"list/", read_opt=bounds))
+            found = raw_keys_of(b"list/")
         assert len(found) == LISTED
         return listings
 

@@ -48,12 +48,11 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import diskcache
-from _harness import measure, print_table
+from _harness import Side, measure, prefix_end, print_table
 
 from airssys_storage import Access, ComponentStorage, Manifest, StorageBackend, StorageManager, StorageSettings
 from airssys_storage.planner import Write, WriteKind
@@ -104,18 +103,6 @@ class Values:
         return [pool[(run + i) % len(pool)] for i in range(count)]
 
 
-@dataclass
-class Side:
-    """What one contender can do; each workload is built from these."""
-
-    get: Callable[[list[str]], None]  # read every key
-    set: Callable[[list[str], bytes], None]  # one write per key, all of the same value
-    batch: Callable[[list[str], list[bytes]], None] | None = None  # one atomic batch
-    keys: Callable[[str], list[str]] | None = None  # the keys under a prefix, as str
-    increment: Callable[[list[str]], None] | None = None  # add one to every counter
-    has: Callable[[list[str]], None] | None = None  # ask for every key
-
-
 def ours(store: ComponentStorage) -> Side:
     def get(keys: list[str]) -> None:
         read = store.get
@@ -162,8 +149,7 @@ def ours_backend(backend: StorageBackend) -> Side:
 
     def keys_of(prefix: str) -> list[str]:
         start = prefix.encode()
-        end = start[:-1] + bytes([start[-1] + 1])
-        return [k.decode() for k in backend.keys(NS, start, end, 1_000_000)]
+        return [k.decode() for k in backend.keys(NS, start, prefix_end(start), 1_000_000)]
 
     def increment(keys: list[str]) -> None:
         apply = backend.apply
@@ -364,9 +350,13 @@ SQLITE_INCREMENT = (
 )
 
 
-def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", large: bool = False) -> None:
-    manager, store = open_ours(f"sqlite:///{directory}/ours.sqlite3", {})
-    raw = sqlite3.connect(directory / "raw.sqlite3", isolation_level=None)
+def open_raw_sqlite(path: Path) -> tuple[sqlite3.Connection, Side]:
+    """Raw sqlite3 on a new database at *path*, set up like the sql backend (WAL, synchronous=NORMAL, WITHOUT ROWID).
+
+    The side runs one statement per operation in autocommit mode and a batch as one
+    transaction with ``executemany``; no quota, no validation.
+    """
+    raw = sqlite3.connect(path, isolation_level=None)
     raw.execute("PRAGMA journal_mode = WAL")
     raw.execute("PRAGMA synchronous = NORMAL")
     raw.execute(
@@ -375,7 +365,6 @@ def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", lar
     raw.execute("CREATE TABLE counters (ns TEXT NOT NULL, k BLOB NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (ns, k))")
     raw.execute("CREATE TABLE used (ns TEXT PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID")
     raw.execute("INSERT INTO used VALUES (?, 0)", (NS,))
-    cache = diskcache.Cache(str(directory / "diskcache"))
     execute = raw.execute
 
     def raw_get(keys: list[str]) -> None:
@@ -389,13 +378,6 @@ def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", lar
     def raw_set(keys: list[str], value: bytes) -> None:
         for key in keys:
             execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)", (NS, key.encode(), value))
-
-    def raw_set_counted(keys: list[str], value: bytes) -> None:
-        for key in keys:
-            execute("BEGIN")
-            execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)", (NS, key.encode(), value))
-            execute("UPDATE used SET bytes = bytes + ? WHERE ns = ?", (len(value), NS))
-            execute("COMMIT")
 
     def raw_increment(keys: list[str]) -> None:
         for key in keys:
@@ -411,9 +393,26 @@ def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", lar
 
     def raw_keys(prefix: str) -> list[str]:
         start = prefix.encode()
-        end = start[:-1] + bytes([start[-1] + 1])
-        rows = execute("SELECT k FROM kv WHERE ns = ? AND k >= ? AND k < ? ORDER BY k", (NS, start, end)).fetchall()
+        rows = execute(
+            "SELECT k FROM kv WHERE ns = ? AND k >= ? AND k < ? ORDER BY k", (NS, start, prefix_end(start))
+        ).fetchall()
         return [k.decode() for (k,) in rows]
+
+    return raw, Side(raw_get, raw_set, raw_batch, raw_keys, raw_increment, raw_has)
+
+
+def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", large: bool = False) -> None:
+    manager, store = open_ours(f"sqlite:///{directory}/ours.sqlite3", {})
+    cache = diskcache.Cache(str(directory / "diskcache"))
+    raw, raw_side_ = open_raw_sqlite(directory / "raw.sqlite3")
+    execute = raw.execute
+
+    def raw_set_counted(keys: list[str], value: bytes) -> None:
+        for key in keys:
+            execute("BEGIN")
+            execute("INSERT OR REPLACE INTO kv (ns, k, v) VALUES (?, ?, ?)", (NS, key.encode(), value))
+            execute("UPDATE used SET bytes = bytes + ? WHERE ns = ?", (len(value), NS))
+            execute("COMMIT")
 
     def dc_get(keys: list[str]) -> None:
         for key in keys:
@@ -436,8 +435,8 @@ def bench_sqlite(ops: int, rounds: int, directory: Path, level: str = "api", lar
 
     sides = {
         "ours": side_of(store, level),
-        "raw": Side(raw_get, raw_set, raw_batch, raw_keys, raw_increment, raw_has),
-        "raw+counter": Side(raw_get, raw_set_counted),
+        "raw": raw_side_,
+        "raw+counter": Side(raw_side_.get, raw_set_counted),
         "diskcache": Side(dc_get, dc_set, None, dc_keys, dc_increment, dc_has),
     }
     fill_reads(sides["ours"], ops)
@@ -485,9 +484,8 @@ def raw_side(
 
     def keys_of(prefix: str) -> list[str]:
         start = prefix.encode()
-        end = start[:-1] + bytes([start[-1] + 1])
         sql = f"SELECT k FROM {table} WHERE ns = %s AND k >= {marker} AND k < {marker} ORDER BY k"
-        cursor.execute(sql, (NS, start, end))
+        cursor.execute(sql, (NS, start, prefix_end(start)))
         return [k.decode() for (k,) in cursor.fetchall()]
 
     def increment(keys: list[str]) -> None:
@@ -498,9 +496,11 @@ def raw_side(
     return Side(get, set_, batch, keys_of, increment)
 
 
-def bench_postgresql(url: str, ops: int, rounds: int, level: str = "api") -> None:
-    prefix = f"bench{os.getpid()}_"
-    manager, store = open_ours(url, {"table_prefix": prefix})
+def open_raw_postgresql(url: str, prefix: str) -> tuple[psycopg.Connection[Any], Side, Callable[[], None]]:
+    """Raw psycopg 3 (autocommit, binary parameters) on tables of its own named *prefix*``raw_kv``.
+
+    Returns the connection, the side, and what drops the raw tables.
+    """
     raw = connect_postgresql(url)
     table = f"{prefix}raw_kv"
     raw.execute(f'CREATE TABLE {table} (ns TEXT COLLATE "C", k BYTEA, v BYTEA NOT NULL, PRIMARY KEY (ns, k))')
@@ -512,30 +512,49 @@ def bench_postgresql(url: str, ops: int, rounds: int, level: str = "api") -> Non
         f"INSERT INTO {table}_n AS c (ns, k, n) VALUES (%s, %b, 1) "
         "ON CONFLICT (ns, k) DO UPDATE SET n = c.n + 1 RETURNING n"
     )
-    side = raw_side(cursor, table, upsert, "%b", raw.transaction, increment)
+
+    def drop() -> None:
+        raw.execute(f"DROP TABLE IF EXISTS {table}, {table}_n")
+
+    return raw, raw_side(cursor, table, upsert, "%b", raw.transaction, increment), drop
+
+
+def analyze_postgresql(raw: psycopg.Connection[Any], prefix: str) -> None:
+    """ANALYZE the raw and the backend's data tables under *prefix* once they are filled.
+
+    Autovacuum would, a minute later: without statistics the planner scanned our
+    10,000-row table for each batch's read of the old rows.
+    """
+    raw.execute(f"ANALYZE {prefix}raw_kv")
+    raw.execute(f"ANALYZE {prefix}data")
+
+
+def bench_postgresql(url: str, ops: int, rounds: int, level: str = "api") -> None:
+    prefix = f"bench{os.getpid()}_"
+    manager, store = open_ours(url, {"table_prefix": prefix})
+    raw, side, drop = open_raw_postgresql(url, prefix)
 
     try:
         sides = {"ours": side_of(store, level), "raw": side}
         for each in sides.values():
             fill_reads(each, ops)
-        # Both tables analysed (autovacuum would, a minute later): without statistics the planner
-        # scanned our 10,000-row table for each batch's read of the old rows.
-        raw.execute(f"ANALYZE {table}")
-        raw.execute(f"ANALYZE {prefix}data")
+        analyze_postgresql(raw, prefix)
         rows = compare(sides, ops, rounds)
         print_table(f"PostgreSQL: {level} level vs raw psycopg 3 (autocommit), {ops} ops/round", rows, "ours", ["raw"])
         if level == "api":
             bench_cas(store, ops // 3, rounds, "PostgreSQL")
     finally:
         manager.close()
-        raw.execute(f"DROP TABLE IF EXISTS {table}, {table}_n")
+        drop()
         drop_store(raw, prefix)
         raw.close()
 
 
-def bench_mariadb(url: str, ops: int, rounds: int, level: str = "api") -> None:
-    prefix = f"bench{os.getpid()}_"
-    manager, store = open_ours(url, {"table_prefix": prefix})
+def open_raw_mariadb(url: str, prefix: str) -> tuple[pymysql.connections.Connection[Any], Side, Callable[[], None]]:
+    """Raw PyMySQL (autocommit) on InnoDB tables of its own named *prefix*``raw_kv``.
+
+    Returns the connection, the side, and what drops the raw tables and the sql backend's under *prefix*.
+    """
     raw = connect_mariadb(url)
     cursor = raw.cursor()
     table = f"{prefix}raw_kv"
@@ -556,7 +575,18 @@ def bench_mariadb(url: str, ops: int, rounds: int, level: str = "api") -> None:
         yield
         raw.commit()
 
-    side = raw_side(cursor, table, upsert, "%s", transaction, increment)
+    def drop() -> None:
+        cursor.execute(
+            f"DROP TABLE IF EXISTS {table}, {table}_n, {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops"
+        )
+
+    return raw, raw_side(cursor, table, upsert, "%s", transaction, increment), drop
+
+
+def bench_mariadb(url: str, ops: int, rounds: int, level: str = "api") -> None:
+    prefix = f"bench{os.getpid()}_"
+    manager, store = open_ours(url, {"table_prefix": prefix})
+    raw, side, drop = open_raw_mariadb(url, prefix)
 
     try:
         sides = {"ours": side_of(store, level), "raw": side}
@@ -568,9 +598,7 @@ def bench_mariadb(url: str, ops: int, rounds: int, level: str = "api") -> None:
             bench_cas(store, ops // 3, rounds, "MariaDB")
     finally:
         manager.close()
-        cursor.execute(
-            f"DROP TABLE IF EXISTS {table}, {table}_n, {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops"
-        )
+        drop()
         raw.close()
 
 

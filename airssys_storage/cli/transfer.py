@@ -146,12 +146,17 @@ def migrate(
     )
 
 
+#: Schemes whose URL names a file or directory on this machine (two spellings of one path are one store).
+_FILE_SCHEMES = ("sqlite", "leveldb", "rocksdb", "lmdb")
+
+
 def _store_identity(url: str) -> str:
     """*url* with a file store's path resolved, so that two spellings of one file compare equal.
 
     ``sqlite:////a/../a/x.db`` and ``sqlite+pysqlite:////a/x.db`` name one database (an outside
-    trial migrated a store onto itself); server URLs are compared as written. ``rocksdb:///x?mode=read-only``
-    is the store ``rocksdb:///x`` (the mode only says how it is opened).
+    trial migrated a store onto itself); so do ``leveldb:``, ``rocksdb:`` and ``lmdb:`` directory paths
+    (``lmdb:///a/../a/x`` is ``lmdb:///a/x``); server URLs are compared as written.
+    ``rocksdb:///x?mode=read-only`` is the store ``rocksdb:///x`` (the mode only says how it is opened).
     """
     from urllib.parse import urlsplit
 
@@ -160,7 +165,7 @@ def _store_identity(url: str) -> str:
     except ValueError:
         return url
     scheme = parts.scheme.split("+", 1)[0]
-    file_store = scheme in ("sqlite", "leveldb", "rocksdb") and (not parts.query or scheme == "rocksdb")
+    file_store = scheme in _FILE_SCHEMES and (not parts.query or scheme == "rocksdb")
     if file_store and not parts.netloc and parts.path.startswith("/"):
         path = parts.path[1:] if scheme == "sqlite" else parts.path  # sqlite:////abs: the path is after "///"
         if path.startswith("/"):

@@ -73,3 +73,16 @@ def test_migrate_refuses_one_store_spelled_two_ways(cli: Run, tmp_path: Path, sp
     result = cli("migrate", "--from", url, "--to", spelling.format(d=tmp_path), "--prune")
     assert result.exit_code != 0 and "name the same store" in result.stderr, result.stderr
     assert cli("get", "-c", "app", "--url", url, "k").stdout.strip() == "v"
+
+
+@pytest.mark.parametrize("scheme", ["leveldb", "rocksdb", "lmdb"])
+def test_migrate_refuses_one_directory_store_spelled_two_ways(cli: Run, tmp_path: Path, scheme: str) -> None:
+    """`--from lmdb:///d/store --to lmdb:///d/sub/../store` name one store (LMDB was compared as written)."""
+    pytest.importorskip(f"airssys_storage_{scheme}")
+    (tmp_path / "sub").mkdir()
+    url = f"{scheme}://{tmp_path}/store"
+    assert cli("set", "-c", "app", "--url", url, "k", "v").exit_code == 0
+    for spelling in (f"{scheme}://{tmp_path}/sub/../store", f"{scheme}://{tmp_path}//store/"):
+        result = cli("migrate", "--from", url, "--to", spelling, "--prune")
+        assert result.exit_code == 2 and "name the same store" in result.stderr, result.stderr
+    assert cli("get", "-c", "app", "--url", url, "k").stdout.strip() == "v"

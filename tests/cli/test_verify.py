@@ -25,8 +25,8 @@ def error_line(stderr: str) -> str:
     return errors[0]
 
 
-def write_around(store: Store, sql: str, params: tuple[Any, ...], leveldb: Callable[[], tuple[bytes, bytes]]) -> None:
-    """Write behind the backend's back: *sql* ({data}, {usage}: the tables) on SQL, else put ``leveldb()``."""
+def write_around(store: Store, sql: str, params: tuple[Any, ...], kv: Callable[[StorageBackend], None]) -> None:
+    """Write behind the backend's back: *sql* ({data}, {usage}: the tables) on SQL, else ``kv(backend)``."""
     with store.manager() as manager:
         backend: StorageBackend = manager.backend
         if backend.name == "sql":
@@ -34,21 +34,74 @@ def write_around(store: Store, sql: str, params: tuple[Any, ...], leveldb: Calla
             statement = backend._sql(sql.format(data=t.data, usage=t.usage))  # type: ignore[attr-defined]
             backend._run("tamper", backend._execute, statement, params)  # type: ignore[attr-defined]
         else:
-            backend._db.put(*leveldb())  # type: ignore[attr-defined]
+            kv(backend)
+
+
+def sql_only(backend: StorageBackend) -> None:
+    raise AssertionError(f"this write around the backend is SQL only, not for {backend.name}")
+
+
+def put_row(backend: Any, namespace: str, key: bytes, value: bytes) -> None:
+    """Store row *key* = *value* (version 1, no expiry) of *namespace* in a key-value backend's own layout."""
+    if backend.name == "leveldb":
+        from airssys_storage_leveldb.layout import encode_row, namespace_prefix
+
+        backend._db.put(namespace_prefix(namespace) + key, encode_row(1, None, value))
+    elif backend.name == "rocksdb":
+        from airssys_storage_rocksdb.layout import encode_namespace, encode_row
+
+        backend._db.put(encode_namespace(namespace) + key, encode_row(1, None, value))
+    elif backend.name == "lmdb":
+        from airssys_storage_lmdb.layout import ROW
+        from airssys_storage_lmdb.layout import namespace_prefix as lmdb_prefix
+
+        shared = backend._shared
+        with shared.env.begin(write=True) as txn:
+            txn.put(lmdb_prefix(namespace) + key, ROW.pack(1, 0) + value, db=shared.data)
+    else:  # redis: the row (meta:value), its place in the ordered index, and a counter row naming the namespace
+        rows, index, _, counter = backend._names(namespace)[:4]
+        backend._call("tamper", True, b"HSET", rows, key, b"1:" + value)
+        backend._call("tamper", True, b"ZADD", index, 0, key)
+        backend._call("tamper", True, b"HSETNX", counter, b"f", 0)
+
+
+def set_counter(backend: Any, namespace: str, used_bytes: int) -> None:
+    """Overwrite *namespace*'s usage counter (bytes) in a key-value backend, keeping its key count."""
+    keys = backend.usage(namespace).keys
+    if backend.name == "leveldb":
+        from airssys_storage_leveldb.layout import COUNTER, counter_key
+
+        backend._db.put(counter_key(namespace), COUNTER.pack(used_bytes, keys, 0, 0))  # bytes, keys, floor, expiring
+    elif backend.name == "rocksdb":
+        from airssys_storage_rocksdb.layout import COUNTER as ROCKSDB_COUNTER
+
+        backend._counters_cf.put(namespace.encode(), ROCKSDB_COUNTER.pack(used_bytes, keys, 0, 0))
+    elif backend.name == "lmdb":
+        from airssys_storage_lmdb.layout import COUNTER as LMDB_COUNTER
+
+        shared = backend._shared
+        with shared.env.begin(write=True) as txn:
+            txn.put(namespace.encode(), LMDB_COUNTER.pack(used_bytes, keys, 0), db=shared.usage)  # bytes, keys, floor
+    else:  # redis
+        backend._call("tamper", True, b"HSET", backend._names(namespace)[3], b"b", used_bytes)
 
 
 def tamper(store: Store, component: str, used_bytes: int) -> None:
     """Overwrite *component*'s usage counter behind the backend's back (a stray UPDATE, a bad restore)."""
+    write_around(
+        store,
+        "UPDATE {usage} SET used_bytes = ? WHERE ns = ?",
+        (used_bytes, component),
+        lambda backend: set_counter(backend, component, used_bytes),
+    )
 
-    def leveldb() -> tuple[bytes, bytes]:
-        from airssys_storage_leveldb.layout import COUNTER, counter_key
 
-        return counter_key(component), COUNTER.pack(used_bytes, 1, 0, 0)  # bytes, keys, floor, rows with expiry
-
-    write_around(store, "UPDATE {usage} SET used_bytes = ? WHERE ns = ?", (used_bytes, component), leveldb)
+#: The persistent backends whose verify recounts usage and finds undecodable keys (all but memory://).
+KEY_VALUE = ["leveldb", "rocksdb", "lmdb", "redis"]
+ALL = ["sqlite", *KEY_VALUE, "postgresql", "mariadb"]
 
 
-@pytest.mark.parametrize("name", ["sqlite", "leveldb", "postgresql", "mariadb"])
+@pytest.mark.parametrize("name", ALL)
 def test_verify_finds_and_repairs_a_tampered_counter(cli: Run, make_store: MakeStore, name: str) -> None:
     store = make_store(name)
     app = store.component("app")
@@ -92,9 +145,10 @@ def hinted_command(stderr: str) -> list[str]:
     return shlex.split(command[: command.index("`")])[1:]
 
 
-@pytest.mark.parametrize("name", ["sqlite", "postgresql", "mariadb"])
+@pytest.mark.parametrize("name", ["sqlite", "postgresql", "mariadb", "redis"])
 def test_verify_hint_names_the_same_store_with_its_table_prefix(cli: Run, make_store: MakeStore, name: str) -> None:
-    """The issue's input: a store under table_prefix 'p_'; running the repair command verify names fixes *it*."""
+    """The issue's input: a store under table_prefix 'p_' (Redis: its key_prefix); running the repair command
+    verify names fixes *it*."""
     store = make_store(name)
     if not store.backend.shared:
         store = dataclasses.replace(store, options={"table_prefix": "p_"})
@@ -105,8 +159,8 @@ def test_verify_hint_names_the_same_store_with_its_table_prefix(cli: Run, make_s
     found = cli("verify", *store.args())
     assert found.exit_code == 6
     args = hinted_command(found.stderr)
-    prefix = store.options["table_prefix"]
-    assert json.loads(args[args.index("--backend-options") + 1]) == {"table_prefix": prefix}
+    option = store.backend.prefix_option
+    assert json.loads(args[args.index("--backend-options") + 1]) == {option: store.options[option]}
 
     fixed = cli(*args, "--json")
     assert fixed.exit_code == 0, fixed.stderr
@@ -118,22 +172,21 @@ def test_verify_hint_names_the_same_store_with_its_table_prefix(cli: Run, make_s
 
 def store_bad_key(store: Store, component: str, raw: bytes) -> None:
     """Store key *raw* for *component* around the core (the issue's sqlite3 INSERT / LevelDB put)."""
+    write_around(
+        store,
+        "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)",
+        (component, raw, b"v"),
+        lambda backend: put_row(backend, component, raw, b"v"),
+    )
 
-    def leveldb() -> tuple[bytes, bytes]:
-        from airssys_storage_leveldb.layout import encode_row, namespace_prefix
 
-        return namespace_prefix(component) + raw, encode_row(1, None, b"v")
-
-    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", (component, raw, b"v"), leveldb)
-
-
-@pytest.mark.parametrize("name", ["sqlite", "leveldb", "postgresql", "mariadb"])
+@pytest.mark.parametrize("name", ALL)
 def test_verify_finds_and_repair_removes_an_undecodable_key(cli: Run, make_store: MakeStore, name: str) -> None:
-    """The issue's input: key X'FF00' (SQL) / b'\\xff\\xfe' (LevelDB) stored behind the core's back."""
+    """The issue's input: key X'FF00' (SQL) / b'\\xff\\xfe' (key-value engines) stored behind the core's back."""
     store = make_store(name)
     app = store.component("app")
     store.write(app, {"good": b"12"})
-    raw = b"\xff\xfe" if name == "leveldb" else b"\xff\x00"
+    raw = b"\xff\xfe" if name in KEY_VALUE else b"\xff\x00"
     store_bad_key(store, app, raw)
 
     listed = cli("keys", "-c", app, *store.args())
@@ -144,8 +197,9 @@ def test_verify_finds_and_repair_removes_an_undecodable_key(cli: Run, make_store
         and "this is a bug" not in listed.stderr
     )
     assert "airssys-storage verify --repair --url" in listed.stderr
-    if store.options:  # the hint names the same tables
-        assert f'"table_prefix":"{store.options["table_prefix"]}"' in listed.stderr
+    if store.options:  # the hint names the same tables (Redis: the same key prefix)
+        option = store.backend.prefix_option
+        assert f'"{option}":"{store.options[option]}"' in listed.stderr
     exported = cli("export", "-c", app, *store.args())
     assert exported.exit_code == 5 and raw.hex() in exported.stderr
 
@@ -246,9 +300,8 @@ def test_sqlite_rows_stored_as_text_are_damage_that_repair_removes(cli: Run, mak
     TypeError; now verify reports both rows (exit 6) and --repair removes them."""
     store = make_store("sqlite")
     store.write("app", {"good": b"12"})
-    never_called = lambda: (b"", b"")  # noqa: E731 - SQLite only
-    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("app", "textkey", b"\x01"), never_called)
-    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("app", b"k9", "textval"), never_called)
+    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("app", "textkey", b"\x01"), sql_only)
+    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("app", b"k9", "textval"), sql_only)
     found = cli("verify", *store.args())
     assert found.exit_code == 6, found.stderr
     report = json.loads(cli("verify", *store.args(), "--json").stdout)
@@ -260,7 +313,7 @@ def test_sqlite_rows_stored_as_text_are_damage_that_repair_removes(cli: Run, mak
     assert cli("export", "-c", "app", *store.args()).exit_code == 0
 
 
-@pytest.mark.parametrize("name", ["sqlite", "leveldb"])
+@pytest.mark.parametrize("name", ["sqlite", *KEY_VALUE])
 def test_a_namespace_that_is_no_component_id_is_damage_and_stats_leaves_it_out(
     cli: Run, make_store: MakeStore, name: str
 ) -> None:
@@ -269,12 +322,12 @@ def test_a_namespace_that_is_no_component_id_is_damage_and_stats_leaves_it_out(
     store = make_store(name)
     store.write("app", {"good": b"12"})
 
-    def leveldb() -> tuple[bytes, bytes]:
-        from airssys_storage_leveldb.layout import encode_row, namespace_prefix
-
-        return namespace_prefix("Bad NS!") + b"a", encode_row(1, None, b"\x01")
-
-    write_around(store, "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)", ("Bad NS!", b"a", b"\x01"), leveldb)
+    write_around(
+        store,
+        "INSERT INTO {data} (ns, k, v) VALUES (?, ?, ?)",
+        ("Bad NS!", b"a", b"\x01"),
+        lambda backend: put_row(backend, "Bad NS!", b"a", b"\x01"),
+    )
     found = cli("verify", *store.args())
     assert found.exit_code == 6, found.stderr
     assert "'Bad NS!'" in found.stdout + found.stderr and "no valid component id" in found.stdout + found.stderr
@@ -320,7 +373,7 @@ def test_rows_with_a_bad_version_or_expiry_are_damage_that_repair_fixes(
         damage = [("exp = 0", "d"), ("exp = -7", "h"), ("ver = -5", "b"), ("ver = 0", "c"), ("ver = -1", "g")]
         damage.append(("ver = -2, exp = -3", "f"))
     for assignment, key in damage:
-        write_around(store, f"UPDATE {{data}} SET {assignment} WHERE ns = ? AND k = ?", (app, key.encode()), None)  # type: ignore[arg-type]
+        write_around(store, f"UPDATE {{data}} SET {assignment} WHERE ns = ? AND k = ?", (app, key.encode()), sql_only)
 
     found = cli("verify", *store.args())
     assert found.exit_code == 6, found.stderr

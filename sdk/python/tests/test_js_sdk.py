@@ -132,7 +132,7 @@ def todo_js_wasm(
     sdk_js: Path, js_toolchain: Path, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """examples/todo-js built as its README shows."""
-    wit = TODO_JS / "todo.wit"
+    wit = TODO_JS / "wit" / "todo.wit"
     return build_js_guest(TODO_JS, "todo", wit, sdk_js, js_toolchain, pytestconfig, tmp_path_factory)
 
 
@@ -178,7 +178,9 @@ def test_js_guest_python_host_and_python_guest_share_collections(
     assert popped == [f'{{"job": {index}}}' for index in range(1, 7)]
     with host.instantiate(host.load(js_guest_wasm), storage) as js:
         assert js.call("pop-jobs", 100) == [f'{{"job":{index}}}' for index in range(7, 12)] + ['{"job":"from the host"}']
-        size, first, last, floor = json.loads(js.call("read-users"))
+        users_read = js.call("read-users")  # result<string, string>: a tagged variant
+        assert users_read.tag == "ok", users_read.payload
+        size, first, last, floor = json.loads(users_read.payload)
     assert (size, first[0], last[0]) == (12, "user-000", "user-011")
     assert floor == ["user-005", {"n": 5, "name": "changed by the host"}]
     assert len(jobs) == 0 and jobs.pop() is None
@@ -219,3 +221,12 @@ def test_the_todo_js_example(todo_js_wasm: Path, tmp_path: Path) -> None:
     assert todo("list") == "[x] 1 buy milk\n[ ] 2 call Ada\n2 items, last id 2\n"
     python = run([sys.executable, str(TODO_PY), "list"], tmp_path, "todo.py list", env)
     assert python == "[x] 1 buy milk\n[ ] 2 call Ada\n2 items, last id 2\n"
+
+
+def test_the_todo_js_lock_pins_the_tested_toolchain() -> None:
+    """examples/todo-js's package-lock.json pins the tool versions the tests build with (and the SDK by path)."""
+    example = json.loads((TODO_JS / "package-lock.json").read_text())["packages"]
+    tested = json.loads((TOOLCHAIN / "package-lock.json").read_text())["packages"]
+    for name in ("@bytecodealliance/componentize-js", "@bytecodealliance/jco", "rolldown"):
+        assert example[f"node_modules/{name}"]["version"] == tested[f"node_modules/{name}"]["version"], name
+    assert example["node_modules/@airssys/storage-sdk"] == {"resolved": "../../sdk/js", "link": True}

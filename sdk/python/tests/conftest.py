@@ -131,7 +131,9 @@ def needs_wasmtime() -> Any:
     try:
         import airssys_storage_wasmtime
     except ImportError:
-        skip_or_fail("airssys-storage-wasmtime is not installed (pip install -e contrib/airssys-storage-wasmtime[test])")
+        skip_or_fail(
+            "airssys-storage-wasmtime is not installed (pip install -e contrib/airssys-storage-wasmtime[test])"
+        )
     return airssys_storage_wasmtime
 
 
@@ -187,5 +189,3 @@ def host(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) 
     """A host whose compile cache persists between sessions (compiling the 18 MB guest takes ~10 s)."""
     wasmtime = needs_wasmtime()
     return wasmtime.Host(cache_dir=persistent_dir(pytestconfig, "airssys-wasmtime-compiled", tmp_path_factory))
-
-

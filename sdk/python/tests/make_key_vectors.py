@@ -76,9 +76,8 @@ def render() -> str:
         return json.dumps(value, ensure_ascii=False)
 
     rows = ",\n".join(f"  {line(vector)}" for vector in content["vectors"])
-    return (
-        f'{{\n "about": {line(content["about"])},\n "vectors": [\n{rows}\n ],\n "invalid": {line(content["invalid"])}\n}}\n'
-    )
+    about, invalid = line(content["about"]), line(content["invalid"])
+    return f'{{\n "about": {about},\n "vectors": [\n{rows}\n ],\n "invalid": {invalid}\n}}\n'
 
 
 if __name__ == "__main__":

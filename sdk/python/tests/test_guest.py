@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import importlib.resources
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +13,6 @@ from airssys_storage import ComponentStorage, Manifest, StorageManager, StorageS
 from airssys_storage.collections import StorageQueue, StorageSet, StorageTreeMap
 
 LIMITS = {"max_batch_ops": 5, "max_keys_per_query": 10}
-
 
 
 @pytest.fixture(autouse=True)

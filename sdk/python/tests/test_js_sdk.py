@@ -85,7 +85,13 @@ def js_toolchain(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathF
 
 
 def build_js_guest(
-    source: Path, world: str, wit: Path, sdk: Path, toolchain: Path, config: pytest.Config, factory: pytest.TempPathFactory
+    source: Path,
+    world: str,
+    wit: Path,
+    sdk: Path,
+    toolchain: Path,
+    config: pytest.Config,
+    factory: pytest.TempPathFactory,
 ) -> Path:
     """*source*/app.js with the SDK: bundled by rolldown, built by componentize-js; cached by content (~10-60 s)."""
     node, _ = node_tools()
@@ -177,7 +183,8 @@ def test_js_guest_python_host_and_python_guest_share_collections(
         popped = python.call("pop-jobs", 6)
     assert popped == [f'{{"job": {index}}}' for index in range(1, 7)]
     with host.instantiate(host.load(js_guest_wasm), storage) as js:
-        assert js.call("pop-jobs", 100) == [f'{{"job":{index}}}' for index in range(7, 12)] + ['{"job":"from the host"}']
+        rest = js.call("pop-jobs", 100)  # JSON.stringify: no spaces
+        assert rest == [f'{{"job":{index}}}' for index in range(7, 12)] + ['{"job":"from the host"}']
         users_read = js.call("read-users")  # result<string, string>: a tagged variant
         assert users_read.tag == "ok", users_read.payload
         size, first, last, floor = json.loads(users_read.payload)

@@ -193,6 +193,20 @@ def test_js_guest_python_host_and_python_guest_share_collections(
     assert len(jobs) == 0 and jobs.pop() is None
 
 
+def test_the_seeds_storage_class_in_a_guest(js_guest_wasm: Path, host: Any, storage: ComponentStorage) -> None:
+    """`new Storage()` in the JavaScript guest: get/set JSON, delete, has, keys, size, entries; the host agrees."""
+    storage.set("from-host", b'{"written":"by the host"}')
+    with host.instantiate(host.load(js_guest_wasm), storage) as instance:
+        summary = instance.call("seed-storage")
+    assert summary.tag == "ok", summary.payload
+    alice = {"name": "Alice", "age": 30}
+    assert json.loads(summary.payload) == [
+        alice, True, ["user:alice"], {"user:alice": alice}, True, {"written": "by the host"}
+    ]  # fmt: skip
+    assert storage.get("user:alice") == b'{"name":"Alice","age":30}'
+    assert not storage.has("user:bob")
+
+
 def test_the_registry_is_shared_across_languages(js_guest_wasm: Path, host: Any, storage: ComponentStorage) -> None:
     """A prefix the Python host registered is refused to the JavaScript guest when it overlaps, same code."""
     StorageSet(storage, "tags/", page_size=5)
@@ -208,7 +222,9 @@ def test_the_registry_is_shared_across_languages(js_guest_wasm: Path, host: Any,
             assert refused.tag == "err" and refused.payload.startswith(message), refused.payload
 
 
-def test_the_todo_js_example(todo_js_wasm: Path, tmp_path: Path) -> None:
+def test_the_todo_js_example(
+    todo_js_wasm: Path, tmp_path: Path, pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """examples/todo-js through `airssys-storage run`, on SQLite; the Python to-do reads the same list."""
     needs_wasmtime()
     manifest = tmp_path / "component-manifest.toml"
@@ -216,7 +232,8 @@ def test_the_todo_js_example(todo_js_wasm: Path, tmp_path: Path) -> None:
     env = {**os.environ, "AIRSSYS_STORAGE_URL": f"sqlite:///{tmp_path}/todo.sqlite3"}
     env.pop("AIRSSYS_STORAGE_SETTINGS", None)
     cli = Path(sys.executable).parent / "airssys-storage"
-    cache = tmp_path.parent / "compiled"  # shared by the calls of this test: compiled once
+    # The compile cache of the host fixture, kept between sessions: the component is compiled once (10-45 s).
+    cache = persistent_dir(pytestconfig, "airssys-wasmtime-compiled", tmp_path_factory)
 
     def todo(*args: str) -> str:
         command = [str(cli), "run", str(todo_js_wasm), "-m", str(manifest), "--cache-dir", str(cache), "-i", *args]

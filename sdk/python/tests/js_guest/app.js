@@ -5,6 +5,7 @@
 
 import {
   GuestStore,
+  Storage,
   StorageError,
   StorageMap,
   StorageQueue,
@@ -57,6 +58,24 @@ export function readUsers() {
   return guarded(() => {
     const users = new StorageTreeMap(store, "users/", { pageSize: PAGE });
     return JSON.stringify([users.size, users.first(), users.last(), users.floor("user-005x")]);
+  });
+}
+
+export function seedStorage() {
+  return guarded(() => {
+    const storage = new Storage(undefined, PAGE); // over the component's own storage (GuestStore); pages of PAGE keys
+    storage.set("user:alice", { name: "Alice", age: 30 });
+    storage.set("user:bob", { name: "Bob", age: 25 });
+    const deleted = storage.delete("user:bob");
+    const summary = [
+      storage.get("user:alice"),
+      deleted && !storage.has("user:bob"),
+      storage.keys("user:"),
+      Object.fromEntries(storage.entries("user:")),
+      storage.size() > 0,
+      storage.get("from-host"),
+    ];
+    return JSON.stringify(summary);
   });
 }
 

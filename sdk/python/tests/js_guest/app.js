@@ -61,6 +61,16 @@ export function readUsers() {
   });
 }
 
+/** The SDK error a call throws, as "<class> <code>". */
+function refusal(call) {
+  try {
+    call();
+  } catch (error) {
+    return `${error.constructor.name} ${error.code}`;
+  }
+  return "no error";
+}
+
 export function seedStorage() {
   return guarded(() => {
     const storage = new Storage(undefined, PAGE); // over the component's own storage (GuestStore); pages of PAGE keys
@@ -74,6 +84,8 @@ export function seedStorage() {
       Object.fromEntries(storage.entries("user:")),
       storage.size() > 0,
       storage.get("from-host"),
+      refusal(() => storage.set("", 1)), // the host refuses the empty key: jco's thrown variant, translated
+      refusal(() => store.compareAndSwap("user:alice", new Uint8Array(), 999999n)),
     ];
     return JSON.stringify(summary);
   });

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.resources
 import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,3 +118,74 @@ def memory_storage() -> Iterator[ComponentStorage]:
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: long-running (several processes)")
+
+
+# -- the componentize-py guest of the SDK (test_guest.py, test_js_sdk.py) ------------------------------------
+
+GUEST = Path(__file__).parent / "guest"
+SDK = Path(__file__).parent.parent  # sdk/python: the guest bundles airssys_storage_sdk from here
+
+
+def needs_wasmtime() -> Any:
+    """The airssys_storage_wasmtime module; skip (fail under CI) without it."""
+    try:
+        import airssys_storage_wasmtime
+    except ImportError:
+        skip_or_fail(
+            "airssys-storage-wasmtime is not installed (pip install -e contrib/airssys-storage-wasmtime[test])"
+        )
+    return airssys_storage_wasmtime
+
+
+def persistent_dir(config: pytest.Config, name: str, factory: pytest.TempPathFactory) -> Path:
+    """A directory kept between sessions (pytest's cache), or a temporary one without the cache."""
+    cache = getattr(config, "cache", None)
+    return Path(cache.mkdir(name)) if cache is not None else factory.mktemp(name)
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        skip_or_fail(f"{name} is not installed (pip install -e contrib/airssys-storage-wasmtime[test])")
+    return str(found)
+
+
+@pytest.fixture(scope="session")
+def guest_wasm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """guest/app.py with the SDK, built once and cached by content between sessions (~10 s, 18 MB)."""
+    componentize = _tool("componentize-py")
+    wit_files = {
+        item.name: item.read_bytes()
+        for item in importlib.resources.files("airssys_storage").joinpath("wit").iterdir()
+        if item.name.endswith(".wit")
+    }
+    sources = [GUEST / "app.py", GUEST / "guest.wit", *sorted((SDK / "airssys_storage_sdk").glob("*.py"))]
+    digest = hashlib.sha256(importlib.metadata.version("componentize-py").encode())
+    for name, data in sorted(wit_files.items()):
+        digest.update(name.encode() + data)
+    for path in sources:
+        digest.update(path.name.encode() + path.read_bytes())
+    folder = persistent_dir(pytestconfig, "airssys-sdk-guest", tmp_path_factory)
+    target = folder / (digest.hexdigest()[:32] + ".wasm")
+    if target.exists():
+        return target
+    work = tmp_path_factory.mktemp("sdk-guest-build")
+    (work / "wit" / "deps" / "airssys-wasm").mkdir(parents=True)
+    for name, data in wit_files.items():
+        (work / "wit" / "deps" / "airssys-wasm" / name).write_bytes(data)
+    (work / "wit" / "guest.wit").write_bytes((GUEST / "guest.wit").read_bytes())
+    command = [componentize, "-d", "wit", "-w", "sdk-guest", "componentize", "-p", str(GUEST), "-p", str(SDK),
+               "app", "-o", "app.wasm"]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=work)
+    if finished.returncode != 0:
+        pytest.fail(f"componentize-py failed ({finished.returncode}):\n{finished.stdout}\n{finished.stderr}")
+    os.replace(work / "app.wasm", target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def host(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A host whose compile cache persists between sessions (compiling the 18 MB guest takes ~10 s)."""
+    wasmtime = needs_wasmtime()
+    return wasmtime.Host(cache_dir=persistent_dir(pytestconfig, "airssys-wasmtime-compiled", tmp_path_factory))

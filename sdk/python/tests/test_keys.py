@@ -85,3 +85,21 @@ def test_text_no_key_encodes_to_is_invalid_key(text: str) -> None:
     """Decoding foreign text is an InvalidKey, never an IndexError or ValueError."""
     with pytest.raises(InvalidKey, match="not an encoded collection key"):
         decode_key(text)
+
+
+def test_the_shared_key_vectors_are_this_sdks_encoding() -> None:
+    """sdk/key-vectors.json (also checked by sdk/js's node tests) is make_key_vectors.py's output, and holds."""
+    import json
+    from pathlib import Path
+
+    from make_key_vectors import render
+
+    path = Path(__file__).resolve().parents[2] / "key-vectors.json"
+    assert path.read_text(encoding="utf-8") == render(), "regenerate: python sdk/python/tests/make_key_vectors.py"
+    content = json.loads(render())
+    assert len(content["vectors"]) >= 100
+    for text in content["invalid"]:
+        with pytest.raises(InvalidKey):
+            decode_key(text)
+    for vector in content["vectors"]:
+        assert encode_key(decode_key(vector["encoded"])) == vector["encoded"]

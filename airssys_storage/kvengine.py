@@ -1344,7 +1344,9 @@ def local_path_from_url(url: str, scheme: str, parts: Any, path: str) -> str:
     if "\x00" in path:
         raise ConfigurationError(f"{scheme} URL {url!r} holds a NUL character; write {scheme}:///absolute/path")
     if not path.startswith("/") or path.rstrip("/") == "":
-        raise ConfigurationError(f"{scheme} URL {url!r} must name an absolute directory path: {scheme}:///absolute/path")
+        raise ConfigurationError(
+            f"{scheme} URL {url!r} must name an absolute directory path: {scheme}:///absolute/path"
+        )
     # normpath keeps a leading "//" (POSIX leaves its meaning to the system; Linux reads it as "/"):
     # SCHEME:////data/x names /data/x, and messages should say so.
     return "/" + os.path.normpath(path).lstrip("/")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import struct
 
-from airssys_storage import InvalidArgument
+from airssys_storage.rowformat import encode_namespace
 
 __all__ = [
     "COUNTER",
@@ -61,17 +61,10 @@ OP_RESULT = 9
 #: A time in an index key (big-endian, so that keys sort by time).
 TIME = struct.Struct(">Q")
 
-_MAX_NAMESPACE_BYTES = 255
-
 
 def namespace_prefix(namespace: str) -> bytes:
-    """The prefix of *namespace*'s keys in ``data``, ``ops``, ``op-times`` and ``expiry``: ``len(ns) | ns``."""
-    if not isinstance(namespace, str):
-        raise InvalidArgument(f"namespace must be a str, not {type(namespace).__name__}")
-    try:
-        raw = namespace.encode("ascii")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"namespace {namespace!r} is not ASCII") from None
-    if not 0 < len(raw) <= _MAX_NAMESPACE_BYTES:
-        raise InvalidArgument(f"namespace {namespace[:32]!r} must be 1 to {_MAX_NAMESPACE_BYTES} ASCII characters")
-    return bytes([len(raw)]) + raw
+    """The prefix of *namespace*'s keys in ``data``, ``ops``, ``op-times`` and ``expiry``: ``len(ns) | ns``.
+
+    :func:`airssys_storage.rowformat.encode_namespace` (shared with the LevelDB and RocksDB plugins).
+    """
+    return encode_namespace(namespace)

@@ -612,9 +612,10 @@ class OrderedKVBackend(StorageBackend, ForkAware):
         if counter[3]:
             return [key for key, _ in self.items(namespace, start, end, limit)]
         try:  # no row has an expiry: list keys without reading a value
-            return self._engine.keys(space, start, end, limit if counter[1] > limit else None)
+            keys: list[bytes] = self._engine.keys(space, start, end, limit if counter[1] > limit else None)
         except Exception as exc:
             self._fail("read from", exc)
+        return keys
 
     def usage(self, namespace: str) -> Usage:
         space = self._space(namespace)

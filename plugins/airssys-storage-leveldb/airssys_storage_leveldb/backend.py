@@ -368,7 +368,7 @@ def _message(exc: BaseException) -> str:
     return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
-def _error(path: str, action: str, exc: Exception) -> StorageError:
+def _error(path: str, action: str, exc: BaseException) -> StorageError:
     message = _message(exc)
     if isinstance(exc, plyvel.CorruptionError):
         return StoreDamaged(f"the LevelDB database at {path} is corrupted ({message}); {_repair_hint(path)}")

@@ -466,7 +466,7 @@ def _message(exc: BaseException) -> str:
     return str(exc.args[0]) if exc.args else str(exc)
 
 
-def _error(path: str, action: str, exc: Exception) -> StorageError:
+def _error(path: str, action: str, exc: BaseException) -> StorageError:
     message = _message(exc)
     if message.startswith("Corruption"):
         return StoreDamaged(f"the RocksDB database at {path} is corrupted ({message}); {_repair_hint(path)}")

@@ -81,8 +81,10 @@ __all__ = [
     "RecountSnapshot",
     "Space",
     "check_location",
+    "refuse_if_in_use",
     "exclusive_lock",
     "local_path_from_url",
+    "recorded_results",
 ]
 
 #: Counter value: bytes used, number of rows, version floor, rows with an expiry (little-endian u64 each).
@@ -119,6 +121,43 @@ _SHORT_HEADERS = [bytes((1, version)) for version in range(256)]  # never used f
 def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
     """The retention-index entry of *op_id* recorded at *time_ms* (under the namespace's time prefix)."""
     return time_prefix + _TIME.pack(time_ms) + op_id.encode()
+
+
+def recorded_results(
+    get: Callable[[bytes], bytes | None],
+    space: Any,
+    writes: Sequence[Write],
+    horizon: int,
+    stale: dict[str, int],
+    store: str,
+    repair_hint: str,
+) -> dict[str, int]:
+    """The recorded results of the op ids of *writes* in namespace *space* recorded after *horizon* (ms).
+
+    *get* reads a record (``op_prefix | op_id`` -> ``OP_TIME | result``);
+    *space* has ``namespace`` and ``op_prefix``. Records at or before the
+    horizon go to *stale* (op id -> recorded time), so that the commit re-using
+    one drops its old index entry. A record of another size raises
+    :class:`~airssys_storage.StoreDamaged` naming *store* and ending in *repair_hint*.
+    """
+    done: dict[str, int] = {}
+    for write in writes:
+        if write.op_id is None:
+            continue
+        raw = get(space.op_prefix + write.op_id.encode())
+        if raw is None:
+            continue
+        if len(raw) != OP_TIME.size + OP_RESULT:
+            raise StoreDamaged(
+                f"the recorded operation {write.op_id!r} of component {space.namespace!r} in {store} is "
+                f"corrupted ({len(raw)} bytes); {repair_hint}"
+            )
+        (recorded,) = OP_TIME.unpack_from(raw)
+        if recorded > horizon:
+            done[write.op_id] = int.from_bytes(raw[OP_TIME.size :], "little", signed=True)
+        else:
+            stale[write.op_id] = recorded
+    return done
 
 
 class Space:
@@ -700,25 +739,9 @@ class OrderedKVBackend(StorageBackend, ForkAware):
 
     def _done_ops(self, space: Space, writes: Sequence[Write], now: int, stale: dict[str, int]) -> dict[str, int]:
         """The recorded results of the writes' op ids younger than the retention; older ones go to *stale*."""
-        done: dict[str, int] = {}
+        store = f"the {self._product} database at {self.path}"
         horizon = now - self.op_retention_ms
-        for write in writes:
-            if write.op_id is None:
-                continue
-            raw = self._engine.get_op(space.op_prefix + write.op_id.encode())
-            if raw is None:
-                continue
-            if len(raw) != OP_TIME.size + OP_RESULT:
-                raise StoreDamaged(
-                    f"the recorded operation {write.op_id!r} of component {space.namespace!r} in the "
-                    f"{self._product} database at {self.path} is corrupted ({len(raw)} bytes); {self._repair_hint()}"
-                )
-            (recorded,) = OP_TIME.unpack_from(raw)
-            if recorded > horizon:
-                done[write.op_id] = int.from_bytes(raw[OP_TIME.size :], "little", signed=True)
-            else:
-                stale[write.op_id] = recorded
-        return done
+        return recorded_results(self._engine.get_op, space, writes, horizon, stale, store, self._repair_hint())
 
     def _write(
         self,
@@ -1375,6 +1398,20 @@ def exclusive_lock(path: str, product: str, action: str = "repair") -> Iterator[
         yield
     finally:
         os.close(fd)
+
+
+def refuse_if_in_use(path: str, product: str, paths: OpenPaths, in_use: Callable[[str, bool], StorageError]) -> None:
+    """Raise ``in_use(path, this_process)`` when a handle in this or another process holds *path*'s lock file."""
+    if paths.mine(os.path.realpath(path)):
+        # Never probe a lock this process holds: closing the probe's descriptor would drop it.
+        raise in_use(path, True)
+    if not os.path.exists(os.path.join(path, "LOCK")):
+        return  # the engines create their lock file first: no one has this directory open
+    try:
+        with exclusive_lock(path, product, "open"):
+            pass
+    except ConfigurationError:
+        raise in_use(path, False) from None
 
 
 def check_location(

@@ -68,6 +68,7 @@ from airssys_storage.kvengine import (
     check_location,
     exclusive_lock,
     local_path_from_url,
+    refuse_if_in_use,
 )
 from airssys_storage.plugins import backend_scheme
 
@@ -522,18 +523,7 @@ def _in_use(path: str, this_process: bool) -> StorageError:
 
 
 def _refuse_if_in_use(path: str) -> None:
-    """Raise :func:`_in_use` when a handle in this or another process holds *path*'s lock file."""
-    real = os.path.realpath(path)
-    if _PATHS.mine(real):
-        # Never probe a lock this process holds: closing the probe's descriptor would drop it.
-        raise _in_use(path, this_process=True)
-    if not os.path.exists(os.path.join(path, "LOCK")):
-        return  # LevelDB creates its lock file first: no one has this directory open
-    try:
-        with exclusive_lock(path, "LevelDB", "open"):
-            pass
-    except ConfigurationError:
-        raise _in_use(path, this_process=False) from None
+    refuse_if_in_use(path, "LevelDB", _PATHS, _in_use)
 
 
 def _check_schema(db: Any, path: str) -> None:

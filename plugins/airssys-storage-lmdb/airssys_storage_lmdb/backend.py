@@ -45,6 +45,7 @@ multiprocessing's ``spawn`` method, or open the store after forking.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -73,7 +74,7 @@ from airssys_storage import (
 from airssys_storage.backend import BadKey, BadRow, key_problems, operator_command, verify_report
 from airssys_storage.files import make_private_dirs
 from airssys_storage.forking import ForkAware, track
-from airssys_storage.kvengine import Closed, OpenPaths, local_path_from_url
+from airssys_storage.kvengine import Closed, OpenPaths, local_path_from_url, recorded_results
 from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
 from airssys_storage.plugins import backend_scheme
 
@@ -307,11 +308,13 @@ def _check_location(path: str) -> None:
 class _Space:
     """One namespace: its key prefix in the data and index databases, its usage key and listing bound."""
 
-    __slots__ = ("name", "namespace", "prefix", "stop")
+    __slots__ = ("name", "namespace", "op_prefix", "prefix", "stop")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.prefix = namespace_prefix(namespace)
+        #: The prefix of its op records (in ``ops``): the same.
+        self.op_prefix = self.prefix
         #: The key of its usage record.
         self.name = namespace.encode("ascii")
         #: The first key after every key of the namespace (the prefix's last byte is ASCII).
@@ -740,25 +743,10 @@ class LMDBBackend(StorageBackend):
         self, txn: Any, space: _Space, writes: Sequence[Write], now: int, stale: dict[str, int]
     ) -> dict[str, int]:
         """The recorded results of the writes' op ids younger than the retention; older ones go to *stale*."""
-        done: dict[str, int] = {}
+        get = functools.partial(txn.get, db=self._shared.ops)
         horizon = now - self.op_retention_ms
-        for write in writes:
-            if write.op_id is None:
-                continue
-            raw = txn.get(space.prefix + write.op_id.encode(), db=self._shared.ops)
-            if raw is None:
-                continue
-            if len(raw) != OP_TIME.size + OP_RESULT:
-                raise StoreDamaged(
-                    f"the recorded operation {write.op_id!r} of component {space.namespace!r} in the LMDB store "
-                    f"at {self.path} is corrupted ({len(raw)} bytes); {_repair_hint(self.path)}"
-                )
-            (recorded,) = OP_TIME.unpack_from(raw)
-            if recorded > horizon:
-                done[write.op_id] = int.from_bytes(raw[OP_TIME.size :], "little", signed=True)
-            else:
-                stale[write.op_id] = recorded
-        return done
+        store = f"the LMDB store at {self.path}"
+        return recorded_results(get, space, writes, horizon, stale, store, _repair_hint(self.path))
 
     def _write(
         self,

@@ -64,6 +64,7 @@ from airssys_storage.kvengine import (
     check_location,
     exclusive_lock,
     local_path_from_url,
+    refuse_if_in_use,
 )
 from airssys_storage.plugins import backend_scheme
 
@@ -592,17 +593,7 @@ def _in_use(path: str, this_process: bool) -> StorageError:
 
 
 def _refuse_if_in_use(path: str) -> None:
-    """Raise :func:`_in_use` when a handle in this or another process holds *path*'s lock file."""
-    real = os.path.realpath(path)
-    if _PATHS.mine(real):
-        raise _in_use(path, this_process=True)
-    if not os.path.exists(os.path.join(path, "LOCK")):
-        return
-    try:
-        with exclusive_lock(path, "RocksDB", "open"):
-            pass
-    except ConfigurationError:
-        raise _in_use(path, this_process=False) from None
+    refuse_if_in_use(path, "RocksDB", _PATHS, _in_use)
 
 
 def _check_schema(db: Any, path: str, mode: str) -> None:

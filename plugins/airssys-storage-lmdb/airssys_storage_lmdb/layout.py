@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import struct
 
+# Op records are the shared core's (airssys_storage.kvengine), as in the LevelDB and RocksDB plugins.
+from airssys_storage.kvengine import OP_RESULT, OP_TIME
 from airssys_storage.rowformat import encode_namespace
 
 __all__ = [
@@ -54,10 +56,6 @@ ROW = struct.Struct("<QQ")
 NO_EXPIRY = bytes(8)
 #: A usage record: bytes used, rows, version floor (little-endian u64 each).
 COUNTER = struct.Struct("<QQQ")
-#: A recorded operation's time (ms, little-endian u64), followed by :data:`OP_RESULT` bytes of its result.
-OP_TIME = struct.Struct("<Q")
-#: Bytes of a recorded result: signed little-endian, wide enough for a u64 version and an i64 counter.
-OP_RESULT = 9
 #: A time in an index key (big-endian, so that keys sort by time).
 TIME = struct.Struct(">Q")
 

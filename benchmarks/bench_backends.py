@@ -16,7 +16,7 @@ runs back to back (>= 1.0 means at least as fast as the raw client):
 
 The raw sides are the per-backend benchmarks' own (``bench_memory.raw_dictstore``,
 ``bench_sql.open_raw_sqlite`` / ``open_raw_postgresql`` / ``open_raw_mariadb``,
-``bench_leveldb.raw_plyvel``, ``bench_rocksdb.raw_rocksdict``,
+``bench_leveldb.Plyvel``, ``bench_rocksdb.Rocksdict``,
 ``bench_lmdb.raw_lmdb``, ``bench_redis.raw_redis``), with the same engine
 settings: no fsync per commit on the embedded engines (SQLite WAL with
 synchronous=NORMAL, LevelDB and RocksDB without sync, LMDB ``sync=False``),
@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import Side, Workload, format_ratio, measure, median_round_ratio
+from _harness import RawEngine, Side, Workload, format_ratio, measure, median_round_ratio, prefix_end
 
 from airssys_storage import StorageManager
 
@@ -76,6 +76,32 @@ class Engine:
     batches: int  # batches per run
     listings: int  # keys() calls per run
     prepare: list[Callable[[], object]] = field(default_factory=list)  # run once both sides are filled
+
+
+def _raw_kv(engine: RawEngine, db: Any) -> Side:
+    """An ordered key-value engine used directly (bytes keys): get/put per key, a batch as one write batch."""
+    new_batch, write = engine.writer(db)
+
+    def get(keys: list[bytes]) -> None:
+        read = db.get
+        for key in keys:
+            read(key)
+
+    def set_(keys: list[bytes], value: bytes) -> None:
+        put = db.put
+        for key in keys:
+            put(key, value)
+
+    def batch(keys: list[bytes], values: list[bytes]) -> None:
+        wb = new_batch()
+        for key, value in zip(keys, values, strict=True):
+            wb.put(key, value)
+        write(wb)
+
+    def keys_of(prefix: bytes) -> list[bytes]:
+        return engine.list_keys(db, prefix, prefix_end(prefix))
+
+    return Side(get, set_, batch, keys_of, bytes_keys=True)
 
 
 def _ours(manager: StorageManager) -> Side:
@@ -110,22 +136,15 @@ def _open(
         sqlite, raw = open_raw_sqlite(directory / "raw.sqlite3")
         stack.callback(sqlite.close)
         return _ours(manager(f"sqlite:///{directory}/ours.sqlite3")), raw, "sqlite3", ""
-    if name == "leveldb":
-        import plyvel
-        from bench_leveldb import raw_plyvel
+    if name in ("leveldb", "rocksdb"):
+        # The raw engines of bench_leveldb.py / bench_rocksdb.py, opened with the backend's default options.
+        from bench_leveldb import Plyvel
+        from bench_rocksdb import Rocksdict
 
-        db = plyvel.DB(
-            str(directory / "raw-leveldb"), create_if_missing=True, bloom_filter_bits=10, compression="snappy"
-        )
+        engine: RawEngine = Plyvel() if name == "leveldb" else Rocksdict()
+        db = engine.open(str(directory / f"raw-{name}"))
         stack.callback(db.close)
-        return _ours(manager(f"leveldb://{directory}/leveldb")), raw_plyvel(db), "plyvel", ""
-    if name == "rocksdb":
-        import rocksdict
-        from bench_rocksdb import engine_options, raw_rocksdict
-
-        rdb = rocksdict.Rdict(str(directory / "raw-rocksdb"), engine_options())
-        stack.callback(rdb.close)
-        return _ours(manager(f"rocksdb://{directory}/rocksdb")), raw_rocksdict(rdb), "rocksdict", ""
+        return _ours(manager(f"{name}://{directory}/{name}")), _raw_kv(engine, db), engine.name, ""
     if name == "lmdb":
         from bench_lmdb import open_ours, open_raw, raw_lmdb
 

@@ -25,13 +25,15 @@ Needs POSIX (``os.fork``, or ``pass_fds`` with ``fresh_process``).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
@@ -130,9 +132,15 @@ def perform(store: ComponentStorage, index: int, op: Op) -> None:
         store.delete_prefix(next(iter(changes)))
 
 
-def writer(url: str, registry: PluginRegistry, seed: int, start: int, ack_fd: int) -> None:
-    """The child: perform operations from *start* on, acknowledging each after it returned."""
-    manager = StorageManager.from_settings(StorageSettings(url=url), registry=registry)
+def writer(
+    url: str, registry: PluginRegistry, seed: int, start: int, ack_fd: int, options: Mapping[str, Any] | None = None
+) -> None:
+    """The child: perform operations from *start* on, acknowledging each after it returned.
+
+    *options* are the store's ``backend_options``.
+    """
+    settings = StorageSettings(url=url, backend_options=dict(options or {}))
+    manager = StorageManager.from_settings(settings, registry=registry)
     store = manager.component(Manifest(NAMESPACE, Access.ADMIN))
     for index in range(start, start + 100_000):
         perform(store, index, operation(seed, index))
@@ -140,22 +148,29 @@ def writer(url: str, registry: PluginRegistry, seed: int, start: int, ack_fd: in
 
 
 def writer_main(argv: list[str]) -> None:
-    """A writer in a fresh interpreter: ``URL SEED START ACK_FD`` (see :func:`sigkill_loop`'s *fresh_process*)."""
-    url, seed, start, ack_fd = argv
-    writer(url, PluginRegistry.load(), int(seed), int(start), int(ack_fd))
+    """A writer in a fresh interpreter: ``URL SEED START ACK_FD OPTIONS_JSON`` (see :func:`sigkill_loop`)."""
+    url, seed, start, ack_fd, options = argv
+    writer(url, PluginRegistry.load(), int(seed), int(start), int(ack_fd), json.loads(options))
 
 
 _FRESH_WRITER = "import sys; from airssys_storage.testing.crash import writer_main; writer_main(sys.argv[1:])"
 
 
 def run_until_killed(
-    url: str, registry: PluginRegistry, seed: int, start: int, rng: random.Random, fresh_process: bool = False
+    url: str,
+    registry: PluginRegistry,
+    seed: int,
+    start: int,
+    rng: random.Random,
+    fresh_process: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> int:
     """Start a writer (forked, or a fresh interpreter), kill it at a random point; returns its acknowledged count."""
     read_fd, write_fd = os.pipe()
     child: subprocess.Popen[bytes] | None = None
     if fresh_process:
         command = [sys.executable, "-c", _FRESH_WRITER, url, str(seed), str(start), str(write_fd)]
+        command.append(json.dumps(dict(options or {})))
         child = subprocess.Popen(command, pass_fds=(write_fd,))
         pid = child.pid
     else:
@@ -163,7 +178,7 @@ def run_until_killed(
         if pid == 0:  # child
             os.close(read_fd)
             try:
-                writer(url, registry, seed, start, write_fd)
+                writer(url, registry, seed, start, write_fd, options)
             finally:
                 os._exit(0)
     os.close(write_fd)
@@ -192,14 +207,23 @@ def run_until_killed(
 
 
 def sigkill_loop(
-    url: str, open_backend: Callable[[str], StorageBackend], rounds: int = ROUNDS, *, fresh_process: bool = False
+    url: str,
+    open_backend: Callable[[str], StorageBackend],
+    rounds: int = ROUNDS,
+    *,
+    fresh_process: bool = False,
+    options: Mapping[str, Any] | None = None,
+    verify: bool = False,
 ) -> dict[str, int]:
     """Kill a writer on *url* *rounds* times and check the store after each kill (see the module docs).
 
     The writer is forked from this process, or with *fresh_process* started
     in a new interpreter (slower: for engines whose global state a forked
     child cannot use once this process has used the engine, e.g. RocksDB's
-    background thread pool).
+    background thread pool). *options* are the ``backend_options`` of the
+    writer and of the retries (e.g. a small LMDB map, so that kills land in
+    commits that grow it). With *verify*, the backend's ``verify()`` must
+    find the store sound after every kill.
 
     *open_backend* opens the store at *url* for the checks (and must be closed by the caller's
     ``close()``). Fails the test on a lost write, a torn batch or a wrong counter; returns how
@@ -214,7 +238,7 @@ def sigkill_loop(
     outcomes = {"in-flight operation committed": 0, "in-flight operation not committed": 0}
     versions: dict[str, tuple[int, bytes]] = {}  # the last version seen of each key, and its value then
     for round_ in range(rounds):
-        acknowledged = run_until_killed(url, registry, seed, index, rng, fresh_process)
+        acknowledged = run_until_killed(url, registry, seed, index, rng, fresh_process, options)
         for i in range(index, index + acknowledged):
             state = apply(state, operation(seed, i))
         index += acknowledged
@@ -223,6 +247,8 @@ def sigkill_loop(
         try:
             found = {key.decode(): value for key, value in backend.items(NAMESPACE, b"", None, 10**6)}
             usage = backend.usage(NAMESPACE)
+            if verify:
+                assert backend.verify().ok, f"round {round_}: verify finds damage"
             for key in found:
                 entry = backend.get_entry(NAMESPACE, key.encode())
                 assert entry is not None and entry.value == found[key]
@@ -263,7 +289,8 @@ def sigkill_loop(
             state, index = apply(state, operation(seed, index)), index + 1
         else:
             continue
-        with StorageManager.from_settings(StorageSettings(url=url), registry=registry) as manager:
+        settings = StorageSettings(url=url, backend_options=dict(options or {}))
+        with StorageManager.from_settings(settings, registry=registry) as manager:
             store = manager.component(Manifest(NAMESPACE, Access.ADMIN))
             perform(store, retried, operation(seed, retried))
             assert dict(store.scan()[0]) == state, f"round {round_}: the retried increment applied twice"

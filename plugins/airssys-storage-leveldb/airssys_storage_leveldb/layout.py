@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import struct
 
+# The counter and op records are the shared core's (airssys_storage.kvengine).
+from airssys_storage.kvengine import COUNTER, OP_RESULT, OP_TIME, op_time_key
 from airssys_storage.rowformat import EXPIRES, decode_header, encode_row
 from airssys_storage.rowformat import encode_namespace as _encode_namespace
 
@@ -76,16 +78,8 @@ MIGRATING_KEY = META_TAG + b"migrating"
 USAGE_PREFIX = META_TAG + b"u"
 OP_PREFIX = META_TAG + b"o"
 OP_TIME_PREFIX = META_TAG + b"t"
-#: Counter value: bytes used, number of rows, version floor, rows with an expiry (little-endian u64 each).
-COUNTER = struct.Struct("<QQQQ")
 #: Schema 1's counter value: bytes used, number of keys.
 V1_USAGE = struct.Struct("<QQ")
-#: A recorded operation's time (ms, little-endian u64), followed by :data:`OP_RESULT` bytes of its result.
-OP_TIME = struct.Struct("<Q")
-#: Bytes of a recorded result: signed little-endian, wide enough for a u64 version and an i64 counter.
-OP_RESULT = 9
-
-_TIME = struct.Struct(">Q")
 
 
 def namespace_prefix(namespace: str) -> bytes:
@@ -111,8 +105,3 @@ def op_key(namespace: str, op_id: str) -> bytes:
 def op_time_prefix(namespace: str) -> bytes:
     """The prefix of *namespace*'s retention index (records in time order)."""
     return OP_TIME_PREFIX + _encode_namespace(namespace)
-
-
-def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
-    """The retention-index entry of *op_id* recorded at *time_ms* (under :func:`op_time_prefix`)."""
-    return time_prefix + _TIME.pack(time_ms) + op_id.encode()

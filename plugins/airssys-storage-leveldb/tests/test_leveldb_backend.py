@@ -461,13 +461,13 @@ def test_failure_in_the_middle_of_a_batch_writes_nothing(
         before = (store.scan()[0], store.usage())
         backend = manager.backend
         assert isinstance(backend, LevelDBBackend)
-        real = backend._batch
-        backend._batch = _FailingBatch(real, after, error)
+        real = backend._engine._batch
+        backend._engine._batch = _FailingBatch(real, after, error)
         with pytest.raises(StorageError) as info:
             calls[operation](store)
         assert info.value.code == "internal-error"
         assert (store.scan()[0], store.usage()) == before
-        backend._batch = real
+        backend._engine._batch = real
         store.set("z", b"1")  # the reused batch carries nothing of the failed one
         for key in ("a", "c"):  # and the size cache learned nothing from it
             store.set(key, b"12345")
@@ -493,8 +493,8 @@ def test_failed_write_call_changes_nothing(url: str) -> None:
         def no_put(key: bytes, value: bytes) -> None:
             raise plyvel.IOError(b"IO error: No space left on device")
 
-        real, real_put = backend._batch, backend._put
-        backend._batch, backend._put = NoWrite(real, 10**9, MemoryError()), no_put
+        real, real_put = backend._engine._batch, backend._put
+        backend._engine._batch, backend._put = NoWrite(real, 10**9, MemoryError()), no_put
         calls = (
             lambda: store.set("b", b"2"),
             lambda: store.set("a", b"9"),  # same size: the single-record path
@@ -506,7 +506,7 @@ def test_failed_write_call_changes_nothing(url: str) -> None:
             with pytest.raises(InternalError, match=r"cannot write to the LevelDB database at .*No space left"):
                 call()
         assert store.usage() == Usage(2, 1) and store.scan()[0] == [("a", b"1")]
-        backend._batch, backend._put = real, real_put
+        backend._engine._batch, backend._put = real, real_put
 
 
 def test_counter_unchanged_commits(backend: LevelDBBackend) -> None:

@@ -374,11 +374,11 @@ def test_delete_range_is_one_batch(backend: LevelDBBackend, monkeypatch: pytest.
         def write(self) -> None:
             raise plyvel.IOError(b"IO error: disk full")
 
-    real = backend._batch
-    backend._batch = Failing()
+    real = backend._engine._batch
+    backend._engine._batch = Failing()
     with pytest.raises(Exception, match="disk full"):
         backend.delete_range("app", b"", None)
-    backend._batch = real
+    backend._engine._batch = real
     assert dict(backend._db.iterator()) == before and backend.usage("app") == Usage(10 * 3 + 40 * 4, 50)
     assert sum(backend.delete_range("app", b"", None).results) == 50
 

@@ -45,7 +45,7 @@ multiprocessing's ``spawn`` method, or open the store after forking.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 import threading
 import time
@@ -74,6 +74,7 @@ from airssys_storage import (
 from airssys_storage.backend import BadKey, BadRow, key_problems, operator_command, verify_report
 from airssys_storage.files import make_private_dirs
 from airssys_storage.forking import ForkAware, track
+from airssys_storage.kvengine import Closed, OpenPaths, local_path_from_url, recorded_results
 from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
 from airssys_storage.plugins import backend_scheme
 
@@ -114,11 +115,8 @@ _PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = WriteKind  # in definition order
 # The environments open in this process, by real path: the binding refuses to open the same files
 # twice in one process (LMDB's locks belong to the process), so every backend on a path shares one.
 _open: dict[str, _Environment] = {}
-_open_lock = threading.Lock()
-# In a forked child: real paths the parent had open at the fork (the child cannot open them).
-_forked_paths: set[str] = set()
-# Environments inherited by a forked child: never closed nor freed there (see after_fork_in_child).
-_inherited: list[Any] = []
+# The lock of _open, and the paths (and environments) a forked child inherited from its parent.
+_PATHS = OpenPaths()
 
 
 def path_from_url(url: str) -> str:
@@ -129,16 +127,9 @@ def path_from_url(url: str) -> str:
         raise ConfigurationError(f"lmdb URL {url!r} is invalid ({exc}); write lmdb:///absolute/path") from None
     if backend_scheme(url) != "lmdb":
         raise ConfigurationError(f"{url!r} is not a lmdb:// URL")
-    if parts.netloc:
-        raise ConfigurationError(
-            f"lmdb URL {url!r} names a host ({parts.netloc!r}); write lmdb:///absolute/path with three slashes"
-        )
     if parts.query or parts.fragment:
         raise ConfigurationError(f"lmdb URL {url!r} has a query or fragment; put options in backend_options instead")
-    path = unquote(parts.path)
-    if not path.startswith("/") or path.rstrip("/") == "":
-        raise ConfigurationError(f"lmdb URL {url!r} must name an absolute directory path: lmdb:///absolute/path")
-    return "/" + os.path.normpath(path).lstrip("/")
+    return local_path_from_url(url, "lmdb", parts, unquote(parts.path))
 
 
 def require_lmdb() -> None:
@@ -150,24 +141,9 @@ def require_lmdb() -> None:
         )
 
 
-class _Closed:
-    """Stands in for the environment after close(): any use is a clear error, at no cost before."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-
-    def __getattr__(self, name: str) -> Callable[..., NoReturn]:
-        return self._fail
-
-    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
-        raise InternalError(f"the LMDB store at {self._path} is closed")
-
-
-class _Forked(_Closed):
-    """Stands in for the parent's environment in a forked child: any use is a clear error."""
-
-    def _fail(self, *args: object, **kwargs: object) -> NoReturn:
-        raise InternalError(_forked_message(self._path))
+def _closed(path: str) -> Closed:
+    """The stand-in for the environment after close(): any use is a clear error, at no cost before."""
+    return Closed(f"the LMDB store at {path} is closed", path)
 
 
 def _forked_message(path: str) -> str:
@@ -206,20 +182,15 @@ class _Environment(ForkAware):
 
     def after_fork_in_child(self) -> None:
         """Swap the inherited environment for the refusing stand-in (see the module docs)."""
-        global _open_lock
         env = self.env
-        if not isinstance(env, _Closed):
-            # Never close or free it here: closing would abort the parent's transactions, whose
-            # reader slots live in shared memory. One extra reference keeps even shutdown from it.
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(env))
-            _inherited.append(env)
-            _forked_paths.add(self.real)
-        _open_lock = threading.Lock()  # another thread may have held it at fork time
+        # Never close or free it here: closing would abort the parent's transactions, whose
+        # reader slots live in shared memory (the extra reference keeps even shutdown from it).
+        _PATHS.inherit(self.real, () if isinstance(env, Closed) else (env,))
         _open.pop(self.real, None)
         self.lock = threading.Lock()
         self.active = []
         self.resizing = False
-        self.env = _Forked(self.path)
+        self.env = Closed(_forked_message(self.path), self.path)
 
 
 def _open_databases(env: Any, path: str) -> tuple[Any, ...]:
@@ -250,8 +221,8 @@ def _acquire(path: str, options: LMDBOptions) -> _Environment:
     """The environment of *path* in this process, opened on first use (see :data:`_open`)."""
     require_lmdb()
     real = os.path.realpath(path)
-    with _open_lock:
-        if real in _forked_paths:
+    with _PATHS.lock:
+        if real in _PATHS.forked:
             raise InternalError(_forked_message(path))
         shared = _open.get(real)
         if shared is not None:
@@ -303,7 +274,7 @@ def _acquire(path: str, options: LMDBOptions) -> _Environment:
 
 def _release(shared: _Environment) -> None:
     """Drop one backend's hold of *shared*; the last one closes the environment."""
-    with _open_lock:
+    with _PATHS.lock:
         shared.refs -= 1
         if shared.refs > 0:
             return
@@ -311,8 +282,8 @@ def _release(shared: _Environment) -> None:
             del _open[shared.real]
     with shared.lock:
         env = shared.env
-        shared.env = _Closed(shared.path)
-        if not isinstance(env, _Closed):
+        shared.env = _closed(shared.path)
+        if not isinstance(env, Closed):
             env.close()
 
 
@@ -337,11 +308,13 @@ def _check_location(path: str) -> None:
 class _Space:
     """One namespace: its key prefix in the data and index databases, its usage key and listing bound."""
 
-    __slots__ = ("name", "namespace", "prefix", "stop")
+    __slots__ = ("name", "namespace", "op_prefix", "prefix", "stop")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.prefix = namespace_prefix(namespace)
+        #: The prefix of its op records (in ``ops``): the same.
+        self.op_prefix = self.prefix
         #: The key of its usage record.
         self.name = namespace.encode("ascii")
         #: The first key after every key of the namespace (the prefix's last byte is ASCII).
@@ -770,25 +743,10 @@ class LMDBBackend(StorageBackend):
         self, txn: Any, space: _Space, writes: Sequence[Write], now: int, stale: dict[str, int]
     ) -> dict[str, int]:
         """The recorded results of the writes' op ids younger than the retention; older ones go to *stale*."""
-        done: dict[str, int] = {}
+        get = functools.partial(txn.get, db=self._shared.ops)
         horizon = now - self.op_retention_ms
-        for write in writes:
-            if write.op_id is None:
-                continue
-            raw = txn.get(space.prefix + write.op_id.encode(), db=self._shared.ops)
-            if raw is None:
-                continue
-            if len(raw) != OP_TIME.size + OP_RESULT:
-                raise StoreDamaged(
-                    f"the recorded operation {write.op_id!r} of component {space.namespace!r} in the LMDB store "
-                    f"at {self.path} is corrupted ({len(raw)} bytes); {_repair_hint(self.path)}"
-                )
-            (recorded,) = OP_TIME.unpack_from(raw)
-            if recorded > horizon:
-                done[write.op_id] = int.from_bytes(raw[OP_TIME.size :], "little", signed=True)
-            else:
-                stale[write.op_id] = recorded
-        return done
+        store = f"the LMDB store at {self.path}"
+        return recorded_results(get, space, writes, horizon, stale, store, _repair_hint(self.path))
 
     def _write(
         self,
@@ -1161,7 +1119,7 @@ class _ClosedEnvironment:
     """What a closed backend holds instead of its environment: every use is a clear error."""
 
     def __init__(self, path: str) -> None:
-        self.env = _Closed(path)
+        self.env = _closed(path)
         self.active: list[None] = []
         self.resizing = False
         self.lock = threading.Lock()

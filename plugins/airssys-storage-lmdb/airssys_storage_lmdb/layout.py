@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import struct
 
-from airssys_storage import InvalidArgument
+# Op records are the shared core's (airssys_storage.kvengine), as in the LevelDB and RocksDB plugins.
+from airssys_storage.kvengine import OP_RESULT, OP_TIME
+from airssys_storage.rowformat import encode_namespace
 
 __all__ = [
     "COUNTER",
@@ -54,24 +56,13 @@ ROW = struct.Struct("<QQ")
 NO_EXPIRY = bytes(8)
 #: A usage record: bytes used, rows, version floor (little-endian u64 each).
 COUNTER = struct.Struct("<QQQ")
-#: A recorded operation's time (ms, little-endian u64), followed by :data:`OP_RESULT` bytes of its result.
-OP_TIME = struct.Struct("<Q")
-#: Bytes of a recorded result: signed little-endian, wide enough for a u64 version and an i64 counter.
-OP_RESULT = 9
 #: A time in an index key (big-endian, so that keys sort by time).
 TIME = struct.Struct(">Q")
 
-_MAX_NAMESPACE_BYTES = 255
-
 
 def namespace_prefix(namespace: str) -> bytes:
-    """The prefix of *namespace*'s keys in ``data``, ``ops``, ``op-times`` and ``expiry``: ``len(ns) | ns``."""
-    if not isinstance(namespace, str):
-        raise InvalidArgument(f"namespace must be a str, not {type(namespace).__name__}")
-    try:
-        raw = namespace.encode("ascii")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"namespace {namespace!r} is not ASCII") from None
-    if not 0 < len(raw) <= _MAX_NAMESPACE_BYTES:
-        raise InvalidArgument(f"namespace {namespace[:32]!r} must be 1 to {_MAX_NAMESPACE_BYTES} ASCII characters")
-    return bytes([len(raw)]) + raw
+    """The prefix of *namespace*'s keys in ``data``, ``ops``, ``op-times`` and ``expiry``: ``len(ns) | ns``.
+
+    :func:`airssys_storage.rowformat.encode_namespace` (shared with the LevelDB and RocksDB plugins).
+    """
+    return encode_namespace(namespace)

@@ -22,8 +22,8 @@ listing reads no value while it is zero, and a sweep finds nothing at once.
 
 from __future__ import annotations
 
-import struct
-
+# The counter and op records are the shared core's (airssys_storage.kvengine).
+from airssys_storage.kvengine import COUNTER, OP_RESULT, OP_TIME, op_time_key
 from airssys_storage.rowformat import EXPIRES, decode_header, encode_namespace, encode_row
 
 __all__ = [
@@ -53,16 +53,3 @@ COLUMN_FAMILIES = (COUNTERS_CF, OPS_CF, OP_TIMES_CF, META_CF)
 SCHEMA_KEY = b"schema"
 #: The layout written by this version; a newer one is refused.
 SCHEMA_VERSION = 1
-#: Counter value: bytes used, number of rows, version floor, rows with an expiry (little-endian u64 each).
-COUNTER = struct.Struct("<QQQQ")
-#: A recorded operation's time (ms, little-endian u64), followed by :data:`OP_RESULT` bytes of its result.
-OP_TIME = struct.Struct("<Q")
-#: Bytes of a recorded result: signed little-endian, wide enough for a u64 version and an i64 counter.
-OP_RESULT = 9
-
-_TIME = struct.Struct(">Q")
-
-
-def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
-    """The retention-index entry of *op_id* recorded at *time_ms* (under the namespace's prefix)."""
-    return time_prefix + _TIME.pack(time_ms) + op_id.encode()

@@ -92,14 +92,14 @@ def test_options_defaults_and_validation() -> None:
 def test_sync_option_fsyncs_every_commit(url: str) -> None:
     backend = RocksDBBackend.open(url, {"sync": True})
     try:
-        assert backend._write_options.sync is True
+        assert backend._engine.write_options.sync is True
         backend.put_one("app", b"k", b"v", None)
         assert backend.get("app", b"k") == b"v"
     finally:
         backend.close()
     backend = RocksDBBackend.open(url, {})
     try:
-        assert backend._write_options.sync is False
+        assert backend._engine.write_options.sync is False
     finally:
         backend.close()
 
@@ -302,7 +302,7 @@ def test_verify_repairs_a_tampered_expiry_count(manager: StorageManager) -> None
     store.set("k", b"v", ttl=60)
     backend = manager.backend
     assert isinstance(backend, RocksDBBackend)
-    backend._counters_cf.put(b"app", COUNTER.pack(2, 1, 0, 0))
+    backend._engine._counters_cf.put(b"app", COUNTER.pack(2, 1, 0, 0))
     backend._spaces["app"].counter = None
     report = backend.verify()
     assert not report.ok and "rows have an expiry" in report.problems[0]

@@ -18,7 +18,7 @@ def tamper_rocksdb_usage(backend: StorageBackend, namespace: str, used_bytes: in
     """Overwrite the counter record behind the backend's back (and drop its cached copy)."""
     assert isinstance(backend, RocksDBBackend)
     keys = backend.usage(namespace).keys
-    backend._counters_cf.put(namespace.encode(), COUNTER.pack(used_bytes, keys, 0, 0))
+    backend._engine._counters_cf.put(namespace.encode(), COUNTER.pack(used_bytes, keys, 0, 0))
     backend._spaces[namespace].counter = None
 
 

@@ -125,6 +125,12 @@ FIELDS: dict[str, Field] = {
     "max_batch_ops": Field("int", 100, low=1),
     "op_id_retention_seconds": Field("default-only", 600, high=315_360_000),
     "expiry_sweep_interval": Field("default-only", None, optional=True, low=0.01, high=31_536_000),
+    "changes_default": Field("default-only", False),
+    "changes_retain_events": Field("int", 100_000, low=1),
+    "changes_retain_seconds": Field("default-only", 604_800, optional=True, high=315_360_000),
+    "changes_capture_values": Field("default-only", False),
+    "changes_max_value_bytes": Field("int", 4096, low=0),
+    "changes_poll_seconds": Field("default-only", 0.01, low=0.001, high=60),
     "blocked_plugins": Field("str-list", []),
     "plugin_options": Field("dict-of-dicts", {}),
 }

@@ -215,6 +215,9 @@ class Manifest:
     transaction (:mod:`airssys_storage.transaction`): its writes commit
     together when the invocation succeeds and are discarded when it fails.
     It needs access ``read-write`` or ``admin``.
+    ``changes`` (``permissions.storage.changes``) turns the component's
+    change feed on (``True``) or off (``False``); ``None`` (not given) takes
+    the setting ``changes_default``. See :mod:`airssys_storage.changes`.
     """
 
     id: str
@@ -229,6 +232,8 @@ class Manifest:
     buckets: tuple[str, ...] = DEFAULT_BUCKETS
     #: Whether each invocation's writes commit as one transaction (``permissions.storage.transactional``).
     transactional: bool = False
+    #: Whether the component keeps a change feed (``permissions.storage.changes``; ``None``: the settings decide).
+    changes: bool | None = None
 
     def __post_init__(self) -> None:
         validate_component_id(self.id)
@@ -241,6 +246,8 @@ class Manifest:
                 + ", ".join(repr(a.value) for a in Access)
             ) from None
         object.__setattr__(self, "access", access)
+        if self.changes is not None and not isinstance(self.changes, bool):
+            raise ManifestError(f"permissions.storage.changes must be true or false, not {self.changes!r}")
         if not isinstance(self.transactional, bool):
             raise ManifestError(f"permissions.storage.transactional must be true or false, not {self.transactional!r}")
         if self.transactional and access not in (Access.READ_WRITE, Access.ADMIN):
@@ -303,11 +310,11 @@ class Manifest:
             raise ManifestError(
                 'permissions.storage must be a table such as { access = "read-write", max-size = "10MB" }'
             )
-        unknown = set(storage) - {"access", "max-size", "buckets", "transactional"}
+        unknown = set(storage) - {"access", "max-size", "buckets", "transactional", "changes"}
         if unknown:
             raise ManifestError(
-                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size, buckets "
-                "and transactional exist"
+                f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size, buckets, "
+                "transactional and changes exist"
             )
         if "access" not in storage:
             raise ManifestError("permissions.storage.access is missing")
@@ -326,6 +333,7 @@ class Manifest:
             limits=ManifestLimits.from_table(data["limits"]) if "limits" in data else ManifestLimits(),
             buckets=storage.get("buckets", DEFAULT_BUCKETS),
             transactional=storage.get("transactional", False),
+            changes=storage.get("changes"),
         )
 
 

@@ -43,8 +43,8 @@ hooks, :class:`~airssys_storage.Capabilities` the ``change_feed`` flag)
     - Appending: read the namespace's ``last`` seq inside the commit's
       atomic section (already exclusive per namespace), write the records
       as ``last + 1 …``, store the new ``last``, and trim by
-      :meth:`FeedConfig.trim_before` (always a prefix of the log, so the log
-      never has holes) — all before the commit ends; after it, call
+      :meth:`FeedConfig.keep_from` and :meth:`FeedConfig.age_cutoff` (always
+      a prefix of the log, so the log never has holes) — all before the commit ends; after it, call
       :meth:`StorageBackend.notify_changes`.
     - Reading: :meth:`StorageBackend.read_changes` (records with
       ``seq > since``, in order, at most *limit*, plus the oldest retained
@@ -91,7 +91,9 @@ class FeedConfig:
 
     The log keeps at most the newest ``retain_events`` events, and none older
     than ``retain_ms`` milliseconds (``None``: no age limit); whichever is
-    stricter wins (see :meth:`trim_before`). ``capture_values``: ``"set"``
+    stricter wins (:meth:`keep_from`, :meth:`age_cutoff`). Backends trim
+    only prefixes of the log (an event's time is never below its
+    predecessor's), so the retained seqs stay dense. ``capture_values``: ``"set"``
     events carry the new
     value when it is at most ``max_value_bytes`` bytes.
     """
@@ -101,18 +103,13 @@ class FeedConfig:
     capture_values: bool = False
     max_value_bytes: int = 4096
 
-    def trim_before(self, last: int, oldest_young_seq: int | None) -> int:
-        """The lowest seq to keep after a commit whose last seq is *last*; every lower one may go.
+    def keep_from(self, last: int) -> int:
+        """The lowest seq the count limit keeps when *last* is the newest (every lower one may go)."""
+        return last - self.retain_events + 1
 
-        *oldest_young_seq* is the lowest seq whose time is within
-        ``retain_ms`` (``None``: none is; ignored when ``retain_ms`` is
-        ``None``). Trimming always removes a prefix of the log, so the
-        retained seqs stay dense.
-        """
-        keep = last - self.retain_events + 1
-        if self.retain_ms is not None:
-            keep = max(keep, last + 1 if oldest_young_seq is None else oldest_young_seq)
-        return keep
+    def age_cutoff(self, now: int) -> int | None:
+        """Events with a time (ms) below this may go (``None``: no age limit); *now* in ms since the epoch."""
+        return None if self.retain_ms is None else now - self.retain_ms
 
 
 class ChangeRecord(NamedTuple):
@@ -227,16 +224,15 @@ class ChangeLog:
     def append(self, pending: Sequence[Pending], now: int, feed: FeedConfig) -> None:
         """Number *pending* ``last + 1 …``, append them, and trim as *feed* says."""
         records, seq = self.records, self.last
+        if records and records[-1].at > now:  # never below the previous event's time: age trims a prefix
+            now = records[-1].at
         for key, op, version, value, end in pending:
             seq += 1
             records.append(ChangeRecord(seq, key, op, version, now, value, end))
         self.last = seq
-        young = None
-        if feed.retain_ms is not None:
-            cutoff = now - feed.retain_ms
-            young = next((record.seq for record in records if record.at >= cutoff), None)
-        keep = feed.trim_before(seq, young)
-        while records and records[0].seq < keep:
+        keep = feed.keep_from(seq)
+        cutoff = feed.age_cutoff(now)
+        while records and (records[0].seq < keep or (cutoff is not None and records[0].at < cutoff)):
             records.popleft()
 
     def read(self, since: int, limit: int) -> ChangeBatch:

@@ -29,7 +29,7 @@ class EngineDialect(abc.ABC):
     #: Engine family: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
     engine: ClassVar[str]
     #: What the backend promises on this engine (see :class:`airssys_storage.Capabilities`).
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multi_process=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multi_process=True, change_feed=True)
     #: The driver's positional parameter marker; statements shared by the engines are written with ``?``.
     placeholder: ClassVar[str] = "%s"
     #: How the engine's ``INSERT`` of a usage row leaves an existing row alone.

@@ -475,3 +475,53 @@ class PostgreSQLDialect(ServerDialect):
                     USING ERRCODE = '{_QUOTA}', DETAIL = v_used::text || ' ' || p_delta::text;
             END
             $fn$"""
+
+
+class ChangeListener:
+    """The change feed's push channel on PostgreSQL: ``LISTEN`` on one connection, in a daemon thread.
+
+    Each ``NOTIFY`` (sent by a commit that appended events, with the
+    namespace as payload, delivered when it commits) wakes this process's
+    watchers (:meth:`StorageBackend.notify_changes`); they then pull, so a
+    lost notification delays a watcher by at most the backend's poll
+    interval (raised to :data:`SAFETY_POLL_SECONDS` while listening), never
+    loses an event. A dropped connection is reopened after a second.
+    """
+
+    #: The poll interval while notifications arrive, in seconds (a safety net for a lost connection).
+    SAFETY_POLL_SECONDS = 1.0
+
+    def __init__(self, backend: SQLBackend, url: Any, channel: str) -> None:
+        import threading
+
+        self._backend = backend
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._channel = channel
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="airssys-storage change listener", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        backend = self._backend
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    backend.change_poll_seconds = max(backend.change_poll_seconds or 0, self.SAFETY_POLL_SECONDS)
+                    self._ready.set()
+                    while not self._stopped.is_set():
+                        for notice in conn.notifies(timeout=0.5):
+                            backend.notify_changes(notice.payload)
+            except Exception:  # the watchers fall back to polling; try again in a second
+                backend.change_poll_seconds = min(backend.change_poll_seconds or 0.01, 0.01)
+                self._ready.set()
+                self._stopped.wait(1.0)
+
+    def stop(self) -> None:
+        """Stop listening (the thread ends within half a second)."""
+        self._stopped.set()

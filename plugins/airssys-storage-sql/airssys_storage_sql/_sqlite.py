@@ -522,5 +522,5 @@ class PlainSQLiteEngine:
 class SQLiteMemoryDialect(SQLiteDialect):
     """``sqlite://`` / ``sqlite:///:memory:``: one private in-memory database, gone on close."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(change_feed=True)
     shared_connection = True

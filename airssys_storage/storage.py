@@ -974,11 +974,12 @@ class ComponentStorage:
     # -- change feed (airssys_storage.changes) -----------------------------------
 
     def changes(
-        self, since: int = 0, prefix: str | None = None, limit: int = DEFAULT_SCAN_LIMIT
+        self, since: int = 0, prefix: str | None = None, limit: int | None = None
     ) -> tuple[list[ChangeEvent], int]:
         """The component's changes after seq *since*, in commit order, and the cursor to pass next.
 
-        Returns ``(events, next_since)``: at most *limit* events with ``seq >
+        Returns ``(events, next_since)``: at most *limit* (default 1000, or
+        ``max_keys_per_query`` if lower) events with ``seq >
         since`` (those concerning keys starting with *prefix*, see
         :func:`~airssys_storage.changes.record_matches`), and the seq to
         resume from (the last seq looked at, so a prefix reader moves on
@@ -998,7 +999,7 @@ class ComponentStorage:
         self._check_feed()
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
             raise InvalidArgument(f"since must be a seq (an int >= 0), got {since!r}")
-        limit = self._limit(limit)
+        limit = min(DEFAULT_SCAN_LIMIT, self._max_query) if limit is None else self._limit(limit)
         start, end = self._prefix_range(prefix)
         batch = self._call(self._backend.read_changes, since, limit)
         if since > batch.last:

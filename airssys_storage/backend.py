@@ -752,7 +752,9 @@ class StorageBackend(abc.ABC):
         class's versions, which commit through :meth:`apply`: a backend then
         appends events in :meth:`apply`, :meth:`delete_range` and :meth:`clear`
         only, and a store where no component enabled the feed runs its hot
-        paths untouched. Backends that need storage for the log (tables)
+        paths untouched. A backend with a faster logged variant of one of
+        them defines it as ``<name>_logged`` (e.g. ``put_one_logged``, same
+        arguments and result), which is then routed to instead. Backends that need storage for the log (tables)
         extend this to create it. Without ``capabilities.change_feed`` it
         raises :class:`~airssys_storage.ConfigurationError`.
         """
@@ -770,7 +772,7 @@ class StorageBackend(abc.ABC):
             feeds = self.feeds
             for name in ("put_one", "compare_and_swap_one", "increment_one", "delete_one"):
                 fast = getattr(self, name)
-                general = getattr(StorageBackend, name).__get__(self)
+                general = getattr(self, f"{name}_logged", None) or getattr(StorageBackend, name).__get__(self)
                 setattr(self, name, _routed(feeds, fast, general))
         feeds = self.feeds
         assert isinstance(feeds, dict)

@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from .planner import Plan
 
+_new = tuple.__new__  # skips NamedTuple.__new__'s argument handling, as the planner does
+
 __all__ = [
     "CHANGE_OPS",
     "ChangeBatch",
@@ -78,6 +80,10 @@ __all__ = [
     "replay",
 ]
 
+#: How many events past ``retain_events`` (at most) the log may hold before a commit trims it; also how
+#: often (in seqs) backends trim by age.
+TRIM_STEP = 64
+
 #: Every ``op`` an event can have.
 CHANGE_OPS = frozenset({"set", "delete", "expire", "clear", "delete-range"})
 
@@ -89,9 +95,10 @@ Pending = tuple[bytes, str, int, "bytes | None", "bytes | None"]
 class FeedConfig:
     """How a namespace's change log is kept (from the settings ``changes_*``).
 
-    The log keeps at most the newest ``retain_events`` events, and none older
-    than ``retain_ms`` milliseconds (``None``: no age limit); whichever is
-    stricter wins (:meth:`keep_from`, :meth:`age_cutoff`). Backends trim
+    The log keeps the newest ``retain_events`` events (holding up to
+    :data:`TRIM_STEP` more between trims), and none older than ``retain_ms``
+    milliseconds (``None``: no age limit; checked every :data:`TRIM_STEP`
+    seqs); whichever is stricter wins (:meth:`keep_from`, :meth:`age_cutoff`). Backends trim
     only prefixes of the log (an event's time is never below its
     predecessor's), so the retained seqs stay dense. ``capture_values``: ``"set"``
     events carry the new
@@ -103,9 +110,17 @@ class FeedConfig:
     capture_values: bool = False
     max_value_bytes: int = 4096
 
-    def keep_from(self, last: int) -> int:
-        """The lowest seq the count limit keeps when *last* is the newest (every lower one may go)."""
-        return last - self.retain_events + 1
+    def keep_from(self, oldest: int, last: int) -> int:
+        """The lowest seq to keep of a log holding *oldest* .. *last* (every lower one may go).
+
+        The count limit trims in steps: once the log holds more than
+        ``retain_events`` plus a slack of ``min(TRIM_STEP, retain_events)``
+        events, it goes back to the newest ``retain_events`` (so a commit
+        trims once per step, not every time); until then *oldest* stays.
+        """
+        if last - oldest + 1 > self.retain_events + min(TRIM_STEP, self.retain_events):
+            return last - self.retain_events + 1
+        return oldest
 
     def age_cutoff(self, now: int) -> int | None:
         """Events with a time (ms) below this may go (``None``: no age limit); *now* in ms since the epoch."""
@@ -161,9 +176,14 @@ def plan_records(plan: Plan, feed: FeedConfig) -> list[Pending]:
     events = plan.events
     if not events:
         return []
+    cap = feed.max_value_bytes if feed.capture_values else -1
+    if type(events) is not list:  # a PUT-only plan (its events are made when read): one "set" per put
+        return [
+            (key, "set", version, value if value is not None and len(value) <= cap else None, None)
+            for key, value, version, _ in plan.puts
+        ]
     values: dict[bytes, bytes | None] = {}
-    if feed.capture_values:
-        cap = feed.max_value_bytes
+    if cap >= 0:
         values = {put[0]: put[1] for put in plan.puts if put[1] is not None and len(put[1]) <= cap}
     return [(key, op, version, values.get(key) if op == "set" else None, None) for key, op, version in events]
 
@@ -228,10 +248,10 @@ class ChangeLog:
             now = records[-1].at
         for key, op, version, value, end in pending:
             seq += 1
-            records.append(ChangeRecord(seq, key, op, version, now, value, end))
+            records.append(_new(ChangeRecord, (seq, key, op, version, now, value, end)))
+        keep = feed.keep_from(records[0].seq if records else seq + 1, seq)
+        cutoff = feed.age_cutoff(now) if seq // TRIM_STEP != self.last // TRIM_STEP else None
         self.last = seq
-        keep = feed.keep_from(seq)
-        cutoff = feed.age_cutoff(now)
         while records and (records[0].seq < keep or (cutoff is not None and records[0].at < cutoff)):
             records.popleft()
 
@@ -260,17 +280,26 @@ class ChangeSignal:
     def __init__(self) -> None:
         self._condition = threading.Condition(threading.Lock())
         self.generation = 0
+        #: Threads waiting now: a commit with none to wake skips the lock.
+        self.waiters = 0
 
     def notify(self) -> None:
-        with self._condition:
-            self.generation += 1
-            self._condition.notify_all()
+        # The generation moves first; a waiter counts itself before it checks the generation:
+        # so either it sees the move, or this sees it waiting (and takes the lock to wake it).
+        self.generation += 1
+        if self.waiters:
+            with self._condition:
+                self._condition.notify_all()
 
     def wait(self, generation: int, timeout: float) -> None:
         """Wait up to *timeout* seconds unless the generation moved past *generation*."""
         with self._condition:
-            if self.generation == generation:
-                self._condition.wait(timeout)
+            self.waiters += 1
+            try:
+                if self.generation == generation:
+                    self._condition.wait(timeout)
+            finally:
+                self.waiters -= 1
 
 
 def monotonic() -> float:

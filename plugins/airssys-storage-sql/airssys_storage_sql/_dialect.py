@@ -158,6 +158,13 @@ class EngineDialect(abc.ABC):
         """The single-key set; by default one commit through the planner."""
         return StorageBackend.put_one(self.backend, namespace, key, value, limit)
 
+    def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        """The single-key set of a namespace with the change feed on; by default one commit through the planner.
+
+        (``SQLBackend.apply`` appends the events of a namespace with the feed on, and wakes its watchers.)
+        """
+        return StorageBackend.put_one(self.backend, namespace, key, value, limit)
+
     def delete_one(self, namespace: str, key: bytes) -> bool:
         """The single-key delete; by default one commit through the planner."""
         return StorageBackend.delete_one(self.backend, namespace, key)

@@ -23,13 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airssys_storage.changes import ChangeBatch, ChangeRecord, FeedConfig, Pending
+from airssys_storage.changes import TRIM_STEP, ChangeBatch, ChangeRecord, FeedConfig, Pending
 
 if TYPE_CHECKING:
     from .backend import SQLBackend
-
-#: How often (in seqs) a commit also trims by age.
-AGE_TRIM_EVERY = 64
 
 _COLUMNS = {
     # engine: (namespace, key, value, table suffix)
@@ -61,6 +58,16 @@ class SQLChangeLog:
         self.head = q(f"SELECT last, oldest, last_at FROM {feed} WHERE ns = ?")
         self.insert_head = q(f"INSERT INTO {feed} (last, oldest, last_at, ns) VALUES (?, ?, ?, ?)")
         self.update_head = q(f"UPDATE {feed} SET last = ?, oldest = ?, last_at = ? WHERE ns = ?")
+        self.set_oldest = q(f"UPDATE {feed} SET oldest = ? WHERE ns = ?")
+        #: Moves the head by n and returns it (engines with UPDATE … RETURNING: SQLite, PostgreSQL).
+        self.advance = (
+            None
+            if backend.engine == "mariadb"
+            else q(
+                f"UPDATE {feed} SET last = last + ?, last_at = CASE WHEN last_at > ? THEN last_at ELSE ? END "
+                "WHERE ns = ? RETURNING last, oldest, last_at"
+            )
+        )
         self.insert = q(f"INSERT INTO {changes} (ns, seq, k, op, ver, at, v, k_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         self.trim = q(f"DELETE FROM {changes} WHERE ns = ? AND seq < ?")
         self.trim_age = q(f"DELETE FROM {changes} WHERE ns = ? AND at < ?")
@@ -75,32 +82,44 @@ class SQLChangeLog:
         if not pending:
             return
         d = self._d
-        rows = d.fetchall(item, self.head, (namespace,))
-        if rows:
-            last, oldest, last_at = (int(cell) for cell in rows[0])
+        count = len(pending)
+        if self.advance is not None:  # one statement moves the head and returns it
+            rows = d.fetchall(item, self.advance, (count, now, now, namespace))
+            if rows:
+                new_last, oldest, at = (int(cell) for cell in rows[0])
+            else:
+                new_last, oldest, at = count, 1, now
+                d.execute(item, self.insert_head, (new_last, oldest, at, namespace))
+            head_written = True
         else:
-            last, oldest, last_at = 0, 1, 0
-        at = max(now, last_at)  # never below the previous event's: age trims a prefix
+            rows = d.fetchall(item, self.head, (namespace,))
+            last, oldest, last_at = (int(cell) for cell in rows[0]) if rows else (0, 1, 0)
+            new_last, at = last + count, max(now, last_at)
+            head_written = False
+        last = new_last - count
         cells = [
             (namespace, last + offset, key, op, version, at, value, end)
             for offset, (key, op, version, value, end) in enumerate(pending, 1)
         ]
-        if len(cells) == 1:
+        if count == 1:
             d.execute(item, self.insert, cells[0])
         else:
             d.executemany(item, self.insert, cells)
-        new_last = last + len(cells)
-        keep = feed.keep_from(new_last)
-        if keep > oldest:
+        keep = feed.keep_from(oldest, new_last)
+        trimmed = keep > oldest
+        if trimmed:
             d.execute(item, self.trim, (namespace, keep))
             oldest = keep
         cutoff = feed.age_cutoff(at)
-        if cutoff is not None and new_last // AGE_TRIM_EVERY != last // AGE_TRIM_EVERY:
+        if cutoff is not None and new_last // TRIM_STEP != last // TRIM_STEP:
             if d.execute(item, self.trim_age, (namespace, cutoff)):
                 first = d.fetchall(item, self.first, (namespace,))[0][0]
                 oldest = new_last + 1 if first is None else int(first)
-        params = (new_last, oldest, at, namespace)
-        d.execute(item, self.update_head if rows else self.insert_head, params)
+                trimmed = True
+        if not head_written:
+            d.execute(item, self.update_head if rows else self.insert_head, (new_last, oldest, at, namespace))
+        elif trimmed:
+            d.execute(item, self.set_oldest, (oldest, namespace))
         if self.notify is not None:
             d.fetchall(item, self.notify, (self.channel, namespace))
 

@@ -783,6 +783,10 @@ class SQLBackend(StorageBackend, ForkAware):
     def delete_one(self, namespace: str, key: bytes) -> bool:
         return self._d.delete_one(namespace, key)
 
+    def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        """:meth:`put_one` of a namespace with the change feed on (see ``StorageBackend.enable_changes``)."""
+        return self._d.put_one_logged(namespace, key, value, limit)
+
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         """One transaction: lock the counter row, read the old rows and op ids, plan, write the plan.
 

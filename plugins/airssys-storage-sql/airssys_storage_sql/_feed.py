@@ -1,21 +1,21 @@
-"""The change log in SQL: two tables, appended in the commit's transaction (see :mod:`airssys_storage.changes`).
+"""The change log in SQL: one table, appended in the commit's transaction (see :mod:`airssys_storage.changes`).
 
-``{prefix}feed``: one row per namespace with a feed — ``last`` (the seq of its
-last event), ``oldest`` (the lowest retained seq) and ``last_at`` (the time of
-its last event, ms). ``{prefix}changes``: the events, keyed ``(ns, seq)``.
+``{prefix}changes`` holds the events, keyed ``(ns, seq)``; the last seq is its
+highest key, the oldest retained its lowest (two index lookups), so a commit
+appends with one statement (``INSERT … SELECT`` the next seq from the newest
+row) and keeps no head row to update.
 
 Seqs are dense and strictly increasing across processes because a commit
 appends only while it holds the namespace's counter row (servers: ``SELECT …
 FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``, the database's write lock), which
-every write path of a namespace with the feed on takes first: the seq is read
-from the feed row, the events written as ``last + 1 …`` and the row updated
-in the same transaction as the data. An event's time never goes below its
-predecessor's (``last_at``), so trimming by age, like trimming by count,
+every write path of a namespace with the feed on takes first. Trimming never
+removes the newest event, so the next seq never restarts; an event's time is
+never below its predecessor's, so trimming by age, like trimming by count,
 removes a prefix of the log and the retained seqs stay dense.
 
-The tables are created (``IF NOT EXISTS``) when a component first enables its
-feed, so stores without feeds never have them; they are outside the schema
-version (adding them changes nothing the data tables hold).
+The table is created (``IF NOT EXISTS``) when a component first enables its
+feed, so stores without feeds never have it; it is outside the schema
+version (adding it changes nothing the data tables hold).
 """
 
 from __future__ import annotations
@@ -43,35 +43,32 @@ class SQLChangeLog:
         self._d = backend._d
         prefix = backend._options.table_prefix
         q = backend._sql
-        feed, changes = f"{prefix}feed", f"{prefix}changes"
-        self.tables = (feed, changes)
+        changes = f"{prefix}changes"
         #: The PostgreSQL NOTIFY channel of this store (its table prefix names it).
-        self.channel = f"{prefix}changes"
+        self.channel = changes
         ns, key, value, suffix = _COLUMNS[backend.engine]
         self.ddl = [
-            f"CREATE TABLE IF NOT EXISTS {feed} (ns {ns} NOT NULL PRIMARY KEY, last BIGINT NOT NULL, "
-            f"oldest BIGINT NOT NULL, last_at BIGINT NOT NULL){suffix}",
             f"CREATE TABLE IF NOT EXISTS {changes} (ns {ns} NOT NULL, seq BIGINT NOT NULL, k {key} NOT NULL, "
             f"op VARCHAR(16) NOT NULL, ver BIGINT NOT NULL, at BIGINT NOT NULL, v {value}, k_end {key}, "
             f"PRIMARY KEY (ns, seq)){suffix}",
         ]
-        self.head = q(f"SELECT last, oldest, last_at FROM {feed} WHERE ns = ?")
-        self.insert_head = q(f"INSERT INTO {feed} (last, oldest, last_at, ns) VALUES (?, ?, ?, ?)")
-        self.update_head = q(f"UPDATE {feed} SET last = ?, oldest = ?, last_at = ? WHERE ns = ?")
-        self.set_oldest = q(f"UPDATE {feed} SET oldest = ? WHERE ns = ?")
-        #: Moves the head by n and returns it (engines with UPDATE … RETURNING: SQLite, PostgreSQL).
-        self.advance = (
+        newest = f"SELECT seq, at FROM {changes} WHERE ns = ? ORDER BY seq DESC LIMIT 1"
+        self.newest = q(newest)
+        #: One event appended with its seq (the newest + 1) and time (never below the newest's) in one
+        #: statement (engines with INSERT … RETURNING: SQLite, PostgreSQL).
+        self.append_one = (
             None
             if backend.engine == "mariadb"
             else q(
-                f"UPDATE {feed} SET last = last + ?, last_at = CASE WHEN last_at > ? THEN last_at ELSE ? END "
-                "WHERE ns = ? RETURNING last, oldest, last_at"
+                f"INSERT INTO {changes} (ns, seq, k, op, ver, at, v, k_end) "
+                "SELECT ?, COALESCE(n.seq, 0) + 1, ?, ?, ?, CASE WHEN n.at > ? THEN n.at ELSE ? END, ?, ? "
+                f"FROM (SELECT 1 AS one) AS w LEFT JOIN ({newest}) AS n ON 1 = 1 RETURNING seq, at"
             )
         )
         self.insert = q(f"INSERT INTO {changes} (ns, seq, k, op, ver, at, v, k_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         self.trim = q(f"DELETE FROM {changes} WHERE ns = ? AND seq < ?")
-        self.trim_age = q(f"DELETE FROM {changes} WHERE ns = ? AND at < ?")
-        self.first = q(f"SELECT min(seq) FROM {changes} WHERE ns = ?")
+        self.trim_age = q(f"DELETE FROM {changes} WHERE ns = ? AND at < ? AND seq < ?")
+        self.bounds = q(f"SELECT min(seq), max(seq) FROM {changes} WHERE ns = ?")
         self.read = q(
             f"SELECT seq, k, op, ver, at, v, k_end FROM {changes} WHERE ns = ? AND seq > ? ORDER BY seq LIMIT ?"
         )
@@ -82,46 +79,39 @@ class SQLChangeLog:
         if not pending:
             return
         d = self._d
-        count = len(pending)
-        if self.advance is not None:  # one statement moves the head and returns it
-            rows = d.fetchall(item, self.advance, (count, now, now, namespace))
-            if rows:
-                new_last, oldest, at = (int(cell) for cell in rows[0])
+        if len(pending) == 1 and self.append_one is not None:
+            key, op, version, value, end = pending[0]
+            new_last, at = d.fetchall(
+                item, self.append_one, (namespace, key, op, version, now, now, value, end, namespace)
+            )[0]
+        else:
+            rows = d.fetchall(item, self.newest, (namespace,))
+            last, last_at = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+            at = max(now, last_at)
+            cells = [
+                (namespace, last + offset, key, op, version, at, value, end)
+                for offset, (key, op, version, value, end) in enumerate(pending, 1)
+            ]
+            if len(cells) == 1:
+                d.execute(item, self.insert, cells[0])
             else:
-                new_last, oldest, at = count, 1, now
-                d.execute(item, self.insert_head, (new_last, oldest, at, namespace))
-            head_written = True
-        else:
-            rows = d.fetchall(item, self.head, (namespace,))
-            last, oldest, last_at = (int(cell) for cell in rows[0]) if rows else (0, 1, 0)
-            new_last, at = last + count, max(now, last_at)
-            head_written = False
-        last = new_last - count
-        cells = [
-            (namespace, last + offset, key, op, version, at, value, end)
-            for offset, (key, op, version, value, end) in enumerate(pending, 1)
-        ]
-        if count == 1:
-            d.execute(item, self.insert, cells[0])
-        else:
-            d.executemany(item, self.insert, cells)
-        keep = feed.keep_from(oldest, new_last)
-        trimmed = keep > oldest
-        if trimmed:
-            d.execute(item, self.trim, (namespace, keep))
-            oldest = keep
-        cutoff = feed.age_cutoff(at)
-        if cutoff is not None and new_last // TRIM_STEP != last // TRIM_STEP:
-            if d.execute(item, self.trim_age, (namespace, cutoff)):
-                first = d.fetchall(item, self.first, (namespace,))[0][0]
-                oldest = new_last + 1 if first is None else int(first)
-                trimmed = True
-        if not head_written:
-            d.execute(item, self.update_head if rows else self.insert_head, (new_last, oldest, at, namespace))
-        elif trimmed:
-            d.execute(item, self.set_oldest, (oldest, namespace))
+                d.executemany(item, self.insert, cells)
+            new_last = last + len(cells)
+        if new_last // TRIM_STEP != (new_last - len(pending)) // TRIM_STEP or feed.retain_events < TRIM_STEP:
+            self._trim(item, namespace, new_last, int(at), feed)
         if self.notify is not None:
             d.fetchall(item, self.notify, (self.channel, namespace))
+
+    def _trim(self, item: Any, namespace: str, last: int, at: int, feed: FeedConfig) -> None:
+        """Trim by count and age (a prefix, never the newest event): every TRIM_STEP seqs, or each commit for tiny logs."""
+        d = self._d
+        oldest = int(d.fetchall(item, self.bounds, (namespace,))[0][0])
+        keep = feed.keep_from(oldest, last)
+        if keep > oldest:
+            d.execute(item, self.trim, (namespace, keep))
+        cutoff = feed.age_cutoff(at)
+        if cutoff is not None:
+            d.execute(item, self.trim_age, (namespace, cutoff, last))
 
     def read_in(self, item: Any, namespace: str, since: int, limit: int) -> ChangeBatch:
         """The records after *since*, then the bounds (read after them: see ``ComponentStorage.changes``)."""
@@ -142,8 +132,6 @@ class SQLChangeLog:
         return ChangeBatch(found, oldest, last)
 
     def bounds_in(self, item: Any, namespace: str) -> tuple[int, int]:
-        """``(oldest, last)`` from the feed row (``(1, 0)`` before the first event)."""
-        rows = self._d.fetchall(item, self.head, (namespace,))
-        if not rows:
-            return 1, 0
-        return int(rows[0][1]), int(rows[0][0])
+        """``(oldest, last)``: the lowest and highest seq (``(1, 0)`` before the first event)."""
+        oldest, last = self._d.fetchall(item, self.bounds, (namespace,))[0]
+        return (1, 0) if last is None else (int(oldest), int(last))

@@ -117,7 +117,7 @@ class Server:
 
     def drop(self, prefix: str) -> None:
         self.execute(
-            f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops, {prefix}feed, {prefix}changes"
+            f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops, {prefix}changes"
         )
         if self.engine == "postgresql":
             self.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
@@ -127,7 +127,7 @@ class Server:
             self.execute(f"DROP PROCEDURE IF EXISTS {prefix}incr")
 
     def empty(self, prefix: str) -> None:
-        for table in ("data", "usage", "ops", "feed", "changes"):
+        for table in ("data", "usage", "ops", "changes"):
             if self.exists(f"{prefix}{table}"):
                 self.execute(f"DELETE FROM {prefix}{table}")
 

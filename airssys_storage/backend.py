@@ -37,9 +37,9 @@ import json
 import re
 import shlex
 import time
-from types import MappingProxyType
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigurationError, QuotaExceeded, StoreDamaged
@@ -76,7 +76,7 @@ DEFAULT_OP_RETENTION_MS = 600_000
 
 
 def _routed(feeds: Mapping[str, Any], fast: Callable[..., Any], general: Callable[..., Any]) -> Callable[..., Any]:
-    """A hot path that hands namespaces with the change feed on to *general* (see :meth:`StorageBackend.enable_changes`)."""
+    """A hot path handing namespaces with the change feed on to *general* (:meth:`StorageBackend.enable_changes`)."""
 
     def routed(namespace: str, *args: Any) -> Any:
         return (general if namespace in feeds else fast)(namespace, *args)
@@ -764,18 +764,17 @@ class StorageBackend(abc.ABC):
                 "permissions.storage.changes = true: remove it (or the setting changes_default), or use a backend "
                 "whose capabilities include change_feed (memory://, sqlite, postgresql, mysql)"
             )
-        if "feeds" not in vars(self):
+        feeds = vars(self).get("feeds")
+        if feeds is None:
             from .changes import ChangeSignal
 
-            self.feeds = {}
+            feeds = {}
+            self.feeds = feeds
             self._change_signal = ChangeSignal()
-            feeds = self.feeds
             for name in ("put_one", "compare_and_swap_one", "increment_one", "delete_one"):
                 fast = getattr(self, name)
                 general = getattr(self, f"{name}_logged", None) or getattr(StorageBackend, name).__get__(self)
                 setattr(self, name, _routed(feeds, fast, general))
-        feeds = self.feeds
-        assert isinstance(feeds, dict)
         if feed is None:
             feeds.pop(namespace, None)
         else:

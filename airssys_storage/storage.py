@@ -1070,9 +1070,7 @@ class ComponentStorage:
             state.update(zip(chunk, self.get_many(chunk), strict=True))
         return {key: value for key, value in state.items() if value is not None}, seq
 
-    def watch(
-        self, since: int = 0, prefix: str | None = None, timeout: float | None = None
-    ) -> Iterator[ChangeEvent]:
+    def watch(self, since: int = 0, prefix: str | None = None, timeout: float | None = None) -> Iterator[ChangeEvent]:
         """The component's changes after *since*, as they are committed: a blocking iterator built on :meth:`changes`.
 
         Ends when no event came for *timeout* seconds (``None``: never).

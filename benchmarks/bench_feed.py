@@ -2,7 +2,9 @@
 
 * ``on/off``: ``set`` with the feed on over ``set`` with it off, on memory://
   and SQLite (target >= 0.7 on SQLite): two stores, interleaved rounds, the
-  median of the per-round ratios of writes per second.
+  median of the per-round ratios of writes per second; same-size overwrites
+  (the cheapest write with the feed off: one autocommit statement on SQLite)
+  and new keys.
 * ``off/main``: ``set`` with the feed off (no component enabled it) on this
   tree over the same on another checkout (``--main PATH``, e.g. a worktree of
   ``main``): alternating child processes, each timing one round by CPU time
@@ -44,17 +46,18 @@ def open_store(url: str, feed: bool, **settings: Any) -> tuple[StorageManager, C
     return manager, manager.component(Manifest("bench", Access.ADMIN, None, changes=True if feed else None))
 
 
-def time_sets(store: ComponentStorage, writes: int, round_: int) -> float:
-    """Writes per second of *writes* sets over 1,000 keys (overwrites after the first round)."""
-    keys = [f"key-{i % 1000:04d}" for i in range(writes)]
+def time_sets(store: ComponentStorage, writes: int, round_: int, insert: bool) -> float:
+    """Writes per second of *writes* sets: new keys (*insert*), or same-size overwrites of 1,000 keys."""
+    keys = [f"r{round_}-{i}" if insert else f"key-{i % 1000:04d}" for i in range(writes)]
     start = time.perf_counter()
     for key in keys:
         store.set(key, VALUE)
     return writes / (time.perf_counter() - start)
 
 
-def on_vs_off(kind: str, writes: int, rounds: int, directory: Path) -> float:
-    """Median of (sets/s with the feed on) / (sets/s with it off)."""
+def on_vs_off(kind: str, writes: int, rounds: int, directory: Path, insert: bool) -> float:
+    """Median of (sets/s with the feed on) / (sets/s with it off); new keys (*insert*) or overwrites."""
+    directory.mkdir(exist_ok=True)
     urls = {"memory": ("memory://", "memory://"), "sqlite": tuple(f"sqlite:///{directory}/{n}.db" for n in "ab")}[kind]
     on_manager, on = open_store(urls[0], True)
     off_manager, off = open_store(urls[1], False)
@@ -64,7 +67,10 @@ def on_vs_off(kind: str, writes: int, rounds: int, directory: Path) -> float:
             sides = [("on", on), ("off", off)]
             if round_ % 2:
                 sides.reverse()
-            speed = {name: time_sets(store, writes, round_) for name, store in sides}
+            if not insert and not round_:
+                for _, store in sides:
+                    time_sets(store, 1000, 0, False)  # the keys exist: every timed set is an overwrite
+            speed = {name: time_sets(store, writes, round_, insert) for name, store in sides}
             ratios.append(speed["on"] / speed["off"])
     finally:
         on_manager.close()
@@ -211,7 +217,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for kind in kinds:
-            print(f"{kind:7} set feed on/off      {on_vs_off(kind, args.writes, args.rounds, directory):.3f}x")
+            for insert, what in ((False, "overwrite"), (True, "new key")):
+                ratio = on_vs_off(kind, args.writes, args.rounds, directory / what.replace(" ", ""), insert)
+                print(f"{kind:7} set ({what:9}) feed on/off {ratio:.3f}x")
             if args.main is not None:
                 ratio = off_vs_main(kind, args.main, args.writes, args.rounds)
                 print(f"{kind:7} set feed off/main    {ratio:.3f}x")

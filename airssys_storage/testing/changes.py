@@ -116,7 +116,7 @@ class ChangeFeedConformance:
         ]
 
     def test_feed_cursor_prefix_and_limit(self, feed_manager: StorageManager) -> None:
-        """Change feed: pages follow the cursor exactly once; a prefix reader sees its keys, clears and range deletes."""
+        """Change feed: pages follow the cursor exactly once; a prefix reader sees its keys, clears, range deletes."""
         store = self.feed_store(feed_manager, "feed-prefix")
         for i in range(7):
             store.set(f"{'ab'[i % 2]}{i}", b"v")
@@ -165,7 +165,7 @@ class ChangeFeedConformance:
     def test_feed_off_and_permissions(self, feed_manager: StorageManager) -> None:
         """Change feed: a component without it gets invalid-config; reading needs the changes permission."""
         plain = feed_manager.component(Manifest("feed-off", Access.ADMIN))
-        with pytest.raises(ConfigurationError, match="permissions.storage.changes"):
+        with pytest.raises(ConfigurationError, match=r"permissions\.storage\.changes"):
             plain.changes()
         reader = feed_manager.component(Manifest("feed-reader", Access.READ_ONLY, changes=True))
         assert reader.changes() == ([], 0)
@@ -218,7 +218,7 @@ class ChangeFeedConformance:
             assert [(event.seq, event.key) for event in pull_all(store)[0]] == [(1, "a"), (2, "b")]
 
     def test_feed_multi_process_writers(self, manager: StorageManager, storage_settings: StorageSettings) -> None:
-        """Change feed, capability multi_process: concurrent writer processes; a reader sees every seq once, in order."""
+        """Change feed, capability multi_process: concurrent writer processes; a reader sees each seq once, in order."""
         if not (manager.backend.capabilities.change_feed and manager.backend.capabilities.multi_process):
             pytest.skip(f"backend {manager.backend.name!r} keeps no multi-process change feed")
         report = run_feed_race(
@@ -273,7 +273,7 @@ def run_feed_race(settings: StorageSettings, component: str, processes: int, wri
         return {
             "seqs_in_order": seqs == sorted(seqs),
             "no_duplicates": len(seqs) == len(set(seqs)),
-            "seen": len(seqs) if seqs == list(range(start + 1, start + 1 + len(seqs))) else f"not dense: {seqs[:20]}",
+            "seen": len(seqs) if seqs == list(range(start + 1, start + 1 + len(seqs))) else f"holes: {seqs[:20]}",
             "expected": processes * writes,
             "replayed": state,
             "final": final,

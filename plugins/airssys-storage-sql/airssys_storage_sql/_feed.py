@@ -103,7 +103,7 @@ class SQLChangeLog:
             d.fetchall(item, self.notify, (self.channel, namespace))
 
     def _trim(self, item: Any, namespace: str, last: int, at: int, feed: FeedConfig) -> None:
-        """Trim by count and age (a prefix, never the newest event): every TRIM_STEP seqs, or each commit for tiny logs."""
+        """Trim by count and age (a prefix, never the newest event); every TRIM_STEP seqs, each commit for tiny logs."""
         d = self._d
         oldest = int(d.fetchall(item, self.bounds, (namespace,))[0][0])
         keep = feed.keep_from(oldest, last)

@@ -116,9 +116,7 @@ class Server:
             return list(result) if result.returns_rows else []
 
     def drop(self, prefix: str) -> None:
-        self.execute(
-            f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops, {prefix}changes"
-        )
+        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops, {prefix}changes")
         if self.engine == "postgresql":
             self.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
         else:

@@ -58,9 +58,7 @@ def _wait_for(condition: Any, what: str, seconds: float = 120) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_reader_resumes_from_its_cursor(
-    store_url: str, store_options: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_killed_reader_resumes_from_its_cursor(store_url: str, store_options: dict[str, Any], tmp_path: Path) -> None:
     """SIGKILL the reader mid-stream and restart it from its cursor: every seq is delivered (at least once)."""
     settings = _settings(store_url, store_options)
     cursor, out = tmp_path / "cursor", tmp_path / "seen"

@@ -73,12 +73,31 @@ class SQLChangeLog:
             f"SELECT seq, k, op, ver, at, v, k_end FROM {changes} WHERE ns = ? AND seq > ? ORDER BY seq LIMIT ?"
         )
         self.notify = q("SELECT pg_notify(?, ?)") if backend.engine == "postgresql" else None
+        #: PostgreSQL: the commit's feed statements travel in the pipeline of its writes and COMMIT
+        #: (no round trip of their own), so they return nothing: each event takes the newest seq + 1
+        #: (a statement sees the ones before it), and the count trim runs every commit.
+        self.defer = getattr(self._d, "defer", None)
+        self.append_next = q(
+            f"INSERT INTO {changes} (ns, seq, k, op, ver, at, v, k_end) "
+            "SELECT ?, COALESCE(n.seq, 0) + 1, ?, ?, ?, CASE WHEN n.at > ? THEN n.at ELSE ? END, ?, ? "
+            f"FROM (SELECT 1 AS one) AS w LEFT JOIN ({newest}) AS n ON 1 = 1"
+        )
+        newest_seq = f"(SELECT max(seq) FROM {changes} WHERE ns = ?)"
+        self.trim_to = q(f"DELETE FROM {changes} WHERE ns = ? AND seq <= {newest_seq} - ?")
+        # At most the TRIM_STEP oldest rows are looked at (at rises with seq: the prefix that is too old).
+        self.trim_age_to = q(
+            f"DELETE FROM {changes} WHERE ns = ? AND at < ? AND seq < {newest_seq} "
+            f"AND seq < (SELECT min(seq) + {TRIM_STEP} FROM {changes} WHERE ns = ?)"
+        )
 
     def append(self, item: Any, namespace: str, pending: Sequence[Pending], now: int, feed: FeedConfig) -> None:
         """Append *pending* to the namespace's log inside the commit's transaction (holding its counter row)."""
         if not pending:
             return
         d = self._d
+        if self.defer is not None:
+            self._append_deferred(item, namespace, pending, now, feed)
+            return
         if len(pending) == 1 and self.append_one is not None:
             key, op, version, value, end = pending[0]
             new_last, at = d.fetchall(
@@ -101,6 +120,19 @@ class SQLChangeLog:
             self._trim(item, namespace, new_last, int(at), feed)
         if self.notify is not None:
             d.fetchall(item, self.notify, (self.channel, namespace))
+
+    def _append_deferred(
+        self, item: Any, namespace: str, pending: Sequence[Pending], now: int, feed: FeedConfig
+    ) -> None:
+        defer = self.defer
+        assert defer is not None and self.notify is not None
+        for key, op, version, value, end in pending:
+            defer(item, self.append_next, (namespace, key, op, version, now, now, value, end, namespace))
+        defer(item, self.trim_to, (namespace, namespace, feed.retain_events))
+        cutoff = feed.age_cutoff(now)
+        if cutoff is not None:
+            defer(item, self.trim_age_to, (namespace, cutoff, namespace, namespace))
+        defer(item, self.notify, (self.channel, namespace))
 
     def _trim(self, item: Any, namespace: str, last: int, at: int, feed: FeedConfig) -> None:
         """Trim by count and age (a prefix, never the newest event); every TRIM_STEP seqs, each commit for tiny logs."""

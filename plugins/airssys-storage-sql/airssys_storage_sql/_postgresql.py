@@ -124,6 +124,8 @@ class PostgreSQLDialect(ServerDialect):
         self._array_dumper = _dumper()
         #: id(cursor) -> the plan its open commit holds back: (namespace, plan, now) (see :meth:`end`).
         self._pending: dict[int, tuple[str, Plan, int]] = {}
+        #: id(cursor) -> statements its open commit sends with COMMIT (the change feed's: see :meth:`defer`).
+        self._deferred: dict[int, list[tuple[str, Sequence[Any]]]] = {}
         self._q_any = f"SELECT k, v, exp FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
@@ -339,6 +341,7 @@ class PostgreSQLDialect(ServerDialect):
     def begin(self, item: Any) -> None:
         """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`lock_space`, :meth:`read_state`)."""
         self._pending.pop(id(item), None)  # left by a commit that failed before its end
+        self._deferred.pop(id(item), None)
 
     def lock_space(self, item: Any, namespace: str) -> SpaceState:
         with item.connection.pipeline():
@@ -375,13 +378,21 @@ class PostgreSQLDialect(ServerDialect):
         # The row exists (the commit locked it); in a pipeline no rowcount is known yet.
         self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
+    def defer(self, item: Any, sql: str, params: Sequence[Any]) -> None:
+        """Send *sql* with the commit's held-back writes and ``COMMIT``, in their pipeline (no round trip of its own)."""
+        self._deferred.setdefault(id(item), []).append((sql, params))
+
     def end(self, item: Any) -> None:
         pending = self._pending.pop(id(item), None)
-        if pending is None:
+        deferred = self._deferred.pop(id(item), ())
+        if pending is None and not deferred:
             item.execute("COMMIT")
             return
         with item.connection.pipeline():
-            super().write_plan(item, *pending)
+            if pending is not None:
+                super().write_plan(item, *pending)
+            for sql, params in deferred:
+                item.execute(sql, params)
             item.execute("COMMIT")
 
     def retryable(self, exc: Exception) -> bool:
@@ -391,6 +402,7 @@ class PostgreSQLDialect(ServerDialect):
 
     def rollback(self, item: Any) -> None:
         self._pending.pop(id(item), None)
+        self._deferred.pop(id(item), None)
         if item.connection.info.transaction_status != 0:  # not IDLE: a transaction is open or failed
             item.connection.rollback()
 

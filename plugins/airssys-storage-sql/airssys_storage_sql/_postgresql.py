@@ -379,7 +379,7 @@ class PostgreSQLDialect(ServerDialect):
         self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
     def defer(self, item: Any, sql: str, params: Sequence[Any]) -> None:
-        """Send *sql* with the commit's held-back writes and ``COMMIT``, in their pipeline (no round trip of its own)."""
+        """Send *sql* with the commit's held-back writes and ``COMMIT``, in their pipeline (no own round trip)."""
         self._deferred.setdefault(id(item), []).append((sql, params))
 
     def end(self, item: Any) -> None:

@@ -212,6 +212,7 @@ def test_error_codes_are_stable() -> None:
         "too-many-keys",
         "invalid-argument",
         "precondition-failed",
+        "gap",
         "invalid-config",
         "invalid-manifest",
         "plugin-error",

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
         key_successor,
         quota_exceeded,
     )
+    from .changes import ChangeEvent, FeedConfig
     from .errors import (
+        ChangeGap,
         ConfigurationError,
         InternalError,
         InvalidArgument,
@@ -57,10 +59,13 @@ __all__ = [
     "Access",
     "Capabilities",
     "Change",
+    "ChangeEvent",
+    "ChangeGap",
     "ComponentStorage",
     "ConfigurationError",
     "CounterMismatch",
     "Entry",
+    "FeedConfig",
     "InternalError",
     "InvalidArgument",
     "InvalidKey",
@@ -113,6 +118,7 @@ _MODULES = {
     ),
     **dict.fromkeys(
         [
+            "ChangeGap",
             "ConfigurationError",
             "InternalError",
             "InvalidArgument",
@@ -131,6 +137,7 @@ _MODULES = {
         ],
         "errors",
     ),
+    **dict.fromkeys(["ChangeEvent", "FeedConfig"], "changes"),
     "hookimpl": "hookspecs",
     **dict.fromkeys(["Access", "Manifest", "ManifestLimits", "parse_size"], "manifest"),
     **dict.fromkeys(["READ_OPERATIONS", "WRITE_OPERATIONS", "Operation"], "operations"),

@@ -147,6 +147,12 @@ FIELDS: dict[str, Field] = {
     "tracing": Field("bool", False),
     "quota_warnings": Field("default-only", [80.0, 95.0]),
     "audit_keys": Field("default-only", "hash"),
+    "changes_default": Field("default-only", False),
+    "changes_retain_events": Field("int", 100_000, low=1),
+    "changes_retain_seconds": Field("default-only", 604_800, optional=True, high=315_360_000),
+    "changes_capture_values": Field("default-only", False),
+    "changes_max_value_bytes": Field("int", 4096, low=0),
+    "changes_poll_seconds": Field("default-only", 0.01, low=0.001, high=60),
     "blocked_plugins": Field("str-list", []),
     "plugin_options": Field("dict-of-dicts", {}),
 }

@@ -39,11 +39,13 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigurationError, QuotaExceeded, StoreDamaged
 
 if TYPE_CHECKING:
+    from .changes import ChangeBatch, ChangeSignal, FeedConfig
     from .planner import KeyState, Plan, Write
 
 __all__ = [
@@ -71,6 +73,15 @@ __all__ = [
 
 #: How long a recorded operation id's result is kept by default: 10 minutes, in milliseconds.
 DEFAULT_OP_RETENTION_MS = 600_000
+
+
+def _routed(feeds: Mapping[str, Any], fast: Callable[..., Any], general: Callable[..., Any]) -> Callable[..., Any]:
+    """A hot path handing namespaces with the change feed on to *general* (:meth:`StorageBackend.enable_changes`)."""
+
+    def routed(namespace: str, *args: Any) -> Any:
+        return (general if namespace in feeds else fast)(namespace, *args)
+
+    return routed
 
 
 def wall_clock_ms() -> int:
@@ -114,6 +125,14 @@ class Capabilities:
         record, recounts the usage counters from the data, and returns a
         JSON-serialisable report. ``airssys-storage repair`` refuses backends
         without it. Tested by repairing a (optionally damaged) store.
+    ``change_feed``
+        The backend keeps change logs (:mod:`airssys_storage.changes`): it
+        appends a commit's events in the commit's atomic step with dense,
+        strictly increasing per-namespace seqs (across processes too, with
+        ``multi_process``) and implements :meth:`StorageBackend.read_changes`
+        and :meth:`StorageBackend.change_bounds`. The core refuses
+        ``changes = true`` on a backend without it. Tested by the change-feed
+        conformance tests (replay equals state, gaps, range events, expiry).
     """
 
     #: Writes and counters survive closing and reopening the same URL.
@@ -124,6 +143,8 @@ class Capabilities:
     repair: bool = False
     #: Increment and compare-and-swap run as one engine statement (no read-modify-write round trips).
     native_atomics: bool = False
+    #: The backend keeps per-namespace change logs (:mod:`airssys_storage.changes`).
+    change_feed: bool = False
 
 
 @dataclass(frozen=True)
@@ -711,6 +732,94 @@ class StorageBackend(abc.ABC):
         The version floor is kept and raised to the highest removed version
         (a key written after a clear gets a version above any it had before).
         """
+
+    # -- change feed (capabilities.change_feed; see airssys_storage.changes) ------
+
+    #: Namespaces whose commits append to their change log, with how the log is kept. Empty (and
+    #: shared, read-only) until :meth:`enable_changes` gives the instance its own.
+    feeds: Mapping[str, FeedConfig] = MappingProxyType({})
+    #: Seconds between checks of :meth:`change_bounds` while :meth:`wait_for_changes` waits, for
+    #: writers in other processes (multi-process backends); ``None``: same-process wake-ups only.
+    change_poll_seconds: float | None = None
+    _change_signal: ChangeSignal | None = None
+
+    def enable_changes(self, namespace: str, feed: FeedConfig | None) -> None:
+        """Log the commits of *namespace* as *feed* says (``None``: stop logging). The core calls it.
+
+        The first call routes the single-key hot paths (:meth:`put_one`,
+        :meth:`compare_and_swap_one`, :meth:`increment_one`,
+        :meth:`delete_one`) of namespaces in :attr:`feeds` to this base
+        class's versions, which commit through :meth:`apply`: a backend then
+        appends events in :meth:`apply`, :meth:`delete_range` and :meth:`clear`
+        only, and a store where no component enabled the feed runs its hot
+        paths untouched. A backend with a faster logged variant of one of
+        them defines it as ``<name>_logged`` (e.g. ``put_one_logged``, same
+        arguments and result), which is then routed to instead. Backends that need storage for the log (tables)
+        extend this to create it. Without ``capabilities.change_feed`` it
+        raises :class:`~airssys_storage.ConfigurationError`.
+        """
+        if not self.capabilities.change_feed:
+            raise ConfigurationError(
+                f"backend {self.name!r} keeps no change feed, so component {namespace!r} cannot set "
+                "permissions.storage.changes = true: remove it (or the setting changes_default), or use a backend "
+                "whose capabilities include change_feed (memory://, sqlite, postgresql, mysql)"
+            )
+        feeds = vars(self).get("feeds")
+        if feeds is None:
+            from .changes import ChangeSignal
+
+            feeds = {}
+            self.feeds = feeds
+            self._change_signal = ChangeSignal()
+            for name in ("put_one", "compare_and_swap_one", "increment_one", "delete_one"):
+                fast = getattr(self, name)
+                general = getattr(self, f"{name}_logged", None) or getattr(StorageBackend, name).__get__(self)
+                setattr(self, name, _routed(feeds, fast, general))
+        if feed is None:
+            feeds.pop(namespace, None)
+        else:
+            feeds[namespace] = feed
+
+    def read_changes(self, namespace: str, since: int, limit: int) -> ChangeBatch:
+        """The namespace's records with ``seq > since`` (at most *limit*, in order), its oldest retained and last seq.
+
+        All from one moment (one read transaction). Only with ``capabilities.change_feed``.
+        """
+        raise ConfigurationError(f"backend {self.name!r} keeps no change feed")
+
+    def change_bounds(self, namespace: str) -> tuple[int, int]:
+        """``(oldest retained seq, last seq)`` of the namespace's change log, cheaply (``(1, 0)``: none yet)."""
+        raise ConfigurationError(f"backend {self.name!r} keeps no change feed")
+
+    def notify_changes(self, namespace: str) -> None:
+        """Wake this process's readers of *namespace*: call it after a commit that appended events."""
+        signal = self._change_signal
+        if signal is not None:
+            signal.notify()
+
+    def wait_for_changes(self, namespace: str, after: int, timeout: float) -> bool:
+        """Wait up to *timeout* seconds until the namespace's last seq passes *after*; returns whether it did.
+
+        Same-process commits wake it at once (:meth:`notify_changes`);
+        commits of other processes are seen by checking :meth:`change_bounds`
+        every :attr:`change_poll_seconds`. Backends with a push channel
+        (PostgreSQL ``LISTEN``) call :meth:`notify_changes` from it.
+        """
+        from .changes import ChangeSignal, monotonic
+
+        if self._change_signal is None:
+            self._change_signal = ChangeSignal()
+        signal = self._change_signal
+        deadline = monotonic() + timeout
+        poll = self.change_poll_seconds
+        while True:
+            generation = signal.generation
+            if self.change_bounds(namespace)[1] > after:
+                return True
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                return False
+            signal.wait(generation, remaining if poll is None else min(poll, remaining))
 
     # -- administration ------------------------------------------------------
 

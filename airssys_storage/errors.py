@@ -24,6 +24,7 @@ __all__ = [
     "TooManyKeys",
     "InvalidArgument",
     "PreconditionFailed",
+    "ChangeGap",
     "ConfigurationError",
     "ManifestError",
     "PluginError",
@@ -142,6 +143,21 @@ class PreconditionFailed(StorageError):
     """A compare-and-swap condition did not hold (the key's version changed); nothing was written."""
 
     code = "precondition-failed"
+
+
+class ChangeGap(StorageError):
+    """A change-feed reader is behind the retention window: the events after its cursor are gone.
+
+    ``oldest`` is the lowest seq still retained. Resynchronise with
+    :meth:`ComponentStorage.resync` (a scan that returns the seq it is
+    consistent with) and pull from there.
+    """
+
+    code = "gap"
+
+    def __init__(self, message: str, *, oldest: int) -> None:
+        super().__init__(message)
+        self.oldest = oldest
 
 
 class ConfigurationError(StorageError):

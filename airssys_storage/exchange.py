@@ -202,9 +202,12 @@ def operator_settings(settings: StorageSettings, *, quota: int | None = None) ->
     )
 
 
-def operator_storage(manager: StorageManager, component: str) -> ComponentStorage:
-    """An admin handle on *component* (its quota is whatever *manager*'s strategy gives admins)."""
-    return manager.component(Manifest(id=component, access=Access.ADMIN))
+def operator_storage(manager: StorageManager, component: str, *, changes: bool | None = None) -> ComponentStorage:
+    """An admin handle on *component* (its quota is whatever *manager*'s strategy gives admins).
+
+    *changes*: the component's change feed on (``True``, for ``watch``), or as the settings say (``None``).
+    """
+    return manager.component(Manifest(id=component, access=Access.ADMIN, changes=changes))
 
 
 # -- export ------------------------------------------------------------------

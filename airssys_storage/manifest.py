@@ -216,6 +216,9 @@ class Manifest:
     transaction (:mod:`airssys_storage.transaction`): its writes commit
     together when the invocation succeeds and are discarded when it fails.
     It needs access ``read-write`` or ``admin``.
+    ``changes`` (``permissions.storage.changes``) turns the component's
+    change feed on (``True``) or off (``False``); ``None`` (not given) takes
+    the setting ``changes_default``. See :mod:`airssys_storage.changes`.
     """
 
     id: str
@@ -233,6 +236,8 @@ class Manifest:
     #: Soft quota thresholds in percent of :attr:`quota` (``permissions.storage.quota-warnings``, e.g.
     #: ``[70, 90]``); ``None``: the setting ``quota_warnings`` applies. Sorted and distinct after construction.
     quota_warnings: tuple[float, ...] | None = None
+    #: Whether the component keeps a change feed (``permissions.storage.changes``; ``None``: the settings decide).
+    changes: bool | None = None
 
     def __post_init__(self) -> None:
         validate_component_id(self.id)
@@ -251,6 +256,8 @@ class Manifest:
             except ValueError as exc:
                 raise ManifestError(str(exc)) from None
             object.__setattr__(self, "quota_warnings", warnings)
+        if self.changes is not None and not isinstance(self.changes, bool):
+            raise ManifestError(f"permissions.storage.changes must be true or false, not {self.changes!r}")
         if not isinstance(self.transactional, bool):
             raise ManifestError(f"permissions.storage.transactional must be true or false, not {self.transactional!r}")
         if self.transactional and access not in (Access.READ_WRITE, Access.ADMIN):
@@ -313,11 +320,11 @@ class Manifest:
             raise ManifestError(
                 'permissions.storage must be a table such as { access = "read-write", max-size = "10MB" }'
             )
-        unknown = set(storage) - {"access", "max-size", "buckets", "transactional", "quota-warnings"}
+        unknown = set(storage) - {"access", "max-size", "buckets", "transactional", "quota-warnings", "changes"}
         if unknown:
             raise ManifestError(
                 f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size, buckets, "
-                "transactional and quota-warnings exist"
+                "transactional, quota-warnings and changes exist"
             )
         if "access" not in storage:
             raise ManifestError("permissions.storage.access is missing")
@@ -337,6 +344,7 @@ class Manifest:
             buckets=storage.get("buckets", DEFAULT_BUCKETS),
             transactional=storage.get("transactional", False),
             quota_warnings=storage.get("quota-warnings"),
+            changes=storage.get("changes"),
         )
 
 

@@ -40,6 +40,7 @@ class Operation(enum.StrEnum):
     DELETE_PREFIX = "delete-prefix"
     DELETE_RANGE = "delete-range"
     LIMITS = "limits"
+    CHANGES = "changes"
 
     @property
     def wit_name(self) -> str:
@@ -53,7 +54,7 @@ class Operation(enum.StrEnum):
 
 
 #: Operations that only read: ``get``, ``has``, ``keys``, ``size``, ``get-many``, ``range``, ``scan``,
-#: ``get-entry``, ``get-ttl``, ``limits``.
+#: ``get-entry``, ``get-ttl``, ``limits``, ``changes`` (the change feed).
 READ_OPERATIONS = frozenset(
     {
         Operation.GET,
@@ -66,6 +67,7 @@ READ_OPERATIONS = frozenset(
         Operation.GET_ENTRY,
         Operation.GET_TTL,
         Operation.LIMITS,
+        Operation.CHANGES,
     }
 )
 #: Operations that may change data, versions, expiry or usage: every operation that is not in

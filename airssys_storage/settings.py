@@ -121,6 +121,36 @@ class StorageSettings(BaseSettings):
         description="How audit records (logger 'airssys_storage.audit') show a key: 'hash' (default: the first "
         "16 hex digits of its BLAKE2b digest), 'plain' (the key itself) or 'omit'.",
     )
+    changes_default: bool = Field(
+        default=False,
+        description="Whether components whose manifest does not say (permissions.storage.changes) keep a change "
+        "feed. Default false: only components asking for it pay for it.",
+    )
+    changes_retain_events: int = Field(
+        default=100_000, ge=1, description="The change log keeps at most this many newest events per component."
+    )
+    changes_retain_seconds: float | None = Field(
+        default=604_800,
+        gt=0,
+        le=315_360_000,
+        allow_inf_nan=False,
+        description="The change log keeps no event older than this, in seconds (default 604800: 7 days; None: no "
+        "age limit).",
+    )
+    changes_capture_values: bool = Field(
+        default=False, description="Whether 'set' events carry the new value (up to changes_max_value_bytes)."
+    )
+    changes_max_value_bytes: int = Field(
+        default=4096, ge=0, description="The largest value a 'set' event carries, in bytes (larger: none)."
+    )
+    changes_poll_seconds: float = Field(
+        default=0.01,
+        ge=0.001,
+        le=60,
+        allow_inf_nan=False,
+        description="How often a waiting watcher checks the change log for commits of other processes, in "
+        "seconds (multi-process backends; same-process commits and PostgreSQL NOTIFY wake it at once).",
+    )
     blocked_plugins: list[str] = Field(default_factory=list, description="Plugin names not to load.")
     plugin_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -167,7 +197,14 @@ class StorageSettings(BaseSettings):
         return value
 
     @field_validator(
-        "fixed_quota_bytes", "max_key_bytes", "max_value_bytes", "max_keys_per_query", "max_batch_ops", mode="before"
+        "fixed_quota_bytes",
+        "max_key_bytes",
+        "max_value_bytes",
+        "max_keys_per_query",
+        "max_batch_ops",
+        "changes_retain_events",
+        "changes_max_value_bytes",
+        mode="before",
     )
     @classmethod
     def _whole_number(cls, value: Any) -> Any:
@@ -177,7 +214,13 @@ class StorageSettings(BaseSettings):
             raise ValueError(f"must be a whole number, not {value!r}")
         return value
 
-    @field_validator("op_id_retention_seconds", "expiry_sweep_interval", mode="before")
+    @field_validator(
+        "op_id_retention_seconds",
+        "expiry_sweep_interval",
+        "changes_retain_seconds",
+        "changes_poll_seconds",
+        mode="before",
+    )
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         # pydantic's lax mode reads true as 1.0; a duration is a number of seconds.

@@ -19,7 +19,7 @@ import base64
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
@@ -37,7 +37,9 @@ from .backend import (
     key_successor,
     wall_clock_ms,
 )
+from .changes import ChangeEvent, monotonic, record_matches, replay
 from .errors import (
+    ChangeGap,
     ConfigurationError,
     InternalError,
     InvalidArgument,
@@ -189,6 +191,8 @@ class StorageManager:
         self.clock: Callable[[], int] = wall_clock_ms if clock is None else clock
         backend.clock = self.clock
         backend.op_retention_ms = math.ceil(settings.op_id_retention_seconds * 1000)
+        if backend.capabilities.multi_process:
+            backend.change_poll_seconds = settings.changes_poll_seconds
         self._policies = tuple(policies)
         self._quota_strategy = quota_strategy
         self._components: dict[str, _ComponentState] = {}
@@ -341,6 +345,7 @@ class StorageManager:
             source = self._quota_strategy.describe_limit(manifest)
         except Exception:  # only a message: fall back to naming the strategy
             source = QuotaStrategy.describe_limit(self._quota_strategy, manifest)
+        self._apply_feed(manifest)
         state.manifest = manifest
         state.limit_source = str(source)
         state.static_allowed = frozenset(static_allowed - vetoed)
@@ -361,6 +366,26 @@ class StorageManager:
         from .metrics import snapshot
 
         return snapshot(self)
+
+    def _apply_feed(self, manifest: Manifest) -> None:
+        """Turn the component's change feed on or off in the backend, as its manifest or the settings say."""
+        settings = self.settings
+        wanted = settings.changes_default if manifest.changes is None else manifest.changes
+        if wanted:
+            from .changes import FeedConfig
+
+            seconds = settings.changes_retain_seconds
+            self.backend.enable_changes(
+                manifest.id,
+                FeedConfig(
+                    retain_events=settings.changes_retain_events,
+                    retain_ms=None if seconds is None else math.ceil(seconds * 1000),
+                    capture_values=settings.changes_capture_values,
+                    max_value_bytes=settings.changes_max_value_bytes,
+                ),
+            )
+        elif manifest.id in self.backend.feeds:
+            self.backend.enable_changes(manifest.id, None)
 
     def component_ids(self) -> list[str]:
         """Ids of the components opened through this manager."""
@@ -998,6 +1023,159 @@ class ComponentStorage:
             del found[limit:]
             next_cursor = base64.urlsafe_b64encode(_CURSOR_TAG + found[-1][0]).decode("ascii")
         return self._decoded(Operation.SCAN, found), next_cursor
+
+    # -- change feed (airssys_storage.changes) -----------------------------------
+
+    def changes(
+        self, since: int = 0, prefix: str | None = None, limit: int | None = None
+    ) -> tuple[list[ChangeEvent], int]:
+        """The component's changes after seq *since*, in commit order, and the cursor to pass next.
+
+        Returns ``(events, next_since)``: at most *limit* (default 1000, or
+        ``max_keys_per_query`` if lower) events with ``seq >
+        since`` (those concerning keys starting with *prefix*, see
+        :func:`~airssys_storage.changes.record_matches`), and the seq to
+        resume from (the last seq looked at, so a prefix reader moves on
+        even when nothing matched; *since* when nothing is new). ``since=0``
+        starts at the oldest retained event. Seqs are dense and strictly
+        increasing per component, so a reader that resumes from the cursor
+        sees every event exactly once.
+
+        Errors: ``permission-denied`` (needs read access: ``changes``);
+        ``invalid-config`` when the component's feed is off
+        (``permissions.storage.changes``); ``invalid-argument`` for a bad
+        *since*/*limit* or a *since* beyond the last seq; ``gap``
+        (:class:`~airssys_storage.ChangeGap`, with ``oldest``) when events
+        after *since* are no longer retained: resynchronise with :meth:`resync`.
+        """
+        self._authorize(Operation.CHANGES, prefix)
+        self._check_feed()
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise InvalidArgument(f"since must be a seq (an int >= 0), got {since!r}")
+        limit = min(DEFAULT_SCAN_LIMIT, self._max_query) if limit is None else self._limit(limit)
+        start, end = self._prefix_range(prefix)
+        batch = self._call(self._backend.read_changes, since, limit)
+        if since > batch.last:
+            raise InvalidArgument(
+                f"since={since} is beyond the last change ({batch.last}) of component {self._ns!r}: the cursor "
+                "belongs to another store or component; resynchronise with resync()"
+            )
+        if since and since < batch.oldest - 1:
+            raise ChangeGap(
+                f"the changes of component {self._ns!r} after seq {since} are no longer retained (the oldest is "
+                f"{batch.oldest}; settings changes_retain_events / changes_retain_seconds): resynchronise with "
+                "resync() and continue from the seq it returns",
+                oldest=batch.oldest,
+            )
+        records = batch.records
+        if not records:
+            return [], since
+        try:
+            events = [
+                ChangeEvent(
+                    r.seq, r.key.decode(), r.op, r.version, r.at, r.value, None if r.end is None else r.end.decode()
+                )
+                for r in records
+                if start == b"" or record_matches(r.key, r.op, r.end, start, end)
+            ]
+        except UnicodeDecodeError:
+            raise self._bad_key([r.key for r in records]) from None
+        return events, records[-1].seq
+
+    def snapshot_seq(self) -> int:
+        """The seq of the component's last change (0: none yet): what a scan started now is at least as new as.
+
+        Needs read access (``changes``); ``invalid-config`` when the feed is off.
+        """
+        self._authorize(Operation.CHANGES, None)
+        self._check_feed()
+        return self._call(self._backend.change_bounds)[1]
+
+    def resync(self, prefix: str | None = None) -> tuple[dict[str, bytes], int]:
+        """The component's live keys under *prefix* with their values, and the seq that state is at.
+
+        How a reader that got a ``gap`` starts again: take the state, then
+        call :meth:`changes` with the returned seq. It is :meth:`snapshot_seq`,
+        a full :meth:`scan`, then the events after that seq replayed
+        (:func:`~airssys_storage.changes.replay`) up to the log's end, so the
+        state is exactly the one at the returned seq when ``set`` events carry
+        values (``changes_capture_values``); a ``set`` without its value is
+        completed by reading the key, which may be newer (the later event
+        then sets it again). Needs ``changes`` and ``scan``.
+        """
+        seq = self.snapshot_seq()
+        state: dict[str, bytes | None] = {}
+        cursor: str | None = None
+        while True:
+            page, cursor = self.scan(prefix, cursor)
+            state.update(page)
+            if cursor is None:
+                break
+        while True:
+            events, after = self.changes(seq, prefix)
+            if not events and after == seq:
+                break
+            replay(state, events)
+            seq = after
+        missing = [key for key, value in state.items() if value is None]
+        for first in range(0, len(missing), self._max_batch):
+            chunk = missing[first : first + self._max_batch]
+            state.update(zip(chunk, self.get_many(chunk), strict=True))
+        return {key: value for key, value in state.items() if value is not None}, seq
+
+    def watch(self, since: int = 0, prefix: str | None = None, timeout: float | None = None) -> Iterator[ChangeEvent]:
+        """The component's changes after *since*, as they are committed: a blocking iterator built on :meth:`changes`.
+
+        Ends when no event came for *timeout* seconds (``None``: never).
+        Commits of this process wake it at once; on SQLite and MariaDB it
+        checks for other processes' commits every ``changes_poll_seconds``;
+        on PostgreSQL a ``NOTIFY`` wakes it. Keep ``event.seq`` as the
+        cursor: a reader restarted from it misses nothing (at least once).
+        Errors: those of :meth:`changes`.
+        """
+        self.changes(since, prefix, 1)  # check permission, feed and cursor before the first wait
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            events, after = self.changes(since, prefix)
+            yield from events
+            if after != since:
+                since = after
+                if events and timeout is not None:
+                    deadline = monotonic() + timeout
+                continue
+            wait = 1.0 if deadline is None else deadline - monotonic()
+            if wait <= 0:
+                return
+            self._call(self._backend.wait_for_changes, since, min(wait, 1.0))
+
+    async def awatch(
+        self, since: int = 0, prefix: str | None = None, timeout: float | None = None
+    ) -> AsyncIterator[ChangeEvent]:
+        """:meth:`watch` as an asyncio async iterator (the waits run in a worker thread)."""
+        import asyncio
+
+        await asyncio.to_thread(self.changes, since, prefix, 1)
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            events, after = await asyncio.to_thread(self.changes, since, prefix)
+            for event in events:
+                yield event
+            if after != since:
+                since = after
+                if events and timeout is not None:
+                    deadline = monotonic() + timeout
+                continue
+            wait = 1.0 if deadline is None else deadline - monotonic()
+            if wait <= 0:
+                return
+            await asyncio.to_thread(self._call, self._backend.wait_for_changes, since, min(wait, 1.0))
+
+    def _check_feed(self) -> None:
+        if self._ns not in self._backend.feeds:
+            raise ConfigurationError(
+                f"component {self._ns!r} keeps no change feed: set permissions.storage.changes = true in its "
+                "manifest (or the setting changes_default = true) and reload it"
+            )
 
     # -- transactions ------------------------------------------------------------
 

@@ -52,7 +52,16 @@ CALLS: dict[Operation, Callable[[ComponentStorage], Any]] = {
     Operation.DELETE_PREFIX: lambda s: s.delete_prefix("k"),
     Operation.DELETE_RANGE: lambda s: s.delete_range("a", "z"),
     Operation.LIMITS: lambda s: s.limits(),
+    Operation.CHANGES: lambda s: _changes(s),
 }
+
+
+def _changes(store: ComponentStorage) -> Any:
+    """changes() past the permission check: the matrix's component keeps no feed (invalid-config after it)."""
+    try:
+        return store.changes()
+    except ConfigurationError:
+        return None
 
 
 def _ttl_or_missing(store: ComponentStorage, key: str) -> float | None:
@@ -65,7 +74,19 @@ def _ttl_or_missing(store: ComponentStorage, key: str) -> float | None:
 
 SEED_TABLE = {
     Access.NONE: set(),
-    Access.READ_ONLY: {"get", "has", "keys", "size", "get-many", "scan", "range", "get-entry", "get-ttl", "limits"},
+    Access.READ_ONLY: {
+        "get",
+        "has",
+        "keys",
+        "size",
+        "get-many",
+        "scan",
+        "range",
+        "get-entry",
+        "get-ttl",
+        "limits",
+        "changes",
+    },
     Access.READ_WRITE: {op.value for op in Operation} - {"clear"},
     Access.ADMIN: {op.value for op in Operation},
 }

@@ -38,6 +38,7 @@ BUILTIN_COMMANDS = {
     "keys": "airssys_storage.cli.data:keys",
     "size": "airssys_storage.cli.data:size",
     "clear": "airssys_storage.cli.data:clear",
+    "watch": "airssys_storage.cli.data:watch",
     "export": "airssys_storage.cli.transfer:export",
     "import": "airssys_storage.cli.transfer:import_",
     "migrate": "airssys_storage.cli.transfer:migrate",
@@ -78,6 +79,7 @@ EXIT_CODES = {
     "quota-exceeded": ExitCode.REFUSED,
     "value-too-large": ExitCode.REFUSED,
     "too-many-keys": ExitCode.REFUSED,
+    "gap": ExitCode.REFUSED,
     "internal-error": ExitCode.BACKEND,
     "verification-failed": ExitCode.VERIFICATION,
 }

@@ -224,11 +224,17 @@ def open_manager(
 
 @contextmanager
 def open_component(
-    store: StoreSpec, component: str, manifest_path: Path | None = None, *, existing: bool = False
+    store: StoreSpec,
+    component: str,
+    manifest_path: Path | None = None,
+    *,
+    existing: bool = False,
+    changes: bool | None = None,
 ) -> Iterator[ComponentStorage]:
     """An operator handle on *component*: admin rights; the manifest's quota if one is given, else none.
 
-    *existing*: as for :func:`open_manager` (read-only commands pass ``True``).
+    *existing*: as for :func:`open_manager` (read-only commands pass ``True``). *changes*: as for
+    :func:`~airssys_storage.exchange.operator_storage` (``watch`` passes ``True``).
 
     Operators are not quota-limited by default because they fix and move
     data; ``--manifest`` makes a write obey the quota the component itself
@@ -258,7 +264,7 @@ def open_component(
         source = f"{strategy.describe_limit(manifest)} (--manifest {str(manifest_path)!r})"
     with open_manager(settings, quota=quota, registry=registry, existing=existing) as manager:
         try:
-            yield operator_storage(manager, component)
+            yield operator_storage(manager, component, changes=changes)
         except QuotaExceeded as exc:
             if not source:
                 raise

@@ -1,4 +1,4 @@
-"""Data commands on one component, with operator (admin) rights: get, set, delete, keys, size, clear."""
+"""Data commands on one component, with operator (admin) rights: get, set, delete, keys, size, clear, watch."""
 
 from __future__ import annotations
 
@@ -155,3 +155,46 @@ def clear(component: str, store: StoreSpec, yes: bool) -> None:
             )
         storage.clear()
     info(f"cleared component {component!r}: {usage.keys} keys, {usage.bytes} bytes deleted")
+
+
+@click.command()
+@component_option
+@store_options
+@json_option
+@click.option("--prefix", default=None, metavar="P", help="Only changes of keys starting with P (and clears).")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Start after seq N (0: the oldest retained change). Default: the last seq now (only new changes).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after SECONDS without a change (default: run until interrupted).",
+)
+def watch(
+    component: str, store: StoreSpec, as_json: bool, prefix: str | None, since: int | None, timeout: float | None
+) -> None:
+    """Print the component's changes as they are committed: seq, operation, key and version, one per line.
+
+    With --json, one JSON object per line (JSON Lines) with seq, op, key, version, at (ms since the
+    epoch), end (delete-range) and value (base64, when the store captures values). The component
+    must keep a change feed (its manifest's permissions.storage.changes = true); exit code 4 when
+    --since is older than the retained changes (the gap error names the oldest seq).
+    """
+    import base64
+
+    with open_component(store, component, existing=True, changes=True) as storage:
+        start = storage.snapshot_seq() if since is None else since
+        for event in storage.watch(start, prefix, timeout):
+            if as_json:
+                record = event._asdict()
+                record["value"] = None if event.value is None else base64.b64encode(event.value).decode("ascii")
+                click.echo(json.dumps(record, ensure_ascii=False))
+            else:
+                end = "" if event.op != "delete-range" else f"\tend={event.end!r}"
+                click.echo(f"{event.seq}\t{event.op}\t{event.key}\tv{event.version}{end}")

@@ -12,7 +12,10 @@ re-create). It follows the contract's rules, not any backend's code:
   component's expired rows are swept and the write is tried once more;
 - a repeated operation id returns its first result and applies nothing;
 - conditions (compare-and-swap, ``delete_if``) and counter errors are
-  checked before the quota, and a refused write changes nothing.
+  checked before the quota, and a refused write changes nothing;
+- with capability ``change_feed``, the component's change feed replayed onto
+  an empty dict gives its rows (expired ones included until removed) after
+  every step.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from airssys_storage import (
     StorageManager,
     TooManyKeys,
 )
+from airssys_storage.changes import FeedConfig, replay
 from airssys_storage.planner import decode_counter
 
 from .clock import FakeClock
@@ -98,7 +102,15 @@ def model_machine(manager: StorageManager, clock: FakeClock, max_query: int) -> 
             self.quota = quota
             #: Results recorded for operation ids (the model's clock never passes the retention window).
             self.done_ops: dict[tuple[str, str], int] = {}  # (key, op_id) -> first result: ids are per key
-            self.store = manager.component(Manifest(next(ids), Access.ADMIN, quota))
+            component_id = next(ids)
+            feed = manager.backend.capabilities.change_feed
+            self.store = manager.component(Manifest(component_id, Access.ADMIN, quota, changes=feed or None))
+            #: The change feed replayed so far (None: the backend keeps none) and the reader's cursor.
+            self.replayed: dict[str, bytes | None] | None = None
+            self.cursor = 0
+            if feed:  # values captured (the model's values are small), so the replay holds them
+                manager.backend.enable_changes(component_id, FeedConfig(capture_values=True, max_value_bytes=1 << 20))
+                self.replayed = {}
 
         # -- the model's rules ----------------------------------------------------
 
@@ -392,6 +404,22 @@ def model_machine(manager: StorageManager, clock: FakeClock, max_query: int) -> 
                 if cursor is None:
                     break
             assert seen == self._live_items()
+
+        @invariant()
+        def feed_replays_to_the_rows(self) -> None:
+            if self.replayed is None:
+                return
+            while True:
+                events, after = self.store.changes(self.cursor)
+                assert [event.seq for event in events] == list(range(self.cursor + 1, after + 1))
+                # Values are captured: a set without one changed only the expiry of a key the replay holds.
+                touched = [event for event in events if event.op == "set" and event.value is None]
+                assert all(event.key in self.replayed for event in touched)
+                replay(self.replayed, [event for event in events if event not in touched])
+                if after == self.cursor:
+                    break
+                self.cursor = after
+            assert self.replayed == {key: row.value for key, row in self.rows.items()}
 
         @invariant()
         def usage_matches(self) -> None:

@@ -43,7 +43,7 @@ def test_help_lists_every_command(cli: Run) -> None:
     assert result.exit_code == 0
     for name in ("config", "plugins", "manifest", "get", "set", "delete", "keys", "size", "clear", "export", "import"):
         assert f"  {name} " in result.stdout
-    for name in ("migrate", "stats", "bench", "repair"):
+    for name in ("migrate", "stats", "bench", "repair", "watch"):
         assert f"  {name} " in result.stdout
 
 
@@ -441,6 +441,24 @@ def test_operators_ignore_quota_unless_a_manifest_is_given(cli: Run, store: Stor
     other = write_manifest(tmp_path / "o.toml", "other", "read-write")
     result = cli(*args, "--manifest", str(other), input=b"x")
     assert result.exit_code == 2 and "describes component 'other'" in one_error_line(result.stderr)
+
+
+def test_watch_tails_the_change_feed(cli: Run, make_store: MakeStore) -> None:
+    """watch prints the feed from --since (human and JSON Lines), filters by --prefix, ends after --timeout."""
+    store = make_store("sqlite")
+    url = ["--url", store.url, "-c", "app"]
+    feed = {"AIRSSYS_STORAGE_CHANGES_DEFAULT": "true"}
+    assert cli("set", *url, "a/1", "x", env=feed).exit_code == 0
+    assert cli("set", *url, "b", "y", env=feed).exit_code == 0
+    assert cli("delete", *url, "a/1", env=feed).exit_code == 0
+    result = cli("watch", *url, "--since", "0", "--timeout", "0")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["1\tset\ta/1\tv1", "2\tset\tb\tv1", "3\tdelete\ta/1\tv1"]
+    result = cli("watch", *url, "--since", "1", "--prefix", "a/", "--json", "--timeout", "0")
+    assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [3]
+    assert cli("watch", *url, "--timeout", "0").stdout == ""  # by default only changes after now
+    result = cli("watch", *url, "--since", "9", "--timeout", "0")
+    assert result.exit_code == 2 and "beyond the last change" in one_error_line(result.stderr)
 
 
 def test_clear_asks_unless_yes(cli: Run, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ from sortedcontainers import SortedList
 
 from airssys_storage import Capabilities, InternalError, StorageBackend, Usage, VerifyReport, hookimpl
 from airssys_storage.backend import BadKey, key_problems, verify_report, wall_clock_ms
+from airssys_storage.changes import ChangeBatch, ChangeLog, clear_record, plan_records, range_records
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.options import FORBID_EXTRA
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
@@ -87,7 +88,7 @@ class _Space:
     nothing: the next listing sorts ``rows`` anyway.
     """
 
-    __slots__ = ("changed", "expiring", "floor", "ops", "order", "rows", "used")
+    __slots__ = ("changed", "expiring", "floor", "log", "ops", "order", "rows", "used")
 
     def __init__(self) -> None:
         self.rows: dict[bytes, Row] = {}
@@ -99,6 +100,8 @@ class _Space:
         self.ops: dict[str, tuple[int, int]] = {}
         self.order: SortedList | None = None  # None: rebuild from rows at the next listing
         self.changed: list[bytes] = []  # keys added or removed since order was current (may repeat)
+        #: The change log (only once the namespace's feed is on: see StorageBackend.enable_changes).
+        self.log: ChangeLog | None = None
 
     def note(self, key: bytes) -> None:
         """Note that *key* was added to or removed from ``rows`` (nothing to note while ``order`` is ``None``)."""
@@ -262,7 +265,7 @@ class MemoryBackend(StorageBackend, ForkAware):
 
     name = "memory"
     url_schemes = ("memory",)
-    capabilities = Capabilities()
+    capabilities = Capabilities(change_feed=True)
     Options = MemoryOptions
 
     def __init__(self) -> None:
@@ -399,9 +402,13 @@ class MemoryBackend(StorageBackend, ForkAware):
             space.write(applied)
             if applied.op_records or space.ops:
                 space.record(applied.op_records, now, retention)
-            return applied
+            if self.feeds and namespace in self.feeds:
+                self._log(space, namespace, plan_records(applied, self.feeds[namespace]), now)
         finally:
             lock.put(None)
+        if self.feeds and namespace in self.feeds:
+            self.notify_changes(namespace)
+        return applied
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None, version: int | None = None) -> int:
         # The planner's PUT written out for its common cases, because it is measurably faster
@@ -506,16 +513,47 @@ class MemoryBackend(StorageBackend, ForkAware):
             writes = [Write(key, kind) for key in found]
             applied = plan(namespace, writes, [state(key) for key in found], space.counter(), None, now)
             space.write(applied)
-            return applied
+            logged = bool(self.feeds) and namespace in self.feeds and bool(applied.events)
+            if logged:
+                self._log(space, namespace, range_records(applied, start, end, expired_only), now)
+        if logged:
+            self.notify_changes(namespace)
+        return applied
 
     def clear(self, namespace: str) -> None:
         with self._lock:
             space = self._spaces.get(namespace)
             if space is None:
                 return
+            logged = bool(space.rows) and namespace in self.feeds
             space.floor = max(space.floor, *(_full(row)[1] for row in space.rows.values()), 0)
             space.rows, space.used, space.expiring = {}, 0, set()
             space.order, space.changed = None, []
+            if logged:
+                self._log(space, namespace, clear_record(space.floor), self.clock())
+        if logged:
+            self.notify_changes(namespace)
+
+    # -- change feed -------------------------------------------------------------------------
+
+    def _log(self, space: _Space, namespace: str, pending: Sequence[Any], now: int) -> None:
+        """Append a commit's records to the namespace's log (holding the lock)."""
+        if space.log is None:
+            space.log = ChangeLog()
+        space.log.append(pending, now, self.feeds[namespace])
+
+    def read_changes(self, namespace: str, since: int, limit: int) -> ChangeBatch:
+        with self._lock:
+            space = self._spaces.get(namespace)
+            if space is None or space.log is None:
+                return ChangeBatch([], 1, 0)
+            return space.log.read(since, limit)
+
+    def change_bounds(self, namespace: str) -> tuple[int, int]:
+        with self._lock:
+            space = self._spaces.get(namespace)
+            log = None if space is None else space.log
+            return (1, 0) if log is None else log.bounds()
 
     # -- administration ----------------------------------------------------------------------
 

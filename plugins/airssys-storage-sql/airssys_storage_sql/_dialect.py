@@ -29,7 +29,7 @@ class EngineDialect(abc.ABC):
     #: Engine family: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``.
     engine: ClassVar[str]
     #: What the backend promises on this engine (see :class:`airssys_storage.Capabilities`).
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multi_process=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multi_process=True, change_feed=True)
     #: The driver's positional parameter marker; statements shared by the engines are written with ``?``.
     placeholder: ClassVar[str] = "%s"
     #: How the engine's ``INSERT`` of a usage row leaves an existing row alone.
@@ -156,6 +156,13 @@ class EngineDialect(abc.ABC):
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         """The single-key set; by default one commit through the planner."""
+        return StorageBackend.put_one(self.backend, namespace, key, value, limit)
+
+    def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        """The single-key set of a namespace with the change feed on; by default one commit through the planner.
+
+        (``SQLBackend.apply`` appends the events of a namespace with the feed on, and wakes its watchers.)
+        """
         return StorageBackend.put_one(self.backend, namespace, key, value, limit)
 
     def delete_one(self, namespace: str, key: bytes) -> bool:

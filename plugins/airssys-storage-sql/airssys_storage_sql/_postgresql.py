@@ -124,6 +124,8 @@ class PostgreSQLDialect(ServerDialect):
         self._array_dumper = _dumper()
         #: id(cursor) -> the plan its open commit holds back: (namespace, plan, now) (see :meth:`end`).
         self._pending: dict[int, tuple[str, Plan, int]] = {}
+        #: id(cursor) -> statements its open commit sends with COMMIT (the change feed's: see :meth:`defer`).
+        self._deferred: dict[int, list[tuple[str, Sequence[Any]]]] = {}
         self._q_any = f"SELECT k, v, exp FROM {t.data} WHERE ns = %s AND k = ANY(%b::bytea[])"
         # The charge shared by the write statements; s(delta, count) is the net change. An
         # upsert, not an UPDATE, so that it sees a usage row committed after the statement's
@@ -339,6 +341,7 @@ class PostgreSQLDialect(ServerDialect):
     def begin(self, item: Any) -> None:
         """Nothing yet: ``BEGIN`` goes with the first reads of the commit (:meth:`lock_space`, :meth:`read_state`)."""
         self._pending.pop(id(item), None)  # left by a commit that failed before its end
+        self._deferred.pop(id(item), None)
 
     def lock_space(self, item: Any, namespace: str) -> SpaceState:
         with item.connection.pipeline():
@@ -375,13 +378,21 @@ class PostgreSQLDialect(ServerDialect):
         # The row exists (the commit locked it); in a pipeline no rowcount is known yet.
         self.execute(item, self.backend._w.set_space, (space.bytes, space.keys, space.floor, namespace))
 
+    def defer(self, item: Any, sql: str, params: Sequence[Any]) -> None:
+        """Send *sql* with the commit's held-back writes and ``COMMIT``, in their pipeline (no own round trip)."""
+        self._deferred.setdefault(id(item), []).append((sql, params))
+
     def end(self, item: Any) -> None:
         pending = self._pending.pop(id(item), None)
-        if pending is None:
+        deferred = self._deferred.pop(id(item), ())
+        if pending is None and not deferred:
             item.execute("COMMIT")
             return
         with item.connection.pipeline():
-            super().write_plan(item, *pending)
+            if pending is not None:
+                super().write_plan(item, *pending)
+            for sql, params in deferred:
+                item.execute(sql, params)
             item.execute("COMMIT")
 
     def retryable(self, exc: Exception) -> bool:
@@ -391,6 +402,7 @@ class PostgreSQLDialect(ServerDialect):
 
     def rollback(self, item: Any) -> None:
         self._pending.pop(id(item), None)
+        self._deferred.pop(id(item), None)
         if item.connection.info.transaction_status != 0:  # not IDLE: a transaction is open or failed
             item.connection.rollback()
 
@@ -475,3 +487,53 @@ class PostgreSQLDialect(ServerDialect):
                     USING ERRCODE = '{_QUOTA}', DETAIL = v_used::text || ' ' || p_delta::text;
             END
             $fn$"""
+
+
+class ChangeListener:
+    """The change feed's push channel on PostgreSQL: ``LISTEN`` on one connection, in a daemon thread.
+
+    Each ``NOTIFY`` (sent by a commit that appended events, with the
+    namespace as payload, delivered when it commits) wakes this process's
+    watchers (:meth:`StorageBackend.notify_changes`); they then pull, so a
+    lost notification delays a watcher by at most the backend's poll
+    interval (raised to :data:`SAFETY_POLL_SECONDS` while listening), never
+    loses an event. A dropped connection is reopened after a second.
+    """
+
+    #: The poll interval while notifications arrive, in seconds (a safety net for a lost connection).
+    SAFETY_POLL_SECONDS = 1.0
+
+    def __init__(self, backend: SQLBackend, url: Any, channel: str) -> None:
+        import threading
+
+        self._backend = backend
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._channel = channel
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="airssys-storage change listener", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        backend = self._backend
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    backend.change_poll_seconds = max(backend.change_poll_seconds or 0, self.SAFETY_POLL_SECONDS)
+                    self._ready.set()
+                    while not self._stopped.is_set():
+                        for notice in conn.notifies(timeout=0.5):
+                            backend.notify_changes(notice.payload)
+            except Exception:  # the watchers fall back to polling; try again in a second
+                backend.change_poll_seconds = min(backend.change_poll_seconds or 0.01, 0.01)
+                self._ready.set()
+                self._stopped.wait(1.0)
+
+    def stop(self) -> None:
+        """Stop listening (the thread ends within half a second)."""
+        self._stopped.set()

@@ -252,6 +252,35 @@ class SQLiteDialect(EngineDialect):
         sizes[hint] = size
         return version  # type: ignore[no-any-return]
 
+    def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        # put_one's transaction with the event appended in it (the same-size shortcut commits on its own).
+        b = self.backend
+        version: int = b._use("set", SINGLE, self._put_logged_in, namespace, key, value, limit)
+        b.notify_changes(namespace)
+        return version
+
+    def _put_logged_in(
+        self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None
+    ) -> int:
+        execute = conn.execute
+        execute("BEGIN IMMEDIATE")
+        old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
+        if old is None:
+            delta, count = len(key) + len(value), 1
+        else:
+            delta, count = len(value) - old, 0
+        if limit is not None and delta > 0:
+            if execute(self._q_add_guarded, (delta, count, namespace, delta, limit)).rowcount != 1:
+                self._charge(conn, namespace, delta, count, limit)
+        elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
+            self._charge(conn, namespace, delta, count, limit)
+        b = self.backend
+        feed = b.feeds[namespace]
+        captured = value if feed.capture_values and len(value) <= feed.max_value_bytes else None
+        b._changes.append(conn, namespace, ((key, "set", version, captured, None),), b.clock(), feed)
+        execute("COMMIT")
+        return version  # type: ignore[no-any-return]
+
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         if len(writes) > 1:
             for write in writes:
@@ -522,5 +551,5 @@ class PlainSQLiteEngine:
 class SQLiteMemoryDialect(SQLiteDialect):
     """``sqlite://`` / ``sqlite:///:memory:``: one private in-memory database, gone on close."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(change_feed=True)
     shared_connection = True

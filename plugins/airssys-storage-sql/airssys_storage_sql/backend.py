@@ -55,9 +55,11 @@ from airssys_storage.backend import (
     verify_report,
     version_problem,
 )
+from airssys_storage.changes import ChangeBatch, FeedConfig, clear_record, plan_records, range_records
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
 
+from ._feed import SQLChangeLog
 from ._options import SQLOptions, connect_arg_error
 from ._retry import MAX_ATTEMPTS, backoff
 from ._schema import MAX_STORED_VERSION, SCHEMA_VERSION, migration_steps, table_names
@@ -301,7 +303,7 @@ class SQLBackend(StorageBackend, ForkAware):
 
     name = "sql"
     url_schemes = tuple(ENGINES)
-    capabilities = Capabilities(persistent=True, multi_process=True)
+    capabilities = Capabilities(persistent=True, multi_process=True, change_feed=True)
     Options = SQLOptions
 
     def __init__(self, sa_engine: Engine, options: SQLOptions, where: str, dialect: type[EngineDialect]) -> None:
@@ -348,6 +350,7 @@ class SQLBackend(StorageBackend, ForkAware):
         self._max_connections = options.pool_size
         self._slow_lock = threading.Lock()
         self._closed = False
+        self._listener: Any = None  # PostgreSQL: the LISTEN thread of the change feed, once a watcher waits
         # Set in a forked child that must not use this backend (see after_fork_in_child).
         self._refused_in_child: str | None = None
         #: Operations repeated after a conflict or a dead connection, by cause (for stats()).
@@ -780,12 +783,27 @@ class SQLBackend(StorageBackend, ForkAware):
     def delete_one(self, namespace: str, key: bytes) -> bool:
         return self._d.delete_one(namespace, key)
 
+    def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        """:meth:`put_one` of a namespace with the change feed on (see ``StorageBackend.enable_changes``)."""
+        return self._d.put_one_logged(namespace, key, value, limit)
+
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         """One transaction: lock the counter row, read the old rows and op ids, plan, write the plan.
 
         The dialect may take a faster path for some commits (:meth:`EngineDialect.apply`); the plan is the same.
+        A namespace with the change feed on always takes the general path, which appends its events.
         """
+        if namespace in self.feeds:
+            planned = self._use("write", TRANSACTION, self._apply_logged, namespace, writes, limit)
+            self.notify_changes(namespace)
+            return planned
         return self._d.apply(namespace, writes, limit)
+
+    def _apply_logged(self, item: Any, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        planned = self._apply_in(item, namespace, writes, limit)
+        feed = self.feeds[namespace]
+        self._changes.append(item, namespace, plan_records(planned, feed), self.clock(), feed)
+        return planned
 
     def _apply_planned(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         """:meth:`apply`'s general path, which every engine has (the differential tests compare with it)."""
@@ -869,7 +887,12 @@ class SQLBackend(StorageBackend, ForkAware):
         self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
     ) -> Plan:
         """One transaction: lock the counter row, read the rows in the range, plan their removal, apply it."""
-        return self._use("range delete", TRANSACTION, self._delete_range_in, namespace, start, end, expired_only, limit)
+        planned = self._use(
+            "range delete", TRANSACTION, self._delete_range_in, namespace, start, end, expired_only, limit
+        )
+        if planned.events and namespace in self.feeds:
+            self.notify_changes(namespace)
+        return planned
 
     def _delete_range_in(
         self, item: Any, namespace: str, start: bytes, end: bytes | None, expired_only: bool, limit: int | None
@@ -890,18 +913,61 @@ class SQLBackend(StorageBackend, ForkAware):
         old = [KeyState(int(row[1]), int(row[2]), row[3]) for row in rows]
         planned = plan(namespace, writes, old, space, None, now)
         self._d.write_plan(item, namespace, planned, now)
+        if planned.events and namespace in self.feeds:
+            records = range_records(planned, start, end, expired_only)
+            self._changes.append(item, namespace, records, now, self.feeds[namespace])
         return planned
 
     def clear(self, namespace: str) -> None:
-        self._use("clear", TRANSACTION, self._clear_in, namespace)
+        if self._use("clear", TRANSACTION, self._clear_in, namespace) and namespace in self.feeds:
+            self.notify_changes(namespace)
 
-    def _clear_in(self, item: Any, namespace: str) -> None:
+    def _clear_in(self, item: Any, namespace: str) -> bool:
+        """Empty the namespace; returns whether it held rows."""
         space = self._lock_space(item, namespace)
         top = self._fetchall(item, self._w.top_version, (namespace,))[0][0]
         self._execute(item, self._w.clear, (namespace,))
         floor = max(space.floor, int(top or 0))
         if space != SpaceState(0, 0, floor):
             self._d.write_space(item, namespace, SpaceState(0, 0, floor))
+        if top is not None and namespace in self.feeds:
+            self._changes.append(item, namespace, clear_record(floor), self.clock(), self.feeds[namespace])
+        return top is not None
+
+    # -- change feed (airssys_storage.changes; the tables: _feed.py) --------------------------
+
+    @property
+    def _changes(self) -> SQLChangeLog:
+        log = self.__dict__.get("_change_log")
+        if log is None:
+            log = self.__dict__["_change_log"] = SQLChangeLog(self)
+        return log
+
+    def enable_changes(self, namespace: str, feed: FeedConfig | None) -> None:
+        """Create the change-log tables (``IF NOT EXISTS``) on the first feed, then record *namespace*'s."""
+        if feed is not None and "_change_log" not in self.__dict__:
+            for statement in self._changes.ddl:
+                self._run("creating the change-log tables", self._execute, statement)
+        super().enable_changes(namespace, feed)
+
+    def read_changes(self, namespace: str, since: int, limit: int) -> ChangeBatch:
+        return self._use("changes", READ, self._changes.read_in, namespace, since, limit)
+
+    def change_bounds(self, namespace: str) -> tuple[int, int]:
+        return self._use("changes", READ, self._changes.bounds_in, namespace)
+
+    def wait_for_changes(self, namespace: str, after: int, timeout: float) -> bool:
+        """As the base class; on PostgreSQL a listener thread turns ``NOTIFY`` into same-process wake-ups."""
+        if self.engine == "postgresql" and self._listener is None:
+            self._start_listener()
+        return super().wait_for_changes(namespace, after, timeout)
+
+    def _start_listener(self) -> None:
+        from ._postgresql import ChangeListener
+
+        with self._slow_lock:
+            if self._listener is None and not self._closed:
+                self._listener = ChangeListener(self, self._sa_engine.url, self._changes.channel)
 
     # -- schema -------------------------------------------------------------------------
 
@@ -1146,6 +1212,8 @@ class SQLBackend(StorageBackend, ForkAware):
     def close(self) -> None:
         with self._slow_lock:
             self._closed = True
+            if self._listener is not None:
+                self._listener.stop()
             fairies = list(self._fairies.values())
             self._fairies.clear()
             self._connections = 0

@@ -116,7 +116,7 @@ class Server:
             return list(result) if result.returns_rows else []
 
     def drop(self, prefix: str) -> None:
-        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops")
+        self.execute(f"DROP TABLE IF EXISTS {prefix}data, {prefix}usage, {prefix}meta, {prefix}ops, {prefix}changes")
         if self.engine == "postgresql":
             self.execute(f"DROP FUNCTION IF EXISTS {prefix}refuse(text, bigint, bigint)")
         else:
@@ -125,7 +125,7 @@ class Server:
             self.execute(f"DROP PROCEDURE IF EXISTS {prefix}incr")
 
     def empty(self, prefix: str) -> None:
-        for table in ("data", "usage", "ops"):
+        for table in ("data", "usage", "ops", "changes"):
             if self.exists(f"{prefix}{table}"):
                 self.execute(f"DELETE FROM {prefix}{table}")
 

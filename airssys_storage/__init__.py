@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .atomic import AtomicBatch
     from .backend import (
         Capabilities,
         Change,
@@ -55,6 +56,7 @@ __all__ = [
     "READ_OPERATIONS",
     "WRITE_OPERATIONS",
     "Access",
+    "AtomicBatch",
     "Capabilities",
     "Change",
     "ComponentStorage",
@@ -98,6 +100,7 @@ __all__ = [
 
 #: Public name -> the module of this package that defines it.
 _MODULES = {
+    "AtomicBatch": "atomic",
     **dict.fromkeys(
         [
             "Capabilities",

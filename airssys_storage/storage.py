@@ -58,6 +58,8 @@ from .plugins import PluginRegistry, check_plugin_options, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
 
 if TYPE_CHECKING:
+    from .atomic import AtomicBatch
+
     # Imported where settings are read: pydantic costs more than a whole CLI `get` (issue 9).
     from .settings import StorageSettings
     from .transaction import Transaction
@@ -945,6 +947,25 @@ class ComponentStorage:
             del found[limit:]
             next_cursor = base64.urlsafe_b64encode(_CURSOR_TAG + found[-1][0]).decode("ascii")
         return self._decoded(Operation.SCAN, found), next_cursor
+
+    # -- atomic write batches ------------------------------------------------------
+
+    def atomic(self) -> AtomicBatch:
+        """A multi-key write batch with checks (:class:`~airssys_storage.atomic.AtomicBatch`), Deno KV's ``atomic()``.
+
+        ``storage.atomic().check(key, version).set(key, value).increment(counter, 1).commit()``
+        applies every change in one atomic backend commit if every check holds
+        (``version`` 0: the key must be absent), and returns each changed key's
+        new version; otherwise it raises ``precondition-failed`` naming the
+        key and writes nothing. See :mod:`airssys_storage.atomic` for the
+        rules. Needs read-write (operation ``commit``; ``permission-denied``
+        here, before anything is built, unless a per-key policy decides).
+        """
+        from .atomic import AtomicBatch
+
+        if Operation.COMMIT.value not in self._state.key_policies:
+            self._authorize(Operation.COMMIT, None)
+        return AtomicBatch(self)
 
     # -- transactions ------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from airssys_storage import (
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
 from .atomics import AtomicsConformance
+from .batches import AtomicBatchConformance
 from .clock import FakeClock
 from .expiry import ExpiryConformance
 from .fork import ForkConformance
@@ -69,7 +70,9 @@ def total_size(data: dict[str, bytes]) -> int:
     return sum(len(k.encode()) + len(v) for k, v in data.items())
 
 
-class BackendConformance(AtomicsConformance, ExpiryConformance, VerifyConformance, ForkConformance):
+class BackendConformance(
+    AtomicsConformance, AtomicBatchConformance, ExpiryConformance, VerifyConformance, ForkConformance
+):
     """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
 
     # Small query limits make "past the maximum" cheap to reach on every backend.

@@ -963,8 +963,9 @@ class ComponentStorage:
         """
         from .atomic import AtomicBatch
 
-        if Operation.COMMIT.value not in self._state.key_policies:
-            self._authorize(Operation.COMMIT, None)
+        state = self._state
+        if "commit" not in state.fast_allowed and "commit" not in state.key_policies:
+            self._authorize(Operation.COMMIT, None)  # raises: the operation is not allowed
         return AtomicBatch(self)
 
     # -- transactions ------------------------------------------------------------

@@ -52,6 +52,7 @@ CALLS: dict[Operation, Callable[[ComponentStorage], Any]] = {
     Operation.DELETE_PREFIX: lambda s: s.delete_prefix("k"),
     Operation.DELETE_RANGE: lambda s: s.delete_range("a", "z"),
     Operation.LIMITS: lambda s: s.limits(),
+    Operation.COMMIT: lambda s: s.atomic().set("k", b"v").commit(),
 }
 
 

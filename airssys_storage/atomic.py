@@ -140,7 +140,10 @@ class AtomicBatch:
         return self
 
     def delete(self, key: str) -> AtomicBatch:
-        """Delete *key* when the batch commits (a missing key is no error). ``invalid-key``; ``invalid-argument`` as :meth:`set`."""
+        """Delete *key* when the batch commits (a missing key is no error).
+
+        ``invalid-key``; ``invalid-argument`` as :meth:`set`.
+        """
         if self._committed:
             raise _committed()
         raw = encode_key(key, self._max_key)

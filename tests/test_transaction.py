@@ -190,7 +190,7 @@ def test_manifest_transactional_field() -> None:
 
 
 def test_atomic_batch_inside_a_transaction(storage: ComponentStorage) -> None:
-    """An atomic batch in a transaction: decided on the buffer; a key only checked is a commit condition, not a write."""
+    """An atomic batch in a transaction: decided on the buffer; a key only checked is a commit condition, no write."""
     checked = storage.set("checked", b"c")
     tx = storage.transaction()
     tx.atomic().check("checked", checked).check("absent", 0).set("a", b"1").increment("n", 2).commit()

@@ -35,7 +35,9 @@ __all__ = ["AtomicBatchConformance"]
 _components = itertools.count()
 
 
-def _open(manager: StorageManager, prefix: str, access: str = "read-write", max_size: int | None = None) -> ComponentStorage:
+def _open(
+    manager: StorageManager, prefix: str, access: str = "read-write", max_size: int | None = None
+) -> ComponentStorage:
     """A component no other test of this run uses (tests may share one store)."""
     return manager.component(Manifest(f"{prefix}-batch-{next(_components)}", Access(access), max_size))
 
@@ -101,7 +103,9 @@ class AtomicBatchConformance:
         assert store.get_entry("checked") == before
         assert store.usage() == Usage(len("checked") + 1 + len("w") + 1, 2)
 
-    def test_atomic_batch_check_for_absence_passes_on_expired_key(self, store: ComponentStorage, clock: FakeClock) -> None:
+    def test_atomic_batch_check_for_absence_passes_on_expired_key(
+        self, store: ComponentStorage, clock: FakeClock
+    ) -> None:
         """Batch, expiry: an expired key is absent for a check (0 holds, its old version does not)."""
         version = store.set("session", b"s", ttl=1)
         clock.advance(2.0)
@@ -146,7 +150,7 @@ class AtomicBatchConformance:
         assert len(full.commit()) == limit
 
     def test_atomic_batch_arguments_are_validated(self, store: ComponentStorage) -> None:
-        """Batch: bad keys, values, versions, deltas and ttls, a key changed twice, checks that disagree, a second commit."""
+        """Batch: bad keys, values, versions, deltas, ttls; a key changed twice, disagreeing checks, a second commit."""
         batch = store.atomic()
         with pytest.raises(InvalidArgument):
             batch.check("k", -1)

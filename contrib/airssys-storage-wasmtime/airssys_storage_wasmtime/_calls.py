@@ -79,7 +79,7 @@ class StateCalls:
         return int(self.storage.increment(key, delta, op_id=op_id))
 
     def commit(self, checks: list[tuple[str, int]], mutations: list[Case]) -> list[int]:
-        """``storage-commit``: one :meth:`~airssys_storage.ComponentStorage.atomic` batch; the versions in mutation order."""
+        """``storage-commit``: one :meth:`ComponentStorage.atomic` batch; the versions in mutation order."""
         batch = self.storage.atomic()
         for key, version in checks:
             batch.check(key, version)

@@ -122,7 +122,7 @@ class GuestStore:
 
 
 class GuestBatch:
-    """:class:`~airssys_storage_sdk.protocol.Batch` over ``storage-commit``: built in the guest, one host call to commit."""
+    """:class:`~airssys_storage_sdk.protocol.Batch` over ``storage-commit``: built in the guest, one call to commit."""
 
     def __init__(self, store: GuestStore) -> None:
         self._store = store

@@ -210,8 +210,13 @@ def state(c: Checks) -> None:
         lambda: a.storage_commit([("c", vc + 1)], [set_(("b/2", b"y", None)), increment(("b/n", 1))]),
         st.StateError_PreconditionFailed,
     )
-    c.equal("a refused commit names the key and writes nothing", ("'c'" in error.value, s.storage_has("b/2")), (True, False))
-    c.error("commit of a key twice", lambda: a.storage_commit([], [delete("b/1"), delete("b/1")]), st.StateError_InvalidArgument)
+    refused = ("'c'" in error.value, s.storage_has("b/2"))
+    c.equal("a refused commit names the key and writes nothing", refused, (True, False))
+    c.error(
+        "commit of a key twice",
+        lambda: a.storage_commit([], [delete("b/1"), delete("b/1")]),
+        st.StateError_InvalidArgument,
+    )
     too_many = [set_((f"b/{i}", b"", None)) for i in range(MAX_BATCH_OPS + 1)]
     c.error("commit past max-batch-ops", lambda: a.storage_commit([], too_many), st.StateError_TooManyKeys)
     c.equal("commit of deletes", a.storage_commit([], [delete("b/1"), delete("b/n"), delete("b/t")]), [0, 0, 0])

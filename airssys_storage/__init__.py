@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .atomic import AtomicBatch
     from .backend import (
         Capabilities,
         Change,
@@ -57,6 +58,7 @@ __all__ = [
     "READ_OPERATIONS",
     "WRITE_OPERATIONS",
     "Access",
+    "AtomicBatch",
     "Capabilities",
     "Change",
     "ChangeEvent",
@@ -103,6 +105,7 @@ __all__ = [
 
 #: Public name -> the module of this package that defines it.
 _MODULES = {
+    "AtomicBatch": "atomic",
     **dict.fromkeys(
         [
             "Capabilities",

@@ -41,6 +41,8 @@ class Operation(enum.StrEnum):
     DELETE_RANGE = "delete-range"
     LIMITS = "limits"
     CHANGES = "changes"
+    #: An atomic write batch with checks (``ComponentStorage.atomic().commit()``).
+    COMMIT = "commit"
 
     @property
     def wit_name(self) -> str:
@@ -72,5 +74,5 @@ READ_OPERATIONS = frozenset(
 )
 #: Operations that may change data, versions, expiry or usage: every operation that is not in
 #: :data:`READ_OPERATIONS` (``set``, ``delete``, the batches, ``clear``, the atomics, the expiry
-#: changes, ``purge-expired``, ``delete-prefix``, ``delete-range``).
+#: changes, ``purge-expired``, ``delete-prefix``, ``delete-range``, ``commit``).
 WRITE_OPERATIONS = frozenset(Operation) - READ_OPERATIONS

@@ -37,6 +37,14 @@ Conditions
     expired); ``n``: the key must be live with version ``n``. One failed
     condition raises :class:`~airssys_storage.PreconditionFailed` and nothing
     is applied.
+Checks
+    A condition on a key the commit does not change is a :attr:`WriteKind.SWEEP`
+    with ``if_version`` (:func:`check`): the condition is decided like any
+    other, and the write changes nothing visible (a live key is left alone;
+    an expired row, absent for every reader, is removed as a sweep would).
+    So a multi-key write batch with checks (``ComponentStorage.atomic``, in
+    the spirit of Deno KV's ``atomic().check()``) is one ordinary commit
+    that every backend applies as it applies any other.
 Counters
     :attr:`WriteKind.INCREMENT` values are the decimal ASCII of a signed 64-bit
     integer (a missing or expired key counts as 0); another value is
@@ -68,6 +76,7 @@ __all__ = [
     "Write",
     "WriteKind",
     "add_to_counter",
+    "check",
     "decode_counter",
     "plan",
 ]
@@ -178,6 +187,14 @@ class Plan(NamedTuple):
     events: Sequence[Event]
     #: ``(op_id, result)`` pairs to record with the commit.
     op_records: list[tuple[str, int]]
+
+
+def check(key: bytes, if_version: int) -> Write:
+    """A write that only checks *key* (see "Checks"): ``0`` absent (or expired), ``n`` live at version ``n``.
+
+    Its result is 0, or 1 when it removed an expired row.
+    """
+    return Write(key, WriteKind.SWEEP, if_version=if_version)
 
 
 def decode_counter(value: bytes, key: bytes) -> int:

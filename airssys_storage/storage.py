@@ -61,6 +61,8 @@ from .plugins import PluginRegistry, check_plugin_options, redact_url
 from .policies import PermissionPolicy, QuotaStrategy
 
 if TYPE_CHECKING:
+    from .atomic import AtomicBatch
+
     # Imported where settings are read: pydantic costs more than a whole CLI `get` (issue 9).
     from .quota_warnings import QuotaWarning, SoftQuota
     from .settings import StorageSettings
@@ -1176,6 +1178,26 @@ class ComponentStorage:
                 f"component {self._ns!r} keeps no change feed: set permissions.storage.changes = true in its "
                 "manifest (or the setting changes_default = true) and reload it"
             )
+
+    # -- atomic write batches ------------------------------------------------------
+
+    def atomic(self) -> AtomicBatch:
+        """A multi-key write batch with checks (:class:`~airssys_storage.atomic.AtomicBatch`), Deno KV's ``atomic()``.
+
+        ``storage.atomic().check(key, version).set(key, value).increment(counter, 1).commit()``
+        applies every change in one atomic backend commit if every check holds
+        (``version`` 0: the key must be absent), and returns each changed key's
+        new version; otherwise it raises ``precondition-failed`` naming the
+        key and writes nothing. See :mod:`airssys_storage.atomic` for the
+        rules. Needs read-write (operation ``commit``; ``permission-denied``
+        here, before anything is built, unless a per-key policy decides).
+        """
+        from .atomic import AtomicBatch
+
+        state = self._state
+        if "commit" not in state.fast_allowed and "commit" not in state.key_policies:
+            self._authorize(Operation.COMMIT, None)  # raises: the operation is not allowed
+        return AtomicBatch(self)
 
     # -- transactions ------------------------------------------------------------
 

@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Capabilities, StorageBackend, Usage
 from .errors import InternalError, InvalidArgument, TooManyKeys, ValueTooLarge
-from .planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
+from .planner import KeyState, Plan, SpaceState, Write, WriteKind, check, plan
 from .storage import ComponentStorage
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 PROVISIONAL_VERSIONS = 2**63
 
 # Writes that read the key's stored state before deciding: committed with a condition on it.
-_INCREMENT, _TOUCH = WriteKind.INCREMENT, WriteKind.TOUCH
+_INCREMENT, _TOUCH, _SWEEP = WriteKind.INCREMENT, WriteKind.TOUCH, WriteKind.SWEEP
 
 
 def _size(key: bytes, row: KeyState | None) -> int:
@@ -282,6 +282,10 @@ class _Overlay(StorageBackend):
             after[put.key] = KeyState(len(value), put.version, put.expires_at, value)
         for key in decided.deletes:
             after[key] = None
+        for write in writes:  # a check (planner.check) that changed nothing is a condition, not a write
+            if write.kind is _SWEEP and write.if_version is not None and write.key not in self._view:
+                if after[write.key] is rows[write.key]:
+                    del after[write.key]
         grown = sum(_size(key, row) - _size(key, self._view.get(key)) for key, row in after.items())
         if self._bytes + grown > self.max_bytes:
             raise ValueTooLarge(
@@ -336,6 +340,9 @@ class _Overlay(StorageBackend):
                 writes.append(Write(key, WriteKind.DELETE, if_version=condition))
             else:
                 writes.append(Write(key, WriteKind.PUT, row.value or b"", row.expires_at, condition))
+        for key in self._conditioned - self._view.keys():  # only checked (an atomic batch's check)
+            stored = self._stored.get(key)
+            writes.append(check(key, 0 if stored is None else stored.version))
         return writes
 
 

@@ -2,7 +2,7 @@
 
 - map get vs ``storage.get`` + ``json.loads`` (target: the map costs at most 1.5x);
 - vector append vs one plain ``storage.set`` (target: at most 3x; an append
-  is a read and two compare-and-swaps).
+  is a read and one atomic batch of the slot and the length).
 
 Run from outside the repository (so the installed packages are used):
 ``python /path/to/benchmarks/bench_collections.py [memory|sqlite|all]``.

@@ -386,6 +386,7 @@ def test_read_only_component_reads_state_and_writes_nothing(manager: StorageMana
         Operation.PURGE_EXPIRED: lambda: reader.purge_expired(),
         Operation.DELETE_PREFIX: lambda: reader.delete_prefix("k"),
         Operation.DELETE_RANGE: lambda: reader.delete_range("a", "z"),
+        Operation.COMMIT: lambda: reader.atomic().set("k", b"x").commit(),
     }
     for operation, call in writes.items():
         with pytest.raises(PermissionDenied, match=operation.wit_name):

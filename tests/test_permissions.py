@@ -53,6 +53,7 @@ CALLS: dict[Operation, Callable[[ComponentStorage], Any]] = {
     Operation.DELETE_RANGE: lambda s: s.delete_range("a", "z"),
     Operation.LIMITS: lambda s: s.limits(),
     Operation.CHANGES: lambda s: _changes(s),
+    Operation.COMMIT: lambda s: s.atomic().set("k", b"v").commit(),
 }
 
 

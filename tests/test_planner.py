@@ -121,6 +121,21 @@ def test_compare_and_swap_conditions(row: KeyState | None, condition: int, ok: b
             plan(NS, writes, [row], SpaceState(2, 1), None, 100)
 
 
+def test_check_writes_decide_their_condition_and_change_nothing_visible() -> None:
+    """Checks: planner.check is a condition on a key the commit does not change; an expired row is swept."""
+    live, expired = KeyState(1, 4), KeyState(1, 6, expires_at=5)
+    space = SpaceState(30, 3, floor=2)
+    writes = [planner.check(b"a", 4), planner.check(b"b", 0), planner.check(b"c", 0), Write(b"d", value=b"v")]
+    result = plan(NS, writes, [live, None, expired, None], space, None, 10)
+    assert [put.key for put in result.puts] == [b"d"] and result.deletes == [b"c"]
+    assert result.results[:3] == [0, 0, 1]
+    assert result.space == SpaceState(30 - 2 + 2, 3, floor=6)
+    assert [event.op for event in result.events] == ["expire", "set"]
+    for row, condition in ((live, 5), (live, 0), (None, 4), (expired, 6)):
+        with pytest.raises(PreconditionFailed, match="'a'"):
+            plan(NS, [Write(b"d", value=b"v"), planner.check(b"a", condition)], [None, row], space, None, 10)
+
+
 def test_one_failed_condition_refuses_the_whole_batch() -> None:
     """Conditions: all or nothing across a batch."""
     writes = [Write(b"a", value=b"1"), Write(b"b", value=b"2", if_version=5)]

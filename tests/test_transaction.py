@@ -187,3 +187,26 @@ def test_manifest_transactional_field() -> None:
         Manifest.from_toml(text.format("read-write", '"yes"'))
     with pytest.raises(ManifestError, match="needs access"):
         Manifest.from_toml(text.format("read-only", "true"))
+
+
+def test_atomic_batch_inside_a_transaction(storage: ComponentStorage) -> None:
+    """An atomic batch in a transaction: decided on the buffer; a key only checked is a commit condition, no write."""
+    checked = storage.set("checked", b"c")
+    tx = storage.transaction()
+    tx.atomic().check("checked", checked).check("absent", 0).set("a", b"1").increment("n", 2).commit()
+    assert tx.get_many(["a", "n"]) == [b"1", b"2"] and storage.get("a") is None
+    assert tx.pending_writes == 2
+    tx.commit()
+    assert storage.get_entry("checked") == (b"c", checked, None)
+    assert storage.get_many(["a", "n"]) == [b"1", b"2"]
+    # Another writer changes a checked key between the batch and the commit: the commit is refused.
+    tx.atomic().check("checked", checked).set("b", b"2").commit()
+    storage.set("checked", b"changed")
+    with pytest.raises(PreconditionFailed, match="'checked'"):
+        tx.commit()
+    assert storage.get("b") is None
+    tx.atomic().check("absent", 0).set("b", b"2").commit()
+    storage.set("absent", b"now present")
+    with pytest.raises(PreconditionFailed, match="'absent'"):
+        tx.commit()
+    assert storage.get("b") is None

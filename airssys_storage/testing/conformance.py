@@ -29,6 +29,7 @@ from airssys_storage import (
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
 from .atomics import AtomicsConformance
+from .batches import AtomicBatchConformance
 from .changes import ChangeFeedConformance
 from .clock import FakeClock
 from .expiry import ExpiryConformance
@@ -71,7 +72,12 @@ def total_size(data: dict[str, bytes]) -> int:
 
 
 class BackendConformance(
-    AtomicsConformance, ExpiryConformance, VerifyConformance, ForkConformance, ChangeFeedConformance
+    AtomicsConformance,
+    AtomicBatchConformance,
+    ExpiryConformance,
+    VerifyConformance,
+    ForkConformance,
+    ChangeFeedConformance,
 ):
     """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
 

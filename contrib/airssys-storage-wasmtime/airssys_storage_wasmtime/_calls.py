@@ -10,9 +10,18 @@ storage's (a :class:`~airssys_storage.StorageError` reaches the guest as a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["StateCalls", "ms_from_seconds", "seconds_from_ms"]
+__all__ = ["Case", "StateCalls", "ms_from_seconds", "seconds_from_ms"]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """A WIT variant value (``_codec.VariantOf``): the case's name and its payload (``None`` for a case without one)."""
+
+    name: str
+    payload: Any = None
 
 
 def seconds_from_ms(ms: int) -> float:
@@ -68,6 +77,22 @@ class StateCalls:
 
     def increment(self, key: str, delta: int, op_id: str | None) -> int:
         return int(self.storage.increment(key, delta, op_id=op_id))
+
+    def commit(self, checks: list[tuple[str, int]], mutations: list[Case]) -> list[int]:
+        """``storage-commit``: one :meth:`ComponentStorage.atomic` batch; the versions in mutation order."""
+        batch = self.storage.atomic()
+        for key, version in checks:
+            batch.check(key, version)
+        for mutation in mutations:
+            payload = mutation.payload
+            if mutation.name == "set":
+                key, value, ttl_ms = payload
+                batch.set(key, value, ttl=None if ttl_ms is None else seconds_from_ms(ttl_ms))
+            elif mutation.name == "delete":
+                batch.delete(payload)
+            else:
+                batch.increment(*payload)
+        return [int(version) for version in batch.commit().values()]
 
     # -- storage-expiry -------------------------------------------------------------
 

@@ -28,11 +28,13 @@ from wasmtime import component as wc
 
 from airssys_storage import StorageError
 
+from ._calls import Case
 from ._compat import PAYLOAD_OFFSET, VAL_SIZE
 
 __all__ = [
     "BOOL",
     "BYTES",
+    "Case",
     "S64",
     "STRING",
     "U32",
@@ -47,6 +49,7 @@ __all__ = [
     "Resource",
     "ResultOf",
     "TupleOf",
+    "VariantOf",
     "boxed",
     "describe",
     "lift_bytes",
@@ -387,6 +390,28 @@ class ErrorVariant(Codec):
         """Write the case *name* with the already boxed payload *boxed* (``None``: no payload)."""
         _set_name(out.of.variant.discriminant, self._names.get(name) or name.encode())
         out.of.variant.val = boxed
+        out.kind = _K_VARIANT
+
+
+class VariantOf(Codec):
+    """A WIT variant of data cases (not an error variant: see :class:`ErrorVariant`); Python side: :class:`Case`."""
+
+    def __init__(self, *cases: tuple[str, Codec | None]) -> None:
+        self.cases = dict(cases)
+        self._names = {name: name.encode() for name in self.cases}
+        self.wit = "variant{" + ", ".join(name if c is None else f"{name}({c.wit})" for name, c in cases) + "}"
+
+    def lift(self, v: Any) -> Case:
+        variant = v.of.variant
+        name = _string_at(variant.discriminant.data, variant.discriminant.size).decode()
+        codec = self.cases.get(name)
+        boxed = variant.val
+        return Case(name, codec.lift(boxed[0]) if codec is not None and boxed else None)
+
+    def lower(self, value: Case, out: Any) -> None:
+        codec = self.cases[value.name]
+        _set_name(out.of.variant.discriminant, self._names[value.name])
+        out.of.variant.val = None if codec is None else boxed(codec, value.payload)
         out.kind = _K_VARIANT
 
 

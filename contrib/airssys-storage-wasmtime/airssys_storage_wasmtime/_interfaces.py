@@ -24,6 +24,7 @@ from ._codec import (
     Resource,
     ResultOf,
     TupleOf,
+    VariantOf,
 )
 from ._keyvalue import (
     BUCKET,
@@ -100,6 +101,12 @@ LIMITS_RECORD = RecordOf(
     ("multi-process", BOOL),
 )
 
+#: storage-atomics' ``mutation``: one change of a storage-commit batch.
+MUTATION = VariantOf(
+    ("set", TupleOf(STRING, BYTES, OptionOf(U64))),
+    ("delete", STRING),
+    ("increment", TupleOf(STRING, S64)),
+)
 _OPTIONAL_BYTES = OptionOf(BYTES)
 _PAIRS = ListOf(TupleOf(STRING, BYTES))
 _PAGE = TupleOf(_PAIRS, OptionOf(STRING))
@@ -170,6 +177,7 @@ FUNCTIONS: tuple[HostFunction, ...] = (
     _state(ATOMICS, "storage-set-if-absent", (STRING, BYTES), BOOL, "set_if_absent"),
     _state(ATOMICS, "storage-delete-if", (STRING, U64), BOOL, "delete_if"),
     _state(ATOMICS, "storage-increment", (STRING, S64, OptionOf(STRING)), S64, "increment"),
+    _state(ATOMICS, "storage-commit", (ListOf(TupleOf(STRING, U64)), ListOf(MUTATION)), ListOf(U64), "commit"),
     _state(EXPIRY, "storage-set-with-ttl", (STRING, BYTES, U64), U64, "set_with_ttl"),
     _state(EXPIRY, "storage-get-ttl", (STRING,), OptionOf(U64), "get_ttl"),
     _state(EXPIRY, "storage-expire", (STRING, U64), BOOL, "expire"),

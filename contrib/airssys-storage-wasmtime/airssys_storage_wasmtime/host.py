@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airssys_storage import InvalidArgument, InvalidKey, StorageError, ValueTooLarge
 
 from . import _compat
+from ._calls import Case
 from .errors import GuestError, GuestLimitExceeded, GuestTimeout, GuestTrap, InvalidGuest
 from .limits import DEFAULT_LIMITS, SandboxLimits, format_bytes
 
@@ -755,11 +756,13 @@ def _wasmtime_error(message: str) -> int:
 
 
 def _payload_bytes(value: Any) -> int:
-    """Bytes of the keys and values in *value* (bytes, str, and lists, tuples and options of them)."""
+    """Bytes of the keys and values in *value* (bytes, str, and lists, tuples, options and variant cases of them)."""
     if isinstance(value, (bytes, str)):
         return len(value)
     if isinstance(value, (list, tuple)):
         return sum(_payload_bytes(item) for item in value)
+    if isinstance(value, Case):  # a variant's payload (storage-commit's mutations), not its case name
+        return _payload_bytes(value.payload)
     return 0
 
 
@@ -846,6 +849,8 @@ def _reserved(value: Any, reserved: str) -> bool:
         return value[:1] == reserved
     if isinstance(value, (list, tuple)):
         return any(_reserved(item, reserved) for item in value)
+    if isinstance(value, Case):
+        return _reserved(value.payload, reserved)
     return False
 
 

@@ -18,7 +18,9 @@ from airssys_storage_wasmtime._interfaces import (
     STORAGE,
     HostFunction,
 )
-from wasmtime_helpers import FIXTURES, tool
+from wasmtime_helpers import FIXTURES, storage_of, tool
+
+from airssys_storage import StorageManager, StorageSettings
 
 
 def dummy_component(world: str, work: Path, directory: str = "wit") -> bytes:
@@ -82,3 +84,27 @@ def test_the_shipped_wit_is_valid(tmp_path: Path) -> None:
             if item.name.endswith(".wit"):
                 (target / item.name).write_bytes(item.read_bytes())
         subprocess.run([wasm_tools, "component", "wit", str(target)], check=True, capture_output=True, timeout=120)
+
+
+def test_a_guest_built_before_storage_commit_still_loads(host: Host, tmp_path: Path) -> None:
+    """Guests built against the WIT without storage-commit (and its mutation type) keep working."""
+    wasm_tools = tool("wasm-tools")
+    shipped = importlib.resources.files("airssys_storage").joinpath("wit/storage.wit").read_text()
+    start = shipped.index("    /// One change of a storage-commit batch.")
+    end = shipped.index("\n}", shipped.index("storage-commit: func"))
+    older = shipped[:start].rstrip() + shipped[end:]
+    assert "mutation" not in older and "storage-commit" not in older
+    (tmp_path / "wit").mkdir()
+    (tmp_path / "wit" / "storage.wit").write_text(older)
+    core, component = tmp_path / "core.wasm", tmp_path / "component.wasm"
+    for command in (
+        [wasm_tools, "component", "embed", "--dummy", str(tmp_path / "wit"), "-w", "component-full", "-o", str(core)],
+        [wasm_tools, "component", "new", str(core), "-o", str(component)],
+    ):
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+    guest = host.load(component.read_bytes(), name="before-commit")
+    expected = {f.qualified_name for f in FUNCTIONS if f.interface in INTERFACES and f.name != "storage-commit"}
+    assert set(guest.imports) == expected
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        with host.instantiate(guest, storage_of(manager, "read-write", None)) as instance:
+            assert not instance.discarded

@@ -337,3 +337,15 @@ def test_a_max_value_above_the_transfer_ceiling_is_logged_once(
     ]
     assert len(warnings) == 1
     assert "about 2.7 MiB in one call" in warnings[0]
+
+
+def test_storage_commit_arguments_count_toward_the_call_cap_and_the_bucket_guard() -> None:
+    """storage-commit's checks and mutations (variant cases) are measured by their keys and values only."""
+    from airssys_storage_wasmtime._calls import Case
+    from airssys_storage_wasmtime.host import _payload_bytes, _reserved
+
+    checks = [("key", 3)]
+    mutations = [Case("set", ("k1", b"x" * 100, None)), Case("delete", "k2"), Case("increment", ("k3", 5))]
+    assert _payload_bytes([checks, mutations]) == 3 + 2 + 100 + 2 + 2
+    assert not _reserved([checks, mutations], "\U0010ffff")
+    assert _reserved([[], [Case("delete", "\U0010ffffdefault/k")]], "\U0010ffff")

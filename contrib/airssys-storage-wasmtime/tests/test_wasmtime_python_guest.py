@@ -12,7 +12,7 @@ from wasmtime_helpers import LIMITS, storage_of
 from airssys_storage import ComponentStorage, StorageManager, StorageSettings
 from airssys_storage.testing import FakeClock
 
-STATE_CHECKS = 53
+STATE_CHECKS = 53 + 8
 
 
 @pytest.fixture

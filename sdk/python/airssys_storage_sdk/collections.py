@@ -14,19 +14,19 @@ writer read. Prefixes are registered under ``~airssys-collections/<prefix>``
 :class:`~airssys_storage_sdk.errors.PrefixConflict` when the collection is
 created, so two collections can never write over each other's keys.
 
-Atomicity and concurrency (the store offers single-key compare-and-swap,
-increment and delete-if, and batches of puts or of deletes):
+Atomicity and concurrency (the store offers single-key compare-and-swap and
+multi-key atomic write batches with checks, :class:`~airssys_storage_sdk.protocol.Batch`):
 
-- Every change is decided by one compare-and-swap or delete-if, so concurrent
+- Every change that touches more than one key is one atomic batch whose
+  checks are the versions it read: a map's or set's item with its ``!size``
+  counter, a vector's slot with ``!len``, a queue's slot with ``!tail`` (push)
+  or ``!head`` (pop). So no reader ever sees an item without its count, a
+  process killed at any point leaves every count exact, and concurrent
   writers (threads, processes, hosts, guests) never lose an update: a key
   created by two writers at once is counted once, a queue item is popped by
-  exactly one caller.
-- A map or set keeps its size with ``increment`` right after the change that
-  decided it. Between the two calls another reader sees the size one off;
-  a process killed exactly there leaves it one off (the items are right).
-  Inside a guest whose host runs each invocation as a transaction, both are
-  one atomic commit.
-- ``clear`` removes one page (``page_size`` keys) per atomic batch.
+  exactly one caller. A change whose checks failed is read again and retried.
+- ``clear`` removes up to ``page_size - 1`` items per atomic batch, each
+  with its counter (so the count is exact after every batch).
 - Iteration pages through ``scan`` (``page_size`` keys a call) and never loads
   a whole collection; every item present for the whole iteration is seen once.
 """
@@ -61,7 +61,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _MISSING: Any = object()
 # How long a push waits for another writer's unfinished push of the same slot before fencing it off (seconds).
 _PUSH_PATIENCE = 0.2
-# A queue deletes popped slots in batches of this many (one write per batch instead of one per pop).
+# Earlier versions deleted popped queue slots this many at a time; a pop that moves the head past a
+# multiple of it deletes the ones before it too (no-ops unless such a version left them).
 _SWEEP = 32
 
 
@@ -143,14 +144,13 @@ class _Keyed(_Collection, Generic[K]):
             yield self._decode_key(full)
 
     def _put(self, full: str, data: bytes) -> bool:
-        """Store *data* under *full* with compare-and-swap; counts a new key once. Returns whether it was new."""
+        """Store *data* under *full*; a new key and its count in one atomic batch. Returns whether it was new."""
         store = self._store
         while True:
             entry = store.get_entry(full)
             try:
                 if entry is None:
-                    store.compare_and_swap(full, data, version=None)
-                    store.increment(self._size, 1)
+                    store.atomic().check(full, 0).set(full, data).increment(self._size, 1).commit()
                     return True
                 store.compare_and_swap(full, data, version=entry.version)
                 return False
@@ -158,27 +158,36 @@ class _Keyed(_Collection, Generic[K]):
                 continue  # another writer changed the key in between: read it again
 
     def _remove(self, full: str) -> EntryLike | None:
-        """Delete *full* if present (delete-if on the version read, then the counter); returns its entry."""
+        """Delete *full* if present: the key (at the version read) and its count in one atomic batch; its entry."""
         store = self._store
         while True:
             entry = store.get_entry(full)
             if entry is None:
                 return None
-            if store.delete_if(full, version=entry.version):
-                store.increment(self._size, -1)
-                return entry
+            try:
+                store.atomic().check(full, entry.version).delete(full).increment(self._size, -1).commit()
+            except PreconditionFailed:
+                continue
+            return entry
 
     def clear(self) -> None:
-        """Remove every item: each page of ``page_size`` keys in one atomic batch, the size lowered by what went."""
-        store = self._store
-        batch: list[str] = []
-        for full, _ in self._scan():
-            batch.append(full)
-            if len(batch) == self._page:
-                store.increment(self._size, -store.delete_many(batch))
-                batch = []
-        if batch:
-            store.increment(self._size, -store.delete_many(batch))
+        """Remove every item: up to ``page_size - 1`` items with their count per atomic batch (exact after each)."""
+        store, low, high = self._store, self._prefix + _ITEMS_LOW, self._prefix + _ITEMS_HIGH
+        chunk = max(1, self._page - 1)  # the counter is one key of each batch
+        while True:
+            page = store.range(low, high, chunk)
+            if not page:
+                return
+            batch, gone = store.atomic(), 0
+            for full, _ in page:
+                entry = store.get_entry(full)
+                if entry is not None:
+                    batch.check(full, entry.version).delete(full)
+                    gone += 1
+            try:
+                batch.increment(self._size, -gone).commit()
+            except PreconditionFailed:
+                continue  # changed meanwhile: read the page again
 
 
 class StorageMap(_Keyed[K], MutableMapping[K, V]):
@@ -188,8 +197,9 @@ class StorageMap(_Keyed[K], MutableMapping[K, V]):
     max_key_bytes=256)``. Keys: str, int, bytes or tuples of them
     (:mod:`airssys_storage_sdk.keys`); iteration is in the keys' natural
     order (per type). get is one ``get``; set is ``get_entry`` plus one
-    compare-and-swap (plus ``increment`` for a new key); delete is
-    ``get_entry`` plus ``delete_if`` (plus ``increment``); ``len`` is one read.
+    compare-and-swap (for a new key: one atomic batch of the key and the
+    count); delete is ``get_entry`` plus one atomic batch (the key at the
+    version read, and the count); ``len`` is one read.
     Errors: ``KeyError`` for a missing key, ``InvalidKey`` for a key that is
     not encodable or too long, ``ValueDecodeError`` for a stored value that
     does not decode, ``InvalidArgument`` for a value JSON cannot hold,
@@ -386,8 +396,8 @@ class StorageTreeMap(StorageMap[K, V]):
 class StorageSet(_Keyed[K], MutableSet[K]):
     """A persistent ``MutableSet`` of typed keys (str, int, bytes, tuples of them), iterated in order.
 
-    ``add`` is one compare-and-swap (plus ``increment`` when new);
-    ``discard`` is ``get_entry`` plus ``delete_if`` (plus ``increment``);
+    ``add`` is one atomic batch (the key, which must be absent, and the
+    count); ``discard`` is ``get_entry`` plus one atomic batch;
     ``in`` is one ``has``; ``len`` is one read. The set operators
     (``|``, ``&``, ``-``, ``^``) return a plain Python ``set``.
     """
@@ -398,10 +408,9 @@ class StorageSet(_Keyed[K], MutableSet[K]):
         """Add *value* (nothing happens if it is there)."""
         full = self._key(value)
         try:
-            self._store.compare_and_swap(full, b"", version=None)
+            self._store.atomic().check(full, 0).set(full, b"").increment(self._size, 1).commit()
         except PreconditionFailed:
-            return
-        self._store.increment(self._size, 1)
+            return  # present already
 
     def discard(self, value: K) -> None:
         """Remove *value* if present."""
@@ -415,16 +424,17 @@ class StorageSet(_Keyed[K], MutableSet[K]):
 class _Slots(_Collection, Generic[V]):
     """Numbered slots ``prefix + encode_key(i)`` and the push protocol shared by the vector and the queue.
 
-    A push reads the counter (value n, version v), claims slot n with a
-    compare-and-swap that requires it absent (writing ``b"<v> " + value``),
-    then moves the counter to n + 1 with a compare-and-swap on version v: the
-    one call that counts the item. A push whose counter swap fails deletes its
-    own slot (delete-if on the version it wrote) and starts again. A push that
-    finds slot n taken while the counter still reads (n, v): a slot tagged v is
-    another push still running, waited for and, after ``_PUSH_PATIENCE``
-    seconds (its writer died), fenced off by rewriting the counter (its
-    version moves on, so that push can no longer be counted); a slot with
-    another tag can never be counted and is deleted.
+    A push reads the counter (value n, version v), then writes slot n
+    (``b"<v> " + value``, which must be absent) and the counter n + 1 (which
+    must still be at version v) in one atomic batch; if either check fails it
+    reads again. The tag ``<v>`` keeps the layout of pushes made in two steps
+    (claim the slot, then swap the counter), which earlier versions and other
+    SDKs may still make: a push that finds slot n taken while the counter
+    still reads (n, v) meets such a push. A slot tagged v is one still
+    running, waited for and, after ``_PUSH_PATIENCE`` seconds (its writer
+    died), fenced off by rewriting the counter (its version moves on, so that
+    push can no longer be counted); a slot with another tag can never be
+    counted and is deleted.
     """
 
     def __init__(
@@ -445,16 +455,12 @@ class _Slots(_Collection, Generic[V]):
             entry = store.get_entry(counter)
             count, version = (0, 0) if entry is None else (_as_int(entry.value, counter), entry.version)
             slot = self._key(count)
+            batch = store.atomic().check(counter, version).set(counter, b"%d" % (count + 1))
             try:
-                written = store.compare_and_swap(slot, b"%d %s" % (version, data), version=None)
-            except PreconditionFailed:
-                self._settle(counter, slot, count, version)
-                continue
-            try:
-                store.compare_and_swap(counter, b"%d" % (count + 1), version=version or None)
+                batch.check(slot, 0).set(slot, b"%d %s" % (version, data)).commit()
                 return count
             except PreconditionFailed:
-                store.delete_if(slot, version=written)  # ours and never counted
+                self._settle(counter, slot, count, version)  # the counter moved on, or the slot is taken
 
     def _settle(self, counter: str, slot: str, count: int, version: int) -> None:
         """Slot *count* is taken while the counter read (*count*, *version*): clear the way (see the class)."""
@@ -488,7 +494,8 @@ class StorageVector(_Slots[V]):
     by compare-and-swap, so concurrent appends and pops from any number of
     processes keep it exact (see :class:`_Slots`). ``v[i]`` (negative *i*
     counts from the end) is one read of the length plus one ``get``;
-    ``append`` is three calls when uncontended; ``pop`` four. Errors:
+    ``append`` is two calls when uncontended (``get_entry`` of the length,
+    then one atomic batch of the slot and the length); ``pop`` three. Errors:
     ``IndexError`` out of range or on an empty pop; ``ValueDecodeError``,
     ``InvalidArgument`` and ``PrefixConflict`` as for :class:`StorageMap`.
     """
@@ -533,11 +540,11 @@ class StorageVector(_Slots[V]):
             if found is None:
                 _check_moved(store, self._length, entry, slot)
                 continue  # popped by another writer since the length was read
+            batch = store.atomic().check(self._length, entry.version).set(self._length, b"%d" % (count - 1))
             try:
-                store.compare_and_swap(self._length, b"%d" % (count - 1), version=entry.version)
+                batch.check(slot, found.version).delete(slot).commit()
             except PreconditionFailed:
                 continue
-            store.delete_if(slot, version=found.version)
             return self._value(found.value, slot)
 
     def _index(self, index: int) -> int:
@@ -581,25 +588,25 @@ class StorageVector(_Slots[V]):
                 yield self._value(raw, slot)
 
     def clear(self) -> None:
-        """Remove every item: the length goes to 0 first, then the slots are deleted a page at a time."""
-        store = self._store
+        """Remove every item from the end, up to ``page_size - 1`` slots with the length per atomic batch.
+
+        After each batch the vector is a shorter prefix of itself (never a
+        length that counts a missing slot).
+        """
+        store, chunk = self._store, max(1, self._page - 1)  # the length is one key of each batch
         while True:
             entry = store.get_entry(self._length)
-            if entry is None:
+            count = 0 if entry is None else _as_int(entry.value, self._length)
+            if entry is None or count == 0:
                 return
+            rest = max(0, count - chunk)
+            batch = store.atomic().check(self._length, entry.version).set(self._length, b"%d" % rest)
+            for index in range(rest, count):
+                batch.delete(self._key(index))
             try:
-                store.compare_and_swap(self._length, b"0", version=entry.version)
-                break
+                batch.commit()
             except PreconditionFailed:
                 continue
-        batch: list[str] = []
-        for full, _ in self._scan():
-            batch.append(full)
-            if len(batch) == self._page:
-                store.delete_many(batch)
-                batch = []
-        if batch:
-            store.delete_many(batch)
 
 
 class StorageQueue(_Slots[V]):
@@ -607,13 +614,15 @@ class StorageQueue(_Slots[V]):
 
     Items are numbered slots; ``!tail`` counts pushes (the vector's push,
     see :class:`_Slots`) and ``!head`` pops. ``pop`` reads the head entry,
-    the tail and the head slot, then moves the head on by compare-and-swap:
-    whoever wins that swap owns the item, so concurrent pops from any number
-    of hosts or guests hand each item to exactly one caller. Popped slots
-    (below the head, never read again) are deleted 32 at a time by the pop
-    that moves the head past a multiple of 32 (one ``delete_many``), so a pop
-    is one write; up to 31 popped slots (and any a killed process left) stay
-    stored until then. ``len`` is ``tail - head`` (two reads in one ``get_many``).
+    the tail (only when the head has caught up with the tail last read) and
+    the head slot, then moves the head on and deletes the slot in one atomic
+    batch that checks the head's version: whoever commits it owns the item,
+    so concurrent pops from any number of hosts or guests hand each item to
+    exactly one caller, and no popped slot stays stored. (Slots below the
+    head are never read, so ones left by earlier versions, which deleted
+    popped slots 32 at a time, are harmless; a pop that moves the head past a
+    multiple of 32 deletes the 31 before it too.) ``len`` is ``tail - head``
+    (two reads in one ``get_many``).
     """
 
     kind: ClassVar[str] = "queue"
@@ -630,7 +639,7 @@ class StorageQueue(_Slots[V]):
         super().__init__(storage, prefix, value_type=value_type, page_size=page_size, max_key_bytes=max_key_bytes)
         self._head, self._tail = self._meta("head"), self._meta("tail")
         self._seen_tail = 0
-        self._sweep = min(self._page, _SWEEP)
+        self._sweep = max(1, min(self._page - 1, _SWEEP))  # head + slot + sweep - 1 keys per batch
 
     def push(self, item: V) -> None:
         """Add *item* at the back."""
@@ -651,12 +660,15 @@ class StorageQueue(_Slots[V]):
             if raw is None:
                 _check_moved(store, self._head, head, slot)
                 continue  # popped by another caller since the head was read
+            batch = store.atomic().check(self._head, _version(head)).set(self._head, b"%d" % (first + 1))
+            batch.delete(slot)
+            if (first + 1) % self._sweep == 0:  # slots an earlier version left below the head
+                for index in range(first + 1 - self._sweep, first):
+                    batch.delete(self._key(index))
             try:
-                store.compare_and_swap(self._head, b"%d" % (first + 1), version=_version(head) or None)
+                batch.commit()
             except PreconditionFailed:
                 continue
-            if (first + 1) % self._sweep == 0:  # the popped slots below the head, one batch per _sweep pops
-                store.delete_many([self._key(index) for index in range(first + 1 - self._sweep, first + 1)])
             return self._value(raw, slot)
 
     def __len__(self) -> int:

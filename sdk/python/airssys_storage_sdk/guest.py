@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from . import errors
-from .protocol import EntryLike
+from .protocol import Batch, EntryLike
 
-__all__ = ["GuestStore"]
+__all__ = ["GuestBatch", "GuestStore"]
 
 _CASES: dict[str, type[errors.StorageError]] = {
     "PermissionDenied": errors.PermissionDenied,
@@ -116,3 +116,42 @@ class GuestStore:
 
     def get_entry(self, key: str) -> EntryLike | None:
         return cast("EntryLike | None", self._call(self._atomics.storage_get_entry, key))
+
+    def atomic(self) -> Batch:
+        return GuestBatch(self)
+
+
+class GuestBatch:
+    """:class:`~airssys_storage_sdk.protocol.Batch` over ``storage-commit``: built in the guest, one call to commit."""
+
+    def __init__(self, store: GuestStore) -> None:
+        self._store = store
+        self._checks: list[tuple[str, int]] = []
+        self._mutations: list[Any] = []
+        self._keys: list[str] = []
+
+    def check(self, key: str, version: int | None) -> GuestBatch:
+        if version is not None:
+            self._checks.append((key, version))
+        return self
+
+    def set(self, key: str, value: bytes) -> GuestBatch:
+        self._mutations.append(self._store._atomics.Mutation_Set((key, bytes(value), None)))
+        self._keys.append(key)
+        return self
+
+    def delete(self, key: str) -> GuestBatch:
+        self._mutations.append(self._store._atomics.Mutation_Delete(key))
+        self._keys.append(key)
+        return self
+
+    def increment(self, key: str, delta: int) -> GuestBatch:
+        self._mutations.append(self._store._atomics.Mutation_Increment((key, delta)))
+        self._keys.append(key)
+        return self
+
+    def commit(self) -> dict[str, int]:
+        """The host checks and applies the batch (its errors, e.g. ``PreconditionFailed``, as the store's)."""
+        store = self._store
+        versions = store._call(store._atomics.storage_commit, self._checks, self._mutations)
+        return dict(zip(self._keys, versions, strict=True))

@@ -11,17 +11,20 @@ compare-and-swap whose version no longer holds).
 
 Beyond the eleven operations of the design (get, set, delete, has, get-many,
 set-many, delete-many, scan, compare-and-swap, increment, get-entry), the
-sorted map needs ``range`` (seeking to a key) and the vector and queue need
-``delete_if`` (removing a stale slot only if it is still the one read); both
-are in the WIT world and in ``ComponentStorage``.
+sorted map needs ``range`` (seeking to a key), the vector and queue need
+``delete_if`` (removing a stale slot only if it is still the one read), and
+every collection needs ``atomic`` (:class:`Batch`: a multi-key write batch
+with checks, Deno KV's ``atomic()``), so that an item and its collection's
+counter change in one atomic step; all are in the WIT world
+(``storage-commit`` for the batch) and in ``ComponentStorage``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["EntryLike", "Store"]
+__all__ = ["Batch", "EntryLike", "Store"]
 
 
 class EntryLike(Protocol):
@@ -32,6 +35,28 @@ class EntryLike(Protocol):
 
     @property
     def version(self) -> int: ...
+
+
+class Batch(Protocol):
+    """A multi-key write batch with checks, committed in one atomic step (``ComponentStorage.atomic()``).
+
+    ``check(key, version)``: commit only if *key* is at *version* (0: absent;
+    ``None``: no check). ``set``, ``delete`` and ``increment`` each change one
+    key (each key at most once per batch); ``commit`` applies all of them or
+    none, returning each changed key's new version (0 for a deleted key), or
+    raises ``PreconditionFailed`` naming the key whose check failed (then
+    nothing was written). At most ``max_batch_ops`` keys per batch.
+    """
+
+    def check(self, key: str, version: int | None) -> Batch: ...
+
+    def set(self, key: str, value: bytes) -> Batch: ...
+
+    def delete(self, key: str) -> Batch: ...
+
+    def increment(self, key: str, delta: int) -> Batch: ...
+
+    def commit(self) -> Mapping[str, int]: ...
 
 
 class Store(Protocol):
@@ -64,3 +89,5 @@ class Store(Protocol):
     def increment(self, key: str, delta: int) -> int: ...
 
     def get_entry(self, key: str) -> EntryLike | None: ...
+
+    def atomic(self) -> Batch: ...

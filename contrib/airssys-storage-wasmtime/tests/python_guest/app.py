@@ -192,6 +192,34 @@ def state(c: Checks) -> None:
     c.error("a ttl of 0", lambda: e.storage_set_with_ttl("t", b"v", 0), st.StateError_InvalidArgument)
     s.storage_set("t", b"plain")
     c.equal("a set without ttl clears the expiry", e.storage_get_ttl("t"), None)
+    # atomic write batches (storage-commit)
+    vc = a.storage_get_entry("c").version
+    set_, delete, increment = a.Mutation_Set, a.Mutation_Delete, a.Mutation_Increment
+    mutations = [set_(("b/1", b"x", None)), increment(("b/n", 2)), set_(("b/t", b"t", 5_000)), delete("b/none")]
+    versions = a.storage_commit([("c", vc)], mutations)
+    c.equal(
+        "commit returns each mutation's version",
+        versions,
+        [a.storage_get_entry("b/1").version, a.storage_get_entry("b/n").version, a.storage_get_entry("b/t").version, 0],
+    )
+    ttl = e.storage_get_ttl("b/t")
+    c.equal("commit applied every mutation", (s.storage_get("b/n"), ttl is not None and 0 < ttl <= 5_000), (b"2", True))
+    c.equal("a checked key is left as it was", a.storage_get_entry("c").version, vc)
+    error = c.error(
+        "commit with a stale check",
+        lambda: a.storage_commit([("c", vc + 1)], [set_(("b/2", b"y", None)), increment(("b/n", 1))]),
+        st.StateError_PreconditionFailed,
+    )
+    refused = ("'c'" in error.value, s.storage_has("b/2"))
+    c.equal("a refused commit names the key and writes nothing", refused, (True, False))
+    c.error(
+        "commit of a key twice",
+        lambda: a.storage_commit([], [delete("b/1"), delete("b/1")]),
+        st.StateError_InvalidArgument,
+    )
+    too_many = [set_((f"b/{i}", b"", None)) for i in range(MAX_BATCH_OPS + 1)]
+    c.error("commit past max-batch-ops", lambda: a.storage_commit([], too_many), st.StateError_TooManyKeys)
+    c.equal("commit of deletes", a.storage_commit([], [delete("b/1"), delete("b/n"), delete("b/t")]), [0, 0, 0])
     # limits
     limits = storage_limits.storage_limits()
     c.equal(

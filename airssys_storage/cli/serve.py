@@ -157,6 +157,7 @@ def serve(
         from ..explorer.store import ServedQuota, open_store
     except ImportError as exc:
         raise _missing_extra(exc) from None
+    address = _resolve(host, port)
     hosts = allowed_hosts(host, allow_host)
     if not _loopback(host):
         info(
@@ -184,7 +185,7 @@ def serve(
     )
     audit = logging.getLogger("airssys_storage.audit")
     audit.setLevel(logging.INFO)
-    sock = _bind(host, port)
+    sock = _bind(address, host, port)
     with sock, open_store(settings, quotas) as manager:
         app = create_app(manager, config)
         mode = "writes allowed with the token" if allow_writes else "read-only"
@@ -221,17 +222,21 @@ def _check_token(token: str) -> None:
         )
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on *host*:*port*; :class:`Failure` (exit 3) when the address is bad or in use."""
+def _resolve(host: str, port: int) -> tuple[Any, ...]:
+    """The first ``getaddrinfo`` entry to listen on *host*:*port*; :class:`Failure` (exit 3) if it does not resolve."""
     try:
-        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except (OSError, UnicodeError) as exc:
         raise Failure(
             f"--host {host!r} is not an address of this machine nor a name that resolves ({exc}): "
             "use e.g. 127.0.0.1, ::1 or 0.0.0.0",
             exit_code=3,
         ) from None
-    family, kind, proto, _, address = found[0]
+
+
+def _bind(found: tuple[Any, ...], host: str, port: int) -> socket.socket:
+    """A listening TCP socket on *found* (from :func:`_resolve`); :class:`Failure` (exit 3) if it cannot listen."""
+    family, kind, proto, _, address = found
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -537,7 +537,10 @@ def test_a_form_from_a_foreign_referer_without_origin_is_refused(
     assert foreign.status_code == 403 and "csrf-failed" in foreign.text
     assert operator_storage(manager, "app").get("f") is None
     own = client.post(
-        "/components/app/set", data=data, headers={"Referer": "http://testserver/components/app"}, follow_redirects=False
+        "/components/app/set",
+        data=data,
+        headers={"Referer": "http://testserver/components/app"},
+        follow_redirects=False,
     )
     assert own.status_code == 303 and operator_storage(manager, "app").get("f") == b"v"
 

@@ -37,7 +37,9 @@ def test_a_short_token_is_refused() -> None:
     assert "at least 16" in output
 
 
-@pytest.mark.parametrize("token", ["", "   ", " padded-token-0123456789 ", "bad\x00token-0123456789", "tab\ttoken-0123456789ab"])
+@pytest.mark.parametrize(
+    "token", ["", "   ", " padded-token-0123456789 ", "bad\x00token-0123456789", "tab\ttoken-0123456789ab"]
+)
 def test_a_blank_or_control_character_token_is_refused(token: str) -> None:
     code, output = invoke("serve", "--url", "memory://", "--allow-writes", "--token", token)
     assert code == ExitCode.USAGE

@@ -17,13 +17,18 @@ JSON API: ``GET /api/components``, ``GET /api/components/{id}``,
 ``GET /api/components/{id}/keys``, ``GET|PUT|DELETE
 /api/components/{id}/keys/{key}`` (PUT takes the raw body; ``?ttl=`` seconds),
 ``GET /api/components/{id}/export``, ``POST /api/components/{id}/clear``,
-``POST /api/components/{id}/import`` (raw body; ``?replace=true``),
+``POST /api/components/{id}/import`` (raw body, at most ``max_import_bytes``; ``?replace=`` true, false, 1 or 0),
 ``GET /api/metrics``; writes take ``Authorization: Bearer TOKEN``.
 ``GET /metrics``: Prometheus exposition when the core's exporter and
 ``prometheus_client`` are installed, else 404 with the fix.
 
 Errors are JSON ``{"error": {"code": ..., "message": ...}}`` on the API (an
-error page on pages) with the HTTP status of :data:`HTTP_STATUS`.
+error page on pages) with the HTTP status of :data:`HTTP_STATUS`, unknown routes
+included (``not-found``, ``method-not-allowed``); a path whose percent-encoding
+is no UTF-8 is ``invalid-key``. A ``PUT`` body is capped at ``max_value_bytes``
+and an import at ``max_import_bytes`` (``value-too-large``/``request-too-large``,
+413, refused by ``Content-Length`` before reading or once a chunked body passes
+the cap). Every response carries :data:`SECURITY_HEADERS`.
 """
 
 from __future__ import annotations

@@ -42,14 +42,8 @@ def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> list[str]:
     DNS rebinding (a name of the attacker's that resolves to this machine).
     """
     names = list(LOOPBACK_HOSTS) if _loopback(host) or _wildcard(host) else []
-    if _wildcard(host):
-        names += _own_names()
-    elif host not in names:
-        names.append(host)
-    for name in extra:
-        if name.lower() not in names:
-            names.append(name.lower())
-    return names
+    added = [*(_own_names() if _wildcard(host) else [host]), *(name.lower() for name in extra)]
+    return list(dict.fromkeys([*names, *added]))  # each once, in order
 
 
 def _wildcard(host: str) -> bool:

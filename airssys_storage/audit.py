@@ -13,7 +13,8 @@ Events and levels:
 ``permission-denied`` (WARNING)
     A permission check refused an operation (``reason``: why).
 ``quota-exceeded`` (WARNING)
-    A write was refused by the component's byte quota (``reason``: the error's message).
+    A write was refused by the component's byte quota (``reason``: the error's message; ``operation``: the
+    public method refused, e.g. ``set``, ``set-many``, or ``null`` for a transaction's commit).
 ``quota-warning`` (WARNING)
     Usage crossed a soft quota threshold upward (``threshold_percent``, ``used_bytes``, ``quota_bytes``);
     one per crossing (see :mod:`airssys_storage.quota_warnings`).

@@ -1389,8 +1389,15 @@ class ComponentStorage:
             raise self._refused(exc.with_source(source)) from None
 
     def _refused(self, exc: QuotaExceeded) -> QuotaExceeded:
-        """*exc*, noted in the audit trail."""
-        audit("quota-exceeded", self._ns, None, reason=exc.detail, level=logging.WARNING, quota=self._state.quota)
+        """*exc*, noted in the audit trail with the public operation refused (``None`` if none is found)."""
+        audit(
+            "quota-exceeded",
+            self._ns,
+            _refused_operation(self),
+            reason=exc.detail,
+            level=logging.WARNING,
+            quota=self._state.quota,
+        )
         return exc
 
     def _sweep(self, limit: int | None) -> int:
@@ -1521,3 +1528,27 @@ def _too_large(value: bytes, maximum: int) -> ValueTooLarge:
 
 def _internal(exc: Exception) -> InternalError:
     return InternalError(f"storage backend failed: {type(exc).__name__}: {exc}")
+
+
+def _refused_operation(storage: object) -> str | None:
+    """The :class:`Operation` value of the public method of *storage* on the call stack (outermost), or ``None``.
+
+    Only on the (rare) quota-refusal path: the write paths do not carry their
+    operation name down to the backend call, and passing it would cost every
+    write; the caller's frame names it (``set_many`` -> ``set-many``, a
+    transaction's commit -> ``None``).
+    """
+    import sys
+
+    found: str | None = None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_locals.get("self") is storage:
+            name = frame.f_code.co_name.replace("_", "-")
+            if name in _OPERATION_NAMES:
+                found = name
+        frame = frame.f_back  # type: ignore[assignment]
+    return found
+
+
+_OPERATION_NAMES = frozenset(operation.value for operation in Operation)

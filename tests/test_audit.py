@@ -64,7 +64,7 @@ def test_denials_refusals_reloads_clears_and_range_deletes(caplog: pytest.LogCap
         {
             "event": "quota-exceeded",
             "component": "app",
-            "operation": None,
+            "operation": "set",
             "reason": "quota exceeded for component 'app': the write needs 203 more bytes, 0 of 100 bytes are used",
             "quota": 100,
             "level": "WARNING",
@@ -127,3 +127,20 @@ def test_nothing_is_built_when_the_audit_logger_is_off(caplog: pytest.LogCapture
         store.set("k", b"v")
         store.clear()
     assert audit_records(caplog) == []
+
+
+def test_a_quota_refusal_names_its_operation(caplog: pytest.LogCaptureFixture) -> None:
+    """The refused public operation is named, on the single-key and the batch paths (an outside report)."""
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    with manager_with() as manager:
+        app = manager.component(Manifest("app", Access.READ_WRITE, 100))
+        for write in (
+            lambda: app.set("k", b"x" * 200),
+            lambda: app.set("k", b"x" * 200, ttl=60),
+            lambda: app.set_many({"a": b"x" * 200}),
+            lambda: app.set_if_absent("k", b"x" * 200),
+        ):
+            with pytest.raises(QuotaExceeded):
+                write()
+    operations = [r["operation"] for r in audit_records(caplog) if r["event"] == "quota-exceeded"]
+    assert operations == ["set", "set", "set-many", "set-if-absent"]

@@ -17,13 +17,18 @@ JSON API: ``GET /api/components``, ``GET /api/components/{id}``,
 ``GET /api/components/{id}/keys``, ``GET|PUT|DELETE
 /api/components/{id}/keys/{key}`` (PUT takes the raw body; ``?ttl=`` seconds),
 ``GET /api/components/{id}/export``, ``POST /api/components/{id}/clear``,
-``POST /api/components/{id}/import`` (raw body; ``?replace=true``),
+``POST /api/components/{id}/import`` (raw body, at most ``max_import_bytes``; ``?replace=`` true, false, 1 or 0),
 ``GET /api/metrics``; writes take ``Authorization: Bearer TOKEN``.
 ``GET /metrics``: Prometheus exposition when the core's exporter and
 ``prometheus_client`` are installed, else 404 with the fix.
 
 Errors are JSON ``{"error": {"code": ..., "message": ...}}`` on the API (an
-error page on pages) with the HTTP status of :data:`HTTP_STATUS`.
+error page on pages) with the HTTP status of :data:`HTTP_STATUS`, unknown routes
+included (``not-found``, ``method-not-allowed``); a path whose percent-encoding
+is no UTF-8 is ``invalid-key``. A ``PUT`` body is capped at ``max_value_bytes``
+and an import at ``max_import_bytes`` (``value-too-large``/``request-too-large``,
+413, refused by ``Content-Length`` before reading or once a chunked body passes
+the cap). Every response carries :data:`SECURITY_HEADERS`.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import IO, Any, ClassVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote_to_bytes, urlencode, urlsplit
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -50,6 +56,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..audit import AUDIT_LOGGER
 from ..cli.common import human_bytes
@@ -77,6 +84,9 @@ HTTP_STATUS = {
     "csrf-failed": 403,
     "unauthorized": 401,
     "value-too-large": 413,
+    "request-too-large": 413,
+    "not-found": 404,
+    "method-not-allowed": 405,
     "quota-exceeded": 507,
 }
 
@@ -88,6 +98,19 @@ SHOWN_BYTES = 64 * 1024
 #: Exports up to this size are spooled in memory, larger ones in a temporary file.
 SPOOL_BYTES = 8 * 1024 * 1024
 CSRF_COOKIE = "airssys_csrf"
+#: Largest import upload (API body or form file) by default: 1 GiB (``ExplorerConfig.max_import_bytes``).
+MAX_IMPORT_BYTES = 1024**3
+#: Headers of every response: no framing (clickjacking), no inline or foreign scripts, no MIME sniffing.
+SECURITY_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; object-src 'none'; "
+        b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
 
 
 class ComponentNotFound(StorageError):
@@ -125,6 +148,8 @@ class ExplorerConfig:
     #: Host names the explorer answers to (the ``Host`` header, without the port); ``None``: any.
     #: Serving only the bound name keeps a web page from reading the store by DNS rebinding.
     allowed_hosts: list[str] | None = None
+    #: Largest import (the API's body or the form's whole request) in bytes; larger ones get 413.
+    max_import_bytes: int = MAX_IMPORT_BYTES
 
     def __post_init__(self) -> None:
         if self.allow_writes and not self.token:
@@ -178,14 +203,18 @@ def create_app(manager: StorageManager, config: ExplorerConfig | None = None) ->
         Route("/metrics", explorer.prometheus),
         Mount("/static", StaticFiles(directory=_resource_dir("static")), name="static"),
     ]
-    middleware = []
+    middleware = [Middleware(_Guard, explorer=explorer)]
     if config.allowed_hosts is not None:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts))
     app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={StorageError: explorer.on_error, _Refused: explorer.on_error},
+        exception_handlers={
+            StorageError: explorer.on_error,
+            _Refused: explorer.on_error,
+            HTTPException: explorer.on_http_error,
+        },
     )
     app.state.explorer = explorer
     return app
@@ -282,9 +311,10 @@ class _Explorer:
                 "`airssys-storage serve`), or type it into the form's token field",
             )
 
-    def who(self, request: Request) -> str:
+    def who(self, request: Request, *, token_ok: bool) -> str:
+        """Who wrote, for the audit record: the token holder, or ``anonymous`` when the token check failed."""
         host = request.client.host if request.client else "unknown"
-        return f"explorer token holder from {host}"
+        return f"{'explorer token holder' if token_ok else 'anonymous'} from {host}"
 
     def write(
         self,
@@ -302,9 +332,11 @@ class _Explorer:
         """
         from ..audit import audit
 
-        fields: dict[str, Any] = {"key": key, "key_mode": self.manager.settings.audit_keys, "who": self.who(request)}
+        fields: dict[str, Any] = {"key": key, "key_mode": self.manager.settings.audit_keys}
+        token_ok = False
         try:
             self.check_token(presented)
+            token_ok = True
             result = action(self.storage(component, must_exist=operation not in ("set", "import")))
         except (StorageError, _Refused) as exc:
             audit(
@@ -314,22 +346,34 @@ class _Explorer:
                 outcome="refused",
                 code=exc.code,
                 level=logging.WARNING,
+                who=self.who(request, token_ok=token_ok),
                 **fields,
             )
             raise
-        audit("explorer-write", component, operation, outcome="ok", **fields)
+        audit("explorer-write", component, operation, outcome="ok", who=self.who(request, token_ok=True), **fields)
         return result
 
     def csrf_token(self, request: Request) -> str:
         session = request.cookies.get(CSRF_COOKIE) or ""
         return hmac.new(self._csrf_key, session.encode(), hashlib.sha256).hexdigest() if session else ""
 
-    async def form(self, request: Request) -> Any:
-        """The posted form after the CSRF check (a cookie-bound token, and the Origin when sent)."""
+    async def form(self, request: Request, limit: int | None = None) -> Any:
+        """The posted form after the CSRF check: a cookie-bound token, and the Origin (else the Referer) when sent.
+
+        *limit*: the most bytes the request may carry (default: three times
+        ``max_value_bytes``, room for a URL-encoded value, plus 64 KiB);
+        beyond it ``request-too-large`` (413).
+        """
+        own = f"{request.url.scheme}://{request.url.netloc}"
         origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        if origin is None and (referer := request.headers.get("referer")):
+            parts = urlsplit(referer)
+            origin = f"{parts.scheme}://{parts.netloc}"
+        if origin is not None and origin != own:
             raise _Refused("csrf-failed", f"a form posted from {origin!r} is refused: use the explorer's own pages")
-        form = await request.form()
+        if limit is None:
+            limit = 3 * self.manager.settings.max_value_bytes + 64 * 1024
+        form = await _capped(request, limit, "request-too-large", "the form").form()
         expected = self.csrf_token(request)
         given = str(form.get("csrf", ""))
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -449,7 +493,7 @@ class _Explorer:
 
     async def form_import(self, request: Request) -> Response:
         component = request.path_params["component"]
-        form = await self.form(request)
+        form = await self.form(request, self.config.max_import_bytes)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise _Refused("invalid-argument", "choose an export file (JSON Lines, from `airssys-storage export`)")
@@ -490,7 +534,8 @@ class _Explorer:
 
     async def api_put(self, request: Request) -> Response:
         component, key = request.path_params["component"], request.path_params["key"]
-        body = await request.body()
+        limit = self.manager.settings.max_value_bytes
+        body = await _capped(request, limit, "value-too-large", "the value").body()
         ttl = _ttl_argument(request.query_params.get("ttl", ""))
         version = self.write(request, component, "set", key, _bearer(request), lambda s: s.set(key, body, ttl=ttl))
         return JSONResponse({"component": component, "key": key, "version": version, "bytes": len(body)})
@@ -509,10 +554,11 @@ class _Explorer:
 
     async def api_import(self, request: Request) -> Response:
         component = request.path_params["component"]
-        replace = request.query_params.get("replace", "false").lower() in ("1", "true", "yes")
+        replace = _flag(request.query_params.get("replace", "false"), "replace")
+        body = _capped(request, self.config.max_import_bytes, "request-too-large", "the import")
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # closed below
         with spool:
-            async for chunk in request.stream():
+            async for chunk in body.stream():
                 spool.write(chunk)
             spool.seek(0)
             result = self.write(
@@ -555,6 +601,19 @@ class _Explorer:
 
     # -- errors ----------------------------------------------------------------------
 
+    async def on_http_error(self, request: Request, exc: Exception) -> Response:
+        """A route not found (404) or a method not allowed (405): JSON on the API, the error page elsewhere."""
+        assert isinstance(exc, HTTPException)
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "invalid-argument")
+        message = (
+            f"no such page: {request.url.path!r} (a component id has no '/'; a key's '/' may stay as it is)"
+            if exc.status_code == 404
+            else f"{request.method} is not allowed on {request.url.path!r}"
+            if exc.status_code == 405
+            else str(exc.detail)
+        )
+        return await self.on_error(request, _Refused(code, message))
+
     async def on_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, (StorageError, _Refused))
         code = exc.code
@@ -562,6 +621,85 @@ class _Explorer:
         if request.url.path.startswith("/api/"):
             return _error_json(code, message)
         return self.render(request, "error.html", HTTP_STATUS.get(code, 500), code=code, message=message)
+
+
+class _Guard:
+    """ASGI middleware: the security headers on every response, and paths that are no valid UTF-8 refused.
+
+    A key or component id percent-encoded as bytes that are no UTF-8
+    (``%ff%fe``) would otherwise arrive as U+FFFD characters and name another
+    key: it gets ``invalid-key`` (400).
+    """
+
+    def __init__(self, app: ASGIApp, explorer: _Explorer) -> None:
+        self.app = app
+        self.explorer = explorer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        raw_path = scope.get("raw_path")
+        if raw_path:
+            try:
+                unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
+            except UnicodeDecodeError:
+                refused = _Refused(
+                    "invalid-key",
+                    "the path's percent-encoding is no valid UTF-8 (a key and a component id are UTF-8 text): "
+                    "encode the key's UTF-8 bytes, e.g. urllib.parse.quote(key, safe='')",
+                )
+                response = await self.explorer.on_error(Request(scope, receive), refused)
+                await response(scope, receive, send_with_headers)
+                return
+        await self.app(scope, receive, send_with_headers)
+
+
+def _capped(request: Request, limit: int, code: str, what: str) -> Request:
+    """*request* whose body may be read only up to *limit* bytes; beyond, :class:`_Refused` *code* (413).
+
+    A ``Content-Length`` above *limit* is refused before any byte is read; a
+    chunked body is refused as soon as it passes *limit*, so at most *limit*
+    plus one chunk is ever held.
+    """
+
+    def refuse(size: str) -> _Refused:
+        return _Refused(code, f"{what} is {size} bytes, above the explorer's limit of {limit} bytes")
+
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise refuse(length)
+    received = 0
+    receive = request.receive
+
+    async def capped() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise refuse(f"more than {limit}")
+        return message
+
+    return Request(request.scope, capped)
+
+
+def _flag(text: str, name: str) -> bool:
+    """A boolean query argument: ``true``/``1`` or ``false``/``0`` (any case); else ``invalid-argument``."""
+    value = text.strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise _Refused("invalid-argument", f"{name} must be true, false, 1 or 0, got {text!r}")
 
 
 def _error_json(code: str, message: str) -> JSONResponse:

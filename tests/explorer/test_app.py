@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -437,4 +439,151 @@ def test_only_the_served_host_names_are_answered(manager: StorageManager) -> Non
         assert client.get("/api/components").status_code == 200
         assert client.get("/api/components", headers={"Host": "localhost:8470"}).status_code == 200
         assert client.get("/api/components", headers={"Host": "attacker.example"}).status_code == 400
-    assert allowed_hosts("0.0.0.0") is None and allowed_hosts("10.0.0.5") == ["10.0.0.5"]
+    assert allowed_hosts("10.0.0.5") == ["10.0.0.5"]
+
+
+def test_a_wildcard_bind_answers_only_loopback_own_and_allowed_names(manager: StorageManager) -> None:
+    # Outside report: with --host 0.0.0.0 any Host was answered (DNS rebinding reached the store).
+    import socket
+
+    hosts = allowed_hosts("0.0.0.0", ("explorer.lan",))
+    assert {"127.0.0.1", "localhost", socket.gethostname().lower(), "explorer.lan"} <= set(hosts)
+    with TestClient(create_app(manager, ExplorerConfig(allowed_hosts=hosts)), base_url="http://127.0.0.1:8470") as c:
+        for name in ("127.0.0.1:8470", "localhost", f"{socket.gethostname()}:8470", "explorer.lan:8470"):
+            assert c.get("/api/components", headers={"Host": name}).status_code == 200, name
+        assert c.get("/api/components", headers={"Host": "evil.com"}).status_code == 400
+
+
+def test_every_response_carries_the_security_headers(make_client: MakeClient) -> None:
+    client = make_client()
+    for path in ("/", "/api/components", "/static/explorer.css", "/nowhere"):
+        headers = client.get(path).headers
+        assert headers["x-frame-options"] == "DENY", path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert "default-src 'self'" in headers["content-security-policy"], path
+        assert "script-src 'self'" in headers["content-security-policy"], path
+    for name in ("components.html", "keys.html", "value.html", "charts.html", "base.html", "error.html"):
+        template = (Path(create_app.__code__.co_filename).parent / "templates" / name).read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)|\son[a-z]+=", template), f"inline script in {name}"
+
+
+def test_a_put_above_the_value_limit_is_refused_before_it_is_read(
+    make_client: MakeClient, manager: StorageManager
+) -> None:
+    # Outside report: a 300 MB PUT was buffered whole (650 MB peak) before the 413.
+    client = make_client(allow_writes=True)
+    limit = manager.settings.max_value_bytes
+    declared = client.put(
+        "/api/components/app/keys/big", content=b"", headers={**AUTH, "Content-Length": str(limit + 1)}
+    )
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "value-too-large"
+    # A chunked body (no Content-Length), sent straight to the ASGI app: the test client would read it all first.
+    read = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": b"x" * (limit // 4), "more_body": read < 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "path": "/api/components/app/keys/big",
+        "raw_path": b"/api/components/app/keys/big",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"authorization", AUTH["Authorization"].encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(client.app(scope, receive, send))
+    assert sent[0]["status"] == 413 and b"value-too-large" in sent[1]["body"]
+    assert read == 5  # the reading stopped one chunk past the limit, not after 1000 chunks
+    assert operator_storage(manager, "app").get("big") is None
+    assert client.put("/api/components/app/keys/ok", content=b"x" * limit, headers=AUTH).status_code == 200
+
+
+def test_an_import_above_its_cap_is_refused(manager: StorageManager) -> None:
+    config = ExplorerConfig(allow_writes=True, token=TOKEN, max_import_bytes=500, sample_interval=3600)
+    with TestClient(create_app(manager, config)) as client:
+        exported = client.get("/api/components/app/export").content
+        assert len(exported) > 500
+        api = client.post("/api/components/other/import", content=exported, headers=AUTH)
+        assert api.status_code == 413 and api.json()["error"]["code"] == "request-too-large"
+        csrf = csrf_of(client, "/components/other")
+        form = client.post(
+            "/components/other/import",
+            data={"token": TOKEN, "csrf": csrf},
+            files={"file": ("app.jsonl", exported)},
+        )
+        assert form.status_code == 413 and "request-too-large" in form.text
+    assert operator_storage(manager, "other").keys() == ["k"]
+
+
+def test_a_form_from_a_foreign_referer_without_origin_is_refused(
+    make_client: MakeClient, manager: StorageManager
+) -> None:
+    client = make_client(allow_writes=True)
+    csrf = csrf_of(client, "/components/app")
+    data = {"key": "f", "value": "v", "token": TOKEN, "csrf": csrf}
+    foreign = client.post("/components/app/set", data=data, headers={"Referer": "http://evil.example/page"})
+    assert foreign.status_code == 403 and "csrf-failed" in foreign.text
+    assert operator_storage(manager, "app").get("f") is None
+    own = client.post(
+        "/components/app/set",
+        data=data,
+        headers={"Referer": "http://testserver/components/app"},
+        follow_redirects=False,
+    )
+    assert own.status_code == 303 and operator_storage(manager, "app").get("f") == b"v"
+
+
+def test_paths_that_are_no_utf8_and_slashed_components_get_json_errors(make_client: MakeClient) -> None:
+    client = make_client(allow_writes=True)
+    for method in ("GET", "PUT", "DELETE"):
+        response = client.request(method, "/api/components/app/keys/%ff%fe", headers=AUTH, content=b"v")
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid-key", method
+    assert client.get("/components/app/keys/%ff%fe").status_code == 400
+    assert client.get("/api/components/a%ffb").json()["error"]["code"] == "invalid-key"
+    slashed = client.get("/api/components/a%2Fb/keys/x")
+    assert slashed.status_code == 404 and slashed.json()["error"]["code"] == "not-found"
+    assert client.get("/api/components/a%2Fb").json()["error"]["code"] == "not-found"
+    wrong_method = client.patch("/api/components/app/keys/x")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method-not-allowed"
+    assert client.get("/api/components/app/keys/caf%C3%A9").status_code == 404  # valid UTF-8: just missing
+
+
+@pytest.mark.parametrize("replace", ["maybe", "yes", ""])
+def test_import_replace_takes_only_true_false_1_0(make_client: MakeClient, replace: str) -> None:
+    client = make_client(allow_writes=True)
+    exported = client.get("/api/components/app/export").content
+    response = client.post(f"/api/components/app/import?replace={replace}", content=exported, headers=AUTH)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid-argument"
+    for accepted in ("true", "FALSE", "1", "0"):
+        done = client.post(f"/api/components/app/import?replace={accepted}", content=exported, headers=AUTH)
+        assert done.status_code == 200, accepted
+
+
+def test_refused_writes_without_the_token_are_logged_as_anonymous(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(allow_writes=True)
+    with caplog.at_level(logging.INFO, logger="airssys_storage.audit"):
+        client.put("/api/components/app/keys/x", content=b"v")
+        client.put("/api/components/app/keys/x", content=b"v", headers={"Authorization": "Bearer wrong-0123456789"})
+        client.put("/api/components/app/keys/x", content=b"v", headers=AUTH)
+        client.delete("/api/components/app/keys/missing-key", headers=AUTH)
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "airssys_storage.audit"]
+    assert [(r["outcome"], r["who"]) for r in records] == [
+        ("refused", "anonymous from testclient"),
+        ("refused", "anonymous from testclient"),
+        ("ok", "explorer token holder from testclient"),
+        ("ok", "explorer token holder from testclient"),
+    ]

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from explorer_helpers import TOKEN
 
@@ -34,6 +35,28 @@ def test_a_short_token_is_refused() -> None:
     code, output = invoke("serve", "--url", "memory://", "--allow-writes", "--token", "short")
     assert code == ExitCode.USAGE
     assert "at least 16" in output
+
+
+@pytest.mark.parametrize(
+    "token", ["", "   ", " padded-token-0123456789 ", "bad\x00token-0123456789", "tab\ttoken-0123456789ab"]
+)
+def test_a_blank_or_control_character_token_is_refused(token: str) -> None:
+    code, output = invoke("serve", "--url", "memory://", "--allow-writes", "--token", token)
+    assert code == ExitCode.USAGE
+    assert output.startswith("airssys-storage: error: ") and "--token" in output
+
+
+def test_a_port_in_use_or_a_bad_host_is_one_line_and_exit_3() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = invoke("serve", "--url", "memory://", "--port", str(port))
+    assert code == 3, output
+    assert output.startswith("airssys-storage: error: cannot listen on 127.0.0.1:") and "--port" in output
+    assert "[Errno" not in output and len(output.strip().splitlines()) == 1
+    code, output = invoke("serve", "--url", "memory://", "--host", "no-such-host.invalid", "--port", "0")
+    assert code == 3 and output.startswith("airssys-storage: error: --host 'no-such-host.invalid'"), output
 
 
 def test_serve_is_listed_in_the_help() -> None:

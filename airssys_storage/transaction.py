@@ -78,8 +78,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Capabilities, StorageBackend, Usage
-from .errors import InternalError, InvalidArgument, TooManyKeys, ValueTooLarge
-from .planner import KeyState, Plan, SpaceState, Write, WriteKind, check, plan
+from .errors import InternalError, InvalidArgument, PreconditionFailed, TooManyKeys, ValueTooLarge
+from .planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, check, decode_counter, plan
 from .storage import ComponentStorage
 
 if TYPE_CHECKING:
@@ -96,6 +96,25 @@ PROVISIONAL_VERSIONS = 2**63
 
 # Writes that read the key's stored state before deciding: committed with a condition on it.
 _INCREMENT, _TOUCH, _SWEEP = WriteKind.INCREMENT, WriteKind.TOUCH, WriteKind.SWEEP
+
+
+def recorded_result(backend: StorageBackend, namespace: str, key: bytes, op_id: str) -> int | None:
+    """The result *backend* recorded for *op_id* (an op record id) in *namespace*, or ``None``: writes nothing.
+
+    A probe through the backend contract, so every backend answers unchanged:
+    an increment of *key* carrying *op_id* under a condition no row can meet
+    (version ``2**64``, above :data:`~airssys_storage.planner.MAX_VERSION`).
+    The planner looks the op id up before it checks conditions (see
+    "Operation ids" in :mod:`airssys_storage.planner`): a recorded id (within
+    the backend's ``op_retention_ms``) gives its result and applies nothing;
+    otherwise the condition fails with ``precondition-failed`` and nothing
+    is applied either.
+    """
+    probe = Write(key, _INCREMENT, b"", None, MAX_VERSION + 1, 0, op_id)
+    try:
+        return backend.apply(namespace, (probe,), None).results[0]
+    except PreconditionFailed:
+        return None
 
 
 def _size(key: bytes, row: KeyState | None) -> int:
@@ -124,6 +143,10 @@ class _Overlay(StorageBackend):
         self._view: dict[bytes, KeyState | None] = {}
         self._stored: dict[bytes, KeyState | None] = {}
         self._conditioned: set[bytes] = set()
+        #: op id -> result: recorded in the store (probed) or buffered here; a repeat answers from it.
+        self._ops: dict[str, int] = {}
+        #: key -> (op id, stored counter value) of the keys whose commit write is an increment with an op id.
+        self._op_keys: dict[bytes, tuple[str, int]] = {}
         self._bytes = 0
         self._floor = PROVISIONAL_VERSIONS
 
@@ -150,6 +173,8 @@ class _Overlay(StorageBackend):
         self._view.clear()
         self._stored.clear()
         self._conditioned.clear()
+        self._ops.clear()
+        self._op_keys.clear()
         self._bytes = 0
         self._floor = PROVISIONAL_VERSIONS
 
@@ -260,9 +285,13 @@ class _Overlay(StorageBackend):
         """
         self._check(namespace)
         if any(write.op_id is not None for write in writes):
+            return self._increment_once(namespace, writes, limit)
+        if self._op_keys and any(write.key in self._op_keys for write in writes):
+            key = next(write.key for write in writes if write.key in self._op_keys)
             raise InvalidArgument(
-                "increment with an op id inside a transaction: the transaction commits once or not at all, "
-                "so the op id has nothing to protect; call increment without it"
+                f"key {key.decode(errors='replace')!r} was incremented with an op id in this transaction, so "
+                "its commit is that increment and nothing else may change it before the commit; commit first "
+                "(end the invocation) or write the key before the increment"
             )
         fresh = [write.key for write in writes if write.key not in self._view]
         if len(self._view) + len(fresh) > self.max_writes:
@@ -301,6 +330,52 @@ class _Overlay(StorageBackend):
         self._floor = max(self._floor, decided.space.floor)
         return decided
 
+    def _increment_once(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        """An increment with an op id (see "Operation ids" in the module docs): at most once, store included."""
+        if len(writes) != 1 or writes[0].kind is not _INCREMENT:
+            raise InvalidArgument("inside a transaction only a single increment may carry an op id")
+        write = writes[0]
+        key, op_id = write.key, write.op_id
+        assert op_id is not None  # noqa: S101 - the caller checked
+        known = self._ops.get(op_id)
+        if known is None:
+            if key in self._op_keys:
+                raise InvalidArgument(
+                    f"key {key.decode(errors='replace')!r} was already incremented with another op id in this "
+                    "transaction, and one commit records one op id per key; use one op id per key per invocation"
+                )
+            stored = self._stored_row(key)  # read before the probe: a record made after it changes this row
+            known = recorded_result(self.base, namespace, key, op_id)
+            if known is None:
+                return self._buffer_increment(namespace, write, stored, limit)
+            self._ops[op_id] = known
+        return Plan([], [], SpaceState(), False, [known], [self.get_entry(namespace, key) is not None], [], [])
+
+    def _buffer_increment(self, namespace: str, write: Write, stored: KeyState | None, limit: int | None) -> Plan:
+        """Buffer an increment whose op id the store has not recorded; its commit write is that increment."""
+        key, op_id = write.key, write.op_id
+        assert op_id is not None  # noqa: S101 - the caller checked
+        before = self._current(key)
+        expiry = before.expires_at if before is not None and self._live(before) else None
+        if key in self._view:  # written earlier in the transaction: the commit's increment must reproduce it
+            try:
+                base = 0 if stored is None or stored.value is None else decode_counter(stored.value, key)
+            except InvalidArgument:
+                base = None
+            if base is None or expiry != (None if stored is None else stored.expires_at):
+                raise InvalidArgument(
+                    f"increment of {key.decode(errors='replace')!r} with an op id after this transaction "
+                    "changed the key's kind of value or its expiry: the commit could not record the op id "
+                    "exactly; increment it with the op id first (or in its own invocation)"
+                )
+        else:
+            base = 0 if stored is None or stored.value is None else decode_counter(stored.value, key)
+        decided = self.apply(namespace, (write._replace(op_id=None),), limit)
+        self._conditioned.add(key)  # committed only if the row read before the probe still holds
+        self._ops[op_id] = decided.results[0]
+        self._op_keys[key] = (op_id, base)
+        return decided
+
     def delete_range(
         self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
     ) -> Plan:
@@ -334,7 +409,11 @@ class _Overlay(StorageBackend):
         for key, row in self._view.items():
             stored = self._stored.get(key)
             condition = (0 if stored is None else stored.version) if key in self._conditioned else None
-            if row is None:
+            if key in self._op_keys:  # the stored counter plus what the transaction added, recording the op id
+                op_id, base = self._op_keys[key]
+                number = decode_counter(row.value or b"", key) if row is not None else base
+                writes.append(Write(key, _INCREMENT, b"", None, condition, number - base, op_id))
+            elif row is None:
                 if stored is None and condition is None:
                     continue  # known absent, written and deleted again: nothing to do
                 writes.append(Write(key, WriteKind.DELETE, if_version=condition))

@@ -332,11 +332,10 @@ class _Overlay(StorageBackend):
 
     def _increment_once(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         """An increment with an op id (see "Operation ids" in the module docs): at most once, store included."""
-        if len(writes) != 1 or writes[0].kind is not _INCREMENT:
-            raise InvalidArgument("inside a transaction only a single increment may carry an op id")
         write = writes[0]
         key, op_id = write.key, write.op_id
-        assert op_id is not None  # noqa: S101 - the caller checked
+        if len(writes) != 1 or write.kind is not _INCREMENT or op_id is None:
+            raise InvalidArgument("inside a transaction only a single increment may carry an op id")
         known = self._ops.get(op_id)
         if known is None:
             if key in self._op_keys:
@@ -347,14 +346,15 @@ class _Overlay(StorageBackend):
             stored = self._stored_row(key)  # read before the probe: a record made after it changes this row
             known = recorded_result(self.base, namespace, key, op_id)
             if known is None:
-                return self._buffer_increment(namespace, write, stored, limit)
+                return self._buffer_increment(namespace, write, op_id, stored, limit)
             self._ops[op_id] = known
         return Plan([], [], SpaceState(), False, [known], [self.get_entry(namespace, key) is not None], [], [])
 
-    def _buffer_increment(self, namespace: str, write: Write, stored: KeyState | None, limit: int | None) -> Plan:
+    def _buffer_increment(
+        self, namespace: str, write: Write, op_id: str, stored: KeyState | None, limit: int | None
+    ) -> Plan:
         """Buffer an increment whose op id the store has not recorded; its commit write is that increment."""
-        key, op_id = write.key, write.op_id
-        assert op_id is not None  # noqa: S101 - the caller checked
+        key = write.key
         before = self._current(key)
         expiry = before.expires_at if before is not None and self._live(before) else None
         if key in self._view:  # written earlier in the transaction: the commit's increment must reproduce it

@@ -61,10 +61,37 @@ Limits
     :class:`~airssys_storage.ValueTooLarge` (naming the limit), leaving the
     buffer as it was. Range deletes and clear delete key by key inside a
     transaction, so they count every key they remove.
+Operation ids
+    An increment with an ``op_id`` applies at most once, store included, and
+    returns what it would return outside a transaction. It reads the key's
+    stored row, then asks the store whether the op id is recorded
+    (:func:`recorded_result`: a probe that writes nothing, so every backend
+    answers unchanged). Recorded (within the retention window): the recorded
+    result, nothing buffered. Not recorded: the increment is buffered, and
+    the key's commit write is that increment carrying the op id, with a
+    condition on the row read — so the backend records the result
+    atomically with the rest of the commit. The same op id (on the same key)
+    again in the transaction returns the first result. If another writer
+    changes the key before the commit, the commit raises
+    :class:`~airssys_storage.PreconditionFailed` (nothing written or
+    recorded). If another writer records the *same* op id on the key before
+    the commit (the same request retried elsewhere), the planner answers that
+    write with the recorded result and skips it (op ids are looked up before
+    conditions): the increment is applied once in all and the rest of the
+    commit applies. The transaction's answer was the stored counter plus the
+    delta, which equals the recorded one unless a third writer changed the
+    counter before that retry — the one case a commit cannot refuse, because
+    the planner skips the skipped write's condition too.
+    Because one commit writes a key once and records an op id's result from
+    that write, the increment with an op id is its key's last change in the
+    transaction: a later write of the key (set, delete, another increment,
+    another op id) fails with ``invalid-argument``, and so does the
+    increment itself when earlier writes of the transaction changed the
+    key's expiry or turned a non-counter into a counter (the commit's
+    increment could not reproduce them). Reads of the key stay free.
 Not in a transaction
-    An increment with an ``op_id`` (``invalid-argument``: the transaction
-    is the unit that commits once; drop the op id). ``purge_expired`` runs at
-    once on the store (it removes only keys no reader can see).
+    ``purge_expired`` runs at once on the store (it removes only keys no
+    reader can see).
 
 After :meth:`~Transaction.commit` (successful or not) or
 :meth:`~Transaction.rollback`, the buffer is empty and the same object starts

@@ -112,7 +112,7 @@ from .storage import ComponentStorage
 if TYPE_CHECKING:
     from .errors import StoreDamaged
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_WRITES", "PROVISIONAL_VERSIONS", "Transaction"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_WRITES", "PROVISIONAL_VERSIONS", "Transaction", "recorded_result"]
 
 #: Distinct keys one transaction may write by default.
 DEFAULT_MAX_WRITES = 10_000

@@ -19,8 +19,8 @@ from airssys_storage_wasmtime import (
     SandboxLimits,
 )
 from click.testing import CliRunner
-from wasmtime.component import Variant
 from test_wasmtime_python_guest import STATE_CHECKS
+from wasmtime.component import Variant
 from wasmtime_helpers import FIXTURES
 
 from airssys_storage import ComponentStorage, Manifest, QuotaExceeded, StorageManager, StorageSettings, Transaction

@@ -475,12 +475,9 @@ class AtomicsConformance:
         assert store.get("c") == b"1"
 
     def test_op_id_inside_a_transaction(self, store: ComponentStorage) -> None:
-        """increment op_id in a transaction: the store's record answers; a new id is recorded by the commit.
-
-        The transaction learns whether an op id is recorded with a probe that must write nothing
-        (:func:`airssys_storage.transaction.recorded_result`: an op-id write under a condition no
-        row meets; the backend looks op ids up before conditions, as the planner does).
-        """
+        """increment op_id in a transaction: the store's record answers (probed without a write); the commit records."""
+        # The probe (airssys_storage.transaction.recorded_result) is an op-id write under a condition no
+        # row meets: the backend must look op ids up before conditions, as the planner does.
         from airssys_storage.storage import _op_record_id
         from airssys_storage.transaction import recorded_result
 

@@ -61,10 +61,37 @@ Limits
     :class:`~airssys_storage.ValueTooLarge` (naming the limit), leaving the
     buffer as it was. Range deletes and clear delete key by key inside a
     transaction, so they count every key they remove.
+Operation ids
+    An increment with an ``op_id`` applies at most once, store included, and
+    returns what it would return outside a transaction. It reads the key's
+    stored row, then asks the store whether the op id is recorded
+    (:func:`recorded_result`: a probe that writes nothing, so every backend
+    answers unchanged). Recorded (within the retention window): the recorded
+    result, nothing buffered. Not recorded: the increment is buffered, and
+    the key's commit write is that increment carrying the op id, with a
+    condition on the row read — so the backend records the result
+    atomically with the rest of the commit. The same op id (on the same key)
+    again in the transaction returns the first result. If another writer
+    changes the key before the commit, the commit raises
+    :class:`~airssys_storage.PreconditionFailed` (nothing written or
+    recorded). If another writer records the *same* op id on the key before
+    the commit (the same request retried elsewhere), the planner answers that
+    write with the recorded result and skips it (op ids are looked up before
+    conditions): the increment is applied once in all and the rest of the
+    commit applies. The transaction's answer was the stored counter plus the
+    delta, which equals the recorded one unless a third writer changed the
+    counter before that retry — the one case a commit cannot refuse, because
+    the planner skips the skipped write's condition too.
+    Because one commit writes a key once and records an op id's result from
+    that write, the increment with an op id is its key's last change in the
+    transaction: a later write of the key (set, delete, another increment,
+    another op id) fails with ``invalid-argument``, and so does the
+    increment itself when earlier writes of the transaction changed the
+    key's expiry or turned a non-counter into a counter (the commit's
+    increment could not reproduce them). Reads of the key stay free.
 Not in a transaction
-    An increment with an ``op_id`` (``invalid-argument``: the transaction
-    is the unit that commits once; drop the op id). ``purge_expired`` runs at
-    once on the store (it removes only keys no reader can see).
+    ``purge_expired`` runs at once on the store (it removes only keys no
+    reader can see).
 
 After :meth:`~Transaction.commit` (successful or not) or
 :meth:`~Transaction.rollback`, the buffer is empty and the same object starts
@@ -78,14 +105,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Capabilities, StorageBackend, Usage
-from .errors import InternalError, InvalidArgument, TooManyKeys, ValueTooLarge
-from .planner import KeyState, Plan, SpaceState, Write, WriteKind, check, plan
+from .errors import InternalError, InvalidArgument, PreconditionFailed, TooManyKeys, ValueTooLarge
+from .planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, check, decode_counter, plan
 from .storage import ComponentStorage
 
 if TYPE_CHECKING:
     from .errors import StoreDamaged
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_WRITES", "PROVISIONAL_VERSIONS", "Transaction"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_WRITES", "PROVISIONAL_VERSIONS", "Transaction", "recorded_result"]
 
 #: Distinct keys one transaction may write by default.
 DEFAULT_MAX_WRITES = 10_000
@@ -96,6 +123,25 @@ PROVISIONAL_VERSIONS = 2**63
 
 # Writes that read the key's stored state before deciding: committed with a condition on it.
 _INCREMENT, _TOUCH, _SWEEP = WriteKind.INCREMENT, WriteKind.TOUCH, WriteKind.SWEEP
+
+
+def recorded_result(backend: StorageBackend, namespace: str, key: bytes, op_id: str) -> int | None:
+    """The result *backend* recorded for *op_id* (an op record id) in *namespace*, or ``None``: writes nothing.
+
+    A probe through the backend contract, so every backend answers unchanged:
+    an increment of *key* carrying *op_id* under a condition no row can meet
+    (version ``2**64``, above :data:`~airssys_storage.planner.MAX_VERSION`).
+    The planner looks the op id up before it checks conditions (see
+    "Operation ids" in :mod:`airssys_storage.planner`): a recorded id (within
+    the backend's ``op_retention_ms``) gives its result and applies nothing;
+    otherwise the condition fails with ``precondition-failed`` and nothing
+    is applied either.
+    """
+    probe = Write(key, _INCREMENT, b"", None, MAX_VERSION + 1, 0, op_id)
+    try:
+        return backend.apply(namespace, (probe,), None).results[0]
+    except PreconditionFailed:
+        return None
 
 
 def _size(key: bytes, row: KeyState | None) -> int:
@@ -124,6 +170,10 @@ class _Overlay(StorageBackend):
         self._view: dict[bytes, KeyState | None] = {}
         self._stored: dict[bytes, KeyState | None] = {}
         self._conditioned: set[bytes] = set()
+        #: op id -> result: recorded in the store (probed) or buffered here; a repeat answers from it.
+        self._ops: dict[str, int] = {}
+        #: key -> (op id, stored counter value) of the keys whose commit write is an increment with an op id.
+        self._op_keys: dict[bytes, tuple[str, int]] = {}
         self._bytes = 0
         self._floor = PROVISIONAL_VERSIONS
 
@@ -150,6 +200,8 @@ class _Overlay(StorageBackend):
         self._view.clear()
         self._stored.clear()
         self._conditioned.clear()
+        self._ops.clear()
+        self._op_keys.clear()
         self._bytes = 0
         self._floor = PROVISIONAL_VERSIONS
 
@@ -260,9 +312,13 @@ class _Overlay(StorageBackend):
         """
         self._check(namespace)
         if any(write.op_id is not None for write in writes):
+            return self._increment_once(namespace, writes, limit)
+        if self._op_keys and any(write.key in self._op_keys for write in writes):
+            key = next(write.key for write in writes if write.key in self._op_keys)
             raise InvalidArgument(
-                "increment with an op id inside a transaction: the transaction commits once or not at all, "
-                "so the op id has nothing to protect; call increment without it"
+                f"key {key.decode(errors='replace')!r} was incremented with an op id in this transaction, so "
+                "its commit is that increment and nothing else may change it before the commit; commit first "
+                "(end the invocation) or write the key before the increment"
             )
         fresh = [write.key for write in writes if write.key not in self._view]
         if len(self._view) + len(fresh) > self.max_writes:
@@ -301,6 +357,52 @@ class _Overlay(StorageBackend):
         self._floor = max(self._floor, decided.space.floor)
         return decided
 
+    def _increment_once(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
+        """An increment with an op id (see "Operation ids" in the module docs): at most once, store included."""
+        write = writes[0]
+        key, op_id = write.key, write.op_id
+        if len(writes) != 1 or write.kind is not _INCREMENT or op_id is None:
+            raise InvalidArgument("inside a transaction only a single increment may carry an op id")
+        known = self._ops.get(op_id)
+        if known is None:
+            if key in self._op_keys:
+                raise InvalidArgument(
+                    f"key {key.decode(errors='replace')!r} was already incremented with another op id in this "
+                    "transaction, and one commit records one op id per key; use one op id per key per invocation"
+                )
+            stored = self._stored_row(key)  # read before the probe: a record made after it changes this row
+            known = recorded_result(self.base, namespace, key, op_id)
+            if known is None:
+                return self._buffer_increment(namespace, write, op_id, stored, limit)
+            self._ops[op_id] = known
+        return Plan([], [], SpaceState(), False, [known], [self.get_entry(namespace, key) is not None], [], [])
+
+    def _buffer_increment(
+        self, namespace: str, write: Write, op_id: str, stored: KeyState | None, limit: int | None
+    ) -> Plan:
+        """Buffer an increment whose op id the store has not recorded; its commit write is that increment."""
+        key = write.key
+        before = self._current(key)
+        expiry = before.expires_at if before is not None and self._live(before) else None
+        if key in self._view:  # written earlier in the transaction: the commit's increment must reproduce it
+            try:
+                base = 0 if stored is None or stored.value is None else decode_counter(stored.value, key)
+            except InvalidArgument:
+                base = None
+            if base is None or expiry != (None if stored is None else stored.expires_at):
+                raise InvalidArgument(
+                    f"increment of {key.decode(errors='replace')!r} with an op id after this transaction "
+                    "changed the key's kind of value or its expiry: the commit could not record the op id "
+                    "exactly; increment it with the op id first (or in its own invocation)"
+                )
+        else:
+            base = 0 if stored is None or stored.value is None else decode_counter(stored.value, key)
+        decided = self.apply(namespace, (write._replace(op_id=None),), limit)
+        self._conditioned.add(key)  # committed only if the row read before the probe still holds
+        self._ops[op_id] = decided.results[0]
+        self._op_keys[key] = (op_id, base)
+        return decided
+
     def delete_range(
         self, namespace: str, start: bytes, end: bytes | None, *, expired_only: bool = False, limit: int | None = None
     ) -> Plan:
@@ -334,7 +436,11 @@ class _Overlay(StorageBackend):
         for key, row in self._view.items():
             stored = self._stored.get(key)
             condition = (0 if stored is None else stored.version) if key in self._conditioned else None
-            if row is None:
+            if key in self._op_keys:  # the stored counter plus what the transaction added, recording the op id
+                op_id, base = self._op_keys[key]
+                number = decode_counter(row.value or b"", key) if row is not None else base
+                writes.append(Write(key, _INCREMENT, b"", None, condition, number - base, op_id))
+            elif row is None:
                 if stored is None and condition is None:
                     continue  # known absent, written and deleted again: nothing to do
                 writes.append(Write(key, WriteKind.DELETE, if_version=condition))

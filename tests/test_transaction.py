@@ -19,7 +19,7 @@ from airssys_storage import (
     ValueTooLarge,
 )
 from airssys_storage.testing import FakeClock
-from airssys_storage.transaction import PROVISIONAL_VERSIONS
+from airssys_storage.transaction import PROVISIONAL_VERSIONS, recorded_result
 
 
 @pytest.fixture
@@ -172,10 +172,105 @@ def test_buffer_limits(storage: ComponentStorage) -> None:
         storage.transaction(max_writes=0)
 
 
-def test_op_id_refused_in_a_transaction(storage: ComponentStorage) -> None:
-    """An increment's op id has no meaning inside a transaction: invalid-argument."""
-    with pytest.raises(InvalidArgument, match="op id"):
-        storage.transaction().increment("n", op_id="req-1")
+def test_op_id_recorded_before_the_transaction(storage: ComponentStorage) -> None:
+    """An op id the store recorded: the recorded result, nothing buffered, nothing applied at commit."""
+    assert storage.increment("n", 5, op_id="req-1") == 5
+    assert storage.increment("n", 1) == 6
+    tx = storage.transaction()
+    assert tx.increment("n", 5, op_id="req-1") == 5
+    assert tx.pending_writes == 0 and tx.get("n") == b"6"
+    assert tx.commit() == 0
+    assert storage.get("n") == b"6"
+
+
+def test_op_id_not_recorded_applies_once_and_is_recorded_by_the_commit(storage: ComponentStorage) -> None:
+    """A new op id: applied to the buffer (read-your-writes), recorded with the commit, so a retry applies nothing."""
+    storage.set("n", b"40")
+    tx = storage.transaction()
+    assert tx.increment("n", 2, op_id="req-1") == 42
+    assert tx.get("n") == b"42" and storage.get("n") == b"40"
+    tx.commit()
+    assert storage.get("n") == b"42"
+    assert storage.increment("n", 2, op_id="req-1") == 42  # recorded by the commit
+    assert storage.transaction().increment("n", 2, op_id="req-1") == 42
+    assert storage.get("n") == b"42"
+
+
+def test_op_id_discarded_with_the_transaction(storage: ComponentStorage) -> None:
+    """A rolled-back transaction recorded nothing: the op id applies later."""
+    tx = storage.transaction()
+    assert tx.increment("n", 2, op_id="req-1") == 2
+    tx.rollback()
+    assert storage.increment("n", 2, op_id="req-1") == 2
+
+
+def test_same_op_id_twice_in_one_transaction(storage: ComponentStorage) -> None:
+    """The second increment with the same op id (same key) returns the first result and adds nothing."""
+    tx = storage.transaction()
+    assert tx.increment("n", 5) == 5
+    assert tx.increment("n", -7) == -2
+    assert tx.increment("n", 10, op_id="op-1") == 8
+    assert tx.increment("n", 10, op_id="op-1") == 8
+    assert tx.increment("other", 1, op_id="op-1") == 1  # op ids are per key, as outside
+    assert tx.get("n") == b"8"
+    tx.commit()
+    assert storage.get_many(["n", "other"]) == [b"8", b"1"]
+    assert storage.increment("n", 10, op_id="op-1") == 8
+
+
+def test_op_id_recorded_by_a_concurrent_writer(storage: ComponentStorage) -> None:
+    """Recorded between the transaction's increment and its commit: applied once in all."""
+    tx = storage.transaction()
+    assert tx.increment("n", 3, op_id="req-1") == 3
+    tx.set("other", b"o")
+    assert storage.increment("n", 3, op_id="req-1") == 3  # the same request, retried elsewhere
+    tx.commit()  # the planner answers the recorded result for the op id's write and skips it
+    assert storage.get_many(["n", "other"]) == [b"3", b"o"]
+    assert storage.increment("n", 3, op_id="req-1") == 3
+
+
+def test_op_id_key_changed_by_a_concurrent_writer(storage: ComponentStorage) -> None:
+    """The counter changed (no op id) before the commit: precondition-failed, nothing written or recorded."""
+    tx = storage.transaction()
+    assert tx.increment("n", 3, op_id="req-1") == 3
+    tx.set("other", b"o")
+    storage.increment("n", 100)
+    with pytest.raises(PreconditionFailed, match="'n'"):
+        tx.commit()
+    assert storage.get_many(["n", "other"]) == [b"100", None]
+    assert storage.increment("n", 3, op_id="req-1") == 103  # not recorded: applies now
+
+
+def test_op_id_increment_is_its_keys_last_write(storage: ComponentStorage) -> None:
+    """After an increment with an op id the key is fixed until the commit; shapes one commit cannot record fail."""
+    tx = storage.transaction()
+    tx.increment("n", 1, op_id="a")
+    for write in (lambda: tx.set("n", b"1"), lambda: tx.delete("n"), lambda: tx.increment("n", 1)):
+        with pytest.raises(InvalidArgument, match="incremented with an op id"):
+            write()
+    with pytest.raises(InvalidArgument, match="another op id"):
+        tx.increment("n", 1, op_id="b")
+    storage.set("s", b"text")
+    tx.set("s", b"1")
+    with pytest.raises(InvalidArgument, match="could not record the op id exactly"):
+        tx.increment("s", 1, op_id="a")
+    tx.set("e", b"1", ttl=60)
+    with pytest.raises(InvalidArgument, match="could not record the op id exactly"):
+        tx.increment("e", 1, op_id="a")
+    assert tx.get_many(["n", "s", "e"]) == [b"1", b"1", b"1"]
+    tx.commit()
+    assert storage.get_many(["n", "s", "e"]) == [b"1", b"1", b"1"]
+    assert storage.increment("n", 1, op_id="a") == 1
+
+
+def test_op_id_probe_writes_nothing(storage: ComponentStorage) -> None:
+    """recorded_result: None for an unknown op id (nothing written), the recorded result for a known one."""
+    backend, namespace = storage._backend, storage._ns
+    before = backend.usage(namespace)
+    assert recorded_result(backend, namespace, b"n", "unknown") is None
+    assert backend.usage(namespace) == before and storage.keys() == []
+    storage.set("n", b"text")
+    assert recorded_result(backend, namespace, b"n", "unknown") is None  # no counter check before the condition
 
 
 def test_manifest_transactional_field() -> None:

@@ -474,6 +474,29 @@ class AtomicsConformance:
         assert store.increment("c", 1, op_id="late") == 1
         assert store.get("c") == b"1"
 
+    def test_op_id_inside_a_transaction(self, store: ComponentStorage) -> None:
+        """increment op_id in a transaction: the store's record answers (probed without a write); the commit records."""
+        # The probe (airssys_storage.transaction.recorded_result) is an op-id write under a condition no
+        # row meets: the backend must look op ids up before conditions, as the planner does.
+        from airssys_storage.storage import _op_record_id
+        from airssys_storage.transaction import recorded_result
+
+        assert store.increment("c", 5, op_id="before") == 5
+        store.set("text", b"not a counter")
+        before = (store.get_entry("c"), store.get_entry("text"), store.usage())
+        backend, namespace = store._backend, store._ns
+        assert recorded_result(backend, namespace, b"c", _op_record_id(b"c", "unknown")) is None
+        assert recorded_result(backend, namespace, b"text", _op_record_id(b"text", "unknown")) is None
+        assert recorded_result(backend, namespace, b"c", _op_record_id(b"c", "before")) == 5
+        assert (store.get_entry("c"), store.get_entry("text"), store.usage()) == before, "the probe wrote"
+        with store.transaction() as tx:
+            assert tx.increment("c", 5, op_id="before") == 5
+            assert tx.increment("c", 2, op_id="new") == 7
+            assert tx.increment("c", 2, op_id="new") == 7
+            tx.set("other", b"o")
+        assert store.get_many(["c", "other"]) == [b"7", b"o"]
+        assert store.increment("c", 2, op_id="new") == 7 and store.get("c") == b"7"
+
     def test_op_id_replay_survives_reopen(self, manager_factory: Callable[[], StorageManager]) -> None:
         """increment op_id (capability persistent): recorded with the data, so a replay survives reopen."""
         component = _fresh("ops-reopen")

@@ -19,6 +19,7 @@ from airssys_storage_wasmtime import (
     SandboxLimits,
 )
 from click.testing import CliRunner
+from test_wasmtime_python_guest import STATE_CHECKS
 from wasmtime.component import Variant
 from wasmtime_helpers import FIXTURES
 
@@ -195,6 +196,27 @@ def test_the_python_guest_passes_its_checks_inside_a_transaction(
     storage = manager.component(dataclasses.replace(TRANSACTIONAL, id="guest"))
     with host.instantiate(guest, storage) as instance:
         assert instance.call("run-checks", "read-write") == 40  # the count test_wasmtime_python_guest expects
+
+
+def test_the_python_guests_state_checks_inside_a_transaction(
+    python_guest: tuple[Host, Guest], manager: StorageManager
+) -> None:
+    """Atomics with an op id inside a transaction: the checks pass up to the scenario's delete of the counter.
+
+    Checks 18-20 (increment with an op id, its retry, the counter after it) pass as outside a
+    transaction. The scenario then deletes the counter in the same invocation, which one commit
+    cannot do while recording the op id's result (the commit's write of a key is one write, and
+    the planner records an op id's result from that write): refused with a clear error. Recording
+    an op id apart from its key's final write needs a planner rule (see the transaction module docs).
+    """
+    host, guest = python_guest
+    storage = manager.component(dataclasses.replace(TRANSACTIONAL, id="guest"))
+    with host.instantiate(guest, storage) as instance:
+        outcome = instance.call("run-checks", "state")
+    assert isinstance(outcome, str) and outcome.endswith("after 48 checks"), outcome
+    assert "'n' was incremented with an op id in this transaction" in outcome
+    assert storage.keys() == []  # the invocation failed: nothing committed
+    assert STATE_CHECKS > 48
 
 
 @pytest.mark.parametrize(("fixture", "checks"), [("keyvalue_guest", 49), ("spin_guest", 16)])

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         QuotaExceeded,
         StorageError,
         StoreDamaged,
+        StoreUnreachable,
         TooManyKeys,
         ValueTooLarge,
     )
@@ -79,6 +80,7 @@ __all__ = [
     "PermissionDenied",
     "PermissionPolicy",
     "StoreDamaged",
+    "StoreUnreachable",
     "PluginError",
     "PluginRegistry",
     "PreconditionFailed",
@@ -132,6 +134,7 @@ _MODULES = {
             "QuotaExceeded",
             "StorageError",
             "StoreDamaged",
+            "StoreUnreachable",
             "TooManyKeys",
             "ValueTooLarge",
         ],

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         QuotaExceeded,
         StorageError,
         StoreDamaged,
+        StoreUnreachable,
         TooManyKeys,
         ValueTooLarge,
     )
@@ -81,6 +82,7 @@ __all__ = [
     "PermissionDenied",
     "PermissionPolicy",
     "StoreDamaged",
+    "StoreUnreachable",
     "PluginError",
     "PluginRegistry",
     "PreconditionFailed",
@@ -135,6 +137,7 @@ _MODULES = {
             "QuotaExceeded",
             "StorageError",
             "StoreDamaged",
+            "StoreUnreachable",
             "TooManyKeys",
             "ValueTooLarge",
         ],

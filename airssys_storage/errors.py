@@ -21,6 +21,7 @@ __all__ = [
     "InternalError",
     "OutcomeUnknown",
     "StoreDamaged",
+    "StoreUnreachable",
     "TooManyKeys",
     "InvalidArgument",
     "PreconditionFailed",
@@ -124,6 +125,18 @@ class StoreDamaged(InternalError):
     message names the path and the command that helps. Its code stays
     ``internal-error`` (the WIT cases are frozen); ``airssys-storage verify``
     tells it apart by its class and exits 6 (damage found) instead of 5.
+    """
+
+
+class StoreUnreachable(InternalError):
+    """The backend cannot reach its database server (refused, timed out, connection lost outside a commit).
+
+    Raised by server backends when a connection cannot be made or was lost
+    before a request was sent; the message names the server (password
+    redacted). Its code stays ``internal-error`` (the WIT cases are frozen);
+    the CLI tells it apart by its class and adds "check that the store is
+    reachable and the URL is right" only to it, not to errors that already
+    name their fix (in use, damaged, read-only).
     """
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ..errors import StorageError
+from ..errors import StorageError, StoreUnreachable
 from . import INTERRUPTED_EXIT_CODE, INTERRUPTED_MESSAGE
 
 __all__ = ["RootGroup", "Failure", "ExitCode", "EXIT_CODES", "PROG_NAME"]
@@ -86,10 +86,13 @@ EXIT_CODES = {
 
 # Fixes for errors whose core message names the problem but cannot know the command line.
 _HINTS = {
-    "internal-error": "check that the store is reachable and the URL is right (--url, AIRSSYS_STORAGE_URL "
-    "or the settings file); rerun with --debug for details",
     "invalid-export-file": "nothing was written",
 }
+#: Added to StoreUnreachable only: in-use, damaged and read-only errors already name their own fix.
+_UNREACHABLE_HINT = (
+    "check that the store is reachable and the URL is right (--url, AIRSSYS_STORAGE_URL "
+    "or the settings file); rerun with --debug for details"
+)
 
 
 class Failure(click.ClickException):
@@ -217,7 +220,7 @@ def _describe(exc: BaseException) -> tuple[int, str]:
             return ExitCode.INTERRUPTED, INTERRUPTED_MESSAGE
         return ExitCode.NOT_FOUND, "aborted; nothing was changed"
     if isinstance(exc, StorageError):
-        hint = _HINTS.get(exc.code)
+        hint = _UNREACHABLE_HINT if isinstance(exc, StoreUnreachable) else _HINTS.get(exc.code)
         return EXIT_CODES.get(exc.code, ExitCode.BACKEND), exc.message + (f"; {hint}" if hint else "")
     if isinstance(exc, OSError):
         where = f" {exc.filename!r}" if exc.filename else ""

@@ -22,7 +22,32 @@ def test_every_command_has_a_section_with_an_example() -> None:
 
 def test_every_exit_code_is_in_the_table() -> None:
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", DOC, flags=re.M)}
-    assert documented == {int(code) for code in ExitCode}
+    run_only = {int(code) for code in re.findall(r"^\| (\d+) \| `run` only:", DOC, flags=re.M)}
+    assert documented - run_only == {int(code) for code in ExitCode}
+
+
+def test_exit_code_70_names_what_it_means_for_run_too() -> None:
+    """Outside tester: the table said 70 is "a bug, report it" while `run` exits 70 when the guest traps."""
+    row = re.search(r"^\| 70 \|(.*)$", DOC, flags=re.M)
+    assert row is not None and "bug" in row.group(1) and "`run`" in row.group(1) and "trapped" in row.group(1)
+    assert "| 124 | `run` only:" in DOC
+
+
+def test_url_lists_every_scheme_of_the_repository_plugins() -> None:
+    """Outside tester: --url listed neither rocksdb://, lmdb://, redis:// nor rediss://."""
+    section = DOC.split("## Choosing the store", 1)[1].split("\n## ", 1)[0]
+    for scheme in (
+        "memory://",
+        "sqlite:///",
+        "leveldb:///",
+        "rocksdb:///",
+        "lmdb:///",
+        "postgresql+psycopg://",
+        "mysql+pymysql://",
+        "redis://",
+        "rediss://",
+    ):
+        assert scheme in section, scheme
 
 
 def test_the_format_example_is_what_export_writes() -> None:

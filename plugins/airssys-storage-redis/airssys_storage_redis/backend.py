@@ -37,6 +37,7 @@ a connection lost after the script was sent raises
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from airssys_storage import (
     OutcomeUnknown,
     StorageBackend,
     StorageError,
+    StoreUnreachable,
     Usage,
     VerifyReport,
 )
@@ -90,6 +92,104 @@ def redact(url: str) -> str:
     from airssys_storage.plugins import redact_url
 
     return redact_url(url)
+
+
+class _NotRedis(Exception):
+    """Raised by a connection whose peer does not speak RESP (or TLS, for rediss://); carries the message."""
+
+
+#: Sent first on every new connection: an inline PING, then an empty line. Redis answers the PING
+#: (``+PONG`` or ``-NOAUTH ...``) and ignores the empty line; an HTTP server takes the empty line as
+#: the end of a request's headers and answers at once instead of waiting out socket_timeout.
+_PROBE = b"PING\r\n\r\n"
+
+
+def _first_line(sock: Any, timeout: float | None) -> bytes:
+    """The first line *sock* answers to :data:`_PROBE` within *timeout* seconds (b"" if it closed)."""
+    sock.settimeout(timeout)
+    sock.sendall(_PROBE)
+    answer = b""
+    while b"\n" not in answer and len(answer) < 256:
+        chunk = sock.recv(256)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+def _not_redis(where: str, answer: bytes) -> str | None:
+    """The complaint about *answer* (the first line a peer sent), or None when it is a Redis reply."""
+    if answer[:1] in (b"+", b"-"):
+        return None
+    if answer.startswith(b"HTTP/"):
+        return f"{where} is not a Redis server (it answered HTTP: {answer[:40]!r}): check the host and port in the URL"
+    if not answer:
+        return f"{where} closed the connection without a Redis reply: check the host and port in the URL"
+    return f"{where} is not a Redis server (it answered {answer[:40]!r}): check the host and port in the URL"
+
+
+def _probe_plain(host: str, port: int, timeout: float | None) -> bytes | None:
+    """The first line a plain TCP peer at *host*:*port* answers to :data:`_PROBE`; None if none came."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            return _first_line(sock, timeout)
+    except OSError:
+        return None
+
+
+@functools.cache
+def _connection_classes() -> tuple[type, type]:
+    """redis-py connection classes that check, on each new connection, that the peer speaks RESP (and TLS).
+
+    A server that is not Redis (an HTTP port, a proxy) or a plain Redis behind
+    a ``rediss://`` URL would otherwise hang until ``socket_timeout`` or leak
+    redis-py's protocol errors. The check costs one round trip per new
+    connection; the TLS handshake is bounded by ``connect_timeout``.
+    Raises :class:`_NotRedis` with the message.
+    """
+    import redis
+
+    def where(connection: Any) -> str:
+        return f"the server at {connection.host}:{connection.port}"
+
+    def checked(connection: Any, sock: Any) -> Any:
+        """*sock* once its peer answered the probe as Redis does; closed, raising, otherwise."""
+        try:
+            problem = _not_redis(where(connection), _first_line(sock, connection.socket_connect_timeout))
+        except (OSError, TimeoutError):
+            sock.close()
+            raise
+        if problem is not None:
+            sock.close()
+            raise _NotRedis(problem)
+        sock.settimeout(connection.socket_timeout)
+        return sock
+
+    class Checked(redis.Connection):
+        def _connect(self) -> Any:
+            return checked(self, super()._connect())  # type: ignore[no-untyped-call]
+
+    class CheckedTLS(redis.SSLConnection):
+        def _connect(self) -> Any:
+            sock = redis.Connection._connect(self)  # type: ignore[no-untyped-call]
+            sock.settimeout(self.socket_connect_timeout)  # the handshake waits connect_timeout, not socket_timeout
+            try:
+                tls = self._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
+            except (OSError, redis.RedisError) as exc:
+                sock.close()
+                answer = _probe_plain(self.host, self.port, self.socket_connect_timeout)
+                if answer:  # something answers in plain text: say what it is
+                    raise _NotRedis(
+                        _not_redis(where(self), answer)
+                        or f"{where(self)} does not speak TLS: use redis:// or enable TLS on the server (the TLS "
+                        f"handshake failed with {type(exc).__name__}, and it answers plain Redis commands)"
+                    ) from None
+                raise
+            return checked(self, tls)
+
+    return Checked, CheckedTLS
 
 
 def parse_row(raw: bytes) -> tuple[int, int | None, int]:
@@ -200,7 +300,6 @@ class RedisBackend(StorageBackend, ForkAware):
     def open(cls, url: str, options: Any) -> RedisBackend:
         options = cls.parse_options(options)
         try:
-            import redis
             from redis.backoff import NoBackoff
             from redis.connection import parse_url
             from redis.retry import Retry
@@ -233,13 +332,13 @@ class RedisBackend(StorageBackend, ForkAware):
         )
         if tls:
             kwargs.update(
-                connection_class=redis.SSLConnection,
+                connection_class=_connection_classes()[1],
                 ssl_ca_certs=options.tls_ca_file,
                 ssl_cert_reqs="required" if options.tls_verify else "none",
                 ssl_check_hostname=options.tls_verify,
             )
         else:
-            kwargs["connection_class"] = redis.Connection
+            kwargs["connection_class"] = _connection_classes()[0]
         if "path" in kwargs:
             raise ConfigurationError(f"unix socket URLs are not supported: {redact(url)!r}; use redis://host:port/db")
         where = f"Redis at {kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
@@ -339,7 +438,16 @@ class RedisBackend(StorageBackend, ForkAware):
         server restarted or its script cache was flushed) loads the scripts
         and repeats the command: the server ran nothing.
         """
-        from redis.exceptions import AuthenticationError, ConnectionError, NoScriptError, ResponseError, TimeoutError
+        from redis.exceptions import (
+            AuthenticationError,
+            AuthorizationError,
+            ConnectionError,
+            InvalidResponse,
+            NoScriptError,
+            RedisError,
+            ResponseError,
+            TimeoutError,
+        )
 
         attempt = 0
         while True:
@@ -362,7 +470,10 @@ class RedisBackend(StorageBackend, ForkAware):
                     self._load_scripts()
                     continue
                 raise self._server_error(exc, action) from None
-            except AuthenticationError as exc:  # a ConnectionError to redis-py, but no retry helps
+            except _NotRedis as exc:  # the URL points at something else: no retry helps
+                self._discard(connection)
+                raise ConfigurationError(f"{exc} ({redact(self.url)!r})") from None
+            except (AuthenticationError, AuthorizationError) as exc:  # ConnectionErrors to redis-py; no retry helps
                 self._discard(connection)
                 raise ConfigurationError(
                     f"{self.where} refused the login during {action} ({redact(str(exc))}): set the user and "
@@ -379,6 +490,16 @@ class RedisBackend(StorageBackend, ForkAware):
                     attempt += 1  # never reached the server: safe to send on a fresh connection
                     continue
                 raise self._connection_error(exc, action, write and sent) from None
+            except RedisError as exc:  # InvalidResponse, DataError and any other: the one mapping of the rest
+                self._discard(connection)
+                if isinstance(exc, InvalidResponse):
+                    raise ConfigurationError(
+                        f"{self.where} sent a reply that is not Redis protocol during {action} ({redact(str(exc))}): "
+                        f"it is not a Redis server, or a proxy is in the way; check the URL {redact(self.url)!r}"
+                    ) from None
+                raise InternalError(
+                    f"{self.where} failed {action} ({type(exc).__name__}: {redact(str(exc))})"
+                ) from None
             except BaseException:
                 self._discard(connection)
                 raise
@@ -396,7 +517,7 @@ class RedisBackend(StorageBackend, ForkAware):
                 f"lost the connection to {self.where} while committing the {action} ({detail}); the {action} may "
                 "have been applied: read back before retrying (the backend reconnects on the next operation)"
             )
-        return InternalError(
+        return StoreUnreachable(
             f"cannot reach {self.where} during {action} ({detail}): start the server or check the URL and "
             "backend_options (connect_timeout, socket_timeout); the backend reconnects on the next operation"
         )

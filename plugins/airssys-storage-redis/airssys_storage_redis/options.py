@@ -36,7 +36,13 @@ class RedisOptions:
     pool_timeout: float = option(
         30.0, "seconds a thread waits for a connection while pool_size are busy", gt=0, allow_inf_nan=False
     )
-    connect_timeout: float = option(5.0, "seconds to wait for a connection to the server", gt=0, allow_inf_nan=False)
+    connect_timeout: float = option(
+        5.0,
+        "seconds to wait for a connection to the server, its TLS handshake (rediss://) and its answer to the "
+        "first PING (what tells a Redis server from something else)",
+        gt=0,
+        allow_inf_nan=False,
+    )
     socket_timeout: float = option(
         30.0,
         "seconds to wait for the server's answer to one command; a commit that times out raises "

@@ -43,6 +43,7 @@ from airssys_storage import (
     StorageBackend,
     StorageError,
     StoreDamaged,
+    StoreUnreachable,
     Usage,
     VerifyReport,
 )
@@ -485,7 +486,7 @@ class SQLBackend(StorageBackend, ForkAware):
             refused = connect_arg_error(exc, self._options.connect_args)
             if refused is not None:
                 raise refused from None  # the driver's text may echo the values
-            raise InternalError(f"cannot connect to {self.where}: {describe(exc)}") from exc
+            raise StoreUnreachable(f"cannot connect to {self.where}: {describe(exc)}") from exc
         try:
             item = self._d.setup(fairy.dbapi_connection)
         except BaseException as exc:

@@ -179,7 +179,6 @@ def test_reloading_the_manifest_keeps_passed_thresholds(
 
 
 def test_components_below_every_threshold_keep_the_plain_state(manager: StorageManager) -> None:
-
     store = manager.component(Manifest("app", Access.READ_WRITE, 1000))
     store.set("a", b"x" * 10)
     assert type(store._state) is _ComponentState and store._state.limit == 800

@@ -200,7 +200,7 @@ test("Storage (the seed's class): get/set JSON, delete, has, keys, size, entries
 
 test("hostile values and stray keys are typed errors, as in the Python SDK", () => {
   const s = store();
-  const map = new StorageMap(s, "m/");
+  const map = new StorageMap(s, "m/", PAGE);
   let deep = [];
   for (let i = 0; i < 100000; i++) deep = [deep];
   assert.throws(() => map.set("x", deep), InvalidArgument);

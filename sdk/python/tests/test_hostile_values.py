@@ -6,15 +6,15 @@ import dataclasses
 from typing import Any
 
 import pytest
+from airssys_storage_sdk.collections import _as_int, _parse_slot
+from airssys_storage_sdk.keys import decode_key
+from airssys_storage_sdk.values import codec_for, decode_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airssys_storage import ComponentStorage
 from airssys_storage.collections import StorageMap, StorageTreeMap, ValueDecodeError
 from airssys_storage.errors import InvalidArgument, StorageError
-from airssys_storage_sdk.collections import _as_int, _parse_slot
-from airssys_storage_sdk.keys import decode_key
-from airssys_storage_sdk.values import codec_for, decode_json
 
 
 @dataclasses.dataclass
@@ -80,7 +80,7 @@ def test_a_stray_key_under_the_prefix_is_value_decode_error_naming_it(storage: C
     m["a"] = 1
     storage.set("m/stray", b"1")
     for walk in (lambda: list(m), lambda: list(m.items()), lambda: list(m.values())):
-        with pytest.raises(ValueDecodeError, match="'m/stray'.*delete it or move it out of the prefix"):
+        with pytest.raises(ValueDecodeError, match=r"'m/stray'.*delete it or move it out of the prefix"):
             walk()
     storage.delete("m/stray")
     assert dict(m.items()) == {"a": 1}

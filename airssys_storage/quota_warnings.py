@@ -14,9 +14,15 @@ write takes usage above it. Each crossing, once, after the write committed:
 * a call of the host's :attr:`StorageManager.on_quota_warning`, if set.
 
 A threshold is re-armed when usage falls back to or below it, and the next
-upward crossing warns again; while usage is above a threshold this is
-checked every :data:`RECHECK_WRITES` writes (so a component whose usage
-flaps around a threshold warns at most once per that many writes). The hard quota is untouched: a write past it
+upward crossing warns again. Re-arming is exact after every operation that
+can lower usage: ``delete``, ``delete_many``, ``delete_if``,
+``delete_prefix``, ``delete_range``, ``clear``, ``purge_expired`` and the
+sweeps, and every batch (``set_many``, a transaction's commit, writes with a
+TTL) — each reads the usage counter once (O(1)) *only while* some threshold
+is passed (``ComponentStorage._rearm``). The one path that is not exact is
+an overwrite to a smaller value through the single-key fast path (``set`` or
+``compare_and_swap`` without a TTL, the backend's ``put_one``, which returns
+no usage): that drop is seen within :data:`RECHECK_WRITES` writes. The hard quota is untouched: a write past it
 still fails with ``quota-exceeded``, and nothing is ever evicted.
 
 How it costs nothing per write: the backends are given the next armed
@@ -26,8 +32,8 @@ the crossing inside the commit it already makes. The write it refuses is
 retried at once under the real quota, and its crossing noted. While some
 threshold is passed, the component's state turns into :class:`_WatchedState`,
 whose ``limit`` reads the usage counter (O(1)) before every
-:data:`RECHECK_WRITES`-th write to re-arm the thresholds usage fell back
-below (reading it before each write cost more than the write on memory://);
+:data:`RECHECK_WRITES`-th write to catch the smaller overwrites above
+(reading it before each write cost more than the write on memory://);
 a component below every threshold pays nothing. Writes buffered in a
 transaction are checked when it commits.
 """
@@ -52,7 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["RECHECK_WRITES", "QuotaWarning", "SoftQuota"]
 
 #: While usage is above a threshold, the usage counter is read before every this many writes, to re-arm
-#: the thresholds usage fell back below.
+#: the thresholds that a smaller overwrite by ``set`` (put_one) took usage back below; deletes, batches and
+#: sweeps re-arm at once.
 RECHECK_WRITES = 32
 
 log = logging.getLogger("airssys_storage.quota")

@@ -628,11 +628,14 @@ class ComponentStorage:
             self._authorize(Operation.DELETE, key)
         raw = encode_key(key, self._max_key)
         try:
-            return self._backend.delete_one(self._ns, raw)
+            deleted = self._backend.delete_one(self._ns, raw)
         except StorageError:
             raise
         except Exception as exc:
             raise _internal(exc) from exc
+        if deleted and state.soft is not None and state.soft.level:
+            self._rearm()
+        return deleted
 
     def has(self, key: str) -> bool:
         """Whether *key* exists (and has not expired)."""
@@ -682,6 +685,7 @@ class ComponentStorage:
         """Delete every key of this component (admin only)."""
         self._authorize(Operation.CLEAR, None)
         self._call(self._backend.clear)
+        self._rearm()
         audit("clear", self._ns, "clear")
 
     # -- batches (atomic, at most max_batch_ops) ----------------------------
@@ -1356,15 +1360,30 @@ class ComponentStorage:
 
     def _apply(self, writes: Sequence[Write]) -> Plan:
         """Apply *writes* atomically under the component's quota (sweeping expired keys once if refused)."""
-        limit = self._state.limit
+        state = self._state
+        limit = state.limit
         try:
-            return self._backend.apply(self._ns, writes, limit)
+            plan = self._backend.apply(self._ns, writes, limit)
         except QuotaExceeded as exc:
             return self._retry_after_sweep(exc, self._backend.apply, writes, limit)
         except StorageError:
             raise
         except Exception as exc:
             raise _internal(exc) from exc
+        if state.soft is not None and state.soft.level:  # a batch may delete or shrink values: re-arm exactly
+            self._rearm()
+        return plan
+
+    def _rearm(self) -> None:
+        """Usage may have fallen: re-arm the soft quota thresholds it fell back to or below.
+
+        Costs nothing while usage is below every threshold (``soft.level`` is
+        0); above one, one O(1) usage read (see :mod:`.quota_warnings`).
+        """
+        state = self._state
+        soft = state.soft
+        if soft is not None and soft.level and self._backend is self._manager.backend:
+            soft.observe(state)
 
     #: What a transaction's commit calls (the metrics' counting subclass counts it as ``transaction-commit``).
     _commit = _apply
@@ -1402,7 +1421,10 @@ class ComponentStorage:
 
     def _sweep(self, limit: int | None) -> int:
         """Remove up to *limit* (``None``: all) expired rows of the component; returns how many."""
-        return sum(self._call(self._backend.delete_range, b"", None, expired_only=True, limit=limit).results)
+        swept = sum(self._call(self._backend.delete_range, b"", None, expired_only=True, limit=limit).results)
+        if swept:
+            self._rearm()
+        return swept
 
     def _delete_range(self, operation: Operation, start: bytes, end: bytes | None) -> int:
         """Delete the live and expired keys in ``[start, end)`` atomically; returns how many were live.
@@ -1413,7 +1435,9 @@ class ComponentStorage:
         ``max_keys_per_query`` keys.
         """
         if operation.value not in self._state.key_policies:
-            return sum(self._call(self._backend.delete_range, start, end).results)
+            deleted = sum(self._call(self._backend.delete_range, start, end).results)
+            self._rearm()  # expired keys may have gone too, so even when no live key did
+            return deleted
         found = self._call(self._backend.keys, start, end, self._max_query + 1)
         if len(found) > self._max_query:
             raise TooManyKeys(

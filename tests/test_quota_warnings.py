@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from airssys_storage import (
     Access,
+    ComponentStorage,
     ConfigurationError,
     Manifest,
     ManifestError,
@@ -19,6 +21,7 @@ from airssys_storage import (
     quota_warnings,
 )
 from airssys_storage.quota_warnings import QuotaWarning
+from airssys_storage.storage import _ComponentState
 
 
 @pytest.fixture(autouse=True)
@@ -176,8 +179,6 @@ def test_reloading_the_manifest_keeps_passed_thresholds(
 
 
 def test_components_below_every_threshold_keep_the_plain_state(manager: StorageManager) -> None:
-    from airssys_storage.storage import _ComponentState
-
     store = manager.component(Manifest("app", Access.READ_WRITE, 1000))
     store.set("a", b"x" * 10)
     assert type(store._state) is _ComponentState and store._state.limit == 800
@@ -188,18 +189,56 @@ def test_components_below_every_threshold_keep_the_plain_state(manager: StorageM
     assert type(store._state) is _ComponentState
 
 
-def test_rearming_is_checked_every_recheck_writes(
+@pytest.mark.parametrize(
+    "lower",
+    [
+        lambda store: store.delete("big"),
+        lambda store: store.delete_many(["big"]),
+        lambda store: store.delete_if("big", version=store.get_entry("big").version),
+        lambda store: store.delete_prefix("bi"),
+        lambda store: store.delete_range("b", "c"),
+        lambda store: store.set_many({"big": b"x"}),  # an overwrite with a smaller value, in a batch
+        lambda store: store.clear(),
+    ],
+    ids=["delete", "delete_many", "delete_if", "delete_prefix", "delete_range", "set_many-smaller", "clear"],
+)
+def test_operations_that_lower_usage_rearm_at_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, lower: Callable[[ComponentStorage], object]
+) -> None:
+    """quota 1000 B: set 850 B, lower usage, set 850 B again -> two 80 % warnings (not one until ~32 writes later)."""
+    monkeypatch.setattr(quota_warnings, "RECHECK_WRITES", 32)  # production: no polling helps here
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        seen = Seen(manager, caplog)
+        store = manager.component(Manifest("app", Access.ADMIN, 1000))
+        store.set("big", b"x" * 847)  # 850 bytes: crosses 80 %
+        lower(store)
+        assert type(store._state) is _ComponentState  # re-armed: back on the plain path
+        store.set("big", b"x" * 847)
+        assert seen.percents == [80.0, 80.0]
+
+
+def test_purging_expired_keys_rearms_at_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(quota_warnings, "RECHECK_WRITES", 32)
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        seen = Seen(manager, caplog)
+        store = manager.component(Manifest("app", Access.READ_WRITE, 1000))
+        store.set("big", b"x" * 847, ttl=0.001)
+        time.sleep(0.01)  # the key expires (not a timed assertion)
+        assert store.purge_expired() == 1
+        store.set("big", b"x" * 847)
+        assert seen.percents == [80.0, 80.0]
+
+
+def test_a_smaller_overwrite_by_set_rearms_within_recheck_writes(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The one documented inexact path: set()/compare_and_swap() overwriting with a smaller value (put_one)."""
     monkeypatch.setattr(quota_warnings, "RECHECK_WRITES", 4)
     with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
         seen = Seen(manager, caplog)
         store = manager.component(Manifest("app", Access.READ_WRITE, 1000))
-        store.set("big", b"x" * 800)  # 803 bytes: crosses 80 %
-        store.delete("big")
-        store.set("big", b"x" * 800)  # the first write after: not checked yet, no warning
-        assert seen.percents == [80.0]
-        store.delete("big")
+        store.set("big", b"x" * 800)  # crosses 80 %
+        store.set("big", b"x")  # smaller overwrite: usage is below 80 %, not yet seen
         for index in range(4):  # within RECHECK_WRITES writes the check sees usage below 80 % ...
             store.set(f"k{index}", b"x")
         store.set("big", b"x" * 800)  # ... so the next crossing warns

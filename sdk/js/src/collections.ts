@@ -111,7 +111,15 @@ abstract class Collection {
   }
 
   protected decodeItemKey(full: string): Key {
-    return decodeKey(full.slice(this.prefix.length));
+    try {
+      return decodeKey(full.slice(this.prefix.length));
+    } catch (error) {
+      if (!(error instanceof InvalidKey)) throw error;
+      throw new ValueDecodeError(
+        `key ${JSON.stringify(full)} lies under the prefix ${JSON.stringify(this.prefix)} of this collection but is ` +
+          `not one of its item keys (${error.message}); it was written by hand (a raw set): delete it or move it out of the prefix`,
+      );
+    }
   }
 
   /** Every item `[storage key, raw value]` in key order, one scan page at a time. */

@@ -197,3 +197,20 @@ test("Storage (the seed's class): get/set JSON, delete, has, keys, size, entries
   s.set("broken", Buffer.from([0xff]));
   assert.throws(() => storage.get("broken"), ValueDecodeError);
 });
+
+test("hostile values and stray keys are typed errors, as in the Python SDK", () => {
+  const s = store();
+  const map = new StorageMap(s, "m/", PAGE);
+  let deep = [];
+  for (let i = 0; i < 100000; i++) deep = [deep];
+  assert.throws(() => map.set("x", deep), InvalidArgument);
+  assert.equal(map.has("x"), false);
+  map.set("deep", 0);
+  s.set("m/'deep ", Buffer.from("[".repeat(200000) + "]".repeat(200000)));
+  assert.ok(Array.isArray(map.get("deep"))); // V8's JSON.parse is not recursive: no depth limit to hit
+  s.set("m/'deep ", Buffer.from("NaN"));
+  assert.throws(() => map.get("deep"), ValueDecodeError);
+  s.delete("m/'deep ");
+  s.set("m/stray", Buffer.from("1"));
+  assert.throws(() => [...map.keys()], (e) => e instanceof ValueDecodeError && /"m\/stray".*delete it or move it out of the prefix/.test(e.message));
+});

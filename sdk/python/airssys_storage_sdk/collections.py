@@ -36,13 +36,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import ItemsView, Iterable, Iterator, MutableMapping, MutableSet, ValuesView
-from json import loads as _loads
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from .errors import InvalidArgument, InvalidKey, PreconditionFailed, PrefixConflict, ValueDecodeError
 from .keys import Key, decode_key, encode_key
 from .protocol import EntryLike, Store
 from .values import Codec, codec_for, encode_json
+from .values import loads as _loads
 
 __all__ = ["REGISTRY_PREFIX", "StorageMap", "StorageQueue", "StorageSet", "StorageTreeMap", "StorageVector"]
 
@@ -103,7 +103,13 @@ class _Collection:
         return self._prefix + _META + name
 
     def _decode_key(self, full: str) -> Any:
-        return decode_key(full[len(self._prefix) :])
+        try:
+            return decode_key(full[len(self._prefix) :])
+        except InvalidKey as exc:
+            raise ValueDecodeError(
+                f"key {full!r} lies under the prefix {self._prefix!r} of {self!r} but is not one of its item keys "
+                f"({exc}); it was written by hand (a raw set): delete it or move it out of the prefix"
+            ) from None
 
     def _scan(self) -> Iterator[tuple[str, bytes]]:
         """Every item ``(storage key, raw value)`` in key order, one scan page at a time."""
@@ -231,7 +237,7 @@ class StorageMap(_Keyed[K], MutableMapping[K, V]):
         if self._plain:  # plain JSON values: json.loads inline (the hottest read)
             try:
                 return _loads(raw)  # type: ignore[no-any-return]
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass  # decode() raises the typed error
         return self._codec.decode(raw, full)
 
@@ -250,7 +256,7 @@ class StorageMap(_Keyed[K], MutableMapping[K, V]):
         if self._plain:  # as in __getitem__
             try:
                 return _loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
         return self._codec.decode(raw, full)
 
@@ -744,7 +750,7 @@ def _decode_record(raw: bytes, entry: str) -> str:
 def _as_int(raw: bytes, key: str) -> int:
     try:
         return int(raw)
-    except ValueError:
+    except ValueError:  # not decimal, or longer than the int/str digit limit
         raise ValueDecodeError(f"the value of key {key!r} is not a decimal count: {bytes(raw[:60])!r}") from None
 
 
@@ -764,7 +770,7 @@ def _check_moved(store: Store, counter: str, read: EntryLike | None, slot: str) 
 def _parse_slot(raw: bytes, slot: str) -> tuple[int, bytes]:
     """A slot's ``(tag, value bytes)`` from ``b"<tag> <value>"``."""
     space = raw.find(b" ")
-    if space <= 0 or not raw[:space].isdigit():
+    if space <= 0 or space > 20 or not raw[:space].isdigit():  # tags are 64-bit counters
         raise ValueDecodeError(f"the value of key {slot!r} is not a slot record (b'<tag> <value>'): {raw[:60]!r}")
     return int(raw[:space]), raw[space + 1 :]
 

@@ -8,13 +8,19 @@ and rebuilt with ``cls(**fields)``; a pydantic model (anything with
 imported here (a guest has none). A stored value that does not decode raises
 :class:`~airssys_storage_sdk.errors.ValueDecodeError`, never a raw
 ``JSONDecodeError``; a value that cannot be encoded raises
-:class:`~airssys_storage_sdk.errors.InvalidArgument`.
+:class:`~airssys_storage_sdk.errors.InvalidArgument`. Both directions apply
+the same rules: no NaN or infinity (a stored ``NaN`` token is refused like a
+written ``float("nan")``), no value nested deeper than the interpreter's
+recursion limit (``RecursionError`` becomes the typed error), and no integer
+longer than Python's int/str digit limit (``sys.get_int_max_str_digits()``,
+4300 by default).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from typing import Any, Generic, TypeVar
 
 from .errors import InvalidArgument, ValueDecodeError
@@ -23,22 +29,51 @@ __all__ = ["Codec", "codec_for", "decode_json", "encode_json"]
 
 V = TypeVar("V")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_decode = json.loads
+
+
+def _refuse_constant(token: str) -> object:
+    raise ValueError(f"{token} is not JSON (NaN and infinity are refused, as when writing)")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def loads(raw: bytes) -> Any:
+    """The JSON value of UTF-8 *raw*; raw ``ValueError`` / ``RecursionError`` (callers turn them typed)."""
+    return _DECODER.decode(str(raw, "utf-8"))
 
 
 def encode_json(value: object) -> bytes:
     """*value* as compact UTF-8 JSON; InvalidArgument for what JSON cannot hold (sets, NaN, objects …)."""
     try:
         return _ENCODER.encode(value).encode()
+    except RecursionError:
+        raise InvalidArgument(
+            "value is too deeply nested to be stored as JSON (deeper than the recursion limit, "
+            f"sys.getrecursionlimit() = {sys.getrecursionlimit()}); flatten it"
+        ) from None
     except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"value {value!r:.80} cannot be stored as JSON: {exc}") from None
+        raise InvalidArgument(f"value cannot be stored as JSON: {exc} ({_preview(value)})") from None
+
+
+def _preview(value: object) -> str:
+    """A short repr of *value* that never fails (repr of a huge int or a deep list raises)."""
+    try:
+        return f"{value!r:.80}"
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
 
 
 def decode_json(raw: bytes, where: str) -> Any:
     """The JSON value of *raw*; ValueDecodeError naming *where* (the key) if it is not UTF-8 JSON."""
     try:
-        return _decode(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return loads(raw)
+    except RecursionError:
+        raise ValueDecodeError(
+            f"the value of key {where!r} is nested too deeply to decode (deeper than the recursion limit): "
+            f"{bytes(raw[:60])!r}"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit, NaN
         raise ValueDecodeError(f"the value of key {where!r} is not JSON ({exc}): {bytes(raw[:60])!r}") from None
 
 
@@ -69,7 +104,7 @@ class _DataclassCodec(Codec[V]):
             raise ValueDecodeError(f"the value of key {where!r} is not a JSON object of {self.cls.__name__} fields")
         try:
             return self.cls(**fields)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: the dataclass's own __post_init__ checks
             raise ValueDecodeError(f"the value of key {where!r} is not a {self.cls.__name__}: {exc}") from None
 
 
@@ -82,11 +117,16 @@ class _ModelCodec(Codec[V]):
     def encode(self, value: V) -> bytes:
         if not isinstance(value, self.cls):
             raise InvalidArgument(f"this collection holds {self.cls.__name__}, not {type(value).__name__}")
-        return value.model_dump_json().encode()  # type: ignore[attr-defined,no-any-return]
+        try:
+            return value.model_dump_json().encode()  # type: ignore[attr-defined,no-any-return]
+        except (TypeError, ValueError, RecursionError) as exc:  # pydantic's serialization errors are ValueErrors
+            raise InvalidArgument(f"value cannot be stored as JSON: {str(exc).splitlines()[0]}") from None
 
     def decode(self, raw: bytes, where: str) -> V:
         try:
             return self.cls.model_validate_json(raw)  # type: ignore[attr-defined,no-any-return]
+        except RecursionError:
+            raise ValueDecodeError(f"the value of key {where!r} is nested too deeply to decode") from None
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             first = str(exc).splitlines()[0:3]
             raise ValueDecodeError(

@@ -50,6 +50,7 @@ from dataclasses import replace
 from time import time_ns as _time_ns
 from typing import Any, ClassVar, NamedTuple, NoReturn, TypeAlias
 
+from .storeid import MARKER
 from .backend import (
     BadKey,
     BadRow,
@@ -1442,7 +1443,7 @@ def check_location(
             f"cannot open the {product} database at {path}: it is a file, not a {product} database directory"
         )
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "CURRENT")):
-        entries = {name for name in os.listdir(path) if not ignored(name)}
+        entries = {name for name in os.listdir(path) if not ignored(name) and not name.startswith(MARKER)}
         if entries:
             # Another process may be creating the database right now (it writes the MANIFEST
             # before CURRENT): that is "in use", never "damaged" or "not a database".

@@ -314,3 +314,33 @@ def test_migrate_refuses_the_read_only_spelling_of_the_same_store(url: str) -> N
     assert run_cli("set", "-c", "app", "--url", url, "k", "v").returncode == 0
     done = run_cli("migrate", "--from", url + "?mode=read-only", "--to", url)
     assert done.returncode != 0 and "name the same store" in done.stderr, done.stderr
+
+
+def test_repair_rebuilds_the_schema_record_and_counters_when_the_metadata_table_is_lost(
+    url: str, tmp_path: Path
+) -> None:
+    # The outside tester's reproducer: 100 bytes written at offset 100 of the metadata column
+    # family's table; RepairDB moves that table to lost/ while every data row stays readable.
+    with StorageManager.from_settings(StorageSettings(url=url)) as manager:
+        store = manager.component(Manifest("app", Access.ADMIN))
+        store.set_many({f"k{i}": b"v" * 10 for i in range(50)})
+    db = rocksdict.Rdict(str(tmp_path / "db"), column_families={name: rocksdict.Options() for name in COLUMN_FAMILIES})
+    for name in COLUMN_FAMILIES:
+        db.get_column_family(name).flush()
+    db.flush()
+    db.close()
+    tables = sorted((tmp_path / "db").glob("*.sst"))
+    meta = [t for t in tables if b"schema" in t.read_bytes()]
+    assert meta, [t.name for t in tables]
+    with open(meta[0], "r+b") as file:
+        file.seek(100)
+        file.write(b"\xff" * 100)
+    done = run_cli("verify", "--url", url)
+    assert done.returncode == 6, done.stdout + done.stderr
+    done = run_cli("repair", "--url", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_cli("verify", "--url", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with StorageManager.from_settings(StorageSettings(url=url)) as manager:
+        store = manager.component(Manifest("app", Access.ADMIN))
+        assert len(store.scan()[0]) == 50 and store.usage() == Usage(10 * 2 + 40 * 3 + 50 * 10, 50)

@@ -50,7 +50,6 @@ from dataclasses import replace
 from time import time_ns as _time_ns
 from typing import Any, ClassVar, NamedTuple, NoReturn, TypeAlias
 
-from .storeid import MARKER
 from .backend import (
     BadKey,
     BadRow,
@@ -69,6 +68,7 @@ from .errors import ConfigurationError, InternalError, StorageError, StoreDamage
 from .forking import ForkAware, track
 from .planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
 from .rowformat import decode_header, encode_row
+from .storeid import MARKER
 
 __all__ = [
     "COUNTER",

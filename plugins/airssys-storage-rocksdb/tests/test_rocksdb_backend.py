@@ -324,11 +324,9 @@ def test_repair_rebuilds_the_schema_record_and_counters_when_the_metadata_table_
     with StorageManager.from_settings(StorageSettings(url=url)) as manager:
         store = manager.component(Manifest("app", Access.ADMIN))
         store.set_many({f"k{i}": b"v" * 10 for i in range(50)})
-    db = rocksdict.Rdict(str(tmp_path / "db"), column_families={name: rocksdict.Options() for name in COLUMN_FAMILIES})
-    for name in COLUMN_FAMILIES:
-        db.get_column_family(name).flush()
-    db.flush()
-    db.close()
+    backend = RocksDBBackend.open(url, {})
+    backend.compact()  # flushes every column family into its own table file
+    backend.close()
     tables = sorted((tmp_path / "db").glob("*.sst"))
     meta = [t for t in tables if b"schema" in t.read_bytes()]
     assert meta, [t.name for t in tables]
@@ -344,3 +342,26 @@ def test_repair_rebuilds_the_schema_record_and_counters_when_the_metadata_table_
     with StorageManager.from_settings(StorageSettings(url=url)) as manager:
         store = manager.component(Manifest("app", Access.ADMIN))
         assert len(store.scan()[0]) == 50 and store.usage() == Usage(10 * 2 + 40 * 3 + 50 * 10, 50)
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [(["CURRENT", "MANIFEST-000005", "LOG", "000009.ldb"], "leveldb"), (["data.mdb", "lock.mdb"], "lmdb")],
+)
+def test_a_store_of_another_engine_is_never_opened_or_repaired(tmp_path: Path, files: list[str], found: str) -> None:
+    store = tmp_path / "db"
+    store.mkdir()
+    for name in files:
+        (store / name).write_bytes(b"x" * 200)
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    url = f"rocksdb://{store}"
+    attempts = (
+        lambda: RocksDBBackend.open(url, {}),
+        lambda: RocksDBBackend.open(url + "?mode=read-only", {}),
+        lambda: RocksDBBackend.repair_url(url),
+        lambda: RocksDBBackend.exists(url, {}),
+    )
+    for attempt in attempts:
+        with pytest.raises(ConfigurationError, match=f"use {found}://{store}"):
+            attempt()
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before

@@ -68,6 +68,7 @@ from .errors import ConfigurationError, InternalError, StorageError, StoreDamage
 from .forking import ForkAware, track
 from .planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
 from .rowformat import decode_header, encode_row
+from .storeid import MARKER
 
 __all__ = [
     "COUNTER",
@@ -1442,7 +1443,7 @@ def check_location(
             f"cannot open the {product} database at {path}: it is a file, not a {product} database directory"
         )
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "CURRENT")):
-        entries = {name for name in os.listdir(path) if not ignored(name)}
+        entries = {name for name in os.listdir(path) if not ignored(name) and not name.startswith(MARKER)}
         if entries:
             # Another process may be creating the database right now (it writes the MANIFEST
             # before CURRENT): that is "in use", never "damaged" or "not a database".

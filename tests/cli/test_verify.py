@@ -75,7 +75,7 @@ def set_counter(backend: Any, namespace: str, used_bytes: int) -> None:
     elif backend.name == "rocksdb":
         from airssys_storage_rocksdb.layout import COUNTER as ROCKSDB_COUNTER
 
-        backend._counters_cf.put(namespace.encode(), ROCKSDB_COUNTER.pack(used_bytes, keys, 0, 0))
+        backend._engine._counters_cf.put(namespace.encode(), ROCKSDB_COUNTER.pack(used_bytes, keys, 0, 0))
     elif backend.name == "lmdb":
         from airssys_storage_lmdb.layout import COUNTER as LMDB_COUNTER
 

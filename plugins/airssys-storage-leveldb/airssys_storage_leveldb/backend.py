@@ -71,6 +71,7 @@ from airssys_storage.kvengine import (
     refuse_if_in_use,
 )
 from airssys_storage.plugins import backend_scheme
+from airssys_storage.storeid import require_engine, write_marker
 
 from .layout import (
     COUNTER,
@@ -265,6 +266,7 @@ class LevelDBBackend(OrderedKVBackend):
         db = _open_db(path, opts)
         try:
             _check_schema(db, path)
+            write_marker(path, "leveldb")
         except BaseException:
             db.close()
             raise
@@ -274,6 +276,7 @@ class LevelDBBackend(OrderedKVBackend):
     def exists(cls, url: str, options: Any) -> bool | None:
         """Whether the database directory exists and holds anything (an empty directory is no store yet)."""
         path = path_from_url(url)
+        require_engine(path, "leveldb")
         try:
             return any(os.scandir(path))
         except (FileNotFoundError, NotADirectoryError):
@@ -299,6 +302,7 @@ class LevelDBBackend(OrderedKVBackend):
         require_plyvel()
         if not os.path.isdir(path):
             raise ConfigurationError(f"cannot repair the LevelDB database at {path}: no such directory")
+        require_engine(path, "leveldb")
         real = os.path.realpath(path)
         with _PATHS.lock:
             if real in _PATHS.open:
@@ -493,6 +497,7 @@ def require_plyvel() -> None:
 
 def _open_db(path: str, options: LevelDBOptions) -> Any:
     require_plyvel()
+    require_engine(path, "leveldb")
     _check_location(path)
     _create_private_directory(path)
     try:

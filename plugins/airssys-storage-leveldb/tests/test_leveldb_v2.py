@@ -458,3 +458,40 @@ def test_schema_newer_than_this_code_is_refused(url: str, tmp_path: Path) -> Non
     db.close()
     with pytest.raises(ConfigurationError, match="newer"):
         LevelDBBackend.open(url, {})
+
+
+# -- the engine marker ------------------------------------------------------------------
+
+
+def test_a_store_of_an_earlier_version_opens_and_gets_its_marker(tmp_path: Path) -> None:
+    """The schema 1 fixture has no ``AIRSSYS-STORE``: its LevelDB files identify it; the first open writes one."""
+    from airssys_storage.storeid import MARKER, detect_engine
+
+    url = _schema1_store(tmp_path)
+    assert not (tmp_path / "db" / MARKER).exists() and detect_engine(str(tmp_path / "db")) == "leveldb"
+    LevelDBBackend.open(url, {}).close()
+    assert "engine=leveldb" in (tmp_path / "db" / MARKER).read_text()
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [
+        (["CURRENT", "MANIFEST-000005", "OPTIONS-000007", "IDENTITY", "000009.sst"], "rocksdb"),
+        (["data.mdb", "lock.mdb"], "lmdb"),
+    ],
+)
+def test_a_store_of_another_engine_is_never_opened_or_repaired(tmp_path: Path, files: list[str], found: str) -> None:
+    store = tmp_path / "db"
+    store.mkdir()
+    for name in files:
+        (store / name).write_bytes(b"x" * 200)
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    url = f"leveldb://{store}"
+    for attempt in (
+        lambda: LevelDBBackend.open(url, {}),
+        lambda: LevelDBBackend.repair_url(url),
+        lambda: LevelDBBackend.exists(url, {}),
+    ):
+        with pytest.raises(ConfigurationError, match=f"use {found}://{store}"):
+            attempt()
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before

@@ -77,6 +77,7 @@ from airssys_storage.forking import ForkAware, track
 from airssys_storage.kvengine import Closed, OpenPaths, local_path_from_url, recorded_results
 from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
 from airssys_storage.plugins import backend_scheme
+from airssys_storage.storeid import MARKER, require_engine, write_marker
 
 from .layout import (
     COUNTER,
@@ -234,6 +235,7 @@ def _acquire(path: str, options: LMDBOptions) -> _Environment:
                 )
             shared.refs += 1
             return shared
+        require_engine(path, "lmdb")
         _check_location(path)
         try:
             make_private_dirs(path)
@@ -262,6 +264,7 @@ def _acquire(path: str, options: LMDBOptions) -> _Environment:
         try:
             cleared = env.reader_check()
             shared = _Environment(path, real, env, options, cleared)
+            write_marker(path, "lmdb")
         except lmdb.Error as exc:
             env.close()
             raise _error(path, "open", exc) from None
@@ -298,7 +301,7 @@ def _check_location(path: str) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigurationError(f"cannot open the LMDB store at {path}: it is a file, not an LMDB store directory")
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "data.mdb")):
-        if set(os.listdir(path)) - {"lock.mdb"}:
+        if {name for name in os.listdir(path) if not name.startswith(MARKER)} - {"lock.mdb"}:
             raise ConfigurationError(
                 f"cannot open an LMDB store at {path}: the directory is not empty and holds no LMDB store; "
                 "point the URL at a new path or an existing store"
@@ -353,7 +356,9 @@ class LMDBBackend(StorageBackend):
     @classmethod
     def exists(cls, url: str, options: Any) -> bool | None:
         """Whether the store's data file exists."""
-        return os.path.isfile(os.path.join(path_from_url(url), "data.mdb"))
+        path = path_from_url(url)
+        require_engine(path, "lmdb")
+        return os.path.isfile(os.path.join(path, "data.mdb"))
 
     @classmethod
     def repair_url(cls, url: str, options: LMDBOptions | Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -333,3 +333,29 @@ def test_a_writer_killed_mid_commit_never_wedges_a_process_that_has_the_store_op
         assert holder.keys("holder", b"", None, 10) == [f"h{i}".encode() for i in range(5)]
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [
+        (["CURRENT", "MANIFEST-000005", "LOG", "000009.ldb"], "leveldb"),
+        (["CURRENT", "OPTIONS-000007", "IDENTITY"], "rocksdb"),
+    ],
+)
+def test_a_store_of_another_engine_is_never_opened_or_repaired(tmp_path: Path, files: list[str], found: str) -> None:
+    from airssys_storage import ConfigurationError
+
+    store = tmp_path / "db"
+    store.mkdir()
+    for name in files:
+        (store / name).write_bytes(b"x" * 200)
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    url = f"lmdb://{store}"
+    for attempt in (
+        lambda: LMDBBackend.open(url, {}),
+        lambda: LMDBBackend.repair_url(url),
+        lambda: LMDBBackend.exists(url, {}),
+    ):
+        with pytest.raises(ConfigurationError, match=f"use {found}://{store}"):
+            attempt()
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before

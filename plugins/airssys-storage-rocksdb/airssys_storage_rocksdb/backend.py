@@ -67,6 +67,7 @@ from airssys_storage.kvengine import (
     refuse_if_in_use,
 )
 from airssys_storage.plugins import backend_scheme
+from airssys_storage.storeid import MARKER, detect_engine, require_engine, write_marker
 
 from .layout import (
     COLUMN_FAMILIES,
@@ -333,6 +334,8 @@ class RocksDBBackend(OrderedKVBackend):
         db = _open_db(path, opts, mode)
         try:
             _check_schema(db, path, mode)
+            if mode == READ_WRITE:
+                write_marker(path, "rocksdb")
         except BaseException:
             db.close()
             raise
@@ -342,6 +345,7 @@ class RocksDBBackend(OrderedKVBackend):
     def exists(cls, url: str, options: Any) -> bool | None:
         """Whether the database directory exists and holds anything (an empty directory is no store yet)."""
         path = path_from_url(url)
+        require_engine(path, "rocksdb")
         try:
             return any(os.scandir(path))
         except (FileNotFoundError, NotADirectoryError):
@@ -364,6 +368,7 @@ class RocksDBBackend(OrderedKVBackend):
         require_rocksdict()
         if not os.path.isdir(path):
             raise ConfigurationError(f"cannot repair the RocksDB database at {path}: no such directory")
+        require_engine(path, "rocksdb")
         real = os.path.realpath(path)
         with _PATHS.lock:
             if real in _PATHS.open:
@@ -373,6 +378,7 @@ class RocksDBBackend(OrderedKVBackend):
                 )
         with exclusive_lock(path, "RocksDB"):
             _repair_files(path, opts)
+            _restore_schema(path, opts)
         backend = cls.open(url.split("?", 1)[0], opts)
         try:
             return backend.recount()
@@ -442,6 +448,7 @@ class RocksDBBackend(OrderedKVBackend):
             self._bind(self._closed())
             engine.close()
             _repair_files(self.path, self.options)
+            _restore_schema(self.path, self.options)
             self._bind(RocksDBEngine(self.path, _open_db(self.path, self.options, READ_WRITE), self.options))
         return self.recount()
 
@@ -524,6 +531,15 @@ def _repair_files(path: str, options: RocksDBOptions) -> None:
         ) from exc
 
 
+def _restore_schema(path: str, options: RocksDBOptions) -> None:
+    """After RepairDB: give a store of ours whose schema record was lost its schema version back."""
+    db = _open_db(path, options, READ_WRITE)
+    try:
+        _check_schema(db, path, READ_WRITE, repairing=True)
+    finally:
+        db.close()
+
+
 def _check_location(path: str) -> None:
     """Clear errors for locations RocksDB would reject with a cryptic message (or accept wrongly)."""
 
@@ -544,6 +560,7 @@ def require_rocksdict() -> None:
 
 def _open_db(path: str, options: RocksDBOptions, mode: str) -> Any:
     require_rocksdict()
+    require_engine(path, "rocksdb")
     _use_engine(path)
     engine = _engine_options(options)
     families = {name: _engine_options(options) for name in COLUMN_FAMILIES}
@@ -596,13 +613,23 @@ def _refuse_if_in_use(path: str) -> None:
     refuse_if_in_use(path, "RocksDB", _PATHS, _in_use)
 
 
-def _check_schema(db: Any, path: str, mode: str) -> None:
+def _check_schema(db: Any, path: str, mode: str, repairing: bool = False) -> None:
+    """Check (or, on a new store, write) the schema version.
+
+    *repairing*: RepairDB may have moved the metadata column family's only
+    table to ``lost/`` while the data rows survived; a store whose marker file
+    names RocksDB then gets its schema version back (the recount that follows
+    rebuilds the counters), instead of being refused as not ours.
+    """
     try:
         meta = db.get_column_family(META_CF)
         raw = meta.get(SCHEMA_KEY)
         if raw is None:
             with contextlib.suppress(StopIteration):
                 next(iter(db.keys()))
+                if repairing and detect_engine(path) == "rocksdb" and os.path.exists(os.path.join(path, MARKER)):
+                    meta.put(SCHEMA_KEY, str(SCHEMA_VERSION).encode(), _write_options(None))
+                    return
                 raise ConfigurationError(
                     f"the RocksDB database at {path} was not written by airssys-storage (it has no schema "
                     "version); refusing to use it: point the URL at a new path"

@@ -314,3 +314,54 @@ def test_migrate_refuses_the_read_only_spelling_of_the_same_store(url: str) -> N
     assert run_cli("set", "-c", "app", "--url", url, "k", "v").returncode == 0
     done = run_cli("migrate", "--from", url + "?mode=read-only", "--to", url)
     assert done.returncode != 0 and "name the same store" in done.stderr, done.stderr
+
+
+def test_repair_rebuilds_the_schema_record_and_counters_when_the_metadata_table_is_lost(
+    url: str, tmp_path: Path
+) -> None:
+    # The outside tester's reproducer: 100 bytes written at offset 100 of the metadata column
+    # family's table; RepairDB moves that table to lost/ while every data row stays readable.
+    with StorageManager.from_settings(StorageSettings(url=url)) as manager:
+        store = manager.component(Manifest("app", Access.ADMIN))
+        store.set_many({f"k{i}": b"v" * 10 for i in range(50)})
+    backend = RocksDBBackend.open(url, {})
+    backend.compact()  # flushes every column family into its own table file
+    backend.close()
+    tables = sorted((tmp_path / "db").glob("*.sst"))
+    meta = [t for t in tables if b"schema" in t.read_bytes()]
+    assert meta, [t.name for t in tables]
+    with open(meta[0], "r+b") as file:
+        file.seek(100)
+        file.write(b"\xff" * 100)
+    done = run_cli("verify", "--url", url)
+    assert done.returncode == 6, done.stdout + done.stderr
+    done = run_cli("repair", "--url", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_cli("verify", "--url", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with StorageManager.from_settings(StorageSettings(url=url)) as manager:
+        store = manager.component(Manifest("app", Access.ADMIN))
+        assert len(store.scan()[0]) == 50 and store.usage() == Usage(10 * 2 + 40 * 3 + 50 * 10, 50)
+
+
+@pytest.mark.parametrize(
+    ("files", "found"),
+    [(["CURRENT", "MANIFEST-000005", "LOG", "000009.ldb"], "leveldb"), (["data.mdb", "lock.mdb"], "lmdb")],
+)
+def test_a_store_of_another_engine_is_never_opened_or_repaired(tmp_path: Path, files: list[str], found: str) -> None:
+    store = tmp_path / "db"
+    store.mkdir()
+    for name in files:
+        (store / name).write_bytes(b"x" * 200)
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    url = f"rocksdb://{store}"
+    attempts = (
+        lambda: RocksDBBackend.open(url, {}),
+        lambda: RocksDBBackend.open(url + "?mode=read-only", {}),
+        lambda: RocksDBBackend.repair_url(url),
+        lambda: RocksDBBackend.exists(url, {}),
+    )
+    for attempt in attempts:
+        with pytest.raises(ConfigurationError, match=f"use {found}://{store}"):
+            attempt()
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before

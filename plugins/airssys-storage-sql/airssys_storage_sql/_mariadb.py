@@ -18,6 +18,7 @@ written in SQL; ``test_sql_v2.py`` checks that they give what the planner gives.
 
 from __future__ import annotations
 
+from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -406,19 +407,30 @@ class MariaDBDialect(ServerDialect):
         return ServerDialect.execute(item, sql, params)
 
     def upsert_many(self, item: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """The rows of one commit's write batch as multi-row upserts, values sent as ``FROM_BASE64('…')``.
+
+        PyMySQL writes bytes as hex (two characters a byte); base64 takes 4/3
+        characters a byte and ``binascii`` makes it faster than ``bytes.hex``, so a
+        batch of large values is a third smaller on the wire and on the server's
+        parser (100 x 64 KiB: about 8.7 MB instead of 13 MB, in fewer pieces).
+        The base64 alphabet needs no quoting. The rows all belong to one namespace.
+        """
         if type(item) is not _Writes:
             super().upsert_many(item, rows)
             return
-        mogrify, unit = item.cursor.mogrify, "(%s, %s, %s, %s, %s)"
+        namespace = item.cursor.connection.escape(rows[0][0])
         values: list[str] = []
         size = 0
-        for row in rows:
-            value = mogrify(unit, row)
-            if values and size + len(value) > _SEND_AT:
+        for _, key, value, version, expires_at in rows:
+            row = (
+                f"({namespace},X'{key.hex()}',FROM_BASE64('{b2a_base64(value, newline=False).decode()}'),"
+                f"{version:d},{'NULL' if expires_at is None else f'{expires_at:d}'})"
+            )
+            if values and size + len(row) > _SEND_AT:
                 item.add(self._upsert_head + ",".join(values) + self._upsert_tail)
                 values, size = [], 0
-            values.append(value)
-            size += len(value) + 1
+            values.append(row)
+            size += len(row) + 1
         item.add(self._upsert_head + ",".join(values) + self._upsert_tail)
 
     def lock_space(self, item: Any, namespace: str) -> SpaceState:

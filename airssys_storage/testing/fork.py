@@ -45,6 +45,20 @@ def _refusal(exc: StorageError) -> str:
     return "refused"
 
 
+def _finished(process: Any, seconds: float = 120) -> int:
+    """The exit code of *process* after at most *seconds*; a child still running is killed, and the test fails.
+
+    A hung child must not outlive its test: multiprocessing joins every
+    child at interpreter exit, so one left behind stops pytest from exiting.
+    """
+    process.join(seconds)
+    if process.exitcode is None:
+        process.kill()
+        process.join(10)
+        pytest.fail(f"the forked child did not finish within {seconds:g} s (hung, e.g. on a lock held at the fork)")
+    return int(process.exitcode)
+
+
 @contextmanager
 def _busy_threads() -> Iterator[None]:
     """Switch threads very often, so that forks land inside other threads' commits."""
@@ -100,8 +114,7 @@ class ForkConformance:
 
         process = ctx.Process(target=child)
         process.start()
-        process.join(120)
-        assert process.exitcode == 0
+        assert _finished(process) == 0
         result = outcome.get(timeout=10)
         caps = manager.backend.capabilities
         if caps.persistent and not caps.multi_process:
@@ -138,8 +151,7 @@ class ForkConformance:
         go.set()
         for i in range(300):
             store.set(f"parent-{i}", b"p" * (i % 11))
-        process.join(120)
-        assert process.exitcode == 0
+        assert _finished(process) == 0
         caps = manager.backend.capabilities
         if caps.persistent and not caps.multi_process:
             assert acknowledged.value == 0
@@ -176,8 +188,7 @@ class ForkConformance:
                 for _ in range(20):
                     process = ctx.Process(target=child)
                     process.start()
-                    process.join(120)
-                    assert process.exitcode == 0
+                    assert _finished(process) == 0
             finally:
                 stop.set()
                 thread.join(60)

@@ -66,7 +66,8 @@ class HostMetadata:
 
     def get(self, key: str) -> bytes | None:
         """The value under *key*, or ``None``."""
-        return _call(self._backend.get, HOST_NAMESPACE, self._key(key))
+        value: bytes | None = _call(self._backend.get, HOST_NAMESPACE, self._key(key))
+        return value
 
     def set(self, key: str, value: bytes) -> None:
         """Store *value* under *key* (one atomic commit)."""

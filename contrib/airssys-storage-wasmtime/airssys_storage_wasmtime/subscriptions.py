@@ -246,14 +246,15 @@ def deliver_changes(
 
     One pass: returns when every subscription is caught up (or after
     *max_batches* handler calls per subscription). See the module docs for
-    the guarantees. *batch_size* (events per call, 1 to the storage's
-    ``max_keys_per_query``) and *max_attempts* (>= 1) raise
-    ``invalid-argument`` when out of range.
+    the guarantees. *batch_size* is the most events per call (lowered to
+    the storage's ``max_keys_per_query``); it and *max_attempts* must be
+    >= 1 (else ``invalid-argument``).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgument(f"batch_size must be an int >= 1, got {batch_size!r}")
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise InvalidArgument(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+    batch_size = min(batch_size, storage.settings.max_keys_per_query)
     report = DeliveryReport(storage.component_id)
     prefixes = storage.manifest.subscribe
     if not prefixes:

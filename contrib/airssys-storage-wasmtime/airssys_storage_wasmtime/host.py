@@ -338,6 +338,28 @@ class Host:
             max_batches=max_batches,
         )
 
+    def serve_changes(
+        self,
+        guest: Guest,
+        storage: Any,
+        metadata: Any,
+        *,
+        stop: threading.Event | None = None,
+        idle_timeout: float | None = None,
+        **options: Any,
+    ) -> DeliveryReport:
+        """:meth:`deliver_changes` in a loop woken by ``storage.watch()``, until *stop* or *idle_timeout* s idle.
+
+        Returns the passes' reports summed; *options* are :meth:`deliver_changes`'s keyword arguments.
+        """
+        from . import subscriptions
+
+        if hasattr(metadata, "host_metadata"):
+            metadata = metadata.host_metadata(subscriptions.METADATA_OWNER)
+        return subscriptions.serve_changes(
+            self, guest, storage, metadata, stop=stop, idle_timeout=idle_timeout, **options
+        )
+
     def run(self, source: str | os.PathLike[str] | bytes, storage: Any, export: str = "run", *args: Any) -> Any:
         """Load, instantiate, call *export* once and discard the instance."""
         with self.instantiate(self.load(source), storage) as instance:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,7 @@ __all__ = [
     "DeliveryReport",
     "dead_letters",
     "deliver_changes",
+    "serve_changes",
     "subscription_state",
 ]
 
@@ -326,3 +328,44 @@ def _deliver_one(
             if max_batches is not None and calls >= max_batches:
                 break
     report.cursors[prefix] = cursor
+
+
+def serve_changes(
+    host: Host,
+    guest: Guest,
+    storage: ComponentStorage,
+    metadata: HostMetadata,
+    *,
+    stop: threading.Event | None = None,
+    idle_timeout: float | None = None,
+    **options: Any,
+) -> DeliveryReport:
+    """Deliver changes as they are committed: :func:`deliver_changes` passes, woken by :meth:`ComponentStorage.watch`.
+
+    Runs until *stop* is set (checked at least once a second) or no change
+    came for *idle_timeout* seconds (``None``: never), and returns the
+    passes' reports summed. *options* are :func:`deliver_changes`'s.
+    Commits of this process wake it at once; other processes' as
+    :meth:`~airssys_storage.ComponentStorage.watch` says (polling on
+    SQLite and MariaDB, NOTIFY on PostgreSQL).
+    """
+    total = DeliveryReport(storage.component_id)
+    idle_since = time.monotonic()
+    while stop is None or not stop.is_set():
+        report = deliver_changes(host, guest, storage, metadata, **options)
+        total.delivered += report.delivered
+        total.batches += report.batches
+        total.failures += report.failures
+        total.dead_letters.extend(report.dead_letters)
+        total.cursors.update(report.cursors)
+        if report.batches or report.failures:
+            idle_since = time.monotonic()
+        wait = 1.0
+        if idle_timeout is not None:
+            wait = min(wait, idle_timeout - (time.monotonic() - idle_since))
+            if wait <= 0:
+                break
+        seen = storage.snapshot_seq()
+        for _event in storage.watch(seen, timeout=wait):
+            break  # something was committed: deliver it
+    return total

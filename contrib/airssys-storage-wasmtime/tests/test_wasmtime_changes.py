@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from airssys_storage_wasmtime import Guest, Host
+from airssys_storage_wasmtime import DeliveryReport, Guest, Host
 from airssys_storage_wasmtime.subscriptions import HANDLER_EXPORT, dead_letters, subscription_state
 from wasmtime_helpers import FIXTURES, LIMITS
 
@@ -259,3 +261,25 @@ def test_delivery_needs_a_handler_export_and_the_feed(
         host.deliver_changes(subscriber, off, manager)
     nothing = manager.component(Manifest(id="third", access="read-write", changes=True))
     assert host.deliver_changes(subscriber, nothing, manager).batches == 0  # no subscription: nothing to do
+
+
+def test_serve_changes_delivers_commits_of_another_thread_as_they_come(
+    host: Host, subscriber: Guest, manager: StorageManager
+) -> None:
+    storage = _feed(manager, subscribe=("in/",))
+    stop = threading.Event()
+    done: list[DeliveryReport] = []
+    server = threading.Thread(target=lambda: done.append(host.serve_changes(subscriber, storage, manager, stop=stop)))
+    server.start()
+    try:
+        for i in range(3):
+            storage.set(f"in/{i}", b"v")
+            deadline = time.monotonic() + 10
+            while storage.get("out/last") is None or _last_batch(storage)[1] < storage.changes(0, "in/", 10)[0][-1].seq:
+                assert time.monotonic() < deadline, "not delivered within 10 s"
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        server.join(10)
+    assert done and done[0].delivered == 3
+    assert host.serve_changes(subscriber, storage, manager, idle_timeout=0.05).delivered == 0

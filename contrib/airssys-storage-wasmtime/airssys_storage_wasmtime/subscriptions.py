@@ -55,6 +55,8 @@ from ._calls import event_record
 from .errors import GuestError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airssys_storage import ChangeEvent, ComponentStorage
     from airssys_storage.hostmeta import HostMetadata
 
@@ -180,6 +182,7 @@ class _Deliverer:
         metadata: HostMetadata,
         limits: SandboxLimits | None,
         max_attempts: int,
+        instance: Callable[[], GuestInstance] | None,
     ) -> None:
         self.host, self.guest, self.storage, self.metadata = host, guest, storage, metadata
         self.limits = limits
@@ -187,9 +190,10 @@ class _Deliverer:
         self.export = _handler_export(guest)
         self.instance: GuestInstance | None = None
         self.component = storage.component_id
+        self.provided = instance
 
     def close(self) -> None:
-        if self.instance is not None:
+        if self.instance is not None and self.provided is None:
             self.instance.close()
 
     def call(self, events: list[ChangeEvent]) -> str | None:
@@ -200,7 +204,10 @@ class _Deliverer:
 
         if self.instance is None or self.instance.discarded:
             try:
-                self.instance = self.host.instantiate(self.guest, self.storage, limits=self.limits)
+                if self.provided is not None:
+                    self.instance = self.provided()
+                else:
+                    self.instance = self.host.instantiate(self.guest, self.storage, limits=self.limits)
             except GuestError as exc:
                 return f"instantiation failed: {exc}"
         records = []
@@ -243,6 +250,7 @@ def deliver_changes(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     max_batches: int | None = None,
+    instance: Callable[[], GuestInstance] | None = None,
 ) -> DeliveryReport:
     """Deliver every pending change of each subscription of *storage*'s manifest to *guest*'s handler.
 
@@ -250,7 +258,9 @@ def deliver_changes(
     *max_batches* handler calls per subscription). See the module docs for
     the guarantees. *batch_size* is the most events per call (lowered to
     the storage's ``max_keys_per_query``); it and *max_attempts* must be
-    >= 1 (else ``invalid-argument``).
+    >= 1 (else ``invalid-argument``). *instance* returns the live instance
+    to call (a runtime's one instance of the component; called again after
+    a trap discarded it); by default the pass instantiates its own.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgument(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -261,7 +271,7 @@ def deliver_changes(
     prefixes = storage.manifest.subscribe
     if not prefixes:
         return report
-    deliverer = _Deliverer(host, guest, storage, metadata, limits, max_attempts)
+    deliverer = _Deliverer(host, guest, storage, metadata, limits, max_attempts, instance)
     try:
         for prefix in prefixes:
             _deliver_one(deliverer, prefix, batch_size, max_batches, report)

@@ -42,3 +42,17 @@ def test_no_component_can_open_the_host_namespace_and_bad_names_are_refused() ->
         for bad in ("", "a\nb", "x" * 1000):
             with pytest.raises(InvalidKey):
                 meta.set(bad, b"")
+
+
+def test_verify_and_migrate_leave_host_metadata_alone(tmp_path: Path) -> None:
+    from airssys_storage.exchange import migrate
+
+    source_settings = StorageSettings(url=f"sqlite:///{tmp_path / 'source.db'}")
+    with StorageManager.from_settings(source_settings) as source:
+        source.component(Manifest(id="app", access="read-write")).set("k", b"v")
+        source.host_metadata("wasmtime").set("changes/app/cursor", b"{}")
+        report = source.backend.verify()
+        assert report.problems == () and not report.mismatches
+        with StorageManager.from_settings(StorageSettings(url=f"sqlite:///{tmp_path / 'target.db'}")) as target:
+            assert [result.component for result in migrate(source, target)] == ["app"]
+            assert target.host_metadata("wasmtime").get("changes/app/cursor") is None  # seqs of another store

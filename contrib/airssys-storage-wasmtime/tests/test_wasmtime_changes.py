@@ -283,3 +283,30 @@ def test_serve_changes_delivers_commits_of_another_thread_as_they_come(
         server.join(10)
     assert done and done[0].delivered == 3
     assert host.serve_changes(subscriber, storage, manager, idle_timeout=0.05).delivered == 0
+
+
+class _Crash(BaseException):
+    """The host process dying (SIGKILL) at a chosen point."""
+
+
+def test_a_host_dying_after_the_handler_returned_delivers_that_batch_again(
+    host: Host, subscriber: Guest, manager: StorageManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = _feed(manager, subscribe=("in/",))
+    storage.set("in/a", b"1")
+    storage.set("in/b", b"2")
+    metadata = manager.host_metadata("wasmtime")
+    saved = metadata.set_json
+
+    def die_before_saving(key: str, value: object) -> None:
+        raise _Crash
+
+    monkeypatch.setattr(metadata, "set_json", die_before_saving)
+    with pytest.raises(_Crash):
+        host.deliver_changes(subscriber, storage, metadata)
+    assert _last_batch(storage) == (1, 2, 2)  # the handler ran; its cursor was never written
+    storage.delete("out/last")
+    monkeypatch.setattr(metadata, "set_json", saved)
+    report = host.deliver_changes(subscriber, storage, manager)  # "restarted"
+    assert report.delivered == 2
+    assert _last_batch(storage) == (1, 2, 2)

@@ -73,6 +73,28 @@ class HostMetadata:
         """Store *value* under *key* (one atomic commit)."""
         _call(self._backend.put_one, HOST_NAMESPACE, self._key(key), bytes(value), None)
 
+    def get_versioned(self, key: str) -> tuple[bytes, int] | None:
+        """``(value, version)`` of *key*, or ``None``: the version to pass to :meth:`set_if`."""
+        state = _call(self._backend.get_entry, HOST_NAMESPACE, self._key(key))
+        if state is None:
+            return None
+        return bytes(state.value or b""), int(state.version)
+
+    def set_if(self, key: str, value: bytes, version: int) -> int:
+        """Store *value* under *key* only if its version is still *version* (0: absent); returns the new version.
+
+        Otherwise nothing is written and ``precondition-failed``
+        (:class:`~airssys_storage.PreconditionFailed`) is raised: another
+        writer changed the record since it was read.
+        """
+        from .planner import Write, WriteKind
+
+        raw = self._key(key)
+        plan = _call(
+            self._backend.apply, HOST_NAMESPACE, (Write(raw, WriteKind.PUT, bytes(value), None, version),), None
+        )
+        return int(plan.results[0])
+
     def delete(self, key: str) -> bool:
         """Remove *key*; returns whether it existed."""
         return bool(_call(self._backend.delete_one, HOST_NAMESPACE, self._key(key)))

@@ -56,3 +56,19 @@ def test_verify_and_migrate_leave_host_metadata_alone(tmp_path: Path) -> None:
         with StorageManager.from_settings(StorageSettings(url=f"sqlite:///{tmp_path / 'target.db'}")) as target:
             assert [result.component for result in migrate(source, target)] == ["app"]
             assert target.host_metadata("wasmtime").get("changes/app/cursor") is None  # seqs of another store
+
+
+def test_set_if_writes_only_over_the_version_it_read() -> None:
+    from airssys_storage import PreconditionFailed
+
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as manager:
+        meta = manager.host_metadata("wasmtime")
+        first = meta.set_if("cursor", b"1", 0)  # 0: must be absent
+        assert meta.get_versioned("cursor") == (b"1", first)
+        second = meta.set_if("cursor", b"2", first)
+        with pytest.raises(PreconditionFailed):
+            meta.set_if("cursor", b"stale", first)
+        with pytest.raises(PreconditionFailed):
+            meta.set_if("cursor", b"new", 0)
+        assert meta.get_versioned("cursor") == (b"2", second)
+        assert meta.get_versioned("missing") is None

@@ -43,13 +43,21 @@ handler; ``permission-denied`` when it may not read; storage failures.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airssys_storage import ChangeGap, ConfigurationError, InvalidArgument, StorageError
+from airssys_storage import (
+    ChangeGap,
+    ConfigurationError,
+    InternalError,
+    InvalidArgument,
+    PreconditionFailed,
+    StorageError,
+)
 
 from ._calls import event_record
 from .errors import GuestError
@@ -146,18 +154,27 @@ def _dead_letter_key(component: str, prefix: str, first_seq: int) -> str:
 
 def subscription_state(metadata: HostMetadata, component: str, prefix: str) -> dict[str, Any]:
     """The stored state of one subscription: ``cursor`` (seq delivered up to), ``attempts`` of the pending batch."""
-    state = metadata.get_json(_subscription_key(component, prefix))
+    return _read_state(metadata, _subscription_key(component, prefix), prefix)[0]
+
+
+def _read_state(metadata: HostMetadata, key: str, prefix: str) -> tuple[dict[str, Any], int]:
+    """The subscription's state and its record's version (0: none stored yet)."""
+    stored = metadata.get_versioned(key)
+    if stored is None:
+        return {"prefix": prefix, "cursor": 0, "attempts": 0}, 0
+    try:
+        state = json.loads(stored[0])
+    except ValueError:
+        state = None
     if not isinstance(state, dict):
-        return {"prefix": prefix, "cursor": 0, "attempts": 0}
-    return state
+        raise InternalError(f"host metadata {metadata.owner}/{key} is no subscription state: {stored[0]!r}")
+    return state, stored[1]
 
 
 def dead_letters(metadata: HostMetadata, component: str, limit: int = 1000) -> list[DeadLetter]:
     """The dead letters recorded for *component*, oldest seq first (at most *limit*)."""
     found = []
     for _key, raw in metadata.items(f"changes/{component}/dead/", limit):
-        import json
-
         data = json.loads(raw)
         found.append(DeadLetter(**data))
     return found
@@ -280,63 +297,83 @@ def deliver_changes(
     return report
 
 
+class _Superseded(Exception):
+    """Another deliverer wrote the subscription's state since this one read it."""
+
+
 def _deliver_one(
     deliverer: _Deliverer, prefix: str, batch_size: int, max_batches: int | None, report: DeliveryReport
 ) -> None:
     storage, metadata, component = deliverer.storage, deliverer.metadata, deliverer.component
     key = _subscription_key(component, prefix)
-    state = subscription_state(metadata, component, prefix)
+    state, version = _read_state(metadata, key, prefix)
     cursor, attempts = int(state.get("cursor", 0)), int(state.get("attempts", 0))
 
     def save() -> None:
-        metadata.set_json(key, {"prefix": prefix, "cursor": cursor, "attempts": attempts})
+        # Compare-and-swap on the record's version: a second deliverer of the same subscription (another
+        # process) stops this one instead of moving the cursor back.
+        nonlocal version
+        value = json.dumps({"prefix": prefix, "cursor": cursor, "attempts": attempts}, sort_keys=True)
+        try:
+            version = metadata.set_if(key, value.encode(), version)
+        except PreconditionFailed:
+            raise _Superseded from None
 
     calls = 0
-    while max_batches is None or calls < max_batches:
-        try:
-            events, after = storage.changes(cursor, prefix or None, batch_size)
-        except ChangeGap as gap:
-            lost = gap.oldest - 1
-            report.dead_letters.append(deliverer.dead_letter(prefix, cursor + 1, lost, 0, 0, f"gap: {gap.message}"))
-            cursor, attempts = lost, 0
-            save()
-            continue
-        if not events:
-            if after != cursor:  # the prefix filter skipped events: move on without a call
-                cursor = after
+    try:
+        while max_batches is None or calls < max_batches:
+            try:
+                events, after = storage.changes(cursor, prefix or None, batch_size)
+            except ChangeGap as gap:
+                lost = gap.oldest - 1
+                report.dead_letters.append(deliverer.dead_letter(prefix, cursor + 1, lost, 0, 0, f"gap: {gap.message}"))
+                cursor, attempts = lost, 0
                 save()
-            break
-        while True:
-            calls += 1
-            error = deliverer.call(events)
-            if error is None:
-                cursor, attempts = after, 0
-                save()
-                report.delivered += len(events)
-                report.batches += 1
+                continue
+            if not events:
+                if after != cursor:  # the prefix filter skipped events: move on without a call
+                    cursor = after
+                    save()
                 break
-            attempts += 1
-            report.failures += 1
-            log.warning(
-                "change delivery to component %r (subscription %r, seqs %d..%d) failed (attempt %d of %d): %s",
-                component,
-                prefix,
-                events[0].seq,
-                events[-1].seq,
-                attempts,
-                deliverer.max_attempts,
-                error,
-            )
-            if attempts >= deliverer.max_attempts:
-                report.dead_letters.append(
-                    deliverer.dead_letter(prefix, events[0].seq, events[-1].seq, len(events), attempts, error)
+            while True:
+                calls += 1
+                error = deliverer.call(events)
+                if error is None:
+                    cursor, attempts = after, 0
+                    save()
+                    report.delivered += len(events)
+                    report.batches += 1
+                    break
+                attempts += 1
+                report.failures += 1
+                log.warning(
+                    "change delivery to component %r (subscription %r, seqs %d..%d) failed (attempt %d of %d): %s",
+                    component,
+                    prefix,
+                    events[0].seq,
+                    events[-1].seq,
+                    attempts,
+                    deliverer.max_attempts,
+                    error,
                 )
-                cursor, attempts = after, 0
-                save()
-                break
-            save()  # the attempt count survives a restart
-            if max_batches is not None and calls >= max_batches:
-                break
+                if attempts >= deliverer.max_attempts:
+                    report.dead_letters.append(
+                        deliverer.dead_letter(prefix, events[0].seq, events[-1].seq, len(events), attempts, error)
+                    )
+                    cursor, attempts = after, 0
+                    save()
+                    break
+                save()  # the attempt count survives a restart
+                if max_batches is not None and calls >= max_batches:
+                    break
+    except _Superseded:
+        log.warning(
+            "change delivery to component %r (subscription %r) stopped: another deliverer moved its cursor "
+            "(run the deliveries of a component in one host process)",
+            component,
+            prefix,
+        )
+        cursor = int(_read_state(metadata, key, prefix)[0].get("cursor", cursor))
     report.cursors[prefix] = cursor
 
 

@@ -296,17 +296,38 @@ def test_a_host_dying_after_the_handler_returned_delivers_that_batch_again(
     storage.set("in/a", b"1")
     storage.set("in/b", b"2")
     metadata = manager.host_metadata("wasmtime")
-    saved = metadata.set_json
 
-    def die_before_saving(key: str, value: object) -> None:
+    def die_before_saving(key: str, value: bytes, version: int) -> int:
         raise _Crash
 
-    monkeypatch.setattr(metadata, "set_json", die_before_saving)
+    monkeypatch.setattr(metadata, "set_if", die_before_saving)
     with pytest.raises(_Crash):
         host.deliver_changes(subscriber, storage, metadata)
     assert _last_batch(storage) == (1, 2, 2)  # the handler ran; its cursor was never written
     storage.delete("out/last")
-    monkeypatch.setattr(metadata, "set_json", saved)
+    monkeypatch.undo()
     report = host.deliver_changes(subscriber, storage, manager)  # "restarted"
     assert report.delivered == 2
     assert _last_batch(storage) == (1, 2, 2)
+
+
+def test_a_second_deliverer_of_the_same_subscription_stops_instead_of_moving_the_cursor_back(
+    host: Host, subscriber: Guest, manager: StorageManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = _feed(manager, subscribe=("in/",))
+    storage.set("in/a", b"1")
+    metadata = manager.host_metadata("wasmtime")
+    real = metadata.set_if
+    raced: list[bool] = []
+
+    def other_process_wins_first(key: str, value: bytes, version: int) -> int:
+        if not raced:  # another process delivered the batch and saved its cursor just before us
+            raced.append(True)
+            real(key, b'{"attempts":0,"cursor":1,"prefix":"in/"}', version)
+        return real(key, value, version)
+
+    metadata.set_if = other_process_wins_first  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, "airssys_storage_wasmtime.subscriptions"):
+        report = host.deliver_changes(subscriber, storage, metadata)
+    assert report.delivered == 0 and report.cursors == {"in/": 1}
+    assert "another deliverer moved its cursor" in caplog.text

@@ -415,9 +415,12 @@ def verify_report(
             entry[1] -= 1
         actual = {ns: Usage(used, count) for ns, (used, count) in recount.items()}
     live = [usage for usage in actual.values() if usage.keys]
-    from .manifest import COMPONENT_ID_PATTERN  # a light module; not at import (plugins import this one)
+    from .hostmeta import is_host_namespace  # light modules; not at import (plugins import this one)
+    from .manifest import COMPONENT_ID_PATTERN
 
-    foreign = sorted(ns for ns in {*stored, *actual} if COMPONENT_ID_PATTERN.fullmatch(ns) is None)
+    foreign = sorted(
+        ns for ns in {*stored, *actual} if COMPONENT_ID_PATTERN.fullmatch(ns) is None and not is_host_namespace(ns)
+    )
     problems = [
         *problems,
         *(

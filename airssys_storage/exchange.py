@@ -65,6 +65,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .backend import Usage
 from .errors import KeyNotFound, ManifestError, QuotaExceeded, StorageError
+from .hostmeta import is_host_namespace
 from .manifest import Access, Manifest, validate_component_id
 from .storage import MAX_EXPIRES_AT_MS, ComponentStorage, StorageManager, encode_key
 
@@ -736,7 +737,8 @@ def plan_migration(
         found = set(source.backend.namespaces())
         if prune:
             found.update(target.backend.namespaces())
-        ids = sorted(found)
+        # Host metadata (cursors of change-feed deliveries) refers to the source store's seqs: it stays there.
+        ids = sorted(ns for ns in found if not is_host_namespace(ns))
     else:
         ids = list(dict.fromkeys(components))
     usages = {cid: operator_storage(source, cid).usage() for cid in ids}

@@ -204,6 +204,36 @@ def validate_buckets(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def validate_subscriptions(value: object, access: Access, changes: bool | None) -> tuple[str, ...]:
+    """``permissions.storage.subscribe``: distinct key prefixes (strings); returned as a tuple.
+
+    Subscribing reads the change feed, so it needs an access that reads
+    (``read-only`` and above) and a feed that is not switched off
+    (``changes = false``).
+    """
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ManifestError(
+            f'permissions.storage.subscribe must be a list of key prefixes such as ["orders/"], not {value!r}'
+        )
+    for prefix in value:
+        if not isinstance(prefix, str) or (prefix and not prefix.isprintable()):
+            raise ManifestError(
+                f"permissions.storage.subscribe: {prefix!r} is no key prefix (a string without control characters)"
+            )
+    if len(set(value)) != len(value):
+        raise ManifestError(f"permissions.storage.subscribe lists a prefix twice: {list(value)}")
+    if value and access is Access.NONE:
+        raise ManifestError(
+            "permissions.storage.subscribe needs read access (access 'read-only', 'read-write' or 'admin'), "
+            "but access is 'none': remove subscribe or raise the access"
+        )
+    if value and changes is False:
+        raise ManifestError(
+            "permissions.storage.subscribe needs the change feed, but changes = false: remove one of them"
+        )
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What the host knows about one component: identity, access level and quota.
@@ -238,6 +268,10 @@ class Manifest:
     quota_warnings: tuple[float, ...] | None = None
     #: Whether the component keeps a change feed (``permissions.storage.changes``; ``None``: the settings decide).
     changes: bool | None = None
+    #: Key prefixes whose changes a host delivers to the component's change handler
+    #: (``permissions.storage.subscribe``, e.g. ``["orders/"]``; ``""``: every key). Needs read access
+    #: and the change feed; each is one subscription with its own durable cursor.
+    subscribe: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_component_id(self.id)
@@ -258,6 +292,7 @@ class Manifest:
             object.__setattr__(self, "quota_warnings", warnings)
         if self.changes is not None and not isinstance(self.changes, bool):
             raise ManifestError(f"permissions.storage.changes must be true or false, not {self.changes!r}")
+        object.__setattr__(self, "subscribe", validate_subscriptions(self.subscribe, access, self.changes))
         if not isinstance(self.transactional, bool):
             raise ManifestError(f"permissions.storage.transactional must be true or false, not {self.transactional!r}")
         if self.transactional and access not in (Access.READ_WRITE, Access.ADMIN):
@@ -320,11 +355,12 @@ class Manifest:
             raise ManifestError(
                 'permissions.storage must be a table such as { access = "read-write", max-size = "10MB" }'
             )
-        unknown = set(storage) - {"access", "max-size", "buckets", "transactional", "quota-warnings", "changes"}
+        known = {"access", "max-size", "buckets", "transactional", "quota-warnings", "changes", "subscribe"}
+        unknown = set(storage) - known
         if unknown:
             raise ManifestError(
                 f"permissions.storage has unknown field(s) {sorted(unknown)}: only access, max-size, buckets, "
-                "transactional, quota-warnings and changes exist"
+                "transactional, quota-warnings, changes and subscribe exist"
             )
         if "access" not in storage:
             raise ManifestError("permissions.storage.access is missing")
@@ -345,6 +381,7 @@ class Manifest:
             transactional=storage.get("transactional", False),
             quota_warnings=storage.get("quota-warnings"),
             changes=storage.get("changes"),
+            subscribe=storage.get("subscribe", ()),
         )
 
 

@@ -62,6 +62,7 @@ from .policies import PermissionPolicy, QuotaStrategy
 
 if TYPE_CHECKING:
     from .atomic import AtomicBatch
+    from .hostmeta import HostMetadata
 
     # Imported where settings are read: pydantic costs more than a whole CLI `get` (issue 9).
     from .quota_warnings import QuotaWarning, SoftQuota
@@ -388,6 +389,19 @@ class StorageManager:
             )
         elif manifest.id in self.backend.feeds:
             self.backend.enable_changes(manifest.id, None)
+
+    def host_metadata(self, owner: str) -> HostMetadata:
+        """Durable records of the host kind *owner* (e.g. ``"wasmtime"``), outside every component.
+
+        See :mod:`airssys_storage.hostmeta`: they live in a namespace no
+        component can open, so they appear in no component's listing and
+        count against no quota. ``invalid-argument`` for an *owner* not
+        matching ``^[a-z][a-z0-9_-]{0,62}$``.
+        """
+        from .hostmeta import HostMetadata
+
+        self._check_open()
+        return HostMetadata(self.backend, owner, self.settings.max_key_bytes)
 
     def component_ids(self) -> list[str]:
         """Ids of the components opened through this manager."""

@@ -16,6 +16,7 @@ import click
 from ..backend import Usage, VerifyReport, operator_command
 from ..errors import StoreDamaged
 from ..exchange import operator_storage
+from ..hostmeta import is_host_namespace
 from ..manifest import COMPONENT_ID_PATTERN, Manifest
 from ..plugins import PluginRegistry
 from ..storage import ComponentStorage
@@ -71,6 +72,8 @@ def stats(store: StoreSpec, manifest_paths: tuple[Path, ...], as_json: bool) -> 
         ids = sorted(set(manager.backend.namespaces()) | set(quotas))
         components: list[dict[str, Any]] = []
         for cid in ids:
+            if is_host_namespace(cid):  # host metadata (airssys_storage.hostmeta): no component's
+                continue
             if COMPONENT_ID_PATTERN.fullmatch(cid) is None:  # written around the core: no component owns it
                 info(
                     f"airssys-storage: warning: the store holds namespace {cid!r}, which is no valid component id; "

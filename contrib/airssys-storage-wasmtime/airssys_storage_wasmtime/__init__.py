@@ -22,10 +22,13 @@ from .limits import DEFAULT_LIMITS, SandboxLimits
 if TYPE_CHECKING:
     from .host import Guest, GuestInstance, Host, default_cache_dir
     from .runtime import ComponentRuntime
+    from .subscriptions import DeadLetter, DeliveryReport
 
 __all__ = [
     "DEFAULT_LIMITS",
     "ComponentRuntime",
+    "DeadLetter",
+    "DeliveryReport",
     "Guest",
     "GuestError",
     "GuestInstance",
@@ -48,6 +51,10 @@ def __getattr__(name: str) -> Any:
         from . import host
 
         return getattr(host, name)
+    if name in ("DeadLetter", "DeliveryReport"):
+        from . import subscriptions
+
+        return getattr(subscriptions, name)
     if name == "ComponentRuntime":
         from .runtime import ComponentRuntime
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Case", "StateCalls", "ms_from_seconds", "seconds_from_ms"]
+if TYPE_CHECKING:
+    from airssys_storage import ChangeEvent
+
+__all__ = ["Case", "ChangeCalls", "StateCalls", "event_record", "ms_from_seconds", "seconds_from_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +137,49 @@ class StateCalls:
             "persistent": limits.persistent,
             "multi-process": limits.multi_process,
         }
+
+
+def event_record(event: ChangeEvent) -> dict[str, Any]:
+    """A :class:`~airssys_storage.ChangeEvent` as the WIT ``change-event`` record."""
+    return {
+        "seq": event.seq,
+        "key": event.key,
+        "op": event.op,
+        "version": event.version,
+        "end": event.end,
+        "value": event.value,
+    }
+
+
+def _event_bytes(event: ChangeEvent) -> int:
+    return len(event.key) + len(event.end or "") + len(event.value or b"") + 32
+
+
+class ChangeCalls:
+    """The functions of storage-changes on a component's storage (the committed feed, never a transaction).
+
+    *max_bytes* (the sandbox's ``max_call_bytes``) bounds the keys and values
+    of one ``changes`` result: the host returns fewer events (at least one)
+    and a cursor after the last one returned, so the guest pages on. A
+    *limit* above the storage's ``max_keys_per_query`` is lowered to it.
+    """
+
+    def __init__(self, storage: Any, max_bytes: int) -> None:
+        self.storage = storage
+        self.max_bytes = max_bytes
+
+    def changes(self, since: int, prefix: str | None, limit: int) -> tuple[list[dict[str, Any]], int]:
+        settings = getattr(self.storage, "settings", None)
+        most = getattr(settings, "max_keys_per_query", None)
+        if isinstance(most, int) and limit > most:
+            limit = most
+        events, after = self.storage.changes(since, prefix, limit)
+        total = 0
+        for count, event in enumerate(events):
+            total += _event_bytes(event)
+            if total > self.max_bytes and count:
+                return [event_record(e) for e in events[:count]], events[count - 1].seq
+        return [event_record(event) for event in events], after
+
+    def snapshot_seq(self) -> int:
+        return int(self.storage.snapshot_seq())

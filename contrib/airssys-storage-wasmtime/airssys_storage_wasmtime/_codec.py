@@ -41,6 +41,7 @@ __all__ = [
     "U64",
     "Borrow",
     "Codec",
+    "EnumOf",
     "ErrorVariant",
     "ListOf",
     "OptionOf",
@@ -74,6 +75,7 @@ _K_STRING = ffi.WASMTIME_COMPONENT_STRING.value
 _K_LIST = ffi.WASMTIME_COMPONENT_LIST.value
 _K_TUPLE = ffi.WASMTIME_COMPONENT_TUPLE.value
 _K_VARIANT = ffi.WASMTIME_COMPONENT_VARIANT.value
+_K_ENUM = ffi.WASMTIME_COMPONENT_ENUM.value
 _K_OPTION = ffi.WASMTIME_COMPONENT_OPTION.value
 _K_RESULT = ffi.WASMTIME_COMPONENT_RESULT.value
 
@@ -391,6 +393,26 @@ class ErrorVariant(Codec):
         _set_name(out.of.variant.discriminant, self._names.get(name) or name.encode())
         out.of.variant.val = boxed
         out.kind = _K_VARIANT
+
+
+class EnumOf(Codec):
+    """A WIT enum; Python side: the case name (``str``)."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self._raw = {name: name.encode() for name in names}
+        self.wit = "enum{" + ", ".join(names) + "}"
+
+    def lift(self, v: Any) -> str:
+        name = v.of.enumeration
+        return _string_at(name.data, name.size).decode()
+
+    def lower(self, value: str, out: Any) -> None:
+        raw = self._raw.get(value)
+        if raw is None:
+            raise ValueError(f"{value!r} is no case of {self.wit}")
+        _set_name(out.of.enumeration, raw)
+        out.kind = _K_ENUM
 
 
 class VariantOf(Codec):

@@ -7,7 +7,11 @@ shipped in ``airssys_storage`` so the two cannot drift apart.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
+from typing import Any
+
+from airssys_storage import StorageError
 
 from ._codec import (
     BOOL,
@@ -17,6 +21,7 @@ from ._codec import (
     U32,
     U64,
     Codec,
+    EnumOf,
     ErrorVariant,
     ListOf,
     OptionOf,
@@ -25,6 +30,7 @@ from ._codec import (
     ResultOf,
     TupleOf,
     VariantOf,
+    boxed,
 )
 from ._keyvalue import (
     BUCKET,
@@ -47,6 +53,10 @@ from ._keyvalue import (
 __all__ = [
     "ATOMICS",
     "BATCH",
+    "CHANGES",
+    "CHANGES_FUNCTIONS",
+    "CHANGE_HANDLER",
+    "CHANGE_EVENT",
     "EXPIRY",
     "EXTENSION_TYPES",
     "FUNCTIONS",
@@ -73,6 +83,9 @@ ATOMICS = f"{PACKAGE}/storage-atomics@{VERSION}"
 EXPIRY = f"{PACKAGE}/storage-expiry@{VERSION}"
 RANGE_DELETE = f"{PACKAGE}/storage-range-delete@{VERSION}"
 LIMITS = f"{PACKAGE}/storage-limits@{VERSION}"
+CHANGES = f"{PACKAGE}/storage-changes@{VERSION}"
+#: The interface a subscriber exports (``on-changes``); the host calls it, it imports nothing.
+CHANGE_HANDLER = f"{PACKAGE}/change-handler@{VERSION}"
 #: Every interface of the package, in the order the linker defines them.
 INTERFACES = (STORAGE, EXTENSION_TYPES, BATCH, RANGES, STATE_TYPES, ATOMICS, EXPIRY, RANGE_DELETE, LIMITS)
 
@@ -112,6 +125,61 @@ _PAIRS = ListOf(TupleOf(STRING, BYTES))
 _PAGE = TupleOf(_PAIRS, OptionOf(STRING))
 
 
+#: storage-changes' ``change-op``: the ``op`` of :class:`~airssys_storage.ChangeEvent`.
+CHANGE_OP = EnumOf("set", "delete", "expire", "clear", "delete-range")
+#: storage-changes' ``change-event`` (Python side: a dict, see :class:`~._calls.ChangeCalls`).
+CHANGE_EVENT = RecordOf(
+    ("seq", U64),
+    ("key", STRING),
+    ("op", CHANGE_OP),
+    ("version", U64),
+    ("end", OptionOf(STRING)),
+    ("value", OptionOf(BYTES)),
+)
+
+
+class ChangesError(ErrorVariant):
+    """storage-changes' ``changes-error``: error codes as cases, plus ``gap(u64)`` carrying the oldest retained seq.
+
+    ``invalid-config`` (the component's feed is off) is ``changes-disabled``;
+    a code without a case is ``internal-error`` prefixed with the code.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            (
+                ("permission-denied", False),
+                ("changes-disabled", True),
+                ("gap", False),
+                ("invalid-argument", True),
+                ("internal-error", True),
+            ),
+            aliases={"invalid-config": "changes-disabled"},
+            code_in_fallback=True,
+        )
+        self.wit = (
+            "variant{permission-denied, changes-disabled(string), gap(u64), invalid-argument(string), "
+            "internal-error(string)}"
+        )
+
+    def lift(self, v: Any) -> tuple[str, Any]:
+        variant = v.of.variant
+        name = ctypes.string_at(variant.discriminant.data, variant.discriminant.size).decode()
+        payload = variant.val
+        if not payload:
+            return name, None
+        return name, (U64 if name == "gap" else STRING).lift(payload[0])
+
+    def lower(self, value: StorageError, out: Any) -> None:
+        if value.code == "gap":
+            self.lower_case("gap", boxed(U64, int(getattr(value, "oldest", 0))), out)
+        else:
+            super().lower(value, out)
+
+
+CHANGES_ERROR = ChangesError()
+
+
 @dataclass(frozen=True)
 class HostFunction:
     """One imported function: where it lives, its types, and the storage method behind it."""
@@ -124,7 +192,7 @@ class HostFunction:
     method: str
     #: ``"storage"``: the :class:`~airssys_storage.ComponentStorage` itself; ``"state"``: a
     #: :class:`~._calls.StateCalls` over it (units and records converted); ``"keyvalue"``: the
-    #: instance's :class:`~._keyvalue.KeyValueCalls`.
+    #: instance's :class:`~._keyvalue.KeyValueCalls`; ``"changes"``: a :class:`~._calls.ChangeCalls`.
     target: str = "storage"
 
     @property
@@ -188,6 +256,21 @@ FUNCTIONS: tuple[HostFunction, ...] = (
 )
 
 
+#: ``storage-changes``, served by :class:`~._calls.ChangeCalls` (over the component's storage itself, never
+#: an invocation transaction: the feed holds committed changes only).
+CHANGES_FUNCTIONS: tuple[HostFunction, ...] = (
+    HostFunction(
+        CHANGES,
+        "changes",
+        (U64, OptionOf(STRING), U32),
+        ResultOf(TupleOf(ListOf(CHANGE_EVENT), U64), CHANGES_ERROR),
+        "changes",
+        "changes",
+    ),
+    HostFunction(CHANGES, "snapshot-seq", (), ResultOf(U64, CHANGES_ERROR), "snapshot_seq", "changes"),
+)
+
+
 def _kv(interface: str, name: str, params: tuple[Codec, ...], ok: Codec | None, method: str) -> HostFunction:
     return HostFunction(interface, name, params, ResultOf(ok, KV_ERROR), method, "keyvalue")
 
@@ -227,6 +310,10 @@ SPIN_FUNCTIONS: tuple[HostFunction, ...] = (
 
 #: interface -> function name -> function, for every interface the host serves
 BY_INTERFACE: dict[str, dict[str, HostFunction]] = {
-    interface: {f.name: f for f in (*FUNCTIONS, *KEYVALUE_FUNCTIONS, *SPIN_FUNCTIONS) if f.interface == interface}
-    for interface in (*INTERFACES, *KEYVALUE_INTERFACES, SPIN_KV)
+    interface: {
+        f.name: f
+        for f in (*FUNCTIONS, *CHANGES_FUNCTIONS, *KEYVALUE_FUNCTIONS, *SPIN_FUNCTIONS)
+        if f.interface == interface
+    }
+    for interface in (*INTERFACES, CHANGES, *KEYVALUE_INTERFACES, SPIN_KV)
 }

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from airssys_storage import Transaction
 
     from ._cache import CompileCache
+    from .subscriptions import DeliveryReport
 
 __all__ = ["CACHE_DIR_ENV", "TICK_SECONDS", "Guest", "GuestInstance", "Host", "default_cache_dir"]
 
@@ -298,6 +299,67 @@ class Host:
         effective = self.limits if limits is None else limits.capped_by(self.limits)
         return GuestInstance(self, guest, storage, inherit_stdio=inherit_stdio, limits=effective)
 
+    def deliver_changes(
+        self,
+        guest: Guest,
+        storage: Any,
+        metadata: Any,
+        *,
+        limits: SandboxLimits | None = None,
+        batch_size: int | None = None,
+        max_attempts: int | None = None,
+        max_batches: int | None = None,
+    ) -> DeliveryReport:
+        """Deliver the pending changes of *storage*'s subscriptions (manifest ``subscribe``) to ``on-changes``.
+
+        One pass, at least once and in order per subscription, from a cursor
+        kept in host metadata: *metadata* is the
+        :class:`~airssys_storage.StorageManager` that opened *storage* (its
+        ``host_metadata("wasmtime")`` is used) or a
+        :class:`~airssys_storage.hostmeta.HostMetadata`. A failing handler
+        gets the same batch again, up to *max_attempts* (default 5), then the
+        batch is dead-lettered. Call it after commits, or from a loop over
+        ``storage.watch()``. See :mod:`airssys_storage_wasmtime.subscriptions`.
+        Errors: ``invalid-config`` (no feed, no handler export),
+        ``permission-denied``, ``invalid-argument`` (*batch_size*, *max_attempts*).
+        """
+        from . import subscriptions
+
+        if hasattr(metadata, "host_metadata"):
+            metadata = metadata.host_metadata(subscriptions.METADATA_OWNER)
+        return subscriptions.deliver_changes(
+            self,
+            guest,
+            storage,
+            metadata,
+            limits=limits,
+            batch_size=subscriptions.DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+            max_attempts=subscriptions.DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts,
+            max_batches=max_batches,
+        )
+
+    def serve_changes(
+        self,
+        guest: Guest,
+        storage: Any,
+        metadata: Any,
+        *,
+        stop: threading.Event | None = None,
+        idle_timeout: float | None = None,
+        **options: Any,
+    ) -> DeliveryReport:
+        """:meth:`deliver_changes` in a loop woken by ``storage.watch()``, until *stop* or *idle_timeout* s idle.
+
+        Returns the passes' reports summed; *options* are :meth:`deliver_changes`'s keyword arguments.
+        """
+        from . import subscriptions
+
+        if hasattr(metadata, "host_metadata"):
+            metadata = metadata.host_metadata(subscriptions.METADATA_OWNER)
+        return subscriptions.serve_changes(
+            self, guest, storage, metadata, stop=stop, idle_timeout=idle_timeout, **options
+        )
+
     def run(self, source: str | os.PathLike[str] | bytes, storage: Any, export: str = "run", *args: Any) -> Any:
         """Load, instantiate, call *export* once and discard the instance."""
         with self.instantiate(self.load(source), storage) as instance:
@@ -497,13 +559,18 @@ class GuestInstance:
     def _define_imports(self, linker: Any) -> list[Any]:
         from wasmtime.component import ResourceType
 
-        from ._calls import StateCalls
+        from ._calls import ChangeCalls, StateCalls
         from ._interfaces import BY_INTERFACE
         from ._keyvalue import RESOURCES, KeyValueCalls
 
         served = self.storage if self.transaction is None else self.transaction
         keyvalue = self._keyvalue = KeyValueCalls(served)
-        targets = {"storage": served, "state": StateCalls(served), "keyvalue": keyvalue}
+        targets = {
+            "storage": served,
+            "state": StateCalls(served),
+            "keyvalue": keyvalue,
+            "changes": ChangeCalls(self.storage, self.limits.max_call_bytes),
+        }
         drops = {"bucket": keyvalue.drop_bucket, "store": keyvalue.drop_bucket, "cas": keyvalue.drop_cas}
         callbacks = []
         with linker.root() as root:
@@ -763,6 +830,8 @@ def _payload_bytes(value: Any) -> int:
         return sum(_payload_bytes(item) for item in value)
     if isinstance(value, Case):  # a variant's payload (storage-commit's mutations), not its case name
         return _payload_bytes(value.payload)
+    if isinstance(value, dict):  # a record (storage-changes' change-event)
+        return sum(_payload_bytes(item) for item in value.values())
     return 0
 
 

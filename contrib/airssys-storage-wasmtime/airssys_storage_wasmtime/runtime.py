@@ -35,6 +35,7 @@ from airssys_storage import InvalidArgument, Manifest, StorageManager
 
 from .host import Guest, GuestInstance, Host
 from .limits import SandboxLimits
+from .subscriptions import DeliveryReport
 
 __all__ = ["ComponentRuntime"]
 
@@ -119,6 +120,34 @@ class ComponentRuntime:
         entry = self._entry(component)
         with entry.lock:
             return self._instance(entry).call(export, *args)
+
+    def deliver_changes(self, component: str, **options: Any) -> DeliveryReport:
+        """Deliver *component*'s pending changes (manifest ``subscribe``) to its ``on-changes``, in its instance.
+
+        One pass of :func:`~.subscriptions.deliver_changes` (at least once,
+        in order, from cursors in the manager's host metadata; retries, then
+        dead letters), holding the component's lock: the deliveries are
+        invocations like any other. *options*: ``batch_size``,
+        ``max_attempts``, ``max_batches``. Call it after commits, or from a
+        loop over the component's ``storage.watch()``.
+        """
+        from .subscriptions import METADATA_OWNER, deliver_changes
+
+        entry = self._entry(component)
+        with entry.lock:
+            return deliver_changes(
+                self.host,
+                entry.guest,
+                entry.storage,
+                self.manager.host_metadata(METADATA_OWNER),
+                limits=entry.limits,
+                instance=lambda: self._instance(entry),
+                **options,
+            )
+
+    def storage(self, component: str) -> Any:
+        """The :class:`~airssys_storage.ComponentStorage` *component*'s guest runs against."""
+        return self._entry(component).storage
 
     def exports(self, component: str) -> dict[str, str]:
         """The exported functions of *component*'s guest and their WIT types."""

@@ -10,6 +10,8 @@ import pytest
 from airssys_storage_wasmtime import Host
 from airssys_storage_wasmtime._interfaces import (
     BATCH,
+    CHANGES,
+    CHANGES_FUNCTIONS,
     FUNCTIONS,
     INTERFACES,
     KEYVALUE_FUNCTIONS,
@@ -42,14 +44,30 @@ def dummy_component(world: str, work: Path, directory: str = "wit") -> bytes:
 
 @pytest.mark.parametrize(
     ("world", "interfaces"),
-    [("component", {STORAGE}), ("component-extended", {STORAGE, BATCH, RANGES}), ("component-full", set(INTERFACES))],
+    [
+        ("component", {STORAGE}),
+        ("component-extended", {STORAGE, BATCH, RANGES}),
+        ("component-full", set(INTERFACES)),
+        ("component-changes", {STORAGE, CHANGES}),
+        ("change-subscriber", {*INTERFACES, CHANGES}),
+    ],
 )
 def test_every_function_of_the_shipped_wit_is_served_with_its_type(
     host: Host, tmp_path: Path, world: str, interfaces: set[str]
 ) -> None:
     guest = host.load(dummy_component(world, tmp_path), name=world)  # checks every import's type
-    expected = {f.qualified_name for f in FUNCTIONS if f.interface in interfaces}
+    expected = {f.qualified_name for f in (*FUNCTIONS, *CHANGES_FUNCTIONS) if f.interface in interfaces}
     assert set(guest.imports) == expected
+
+
+def test_the_subscriber_world_exports_the_handler_the_host_calls(host: Host, tmp_path: Path) -> None:
+    from airssys_storage_wasmtime._interfaces import CHANGE_EVENT
+    from airssys_storage_wasmtime.subscriptions import HANDLER_EXPORT
+
+    guest = host.load(dummy_component("change-subscriber", tmp_path), name="change-subscriber")
+    assert guest.exports == {HANDLER_EXPORT: f"func(list<{CHANGE_EVENT.wit}>) -> result<_, string>"}
+    fixture = host.load(FIXTURES / "subscriber.wat")
+    assert fixture.exports == guest.exports
 
 
 def test_the_fixtures_declare_the_shipped_types(host: Host) -> None:

@@ -16,7 +16,10 @@ def python_block_after(heading: str) -> str:
     return re.findall(r"```python\n(.*?)```", section, re.S)[0]
 
 
-@pytest.mark.parametrize(("heading", "printed"), [("## Python\n", ["1"]), ("## Hosting API", ["1", "2", "3"])])
+@pytest.mark.parametrize(
+    ("heading", "printed"),
+    [("## Python\n", ["1"]), ("## Hosting API", ["1", "2", "3"]), ("## The change feed for guests", ["2", "1", "0"])],
+)
 def test_example_runs(
     heading: str,
     printed: list[str],

@@ -764,6 +764,7 @@ class RedisBackend(StorageBackend, ForkAware):
 
     def read_changes(self, namespace: str, since: int, limit: int) -> ChangeBatch:
         names = self._logged_names(namespace)
+        since = min(since, 2**53)  # exact in the script's doubles; above any seq either way
         last, oldest, entries = self._script("changes", "changes", False, (names[3], names[6]), (since, limit))
         return ChangeBatch(parse_entries(entries), int(oldest), int(last))
 

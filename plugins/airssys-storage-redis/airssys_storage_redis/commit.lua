@@ -111,6 +111,11 @@ local function append(events) -- events: {key, op, version, value or false, end 
   local log = KEYS[7]
   local head = redis.call('HMGET', space, 'q', 'a')
   local last = tonumber(head[1] or '0')
+  local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  if newest then -- never below the log's newest id (a counter row rewritten around the backend): XADD needs more
+    local seq = tonumber(string.match(newest[1], '^%d+'))
+    if seq > last then last = seq end
+  end
   local before, at = last, now
   if head[2] and tonumber(head[2]) > at then at = tonumber(head[2]) end -- age trims a prefix
   local stamp = string.format('%d', at)

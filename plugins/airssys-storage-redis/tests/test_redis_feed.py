@@ -19,7 +19,7 @@ import redis
 from airssys_storage_redis import RedisBackend
 from redis.crc import key_slot
 
-from airssys_storage import Access, ChangeGap, Manifest, StorageManager, StorageSettings
+from airssys_storage import Access, ChangeGap, InvalidArgument, Manifest, StorageManager, StorageSettings
 from airssys_storage.testing import FakeClock
 from airssys_storage.testing.changes import pull_all, run_feed_race
 
@@ -152,3 +152,17 @@ def test_four_writer_processes_and_one_reader(redis_url: str, key_prefix: str) -
     assert report["seqs_in_order"] and report["no_duplicates"]
     assert report["seen"] == report["expected"] == 10_000
     assert report["replayed"] == report["final"]
+
+
+def test_seqs_continue_above_the_log_when_the_counter_row_was_rewritten(
+    redis_url: str, key_prefix: str, client: redis.Redis
+) -> None:
+    """A counter row rewritten around the backend (its q lost) cannot make a commit fail half-way or reuse a seq."""
+    with StorageManager.from_settings(_settings(redis_url, key_prefix), clock=FakeClock()) as manager:
+        store = manager.component(Manifest("lost-q", Access.ADMIN, changes=True))
+        store.set_many({"a": b"1", "b": b"2"})
+        client.hdel(f"{key_prefix}{{lost-q}}:s", "q", "a")
+        store.set("c", b"3")
+        assert [(event.seq, event.key) for event in pull_all(store)[0]] == [(1, "a"), (2, "b"), (3, "c")]
+        with pytest.raises(InvalidArgument):
+            store.changes(10**30)

@@ -106,49 +106,62 @@ local function captured(value) -- a set event's value, when the feed captures it
   return false
 end
 
-local function append(events) -- events: {key, op, version, value or false, end or false}, in order
+local function add_event(log, seq, e, stamp) -- XADD one event as entry "<seq>-0"; the error reply if refused
+  local id = string.format('%d-0', seq)
+  if e[4] then
+    return redis.pcall('XADD', log, id, 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp, 'x', e[4])
+  elseif e[5] then
+    return redis.pcall('XADD', log, id, 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp, 'e', e[5])
+  end
+  return redis.pcall('XADD', log, id, 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp)
+end
+
+-- Append events ({key, op, version, value or false, end or false} each, in order) after the last seq q and
+-- its time a (the counter row's fields, read with it), trim, and wake the readers.
+local function append(events, q, a)
   if #events == 0 then return end
   local log = KEYS[7]
-  local head = redis.call('HMGET', space, 'q', 'a')
-  local last = tonumber(head[1] or '0')
-  local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
-  if newest then -- never below the log's newest id (a counter row rewritten around the backend): XADD needs more
-    local seq = tonumber(string.match(newest[1], '^%d+'))
-    if seq > last then last = seq end
-  end
+  local last = tonumber(q or '0')
   local before, at = last, now
-  if head[2] and tonumber(head[2]) > at then at = tonumber(head[2]) end -- age trims a prefix
+  if a and tonumber(a) > at then at = tonumber(a) end -- never below the previous event's time: age trims a prefix
   local stamp = string.format('%d', at)
-  for _, e in ipairs(events) do
-    last = last + 1
-    if e[4] then
-      redis.call('XADD', log, string.format('%d-0', last), 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp, 'x', e[4])
-    elseif e[5] then
-      redis.call('XADD', log, string.format('%d-0', last), 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp, 'e', e[5])
-    else
-      redis.call('XADD', log, string.format('%d-0', last), 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp)
+  for i, e in ipairs(events) do
+    local added = add_event(log, last + 1, e, stamp)
+    if i == 1 and type(added) == 'table' and added.err then
+      -- the log is ahead of q (a counter row rewritten around the backend): continue above its newest id,
+      -- rather than fail a commit whose data is written
+      local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+      last = math.max(last, newest and tonumber(string.match(newest[1], '^%d+')) or 0)
+      before = last
+      added = add_event(log, last + 1, e, stamp)
     end
+    if type(added) == 'table' and added.err then error(added.err) end -- not a stream (written around us)
+    last = last + 1
   end
   redis.call('HSET', space, 'q', string.format('%d', last), 'a', stamp)
-  local held = redis.call('XLEN', log)
   local retain = feed[1]
-  local oldest = last - held + 1
-  local keep = oldest
-  if held > retain + math.min(TRIM_STEP, retain) then keep = last - retain + 1 end -- FeedConfig.keep_from
-  if feed[2] and (math.floor(last / TRIM_STEP) ~= math.floor(before / TRIM_STEP) or retain < TRIM_STEP) then
-    -- by age: at most TRIM_STEP of the oldest events are looked at (their times never decrease)
-    for _, entry in ipairs(redis.call('XRANGE', log, string.format('%d-0', keep), '+', 'COUNT', TRIM_STEP)) do
-      local seq = tonumber(string.match(entry[1], '^%d+'))
-      if seq >= last or tonumber(entry[2][8]) >= feed[2] then break end
-      keep = seq + 1
+  if math.floor(last / TRIM_STEP) ~= math.floor(before / TRIM_STEP) or retain < TRIM_STEP then
+    -- every TRIM_STEP seqs (each commit for logs shorter than a step): by count (FeedConfig.keep_from),
+    -- then by age (at most TRIM_STEP of the oldest events are looked at; their times never decrease)
+    local held = redis.call('XLEN', log)
+    local oldest = last - held + 1
+    local keep = oldest
+    if held > retain + math.min(TRIM_STEP, retain) then keep = last - retain + 1 end
+    if feed[2] then
+      for _, entry in ipairs(redis.call('XRANGE', log, string.format('%d-0', keep), '+', 'COUNT', TRIM_STEP)) do
+        local seq = tonumber(string.match(entry[1], '^%d+'))
+        if seq >= last or tonumber(entry[2][8]) >= feed[2] then break end
+        keep = seq + 1
+      end
     end
+    if keep > oldest then redis.call('XTRIM', log, 'MINID', string.format('%d-0', keep)) end
   end
-  if keep > oldest then redis.call('XTRIM', log, 'MINID', string.format('%d-0', keep)) end
   redis.call('PUBLISH', feed[4], log)
 end
 
 if ARGV[1] == 'x' then -- clear: remove every row; the floor is raised to the highest removed version
-  local floor = redis.call('HGET', space, 'f') or '0'
+  local counter = redis.call('HMGET', space, 'f', 'q', 'a')
+  local floor = counter[1] or '0'
   local any = false
   for _, raw in ipairs(redis.call('HVALS', rows)) do
     local meta = string.match(raw, '^[^:,]*')
@@ -157,7 +170,7 @@ if ARGV[1] == 'x' then -- clear: remove every row; the floor is raised to the hi
   end
   redis.call('DEL', rows, index, expiry)
   redis.call('HSET', space, 'b', '0', 'k', '0', 'f', floor)
-  if feed and any then append({{'', 'clear', floor, false, false}}) end
+  if feed and any then append({{'', 'clear', floor, false, false}}, counter[2], counter[3]) end
   return any and '1' or '0'
 end
 
@@ -192,7 +205,12 @@ else
   removed = keys
 end
 
-local counter = redis.call('HMGET', space, 'b', 'k', 'f')
+local counter -- the counter row (and, with the feed on, the log's last seq and time)
+if feed then
+  counter = redis.call('HMGET', space, 'b', 'k', 'f', 'q', 'a')
+else
+  counter = redis.call('HMGET', space, 'b', 'k', 'f')
+end
 local used, count, floor = counter[1] or '0', counter[2] or '0', counter[3] or '0'
 local reply = {'ok', used, count, floor, tostring(#writes), ''}
 local summary, first_result = {}, nil
@@ -315,7 +333,7 @@ if feed then
   if removed and ARGV[8] ~= '1' and top then -- a range delete is one event
     events = {{ARGV[6], 'delete-range', top, false, ARGV[7] ~= '' and ARGV[7]}}
   end
-  append(events)
+  append(events, counter[4], counter[5])
 end
 if removed then
   for _, key in ipairs(removed) do reply[#reply + 1] = key end

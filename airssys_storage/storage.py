@@ -1149,7 +1149,7 @@ class ComponentStorage:
         Ends when no event came for *timeout* seconds (``None``: never).
         Commits of this process wake it at once; on SQLite and MariaDB it
         checks for other processes' commits every ``changes_poll_seconds``;
-        on PostgreSQL a ``NOTIFY`` wakes it. Keep ``event.seq`` as the
+        on PostgreSQL a ``NOTIFY`` wakes it, on Redis a pub/sub message. Keep ``event.seq`` as the
         cursor: a reader restarted from it misses nothing (at least once).
         Errors: those of :meth:`changes`.
         """

@@ -15,9 +15,14 @@
 * ``pg-notify``: a watcher in this process, the writer in another process
   (as another host would be) on PostgreSQL: LISTEN/NOTIFY wakes the watcher,
   which pulls (target <= 50 ms median). ``--pg URL`` (skipped without it).
+* Redis (``--redis URL``, and ``redis`` in ``--only``): the same on/off,
+  off/main and same-process rows on Redis (keys under a key prefix of this
+  run, deleted afterwards), and the cross-process wake-up by pub/sub (the
+  commit script PUBLISHes, a listener thread wakes the watcher, which pulls).
 
     python benchmarks/bench_feed.py [--writes 5000] [--rounds 7] [--samples 50] [--main /path/to/main]
                                     [--pg postgresql+psycopg://postgres@127.0.0.1/test]
+                                    [--redis redis://127.0.0.1:6379/13 --only redis]
 
 Run it from outside the repository (``cd /tmp``), so the installed packages are measured.
 """
@@ -39,6 +44,25 @@ from typing import Any
 from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
 
 VALUE = b"v" * 100
+#: The Redis server of ``--redis`` (the kind ``redis`` runs against it).
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def redis_options(name: str) -> dict[str, Any]:
+    """Backend options putting this run's keys under their own prefix (deleted by :func:`drop_redis`)."""
+    return {"key_prefix": f"benchfeed{os.getpid()}_{name}:"}
+
+
+def drop_redis(url: str, options: dict[str, Any]) -> None:
+    """Delete the keys under *options*' key prefix (SCAN + DEL: never FLUSHDB on a shared server)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for name in client.scan_iter(match=options["key_prefix"] + "*", count=1000):
+            client.delete(name)
+    finally:
+        client.close()
 
 
 def open_store(url: str, feed: bool, **settings: Any) -> tuple[StorageManager, ComponentStorage]:
@@ -58,9 +82,14 @@ def time_sets(store: ComponentStorage, writes: int, round_: int, insert: bool) -
 def on_vs_off(kind: str, writes: int, rounds: int, directory: Path, insert: bool) -> float:
     """Median of (sets/s with the feed on) / (sets/s with it off); new keys (*insert*) or overwrites."""
     directory.mkdir(exist_ok=True)
-    urls = {"memory": ("memory://", "memory://"), "sqlite": tuple(f"sqlite:///{directory}/{n}.db" for n in "ab")}[kind]
-    on_manager, on = open_store(urls[0], True)
-    off_manager, off = open_store(urls[1], False)
+    if kind == "redis":
+        on_options, off_options = redis_options("on"), redis_options("off")
+        on_manager, on = open_store(REDIS_URL, True, backend_options=on_options)
+        off_manager, off = open_store(REDIS_URL, False, backend_options=off_options)
+    else:
+        urls = {"memory": ("memory://", "memory://"), "sqlite": tuple(f"sqlite:///{directory}/{n}.db" for n in "ab")}
+        on_manager, on = open_store(urls[kind][0], True)
+        off_manager, off = open_store(urls[kind][1], False)
     ratios = []
     try:
         for round_ in range(rounds):
@@ -75,16 +104,19 @@ def on_vs_off(kind: str, writes: int, rounds: int, directory: Path, insert: bool
     finally:
         on_manager.close()
         off_manager.close()
+        if kind == "redis":
+            drop_redis(REDIS_URL, on_options)
+            drop_redis(REDIS_URL, off_options)
     return statistics.median(ratios)
 
 
 _CHILD = """
 import json, sys, tempfile, time
 from airssys_storage import Access, Manifest, StorageManager, StorageSettings
-url, writes = sys.argv[1], int(sys.argv[2])
+url, writes, options = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 with tempfile.TemporaryDirectory() as d:
     url = url.replace("DIR", d)
-    with StorageManager.from_settings(StorageSettings(url=url)) as m:
+    with StorageManager.from_settings(StorageSettings(url=url, backend_options=options)) as m:
         s = m.component(Manifest("bench", Access.ADMIN, None))
         keys = [f"key-{i % 1000:04d}" for i in range(writes)]
         for key in keys[:1000]:
@@ -98,11 +130,11 @@ with tempfile.TemporaryDirectory() as d:
 
 def off_vs_main(kind: str, main: Path, writes: int, rounds: int) -> float:
     """Median of (sets/s here, feed off) / (sets/s on the *main* checkout), alternating child processes."""
-    url = {"memory": "memory://", "sqlite": "sqlite:///DIR/s.db"}[kind]
+    url = {"memory": "memory://", "sqlite": "sqlite:///DIR/s.db", "redis": REDIS_URL}[kind]
+    options = redis_options("child") if kind == "redis" else {}
     writes *= 20 if kind == "memory" else 1  # a memory set is ~1 µs: longer rounds
-    main_path = os.pathsep.join(
-        str(p) for p in (main, main / "plugins/airssys-storage-memory", main / "plugins/airssys-storage-sql")
-    )
+    plugins = ("memory", "sql", "redis")
+    main_path = os.pathsep.join(str(p) for p in (main, *(main / f"plugins/airssys-storage-{n}" for n in plugins)))
 
     def run(pythonpath: str | None) -> float:
         env = dict(os.environ)
@@ -110,8 +142,14 @@ def off_vs_main(kind: str, main: Path, writes: int, rounds: int) -> float:
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
         out = subprocess.run(
-            [sys.executable, "-c", _CHILD, url, str(writes)], capture_output=True, text=True, env=env, check=True
+            [sys.executable, "-c", _CHILD, url, str(writes), json.dumps(options)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         )
+        if kind == "redis":
+            drop_redis(url, options)
         return float(json.loads(out.stdout))
 
     ratios = []
@@ -128,8 +166,9 @@ def off_vs_main(kind: str, main: Path, writes: int, rounds: int) -> float:
 
 def same_process_wake(kind: str, samples: int, directory: Path) -> float:
     """Median milliseconds from a commit (another thread) returning to a same-process watcher holding its event."""
-    url = "memory://" if kind == "memory" else f"sqlite:///{directory}/wake.db"
-    manager, store = open_store(url, True)
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{directory}/wake.db", "redis": REDIS_URL}[kind]
+    options = redis_options("wake") if kind == "redis" else {}
+    manager, store = open_store(url, True, backend_options=options)
     received: list[float] = []
     committed: list[float] = []
     got = threading.Event()
@@ -155,6 +194,8 @@ def same_process_wake(kind: str, samples: int, directory: Path) -> float:
         thread.join()
     finally:
         manager.close()
+        if kind == "redis":
+            drop_redis(url, options)
     return statistics.median((r - c) * 1000 for r, c in zip(received, committed, strict=True))
 
 
@@ -174,9 +215,14 @@ with StorageManager.from_settings(StorageSettings(url=url, backend_options=json.
 
 
 def cross_process_notify(url: str, samples: int) -> float:
-    """Median milliseconds from a commit in another process returning to this process's watcher holding it."""
-    options = {"table_prefix": f"benchfeed{os.getpid()}_"}
-    settings = StorageSettings(url=url, backend_options=options)
+    """Median milliseconds from a commit in another process returning to this process's watcher holding it.
+
+    PostgreSQL (NOTIFY) or Redis (pub/sub), by *url*. The poll interval is set to 30 s, so only the
+    push channel can wake the watcher in time.
+    """
+    redis = url.startswith(("redis:", "rediss:"))
+    options = redis_options("notify") if redis else {"table_prefix": f"benchfeed{os.getpid()}_"}
+    settings = StorageSettings(url=url, backend_options=options, changes_poll_seconds=30)
     manager = StorageManager.from_settings(settings)
     store = manager.component(Manifest("bench-pg", Access.ADMIN, None, changes=True))
     start = store.snapshot_seq()
@@ -192,7 +238,10 @@ def cross_process_notify(url: str, samples: int) -> float:
         committed = [float(line) for line in writer.communicate(timeout=60)[0].split()]
     finally:
         writer.kill()
-        _drop(manager, options["table_prefix"])
+        if redis:
+            drop_redis(url, options)
+        else:
+            _drop(manager, options["table_prefix"])
         manager.close()
     return statistics.median((r - c) * 1000 for r, c in zip(received, committed, strict=True))
 
@@ -211,8 +260,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--main", type=Path, default=None, help="a checkout of main, for off/main")
     parser.add_argument("--pg", default=None, help="a PostgreSQL URL, for the cross-process NOTIFY wake-up")
-    parser.add_argument("--only", default="memory,sqlite")
+    parser.add_argument("--redis", default=None, help="a Redis URL: the kind redis, and the pub/sub wake-up")
+    parser.add_argument("--only", default="memory,sqlite", help="kinds: memory, sqlite, redis (needs --redis)")
     args = parser.parse_args()
+    global REDIS_URL
+    REDIS_URL = args.redis or REDIS_URL
     kinds = args.only.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -226,6 +278,8 @@ def main() -> None:
             print(f"{kind:7} same-process wake-up {same_process_wake(kind, args.samples, directory):.2f} ms (median)")
     if args.pg:
         print(f"postgresql NOTIFY wake-up   {cross_process_notify(args.pg, args.samples):.2f} ms (median)")
+    if args.redis:
+        print(f"redis pub/sub wake-up       {cross_process_notify(args.redis, args.samples):.2f} ms (median)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
--- Whole-component steps of airssys-storage on Redis, each atomic (see commit.lua for the keys).
+-- Whole-component checks and repairs of airssys-storage on Redis, each atomic (see commit.lua for the keys;
+-- a clear is commit.lua's mode "x", which appends its change event).
 -- KEYS: 1 rows, 2 ordered index, 3 expiry index, 4 counter row
--- ARGV[1] = "clear": remove every row; the counter row keeps the floor, raised to the highest removed version.
 -- ARGV[1] = "count": return {b, k, f (the counter row), key, value size, meta, key, value size, meta ...}.
 -- ARGV[1] = "fix": ARGV[2] keys to remove, then pairs (key, new meta) to rewrite, then the floor to keep
 --   (decimal; "" none); every row left is recounted into the counter row. Returns {b, k}.
@@ -36,16 +36,6 @@ if mode == 'count' then
 end
 
 local floor = redis.call('HGET', space, 'f') or '0'
-if mode == 'clear' then
-  for _, raw in ipairs(redis.call('HVALS', rows)) do
-    local meta = string.match(raw, '^[^:,]*')
-    floor = bigger(meta, floor)
-  end
-  redis.call('DEL', rows, index, expiry)
-  redis.call('HSET', space, 'b', '0', 'k', '0', 'f', floor)
-  return {'0', '0'}
-end
-
 -- fix
 local removals = tonumber(ARGV[2])
 local i = 3

@@ -9,6 +9,17 @@ on Redis Cluster they live in one slot and a Lua script may touch them all)::
     <prefix>{<component>}:s   hash        the counter row: b (bytes), k (keys), f (version floor)
     <prefix>{<component>}:o   hash        recorded operation ids -> result
     <prefix>{<component>}:t   sorted set  recorded operation ids, score = time recorded (ms)
+    <prefix>{<component>}:c   stream      the change log (feed on only), entry id "<seq>-0"; the last
+                                          seq and its time are the counter row's fields q and a
+
+The change feed (:mod:`airssys_storage.changes`): a commit of a component
+with the feed on passes its settings to the commit script, which appends the
+commit's events to the log in the same atomic step (the seq is the counter
+row's, bumped inside the script: dense and strictly increasing across every
+client), trims it, and ``PUBLISH``es the log's key name on the store's
+channel; a listener thread (started by the first watcher) turns that into
+same-process wake-ups, and the watcher pulls. Without the feed the script
+gets an empty argument and does exactly what it did before.
 
 Why Lua: a commit reads the old rows and the counter row, applies the quota
 guard, bumps versions, checks conditions and writes rows, indexes and
@@ -64,6 +75,7 @@ from airssys_storage.backend import (
     verify_report,
     version_problem,
 )
+from airssys_storage.changes import ChangeBatch, ChangeRecord, FeedConfig
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
 
@@ -257,7 +269,35 @@ def decode_reply(
 
 def _scripts() -> dict[str, bytes]:
     folder = resources.files(__package__ or "airssys_storage_redis")
-    return {name: folder.joinpath(f"{name}.lua").read_bytes() for name in ("commit", "read", "admin")}
+    return {name: folder.joinpath(f"{name}.lua").read_bytes() for name in ("commit", "read", "admin", "changes")}
+
+
+def feed_argument(feed: FeedConfig | None, now: int, channel: bytes) -> bytes:
+    """The commit script's change-feed argument (ARGV 5): ``b""`` off, else retention, age cutoff, cap, channel."""
+    if feed is None:
+        return b""
+    cutoff = feed.age_cutoff(now)
+    cap = feed.max_value_bytes if feed.capture_values else -1
+    return b"%d,%s,%d,%s" % (feed.retain_events, b"" if cutoff is None else b"%d" % cutoff, cap, channel)
+
+
+def parse_entries(entries: list[Any]) -> list[ChangeRecord]:
+    """Change records from stream entries ``[id, [field, value, ...]]`` (see commit.lua)."""
+    records = []
+    for entry_id, flat in entries:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        records.append(
+            ChangeRecord(
+                int(entry_id.split(b"-", 1)[0]),
+                fields[b"k"],
+                fields[b"o"].decode(),
+                int(fields[b"v"]),
+                int(fields[b"t"]),
+                fields.get(b"x"),
+                fields.get(b"e"),
+            )
+        )
+    return records
 
 
 class RedisBackend(StorageBackend, ForkAware):
@@ -271,7 +311,7 @@ class RedisBackend(StorageBackend, ForkAware):
 
     name = "redis"
     url_schemes = ("redis", "rediss")
-    capabilities = Capabilities(persistent=True, multi_process=True)
+    capabilities = Capabilities(persistent=True, multi_process=True, change_feed=True)
     Options = RedisOptions
 
     def __init__(self, url: str, options: RedisOptions, connection_kwargs: dict[str, Any], where: str) -> None:
@@ -287,6 +327,8 @@ class RedisBackend(StorageBackend, ForkAware):
         prefix = options.key_prefix.encode()
         self._prefix = prefix
         self._keys: dict[str, tuple[bytes, ...]] = {}
+        self._logged_keys: dict[str, tuple[bytes, ...]] = {}
+        self._listener: Any = None  # the change feed's pub/sub listener, once a watcher waits
         self._sources = _scripts()
         import hashlib
 
@@ -367,6 +409,19 @@ class RedisBackend(StorageBackend, ForkAware):
             names = tuple(base + suffix for suffix in (b"d", b"i", b"e", b"s", b"o", b"t"))
             self._keys[namespace] = names
         return names
+
+    def _logged_names(self, namespace: str) -> tuple[bytes, ...]:
+        """:meth:`_names` and the change log's key (``<prefix>{<component>}:c``)."""
+        names = self._logged_keys.get(namespace)
+        if names is None:
+            names = self._logged_keys[namespace] = (*self._names(namespace), self._names(namespace)[0][:-1] + b"c")
+        return names
+
+    @functools.cached_property
+    def channel(self) -> bytes:
+        """The pub/sub channel of this store's change feeds (pub/sub ignores the db number: it is in the name)."""
+        db = self._connection_kwargs.get("db", 0)
+        return b"%sairssys-storage-changes:%d" % (self._prefix, int(db))
 
     # -- connections ---------------------------------------------------------------------
 
@@ -544,10 +599,11 @@ class RedisBackend(StorageBackend, ForkAware):
     # -- fork ---------------------------------------------------------------------------
 
     def after_fork_in_child(self) -> None:
-        # The parent's sockets and its lock state are not ours: start with no connections.
+        # The parent's sockets, its lock state and its listener thread are not ours: start with none.
         self._idle = []
         self._created = 0
         self._gate = threading.Condition(threading.Lock())
+        self._listener = None
 
     # -- reads ------------------------------------------------------------------------
 
@@ -621,8 +677,13 @@ class RedisBackend(StorageBackend, ForkAware):
         """Run the commit script and check its decision against the planner (see the module docs)."""
         now = self.clock()
         cutoff = now - self.op_retention_ms
-        head = [args[0], now, b"" if limit is None else limit, cutoff]
-        reply = self._script("commit", action, True, self._names(namespace), head + args[1:])
+        feed = self.feeds.get(namespace)
+        if feed is None:
+            head = [args[0], now, b"" if limit is None else limit, cutoff, b""]
+            reply = self._script("commit", action, True, self._names(namespace), head + args[1:])
+        else:
+            head = [args[0], now, b"" if limit is None else limit, cutoff, feed_argument(feed, now, self.channel)]
+            reply = self._script("commit", action, True, self._logged_names(namespace), head + args[1:])
         if writes is None:  # a range: the script chose the rows
             removed = reply[6:]
             kind = WriteKind.SWEEP if args[3] == b"1" else WriteKind.DELETE
@@ -635,6 +696,8 @@ class RedisBackend(StorageBackend, ForkAware):
                 f"{namespace!r} (script: {status}, {results!r}; planner: {decided.results!r}); this is a bug, "
                 "please report it with the store's verify output"
             )
+        if feed is not None and decided.events:
+            self.notify_changes(namespace)
         return decided
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
@@ -645,11 +708,27 @@ class RedisBackend(StorageBackend, ForkAware):
         # planner is consulted only for a refusal (its message). tests/test_redis_lua_planner.py shows the
         # script decides as the planner does.
         now = self.clock()
-        head = [b"q", now, b"" if limit is None else limit, now - self.op_retention_ms]
+        head = [b"q", now, b"" if limit is None else limit, now - self.op_retention_ms, b""]
         args = (*head, key, _PUT_CODE, value, b"", b"", b"0", b"")
         reply = self._script("commit", "set", True, self._names(namespace), args)
         if len(reply) == 2:
             return int(reply[1])
+        return self._refused_put(namespace, key, value, limit, now, reply)
+
+    def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        """:meth:`put_one` of a namespace with the change feed on: the same one script, which appends the event."""
+        now = self.clock()
+        feed = feed_argument(self.feeds[namespace], now, self.channel)
+        head = [b"q", now, b"" if limit is None else limit, now - self.op_retention_ms, feed]
+        args = (*head, key, _PUT_CODE, value, b"", b"", b"0", b"")
+        reply = self._script("commit", "set", True, self._logged_names(namespace), args)
+        if len(reply) == 2:
+            self.notify_changes(namespace)
+            return int(reply[1])
+        return self._refused_put(namespace, key, value, limit, now, reply)
+
+    def _refused_put(self, namespace: str, key: bytes, value: bytes, limit: int | None, now: int, reply: Any) -> int:
+        """Raise the planner's refusal of a put the script refused (an internal error if the planner accepts it)."""
         write = Write(key, WriteKind.PUT, value)
         status, space, old, done, _ = decode_reply(reply, (write,))
         plan(namespace, (write,), old, space, limit, now, done)  # raises the refusal
@@ -671,7 +750,43 @@ class RedisBackend(StorageBackend, ForkAware):
         return self._commit(namespace, "range delete", args, None, None)
 
     def clear(self, namespace: str) -> None:
-        self._script("admin", "clear", True, self._names(namespace)[:4], [b"clear"])
+        now = self.clock()
+        feed = self.feeds.get(namespace)
+        if feed is None:
+            self._script("commit", "clear", True, self._names(namespace), [b"x", now, b"", b"", b""])
+            return
+        argument = feed_argument(feed, now, self.channel)
+        names = self._logged_names(namespace)
+        if self._script("commit", "clear", True, names, [b"x", now, b"", b"", argument]) == b"1":
+            self.notify_changes(namespace)
+
+    # -- change feed (airssys_storage.changes; appended by commit.lua, read by changes.lua) -------------
+
+    def read_changes(self, namespace: str, since: int, limit: int) -> ChangeBatch:
+        names = self._logged_names(namespace)
+        since = min(since, 2**53)  # exact in the script's doubles; above any seq either way
+        last, oldest, entries = self._script("changes", "changes", False, (names[3], names[6]), (since, limit))
+        return ChangeBatch(parse_entries(entries), int(oldest), int(last))
+
+    def change_bounds(self, namespace: str) -> tuple[int, int]:
+        names = self._logged_names(namespace)
+        last, oldest, _ = self._script("changes", "changes", False, (names[3], names[6]), (0, 0))
+        return int(oldest), int(last)
+
+    def wait_for_changes(self, namespace: str, after: int, timeout: float) -> bool:
+        """As the base class; a pub/sub listener thread (started here once) turns commits' PUBLISH into wake-ups."""
+        if self._listener is None:
+            self._start_listener()
+        return super().wait_for_changes(namespace, after, timeout)
+
+    def _start_listener(self) -> None:
+        from ._listener import ChangeListener
+
+        with self._gate:
+            if self._listener is not None or self._closed:
+                return
+            self._listener = listener = ChangeListener(self, self._connection_kwargs, self.channel)
+        listener.start()
 
     # -- administration ---------------------------------------------------------------------
 
@@ -774,6 +889,9 @@ class RedisBackend(StorageBackend, ForkAware):
         with self._gate:
             self._closed = True
             self._gate.notify_all()
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         self._discard_idle()
 
 

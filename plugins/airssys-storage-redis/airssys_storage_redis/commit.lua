@@ -6,12 +6,22 @@
 --
 -- KEYS: 1 rows (hash key -> "<version>[,<expires_at>]:<value>"), 2 ordered index (sorted set, score 0),
 --       3 expiry index (sorted set, score expires_at), 4 counter row (hash b, k, f),
---       5 recorded op ids (hash op_id -> result), 6 their times (sorted set, score ms)
--- ARGV: 1 mode ("c": commit, "q": commit answering only {"ok", result 1} when it succeeds, "r": delete a range), 2 now (ms), 3 limit (bytes, "" none),
---       4 op records older than this (ms) are dropped, "" keep;
+--       5 recorded op ids (hash op_id -> result), 6 their times (sorted set, score ms),
+--       7 the change log (stream, entry id "<seq>-0"; only when the feed is on)
+-- ARGV: 1 mode ("c": commit, "q": commit answering only {"ok", result 1} when it succeeds, "r": delete a range,
+--         "x": clear), 2 now (ms), 3 limit (bytes, "" none), 4 op records older than this (ms) are dropped, "" keep,
+--       5 the change feed: "" off, else "<retain events>,<drop events older than this (ms), "" keep>,
+--         <capture values up to this many bytes, -1 none>,<pub/sub channel>" (airssys_storage.changes);
 --   "c": 7 per write: key, kind (p put, d delete, i increment, t touch, s sweep), value,
 --        expires_at ("" none), if_version ("" none), delta, op_id ("" none)
 --   "r": start, end ("" none), expired_only ("1"/"0"), limit ("" none)
+-- The change feed (ARGV 5 set): a commit that changed something appends its events (the planner's,
+--   airssys_storage.changes.plan_records / range_records / clear_record) to the log in this same atomic
+--   step: the last seq and time live in the counter row (fields q, a), so seqs are dense and strictly
+--   increasing across every client; each entry holds k (key), o (op), v (version), t (time, ms, never
+--   below its predecessor's), x (captured value), e (the end of a delete-range). The log is trimmed as
+--   FeedConfig.keep_from / age_cutoff say (a prefix; never the newest), then the stream's key name is
+--   PUBLISHed on the channel: it only wakes readers, which then pull.
 -- Returns {status, b, k, f (the counter row before), n, rows, the old value of each increment's key
 --   (in order; up to 32 bytes)} and, for "r", the n keys removed after that. rows is one string, per
 --   write "<has row 1/0>,<value size>,<version>,<expires_at>,<recorded op result>,<result>" ("" where
@@ -24,6 +34,12 @@
 local rows, index, expiry, space, ops, optimes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = tonumber(ARGV[2])
 local E9 = 1000000000
+local TRIM_STEP = 64 -- airssys_storage.changes.TRIM_STEP
+local feed = nil -- {retain events, age cutoff (ms) or nil, value capture cap, channel}
+if ARGV[5] ~= '' then
+  local retain, cutoff, cap, channel = string.match(ARGV[5], '^(%d+),(%-?%d*),(%-?%d+),(.*)$')
+  feed = {tonumber(retain), cutoff ~= '' and tonumber(cutoff) or nil, tonumber(cap), channel}
+end
 
 local function split(digits) -- decimal digits -> high, low (value = high * 1e9 + low)
   local n = #digits
@@ -85,16 +101,89 @@ local function less(a, b) -- bytewise a < b
   return #a < #b
 end
 
+local function captured(value) -- a set event's value, when the feed captures it
+  if feed[3] >= 0 and #value <= feed[3] then return value end
+  return false
+end
+
+local function add_event(log, seq, e, stamp) -- XADD one event as entry "<seq>-0"; the error reply if refused
+  local id = string.format('%d-0', seq)
+  if e[4] then
+    return redis.pcall('XADD', log, id, 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp, 'x', e[4])
+  elseif e[5] then
+    return redis.pcall('XADD', log, id, 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp, 'e', e[5])
+  end
+  return redis.pcall('XADD', log, id, 'k', e[1], 'o', e[2], 'v', e[3], 't', stamp)
+end
+
+-- Append events ({key, op, version, value or false, end or false} each, in order) after the last seq q and
+-- its time a (the counter row's fields, read with it), trim, and wake the readers.
+local function append(events, q, a)
+  if #events == 0 then return end
+  local log = KEYS[7]
+  local last = tonumber(q or '0')
+  local before, at = last, now
+  if a and tonumber(a) > at then at = tonumber(a) end -- never below the previous event's time: age trims a prefix
+  local stamp = string.format('%d', at)
+  for i, e in ipairs(events) do
+    local added = add_event(log, last + 1, e, stamp)
+    if i == 1 and type(added) == 'table' and added.err then
+      -- the log is ahead of q (a counter row rewritten around the backend): continue above its newest id,
+      -- rather than fail a commit whose data is written
+      local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+      last = math.max(last, newest and tonumber(string.match(newest[1], '^%d+')) or 0)
+      before = last
+      added = add_event(log, last + 1, e, stamp)
+    end
+    if type(added) == 'table' and added.err then error(added.err) end -- not a stream (written around us)
+    last = last + 1
+  end
+  redis.call('HSET', space, 'q', string.format('%d', last), 'a', stamp)
+  local retain = feed[1]
+  if math.floor(last / TRIM_STEP) ~= math.floor(before / TRIM_STEP) or retain < TRIM_STEP then
+    -- every TRIM_STEP seqs (each commit for logs shorter than a step): by count (FeedConfig.keep_from),
+    -- then by age (at most TRIM_STEP of the oldest events are looked at; their times never decrease)
+    local held = redis.call('XLEN', log)
+    local oldest = last - held + 1
+    local keep = oldest
+    if held > retain + math.min(TRIM_STEP, retain) then keep = last - retain + 1 end
+    if feed[2] then
+      for _, entry in ipairs(redis.call('XRANGE', log, string.format('%d-0', keep), '+', 'COUNT', TRIM_STEP)) do
+        local seq = tonumber(string.match(entry[1], '^%d+'))
+        if seq >= last or tonumber(entry[2][8]) >= feed[2] then break end
+        keep = seq + 1
+      end
+    end
+    if keep > oldest then redis.call('XTRIM', log, 'MINID', string.format('%d-0', keep)) end
+  end
+  redis.call('PUBLISH', feed[4], log)
+end
+
+if ARGV[1] == 'x' then -- clear: remove every row; the floor is raised to the highest removed version
+  local counter = redis.call('HMGET', space, 'f', 'q', 'a')
+  local floor = counter[1] or '0'
+  local any = false
+  for _, raw in ipairs(redis.call('HVALS', rows)) do
+    local meta = string.match(raw, '^[^:,]*')
+    any = true
+    if string.match(meta, '^%d+$') and #meta <= 20 then floor = bigger(meta, floor) end -- damaged: verify's
+  end
+  redis.call('DEL', rows, index, expiry)
+  redis.call('HSET', space, 'b', '0', 'k', '0', 'f', floor)
+  if feed and any then append({{'', 'clear', floor, false, false}}, counter[2], counter[3]) end
+  return any and '1' or '0'
+end
+
 -- The writes: {key, kind, value, expires_at, if_version, delta, op_id}
 local writes = {}
 local removed = nil
 if ARGV[1] ~= 'r' then
-  for base = 5, #ARGV, 7 do
+  for base = 6, #ARGV, 7 do
     writes[#writes + 1] = {ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4],
       ARGV[base + 5], ARGV[base + 6]}
   end
 else
-  local start, stop, expired_only, most = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8]
+  local start, stop, expired_only, most = ARGV[6], ARGV[7], ARGV[8] == '1', ARGV[9]
   local high = stop == '' and '+' or '(' .. stop
   local keys
   if expired_only then -- the expired rows (from the expiry index) in the range, first ones in key order
@@ -116,13 +205,19 @@ else
   removed = keys
 end
 
-local counter = redis.call('HMGET', space, 'b', 'k', 'f')
+local counter -- the counter row (and, with the feed on, the log's last seq and time)
+if feed then
+  counter = redis.call('HMGET', space, 'b', 'k', 'f', 'q', 'a')
+else
+  counter = redis.call('HMGET', space, 'b', 'k', 'f')
+end
 local used, count, floor = counter[1] or '0', counter[2] or '0', counter[3] or '0'
 local reply = {'ok', used, count, floor, tostring(#writes), ''}
 local summary, first_result = {}, nil
 local status = 'ok'
 local delta, key_delta, new_floor = 0, 0, floor
 local puts, deletes, records = {}, {}, {}
+local events, top = {}, nil -- the change events (feed on), the highest version removed
 
 for _, w in ipairs(writes) do
   local key, kind, value, expires_at, condition, op_id = w[1], w[2], w[3], w[4], w[5], w[7]
@@ -164,6 +259,7 @@ for _, w in ipairs(writes) do
       delta = delta + #key + #value - old_size
       puts[#puts + 1] = {key, value, new_version, expires_at, raw, old_expiry}
       result = kind == 'i' and value or new_version
+      if feed then events[#events + 1] = {key, 'set', new_version, captured(value), false} end
     end
   elseif kind == 't' then
     if live then
@@ -173,6 +269,7 @@ for _, w in ipairs(writes) do
       else
         puts[#puts + 1] = {key, string.sub(raw, colon + 1), new_version, expires_at, raw, old_expiry}
         result = new_version
+        if feed then events[#events + 1] = {key, 'set', new_version, false, false} end
       end
     end
   elseif raw and not (kind == 's' and live) then -- remove the row (a sweep only an expired one)
@@ -181,6 +278,10 @@ for _, w in ipairs(writes) do
     key_delta = key_delta - 1
     new_floor = bigger(new_floor, version)
     if live or kind == 's' then result = '1' end
+    if feed then
+      events[#events + 1] = {key, live and 'delete' or 'expire', version, false, false}
+      top = top and bigger(top, version) or version
+    end
   end
   summary[#summary + 1] = (raw and '1,' or '0,') .. (raw and tostring(#raw - colon) or '0') .. ',' .. version
     .. ',' .. old_expiry .. ',' .. (done or '') .. ',' .. result
@@ -227,6 +328,12 @@ if #records > 0 then
       redis.call('ZREM', optimes, op_id)
     end
   end
+end
+if feed then
+  if removed and ARGV[8] ~= '1' and top then -- a range delete is one event
+    events = {{ARGV[6], 'delete-range', top, false, ARGV[7] ~= '' and ARGV[7]}}
+  end
+  append(events, counter[4], counter[5])
 end
 if removed then
   for _, key in ipairs(removed) do reply[#reply + 1] = key end

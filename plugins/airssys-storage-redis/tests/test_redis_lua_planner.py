@@ -7,7 +7,11 @@ signed 64-bit edges and malformed ones, the counter row, recorded op ids —
 writes it into Redis around the backend, runs one commit both ways and
 requires the same outcome: the same error class with the store unchanged, or
 the same results and exactly the rows, counter row and op records the plan
-says.
+says. With the change feed on (drawn), the script's appended events must be
+exactly :func:`~airssys_storage.changes.plan_records` of the plan (none for a
+refusal); range deletes and clears are compared with
+:func:`~airssys_storage.changes.range_records` and
+:func:`~airssys_storage.changes.clear_record` the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airssys_storage import InternalError, StorageError
+from airssys_storage.changes import FeedConfig, Pending, clear_record, plan_records, range_records
 from airssys_storage.planner import MAX_VERSION, KeyState, SpaceState, Write, WriteKind, plan
 
 NOW = 1_700_000_000_000
@@ -80,14 +85,30 @@ def _write(draw: Any, key: bytes) -> Write:
 @st.composite
 def _case(
     draw: Any,
-) -> tuple[Rows, SpaceState, dict[str, int], list[Write], int | None]:
+) -> tuple[Rows, SpaceState, dict[str, int], list[Write], int | None, FeedConfig | None]:
     rows = {key: row for key in (b"a", b"b", b"k\xc3\xa9", b"z" * 5) if (row := draw(_rows)) is not None}
     space = SpaceState(draw(st.integers(0, 200)), len(rows), draw(st.one_of(st.integers(0, 30), _versions)))
     done = draw(st.dictionaries(st.sampled_from(["op1", "op2"]), st.integers(-5, 5), max_size=2))
     keys = draw(st.lists(_keys, min_size=1, max_size=4, unique=True))
     writes = [draw(_write(key)) for key in keys]
     limit = draw(st.one_of(st.none(), st.integers(0, 250)))
-    return rows, space, done, writes, limit
+    return rows, space, done, writes, limit, draw(_feeds)
+
+
+#: The change feed: off, or on with values captured up to a cap that some values pass and some do not.
+_feeds = st.one_of(
+    st.none(),
+    st.builds(
+        lambda cap, capture: FeedConfig(capture_values=capture, max_value_bytes=cap), st.integers(0, 8), st.booleans()
+    ),
+)
+
+
+def _logged(backend: RedisBackend, namespace: str) -> list[Pending]:
+    """The events the script appended to the namespace's change log, as the planner's pending records."""
+    batch = backend.read_changes(namespace, 0, 1000)
+    assert [r.seq for r in batch.records] == list(range(1, batch.last + 1)), "dense seqs from 1"
+    return [(r.key, r.op, r.version, r.value, r.end) for r in batch.records]
 
 
 @pytest.fixture
@@ -144,9 +165,11 @@ def _load(
 @given(case=_case())
 def test_commit_script_decides_as_the_planner(backend: RedisBackend, case: Any) -> None:
     """Same old state, same writes: the script gives the planner's results and error, and stores its plan."""
-    rows, space, done, writes, limit = case
+    rows, space, done, writes, limit, feed = case
     namespace = f"n{next(_ids)}"
     _store(backend, namespace, rows, space, done)
+    if feed is not None:
+        backend.enable_changes(namespace, feed)
     old = [None if (row := rows.get(w.key)) is None else KeyState(len(row[2]), row[0], row[1], row[2]) for w in writes]
     try:
         expected = plan(namespace, writes, old, space, limit, NOW, done)
@@ -156,6 +179,8 @@ def test_commit_script_decides_as_the_planner(backend: RedisBackend, case: Any) 
         assert not isinstance(caught.value, InternalError) or isinstance(exc, InternalError)
         assert str(caught.value) == str(exc)
         assert _load(backend, namespace)[:3] == (rows, space, done), "a refused commit wrote nothing"
+        if feed is not None:
+            assert _logged(backend, namespace) == [], "a refused commit appended no event"
         return
     got = backend.apply(namespace, writes, limit)  # raises InternalError if script and planner disagree
     assert got == expected
@@ -172,3 +197,40 @@ def test_commit_script_decides_as_the_planner(backend: RedisBackend, case: Any) 
     assert stored_ops == records
     assert ordered == sorted(after), "the ordered index holds exactly the rows, bytewise"
     assert deadlines == {key: float(row[1]) for key, row in after.items() if row[1] is not None}
+    if feed is not None:
+        assert _logged(backend, namespace) == plan_records(expected, feed)
+
+
+_bounds = st.sampled_from([b"", b"a", b"b", b"k", b"k\xc3\xa9", b"z"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.dictionaries(_keys, st.builds(lambda v, x: (v, x, b"v"), _versions, _expiries), max_size=4),
+    start=_bounds,
+    end=st.one_of(st.none(), _bounds.filter(bool)),  # b"" is no end (keys are never empty; the script reads "" as none)
+    expired_only=st.booleans(),
+    most=st.one_of(st.none(), st.integers(1, 3)),
+    clear=st.booleans(),
+)
+def test_range_and_clear_events_are_the_planners(
+    backend: RedisBackend,
+    rows: Rows,
+    start: bytes,
+    end: bytes | None,
+    expired_only: bool,
+    most: int | None,
+    clear: bool,
+) -> None:
+    """A range delete (or sweep) appends range_records of the plan it applied; a clear of rows clear_record."""
+    namespace = f"r{next(_ids)}"
+    used = sum(len(key) + len(row[2]) for key, row in rows.items())
+    _store(backend, namespace, rows, SpaceState(used, len(rows), 0), {})
+    backend.enable_changes(namespace, FeedConfig())
+    if clear:
+        backend.clear(namespace)
+        floor = max([0, *(row[0] for row in rows.values())])
+        assert _logged(backend, namespace) == (clear_record(floor) if rows else [])
+        return
+    planned = backend.delete_range(namespace, start, end, expired_only=expired_only, limit=most)
+    assert _logged(backend, namespace) == range_records(planned, start, end, expired_only)

@@ -667,6 +667,66 @@ def test_mariadb_deadlock_is_rolled_back_and_retried(
     assert backend.stats()["retries"] == {"conflict": 1}
 
 
+def _client_charset(cursor: Any) -> str:
+    cursor.execute("SELECT @@SESSION.character_set_client")
+    return str(cursor.fetchone()[0])
+
+
+@pytest.mark.engines("mariadb")
+def test_mariadb_batch_values_sent_as_bytes_round_trip_and_leave_the_session_as_text(open_backend: OpenBackend) -> None:
+    """Batch values travel as escaped bytes read with a binary client character set (issue 9, 8).
+
+    Lead bytes of UTF-8 sequences before a quote or backslash must not swallow
+    it, and escapes must not be undone twice; the session is back to utf8mb4
+    after the commit.
+    """
+    backend = open_backend()
+    values = [
+        b"\xe3'",
+        b"\xf0\x9f\x98'",
+        b"\xc3\\",
+        b"\\'",
+        b"'\\",
+        b'\\0\x00\\n\n\r\x1a"',
+        b"\xbf\\'--",
+        bytes(range(256)),
+        bytes(range(255, -1, -1)) * 3,
+        b"",
+        "café 文字".encode(),
+    ]
+    keys = [b"k%02d" % i for i in range(len(values))]
+    commit(backend, "bytes", list(zip(keys, values, strict=True)), None)
+    assert backend.get_many("bytes", keys) == values
+    assert backend.usage("bytes").bytes == sum(len(k) + len(v) for k, v in zip(keys, values, strict=True))
+    assert backend._run("test", _client_charset) == "utf8mb4"
+    assert not backend._d._binary
+
+
+@pytest.mark.engines("mariadb")
+def test_mariadb_failed_binary_batch_gives_back_a_text_session(open_backend: OpenBackend) -> None:
+    """A commit that fails after its binary statements went out leaves the connection reading text again."""
+    from airssys_storage_sql._mariadb import _Writes
+
+    backend = open_backend()
+    dialect = backend._d
+
+    def fail_midway(cursor: Any) -> None:
+        writes = _Writes(cursor, dialect._binary)
+        writes.add(b"DO LENGTH(_binary'\\'x')")
+        writes.send()  # switched to binary, not yet back
+        assert _client_charset(cursor) == "binary"
+        writes.add("SELECT * FROM no_such_table_of_this_test")
+        try:
+            writes.send("COMMIT")
+        finally:
+            dialect.rollback(cursor)
+
+    with pytest.raises(Exception, match="no_such_table_of_this_test"):
+        backend._run("test", lambda cursor: (dialect.begin(cursor), fail_midway(cursor)))
+    assert backend._run("test", _client_charset) == "utf8mb4"
+    assert not dialect._binary
+
+
 @pytest.mark.engines("mariadb")
 def test_mariadb_key_longer_than_its_column_is_an_invalid_key(open_backend: OpenBackend) -> None:
     backend = open_backend()

@@ -50,8 +50,13 @@ def test_mariadb_stores_a_value_of_exactly_the_computed_ceiling(store_url: str, 
         key = "k" * 256
         storage.set(key, b"\xab" * ceiling)
         assert storage.get(key) == b"\xab" * ceiling
-        # A write batch sends its values base64-encoded, each row in its own piece when it must.
-        batch = [(key, b"\xcd" * ceiling), ("k" * 255 + "2", bytes(range(256)) * (ceiling // 256))]
+        # A write batch sends its values as escaped bytes, each row in its own piece when it must; bytes
+        # that need escaping (backslash, quote, NUL) double, so a value made of them is the worst case.
+        batch = [
+            (key, b"\\" * ceiling),
+            ("k" * 255 + "2", bytes(range(256)) * (ceiling // 256)),
+            ("k" * 255 + "3", b"'\x00" * (ceiling // 2)),
+        ]
         storage.set_many(batch)
         assert storage.get_many([k for k, _ in batch]) == [v for _, v in batch]
         with pytest.raises(ValueTooLarge):

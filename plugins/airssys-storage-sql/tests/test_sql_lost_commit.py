@@ -123,10 +123,15 @@ class _KillAround:
     def _kill(self) -> None:
         kill(self._server, session_id(self._server, self._cursor))
 
-    def execute(self, sql: str, params: Any = None) -> Any:
+    def execute(self, sql: str | bytes, params: Any = None) -> Any:
         """A commit point: a hot-path statement (PostgreSQL) or CALL (MariaDB), or a COMMIT (alone, last of
-        MariaDB's multi-statement of a commit's writes, or queued in PostgreSQL's pipeline of them)."""
-        if not (sql.lstrip().startswith(("WITH", "COMMIT", "CALL")) or sql.rstrip().endswith(";COMMIT")):
+        MariaDB's multi-statement of a commit's writes, or queued in PostgreSQL's pipeline of them).
+
+        MariaDB sends the statements of a batch with values as bytes; their ends are ASCII."""
+        head, tail = sql[:16], sql[-16:]
+        if isinstance(head, bytes) and isinstance(tail, bytes):
+            head, tail = head.decode(errors="replace"), tail.decode(errors="replace")
+        if not (head.lstrip().startswith(("WITH", "COMMIT", "CALL")) or tail.rstrip().endswith(";COMMIT")):
             return self._cursor.execute(sql, params)
         if not self._after:
             self._kill()

@@ -71,16 +71,18 @@ class AtomicBatch:
     new one (``storage.atomic()``) to retry. Not thread-safe.
     """
 
-    __slots__ = ("_changes", "_checks", "_committed", "_max_key", "_storage")
+    __slots__ = ("_changes", "_checks", "_committed", "_max_key", "_max_value", "_puts_only", "_storage")
 
     def __init__(self, storage: ComponentStorage) -> None:
         self._storage = storage
         self._max_key = storage._max_key
+        self._max_value = storage._max_value
         # key -> (its UTF-8 bytes, kind, value, ttl in seconds or None, delta), in call order
         self._changes: dict[str, tuple[bytes, WriteKind, bytes, float | None, int]] = {}
         # key -> (its UTF-8 bytes, the version it must be at: 0 absent)
         self._checks: dict[str, tuple[bytes, int]] = {}
         self._committed = False
+        self._puts_only = True  # no delete or increment so far
 
     def __len__(self) -> int:
         """The distinct keys the batch checks or changes (what counts against ``max_batch_ops``)."""
@@ -129,14 +131,14 @@ class AtomicBatch:
             raw = encode_key(key, self._max_key)
         if type(value) is not bytes:
             value = _as_bytes(value)
-        storage = self._storage
-        if len(value) > storage._max_value:
-            raise _too_large(value, storage._max_value)
+        if len(value) > self._max_value:
+            raise _too_large(value, self._max_value)
         if ttl is not None:
-            storage._expires_at(ttl)  # validated now, computed at the commit
-        if key in self._changes:
+            self._storage._expires_at(ttl)  # validated now, computed at the commit
+        changes = self._changes
+        if key in changes:
             raise _changed_twice(key)
-        self._changes[key] = (raw, _PUT, value, ttl, 0)
+        changes[key] = (raw, _PUT, value, ttl, 0)
         return self
 
     def delete(self, key: str) -> AtomicBatch:
@@ -150,6 +152,7 @@ class AtomicBatch:
         if key in self._changes:
             raise _changed_twice(key)
         self._changes[key] = (raw, _DELETE, b"", None, 0)
+        self._puts_only = False
         return self
 
     def increment(self, key: str, delta: int = 1) -> AtomicBatch:
@@ -169,6 +172,7 @@ class AtomicBatch:
         if key in self._changes:
             raise _changed_twice(key)
         self._changes[key] = (raw, _INCREMENT, b"", None, delta)
+        self._puts_only = False
         return self
 
     def commit(self) -> dict[str, int]:
@@ -189,19 +193,28 @@ class AtomicBatch:
         self._committed = True
         storage, changes, checks = self._storage, self._changes, self._checks
         writes: list[Write] = []
+        get_check = checks.get
+        guarded = 0  # checks of changed keys (they become the changes' conditions)
         for key, (raw, kind, value, ttl, delta) in changes.items():
-            condition = checks[key][1] if key in checks else None
+            checked = get_check(key)
+            if checked is not None:
+                guarded += 1
             expires_at = None if ttl is None else storage._expires_at(ttl)
-            writes.append(_new(Write, (raw, kind, value, expires_at, condition, delta, None)))
-        for key, (raw, version) in checks.items():
-            if key not in changes:
-                writes.append(check(raw, version))
+            writes.append(
+                _new(Write, (raw, kind, value, expires_at, None if checked is None else checked[1], delta, None))
+            )
+        if guarded < len(checks):
+            for key, (raw, version) in checks.items():
+                if key not in changes:
+                    writes.append(check(raw, version))
         state = storage._state
         if "commit" in state.key_policies or "commit" not in state.fast_allowed or len(writes) > storage._max_batch:
             storage._check_batch(Operation.COMMIT, [*changes, *(key for key in checks if key not in changes)])
         if not writes:
             return {}
         plan = storage._apply(writes)
+        if self._puts_only:  # results[i] answers writes[i], a PUT with its new version (the checks follow)
+            return dict(zip(changes, plan.results))  # noqa: B905
         versions = {put[0]: put[2] for put in plan.puts}  # Put: key, value, version, expires_at
         return {key: versions.get(change[0], 0) for key, change in changes.items()}
 

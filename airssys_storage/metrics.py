@@ -58,11 +58,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ConfigurationError, StorageError
+from .errors import ConfigurationError, QuotaExceeded, StorageError
 from .operations import Operation
-from .storage import ComponentStorage
+from .storage import ComponentStorage, _internal
 
 if TYPE_CHECKING:
     from .storage import StorageManager
@@ -274,12 +274,19 @@ _METHODS: dict[str, tuple[str, _Read | None, _Written | None]] = {
 }
 
 
+_ITEMS_VIEW: type[Any] = type({}.items())
+_T = TypeVar("_T")
+
+
 def _items_bytes(items: Any) -> int:
     """Value bytes of set_many's *items* (already validated: the call succeeded); a one-shot iterator: 0."""
-    pairs: Any = items.items() if isinstance(items, Mapping) else items
-    if not isinstance(pairs, (list, tuple, type({}.items()))):
-        return 0
-    return sum(len(value) for _, value in pairs)
+    kind = type(items)
+    if kind is not list and kind is not tuple:  # the common case skips the ABC check
+        if isinstance(items, Mapping):
+            items = items.items()
+        elif not isinstance(items, (list, tuple, _ITEMS_VIEW)):
+            return 0
+    return sum([len(pair[1]) for pair in items])
 
 
 def _counting(method: Callable[..., Any], name: str, read: _Read | None, written: _Written | None) -> Any:
@@ -360,15 +367,24 @@ class _CountingStorage(ComponentStorage):
         self._ops = ops = manager._metrics.stats_for(self._ns)
         self._s_get, self._s_set, self._s_has, self._s_delete = ops["get"], ops["set"], ops["has"], ops["delete"]
 
-    # The four hottest calls count around the base method without the generic wrapper's
-    # *args, dict lookup and byte-counting callbacks (~0.1 µs each on memory://).
+    # The hottest calls count without the generic wrapper's *args, dict lookup and byte-counting
+    # callbacks. get, has and set go further: their common case (the operation allowed without a
+    # per-key policy, a key that needs no more than the inline check of storage.py, and for set a
+    # bytes value within the limit and no ttl) calls the backend here, without a second Python frame
+    # (the frame was most of the counters' cost: issue 15, benchmarks/bench_metrics.py). Every other
+    # case, and a set refused for quota (retried through the base method, which sweeps first: the
+    # refused put wrote nothing), takes the base method, counted once.
     def get(self, key: str) -> bytes | None:
         stats = self._s_get
-        try:
-            value = _get(self, key)
-        except StorageError as exc:
-            stats.fail(exc.code)
-            raise
+        if "get" in self._state.fast_allowed and (
+            type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= self._max_key
+        ):
+            try:
+                value = self._backend.get(self._ns, raw)
+            except Exception as exc:
+                raise _failed(stats, exc)  # noqa: B904 - _failed sets the cause as the base method does
+        else:
+            value = _counted(stats, _get, self, key)
         stats.count += 1
         if value is not None:
             stats.bytes_read += len(value)
@@ -376,22 +392,36 @@ class _CountingStorage(ComponentStorage):
 
     def set(self, key: str, value: bytes | bytearray | memoryview, ttl: float | None = None) -> int:  # type: ignore[override]
         stats = self._s_set
-        try:
-            version = _set(self, key, value, ttl)
-        except StorageError as exc:
-            stats.fail(exc.code)
-            raise
+        state = self._state
+        if (
+            ttl is None
+            and "set" in state.fast_allowed
+            and type(value) is bytes
+            and len(value) <= self._max_value
+            and (type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= self._max_key)
+        ):
+            try:
+                version = self._backend.put_one(self._ns, raw, value, state.limit)
+            except QuotaExceeded:  # nothing was written: the base method sweeps and retries
+                version = _counted(stats, _set, self, key, value, ttl)
+            except Exception as exc:
+                raise _failed(stats, exc)  # noqa: B904 - as in get
+        else:
+            version = _counted(stats, _set, self, key, value, ttl)
         stats.count += 1
         stats.bytes_written += len(value)
         return version
 
     def has(self, key: str) -> bool:
         stats = self._s_has
-        try:
-            found = _has(self, key)
-        except StorageError as exc:
-            stats.fail(exc.code)
-            raise
+        plain = type(key) is str and key.isprintable() and 0 < len(raw := key.encode()) <= self._max_key
+        if not plain or "has" not in self._state.fast_allowed:
+            found = _counted(stats, _has, self, key)
+        else:
+            try:
+                found = self._backend.has(self._ns, raw)
+            except Exception as exc:
+                raise _failed(stats, exc)  # noqa: B904 - as in get
         stats.count += 1
         return found
 
@@ -420,6 +450,26 @@ class _CountingStorage(ComponentStorage):
 
 _get, _has, _delete = ComponentStorage.get, ComponentStorage.has, ComponentStorage.delete
 _set: Callable[..., int] = ComponentStorage.set
+
+
+def _failed(stats: OperationStats, exc: Exception) -> StorageError:
+    """What a base method raises for the backend's *exc* (a raw one becomes ``internal-error``), counted."""
+    if isinstance(exc, StorageError):
+        stats.fail(exc.code)
+        return exc
+    error = _internal(exc)
+    error.__cause__ = exc  # as `raise _internal(exc) from exc`
+    stats.fail(error.code)
+    return error
+
+
+def _counted(stats: OperationStats, method: Callable[..., _T], *args: Any) -> _T:
+    """*method*(*args*), its failure counted (its success is counted by the caller)."""
+    try:
+        return method(*args)
+    except StorageError as exc:
+        stats.fail(exc.code)
+        raise
 
 
 class _TimedStorage(_CountingStorage):

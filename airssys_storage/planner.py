@@ -79,6 +79,7 @@ __all__ = [
     "check",
     "decode_counter",
     "plan",
+    "set_events",
 ]
 
 #: The largest version (unsigned 64-bit).
@@ -257,27 +258,34 @@ def plan(
     op_records: list[tuple[str, int]] = []
     delta = key_delta = 0
     floor = space.floor
-    # Plain PUT-only and DELETE-only commits (set, set_many, delete_many, ...) take a loop that
-    # decides only what they need: the general loop's rules with conditions, op ids and the
-    # other kinds left out (~15% less per write; a Put and an Event, ~0.1 µs each to build, are
-    # most of what is left). Any other write sends the whole
-    # commit to the general loop, from the start (the plan is pure, nothing was applied).
+    # PUT-only commits (set, set_many, compare-and-swap, the collections' atomic batches of
+    # conditional puts, ...) and plain DELETE-only ones (delete_many, ...) take a loop that
+    # decides only what they need: the general loop's rules with op ids and the other kinds
+    # (and, for deletes, conditions) left out (~15% less per write; a Put and an Event, ~0.1 µs
+    # each to build, are most of what is left). Any other write sends the whole commit to the
+    # general loop, from the start (the plan is pure, nothing was applied). A failed condition
+    # raises in write order, as in the general loop.
     # tests/test_planner.py checks both loops give the same plan on random commits.
     first = writes[0] if count and _FAST_LOOPS else None
-    kind = None if first is None or first[4] is not None or first[6] is not None else first[1]
+    kind = None if first is None or first[6] is not None else first[1]
     general = True
     if kind is _PUT:
         for (key, kind, value, expires_at, condition, _, op_id), row in zip(writes, old):  # noqa: B905 - lengths checked above
-            if kind is not _PUT or condition is not None or op_id is not None:
+            if kind is not _PUT or op_id is not None:
                 break
             if row is None:
+                if condition:  # a version (0: absent, which holds)
+                    raise _precondition_failed(namespace, key, None, condition)
                 version = floor + 1
                 existed.append(False)
                 key_delta += 1
                 delta += len(key) + len(value)
             else:
+                live = row[2] is None or row[2] > now
+                if condition is not None and condition != (row[1] if live else 0):
+                    raise _precondition_failed(namespace, key, row if live else None, condition)
                 version = row[1] + 1
-                existed.append(row[2] is None or row[2] > now)
+                existed.append(live)
                 delta += len(value) - row[0]
             if version > MAX_VERSION:
                 raise _version_overflow()
@@ -286,7 +294,7 @@ def plan(
         else:
             general = False
             set_events = _SetEvents(puts)  # one "set" per put, made when read (a third of this loop's cost)
-    elif kind is _DELETE:
+    elif kind is _DELETE and first[4] is None:  # type: ignore[index]
         for (key, kind, _, _, condition, _, op_id), row in zip(writes, old):  # noqa: B905 - lengths checked above
             if kind is not _DELETE or condition is not None or op_id is not None:
                 break
@@ -369,6 +377,15 @@ def plan(
     if set_events is not None:
         return _new(Plan, (puts, deletes, after, changed, results, existed, set_events, op_records))
     return _new(Plan, (puts, deletes, after, changed, results, existed, events, op_records))
+
+
+def set_events(puts: list[Put]) -> Sequence[Event]:
+    """The events of a commit of *puts* only: ``Event(key, "set", version)`` per put, made when read.
+
+    For a backend that decides such a commit itself (memory's written-out
+    puts) and returns a :class:`Plan` like the planner's.
+    """
+    return _SetEvents(puts)
 
 
 class _SetEvents(Sequence[Event]):

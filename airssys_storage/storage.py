@@ -1210,12 +1210,10 @@ class ComponentStorage:
         rules. Needs read-write (operation ``commit``; ``permission-denied``
         here, before anything is built, unless a per-key policy decides).
         """
-        from .atomic import AtomicBatch
-
         state = self._state
         if "commit" not in state.fast_allowed and "commit" not in state.key_policies:
             self._authorize(Operation.COMMIT, None)  # raises: the operation is not allowed
-        return AtomicBatch(self)
+        return (_ATOMIC_BATCH or _atomic_batch_class())(self)
 
     # -- transactions ------------------------------------------------------------
 
@@ -1473,6 +1471,18 @@ class ComponentStorage:
 
     def __repr__(self) -> str:
         return f"<ComponentStorage {self._ns!r} on {self._backend.name}>"
+
+
+_ATOMIC_BATCH: type[AtomicBatch] | None = None
+
+
+def _atomic_batch_class() -> type[AtomicBatch]:
+    """:class:`~airssys_storage.atomic.AtomicBatch`, imported on first use (atomic.py imports this module)."""
+    global _ATOMIC_BATCH
+    from .atomic import AtomicBatch
+
+    _ATOMIC_BATCH = AtomicBatch
+    return AtomicBatch
 
 
 def encode_key(key: str, max_bytes: int) -> bytes:

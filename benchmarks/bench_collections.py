@@ -2,7 +2,8 @@
 
 - map get vs ``storage.get`` + ``json.loads`` (target: the map costs at most 1.5x);
 - vector append vs one plain ``storage.set`` (target: at most 3x; an append
-  is a read and one atomic batch of the slot and the length).
+  is one atomic batch of the slot and the length, the length's version
+  guessed from the vector's own last change instead of read).
 
 Run from outside the repository (so the installed packages are used):
 ``python /path/to/benchmarks/bench_collections.py [memory|sqlite|all]``.

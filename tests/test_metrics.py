@@ -118,6 +118,30 @@ def test_counts_bytes_and_error_codes(counted: StorageManager) -> None:
     json.dumps(counted.metrics())
 
 
+def test_the_written_out_get_has_and_set_count_as_the_base_methods(
+    counted: StorageManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set refused for quota until a sweep makes room succeeds once; raw backend errors count as internal-error."""
+    import time
+
+    store = counted.component(Manifest("app", Access.READ_WRITE, 100))
+    store.set("old", b"o" * 60, ttl=0.05)
+    time.sleep(0.1)
+    assert store.set("new", b"n" * 60) >= 1  # refused by the backend, then swept and stored by the base method
+    assert store.get("old") is None and store.has("new")
+    backend = counted.backend
+    for name in ("get", "has", "put_one"):
+        monkeypatch.setattr(backend, name, lambda *args: (_ for _ in ()).throw(RuntimeError("disk on fire")))
+    for call in (lambda: store.get("new"), lambda: store.has("new"), lambda: store.set("new", b"x")):
+        with pytest.raises(StorageError, match="disk on fire") as info:
+            call()
+        assert info.value.code == "internal-error"
+    found = ops(counted)
+    assert found["set"] == {**found["set"], "count": 3, "bytes_written": 120, "errors": {"internal-error": 1}}
+    assert found["get"] == {**found["get"], "count": 2, "bytes_read": 0, "errors": {"internal-error": 1}}
+    assert found["has"] == {**found["has"], "count": 2, "errors": {"internal-error": 1}}
+
+
 def test_counters_are_shared_by_the_handles_of_one_component(counted: StorageManager) -> None:
     first = counted.component(Manifest("app", Access.READ_WRITE))
     second = counted.component(Manifest("app", Access.READ_WRITE))

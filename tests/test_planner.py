@@ -378,7 +378,7 @@ def commits(draw: st.DrawFn) -> tuple[list[Write], list[KeyState | None]]:
                 kind,
                 draw(VALUES),
                 draw(st.none() | st.integers(990, 1010)),
-                draw(st.none() | st.integers(0, 8)) if odd else None,
+                draw(st.none() | st.integers(0, 8)) if odd or not draw(st.integers(0, 3)) else None,
                 draw(st.integers(-3, 3)),
                 draw(st.sampled_from(["o1", "o2"])) if odd and draw(st.booleans()) else None,
             )

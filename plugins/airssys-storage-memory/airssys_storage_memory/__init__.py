@@ -27,7 +27,7 @@ from airssys_storage.backend import BadKey, key_problems, verify_report, wall_cl
 from airssys_storage.changes import ChangeBatch, ChangeLog, clear_record, plan_records, range_records
 from airssys_storage.forking import ForkAware, track
 from airssys_storage.options import FORBID_EXTRA
-from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
+from airssys_storage.planner import MAX_VERSION, KeyState, Plan, Put, SpaceState, Write, WriteKind, plan, set_events
 
 __all__ = ["MemoryBackend", "MemoryOptions"]
 
@@ -209,6 +209,76 @@ class _Space:
                 if record is not None and record[1] >= oldest:
                     found[write.op_id] = record[0]
         return found
+
+
+#: The most writes :func:`_put_few` takes (the collections' batches have 2 to 4).
+_FAST_PUTS = 8
+
+
+def _put_few(space: _Space, writes: Sequence[Write], limit: int | None) -> Plan | None:
+    """A small commit of puts (conditional or not) without expiries or op ids, decided and written; else ``None``.
+
+    The planner's PUT with its condition written out, as :meth:`MemoryBackend.put_one`
+    writes out a single put, for the atomic batches of the collections
+    (a slot and its counter, each checked): measurably faster than reading
+    :class:`KeyState` rows and planning (benchmarks/bench_collections.py).
+    Anything unusual (another kind, an expiry, a row with an expiry, a failed
+    condition, a quota refusal, a repeated key) returns ``None`` before
+    anything is written, and :meth:`MemoryBackend.apply` plans it as usual,
+    so those rules and their messages stay in one place. Call it holding the
+    backend's lock, for a namespace without a change feed or op records.
+    """
+    rows = space.rows
+    floor = space.floor
+    delta = 0
+    puts: list[Put] = []
+    existed: list[bool] = []
+    for key, kind, value, expires_at, condition, _, op_id in writes:
+        if kind is not _PUT or expires_at is not None or op_id is not None:
+            return None
+        row = rows.get(key)
+        if row is None:
+            if condition:  # must be live at a version: refused, in the planner's words
+                return None
+            version = floor + 1
+            delta += len(key) + len(value)
+            existed.append(False)
+        else:
+            if type(row) is bytes:
+                version, old_size = 1, len(row)
+            elif row[2] is None:
+                version, old_size = row[1], len(row[0])  # type: ignore[arg-type]
+            else:
+                return None  # a row with an expiry: the planner decides whether it is live
+            if condition is not None and condition != version:
+                return None
+            version += 1
+            delta += len(value) - old_size
+            existed.append(True)
+        if version > MAX_VERSION:
+            return None
+        puts.append(_new(Put, (key, value, version, None)))
+    count = len(puts)
+    if count == 2:
+        if puts[0][0] == puts[1][0]:
+            return None
+    elif count > 2 and len({put[0] for put in puts}) != count:
+        return None
+    if limit is not None and delta > 0 and space.used + delta > limit:
+        return None
+    # Decided: write it (no key of these has an expiry, so none is in space.expiring).
+    added = 0
+    for write, put, was in zip(writes, puts, existed):  # noqa: B905 - built together above
+        key = write[0]
+        rows[key] = (write[2], put[2], None)  # a new row object: see Row
+        if not was:
+            added += 1
+            space.note(key)
+    if delta:
+        space.used += delta
+    after = _new(SpaceState, (space.used, len(rows), floor))
+    results = [put[2] for put in puts]
+    return _new(Plan, (puts, [], after, bool(delta or added), results, existed, set_events(puts), []))
 
 
 class _Mutex(SimpleQueue[None]):
@@ -393,6 +463,10 @@ class MemoryBackend(StorageBackend, ForkAware):
         lock.get()
         try:
             space = self._space(namespace)
+            if len(writes) <= _FAST_PUTS and not space.ops and not (self.feeds and namespace in self.feeds):
+                applied = _put_few(space, writes, limit)
+                if applied is not None:
+                    return applied
             state = space.state
             old = [state(write[0]) for write in writes]
             now = self.clock()

@@ -1,13 +1,15 @@
-"""memory://'s put_one and delete_one (written out for speed) give exactly what apply() through the planner gives."""
+"""memory://'s put_one, delete_one and small batches of puts (written out for speed) give what the planner gives."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
+import airssys_storage_memory
 import pytest
 from airssys_storage_memory import MemoryBackend
 
-from airssys_storage import QuotaExceeded
+from airssys_storage import QuotaExceeded, StorageError
 from airssys_storage.planner import Write, WriteKind
 from airssys_storage.testing import FakeClock
 
@@ -51,14 +53,20 @@ def _floor(backend: MemoryBackend) -> int:
     return 0 if space is None else space.floor
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_hot_paths_equal_the_planner(seed: int) -> None:
-    """The same random sequence through put_one/delete_one and through apply: equal results, rows, usage, floor."""
-    rng = random.Random(seed)
+def _twins() -> tuple[FakeClock, MemoryBackend, MemoryBackend]:
+    """A clock and two backends on it: one taking the written-out paths, one to plan the same through apply."""
     clock = FakeClock(start_ms=1_000_000)
     fast, planned = MemoryBackend(), MemoryBackend()
     for backend in (fast, planned):
         backend.clock = clock
+    return clock, fast, planned
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hot_paths_equal_the_planner(seed: int) -> None:
+    """The same random sequence through put_one/delete_one and through apply: equal results, rows, usage, floor."""
+    rng = random.Random(seed)
+    clock, fast, planned = _twins()
     keys = [b"a", b"b", b"c", b"dd", b"eee"]
     for step in range(3000):
         key = rng.choice(keys)
@@ -129,3 +137,74 @@ def test_a_new_key_stored_as_its_value_alone_reads_as_version_1() -> None:
     assert _rows(backend) == {b"n": (b"9", 2, None), b"m": (b"x", 2, 5), b"o": (b"yy", 2, None), b"q": (b"w", 2, None)}
     backend.clear(NS)
     assert _floor(backend) == 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_batches_of_puts_equal_the_planner(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """apply()'s written-out small batches of (conditional) puts give the planner's plan, rows, usage and errors."""
+    rng = random.Random(seed)
+    clock, fast, planned = _twins()
+    keys = [b"a", b"b", b"c", b"dd", b"eee"]
+
+    written_out = []
+    put_few = airssys_storage_memory._put_few
+
+    def counted(*args: Any) -> Any:
+        plan = put_few(*args)
+        written_out.append(plan is not None)
+        return plan
+
+    monkeypatch.setattr(airssys_storage_memory, "_put_few", counted)
+
+    def planner_only(writes: list[Write], limit: int | None) -> object:
+        fast_puts = airssys_storage_memory._FAST_PUTS
+        airssys_storage_memory._FAST_PUTS = 0
+        try:
+            return _outcome(planned, writes, limit)
+        finally:
+            airssys_storage_memory._FAST_PUTS = fast_puts
+
+    for step in range(2000):
+        action = rng.random()
+        if action < 0.6:
+            writes = []
+            for key in rng.sample(keys, rng.randint(1, 4)):
+                entry = fast.get_entry(NS, key)
+                condition = rng.choice([None, 0, 1, 2, None if entry is None else entry.version])
+                writes.append(Write(key, WriteKind.PUT, bytes(rng.randint(0, 12)), None, condition))
+            if rng.random() < 0.05:
+                writes.append(writes[0])  # a repeated key: the planner's internal error on both
+            limit = rng.choice([None, None, 40, 60, 200])
+            assert _outcome(fast, writes, limit) == planner_only(writes, limit), step
+        elif action < 0.7:
+            key = rng.choice(keys)
+            for backend in (fast, planned):
+                backend.delete_one(NS, key)
+        elif action < 0.8:  # rows with an expiry (the written-out path hands them to the planner)
+            write = Write(rng.choice(keys), WriteKind.PUT, bytes(rng.randint(0, 5)), clock() + rng.randint(1, 3000))
+            for backend in (fast, planned):
+                backend.apply(NS, (write,), None)
+        elif action < 0.9:
+            clock.advance(rng.random() * 2)
+        elif action < 0.95:
+            key, value = rng.choice(keys), bytes(rng.randint(0, 5))
+            for backend in (fast, planned):
+                backend.put_one(NS, key, value, None)  # list rows
+        else:
+            for backend in (fast, planned):
+                backend.clear(NS)
+        assert _rows(fast) == _rows(planned), step
+        assert _reads(fast, keys) == _reads(planned, keys), step
+        assert fast.usage(NS) == planned.usage(NS)
+        assert _floor(fast) == _floor(planned)
+    assert fast.verify().ok and planned.verify().ok
+    assert written_out.count(True) > 100 and written_out.count(False) > 100  # both ways were taken
+
+
+def _outcome(backend: MemoryBackend, writes: list[Write], limit: int | None) -> object:
+    """The plan as plain lists (events read), or the error's type and message."""
+    try:
+        plan = backend.apply(NS, writes, limit)
+    except StorageError as exc:
+        return type(exc), str(exc)
+    return (plan.puts, plan.deletes, plan.space, plan.space_changed, plan.results, plan.existed, list(plan.events))

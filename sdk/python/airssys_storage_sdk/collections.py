@@ -433,7 +433,10 @@ class _Slots(_Collection, Generic[V]):
     A push reads the counter (value n, version v), then writes slot n
     (``b"<v> " + value``, which must be absent) and the counter n + 1 (which
     must still be at version v) in one atomic batch; if either check fails it
-    reads again. The tag ``<v>`` keeps the layout of pushes made in two steps
+    reads again. The read is skipped when this object made the counter's last
+    change it knows of (its own push, pop or clear: the commit returns the
+    counter's new version): the batch's checks then test that guess, and a
+    failed one costs a read and a second batch. The tag ``<v>`` keeps the layout of pushes made in two steps
     (claim the slot, then swap the counter), which earlier versions and other
     SDKs may still make: a push that finds slot n taken while the counter
     still reads (n, v) meets such a push. A slot tagged v is one still
@@ -453,20 +456,31 @@ class _Slots(_Collection, Generic[V]):
         max_key_bytes: int = 256,
     ) -> None:
         self._codec: Codec[V] = codec_for(value_type)
+        # The push counter as this object's last commit left it, (count, version), or None: unknown.
+        self._known: tuple[int, int] | None = None
         super().__init__(storage, prefix, page_size=page_size, max_key_bytes=max_key_bytes)
 
     def _push(self, counter: str, data: bytes) -> int:
-        store = self._store
+        store, known = self._store, self._known
         while True:
-            entry = store.get_entry(counter)
-            count, version = (0, 0) if entry is None else (_as_int(entry.value, counter), entry.version)
+            if known is not None:  # what our last commit left: no read (the batch's check says if it still holds)
+                count, version = known
+            else:
+                entry = store.get_entry(counter)
+                count, version = (0, 0) if entry is None else (_as_int(entry.value, counter), entry.version)
             slot = self._key(count)
             batch = store.atomic().check(counter, version).set(counter, b"%d" % (count + 1))
             try:
-                batch.check(slot, 0).set(slot, b"%d %s" % (version, data)).commit()
-                return count
+                versions = batch.check(slot, 0).set(slot, b"%d %s" % (version, data)).commit()
             except PreconditionFailed:
+                self._known = None
+                if known is not None:  # most likely another writer moved the counter on: read it
+                    known = None
+                    continue
                 self._settle(counter, slot, count, version)  # the counter moved on, or the slot is taken
+                continue
+            self._known = (count + 1, versions[counter])
+            return count
 
     def _settle(self, counter: str, slot: str, count: int, version: int) -> None:
         """Slot *count* is taken while the counter read (*count*, *version*): clear the way (see the class)."""
@@ -500,8 +514,9 @@ class StorageVector(_Slots[V]):
     by compare-and-swap, so concurrent appends and pops from any number of
     processes keep it exact (see :class:`_Slots`). ``v[i]`` (negative *i*
     counts from the end) is one read of the length plus one ``get``;
-    ``append`` is two calls when uncontended (``get_entry`` of the length,
-    then one atomic batch of the slot and the length); ``pop`` three. Errors:
+    ``append`` is one atomic batch of the slot and the length, preceded by a
+    ``get_entry`` of the length unless this object made its last change (see
+    :class:`_Slots`); ``pop`` three calls. Errors:
     ``IndexError`` out of range or on an empty pop; ``ValueDecodeError``,
     ``InvalidArgument`` and ``PrefixConflict`` as for :class:`StorageMap`.
     """
@@ -548,9 +563,10 @@ class StorageVector(_Slots[V]):
                 continue  # popped by another writer since the length was read
             batch = store.atomic().check(self._length, entry.version).set(self._length, b"%d" % (count - 1))
             try:
-                batch.check(slot, found.version).delete(slot).commit()
+                versions = batch.check(slot, found.version).delete(slot).commit()
             except PreconditionFailed:
                 continue
+            self._known = (count - 1, versions[self._length])
             return self._value(found.value, slot)
 
     def _index(self, index: int) -> int:
@@ -610,9 +626,10 @@ class StorageVector(_Slots[V]):
             for index in range(rest, count):
                 batch.delete(self._key(index))
             try:
-                batch.commit()
+                versions = batch.commit()
             except PreconditionFailed:
                 continue
+            self._known = (rest, versions[self._length])
 
 
 class StorageQueue(_Slots[V]):

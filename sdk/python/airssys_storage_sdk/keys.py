@@ -67,6 +67,8 @@ def encode_key(key: Key) -> str:
             return _STR + key + _TERMINATOR
         if not _SURROGATE.search(key):
             return _STR + key.translate(_ESCAPES) + _TERMINATOR
+    elif type(key) is int:  # a vector's or queue's slot numbers
+        return _encode_int(key)
     parts: list[str] = []
     _encode(key, parts)
     return "".join(parts)
@@ -97,7 +99,20 @@ def _encode(key: object, parts: list[str]) -> None:
         raise InvalidKey(f"keys are str, int, bytes or tuples of them, not {kind.__name__}: {key!r}")
 
 
+# Positive ints below 64**4 (slot numbers) from a table of two-digit strings: no loop, no join.
+_PAIRS = [first + second for first in DIGITS for second in DIGITS]
+_ONE, _TWO, _THREE, _FOUR = (_POSITIVE + DIGITS[count] for count in range(1, 5))
+
+
 def _encode_int(number: int) -> str:
+    if 0 < number < 16777216:  # 64**4; the same text as the general case below
+        if number < 64:
+            return _ONE + DIGITS[number]
+        if number < 4096:
+            return _TWO + _PAIRS[number]
+        if number < 262144:
+            return _THREE + DIGITS[number >> 12] + _PAIRS[number & 4095]
+        return _FOUR + _PAIRS[number >> 12] + _PAIRS[number & 4095]
     if number == 0:
         return _ZERO
     magnitude = -number if number < 0 else number

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .errors import InvalidArgument, ValueDecodeError
@@ -43,11 +44,51 @@ def loads(raw: bytes) -> Any:
     return _DECODER.decode(str(raw, "utf-8"))
 
 
+def _one_shot_encoder() -> Callable[[object], str] | None:
+    """_ENCODER's C encoder made once (``JSONEncoder.encode`` makes one per call: half the cost of a small value).
+
+    Without the circular-reference check (its marker dict is per call): a
+    cycle is a RecursionError, which :func:`encode_json` hands to
+    ``_ENCODER.encode`` for its own error. ``None`` where the interpreter has
+    no ``_json`` or a different signature (then every value takes
+    ``_ENCODER.encode``).
+    """
+    try:
+        from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+
+        encoder = c_make_encoder(
+            None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False
+        )  # (markers, default, encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan)
+
+        def encode(value: object) -> str:
+            return "".join(encoder(value, 0))
+
+        probe = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
+        if encode(probe) != _ENCODER.encode(probe):
+            return None
+    except Exception:  # no _json, another signature: the plain path
+        return None
+    try:
+        encode(float("nan"))
+    except ValueError:  # refused, as allow_nan=False wants
+        return encode
+    return None  # NaN accepted: not the encoder we need
+
+
+_encode_str = _one_shot_encoder() or _ENCODER.encode
+
+
 def encode_json(value: object) -> bytes:
     """*value* as compact UTF-8 JSON; InvalidArgument for what JSON cannot hold (sets, NaN, objects …)."""
     try:
-        return _ENCODER.encode(value).encode()
+        return _encode_str(value).encode()
     except RecursionError:
+        try:  # a cycle, or nesting beyond the recursion limit: the checking encoder says which
+            _ENCODER.encode(value)
+        except ValueError as exc:
+            raise InvalidArgument(f"value cannot be stored as JSON: {exc} ({_preview(value)})") from None
+        except RecursionError:
+            pass
         raise InvalidArgument(
             "value is too deeply nested to be stored as JSON (deeper than the recursion limit, "
             f"sys.getrecursionlimit() = {sys.getrecursionlimit()}); flatten it"

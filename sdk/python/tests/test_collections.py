@@ -254,3 +254,46 @@ def test_vector_stays_exact_under_concurrent_appends_and_pops(open_storage: Call
     assert len(log) == len(remaining) == 600 - len(popped)
     every = sorted(tuple(item) for item in [*remaining, *popped])
     assert every == sorted((number, index) for number in range(4) for index in range(150))
+
+
+def test_a_push_after_another_writers_change_reads_the_counter_again(memory_storage: ComponentStorage) -> None:
+    """Two objects on one vector and one queue: each push skips the read only while its guess still holds."""
+    first: StorageVector[int] = StorageVector(memory_storage, "v/")
+    second: StorageVector[int] = StorageVector(memory_storage, "v/")
+    model: list[int] = []
+    for step in range(60):
+        writer = first if step % 3 else second  # runs of two by one object, then one by the other
+        if step % 7 == 6:
+            assert writer.pop() == model.pop()
+        else:
+            writer.append(step)
+            model.append(step)
+        assert len(first) == len(second) == len(model)
+    assert list(first) == list(second) == model
+    stored = [key for key, _ in memory_storage.scan("v/", None, 1000)[0] if not key.startswith("v/!")]
+    assert len(stored) == len(model)  # no slot beyond the length
+    second.clear()
+    first.append(-1)  # its guess is stale after the other's clear
+    assert list(second) == [-1]
+    jobs: StorageQueue[int] = StorageQueue(memory_storage, "q/")
+    other: StorageQueue[int] = StorageQueue(memory_storage, "q/")
+    for item in range(10):
+        (jobs if item % 2 else other).push(item)
+    assert [jobs.pop() for _ in range(10)] == list(range(10)) and jobs.pop() is None
+
+
+def test_a_push_takes_one_atomic_batch_when_its_guess_holds(memory_storage: ComponentStorage) -> None:
+    """The counter is read once (the first push); later pushes of the same object are one batch each."""
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            return getattr(memory_storage, name)
+
+    log: StorageVector[int] = StorageVector(Counting(), "log/")  # type: ignore[arg-type]
+    calls.clear()
+    for item in range(5):
+        log.append(item)
+    assert calls == ["get_entry", "atomic"] + ["atomic"] * 4
+    assert list(log) == [0, 1, 2, 3, 4]

@@ -126,3 +126,30 @@ def test_a_dataclass_from_json_of_wrong_field_values_is_value_decode_error() -> 
         codec_for(Checked).decode(b'{"n":-1}', "k")
     with pytest.raises(ValueDecodeError):
         codec_for(Checked).decode(b"[" * 100_000, "k")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_values_are_compact_utf8_json(value: Any) -> None:
+    """The encoder made once writes what json.dumps writes with the layout's options."""
+    import json
+
+    from airssys_storage_sdk.values import encode_json
+
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    assert encode_json(value) == expected
+
+
+def test_a_value_holding_itself_is_invalid_argument() -> None:
+    from airssys_storage_sdk.values import encode_json
+
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(InvalidArgument, match="Circular reference"):
+        encode_json(looped)

@@ -103,3 +103,12 @@ def test_the_shared_key_vectors_are_this_sdks_encoding() -> None:
             decode_key(text)
     for vector in content["vectors"]:
         assert encode_key(decode_key(vector["encoded"])) == vector["encoded"]
+
+
+def test_slot_numbers_around_the_table_bounds() -> None:
+    """Ints near 64, 64**2, 64**3 and 64**4 (the written-out digits of small positive ints): canonical, ordered."""
+    numbers = sorted({n + d for n in (0, 1, 64, 64**2, 64**3, 64**4, 64**5) for d in (-2, -1, 0, 1, 2)})
+    encoded = [encode_key(n) for n in numbers]
+    assert [decode_key(text) for text in encoded] == numbers  # decode_key refuses a non-canonical digit count
+    assert sorted(encoded, key=_utf8) == encoded
+    assert encode_key(64**3) == ">3" + "0---"  # digit count 4 (DIGITS[4] is "3"), then 1 0 0 0 in base 64

@@ -165,6 +165,10 @@ class EngineDialect(abc.ABC):
         """
         return StorageBackend.put_one(self.backend, namespace, key, value, limit)
 
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        """The single-key increment; by default one commit through the planner."""
+        return StorageBackend.increment_one(self.backend, namespace, key, delta, limit)
+
     def delete_one(self, namespace: str, key: bytes) -> bool:
         """The single-key delete; by default one commit through the planner."""
         return StorageBackend.delete_one(self.backend, namespace, key)

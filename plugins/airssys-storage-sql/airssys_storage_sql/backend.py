@@ -784,6 +784,9 @@ class SQLBackend(StorageBackend, ForkAware):
     def delete_one(self, namespace: str, key: bytes) -> bool:
         return self._d.delete_one(namespace, key)
 
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        return self._d.increment_one(namespace, key, delta, limit)
+
     def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         """:meth:`put_one` of a namespace with the change feed on (see ``StorageBackend.enable_changes``)."""
         return self._d.put_one_logged(namespace, key, value, limit)

@@ -115,6 +115,10 @@ class EngineDialect(abc.ABC):
         """Refuse limits the engine cannot store (see :meth:`airssys_storage.StorageBackend.check_limits`)."""
         return None  # the default: any limits the core accepts
 
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        """The single-key read (``SQLBackend.get``); by default through the backend's one checkout."""
+        return self.backend._get(namespace, key)
+
     # -- the parts of a commit an engine may do its own way -----------------------------------
 
     def keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:

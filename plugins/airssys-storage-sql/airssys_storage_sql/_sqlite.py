@@ -7,11 +7,12 @@ autocommit mode (``isolation_level=None``): a read is one statement, a write
 is ``BEGIN IMMEDIATE … COMMIT``, issued explicitly, so the write lock is taken
 before the old sizes are read.
 
-``put_one`` and ``delete_one`` are the single-key hot paths the contract allows: four statements (``BEGIN
-IMMEDIATE``, an upsert or delete that returns the old size and version, the
-counter update, ``COMMIT``) instead of :meth:`SQLBackend.apply`'s five or six;
-the conformance suite's differential test and ``test_sql_v2.py`` check that
-they give exactly what the planner gives.
+``put_one``, ``increment_one`` and ``delete_one`` are the single-key hot paths the contract allows: four
+statements (``BEGIN IMMEDIATE``, an upsert or delete that returns the old size and version, the
+counter update, ``COMMIT``) instead of :meth:`SQLBackend.apply`'s five or six, and one guarded
+``UPDATE`` when the handle's hint (what it last wrote for the key) says the row's size or counter
+value stays; the conformance suite's differential test and ``test_sql_v2.py`` check that they give
+exactly what the planner gives. ``get`` writes out ``SQLBackend._use``'s checkout for its common case.
 """
 
 from __future__ import annotations

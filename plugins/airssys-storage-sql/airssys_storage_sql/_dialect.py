@@ -115,6 +115,10 @@ class EngineDialect(abc.ABC):
         """Refuse limits the engine cannot store (see :meth:`airssys_storage.StorageBackend.check_limits`)."""
         return None  # the default: any limits the core accepts
 
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        """The single-key read (``SQLBackend.get``); by default through the backend's one checkout."""
+        return self.backend._get(namespace, key)
+
     # -- the parts of a commit an engine may do its own way -----------------------------------
 
     def keyed(self, statements: StatementsByCount, head: tuple[Any, ...], keys: Sequence[bytes]) -> tuple[str, Any]:
@@ -164,6 +168,10 @@ class EngineDialect(abc.ABC):
         (``SQLBackend.apply`` appends the events of a namespace with the feed on, and wakes its watchers.)
         """
         return StorageBackend.put_one(self.backend, namespace, key, value, limit)
+
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        """The single-key increment; by default one commit through the planner."""
+        return StorageBackend.increment_one(self.backend, namespace, key, delta, limit)
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         """The single-key delete; by default one commit through the planner."""

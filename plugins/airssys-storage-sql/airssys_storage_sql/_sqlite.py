@@ -7,11 +7,12 @@ autocommit mode (``isolation_level=None``): a read is one statement, a write
 is ``BEGIN IMMEDIATE … COMMIT``, issued explicitly, so the write lock is taken
 before the old sizes are read.
 
-``put_one`` and ``delete_one`` are the single-key hot paths the contract allows: four statements (``BEGIN
-IMMEDIATE``, an upsert or delete that returns the old size and version, the
-counter update, ``COMMIT``) instead of :meth:`SQLBackend.apply`'s five or six;
-the conformance suite's differential test and ``test_sql_v2.py`` check that
-they give exactly what the planner gives.
+``put_one``, ``increment_one`` and ``delete_one`` are the single-key hot paths the contract allows: four
+statements (``BEGIN IMMEDIATE``, an upsert or delete that returns the old size and version, the
+counter update, ``COMMIT``) instead of :meth:`SQLBackend.apply`'s five or six, and one guarded
+``UPDATE`` when the handle's hint (what it last wrote for the key) says the row's size or counter
+value stays; the conformance suite's differential test and ``test_sql_v2.py`` check that they give
+exactly what the planner gives. ``get`` writes out ``SQLBackend._use``'s checkout for its common case.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from airssys_storage import (
     Capabilities,
     ConfigurationError,
     InternalError,
+    StorageBackend,
     StorageError,
     StoreDamaged,
     quota_exceeded,
 )
 from airssys_storage.files import create_private_file
-from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, plan
+from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
 
 from ._dialect import EngineDialect
 from ._retry import backoff
@@ -126,15 +128,16 @@ class SQLiteDialect(EngineDialect):
         # replaced (expired rows included: they are charged until removed).
         # A same-size overwrite changes neither usage nor key count, so the planner's PUT is
         # then this one statement, committed on its own: no counter row, no BEGIN/COMMIT.
+        # The row's version and size are the ones this handle wrote last (see _sizes): no
+        # RETURNING, which costs a third of the statement (measured).
         self._q_same_size = (
-            f"UPDATE {t.data} SET v = ?, ver = ver + 1, exp = NULL WHERE ns = ? AND k = ? AND length(v) = ? "
-            "RETURNING ver"
+            f"UPDATE {t.data} SET v = ?, ver = ?, exp = NULL WHERE ns = ? AND k = ? AND ver = ? AND length(v) = ?"
         )
-        #: (namespace, key) -> the value size this handle last wrote: only a hint of which
-        #: of put_one's two exact paths to try first (a failed same-size UPDATE costs as much
-        #: as a small write, measured); stale after another process writes, then one probe
-        #: is wasted. Bounded: emptied when it reaches _HINTS entries.
-        self._sizes: dict[tuple[str, bytes], int] = {}
+        #: (namespace, key) -> (value size, version) this handle last wrote: only a hint of
+        #: which of put_one's two exact paths to try first (a failed same-size UPDATE costs as
+        #: much as a small write, measured); stale after another writer, then one probe is
+        #: wasted. Bounded: emptied when it reaches _HINTS entries.
+        self._sizes: dict[tuple[str, bytes], tuple[int, int]] = {}
         self._q_put_one = (
             f"INSERT INTO {t.data} (ns, k, v, ver) "
             f"VALUES (?, ?, ?, COALESCE((SELECT floor FROM {t.usage} WHERE ns = ?), 0) + 1) "
@@ -142,6 +145,17 @@ class SQLiteDialect(EngineDialect):
             f"ver = {t.data}.ver + 1, exp = NULL "
             "RETURNING replaced_len, ver"
         )
+        # increment_one's shortcut: the counter's new bytes replace exactly the old bytes it
+        # was computed from, in a live row not at the last version (the planner's INCREMENT of
+        # a same-length result: version + 1, expiry kept, no counter row change).
+        self._q_increment = (
+            f"UPDATE {t.data} SET v = ?, ver = ver + 1 WHERE ns = ? AND k = ? AND v = ? "
+            f"AND (exp IS NULL OR exp > ?) AND ver < {MAX_STORED_VERSION}"
+        )
+        #: (namespace, key) -> the counter bytes this handle last stored: only a guess that
+        #: increment_one checks in its UPDATE (stale after another writer: one statement
+        #: wasted, then the planner's path). Bounded like _sizes.
+        self._counters: dict[tuple[str, bytes], bytes] = {}
         self._q_delete_one = f"DELETE FROM {t.data} WHERE ns = ? AND k = ? RETURNING length(k) + length(v), ver, exp"
         self._q_add = f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? WHERE ns = ?"
         self._q_add_guarded = (
@@ -217,26 +231,80 @@ class SQLiteDialect(EngineDialect):
         conn.execute(f"PRAGMA synchronous = {self._options.synchronous}")
         return conn
 
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, namespace: str, key: bytes) -> bytes | None:
+        # The hottest read with SQLBackend._use's checkout written out for its one common case:
+        # an idle connection and a statement that succeeds (half a microsecond of a ~5 µs get,
+        # benchmarks/bench_backends.py). Anything else, a failure included, is that read again
+        # through _use, which waits for a connection, reports errors and handles a fork (a read
+        # is safe to repeat).
+        b = self.backend
+        idle = b._idle
+        try:
+            conn = idle.pop()
+        except IndexError:
+            return b._get(namespace, key)
+        try:
+            row = conn.execute(b._q_get, (namespace, key)).fetchone()
+        except Exception:
+            idle.append(conn)
+            return b._get(namespace, key)
+        except BaseException:
+            b._interrupted(conn)
+            raise
+        idle.append(conn)
+        if row is None or (row[1] is not None and row[1] <= b.clock()):
+            return None
+        return row[0]  # type: ignore[no-any-return]
+
     # -- writes ------------------------------------------------------------------------
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        return self.backend._use("set", SINGLE, self._put_in, namespace, key, value, limit)
-
-    def _put_in(self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        # When the hint says the stored value has this size: the same-size overwrite, one
-        # autocommit statement (it changes no counter, so the guard has nothing to check).
-        # Otherwise, or when it finds no such row, the transaction: the upsert returns the
-        # old size and the new version, and the counter update is skipped when neither
-        # size nor count changes. (SINGLE mode: SQLite has no lost connection whose outcome
-        # could be unknown, and _use rolls back what fails.)
-        execute = conn.execute
+        # When the hint says the row is at a version this handle wrote with a value of this
+        # size: the same-size overwrite, one autocommit statement guarded by that version and
+        # size (the planner's answer for that row: the version + 1 and no counter change, so
+        # the guard has nothing to check), with _use's checkout written out for its common
+        # case as in get(). A failed statement is run again through _use, which reports it
+        # (the guard on the version makes a repeat harmless). Otherwise, or when the row is
+        # not as hinted, the transaction of _put_in.
+        b = self.backend
         sizes, size = self._sizes, len(value)
-        if sizes.get(hint := (namespace, key)) == size:
-            row = execute(self._q_same_size, (value, namespace, key, size)).fetchone()
-            if row is not None:
-                return row[0]  # type: ignore[no-any-return]
+        known = sizes.get(hint := (namespace, key))
+        if known is not None and known[0] == size and known[1] < MAX_STORED_VERSION:
+            version = known[1] + 1
+            params = (value, version, namespace, key, known[1], size)
+            idle = b._idle
+            try:
+                conn = idle.pop()
+            except IndexError:
+                changed = b._use("set", SINGLE, self._same_size_in, params)
+            else:
+                try:
+                    changed = conn.execute(self._q_same_size, params).rowcount
+                except Exception:
+                    idle.append(conn)
+                    changed = b._use("set", SINGLE, self._same_size_in, params)
+                except BaseException:
+                    b._interrupted(conn)
+                    raise
+                else:
+                    idle.append(conn)
+            if changed == 1:
+                sizes[hint] = (size, version)
+                return version
         elif len(sizes) >= _HINTS:
             sizes.clear()
+        return b._use("set", SINGLE, self._put_in, namespace, key, value, limit)
+
+    def _same_size_in(self, conn: sqlite3.Connection, params: tuple[Any, ...]) -> int:
+        return conn.execute(self._q_same_size, params).rowcount
+
+    def _put_in(self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        # The transaction: the upsert returns the old size and the new version, and the
+        # counter update is skipped when neither size nor count changes. (SINGLE mode: SQLite
+        # has no lost connection whose outcome could be unknown, and _use rolls back what fails.)
+        execute = conn.execute
         execute("BEGIN IMMEDIATE")
         old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
         if old is None:
@@ -249,7 +317,7 @@ class SQLiteDialect(EngineDialect):
         elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
             self._charge(conn, namespace, delta, count, limit)
         execute("COMMIT")
-        sizes[hint] = size
+        self._sizes[namespace, key] = (len(value), version)
         return version  # type: ignore[no-any-return]
 
     def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
@@ -280,6 +348,35 @@ class SQLiteDialect(EngineDialect):
         b._changes.append(conn, namespace, ((key, "set", version, captured, None),), b.clock(), feed)
         execute("COMMIT")
         return version  # type: ignore[no-any-return]
+
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        # When this handle knows the counter's bytes (it stored them) and the sum keeps their
+        # length: one autocommit UPDATE that applies only if the row still holds exactly those
+        # bytes, live and below the last version, which is the planner's answer for that row
+        # (add_to_counter's number, version + 1, expiry kept, usage unchanged). Anything else
+        # (no guess, another length, a stale guess, an overflow) commits through the planner.
+        counters = self._counters
+        hint = (namespace, key)
+        old = counters.get(hint)
+        if old is not None:
+            try:
+                number, value = add_to_counter(key, old, delta)
+            except StorageError:  # out of range for the guess: the stored value decides, below
+                value = b""
+            if len(value) == len(old):
+                b = self.backend
+                if b._use("increment", SINGLE, self._swap_in, value, namespace, key, old, b.clock()):
+                    counters[hint] = value
+                    return number
+        elif len(counters) >= _HINTS:
+            counters.clear()
+        number = StorageBackend.increment_one(self.backend, namespace, key, delta, limit)
+        counters[hint] = str(number).encode("ascii")  # what add_to_counter stored
+        return number
+
+    def _swap_in(self, conn: sqlite3.Connection, value: bytes, namespace: str, key: bytes, old: bytes, now: int) -> int:
+        """Store *value* if the live row holds *old*: the rows changed, 1 or 0 (RETURNING would cost a third more)."""
+        return conn.execute(self._q_increment, (value, namespace, key, old, now)).rowcount
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         if len(writes) > 1:

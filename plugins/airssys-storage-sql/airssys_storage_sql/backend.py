@@ -716,6 +716,10 @@ class SQLBackend(StorageBackend, ForkAware):
         return self._use(action, READ, self._d.fetchall, sql, params)
 
     def get(self, namespace: str, key: bytes) -> bytes | None:
+        return self._d.get(namespace, key)
+
+    def _get(self, namespace: str, key: bytes) -> bytes | None:
+        """:meth:`get` through the one checkout (:meth:`_use`): the dialects' default."""
         row = self._use("get", READ, self._d.one, self._q_get, (namespace, key))
         if row is None or (row[1] is not None and row[1] <= self.clock()):
             return None
@@ -783,6 +787,9 @@ class SQLBackend(StorageBackend, ForkAware):
 
     def delete_one(self, namespace: str, key: bytes) -> bool:
         return self._d.delete_one(namespace, key)
+
+    def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:
+        return self._d.increment_one(namespace, key, delta, limit)
 
     def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         """:meth:`put_one` of a namespace with the change feed on (see ``StorageBackend.enable_changes``)."""

@@ -262,7 +262,10 @@ class _Explorer:
         handle = self._handles.get(component)
         if handle is not None:
             return handle
-        handle = operator_storage(self.manager, component, changes=self.config.changes.get(component))
+        # A backend without a change feed: every component's feed off (a manifest or changes_default asking
+        # for one must not make the component unreadable here).
+        feed = self.config.changes.get(component) if self.manager.backend.capabilities.change_feed else False
+        handle = operator_storage(self.manager, component, changes=feed)
         if component not in self.config.quotas and handle.usage().keys == 0:
             if must_exist:
                 raise ComponentNotFound(
@@ -320,16 +323,17 @@ class _Explorer:
         try:
             last = storage.snapshot_seq()
         except ConfigurationError:
-            return {
-                "component": component,
-                "enabled": False,
-                "note": (
-                    f"the change feed of component {component!r} is off: set permissions.storage.changes = true "
-                    "in its manifest and pass it to `airssys-storage serve --manifest`, or set changes_default = "
-                    "true (the feed records changes made while it is on, not earlier ones)"
-                ),
-                "events": [],
-            }
+            note = (
+                f"the change feed of component {component!r} is off: set permissions.storage.changes = true "
+                "in its manifest and pass it to `airssys-storage serve --manifest`, or set changes_default = "
+                "true (the feed records changes made while it is on, not earlier ones)"
+            )
+            if not self.manager.backend.capabilities.change_feed:
+                note = (
+                    f"the change feed of component {component!r} is off: backend {self.manager.backend.name!r} "
+                    "keeps no change feed (memory://, sqlite, postgresql and mysql do)"
+                )
+            return {"component": component, "enabled": False, "note": note, "events": []}
         if since is None:
             start = max(0, last - limit)
             try:

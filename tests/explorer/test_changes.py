@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 
@@ -86,6 +87,15 @@ def test_a_component_without_the_feed_gets_a_note(make_client: MakeClient, manag
     assert page.status_code == 200 and 'id="feed-off"' in page.text and "is off" in page.text
     assert 'id="feed-off"' in client.get("/components/feed").text
     assert client.get("/api/components/feed/changes").json()["enabled"] is False
+
+
+def test_a_backend_without_a_feed_shows_the_note(make_client: MakeClient, manager: StorageManager) -> None:
+    backend = manager.backend
+    backend.capabilities = dataclasses.replace(backend.capabilities, change_feed=False)  # as LevelDB's
+    client = make_client(changes={"app": True})  # a manifest asking for a feed the backend cannot keep
+    body = client.get("/api/components/app/changes").json()
+    assert body["enabled"] is False and "keeps no change feed" in body["note"]
+    assert client.get("/components/app").status_code == 200
 
 
 def test_bad_arguments_and_unknown_components(make_client: MakeClient, manager: StorageManager) -> None:

@@ -1,18 +1,20 @@
 """How get and set cost grows with the keys of a component, and with 1,000 components in one store.
 
 Per embedded engine (memory, SQLite, LevelDB, LMDB, RocksDB), through
-ComponentStorage: one component grown to 10^3, 10^4 and 10^5 keys (and 10^6
-with ``--million``), 64-byte values; at each size the median over rounds of
+ComponentStorage: a component of 10^3, 10^4 and 10^5 keys (and 10^6 with
+``--million``), 64-byte values; at each size the median over rounds of
 µs per ``get`` of a random existing key and per ``set`` overwriting one (one
 commit each, no fsync per commit, as in bench_backends.py). Then one store
 holding 1,000 components of 100 keys each: the same ``get`` and ``set`` on a
 random (component, key). The random keys are drawn once, outside the timing.
 
-Only our side is measured (bench_backends.py has ours against each raw
+Every size is a store of its own, all open at once, measured in the same
+interleaved rounds (so a load spike does not land on one point only). Only
+our side is measured (bench_backends.py has ours against each raw
 engine); what matters here is the slope. Numbers from a shared machine are
 noisy: compare engines within one run.
 
-    cd /tmp && python /path/to/benchmarks/bench_scale.py [--only memory,sqlite,...] [--rounds 5] [--ops 2000]
+    cd /tmp && python /path/to/benchmarks/bench_scale.py [--only memory,sqlite,...] [--rounds 7] [--ops 2000]
         [--million] [--json PATH]
 """
 
@@ -24,14 +26,15 @@ import json
 import os
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+from _harness import Workload, measure
 
 from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, StorageSettings
 
@@ -80,19 +83,8 @@ def grow(store: ComponentStorage, have: int, want: int) -> None:
         store.set_many([(key(i), VALUE) for i in range(start, min(want, start + BATCH))])
 
 
-def median_us(run: Callable[[], int], rounds: int) -> float:
-    """Median over *rounds* of µs per operation of *run* (which returns how many it did), after a warm-up."""
-    run()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        ops = run()
-        samples.append((time.perf_counter() - start) / ops * 1e6)
-    return statistics.median(samples)
-
-
-def point_ops(pairs: list[tuple[ComponentStorage, str]], rounds: int) -> dict[str, float]:
-    """µs per get and per set over *pairs* (a handle and one of its keys)."""
+def point_runs(pairs: list[tuple[ComponentStorage, str]]) -> tuple[Workload, Workload]:
+    """A get and a set workload over *pairs* (a handle and one of its keys); each returns how many it did."""
 
     def gets() -> int:
         for store, k in pairs:
@@ -109,42 +101,53 @@ def point_ops(pairs: list[tuple[ComponentStorage, str]], rounds: int) -> dict[st
             store.set(k, value)
         return len(pairs)
 
-    gc.collect()
-    gc.freeze()
-    try:
-        return {"get_us": median_us(gets, rounds), "set_us": median_us(sets, rounds)}
-    finally:
-        gc.unfreeze()
+    return gets, sets
 
 
 def run_engine(name: str, sizes: tuple[int, ...], ops: int, rounds: int, rng: random.Random) -> dict[str, Any]:
-    """One engine's curve (keys -> µs per get/set) and its 1,000-component point."""
-    curve = []
-    with opened(name) as manager:
-        store = manager.component(Manifest("scale", Access.ADMIN, None))
-        have = 0
+    """One engine's curve (keys -> µs per get/set) and its 1,000-component point.
+
+    Every size is a store of its own, all open at once, and all sizes (and the 1,000-component store) run
+    in the same interleaved rounds (``_harness.measure``), so a load spike does not land on one point.
+    """
+    gets: dict[str, Workload] = {}
+    sets: dict[str, Workload] = {}
+    with ExitStack() as stack:
         for size in sizes:
-            grow(store, have, size)
-            have = size
-            pairs = [(store, key(rng.randrange(size))) for _ in range(ops)]
-            curve.append({"keys": size, **point_ops(pairs, rounds)})
-            print(f"  {name}: {size:>9,} keys  get {curve[-1]['get_us']:8.1f} µs  set {curve[-1]['set_us']:8.1f} µs")
-    with opened(name) as manager:
+            store = stack.enter_context(opened(name)).component(Manifest("scale", Access.ADMIN, "500MB"))
+            grow(store, 0, size)  # 10^6 keys: ~80 MB, within the 500 MB a manifest may ask for
+            gets[str(size)], sets[str(size)] = point_runs([(store, key(rng.randrange(size))) for _ in range(ops)])
+        manager = stack.enter_context(opened(name))
         stores = []
         for c in range(COMPONENTS):
             each = manager.component(Manifest(f"c{c:04d}", Access.ADMIN, None))
             grow(each, 0, KEYS_PER_COMPONENT)
             stores.append(each)
         pairs = [(rng.choice(stores), key(rng.randrange(KEYS_PER_COMPONENT))) for _ in range(ops)]
-        many = {"components": COMPONENTS, "keys_per_component": KEYS_PER_COMPONENT, **point_ops(pairs, rounds)}
-        print(f"  {name}: {COMPONENTS:,} components  get {many['get_us']:8.1f} µs  set {many['set_us']:8.1f} µs")
+        gets["components"], sets["components"] = point_runs(pairs)
+        gc.collect()
+        gc.freeze()  # the filled data out of the collector's way
+        try:
+            get_s, set_s = measure(gets, rounds), measure(sets, rounds)
+        finally:
+            gc.unfreeze()
+    curve = [{"keys": size, "get_us": get_s[str(size)] * 1e6, "set_us": set_s[str(size)] * 1e6} for size in sizes]
+    many = {
+        "components": COMPONENTS,
+        "keys_per_component": KEYS_PER_COMPONENT,
+        "get_us": get_s["components"] * 1e6,
+        "set_us": set_s["components"] * 1e6,
+    }
+    for point in curve:
+        print(f"  {name}: {point['keys']:>9,} keys  get {point['get_us']:8.1f} µs  set {point['set_us']:8.1f} µs")
+    print(f"  {name}: {COMPONENTS:,} components  get {many['get_us']:8.1f} µs  set {many['set_us']:8.1f} µs")
     return {"curve": curve, "components": many}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(ENGINES), help="comma-separated engines (default: all)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per measurement (median kept)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per measurement (median kept)")
     parser.add_argument("--ops", type=int, default=2000, help="gets and sets per round")
     parser.add_argument("--million", action="store_true", help="also 10^6 keys (minutes per engine)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")

@@ -22,6 +22,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogFormatter
+
+#: Log axes labelled 0.5, 3, 40, 2,000 rather than 5x10^-1 …
+PLAIN = FuncFormatter(lambda value, _: f"{value:,g}")
 
 #: The workloads of bench_backends.py drawn, and their axis labels.
 DRAWN = {"get": "get (µs per get)", "set": "set (µs per set)", "100-key batch": "100-key batch (µs per batch)"}
@@ -50,6 +54,10 @@ def _caption(data: dict[str, Any], note: str) -> str:
 
 def _save(fig: Any, data: dict[str, Any], note: str, path: Path) -> Path:
     """Caption *fig* with the run's machine and *note*, write it to *path* (PNG) and close it."""
+    for ax in fig.axes:
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_major_formatter(PLAIN)
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     fig.text(0.5, 0.01, _caption(data, note), ha="center", fontsize=9, color="#333")
     fig.tight_layout(rect=(0, 0.04, 1, 0.93))
     fig.savefig(path, dpi=110)

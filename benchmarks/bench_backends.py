@@ -32,13 +32,17 @@ does not answer, or an engine whose library is not installed, is skipped with
 a note.
 
     cd /tmp && python /path/to/benchmarks/bench_backends.py [--rounds 9] [--ops 5000] [--server-ops 500]
-        [--only memory,sqlite,...] [--markdown] [--postgresql URL] [--mariadb URL] [--redis URL]
+        [--only memory,sqlite,...] [--markdown] [--postgresql URL] [--mariadb URL] [--redis URL] [--json PATH]
+
+``--json PATH`` also writes the results for ``benchmarks/plot.py``: the machine, and per workload and
+contender every round's seconds per operation (a batch counts as one operation, a listing as one).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import secrets
@@ -366,6 +370,43 @@ def machine() -> str:
     )
 
 
+def to_json(
+    results: dict[str, dict[str, list[float]]],
+    engines: list[Engine],
+    skipped: dict[str, str],
+    started: str,
+    load: list[float],
+) -> dict[str, Any]:
+    """The run as JSON for ``benchmarks/plot.py``: per engine and workload, ours and raw in µs per operation.
+
+    *started*: when (UTC); *load*: the 1-minute load average before and after.
+    """
+    rows: dict[str, Any] = {}
+    for engine in engines:
+        per: dict[str, Any] = {}
+        for workload in WORKLOADS:
+            samples = results[workload]
+            ours, raw = samples[f"{engine.name} ours"], samples[f"{engine.name} raw"]
+            per[workload] = {
+                "ours_us": statistics.median(ours) * 1e6,
+                "raw_us": statistics.median(raw) * 1e6,
+                "ratio": median_round_ratio(samples, f"{engine.name} ours", f"{engine.name} raw"),
+                "ours_rounds_us": [s * 1e6 for s in ours],
+                "raw_rounds_us": [s * 1e6 for s in raw],
+            }
+        rows[engine.name] = {"raw_client": engine.raw_client, "workloads": per}
+    return {
+        "benchmark": "bench_backends",
+        "started": started,
+        "load": load,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "workloads": list(WORKLOADS),
+        "engines": rows,
+        "skipped": skipped,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (median kept)")
@@ -373,6 +414,7 @@ def main() -> None:
     parser.add_argument("--server-ops", type=int, default=500, help="gets and sets per run, servers")
     parser.add_argument("--only", default=",".join(ENGINES), help="comma-separated engines (default: all)")
     parser.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--postgresql", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--mariadb", default="mysql+pymysql://root@127.0.0.1:3306/test")
     parser.add_argument("--redis", default=None, help="default: AIRSSYS_STORAGE_TEST_REDIS_URL or database 13")
@@ -386,10 +428,15 @@ def main() -> None:
 
         args.redis = os.environ.get("AIRSSYS_STORAGE_TEST_REDIS_URL") or DEFAULT_URL
     before = machine()
+    started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()[0]
     results, engines, skipped = run(args)
     print(f"{len(engines)} engines, median of {args.rounds} interleaved rounds; started {before}")
     print(f"finished: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     print(render(results, engines, skipped, args.markdown))
+    if args.json is not None:
+        found = to_json(results, engines, skipped, started, [load_before, os.getloadavg()[0]])
+        args.json.write_text(json.dumps(found, indent=1) + "\n")
+        print(f"\nwrote {args.json}")
     sys.stdout.flush()
 
 

@@ -83,7 +83,8 @@ def _loopback(host: str) -> bool:
     multiple=True,
     type=FilePath(exists=True, path_type=Path),
     help="A manifest, or a directory of *.toml manifests (repeatable): shows those components' quotas, "
-    "and writes to them obey those quotas.",
+    "and writes to them obey those quotas; a manifest with permissions.storage.changes = true shows its change "
+    "feed's tail.",
 )
 @click.option(
     "--allow-writes",
@@ -163,16 +164,20 @@ def serve(
     if "metrics" in type(settings).model_fields:  # the core's counters, in versions that have them
         settings = settings.model_copy(update={"metrics": True})
     quotas: dict[str, ServedQuota] = {}
+    changes: dict[str, bool] = {}  # a manifest's permissions.storage.changes: its feed on or off in the explorer
     if manifest_paths:
         # The configured strategy (maybe a plugin's) gives each manifest's quota, as `set --manifest` does.
         strategy = PluginRegistry.load(blocked=settings.blocked_plugins).create_quota_strategy(settings)
         for found in _manifests(manifest_paths):
             source = f"{strategy.describe_limit(found)} (serve --manifest)"
             quotas[found.id] = ServedQuota(limit=strategy.limit_for(found), source=source)
+            if found.changes is not None:
+                changes[found.id] = found.changes
     config = ExplorerConfig(
         allow_writes=allow_writes,
         token=token if allow_writes else None,
         quotas={cid: quota.limit for cid, quota in quotas.items()},
+        changes=changes,
         store_label=redact_url(settings.resolved_url),
         sample_interval=sample_interval,
         allowed_hosts=hosts,

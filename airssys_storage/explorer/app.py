@@ -9,14 +9,15 @@ closes the manager. Routes (all reads work read-only; writes need
 Pages: ``GET /`` (components: usage against quota, key counts),
 ``GET /components/{id}`` (keys: ``prefix``, ``cursor``, ``limit``),
 ``GET /components/{id}/keys/{key}`` (a value: text, pretty JSON, hex; ``view``),
-``GET /components/{id}/export`` (download), ``GET /charts`` (metrics over
+``GET /components/{id}/export`` (download), ``GET /components/{id}/changes``
+(the change feed's tail: ``since``, ``limit``), ``GET /charts`` (metrics over
 time), and the forms ``POST /components/{id}/set|delete|clear|import``
 (token field and CSRF token).
 
 JSON API: ``GET /api/components``, ``GET /api/components/{id}``,
 ``GET /api/components/{id}/keys``, ``GET|PUT|DELETE
 /api/components/{id}/keys/{key}`` (PUT takes the raw body; ``?ttl=`` seconds),
-``GET /api/components/{id}/export``, ``POST /api/components/{id}/clear``,
+``GET /api/components/{id}/export``, ``GET /api/components/{id}/changes``, ``POST /api/components/{id}/clear``,
 ``POST /api/components/{id}/import`` (raw body, at most ``max_import_bytes``; ``?replace=`` true, false, 1 or 0),
 ``GET /api/metrics``; writes take ``Authorization: Bearer TOKEN``.
 ``GET /metrics``: Prometheus exposition when the core's exporter and
@@ -41,6 +42,7 @@ import json
 import logging
 import secrets
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -59,9 +61,10 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..audit import AUDIT_LOGGER
+from ..changes import ChangeEvent
 from ..cli.common import human_bytes
 from ..cli.ops import usage_row
-from ..errors import ConfigurationError, InternalError, ManifestError, StorageError
+from ..errors import ChangeGap, ConfigurationError, InternalError, ManifestError, StorageError
 from ..exchange import export_component, import_component, operator_storage
 from ..manifest import COMPONENT_ID_PATTERN, validate_component_id
 from ..storage import ComponentStorage, StorageManager
@@ -88,11 +91,15 @@ HTTP_STATUS = {
     "not-found": 404,
     "method-not-allowed": 405,
     "quota-exceeded": 507,
+    "gap": 410,  # the change feed's events after ``since`` are no longer retained
 }
 
 #: Keys per page by default, and at most (the core's scan limit may be lower).
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+#: Change-feed events on the changes page (and the API) by default, and on a component's keys page.
+CHANGES_PAGE = 50
+CHANGES_ON_KEYS_PAGE = 10
 #: Bytes of a value shown on its page (the whole value is in the download and the API).
 SHOWN_BYTES = 64 * 1024
 #: Exports up to this size are spooled in memory, larger ones in a temporary file.
@@ -137,11 +144,17 @@ class ExplorerConfig:
     quotas are shown as unknown. The quota that writes obey is the manager's
     (see :func:`airssys_storage.explorer.store.open_store`).
     *sample_interval*: seconds between metrics samples; *history*: samples kept.
+    *changes*: component id -> its manifest's ``permissions.storage.changes``
+    (components whose manifests were given and set it): the explorer opens
+    those components with their change feed on (or off) as the manifest says,
+    so its pages show the feed's tail and its writes are logged; other
+    components follow the setting ``changes_default``.
     """
 
     allow_writes: bool = False
     token: str | None = None
     quotas: dict[str, int | None] = field(default_factory=dict)
+    changes: dict[str, bool] = field(default_factory=dict)
     store_label: str = ""
     sample_interval: float = 5.0
     history: int = 360
@@ -185,6 +198,7 @@ def create_app(manager: StorageManager, config: ExplorerConfig | None = None) ->
         Route("/charts", explorer.page_charts),
         Route("/components/{component}", explorer.page_keys),
         Route("/components/{component}/export", explorer.export),
+        Route("/components/{component}/changes", explorer.page_changes),
         Route("/components/{component}/keys/{key:path}", explorer.page_value),
         Route("/components/{component}/set", explorer.form_set, methods=["POST"]),
         Route("/components/{component}/delete", explorer.form_delete, methods=["POST"]),
@@ -197,6 +211,7 @@ def create_app(manager: StorageManager, config: ExplorerConfig | None = None) ->
         Route("/api/components/{component}/keys/{key:path}", explorer.api_put, methods=["PUT"]),
         Route("/api/components/{component}/keys/{key:path}", explorer.api_delete, methods=["DELETE"]),
         Route("/api/components/{component}/export", explorer.export),
+        Route("/api/components/{component}/changes", explorer.api_changes),
         Route("/api/components/{component}/clear", explorer.api_clear, methods=["POST"]),
         Route("/api/components/{component}/import", explorer.api_import, methods=["POST"]),
         Route("/api/metrics", explorer.api_metrics),
@@ -247,7 +262,10 @@ class _Explorer:
         handle = self._handles.get(component)
         if handle is not None:
             return handle
-        handle = operator_storage(self.manager, component)
+        # A backend without a change feed: every component's feed off (a manifest or changes_default asking
+        # for one must not make the component unreadable here).
+        feed = self.config.changes.get(component) if self.manager.backend.capabilities.change_feed else False
+        handle = operator_storage(self.manager, component, changes=feed)
         if component not in self.config.quotas and handle.usage().keys == 0:
             if must_exist:
                 raise ComponentNotFound(
@@ -285,6 +303,53 @@ class _Explorer:
             "limit": limit,
             "next_cursor": next_cursor,
             "keys": [{"key": key, "bytes": len(value)} for key, value in items],
+        }
+
+    def change_tail(
+        self, component: str, since_text: str | None, limit_text: str | None, default: int
+    ) -> dict[str, Any]:
+        """The change feed's events of *component*: the last *limit*, or those after ``since`` when given.
+
+        ``enabled`` is false (with a ``note`` on how to turn it on) when the
+        component's feed is off. Events are in seq order; ``next_since`` is the
+        cursor to ask for newer ones with; ``last_seq`` the component's last seq.
+        Errors: ``invalid-argument`` for a bad ``since``/``limit`` (or a ``since``
+        beyond the last seq), ``gap`` (410) when the events after ``since`` are
+        no longer retained.
+        """
+        storage = self.storage(component)
+        limit = _page_size(limit_text, default)
+        since = _since_argument(since_text)
+        try:
+            last = storage.snapshot_seq()
+        except ConfigurationError:
+            note = (
+                f"the change feed of component {component!r} is off: set permissions.storage.changes = true "
+                "in its manifest and pass it to `airssys-storage serve --manifest`, or set changes_default = "
+                "true (the feed records changes made while it is on, not earlier ones)"
+            )
+            if not self.manager.backend.capabilities.change_feed:
+                note = (
+                    f"the change feed of component {component!r} is off: backend {self.manager.backend.name!r} "
+                    "keeps no change feed (memory://, sqlite, postgresql and mysql do)"
+                )
+            return {"component": component, "enabled": False, "note": note, "events": []}
+        if since is None:
+            start = max(0, last - limit)
+            try:
+                events, next_since = storage.changes(start, None, limit)
+            except ChangeGap as gap:  # fewer than *limit* retained: from the oldest on
+                events, next_since = storage.changes(max(start, gap.oldest - 1), None, limit)
+        else:
+            events, next_since = storage.changes(since, None, limit)
+        return {
+            "component": component,
+            "enabled": True,
+            "last_seq": last,
+            "since": since,
+            "limit": limit,
+            "next_since": next_since,
+            "events": [_event_json(event) for event in events],
         }
 
     async def sample_forever(self) -> None:
@@ -407,7 +472,14 @@ class _Explorer:
     async def page_keys(self, request: Request) -> Response:
         component = request.path_params["component"]
         page = self.key_page(request, component)
-        return self.render(request, "keys.html", summary=self.describe(component), **page)
+        tail = self.change_tail(component, None, None, CHANGES_ON_KEYS_PAGE)
+        return self.render(request, "keys.html", summary=self.describe(component), feed=tail, **page)
+
+    async def page_changes(self, request: Request) -> Response:
+        component = request.path_params["component"]
+        params = request.query_params
+        tail = self.change_tail(component, params.get("since"), params.get("limit"), CHANGES_PAGE)
+        return self.render(request, "changes.html", feed=tail, summary=self.describe(component))
 
     async def page_value(self, request: Request) -> Response:
         component, key = request.path_params["component"], request.path_params["key"]
@@ -520,6 +592,11 @@ class _Explorer:
 
     async def api_keys(self, request: Request) -> Response:
         return JSONResponse(self.key_page(request, request.path_params["component"]))
+
+    async def api_changes(self, request: Request) -> Response:
+        params = request.query_params
+        component = request.path_params["component"]
+        return JSONResponse(self.change_tail(component, params.get("since"), params.get("limit"), CHANGES_PAGE))
 
     async def api_get(self, request: Request) -> Response:
         component, key = request.path_params["component"], request.path_params["key"]
@@ -712,9 +789,9 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def _page_size(text: str | None) -> int:
+def _page_size(text: str | None, default: int = PAGE_SIZE) -> int:
     if not text:
-        return PAGE_SIZE
+        return default
     try:
         size = int(text)
     except ValueError:
@@ -722,6 +799,29 @@ def _page_size(text: str | None) -> int:
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise _Refused("invalid-argument", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}, got {text!r}")
     return size
+
+
+def _since_argument(text: str | None) -> int | None:
+    """``?since=``: a seq (an int >= 0), or ``None`` when absent or empty (the tail)."""
+    if text is None or not text.strip():
+        return None
+    if not text.strip().isdigit():
+        raise _Refused("invalid-argument", f"since must be a seq (an integer >= 0), got {text!r}")
+    return int(text)
+
+
+def _event_json(event: ChangeEvent) -> dict[str, Any]:
+    """One change-feed event for the page and the API (``at`` in ms since the epoch; the value's size only)."""
+    return {
+        "seq": event.seq,
+        "op": event.op,
+        "key": event.key,
+        "version": event.version,
+        "at": event.at,
+        "at_iso": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at / 1000)) + f".{event.at % 1000:03d}Z",
+        "end": event.end,
+        "value_bytes": None if event.value is None else len(event.value),
+    }
 
 
 def _ttl_argument(text: str) -> float | None:

@@ -33,14 +33,20 @@ def manager() -> Iterator[StorageManager]:
 
 @pytest.fixture
 def make_client(manager: StorageManager) -> Iterator[MakeClient]:
-    """``make_client(allow_writes=..., quotas=...)``: a test client of the explorer over *manager*."""
+    """``make_client(allow_writes=..., quotas=..., changes=...)``: a test client of the explorer over *manager*."""
     clients: list[TestClient] = []
 
-    def make(*, allow_writes: bool = False, quotas: dict[str, int | None] | None = None) -> TestClient:
+    def make(
+        *,
+        allow_writes: bool = False,
+        quotas: dict[str, int | None] | None = None,
+        changes: dict[str, bool] | None = None,
+    ) -> TestClient:
         config = ExplorerConfig(
             allow_writes=allow_writes,
             token=TOKEN if allow_writes else None,
             quotas=quotas or {},
+            changes=changes or {},
             store_label="memory://",
             sample_interval=3600,
         )

@@ -15,5 +15,5 @@ def running_in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-#: The ``make_client`` fixture: ``make_client(allow_writes=..., quotas=...)`` -> a test client.
+#: The ``make_client`` fixture: ``make_client(allow_writes=..., quotas=..., changes=...)`` -> a test client.
 MakeClient = Callable[..., TestClient]

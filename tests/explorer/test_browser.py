@@ -64,9 +64,16 @@ def server(tmp_path: Path) -> Iterator[tuple[str, StorageManager, Starlette]]:
         items = [(f"item:{i:05d}", f'{{"id": {i}, "name": "item {i}"}}'.encode()) for i in range(KEYS)]
         for start in range(0, KEYS, batch):
             storage.set_many(items[start : start + batch])
-        operator_storage(manager, "sessions").set("session:1", b"\x00\x01binary\xff", ttl=3600)
+        sessions = operator_storage(manager, "sessions", changes=True)  # the one component with a change feed
+        sessions.set("session:1", b"\x00\x01binary\xff", ttl=3600)
+        sessions.set("session:2", b"two")
+        sessions.delete("session:2")
         config = ExplorerConfig(
-            allow_writes=True, token=TOKEN, quotas={"inventory": 400_000}, store_label="sqlite:///…/store.db"
+            allow_writes=True,
+            token=TOKEN,
+            quotas={"inventory": 400_000},
+            changes={"sessions": True},
+            store_label="sqlite:///…/store.db",
         )
         app = create_app(manager, config)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
@@ -107,6 +114,7 @@ def test_explorer_in_chromium(server: tuple[str, StorageManager, Starlette], art
             _page_through_keys(page, base, artifacts)
             _value_page(page, base, artifacts)
             _writes(page, base, artifacts, manager)
+            _change_feed(page, base, artifacts)
             _charts_page(page, base, artifacts, manager, app)
         finally:
             browser.close()
@@ -192,6 +200,22 @@ def _writes(page: Any, base: str, artifacts: Path, manager: StorageManager) -> N
     page.locator("#delete-form button").click()
     assert "deleted 'note'" in page.inner_text(".notice")
     assert storage.get("note") is None
+
+
+def _change_feed(page: Any, base: str, artifacts: Path) -> None:
+    page.goto(f"{base}/components/sessions")
+    page.click("#change-feed >> text=all recent changes")
+    page.wait_for_url("**/components/sessions/changes")
+    rows = [row.split("\t")[:4] for row in page.locator("table.changes tbody tr").all_inner_texts()]
+    assert [row[:3] for row in rows] == [
+        ["3", "delete", "session:2"],
+        ["2", "set", "session:2"],
+        ["1", "set", "session:1"],
+    ]
+    assert all(row[3].isdigit() for row in rows)  # the versions
+    page.screenshot(path=str(artifacts / "changes.png"))
+    page.goto(f"{base}/components/inventory")
+    assert "change feed of component 'inventory' is off" in page.inner_text("#feed-off")
 
 
 def _charts_page(page: Any, base: str, artifacts: Path, manager: StorageManager, app: Starlette) -> None:

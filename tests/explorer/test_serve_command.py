@@ -88,7 +88,9 @@ def test_serve_runs_the_explorer_over_a_store(tmp_path: Path) -> None:
     code, output = invoke("set", "--url", url, "--component", "app", "greeting", "hello")
     assert code == 0, output
     manifest = tmp_path / "app.toml"
-    manifest.write_text('[component]\nid = "app"\n\n[permissions.storage]\naccess = "read-write"\nmax-size = "1KB"\n')
+    manifest.write_text(
+        '[component]\nid = "app"\n\n[permissions.storage]\naccess = "read-write"\nmax-size = "1KB"\nchanges = true\n'
+    )
     port = _free_port()
     command = [sys.executable, "-m", "airssys_storage.cli", "serve", "--url", url, "--port", str(port)]
     command += ["--manifest", str(manifest)]
@@ -120,6 +122,10 @@ def test_serve_runs_the_explorer_over_a_store(tmp_path: Path) -> None:
         status, body = _request(base + "/api/components/app/keys/big", "PUT", b"x" * 1100, TOKEN)
         assert status == 507  # the manifest's quota (max-size 1KB) holds for the explorer's writes
         assert "max-size in the manifest of 'app'" in json.loads(body)["error"]["message"]
+        # The manifest turns the change feed on: the explorer's own write is its first event.
+        feed = json.loads(_request(base + "/api/components/app/changes")[1])
+        assert feed["enabled"] is True
+        assert [(e["seq"], e["op"], e["key"]) for e in feed["events"]] == [(1, "set", "new")]
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)

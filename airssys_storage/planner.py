@@ -119,7 +119,7 @@ class WriteKind(enum.Enum):
 
 
 class Write(NamedTuple):
-    """One requested change of a commit (keys of one commit are distinct)."""
+    """One requested change of a commit (keys of one commit are distinct, a :attr:`WriteKind.RECORD`'s excepted)."""
 
     key: bytes
     kind: WriteKind = WriteKind.PUT

@@ -521,9 +521,11 @@ class StorageBackend(abc.ABC):
     (quota), versions, expiry, conditions (compare-and-swap), counters and
     operation ids. A backend's :meth:`apply` is: open the atomic section,
     read the old row of each written key (:class:`~airssys_storage.planner.KeyState`,
-    with the value where :attr:`~airssys_storage.planner.Write.needs_value`),
-    the namespace's counter row and the recorded results of the writes'
-    ``op_id`` s, call ``plan(namespace, writes, old, space, limit,
+    with the value where :attr:`~airssys_storage.planner.Write.needs_value`;
+    a :attr:`~airssys_storage.planner.WriteKind.RECORD` changes no row and may
+    name a key another write of the commit writes: its old state is ignored,
+    so pass ``None``), the namespace's counter row and the recorded results of
+    the writes' ``op_id`` s (a RECORD's too), call ``plan(namespace, writes, old, space, limit,
     self.clock(), done_ops)``, write the plan's ``puts`` and ``deletes``, the
     counter row (when ``space_changed``) and the ``op_records`` (with the
     time, for retention), close the section, return the plan. When ``plan``

@@ -41,7 +41,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import ctypes
-import operator
 import os
 import struct
 import threading
@@ -115,8 +114,7 @@ _OP_GC_STEP = 64
 # Not in the row cache (``None`` there means "no row").
 _MISS: Any = object()
 _new = tuple.__new__
-_first = operator.itemgetter(0)
-_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = WriteKind  # in definition order
+_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP, _RECORD = WriteKind  # in definition order
 #: The header of a row without expiry whose version is below 256, by version (rowformat: width 1).
 _SHORT_HEADERS = [bytes((1, version)) for version in range(256)]  # never used for version 0
 
@@ -733,6 +731,9 @@ class OrderedKVBackend(StorageBackend, ForkAware):
                 raw = get(data_key)
                 old.append(None if raw is None else self._row(data_key, raw, with_value=True))
                 continue
+            if kind is _RECORD:  # records an op id only: the planner reads no row for it
+                old.append(None)
+                continue
             row = rows.get(data_key, _MISS)
             if row is _MISS:
                 raw = get(data_key)
@@ -772,8 +773,8 @@ class OrderedKVBackend(StorageBackend, ForkAware):
         # they are matched by key (a dict per commit: ~0.1 µs per write of a set_many).
         put_rows: Sequence[KeyState | None] = old
         delete_rows: Sequence[KeyState | None] = old
-        if len(puts) != len(old) and len(deletes) != len(old):
-            before = dict(zip(map(_first, writes), old, strict=True))
+        if len(puts) != len(old) and len(deletes) != len(old):  # (a RECORD, which changes no row, names none)
+            before = {write[0]: row for write, row in zip(writes, old, strict=True) if write[1] is not _RECORD}
             put_rows = [before[put[0]] for put in puts]
             delete_rows = [before[key] for key in deletes]
         if len(puts) == 1 and not (deletes or decided.space_changed or decided.op_records or reset):

@@ -55,6 +55,19 @@ Operation ids
     among the namespace's recorded operations (``done_ops``, read in the same
     atomic section), the write is not applied and its result is the recorded
     one; otherwise the plan asks the backend to record ``(op_id, result)``.
+Op records
+    A :attr:`WriteKind.RECORD` write records ``(op_id, delta)`` as its own
+    element of the commit, independent of any key's write: ``delta`` is the
+    result to record and its result, ``key`` names the key the operation
+    belongs to (it may also be written by the commit: a RECORD is exempt from
+    the distinct-keys rule, and its old state is ignored, so a backend may
+    pass ``None`` without reading the row). If ``op_id`` is already recorded
+    (in ``done_ops``: another writer applied the operation since the caller
+    decided its result), the commit raises
+    :class:`~airssys_storage.PreconditionFailed` and nothing is applied. A
+    transaction uses it to record an increment's op id when its commit writes
+    the key's final state instead of that increment (a later set, delete or
+    increment of the key in the same transaction).
 """
 
 from __future__ import annotations
@@ -102,10 +115,12 @@ class WriteKind(enum.Enum):
     TOUCH = "touch"
     #: Remove the key only if it is expired at ``now`` (``purge_expired``); otherwise a no-op.
     SWEEP = "sweep"
+    #: Change no key: record ``(op_id, delta)``; refused if ``op_id`` is already recorded (see "Op records").
+    RECORD = "record"
 
 
 class Write(NamedTuple):
-    """One requested change of a commit (keys of one commit are distinct)."""
+    """One requested change of a commit (keys of one commit are distinct, a :attr:`WriteKind.RECORD`'s excepted)."""
 
     key: bytes
     kind: WriteKind = WriteKind.PUT
@@ -115,7 +130,7 @@ class Write(NamedTuple):
     expires_at: int | None = None
     #: Compare-and-swap condition: ``None`` none, ``0`` absent, ``n`` live at version ``n``.
     if_version: int | None = None
-    #: The amount an :attr:`WriteKind.INCREMENT` adds (may be negative).
+    #: The amount an :attr:`WriteKind.INCREMENT` adds (may be negative); the result a :attr:`WriteKind.RECORD` records.
     delta: int = 0
     #: Caller-chosen id that makes a retried write apply once (see "Operation ids").
     op_id: str | None = None
@@ -173,7 +188,8 @@ class Plan(NamedTuple):
     ``results[i]`` answers ``writes[i]``: the new version (PUT, TOUCH), the
     counter's new value (INCREMENT), or 1 / 0 for whether a live key was
     removed (DELETE) or an expired one swept (SWEEP); a TOUCH of a missing key
-    gives 0. ``existed[i]`` says whether the key was live before the commit.
+    gives 0; a RECORD its ``delta``. ``existed[i]`` says whether the key was
+    live before the commit (``False`` for a RECORD, which reads no row).
     """
 
     puts: list[Put]
@@ -216,7 +232,7 @@ def decode_counter(value: bytes, key: bytes) -> int:
 # single-key plan near a microsecond (enum attribute access and NamedTuple.__new__ with
 # defaults cost about 0.25 and 0.5 µs each on CPython 3.11; zip(strict=True), a keyword
 # call, ~0.15 µs more than zip(), so plan() checks the lengths itself).
-_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = WriteKind  # in definition order
+_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP, _RECORD = WriteKind  # in definition order
 _new = tuple.__new__
 
 
@@ -248,7 +264,9 @@ def plan(
     if len(old) != count:
         raise InternalError(f"planner: {count} writes but {len(old)} old states")
     if count > 1 and len({write[0] for write in writes}) != count:
-        raise InternalError("planner: a key appears twice in one commit")
+        changes = [write[0] for write in writes if write[1] is not _RECORD]  # a RECORD may name a written key
+        if len(set(changes)) != len(changes):
+            raise InternalError("planner: a key appears twice in one commit")
     puts: list[Put] = []
     deletes: list[bytes] = []
     results: list[int] = []
@@ -320,6 +338,11 @@ def plan(
     if general:
         for write, row in zip(writes, old):  # noqa: B905 - lengths checked above
             key, kind, value, expires_at, condition, _, op_id = write
+            if kind is _RECORD:
+                op_records.append((_record(namespace, write, done_ops), write[5]))
+                existed.append(False)
+                results.append(write[5])
+                continue
             if row is None:
                 live = False
                 old_size = 0
@@ -451,6 +474,20 @@ def add_to_counter(key: bytes, value: bytes | None, delta: int) -> tuple[int, by
             "leaves the signed 64-bit range"
         )
     return number, str(number).encode("ascii")
+
+
+def _record(namespace: str, write: Write, done_ops: Mapping[str, int] | None) -> str:
+    """The op id of a :attr:`WriteKind.RECORD` (see "Op records"), checked: well-formed and not recorded yet."""
+    op_id = write.op_id
+    if op_id is None or write.if_version is not None:
+        raise InternalError("planner: a RECORD write needs an op_id and takes no condition")
+    if done_ops and op_id in done_ops:
+        raise PreconditionFailed(
+            f"operation {op_id!r} on key {write.key.decode(errors='replace')!r} of component {namespace!r} was "
+            "recorded by another writer before this commit: read the key again and retry (the retry answers "
+            "with the recorded result)"
+        )
+    return op_id
 
 
 def _precondition_failed(namespace: str, key: bytes, live_row: KeyState | None, condition: int) -> PreconditionFailed:

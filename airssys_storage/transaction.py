@@ -67,28 +67,38 @@ Operation ids
     stored row, then asks the store whether the op id is recorded
     (:func:`recorded_result`: a probe that writes nothing, so every backend
     answers unchanged). Recorded (within the retention window): the recorded
-    result, nothing buffered. Not recorded: the increment is buffered, and
-    the key's commit write is that increment carrying the op id, with a
-    condition on the row read — so the backend records the result
-    atomically with the rest of the commit. The same op id (on the same key)
+    result, nothing buffered. Not recorded: the increment is buffered like
+    any other (a condition on the row read), and the commit records the op
+    id's result atomically with the rest. The same op id (on the same key)
     again in the transaction returns the first result. If another writer
     changes the key before the commit, the commit raises
     :class:`~airssys_storage.PreconditionFailed` (nothing written or
-    recorded). If another writer records the *same* op id on the key before
-    the commit (the same request retried elsewhere), the planner answers that
-    write with the recorded result and skips it (op ids are looked up before
-    conditions): the increment is applied once in all and the rest of the
-    commit applies. The transaction's answer was the stored counter plus the
-    delta, which equals the recorded one unless a third writer changed the
-    counter before that retry — the one case a commit cannot refuse, because
-    the planner skips the skipped write's condition too.
-    Because one commit writes a key once and records an op id's result from
-    that write, the increment with an op id is its key's last change in the
-    transaction: a later write of the key (set, delete, another increment,
-    another op id) fails with ``invalid-argument``, and so does the
-    increment itself when earlier writes of the transaction changed the
-    key's expiry or turned a non-counter into a counter (the commit's
-    increment could not reproduce them). Reads of the key stay free.
+    recorded). The key stays free to write: later sets, deletes and
+    increments (with or without other op ids) of the key in the same
+    transaction work as outside one, and so does an op-id increment after
+    other writes of the key. How the commit records the op id:
+
+    - When that increment is the key's only change in the transaction, the
+      key's commit write is that increment carrying the op id (the stored
+      counter plus the delta). If another writer records the *same* op id on
+      the key before the commit (the same request retried elsewhere), the
+      planner answers that write with the recorded result and skips it (op
+      ids are looked up before conditions): the increment is applied once in
+      all and the rest of the commit applies. The transaction's answer was
+      the stored counter plus the delta, which equals the recorded one
+      unless a third writer changed the counter before that retry — the one
+      case a commit cannot refuse, because the planner skips the skipped
+      write's condition too.
+    - Otherwise (the key was written before or after it in the
+      transaction), the key's commit write is its final state, under the
+      condition on the row read, and the op id's result is recorded by a
+      separate :attr:`~airssys_storage.planner.WriteKind.RECORD` element of
+      the commit (see "Op records" in :mod:`airssys_storage.planner`). If
+      another writer recorded the op id before the commit, the commit raises
+      :class:`~airssys_storage.PreconditionFailed` and writes nothing
+      (usually the key's condition fails first, as that writer changed the
+      key): rerun the transaction, whose increment then answers with the
+      recorded result.
 Not in a transaction
     ``purge_expired`` runs at once on the store (it removes only keys no
     reader can see).
@@ -122,7 +132,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 PROVISIONAL_VERSIONS = 2**63
 
 # Writes that read the key's stored state before deciding: committed with a condition on it.
-_INCREMENT, _TOUCH, _SWEEP = WriteKind.INCREMENT, WriteKind.TOUCH, WriteKind.SWEEP
+_INCREMENT, _TOUCH, _SWEEP, _RECORD = WriteKind.INCREMENT, WriteKind.TOUCH, WriteKind.SWEEP, WriteKind.RECORD
 
 
 def recorded_result(backend: StorageBackend, namespace: str, key: bytes, op_id: str) -> int | None:
@@ -174,6 +184,8 @@ class _Overlay(StorageBackend):
         self._ops: dict[str, int] = {}
         #: key -> (op id, stored counter value) of the keys whose commit write is an increment with an op id.
         self._op_keys: dict[bytes, tuple[str, int]] = {}
+        #: op id -> (key, result) of the op ids the commit records apart from their key's write (a RECORD).
+        self._records: dict[str, tuple[bytes, int]] = {}
         self._bytes = 0
         self._floor = PROVISIONAL_VERSIONS
 
@@ -202,6 +214,7 @@ class _Overlay(StorageBackend):
         self._conditioned.clear()
         self._ops.clear()
         self._op_keys.clear()
+        self._records.clear()
         self._bytes = 0
         self._floor = PROVISIONAL_VERSIONS
 
@@ -313,13 +326,6 @@ class _Overlay(StorageBackend):
         self._check(namespace)
         if any(write.op_id is not None for write in writes):
             return self._increment_once(namespace, writes, limit)
-        if self._op_keys and any(write.key in self._op_keys for write in writes):
-            key = next(write.key for write in writes if write.key in self._op_keys)
-            raise InvalidArgument(
-                f"key {key.decode(errors='replace')!r} was incremented with an op id in this transaction, so "
-                "its commit is that increment and nothing else may change it before the commit; commit first "
-                "(end the invocation) or write the key before the increment"
-            )
         fresh = [write.key for write in writes if write.key not in self._view]
         if len(self._view) + len(fresh) > self.max_writes:
             raise TooManyKeys(
@@ -355,6 +361,11 @@ class _Overlay(StorageBackend):
         self._view.update(after)
         self._bytes += grown
         self._floor = max(self._floor, decided.space.floor)
+        if self._op_keys:
+            for key in [key for key in self._op_keys if key in after and after[key] is not rows[key]]:
+                # changed after its op-id increment: the commit writes its final state and records apart
+                op_id, _ = self._op_keys.pop(key)
+                self._records[op_id] = (key, self._ops[op_id])
         return decided
 
     def _increment_once(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
@@ -365,11 +376,6 @@ class _Overlay(StorageBackend):
             raise InvalidArgument("inside a transaction only a single increment may carry an op id")
         known = self._ops.get(op_id)
         if known is None:
-            if key in self._op_keys:
-                raise InvalidArgument(
-                    f"key {key.decode(errors='replace')!r} was already incremented with another op id in this "
-                    "transaction, and one commit records one op id per key; use one op id per key per invocation"
-                )
             stored = self._stored_row(key)  # read before the probe: a record made after it changes this row
             known = recorded_result(self.base, namespace, key, op_id)
             if known is None:
@@ -380,27 +386,18 @@ class _Overlay(StorageBackend):
     def _buffer_increment(
         self, namespace: str, write: Write, op_id: str, stored: KeyState | None, limit: int | None
     ) -> Plan:
-        """Buffer an increment whose op id the store has not recorded; its commit write is that increment."""
+        """Buffer an increment whose op id the store has not recorded (see "Operation ids" in the module docs)."""
         key = write.key
-        before = self._current(key)
-        expiry = before.expires_at if before is not None and self._live(before) else None
-        if key in self._view:  # written earlier in the transaction: the commit's increment must reproduce it
-            try:
-                base = 0 if stored is None or stored.value is None else decode_counter(stored.value, key)
-            except InvalidArgument:
-                base = None
-            if base is None or expiry != (None if stored is None else stored.expires_at):
-                raise InvalidArgument(
-                    f"increment of {key.decode(errors='replace')!r} with an op id after this transaction "
-                    "changed the key's kind of value or its expiry: the commit could not record the op id "
-                    "exactly; increment it with the op id first (or in its own invocation)"
-                )
-        else:
-            base = 0 if stored is None or stored.value is None else decode_counter(stored.value, key)
+        only = key not in self._view  # the key's first change in the transaction (so far its only one)
         decided = self.apply(namespace, (write._replace(op_id=None),), limit)
         self._conditioned.add(key)  # committed only if the row read before the probe still holds
-        self._ops[op_id] = decided.results[0]
-        self._op_keys[key] = (op_id, base)
+        result = decided.results[0]
+        self._ops[op_id] = result
+        if only:  # the commit write is this increment carrying the op id, unless the key changes again
+            base = 0 if stored is None or stored.value is None else decode_counter(stored.value, key)
+            self._op_keys[key] = (op_id, base)
+        else:  # the commit writes the key's final state and records the op id apart
+            self._records[op_id] = (key, result)
         return decided
 
     def delete_range(
@@ -431,7 +428,11 @@ class _Overlay(StorageBackend):
     # -- commit ------------------------------------------------------------------
 
     def commit_writes(self) -> list[Write]:
-        """The buffer as one write per key, with the conditions of the keys read before written."""
+        """The buffer as one write per key, with the conditions of the keys read before written.
+
+        Then one :attr:`~airssys_storage.planner.WriteKind.RECORD` per op id
+        recorded apart from its key's write (see "Operation ids").
+        """
         writes = []
         for key, row in self._view.items():
             stored = self._stored.get(key)
@@ -449,6 +450,8 @@ class _Overlay(StorageBackend):
         for key in self._conditioned - self._view.keys():  # only checked (an atomic batch's check)
             stored = self._stored.get(key)
             writes.append(check(key, 0 if stored is None else stored.version))
+        for op_id, (key, result) in self._records.items():
+            writes.append(Write(key, _RECORD, b"", None, None, result, op_id))
         return writes
 
 
@@ -491,7 +494,8 @@ class Transaction(ComponentStorage):
         Raises :class:`~airssys_storage.QuotaExceeded` (the commit would pass
         the quota, after sweeping expired keys),
         :class:`~airssys_storage.PreconditionFailed` (another writer changed a
-        key this transaction read for an atomic operation: rerun it), or the
+        key this transaction read for an atomic operation, or recorded an op
+        id this transaction records: rerun it), or the
         backend's errors; then nothing was written. Either way the buffer is
         emptied.
         """
@@ -499,7 +503,7 @@ class Transaction(ComponentStorage):
             writes = self._overlay.commit_writes()
             if writes:
                 self._parent._commit(writes)
-            return len(writes)
+            return sum(write.kind is not _RECORD for write in writes)
         finally:
             self._overlay.reset()
 

@@ -185,6 +185,29 @@ def test_op_id_replay_returns_first_result_and_applies_nothing() -> None:
     assert again.results == [2] and again.puts == [] and not again.space_changed and again.op_records == []
 
 
+def test_record_element_records_apart_from_the_keys_write() -> None:
+    """Op records: a RECORD records (op_id, delta) beside any write of its key, and is refused once recorded."""
+    writes = [
+        Write(b"n", WriteKind.PUT, b"x"),
+        Write(b"n", WriteKind.RECORD, op_id="x", delta=7),
+        Write(b"m", WriteKind.RECORD, op_id="y", delta=-1),
+    ]
+    old = [KeyState(1, 3, value=b"2"), None, None]
+    result = plan(NS, writes, old, SpaceState(2, 1), None, 0)
+    assert result.op_records == [("x", 7), ("y", -1)] and result.results == [4, 7, -1]
+    assert result.existed == [True, False, False] and [put.key for put in result.puts] == [b"n"]
+    assert result.events == [Event(b"n", "set", 4)] and not result.space_changed
+    assert plan(NS, [writes[1]], [None], SpaceState(), None, 0, {"y": 1}).op_records == [("x", 7)]
+    with pytest.raises(PreconditionFailed, match="'x' on key 'n' of component 'app' was recorded by another writer"):
+        plan(NS, writes, old, SpaceState(2, 1), None, 0, {"x": 7})  # even with the same result
+    with pytest.raises(InternalError, match="RECORD"):
+        plan(NS, [Write(b"n", WriteKind.RECORD, delta=1)], [None], SpaceState(), None, 0)
+    with pytest.raises(InternalError, match="RECORD"):
+        plan(NS, [Write(b"n", WriteKind.RECORD, if_version=0, op_id="x")], [None], SpaceState(), None, 0)
+    with pytest.raises(InternalError, match="twice"):  # the exemption is for RECORDs only
+        plan(NS, [*writes, Write(b"n", WriteKind.DELETE)], [*old, None], SpaceState(2, 1), None, 0)
+
+
 def test_touch_changes_expiry_of_live_keys_only() -> None:
     """expire/persist: a TOUCH keeps the value, bumps the version, and does nothing to a missing key."""
     result = plan(NS, [Write(b"k", WriteKind.TOUCH, expires_at=99)], [KeyState(3, 2)], SpaceState(4, 1), None, 0)
@@ -300,6 +323,38 @@ class PlannedStore(RuleBasedStateMachine):
             assert result.results == [number + delta]
             self.live[key] = (str(number + delta).encode(), None if current is None else current[1])
 
+    @rule(
+        key=KEYS,
+        delta=st.integers(-5, 5),
+        op=st.sampled_from(["o1", "o2", "o3"]),
+        then=st.none() | VALUES,
+    )
+    def increment_then_write(self, key: bytes, delta: int, op: str, then: bytes | None) -> None:
+        """A transaction's commit: an op-id increment whose key is then set (or deleted), recorded apart."""
+        self._visible()
+        current = self.live.get(key)
+        try:
+            number = 0 if current is None else decode_counter(current[0], key)
+        except InvalidArgument:
+            return  # the transaction's increment fails before anything is buffered
+        row = self.rows.get(key)
+        condition = row.version if current is not None and row is not None else 0
+        final = Write(key, value=then, if_version=condition) if then is not None else None
+        final = final or Write(key, WriteKind.DELETE, if_version=condition)
+        recorded = op in self.done_ops
+        result = self._commit([final, Write(key, WriteKind.RECORD, op_id=op, delta=number + delta)])
+        if recorded:
+            assert result is None, "an op id recorded by another writer refuses the commit"
+            return
+        if result is None:  # only the quota can refuse it
+            assert then is not None and self.limit is not None
+            return
+        assert result.op_records == [(op, number + delta)] and result.results[1] == number + delta
+        if then is None:
+            self.live.pop(key, None)
+        else:
+            self.live[key] = (then, None)
+
     @rule(key=KEYS, ttl=st.none() | st.integers(1, 50))
     def touch(self, key: bytes, ttl: int | None) -> None:
         self._visible()
@@ -383,6 +438,8 @@ def commits(draw: st.DrawFn) -> tuple[list[Write], list[KeyState | None]]:
                 draw(st.sampled_from(["o1", "o2"])) if odd and draw(st.booleans()) else None,
             )
         )
+    if writes and draw(st.integers(0, 3)) == 0:  # an op record beside a written key
+        writes.append(Write(draw(st.sampled_from(keys)), WriteKind.RECORD, delta=draw(st.integers(-3, 3)), op_id="o3"))
     return writes, [draw(ROWS) for _ in writes]
 
 
@@ -399,7 +456,7 @@ def _outcome(*args: object) -> object:
     space=st.builds(SpaceState, st.integers(0, 100), st.integers(0, 6), st.sampled_from([0, 3, 8, MAX_VERSION])),
     limit=st.none() | st.integers(0, 120),
     now=st.integers(990, 1010),
-    done_ops=st.none() | st.dictionaries(st.sampled_from(["o1", "o2"]), st.integers(-5, 5)),
+    done_ops=st.none() | st.dictionaries(st.sampled_from(["o1", "o2", "o3"]), st.integers(-5, 5)),
 )
 def test_fast_loops_plan_what_the_general_loop_plans(
     commit: tuple[list[Write], list[KeyState | None]],

@@ -241,26 +241,59 @@ def test_op_id_key_changed_by_a_concurrent_writer(storage: ComponentStorage) -> 
     assert storage.increment("n", 3, op_id="req-1") == 103  # not recorded: applies now
 
 
-def test_op_id_increment_is_its_keys_last_write(storage: ComponentStorage) -> None:
-    """After an increment with an op id the key is fixed until the commit; shapes one commit cannot record fail."""
-    tx = storage.transaction()
-    tx.increment("n", 1, op_id="a")
-    for write in (lambda: tx.set("n", b"1"), lambda: tx.delete("n"), lambda: tx.increment("n", 1)):
-        with pytest.raises(InvalidArgument, match="incremented with an op id"):
-            write()
-    with pytest.raises(InvalidArgument, match="another op id"):
-        tx.increment("n", 1, op_id="b")
+def test_op_id_increment_then_later_writes_of_the_key(storage: ComponentStorage) -> None:
+    """After an increment with an op id the key stays free: set, delete, increment it; the commit records apart."""
+    for key, later, final in (
+        ("set", lambda tx: tx.set("set", b"text"), b"text"),
+        ("delete", lambda tx: tx.delete("delete"), None),
+        ("add", lambda tx: tx.increment("add", 10), b"11"),
+        ("op", lambda tx: tx.increment("op", 10, op_id="b"), b"11"),
+        ("ttl", lambda tx: tx.set("ttl", b"5", ttl=60), b"5"),
+    ):
+        tx = storage.transaction()
+        assert tx.increment(key, 1, op_id="a") == 1
+        later(tx)
+        assert tx.increment(key, 7, op_id="a") == 1  # a repeat still answers the first result
+        kinds = [write.kind.value for write in tx._overlay.commit_writes()]
+        assert kinds == ["delete" if final is None else "put", "record"] + ["record"] * (key == "op")
+        assert tx.commit() == 1
+        assert storage.get(key) == final
+        assert storage.increment(key, 1, op_id="a") == 1 and storage.get(key) == final  # recorded: applies nothing
+        if key == "op":
+            assert storage.increment(key, 1, op_id="b") == 11
+
+
+def test_op_id_increment_after_other_writes_of_the_key(storage: ComponentStorage) -> None:
+    """An op-id increment after the transaction made the key a counter or changed its expiry: works, recorded."""
     storage.set("s", b"text")
+    storage.set("e", b"1", ttl=60)
+    tx = storage.transaction()
     tx.set("s", b"1")
-    with pytest.raises(InvalidArgument, match="could not record the op id exactly"):
-        tx.increment("s", 1, op_id="a")
-    tx.set("e", b"1", ttl=60)
-    with pytest.raises(InvalidArgument, match="could not record the op id exactly"):
-        tx.increment("e", 1, op_id="a")
-    assert tx.get_many(["n", "s", "e"]) == [b"1", b"1", b"1"]
-    tx.commit()
-    assert storage.get_many(["n", "s", "e"]) == [b"1", b"1", b"1"]
-    assert storage.increment("n", 1, op_id="a") == 1
+    assert tx.increment("s", 1, op_id="a") == 2
+    tx.set("e", b"1")  # no expiry now
+    assert tx.increment("e", 1, op_id="a") == 2
+    assert tx.increment("e", 1, op_id="b") == 3
+    assert tx.commit() == 2
+    assert storage.get_many(["s", "e"]) == [b"2", b"3"] and storage.ttl("e") is None
+    assert [storage.increment("s", 5, op_id="a"), storage.increment("e", 5, op_id="a")] == [2, 2]
+    assert storage.increment("e", 5, op_id="b") == 3 and storage.get_many(["s", "e"]) == [b"2", b"3"]
+
+
+def test_op_id_recorded_apart_and_recorded_by_a_concurrent_writer(storage: ComponentStorage) -> None:
+    """The key written after the op-id increment, the op id recorded elsewhere meanwhile: the commit is refused."""
+    tx = storage.transaction()
+    assert tx.increment("n", 3, op_id="req-1") == 3
+    tx.set("n", b"done")
+    tx.set("other", b"o")
+    assert storage.increment("n", 3, op_id="req-1") == 3  # the same request, retried elsewhere
+    with pytest.raises(PreconditionFailed, match="'n'"):  # its condition on "n" (the op record would refuse too)
+        tx.commit()
+    assert storage.get_many(["n", "other"]) == [b"3", None]
+    with storage.transaction() as tx:  # the rerun: the increment answers from the record
+        assert tx.increment("n", 3, op_id="req-1") == 3
+        tx.set("n", b"done")
+        tx.set("other", b"o")
+    assert storage.get_many(["n", "other"]) == [b"done", b"o"]
 
 
 def test_op_id_probe_writes_nothing(storage: ComponentStorage) -> None:

@@ -497,6 +497,54 @@ class AtomicsConformance:
         assert store.get_many(["c", "other"]) == [b"7", b"o"]
         assert store.increment("c", 2, op_id="new") == 7 and store.get("c") == b"7"
 
+    def test_op_id_inside_a_transaction_then_the_key_changes(self, store: ComponentStorage) -> None:
+        """increment op_id in a transaction, then the key is set, deleted, incremented: the commit records them."""
+        # The commit writes each key's final state and records the op ids as their own elements
+        # (planner WriteKind.RECORD): the backend records them beside the key's write, atomically.
+        store.set("text", b"not a counter")
+        store.set("expiring", b"1", ttl=600)
+        with store.transaction() as tx:
+            assert tx.increment("s", 3, op_id="a") == 3
+            tx.set("s", b"then a value")
+            assert tx.increment("d", 4, op_id="a") == 4
+            assert tx.delete("d")
+            assert tx.increment("n", 1, op_id="a") == 1
+            assert tx.increment("n", 10) == 11
+            assert tx.increment("n", 100, op_id="b") == 111
+            assert tx.increment("n", 100, op_id="a") == 1, "a repeat answers the first result"
+            tx.set("text", b"5")
+            assert tx.increment("text", 1, op_id="a") == 6, "after a write that made a counter"
+            tx.persist("expiring")
+            assert tx.increment("expiring", 1, op_id="a") == 2, "after a write that changed the expiry"
+            assert tx.commit() == 5  # keys written: the op records are not keys
+        assert store.get_many(["s", "d", "n", "text", "expiring"]) == [b"then a value", None, b"111", b"6", b"2"]
+        assert store.ttl("expiring") is None
+        usage = store.usage()
+        replays = [("s", 9, "a", 3), ("d", 9, "a", 4), ("n", 9, "a", 1), ("n", 9, "b", 111), ("text", 9, "a", 6)]
+        for key, delta, op_id, first in replays:
+            assert store.increment(key, delta, op_id=op_id) == first, f"{key} {op_id} was not recorded"
+        assert store.increment("expiring", 9, op_id="a") == 2
+        assert store.get_many(["s", "d", "n", "text", "expiring"]) == [b"then a value", None, b"111", b"6", b"2"]
+        assert store.usage() == usage
+
+    def test_op_id_recorded_apart_is_refused_once_recorded(self, store: ComponentStorage) -> None:
+        """increment op_id, then delete, in two transactions at once: the second commit is refused, nothing written."""
+        first, second = store.transaction(), store.transaction()
+        for tx in (first, second):
+            assert tx.increment("n", 2, op_id="req") == 2
+            assert tx.delete("n")
+            tx.set(f"mark-{'a' if tx is first else 'b'}", b"x")
+        assert first.commit() == 2  # "n" stays absent: its delete (condition: absent) holds for both
+        with pytest.raises(PreconditionFailed, match="recorded by another writer"):
+            second.commit()
+        assert store.keys() == ["mark-a"]
+        assert store.increment("n", 2, op_id="req") == 2 and store.get("n") is None  # recorded once: no-op
+        with store.transaction() as tx:  # the rerun answers from the record
+            assert tx.increment("n", 2, op_id="req") == 2
+            assert tx.delete("n") is False
+            tx.set("mark-b", b"x")
+        assert store.keys() == ["mark-a", "mark-b"]
+
     def test_op_id_replay_survives_reopen(self, manager_factory: Callable[[], StorageManager]) -> None:
         """increment op_id (capability persistent): recorded with the data, so a replay survives reopen."""
         component = _fresh("ops-reopen")

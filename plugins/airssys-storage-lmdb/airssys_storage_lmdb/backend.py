@@ -111,7 +111,7 @@ _HEADER = ROW.size
 _new = tuple.__new__
 #: A read that must take the slow path (a resize in progress, an LMDB error to handle).
 _SLOW: Any = object()
-_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP = WriteKind  # in definition order
+_PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP, _RECORD = WriteKind  # in definition order
 
 # The environments open in this process, by real path: the binding refuses to open the same files
 # twice in one process (LMDB's locks belong to the process), so every backend on a path shares one.
@@ -702,9 +702,12 @@ class LMDBBackend(StorageBackend):
         data = shared.data
         old: list[KeyState | None] = []
         for write in writes:
+            kind = write.kind
+            if kind is _RECORD:  # records an op id only: the planner reads no row for it
+                old.append(None)
+                continue
             data_key = prefix + write.key
             raw = get(data_key, db=data)
-            kind = write.kind
             old.append(None if raw is None else self._row(data_key, raw, kind is _INCREMENT or kind is _TOUCH))
         now = self.clock()
         done: dict[str, int] | None = None
@@ -780,7 +783,12 @@ class LMDBBackend(StorageBackend):
         prefix = space.prefix
         put = txn.put
         delete = txn.delete
-        before = dict(zip((write.key for write in writes), old, strict=True)) if len(writes) > 1 else None
+        # The old row of each written key (a RECORD, which changes no row, names none).
+        before = (
+            {write.key: row for write, row in zip(writes, old, strict=True) if write.kind is not _RECORD}
+            if len(writes) > 1
+            else None
+        )
         for key, value, version, expires_at in puts:
             row = old[0] if before is None else before[key]
             if value is None:  # TOUCH: the stored value under a new header

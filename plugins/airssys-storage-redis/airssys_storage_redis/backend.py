@@ -93,6 +93,7 @@ KIND_CODES = {
     WriteKind.INCREMENT: b"i",
     WriteKind.TOUCH: b"t",
     WriteKind.SWEEP: b"s",
+    WriteKind.RECORD: b"r",
 }
 _PUT_CODE = KIND_CODES[WriteKind.PUT]
 # Redis refuses a bulk string above proto-max-bulk-len (512 MB by default); the row adds its meta.

@@ -12,8 +12,9 @@
 --         "x": clear), 2 now (ms), 3 limit (bytes, "" none), 4 op records older than this (ms) are dropped, "" keep,
 --       5 the change feed: "" off, else "<retain events>,<drop events older than this (ms), "" keep>,
 --         <capture values up to this many bytes, -1 none>,<pub/sub channel>" (airssys_storage.changes);
---   "c": 7 per write: key, kind (p put, d delete, i increment, t touch, s sweep), value,
---        expires_at ("" none), if_version ("" none), delta, op_id ("" none)
+--   "c": 7 per write: key, kind (p put, d delete, i increment, t touch, s sweep, r record), value,
+--        expires_at ("" none), if_version ("" none), delta, op_id ("" none); a record (the planner's
+--        "Op records") changes no row: it records op_id -> delta, refused ("condition") if op_id is recorded
 --   "r": start, end ("" none), expired_only ("1"/"0"), limit ("" none)
 -- The change feed (ARGV 5 set): a commit that changed something appends its events (the planner's,
 --   airssys_storage.changes.plan_records / range_records / clear_record) to the log in this same atomic
@@ -27,7 +28,7 @@
 --   write "<has row 1/0>,<value size>,<version>,<expires_at>,<recorded op result>,<result>" ("" where
 --   none), joined by ";" (one bulk string instead of six per write: the client parses far less).
 --   Mode "q" answers {"ok", result} when it succeeded. status: "ok" (applied) or the refusal
---   ("quota", "condition", "counter", "version"), when nothing was written.
+--   ("quota", "condition", "counter", "version", "malformed"), when nothing was written.
 -- Numbers: Lua numbers are doubles, so versions and counters (64-bit) stay decimal strings and are
 -- added as (high, low) halves of at most 11 + 9 digits, each exact. Strings are never compared with
 -- < (Lua's string order follows the server's locale): keys bytewise by less(), versions as numbers.
@@ -221,7 +222,8 @@ local events, top = {}, nil -- the change events (feed on), the highest version 
 
 for _, w in ipairs(writes) do
   local key, kind, value, expires_at, condition, op_id = w[1], w[2], w[3], w[4], w[5], w[7]
-  local raw = redis.call('HGET', rows, key)
+  local raw = false
+  if kind ~= 'r' then raw = redis.call('HGET', rows, key) end -- a record reads no row
   local version, old_expiry, colon = '', '', 0
   local live, old_size = false, 0
   if raw then
@@ -242,7 +244,17 @@ for _, w in ipairs(writes) do
   if op_id ~= '' then done = redis.call('HGET', ops, op_id) end
   if kind == 'i' then reply[#reply + 1] = old_value end
   local result = '0'
-  if status ~= 'ok' or done then
+  if kind == 'r' then -- records op_id -> delta; refused if op_id is recorded already
+    if status ~= 'ok' then
+      result = '0'
+    elseif op_id == '' or condition ~= '' then
+      status = 'malformed'
+    elseif done then
+      status = 'condition'
+    else
+      result = w[6]
+    end
+  elseif status ~= 'ok' or done then
     result = done or '0'
   elseif condition ~= '' and condition ~= (live and version or '0') then
     status = 'condition'

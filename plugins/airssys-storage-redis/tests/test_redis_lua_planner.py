@@ -4,6 +4,8 @@ The script is the planner's second implementation (it must run on the server
 to be atomic across clients). Hypothesis builds an old state — rows with
 versions up to 2**64 - 1, expiries around ``now``, counter values at the
 signed 64-bit edges and malformed ones, the counter row, recorded op ids —
+and a commit, with op records (``WriteKind.RECORD``, recorded or not, malformed
+ones too) beside written keys,
 writes it into Redis around the backend, runs one commit both ways and
 requires the same outcome: the same error class with the store unchanged, or
 the same results and exactly the rows, counter row and op records the plan
@@ -25,7 +27,7 @@ from airssys_storage_redis import RedisBackend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airssys_storage import InternalError, StorageError
+from airssys_storage import InternalError, PreconditionFailed, StorageError
 from airssys_storage.changes import FeedConfig, Pending, clear_record, plan_records, range_records
 from airssys_storage.planner import MAX_VERSION, KeyState, SpaceState, Write, WriteKind, plan
 
@@ -70,7 +72,7 @@ _deltas = st.one_of(
 
 @st.composite
 def _write(draw: Any, key: bytes) -> Write:
-    kind = draw(st.sampled_from(list(WriteKind)))
+    kind = draw(st.sampled_from([kind for kind in WriteKind if kind is not WriteKind.RECORD]))
     return Write(
         key,
         kind,
@@ -88,9 +90,20 @@ def _case(
 ) -> tuple[Rows, SpaceState, dict[str, int], list[Write], int | None, FeedConfig | None]:
     rows = {key: row for key in (b"a", b"b", b"k\xc3\xa9", b"z" * 5) if (row := draw(_rows)) is not None}
     space = SpaceState(draw(st.integers(0, 200)), len(rows), draw(st.one_of(st.integers(0, 30), _versions)))
-    done = draw(st.dictionaries(st.sampled_from(["op1", "op2"]), st.integers(-5, 5), max_size=2))
+    done = draw(st.dictionaries(st.sampled_from(["op1", "op2"]), st.integers(-5, 5), max_size=2))  # op3: never
     keys = draw(st.lists(_keys, min_size=1, max_size=4, unique=True))
     writes = [draw(_write(key)) for key in keys]
+    for _ in range(draw(st.integers(0, 2))):  # op records (a transaction's), beside written keys or alone
+        record = Write(
+            draw(_keys),
+            WriteKind.RECORD,
+            b"",
+            None,
+            draw(st.one_of(st.none(), st.none(), st.just(0))),  # a condition is malformed: refused, nothing applied
+            draw(_deltas),
+            draw(st.sampled_from(["op1", "op2", "op3", None])),  # op3 is never recorded before; None malformed
+        )
+        writes.insert(draw(st.integers(0, len(writes))), record)
     limit = draw(st.one_of(st.none(), st.integers(0, 250)))
     return rows, space, done, writes, limit, draw(_feeds)
 
@@ -161,6 +174,13 @@ def _load(
     return rows, SpaceState(int(b or 0), int(k or 0), int(f or 0)), done, ordered, deadlines
 
 
+def _outcome(namespace: str, writes: list[Write], old: list[KeyState | None], *args: Any) -> object:
+    try:
+        return plan(namespace, writes, old, args[0], args[1], NOW, args[2])
+    except StorageError as exc:
+        return type(exc), str(exc)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=_case())
 def test_commit_script_decides_as_the_planner(backend: RedisBackend, case: Any) -> None:
@@ -171,6 +191,15 @@ def test_commit_script_decides_as_the_planner(backend: RedisBackend, case: Any) 
     if feed is not None:
         backend.enable_changes(namespace, feed)
     old = [None if (row := rows.get(w.key)) is None else KeyState(len(row[2]), row[0], row[1], row[2]) for w in writes]
+    if any(write.kind is WriteKind.RECORD for write in writes):  # the planner ignores a RECORD's old state
+        assert _outcome(namespace, writes, old, space, limit, done) == _outcome(
+            namespace,
+            writes,
+            [None if w.kind is WriteKind.RECORD else row for w, row in zip(writes, old, strict=True)],
+            space,
+            limit,
+            done,
+        )
     try:
         expected = plan(namespace, writes, old, space, limit, NOW, done)
     except StorageError as exc:
@@ -234,3 +263,16 @@ def test_range_and_clear_events_are_the_planners(
         return
     planned = backend.delete_range(namespace, start, end, expired_only=expired_only, limit=most)
     assert _logged(backend, namespace) == range_records(planned, start, end, expired_only)
+
+
+def test_commit_script_refuses_an_op_record_already_recorded(backend: RedisBackend) -> None:
+    """A RECORD of a recorded op id refuses the whole commit in the script too (nothing written); a new one records."""
+    namespace = f"n{next(_ids)}"
+    _store(backend, namespace, {}, SpaceState(), {"op1": 1})
+    put, record = Write(b"a", WriteKind.PUT, b"x"), Write(b"a", WriteKind.RECORD, delta=5, op_id="op1")
+    with pytest.raises(PreconditionFailed, match="recorded by another writer"):
+        backend.apply(namespace, [put, record], None)
+    assert _load(backend, namespace)[:3] == ({}, SpaceState(), {"op1": 1})
+    got = backend.apply(namespace, [put, record._replace(op_id="op2")], None)
+    assert got.results == [1, 5] and got.op_records == [("op2", 5)]
+    assert _load(backend, namespace)[:3] == ({b"a": (1, None, b"x")}, SpaceState(2, 1, 0), {"op1": 1, "op2": 5})

@@ -206,8 +206,12 @@ def operator_settings(settings: StorageSettings, *, quota: int | None = None) ->
 def operator_storage(manager: StorageManager, component: str, *, changes: bool | None = None) -> ComponentStorage:
     """An admin handle on *component* (its quota is whatever *manager*'s strategy gives admins).
 
-    *changes*: the component's change feed on (``True``, for ``watch``), or as the settings say (``None``).
+    *changes*: the component's change feed on (``True``, for ``watch``), or (``None``) as it is in
+    *manager* — a feed the host turned on stays on while an operator (the explorer, a CLI command
+    sharing the host's manager) looks — and as the settings say for a component not yet open.
     """
+    if changes is None and component in manager.backend.feeds:
+        changes = True  # opening with the settings' default would switch the host's feed off
     return manager.component(Manifest(id=component, access=Access.ADMIN, changes=changes))
 
 

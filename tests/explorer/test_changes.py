@@ -141,3 +141,16 @@ def test_a_trimmed_log_shows_what_is_retained_and_a_stale_cursor_is_410(short_lo
         assert seqs and seqs[-1] == 20 and seqs == list(range(seqs[0], 21)) and len(seqs) < 20
         stale = client.get("/api/components/feed/changes", params={"since": 1})
         assert stale.status_code == 410 and stale.json()["error"]["code"] == "gap"
+
+
+def test_an_operator_handle_leaves_the_hosts_feed_on() -> None:
+    """Opening a component as operator (the explorer, a CLI command on the host's manager) keeps its feed on."""
+    from airssys_storage import Access, Manifest
+
+    with StorageManager.from_settings(StorageSettings(url="memory://")) as shared:
+        host = shared.component(Manifest(id="app", access=Access.READ_WRITE, changes=True))
+        host.set("before", b"1")
+        operator = operator_storage(shared, "app")  # the settings' default is changes_default = false
+        host.set("after", b"2")
+        events, _ = operator.changes(0)
+        assert [event.key for event in events] == ["before", "after"]

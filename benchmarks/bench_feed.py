@@ -1,23 +1,24 @@
 """What the change feed costs and how fast watchers wake (issue 14's speed points), as ratios and medians.
 
-* ``on/off``: ``set`` with the feed on over ``set`` with it off, on memory://
-  and SQLite (target >= 0.7 on SQLite): two stores, interleaved rounds, the
-  median of the per-round ratios of writes per second; same-size overwrites
-  (the cheapest write with the feed off: one autocommit statement on SQLite)
-  and new keys.
+* ``on/off``: ``set`` with the feed on over ``set`` with it off, on memory://,
+  SQLite, LevelDB, RocksDB and LMDB (target >= 0.7 on SQLite and LevelDB): two
+  stores, interleaved rounds, the median of the per-round ratios of writes per
+  second; same-size overwrites (the cheapest write with the feed off: one
+  autocommit statement on SQLite, one put on LevelDB) and new keys.
 * ``off/main``: ``set`` with the feed off (no component enabled it) on this
   tree over the same on another checkout (``--main PATH``, e.g. a worktree of
   ``main``): alternating child processes, each timing one round by CPU time
   (target >= 0.98).
 * ``wake``: a same-process watcher (``watch``) woken by a commit of another
   thread: milliseconds from the writer's commit returning to the watcher
-  holding the event (target <= 5 ms median), on memory:// and SQLite.
+  holding the event (target <= 5 ms median), on each backend measured.
 * ``pg-notify``: a watcher in this process, the writer in another process
   (as another host would be) on PostgreSQL: LISTEN/NOTIFY wakes the watcher,
   which pulls (target <= 50 ms median). ``--pg URL`` (skipped without it).
 
     python benchmarks/bench_feed.py [--writes 5000] [--rounds 7] [--samples 50] [--main /path/to/main]
                                     [--pg postgresql+psycopg://postgres@127.0.0.1/test]
+                                    [--only memory,sqlite,leveldb,rocksdb,lmdb]
 
 Run it from outside the repository (``cd /tmp``), so the installed packages are measured.
 """
@@ -40,6 +41,28 @@ from airssys_storage import Access, ComponentStorage, Manifest, StorageManager, 
 
 VALUE = b"v" * 100
 
+#: The store URLs of each backend measured: ``{}`` is a directory (absolute), ``{name}`` tells two stores apart.
+URLS = {
+    "memory": "memory://",
+    "sqlite": "sqlite:///{}/{name}.db",
+    "leveldb": "leveldb://{}/{name}",
+    "rocksdb": "rocksdb://{}/{name}",
+    "lmdb": "lmdb://{}/{name}",
+}
+#: The plugin directory of each backend (for the ``--main`` checkout's PYTHONPATH).
+PLUGINS = {
+    "memory": "airssys-storage-memory",
+    "sqlite": "airssys-storage-sql",
+    "leveldb": "airssys-storage-leveldb",
+    "rocksdb": "airssys-storage-rocksdb",
+    "lmdb": "airssys-storage-lmdb",
+}
+
+
+def store_url(kind: str, directory: Path | str, name: str) -> str:
+    """The URL of store *name* of backend *kind* under *directory*."""
+    return URLS[kind].format(directory, name=name)
+
 
 def open_store(url: str, feed: bool, **settings: Any) -> tuple[StorageManager, ComponentStorage]:
     manager = StorageManager.from_settings(StorageSettings(url=url, **settings))
@@ -58,7 +81,7 @@ def time_sets(store: ComponentStorage, writes: int, round_: int, insert: bool) -
 def on_vs_off(kind: str, writes: int, rounds: int, directory: Path, insert: bool) -> float:
     """Median of (sets/s with the feed on) / (sets/s with it off); new keys (*insert*) or overwrites."""
     directory.mkdir(exist_ok=True)
-    urls = {"memory": ("memory://", "memory://"), "sqlite": tuple(f"sqlite:///{directory}/{n}.db" for n in "ab")}[kind]
+    urls = (store_url(kind, directory, "a"), store_url(kind, directory, "b"))
     on_manager, on = open_store(urls[0], True)
     off_manager, off = open_store(urls[1], False)
     ratios = []
@@ -98,11 +121,9 @@ with tempfile.TemporaryDirectory() as d:
 
 def off_vs_main(kind: str, main: Path, writes: int, rounds: int) -> float:
     """Median of (sets/s here, feed off) / (sets/s on the *main* checkout), alternating child processes."""
-    url = {"memory": "memory://", "sqlite": "sqlite:///DIR/s.db"}[kind]
-    writes *= 20 if kind == "memory" else 1  # a memory set is ~1 µs: longer rounds
-    main_path = os.pathsep.join(
-        str(p) for p in (main, main / "plugins/airssys-storage-memory", main / "plugins/airssys-storage-sql")
-    )
+    url = store_url(kind, "DIR", "s")
+    writes *= 20 if kind in ("memory", "leveldb", "rocksdb") else 1  # a set is a few µs: longer rounds
+    main_path = os.pathsep.join(str(p) for p in (main, main / "plugins" / PLUGINS[kind]))
 
     def run(pythonpath: str | None) -> float:
         env = dict(os.environ)
@@ -128,7 +149,7 @@ def off_vs_main(kind: str, main: Path, writes: int, rounds: int) -> float:
 
 def same_process_wake(kind: str, samples: int, directory: Path) -> float:
     """Median milliseconds from a commit (another thread) returning to a same-process watcher holding its event."""
-    url = "memory://" if kind == "memory" else f"sqlite:///{directory}/wake.db"
+    url = store_url(kind, directory, "wake")
     manager, store = open_store(url, True)
     received: list[float] = []
     committed: list[float] = []

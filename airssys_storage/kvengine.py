@@ -77,7 +77,16 @@ from .backend import (
     version_problem,
     wall_clock_ms,
 )
-from .changes import TRIM_STEP, ChangeBatch, ChangeRecord, Pending, clear_record, plan_records, range_records
+from .changes import (
+    TRIM_STEP,
+    ChangeBatch,
+    ChangeRecord,
+    FeedConfig,
+    Pending,
+    clear_record,
+    plan_records,
+    range_records,
+)
 from .errors import ConfigurationError, InternalError, StorageError, StoreDamaged
 from .forking import ForkAware, track
 from .planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
@@ -120,6 +129,7 @@ CHANGE_SEQ = struct.Struct(">Q")
 CHANGE = struct.Struct("<BQQI")
 _OPS = ("set", "delete", "expire", "clear", "delete-range")
 _OP_CODES = {op: code for code, op in enumerate(_OPS)}
+_SET = _OP_CODES["set"]
 #: Above the key of every change record of a namespace (after its change prefix): seqs stay below 2**64 - 1.
 _SEQ_END = CHANGE_SEQ.pack(2**64 - 1)
 _TAIL = 0x80
@@ -1056,30 +1066,65 @@ class OrderedKVBackend(StorageBackend, ForkAware):
     def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
         """:meth:`put_one` of a namespace with the change feed on (``StorageBackend.enable_changes`` routes to it).
 
-        The planner decides the one put from the cached row (as in
-        :meth:`put_one`, without :meth:`apply`'s generality); the row, the
-        counter and the ``"set"`` event go in one batch (:meth:`_write`).
+        As :meth:`put_one` (the same-size overwrite decided here, anything else
+        by the planner from the cached row), and the ``"set"`` event goes in
+        the batch of the row (and the counter, when it changes).
         """
         try:
             space = self._spaces[namespace]
         except KeyError:
             space = self._space(namespace)
         data_key = space.prefix + key
-        write = _new(Write, (key, _PUT, value, None, None, 0, None))
+        rows = self._rows
         self._lock.acquire()
         try:
             row = self._cached_row(data_key)
             if row is not None and row.expires_at is not None:  # the general path counts rows with an expiry
+                write = _new(Write, (key, _PUT, value, None, None, 0, None))
                 return self._apply_locked(space, (write,), limit).results[0]
-            counter = space.counter or self._load_counter(space)
-            decided = plan(namespace, (write,), (row,), _new(SpaceState, counter[:3]), limit, 0)
-            log = plan_records(decided, self.feeds[namespace])
-            self._write(space, counter, decided, (write,), (row,), 0, {}, log=log)
-            version: int = decided.results[0]
+            new: Counter | None = None
+            if row is not None and row.size == len(value) and row.version < MAX_VERSION:
+                version: int = row.version + 1  # the planner's answer, as in put_one
+            else:
+                counter = space.counter or self._load_counter(space)
+                write = _new(Write, (key, _PUT, value, None, None, 0, None))
+                after = plan(namespace, (write,), (row,), _new(SpaceState, counter[:3]), limit, 0)
+                version = after.results[0]
+                new = (after.space.bytes, after.space.keys, after.space.floor, counter[3])
+            # _append_changes for one "set", written out (the hot path of a logged set).
+            feed = self.feeds[namespace]
+            oldest, last, at = space.feed or self._load_feed(space)
+            now = self.clock()
+            if now > at:  # never below the previous event's time: age trims a prefix
+                at = now
+            seq = last + 1
+            if feed.capture_values and len(value) <= feed.max_value_bytes:
+                head = CHANGE.pack(_SET | _TAIL, version, at, len(key)) + key + value
+            else:
+                head = CHANGE.pack(_SET, version, at, len(key)) + key
+            engine = self._engine
+            batch = engine.batch()
+            rows.pop(data_key, None)  # stays out if the write fails
+            try:
+                batch.put(data_key, _record(version, value))
+                if new is not None:
+                    engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
+                engine.put_change(batch, space.change_prefix + CHANGE_SEQ.pack(seq), head)
+                if seq - oldest >= feed.retain_events or not seq % TRIM_STEP:
+                    oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
+                engine.write(batch)
+            except BaseException:
+                engine.discard(batch)
+                raise
+            if new is not None:
+                space.counter = new
+            space.feed = (oldest, seq, at)
+            self._remember(data_key, _new(KeyState, (len(value), version, None, None)))
         except Exception as exc:
             self._fail("write to", exc)
         finally:
             self._lock.release()
+        self.notify_changes(namespace)
         return version
 
     def _cached_row(self, data_key: bytes) -> KeyState | None:
@@ -1228,13 +1273,29 @@ class OrderedKVBackend(StorageBackend, ForkAware):
         at = self.clock()
         if at < last_at:  # never below the previous event's time: age trims a prefix
             at = last_at
-        engine = self._engine
+        put_change = self._engine.put_change
         prefix = space.change_prefix
         pack = CHANGE_SEQ.pack
         seq = last
         for key, op, version, value, end in pending:
             seq += 1
-            engine.put_change(batch, prefix + pack(seq), encode_change(key, op, version, at, value, end))
+            put_change(batch, prefix + pack(seq), encode_change(key, op, version, at, value, end))
+        if seq - oldest >= feed.retain_events or seq // TRIM_STEP != last // TRIM_STEP:
+            oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
+        return oldest, seq, at
+
+    def _trim_changes(
+        self, batch: Any, space: Space, feed: FeedConfig, oldest: int, last: int, seq: int, at: int
+    ) -> int:
+        """Remove in *batch* the log's records the retention drops; the new oldest seq.
+
+        The log held *oldest* .. *last* and the batch adds up to *seq* at time
+        *at*. Call when it holds at least ``retain_events`` or a multiple of
+        :data:`TRIM_STEP` was passed (the age limit is checked then).
+        """
+        engine = self._engine
+        prefix = space.change_prefix
+        pack = CHANGE_SEQ.pack
         keep = feed.keep_from(oldest, seq)
         for gone in range(oldest, keep):
             engine.delete_change(batch, prefix + pack(gone))
@@ -1247,7 +1308,7 @@ class OrderedKVBackend(StorageBackend, ForkAware):
                         break
                     engine.delete_change(batch, key)
                     oldest += 1
-        return oldest, seq, at
+        return oldest
 
     def _load_feed(self, space: Space) -> tuple[int, int, int]:
         """The change log's (oldest, last, last time) of *space*, read on first use. Call under the lock."""

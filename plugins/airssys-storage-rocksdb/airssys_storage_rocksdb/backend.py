@@ -324,6 +324,7 @@ class RocksDBBackend(OrderedKVBackend):
             for name in (
                 "apply",
                 "put_one",
+                "put_one_logged",
                 "compare_and_swap_one",
                 "increment_one",
                 "delete_one",

@@ -238,13 +238,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for kind in kinds:
+            stores = directory / kind  # each engine its own directories (none opens another's store)
+            stores.mkdir()
             for insert, what in ((False, "overwrite"), (True, "new key")):
-                ratio = on_vs_off(kind, args.writes, args.rounds, directory / what.replace(" ", ""), insert)
+                ratio = on_vs_off(kind, args.writes, args.rounds, stores / what.replace(" ", ""), insert)
                 print(f"{kind:7} set ({what:9}) feed on/off {ratio:.3f}x")
             if args.main is not None:
                 ratio = off_vs_main(kind, args.main, args.writes, args.rounds)
                 print(f"{kind:7} set feed off/main    {ratio:.3f}x")
-            print(f"{kind:7} same-process wake-up {same_process_wake(kind, args.samples, directory):.2f} ms (median)")
+            print(f"{kind:7} same-process wake-up {same_process_wake(kind, args.samples, stores):.2f} ms (median)")
     if args.pg:
         print(f"postgresql NOTIFY wake-up   {cross_process_notify(args.pg, args.samples):.2f} ms (median)")
 

@@ -1070,12 +1070,9 @@ class OrderedKVBackend(StorageBackend, ForkAware):
         by the planner from the cached row), and the ``"set"`` event goes in
         the batch of the row (and the counter, when it changes).
         """
-        try:
-            space = self._spaces[namespace]
-        except KeyError:
-            space = self._space(namespace)
-        data_key = space.prefix + key
+        space = self._spaces.get(namespace) or self._space(namespace)
         rows = self._rows
+        data_key = space.prefix + key
         self._lock.acquire()
         try:
             row = rows.get(data_key, _MISS)

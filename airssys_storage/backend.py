@@ -767,7 +767,8 @@ class StorageBackend(abc.ABC):
             raise ConfigurationError(
                 f"backend {self.name!r} keeps no change feed, so component {namespace!r} cannot set "
                 "permissions.storage.changes = true: remove it (or the setting changes_default), or use a backend "
-                "whose capabilities include change_feed (memory://, sqlite, postgresql, mysql, redis)"
+                "whose capabilities include change_feed "
+                "(memory://, sqlite, postgresql, mysql, leveldb, rocksdb, lmdb, redis)"
             )
         feeds = vars(self).get("feeds")
         if feeds is None:

@@ -33,6 +33,19 @@ one database lose acknowledged writes and break the counters). The at-fork
 hook swaps every handle in the child for a stand-in whose every method raises
 a clear error, so there is no per-operation process check.
 
+Change feed (:mod:`airssys_storage.changes`): a namespace with the feed on
+keeps its events as change records keyed ``change prefix | seq`` (big-endian,
+so a range read of ``seq > since`` is one iterator; format:
+:func:`encode_change`), added to the commit's own write batch, so an event is
+written exactly when its data is. The log's (oldest, last, last time) is
+read once per namespace and then kept in memory, like the counter record
+(one process per database), and updated after each batch under the lock:
+so ``last`` read under the lock never runs ahead of the data (a scan after
+:meth:`OrderedKVBackend.change_bounds` sees every event up to it). Trimming
+removes a prefix of the log in the same batch. Namespaces without the feed
+take none of this: the routing of ``StorageBackend.enable_changes`` leaves
+their hot paths untouched, and the general paths test one empty mapping.
+
 Nothing here imports an engine binding: the adapters do.
 """
 
@@ -63,6 +76,16 @@ from .backend import (
     version_problem,
     wall_clock_ms,
 )
+from .changes import (
+    TRIM_STEP,
+    ChangeBatch,
+    ChangeRecord,
+    FeedConfig,
+    Pending,
+    clear_record,
+    plan_records,
+    range_records,
+)
 from .errors import ConfigurationError, InternalError, StorageError, StoreDamaged
 from .forking import ForkAware, track
 from .planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
@@ -70,6 +93,8 @@ from .rowformat import decode_header, encode_row
 from .storeid import MARKER
 
 __all__ = [
+    "CHANGE",
+    "CHANGE_SEQ",
     "COUNTER",
     "OP_RESULT",
     "OP_TIME",
@@ -81,6 +106,8 @@ __all__ = [
     "RecountSnapshot",
     "Space",
     "check_location",
+    "decode_change",
+    "encode_change",
     "refuse_if_in_use",
     "exclusive_lock",
     "local_path_from_url",
@@ -96,6 +123,17 @@ OP_RESULT = 9
 _TIME = struct.Struct(">Q")
 #: A row's expiry (rowformat: 8 bytes, little-endian ms) read in place from its record at an offset.
 _EXPIRES_AT = struct.Struct("<Q").unpack_from
+#: The seq that ends a change record's key (big-endian u64, so that keys sort by seq).
+CHANGE_SEQ = struct.Struct(">Q")
+#: A change record's head: op (its index in :data:`_OPS`, ``| _TAIL`` when a value or an end follows the key),
+#: version, time (ms), key length (little-endian); then the key, then the value (``"set"``) or end (``"delete-range"``).
+CHANGE = struct.Struct("<BQQI")
+_OPS = ("set", "delete", "expire", "clear", "delete-range")
+_OP_CODES = {op: code for code, op in enumerate(_OPS)}
+_SET = _OP_CODES["set"]
+#: Above the key of every change record of a namespace (after its change prefix): seqs stay below 2**64 - 1.
+_SEQ_END = CHANGE_SEQ.pack(2**64 - 1)
+_TAIL = 0x80
 
 #: A namespace's counter record: bytes used, rows, version floor, rows with an expiry.
 Counter: TypeAlias = tuple[int, int, int, int]
@@ -122,6 +160,37 @@ _SHORT_HEADERS = [bytes((1, version)) for version in range(256)]  # never used f
 def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
     """The retention-index entry of *op_id* recorded at *time_ms* (under the namespace's time prefix)."""
     return time_prefix + _TIME.pack(time_ms) + op_id.encode()
+
+
+def encode_change(key: bytes, op: str, version: int, at: int, value: bytes | None, end: bytes | None) -> bytes:
+    """A change record (:data:`CHANGE`): op, version, time (ms), the key, and a ``"set"``'s value or a range's end."""
+    tail = value if op == "set" else end
+    head = CHANGE.pack(_OP_CODES[op] | (0 if tail is None else _TAIL), version, at, len(key))
+    return head + key if tail is None else head + key + tail
+
+
+def decode_change(change_key: bytes, seq_at: int, raw: bytes, namespace: str, store: str) -> ChangeRecord:
+    """The :class:`~airssys_storage.changes.ChangeRecord` stored as *raw* (:func:`encode_change`) under *change_key*.
+
+    Its seq is the big-endian u64 at offset *seq_at* of *change_key*. A record
+    that cannot be decoded raises :class:`~airssys_storage.StoreDamaged`
+    naming component *namespace* and *store* (e.g. "the LMDB store at /x").
+    """
+    try:
+        (seq,) = CHANGE_SEQ.unpack_from(change_key, seq_at)
+        code, version, at, size = CHANGE.unpack_from(raw)
+        start = CHANGE.size
+        key = raw[start : start + size]
+        if len(key) != size or (code & ~_TAIL) >= len(_OPS):
+            raise ValueError(f"{len(raw)} bytes that hold no event")
+    except (ValueError, struct.error) as exc:
+        raise StoreDamaged(
+            f"a change record of component {namespace!r} in {store} is corrupted ({exc}); restore a backup, "
+            "or read the component's state with resync()"
+        ) from None
+    op = _OPS[code & ~_TAIL]
+    tail = raw[start + size :] if code & _TAIL else None
+    return _new(ChangeRecord, (seq, key, op, version, at, tail if op == "set" else None, tail if op != "set" else None))
 
 
 def recorded_results(
@@ -164,10 +233,28 @@ def recorded_results(
 class Space:
     """One namespace: its key prefixes, the engine's view of its rows and its cached counter record."""
 
-    __slots__ = ("counter", "counter_key", "end", "namespace", "op_prefix", "op_time_prefix", "prefix", "view")
+    __slots__ = (
+        "change_prefix",
+        "counter",
+        "counter_key",
+        "end",
+        "feed",
+        "namespace",
+        "op_prefix",
+        "op_time_prefix",
+        "prefix",
+        "view",
+    )
 
     def __init__(
-        self, namespace: str, prefix: bytes, end: bytes, counter_key: bytes, op_prefix: bytes, op_time_prefix: bytes
+        self,
+        namespace: str,
+        prefix: bytes,
+        end: bytes,
+        counter_key: bytes,
+        op_prefix: bytes,
+        op_time_prefix: bytes,
+        change_prefix: bytes = b"",
     ) -> None:
         self.namespace = namespace
         #: The prefix of every data key of the namespace.
@@ -182,6 +269,11 @@ class Space:
         self.view: Any = None
         #: (bytes, keys, floor, expiring), or None until first read from the database (under the write lock).
         self.counter: Counter | None = None
+        #: The prefix of the namespace's change records (``change_prefix | seq``, :data:`CHANGE_SEQ`).
+        self.change_prefix = change_prefix
+        #: The change log's (oldest retained seq, last seq, last event's time), or None until first read
+        #: (under the write lock; kept equal to what the database holds whenever the lock is free).
+        self.feed: tuple[int, int, int] | None = None
 
 
 class RecountSnapshot(abc.ABC):
@@ -268,6 +360,14 @@ class Engine(abc.ABC):
         """At most *limit* retention-index keys with ``start <= key < stop``, in order."""
 
     @abc.abstractmethod
+    def changes(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, record)`` of the change records with ``start <= key < stop``, in key order (one snapshot)."""
+
+    @abc.abstractmethod
+    def last_change(self, start: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        """The last change record (``(key, record)``) with ``start <= key < stop``, or ``None``."""
+
+    @abc.abstractmethod
     def snapshot(self) -> RecountSnapshot:
         """A consistent view for a recount (taken under the backend's lock)."""
 
@@ -299,6 +399,14 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def delete_op(self, batch: Any, key: bytes | None, time_key: bytes) -> None:
         """Remove an op record (``None``: only its index entry) and its retention-index entry in *batch*."""
+
+    @abc.abstractmethod
+    def put_change(self, batch: Any, key: bytes, record: bytes) -> None:
+        """Add a change record to *batch*."""
+
+    @abc.abstractmethod
+    def delete_change(self, batch: Any, key: bytes) -> None:
+        """Remove a change record in *batch*."""
 
     @abc.abstractmethod
     def write(self, batch: Any, sync: bool = False) -> None:
@@ -434,7 +542,7 @@ class OrderedKVBackend(StorageBackend, ForkAware):
     writes (a read-only instance registers no path).
     """
 
-    capabilities = Capabilities(persistent=True, multi_process=False, repair=True)
+    capabilities = Capabilities(persistent=True, multi_process=False, repair=True, change_feed=True)
 
     def __init__(self, path: str, engine: Engine, options: Any, paths: OpenPaths, *, register: bool = True) -> None:
         self.path = path
@@ -477,6 +585,7 @@ class OrderedKVBackend(StorageBackend, ForkAware):
         # taking the lock must not use a counter cached before a repair.
         for space in self._spaces.values():
             space.counter = None
+            space.feed = None
             space.view = engine.view(space)
         self._rows.clear()
 
@@ -716,7 +825,12 @@ class OrderedKVBackend(StorageBackend, ForkAware):
                 done = self._done_ops(space, writes, now, stale)
                 break
         decided = plan(space.namespace, writes, old, _new(SpaceState, counter[:3]), limit, now, done)
-        self._write(space, counter, decided, writes, old, now, stale)
+        feeds = self.feeds
+        if feeds and space.namespace in feeds:
+            log = plan_records(decided, feeds[space.namespace])
+            self._write(space, counter, decided, writes, old, now, stale, log=log)
+        else:
+            self._write(space, counter, decided, writes, old, now, stale)
         return decided
 
     def _old_rows(self, prefix: bytes, writes: Sequence[Write]) -> list[KeyState | None]:
@@ -758,11 +872,14 @@ class OrderedKVBackend(StorageBackend, ForkAware):
         stale: Mapping[str, int],
         *,
         reset: bool = False,
+        log: Sequence[Pending] | None = None,
     ) -> None:
         """Write plan *decided* (rows, counter, op records) in one batch. Call under the lock.
 
         *old* are the rows :func:`plan` saw for *writes*. With *reset* (clear), the
         counter becomes zero rows and bytes whatever it said, keeping the plan's floor.
+        *log*: the events to append to the namespace's change log in the same batch
+        (its feed is on; see :meth:`_append_changes`).
         """
         puts, deletes = decided.puts, decided.deletes
         if not (puts or deletes or decided.space_changed or decided.op_records or reset):
@@ -777,7 +894,7 @@ class OrderedKVBackend(StorageBackend, ForkAware):
             before = {write[0]: row for write, row in zip(writes, old, strict=True) if write[1] is not _RECORD}
             put_rows = [before[put[0]] for put in puts]
             delete_rows = [before[key] for key in deletes]
-        if len(puts) == 1 and not (deletes or decided.space_changed or decided.op_records or reset):
+        if len(puts) == 1 and not (deletes or decided.space_changed or decided.op_records or reset or log):
             # One row rewritten in place (an increment or TOUCH keeping its size): with the count of
             # rows with an expiry unchanged too, the row record alone is the commit (one put).
             key, value, version, expires_at = puts[0]
@@ -837,6 +954,8 @@ class OrderedKVBackend(StorageBackend, ForkAware):
                 engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
             if decided.op_records:
                 self._record_ops(batch, space, decided.op_records, now, stale)
+            if log:
+                feed = self._append_changes(batch, space, log)
             engine.write(batch)
         except BaseException:
             engine.discard(batch)  # a reused batch must carry nothing of a failed commit
@@ -846,6 +965,9 @@ class OrderedKVBackend(StorageBackend, ForkAware):
                 rows.pop(prefix + key, None)
             raise
         space.counter = new
+        if log:
+            space.feed = feed
+            self.notify_changes(space.namespace)
 
     def _remember(self, data_key: bytes, row: KeyState | None) -> None:
         """Cache the row just written under *data_key* (``None``: removed). Call under the lock, after the write."""
@@ -944,6 +1066,80 @@ class OrderedKVBackend(StorageBackend, ForkAware):
             self._lock.release()
         return version
 
+    def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
+        """:meth:`put_one` of a namespace with the change feed on (``StorageBackend.enable_changes`` routes to it).
+
+        As :meth:`put_one` (the same-size overwrite decided here, anything else
+        by the planner from the cached row), and the ``"set"`` event goes in
+        the batch of the row (and the counter, when it changes).
+        """
+        space = self._spaces.get(namespace) or self._space(namespace)
+        rows = self._rows
+        data_key = space.prefix + key
+        self._lock.acquire()
+        try:
+            row = rows.get(data_key, _MISS)
+            if row is _MISS:
+                row = self._cached_row(data_key)
+            if row is not None and row.expires_at is not None:  # the general path counts rows with an expiry
+                write = _new(Write, (key, _PUT, value, None, None, 0, None))
+                return self._apply_locked(space, (write,), limit).results[0]
+            new: Counter | None = None
+            if row is not None and row.size == len(value) and row.version < MAX_VERSION:
+                version: int = row.version + 1  # the planner's answer, as in put_one
+            else:
+                counter = space.counter or self._load_counter(space)
+                write = _new(Write, (key, _PUT, value, None, None, 0, None))
+                after = plan(namespace, (write,), (row,), _new(SpaceState, counter[:3]), limit, 0)
+                version = after.results[0]
+                new = (after.space.bytes, after.space.keys, after.space.floor, counter[3])
+            # _append_changes for one "set", written out (the hot path of a logged set).
+            feed = self.feeds[namespace]
+            oldest, last, at = space.feed or self._load_feed(space)
+            # The wall clock read inline, as get() does (a third of a call's cost).
+            now = _time_ns() // 1_000_000 if self.clock is wall_clock_ms else self.clock()
+            if now > at:  # never below the previous event's time: age trims a prefix
+                at = now
+            seq = last + 1
+            if feed.capture_values and len(value) <= feed.max_value_bytes:
+                head = CHANGE.pack(_SET | _TAIL, version, at, len(key)) + key + value
+            else:
+                head = CHANGE.pack(_SET, version, at, len(key)) + key
+            engine = self._engine
+            batch = engine.batch()
+            rows.pop(data_key, None)  # stays out if the write fails
+            try:
+                batch.put(data_key, _record(version, value))
+                if new is not None:
+                    engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
+                engine.put_change(batch, space.change_prefix + CHANGE_SEQ.pack(seq), head)
+                if seq - oldest >= feed.retain_events or not seq % TRIM_STEP:
+                    oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
+                engine.write(batch)
+            except BaseException:
+                engine.discard(batch)
+                raise
+            if new is not None:
+                space.counter = new
+            space.feed = (oldest, seq, at)
+            if len(rows) >= self._row_limit:
+                rows.clear()  # crude but O(1) per write on average, and never wrong
+            rows[data_key] = _new(KeyState, (len(value), version, None, None))
+        except Exception as exc:
+            self._fail("write to", exc)
+        finally:
+            self._lock.release()
+        self.notify_changes(namespace)
+        return version
+
+    def _cached_row(self, data_key: bytes) -> KeyState | None:
+        """The row of *data_key* (no value) from the row cache, else read. Call under the lock."""
+        row = self._rows.get(data_key, _MISS)
+        if row is _MISS:
+            raw = self._db.get(data_key)
+            row = None if raw is None else self._row(data_key, raw)
+        return row  # type: ignore[no-any-return]
+
     def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
         # put_one with the condition: the planner decides it (this class's put_one, whatever a
         # subclass makes of its own).
@@ -1017,7 +1213,10 @@ class OrderedKVBackend(StorageBackend, ForkAware):
                 if not (expired_only and not counter[3]):  # no row has an expiry: nothing to sweep
                     self._range_rows(space, start, end, now if expired_only else None, limit, writes, old)
                 decided = plan(namespace, writes, old, _new(SpaceState, counter[:3]), None, now)
-                self._write(space, counter, decided, writes, old, now, {})
+                log = None
+                if self.feeds and namespace in self.feeds and decided.events:
+                    log = range_records(decided, start, end, expired_only)
+                self._write(space, counter, decided, writes, old, now, {}, log=log)
             except Exception as exc:
                 self._fail("write to", exc)
         return decided
@@ -1056,10 +1255,119 @@ class OrderedKVBackend(StorageBackend, ForkAware):
                 self._range_rows(space, b"", None, None, None, writes, old)
                 # The planner raises the floor to the highest removed version; the counter becomes zero.
                 decided = plan(namespace, writes, old, _new(SpaceState, counter[:3]), None, 0)
-                self._write(space, counter, decided, writes, old, 0, {}, reset=True)
+                log = clear_record(decided.space.floor) if writes and namespace in self.feeds else None
+                self._write(space, counter, decided, writes, old, 0, {}, reset=True, log=log)
                 self._engine.discard(None)  # do not keep a large batch alive
             except Exception as exc:
                 self._fail("write to", exc)
+
+    # -- change feed (airssys_storage.changes) --------------------------------------
+
+    def _append_changes(self, batch: Any, space: Space, pending: Sequence[Pending]) -> tuple[int, int, int]:
+        """Add *pending* to *batch* as the change records ``last + 1 …``, trim the log; its new state.
+
+        Call under the lock, in the commit's batch (so the events are written
+        with the data or not at all). The count limit removes a prefix by seq
+        (also of this commit's records, for a tiny retention: a delete after
+        a put in one batch wins); every :data:`TRIM_STEP` seqs the records
+        older than the age limit go too, oldest first (their times never
+        decrease). The newest event always stays, so the seq never restarts.
+        """
+        feed = self.feeds[space.namespace]
+        oldest, last, last_at = space.feed or self._load_feed(space)
+        at = self.clock()
+        if at < last_at:  # never below the previous event's time: age trims a prefix
+            at = last_at
+        put_change = self._engine.put_change
+        prefix = space.change_prefix
+        pack = CHANGE_SEQ.pack
+        seq = last
+        for key, op, version, value, end in pending:
+            seq += 1
+            put_change(batch, prefix + pack(seq), encode_change(key, op, version, at, value, end))
+        if seq - oldest >= feed.retain_events or seq // TRIM_STEP != last // TRIM_STEP:
+            oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
+        return oldest, seq, at
+
+    def _trim_changes(
+        self, batch: Any, space: Space, feed: FeedConfig, oldest: int, last: int, seq: int, at: int
+    ) -> int:
+        """Remove in *batch* the log's records the retention drops; the new oldest seq.
+
+        The log held *oldest* .. *last* and the batch adds up to *seq* at time
+        *at*. Call when it holds at least ``retain_events`` or a multiple of
+        :data:`TRIM_STEP` was passed (the age limit is checked then).
+        """
+        engine = self._engine
+        prefix = space.change_prefix
+        pack = CHANGE_SEQ.pack
+        keep = feed.keep_from(oldest, seq)
+        for gone in range(oldest, keep):
+            engine.delete_change(batch, prefix + pack(gone))
+        oldest = max(oldest, keep)
+        if oldest <= last and (seq // TRIM_STEP != last // TRIM_STEP or feed.retain_events < TRIM_STEP):
+            cutoff = feed.age_cutoff(at)
+            if cutoff is not None:
+                for key, raw in engine.changes(prefix + pack(oldest), prefix + pack(last + 1)):
+                    if len(raw) < CHANGE.size or CHANGE.unpack_from(raw)[2] >= cutoff:
+                        break
+                    engine.delete_change(batch, key)
+                    oldest += 1
+        return oldest
+
+    def _load_feed(self, space: Space) -> tuple[int, int, int]:
+        """The change log's (oldest, last, last time) of *space*, read on first use. Call under the lock."""
+        state = space.feed
+        if state is None:
+            engine = self._engine
+            prefix = space.change_prefix
+            stop = prefix + _SEQ_END
+            try:
+                found = engine.last_change(prefix, stop)
+                first = None if found is None else next(iter(engine.changes(prefix, stop)), None)
+                if found is None or first is None:
+                    state = (1, 0, 0)
+                else:
+                    last = self._decode_change(space, *found)
+                    state = (CHANGE_SEQ.unpack_from(first[0], len(prefix))[0], last.seq, last.at)
+            except Exception as exc:
+                self._fail("read from", exc)
+            space.feed = state
+        return state
+
+    def _decode_change(self, space: Space, key: bytes, raw: bytes) -> ChangeRecord:
+        """The event stored as *raw* under change key *key*; damage is an error."""
+        store = f"the {self._product} database at {self.path}"
+        return decode_change(key, len(space.change_prefix), raw, space.namespace, store)
+
+    def read_changes(self, namespace: str, since: int, limit: int) -> ChangeBatch:
+        """The records after *since* from one iterator (one implicit snapshot), then the bounds.
+
+        The bounds are read after the records (under the lock, where they equal
+        what the database holds), so ``last`` is at least the newest record
+        returned, and a trim that ran meanwhile shows as a higher ``oldest``
+        (a gap), never as records silently skipped.
+        """
+        space = self._space(namespace)
+        prefix = space.change_prefix
+        records: list[ChangeRecord] = []
+        if limit > 0:
+            try:
+                found = self._engine.changes(prefix + CHANGE_SEQ.pack(since + 1), prefix + _SEQ_END)
+                for key, raw in found:
+                    records.append(self._decode_change(space, key, raw))
+                    if len(records) == limit:
+                        break
+            except Exception as exc:
+                self._fail("read from", exc)
+        oldest, last = self.change_bounds(namespace)
+        return ChangeBatch(records, oldest, last)
+
+    def change_bounds(self, namespace: str) -> tuple[int, int]:
+        space = self._space(namespace)
+        with self._lock:
+            oldest, last, _ = space.feed or self._load_feed(space)
+        return oldest, last
 
     # -- administration ----------------------------------------------------------
 

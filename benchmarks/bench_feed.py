@@ -1,17 +1,17 @@
 """What the change feed costs and how fast watchers wake (issue 14's speed points), as ratios and medians.
 
-* ``on/off``: ``set`` with the feed on over ``set`` with it off, on memory://
-  and SQLite (target >= 0.7 on SQLite): two stores, interleaved rounds, the
-  median of the per-round ratios of writes per second; same-size overwrites
-  (the cheapest write with the feed off: one autocommit statement on SQLite)
-  and new keys.
+* ``on/off``: ``set`` with the feed on over ``set`` with it off, on memory://,
+  SQLite, LevelDB, RocksDB and LMDB (target >= 0.7 on SQLite and LevelDB): two
+  stores, interleaved rounds, the median of the per-round ratios of writes per
+  second; same-size overwrites (the cheapest write with the feed off: one
+  autocommit statement on SQLite, one put on LevelDB) and new keys.
 * ``off/main``: ``set`` with the feed off (no component enabled it) on this
   tree over the same on another checkout (``--main PATH``, e.g. a worktree of
   ``main``): alternating child processes, each timing one round by CPU time
   (target >= 0.98).
 * ``wake``: a same-process watcher (``watch``) woken by a commit of another
   thread: milliseconds from the writer's commit returning to the watcher
-  holding the event (target <= 5 ms median), on memory:// and SQLite.
+  holding the event (target <= 5 ms median), on each backend measured.
 * ``pg-notify``: a watcher in this process, the writer in another process
   (as another host would be) on PostgreSQL: LISTEN/NOTIFY wakes the watcher,
   which pulls (target <= 50 ms median). ``--pg URL`` (skipped without it).
@@ -23,6 +23,7 @@
     python benchmarks/bench_feed.py [--writes 5000] [--rounds 7] [--samples 50] [--main /path/to/main]
                                     [--pg postgresql+psycopg://postgres@127.0.0.1/test]
                                     [--redis redis://127.0.0.1:6379/13 --only redis]
+                                    [--only memory,sqlite,leveldb,rocksdb,lmdb]
 
 Run it from outside the repository (``cd /tmp``), so the installed packages are measured.
 """
@@ -65,6 +66,30 @@ def drop_redis(url: str, options: dict[str, Any]) -> None:
         client.close()
 
 
+#: The store URLs of each backend measured: ``{}`` is a directory (absolute), ``{name}`` tells two stores apart.
+URLS = {
+    "memory": "memory://",
+    "sqlite": "sqlite:///{}/{name}.db",
+    "leveldb": "leveldb://{}/{name}",
+    "rocksdb": "rocksdb://{}/{name}",
+    "lmdb": "lmdb://{}/{name}",
+}
+#: The plugin directory of each backend (for the ``--main`` checkout's PYTHONPATH).
+PLUGINS = {
+    "memory": "airssys-storage-memory",
+    "sqlite": "airssys-storage-sql",
+    "leveldb": "airssys-storage-leveldb",
+    "rocksdb": "airssys-storage-rocksdb",
+    "lmdb": "airssys-storage-lmdb",
+    "redis": "airssys-storage-redis",
+}
+
+
+def store_url(kind: str, directory: Path | str, name: str) -> str:
+    """The URL of store *name* of backend *kind* under *directory* (Redis: ``--redis``; key prefixes part stores)."""
+    return REDIS_URL if kind == "redis" else URLS[kind].format(directory, name=name)
+
+
 def open_store(url: str, feed: bool, **settings: Any) -> tuple[StorageManager, ComponentStorage]:
     manager = StorageManager.from_settings(StorageSettings(url=url, **settings))
     return manager, manager.component(Manifest("bench", Access.ADMIN, None, changes=True if feed else None))
@@ -87,9 +112,8 @@ def on_vs_off(kind: str, writes: int, rounds: int, directory: Path, insert: bool
         on_manager, on = open_store(REDIS_URL, True, backend_options=on_options)
         off_manager, off = open_store(REDIS_URL, False, backend_options=off_options)
     else:
-        urls = {"memory": ("memory://", "memory://"), "sqlite": tuple(f"sqlite:///{directory}/{n}.db" for n in "ab")}
-        on_manager, on = open_store(urls[kind][0], True)
-        off_manager, off = open_store(urls[kind][1], False)
+        on_manager, on = open_store(store_url(kind, directory, "a"), True)
+        off_manager, off = open_store(store_url(kind, directory, "b"), False)
     ratios = []
     try:
         for round_ in range(rounds):
@@ -130,11 +154,10 @@ with tempfile.TemporaryDirectory() as d:
 
 def off_vs_main(kind: str, main: Path, writes: int, rounds: int) -> float:
     """Median of (sets/s here, feed off) / (sets/s on the *main* checkout), alternating child processes."""
-    url = {"memory": "memory://", "sqlite": "sqlite:///DIR/s.db", "redis": REDIS_URL}[kind]
+    url = store_url(kind, "DIR", "s")
     options = redis_options("child") if kind == "redis" else {}
-    writes *= 20 if kind == "memory" else 1  # a memory set is ~1 µs: longer rounds
-    plugins = ("memory", "sql", "redis")
-    main_path = os.pathsep.join(str(p) for p in (main, *(main / f"plugins/airssys-storage-{n}" for n in plugins)))
+    writes *= 20 if kind in ("memory", "leveldb", "rocksdb") else 1  # a set is a few µs: longer rounds
+    main_path = os.pathsep.join(str(p) for p in (main, main / "plugins" / PLUGINS[kind]))
 
     def run(pythonpath: str | None) -> float:
         env = dict(os.environ)
@@ -166,7 +189,7 @@ def off_vs_main(kind: str, main: Path, writes: int, rounds: int) -> float:
 
 def same_process_wake(kind: str, samples: int, directory: Path) -> float:
     """Median milliseconds from a commit (another thread) returning to a same-process watcher holding its event."""
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{directory}/wake.db", "redis": REDIS_URL}[kind]
+    url = store_url(kind, directory, "wake")
     options = redis_options("wake") if kind == "redis" else {}
     manager, store = open_store(url, True, backend_options=options)
     received: list[float] = []
@@ -261,7 +284,9 @@ def main() -> None:
     parser.add_argument("--main", type=Path, default=None, help="a checkout of main, for off/main")
     parser.add_argument("--pg", default=None, help="a PostgreSQL URL, for the cross-process NOTIFY wake-up")
     parser.add_argument("--redis", default=None, help="a Redis URL: the kind redis, and the pub/sub wake-up")
-    parser.add_argument("--only", default="memory,sqlite", help="kinds: memory, sqlite, redis (needs --redis)")
+    parser.add_argument(
+        "--only", default="memory,sqlite", help="kinds: memory, sqlite, leveldb, rocksdb, lmdb, redis (needs --redis)"
+    )
     args = parser.parse_args()
     global REDIS_URL
     REDIS_URL = args.redis or REDIS_URL
@@ -269,13 +294,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for kind in kinds:
+            stores = directory / kind  # each engine its own directories (none opens another's store)
+            stores.mkdir()
             for insert, what in ((False, "overwrite"), (True, "new key")):
-                ratio = on_vs_off(kind, args.writes, args.rounds, directory / what.replace(" ", ""), insert)
+                ratio = on_vs_off(kind, args.writes, args.rounds, stores / what.replace(" ", ""), insert)
                 print(f"{kind:7} set ({what:9}) feed on/off {ratio:.3f}x")
             if args.main is not None:
                 ratio = off_vs_main(kind, args.main, args.writes, args.rounds)
                 print(f"{kind:7} set feed off/main    {ratio:.3f}x")
-            print(f"{kind:7} same-process wake-up {same_process_wake(kind, args.samples, directory):.2f} ms (median)")
+            print(f"{kind:7} same-process wake-up {same_process_wake(kind, args.samples, stores):.2f} ms (median)")
     if args.pg:
         print(f"postgresql NOTIFY wake-up   {cross_process_notify(args.pg, args.samples):.2f} ms (median)")
     if args.redis:

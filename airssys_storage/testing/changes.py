@@ -68,6 +68,8 @@ class ChangeFeedConformance:
         """A manager whose settings capture values (the suite's store, the suite's clock)."""
         if not manager.backend.capabilities.change_feed:
             pytest.skip(f"backend {manager.backend.name!r} keeps no change feed (capabilities.change_feed=False)")
+        if not manager.backend.capabilities.multi_process:
+            manager.close()  # the single-process engines (LevelDB, RocksDB) allow one open handle per store
         with StorageManager.from_settings(_feed_settings(storage_settings), clock=clock) as feed_manager:
             yield feed_manager
 
@@ -145,6 +147,8 @@ class ChangeFeedConformance:
     ) -> None:
         """Change feed: a reader behind the retention window gets a typed gap error and resynchronises exactly."""
         settings = _feed_settings(storage_settings, changes_retain_events=3)
+        if not feed_manager.backend.capabilities.multi_process:
+            feed_manager.close()  # one open handle per store (LevelDB, RocksDB)
         with StorageManager.from_settings(settings, clock=clock) as manager:
             store = self.feed_store(manager, "feed-gap")
             for i in range(10):

@@ -82,6 +82,7 @@ from .layout import (
     SCHEMA_VERSION,
     USAGE_PREFIX,
     V1_USAGE,
+    change_prefix,
     counter_key,
     encode_row,
     namespace_of_counter_key,
@@ -153,7 +154,15 @@ class LevelDBEngine(Engine):
 
     def space(self, namespace: str) -> Space:
         prefix = namespace_prefix(namespace)
-        return Space(namespace, prefix, b"", counter_key(namespace), op_key(namespace, ""), op_time_prefix(namespace))
+        return Space(
+            namespace,
+            prefix,
+            b"",
+            counter_key(namespace),
+            op_key(namespace, ""),
+            op_time_prefix(namespace),
+            change_prefix(namespace),
+        )
 
     def view(self, space: Space) -> Any:
         # A prefixed view strips the prefix from listed keys in C.
@@ -191,6 +200,13 @@ class LevelDBEngine(Engine):
         with contextlib.closing(self.db.iterator(start=start, stop=stop, include_value=False)) as keys:
             return list(islice(keys, limit))
 
+    def changes(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self.db.iterator(start=start, stop=stop, verify_checksums=self._verify)  # type: ignore[no-any-return]
+
+    def last_change(self, start: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        with contextlib.closing(self.db.iterator(start=start, stop=stop, reverse=True)) as found:
+            return next(found, None)
+
     def snapshot(self) -> RecountSnapshot:
         return _Snapshot(self.db)
 
@@ -218,6 +234,12 @@ class LevelDBEngine(Engine):
         batch.delete(time_key)
         if key is not None:
             batch.delete(key)
+
+    def put_change(self, batch: Any, key: bytes, record: bytes) -> None:
+        batch.put(key, record)
+
+    def delete_change(self, batch: Any, key: bytes) -> None:
+        batch.delete(key)
 
     def write(self, batch: Any, sync: bool = False) -> None:
         batch.write()  # a synced batch was made synced (see batch())
@@ -249,7 +271,7 @@ class LevelDBBackend(OrderedKVBackend):
 
     name = "leveldb"
     url_schemes = ("leveldb",)
-    capabilities = Capabilities(persistent=True, multi_process=False, repair=True)
+    capabilities = Capabilities(persistent=True, multi_process=False, repair=True, change_feed=True)
     Options = LevelDBOptions
 
     def __init__(self, path: str, db: Any, options: LevelDBOptions) -> None:

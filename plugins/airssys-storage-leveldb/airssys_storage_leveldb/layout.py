@@ -8,6 +8,7 @@ Every LevelDB key starts with a tag byte that names its key space::
     META  0x00 | "u" | len(ns) | ns                 -> counter: <u64 bytes><u64 keys><u64 floor><u64 expiring>
     META  0x00 | "o" | len(ns) | ns | op_id         -> recorded op: <u64 time ms><i72 result>
     META  0x00 | "t" | len(ns) | ns | time | op_id  -> b"" (time: u64 big-endian ms; the retention index)
+    META  0x00 | "c" | len(ns) | ns | seq           -> change record (seq: u64 big-endian; the change feed)
 
 The length byte makes the namespace part prefix-free: the prefix of namespace
 ``a`` (``01 01 'a'``) is never a prefix of namespace ``ab``'s keys (``01 02
@@ -15,7 +16,10 @@ The length byte makes the namespace part prefix-free: the prefix of namespace
 namespace can land in or be listed by another. Within a namespace the keys
 follow the prefix unchanged, so LevelDB's bytewise order is the keys'
 bytewise order and a key range is one contiguous iterator range. Metadata
-(counters, operation ids) sits under another tag, where no component key can reach.
+(counters, operation ids, change records) sits under another tag, where no
+component key can reach. A namespace's change records are one contiguous key
+range in seq order (:func:`airssys_storage.kvengine.encode_change` gives their
+format), so reading the events after a seq is one iterator.
 
 A row's header (schema 2) is self-delimiting, so the value follows it unchanged
 (:mod:`airssys_storage.rowformat`, shared with the RocksDB plugin)::
@@ -42,6 +46,7 @@ from airssys_storage.rowformat import EXPIRES, decode_header, encode_row
 from airssys_storage.rowformat import encode_namespace as _encode_namespace
 
 __all__ = [
+    "CHANGE_PREFIX",
     "COUNTER",
     "DATA_END",
     "DATA_TAG",
@@ -56,6 +61,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "USAGE_PREFIX",
     "V1_USAGE",
+    "change_prefix",
     "counter_key",
     "decode_header",
     "encode_row",
@@ -78,6 +84,7 @@ MIGRATING_KEY = META_TAG + b"migrating"
 USAGE_PREFIX = META_TAG + b"u"
 OP_PREFIX = META_TAG + b"o"
 OP_TIME_PREFIX = META_TAG + b"t"
+CHANGE_PREFIX = META_TAG + b"c"
 #: Schema 1's counter value: bytes used, number of keys.
 V1_USAGE = struct.Struct("<QQ")
 
@@ -105,3 +112,8 @@ def op_key(namespace: str, op_id: str) -> bytes:
 def op_time_prefix(namespace: str) -> bytes:
     """The prefix of *namespace*'s retention index (records in time order)."""
     return OP_TIME_PREFIX + _encode_namespace(namespace)
+
+
+def change_prefix(namespace: str) -> bytes:
+    """The prefix of *namespace*'s change records (each followed by its seq, big-endian u64)."""
+    return CHANGE_PREFIX + _encode_namespace(namespace)

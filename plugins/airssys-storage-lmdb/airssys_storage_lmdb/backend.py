@@ -13,6 +13,15 @@ exact across processes: the 8-process quota race never overshoots. Within a
 process, a lock serialises this process's write transactions (LMDB forbids
 two in one environment).
 
+Change feed (:mod:`airssys_storage.changes`): a commit of a namespace with
+the feed on appends its events to the ``changes`` database in its own write
+transaction, numbered from the newest record's seq read in that transaction:
+LMDB's one writer at a time makes the seqs dense across processes. Readers
+read the records and the log's bounds in one read transaction. Other
+processes' commits wake a watcher by polling the newest seq every
+``changes_poll_seconds`` (a read transaction and two cursor seeks, no
+syscall); this process's commits wake it at once.
+
 Reads run in read-only transactions, each on its own snapshot (MVCC): a
 reader never waits for a writer and a writer never waits for readers, in
 this or another process. Nothing is cached between calls: another process
@@ -60,6 +69,7 @@ except ImportError as _exc:  # the plugin still registers; opening a store names
 else:
     LMDB_MISSING = None
 
+import airssys_storage.changes as changelog
 from airssys_storage import (
     Capabilities,
     ConfigurationError,
@@ -72,9 +82,23 @@ from airssys_storage import (
     VerifyReport,
 )
 from airssys_storage.backend import BadKey, BadRow, key_problems, operator_command, verify_report
+from airssys_storage.changes import (
+    TRIM_STEP,
+    ChangeBatch,
+    ChangeRecord,
+    Pending,
+)
 from airssys_storage.files import make_private_dirs
 from airssys_storage.forking import ForkAware, track
-from airssys_storage.kvengine import Closed, OpenPaths, local_path_from_url, recorded_results
+from airssys_storage.kvengine import (
+    CHANGE,
+    Closed,
+    OpenPaths,
+    decode_change,
+    encode_change,
+    local_path_from_url,
+    recorded_results,
+)
 from airssys_storage.planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, plan
 from airssys_storage.plugins import backend_scheme
 from airssys_storage.storeid import MARKER, require_engine, write_marker
@@ -164,7 +188,9 @@ class _Environment(ForkAware):
         self.real = real
         self.env: Any = env
         self.options = options
-        self.data, self.usage, self.ops, self.op_times, self.expiry, self.meta = _open_databases(env, path)
+        self.data, self.usage, self.ops, self.op_times, self.expiry, self.meta, self.changes = _open_databases(
+            env, path
+        )
         #: One write transaction at a time in this process; held while the map is resized.
         self.lock = threading.Lock()
         #: One entry per read transaction running now (list append and pop are atomic under the GIL).
@@ -198,7 +224,7 @@ def _open_databases(env: Any, path: str) -> tuple[Any, ...]:
     """Open (creating) the named databases and check the schema version, in one write transaction."""
     with env.begin(write=True) as txn:
         dbs = tuple(env.open_db(name, txn=txn, create=True) for name in DATABASES)
-        meta, data = dbs[-1], dbs[0]
+        meta, data = dbs[DATABASES.index(b"meta")], dbs[0]
         raw = txn.get(SCHEMA_KEY, db=meta)
         if raw is None:
             with txn.cursor(db=data) as cursor:
@@ -329,7 +355,7 @@ class LMDBBackend(StorageBackend):
 
     name = "lmdb"
     url_schemes = ("lmdb",)
-    capabilities = Capabilities(persistent=True, multi_process=True, repair=True)
+    capabilities = Capabilities(persistent=True, multi_process=True, repair=True, change_feed=True)
     Options = LMDBOptions
 
     def __init__(self, path: str, shared: _Environment, options: LMDBOptions) -> None:
@@ -691,7 +717,10 @@ class LMDBBackend(StorageBackend):
 
     def apply(self, namespace: str, writes: Sequence[Write], limit: int | None) -> Plan:
         space = self._space(namespace)
-        return self._commit(lambda txn: self._apply_in(txn, space, writes, limit))
+        decided = self._commit(lambda txn: self._apply_in(txn, space, writes, limit))
+        if self.feeds and decided.events and namespace in self.feeds:
+            self.notify_changes(namespace)
+        return decided
 
     def _apply_in(self, txn: Any, space: _Space, writes: Sequence[Write], limit: int | None) -> Plan:
         """Read, plan and write one commit in write transaction *txn*."""
@@ -718,6 +747,9 @@ class LMDBBackend(StorageBackend):
                 break
         decided = plan(space.namespace, writes, old, _new(SpaceState, counter), limit, now, done)
         self._write(txn, space, counter, decided, writes, old, now, stale)
+        feeds = self.feeds
+        if feeds and space.namespace in feeds and decided.events:
+            self._append_changes(txn, space, changelog.plan_records(decided, feeds[space.namespace]), now)
         return decided
 
     def put_one(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
@@ -856,9 +888,14 @@ class LMDBBackend(StorageBackend):
                 writes, old = self._range_rows(txn, space, start, end, limit)
             decided = plan(namespace, writes, old, _new(SpaceState, counter), None, now)
             self._write(txn, space, counter, decided, writes, old, now, {})
+            if decided.events and namespace in self.feeds:
+                self._append_changes(txn, space, changelog.range_records(decided, start, end, expired_only), now)
             return decided
 
-        return self._commit(body)
+        decided = self._commit(body)
+        if decided.events and namespace in self.feeds:
+            self.notify_changes(namespace)
+        return decided
 
     def _range_rows(
         self, txn: Any, space: _Space, start: bytes, end: bytes | None, limit: int | None
@@ -914,14 +951,97 @@ class LMDBBackend(StorageBackend):
     def clear(self, namespace: str) -> None:
         space = self._space(namespace)
 
-        def body(txn: Any) -> None:
+        def body(txn: Any) -> bool:
             counter = self._unpack_counter(space.name, txn.get(space.name, db=self._shared.usage))
             writes, old = self._range_rows(txn, space, b"", None, None)
             # The planner raises the floor to the highest removed version; the counter becomes zero.
             decided = plan(namespace, writes, old, _new(SpaceState, counter), None, 0)
             self._write(txn, space, counter, decided, writes, old, 0, {}, reset=True)
+            logged = bool(writes) and namespace in self.feeds
+            if logged:
+                self._append_changes(txn, space, changelog.clear_record(decided.space.floor), self.clock())
+            return logged
 
-        self._commit(body)
+        if self._commit(body):
+            self.notify_changes(namespace)
+
+    # -- change feed (airssys_storage.changes) ------------------------------------
+
+    def _bounds_in(self, txn: Any, space: _Space) -> tuple[int, int, int]:
+        """The change log's (oldest retained seq, last seq, last event's time) of *space* in *txn*."""
+        prefix = space.prefix
+        with txn.cursor(db=self._shared.changes) as cursor:
+            if not ((cursor.set_range(space.stop) and cursor.prev()) or cursor.last()):
+                return 1, 0, 0
+            key = cursor.key()
+            if not key.startswith(prefix):
+                return 1, 0, 0
+            newest = self._decode_change(space, key, cursor.value())
+            cursor.set_range(prefix)
+            return TIME.unpack_from(cursor.key(), len(prefix))[0], newest.seq, newest.at
+
+    def _append_changes(self, txn: Any, space: _Space, pending: Sequence[Pending], now: int) -> None:
+        """Append *pending* to the namespace's change log in write transaction *txn*, and trim it.
+
+        LMDB's one write transaction at a time (across processes) makes the
+        seqs dense: the last seq is read and the next ones written in the
+        same transaction. Trims as :meth:`OrderedKVBackend._append_changes`
+        (a prefix by count; every :data:`TRIM_STEP` seqs, the records older
+        than the age limit), never the newest record.
+        """
+        if not pending:
+            return
+        feed = self.feeds[space.namespace]
+        oldest, last, last_at = self._bounds_in(txn, space)
+        at = max(now, last_at)
+        prefix = space.prefix
+        changes = self._shared.changes
+        put, delete, pack = txn.put, txn.delete, TIME.pack
+        seq = last
+        for key, op, version, value, end in pending:
+            seq += 1
+            put(prefix + pack(seq), encode_change(key, op, version, at, value, end), db=changes)
+        keep = feed.keep_from(oldest, seq)
+        for gone in range(oldest, keep):
+            delete(prefix + pack(gone), db=changes)
+        oldest = max(oldest, keep)
+        if oldest <= last and (seq // TRIM_STEP != last // TRIM_STEP or feed.retain_events < TRIM_STEP):
+            cutoff = feed.age_cutoff(at)
+            if cutoff is not None:
+                bound = prefix + pack(last + 1)
+                with txn.cursor(db=changes) as cursor:
+                    found = cursor.set_range(prefix + pack(oldest))
+                    while found and cursor.key() < bound and CHANGE.unpack_from(cursor.value())[2] < cutoff:
+                        found = cursor.delete() and bool(cursor.key())  # delete moves to the next record
+
+    def _decode_change(self, space: _Space, key: bytes, raw: bytes) -> ChangeRecord:
+        return decode_change(key, len(space.prefix), raw, space.namespace, f"the LMDB store at {self.path}")
+
+    def read_changes(self, namespace: str, since: int, limit: int) -> ChangeBatch:
+        """The records after *since* and the bounds, all in one read transaction (one snapshot)."""
+        space = self._space(namespace)
+        prefix = space.prefix
+
+        def body(txn: Any) -> ChangeBatch:
+            records: list[ChangeRecord] = []
+            if limit > 0:
+                with txn.cursor(db=self._shared.changes) as cursor:
+                    if cursor.set_range(prefix + TIME.pack(since + 1)):
+                        for key, raw in cursor.iternext():
+                            if not key.startswith(prefix):
+                                break
+                            records.append(self._decode_change(space, key, raw))
+                            if len(records) == limit:
+                                break
+            oldest, last, _ = self._bounds_in(txn, space)
+            return ChangeBatch(records, oldest, last)
+
+        return self._read(body)
+
+    def change_bounds(self, namespace: str) -> tuple[int, int]:
+        space = self._space(namespace)
+        oldest, last, _ = self._read(lambda txn: self._bounds_in(txn, space))
+        return oldest, last
 
     # -- administration ----------------------------------------------------------
 
@@ -1136,7 +1256,7 @@ class _ClosedEnvironment:
         self.active: list[None] = []
         self.resizing = False
         self.lock = threading.Lock()
-        self.data = self.usage = self.ops = self.op_times = self.expiry = self.meta = None
+        self.data = self.usage = self.ops = self.op_times = self.expiry = self.meta = self.changes = None
         self.cleared = self.growths = self.adopted = 0
 
 

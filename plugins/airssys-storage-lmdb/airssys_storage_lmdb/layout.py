@@ -1,7 +1,7 @@
 """The physical layout: how (namespace, key) rows and host metadata become records of LMDB's named databases.
 
 One LMDB environment (a directory holding ``data.mdb`` and ``lock.mdb``)
-holds six named databases (sub-dbs), each ordered bytewise::
+holds seven named databases (sub-dbs), each ordered bytewise::
 
     data      len(ns) | ns | key                       -> row: version | expires_at | value
     usage     ns                                       -> counter: <u64 bytes><u64 rows><u64 floor>
@@ -9,6 +9,7 @@ holds six named databases (sub-dbs), each ordered bytewise::
     op-times  len(ns) | ns | time | op_id              -> b"" (the retention index of ``ops``)
     expiry    len(ns) | ns | expires_at | key          -> b"" (every row that has an expiry, by time)
     meta      "schema"                                 -> schema version, ASCII digits
+    changes   len(ns) | ns | seq                       -> change record (seq: u64 big-endian; the change feed)
 
 The length byte makes the namespace part prefix-free (as in the LevelDB
 plugin): namespace ``a``'s prefix ``01 'a'`` is never a prefix of namespace
@@ -22,6 +23,12 @@ A row is a fixed 16-byte header (:data:`ROW`: the version, then the expiry
 in milliseconds since the epoch, 0 for none; both little-endian u64)
 followed by the value unchanged. Times in index keys (``time``,
 ``expires_at``) are big-endian u64, so that the index is in time order.
+
+A namespace's change records (:func:`airssys_storage.kvengine.encode_change`,
+the format the LevelDB and RocksDB plugins store) are one key range in seq
+order: its newest key gives the last seq, its first the oldest retained.
+``changes`` is created empty on the first open by this version; nothing else
+changes, so the schema version stays.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ __all__ = [
 ]
 
 #: The named databases, in the order the backend opens them.
-DATABASES = (b"data", b"usage", b"ops", b"op-times", b"expiry", b"meta")
+DATABASES = (b"data", b"usage", b"ops", b"op-times", b"expiry", b"meta", b"changes")
 SCHEMA_KEY = b"schema"
 #: The layout written by this version; a newer one is refused.
 SCHEMA_VERSION = 1

@@ -77,6 +77,7 @@ from .layout import (
     OPS_CF,
     SCHEMA_KEY,
     SCHEMA_VERSION,
+    change_prefix,
     encode_namespace,
 )
 from .options import RocksDBOptions
@@ -197,11 +198,13 @@ class RocksDBEngine(Engine):
         handles = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._counters_cf = self.cfs[COUNTERS_CF]
         self._counters, self._ops, self._times = handles[COUNTERS_CF], handles[OPS_CF], handles[OP_TIMES_CF]
+        self._meta_cf, self._meta = self.cfs[META_CF], handles[META_CF]
 
     def space(self, namespace: str) -> Space:
         prefix = encode_namespace(namespace)
         # Op records and retention-index entries live under the same prefix, each in its column family.
-        return Space(namespace, prefix, key_successor(prefix) or b"", namespace.encode("ascii"), prefix, prefix)
+        end = key_successor(prefix) or b""
+        return Space(namespace, prefix, end, namespace.encode("ascii"), prefix, prefix, change_prefix(namespace))
 
     def namespace_of_counter(self, key: bytes) -> str:
         return key.decode("ascii", "replace")
@@ -240,6 +243,17 @@ class RocksDBEngine(Engine):
         read = _bounded(start, stop)
         return list(islice(self.cfs[OP_TIMES_CF].keys(from_key=start, read_opt=read), limit))
 
+    def changes(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        read = _bounded(start, stop)  # referenced by the generator while it iterates
+        yield from self._meta_cf.items(from_key=start, read_opt=read)
+
+    def last_change(self, start: bytes, stop: bytes) -> tuple[bytes, bytes] | None:
+        read = _bounded(start, stop)
+        # Backwards, rocksdict honours the upper bound but not the lower one: check it here.
+        for key, record in self._meta_cf.items(backwards=True, from_key=stop, read_opt=read):
+            return (key, record) if start <= key < stop else None
+        return None
+
     def snapshot(self) -> RecountSnapshot:
         return _Snapshot(self.db, self._counters_cf)
 
@@ -263,6 +277,12 @@ class RocksDBEngine(Engine):
         batch.delete(time_key, self._times)
         if key is not None:
             batch.delete(key, self._ops)
+
+    def put_change(self, batch: Any, key: bytes, record: bytes) -> None:
+        batch.put(key, record, self._meta)
+
+    def delete_change(self, batch: Any, key: bytes) -> None:
+        batch.delete(key, self._meta)
 
     def write(self, batch: Any, sync: bool = False) -> None:
         self.db.write(batch, self._synced if sync else self.write_options)
@@ -294,7 +314,7 @@ class RocksDBBackend(OrderedKVBackend):
 
     name = "rocksdb"
     url_schemes = ("rocksdb",)
-    capabilities = Capabilities(persistent=True, multi_process=False, repair=True)
+    capabilities = Capabilities(persistent=True, multi_process=False, repair=True, change_feed=True)
     Options = RocksDBOptions
 
     def __init__(self, path: str, db: Any, options: RocksDBOptions, mode: str = READ_WRITE) -> None:
@@ -304,6 +324,7 @@ class RocksDBBackend(OrderedKVBackend):
             for name in (
                 "apply",
                 "put_one",
+                "put_one_logged",
                 "compare_and_swap_one",
                 "increment_one",
                 "delete_one",

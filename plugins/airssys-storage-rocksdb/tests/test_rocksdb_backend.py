@@ -203,22 +203,30 @@ def test_read_only_instance_reads_while_the_writer_runs_and_refuses_writes(
     store = manager.component(Manifest("app", Access.ADMIN))
     store.set("greeting", b"hello")
     store.set("other", b"x", ttl=3600)
+    feed = manager.component(Manifest("feed", Access.ADMIN, changes=True))
+    feed.set("a", b"1")
+    feed.delete("a")
     done = run_python(
         f"""
         from airssys_storage import InternalError, StorageManager, StorageSettings, Manifest, Access
         with StorageManager.from_settings(StorageSettings(url={url + "?mode=read-only"!r})) as manager:
             store = manager.component(Manifest("app", Access.ADMIN))
             print(store.keys(), store.get("greeting"), store.usage())
-            try:
-                store.set("x", b"y")
-            except InternalError as exc:
-                print(exc.code, exc)
+            feed = manager.component(Manifest("feed", Access.ADMIN, changes=True))
+            print([(e.seq, e.op, e.key) for e in feed.changes()[0]], feed.snapshot_seq())
+            for each in (store, feed):  # feed: its set takes the logged path
+                try:
+                    each.set("x", b"y")
+                except InternalError as exc:
+                    print(exc.code, exc)
         """
     )
     assert done.returncode == 0, done.stderr
-    first, second = done.stdout.splitlines()
+    first, events, second, logged = done.stdout.splitlines()
     assert first == "['greeting', 'other'] b'hello' Usage(bytes=19, keys=2)"
+    assert events == "[(1, 'set', 'a'), (2, 'delete', 'a')] 2"
     assert second.startswith(f"internal-error the RocksDB database at {tmp_path}/db is open read-only")
+    assert logged == second
     store.set("greeting", b"still mine")  # the writer keeps working
     assert store.get("greeting") == b"still mine"
 

@@ -29,7 +29,10 @@ Events (:class:`ChangeRecord` in a backend, :class:`ChangeEvent` for callers)
 
 Replaying the events in order onto an empty mapping (:func:`replay`) gives the
 component's state, key for key, when the log is retained from seq 1 and
-values are captured (or each ``"set"`` is completed by reading the key).
+values are captured, except for the keys whose last ``"set"`` carries no
+value (a TTL change, a value above the capture cap): :func:`replay` leaves
+them ``None``, to be completed by reading the key. Expired keys not yet swept
+have had no event yet.
 
 Backend contract (one place; :class:`~airssys_storage.StorageBackend` has the
 hooks, :class:`~airssys_storage.Capabilities` the ``change_feed`` flag)
@@ -67,6 +70,7 @@ _new = tuple.__new__  # skips NamedTuple.__new__'s argument handling, as the pla
 
 __all__ = [
     "CHANGE_OPS",
+    "MAX_SEQ",
     "ChangeBatch",
     "ChangeEvent",
     "ChangeLog",
@@ -83,6 +87,9 @@ __all__ = [
 #: How many events past ``retain_events`` (at most) the log may hold before a commit trims it; also how
 #: often (in seqs) backends trim by age.
 TRIM_STEP = 64
+
+#: The largest seq (engines keep seqs as signed 64-bit integers); a ``since`` above it is no cursor.
+MAX_SEQ = 2**63 - 1
 
 #: Every ``op`` an event can have.
 CHANGE_OPS = frozenset({"set", "delete", "expire", "clear", "delete-range"})

@@ -37,7 +37,7 @@ from .backend import (
     key_successor,
     wall_clock_ms,
 )
-from .changes import ChangeEvent, monotonic, record_matches, replay
+from .changes import MAX_SEQ, ChangeEvent, monotonic, record_matches, replay
 from .errors import (
     ChangeGap,
     ConfigurationError,
@@ -1072,6 +1072,11 @@ class ComponentStorage:
         self._check_feed()
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
             raise InvalidArgument(f"since must be a seq (an int >= 0), got {since!r}")
+        if since > MAX_SEQ:  # no seq is that large (engines store seqs as signed 64-bit integers)
+            raise InvalidArgument(
+                f"since={since} is beyond the last change of component {self._ns!r} (seqs end at 2**63 - 1): "
+                "the cursor belongs to another store or component; resynchronise with resync()"
+            )
         limit = min(DEFAULT_SCAN_LIMIT, self._max_query) if limit is None else self._limit(limit)
         start, end = self._prefix_range(prefix)
         batch = self._call(self._backend.read_changes, since, limit)
@@ -1110,6 +1115,18 @@ class ComponentStorage:
         self._authorize(Operation.CHANGES, None)
         self._check_feed()
         return self._call(self._backend.change_bounds)[1]
+
+    def change_bounds(self) -> tuple[int, int]:
+        """``(oldest retained seq, last seq)`` of the component's change log; ``(1, 0)`` before its first change.
+
+        A reader that must not miss the log's start (a new subscription) checks
+        that the oldest is 1: ``changes(0)`` starts at the oldest *retained*
+        event. Needs read access (``changes``); ``invalid-config`` when the feed is off.
+        """
+        self._authorize(Operation.CHANGES, None)
+        self._check_feed()
+        oldest, last = self._call(self._backend.change_bounds)
+        return int(oldest), int(last)
 
     def resync(self, prefix: str | None = None) -> tuple[dict[str, bytes], int]:
         """The component's live keys under *prefix* with their values, and the seq that state is at.
@@ -1151,8 +1168,10 @@ class ComponentStorage:
         checks for other processes' commits every ``changes_poll_seconds``;
         on PostgreSQL a ``NOTIFY`` wakes it, on Redis a pub/sub message. Keep ``event.seq`` as the
         cursor: a reader restarted from it misses nothing (at least once).
-        Errors: those of :meth:`changes`.
+        Errors: those of :meth:`changes`; ``invalid-argument`` for a *timeout*
+        that is not ``None`` or a finite number of seconds >= 0.
         """
+        _check_timeout(timeout)
         self.changes(since, prefix, 1)  # check permission, feed and cursor before the first wait
         deadline = None if timeout is None else monotonic() + timeout
         while True:
@@ -1174,6 +1193,7 @@ class ComponentStorage:
         """:meth:`watch` as an asyncio async iterator (the waits run in a worker thread)."""
         import asyncio
 
+        _check_timeout(timeout)
         await asyncio.to_thread(self.changes, since, prefix, 1)
         deadline = None if timeout is None else monotonic() + timeout
         while True:
@@ -1600,3 +1620,11 @@ def _refused_operation(storage: object) -> str | None:
 
 
 _OPERATION_NAMES = frozenset(operation.value for operation in Operation)
+
+
+def _check_timeout(timeout: object) -> None:
+    """``watch``/``awatch``'s *timeout*: ``None`` or a finite number of seconds >= 0, else ``invalid-argument``."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < math.inf:
+        raise InvalidArgument(f"timeout must be None or a finite number of seconds >= 0, got {timeout!r}")

@@ -331,7 +331,7 @@ class _Explorer:
             if not self.manager.backend.capabilities.change_feed:
                 note = (
                     f"the change feed of component {component!r} is off: backend {self.manager.backend.name!r} "
-                    "keeps no change feed (memory://, sqlite, postgresql and mysql do)"
+                    'keeps no change feed (see the README\'s "Change feed" for the backends that do)'
                 )
             return {"component": component, "enabled": False, "note": note, "events": []}
         if since is None:

@@ -117,6 +117,21 @@ class ChangeFeedConformance:
             ("k", "delete", version, None),
         ]
 
+    def test_feed_refuses_impossible_cursors_and_timeouts(self, feed_manager: StorageManager) -> None:
+        """Change feed: a since past any seq (2**63 and up) and a bad watch timeout are invalid-argument."""
+        store = self.feed_store(feed_manager, "feed-arguments")
+        store.set("k", b"v")
+        assert store.change_bounds() == (1, 1)
+        for since in (2, 2**63 - 1, 2**63, 2**64, 2**200):
+            with pytest.raises(InvalidArgument):
+                store.changes(since)
+            with pytest.raises(InvalidArgument):
+                next(store.watch(since, timeout=0))
+        for timeout in (-1, float("nan"), float("inf"), "1", True):
+            with pytest.raises(InvalidArgument):
+                next(store.watch(0, timeout=timeout))  # type: ignore[arg-type]
+        assert [event.key for event in store.watch(0, timeout=0)] == ["k"]
+
     def test_feed_cursor_prefix_and_limit(self, feed_manager: StorageManager) -> None:
         """Change feed: pages follow the cursor exactly once; a prefix reader sees its keys, clears, range deletes."""
         store = self.feed_store(feed_manager, "feed-prefix")

@@ -155,6 +155,20 @@ def _event_bytes(event: ChangeEvent) -> int:
     return len(event.key) + len(event.end or "") + len(event.value or b"") + 32
 
 
+def fit_events(events: list[ChangeEvent], after: int, max_bytes: int) -> tuple[list[ChangeEvent], int]:
+    """The first of *events* whose keys and values fit in *max_bytes* (at least one), and the cursor after them.
+
+    How one call, pulled (``changes``) or pushed (``on-changes``), stays
+    within the sandbox's ``max_call_bytes``: the rest comes with the next call.
+    """
+    total = 0
+    for count, event in enumerate(events):
+        total += _event_bytes(event)
+        if total > max_bytes and count:
+            return events[:count], events[count - 1].seq
+    return events, after
+
+
 class ChangeCalls:
     """The functions of storage-changes on a component's storage (the committed feed, never a transaction).
 
@@ -174,11 +188,7 @@ class ChangeCalls:
         if isinstance(most, int) and limit > most:
             limit = most
         events, after = self.storage.changes(since, prefix, limit)
-        total = 0
-        for count, event in enumerate(events):
-            total += _event_bytes(event)
-            if total > self.max_bytes and count:
-                return [event_record(e) for e in events[:count]], events[count - 1].seq
+        events, after = fit_events(events, after, self.max_bytes)
         return [event_record(event) for event in events], after
 
     def snapshot_seq(self) -> int:

@@ -238,13 +238,14 @@ def test_a_subscription_behind_retention_records_the_lost_seqs(tmp_path: Path, h
     with StorageManager.from_settings(StorageSettings(url="memory://", changes_retain_events=2, **LIMITS)) as manager:
         storage = _feed(manager, subscribe=("in/",))
         storage.set("in/first", b"v")
-        assert host.deliver_changes(subscriber, storage, manager).delivered == 1  # cursor 2 (past out/last)
+        # cursor 1: the pass ends at the seq it started at, before the handler's own out/last write (seq 2)
+        assert host.deliver_changes(subscriber, storage, manager).delivered == 1
         for i in range(70):
             storage.set(f"in/{i}", b"v")
         oldest = storage.changes(0, None, 1)[0][0].seq
         report = host.deliver_changes(subscriber, storage, manager)
         (gap,) = report.dead_letters
-        assert (gap.first_seq, gap.last_seq, gap.events) == (3, oldest - 1, 0)
+        assert (gap.first_seq, gap.last_seq, gap.events) == (2, oldest - 1, 0)
         assert gap.error.startswith("gap:")
         assert report.delivered == 72 - oldest + 1
 
@@ -331,3 +332,48 @@ def test_a_second_deliverer_of_the_same_subscription_stops_instead_of_moving_the
         report = host.deliver_changes(subscriber, storage, metadata)
     assert report.delivered == 0 and report.cursors == {"in/": 1}
     assert "another deliverer moved its cursor" in caplog.text
+
+
+# -- regressions from an outside trial ---------------------------------------------------
+
+
+def test_a_new_subscription_whose_start_was_trimmed_records_the_lost_seqs(host: Host, subscriber: Guest) -> None:
+    """A new subscription starts at seq 1: a trimmed start is a gap dead letter, not a silent skip."""
+    with StorageManager.from_settings(StorageSettings(url="memory://", changes_retain_events=2, **LIMITS)) as manager:
+        storage = _feed(manager, subscribe=("in/",))
+        for i in range(70):
+            storage.set(f"in/{i % 5}", b"v")
+        oldest = storage.change_bounds()[0]
+        assert oldest > 2
+        report = host.deliver_changes(subscriber, storage, manager)
+        (gap,) = report.dead_letters
+        assert (gap.first_seq, gap.last_seq, gap.events) == (1, oldest - 1, 0)
+        assert gap.error.startswith("gap:")
+        assert report.delivered == 70 - oldest + 1
+
+
+def test_a_handler_writing_under_its_own_subscription_ends_each_pass(
+    host: Host, subscriber: Guest, manager: StorageManager
+) -> None:
+    """One pass delivers what was committed when it began (the handler's own writes come with the next pass)."""
+    storage = _feed(manager, subscribe=("",))
+    storage.set("in/1", b"v")
+    first = host.deliver_changes(subscriber, storage, manager)
+    assert (first.delivered, first.batches) == (1, 1)  # seq 1; the handler's out/last write is seq 2
+    second = host.deliver_changes(subscriber, storage, manager)
+    assert (second.delivered, second.batches) == (1, 1)
+    assert _last_batch(storage)[:2] == (2, 2)
+
+
+def test_a_pushed_batch_stays_within_max_call_bytes(host: Host, subscriber: Guest) -> None:
+    """Push caps a batch by the sandbox's max_call_bytes, as pull does (at least one event per call)."""
+    from airssys_storage_wasmtime import SandboxLimits
+
+    settings = StorageSettings(url="memory://", changes_capture_values=True, **LIMITS)
+    with StorageManager.from_settings(settings) as manager:
+        storage = _feed(manager, subscribe=("in/",))
+        for i in range(5):
+            storage.set(f"in/{i}", bytes([i]) * 1000)
+        limits = SandboxLimits(max_call_bytes=2500)  # two events of ~1 KB per call
+        report = host.deliver_changes(subscriber, storage, manager, limits=limits)
+        assert (report.delivered, report.batches) == (5, 3)

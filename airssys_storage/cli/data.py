@@ -190,6 +190,12 @@ def watch(
 
     with open_component(store, component, existing=True, changes=True) as storage:
         start = storage.snapshot_seq() if since is None else since
+        if storage.change_bounds()[1] == 0:  # watching works, but nothing will come unless the writers log
+            click.echo(
+                f"note: component {component!r} has no change in its feed yet; events appear only when the "
+                "processes writing it open it with permissions.storage.changes = true (or changes_default = true)",
+                err=True,
+            )
         for event in storage.watch(start, prefix, timeout):
             if as_json:
                 record = event._asdict()

@@ -459,6 +459,11 @@ def test_watch_tails_the_change_feed(cli: Run, make_store: MakeStore) -> None:
     assert cli("watch", *url, "--timeout", "0").stdout == ""  # by default only changes after now
     result = cli("watch", *url, "--since", "9", "--timeout", "0")
     assert result.exit_code == 2 and "beyond the last change" in one_error_line(result.stderr)
+    result = cli("watch", *url, "--since", str(2**63), "--timeout", "0")  # SQLite once raised internal-error
+    assert result.exit_code == 2 and "beyond the last change" in one_error_line(result.stderr)
+    assert cli("set", *url[:2], "-c", "quiet", "k", "v").exit_code == 0  # written with the feed off
+    result = cli("watch", *url[:2], "-c", "quiet", "--since", "0", "--timeout", "0")
+    assert result.exit_code == 0 and result.stdout == "" and "has no change in its feed yet" in result.stderr
 
 
 def test_clear_asks_unless_yes(cli: Run, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,10 +128,11 @@ class _KillAround:
         MariaDB's multi-statement of a commit's writes, or queued in PostgreSQL's pipeline of them).
 
         MariaDB sends the statements of a batch with values as bytes; their ends are ASCII."""
-        head, tail = sql[:16], sql[-16:]
+        text = sql.strip()  # strip before cutting: PostgreSQL's statements start with a newline and indentation
+        head, tail = text[:16], text[-16:]
         if isinstance(head, bytes) and isinstance(tail, bytes):
             head, tail = head.decode(errors="replace"), tail.decode(errors="replace")
-        if not (head.lstrip().startswith(("WITH", "COMMIT", "CALL")) or tail.rstrip().endswith(";COMMIT")):
+        if not (head.startswith(("WITH", "COMMIT", "CALL")) or tail.endswith(";COMMIT")):
             return self._cursor.execute(sql, params)
         if not self._after:
             self._kill()

@@ -69,8 +69,8 @@ class FeedProofConformance:
     feed_race_processes = 4
     feed_race_writes = 2500
     #: Writes made while the killed reader follows the feed, and how many events it records before the kill.
-    feed_kill_writes = 1000
-    feed_kill_after = 200
+    feed_kill_writes = 600
+    feed_kill_after = 150
 
     @pytest.fixture
     def feed_proof_settings(self, manager: StorageManager, storage_settings: StorageSettings) -> StorageSettings:

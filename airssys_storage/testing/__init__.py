@@ -30,7 +30,10 @@ clock and fail.
 
 Run time: the stateful model test runs ``model_examples`` (200) examples of
 ``model_steps`` (50) steps; the races use ``race_threads``,
-``race_rounds``, ``race_processes`` and ``race_process_increments``. A slow
+``race_rounds``, ``race_processes`` and ``race_process_increments``; the
+change feed's multi-process proofs (capabilities ``change_feed`` and
+``multi_process``) ``feed_race_processes`` x ``feed_race_writes`` (4 x
+2,500) and ``feed_kill_writes``/``feed_kill_after`` (600/150). A slow
 engine may lower these class attributes in its test class (say why there).
 
 It needs pytest and hypothesis: install them with the extra

@@ -26,9 +26,8 @@ from airssys_storage import (
 from airssys_storage.changes import CHANGE_OPS, replay
 
 from .clock import FakeClock
-from .processes import run_spawned, worker_manager
 
-__all__ = ["ChangeFeedConformance", "pull_all", "run_feed_race"]
+__all__ = ["ChangeFeedConformance", "pull_all"]
 
 
 def pull_all(store: ComponentStorage, since: int = 0, prefix: str | None = None) -> tuple[list[ChangeEvent], int]:
@@ -55,11 +54,6 @@ def _feed_settings(settings: StorageSettings, **changes: Any) -> StorageSettings
 
 class ChangeFeedConformance:
     """Mix-in of :class:`~airssys_storage.testing.BackendConformance`: the change feed's contract."""
-
-    #: Writer processes and writes per process of the multi-process feed race (the issue's proof uses 4 x 2500;
-    #: the shared suite runs a smaller race, the SQL plugin's own test the full one).
-    feed_race_processes = 4
-    feed_race_writes = 150
 
     @pytest.fixture
     def feed_manager(
@@ -235,97 +229,3 @@ class ChangeFeedConformance:
             store = self.feed_store(second, "feed-reopen")
             store.set("b", b"2")
             assert [(event.seq, event.key) for event in pull_all(store)[0]] == [(1, "a"), (2, "b")]
-
-    def test_feed_multi_process_writers(self, manager: StorageManager, storage_settings: StorageSettings) -> None:
-        """Change feed, capability multi_process: concurrent writer processes; a reader sees each seq once, in order."""
-        if not (manager.backend.capabilities.change_feed and manager.backend.capabilities.multi_process):
-            pytest.skip(f"backend {manager.backend.name!r} keeps no multi-process change feed")
-        report = run_feed_race(
-            _feed_settings(storage_settings), "feed-race", self.feed_race_processes, self.feed_race_writes
-        )
-        assert report["seqs_in_order"] and report["no_duplicates"]
-        assert report["seen"] == report["expected"]
-        assert report["replayed"] == report["final"]
-
-
-def run_feed_race(settings: StorageSettings, component: str, processes: int, writes: int) -> dict[str, Any]:
-    """*processes* spawned writers make *writes* writes each while this process watches the feed.
-
-    Returns what the watcher saw: whether its seqs came in order without
-    duplicates, how many it saw and how many were expected, and the feed
-    replayed next to the final state.
-    """
-    manifest = Manifest(component, Access.ADMIN, changes=True)
-    with StorageManager.from_settings(settings) as manager:
-        store = manager.component(manifest)
-        store.clear()
-        start = store.snapshot_seq()
-        done = threading.Event()
-        outcomes: list[Any] = []
-
-        def race() -> None:
-            try:
-                outcomes.extend(
-                    run_spawned(settings, _feed_writer, [(component, worker, writes) for worker in range(processes)])
-                )
-            finally:
-                done.set()
-
-        thread = threading.Thread(target=race)
-        thread.start()
-        seqs: list[int] = []
-        events: list[ChangeEvent] = []
-        since = start
-        while True:
-            finished = done.is_set()  # read before the pull: the pull after it sees every commit
-            page, since = store.changes(since)
-            events += page
-            seqs += [event.seq for event in page]
-            if finished and not page:
-                break
-            if not page:
-                manager.backend.wait_for_changes(component, since, 0.05)
-        thread.join()
-        assert all(outcome is None for outcome in outcomes), outcomes
-        final = dict(_scan_all(store))
-        state = replayed(events, {})
-        return {
-            "seqs_in_order": seqs == sorted(seqs),
-            "no_duplicates": len(seqs) == len(set(seqs)),
-            "seen": len(seqs) if seqs == list(range(start + 1, start + 1 + len(seqs))) else f"holes: {seqs[:20]}",
-            "expected": processes * writes,
-            "replayed": state,
-            "final": final,
-        }
-
-
-def _scan_all(store: ComponentStorage) -> list[tuple[str, bytes]]:
-    found: list[tuple[str, bytes]] = []
-    cursor = None
-    while True:
-        page, cursor = store.scan(None, cursor)
-        found += page
-        if cursor is None:
-            return found
-
-
-def _feed_writer(payload: dict[str, Any], component: str, worker: int, writes: int, barrier: Any, results: Any) -> None:
-    """One writer: sets, overwrites, deletes and increments on shared and own keys."""
-    manager = worker_manager(payload, barrier, results)
-    if manager is None:
-        return
-    try:
-        store = manager.component(Manifest(component, Access.ADMIN, changes=True))
-        for i in range(writes):
-            step = i % 5
-            if step == 3:
-                store.delete(f"w{worker}-{i - 1}")
-            elif step == 4:
-                store.increment("shared-counter", 1)
-            else:
-                store.set(f"w{worker}-{i}" if step else f"shared-{i % 7}", f"{worker}:{i}".encode())
-        results.put(None)
-    except Exception as exc:
-        results.put((f"writer {worker}", f"{type(exc).__name__}: {exc}"))
-    finally:
-        manager.close()

@@ -33,6 +33,7 @@ from .batches import AtomicBatchConformance
 from .changes import ChangeFeedConformance
 from .clock import FakeClock
 from .expiry import ExpiryConformance
+from .feedproof import FeedProofConformance
 from .fork import ForkConformance
 from .model import _model_counter, model_component_ids, model_machine, utf8_sorted
 from .processes import run_spawned, worker_manager
@@ -78,6 +79,7 @@ class BackendConformance(
     VerifyConformance,
     ForkConformance,
     ChangeFeedConformance,
+    FeedProofConformance,
 ):
     """Mix-in test class: subclass it and provide the ``storage_url`` fixture."""
 

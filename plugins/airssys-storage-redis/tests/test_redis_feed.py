@@ -1,6 +1,8 @@
 """The change feed on Redis beyond the shared suite: layout, no cost when off, age retention, pub/sub wake-ups.
 
-The shared conformance suite (:mod:`airssys_storage.testing.changes`) runs on
+The shared conformance suite (:mod:`airssys_storage.testing.changes`, and the
+multi-process proofs of :mod:`airssys_storage.testing.feedproof`: 4 writer
+processes x 2,500 writes, a SIGKILLed reader resuming from its cursor) runs on
 Redis too (``test_redis_conformance.py``); the script's events are compared
 with the planner's in ``test_redis_lua_planner.py``.
 """
@@ -21,7 +23,7 @@ from redis.crc import key_slot
 
 from airssys_storage import Access, ChangeGap, InvalidArgument, Manifest, StorageManager, StorageSettings
 from airssys_storage.testing import FakeClock
-from airssys_storage.testing.changes import pull_all, run_feed_race
+from airssys_storage.testing.changes import pull_all
 
 
 @pytest.fixture
@@ -143,15 +145,6 @@ def test_a_watcher_is_woken_by_pubsub_from_another_process(redis_url: str, key_p
         assert woken, "the watcher was not woken"
         assert woken[0] - committed < 2.0, "woken by pub/sub, not by the 30 s poll"
         assert [event.key for event in pull_all(store, start)[0]] == ["k"]
-
-
-@pytest.mark.slow
-def test_four_writer_processes_and_one_reader(redis_url: str, key_prefix: str) -> None:
-    """Issue 14's proof: 4 x 2,500 writes from spawned processes, every seq once and in order, replay = state."""
-    report = run_feed_race(_settings(redis_url, key_prefix), "feed-proof", 4, 2500)
-    assert report["seqs_in_order"] and report["no_duplicates"]
-    assert report["seen"] == report["expected"] == 10_000
-    assert report["replayed"] == report["final"]
 
 
 def test_seqs_continue_above_the_log_when_the_counter_row_was_rewritten(

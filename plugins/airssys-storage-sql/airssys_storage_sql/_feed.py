@@ -55,20 +55,31 @@ class SQLChangeLog:
         newest = f"SELECT seq, at FROM {changes} WHERE ns = ? ORDER BY seq DESC LIMIT 1"
         self.newest = q(newest)
         #: One event appended with its seq (the newest + 1) and time (never below the newest's) in one
-        #: statement (engines with INSERT … RETURNING: SQLite, PostgreSQL).
+        #: statement, which returns them (SQLite; PostgreSQL defers its appends, MariaDB has no RETURNING).
+        #: Scalar subqueries, each one index lookup: a fifth cheaper than joining the newest row (measured).
+        #: Parameters: ns, ns, key, op, version, now, ns, value, end.
         self.append_one = (
-            None
-            if backend.engine == "mariadb"
-            else q(
-                f"INSERT INTO {changes} (ns, seq, k, op, ver, at, v, k_end) "
-                "SELECT ?, COALESCE(n.seq, 0) + 1, ?, ?, ?, CASE WHEN n.at > ? THEN n.at ELSE ? END, ?, ? "
-                f"FROM (SELECT 1 AS one) AS w LEFT JOIN ({newest}) AS n ON 1 = 1 RETURNING seq, at"
+            q(
+                f"INSERT INTO {changes} (ns, seq, k, op, ver, at, v, k_end) VALUES (?, "
+                f"COALESCE((SELECT max(seq) FROM {changes} WHERE ns = ?), 0) + 1, ?, ?, ?, "
+                f"max(?, COALESCE(({newest.replace('seq, at', 'at', 1)}), 0)), ?, ?) RETURNING seq, at"
             )
+            if backend.engine == "sqlite"
+            else None
         )
         self.insert = q(f"INSERT INTO {changes} (ns, seq, k, op, ver, at, v, k_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         self.trim = q(f"DELETE FROM {changes} WHERE ns = ? AND seq < ?")
-        self.trim_age = q(f"DELETE FROM {changes} WHERE ns = ? AND at < ? AND seq < ?")
-        self.bounds = q(f"SELECT min(seq), max(seq) FROM {changes} WHERE ns = ?")
+        #: The oldest event (its seq and time): one index lookup.
+        self.oldest = q(f"SELECT seq, at FROM {changes} WHERE ns = ? ORDER BY seq LIMIT 1")
+        #: The first event young enough to keep (times rise with seqs: every older one may go); looks at
+        #: the events it passes over, i.e. those an age trim removes, and one more.
+        self.first_young = q(f"SELECT seq FROM {changes} WHERE ns = ? AND at >= ? ORDER BY seq LIMIT 1")
+        # Two scalar subqueries, not min(seq), max(seq) of one SELECT: SQLite answers a lone min() or
+        # max() from the index, but both at once by reading every event of the namespace (measured:
+        # each trim of a 100,000-event log took milliseconds).
+        self.bounds = q(
+            f"SELECT (SELECT min(seq) FROM {changes} WHERE ns = ?), (SELECT max(seq) FROM {changes} WHERE ns = ?)"
+        )
         self.read = q(
             f"SELECT seq, k, op, ver, at, v, k_end FROM {changes} WHERE ns = ? AND seq > ? ORDER BY seq LIMIT ?"
         )
@@ -101,7 +112,7 @@ class SQLChangeLog:
         if len(pending) == 1 and self.append_one is not None:
             key, op, version, value, end = pending[0]
             new_last, at = d.fetchall(
-                item, self.append_one, (namespace, key, op, version, now, now, value, end, namespace)
+                item, self.append_one, (namespace, namespace, key, op, version, now, namespace, value, end)
             )[0]
         else:
             rows = d.fetchall(item, self.newest, (namespace,))
@@ -117,7 +128,7 @@ class SQLChangeLog:
                 d.executemany(item, self.insert, cells)
             new_last = last + len(cells)
         if new_last // TRIM_STEP != (new_last - len(pending)) // TRIM_STEP or feed.retain_events < TRIM_STEP:
-            self._trim(item, namespace, new_last, int(at), feed)
+            self.trim_in(item, namespace, new_last, int(at), feed)
         if self.notify is not None:
             d.fetchall(item, self.notify, (self.channel, namespace))
 
@@ -134,16 +145,18 @@ class SQLChangeLog:
             defer(item, self.trim_age_to, (namespace, cutoff, namespace, namespace))
         defer(item, self.notify, (self.channel, namespace))
 
-    def _trim(self, item: Any, namespace: str, last: int, at: int, feed: FeedConfig) -> None:
+    def trim_in(self, item: Any, namespace: str, last: int, at: int, feed: FeedConfig) -> None:
         """Trim by count and age (a prefix, never the newest event); every TRIM_STEP seqs, each commit for tiny logs."""
         d = self._d
-        oldest = int(d.fetchall(item, self.bounds, (namespace,))[0][0])
+        oldest, oldest_at = d.fetchall(item, self.oldest, (namespace,))[0]  # the log holds at least *last*
+        oldest = int(oldest)
         keep = feed.keep_from(oldest, last)
+        cutoff = feed.age_cutoff(at)
+        if cutoff is not None and int(oldest_at) < cutoff:  # a prefix too old: up to the first young event
+            young = d.fetchall(item, self.first_young, (namespace, cutoff))
+            keep = max(keep, min(int(young[0][0]), last) if young else last)
         if keep > oldest:
             d.execute(item, self.trim, (namespace, keep))
-        cutoff = feed.age_cutoff(at)
-        if cutoff is not None:
-            d.execute(item, self.trim_age, (namespace, cutoff, last))
 
     def read_in(self, item: Any, namespace: str, since: int, limit: int) -> ChangeBatch:
         """The records after *since*, then the bounds (read after them: see ``ComponentStorage.changes``)."""
@@ -165,5 +178,5 @@ class SQLChangeLog:
 
     def bounds_in(self, item: Any, namespace: str) -> tuple[int, int]:
         """``(oldest, last)``: the lowest and highest seq (``(1, 0)`` before the first event)."""
-        oldest, last = self._d.fetchall(item, self.bounds, (namespace,))[0]
+        oldest, last = self._d.fetchall(item, self.bounds, (namespace, namespace))[0]
         return (1, 0) if last is None else (int(oldest), int(last))

@@ -13,6 +13,12 @@ counter update, ``COMMIT``) instead of :meth:`SQLBackend.apply`'s five or six, a
 ``UPDATE`` when the handle's hint (what it last wrote for the key) says the row's size or counter
 value stays; the conformance suite's differential test and ``test_sql_v2.py`` check that they give
 exactly what the planner gives. ``get`` writes out ``SQLBackend._use``'s checkout for its common case.
+
+With the change feed on, ``put_one_logged`` is one write transaction: ``BEGIN IMMEDIATE``, the same
+row write (the guarded same-size ``UPDATE`` when the hint holds, else the upsert and counter update),
+one ``INSERT`` of the event, ``COMMIT``; the event's seq and time come from the newest event, read in
+that ``INSERT`` or, while no other connection has committed, remembered per connection (``_tails``).
+``test_sql_v2.py`` checks it against the planner's general path and two handles' interleaved writes.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from airssys_storage import (
     StoreDamaged,
     quota_exceeded,
 )
+from airssys_storage.changes import TRIM_STEP
 from airssys_storage.files import create_private_file
 from airssys_storage.planner import KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
 
@@ -57,6 +64,8 @@ _T = TypeVar("_T")
 _ROWS_PER_STATEMENT = 1000
 #: Most entries of put_one's size hints (about 100 bytes each).
 _HINTS = 65536
+#: Most connections whose newest events _put_logged_in remembers (emptied when reached).
+_TAILS = 64
 _EMPTY_SPACE = SpaceState()
 _new = tuple.__new__
 _PUT = WriteKind.PUT
@@ -156,6 +165,15 @@ class SQLiteDialect(EngineDialect):
         #: increment_one checks in its UPDATE (stale after another writer: one statement
         #: wasted, then the planner's path). Bounded like _sizes.
         self._counters: dict[tuple[str, bytes], bytes] = {}
+        #: connection -> (its PRAGMA data_version and total_changes after its last commit
+        #: through _put_logged_in, {namespace: (seq, time) of the newest event then}). While
+        #: both numbers are unchanged at the next such commit, under the write lock, no
+        #: connection of any process has committed since (data_version moves with every
+        #: other connection's commit) and this one has changed no row since (total_changes
+        #: counts every row it changes, committed or rolled back), so the newest events are
+        #: still those: the event's seq and time are known, not read (a tenth of a feed-on
+        #: set's CPU time, measured). Otherwise they are read, and the entry starts again.
+        self._tails: dict[sqlite3.Connection, tuple[int, int, dict[str, tuple[int, int]]]] = {}
         self._q_delete_one = f"DELETE FROM {t.data} WHERE ns = ? AND k = ? RETURNING length(k) + length(v), ver, exp"
         self._q_add = f"UPDATE {t.usage} SET used_bytes = used_bytes + ?, key_count = key_count + ? WHERE ns = ?"
         self._q_add_guarded = (
@@ -304,8 +322,17 @@ class SQLiteDialect(EngineDialect):
         # The transaction: the upsert returns the old size and the new version, and the
         # counter update is skipped when neither size nor count changes. (SINGLE mode: SQLite
         # has no lost connection whose outcome could be unknown, and _use rolls back what fails.)
+        conn.execute("BEGIN IMMEDIATE")
+        version = self._upsert_counted(conn, namespace, key, value, limit)
+        conn.execute("COMMIT")
+        self._sizes[namespace, key] = (len(value), version)
+        return version
+
+    def _upsert_counted(
+        self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None
+    ) -> int:
+        """The planner's PUT in the write transaction: the upsert, then the counter row if size or count moved."""
         execute = conn.execute
-        execute("BEGIN IMMEDIATE")
         old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
         if old is None:
             delta, count = len(key) + len(value), 1
@@ -316,12 +343,10 @@ class SQLiteDialect(EngineDialect):
                 self._charge(conn, namespace, delta, count, limit)
         elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
             self._charge(conn, namespace, delta, count, limit)
-        execute("COMMIT")
-        self._sizes[namespace, key] = (len(value), version)
         return version  # type: ignore[no-any-return]
 
     def put_one_logged(self, namespace: str, key: bytes, value: bytes, limit: int | None) -> int:
-        # put_one's transaction with the event appended in it (the same-size shortcut commits on its own).
+        # put_one with the feed on: one write transaction holding the row and its event.
         b = self.backend
         version: int = b._use("set", SINGLE, self._put_logged_in, namespace, key, value, limit)
         b.notify_changes(namespace)
@@ -330,23 +355,59 @@ class SQLiteDialect(EngineDialect):
     def _put_logged_in(
         self, conn: sqlite3.Connection, namespace: str, key: bytes, value: bytes, limit: int | None
     ) -> int:
+        # BEGIN IMMEDIATE, the row's write, the event's INSERT, COMMIT. The row's write is
+        # put_one's same-size UPDATE when the hint says the row is at a version this handle
+        # wrote with a value of this size (no RETURNING, no counter row: the planner's PUT of
+        # that row is the version + 1 and no usage change); otherwise, or when the row is not
+        # as hinted (the UPDATE changed nothing), _put_in's upsert and counter update. The
+        # event's seq and time follow the newest event, read under the write lock (so dense
+        # and increasing across processes), or known without a read (_tail). (SINGLE mode:
+        # _use rolls back what fails, as for _put_in.)
         execute = conn.execute
         execute("BEGIN IMMEDIATE")
-        old, version = execute(self._q_put_one, (namespace, key, value, namespace)).fetchone()
-        if old is None:
-            delta, count = len(key) + len(value), 1
+        changed = conn.total_changes
+        data_version = execute("PRAGMA data_version").fetchone()[0]
+        sizes, size = self._sizes, len(value)
+        known = sizes.get(hint := (namespace, key))
+        if (
+            known is not None
+            and known[0] == size
+            and known[1] < MAX_STORED_VERSION
+            and execute(self._q_same_size, (value, known[1] + 1, namespace, key, known[1], size)).rowcount == 1
+        ):
+            version = known[1] + 1
         else:
-            delta, count = len(value) - old, 0
-        if limit is not None and delta > 0:
-            if execute(self._q_add_guarded, (delta, count, namespace, delta, limit)).rowcount != 1:
-                self._charge(conn, namespace, delta, count, limit)
-        elif (delta or count) and execute(self._q_add, (delta, count, namespace)).rowcount != 1:
-            self._charge(conn, namespace, delta, count, limit)
+            version = self._upsert_counted(conn, namespace, key, value, limit)
         b = self.backend
         feed = b.feeds[namespace]
-        captured = value if feed.capture_values and len(value) <= feed.max_value_bytes else None
-        b._changes.append(conn, namespace, ((key, "set", version, captured, None),), b.clock(), feed)
+        log = b._changes
+        captured = value if feed.capture_values and size <= feed.max_value_bytes else None
+        now = b.clock()
+        tails = self._tails.get(conn)
+        if tails is not None and tails[0] == data_version and tails[1] == changed:
+            newest = tails[2].get(namespace)
+            namespaces = tails[2]
+        else:
+            newest, namespaces = None, {}
+        if newest is not None:
+            last, at = newest[0] + 1, max(now, newest[1])
+            execute(log.insert, (namespace, last, key, "set", version, at, captured, None))
+        else:
+            append = log.append_one
+            assert append is not None  # SQLite's (see SQLChangeLog)
+            last, at = execute(
+                append, (namespace, namespace, key, "set", version, now, namespace, captured, None)
+            ).fetchone()
+        if not last % TRIM_STEP or feed.retain_events < TRIM_STEP:  # as SQLChangeLog.append decides
+            log.trim_in(conn, namespace, last, at, feed)
         execute("COMMIT")
+        namespaces[namespace] = (last, at)
+        if len(self._tails) >= _TAILS:
+            self._tails.clear()
+        self._tails[conn] = (data_version, conn.total_changes, namespaces)
+        if len(sizes) >= _HINTS:
+            sizes.clear()
+        sizes[hint] = (size, version)
         return version  # type: ignore[no-any-return]
 
     def increment_one(self, namespace: str, key: bytes, delta: int, limit: int | None) -> int:

@@ -13,6 +13,7 @@ from airssys_storage_sql import SQLBackend
 from sqlsupport import Server
 
 from airssys_storage import QuotaExceeded
+from airssys_storage.changes import FeedConfig
 from airssys_storage.planner import SpaceState, Write, WriteKind
 from airssys_storage.testing import FakeClock
 
@@ -119,15 +120,31 @@ def _space(backend: Any, namespace: str) -> SpaceState:
     return backend._run("test", read)  # type: ignore[no-any-return]
 
 
-def test_hot_paths_give_what_the_planner_gives(open_backend: OpenBackend) -> None:
+#: Change feeds of the differential test: none; a tiny log (trimmed every commit) with values; a log
+#: trimmed by count every TRIM_STEP seqs and by age (the clock moves 0.5 s a step).
+FEEDS = {
+    "no-feed": None,
+    "feed-tiny": FeedConfig(retain_events=20, retain_ms=None, capture_values=True, max_value_bytes=8),
+    "feed-aged": FeedConfig(retain_events=100, retain_ms=30_000),
+}
+
+
+@pytest.mark.parametrize("feed", FEEDS.values(), ids=FEEDS.keys())
+def test_hot_paths_give_what_the_planner_gives(open_backend: OpenBackend, feed: FeedConfig | None) -> None:
     """put_one / delete_one against apply() on the same random history: equal versions, results, usage, floor.
 
     Both namespaces draw the same sizes, so whatever path put_one takes (PostgreSQL's CTE, MariaDB's
-    procedure, SQLite's same-size UPDATE or its transaction) must give what the planner gives.
+    procedure, SQLite's same-size UPDATE or its transaction) must give what the planner gives. With a
+    change feed on, put_one is its logged variant (``put_one_logged``: SQLite's one transaction of the
+    row and the event) and apply() the general path appending the plan's events: the two logs must
+    hold the same events (seqs, times, versions, values) and trim alike.
     """
     backend = open_backend()
     clock = FakeClock(start_ms=1_000_000)
     backend.clock = clock
+    if feed is not None:
+        backend.enable_changes("hot", feed)
+        backend.enable_changes("planned", feed)
     rng = random.Random(10)
     keys = [b"k%d" % i for i in range(6)]
     limit = 400
@@ -162,6 +179,8 @@ def test_hot_paths_give_what_the_planner_gives(open_backend: OpenBackend) -> Non
         assert backend.usage("hot") == backend.usage("planned"), step
         assert _space(backend, "hot") == _space(backend, "planned"), step
         assert backend.items("hot", b"", None, 100) == backend.items("planned", b"", None, 100)
+        if feed is not None:
+            assert backend.read_changes("hot", 0, 1000) == backend.read_changes("planned", 0, 1000), step
         clock.advance(0.5)
     entries = [(backend.get_entry("hot", key), backend.get_entry("planned", key)) for key in keys]
     assert all(hot == planned for hot, planned in entries)
@@ -287,3 +306,37 @@ def test_increments_give_what_the_general_path_gives(open_backend: OpenBackend) 
     for key in keys:
         assert backend.get_entry("native", key) == backend.get_entry("planned", key)
     assert backend.verify().ok
+
+
+def test_logged_puts_of_two_handles_keep_the_log_dense(open_backend: OpenBackend) -> None:
+    """Two handles (two connections, as two processes would be) writing one namespace with the feed on.
+
+    SQLite's logged put knows its connection's newest event while no other connection has
+    committed; each handle's turn here follows the other's commit (or a write of another
+    namespace, or a commit of the general path on the same connection), so every remembered
+    seq is stale: the log must still hold every write once, in order, with dense seqs.
+    """
+    first, second = open_backend(), open_backend()
+    feed = FeedConfig(capture_values=True)
+    for backend in (first, second):
+        backend.enable_changes("app", feed)
+        backend.enable_changes("other", feed)
+    rng = random.Random(14)
+    expected = []
+    for step in range(300):
+        backend = rng.choice((first, second))
+        key = b"k%d" % rng.randrange(4)
+        value = bytes([step % 256]) * rng.choice((3, 3, 3, 9))  # mostly same-size overwrites
+        action = rng.random()
+        if action < 0.1:
+            backend.put_one("other", key, value, None)  # moves data_version, not app's log
+        elif action < 0.2:  # the general path on this connection
+            version = backend.apply("app", [Write(key, WriteKind.PUT, value)], None).results[0]
+            expected.append((key, version, value))
+        else:
+            expected.append((key, backend.put_one("app", key, value, None), value))
+    batch = first.read_changes("app", 0, 1000)
+    assert [record.seq for record in batch.records] == list(range(1, len(expected) + 1))
+    assert [(r.key, r.version, r.value) for r in batch.records] == expected
+    assert all(r.op == "set" for r in batch.records)
+    assert second.read_changes("app", 0, 1000) == batch

@@ -216,6 +216,9 @@ class RocksDBEngine(Engine):
         # One MultiGet: every value at one sequence number, never half of a concurrent batch.
         return self.db.get(data_keys)  # type: ignore[no-any-return]
 
+    def read_rows(self, data_keys: list[bytes]) -> list[bytes | None]:
+        return self.db.get(data_keys)  # type: ignore[no-any-return]  # one MultiGet
+
     def items(self, space: Space, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         lower = space.prefix + start
         read = _bounded(lower, space.end if end is None else space.prefix + end)
@@ -325,6 +328,7 @@ class RocksDBBackend(OrderedKVBackend):
                 "apply",
                 "put_one",
                 "put_one_logged",
+                "put_many",
                 "compare_and_swap_one",
                 "increment_one",
                 "delete_one",

@@ -706,7 +706,7 @@ class AtomicsConformance:
         assert store.delete_range("m1", "m3") == 2
         assert store.usage() == Usage((3 + MiB) + (3 + MiB) + 2, 3)
 
-    def differential_settings(self) -> Any:
+    def differential_settings(self) -> settings:
         """The hypothesis settings of the differential tests (hot paths against the planner's path)."""
         return settings(
             max_examples=self.differential_examples,

@@ -84,6 +84,19 @@ def _routed(feeds: Mapping[str, Any], fast: Callable[..., Any], general: Callabl
     return routed
 
 
+def _routed3(feeds: Mapping[str, Any], fast: Callable[..., Any], general: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`_routed` for a hot path taking three arguments after the namespace (``*args`` costs ~0.1 µs a call)."""
+
+    def routed(namespace: str, first: Any, second: Any, third: Any) -> Any:
+        return (general if namespace in feeds else fast)(namespace, first, second, third)
+
+    return routed
+
+
+#: The hot paths :func:`_routed3` routes (three arguments after the namespace).
+_THREE_ARGUMENTS = frozenset({"put_one", "put_many", "increment_one"})
+
+
 def wall_clock_ms() -> int:
     """The wall-clock time in whole milliseconds since the Unix epoch (the default backend clock)."""
     return time.time_ns() // 1_000_000
@@ -794,7 +807,7 @@ class StorageBackend(abc.ABC):
             for name in ("put_one", "put_many", "compare_and_swap_one", "increment_one", "delete_one"):
                 fast = getattr(self, name)
                 general = getattr(self, f"{name}_logged", None) or getattr(StorageBackend, name).__get__(self)
-                setattr(self, name, _routed(feeds, fast, general))
+                setattr(self, name, (_routed3 if name in _THREE_ARGUMENTS else _routed)(feeds, fast, general))
         if feed is None:
             feeds.pop(namespace, None)
         else:

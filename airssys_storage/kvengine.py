@@ -447,6 +447,21 @@ class Engine(abc.ABC):
     def delete_change(self, batch: Any, key: bytes) -> None:
         """Remove a change record in *batch*."""
 
+    def put_with_change(self, data_key: bytes, record: bytes, change_key: bytes, change: bytes) -> None:
+        """Write one data record and one change record as one batch (a logged ``set``'s usual commit).
+
+        Exactly :meth:`batch`, ``put``, :meth:`put_change` and :meth:`write`
+        (nothing written if it raises); an engine may do it in fewer calls.
+        """
+        batch = self.batch()
+        try:
+            batch.put(data_key, record)
+            self.put_change(batch, change_key, change)
+            self.write(batch)
+        except BaseException:
+            self.discard(batch)
+            raise
+
     @abc.abstractmethod
     def write(self, batch: Any, sync: bool = False) -> None:
         """Write *batch* atomically (fsync when *sync* or the options say so)."""
@@ -1269,21 +1284,26 @@ class OrderedKVBackend(StorageBackend, ForkAware):
             else:
                 head = CHANGE.pack(_SET, version, at, len(key)) + key
             engine = self._engine
-            batch = engine.batch()
+            record = _SHORT_HEADERS[version] + value if version < 256 else _record(version, value)
+            change_key = space.change_prefix + CHANGE_SEQ.pack(seq)
             rows.pop(data_key, None)  # stays out if the write fails
-            try:
-                batch.put(data_key, _record(version, value))
+            if new is None and seq - oldest < feed.retain_events and seq % TRIM_STEP:
+                engine.put_with_change(data_key, record, change_key, head)  # the usual commit: row and event
+            else:
+                batch = engine.batch()
+                try:
+                    batch.put(data_key, record)
+                    if new is not None:
+                        engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
+                    engine.put_change(batch, change_key, head)
+                    if seq - oldest >= feed.retain_events or not seq % TRIM_STEP:
+                        oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
+                    engine.write(batch)
+                except BaseException:
+                    engine.discard(batch)
+                    raise
                 if new is not None:
-                    engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
-                engine.put_change(batch, space.change_prefix + CHANGE_SEQ.pack(seq), head)
-                if seq - oldest >= feed.retain_events or not seq % TRIM_STEP:
-                    oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
-                engine.write(batch)
-            except BaseException:
-                engine.discard(batch)
-                raise
-            if new is not None:
-                space.counter = new
+                    space.counter = new
             space.feed = (oldest, seq, at)
             if len(rows) >= self._row_limit:
                 rows.clear()  # crude but O(1) per write on average, and never wrong
@@ -1292,7 +1312,9 @@ class OrderedKVBackend(StorageBackend, ForkAware):
             self._fail("write to", exc)
         finally:
             self._lock.release()
-        self.notify_changes(namespace)
+        signal = self._change_signal  # notify_changes(), one call less
+        if signal is not None:
+            signal.notify()
         return version
 
     def _cached_row(self, data_key: bytes) -> KeyState | None:

@@ -287,6 +287,12 @@ class RocksDBEngine(Engine):
     def delete_change(self, batch: Any, key: bytes) -> None:
         batch.delete(key, self._meta)
 
+    def put_with_change(self, data_key: bytes, record: bytes, change_key: bytes, change: bytes) -> None:
+        batch = rocksdict.WriteBatch(raw_mode=True)  # what batch() gives, in one call instead of four
+        batch.put(data_key, record)
+        batch.put(change_key, change, self._meta)
+        self.db.write(batch, self.write_options)
+
     def write(self, batch: Any, sync: bool = False) -> None:
         self.db.write(batch, self._synced if sync else self.write_options)
 

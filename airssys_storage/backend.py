@@ -84,6 +84,19 @@ def _routed(feeds: Mapping[str, Any], fast: Callable[..., Any], general: Callabl
     return routed
 
 
+def _routed3(feeds: Mapping[str, Any], fast: Callable[..., Any], general: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`_routed` for a hot path taking three arguments after the namespace (``*args`` costs ~0.1 µs a call)."""
+
+    def routed(namespace: str, first: Any, second: Any, third: Any) -> Any:
+        return (general if namespace in feeds else fast)(namespace, first, second, third)
+
+    return routed
+
+
+#: The hot paths :func:`_routed3` routes (three arguments after the namespace).
+_THREE_ARGUMENTS = frozenset({"put_one", "put_many", "increment_one"})
+
+
 def wall_clock_ms() -> int:
     """The wall-clock time in whole milliseconds since the Unix epoch (the default backend clock)."""
     return time.time_ns() // 1_000_000
@@ -680,6 +693,20 @@ class StorageBackend(abc.ABC):
 
         return self.apply(namespace, (Write(key, WriteKind.PUT, value),), limit).results[0]
 
+    def put_many(self, namespace: str, keys: Sequence[bytes], values: Sequence[bytes], limit: int | None) -> list[int]:
+        """Plain puts of distinct *keys* (no expiry, no condition) in one commit; returns their new versions.
+
+        ``values[i]`` is the value of ``keys[i]``. Exactly
+        ``apply(namespace, [Write(key, WriteKind.PUT, value) for ...], limit).results``;
+        override for a faster path (the semantics must not change; the
+        conformance suite's differential test compares it with :meth:`apply`).
+        """
+        from .planner import Write, WriteKind
+
+        put = WriteKind.PUT
+        writes = [Write(key, put, value) for key, value in zip(keys, values, strict=True)]
+        return self.apply(namespace, writes, limit).results
+
     def compare_and_swap_one(self, namespace: str, key: bytes, value: bytes, version: int, limit: int | None) -> int:
         """A put of one key (no expiry) only if it is at *version* now (``0``: absent); returns the new version.
 
@@ -751,7 +778,7 @@ class StorageBackend(abc.ABC):
     def enable_changes(self, namespace: str, feed: FeedConfig | None) -> None:
         """Log the commits of *namespace* as *feed* says (``None``: stop logging). The core calls it.
 
-        The first call routes the single-key hot paths (:meth:`put_one`,
+        The first call routes the hot paths (:meth:`put_one`, :meth:`put_many`,
         :meth:`compare_and_swap_one`, :meth:`increment_one`,
         :meth:`delete_one`) of namespaces in :attr:`feeds` to this base
         class's versions, which commit through :meth:`apply`: a backend then
@@ -777,10 +804,10 @@ class StorageBackend(abc.ABC):
             feeds = {}
             self.feeds = feeds
             self._change_signal = ChangeSignal()
-            for name in ("put_one", "compare_and_swap_one", "increment_one", "delete_one"):
+            for name in ("put_one", "put_many", "compare_and_swap_one", "increment_one", "delete_one"):
                 fast = getattr(self, name)
                 general = getattr(self, f"{name}_logged", None) or getattr(StorageBackend, name).__get__(self)
-                setattr(self, name, _routed(feeds, fast, general))
+                setattr(self, name, (_routed3 if name in _THREE_ARGUMENTS else _routed)(feeds, fast, general))
         if feed is None:
             feeds.pop(namespace, None)
         else:

@@ -54,11 +54,15 @@ from __future__ import annotations
 import abc
 import contextlib
 import ctypes
+import functools
+import operator
 import os
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from itertools import repeat
 from time import time_ns as _time_ns
 from typing import Any, ClassVar, NamedTuple, NoReturn, TypeAlias
 
@@ -88,7 +92,18 @@ from .changes import (
 )
 from .errors import ConfigurationError, InternalError, StorageError, StoreDamaged
 from .forking import ForkAware, track
-from .planner import MAX_VERSION, KeyState, Plan, SpaceState, Write, WriteKind, add_to_counter, plan
+from .planner import (
+    MAX_VERSION,
+    KeyState,
+    Plan,
+    Put,
+    SpaceState,
+    Write,
+    WriteKind,
+    add_to_counter,
+    plan,
+    set_events,
+)
 from .rowformat import decode_header, encode_row
 from .storeid import MARKER
 
@@ -152,9 +167,24 @@ _OP_GC_STEP = 64
 # Not in the row cache (``None`` there means "no row").
 _MISS: Any = object()
 _new = tuple.__new__
+#: Runs an iterator to its end in C (``deque(iterator, 0)``): the batch's puts without a Python loop.
+_consume = deque
 _PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP, _RECORD = WriteKind  # in definition order
 #: The header of a row without expiry whose version is below 256, by version (rowformat: width 1).
 _SHORT_HEADERS = [bytes((1, version)) for version in range(256)]  # never used for version 0
+#: Whether :meth:`OrderedKVBackend.apply` may decide plain-put batches itself (tests turn it off to compare
+#: that path with the planner's).
+_FAST_BATCH = True
+#: What the plain-put path (:meth:`OrderedKVBackend._put_rows_locked`) reads of writes and rows, as C calls.
+_PLAIN_FIELDS = operator.itemgetter(1, 3, 4, 6)  # kind, expires_at, if_version, op_id
+_PLAIN_PUT = (WriteKind.PUT, None, None, None)  # compared with ==, never hashed
+_KEY_OF = operator.itemgetter(0)
+_VALUE_OF = operator.itemgetter(2)
+_SIZE_OF = operator.itemgetter(0)
+_VERSION_OF = operator.itemgetter(1)
+_ADD = operator.add
+_NEW_ROW = functools.partial(tuple.__new__, KeyState)
+_NEW_PUT = functools.partial(tuple.__new__, Put)
 
 
 def op_time_key(time_prefix: bytes, time_ms: int, op_id: str) -> bytes:
@@ -335,6 +365,15 @@ class Engine(abc.ABC):
     def read_many(self, data_keys: list[bytes]) -> list[bytes | None]:
         """Data records from one moment (a snapshot), in order."""
 
+    def read_rows(self, data_keys: list[bytes]) -> list[bytes | None]:
+        """Data records as a commit reads its old rows under the backend's lock (no snapshot needed), in order.
+
+        The default reads them one ``db.get`` at a time, as the other write
+        paths do; an engine with a multi-get overrides it with one call.
+        """
+        get = self.db.get
+        return [get(data_key) for data_key in data_keys]
+
     @abc.abstractmethod
     def items(self, space: Space, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         """``(key, record)`` of *space* with ``start <= key < end`` (keys without the prefix), in key order."""
@@ -407,6 +446,21 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def delete_change(self, batch: Any, key: bytes) -> None:
         """Remove a change record in *batch*."""
+
+    def put_with_change(self, data_key: bytes, record: bytes, change_key: bytes, change: bytes) -> None:
+        """Write one data record and one change record as one batch (a logged ``set``'s usual commit).
+
+        Exactly :meth:`batch`, ``put``, :meth:`put_change` and :meth:`write`
+        (nothing written if it raises); an engine may do it in fewer calls.
+        """
+        batch = self.batch()
+        try:
+            batch.put(data_key, record)
+            self.put_change(batch, change_key, change)
+            self.write(batch)
+        except BaseException:
+            self.discard(batch)
+            raise
 
     @abc.abstractmethod
     def write(self, batch: Any, sync: bool = False) -> None:
@@ -806,12 +860,136 @@ class OrderedKVBackend(StorageBackend, ForkAware):
             space = self._space(namespace)
         self._lock.acquire()
         try:
-            decided = self._apply_locked(space, writes, limit)
+            decided = None
+            if len(writes) > 1 and _FAST_BATCH and not (self.feeds and space.namespace in self.feeds):
+                count = len(writes)
+                # Plain puts only? list.count compares by identity first: no hash of a WriteKind
+                # (an Enum hashes in Python).
+                if list(map(_PLAIN_FIELDS, writes)).count(_PLAIN_PUT) == count:
+                    keys: list[bytes] = list(map(_KEY_OF, writes))
+                    values: list[bytes] = list(map(_VALUE_OF, writes))
+                    done = self._put_rows_locked(space, keys, values, limit)
+                    if done is not None:
+                        versions, existed, after, changed = done
+                        puts: list[Put] = list(map(_NEW_PUT, zip(keys, values, versions, repeat(None))))
+                        decided = _new(Plan, (puts, [], after, changed, versions, existed, set_events(puts), []))
+            if decided is None:
+                decided = self._apply_locked(space, writes, limit)
         except Exception as exc:
             self._fail("write to", exc)
         finally:
             self._lock.release()
         return decided
+
+    def put_many(self, namespace: str, keys: Sequence[bytes], values: Sequence[bytes], limit: int | None) -> list[int]:
+        # The hot path of set_many(): the plain-put commit of _put_rows_locked without building
+        # writes or a plan; anything it does not take goes to apply() (and so to the planner).
+        try:
+            space = self._spaces[namespace]
+        except KeyError:
+            space = self._space(namespace)
+        if len(keys) > 1 and _FAST_BATCH:
+            self._lock.acquire()
+            try:
+                done = self._put_rows_locked(space, keys, values, limit)
+            except Exception as exc:
+                self._fail("write to", exc)
+            finally:
+                self._lock.release()
+            if done is not None:
+                return done[0]
+        return StorageBackend.put_many(self, namespace, keys, values, limit)
+
+    def _put_rows_locked(
+        self, space: Space, keys: Sequence[bytes], values: Sequence[bytes], limit: int | None
+    ) -> tuple[list[int], list[bool], SpaceState, bool] | None:
+        """A commit of plain puts of distinct *keys* decided and written here; ``None``: take the planner's path.
+
+        Returns what :func:`plan` returns for the commit: the new versions, which
+        keys existed, the counter after it and whether it changed. Only a
+        namespace where no row has an expiry (the counter's ``expiring`` is 0,
+        so every old row is live and has none) qualifies. The old rows come
+        from the row cache, the misses from one :meth:`Engine.read_rows`; each
+        put gets the planner's version (``row.version + 1``, or ``floor + 1``
+        for a new key) and size delta. A key named twice, a write the quota
+        would refuse or a version at the end of the range returns ``None``
+        before anything is written (the planner then decides, and raises,
+        exactly as always); the plugins' tests compare both paths on random
+        batches. The per-key work is done by ``map()`` and friends (C loops)
+        rather than a Python loop, which cost more than the engine's write.
+        Call under the lock.
+        """
+        counter = space.counter or self._load_counter(space)
+        if counter[3]:
+            return None  # a row may have an expiry: the general path counts them
+        count = len(keys)
+        data_keys = list(map(space.prefix.__add__, keys))
+        if len(set(data_keys)) != count or len(values) != count:
+            return None  # the planner refuses a key named twice
+        rows = self._rows
+        old: list[Any] = list(map(rows.get, data_keys))  # None: not cached, or cached as "no row"
+        if None in old:
+            missed = [index for index, row in enumerate(old) if row is None and data_keys[index] not in rows]
+            if missed:
+                raws = self._engine.read_rows([data_keys[index] for index in missed])
+                for index, raw in zip(missed, raws, strict=True):
+                    if raw is not None:
+                        row = self._row(data_keys[index], raw)
+                        if row.expires_at is not None:
+                            return None  # the counter says no row has an expiry: let the general path decide
+                        old[index] = row
+        floor = counter[2]
+        if None in old:  # new keys: floor + 1 and their whole size (a loop, but a rarer case)
+            versions: list[int] = []
+            existed: list[bool] = []
+            delta = key_delta = 0
+            for key, value, row in zip(keys, values, old):  # noqa: B905 - lengths checked above
+                if row is None:
+                    versions.append(floor + 1)
+                    existed.append(False)
+                    key_delta += 1
+                    delta += len(key) + len(value)
+                else:
+                    versions.append(row[1] + 1)
+                    existed.append(True)
+                    delta += len(value) - row[0]
+        else:  # overwrites only: every row live (no expiry), the next version of each
+            versions = list(map(_ADD, map(_VERSION_OF, old), repeat(1, count)))
+            existed = [True] * count
+            key_delta = 0
+            delta = sum(map(len, values)) - sum(map(_SIZE_OF, old))
+        highest = max(versions)
+        if highest > MAX_VERSION:
+            return None  # the planner refuses it
+        if limit is not None and delta > 0 and counter[0] + delta > limit:
+            return None  # the planner refuses it (and the core sweeps expired keys and retries)
+        if highest < 256:
+            records = list(map(bytes.__add__, map(_SHORT_HEADERS.__getitem__, versions), values))
+        else:
+            records = list(map(_record, versions, values))
+        if delta or key_delta:
+            after = _new(SpaceState, (counter[0] + delta, counter[1] + key_delta, floor))
+            new: Counter = (after.bytes, after.keys, floor, 0)
+        else:
+            after, new = _new(SpaceState, counter[:3]), counter
+        engine = self._engine
+        batch = engine.batch()
+        try:
+            _consume(map(batch.put, data_keys, records), 0)
+            if new is not counter:
+                engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
+            engine.write(batch)
+        except BaseException:
+            engine.discard(batch)  # a reused batch must carry nothing of a failed commit
+            for data_key in data_keys:  # read again after a failed write, whatever it did
+                rows.pop(data_key, None)
+            raise
+        space.counter = new
+        if len(rows) + count > self._row_limit:
+            rows.clear()  # crude but O(1) per write on average, and never wrong
+        cached = map(_NEW_ROW, zip(map(len, values), versions, repeat(None), repeat(None)))
+        rows.update(zip(data_keys, cached))  # noqa: B905 - one per key
+        return versions, existed, after, new is not counter
 
     def _apply_locked(self, space: Space, writes: Sequence[Write], limit: int | None) -> Plan:
         """:meth:`apply` inside the lock (engine errors pass through)."""
@@ -1106,21 +1284,26 @@ class OrderedKVBackend(StorageBackend, ForkAware):
             else:
                 head = CHANGE.pack(_SET, version, at, len(key)) + key
             engine = self._engine
-            batch = engine.batch()
+            record = _SHORT_HEADERS[version] + value if version < 256 else _record(version, value)
+            change_key = space.change_prefix + CHANGE_SEQ.pack(seq)
             rows.pop(data_key, None)  # stays out if the write fails
-            try:
-                batch.put(data_key, _record(version, value))
+            if new is None and seq - oldest < feed.retain_events and seq % TRIM_STEP:
+                engine.put_with_change(data_key, record, change_key, head)  # the usual commit: row and event
+            else:
+                batch = engine.batch()
+                try:
+                    batch.put(data_key, record)
+                    if new is not None:
+                        engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
+                    engine.put_change(batch, change_key, head)
+                    if seq - oldest >= feed.retain_events or not seq % TRIM_STEP:
+                        oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
+                    engine.write(batch)
+                except BaseException:
+                    engine.discard(batch)
+                    raise
                 if new is not None:
-                    engine.put_counter(batch, space.counter_key, COUNTER.pack(*new))
-                engine.put_change(batch, space.change_prefix + CHANGE_SEQ.pack(seq), head)
-                if seq - oldest >= feed.retain_events or not seq % TRIM_STEP:
-                    oldest = self._trim_changes(batch, space, feed, oldest, last, seq, at)
-                engine.write(batch)
-            except BaseException:
-                engine.discard(batch)
-                raise
-            if new is not None:
-                space.counter = new
+                    space.counter = new
             space.feed = (oldest, seq, at)
             if len(rows) >= self._row_limit:
                 rows.clear()  # crude but O(1) per write on average, and never wrong
@@ -1129,7 +1312,9 @@ class OrderedKVBackend(StorageBackend, ForkAware):
             self._fail("write to", exc)
         finally:
             self._lock.release()
-        self.notify_changes(namespace)
+        signal = self._change_signal  # notify_changes(), one call less
+        if signal is not None:
+            signal.notify()
         return version
 
     def _cached_row(self, data_key: bytes) -> KeyState | None:

@@ -35,7 +35,7 @@ from airssys_storage import (
     StorageSettings,
     Usage,
 )
-from airssys_storage.planner import KeyState, Write, WriteKind
+from airssys_storage.planner import KeyState, Write, WriteKind, check
 from airssys_storage.policies import FixedQuota, ManifestPolicy
 
 from .clock import FakeClock
@@ -139,6 +139,20 @@ def _outcome(call: Callable[[], object]) -> tuple[str, object]:
         return ("ok", call())
     except StorageError as exc:
         return ("error", exc.code)
+
+
+def _same_apply(backend: StorageBackend, one: str, other: str, write: Write) -> None:
+    """Apply *write* in namespaces *one* and *other*: the same results."""
+    assert backend.apply(one, (write,), None).results == backend.apply(other, (write,), None).results
+
+
+def _same_rows_and_floor(backend: StorageBackend, one: str, other: str, keys: list[bytes]) -> None:
+    """Namespaces *one* and *other* hold the same rows of *keys* and the same version floor."""
+    for key in keys:
+        assert backend.get_entry(one, key) == backend.get_entry(other, key)
+    # Equal floors: a key created now on each side gets floor + 1.
+    fresh = (Write(b"fresh", WriteKind.PUT, b""),)
+    assert backend.apply(one, fresh, None).results == backend.apply(other, fresh, None).results
 
 
 class AtomicsConformance:
@@ -692,6 +706,15 @@ class AtomicsConformance:
         assert store.delete_range("m1", "m3") == 2
         assert store.usage() == Usage((3 + MiB) + (3 + MiB) + 2, 3)
 
+    def differential_settings(self) -> settings:
+        """The hypothesis settings of the differential tests (hot paths against the planner's path)."""
+        return settings(
+            max_examples=self.differential_examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+
     def test_put_one_and_delete_one_equal_apply(self, manager: StorageManager, clock: FakeClock) -> None:
         """Hot paths: put_one/compare_and_swap_one/increment_one/delete_one equal apply (results, rows, floor)."""
         backend = manager.backend
@@ -719,12 +742,7 @@ class AtomicsConformance:
             max_size=40,
         )
 
-        @settings(
-            max_examples=self.differential_examples,
-            deadline=None,
-            database=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        )
+        @self.differential_settings()
         @given(operations)
         def differential(steps: list[tuple[Any, ...]]) -> None:
             hot, planned = _fresh("hot"), _fresh("planned")
@@ -759,16 +777,67 @@ class AtomicsConformance:
                     )
                 elif step[0] == "put-with-expiry":  # rows that expire, written the same way on both sides
                     _, key, value, ttl_ms = step
-                    write = (Write(key, WriteKind.PUT, value, expires_at=clock() + ttl_ms),)
-                    assert backend.apply(hot, write, None).results == backend.apply(planned, write, None).results
+                    _same_apply(backend, hot, planned, Write(key, WriteKind.PUT, value, expires_at=clock() + ttl_ms))
                 else:
                     clock.advance(step[1] / 1000)
                 assert backend.usage(hot) == backend.usage(planned)
-            for key in (b"a", b"b", b"ab", b"c"):
-                assert backend.get_entry(hot, key) == backend.get_entry(planned, key)
-            # Equal floors: a key created now on each side gets floor + 1.
-            fresh = (Write(b"fresh", WriteKind.PUT, b""),)
-            assert backend.apply(hot, fresh, None).results == backend.apply(planned, fresh, None).results
+            _same_rows_and_floor(backend, hot, planned, [b"a", b"b", b"ab", b"c"])
+
+        differential()
+
+    def test_plain_put_batches_equal_the_planner(self, manager: StorageManager, clock: FakeClock) -> None:
+        """Batches of plain puts (set_many): put_many and apply decide as the planner's general path does.
+
+        Backends decide such batches on a path of their own (LevelDB and RocksDB
+        in kvengine, SQLite's upsert); the reference side sends the same puts
+        through the planner's general loop by adding a check of a key never
+        written (which changes nothing). Results or error codes, usage, every
+        row and the version floor must be equal, whatever the old rows were:
+        new keys, other sizes, expired rows, a full quota, a key named twice.
+        """
+        backend = manager.backend
+        names = [b"a", b"b", b"ab", b"c", b"d"]
+        keys = st.sampled_from(names)
+        values = st.binary(max_size=10)
+        batch = st.lists(st.tuples(keys, values), min_size=1, max_size=6)
+        limits = st.sampled_from([None, 0, 20, 40, 80])
+        operations = st.lists(
+            st.one_of(
+                st.tuples(st.just("put_many"), batch, limits),
+                st.tuples(st.just("apply"), batch, limits),
+                st.tuples(st.just("delete"), keys),
+                st.tuples(st.just("put-with-expiry"), keys, values, st.integers(1, 30)),
+                st.tuples(st.just("advance"), st.integers(1, 20)),
+            ),
+            max_size=25,
+        )
+        never = check(b"never-written", 0)  # sends a commit to the planner's general loop, changes nothing
+
+        @self.differential_settings()
+        @given(operations)
+        def differential(steps: list[tuple[Any, ...]]) -> None:
+            fast, planned = _fresh("batch"), _fresh("batch-planned")
+            for step in steps:
+                if step[0] in ("put_many", "apply"):
+                    _, pairs, limit = step
+                    writes = [Write(key, WriteKind.PUT, value) for key, value in pairs]
+                    if step[0] == "put_many":
+                        hot: Callable[[], object] = partial(
+                            backend.put_many, fast, [key for key, _ in pairs], [value for _, value in pairs], limit
+                        )
+                    else:
+                        hot = partial(lambda w, n: backend.apply(fast, w, n).results, writes, limit)
+                    reference = partial(lambda w, n: backend.apply(planned, [*w, never], n).results[:-1], writes, limit)
+                    assert _outcome(hot) == _outcome(reference), step
+                elif step[0] == "delete":
+                    _same_apply(backend, fast, planned, Write(step[1], WriteKind.DELETE))
+                elif step[0] == "put-with-expiry":  # rows that expire: the fast paths must leave them to the planner
+                    _, key, value, ttl_ms = step
+                    _same_apply(backend, fast, planned, Write(key, WriteKind.PUT, value, expires_at=clock() + ttl_ms))
+                else:
+                    clock.advance(step[1] / 1000)
+                assert backend.usage(fast) == backend.usage(planned)
+            _same_rows_and_floor(backend, fast, planned, names)
 
         differential()
 

@@ -241,6 +241,17 @@ class LevelDBEngine(Engine):
     def delete_change(self, batch: Any, key: bytes) -> None:
         batch.delete(key)
 
+    def put_with_change(self, data_key: bytes, record: bytes, change_key: bytes, change: bytes) -> None:
+        batch = self._batch  # what batch() gives, in one call instead of four
+        batch.clear()
+        try:
+            batch.put(data_key, record)
+            batch.put(change_key, change)
+            batch.write()
+        except BaseException:
+            batch.clear()
+            raise
+
     def write(self, batch: Any, sync: bool = False) -> None:
         batch.write()  # a synced batch was made synced (see batch())
 

@@ -32,9 +32,9 @@ that runs out of it (``MDB_MAP_FULL``) is aborted, the map is doubled (up
 to ``max_map_size``) and the commit runs again, from the start, in a new
 write transaction, so the caller never sees it; at the ceiling it is an
 ``internal-error`` naming the option. Changing the map size needs no
-transaction of this process open, so every read registers in a list that a
-resize waits to drain (a list append and pop: atomic under the GIL, about
-0.1 µs per read). Another process that sees the data outgrow its own map
+transaction of this process open, so every read registers in a deque that a
+resize waits to drain (an append and a pop: atomic under the GIL, and unlike
+a list's, allocating nothing). Another process that sees the data outgrow its own map
 (``MDB_MAP_RESIZED``) adopts the new size the same way and retries.
 
 Stale readers: a process killed while reading leaves its slot in the reader
@@ -58,6 +58,7 @@ import functools
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -133,6 +134,8 @@ _OP_GC_STEP = 64
 _MAX_COMPONENT_ID = 63
 _HEADER = ROW.size
 _new = tuple.__new__
+#: The expiry field of a row (bytes 8..16 of its header), to compare with NO_EXPIRY.
+_EXPIRY = slice(8, _HEADER)
 #: A read that must take the slow path (a resize in progress, an LMDB error to handle).
 _SLOW: Any = object()
 _PUT, _DELETE, _INCREMENT, _TOUCH, _SWEEP, _RECORD = WriteKind  # in definition order
@@ -193,8 +196,9 @@ class _Environment(ForkAware):
         )
         #: One write transaction at a time in this process; held while the map is resized.
         self.lock = threading.Lock()
-        #: One entry per read transaction running now (list append and pop are atomic under the GIL).
-        self.active: list[None] = []
+        #: One entry per read transaction running now (append and pop are atomic under the GIL; a
+        #: deque, unlike a list, allocates nothing when it goes from empty to one entry and back).
+        self.active: deque[None] = deque()
         #: Set while the map is resized: new reads wait for the lock.
         self.resizing = False
         #: Backends holding this environment.
@@ -215,7 +219,7 @@ class _Environment(ForkAware):
         _PATHS.inherit(self.real, () if isinstance(env, Closed) else (env,))
         _open.pop(self.real, None)
         self.lock = threading.Lock()
-        self.active = []
+        self.active = deque()
         self.resizing = False
         self.env = Closed(_forked_message(self.path), self.path)
 
@@ -570,13 +574,17 @@ class LMDBBackend(StorageBackend):
         finally:
             active.pop()
         if raw is _SLOW:
-            raw = self._read(lambda txn: txn.get(prefix + key, db=self._shared.data))
+            raw = self._read_row(prefix + key)
         if raw is None:
             return None
-        if raw[8:_HEADER] == NO_EXPIRY:
+        if raw[_EXPIRY] == NO_EXPIRY:
             value: bytes = raw[_HEADER:]
             return value
         return self._value(prefix + key, raw, None)
+
+    def _read_row(self, data_key: bytes) -> bytes | None:
+        """The record of *data_key* (or ``None``) through :meth:`_read` (get's path when its own failed)."""
+        return self._read(functools.partial(_get_row, data_key, self._shared.data))
 
     def _decode(self, data_key: bytes, raw: bytes) -> tuple[int, int | None]:
         """``(version, expires_at)`` of the record *raw* of *data_key*; damage is an error."""
@@ -1253,11 +1261,16 @@ class _ClosedEnvironment:
 
     def __init__(self, path: str) -> None:
         self.env = _closed(path)
-        self.active: list[None] = []
+        self.active: deque[None] = deque()
         self.resizing = False
         self.lock = threading.Lock()
         self.data = self.usage = self.ops = self.op_times = self.expiry = self.meta = self.changes = None
         self.cleared = self.growths = self.adopted = 0
+
+
+def _get_row(data_key: bytes, data: Any, txn: Any) -> bytes | None:
+    """The record of *data_key* in database *data* of *txn*, or ``None``."""
+    return txn.get(data_key, None, data)  # type: ignore[no-any-return]
 
 
 def _closed_environment(path: str) -> Any:

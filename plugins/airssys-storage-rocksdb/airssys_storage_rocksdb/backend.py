@@ -222,16 +222,16 @@ class RocksDBEngine(Engine):
     def items(self, space: Space, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         lower = space.prefix + start
         read = _bounded(lower, space.end if end is None else space.prefix + end)
-        skip = len(space.prefix)
+        cut = slice(len(space.prefix), None)  # built once: a slice per key costs a third of the stripping
         for data_key, raw in self.db.items(from_key=lower, read_opt=read):
-            yield data_key[skip:], raw
+            yield data_key[cut], raw
 
     def keys(self, space: Space, start: bytes, end: bytes | None, limit: int | None) -> list[bytes]:
         lower = space.prefix + start
         read = _bounded(lower, space.end if end is None else space.prefix + end)
         keys = self.db.keys(from_key=lower, read_opt=read)
-        skip = len(space.prefix)
-        return [data_key[skip:] for data_key in (keys if limit is None else islice(keys, limit))]
+        cut = slice(len(space.prefix), None)  # built once (see items)
+        return [data_key[cut] for data_key in (keys if limit is None else islice(keys, limit))]
 
     def get_counter(self, key: bytes) -> bytes | None:
         return self._counters_cf.get(key)  # type: ignore[no-any-return]

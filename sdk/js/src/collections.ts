@@ -631,13 +631,19 @@ export class StorageQueue<V = unknown> extends Slots<V> {
       const head = this.store.getEntry(this.headKey);
       const first = head === undefined ? 0 : asInt(head.value, this.headKey);
       if (first >= this.seenTail) {
-        // the tail never moves back: read it only when the head catches up
+        // pushes only move the tail on: read it only when the head catches up
         this.seenTail = this.readInt(this.tailKey);
         if (first >= this.seenTail) return undefined;
       }
       const slot = this.key(first);
       const raw = this.store.get(slot);
       if (raw === undefined) {
+        const tail = this.readInt(this.tailKey);
+        if (tail !== this.seenTail) {
+          // the queue was emptied (clear, deletePrefix) and maybe refilled
+          this.seenTail = tail;
+          continue;
+        }
         checkMoved(this.store, this.headKey, head, slot);
         continue; // popped by another caller since the head was read
       }

@@ -152,6 +152,18 @@ test("a queue: FIFO, length, popped slots swept", () => {
   assert.equal(other.pop(), "x");
 });
 
+test("a queue emptied under an old handle (its keys deleted) pops undefined, then what comes next", () => {
+  const s = store();
+  const queue = new StorageQueue(s, "q/", PAGE);
+  for (const job of ["x", "y", "z"]) queue.push(job);
+  assert.equal(queue.pop(), "x");
+  for (const [key] of s.scan("q/", undefined, 5)[0]) s.delete(key); // what delete_prefix or clear does
+  assert.equal(queue.pop(), undefined); // was ValueDecodeError: the handle still counted the old tail
+  new StorageQueue(s, "q/", PAGE).push("c");
+  assert.equal(queue.pop(), "c");
+  assert.equal(queue.pop(), undefined);
+});
+
 test("the prefix registry refuses overlapping prefixes and other kinds", () => {
   const s = store();
   new StorageMap(s, "users/");

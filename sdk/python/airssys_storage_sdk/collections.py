@@ -674,13 +674,17 @@ class StorageQueue(_Slots[V]):
         while True:
             head = store.get_entry(self._head)
             first = 0 if head is None else _as_int(head.value, self._head)
-            if first >= self._seen_tail:  # the tail never moves back: read it only when the head catches up
+            if first >= self._seen_tail:  # pushes only move the tail on: read it only when the head catches up
                 self._seen_tail = self._read_int(self._tail)
                 if first >= self._seen_tail:
                     return None
             slot = self._key(first)
             raw = store.get(slot)
             if raw is None:
+                tail = self._read_int(self._tail)
+                if tail != self._seen_tail:  # the queue was emptied (clear, delete_prefix) and maybe refilled
+                    self._seen_tail = tail
+                    continue
                 _check_moved(store, self._head, head, slot)
                 continue  # popped by another caller since the head was read
             batch = store.atomic().check(self._head, _version(head)).set(self._head, b"%d" % (first + 1))

@@ -297,3 +297,18 @@ def test_a_push_takes_one_atomic_batch_when_its_guess_holds(memory_storage: Comp
         log.append(item)
     assert calls == ["get_entry", "atomic"] + ["atomic"] * 4
     assert list(log) == [0, 1, 2, 3, 4]
+
+
+def test_a_queue_emptied_under_an_old_object_pops_none_then_what_comes_next(storage: ComponentStorage) -> None:
+    """Regression (outside trial): after delete_prefix (or clear, a range delete) emptied the queue, an object that
+    still remembered the old tail raised ValueDecodeError ("slot missing") instead of returning None."""
+    for empty in (lambda: storage.delete_prefix("jobs/"), lambda: storage.delete_range("jobs/", "jobs0")):
+        jobs: StorageQueue[str] = StorageQueue(storage, "jobs/")
+        for job in ("x", "y", "z"):
+            jobs.push(job)
+        assert jobs.pop() == "x"
+        empty()
+        assert jobs.pop() is None
+        StorageQueue(storage, "jobs/").push("c")
+        assert jobs.pop() == "c"
+        assert jobs.pop() is None and len(jobs) == 0

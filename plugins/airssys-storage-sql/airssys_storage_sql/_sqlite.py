@@ -558,7 +558,12 @@ class SQLiteDialect(EngineDialect):
 
     def translate(self, exc: Exception, action: str) -> StorageError:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        if code == _SQLITE_LOCKED:  # not a busy wait that ran out: SQLite gives up at once on these
+            return InternalError(
+                f"{self.where} is locked by a statement of the same connection or cache ({describe(exc)}) "
+                f"during {action}: SQLite does not wait on this lock; retry"
+            )
+        if code == _SQLITE_BUSY:
             return InternalError(
                 f"{self.where} is locked: another connection held the write lock for more than "
                 f"{self._options.lock_timeout:g} s during {action} ({describe(exc)}); "
@@ -647,6 +652,12 @@ def _check_query(url: URL) -> None:
             f"the SQLite URL has query parameter(s) {', '.join(map(repr, ignored))} that nothing reads: "
             "SQLite URI parameters need a file: URI and uri=true (e.g. sqlite:///file:app.db?mode=ro&uri=true), "
             "and backend settings (lock_timeout, pool_size, ...) go in backend_options"
+        )
+    if uri and url.query.get("cache") == "shared":
+        raise ConfigurationError(
+            "the SQLite URL asks for cache=shared: SQLite's shared-cache mode answers a lock held by another "
+            "connection with an immediate 'database table is locked' instead of waiting (and SQLite's own docs "
+            "discourage it); remove cache=shared — the store's connections already share the file through WAL"
         )
     if uri and not (url.database or "").startswith("file:"):
         raise ConfigurationError(

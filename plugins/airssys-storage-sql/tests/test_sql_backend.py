@@ -154,6 +154,13 @@ def test_sqlite_uri_parameters_without_a_file_uri_are_refused(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sqlite_shared_cache_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """cache=shared made every contended call fail at once with a message claiming a 10 s wait: refused at open."""
+    with pytest.raises(ConfigurationError, match="cache=shared"):
+        SQLBackend.open(f"sqlite:///file:{tmp_path}/x.db?cache=shared&uri=true", {})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_synchronous_is_a_sqlite_option() -> None:
     with pytest.raises(ConfigurationError, match="SQLite only"):
         SQLBackend.open("postgresql://u@127.0.0.1:1/db", {"synchronous": "FULL"})

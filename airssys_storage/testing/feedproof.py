@@ -92,8 +92,8 @@ class FeedProofConformance:
         assert report["replayed"] == report["final"]
 
     def test_feed_proof_killed_reader_resumes(self, feed_proof_settings: StorageSettings, tmp_path: Path) -> None:
-        """Change feed, capability multi_process: a reader process SIGKILLed mid-stream and restarted from its saved
-        cursor misses no event; each run reads in order, and only the event in flight at the kill comes twice."""
+        """Change feed, capability multi_process: a SIGKILLed reader restarted from its cursor misses no event."""
+        # Each run reads in order, and only the event in flight at the kill comes twice.
         assert self.feed_kill_after < self.feed_kill_writes
         settings, component = feed_proof_settings, "feed-kill"
         cursor, out = tmp_path / "cursor", tmp_path / "seen"

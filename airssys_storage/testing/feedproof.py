@@ -83,8 +83,8 @@ class FeedProofConformance:
         return _feed_settings(storage_settings)
 
     def test_feed_proof_writer_processes(self, feed_proof_settings: StorageSettings) -> None:
-        """Change feed, capability multi_process: writer processes race; a reader sees each seq once, in order, no
-        gap, and the events replayed onto an empty dict give the final state."""
+        """Change feed, capability multi_process: racing writer processes; a reader sees each seq once, in order."""
+        # ... with no gap, and the events replayed onto an empty dict give the final state.
         report = run_feed_race(feed_proof_settings, "feed-race", self.feed_race_processes, self.feed_race_writes)
         start, seqs = report["start"], report["seqs"]
         problem = dense_problem(seqs, start + 1, start + self.feed_race_processes * self.feed_race_writes)

@@ -786,15 +786,13 @@ class AtomicsConformance:
         differential()
 
     def test_plain_put_batches_equal_the_planner(self, manager: StorageManager, clock: FakeClock) -> None:
-        """Batches of plain puts (set_many): put_many and apply decide as the planner's general path does.
-
-        Backends decide such batches on a path of their own (LevelDB and RocksDB
-        in kvengine, SQLite's upsert); the reference side sends the same puts
-        through the planner's general loop by adding a check of a key never
-        written (which changes nothing). Results or error codes, usage, every
-        row and the version floor must be equal, whatever the old rows were:
-        new keys, other sizes, expired rows, a full quota, a key named twice.
-        """
+        """Batches of plain puts (set_many): put_many and apply decide as the planner's general path does."""
+        # Backends decide such batches on a path of their own (LevelDB and RocksDB
+        # in kvengine, SQLite's upsert); the reference side sends the same puts
+        # through the planner's general loop by adding a check of a key never
+        # written (which changes nothing). Results or error codes, usage, every
+        # row and the version floor must be equal, whatever the old rows were:
+        # new keys, other sizes, expired rows, a full quota, a key named twice.
         backend = manager.backend
         names = [b"a", b"b", b"ab", b"c", b"d"]
         keys = st.sampled_from(names)

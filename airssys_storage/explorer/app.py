@@ -812,16 +812,11 @@ def _since_argument(text: str | None) -> int | None:
 
 def _event_json(event: ChangeEvent) -> dict[str, Any]:
     """One change-feed event for the page and the API (``at`` in ms since the epoch; the value's size only)."""
-    return {
-        "seq": event.seq,
-        "op": event.op,
-        "key": event.key,
-        "version": event.version,
-        "at": event.at,
-        "at_iso": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at / 1000)) + f".{event.at % 1000:03d}Z",
-        "end": event.end,
-        "value_bytes": None if event.value is None else len(event.value),
-    }
+    record: dict[str, Any] = event._asdict()
+    value = record.pop("value")
+    record["at_iso"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at / 1000)) + f".{event.at % 1000:03d}Z"
+    record["value_bytes"] = None if value is None else len(value)
+    return record
 
 
 def _ttl_argument(text: str) -> float | None:

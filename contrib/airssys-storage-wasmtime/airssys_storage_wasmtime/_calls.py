@@ -141,14 +141,9 @@ class StateCalls:
 
 def event_record(event: ChangeEvent) -> dict[str, Any]:
     """A :class:`~airssys_storage.ChangeEvent` as the WIT ``change-event`` record."""
-    return {
-        "seq": event.seq,
-        "key": event.key,
-        "op": event.op,
-        "version": event.version,
-        "end": event.end,
-        "value": event.value,
-    }
+    record: dict[str, Any] = event._asdict()
+    del record["at"]  # the WIT record has no commit time
+    return record
 
 
 def _event_bytes(event: ChangeEvent) -> int:

@@ -234,20 +234,28 @@ def test_attempts_count_across_passes(host: Host, subscriber: Guest, manager: St
     assert len(last.dead_letters) == 1
 
 
-def test_a_subscription_behind_retention_records_the_lost_seqs(tmp_path: Path, host: Host, subscriber: Guest) -> None:
+@pytest.mark.parametrize("delivered_before", [True, False], ids=["cursor-behind", "new-subscription"])
+def test_a_subscription_behind_retention_records_the_lost_seqs(
+    host: Host, subscriber: Guest, delivered_before: bool
+) -> None:
+    """A cursor behind retention, or a new subscription whose start was trimmed: a gap dead letter, never a skip."""
     with StorageManager.from_settings(StorageSettings(url="memory://", changes_retain_events=2, **LIMITS)) as manager:
         storage = _feed(manager, subscribe=("in/",))
-        storage.set("in/first", b"v")
-        # cursor 1: the pass ends at the seq it started at, before the handler's own out/last write (seq 2)
-        assert host.deliver_changes(subscriber, storage, manager).delivered == 1
+        first = 1  # a new subscription starts at seq 1
+        if delivered_before:
+            storage.set("in/first", b"v")
+            # cursor 1: the pass ends at the seq it started at, before the handler's own out/last write (seq 2)
+            assert host.deliver_changes(subscriber, storage, manager).delivered == 1
+            first = 2
         for i in range(70):
-            storage.set(f"in/{i}", b"v")
-        oldest = storage.changes(0, None, 1)[0][0].seq
+            storage.set(f"in/{i % 5}", b"v")
+        oldest, last = storage.change_bounds()
+        assert oldest > first + 1
         report = host.deliver_changes(subscriber, storage, manager)
         (gap,) = report.dead_letters
-        assert (gap.first_seq, gap.last_seq, gap.events) == (2, oldest - 1, 0)
+        assert (gap.first_seq, gap.last_seq, gap.events) == (first, oldest - 1, 0)
         assert gap.error.startswith("gap:")
-        assert report.delivered == 72 - oldest + 1
+        assert report.delivered == last - oldest + 1
 
 
 def test_delivery_needs_a_handler_export_and_the_feed(
@@ -335,21 +343,6 @@ def test_a_second_deliverer_of_the_same_subscription_stops_instead_of_moving_the
 
 
 # -- regressions from an outside trial ---------------------------------------------------
-
-
-def test_a_new_subscription_whose_start_was_trimmed_records_the_lost_seqs(host: Host, subscriber: Guest) -> None:
-    """A new subscription starts at seq 1: a trimmed start is a gap dead letter, not a silent skip."""
-    with StorageManager.from_settings(StorageSettings(url="memory://", changes_retain_events=2, **LIMITS)) as manager:
-        storage = _feed(manager, subscribe=("in/",))
-        for i in range(70):
-            storage.set(f"in/{i % 5}", b"v")
-        oldest = storage.change_bounds()[0]
-        assert oldest > 2
-        report = host.deliver_changes(subscriber, storage, manager)
-        (gap,) = report.dead_letters
-        assert (gap.first_seq, gap.last_seq, gap.events) == (1, oldest - 1, 0)
-        assert gap.error.startswith("gap:")
-        assert report.delivered == 70 - oldest + 1
 
 
 def test_a_handler_writing_under_its_own_subscription_ends_each_pass(

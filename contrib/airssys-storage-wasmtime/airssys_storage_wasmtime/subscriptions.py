@@ -322,18 +322,17 @@ def _deliver_one(
     calls = 0
     max_bytes = (deliverer.limits or deliverer.host.limits).max_call_bytes
     try:
+        # One pass delivers what was committed when it started (*end*): a handler whose own writes match its
+        # subscription would otherwise keep the pass (and the component's lock) forever.
+        oldest, end = storage.change_bounds()
         if cursor == 0:
             # A new subscription starts at the component's first change; ``changes(0)`` would start at the oldest
             # one retained and skip a trimmed start silently, so a trimmed start is a gap like any other.
-            oldest = storage.change_bounds()[0]
             if oldest > 1:
                 letter = deliverer.dead_letter(prefix, 1, oldest - 1, 0, 0, "gap: the feed no longer retains them")
                 report.dead_letters.append(letter)
                 cursor, attempts = oldest - 1, 0
                 save()
-        # One pass delivers what was committed when it started: a handler whose own writes match its
-        # subscription would otherwise keep the pass (and the component's lock) forever.
-        end = storage.snapshot_seq()
         while (max_batches is None or calls < max_batches) and cursor < end:
             try:
                 events, after = storage.changes(cursor, prefix or None, batch_size)
